@@ -1,0 +1,57 @@
+# qdrant-librarian: every target creates .venv and installs what it needs.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+HELM   := $(BIN)/helm
+
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: demo test lint unit integration operator packaging bench tools clean e2e
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $(STAMP)
+
+$(HELM): | $(STAMP)
+	$(PY) tools/install_helm.py $(BIN)
+
+tools: $(STAMP) $(HELM)
+
+## make demo: the embedded default, end to end
+demo: $(STAMP)
+	$(BIN)/librarian demo
+
+## make lint: ruff, mypy (strict) and the import-layer contracts
+lint: $(STAMP)
+	$(BIN)/ruff check operator tests benchmarks tools
+	$(BIN)/ruff format --check operator tests benchmarks tools
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+## make test: lint, then every test suite
+test: lint tools
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q -p no:cacheprovider
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+integration: $(STAMP)
+	$(BIN)/pytest -q tests/integration
+operator: $(STAMP)
+	$(BIN)/pytest -q tests/operator
+packaging: tools
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q tests/packaging
+
+## make bench: speed, memory and quality benchmarks (ratios against in-process baselines)
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+## make e2e: a real kind cluster (needs Docker; see docs in README)
+e2e: tools
+	bash hack/e2e-kind.sh
+
+clean:
+	rm -rf $(VENV) .demo .bench
