@@ -1,0 +1,637 @@
+"""Domain discovery: find the semantic domains in a set of vectors.
+
+Why this exists: it is the first thing users meet. Given (a sample of) the
+vectors of one big mixed collection — and optionally each point's text — it
+returns readable, placeable domains (stable id, name, centroid, radius, size,
+cohesion, keywords), a label per vector, a confidence, and a finer partition
+nested inside each domain for routing. Pure: numpy / scikit-learn only, no
+I/O, no clock; all randomness comes from ``seed``.
+
+Vectors are compared by cosine similarity: every input row is normalised to
+unit length (Qdrant's ``Cosine`` distance does the same).
+
+Strategies (``STRATEGIES``):
+
+* ``hybrid`` (default): k-means pre-clustering of a bounded sample with the
+  number of domains chosen automatically (silhouette, preferring the fewest
+  domains within 3% of the best score), density refinement of outliers (a
+  point whose k nearest neighbours mostly sit in another domain moves there),
+  then merging of domains whose centroids are more similar than
+  ``merge_similarity`` and dissolving of domains smaller than
+  ``min_domain_size``.
+* ``kmeans``: spherical k-means with the same automatic choice of k.
+* ``dbscan``: HDBSCAN over a PCA projection; noise points join their nearest domain.
+* ``hierarchical``: Ward agglomeration of k-means micro-clusters; the tree's
+  coarser level becomes each domain's ``parent``.
+* ``semantic_flow``: the input is a stream in time order, cut into windows;
+  centroids follow the stream (decayed running means), domains emerge when
+  many points fit no centroid, and fade when nothing reaches them.
+
+Domain ids are deterministic (a hash of the seed and the rounded centroid)
+and, when ``previous`` domains are given, matched to them (Hungarian
+assignment on centroid similarity, floor ``id_match_similarity``) so that
+re-analysis keeps ids stable; a new domain never reuses an old id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy.optimize import linear_sum_assignment
+from sklearn.cluster import HDBSCAN, AgglomerativeClustering, KMeans
+from sklearn.decomposition import PCA
+from sklearn.metrics import silhouette_score
+
+from librarian.core.keywords import class_keywords, domain_names
+
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+
+STRATEGIES = ("kmeans", "dbscan", "hierarchical", "semantic_flow", "hybrid")
+
+
+class DiscoveryError(ValueError):
+    """The input cannot be analysed; the message says what is wrong and how to fix it."""
+
+
+@dataclass(frozen=True)
+class DiscoveryBounds:
+    """Tunable thresholds of discovery; pass any of them to :func:`discover` as keywords."""
+
+    min_domains: int = 2
+    max_domains: int = 32
+    n_domains: int | None = None  # force the number of domains (skips the automatic choice)
+    min_domain_size: int = 20
+    merge_similarity: float = 0.95  # centroids more similar than this are one domain
+    sample_size: int = 20_000  # points used to fit; the rest are assigned to the nearest domain
+    selection_sample: int = 6_000  # points used to choose the number of domains
+    silhouette_tolerance: float = 0.03  # prefer fewer domains within this share of the best score
+    refine_neighbors: int = 20  # k of the k-nearest-neighbour density refinement (0: off)
+    refine_rounds: int = 3
+    partition_size: int = 400  # target points per routing partition inside a domain
+    max_partitions_per_domain: int = 16
+    confidence_margin: float = (
+        0.02  # a point is confidently placed when this much closer to its domain
+    )
+    id_match_similarity: float = 0.8  # floor for keeping a previous domain's id
+    expected_dim: int | None = None
+    window: int = 0  # semantic_flow: points per window (0: a fifth of the input)
+    novelty_similarity: float = 0.0  # semantic_flow: below this a point fits no centroid (0: auto)
+    decay: float = 0.5  # semantic_flow: weight kept by a centroid per window
+    keywords: int = 8
+
+    def validate(self) -> None:
+        problems = []
+        if self.min_domains < 1:
+            problems.append(f"min_domains must be >= 1 (got {self.min_domains})")
+        if self.max_domains < self.min_domains:
+            problems.append(
+                f"max_domains ({self.max_domains}) must be >= min_domains ({self.min_domains})"
+            )
+        if self.n_domains is not None and self.n_domains < 1:
+            problems.append(f"n_domains must be >= 1 (got {self.n_domains})")
+        if self.min_domain_size < 1:
+            problems.append(f"min_domain_size must be >= 1 (got {self.min_domain_size})")
+        if not 0.0 < self.merge_similarity <= 1.0:
+            problems.append(f"merge_similarity must be in (0, 1] (got {self.merge_similarity})")
+        if self.sample_size < 10 or self.selection_sample < 10:
+            problems.append("sample_size and selection_sample must be >= 10")
+        if not 0.0 < self.decay <= 1.0:
+            problems.append(f"decay must be in (0, 1] (got {self.decay})")
+        if self.partition_size < 1 or self.max_partitions_per_domain < 1:
+            problems.append("partition_size and max_partitions_per_domain must be >= 1")
+        if problems:
+            raise DiscoveryError("bad discovery thresholds: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class Domain:
+    """One semantic domain: the readable, placeable unit."""
+
+    id: str
+    name: str
+    centroid: FloatArray
+    radius: float  # 90th percentile of members' cosine distance to the centroid
+    size: int
+    cohesion: float  # mean cosine similarity of members to the centroid
+    keywords: tuple[str, ...] = ()
+    parent: str | None = None
+
+
+@dataclass(frozen=True)
+class Partition:
+    """A finer cell nested inside a domain (e.g. a shard key), for routing."""
+
+    id: str
+    domain: int
+    centroid: FloatArray
+    size: int
+
+
+@dataclass(frozen=True)
+class DiscoveryResult:
+    """What :func:`discover` found."""
+
+    domains: list[Domain]
+    labels: IntArray
+    confidence: float
+    strategy: str
+    partitions: list[Partition] = field(default_factory=list)
+    partition_labels: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    tree: dict[str, list[str]] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- input
+
+
+def _bounds(thresholds: Mapping[str, Any]) -> DiscoveryBounds:
+    accepted = {f.name for f in fields(DiscoveryBounds)}
+    unknown = sorted(set(thresholds) - accepted)
+    if unknown:
+        raise DiscoveryError(
+            f"unknown threshold(s) {', '.join(unknown)}; accepted: {', '.join(sorted(accepted))}"
+        )
+    bounds = DiscoveryBounds(**thresholds)
+    bounds.validate()
+    return bounds
+
+
+def prepare_vectors(vectors: Any, *, expected_dim: int | None = None) -> FloatArray:
+    """Check the input and return it as unit-length float32 rows."""
+    try:
+        array = np.asarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise DiscoveryError(f"vectors must be a numeric array: {error}") from None
+    if array.size == 0:
+        raise DiscoveryError(
+            "no vectors to analyse: the source is empty; load points into it first"
+        )
+    if array.ndim != 2:
+        raise DiscoveryError(
+            f"vectors must be a 2-D array (points, dimensions); got shape {array.shape}"
+        )
+    if expected_dim is not None and array.shape[1] != expected_dim:
+        raise DiscoveryError(
+            f"wrong vector size: got {array.shape[1]} dimensions, the domains have "
+            f"{expected_dim}; analyse vectors of the same embedding model"
+        )
+    finite = np.isfinite(array).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise DiscoveryError(
+            f"{len(bad)} vector(s) contain NaN or infinite values (first rows: "
+            f"{bad[:5].tolist()}); drop or re-embed them"
+        )
+    norms = np.linalg.norm(array, axis=1)
+    zero = norms < 1e-12
+    if zero.any():
+        bad = np.flatnonzero(zero)
+        raise DiscoveryError(
+            f"{len(bad)} zero vector(s) have no direction (first rows: {bad[:5].tolist()}); "
+            "drop or re-embed them"
+        )
+    return np.ascontiguousarray(array / norms[:, None], dtype=np.float32)
+
+
+def _check_texts(texts: Sequence[str] | None, n: int) -> list[str] | None:
+    if texts is None:
+        return None
+    listed = [str(t) if t is not None else "" for t in texts]
+    if len(listed) != n:
+        raise DiscoveryError(f"got {len(listed)} texts for {n} vectors; give one text per vector")
+    return listed
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def _unit(rows: npt.NDArray[Any]) -> FloatArray:
+    rows = np.asarray(rows, dtype=np.float32)
+    norms = np.linalg.norm(rows, axis=-1, keepdims=True)
+    return np.asarray(rows / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def _nearest(vectors: FloatArray, centroids: FloatArray, chunk: int = 65_536) -> IntArray:
+    out = np.empty(len(vectors), dtype=np.int64)
+    for start in range(0, len(vectors), chunk):
+        out[start : start + chunk] = np.argmax(vectors[start : start + chunk] @ centroids.T, axis=1)
+    return out
+
+
+def _centroids(vectors: FloatArray, labels: IntArray, k: int) -> FloatArray:
+    sums = np.zeros((k, vectors.shape[1]), dtype=np.float64)
+    np.add.at(sums, labels, vectors)
+    return _unit(sums)
+
+
+def _compact(labels: IntArray) -> tuple[IntArray, int]:
+    """Renumber labels 0..k-1 in order of first appearance of each used label."""
+    used, inverse = np.unique(labels, return_inverse=True)
+    return inverse.astype(np.int64), len(used)
+
+
+def _kmeans(vectors: FloatArray, k: int, seed: int, *, n_init: int = 1) -> IntArray:
+    model = KMeans(n_clusters=k, n_init=n_init, random_state=seed, max_iter=100)
+    return np.asarray(model.fit_predict(vectors), dtype=np.int64)
+
+
+def _knn(vectors: FloatArray, k: int, chunk: int = 2048) -> IntArray:
+    n = len(vectors)
+    k = min(k, n - 1)
+    out = np.empty((n, k), dtype=np.int64)
+    for start in range(0, n, chunk):
+        sims = vectors[start : start + chunk] @ vectors.T
+        rows = np.arange(sims.shape[0])
+        sims[rows, start + rows] = -np.inf
+        out[start : start + chunk] = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    return out
+
+
+# --------------------------------------------------------------------------- choosing k
+
+
+def _choose_k(vectors: FloatArray, bounds: DiscoveryBounds, seed: int) -> int:
+    n = len(vectors)
+    if bounds.n_domains is not None:
+        return bounds.n_domains
+    high = min(bounds.max_domains, max(1, n // max(bounds.min_domain_size, 1)))
+    low = min(bounds.min_domains, high)
+    if high <= max(low, 1) or high < 2:
+        return max(low, 1)
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(n, min(n, bounds.selection_sample), replace=False)
+    subset = vectors[pick]
+    score_rows = rng.choice(len(subset), min(len(subset), 3000), replace=False)
+    low = max(low, 2)
+    candidates = sorted({round(x) for x in np.geomspace(low, high, num=12)})
+    scores: dict[int, float] = {}
+    for k in candidates:
+        labels = _kmeans(subset, k, seed)
+        if len(np.unique(labels[score_rows])) < 2:
+            continue
+        scores[k] = float(silhouette_score(subset[score_rows], labels[score_rows], metric="cosine"))
+    if not scores:
+        return low
+    best = max(scores.values())
+    floor = best - abs(best) * bounds.silhouette_tolerance
+    return min(k for k, score in scores.items() if score >= floor)
+
+
+# --------------------------------------------------------------------------- refinement
+
+
+def _refine_by_density(
+    vectors: FloatArray, labels: IntArray, k: int, bounds: DiscoveryBounds
+) -> IntArray:
+    """Move each point whose nearest neighbours mostly belong elsewhere (outliers)."""
+    if bounds.refine_neighbors <= 0 or len(vectors) <= bounds.refine_neighbors + 1:
+        return labels
+    neighbours = _knn(vectors, bounds.refine_neighbors)
+    n, m = neighbours.shape
+    rows = np.repeat(np.arange(n), m)
+    for _ in range(bounds.refine_rounds):
+        votes = np.zeros((n, k), dtype=np.float32)
+        np.add.at(votes, (rows, labels[neighbours].ravel()), 1.0)
+        votes[np.arange(n), labels] += 0.5  # ties keep the current domain
+        moved = np.argmax(votes, axis=1).astype(np.int64)
+        if np.array_equal(moved, labels):
+            break
+        labels = moved
+    return labels
+
+
+def _merge_and_prune(
+    vectors: FloatArray, labels: IntArray, bounds: DiscoveryBounds
+) -> tuple[IntArray, FloatArray]:
+    """Merge near-duplicate domains and dissolve those below ``min_domain_size``."""
+    labels, k = _compact(labels)
+    while True:
+        centroids = _centroids(vectors, labels, k)
+        sizes = np.bincount(labels, minlength=k)
+        changed = False
+        if k > 1:
+            similarity = centroids @ centroids.T
+            np.fill_diagonal(similarity, -1.0)
+            i, j = np.unravel_index(int(np.argmax(similarity)), similarity.shape)
+            if similarity[i, j] > bounds.merge_similarity and k > bounds.min_domains:
+                labels = np.where(labels == j, i, labels)
+                changed = True
+        if not changed and k > max(bounds.min_domains, 1):
+            small = np.flatnonzero(sizes < bounds.min_domain_size)
+            if len(small):
+                victim = int(small[np.argmin(sizes[small])])
+                keep = np.array([c for c in range(k) if c != victim])
+                members = labels == victim
+                labels[members] = keep[_nearest(vectors[members], centroids[keep])]
+                changed = True
+        if not changed:
+            return labels, centroids
+        labels, k = _compact(labels)
+
+
+# --------------------------------------------------------------------------- strategies
+
+
+def _fit_kmeans(vectors: FloatArray, bounds: DiscoveryBounds, seed: int) -> IntArray:
+    k = _choose_k(vectors, bounds, seed)
+    return _kmeans(vectors, k, seed)
+
+
+def _fit_hybrid(vectors: FloatArray, bounds: DiscoveryBounds, seed: int) -> IntArray:
+    labels = _fit_kmeans(vectors, bounds, seed)
+    labels, k = _compact(labels)
+    return _refine_by_density(vectors, labels, k, bounds)
+
+
+def _fit_dbscan(vectors: FloatArray, bounds: DiscoveryBounds, seed: int) -> IntArray:
+    dims = min(32, vectors.shape[1], len(vectors))
+    projected = PCA(n_components=dims, random_state=seed).fit_transform(vectors)
+    model = HDBSCAN(
+        min_cluster_size=max(bounds.min_domain_size, 5),
+        min_samples=max(5, bounds.min_domain_size // 4),
+        cluster_selection_method="eom",
+        copy=True,
+    )
+    labels = np.asarray(model.fit_predict(projected), dtype=np.int64)
+    clustered = labels >= 0
+    if not clustered.any():
+        return np.zeros(len(vectors), dtype=np.int64)
+    found, k = _compact(labels[clustered])
+    centroids = _centroids(vectors[clustered], found, k)
+    out = np.empty(len(vectors), dtype=np.int64)
+    out[clustered] = found
+    out[~clustered] = _nearest(vectors[~clustered], centroids)  # noise joins its nearest domain
+    if k > bounds.max_domains:  # too fine: agglomerate the density clusters
+        groups = AgglomerativeClustering(n_clusters=bounds.max_domains, linkage="ward")
+        mapping = np.asarray(groups.fit_predict(centroids), dtype=np.int64)
+        out = mapping[out]
+    return out
+
+
+def _fit_hierarchical(
+    vectors: FloatArray, bounds: DiscoveryBounds, seed: int
+) -> tuple[IntArray, IntArray]:
+    """Domains by Ward agglomeration of micro-clusters; returns (labels, parent group per domain)."""
+    k = _choose_k(vectors, bounds, seed)
+    micro_k = min(len(vectors), max(3 * k, 8))
+    micro = _kmeans(vectors, micro_k, seed)
+    micro, micro_k = _compact(micro)
+    centres = _centroids(vectors, micro, micro_k)
+    k = min(k, micro_k)
+    tree = AgglomerativeClustering(n_clusters=k, linkage="ward").fit(centres)
+    labels = np.asarray(tree.labels_, dtype=np.int64)[micro]
+    labels, k = _compact(labels)
+    groups = max(1, round(np.sqrt(k)))
+    if groups >= k:
+        return labels, np.zeros(k, dtype=np.int64)
+    domain_centres = _centroids(vectors, labels, k)
+    parents = AgglomerativeClustering(n_clusters=groups, linkage="ward").fit_predict(domain_centres)
+    return labels, np.asarray(parents, dtype=np.int64)
+
+
+def _fit_semantic_flow(vectors: FloatArray, bounds: DiscoveryBounds, seed: int) -> IntArray:
+    n = len(vectors)
+    window = bounds.window or max(bounds.min_domain_size * 2, n // 5)
+    first = vectors[:window]
+    k = _choose_k(first, replace(bounds, n_domains=bounds.n_domains), seed)
+    labels = _kmeans(first, min(k, len(first)), seed, n_init=3)
+    labels, k = _compact(labels)
+    centroids = _centroids(first, labels, k).astype(np.float64)
+    weights = np.bincount(labels, minlength=k).astype(np.float64)
+    similarities = np.max(first @ centroids.T.astype(np.float32), axis=1)
+    novelty = bounds.novelty_similarity or float(np.quantile(similarities, 0.05))
+    for start in range(window, n, window):
+        chunk = vectors[start : start + window]
+        sims = chunk @ centroids.T.astype(np.float32)
+        nearest = np.argmax(sims, axis=1)
+        fits = sims[np.arange(len(chunk)), nearest] >= novelty
+        weights *= bounds.decay
+        for c in range(len(centroids)):
+            members = chunk[fits & (nearest == c)]
+            if len(members):
+                total = weights[c] + len(members)
+                centroids[c] = (centroids[c] * weights[c] + members.sum(axis=0)) / total
+                centroids[c] /= max(np.linalg.norm(centroids[c]), 1e-12)
+                weights[c] = total
+        novel = chunk[~fits]
+        if len(novel) >= bounds.min_domain_size and len(centroids) < bounds.max_domains:
+            room = bounds.max_domains - len(centroids)
+            emerging = max(1, min(room, len(novel) // (bounds.min_domain_size * 4) or 1))
+            new_labels = _kmeans(novel, min(emerging, len(novel)), seed + start)
+            new_labels, new_k = _compact(new_labels)
+            centroids = np.vstack([centroids, _centroids(novel, new_labels, new_k)])
+            weights = np.concatenate([weights, np.bincount(new_labels, minlength=new_k)])
+        alive = weights >= 1.0  # a domain nothing has reached for several windows fades
+        if alive.sum() >= 1 and not alive.all():
+            centroids, weights = centroids[alive], weights[alive]
+    return _nearest(vectors, _unit(centroids))
+
+
+# --------------------------------------------------------------------------- ids
+
+
+def _content_id(centroid: FloatArray, seed: int, salt: int = 0) -> str:
+    digest = hashlib.sha1(np.round(centroid, 3).astype(np.float16).tobytes())
+    digest.update(f"{seed}:{salt}".encode())
+    return "d-" + digest.hexdigest()[:10]
+
+
+def _assign_ids(
+    centroids: FloatArray, previous: Sequence[Domain] | None, seed: int, floor: float
+) -> list[str]:
+    ids: list[str | None] = [None] * len(centroids)
+    taken: set[str] = set()
+    if previous:
+        old = _unit(np.stack([np.asarray(d.centroid, dtype=np.float32) for d in previous]))
+        similarity = centroids @ old.T
+        rows, cols = linear_sum_assignment(-similarity)
+        for r, c in zip(rows, cols, strict=True):
+            if similarity[r, c] >= floor:
+                ids[r] = previous[c].id
+        taken = {d.id for d in previous}
+    taken |= {i for i in ids if i is not None}
+    result: list[str] = []
+    for index, current in enumerate(ids):
+        if current is None:
+            salt = 0
+            current = _content_id(centroids[index], seed, salt)
+            while current in taken:
+                salt += 1
+                current = _content_id(centroids[index], seed, salt)
+            taken.add(current)
+        result.append(current)
+    return result
+
+
+# --------------------------------------------------------------------------- assembly
+
+
+def _partitions(
+    vectors: FloatArray, labels: IntArray, ids: Sequence[str], bounds: DiscoveryBounds, seed: int
+) -> tuple[list[Partition], IntArray]:
+    partitions: list[Partition] = []
+    partition_labels = np.zeros(len(vectors), dtype=np.int64)
+    for d, domain_id in enumerate(ids):
+        members = np.flatnonzero(labels == d)
+        wanted = int(
+            np.clip(
+                round(len(members) / bounds.partition_size), 1, bounds.max_partitions_per_domain
+            )
+        )
+        wanted = min(wanted, len(members))
+        local = (
+            _kmeans(vectors[members], wanted, seed)
+            if wanted > 1
+            else np.zeros(len(members), dtype=np.int64)
+        )
+        local, wanted = _compact(local)
+        centres = _centroids(vectors[members], local, wanted)
+        sizes = np.bincount(local, minlength=wanted)
+        for p in range(wanted):
+            partition_labels[members[local == p]] = len(partitions)
+            partitions.append(
+                Partition(id=f"{domain_id}-p{p}", domain=d, centroid=centres[p], size=int(sizes[p]))
+            )
+    return partitions, partition_labels
+
+
+def _confidence(
+    vectors: FloatArray, labels: IntArray, centroids: FloatArray, margin: float
+) -> float:
+    if len(centroids) < 2:
+        return 1.0
+    sims = vectors @ centroids.T
+    own = sims[np.arange(len(vectors)), labels]
+    sims[np.arange(len(vectors)), labels] = -np.inf
+    return float(np.mean(own - sims.max(axis=1) >= margin))
+
+
+def discover(
+    vectors: Any,
+    *,
+    strategy: str = "hybrid",
+    texts: Sequence[str] | None = None,
+    seed: int = 0,
+    previous: Sequence[Domain] | None = None,
+    **thresholds: Any,
+) -> DiscoveryResult:
+    """Find the domains in ``vectors`` (rows = points) and label every vector.
+
+    ``texts`` (one per vector) give keywords and names; ``previous`` domains
+    keep their ids where a new domain matches them; ``thresholds`` are the
+    fields of :class:`DiscoveryBounds`.
+    """
+    if strategy not in STRATEGIES:
+        raise DiscoveryError(f"unknown strategy {strategy!r}; accepted: {', '.join(STRATEGIES)}")
+    bounds = _bounds(thresholds)
+    expected = bounds.expected_dim
+    if expected is None and previous:
+        expected = int(np.asarray(previous[0].centroid).shape[-1])
+    data = prepare_vectors(vectors, expected_dim=expected)
+    listed_texts = _check_texts(texts, len(data))
+    n = len(data)
+    needed = max(bounds.min_domains, bounds.n_domains or 0)
+    if n < needed:
+        raise DiscoveryError(
+            f"only {n} vector(s) for at least {needed} domain(s); add points or lower "
+            "min_domains / n_domains"
+        )
+
+    rng = np.random.default_rng(seed)
+    streaming = strategy == "semantic_flow"
+    if n > bounds.sample_size and not streaming:
+        fit_rows = np.sort(rng.choice(n, bounds.sample_size, replace=False))
+    else:
+        fit_rows = np.arange(n)
+    sample = data[fit_rows]
+
+    parents: IntArray | None = None
+    if strategy == "kmeans":
+        sample_labels = _fit_kmeans(sample, bounds, seed)
+    elif strategy == "hybrid":
+        sample_labels = _fit_hybrid(sample, bounds, seed)
+    elif strategy == "dbscan":
+        sample_labels = _fit_dbscan(sample, bounds, seed)
+    elif strategy == "hierarchical":
+        sample_labels, parents = _fit_hierarchical(sample, bounds, seed)
+    else:
+        sample_labels = _fit_semantic_flow(sample, bounds, seed)
+
+    if parents is None:
+        sample_labels, centroids = _merge_and_prune(sample, sample_labels, bounds)
+        group_of = None
+    else:  # keep the tree intact: no merging across it
+        sample_labels, k = _compact(sample_labels)
+        centroids = _centroids(sample, sample_labels, k)
+        group_of = parents
+    k = len(centroids)
+
+    if len(fit_rows) == n:
+        labels = sample_labels
+    else:
+        labels = _nearest(data, centroids)
+        centroids = _centroids(data, labels, k)
+    labels, k = _compact(labels)
+    centroids = _centroids(data, labels, k)
+
+    ids = _assign_ids(centroids, previous, seed, bounds.id_match_similarity)
+    keywords = (
+        class_keywords(listed_texts, labels, k, top=bounds.keywords)
+        if listed_texts is not None
+        else [() for _ in range(k)]
+    )
+    names = domain_names(keywords)
+    member_sims = np.einsum("ij,ij->i", data, centroids[labels])
+    sizes = np.bincount(labels, minlength=k)
+    tree: dict[str, list[str]] = {}
+    domains = []
+    for d in range(k):
+        sims = member_sims[labels == d]
+        parent = None
+        if group_of is not None:
+            parent = f"group-{int(group_of[d])}"
+            tree.setdefault(parent, []).append(ids[d])
+        domains.append(
+            Domain(
+                id=ids[d],
+                name=names[d],
+                centroid=centroids[d],
+                radius=float(np.quantile(1.0 - sims, 0.9)) if len(sims) else 0.0,
+                size=int(sizes[d]),
+                cohesion=float(sims.mean()) if len(sims) else 0.0,
+                keywords=tuple(keywords[d]),
+                parent=parent,
+            )
+        )
+    partitions, partition_labels = _partitions(data, labels, ids, bounds, seed)
+    return DiscoveryResult(
+        domains=domains,
+        labels=labels,
+        confidence=_confidence(data, labels, centroids, bounds.confidence_margin),
+        strategy=strategy,
+        partitions=partitions,
+        partition_labels=partition_labels,
+        tree=tree,
+    )
+
+
+def assign(vectors: Any, domains: Sequence[Domain]) -> IntArray:
+    """Index of the nearest domain (cosine) for every vector."""
+    if not domains:
+        raise DiscoveryError("no domains to assign to; run discovery first")
+    centroids = _unit(np.stack([np.asarray(d.centroid, dtype=np.float32) for d in domains]))
+    data = prepare_vectors(vectors, expected_dim=centroids.shape[1])
+    return _nearest(data, centroids)
+
+
+def assign_partitions(vectors: Any, partitions: Sequence[Partition]) -> IntArray:
+    """Index of the nearest partition (cosine) for every vector."""
+    if not partitions:
+        raise DiscoveryError("no partitions to assign to; run discovery first")
+    centroids = _unit(np.stack([np.asarray(p.centroid, dtype=np.float32) for p in partitions]))
+    return _nearest(prepare_vectors(vectors, expected_dim=centroids.shape[1]), centroids)
