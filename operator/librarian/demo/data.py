@@ -34,7 +34,9 @@ def load_demo_data(limit: int | None = None) -> DemoData:
         vectors = np.load(handle).astype(np.float32)
     records = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]
     if len(records) != len(vectors):
-        raise RuntimeError("bundled demo data is inconsistent: records and vectors differ in length")
+        raise RuntimeError(
+            "bundled demo data is inconsistent: records and vectors differ in length"
+        )
     if limit is not None:
         records, vectors = records[:limit], vectors[:limit]
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -44,4 +46,6 @@ def load_demo_data(limit: int | None = None) -> DemoData:
 def load_demo_sections() -> list[str]:
     """Ground-truth Debian sections, for judging discovery in the demo only."""
     folder = resources.files("librarian.demo") / "data"
-    return [json.loads(line)["section"] for line in (folder / "sections.jsonl").read_text().splitlines()]
+    return [
+        json.loads(line)["section"] for line in (folder / "sections.jsonl").read_text().splitlines()
+    ]

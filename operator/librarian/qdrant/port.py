@@ -178,7 +178,9 @@ class QdrantPort(Protocol):
         """Nearest neighbours of ``vector``, best first."""
         ...
 
-    def sample(self, collection: str, limit: int, *, with_payload: bool = True) -> list[PointRecord]:
+    def sample(
+        self, collection: str, limit: int, *, with_payload: bool = True
+    ) -> list[PointRecord]:
         """A random sample of points with vectors (Qdrant's Query API random sample)."""
         ...
 
@@ -197,11 +199,15 @@ class QdrantPort(Protocol):
         """The points that exist among ``ids`` (missing ids are skipped)."""
         ...
 
-    def set_payload(self, collection: str, payload: Mapping[str, Any], ids: Sequence[PointId]) -> None:
+    def set_payload(
+        self, collection: str, payload: Mapping[str, Any], ids: Sequence[PointId]
+    ) -> None:
         """Merge ``payload`` into the payload of ``ids``."""
         ...
 
-    def delete_payload_keys(self, collection: str, keys: Sequence[str], *, points_filter: models.Filter | None = None) -> None:
+    def delete_payload_keys(
+        self, collection: str, keys: Sequence[str], *, points_filter: models.Filter | None = None
+    ) -> None:
         """Remove payload ``keys`` from matching points (all points when no filter)."""
         ...
 
