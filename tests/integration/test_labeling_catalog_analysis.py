@@ -1,0 +1,158 @@
+"""Sampling, labeling (resumable), catalog and the analysis glue, on both adapters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from qdrant_client.http import models
+
+from librarian.core.discovery import discover
+from librarian.demo.data import load_demo_data
+from librarian.qdrant.analysis import analyze_collection, publish_domains
+from librarian.qdrant.catalog import delete_catalog, read_catalog, write_catalog
+from librarian.qdrant.errors import CollectionNotFound
+from librarian.qdrant.labeling import LABEL_KEY, VERSION_KEY, label_points, remove_labels
+from librarian.qdrant.port import CollectionSpec, PointRecord, QdrantPort
+from librarian.qdrant.sampling import EmptySource, sample_points
+
+N = 600
+
+
+@pytest.fixture
+def packages(port: QdrantPort) -> QdrantPort:
+    data = load_demo_data(limit=N)
+    port.create_collection("packages", CollectionSpec(vector_size=data.vectors.shape[1]))
+    port.upsert(
+        "packages",
+        [
+            PointRecord(
+                id=i,
+                vector=[float(x) for x in data.vectors[i]],
+                payload={"text": data.texts[i], "package": str(data.records[i]["package"])},
+            )
+            for i in range(N)
+        ],
+    )
+    return port
+
+
+def _labelled(port: QdrantPort, version: int) -> int:
+    return port.count(
+        "packages",
+        count_filter=models.Filter(
+            must=[models.FieldCondition(key=VERSION_KEY, match=models.MatchValue(value=version))]
+        ),
+    )
+
+
+def test_sample_points_gives_vectors_and_texts(packages: QdrantPort) -> None:
+    sample = sample_points(packages, "packages", 200)
+    assert sample.vectors.shape == (200, 384) and sample.vectors.dtype == np.float32
+    assert sample.texts is not None and len(sample.texts) == 200 and all(sample.texts)
+
+
+def test_sampling_an_empty_or_missing_source_is_a_clear_error(port: QdrantPort) -> None:
+    port.create_collection("empty", CollectionSpec(vector_size=4))
+    with pytest.raises(EmptySource, match="collection 'empty': the source collection is empty"):
+        sample_points(port, "empty", 10)
+    with pytest.raises(CollectionNotFound, match="collection 'absent'"):
+        sample_points(port, "absent", 10)
+
+
+def test_labeling_labels_everything_and_resumes_after_a_crash(packages: QdrantPort) -> None:
+    result = discover(sample_points(packages, "packages", N).vectors, seed=0)
+
+    class Crash(RuntimeError):
+        pass
+
+    calls = {"n": 0}
+    original = packages.set_payload
+
+    def flaky(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise Crash("process died")
+        return original(*args, **kwargs)
+
+    packages.set_payload = flaky  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        label_points(packages, "packages", result.domains, version=1, batch_size=100)
+    partial = _labelled(packages, 1)
+    assert 0 < partial < N
+    packages.set_payload = original  # type: ignore[method-assign]
+    progress: list[tuple[int, int]] = []
+    report = label_points(
+        packages,
+        "packages",
+        result.domains,
+        version=1,
+        batch_size=100,
+        on_progress=lambda done, total: progress.append((done, total)),
+    )
+    assert report.complete and report.labeled == N and report.total == N
+    assert progress[0] == (partial, N) and progress[-1] == (N, N)
+    assert sum(report.per_domain.values()) == N - partial  # only the rest was labelled
+    assert _labelled(packages, 1) == N
+    again = label_points(packages, "packages", result.domains, version=1)
+    assert again.per_domain == {}  # idempotent: nothing left to do
+    by_domain = sum(
+        packages.count(
+            "packages",
+            count_filter=models.Filter(
+                must=[models.FieldCondition(key=LABEL_KEY, match=models.MatchValue(value=d.id))]
+            ),
+        )
+        for d in result.domains
+    )
+    assert by_domain == N
+    remove_labels(packages, "packages")
+    assert _labelled(packages, 1) == 0
+
+
+def test_catalog_round_trip_and_stale_entries(port: QdrantPort) -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((300, 16)).astype(np.float32)
+    result = discover(vectors, n_domains=4, min_domains=1)
+    write_catalog(
+        port,
+        "catalog",
+        "team-a",
+        result.domains,
+        1,
+        partitions=result.partitions,
+        source=("general", "docs"),
+    )
+    write_catalog(port, "catalog", "team-b", result.domains[:1], 1)
+    entries = read_catalog(port, "catalog", owner="team-a")
+    assert sorted(e.domain_id for e in entries) == sorted(d.id for d in result.domains)
+    back = {e.domain_id: e.to_domain() for e in entries}
+    for domain in result.domains:
+        np.testing.assert_allclose(back[domain.id].centroid, domain.centroid, atol=1e-6)
+        assert back[domain.id].keywords == domain.keywords
+    assert entries[0].source_collection == "docs"
+    write_catalog(port, "catalog", "team-a", result.domains[:2], 2)  # two domains vanished
+    assert len(read_catalog(port, "catalog", owner="team-a")) == 2
+    assert len(read_catalog(port, "catalog")) == 3
+    delete_catalog(port, "catalog", "team-a")
+    assert read_catalog(port, "catalog", owner="team-a") == []
+    assert port.collection_exists("catalog")  # team-b still uses it
+    delete_catalog(port, "catalog", "team-b")
+    assert not port.collection_exists("catalog")
+    assert read_catalog(port, "catalog") == []
+
+
+def test_analyze_and_publish(packages: QdrantPort) -> None:
+    stages: list[str] = []
+    outcome = analyze_collection(
+        packages, "packages", sample_size=400, seed=0, on_stage=stages.append
+    )
+    assert stages == ["sampling", "discovering"]
+    assert outcome.sampled == 400 and outcome.dimension == 384 and outcome.source_points == N
+    assert len(outcome.result.domains) >= 2
+    report = publish_domains(packages, "packages", packages, "catalog", "dm", outcome.result, 1)
+    assert report is not None and report.labeled == N
+    assert len(read_catalog(packages, "catalog", owner="dm")) == len(outcome.result.domains)
+    previous = [e.to_domain() for e in read_catalog(packages, "catalog", owner="dm")]
+    again = analyze_collection(packages, "packages", sample_size=400, seed=1, previous=previous)
+    kept = {d.id for d in again.result.domains} & {d.id for d in previous}
+    assert len(kept) >= len(previous) // 2  # re-analysis keeps ids where domains match

@@ -1,0 +1,176 @@
+"""One contract, two adapters: the embedded engine and the remote client behave alike."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+from qdrant_client.http import models
+
+from librarian.qdrant.errors import CollectionExists, CollectionNotFound, InvalidRequest
+from librarian.qdrant.port import (
+    CollectionSpec,
+    HnswSpec,
+    OptimizersSpec,
+    PointRecord,
+    QdrantPort,
+    QuantizationSpec,
+)
+
+from .conftest import make_points
+
+
+def _match(key: str, value: object) -> models.FieldCondition:
+    return models.FieldCondition(key=key, match=models.MatchValue(value=value))  # type: ignore[arg-type]
+
+
+def test_create_exists_info_delete(port: QdrantPort) -> None:
+    assert not port.collection_exists("docs")
+    port.create_collection("docs", CollectionSpec(vector_size=8, distance="Cosine"))
+    assert port.collection_exists("docs")
+    with pytest.raises(CollectionExists, match=f"cluster '{port.cluster}', collection 'docs'"):
+        port.create_collection("docs", CollectionSpec(vector_size=8))
+    info = port.collection_info("docs")
+    assert (info.vector_size, info.distance, info.points_count) == (8, "Cosine", 0)
+    port.delete_collection("docs")
+    port.delete_collection("docs")  # idempotent
+    assert not port.collection_exists("docs")
+
+
+def test_update_mutable_config_and_refuse_immutable(port: QdrantPort) -> None:
+    port.create_collection("docs", CollectionSpec(vector_size=8))
+    port.upsert("docs", make_points(20))
+    tuned = CollectionSpec(
+        vector_size=8,
+        hnsw=HnswSpec(m=32, ef_construct=200),
+        quantization=QuantizationSpec(kind="scalar", always_ram=True),
+        optimizers=OptimizersSpec(indexing_threshold=1000),
+    )
+    port.update_collection("docs", tuned)
+    assert port.count("docs") == 20  # nothing lost by a config change
+    with pytest.raises(InvalidRequest, match="immutable"):
+        port.update_collection("docs", CollectionSpec(vector_size=16))
+
+
+def test_missing_collection_names_cluster_and_collection(port: QdrantPort) -> None:
+    for action in (
+        lambda: port.count("absent"),
+        lambda: port.collection_info("absent"),
+        lambda: port.scroll("absent", limit=1),
+    ):
+        with pytest.raises(CollectionNotFound) as caught:
+            action()
+        assert f"cluster '{port.cluster}'" in str(caught.value)
+        assert "collection 'absent'" in str(caught.value)
+
+
+def test_scroll_pages_through_everything_in_id_order(filled: QdrantPort) -> None:
+    seen: list[object] = []
+    offset = None
+    while True:
+        page, offset = filled.scroll("docs", limit=7, offset=offset)
+        seen += [p.id for p in page]
+        assert all(p.vector is not None and len(p.vector) == 8 for p in page)
+        if offset is None:
+            break
+    assert seen == list(range(50))
+
+
+@pytest.mark.parametrize(
+    ("flt", "expected"),
+    [
+        (models.Filter(must=[_match("group", "g1")]), 17),
+        (
+            models.Filter(
+                must=[models.FieldCondition(key="group", match=models.MatchAny(any=["g1", "g2"]))]
+            ),
+            33,
+        ),
+        (models.Filter(must_not=[_match("group", "g0")]), 33),
+        (models.Filter(must=[models.HasIdCondition(has_id=[1, 2, 3, 99])]), 3),
+        (
+            models.Filter(
+                must=[models.IsEmptyCondition(is_empty=models.PayloadField(key="missing"))]
+            ),
+            50,
+        ),
+        (models.Filter(should=[_match("n", 1), _match("n", 2)]), 2),
+    ],
+)
+def test_filters_in_count_and_scroll(filled: QdrantPort, flt: models.Filter, expected: int) -> None:
+    assert filled.count("docs", count_filter=flt) == expected
+    page, _ = filled.scroll("docs", limit=100, scroll_filter=flt)
+    assert len(page) == expected
+
+
+def test_query_orders_by_similarity(filled: QdrantPort) -> None:
+    target = make_points(50)[17]
+    hits = filled.query("docs", target.vector or [], limit=5)
+    assert hits[0].id == 17 and hits[0].score == pytest.approx(1.0, abs=1e-4)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert hits[0].payload["text"] == "doc 17"
+    exact = filled.query("docs", target.vector or [], limit=5, exact=True)
+    assert [h.id for h in exact] == [h.id for h in hits]
+    filtered = filled.query(
+        "docs",
+        target.vector or [],
+        limit=5,
+        query_filter=models.Filter(must=[_match("group", "g0")]),
+    )
+    assert all(h.payload["group"] == "g0" for h in filtered)
+
+
+def test_sample_is_random_distinct_and_has_vectors(filled: QdrantPort) -> None:
+    sample = filled.sample("docs", 20)
+    ids = [p.id for p in sample]
+    assert len(ids) == 20 and len(set(ids)) == 20
+    assert all(p.vector is not None and len(p.vector) == 8 for p in sample)
+    assert all("text" in p.payload for p in sample)
+
+
+def test_retrieve_skips_missing(filled: QdrantPort) -> None:
+    got = filled.retrieve("docs", [3, 4, 1000])
+    assert sorted(p.id for p in got) == [3, 4]  # type: ignore[type-var]
+    original = make_points(50)[3]
+    record = next(p for p in got if p.id == 3)
+    np.testing.assert_allclose(record.vector or [], original.vector or [], atol=1e-6)
+    assert record.payload == original.payload
+
+
+def test_payload_set_and_delete(filled: QdrantPort) -> None:
+    filled.set_payload("docs", {"label": "a"}, [1, 2])
+    assert filled.count("docs", count_filter=models.Filter(must=[_match("label", "a")])) == 2
+    assert filled.retrieve("docs", [1])[0].payload["text"] == "doc 1"  # merged, not replaced
+    filled.delete_payload_keys("docs", ["label"])
+    assert filled.count("docs", count_filter=models.Filter(must=[_match("label", "a")])) == 0
+    filled.set_payload("docs", {"label": "b"}, [5, 6])
+    filled.delete_payload_keys(
+        "docs", ["label"], points_filter=models.Filter(must=[models.HasIdCondition(has_id=[5])])
+    )
+    assert filled.count("docs", count_filter=models.Filter(must=[_match("label", "b")])) == 1
+
+
+def test_delete_points_by_ids_and_by_filter(filled: QdrantPort) -> None:
+    filled.delete_points("docs", ids=[0, 1, 2])
+    assert filled.count("docs") == 47
+    filled.delete_points("docs", points_filter=models.Filter(must=[_match("group", "g1")]))
+    assert filled.count("docs") == 47 - 16
+    with pytest.raises(InvalidRequest, match="exactly one of ids or filter"):
+        filled.delete_points("docs")
+
+
+def test_uuid_ids_and_keyword_index(port: QdrantPort) -> None:
+    port.create_collection("docs", CollectionSpec(vector_size=4))
+    ident = str(uuid.uuid4())
+    port.upsert("docs", [PointRecord(id=ident, vector=[1.0, 0, 0, 0], payload={"k": "v"})])
+    port.create_keyword_index("docs", "k")
+    port.create_keyword_index("docs", "k")  # idempotent
+    assert port.retrieve("docs", [ident])[0].id == ident
+    assert port.count("docs", count_filter=models.Filter(must=[_match("k", "v")])) == 1
+
+
+def test_upsert_overwrites_same_id(filled: QdrantPort) -> None:
+    filled.upsert("docs", [PointRecord(id=4, vector=[1.0] + [0.0] * 7, payload={"text": "new"})])
+    assert filled.count("docs") == 50
+    assert filled.retrieve("docs", [4])[0].payload == {"text": "new"}
