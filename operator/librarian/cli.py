@@ -1,0 +1,311 @@
+"""The ``librarian`` command: demo, operator, discover, config.
+
+Why this exists: one entrypoint for people and for containers. The operator
+image runs ``librarian operator``; people run ``librarian discover`` on a
+collection or a ``.npy`` file, and ``librarian demo`` for the embedded default.
+Commands parse arguments, call the library and print; they hold no algorithm.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import numpy.typing as npt
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from librarian.core.discovery import STRATEGIES, DiscoveryError, DiscoveryResult, discover
+from librarian.qdrant.errors import QdrantError
+from librarian.settings import ConfigError, Settings, load_settings, settings_as_yaml
+
+console = Console(stderr=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="LIBRARIAN_CONFIG",
+    help="Configuration file (default: built-in defaults; see config/multi-cluster-managers.yaml).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="SECTION.KEY=VALUE",
+    help="Override one configuration key, e.g. --set domain_discovery.strategy=kmeans.",
+)
+@click.pass_context
+def main(ctx: click.Context, config_path: Path | None, overrides: tuple[str, ...]) -> None:
+    """qdrant-librarian: discover, specialize, route and rebalance Qdrant domains."""
+    try:
+        ctx.obj = load_settings(config_path, overrides=overrides)
+    except ConfigError as error:
+        raise click.UsageError(str(error)) from None
+
+
+@main.command("config")
+@click.pass_obj
+def show_config(settings: Settings) -> None:
+    """Print the effective configuration (defaults, file, environment and --set applied)."""
+    click.echo(settings_as_yaml(settings), nl=False)
+
+
+# --------------------------------------------------------------------------- discover
+
+
+@main.command("discover")
+@click.option(
+    "--npy",
+    "npy_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Analyse a .npy file of vectors (n, d) offline.",
+)
+@click.option(
+    "--texts",
+    "texts_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --npy: a .jsonl (one object per row, see --text-field) or .txt "
+    "(one line per row) giving each vector's text for keywords.",
+)
+@click.option("--url", help="Analyse a collection on a remote Qdrant cluster at this URL.")
+@click.option(
+    "--embedded",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Analyse a collection on an embedded Qdrant engine stored at this path.",
+)
+@click.option("--collection", help="The source collection (with --url or --embedded).")
+@click.option(
+    "--api-key-env", metavar="VAR", help="Read the API key of --url from this environment variable."
+)
+@click.option(
+    "--text-field",
+    default="text",
+    show_default=True,
+    help="Payload (or .jsonl) field holding each point's text.",
+)
+@click.option(
+    "--sample-size",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Points sampled from the collection.",
+)
+@click.option(
+    "--strategy",
+    type=click.Choice(STRATEGIES),
+    help="Discovery strategy (default: domain_discovery.strategy of the configuration).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-domains", type=click.IntRange(min=1), help="Upper bound on domains.")
+@click.option("--min-domains", type=click.IntRange(min=1), help="Lower bound on domains.")
+@click.option("--min-domain-size", type=click.IntRange(min=1), help="Smallest domain kept.")
+@click.option(
+    "--merge-similarity",
+    type=click.FloatRange(0.0, 1.0),
+    help="Cosine similarity above which domains merge.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@click.pass_obj
+def discover_command(
+    settings: Settings,
+    npy_path: Path | None,
+    texts_path: Path | None,
+    url: str | None,
+    embedded: Path | None,
+    collection: str | None,
+    api_key_env: str | None,
+    text_field: str,
+    sample_size: int,
+    strategy: str | None,
+    seed: int,
+    max_domains: int | None,
+    min_domains: int | None,
+    min_domain_size: int | None,
+    merge_similarity: float | None,
+    as_json: bool,
+) -> None:
+    """Find the semantic domains in a collection or a .npy file and print them."""
+    sources = [s for s in (npy_path, url, embedded) if s is not None]
+    if len(sources) != 1:
+        raise click.UsageError("give exactly one source: --npy FILE, --url URL or --embedded PATH")
+    if npy_path is None and not collection:
+        raise click.UsageError("--collection is required with --url or --embedded")
+    if texts_path is not None and npy_path is None:
+        raise click.UsageError("--texts goes with --npy; collections carry their text in payloads")
+    thresholds: dict[str, Any] = {
+        key: value
+        for key, value in {
+            "max_domains": max_domains,
+            "min_domains": min_domains,
+            "min_domain_size": min_domain_size,
+            "merge_similarity": merge_similarity,
+        }.items()
+        if value is not None
+    }
+    chosen = strategy or settings.domain_discovery.strategy
+    with _progress(quiet=as_json) as step:
+        try:
+            if npy_path is not None:
+                step("loading vectors")
+                vectors = _load_npy(npy_path)
+                texts = _load_texts(texts_path, text_field, len(vectors)) if texts_path else None
+                source = str(npy_path)
+            else:
+                step("sampling the collection")
+                vectors, texts, source = _sample_collection(
+                    url, embedded, str(collection), api_key_env, text_field, sample_size
+                )
+            step(f"discovering domains ({chosen}) in {len(vectors):,} vectors")
+            result = discover(vectors, strategy=chosen, texts=texts, seed=seed, **thresholds)
+        except (DiscoveryError, QdrantError) as error:
+            raise click.ClickException(str(error)) from None
+    if as_json:
+        click.echo(json.dumps(result_as_json(result, source=source, points=len(vectors)), indent=2))
+    else:
+        Console().print(domains_table(result, title=f"{len(result.domains)} domains in {source}"))
+
+
+def _load_npy(path: Path) -> npt.NDArray[np.float32]:
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as error:
+        raise click.ClickException(f"{path} is not a readable .npy array: {error}") from None
+    if array.ndim != 2:
+        raise click.ClickException(
+            f"{path} holds an array of shape {array.shape}; expected (points, dimensions)"
+        )
+    return np.asarray(array, dtype=np.float32)
+
+
+def _load_texts(path: Path, field: str, expected: int) -> list[str]:
+    lines = path.read_text().splitlines()
+    if path.suffix == ".jsonl":
+        try:
+            texts = [str(json.loads(line).get(field, "")) for line in lines if line.strip()]
+        except (json.JSONDecodeError, AttributeError) as error:
+            raise click.ClickException(f"{path} is not JSON lines of objects: {error}") from None
+    else:
+        texts = lines
+    if len(texts) != expected:
+        raise click.ClickException(
+            f"{path} has {len(texts)} texts but the vectors file has {expected} rows; "
+            "they must match row for row"
+        )
+    return texts
+
+
+def _sample_collection(
+    url: str | None,
+    embedded: Path | None,
+    collection: str,
+    api_key_env: str | None,
+    text_field: str,
+    sample_size: int,
+) -> tuple[npt.NDArray[np.float32], list[str] | None, str]:
+    from librarian.qdrant.fleet import ClusterConfig, connect
+    from librarian.qdrant.sampling import sample_points
+
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise click.ClickException(f"environment variable {api_key_env} is not set or empty")
+    where = url or str(embedded)
+    config = ClusterConfig(
+        name=where, url=url, embedded=str(embedded) if embedded else None, api_key=api_key
+    )
+    port = connect(config)
+    try:
+        sample = sample_points(port, collection, sample_size, text_field=text_field)
+    finally:
+        port.close()
+    return sample.vectors, sample.texts, f"{where} / {collection}"
+
+
+@contextmanager
+def _progress(*, quiet: bool) -> Iterator[Callable[[str], None]]:
+    if quiet or (not sys.stderr.isatty() and os.environ.get("CI")):
+        yield lambda _description: None
+        return
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("starting", total=None)
+        yield lambda description: progress.update(task, description=description)
+
+
+def domains_table(result: DiscoveryResult, *, title: str) -> Table:
+    """A readable table of domains: name, size, keywords, cohesion."""
+    table = Table(title=title, title_justify="left")
+    for column, justify in (
+        ("id", "left"),
+        ("name", "left"),
+        ("size", "right"),
+        ("share", "right"),
+        ("cohesion", "right"),
+        ("keywords", "left"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    total = max(1, sum(d.size for d in result.domains))
+    for domain in sorted(result.domains, key=lambda d: -d.size):
+        table.add_row(
+            domain.id,
+            domain.name,
+            f"{domain.size:,}",
+            f"{domain.size / total:.1%}",
+            f"{domain.cohesion:.3f}",
+            ", ".join(domain.keywords[:6]),
+        )
+    table.caption = f"strategy {result.strategy}, confidence {result.confidence:.3f}"
+    return table
+
+
+def result_as_json(result: DiscoveryResult, *, source: str, points: int) -> dict[str, Any]:
+    """The discovery result as plain JSON (centroids included: this is for files, not etcd)."""
+    return {
+        "source": source,
+        "points": points,
+        "strategy": result.strategy,
+        "confidence": round(float(result.confidence), 6),
+        "domains": [
+            {
+                "id": d.id,
+                "name": d.name,
+                "size": d.size,
+                "radius": round(float(d.radius), 6),
+                "cohesion": round(float(d.cohesion), 6),
+                "keywords": list(d.keywords),
+                "parent": d.parent,
+                "centroid": [round(float(x), 6) for x in d.centroid],
+            }
+            for d in result.domains
+        ],
+        "labels": [int(x) for x in result.labels],
+        "partitions": [{"id": p.id, "domain": p.domain, "size": p.size} for p in result.partitions],
+    }
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Entry for tests: run the CLI and return the exit code."""
+    try:
+        main.main(args=list(argv or ()), standalone_mode=False)
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
+    return 0
