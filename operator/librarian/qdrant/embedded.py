@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -122,6 +123,24 @@ def edge_config(spec: CollectionSpec) -> edge.EdgeConfig:
     )
 
 
+def _load_shard(
+    path: Path, config: edge.EdgeConfig | None = None, *, patience_s: float = 10.0
+) -> edge.EdgeShard:
+    """Open a shard, waiting while another handle in this process is still letting go of it.
+
+    The engine releases a closed shard's write-ahead-log lock shortly after
+    ``close()`` returns (background optimization may still hold it).
+    """
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return edge.EdgeShard.load(str(path), config)
+        except Exception as error:
+            if "WouldBlock" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def _point_id(value: Any) -> PointId:
     if isinstance(value, uuid.UUID):
         return str(value)
@@ -180,9 +199,7 @@ class EmbeddedQdrant:
             shard = self._shards.get(collection)
             if shard is None:
                 self._spec(collection)  # raises CollectionNotFound
-                shard = self._call(
-                    collection, lambda: edge.EdgeShard.load(str(self._dir(collection) / "shard"))
-                )
+                shard = self._call(collection, lambda: _load_shard(self._dir(collection) / "shard"))
                 self._shards[collection] = shard
             yield shard
 
@@ -250,10 +267,7 @@ class EmbeddedQdrant:
                 shard.close()
             reopened = self._call(
                 collection,
-                lambda: edge.EdgeShard.load(
-                    str(folder / "shard"),
-                    edge_config(merged),
-                ),
+                lambda: _load_shard(folder / "shard", edge_config(merged)),
             )
             self._shards[collection] = reopened
             (folder / SPEC_FILE).write_text(json.dumps(spec_to_json(merged)))

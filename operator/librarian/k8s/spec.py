@@ -1,0 +1,215 @@
+"""Parsing and validating a DomainMap's ``spec`` into typed settings.
+
+Why this exists: the CRD schema catches shapes, but not meaning (a source
+cluster that is not in the fleet, bounds that contradict each other, a
+duration the API server cannot judge). This module collects *every* problem
+with its field path and how to fix it, so a bad spec gets one clear
+``Ready=False`` condition instead of a crash or a silent default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from librarian.core.discovery import STRATEGIES
+from librarian.core.durations import DurationError, parse_duration
+
+
+class SpecError(ValueError):
+    """The spec is invalid; ``problems`` lists each with its field path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    name: str
+    key: str = "api-key"
+
+
+@dataclass(frozen=True)
+class ClusterRef:
+    """A fleet entry as written in the spec (API key not resolved yet)."""
+
+    name: str
+    url: str | None = None
+    embedded: str | None = None
+    secret: SecretRef | None = None
+    api_key_env: str | None = None
+    timeout_s: float = 10.0
+    retries: int = 3
+
+
+@dataclass(frozen=True)
+class DomainMapSpec:
+    source_cluster: str
+    source_collection: str
+    text_field: str
+    clusters: tuple[ClusterRef, ...]
+    strategy: str
+    interval_s: float
+    sample_size: int
+    seed: int
+    confidence_threshold: float
+    thresholds: Mapping[str, Any] = field(default_factory=dict)
+    labeling_enabled: bool = True
+    labeling_batch_size: int = 1000
+    catalog_cluster: str = ""
+    catalog_collection: str = ""
+    drift_threshold: float = 0.05
+    specialize: str = "manual"
+    remove_labels_on_delete: bool = False
+
+    def cluster(self, name: str) -> ClusterRef:
+        return next(c for c in self.clusters if c.name == name)
+
+
+_BOUNDS = {
+    "minDomains": "min_domains",
+    "maxDomains": "max_domains",
+    "minDomainSize": "min_domain_size",
+    "mergeSimilarity": "merge_similarity",
+}
+
+
+def parse_domainmap_spec(spec: Mapping[str, Any], *, name: str) -> DomainMapSpec:
+    """Validate ``spec`` of DomainMap ``name``; raise :class:`SpecError` listing every problem."""
+    problems: list[str] = []
+    source = spec.get("source") or {}
+    source_cluster = str(source.get("cluster") or "")
+    source_collection = str(source.get("collection") or "")
+    if not source_cluster:
+        problems.append("spec.source.cluster is required: name one of spec.clusters")
+    if not source_collection:
+        problems.append("spec.source.collection is required: the collection to analyse")
+
+    clusters: list[ClusterRef] = []
+    seen: set[str] = set()
+    raw_clusters = spec.get("clusters") or []
+    if not raw_clusters:
+        problems.append("spec.clusters must list at least one cluster (url or embedded)")
+    for index, raw in enumerate(raw_clusters):
+        where = f"spec.clusters[{index}]"
+        cluster_name = str(raw.get("name") or "")
+        if not cluster_name:
+            problems.append(f"{where}.name is required")
+            continue
+        if cluster_name in seen:
+            problems.append(f"{where}.name {cluster_name!r} appears twice; names must be unique")
+        seen.add(cluster_name)
+        url, embedded = raw.get("url"), raw.get("embedded")
+        if (url is None) == (embedded is None):
+            problems.append(
+                f"{where} ({cluster_name}) needs exactly one of url (remote Qdrant) or "
+                "embedded (local engine path)"
+            )
+        if url is not None and not str(url).startswith(("http://", "https://")):
+            problems.append(f"{where}.url must start with http:// or https://, got {url!r}")
+        if "apiKey" in raw:
+            problems.append(
+                f"{where}.apiKey is not accepted: API keys never go in a spec; use "
+                "apiKeySecretRef (a Secret) or apiKeyEnv (the operator's environment)"
+            )
+        secret_raw = raw.get("apiKeySecretRef")
+        secret = None
+        if secret_raw:
+            if not secret_raw.get("name"):
+                problems.append(f"{where}.apiKeySecretRef.name is required")
+            else:
+                secret = SecretRef(str(secret_raw["name"]), str(secret_raw.get("key") or "api-key"))
+        if secret and raw.get("apiKeyEnv"):
+            problems.append(f"{where}: give apiKeySecretRef or apiKeyEnv, not both")
+        timeout = _number(raw.get("timeoutSeconds", 10), f"{where}.timeoutSeconds", problems)
+        retries = _number(raw.get("retries", 3), f"{where}.retries", problems)
+        clusters.append(
+            ClusterRef(
+                name=cluster_name,
+                url=str(url) if url is not None else None,
+                embedded=str(embedded) if embedded is not None else None,
+                secret=secret,
+                api_key_env=raw.get("apiKeyEnv"),
+                timeout_s=max(float(timeout), 0.1),
+                retries=int(retries),
+            )
+        )
+    if source_cluster and clusters and source_cluster not in seen:
+        problems.append(
+            f"spec.source.cluster {source_cluster!r} is not in spec.clusters "
+            f"({', '.join(sorted(seen))}); add it or fix the name"
+        )
+
+    strategy = str(spec.get("strategy") or "hybrid")
+    if strategy not in STRATEGIES:
+        problems.append(f"spec.strategy {strategy!r} is unknown; accepted: {', '.join(STRATEGIES)}")
+    interval_s = 300.0
+    try:
+        interval_s = parse_duration(spec.get("interval") or "5m")
+    except DurationError as error:
+        problems.append(f"spec.interval: {error}")
+    if interval_s <= 0:
+        problems.append("spec.interval must be longer than zero")
+
+    bounds = spec.get("bounds") or {}
+    thresholds: dict[str, Any] = {}
+    for key, value in bounds.items():
+        if key not in _BOUNDS:
+            problems.append(f"spec.bounds.{key} is unknown; accepted: {', '.join(sorted(_BOUNDS))}")
+            continue
+        thresholds[_BOUNDS[key]] = value
+    low, high = thresholds.get("min_domains"), thresholds.get("max_domains")
+    if low is not None and high is not None and low > high:
+        problems.append(
+            f"spec.bounds.minDomains ({low}) is larger than spec.bounds.maxDomains ({high})"
+        )
+    similarity = thresholds.get("merge_similarity")
+    if similarity is not None and not 0 < float(similarity) <= 1:
+        problems.append("spec.bounds.mergeSimilarity must be in (0, 1]")
+
+    sample_size = int(_number(spec.get("sampleSize", 10_000), "spec.sampleSize", problems))
+    if sample_size < 10:
+        problems.append("spec.sampleSize must be at least 10")
+    confidence = float(
+        _number(spec.get("confidenceThreshold", 0.8), "spec.confidenceThreshold", problems)
+    )
+    if not 0 <= confidence <= 1:
+        problems.append("spec.confidenceThreshold must be between 0 and 1")
+    labeling = spec.get("labeling") or {}
+    catalog = spec.get("catalog") or {}
+    catalog_cluster = str(catalog.get("cluster") or source_cluster)
+    if catalog.get("cluster") and catalog_cluster not in seen:
+        problems.append(f"spec.catalog.cluster {catalog_cluster!r} is not in spec.clusters")
+    specialize = str(spec.get("specialize") or "manual")
+    if specialize not in ("manual", "auto"):
+        problems.append(f"spec.specialize {specialize!r} is unknown; accepted: manual, auto")
+    if problems:
+        raise SpecError(problems)
+    return DomainMapSpec(
+        source_cluster=source_cluster,
+        source_collection=source_collection,
+        text_field=str(source.get("textField") or "text"),
+        clusters=tuple(clusters),
+        strategy=strategy,
+        interval_s=interval_s,
+        sample_size=sample_size,
+        seed=int(spec.get("seed") or 0),
+        confidence_threshold=confidence,
+        thresholds=thresholds,
+        labeling_enabled=bool(labeling.get("enabled", True)),
+        labeling_batch_size=int(labeling.get("batchSize") or 1000),
+        catalog_cluster=catalog_cluster,
+        catalog_collection=str(catalog.get("collection") or f"librarian-catalog-{name}"),
+        drift_threshold=float((spec.get("drift") or {}).get("threshold", 0.05)),
+        specialize=specialize,
+        remove_labels_on_delete=bool((spec.get("cleanup") or {}).get("removeLabels", False)),
+    )
+
+
+def _number(value: Any, where: str, problems: list[str]) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        problems.append(f"{where} must be a number, got {value!r}")
+        return 0.0
+    return float(value)

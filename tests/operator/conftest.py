@@ -1,0 +1,77 @@
+"""kopf running in-process against the emulated Kubernetes API, with an embedded Qdrant fleet."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("LIBRARIAN_TIMER_TICK_SECONDS", "0.5")
+
+import pytest
+
+from librarian.demo.data import load_demo_data
+from librarian.k8s.domainmap import OperatorContext
+from librarian.k8s.emulator import EmulatedCluster, emulated_kubernetes, load_crds
+from librarian.k8s.runtime import operator_in_thread
+from librarian.qdrant.embedded import EmbeddedQdrant
+from librarian.qdrant.port import CollectionSpec, PointRecord
+
+REPO = Path(__file__).resolve().parents[2]
+DOMAINMAPS = "librarian.dev/v1alpha1/domainmaps"
+POINTS = 400
+
+
+def load_source(path: Path, collection: str = "packages", n: int = POINTS) -> None:
+    data = load_demo_data(limit=n)
+    port = EmbeddedQdrant("general", path)
+    port.create_collection(collection, CollectionSpec(vector_size=384))
+    port.upsert(
+        collection,
+        [
+            PointRecord(
+                id=i, vector=[float(x) for x in data.vectors[i]], payload={"text": data.texts[i]}
+            )
+            for i in range(n)
+        ],
+    )
+    port.close()
+
+
+def domainmap(name: str, storage: Path, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "source": {"cluster": "general", "collection": "packages"},
+        "clusters": [{"name": "general", "embedded": str(storage)}],
+        "sampleSize": 300,
+        "bounds": {"maxDomains": 8, "minDomainSize": 15},
+        "interval": "1h",
+    }
+    body.update(spec)
+    return {
+        "apiVersion": "librarian.dev/v1alpha1",
+        "kind": "DomainMap",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": body,
+    }
+
+
+async def wait_for(check: Callable[[], Awaitable[Any]], timeout: float = 60.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[EmulatedCluster]:
+    async with (
+        emulated_kubernetes(load_crds(REPO / "crds")) as api,
+        operator_in_thread(api.url, context=OperatorContext(progress_interval_s=0.2)),
+    ):
+        yield api

@@ -1,0 +1,208 @@
+"""The DomainMap operator end to end: kopf against the emulated API over real HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from qdrant_client.http import models
+
+from librarian.k8s.emulator import EmulatedCluster
+from librarian.qdrant.catalog import read_catalog
+from librarian.qdrant.embedded import EmbeddedQdrant
+from librarian.qdrant.labeling import VERSION_KEY
+
+from .conftest import DOMAINMAPS, POINTS, domainmap, load_source, wait_for
+
+
+def _condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    for condition in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if condition["type"] == type_:
+            return condition  # type: ignore[no-any-return]
+    return None
+
+
+async def _wait_condition(
+    api: EmulatedCluster,
+    name: str,
+    type_: str,
+    status: str,
+    reason: str | None = None,
+    generation: int | None = None,
+    timeout: float = 90,
+) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        obj = await api.get(DOMAINMAPS, "default", name)
+        condition = _condition(obj, type_)
+        if (
+            condition
+            and condition["status"] == status
+            and (reason is None or condition["reason"] == reason)
+            and (generation is None or condition["observedGeneration"] == generation)
+        ):
+            return obj
+        return None
+
+    return await wait_for(check, timeout)  # type: ignore[no-any-return]
+
+
+async def test_domainmap_is_analysed_labelled_and_catalogued(
+    cluster: EmulatedCluster, tmp_path: Path
+) -> None:
+    storage = tmp_path / "general"
+    load_source(storage)
+    await cluster.create(domainmap("packages", storage))
+    obj = await _wait_condition(cluster, "packages", "Ready", "True", "Analyzed", generation=1)
+    status = obj["status"]
+    assert status["phase"] == "Ready" and status["version"] == 1
+    assert status["observedGeneration"] == 1
+    assert 2 <= status["domainCount"] == len(status["domains"]) <= 8
+    assert sum(d["size"] for d in status["domains"]) == 300  # the sample
+    assert all("centroid" not in d for d in status["domains"])  # no vectors in etcd
+    assert all(d["keywords"] for d in status["domains"])
+    assert status["labeling"] == {"labeled": POINTS, "total": POINTS, "enabled": True}
+    assert {c["type"] for c in status["conditions"]} >= {
+        "Ready",
+        "Analyzed",
+        "Drifted",
+        "LowConfidence",
+    }
+    port = EmbeddedQdrant("general", storage)
+    try:
+        catalog = read_catalog(port, "librarian-catalog-packages", "default/packages")
+        assert sorted(e.domain_id for e in catalog) == sorted(d["id"] for d in status["domains"])
+        labelled = port.count(
+            "packages",
+            count_filter=models.Filter(
+                must=[models.FieldCondition(key=VERSION_KEY, match=models.MatchValue(value=1))]
+            ),
+        )
+        assert labelled == POINTS
+    finally:
+        port.close()
+    reasons = {e.get("reason") for e in cluster.events("default")}
+    assert "Analyzed" in reasons
+
+    # A spec change is a new generation: re-analysis keeps ids, bumps the version.
+    first_ids = {d["id"] for d in status["domains"]}
+    await cluster.patch(DOMAINMAPS, "default", "packages", {"spec": {"seed": 1}})
+    obj = await _wait_condition(cluster, "packages", "Ready", "True", generation=2)
+    assert obj["status"]["version"] == 2
+    assert len(obj["status"]["history"]) == 2
+    assert first_ids & {d["id"] for d in obj["status"]["domains"]}
+
+    # Deleting removes the catalog but keeps the labels (removeLabels is false).
+    await cluster.delete(DOMAINMAPS, "default", "packages")
+
+    async def gone() -> bool:
+        return await cluster.get(DOMAINMAPS, "default", "packages") is None
+
+    await wait_for(gone, 60)
+    port = EmbeddedQdrant("general", storage)
+    try:
+        assert read_catalog(port, "librarian-catalog-packages") == []
+        assert (
+            port.count(
+                "packages",
+                count_filter=models.Filter(
+                    must=[models.FieldCondition(key=VERSION_KEY, match=models.MatchValue(value=2))]
+                ),
+            )
+            == POINTS
+        )
+    finally:
+        port.close()
+
+
+async def test_bad_spec_gets_invalid_spec_condition(
+    cluster: EmulatedCluster, tmp_path: Path
+) -> None:
+    body = domainmap("broken", tmp_path / "g", strategy="spectral")
+    body["spec"]["source"]["cluster"] = "elsewhere"
+    # the schema would reject the enum on a real API server; the operator must still be clear
+    await cluster.create(body)
+    obj = await _wait_condition(cluster, "broken", "Ready", "False", "InvalidSpec")
+    message = _condition(obj, "Ready")["message"]  # type: ignore[index]
+    assert "spec.strategy 'spectral' is unknown; accepted: kmeans" in message
+    assert "'elsewhere' is not in spec.clusters" in message
+    assert obj["status"]["phase"] == "Failed"
+
+
+async def test_missing_source_collection(cluster: EmulatedCluster, tmp_path: Path) -> None:
+    storage = tmp_path / "general"
+    load_source(storage, n=50)
+    body = domainmap("nosource", storage)
+    body["spec"]["source"]["collection"] = "absent"
+    await cluster.create(body)
+    obj = await _wait_condition(cluster, "nosource", "Ready", "False", "SourceNotFound")
+    message = _condition(obj, "Ready")["message"]  # type: ignore[index]
+    assert "'absent' does not exist on cluster 'general'" in message
+
+
+async def test_unreachable_cluster_and_missing_secret(cluster: EmulatedCluster) -> None:
+    body = domainmap("remote", Path("unused"))
+    body["spec"]["clusters"] = [
+        {"name": "general", "url": "http://127.0.0.1:9", "timeoutSeconds": 1, "retries": 0}
+    ]
+    await cluster.create(body)
+    obj = await _wait_condition(cluster, "remote", "Ready", "False", "ClusterUnreachable")
+    assert "cluster 'general'" in _condition(obj, "Ready")["message"]  # type: ignore[index]
+
+    body = domainmap("secured", Path("unused"))
+    body["spec"]["clusters"] = [
+        {"name": "general", "url": "http://127.0.0.1:9", "apiKeySecretRef": {"name": "qdrant-key"}}
+    ]
+    await cluster.create(body)
+    obj = await _wait_condition(cluster, "secured", "Ready", "False", "SecretNotFound")
+    assert "Secret default/qdrant-key does not exist" in _condition(obj, "Ready")["message"]  # type: ignore[index]
+
+
+async def test_secret_value_never_leaks(cluster: EmulatedCluster, caplog) -> None:  # type: ignore[no-untyped-def]
+    secret_value = "top-secret-key-123"
+    import base64
+
+    await cluster.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "qdrant-key", "namespace": "default"},
+            "data": {"api-key": base64.b64encode(secret_value.encode()).decode()},
+        }
+    )
+    body = domainmap("leaky", Path("unused"))
+    body["spec"]["clusters"] = [
+        {
+            "name": "general",
+            "url": "http://127.0.0.1:9",
+            "timeoutSeconds": 1,
+            "retries": 0,
+            "apiKeySecretRef": {"name": "qdrant-key"},
+        }
+    ]
+    await cluster.create(body)
+    obj = await _wait_condition(cluster, "leaky", "Ready", "False", "ClusterUnreachable")
+    assert secret_value not in str(obj)
+    assert secret_value not in str(cluster.events())
+    assert secret_value not in caplog.text
+
+
+async def test_timer_reanalyses_when_interval_passes(
+    cluster: EmulatedCluster, tmp_path: Path
+) -> None:
+    storage = tmp_path / "general"
+    load_source(storage, n=200)
+    await cluster.create(domainmap("ticking", storage, interval="1s", sampleSize=150))
+    await _wait_condition(cluster, "ticking", "Ready", "True")
+
+    async def reanalysed() -> bool:
+        obj = await cluster.get(DOMAINMAPS, "default", "ticking")
+        return bool(obj and obj["status"].get("version", 0) >= 3)
+
+    await wait_for(reanalysed, 60)
+    obj = await cluster.get(DOMAINMAPS, "default", "ticking")
+    assert obj is not None
+    assert obj["status"]["observedGeneration"] == 1  # same spec, new analyses
+    assert [h["version"] for h in obj["status"]["history"]][-2:] == [
+        obj["status"]["version"] - 1,
+        obj["status"]["version"],
+    ]

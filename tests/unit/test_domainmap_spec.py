@@ -1,0 +1,74 @@
+"""DomainMap spec parsing: defaults, and every problem named with its path and fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from librarian.k8s.spec import SpecError, parse_domainmap_spec
+
+
+def _spec(**changes: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "source": {"cluster": "general", "collection": "packages"},
+        "clusters": [{"name": "general", "embedded": ".demo/general"}],
+    }
+    spec.update(changes)
+    return spec
+
+
+def test_defaults() -> None:
+    parsed = parse_domainmap_spec(_spec(), name="demo")
+    assert parsed.strategy == "hybrid" and parsed.interval_s == 300
+    assert parsed.catalog_cluster == "general"
+    assert parsed.catalog_collection == "librarian-catalog-demo"
+    assert parsed.text_field == "text" and parsed.labeling_enabled
+    assert parsed.cluster("general").embedded == ".demo/general"
+
+
+def test_bounds_and_secret_ref() -> None:
+    parsed = parse_domainmap_spec(
+        _spec(
+            bounds={"maxDomains": 12, "minDomainSize": 30},
+            clusters=[
+                {"name": "general", "url": "https://q:6333", "apiKeySecretRef": {"name": "qdrant"}}
+            ],
+            interval="1h30m",
+        ),
+        name="x",
+    )
+    assert parsed.thresholds == {"max_domains": 12, "min_domain_size": 30}
+    ref = parsed.cluster("general").secret
+    assert ref is not None and (ref.name, ref.key) == ("qdrant", "api-key")
+    assert parsed.interval_s == 5400
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"strategy": "spectral"}, "spec.strategy 'spectral' is unknown; accepted: kmeans"),
+        ({"source": {"cluster": "other", "collection": "c"}}, "'other' is not in spec.clusters"),
+        ({"clusters": [{"name": "general"}]}, "needs exactly one of url"),
+        ({"clusters": [{"name": "general", "url": "q:6333"}]}, "must start with http"),
+        ({"interval": "5 minutes"}, "spec.interval"),
+        ({"bounds": {"minDomains": 9, "maxDomains": 3}}, "larger than spec.bounds.maxDomains"),
+        ({"bounds": {"colour": 1}}, "spec.bounds.colour is unknown"),
+        (
+            {"clusters": [{"name": "general", "url": "http://q", "apiKey": "x"}]},
+            "API keys never go in a spec",
+        ),
+        ({"source": {}}, "spec.source.cluster is required"),
+        ({"sampleSize": "many"}, "spec.sampleSize must be a number"),
+    ],
+)
+def test_each_problem_is_named(changes: dict[str, Any], expected: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_domainmap_spec(_spec(**changes), name="x")
+    assert any(expected in p for p in caught.value.problems), caught.value.problems
+
+
+def test_all_problems_reported_at_once() -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_domainmap_spec(_spec(strategy="x", interval="soon"), name="x")
+    assert len(caught.value.problems) == 2
