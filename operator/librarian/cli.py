@@ -309,3 +309,72 @@ def run(argv: Sequence[str] | None = None) -> int:
         error.show()
         return error.exit_code
     return 0
+
+
+# --------------------------------------------------------------------------- operator and demo
+
+
+@main.command("operator")
+@click.option(
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    help="Watch only these namespaces (default: the whole cluster).",
+)
+@click.option(
+    "--liveness",
+    default="http://0.0.0.0:8080/healthz",
+    show_default=True,
+    help="Liveness endpoint served by the operator ('' to disable).",
+)
+@click.option(
+    "--server",
+    envvar="LIBRARIAN_KUBERNETES_SERVER",
+    help="API server URL without credentials (for an emulated API); "
+    "default: in-cluster service account, then kubeconfig.",
+)
+def operator_command(namespaces: tuple[str, ...], liveness: str, server: str | None) -> None:
+    """Run the operator (the container's command)."""
+    import asyncio
+    import logging
+
+    from librarian.k8s.runtime import run_operator
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(
+        run_operator(server_url=server, namespaces=namespaces, liveness_endpoint=liveness or None)
+    )
+
+
+@main.command("demo")
+@click.option(
+    "--manifest",
+    type=click.Path(path_type=Path),
+    default=Path("manifests/examples/domainmap.yaml"),
+    show_default=True,
+)
+@click.option("--crds", type=click.Path(path_type=Path), default=Path("crds"), show_default=True)
+@click.option(
+    "--timeout",
+    type=float,
+    default=600.0,
+    show_default=True,
+    help="Seconds to wait for the DomainMap to become Ready.",
+)
+def demo_command(manifest: Path, crds: Path, timeout: float) -> None:
+    """Run the embedded default end to end and print the discovered domains."""
+    import asyncio
+    import logging
+
+    from librarian.demo.runner import DemoError, print_report, run_demo
+
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("kopf").setLevel(logging.ERROR)
+    out = Console(width=max(Console().width, 120))
+    try:
+        report = asyncio.run(
+            run_demo(manifest_path=manifest, crds_path=crds, timeout_s=timeout, console=out)
+        )
+    except DemoError as error:
+        raise click.ClickException(str(error)) from None
+    print_report(report, out)
