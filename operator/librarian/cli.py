@@ -340,7 +340,8 @@ def operator_command(namespaces: tuple[str, ...], liveness: str, server: str | N
 
     from librarian.k8s.runtime import run_operator
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    level = os.environ.get("LIBRARIAN_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     asyncio.run(
         run_operator(server_url=server, namespaces=namespaces, liveness_endpoint=liveness or None)
     )

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from scipy import sparse
 from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import HDBSCAN, AgglomerativeClustering, KMeans
 from sklearn.decomposition import PCA
@@ -73,6 +74,8 @@ class DiscoveryBounds:
     silhouette_tolerance: float = 0.03  # prefer fewer domains within this share of the best score
     refine_neighbors: int = 20  # k of the k-nearest-neighbour density refinement (0: off)
     refine_rounds: int = 3
+    refine_share: float = 0.4  # share of points (smallest centroid margin) treated as outliers
+    refine_sample: int = 15_000  # points refined by density; the rest follow their nearest centroid
     partition_size: int = 400  # target points per routing partition inside a domain
     max_partitions_per_domain: int = 16
     confidence_margin: float = (
@@ -224,9 +227,11 @@ def _nearest(vectors: FloatArray, centroids: FloatArray, chunk: int = 65_536) ->
 
 
 def _centroids(vectors: FloatArray, labels: IntArray, k: int) -> FloatArray:
-    sums = np.zeros((k, vectors.shape[1]), dtype=np.float64)
-    np.add.at(sums, labels, vectors)
-    return _unit(sums)
+    membership = sparse.csr_matrix(
+        (np.ones(len(labels), dtype=np.float32), (labels, np.arange(len(labels)))),
+        shape=(k, len(labels)),
+    )
+    return _unit(np.asarray(membership @ vectors))
 
 
 def _compact(labels: IntArray) -> tuple[IntArray, int]:
@@ -240,14 +245,14 @@ def _kmeans(vectors: FloatArray, k: int, seed: int, *, n_init: int = 1) -> IntAr
     return np.asarray(model.fit_predict(vectors), dtype=np.int64)
 
 
-def _knn(vectors: FloatArray, k: int, chunk: int = 2048) -> IntArray:
-    n = len(vectors)
-    k = min(k, n - 1)
-    out = np.empty((n, k), dtype=np.int64)
-    for start in range(0, n, chunk):
-        sims = vectors[start : start + chunk] @ vectors.T
-        rows = np.arange(sims.shape[0])
-        sims[rows, start + rows] = -np.inf
+def _knn(vectors: FloatArray, rows: IntArray, k: int, chunk: int = 512) -> IntArray:
+    """The ``k`` nearest neighbours (cosine, excluding itself) of ``vectors[rows]``."""
+    k = min(k, len(vectors) - 1)
+    out = np.empty((len(rows), k), dtype=np.int64)
+    for start in range(0, len(rows), chunk):
+        block = rows[start : start + chunk]
+        sims = vectors[block] @ vectors.T
+        sims[np.arange(len(block)), block] = -np.inf
         out[start : start + chunk] = np.argpartition(-sims, k - 1, axis=1)[:, :k]
     return out
 
@@ -266,15 +271,18 @@ def _choose_k(vectors: FloatArray, bounds: DiscoveryBounds, seed: int) -> int:
     rng = np.random.default_rng(seed)
     pick = rng.choice(n, min(n, bounds.selection_sample), replace=False)
     subset = vectors[pick]
-    score_rows = rng.choice(len(subset), min(len(subset), 3000), replace=False)
+    score_rows = rng.choice(len(subset), min(len(subset), 2000), replace=False)
     low = max(low, 2)
-    candidates = sorted({round(x) for x in np.geomspace(low, high, num=12)})
+    candidates = sorted({round(x) for x in np.geomspace(low, high, num=10)})
+    scored = subset[score_rows]
+    distances = np.clip(1.0 - scored @ scored.T, 0.0, 2.0)  # cosine, computed once
+    np.fill_diagonal(distances, 0.0)
     scores: dict[int, float] = {}
     for k in candidates:
-        labels = _kmeans(subset, k, seed)
-        if len(np.unique(labels[score_rows])) < 2:
+        labels = _kmeans(subset, k, seed)[score_rows]
+        if len(np.unique(labels)) < 2:
             continue
-        scores[k] = float(silhouette_score(subset[score_rows], labels[score_rows], metric="cosine"))
+        scores[k] = float(silhouette_score(distances, labels, metric="precomputed"))
     if not scores:
         return low
     best = max(scores.values())
@@ -288,20 +296,29 @@ def _choose_k(vectors: FloatArray, bounds: DiscoveryBounds, seed: int) -> int:
 def _refine_by_density(
     vectors: FloatArray, labels: IntArray, k: int, bounds: DiscoveryBounds
 ) -> IntArray:
-    """Move each point whose nearest neighbours mostly belong elsewhere (outliers)."""
-    if bounds.refine_neighbors <= 0 or len(vectors) <= bounds.refine_neighbors + 1:
+    """Move outliers whose nearest neighbours mostly belong to another domain.
+
+    Outliers are the points with the smallest margin between their own and the
+    next-nearest centroid (``refine_share`` of them); the others stay put.
+    """
+    if bounds.refine_neighbors <= 0 or len(vectors) <= bounds.refine_neighbors + 1 or k < 2:
         return labels
-    neighbours = _knn(vectors, bounds.refine_neighbors)
-    n, m = neighbours.shape
-    rows = np.repeat(np.arange(n), m)
+    sims = vectors @ _centroids(vectors, labels, k).T
+    own = sims[np.arange(len(vectors)), labels]
+    sims[np.arange(len(vectors)), labels] = -np.inf
+    margin = own - sims.max(axis=1)
+    outliers = np.flatnonzero(margin <= np.quantile(margin, bounds.refine_share))
+    neighbours = _knn(vectors, outliers, bounds.refine_neighbors)
+    rows = np.repeat(np.arange(len(outliers)), neighbours.shape[1])
+    labels = labels.copy()
     for _ in range(bounds.refine_rounds):
-        votes = np.zeros((n, k), dtype=np.float32)
+        votes = np.zeros((len(outliers), k), dtype=np.float32)
         np.add.at(votes, (rows, labels[neighbours].ravel()), 1.0)
-        votes[np.arange(n), labels] += 0.5  # ties keep the current domain
+        votes[np.arange(len(outliers)), labels[outliers]] += 0.5  # ties keep the domain
         moved = np.argmax(votes, axis=1).astype(np.int64)
-        if np.array_equal(moved, labels):
+        if np.array_equal(moved, labels[outliers]):
             break
-        labels = moved
+        labels[outliers] = moved
     return labels
 
 
@@ -345,7 +362,14 @@ def _fit_kmeans(vectors: FloatArray, bounds: DiscoveryBounds, seed: int) -> IntA
 def _fit_hybrid(vectors: FloatArray, bounds: DiscoveryBounds, seed: int) -> IntArray:
     labels = _fit_kmeans(vectors, bounds, seed)
     labels, k = _compact(labels)
-    return _refine_by_density(vectors, labels, k, bounds)
+    if len(vectors) <= bounds.refine_sample:
+        return _refine_by_density(vectors, labels, k, bounds)
+    rows = np.sort(
+        np.random.default_rng(seed).choice(len(vectors), bounds.refine_sample, replace=False)
+    )
+    refined = _refine_by_density(vectors[rows], labels[rows], k, bounds)
+    refined, k = _compact(refined)
+    return _nearest(vectors, _centroids(vectors[rows], refined, k))
 
 
 def _fit_dbscan(vectors: FloatArray, bounds: DiscoveryBounds, seed: int) -> IntArray:
@@ -474,8 +498,10 @@ def _assign_ids(
 def _partitions(
     vectors: FloatArray, labels: IntArray, ids: Sequence[str], bounds: DiscoveryBounds, seed: int
 ) -> tuple[list[Partition], IntArray]:
+    """Sub-cells per domain: k-means on at most ``sample_size`` members, then nearest cell."""
     partitions: list[Partition] = []
     partition_labels = np.zeros(len(vectors), dtype=np.int64)
+    rng = np.random.default_rng(seed)
     for d, domain_id in enumerate(ids):
         members = np.flatnonzero(labels == d)
         wanted = int(
@@ -484,15 +510,18 @@ def _partitions(
             )
         )
         wanted = min(wanted, len(members))
-        local = (
-            _kmeans(vectors[members], wanted, seed)
-            if wanted > 1
-            else np.zeros(len(members), dtype=np.int64)
-        )
-        local, wanted = _compact(local)
-        centres = _centroids(vectors[members], local, wanted)
-        sizes = np.bincount(local, minlength=wanted)
-        for p in range(wanted):
+        if wanted == 1:
+            local = np.zeros(len(members), dtype=np.int64)
+        elif len(members) > bounds.sample_size:
+            fitted = np.sort(rng.choice(members, bounds.sample_size, replace=False))
+            fitted_labels, count = _compact(_kmeans(vectors[fitted], wanted, seed))
+            local = _nearest(vectors[members], _centroids(vectors[fitted], fitted_labels, count))
+        else:
+            local = _kmeans(vectors[members], wanted, seed)
+        local, count = _compact(local)
+        centres = _centroids(vectors[members], local, count)
+        sizes = np.bincount(local, minlength=count)
+        for p in range(count):
             partition_labels[members[local == p]] = len(partitions)
             partitions.append(
                 Partition(id=f"{domain_id}-p{p}", domain=d, centroid=centres[p], size=int(sizes[p]))
@@ -501,10 +530,14 @@ def _partitions(
 
 
 def _confidence(
-    vectors: FloatArray, labels: IntArray, centroids: FloatArray, margin: float
+    vectors: FloatArray, labels: IntArray, centroids: FloatArray, margin: float, seed: int = 0
 ) -> float:
+    """Share of points at least ``margin`` closer to their own domain than to any other."""
     if len(centroids) < 2:
         return 1.0
+    if len(vectors) > 50_000:  # an estimate on a bounded sample
+        rows = np.random.default_rng(seed).choice(len(vectors), 50_000, replace=False)
+        vectors, labels = vectors[rows], labels[rows]
     sims = vectors @ centroids.T
     own = sims[np.arange(len(vectors)), labels]
     sims[np.arange(len(vectors)), labels] = -np.inf

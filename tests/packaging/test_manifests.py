@@ -1,0 +1,90 @@
+"""Plain manifests, CRD structure, and every example validated against its CRD schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from .conftest import REPO, run, tool
+
+CRDS = {
+    (d["spec"]["group"], d["spec"]["names"]["kind"]): d
+    for path in sorted((REPO / "crds").glob("*.yaml"))
+    for d in yaml.safe_load_all(path.read_text())
+    if d and d.get("kind") == "CustomResourceDefinition"
+}
+
+
+def _schema(crd: dict[str, Any]) -> dict[str, Any]:
+    version = next(v for v in crd["spec"]["versions"] if v["storage"])
+    schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def test_kustomize_base_renders_with_the_crds() -> None:
+    result = run(tool("kubectl"), "kustomize", str(REPO / "manifests/base"))
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    kinds = {d["kind"] for d in docs}
+    assert {"CustomResourceDefinition", "Deployment", "ClusterRole", "Namespace"} <= kinds
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert deployment["spec"]["replicas"] == 1
+
+
+def test_crds_kustomization_lists_every_crd_file() -> None:
+    listed = yaml.safe_load((REPO / "crds/kustomization.yaml").read_text())["resources"]
+    files = sorted(p.name for p in (REPO / "crds").glob("*.yaml") if p.name != "kustomization.yaml")
+    assert sorted(listed) == files
+
+
+@pytest.mark.parametrize("key", sorted(CRDS))
+def test_crd_is_structural_with_status_and_columns(key: tuple[str, str]) -> None:
+    crd = CRDS[key]
+    assert crd["apiVersion"] == "apiextensions.k8s.io/v1"
+    assert crd["metadata"]["name"] == f"{crd['spec']['names']['plural']}.{crd['spec']['group']}"
+    (version,) = [v for v in crd["spec"]["versions"] if v["storage"]]
+    assert version["subresources"] == {"status": {}}
+    assert {c["name"] for c in version["additionalPrinterColumns"]} >= {"Phase", "Age"}
+    schema = _schema(crd)
+    assert schema["type"] == "object" and schema["properties"]["spec"]["type"] == "object"
+    assert schema["properties"]["status"]["x-kubernetes-preserve-unknown-fields"] is True
+    jsonschema.Draft4Validator.check_schema(
+        {k: v for k, v in schema.items() if not k.startswith("x-")}
+    )
+
+
+def _examples() -> list[tuple[Path, dict[str, Any]]]:
+    return [
+        (path, doc)
+        for path in sorted((REPO / "manifests/examples").glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc and doc["apiVersion"].startswith("librarian.dev/")
+    ]
+
+
+def test_the_domainmap_example_exists() -> None:
+    assert any(doc["kind"] == "DomainMap" for _, doc in _examples())
+
+
+@pytest.mark.parametrize(("path", "doc"), _examples(), ids=lambda v: getattr(v, "name", ""))
+def test_examples_validate_against_their_crd(path: Path, doc: dict[str, Any]) -> None:
+    crd = CRDS[(doc["apiVersion"].split("/")[0], doc["kind"])]
+    jsonschema.validate(doc, _schema(crd), cls=jsonschema.Draft4Validator)
+
+
+def test_schema_rejects_a_bad_domainmap() -> None:
+    schema = _schema(CRDS[("librarian.dev", "DomainMap")])
+    bad = {
+        "spec": {
+            "source": {"cluster": "a", "collection": "b"},
+            "clusters": [{"name": "a", "url": "ftp://x"}],
+            "strategy": "spectral",
+        }
+    }
+    errors = list(jsonschema.Draft4Validator(schema).iter_errors(bad))
+    assert {e.validator for e in errors} >= {"enum", "pattern"}
