@@ -206,3 +206,29 @@ async def test_timer_reanalyses_when_interval_passes(
         obj["status"]["version"] - 1,
         obj["status"]["version"],
     ]
+
+
+async def test_delete_removes_labels_when_asked(cluster: EmulatedCluster, tmp_path: Path) -> None:
+    storage = tmp_path / "general"
+    load_source(storage, n=150)
+    await cluster.create(domainmap("tidy", storage, sampleSize=150, cleanup={"removeLabels": True}))
+    await _wait_condition(cluster, "tidy", "Ready", "True")
+    await cluster.delete(DOMAINMAPS, "default", "tidy")
+
+    async def gone() -> bool:
+        return await cluster.get(DOMAINMAPS, "default", "tidy") is None
+
+    await wait_for(gone, 60)
+    port = EmbeddedQdrant("general", storage)
+    try:
+        assert port.count("packages") == 150  # the data itself is never touched
+        labelled = port.count(
+            "packages",
+            count_filter=models.Filter(
+                must_not=[models.IsEmptyCondition(is_empty=models.PayloadField(key=VERSION_KEY))]
+            ),
+        )
+        assert labelled == 0
+        assert not port.collection_exists("librarian-catalog-tidy")
+    finally:
+        port.close()

@@ -111,3 +111,44 @@ def test_discover_unreachable_cluster_names_it(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "cluster 'http://127.0.0.1:9'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_discover_an_embedded_collection(tmp_path: Path) -> None:
+    from librarian.qdrant.embedded import EmbeddedQdrant
+    from librarian.qdrant.port import CollectionSpec, PointRecord
+
+    npy, _ = _blobs(tmp_path)
+    vectors = np.load(npy)
+    port = EmbeddedQdrant("local", tmp_path / "store")
+    port.create_collection("docs", CollectionSpec(vector_size=16))
+    words = ["kernel driver module", "guitar audio synth", "font glyph typeface"]
+    port.upsert(
+        "docs",
+        [
+            PointRecord(
+                id=i, vector=[float(x) for x in vectors[i]], payload={"text": words[i // 60]}
+            )
+            for i in range(len(vectors))
+        ],
+    )
+    port.close()
+    result = CliRunner().invoke(
+        main,
+        [
+            "discover",
+            "--embedded",
+            str(tmp_path / "store"),
+            "--collection",
+            "docs",
+            "--json",
+            "--min-domain-size",
+            "10",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["points"] == 180 and len(data["domains"]) == 3
+    missing = CliRunner().invoke(
+        main, ["discover", "--embedded", str(tmp_path / "store"), "--collection", "absent"]
+    )
+    assert missing.exit_code == 1 and "collection 'absent'" in missing.output
