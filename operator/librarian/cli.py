@@ -333,17 +333,26 @@ def run(argv: Sequence[str] | None = None) -> int:
     help="API server URL without credentials (for an emulated API); "
     "default: in-cluster service account, then kubeconfig.",
 )
-def operator_command(namespaces: tuple[str, ...], liveness: str, server: str | None) -> None:
+@click.pass_obj
+def operator_command(
+    settings: Settings, namespaces: tuple[str, ...], liveness: str, server: str | None
+) -> None:
     """Run the operator (the container's command)."""
     import asyncio
     import logging
 
+    from librarian.k8s.domainmap import OperatorContext
     from librarian.k8s.runtime import run_operator
 
     level = os.environ.get("LIBRARIAN_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     asyncio.run(
-        run_operator(server_url=server, namespaces=namespaces, liveness_endpoint=liveness or None)
+        run_operator(
+            server_url=server,
+            namespaces=namespaces,
+            liveness_endpoint=liveness or None,
+            context=OperatorContext.from_settings(settings),
+        )
     )
 
 

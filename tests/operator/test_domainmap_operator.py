@@ -232,3 +232,23 @@ async def test_delete_removes_labels_when_asked(cluster: EmulatedCluster, tmp_pa
         assert not port.collection_exists("librarian-catalog-tidy")
     finally:
         port.close()
+
+
+async def test_discovery_disabled_in_configuration(tmp_path: Path) -> None:
+    from librarian.k8s.domainmap import OperatorContext
+    from librarian.k8s.emulator import emulated_kubernetes, load_crds
+    from librarian.k8s.runtime import operator_in_thread
+    from librarian.settings import load_settings
+
+    from .conftest import REPO
+
+    context = OperatorContext.from_settings(
+        load_settings(environ={}, overrides=["domain_discovery.enabled=false"])
+    )
+    async with (
+        emulated_kubernetes(load_crds(REPO / "crds")) as api,
+        operator_in_thread(api.url, context=context),
+    ):
+        await api.create(domainmap("off", tmp_path / "g"))
+        obj = await _wait_condition(api, "off", "Ready", "False", "DiscoveryDisabled")
+        assert "domain_discovery.enabled: false" in _condition(obj, "Ready")["message"]  # type: ignore[index]

@@ -72,3 +72,44 @@ def test_all_problems_reported_at_once() -> None:
     with pytest.raises(SpecError) as caught:
         parse_domainmap_spec(_spec(strategy="x", interval="soon"), name="x")
     assert len(caught.value.problems) == 2
+
+
+def test_operator_configuration_supplies_defaults() -> None:
+    from librarian.k8s.domainmap import OperatorContext
+    from librarian.settings import load_settings
+
+    settings = load_settings(
+        environ={},
+        overrides=[
+            "domain_discovery.strategy=kmeans",
+            "domain_discovery.analysis_interval=1h",
+            "domain_discovery.batch_size=250",
+            "domain_discovery.confidence_threshold=0.5",
+        ],
+    )
+    context = OperatorContext.from_settings(settings)
+    parsed = parse_domainmap_spec(_spec(), name="x", defaults=context.spec_defaults)
+    assert (parsed.strategy, parsed.interval_s) == ("kmeans", 3600)
+    assert (parsed.labeling_batch_size, parsed.confidence_threshold) == (250, 0.5)
+    explicit = parse_domainmap_spec(
+        _spec(strategy="dbscan", interval="30s"), name="x", defaults=context.spec_defaults
+    )
+    assert (explicit.strategy, explicit.interval_s) == ("dbscan", 30)
+
+
+def test_analysis_due_rules() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from librarian.k8s.domainmap import analysis_due
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    ready = {
+        "phase": "Ready",
+        "observedGeneration": 2,
+        "lastAnalysisTime": (now - timedelta(minutes=3)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    assert not analysis_due(_spec(interval="5m"), ready, 2, now)
+    assert analysis_due(_spec(interval="2m"), ready, 2, now)
+    assert analysis_due(_spec(interval="5m"), ready, 3, now)  # new generation
+    assert analysis_due(_spec(interval="5m"), {**ready, "phase": "Pending"}, 2, now)
+    assert not analysis_due(_spec(strategy="x"), {**ready, "lastAnalysisTime": None}, 2, now)

@@ -27,7 +27,7 @@ from librarian.core.domainmap_status import analyzed_status, failed_status, prog
 from librarian.core.patterns import discover_patterns
 from librarian.k8s import api
 from librarian.k8s.fleet_access import resolve_clusters
-from librarian.k8s.spec import DomainMapSpec, SpecError, parse_domainmap_spec
+from librarian.k8s.spec import DomainMapSpec, SpecDefaults, SpecError, parse_domainmap_spec
 from librarian.qdrant.analysis import analyze_collection, publish_domains
 from librarian.qdrant.catalog import delete_catalog, read_catalog
 from librarian.qdrant.errors import (
@@ -39,6 +39,7 @@ from librarian.qdrant.errors import (
 from librarian.qdrant.fleet import ClusterConfig, Fleet
 from librarian.qdrant.labeling import remove_labels
 from librarian.qdrant.sampling import EmptySource
+from librarian.settings import Settings
 
 GROUP, VERSION, PLURAL = "librarian.dev", "v1alpha1", "domainmaps"
 
@@ -48,6 +49,8 @@ class OperatorContext:
     """What handlers need that tests may replace: fleet factory, clock, timeouts."""
 
     fleet_factory: Callable[[Iterable[ClusterConfig]], Fleet] = Fleet
+    spec_defaults: SpecDefaults = field(default_factory=SpecDefaults)
+    discovery_enabled: bool = True
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     analysis_timeout_s: float = 1800.0
     progress_interval_s: float = 2.0
@@ -55,6 +58,20 @@ class OperatorContext:
 
     def lock(self, key: str) -> asyncio.Lock:
         return self.locks.setdefault(key, asyncio.Lock())
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OperatorContext:
+        """Defaults and switches from the multi-cluster-managers configuration."""
+        discovery = settings.domain_discovery
+        return cls(
+            spec_defaults=SpecDefaults(
+                strategy=discovery.strategy,
+                interval_s=discovery.analysis_interval,
+                batch_size=discovery.batch_size,
+                confidence_threshold=discovery.confidence_threshold,
+            ),
+            discovery_enabled=discovery.enabled,
+        )
 
 
 @dataclass(frozen=True)
@@ -69,14 +86,18 @@ def owner_of(namespace: str, name: str) -> str:
 
 
 def analysis_due(
-    spec: Mapping[str, Any], status: Mapping[str, Any], generation: int | None, now: datetime
+    spec: Mapping[str, Any],
+    status: Mapping[str, Any],
+    generation: int | None,
+    now: datetime,
+    defaults: SpecDefaults | None = None,
 ) -> bool:
     """True when the DomainMap has not been analysed at this generation or its interval passed."""
     if status.get("observedGeneration") != generation or status.get("phase") != "Ready":
         return True
     last = parse_timestamp(status.get("lastAnalysisTime"))
     try:
-        interval = parse_domainmap_spec(spec, name="_").interval_s
+        interval = parse_domainmap_spec(spec, name="_", defaults=defaults).interval_s
     except SpecError:
         return False  # a bad spec is reported by the change handlers, not retried by the timer
     return last is None or (now - last).total_seconds() >= interval
@@ -140,8 +161,20 @@ async def analyze_domainmap(
     meta, namespace, name = body.meta, body.meta.namespace or "default", body.meta.name or ""
     generation = meta.get("generation")
     now = context.clock()
+    if not context.discovery_enabled:
+        patch.status.update(
+            failed_status(
+                body.get("status"),
+                "DiscoveryDisabled",
+                "domain discovery is disabled in the operator configuration "
+                "(domain_discovery.enabled: false)",
+                generation=generation,
+                now=now,
+            )
+        )
+        return
     try:
-        parsed = parse_domainmap_spec(body.spec, name=name)
+        parsed = parse_domainmap_spec(body.spec, name=name, defaults=context.spec_defaults)
     except SpecError as error:
         message = "invalid spec: " + "; ".join(error.problems)
         _fail(body, patch, _Failure("InvalidSpec", message, None), generation=generation, now=now)
@@ -306,7 +339,7 @@ async def cleanup_domainmap(
     """Remove what the operator created: catalog entries, and labels when asked."""
     namespace, name = body.meta.namespace or "default", body.meta.name or ""
     try:
-        parsed = parse_domainmap_spec(body.spec, name=name)
+        parsed = parse_domainmap_spec(body.spec, name=name, defaults=context.spec_defaults)
     except SpecError:
         logger.info("DomainMap %s/%s had an invalid spec: nothing was created", namespace, name)
         return

@@ -70,7 +70,8 @@ async def domainmap_resumed(
 ) -> None:
     context = context_from(memo)
     status = body.get("status") or {}
-    if analysis_due(body.spec, status, body.meta.get("generation"), context.clock()):
+    generation = body.meta.get("generation")
+    if analysis_due(body.spec, status, generation, context.clock(), context.spec_defaults):
         await analyze_domainmap(body, patch, context, logger)
 
 
@@ -82,7 +83,8 @@ async def domainmap_reanalysis(
     status = body.get("status") or {}
     if status.get("phase") in (None, "Analyzing", "Labeling", "Failed", "Pending"):
         return  # the change handlers own first analyses and retries
-    if analysis_due(body.spec, status, body.meta.get("generation"), context.clock()):
+    generation = body.meta.get("generation")
+    if analysis_due(body.spec, status, generation, context.clock(), context.spec_defaults):
         await analyze_domainmap(body, patch, context, logger)
 
 

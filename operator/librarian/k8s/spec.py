@@ -68,6 +68,16 @@ class DomainMapSpec:
         return next(c for c in self.clusters if c.name == name)
 
 
+@dataclass(frozen=True)
+class SpecDefaults:
+    """Operator-wide defaults for what a DomainMap leaves out (from the configuration)."""
+
+    strategy: str = "hybrid"
+    interval_s: float = 300.0
+    batch_size: int = 1000
+    confidence_threshold: float = 0.8
+
+
 _BOUNDS = {
     "minDomains": "min_domains",
     "maxDomains": "max_domains",
@@ -76,8 +86,14 @@ _BOUNDS = {
 }
 
 
-def parse_domainmap_spec(spec: Mapping[str, Any], *, name: str) -> DomainMapSpec:
-    """Validate ``spec`` of DomainMap ``name``; raise :class:`SpecError` listing every problem."""
+def parse_domainmap_spec(
+    spec: Mapping[str, Any], *, name: str, defaults: SpecDefaults | None = None
+) -> DomainMapSpec:
+    """Validate ``spec`` of DomainMap ``name``; raise :class:`SpecError` listing every problem.
+
+    Fields the spec leaves out take ``defaults`` (the operator's configuration).
+    """
+    defaults = defaults or SpecDefaults()
     problems: list[str] = []
     source = spec.get("source") or {}
     source_cluster = str(source.get("cluster") or "")
@@ -142,12 +158,12 @@ def parse_domainmap_spec(spec: Mapping[str, Any], *, name: str) -> DomainMapSpec
             f"({', '.join(sorted(seen))}); add it or fix the name"
         )
 
-    strategy = str(spec.get("strategy") or "hybrid")
+    strategy = str(spec.get("strategy") or defaults.strategy)
     if strategy not in STRATEGIES:
         problems.append(f"spec.strategy {strategy!r} is unknown; accepted: {', '.join(STRATEGIES)}")
-    interval_s = 300.0
+    interval_s = defaults.interval_s
     try:
-        interval_s = parse_duration(spec.get("interval") or "5m")
+        interval_s = parse_duration(spec.get("interval") or defaults.interval_s)
     except DurationError as error:
         problems.append(f"spec.interval: {error}")
     if interval_s <= 0:
@@ -173,7 +189,11 @@ def parse_domainmap_spec(spec: Mapping[str, Any], *, name: str) -> DomainMapSpec
     if sample_size < 10:
         problems.append("spec.sampleSize must be at least 10")
     confidence = float(
-        _number(spec.get("confidenceThreshold", 0.8), "spec.confidenceThreshold", problems)
+        _number(
+            spec.get("confidenceThreshold", defaults.confidence_threshold),
+            "spec.confidenceThreshold",
+            problems,
+        )
     )
     if not 0 <= confidence <= 1:
         problems.append("spec.confidenceThreshold must be between 0 and 1")
@@ -199,7 +219,7 @@ def parse_domainmap_spec(spec: Mapping[str, Any], *, name: str) -> DomainMapSpec
         confidence_threshold=confidence,
         thresholds=thresholds,
         labeling_enabled=bool(labeling.get("enabled", True)),
-        labeling_batch_size=int(labeling.get("batchSize") or 1000),
+        labeling_batch_size=int(labeling.get("batchSize") or defaults.batch_size),
         catalog_cluster=catalog_cluster,
         catalog_collection=str(catalog.get("collection") or f"librarian-catalog-{name}"),
         drift_threshold=float((spec.get("drift") or {}).get("threshold", 0.05)),
