@@ -1,1 +1,1 @@
-"""demo layer."""
+"""The embedded default (``make demo``) and its bundled real data."""
