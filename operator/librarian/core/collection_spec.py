@@ -61,3 +61,51 @@ class CollectionSpec:
     optimizers: OptimizersSpec | None = None
     shard_number: int | None = None
     replication_factor: int | None = None
+
+
+IMMUTABLE_FIELDS = ("vector_size", "distance", "shard_number")
+"""Fields Qdrant cannot change in place: a change needs a new collection and a migration."""
+
+
+@dataclass(frozen=True)
+class ConfigChange:
+    """One field whose current value differs from the desired one."""
+
+    field: str
+    current: object
+    desired: object
+
+
+def diff_specs(
+    current: CollectionSpec, desired: CollectionSpec
+) -> tuple[list[ConfigChange], list[ConfigChange]]:
+    """(mutable changes, immutable changes) from ``current`` to ``desired``.
+
+    Only what ``desired`` sets is compared (``None`` means "keep as it is"),
+    field by field inside HNSW and optimizers, and as a whole for quantization.
+    """
+    mutable: list[ConfigChange] = []
+    immutable: list[ConfigChange] = []
+    for name in (
+        "vector_size",
+        "distance",
+        "shard_number",
+        "on_disk_vectors",
+        "on_disk_payload",
+        "replication_factor",
+    ):
+        want, have = getattr(desired, name), getattr(current, name)
+        if want is not None and want != have:
+            target = immutable if name in IMMUTABLE_FIELDS else mutable
+            target.append(ConfigChange(name, have, want))
+    for group in ("hnsw", "optimizers"):
+        wanted, present = getattr(desired, group), getattr(current, group)
+        if wanted is None:
+            continue
+        for key, want in vars(wanted).items():
+            have = getattr(present, key) if present is not None else None
+            if want is not None and want != have:
+                mutable.append(ConfigChange(f"{group}.{key}", have, want))
+    if desired.quantization is not None and desired.quantization != current.quantization:
+        mutable.append(ConfigChange("quantization", current.quantization, desired.quantization))
+    return mutable, immutable

@@ -294,7 +294,7 @@ class EmbeddedQdrant:
             distance=spec.distance,
             indexed_vectors_count=info.indexed_vectors_count,
             payload_schema=schema,
-            config=spec_to_json(spec),
+            spec=spec,
         )
 
     def create_keyword_index(self, collection: str, field_name: str) -> None:

@@ -74,7 +74,7 @@ class CollectionInfo:
     distance: Distance
     indexed_vectors_count: int | None = None
     payload_schema: Mapping[str, str] = field(default_factory=dict)
-    config: Mapping[str, Any] = field(default_factory=dict)
+    spec: CollectionSpec | None = None  # the collection's current configuration
 
 
 @runtime_checkable

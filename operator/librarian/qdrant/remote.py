@@ -32,6 +32,8 @@ from librarian.qdrant.port import (
     CollectionInfo,
     CollectionSpec,
     Distance,
+    HnswSpec,
+    OptimizersSpec,
     PointId,
     PointRecord,
     QuantizationSpec,
@@ -84,6 +86,51 @@ def optimizers_diff(spec: CollectionSpec) -> models.OptimizersConfigDiff | None:
         max_segment_size=o.max_segment_size,
         deleted_threshold=o.deleted_threshold,
         vacuum_min_vector_number=o.vacuum_min_vector_number,
+    )
+
+
+def spec_from_config(
+    config: models.CollectionConfig, vectors: models.VectorParams
+) -> CollectionSpec:
+    """Our description of a collection's current configuration, as Qdrant reports it."""
+    hnsw = config.hnsw_config
+    optimizers = config.optimizer_config
+    quantization = vectors.quantization_config or config.quantization_config
+    quant: QuantizationSpec | None = None
+    if isinstance(quantization, models.ScalarQuantization):
+        quant = QuantizationSpec(
+            kind="scalar",
+            quantile=quantization.scalar.quantile,
+            always_ram=quantization.scalar.always_ram,
+        )
+    elif isinstance(quantization, models.ProductQuantization):
+        compression: Any = quantization.product.compression.value
+        quant = QuantizationSpec(
+            kind="product", always_ram=quantization.product.always_ram, compression=compression
+        )
+    elif isinstance(quantization, models.BinaryQuantization):
+        quant = QuantizationSpec(kind="binary", always_ram=quantization.binary.always_ram)
+    return CollectionSpec(
+        vector_size=int(vectors.size),
+        distance=vectors.distance.value,
+        on_disk_vectors=vectors.on_disk,
+        on_disk_payload=config.params.on_disk_payload,
+        hnsw=HnswSpec(
+            m=hnsw.m,
+            ef_construct=hnsw.ef_construct,
+            full_scan_threshold=hnsw.full_scan_threshold,
+            on_disk=hnsw.on_disk,
+        ),
+        quantization=quant,
+        optimizers=OptimizersSpec(
+            indexing_threshold=optimizers.indexing_threshold,
+            default_segment_number=optimizers.default_segment_number,
+            max_segment_size=optimizers.max_segment_size,
+            deleted_threshold=optimizers.deleted_threshold,
+            vacuum_min_vector_number=optimizers.vacuum_min_vector_number,
+        ),
+        shard_number=config.params.shard_number,
+        replication_factor=config.params.replication_factor,
     )
 
 
@@ -281,7 +328,7 @@ class RemoteQdrant:
             distance=distance,
             indexed_vectors_count=info.indexed_vectors_count,
             payload_schema={k: str(v.data_type.value) for k, v in info.payload_schema.items()},
-            config=info.config.model_dump(mode="json"),
+            spec=spec_from_config(info.config, vectors),
         )
 
     def create_keyword_index(self, collection: str, field_name: str) -> None:
