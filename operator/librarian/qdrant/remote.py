@@ -11,6 +11,8 @@ operations without a server.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -157,9 +159,12 @@ class RemoteQdrant:
         retries: int = 3,
         backoff_s: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
+        serialize: bool = False,
     ) -> None:
         self._cluster = cluster
         self._client = client
+        # qdrant-client's local mode is not thread-safe: serialize calls to it.
+        self._serial = threading.Lock() if serialize else contextlib.nullcontext()
         self._retries = max(0, retries)
         self._backoff_s = backoff_s
         self._sleep = sleep
@@ -176,7 +181,13 @@ class RemoteQdrant:
         backoff_s: float = 0.5,
     ) -> RemoteQdrant:
         if url == ":memory:":
-            client = QdrantClient(location=":memory:")
+            return cls(
+                cluster,
+                QdrantClient(location=":memory:"),
+                retries=retries,
+                backoff_s=backoff_s,
+                serialize=True,
+            )
         else:
             client = QdrantClient(
                 url=url,
@@ -196,7 +207,8 @@ class RemoteQdrant:
         attempt = 0
         while True:
             try:
-                return action()
+                with self._serial:
+                    return action()
             except QdrantError:
                 raise
             except Exception as error:
