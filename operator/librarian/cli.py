@@ -388,3 +388,139 @@ def demo_command(manifest: Path, crds: Path, timeout: float) -> None:
     except DemoError as error:
         raise click.ClickException(str(error)) from None
     print_report(report, out)
+
+
+# --------------------------------------------------------------------------- migrate
+
+
+@main.command("migrate")
+@click.option("--name", required=True, help="Unique migration name (checkpoint key).")
+@click.option("--domain", "domain_id", required=True, help="Domain id (the label value).")
+@click.option("--source-url", help="Source cluster URL.")
+@click.option("--source-embedded", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--source-collection", required=True)
+@click.option("--target-url", help="Target cluster URL.")
+@click.option("--target-embedded", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--target-collection", required=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Points per batch (default: cluster_specialization.migration.batch_size).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Parallel upserts (default: cluster_specialization.migration.parallel_workers).",
+)
+@click.option(
+    "--verify/--no-verify",
+    default=None,
+    help="Verify before anything is deleted (default: migration.verify_migration).",
+)
+@click.option(
+    "--cleanup",
+    is_flag=True,
+    help="Delete the moved points from the source after verification and the grace period.",
+)
+@click.option("--grace", default="0s", show_default=True, help="Grace period before cleanup.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def migrate_command(
+    settings: Settings,
+    name: str,
+    domain_id: str,
+    source_url: str | None,
+    source_embedded: Path | None,
+    source_collection: str,
+    target_url: str | None,
+    target_embedded: Path | None,
+    target_collection: str,
+    batch_size: int | None,
+    workers: int | None,
+    verify: bool | None,
+    cleanup: bool,
+    grace: str,
+    as_json: bool,
+) -> None:
+    """Move one domain's points to its collection: copy, catch up, verify, clean up (resumable).
+
+    API keys come from LIBRARIAN_SOURCE_API_KEY and LIBRARIAN_TARGET_API_KEY.
+    Exit codes: 0 done or verified, 3 verification failed (nothing deleted),
+    1 a cluster error (retry).
+    """
+    import time
+
+    from librarian.core.durations import DurationError, parse_duration
+    from librarian.k8s.jobs import SOURCE_API_KEY_ENV, TARGET_API_KEY_ENV
+    from librarian.qdrant.fleet import ClusterConfig, FleetConfigError, connect
+    from librarian.qdrant.migration import MigrationFailed, MigrationPlan, migrate
+
+    try:
+        grace_s = parse_duration(grace)
+        source_config = ClusterConfig(
+            name="source",
+            url=source_url,
+            embedded=str(source_embedded) if source_embedded else None,
+            api_key=os.environ.get(SOURCE_API_KEY_ENV) or None,
+        )
+        target_config = ClusterConfig(
+            name="target",
+            url=target_url,
+            embedded=str(target_embedded) if target_embedded else None,
+            api_key=os.environ.get(TARGET_API_KEY_ENV) or None,
+        )
+    except (DurationError, FleetConfigError) as error:
+        raise click.UsageError(str(error)) from None
+    defaults = settings.cluster_specialization.migration
+    plan = MigrationPlan(
+        name=name,
+        source_collection=source_collection,
+        target_collection=target_collection,
+        domain_id=domain_id,
+        batch_size=batch_size or defaults.batch_size,
+        workers=workers or defaults.parallel_workers,
+        verify=defaults.verify_migration if verify is None else verify,
+        cleanup=cleanup,
+        grace_s=grace_s,
+    )
+    source = connect(source_config)
+    same = (source_url, source_embedded) == (target_url, target_embedded)
+    target = source if same else connect(target_config)
+    try:
+        report = migrate(
+            source,
+            target,
+            plan,
+            now=time.time,
+            on_progress=None
+            if as_json
+            else lambda phase, done, total: console.print(f"{phase}: {done:,}/{total:,}"),
+        )
+    except MigrationFailed as error:
+        console.print(f"[red]{error}[/red]")
+        raise SystemExit(3) from None
+    except QdrantError as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        source.close()
+        if target is not source:
+            target.close()
+    data = {
+        "phase": report.phase,
+        "copied": report.copied,
+        "sourceCount": report.source_count,
+        "targetCount": report.target_count,
+        "verified": report.verified,
+        "verifiedSample": report.verified_sample,
+        "removedFromSource": report.removed_from_source,
+        "cleanupDueInSeconds": report.cleanup_due_in_s,
+        "notes": list(report.notes),
+    }
+    click.echo(
+        json.dumps(data)
+        if as_json
+        else f"{report.phase}: copied {report.copied:,}, target {report.target_count:,}, "
+        f"verified={report.verified}, removed from source {report.removed_from_source:,}"
+    )
