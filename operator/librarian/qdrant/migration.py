@@ -172,16 +172,17 @@ def migrate(
     if state.phase == "copying":
         state = _copy(source, target, plan, selector, state, save, on_progress)
         state = save(replace(state, phase="catching_up"))
+    known_ids: set[PointId] | None = None
     for _attempt in range(3):  # writes racing the move send it back to catch up
         if state.phase == "catching_up":
-            fixed = _catch_up(source, target, plan, selector)
+            fixed, known_ids = _catch_up(source, target, plan, selector)
             if fixed:
                 notes.append(f"caught up {fixed} point(s) written or deleted during the copy")
             state = save(replace(state, phase="verifying" if plan.verify else "verified"))
         if state.phase != "verifying":
             break
         try:
-            state = save(_verify(source, target, plan, selector, state, clock))
+            state = save(_verify(source, target, plan, selector, state, clock, known_ids))
         except _CountsDiffer:
             state = save(replace(state, phase="catching_up"))
     if state.phase in ("catching_up", "verifying"):
@@ -235,7 +236,7 @@ def _copy(
     save: Callable[[Checkpoint], Checkpoint],
     on_progress: ProgressCallback | None,
 ) -> Checkpoint:
-    total = source.count(plan.source_collection, count_filter=selector)
+    total = state.source_count or source.count(plan.source_collection, count_filter=selector)
     offset, copied = state.offset, state.copied
     workers = max(1, plan.workers)
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -285,8 +286,11 @@ def _ids(port: QdrantPort, collection: str, flt: models.Filter | None) -> set[Po
 
 def _catch_up(
     source: QdrantPort, target: QdrantPort, plan: MigrationPlan, selector: models.Filter
-) -> int:
-    """Id-level diff (ids only, no vectors): copy what is missing, drop what the source lost."""
+) -> tuple[int, set[PointId]]:
+    """Id-level diff (ids only, no vectors): copy what is missing, drop what the source lost.
+
+    Returns how many points were fixed and the source's ids of the domain.
+    """
     in_source = _ids(source, plan.source_collection, selector)
     in_target = _ids(target, plan.target_collection, None)
     missing = sorted(in_source - in_target, key=str)
@@ -296,7 +300,7 @@ def _catch_up(
     extra = sorted(in_target - in_source, key=str)
     if extra:
         target.delete_points(plan.target_collection, ids=extra)
-    return len(missing) + len(extra)
+    return len(missing) + len(extra), in_source
 
 
 def _sample_ids(ids: Sequence[PointId], size: int, name: str) -> list[PointId]:
@@ -311,13 +315,22 @@ def _verify(
     selector: models.Filter,
     state: Checkpoint,
     clock: Callable[[], float],
+    known_ids: set[PointId] | None = None,
 ) -> Checkpoint:
-    source_count = source.count(plan.source_collection, count_filter=selector)
+    # Ids listed by the catch-up moments ago stand for the source's count (one scan less).
+    source_count = (
+        len(known_ids)
+        if known_ids is not None
+        else source.count(plan.source_collection, count_filter=selector)
+    )
     target_count = target.count(plan.target_collection)
     if source_count != target_count:
         raise _CountsDiffer()
+    universe = (
+        known_ids if known_ids is not None else _ids(source, plan.source_collection, selector)
+    )
     sample = _sample_ids(
-        sorted(_ids(source, plan.source_collection, selector), key=str),
+        sorted(universe, key=str),
         plan.verify_sample,
         plan.name,
     )

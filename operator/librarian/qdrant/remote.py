@@ -145,7 +145,9 @@ def _vector(value: Any) -> list[float] | None:
         return None
     if isinstance(value, dict):
         value = value.get("")
-    return [float(x) for x in value] if value is not None else None
+    if value is None:
+        return None
+    return value if isinstance(value, list) else [float(x) for x in value]  # no copy for lists
 
 
 class RemoteQdrant:
@@ -357,8 +359,7 @@ class RemoteQdrant:
         if not points:
             return
         structs = [
-            models.PointStruct(id=p.id, vector=list(p.vector or ()), payload=dict(p.payload))
-            for p in points
+            models.PointStruct(id=p.id, vector=p.vector or [], payload=p.payload) for p in points
         ]
         self._call(collection, lambda: self._client.upsert(collection, points=structs, wait=True))
 
