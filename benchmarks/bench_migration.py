@@ -93,7 +93,7 @@ def main() -> int:
 
     baseline_port = RemoteQdrant.connect("baseline", ":memory:")
     domain = fill(baseline_port, vectors)
-    client = baseline_port._client  # noqa: SLF001 - the same local-mode client, used directly
+    client = baseline_port._client
     start = time.perf_counter()
     moved = plain_loop(client, args.batch)
     plain = moved / (time.perf_counter() - start)
