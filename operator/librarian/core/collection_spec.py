@@ -95,6 +95,8 @@ def diff_specs(
         "replication_factor",
     ):
         want, have = getattr(desired, name), getattr(current, name)
+        if name in ("shard_number", "replication_factor") and have is None:
+            have = 1  # Qdrant's default
         if want is not None and want != have:
             target = immutable if name in IMMUTABLE_FIELDS else mutable
             target.append(ConfigChange(name, have, want))

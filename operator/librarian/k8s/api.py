@@ -146,3 +146,31 @@ async def patch_status(
         raise KubernetesApiError(
             f"cannot reach the Kubernetes API: {type(error).__name__}"
         ) from None
+
+
+async def create_object(path: str, body: dict[str, Any], *, timeout_s: float = 10.0) -> bool:
+    """POST ``body`` to collection ``path``; False when it already exists (idempotent)."""
+    info = _current.info
+    if info is None:
+        raise KubernetesApiError("not logged in to the Kubernetes API yet")
+    headers = {"Content-Type": "application/json"}
+    if info.token:
+        headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session,
+            session.post(
+                info.server.rstrip("/") + path, json=body, headers=headers, ssl=_ssl_context(info)
+            ) as response,
+        ):
+            if response.status == 409:
+                return False
+            if response.status >= 400:
+                raise KubernetesApiError(
+                    f"POST {path} failed with HTTP {response.status}", status=response.status
+                )
+            return True
+    except (aiohttp.ClientError, TimeoutError) as error:
+        raise KubernetesApiError(
+            f"cannot reach the Kubernetes API: {type(error).__name__}"
+        ) from None

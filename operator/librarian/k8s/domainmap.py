@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -51,6 +52,19 @@ class OperatorContext:
     fleet_factory: Callable[[Iterable[ClusterConfig]], Fleet] = Fleet
     spec_defaults: SpecDefaults = field(default_factory=SpecDefaults)
     discovery_enabled: bool = True
+    default_optimization_strategy: str = "balanced"
+    migration_defaults: dict[str, Any] = field(
+        default_factory=lambda: {
+            "batch_size": 1000,
+            "parallel_workers": 4,
+            "verify_migration": True,
+        }
+    )
+    image: str = field(
+        default_factory=lambda: os.environ.get(
+            "LIBRARIAN_IMAGE", "ghcr.io/qdrant-librarian/qdrant-librarian:0.1.0"
+        )
+    )
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     analysis_timeout_s: float = 1800.0
     progress_interval_s: float = 2.0
@@ -71,6 +85,8 @@ class OperatorContext:
                 confidence_threshold=discovery.confidence_threshold,
             ),
             discovery_enabled=discovery.enabled,
+            default_optimization_strategy=settings.cluster_specialization.optimization_strategy,
+            migration_defaults=settings.cluster_specialization.migration.model_dump(),
         )
 
 

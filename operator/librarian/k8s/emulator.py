@@ -7,7 +7,8 @@ module declares every resource kopf and the operator need (namespaces,
 events, CRDs, Secrets, Jobs and our own kinds, read from the CRD YAML — one
 source), and adds what a real API server does that the emulator does not:
 ``uid``, ``creationTimestamp``, ``resourceVersion`` and ``metadata.generation``
-(bumped when ``spec`` changes), so ``observedGeneration`` means something.
+(bumped when ``spec`` changes), so ``observedGeneration`` means something, and
+names from ``generateName`` (kopf's Events use it).
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ class LibrarianKubernetesEmulator(KubernetesEmulator):
             version = str(next(self._counter))
             if request.action == kmock.action.CREATE:
                 assert metadata is not None
+                if not metadata.get("name") and metadata.get("generateName"):
+                    metadata["name"] = metadata["generateName"] + uuid.uuid4().hex[:5]
                 metadata.setdefault("uid", str(uuid.uuid4()))
                 metadata.setdefault(
                     "creationTimestamp", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

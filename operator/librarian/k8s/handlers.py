@@ -12,6 +12,7 @@ from typing import Any
 
 import kopf
 
+from librarian.k8s import specialization
 from librarian.k8s.api import remember_credentials
 from librarian.k8s.domainmap import (
     GROUP,
@@ -86,6 +87,34 @@ async def domainmap_reanalysis(
     generation = body.meta.get("generation")
     if analysis_due(body.spec, status, generation, context.clock(), context.spec_defaults):
         await analyze_domainmap(body, patch, context, logger)
+
+
+@kopf.on.create(GROUP, VERSION, specialization.PLURAL)
+@kopf.on.update(GROUP, VERSION, specialization.PLURAL, field="spec")
+async def specialization_changed(
+    *, body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any
+) -> None:
+    await specialization.start_specialization(body, patch, context_from(memo))
+
+
+@kopf.on.resume(GROUP, VERSION, specialization.PLURAL)
+async def specialization_resumed(
+    *, body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any
+) -> None:
+    status = body.get("status") or {}
+    if status.get("observedGeneration") != body.meta.get("generation"):
+        await specialization.start_specialization(body, patch, context_from(memo))
+
+
+@kopf.timer(
+    GROUP, VERSION, specialization.PLURAL, interval=TIMER_TICK_S, initial_delay=TIMER_TICK_S
+)
+async def specialization_job_watch(
+    *, body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any
+) -> None:
+    status = body.get("status") or {}
+    if status.get("phase") == "Migrating" and status.get("job"):
+        await specialization.follow_specialization(body, patch, context_from(memo))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, retries=5)

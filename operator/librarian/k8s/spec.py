@@ -233,3 +233,132 @@ def _number(value: Any, where: str, problems: list[str]) -> float:
         problems.append(f"{where} must be a number, got {value!r}")
         return 0.0
     return float(value)
+
+
+@dataclass(frozen=True)
+class SpecializationSpec:
+    domain_map: str
+    domain: str
+    target_cluster: str
+    target_collection: str | None
+    strategy: str
+    overrides: Mapping[str, Any]
+    queries_per_second: float
+    growth_per_day: float
+    memory_budget_bytes: int | None
+    batch_size: int | None
+    workers: int | None
+    verify: bool | None
+    cleanup_source: bool
+    grace_s: float
+    backoff_limit: int
+    active_deadline_s: float
+    image: str | None
+
+
+_OVERRIDE_NAMES = {
+    "m": "m",
+    "efConstruct": "ef_construct",
+    "fullScanThreshold": "full_scan_threshold",
+    "hnswOnDisk": "hnsw_on_disk",
+    "hnswEf": "hnsw_ef",
+    "quantization": "quantization",
+    "quantizationAlwaysRam": "quantization_always_ram",
+    "rescore": "rescore",
+    "oversampling": "oversampling",
+    "onDiskVectors": "on_disk_vectors",
+    "onDiskPayload": "on_disk_payload",
+    "shardNumber": "shard_number",
+    "replicationFactor": "replication_factor",
+    "indexingThreshold": "indexing_threshold",
+    "defaultSegmentNumber": "default_segment_number",
+    "maxSegmentSize": "max_segment_size",
+}
+_SIZE_UNITS = {
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "K": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+}
+
+
+def parse_quantity(text: str) -> int:
+    """Kubernetes memory quantities (``512Mi``, ``2Gi``, ``1G``, plain bytes)."""
+    value = str(text).strip()
+    for unit in sorted(_SIZE_UNITS, key=len, reverse=True):
+        if value.endswith(unit):
+            return int(float(value[: -len(unit)]) * _SIZE_UNITS[unit])
+    return int(float(value))
+
+
+def parse_specialization_spec(
+    spec: Mapping[str, Any], *, default_strategy: str = "balanced"
+) -> SpecializationSpec:
+    """Validate a ClusterSpecialization spec; raise :class:`SpecError` listing every problem."""
+    from librarian.core.tuning import OPTIMIZATION_STRATEGIES
+
+    problems: list[str] = []
+    domain_map = str(spec.get("domainMap") or "")
+    domain = str(spec.get("domain") or "")
+    target = spec.get("target") or {}
+    if not domain_map:
+        problems.append("spec.domainMap is required: the DomainMap whose domain this specializes")
+    if not domain:
+        problems.append("spec.domain is required: a domain id or name from the DomainMap's status")
+    if not target.get("cluster"):
+        problems.append("spec.target.cluster is required: a cluster of the DomainMap")
+    strategy = str(spec.get("strategy") or default_strategy)
+    if strategy not in OPTIMIZATION_STRATEGIES:
+        problems.append(
+            f"spec.strategy {strategy!r} is unknown; accepted: {', '.join(OPTIMIZATION_STRATEGIES)}"
+        )
+    overrides: dict[str, Any] = {}
+    for key, value in (spec.get("overrides") or {}).items():
+        if key not in _OVERRIDE_NAMES:
+            problems.append(
+                f"spec.overrides.{key} is unknown; accepted: {', '.join(sorted(_OVERRIDE_NAMES))}"
+            )
+        else:
+            overrides[_OVERRIDE_NAMES[key]] = value
+    load = spec.get("expectedLoad") or {}
+    budget = None
+    if load.get("memoryBudget"):
+        try:
+            budget = parse_quantity(load["memoryBudget"])
+        except ValueError:
+            problems.append(
+                f"spec.expectedLoad.memoryBudget {load['memoryBudget']!r} is not a "
+                "quantity like 512Mi or 2Gi"
+            )
+    migration = spec.get("migration") or {}
+    grace_s = deadline_s = 0.0
+    try:
+        grace_s = parse_duration(migration.get("gracePeriod") or "0s")
+        deadline_s = parse_duration(migration.get("activeDeadline") or "6h")
+    except DurationError as error:
+        problems.append(f"spec.migration: {error}")
+    if problems:
+        raise SpecError(problems)
+    return SpecializationSpec(
+        domain_map=domain_map,
+        domain=domain,
+        target_cluster=str(target["cluster"]),
+        target_collection=target.get("collection") or None,
+        strategy=strategy,
+        overrides=overrides,
+        queries_per_second=float(load.get("queriesPerSecond") or 0.0),
+        growth_per_day=float(load.get("growthPerDay") or 0.0),
+        memory_budget_bytes=budget,
+        batch_size=migration.get("batchSize"),
+        workers=migration.get("parallelWorkers"),
+        verify=migration.get("verify"),
+        cleanup_source=bool(migration.get("cleanupSource", False)),
+        grace_s=grace_s,
+        backoff_limit=int(migration.get("backoffLimit", 3)),
+        active_deadline_s=deadline_s,
+        image=migration.get("image"),
+    )

@@ -1,0 +1,200 @@
+"""ClusterSpecialization end to end against the emulated API; the test plays the Job controller."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from librarian.cli import main
+from librarian.k8s.emulator import EmulatedCluster
+from librarian.qdrant.embedded import EmbeddedQdrant
+from librarian.qdrant.labeling import domain_filter
+from librarian.qdrant.port import CollectionSpec
+
+from .conftest import DOMAINMAPS, domainmap, load_source, wait_for
+
+SPECS = "librarian.dev/v1alpha1/clusterspecializations"
+JOBS = "batch/v1/jobs"
+
+
+def specialization(name: str, domain: str, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "domainMap": "packages",
+        "domain": domain,
+        "target": {"cluster": "fast"},
+        "strategy": "latency",
+        "migration": {"batchSize": 50, "parallelWorkers": 2},
+    }
+    body.update(spec)
+    return {
+        "apiVersion": "librarian.dev/v1alpha1",
+        "kind": "ClusterSpecialization",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": body,
+    }
+
+
+async def _ready_domainmap(api: EmulatedCluster, tmp_path: Path) -> dict[str, Any]:
+    load_source(tmp_path / "general")
+    body = domainmap("packages", tmp_path / "general")
+    body["spec"]["clusters"].append({"name": "fast", "embedded": str(tmp_path / "fast")})
+    await api.create(body)
+
+    async def ready() -> dict[str, Any] | None:
+        obj = await api.get(DOMAINMAPS, "default", "packages")
+        return obj if obj and (obj.get("status") or {}).get("phase") == "Ready" else None
+
+    return await wait_for(ready, 90)  # type: ignore[no-any-return]
+
+
+async def _status(api: EmulatedCluster, name: str, phases: set[str]) -> dict[str, Any]:
+    async def reached() -> dict[str, Any] | None:
+        obj = await api.get(SPECS, "default", name)
+        status = (obj or {}).get("status") or {}
+        return status if status.get("phase") in phases else None
+
+    return await wait_for(reached, 90)  # type: ignore[no-any-return]
+
+
+async def _run_job(
+    api: EmulatedCluster,
+    job_name: str,
+    *,
+    succeed: bool = True,
+    reason: str = "BackoffLimitExceeded",
+) -> dict[str, Any]:
+    """Play the Job controller: run the Job's own command, then patch the Job's status."""
+    job = await api.get(JOBS, "default", job_name)
+    assert job is not None
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    if succeed:
+        result = await asyncio.to_thread(CliRunner().invoke, main, container["args"])
+        assert result.exit_code == 0, result.output
+        status = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+    else:
+        status = {
+            "failed": 1,
+            "conditions": [
+                {"type": "Failed", "status": "True", "reason": reason, "message": "gave up"}
+            ],
+        }
+    await api.patch(JOBS, "default", job_name, {"status": status})
+    return job
+
+
+async def test_specialize_a_domain_end_to_end(cluster: EmulatedCluster, tmp_path: Path) -> None:
+    domain_map = await _ready_domainmap(cluster, tmp_path)
+    domain = max(domain_map["status"]["domains"], key=lambda d: d["size"])
+    await cluster.create(specialization("biggest", domain["id"]))
+    status = await _status(cluster, "biggest", {"Migrating"})
+    assert status["progress"] == 75 and status["appliedConfig"]["action"] == "created"
+    assert status["appliedConfig"]["collection"]["hnsw"]["m"] == 32  # latency strategy
+    job = await _run_job(cluster, status["job"])
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "ClusterSpecialization"
+    status = await _status(cluster, "biggest", {"Ready", "Failed"})
+    assert status["phase"] == "Ready" and status["progress"] == 100, status
+    migration = status["migration"]
+    assert migration["targetCount"] == migration["sourceCount"] == status["migration"]["copied"]
+    assert status["validation"]["recallAt10"] >= 0.9
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True" and ready["observedGeneration"] == 1
+    source = EmbeddedQdrant("general", tmp_path / "general")
+    target = EmbeddedQdrant("fast", tmp_path / "fast")
+    try:
+        expected = source.count("packages", count_filter=domain_filter(domain["id"]))
+        assert target.count(status["targetCollection"]) == expected == migration["targetCount"]
+        assert source.count("packages") == 400  # no cleanup asked: the source is intact
+    finally:
+        source.close()
+        target.close()
+    reasons = {e.get("reason") for e in cluster.events("default")}
+    assert {"Analyzing", "Configured", "Migrating", "Ready"} <= reasons
+
+
+async def test_bad_inputs_become_conditions(cluster: EmulatedCluster, tmp_path: Path) -> None:
+    domain_map = await _ready_domainmap(cluster, tmp_path)
+    domain = domain_map["status"]["domains"][0]
+    fast = EmbeddedQdrant("fast", tmp_path / "fast")
+    fast.create_collection("wide", CollectionSpec(vector_size=16))
+    fast.create_collection("dotty", CollectionSpec(vector_size=384, distance="Dot"))
+    fast.close()
+    cases = {
+        "nodomain": (specialization("nodomain", "d-nope"), "UnknownDomain"),
+        "nocluster": (
+            specialization("nocluster", domain["id"], target={"cluster": "mars"}),
+            "UnknownCluster",
+        ),
+        "wide": (
+            specialization("wide", domain["id"], target={"cluster": "fast", "collection": "wide"}),
+            "VectorSizeMismatch",
+        ),
+        "dotty": (
+            specialization(
+                "dotty", domain["id"], target={"cluster": "fast", "collection": "dotty"}
+            ),
+            "ImmutableConfigChange",
+        ),
+        "badstrategy": (
+            specialization("badstrategy", domain["id"], strategy="fastest"),
+            "InvalidSpec",
+        ),
+    }
+    for body, _ in cases.values():
+        await cluster.create(body)
+    for name, (_, reason) in cases.items():
+        status = await _status(cluster, name, {"Failed"})
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", reason), (name, ready)
+        assert ready["message"]
+
+
+async def test_missing_secret_and_failed_or_timed_out_jobs(
+    cluster: EmulatedCluster, tmp_path: Path
+) -> None:
+    domain_map = await _ready_domainmap(cluster, tmp_path)
+    domain = domain_map["status"]["domains"][0]
+    await cluster.patch(
+        DOMAINMAPS,
+        "default",
+        "packages",
+        {
+            "spec": {
+                "clusters": [
+                    {"name": "general", "embedded": str(tmp_path / "general")},
+                    {"name": "fast", "embedded": str(tmp_path / "fast")},
+                    {
+                        "name": "remote",
+                        "url": "http://127.0.0.1:9",
+                        "apiKeySecretRef": {"name": "absent"},
+                    },
+                ]
+            }
+        },
+    )
+    await cluster.create(specialization("secretless", domain["id"], target={"cluster": "remote"}))
+    status = await _status(cluster, "secretless", {"Pending", "Failed"})
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "SecretNotFound" and "Secret default/absent" in ready["message"]
+
+    for name, reason, expected in (
+        ("failing", "BackoffLimitExceeded", "MigrationJobFailed"),
+        ("slow", "DeadlineExceeded", "MigrationTimedOut"),
+    ):
+        await cluster.create(
+            specialization(name, domain["id"], target={"cluster": "fast", "collection": name})
+        )
+        status = await _status(cluster, name, {"Migrating"})
+        await _run_job(cluster, status["job"], succeed=False, reason=reason)
+        status = await _status(cluster, name, {"Failed"})
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert ready["reason"] == expected and "nothing was deleted" in ready["message"]
+    source = EmbeddedQdrant("general", tmp_path / "general")
+    try:
+        assert source.count("packages") == 400
+    finally:
+        source.close()
+    assert base64  # Secrets are only ever referenced, never inlined
