@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 async def test_demo_reaches_ready_and_labels_every_point(tmp_path: Path) -> None:
     manifest = yaml.safe_load((REPO / "manifests/examples/domainmap.yaml").read_text())
-    manifest["spec"]["clusters"][0]["embedded"] = str(tmp_path / "general")
+    for cluster in manifest["spec"]["clusters"]:
+        cluster["embedded"] = str(tmp_path / cluster["name"])
     path = tmp_path / "domainmap.yaml"
     path.write_text(yaml.safe_dump(manifest))
     output = io.StringIO()
@@ -31,9 +32,17 @@ async def test_demo_reaches_ready_and_labels_every_point(tmp_path: Path) -> None
     assert len(report.labels) == 3000
     assert set(report.labels.values()) == {d["id"] for d in status["domains"]}
     assert report.nmi is not None and report.nmi > 0.45  # real structure, not noise
+    # specialize: auto -> one ClusterSpecialization per domain, every one moved and verified
+    assert len(report.specializations) == status["domainCount"]
+    phases = {i["status"]["phase"] for i in report.specializations}
+    assert phases == {"Ready"}
+    moved = sum(i["status"]["migration"]["targetCount"] for i in report.specializations)
+    assert moved == 3000
+    clusters = {i["spec"]["target"]["cluster"] for i in report.specializations}
+    assert clusters == {"fast", "bulk"}
     print_report(report, console)
     text = output.getvalue()
-    assert "Ready=True (Analyzed)" in text and "NMI" in text
+    assert "Ready=True (Analyzed)" in text and "NMI" in text and "Specializations" in text
 
 
 async def test_demo_outside_the_repository_says_where_to_run(tmp_path: Path) -> None:

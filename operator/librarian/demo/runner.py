@@ -29,6 +29,8 @@ from librarian.qdrant.labeling import LABEL_KEY
 from librarian.qdrant.port import CollectionSpec, PointRecord
 
 DOMAINMAPS = "librarian.dev/v1alpha1/domainmaps"
+SPECIALIZATIONS = "librarian.dev/v1alpha1/clusterspecializations"
+JOBS = "batch/v1/jobs"
 
 
 class DemoError(RuntimeError):
@@ -42,6 +44,53 @@ class DemoReport:
     nmi: float | None = None
     seconds: float = 0.0
     events: list[dict[str, Any]] = field(default_factory=list)
+    specializations: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def play_job_controller(api: EmulatedCluster, namespace: str, done: set[str]) -> int:
+    """Run each new migration Job's own command in-process and mark the Job complete.
+
+    Nothing executes Jobs in the emulated API; in a cluster, Kubernetes runs
+    the same command in a pod of the operator's image.
+    """
+    from click.testing import CliRunner
+
+    from librarian.cli import main as cli
+
+    ran = 0
+    for job in await api.list_objects(JOBS, namespace):
+        name = job["metadata"]["name"]
+        if name in done:
+            continue
+        done.add(name)
+        args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+        result = await asyncio.to_thread(CliRunner().invoke, cli, args)
+        ok = result.exit_code == 0
+        condition = {
+            "type": "Complete" if ok else "Failed",
+            "status": "True",
+            "reason": "Completed" if ok else "BackoffLimitExceeded",
+            "message": "" if ok else result.output[-300:],
+        }
+        status = {"succeeded": 1} if ok else {"failed": 1}
+        await api.patch(JOBS, namespace, name, {"status": {**status, "conditions": [condition]}})
+        ran += 1
+    return ran
+
+
+async def _wait_specialized(
+    api: EmulatedCluster, namespace: str, expected: int, timeout_s: float, console: Console
+) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout_s
+    done: set[str] = set()
+    while time.monotonic() < deadline:
+        await play_job_controller(api, namespace, done)
+        items = await api.list_objects(SPECIALIZATIONS, namespace)
+        phases = Counter((i.get("status") or {}).get("phase", "Pending") for i in items)
+        if len(items) >= expected and phases["Ready"] + phases["Failed"] == len(items):
+            return items
+        await asyncio.sleep(0.3)
+    raise DemoError(f"specializations did not finish within {timeout_s:.0f}s")
 
 
 def _source_of(manifest: dict[str, Any]) -> tuple[Path, str, str]:
@@ -147,6 +196,9 @@ async def run_demo(
         f"({storage}), collection '{collection}'"
     )
     load_source(storage, collection, text_field, data)
+    for cluster in manifest["spec"]["clusters"]:  # fresh target clusters for every run
+        if "embedded" in cluster and Path(cluster["embedded"]) != storage:
+            shutil.rmtree(cluster["embedded"], ignore_errors=True)
 
     console.print("[bold]2.[/bold] Starting an emulated Kubernetes API and the operator")
     namespace = manifest["metadata"].get("namespace", "default")
@@ -158,6 +210,16 @@ async def run_demo(
         console.print(f"[bold]3.[/bold] Applying {manifest_path}")
         await api.create(manifest)
         status = await _wait_ready(api, namespace, name, timeout_s, console)
+        specializations: list[dict[str, Any]] = []
+        if manifest["spec"].get("specialize") == "auto":
+            console.print(
+                f"[bold]4.[/bold] Specializing {status['domainCount']} domains onto "
+                + ", ".join(t["cluster"] for t in manifest["spec"]["specialization"]["targets"])
+                + " (the demo plays the Job controller)"
+            )
+            specializations = await _wait_specialized(
+                api, namespace, status["domainCount"], timeout_s, console
+            )
         events = api.events(namespace)
     labels = read_labels(storage, collection)
     sections = load_demo_sections()
@@ -168,7 +230,12 @@ async def run_demo(
         else None
     )
     return DemoReport(
-        status=status, labels=labels, nmi=nmi, seconds=time.monotonic() - started, events=events
+        status=status,
+        labels=labels,
+        nmi=nmi,
+        seconds=time.monotonic() - started,
+        events=events,
+        specializations=specializations,
     )
 
 
@@ -213,6 +280,40 @@ def print_report(report: DemoReport, console: Console) -> None:
             f"Agreement with the Debian archive sections (ground truth never read by "
             f"discovery): NMI {report.nmi:.3f}"
         )
+    if report.specializations:
+        spec_table = Table(title="Specializations", title_justify="left")
+        for column, justify in (
+            ("domain", "left"),
+            ("cluster", "left"),
+            ("strategy", "left"),
+            ("points", "right"),
+            ("verified", "left"),
+            ("recall@10", "right"),
+            ("p50 ms before -> after", "right"),
+            ("phase", "left"),
+        ):
+            spec_table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        names = {d["id"]: d["name"] for d in status["domains"]}
+        for item in sorted(
+            report.specializations,
+            key=lambda i: -((i.get("status") or {}).get("migration") or {}).get("targetCount", 0),
+        ):
+            st = item.get("status") or {}
+            migration, validation = st.get("migration") or {}, st.get("validation") or {}
+            strategy = (
+                (st.get("appliedConfig") or {}).get("collection") and item["spec"].get("strategy")
+            ) or item["spec"].get("strategy", "")
+            spec_table.add_row(
+                names.get(item["spec"]["domain"], item["spec"]["domain"]),
+                item["spec"]["target"]["cluster"],
+                strategy,
+                f"{migration.get('targetCount', 0):,}",
+                "yes" if migration.get("phase") in ("verified", "done") else "no",
+                f"{validation.get('recallAt10', 0):.3f}",
+                f"{validation.get('sourceP50Ms', 0):.2f} -> {validation.get('targetP50Ms', 0):.2f}",
+                st.get("phase", ""),
+            )
+        console.print(spec_table)
     reasons = Counter(str(e.get("reason")) for e in report.events)
     console.print("Events: " + ", ".join(f"{r} x{n}" for r, n in sorted(reasons.items())))
     console.print(f"Done in {report.seconds:.1f}s.")

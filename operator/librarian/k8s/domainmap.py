@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +26,7 @@ from librarian.core.conditions import parse_timestamp
 from librarian.core.discovery import DiscoveryError, Domain
 from librarian.core.domainmap_status import analyzed_status, failed_status, progress_status
 from librarian.core.patterns import discover_patterns
+from librarian.core.placement import kubernetes_name, place_domains
 from librarian.k8s import api
 from librarian.k8s.fleet_access import resolve_clusters
 from librarian.k8s.spec import DomainMapSpec, SpecDefaults, SpecError, parse_domainmap_spec
@@ -240,6 +241,8 @@ async def analyze_domainmap(
     )
     if patterns.drifted:
         kopf.event(body, type="Normal", reason="Drifted", message=patterns.summary())
+    if parsed.specialize == "auto":
+        await _specialize_domains(body, parsed, result.domains, context)
     if result.confidence < parsed.confidence_threshold:
         kopf.warn(
             body,
@@ -248,6 +251,56 @@ async def analyze_domainmap(
             f"{parsed.confidence_threshold:.2f}",
         )
     logger.info("DomainMap %s/%s analysed: %d domains", namespace, name, len(result.domains))
+
+
+async def _specialize_domains(
+    body: kopf.Body, parsed: DomainMapSpec, domains: Sequence[Domain], context: OperatorContext
+) -> None:
+    """Create (idempotently) one owned ClusterSpecialization per domain."""
+    namespace, name = body.meta.namespace or "default", body.meta.name or ""
+    strategies = dict(parsed.specialization_targets)
+    placement = place_domains(
+        {d.id: d.size for d in domains}, [cluster for cluster, _ in parsed.specialization_targets]
+    )
+    created = 0
+    for domain in domains:
+        cluster = placement[domain.id]
+        spec: dict[str, Any] = {
+            "domainMap": name,
+            "domain": domain.id,
+            "target": {"cluster": cluster},
+        }
+        if strategies.get(cluster):
+            spec["strategy"] = strategies[cluster]
+        child = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ClusterSpecialization",
+            "metadata": {
+                "name": kubernetes_name(name, domain.name),
+                "namespace": namespace,
+                "labels": {"librarian.dev/domainmap": name, "librarian.dev/domain": domain.id},
+                "ownerReferences": [
+                    {
+                        "apiVersion": f"{GROUP}/{VERSION}",
+                        "kind": "DomainMap",
+                        "name": name,
+                        "uid": body.meta.uid,
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            },
+            "spec": spec,
+        }
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/clusterspecializations"
+        with contextlib.suppress(api.KubernetesApiError):  # reported below if none is created
+            created += await api.create_object(path, child)
+    if created:
+        kopf.info(
+            body,
+            reason="Specializing",
+            message=f"created {created} ClusterSpecialization(s) for new domains",
+        )
 
 
 def _analyze_blocking(

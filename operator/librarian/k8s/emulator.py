@@ -140,6 +140,10 @@ class EmulatedCluster:
                 return None
             raise
 
+    async def list_objects(self, resource: str, namespace: str | None) -> list[dict[str, Any]]:
+        data = await self._request("GET", self._path(resource, namespace))
+        return list(data.get("items") or [])
+
     async def patch(
         self, resource: str, namespace: str | None, name: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:

@@ -106,8 +106,17 @@ async def specialization_resumed(
         await specialization.start_specialization(body, patch, context_from(memo))
 
 
+def _migrating(status: kopf.Status, **_: Any) -> bool:
+    return bool(status.get("phase") == "Migrating" and status.get("job"))
+
+
 @kopf.timer(
-    GROUP, VERSION, specialization.PLURAL, interval=TIMER_TICK_S, initial_delay=TIMER_TICK_S
+    GROUP,
+    VERSION,
+    specialization.PLURAL,
+    interval=TIMER_TICK_S,
+    initial_delay=TIMER_TICK_S,
+    when=_migrating,  # only while a Job runs: no idle ticks (and their Events) otherwise
 )
 async def specialization_job_watch(
     *, body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any

@@ -62,6 +62,7 @@ class DomainMapSpec:
     catalog_collection: str = ""
     drift_threshold: float = 0.05
     specialize: str = "manual"
+    specialization_targets: tuple[tuple[str, str | None], ...] = ()  # (cluster, strategy)
     remove_labels_on_delete: bool = False
 
     def cluster(self, name: str) -> ClusterRef:
@@ -205,6 +206,19 @@ def parse_domainmap_spec(
     specialize = str(spec.get("specialize") or "manual")
     if specialize not in ("manual", "auto"):
         problems.append(f"spec.specialize {specialize!r} is unknown; accepted: manual, auto")
+    targets: list[tuple[str, str | None]] = []
+    for index, raw in enumerate((spec.get("specialization") or {}).get("targets") or []):
+        cluster = str(raw.get("cluster") or "")
+        if cluster not in seen:
+            problems.append(
+                f"spec.specialization.targets[{index}].cluster {cluster!r} is not in spec.clusters"
+            )
+        targets.append((cluster, raw.get("strategy")))
+    if specialize == "auto" and not targets:
+        problems.append(
+            "spec.specialize is auto but spec.specialization.targets is empty: list "
+            "the clusters (and strategies) to place domains on"
+        )
     if problems:
         raise SpecError(problems)
     return DomainMapSpec(
@@ -224,6 +238,7 @@ def parse_domainmap_spec(
         catalog_collection=str(catalog.get("collection") or f"librarian-catalog-{name}"),
         drift_threshold=float((spec.get("drift") or {}).get("threshold", 0.05)),
         specialize=specialize,
+        specialization_targets=tuple(targets),
         remove_labels_on_delete=bool((spec.get("cleanup") or {}).get("removeLabels", False)),
     )
 

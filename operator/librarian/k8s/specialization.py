@@ -54,9 +54,12 @@ PROGRESS = {
 class SpecializationFailed(Exception):
     """A step failed; ``reason`` is the condition reason, ``retry`` whether it may pass."""
 
-    def __init__(self, reason: str, message: str, *, retry: bool = False) -> None:
+    def __init__(
+        self, reason: str, message: str, *, retry: bool = False, delay: float = 30.0
+    ) -> None:
         self.reason = reason
         self.retry = retry
+        self.delay = delay
         super().__init__(message)
 
 
@@ -126,6 +129,7 @@ async def _setup(body: kopf.Body, context: OperatorContext) -> _Setup:
             "UnknownDomain",
             f"domain {parsed.domain!r} is not in DomainMap {parsed.domain_map} (known: {known})",
             retry=not domains,
+            delay=3.0,  # the DomainMap's first analysis is about to publish its domains
         )
     clusters = {c.name: c for c in dm_spec.clusters}
     if parsed.target_cluster not in clusters:
@@ -320,7 +324,7 @@ def _failed(body: kopf.Body, patch: kopf.Patch, error: SpecializationFailed, now
     patch.status.update(_status(body, phase, error.reason, str(error), ready="False", now=now))
     kopf.event(body, type="Warning", reason=error.reason, message=str(error))
     if error.retry:
-        raise kopf.TemporaryError(f"{error.reason}: {error}", delay=30)
+        raise kopf.TemporaryError(f"{error.reason}: {error}", delay=error.delay)
     raise kopf.PermanentError(f"{error.reason}: {error}")
 
 
