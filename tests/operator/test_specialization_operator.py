@@ -13,6 +13,7 @@ from librarian.cli import main
 from librarian.k8s.emulator import EmulatedCluster
 from librarian.qdrant.embedded import EmbeddedQdrant
 from librarian.qdrant.labeling import domain_filter
+from librarian.qdrant.migration import Checkpoint, CheckpointStore
 from librarian.qdrant.port import CollectionSpec
 
 from .conftest import DOMAINMAPS, domainmap, load_source, wait_for
@@ -93,6 +94,19 @@ async def test_specialize_a_domain_end_to_end(cluster: EmulatedCluster, tmp_path
     status = await _status(cluster, "biggest", {"Migrating"})
     assert status["progress"] == 75 and status["appliedConfig"]["action"] == "created"
     assert status["appliedConfig"]["collection"]["hnsw"]["m"] == 32  # latency strategy
+    # While the Job runs, its checkpoint (points copied of total) shows up in the status.
+    fast = EmbeddedQdrant("fast", tmp_path / "fast")
+    CheckpointStore(fast).save("default/biggest", Checkpoint(copied=7, source_count=99))
+    fast.close()
+
+    async def progressed() -> bool:
+        obj = await cluster.get(SPECS, "default", "biggest")
+        return ((obj or {}).get("status") or {}).get("migration", {}).get("copied") == 7
+
+    await wait_for(progressed, 30)
+    fast = EmbeddedQdrant("fast", tmp_path / "fast")
+    CheckpointStore(fast).clear("default/biggest")  # the real Job starts from scratch
+    fast.close()
     job = await _run_job(cluster, status["job"])
     assert job["metadata"]["ownerReferences"][0]["kind"] == "ClusterSpecialization"
     status = await _status(cluster, "biggest", {"Ready", "Failed"})

@@ -342,6 +342,38 @@ def _job_state(job: Mapping[str, Any]) -> tuple[str, str]:
     return "running", ""
 
 
+def _read_checkpoint(setup: _Setup, configs: list[Any], context: OperatorContext, key: str) -> Any:
+    fleet = context.fleet_factory(configs)
+    try:
+        return CheckpointStore(fleet.get(setup.target.name)).load(key)
+    finally:
+        fleet.close()
+
+
+async def _report_progress(
+    body: kopf.Body, patch: kopf.Patch, context: OperatorContext, namespace: str, name: str
+) -> None:
+    """While the Job runs: copy its checkpoint (points copied of total) into the status."""
+    try:
+        setup = await _setup(body, context)
+        configs = await resolve_clusters([setup.source, setup.target], namespace)
+        checkpoint = await asyncio.to_thread(
+            _read_checkpoint, setup, configs, context, f"{namespace}/{name}"
+        )
+    except (SpecializationFailed, QdrantError, api.KubernetesApiError):
+        return  # progress is best effort; the Job's outcome decides
+    if checkpoint is None:
+        return
+    migration = dict((body.get("status") or {}).get("migration") or {})
+    update = {
+        "phase": checkpoint.phase,
+        "copied": checkpoint.copied,
+        "sourceCount": checkpoint.source_count,
+    }
+    if {k: migration.get(k) for k in update} != update:
+        patch.status["migration"] = {**migration, **update}
+
+
 def _verify_blocking(
     setup: _Setup,
     configs: list[Any],
@@ -413,6 +445,7 @@ async def follow_specialization(
         raise kopf.TemporaryError(str(error), delay=15) from None
     state, detail = _job_state(job)
     if state == "running":
+        await _report_progress(body, patch, context, namespace, name)
         return
     if state == "failed":
         reason = "MigrationTimedOut" if "DeadlineExceeded" in detail else "MigrationJobFailed"
