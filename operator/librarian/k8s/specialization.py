@@ -242,7 +242,7 @@ def _migrate_args(setup: _Setup, namespace: str, name: str, context: OperatorCon
     args.append("--verify" if verify else "--no-verify")
     if parsed.cleanup_source:
         args += ["--cleanup", "--grace", f"{parsed.grace_s}s"]
-    return [*args, "--json"]
+    return args  # progress lines in the Job's log; the operator reads the checkpoint
 
 
 async def start_specialization(

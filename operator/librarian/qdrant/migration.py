@@ -169,13 +169,19 @@ def migrate(
         store.save(plan.name, new)
         return new
 
+    target_ids: set[PointId] | None = None
     if state.phase == "copying":
-        state = _copy(source, target, plan, selector, state, save, on_progress)
+        fresh = state.offset is None and state.copied == 0
+        if fresh and target.count(plan.target_collection) == 0:
+            target_ids = set()  # the target holds exactly what this run writes
+        state = _copy(source, target, plan, selector, state, save, on_progress, target_ids)
         state = save(replace(state, phase="catching_up"))
     known_ids: set[PointId] | None = None
     for _attempt in range(3):  # writes racing the move send it back to catch up
         if state.phase == "catching_up":
-            fixed, known_ids = _catch_up(source, target, plan, selector)
+            fixed, known_ids = _catch_up(source, target, plan, selector, target_ids)
+            target_ids = None  # only valid right after the copy
+            state = replace(state, source_count=len(known_ids))
             if fixed:
                 notes.append(f"caught up {fixed} point(s) written or deleted during the copy")
             state = save(replace(state, phase="verifying" if plan.verify else "verified"))
@@ -235,8 +241,12 @@ def _copy(
     state: Checkpoint,
     save: Callable[[Checkpoint], Checkpoint],
     on_progress: ProgressCallback | None,
+    written: set[PointId] | None = None,
 ) -> Checkpoint:
-    total = state.source_count or source.count(plan.source_collection, count_filter=selector)
+    """The copy; ``written`` (when given) collects the ids upserted in this run."""
+    total = state.source_count
+    if not total and on_progress is not None:  # the total only serves progress reports
+        total = source.count(plan.source_collection, count_filter=selector)
     offset, copied = state.offset, state.copied
     workers = max(1, plan.workers)
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -259,6 +269,8 @@ def _copy(
             for result in pool.map(lambda p: target.upsert(plan.target_collection, p), pages):
                 del result
             copied += sum(len(p) for p in pages)
+            if written is not None:
+                written.update(point.id for page in pages for point in page)
             offset = next_offset
             if offset is None:
                 return replace(state, offset=None, copied=copied, source_count=total)
@@ -285,14 +297,18 @@ def _ids(port: QdrantPort, collection: str, flt: models.Filter | None) -> set[Po
 
 
 def _catch_up(
-    source: QdrantPort, target: QdrantPort, plan: MigrationPlan, selector: models.Filter
+    source: QdrantPort,
+    target: QdrantPort,
+    plan: MigrationPlan,
+    selector: models.Filter,
+    target_ids: set[PointId] | None = None,
 ) -> tuple[int, set[PointId]]:
     """Id-level diff (ids only, no vectors): copy what is missing, drop what the source lost.
 
     Returns how many points were fixed and the source's ids of the domain.
     """
     in_source = _ids(source, plan.source_collection, selector)
-    in_target = _ids(target, plan.target_collection, None)
+    in_target = target_ids if target_ids is not None else _ids(target, plan.target_collection, None)
     missing = sorted(in_source - in_target, key=str)
     for start in range(0, len(missing), plan.batch_size):
         batch = source.retrieve(plan.source_collection, missing[start : start + plan.batch_size])
