@@ -41,6 +41,8 @@ def test_default_render_runs_one_operator_safely() -> None:
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["LIBRARIAN_IMAGE"] == container["image"]  # migration Jobs use the same image
     assert _kind(docs, "ServiceAccount") and _kind(docs, "ClusterRoleBinding")
 
 
