@@ -70,7 +70,7 @@ class DiscoveryBounds:
     min_domain_size: int = 20
     merge_similarity: float = 0.95  # centroids more similar than this are one domain
     sample_size: int = 20_000  # points used to fit; the rest are assigned to the nearest domain
-    selection_sample: int = 6_000  # points used to choose the number of domains
+    selection_sample: int = 4_000  # points used to choose the number of domains
     silhouette_tolerance: float = 0.03  # prefer fewer domains within this share of the best score
     refine_neighbors: int = 20  # k of the k-nearest-neighbour density refinement (0: off)
     refine_rounds: int = 3
