@@ -242,6 +242,10 @@ async def analyze_domainmap(
     if patterns.drifted:
         kopf.event(body, type="Normal", reason="Drifted", message=patterns.summary())
     if parsed.specialize == "auto":
+        # Publish the domains now (kopf writes the patch only after this handler), so the
+        # children find their domain at once instead of retrying.
+        with contextlib.suppress(api.KubernetesApiError):
+            await api.patch_status(GROUP, VERSION, PLURAL, namespace, name, status)
         await _specialize_domains(body, parsed, result.domains, context)
     if result.confidence < parsed.confidence_threshold:
         kopf.warn(
