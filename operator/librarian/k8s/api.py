@@ -58,34 +58,51 @@ def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
     return context
 
 
-async def get_json(path: str, *, timeout_s: float = 10.0) -> dict[str, Any]:
-    """GET ``path`` from the API server with the operator's credentials."""
+async def _request(
+    method: str,
+    path: str,
+    *,
+    body: Any = None,
+    content_type: str = "application/json",
+    timeout_s: float = 10.0,
+) -> tuple[int, Any]:
+    """One call to the API server with the operator's credentials: (status, parsed body)."""
     info = _current.info
     if info is None:
         raise KubernetesApiError("not logged in to the Kubernetes API yet")
-    headers = {"Accept": "application/json"}
+    headers = {"Accept": "application/json", "Content-Type": content_type}
     if info.token:
         headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
     auth = aiohttp.BasicAuth(info.username, info.password or "") if info.username else None
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
-    url = info.server.rstrip("/") + path
     try:
         async with (
-            aiohttp.ClientSession(timeout=timeout, auth=auth) as session,
-            session.get(url, headers=headers, ssl=_ssl_context(info)) as response,
+            aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=timeout_s), auth=auth
+            ) as session,
+            session.request(
+                method,
+                info.server.rstrip("/") + path,
+                json=body,
+                headers=headers,
+                ssl=_ssl_context(info),
+            ) as response,
         ):
-            if response.status == 404:
-                raise KubernetesApiError(f"{path} not found", status=404)
-            if response.status >= 400:
-                raise KubernetesApiError(
-                    f"GET {path} failed with HTTP {response.status}", status=response.status
-                )
-            data: dict[str, Any] = await response.json()
-            return data
+            data = await response.json(content_type=None) if response.status < 400 else None
+            return response.status, data
     except (aiohttp.ClientError, TimeoutError) as error:
         raise KubernetesApiError(
             f"cannot reach the Kubernetes API: {type(error).__name__}"
         ) from None
+
+
+async def get_json(path: str, *, timeout_s: float = 10.0) -> dict[str, Any]:
+    """GET ``path`` from the API server with the operator's credentials."""
+    status, data = await _request("GET", path, timeout_s=timeout_s)
+    if status == 404:
+        raise KubernetesApiError(f"{path} not found", status=404)
+    if status >= 400:
+        raise KubernetesApiError(f"GET {path} failed with HTTP {status}", status=status)
+    return dict(data or {})
 
 
 async def read_secret_value(namespace: str, name: str, key: str) -> str:
@@ -121,56 +138,23 @@ async def patch_status(
     timeout_s: float = 10.0,
 ) -> None:
     """Merge-patch ``status`` of a custom resource now (for progress during long work)."""
-    info = _current.info
-    if info is None:
-        raise KubernetesApiError("not logged in to the Kubernetes API yet")
-    headers = {"Content-Type": "application/merge-patch+json"}
-    if info.token:
-        headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
     path = f"/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}/status"
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session,
-            session.patch(
-                info.server.rstrip("/") + path,
-                json={"status": status},
-                headers=headers,
-                ssl=_ssl_context(info),
-            ) as response,
-        ):
-            if response.status >= 400:
-                raise KubernetesApiError(
-                    f"PATCH {path} failed with HTTP {response.status}", status=response.status
-                )
-    except (aiohttp.ClientError, TimeoutError) as error:
-        raise KubernetesApiError(
-            f"cannot reach the Kubernetes API: {type(error).__name__}"
-        ) from None
+    code, _ = await _request(
+        "PATCH",
+        path,
+        body={"status": status},
+        content_type="application/merge-patch+json",
+        timeout_s=timeout_s,
+    )
+    if code >= 400:
+        raise KubernetesApiError(f"PATCH {path} failed with HTTP {code}", status=code)
 
 
 async def create_object(path: str, body: dict[str, Any], *, timeout_s: float = 10.0) -> bool:
     """POST ``body`` to collection ``path``; False when it already exists (idempotent)."""
-    info = _current.info
-    if info is None:
-        raise KubernetesApiError("not logged in to the Kubernetes API yet")
-    headers = {"Content-Type": "application/json"}
-    if info.token:
-        headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session,
-            session.post(
-                info.server.rstrip("/") + path, json=body, headers=headers, ssl=_ssl_context(info)
-            ) as response,
-        ):
-            if response.status == 409:
-                return False
-            if response.status >= 400:
-                raise KubernetesApiError(
-                    f"POST {path} failed with HTTP {response.status}", status=response.status
-                )
-            return True
-    except (aiohttp.ClientError, TimeoutError) as error:
-        raise KubernetesApiError(
-            f"cannot reach the Kubernetes API: {type(error).__name__}"
-        ) from None
+    code, _ = await _request("POST", path, body=body, timeout_s=timeout_s)
+    if code == 409:
+        return False
+    if code >= 400:
+        raise KubernetesApiError(f"POST {path} failed with HTTP {code}", status=code)
+    return True
