@@ -1,4 +1,5 @@
--- Argo CD health of a librarian.dev DomainMap.
+-- Argo CD health of a librarian.dev resource (DomainMap, ClusterSpecialization): one
+-- check for every kind, since all report Ready, observedGeneration and phase.
 -- Healthy: Ready=True for the current generation. Progressing: no status yet,
 -- the current generation not yet observed, or work under way. Degraded:
 -- Ready=False with a reason that needs a person, or phase Failed.
