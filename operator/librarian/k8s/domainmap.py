@@ -120,6 +120,22 @@ def analysis_due(
     return last is None or (now - last).total_seconds() >= interval
 
 
+async def _live_status(namespace: str, name: str, fallback: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The DomainMap's status as the API holds it now (kopf's body may predate a handler)."""
+    try:
+        obj = await api.get_json(f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}")
+    except api.KubernetesApiError:
+        return fallback
+    return obj.get("status") or {}
+
+
+def _analysed_within(status: Mapping[str, Any], now: datetime, interval_s: float) -> bool:
+    if status.get("phase") != "Ready":
+        return False
+    last = parse_timestamp(status.get("lastAnalysisTime"))
+    return last is not None and (now - last).total_seconds() < interval_s
+
+
 def _classify(error: Exception, parsed: DomainMapSpec) -> _Failure:
     if isinstance(error, api.SecretNotFound):
         return _Failure("SecretNotFound", str(error), 60.0)
@@ -203,9 +219,19 @@ async def analyze_domainmap(
             _fail(body, patch, _classify(error, parsed), generation=generation, now=now)
             return
         loop = asyncio.get_running_loop()
+        live = await _live_status(namespace, name, body.get("status") or {})
+        if live.get("observedGeneration") == generation and _analysed_within(
+            live, now, parsed.interval_s
+        ):
+            # Another handler (change, resume or timer) analysed this generation while this
+            # one waited for the lock: analysing again would only bump the version.
+            logger.info(
+                "DomainMap %s/%s already analysed at generation %s", namespace, name, generation
+            )
+            return
         reporter = _ProgressReporter(body, context, generation, loop)
         await reporter.send("Analyzing", f"sampling {parsed.source_collection}", force=True)
-        version = int((body.get("status") or {}).get("version") or 0) + 1
+        version = int(live.get("version") or 0) + 1
         try:
             outcome = await asyncio.wait_for(
                 asyncio.to_thread(

@@ -85,6 +85,8 @@ async def domainmap_reanalysis(
     if status.get("phase") in (None, "Analyzing", "Labeling", "Failed", "Pending"):
         return  # the change handlers own first analyses and retries
     generation = body.meta.get("generation")
+    if status.get("observedGeneration") != generation:
+        return  # a new generation: the update handler analyses it
     if analysis_due(body.spec, status, generation, context.clock(), context.spec_defaults):
         await analyze_domainmap(body, patch, context, logger)
 
