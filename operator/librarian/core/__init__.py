@@ -16,6 +16,7 @@ from librarian.core.discovery import (
     assign_partitions,
     discover,
 )
+from librarian.core.fusion import FUSIONS, FusionError, FusionModel, Hit, fuse
 from librarian.core.mapping import (
     ClusterCapacity,
     MappingValidation,
@@ -23,8 +24,10 @@ from librarian.core.mapping import (
     validate_domain_mapping,
 )
 from librarian.core.patterns import DomainChange, PatternReport, discover_patterns
+from librarian.core.routing import LibraryRouter, RouteDecision, RoutingError, build_router
 
 __all__ = [
+    "FUSIONS",
     "STRATEGIES",
     "ClusterCapacity",
     "DiscoveryBounds",
@@ -32,13 +35,21 @@ __all__ = [
     "DiscoveryResult",
     "Domain",
     "DomainChange",
+    "FusionError",
+    "FusionModel",
+    "Hit",
+    "LibraryRouter",
     "MappingValidation",
     "Partition",
     "PatternReport",
+    "RouteDecision",
+    "RoutingError",
     "assign",
     "assign_partitions",
+    "build_router",
     "discover",
     "discover_patterns",
     "estimate_memory_bytes",
+    "fuse",
     "validate_domain_mapping",
 ]
