@@ -1,4 +1,4 @@
-"""The ``librarian`` command: demo, operator, discover, config.
+"""The ``librarian`` command: demo, operator, router, discover, migrate, config.
 
 Why this exists: one entrypoint for people and for containers. The operator
 image runs ``librarian operator``; people run ``librarian discover`` on a
@@ -354,6 +354,87 @@ def operator_command(
             context=OperatorContext.from_settings(settings),
         )
     )
+
+
+@main.command("router")
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=6333, show_default=True)
+@click.option(
+    "--domainmap",
+    envvar="LIBRARIAN_DOMAINMAP",
+    help="Serve this DomainMap's library (NAMESPACE/NAME), following its ClusterSpecializations.",
+)
+@click.option(
+    "--server",
+    envvar="LIBRARIAN_KUBERNETES_SERVER",
+    help="API server URL (default: in-cluster service account, then kubeconfig).",
+)
+@click.option(
+    "--cluster",
+    "clusters",
+    multiple=True,
+    metavar="NAME=URL|NAME=embedded:PATH",
+    help="Without --domainmap: a cluster of the fleet (API key from LIBRARIAN_API_KEY_<NAME>).",
+)
+@click.option("--source", metavar="CLUSTER/COLLECTION", help="Without --domainmap: the source.")
+@click.option("--catalog", metavar="CLUSTER/COLLECTION", help="Without --domainmap: the catalog.")
+@click.option("--owner", help="Without --domainmap: the catalog owner (NAMESPACE/NAME).")
+@click.option("--library", "library_name", help="The library's collection name (default: source).")
+@click.pass_obj
+def router_command(
+    settings: Settings,
+    host: str,
+    port: int,
+    domainmap: str | None,
+    server: str | None,
+    clusters: tuple[str, ...],
+    source: str | None,
+    catalog: str | None,
+    owner: str | None,
+    library_name: str | None,
+) -> None:
+    """Serve Qdrant's REST API for the library (the router's container command)."""
+    import asyncio
+    import logging
+
+    from librarian.router.main import (
+        RouterSource,
+        clusters_of,
+        kubernetes_login,
+        prepare_router,
+        serve,
+        split_pair,
+    )
+
+    level = os.environ.get("LIBRARIAN_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        spec = RouterSource(
+            domainmap=domainmap,
+            clusters=clusters_of(clusters),
+            source=split_pair(source, "--source") if source else None,
+            catalog=split_pair(catalog, "--catalog") if catalog else None,
+            owner=owner,
+            library_name=library_name,
+        )
+        if not domainmap and not (clusters and source and catalog):
+            raise ValueError(
+                "give --domainmap NAMESPACE/NAME, or --cluster, --source and --catalog"
+            )
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+
+    async def main() -> None:
+        if domainmap:
+            kubernetes_login(server)
+        state = await prepare_router(settings, spec)
+        await serve(state, host, port)
+
+    try:
+        asyncio.run(main())
+    except (QdrantError, RuntimeError, ValueError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise SystemExit(1) from None
 
 
 @main.command("demo")

@@ -27,7 +27,17 @@ CONFIG_ENV = "LIBRARIAN_CONFIG"
 
 DiscoveryStrategy = Literal["kmeans", "dbscan", "hierarchical", "semantic_flow", "hybrid"]
 OptimizationStrategy = Literal["latency", "throughput", "accuracy", "balanced", "custom"]
-RoutingStrategy = Literal["nearest", "threshold", "all", "hybrid"]
+RoutingStrategy = Literal[
+    "hybrid",
+    "domain_affinity",
+    "load_balancing",
+    "latency_optimized",
+    "accuracy_first",
+    # the seed configuration's names: nearest/threshold -> domain_affinity, all -> accuracy_first
+    "nearest",
+    "threshold",
+    "all",
+]
 FusionAlgorithm = Literal["rrf", "weighted_score", "semantic_merge", "learned"]
 
 
@@ -77,6 +87,12 @@ class ClusterSpecializationSettings(_Section):
 class CachingSettings(_Section):
     enable_result_cache: bool = True
     cache_ttl: Duration = 600.0
+    max_entries: int = Field(10_000, ge=1)
+
+
+class CircuitBreakerSettings(_Section):
+    failure_threshold: int = Field(5, ge=1)
+    reset_timeout: Duration = 30.0
 
 
 class OrchestratorSettings(_Section):
@@ -85,6 +101,10 @@ class OrchestratorSettings(_Section):
     fusion_algorithm: FusionAlgorithm = "semantic_merge"
     timeout: Duration = 30.0
     caching: CachingSettings = CachingSettings()
+    target_recall: float = Field(0.96, gt=0.0, le=1.0)
+    shadow_fraction: float = Field(0.05, ge=0.0, le=1.0)
+    reload_interval: Duration = 30.0
+    circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
 
 
 class RebalanceThresholds(_Section):

@@ -399,8 +399,10 @@ def build_router(
     reference = np.arange(n)
     if n > settings.reference_limit:
         reference = np.sort(rng.choice(n, settings.reference_limit, replace=False))
-    # The top-k of the whole library corresponds to the top-k' of a uniform reference subset.
-    k = max(1, round(settings.k * len(reference) / n))
+    # The top-k of the whole library corresponds to the top-k' of a uniform reference subset
+    # (``vectors`` may itself be a sample of a library of ``sum(unit_sizes)`` points).
+    population = max(int(sizes.sum()), n)
+    k = max(1, round(settings.k * len(reference) / population))
     position = np.full(n, -1, dtype=np.int64)
     position[reference] = np.arange(len(reference))
 

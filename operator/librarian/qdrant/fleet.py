@@ -10,7 +10,7 @@ Secret or the environment, by the caller) and are never shown in a repr.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from librarian.qdrant.embedded import EmbeddedQdrant
@@ -84,9 +84,16 @@ class Fleet:
         self._ports: dict[str, QdrantPort] = {}
         self._lock = threading.Lock()
 
+    @classmethod
+    def of_ports(cls, ports: Mapping[str, QdrantPort]) -> Fleet:
+        """A fleet of already connected ports (e.g. embedded engines a process holds open)."""
+        fleet = cls([])
+        fleet._ports = dict(ports)
+        return fleet
+
     @property
     def names(self) -> list[str]:
-        return list(self._configs)
+        return list(dict.fromkeys([*self._configs, *self._ports]))
 
     def config(self, name: str) -> ClusterConfig:
         try:
@@ -96,11 +103,10 @@ class Fleet:
             raise UnknownCluster(name, f"not in the fleet; known clusters: {known}") from None
 
     def get(self, name: str) -> QdrantPort:
-        config = self.config(name)
         with self._lock:
             port = self._ports.get(name)
             if port is None:
-                port = self._ports[name] = connect(config)
+                port = self._ports[name] = connect(self.config(name))
             return port
 
     def close(self) -> None:

@@ -1,0 +1,10 @@
+"""The query router: speaks Qdrant's REST API for a virtual "library" collection.
+
+Why this exists: applications switch to the library by changing one URL. The
+router sends each query only to the domains that can answer it, fuses what
+they return, caches results, and measures its own recall in the background.
+"""
+
+from librarian.router.server import RouterConfig, RouterState, create_app
+
+__all__ = ["RouterConfig", "RouterState", "create_app"]

@@ -1,0 +1,174 @@
+"""The library the router serves: where every domain's points live, and how to route to them.
+
+Why this exists: the server needs one immutable snapshot of "domain -> cluster,
+collection" plus a routing model learned from the domains' own points. A
+domain that is not specialized yet still lives in the labelled source
+collection (reached with a filter on its label); once its ClusterSpecialization
+is Ready it lives in its own collection. A reload builds a new snapshot and
+swaps it in; requests in flight keep the one they started with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from qdrant_client.http import models
+
+from librarian.core.routing import LibraryRouter, build_router
+from librarian.qdrant.fleet import Fleet
+from librarian.qdrant.labeling import LABEL_KEY, domain_filter
+from librarian.qdrant.port import Distance, PointRecord, QdrantPort
+
+__all__ = ["DomainRoute", "Library", "LibraryDefinition", "build_library", "combine_filters"]
+
+
+@dataclass(frozen=True)
+class DomainRoute:
+    """Where one domain's points are: a collection, or a labelled slice of one."""
+
+    domain_id: str
+    name: str
+    cluster: str
+    collection: str
+    centroid: tuple[float, ...]
+    size: int
+    labelled_slice: bool = False  # still in the source collection, selected by its label
+    specialized: bool = False
+
+    def slice_filter(self) -> models.Filter | None:
+        return domain_filter(self.domain_id) if self.labelled_slice else None
+
+    @property
+    def key(self) -> str:
+        return f"{self.cluster}/{self.collection}" + (
+            f"#{self.domain_id}" if self.labelled_slice else ""
+        )
+
+
+@dataclass(frozen=True)
+class LibraryDefinition:
+    """What a loader found: the virtual collection's name, its domains, and a version tag."""
+
+    name: str
+    domains: tuple[DomainRoute, ...]
+    default_cluster: str
+    version: str  # changes whenever domains or their homes change
+
+
+@dataclass
+class Library:
+    """A routable snapshot of a :class:`LibraryDefinition`."""
+
+    definition: LibraryDefinition
+    router: LibraryRouter
+    vector_size: int
+    distance: Distance
+    higher_is_better: bool
+    sample_points: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @property
+    def domains(self) -> tuple[DomainRoute, ...]:
+        return self.definition.domains
+
+    def nearest_domain(self, vectors: Sequence[Sequence[float]]) -> list[int]:
+        """The domain each vector belongs to (nearest centroid, as labelling assigns it)."""
+        data = np.asarray(vectors, dtype=np.float32)
+        data /= np.maximum(np.linalg.norm(data, axis=1, keepdims=True), 1e-12)
+        return [int(i) for i in np.argmax(data @ self.router.centroids.T, axis=1)]
+
+
+def combine_filters(
+    user: models.Filter | None, slice_: models.Filter | None
+) -> models.Filter | None:
+    """The user's filter AND a domain's slice filter (either may be absent)."""
+    if slice_ is None:
+        return user
+    if user is None:
+        return slice_
+    return models.Filter(must=[user, slice_])
+
+
+def _sample(port: QdrantPort, route: DomainRoute, limit: int) -> list[PointRecord]:
+    if limit <= 0:
+        return []
+    if not route.labelled_slice:
+        return port.sample(route.collection, limit, with_payload=False)
+    records, _ = port.scroll(
+        route.collection,
+        limit=limit,
+        scroll_filter=route.slice_filter(),
+        with_vectors=True,
+        with_payload=False,
+    )
+    return records
+
+
+def build_library(
+    definition: LibraryDefinition,
+    fleet: Fleet,
+    *,
+    sample_budget: int = 20_000,
+    **routing_options: Any,
+) -> Library:
+    """Count and sample every domain (in proportion to its size); learn the routing model."""
+    if not definition.domains:
+        raise ValueError(
+            f"library {definition.name!r} has no domains yet; analyse the DomainMap first"
+        )
+    counted = tuple(
+        replace(
+            route,
+            size=fleet.get(route.cluster).count(
+                route.collection, count_filter=route.slice_filter()
+            ),
+        )
+        for route in definition.domains
+    )
+    definition = replace(definition, domains=counted)
+    total = sum(max(route.size, 0) for route in definition.domains) or 1
+    budget = min(sample_budget, total)
+    vectors: list[list[float]] = []
+    labels: list[int] = []
+    for index, route in enumerate(definition.domains):
+        wanted = max(20, round(budget * route.size / total))
+        for record in _sample(fleet.get(route.cluster), route, wanted):
+            if record.vector is not None:
+                vectors.append(record.vector)
+                labels.append(index)
+    first = definition.domains[0]
+    info = fleet.get(first.cluster).collection_info(first.collection)
+    sizes = [route.size for route in definition.domains]
+    centroids = [np.asarray(route.centroid, dtype=np.float32) for route in definition.domains]
+    if not vectors:  # empty domains: centroids alone
+        vectors = [list(map(float, c)) for c in centroids]
+        labels = list(range(len(centroids)))
+    router = build_router(
+        np.asarray(vectors, dtype=np.float32),
+        np.asarray(labels),
+        centroids,
+        unit_sizes=sizes,
+        sample_fraction=0.8,
+        min_sample=0,
+        **routing_options,
+    )
+    return Library(
+        definition=definition,
+        router=router,
+        vector_size=info.vector_size,
+        distance=info.distance,
+        higher_is_better=info.distance != "Euclid" and info.distance != "Manhattan",
+        sample_points=len(vectors),
+    )
+
+
+def strip_labels(payload: dict[str, Any]) -> dict[str, Any]:
+    """A payload without the librarian's own label keys."""
+    return {key: value for key, value in payload.items() if not key.startswith(LABEL_KEY)}

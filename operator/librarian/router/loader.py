@@ -1,0 +1,146 @@
+"""Where the router learns the library: a DomainMap and its ClusterSpecializations, or the catalog.
+
+Why this exists: the router must follow the operator's decisions without a
+restart. The Kubernetes loader reads the DomainMap (its status lists the
+domains, the catalog holds their centroids) and every Ready
+ClusterSpecialization of it (a domain that has one is read from its own
+collection; the others from the labelled source). The catalog loader does the
+same from the catalog collection alone, for routers outside Kubernetes. Both
+return a :class:`LibraryDefinition` whose ``version`` changes whenever a
+domain or its home changes; the server polls the loader and rebuilds then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from librarian.k8s import api
+from librarian.k8s.fleet_access import resolve_clusters
+from librarian.k8s.spec import SpecError, parse_domainmap_spec
+from librarian.qdrant.catalog import CatalogEntry, read_catalog
+from librarian.qdrant.fleet import ClusterConfig, Fleet
+from librarian.router.library import DomainRoute, LibraryDefinition
+
+__all__ = ["catalog_loader", "definition_from_catalog", "kubernetes_fleet", "kubernetes_loader"]
+
+GROUP, VERSION = "librarian.dev", "v1alpha1"
+Homes = Mapping[str, tuple[str, str]]  # domain id -> (cluster, collection) once specialized
+
+
+def definition_from_catalog(
+    entries: list[CatalogEntry],
+    *,
+    name: str,
+    source: tuple[str, str],
+    homes: Homes,
+    sizes: Mapping[str, int] | None = None,
+) -> LibraryDefinition | None:
+    """The library of one owner's catalog entries; specialized domains live at ``homes``."""
+    if not entries:
+        return None
+    routes = []
+    for entry in sorted(entries, key=lambda e: e.domain_id):
+        home = homes.get(entry.domain_id)
+        cluster, collection = home if home else source
+        routes.append(
+            DomainRoute(
+                domain_id=entry.domain_id,
+                name=entry.name,
+                cluster=cluster,
+                collection=collection,
+                centroid=tuple(float(x) for x in entry.centroid),
+                size=int((sizes or {}).get(entry.domain_id, entry.size)),
+                labelled_slice=home is None,
+                specialized=home is not None,
+            )
+        )
+    fingerprint = json.dumps(
+        [
+            (r.domain_id, r.cluster, r.collection, r.labelled_slice, e.version)
+            for r, e in zip(routes, sorted(entries, key=lambda e: e.domain_id), strict=True)
+        ]
+    )
+    version = hashlib.sha256(fingerprint.encode()).hexdigest()[:12]
+    return LibraryDefinition(
+        name=name, domains=tuple(routes), default_cluster=source[0], version=version
+    )
+
+
+def catalog_loader(
+    fleet: Fleet,
+    *,
+    name: str,
+    source: tuple[str, str],
+    catalog: tuple[str, str],
+    owner: str | None = None,
+    homes: Homes | None = None,
+) -> Callable[[], Awaitable[LibraryDefinition | None]]:
+    """A loader reading the catalog collection (no Kubernetes needed)."""
+
+    async def load() -> LibraryDefinition | None:
+        port = fleet.get(catalog[0])
+        entries = await asyncio.to_thread(read_catalog, port, catalog[1], owner)
+        return definition_from_catalog(entries, name=name, source=source, homes=homes or {})
+
+    return load
+
+
+async def _domainmap(namespace: str, name: str) -> dict[str, Any]:
+    return await api.get_json(f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/domainmaps/{name}")
+
+
+async def kubernetes_fleet(namespace: str, name: str) -> tuple[Fleet, list[ClusterConfig], str]:
+    """The fleet of a DomainMap (API keys read from its Secrets) and its source cluster."""
+    body = await _domainmap(namespace, name)
+    try:
+        parsed = parse_domainmap_spec(body.get("spec") or {}, name=name)
+    except SpecError as error:
+        raise ValueError(
+            f"DomainMap {namespace}/{name} has an invalid spec: {'; '.join(error.problems)}"
+        ) from None
+    configs = await resolve_clusters(parsed.clusters, namespace)
+    return Fleet(configs), configs, parsed.source_cluster
+
+
+def kubernetes_loader(
+    fleet: Fleet, namespace: str, name: str, *, library_name: str | None = None
+) -> Callable[[], Awaitable[LibraryDefinition | None]]:
+    """A loader following a DomainMap and its Ready ClusterSpecializations."""
+
+    async def load() -> LibraryDefinition | None:
+        body = await _domainmap(namespace, name)
+        parsed = parse_domainmap_spec(body.get("spec") or {}, name=name)
+        status = body.get("status") or {}
+        if not status.get("domains"):
+            return None
+        listing = await api.get_json(
+            f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/clusterspecializations"
+        )
+        homes: dict[str, tuple[str, str]] = {}
+        for item in listing.get("items") or []:
+            spec, cs_status = item.get("spec") or {}, item.get("status") or {}
+            if spec.get("domainMap") != name or cs_status.get("phase") != "Ready":
+                continue
+            domain_id = cs_status.get("domainId")
+            target = spec.get("target") or {}
+            collection = cs_status.get("targetCollection") or target.get("collection")
+            if domain_id and target.get("cluster") and collection:
+                homes[str(domain_id)] = (str(target["cluster"]), str(collection))
+        catalog = status.get("catalog") or {}
+        catalog_cluster = catalog.get("cluster") or parsed.catalog_cluster or parsed.source_cluster
+        catalog_collection = catalog.get("collection") or parsed.catalog_collection
+        entries = await asyncio.to_thread(
+            read_catalog, fleet.get(catalog_cluster), catalog_collection, f"{namespace}/{name}"
+        )
+        return definition_from_catalog(
+            entries,
+            name=library_name or parsed.source_collection,
+            source=(parsed.source_cluster, parsed.source_collection),
+            homes=homes,
+        )
+
+    return load

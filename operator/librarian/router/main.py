@@ -1,0 +1,119 @@
+"""Starting a router process: from a DomainMap in Kubernetes, or from a catalog collection.
+
+Why this exists: the CLI and the demo both need "build the fleet, pick the
+loader, serve on host:port until stopped"; this keeps that in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import kopf
+from aiohttp import web
+
+from librarian.k8s.api import remember_credentials
+from librarian.qdrant.fleet import ClusterConfig, Fleet
+from librarian.router.loader import catalog_loader, kubernetes_fleet, kubernetes_loader
+from librarian.router.server import RouterConfig, RouterState, create_app
+from librarian.settings import Settings
+
+__all__ = ["RouterSource", "kubernetes_login", "parse_cluster", "prepare_router", "serve"]
+
+log = logging.getLogger("librarian.router")
+
+
+@dataclass(frozen=True)
+class RouterSource:
+    """Where the library comes from: a DomainMap (``namespace/name``) or a catalog."""
+
+    domainmap: str | None = None
+    clusters: tuple[ClusterConfig, ...] = ()
+    source: tuple[str, str] | None = None  # cluster, collection
+    catalog: tuple[str, str] | None = None
+    owner: str | None = None
+    library_name: str | None = None
+
+
+def parse_cluster(text: str) -> ClusterConfig:
+    """``name=http://host:6333`` or ``name=embedded:/path``; the API key from LIBRARIAN_API_KEY_<NAME>."""
+    name, sep, where = text.partition("=")
+    if not sep or not name or not where:
+        raise ValueError(f"--cluster {text!r}: expected NAME=URL or NAME=embedded:PATH")
+    api_key = os.environ.get(f"LIBRARIAN_API_KEY_{name.upper().replace('-', '_')}") or None
+    if where.startswith("embedded:"):
+        return ClusterConfig(name=name, embedded=where.removeprefix("embedded:"))
+    return ClusterConfig(name=name, url=where, api_key=api_key)
+
+
+def kubernetes_login(server: str | None) -> None:
+    """Credentials for the Kubernetes API: an explicit server, the service account, or kubeconfig."""
+    if server:
+        remember_credentials(kopf.ConnectionInfo(server=server, default_namespace="default"))
+        return
+    settings = kopf.OperatorSettings()
+    info = kopf.login_with_service_account(
+        logger=log, settings=settings
+    ) or kopf.login_with_kubeconfig(logger=log, settings=settings)
+    if info is None:
+        raise RuntimeError("no Kubernetes credentials: not in a pod and no kubeconfig")
+    remember_credentials(info)
+
+
+async def prepare_router(settings: Settings, source: RouterSource, *, seed: int = 0) -> RouterState:
+    """The router's state for ``source`` (the fleet is resolved once; domains reload live)."""
+    if source.domainmap:
+        namespace, _, name = source.domainmap.rpartition("/")
+        namespace = namespace or "default"
+        fleet, _, default_cluster = await kubernetes_fleet(namespace, name)
+        loader = kubernetes_loader(fleet, namespace, name, library_name=source.library_name)
+    else:
+        if not (source.clusters and source.source and source.catalog):
+            raise ValueError("give --domainmap, or --cluster, --source and --catalog")
+        fleet = Fleet(source.clusters)
+        default_cluster = source.source[0]
+        loader = catalog_loader(
+            fleet,
+            name=source.library_name or source.source[1],
+            source=source.source,
+            catalog=source.catalog,
+            owner=source.owner,
+        )
+    config = RouterConfig(
+        fleet=fleet,
+        default_cluster=default_cluster,
+        loader=loader,
+        settings=settings.domain_library_orchestrator,
+        seed=seed,
+    )
+    return RouterState(config)
+
+
+async def serve(
+    state: RouterState, host: str, port: int, stop: asyncio.Event | None = None
+) -> None:
+    """Serve until ``stop`` is set (or forever)."""
+    runner = web.AppRunner(create_app(state), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    log.info("router listening on http://%s:%d", host, port)
+    try:
+        await (stop.wait() if stop else asyncio.Event().wait())
+    finally:
+        await runner.cleanup()
+        state.config.fleet.close()
+
+
+def split_pair(text: str, option: str) -> tuple[str, str]:
+    first, sep, second = text.partition("/")
+    if not sep or not first or not second:
+        raise ValueError(f"{option} {text!r}: expected CLUSTER/COLLECTION")
+    return first, second
+
+
+def clusters_of(texts: Sequence[str]) -> tuple[ClusterConfig, ...]:
+    return tuple(parse_cluster(t) for t in texts)

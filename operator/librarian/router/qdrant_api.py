@@ -1,0 +1,184 @@
+"""Qdrant's REST wire format: request parsing, response envelopes, errors.
+
+Why this exists: applications talk to the router with the official clients, so
+every body is parsed with ``qdrant_client.http.models`` (the same validation
+Qdrant's OpenAPI describes) and every answer, errors included, has Qdrant's
+envelope: ``{"result": ..., "status": "ok", "time": seconds}`` or
+``{"status": {"error": message}, "time": seconds}`` with the right HTTP code.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from qdrant_client.http import models
+
+from librarian.core.fusion import Hit, PointId
+
+__all__ = [
+    "ApiError",
+    "SearchRequest",
+    "SearchRequestBatch",
+    "error_response",
+    "id_order_key",
+    "ok",
+    "parse_body",
+    "parse_point_id",
+    "point_json",
+    "record_json",
+    "select_payload",
+]
+
+
+class SearchRequest(BaseModel):
+    """Qdrant's ``/points/search`` body (the classic search API newer clients no longer model)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vector: Any
+    filter: models.Filter | None = None
+    params: models.SearchParams | None = None
+    limit: int = Field(ge=1)
+    offset: int | None = Field(default=None, ge=0)
+    with_payload: models.WithPayloadInterface | None = None
+    with_vector: models.WithVector | None = None
+    score_threshold: float | None = None
+    shard_key: Any = None
+
+
+class SearchRequestBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    searches: list[SearchRequest]
+
+
+class ApiError(Exception):
+    """An error answered in Qdrant's format with ``status`` as the HTTP code."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def ok(
+    result: Any, started: float, *, headers: Mapping[str, str] | None = None, **extra: Any
+) -> web.Response:
+    body = {"result": result, "status": "ok", "time": time.perf_counter() - started, **extra}
+    return web.json_response(body, headers=headers, dumps=_dumps)
+
+
+def error_response(status: int, message: str, started: float) -> web.Response:
+    return web.json_response(
+        {"status": {"error": message}, "time": time.perf_counter() - started},
+        status=status,
+        dumps=_dumps,
+    )
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+async def parse_body(request: web.Request, model: Any) -> Any:
+    """The request body validated as ``model`` (a model or a union); a 400 in Qdrant's words."""
+    raw = await request.read()
+    try:
+        data = json.loads(raw) if raw else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ApiError(400, f"Format error in JSON body: {error}") from None
+    try:
+        return _adapter(model).validate_python(data)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+            for e in error.errors()[:5]
+        )
+        raise ApiError(400, f"Format error in JSON body: {problems}") from None
+
+
+@functools.cache
+def _adapter(model: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(model)
+
+
+def parse_point_id(value: Any) -> PointId:
+    if isinstance(value, bool):
+        raise ApiError(
+            400, f"Wrong input: point id {value!r} must be an unsigned integer or a UUID"
+        )
+    if isinstance(value, int):
+        if value < 0:
+            raise ApiError(
+                400, f"Wrong input: point id {value} must be an unsigned integer or a UUID"
+            )
+        return value
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        raise ApiError(
+            400, f"Wrong input: point id {value!r} must be an unsigned integer or a UUID"
+        ) from None
+
+
+def id_order_key(point_id: PointId) -> tuple[int, int, str]:
+    """Qdrant's id order: integer ids first (numerically), then UUIDs."""
+    return (0, point_id, "") if isinstance(point_id, int) else (1, 0, str(point_id))
+
+
+def wants_payload(selector: Any) -> bool:
+    if selector is None:
+        return False
+    if isinstance(selector, bool):
+        return selector
+    return True
+
+
+def wants_vector(selector: Any) -> bool:
+    return not (selector is None or selector is False)
+
+
+def select_payload(payload: Mapping[str, Any] | None, selector: Any) -> dict[str, Any] | None:
+    """Apply Qdrant's ``with_payload`` selector (bool, key list, include/exclude)."""
+    if payload is None or not wants_payload(selector):
+        return None
+    if selector is True:
+        return dict(payload)
+    if isinstance(selector, list):
+        return {k: v for k, v in payload.items() if k in set(selector)}
+    if isinstance(selector, models.PayloadSelectorInclude):
+        return {k: v for k, v in payload.items() if k in set(selector.include)}
+    if isinstance(selector, models.PayloadSelectorExclude):
+        return {k: v for k, v in payload.items() if k not in set(selector.exclude)}
+    return dict(payload)
+
+
+def point_json(hit: Hit, payload_selector: Any, vector_selector: Any) -> dict[str, Any]:
+    return {
+        "id": hit.id,
+        "version": hit.version,
+        "score": hit.score,
+        "payload": select_payload(hit.payload, payload_selector),
+        "vector": hit.vector if wants_vector(vector_selector) else None,
+    }
+
+
+def record_json(
+    point_id: PointId,
+    payload: Mapping[str, Any] | None,
+    vector: Sequence[float] | None,
+    payload_selector: Any,
+    vector_selector: Any,
+) -> dict[str, Any]:
+    return {
+        "id": point_id,
+        "payload": select_payload(payload, payload_selector),
+        "vector": list(vector) if vector is not None and wants_vector(vector_selector) else None,
+    }

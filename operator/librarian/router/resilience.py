@@ -1,0 +1,108 @@
+"""Circuit breaking of failing clusters and the bounded, expiring result cache.
+
+Why this exists: one slow or dead cluster must not make every query wait for
+its timeout, and repeated queries should not reach the clusters at all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cachetools import TTLCache
+
+__all__ = ["CircuitBreaker", "ResultCache"]
+
+
+@dataclass
+class _Circuit:
+    failures: int = 0
+    opened_at: float | None = None
+    trial_in_flight: bool = False
+
+
+@dataclass
+class CircuitBreaker:
+    """Per-cluster breaker: open after ``failure_threshold`` failures in a row, retry after ``reset_timeout_s``."""
+
+    failure_threshold: int = 5
+    reset_timeout_s: float = 30.0
+    clock: Callable[[], float] = time.monotonic
+    _circuits: dict[str, _Circuit] = field(default_factory=dict)
+
+    def allow(self, cluster: str) -> bool:
+        """May a request go to ``cluster`` now? (Half-open: one trial request at a time.)"""
+        circuit = self._circuits.setdefault(cluster, _Circuit())
+        if circuit.opened_at is None:
+            return True
+        if self.clock() - circuit.opened_at < self.reset_timeout_s or circuit.trial_in_flight:
+            return False
+        circuit.trial_in_flight = True
+        return True
+
+    def success(self, cluster: str) -> None:
+        self._circuits[cluster] = _Circuit()
+
+    def failure(self, cluster: str) -> None:
+        circuit = self._circuits.setdefault(cluster, _Circuit())
+        circuit.failures += 1
+        circuit.trial_in_flight = False
+        if circuit.failures >= self.failure_threshold or circuit.opened_at is not None:
+            circuit.opened_at = self.clock()
+
+    def state(self, cluster: str) -> str:
+        circuit = self._circuits.get(cluster)
+        if circuit is None or circuit.opened_at is None:
+            return "closed"
+        if self.clock() - circuit.opened_at >= self.reset_timeout_s:
+            return "half-open"
+        return "open"
+
+    def states(self) -> dict[str, str]:
+        return {cluster: self.state(cluster) for cluster in sorted(self._circuits)}
+
+
+class ResultCache:
+    """Query results by request key, bounded in size, each entry expiring after ``ttl_s``."""
+
+    def __init__(
+        self,
+        *,
+        ttl_s: float,
+        max_entries: int,
+        enabled: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.enabled = enabled
+        self._entries: TTLCache[Hashable, Any] = TTLCache(
+            maxsize=max_entries, ttl=ttl_s, timer=clock
+        )
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable) -> Any | None:
+        if not self.enabled:
+            return None
+        value = self._entries.get(key)
+        if value is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return value
+
+    def put(self, key: Hashable, value: Any) -> None:
+        if self.enabled:
+            self._entries[key] = value
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def hit_rate(self) -> float:
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
