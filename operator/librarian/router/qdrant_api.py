@@ -115,7 +115,7 @@ def parse_point_id(value: Any) -> PointId:
             400, f"Wrong input: point id {value!r} must be an unsigned integer or a UUID"
         )
     if isinstance(value, int):
-        if value < 0:
+        if not 0 <= value < 2**64:
             raise ApiError(
                 400, f"Wrong input: point id {value} must be an unsigned integer or a UUID"
             )

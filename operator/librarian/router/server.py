@@ -654,8 +654,8 @@ class Handlers:
                 f"Wrong input: named vector {body.using!r} is not served; the library has one unnamed vector",
             )
         vector, exclude, fusion = await self._resolve_query(view, body.query, timeout)
-        limit = body.limit if body.limit is not None else 10
-        offset = body.offset or 0
+        limit = _bounded(body.limit if body.limit is not None else 10, "limit")
+        offset = _bounded(body.offset or 0, "offset")
         params = body.params
         prefetches = (
             body.prefetch
@@ -705,7 +705,7 @@ class Handlers:
             with_payload=body.with_payload,
             with_vector=body.with_vector,
             score_threshold=body.score_threshold,
-            hnsw_ef=params.hnsw_ef if params else None,
+            hnsw_ef=_bounded(params.hnsw_ef, "hnsw_ef") if params and params.hnsw_ef else None,
             exact=bool(params and params.exact),
             exclude_id=exclude,
         )
@@ -745,13 +745,13 @@ class Handlers:
         params = body.params
         return _Search(
             vector=_dense(body.vector, view),
-            limit=body.limit,
-            offset=body.offset or 0,
+            limit=_bounded(body.limit, "limit"),
+            offset=_bounded(body.offset or 0, "offset"),
             query_filter=body.filter,
             with_payload=body.with_payload,
             with_vector=body.with_vector,
             score_threshold=body.score_threshold,
-            hnsw_ef=params.hnsw_ef if params else None,
+            hnsw_ef=_bounded(params.hnsw_ef, "hnsw_ef") if params and params.hnsw_ef else None,
             exact=bool(params and params.exact),
         )
 
@@ -795,7 +795,7 @@ class Handlers:
             raise ApiError(
                 400, "Wrong input: order_by is not served by the library router; scroll in id order"
             )
-        limit = body.limit if body.limit is not None else 10
+        limit = _bounded(body.limit if body.limit is not None else 10, "limit")
         offset = parse_point_id(body.offset) if body.offset is not None else None
         payload, vectors = (
             wants_payload(body.with_payload if body.with_payload is not None else True),
@@ -1187,6 +1187,17 @@ class Handlers:
                 f"Service unavailable: library not loaded ({self.state.load_error or 'starting'})",
             )
         return self.state.library
+
+
+_MAX_COUNT = 1_000_000  # far above any sane page; keeps engines from allocating for absurd values
+
+
+def _bounded(value: int, name: str) -> int:
+    if not 0 <= value <= _MAX_COUNT:
+        raise ApiError(
+            400, f"Wrong input: {name} must be between 0 and {_MAX_COUNT:,}, got {value}"
+        )
+    return value
 
 
 def _upsert(collection: str, points: list[PointRecord]) -> Callable[[QdrantPort], None]:

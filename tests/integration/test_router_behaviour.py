@@ -1,0 +1,323 @@
+"""The router under bad input, slow and dead clusters, and its cache, quality, metrics and status."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient
+from qdrant_client.http.exceptions import UnexpectedResponse
+
+from librarian.qdrant.errors import ClusterUnreachable
+from librarian.qdrant.fleet import Fleet
+from librarian.qdrant.port import QdrantPort
+
+from .router_support import DIM, Library, RouterThread, build_embedded_library, make_state
+
+pytestmark = pytest.mark.timeout(300)
+
+
+class FlakyPort:
+    """Delegates to a real port; can be made slow or unreachable."""
+
+    def __init__(self, inner: QdrantPort) -> None:
+        self.inner = inner
+        self.mode = "ok"
+        self.delay_s = 0.0
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.inner, name)
+        if not callable(attribute) or name in ("close", "cluster"):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            if self.mode == "down":
+                raise ClusterUnreachable(self.inner.cluster, "connection refused")
+            if self.mode == "slow":
+                time.sleep(self.delay_s)
+            return attribute(*args, **kwargs)
+
+        return call
+
+
+@pytest.fixture
+def library(tmp_path: Path) -> Iterator[tuple[Library, FlakyPort]]:
+    built = build_embedded_library(tmp_path)
+    west = FlakyPort(built.fleet.get("west"))
+    built.fleet = Fleet.of_ports({"east": built.fleet.get("east"), "west": west})  # type: ignore[dict-item]
+    yield built, west
+    built.fleet.close()
+
+
+def _vector(seed: int = 0) -> list[float]:
+    row = np.random.default_rng(seed).normal(size=DIM)
+    return [float(x) for x in row / np.linalg.norm(row)]
+
+
+def _error(response: httpx.Response) -> str:
+    body = response.json()
+    assert set(body) == {"status", "time"}, body
+    return str(body["status"]["error"])
+
+
+def test_bad_input_gets_qdrant_style_errors(library) -> None:
+    built, _ = library
+    with RouterThread(make_state(built)) as router, httpx.Client(base_url=router.url) as http:
+        r = http.post("/collections/library/points/query", content=b"{not json")
+        assert r.status_code == 400 and "Format error in JSON body" in _error(r)
+        r = http.post("/collections/library/points/query", json={"query": [0.1, 0.2], "limit": 3})
+        assert r.status_code == 400 and "expected dim: 16, got 2" in _error(r)
+        r = http.post("/collections/library/points/query", json={"query": _vector(), "limt": 3})
+        assert r.status_code == 400 and "limt" in _error(r)
+        r = http.post("/collections/nowhere/points/query", json={"query": _vector()})
+        assert r.status_code == 404 and "Collection `nowhere` doesn't exist" in _error(r)
+        r = http.post(
+            "/collections/library/points/query", json={"query": _vector(), "using": "image"}
+        )
+        assert r.status_code == 400 and "named vector 'image'" in _error(r)
+        r = http.put(
+            "/collections/library/points", json={"points": [{"id": -1, "vector": _vector()}]}
+        )
+        assert r.status_code == 400 and "unsigned integer or a UUID" in _error(r)
+        r = http.get("/collections/library/nothing-here")
+        assert r.status_code == 404 and "Not Found" in _error(r)
+        r = http.post("/librarian/query", json={"vector": _vector(), "maxResults": 0})
+        assert r.status_code == 400 and "maxResults" in _error(r)
+        # the official client surfaces the message
+        client = QdrantClient(url=router.url, check_compatibility=False)
+        with pytest.raises(UnexpectedResponse, match="Vector dimension error"):
+            client.query_points("library", query=[1.0, 2.0])
+        client.close()
+
+
+def test_dead_cluster_gives_partial_results_then_opens_its_circuit(library) -> None:
+    built, west = library
+    state = make_state(
+        built,
+        settings={
+            "circuit_breaker": {"failure_threshold": 2, "reset_timeout": "1h"},
+            "caching": {"enable_result_cache": False},
+        },
+    )
+    with RouterThread(state) as router, httpx.Client(base_url=router.url) as http:
+        west.mode = "down"
+        for _ in range(3):
+            r = http.post(
+                "/collections/library/points/query", json={"query": _vector(), "limit": 5}
+            )
+            assert r.status_code == 200
+            assert r.headers["X-Librarian-Partial"] == "west/library-d2"
+            assert len(r.json()["result"]["points"]) == 5  # east still answers
+        calls = west.calls
+        assert state.breaker.state("west") == "open"
+        http.post("/collections/library/points/query", json={"query": _vector(), "limit": 5})
+        assert west.calls == calls  # open circuit: not even tried
+        status = http.get("/librarian/status").json()["result"]
+        assert status["circuits"]["west"] == "open"
+        metrics = http.get("/metrics").text
+        assert 'librarian_router_circuit_open{cluster="west"} 1.0' in metrics
+        assert "librarian_router_partial_results_total 4.0" in metrics
+        # everything down: a 5xx in Qdrant's format
+        r = http.post("/collections/library/points/count", json={})
+        assert r.status_code == 502 and "count needs every domain" in _error(r)
+
+
+def test_slow_cluster_times_out_within_the_request_timeout(library) -> None:
+    built, west = library
+    state = make_state(
+        built, settings={"timeout": "300ms", "caching": {"enable_result_cache": False}}
+    )
+    with RouterThread(state) as router, httpx.Client(base_url=router.url, timeout=30) as http:
+        west.mode, west.delay_s = "slow", 2.0
+        started = time.perf_counter()
+        r = http.post("/collections/library/points/query", json={"query": _vector(), "limit": 5})
+        assert time.perf_counter() - started < 1.5
+        assert r.status_code == 200 and r.headers["X-Librarian-Partial"] == "west/library-d2"
+        west.mode = "ok"
+        r = http.post("/collections/library/points/query?timeout=0", json={"query": _vector()})
+        assert r.status_code == 400 and "timeout" in _error(r)
+
+
+def test_cache_hits_and_is_cleared_by_writes(library) -> None:
+    built, _ = library
+    state = make_state(built)
+    with RouterThread(state) as router, httpx.Client(base_url=router.url) as http:
+        body = {"query": _vector(3), "limit": 4}
+        first = http.post("/collections/library/points/query", json=body)
+        second = http.post("/collections/library/points/query", json=body)
+        assert (
+            "X-Librarian-Cache" not in first.headers
+            and second.headers["X-Librarian-Cache"] == "hit"
+        )
+        assert first.json()["result"] == second.json()["result"]
+        http.put(
+            "/collections/library/points",
+            json={"points": [{"id": 5000, "vector": body["query"], "payload": {}}]},
+        )
+        third = http.post("/collections/library/points/query", json=body)
+        assert "X-Librarian-Cache" not in third.headers
+        assert third.json()["result"]["points"][0]["id"] == 5000
+        assert state.cache.hit_rate == pytest.approx(1 / 3)
+
+
+def test_shadow_queries_estimate_recall_and_metrics_report_it(library) -> None:
+    built, _ = library
+    state = make_state(
+        built,
+        settings={
+            "routing_strategy": "hybrid",
+            "shadow_fraction": 1.0,
+            "caching": {"enable_result_cache": False},
+        },
+    )
+    with RouterThread(state) as router, httpx.Client(base_url=router.url) as http:
+        for seed in range(30):
+            assert (
+                http.post(
+                    "/collections/library/points/query", json={"query": _vector(seed), "limit": 10}
+                ).status_code
+                == 200
+            )
+        router.run(state.drain())
+        status = http.get("/librarian/status").json()["result"]
+        quality = status["quality"]
+        assert quality["shadowQueries"] > 0 and 0.0 <= quality["estimatedRecall"] <= 1.0
+        assert 0.0 <= status["routingEfficiency"] < 1.0
+        assert [d["id"] for d in status["library"]["domains"]] == ["d0", "d1", "d2"]
+        metrics = http.get("/metrics").text
+        for name in (
+            "librarian_router_estimated_recall",
+            "librarian_router_domains_probed_bucket",
+            'librarian_router_upstream_latency_seconds_bucket{cluster="east"',
+            "librarian_router_cache_hit_rate",
+            "librarian_router_routing_efficiency",
+            'librarian_router_queries_total{strategy="hybrid"}',
+        ):
+            assert name in metrics, name
+        assert http.get("/healthz").status_code == 200 and http.get("/readyz").status_code == 200
+
+
+def test_predict_and_cross_cluster_query(library) -> None:
+    built, _ = library
+    with RouterThread(make_state(built)) as router, httpx.Client(base_url=router.url) as http:
+        centroid = list(built.definition.domains[2].centroid)
+        predicted = http.post(
+            "/librarian/predict", json={"vector": centroid, "strategy": "hybrid"}
+        ).json()["result"]
+        assert predicted["domains"][0]["id"] == "d2" and predicted["clusters"][0] == "west"
+        result = http.post(
+            "/librarian/query",
+            json={
+                "vector": centroid,
+                "maxResults": 5,
+                "clusters": ["east"],
+                "fusion": "rrf",
+                "preferences": {"east": 2.0},
+            },
+        ).json()["result"]
+        assert result["clusters"] == ["east"] and len(result["points"]) == 5
+        assert all(p["domain"].startswith("east/") for p in result["points"])
+        assert result["fusion"] == "rrf" and result["partial"] is False
+        r = http.post("/librarian/query", json={"vector": centroid, "fusion": "borda"})
+        assert r.status_code == 400 and "borda" in _error(r)
+
+
+def test_reload_picks_up_a_new_definition(library) -> None:
+    built, _ = library
+    state = make_state(built)
+    definitions = [built.definition]
+
+    async def loader():
+        return definitions[-1]
+
+    state.config.loader = loader
+    with RouterThread(state) as router, httpx.Client(base_url=router.url) as http:
+        assert len(http.get("/librarian/status").json()["result"]["library"]["domains"]) == 3
+        from dataclasses import replace
+
+        definitions.append(
+            replace(built.definition, domains=built.definition.domains[:2], version="v2")
+        )
+        assert router.run(state.reload()) is True
+        status = http.get("/librarian/status").json()["result"]
+        assert status["library"]["version"] == "v2" and len(status["library"]["domains"]) == 2
+        assert router.run(state.reload()) is False  # unchanged: no rebuild
+
+
+def _mutations(rng: random.Random) -> Iterator[tuple[str, str, bytes]]:
+    valid = {
+        "/points/query": {
+            "query": _vector(),
+            "limit": 3,
+            "filter": {"must": [{"key": "group", "match": {"value": "g1"}}]},
+        },
+        "/points/search": {"vector": _vector(), "limit": 3},
+        "/points/scroll": {"limit": 3, "offset": 1},
+        "/points/count": {"exact": True},
+        "/points": {"ids": [1, 2]},
+        "/points/query/batch": {"searches": [{"query": _vector(), "limit": 2}]},
+    }
+    junk: list[Any] = [
+        None,
+        -1,
+        0,
+        1e308,
+        "x",
+        "",
+        [],
+        {},
+        [1, "a"],
+        True,
+        {"nested": {"a": [None]}},
+        "00000000-0000-0000-0000-000000000000",
+        2**70,
+    ]
+    for _ in range(300):
+        path, body = rng.choice(list(valid.items()))
+        mutated = json.loads(json.dumps(body))
+        choice = rng.random()
+        if choice < 0.4:
+            key = rng.choice(list(mutated))
+            mutated[key] = rng.choice(junk)
+        elif choice < 0.6:
+            mutated[
+                rng.choice(
+                    [
+                        "limit",
+                        "offset",
+                        "with_payload",
+                        "with_vector",
+                        "params",
+                        "prefetch",
+                        "query",
+                        "filter",
+                    ]
+                )
+            ] = rng.choice(junk)
+        elif choice < 0.8:
+            mutated.pop(rng.choice(list(mutated)))
+        raw = json.dumps(mutated).encode()
+        if rng.random() < 0.1:
+            raw = raw[: rng.randrange(len(raw))]
+        yield "POST", path, raw
+
+
+def test_fuzzed_request_bodies_never_crash_the_router(library) -> None:
+    built, _ = library
+    rng = random.Random(1234)
+    with RouterThread(make_state(built)) as router, httpx.Client(base_url=router.url) as http:
+        for method, path, raw in _mutations(rng):
+            for collection in ("library", "reference"):
+                r = http.request(method, f"/collections/{collection}{path}", content=raw)
+                assert r.status_code in (200, 400, 404, 422), (path, raw, r.status_code, r.text)
+                body = r.json()
+                assert "time" in body and ("result" in body or "error" in body["status"]), body
