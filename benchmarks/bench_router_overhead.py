@@ -1,0 +1,163 @@
+"""Router overhead: what routing through the library adds to a query, in one run.
+
+One embedded engine holds the Debian vectors twice: whole, in one collection,
+and split by discovery into one collection per domain (the library). With
+caching off, the official ``qdrant-client`` (sync, HTTP) runs the same 1,000
+queries three ways:
+
+- ``direct``: the engine called in-process (the upstream itself, no HTTP);
+- ``one hop``: through the router's pass-through to the whole collection, i.e.
+  Qdrant's REST API served straight from the engine: what an application
+  calling Qdrant directly pays;
+- ``library``: through the router's library collection: routing, fan-out to
+  the chosen domains, fusion.
+
+Goal: p50 added latency (library minus one hop) <= 1 ms. Requests per
+CPU-second of the whole process (client and router share it) are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from aiohttp import web
+from qdrant_client import QdrantClient
+
+from librarian.core.discovery import discover
+from librarian.qdrant.embedded import EmbeddedQdrant
+from librarian.qdrant.fleet import Fleet
+from librarian.qdrant.port import CollectionSpec, PointRecord
+from librarian.router.library import DomainRoute, LibraryDefinition
+from librarian.router.server import RouterConfig, RouterState, create_app
+from librarian.settings import OrchestratorSettings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load(data_dir: Path | None) -> np.ndarray:
+    for folder in [data_dir] if data_dir else [REPO.parent / "shared/datasets/debian-dev"]:
+        if folder and (folder / "vectors.npy").exists():
+            return np.load(folder / "vectors.npy").astype(np.float32)
+    return np.load(REPO / "operator/librarian/demo/data/vectors.npy").astype(np.float32)
+
+
+def serve(state: RouterState) -> tuple[str, threading.Event]:
+    ready, stop_flag = threading.Event(), threading.Event()
+    address: list[str] = []
+
+    async def run() -> None:
+        runner = web.AppRunner(create_app(state, reload_in_background=False), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        address.append(f"http://127.0.0.1:{runner.addresses[0][1]}")
+        ready.set()
+        while not stop_flag.is_set():
+            await asyncio.sleep(0.1)
+        await runner.cleanup()
+
+    threading.Thread(target=lambda: asyncio.run(run()), daemon=True).start()
+    ready.wait(120)
+    return address[0], stop_flag
+
+
+def percentile(samples: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(samples) * 1e3, q))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=os.environ.get("LIBRARIAN_BENCH_DATA"))
+    parser.add_argument("--queries", type=int, default=1000)
+    args = parser.parse_args()
+    vectors = load(Path(args.data) if args.data else None)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    order = np.random.default_rng(0).permutation(len(vectors))
+    queries, data = vectors[order[: args.queries]], vectors[order[args.queries :]]
+    result = discover(data, seed=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = EmbeddedQdrant("engine", Path(tmp) / "engine")
+        spec = CollectionSpec(vector_size=data.shape[1])
+        points = [PointRecord(i, [float(x) for x in v], {"n": i}) for i, v in enumerate(data)]
+        engine.create_collection("whole", spec)
+        engine.upsert("whole", points)
+        routes = []
+        for d, domain in enumerate(result.domains):
+            name = f"library-{domain.id}"
+            engine.create_collection(name, spec)
+            engine.upsert(name, [p for p in points if result.labels[p.id] == d])
+            routes.append(
+                DomainRoute(
+                    domain.id,
+                    domain.name,
+                    "engine",
+                    name,
+                    tuple(map(float, domain.centroid)),
+                    domain.size,
+                    specialized=True,
+                )
+            )
+        definition = LibraryDefinition("library", tuple(routes), "engine", "v1")
+
+        async def loader() -> LibraryDefinition:
+            return definition
+
+        settings = OrchestratorSettings.model_validate(
+            {"caching": {"enable_result_cache": False}, "shadow_fraction": 0.0}
+        )
+        state = RouterState(
+            RouterConfig(Fleet.of_ports({"engine": engine}), "engine", loader, settings)
+        )
+        url, stop = serve(state)
+        client = QdrantClient(url=url, timeout=60, check_compatibility=False)
+        rows = [[float(x) for x in q] for q in queries]
+        for row in rows[:50]:  # warm up every path
+            engine.query("whole", row, limit=10)
+            client.query_points("whole", query=row, limit=10)
+            client.query_points("library", query=row, limit=10)
+        timings: dict[str, list[float]] = {"direct": [], "one hop": [], "library": []}
+        cpu: dict[str, float] = dict.fromkeys(timings, 0.0)
+        for row in rows:  # interleaved, so drift on a shared machine hits every path alike
+            for path in timings:
+                c0, t0 = time.process_time(), time.perf_counter()
+                if path == "direct":
+                    engine.query("whole", row, limit=10)
+                else:
+                    client.query_points(
+                        "whole" if path == "one hop" else "library", query=row, limit=10
+                    )
+                timings[path].append(time.perf_counter() - t0)
+                cpu[path] += time.process_time() - c0
+        print(
+            f"{len(data):,} points, {len(result.domains)} domains, {len(rows):,} queries (top-10, cache off)"
+        )
+        print(f"{'path':<10}{'p50 ms':>8}{'p95 ms':>8}{'req/CPU-s':>11}")
+        for path, samples in timings.items():
+            print(
+                f"{path:<10}{percentile(samples, 50):>8.3f}{percentile(samples, 95):>8.3f}{len(samples) / max(cpu[path], 1e-9):>11.0f}"
+            )
+        added = percentile(timings["library"], 50) - percentile(timings["one hop"], 50)
+        whole_hop = percentile(timings["library"], 50) - percentile(timings["direct"], 50)
+        print(
+            f"p50 added by the library vs one hop: {added:+.3f} ms; vs the in-process engine: {whole_hop:+.3f} ms"
+        )
+        print(f"routing: {state.library.router.describe() if state.library else {}}")
+        ok = added <= 1.0
+        print(f"goal p50 added latency <= 1 ms: {'met' if ok else 'MISSED'}")
+        client.close()
+        stop.set()
+        time.sleep(0.3)
+        engine.close()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
