@@ -40,9 +40,16 @@ async def test_demo_reaches_ready_and_labels_every_point(tmp_path: Path) -> None
     assert moved == 3000
     clusters = {i["spec"]["target"]["cluster"] for i in report.specializations}
     assert clusters == {"fast", "bulk"}
+    # The router, loaded from the DomainMap and its Ready ClusterSpecializations, serves the library.
+    router = report.router
+    assert router is not None and router.specialized == router.domains == status["domainCount"]
+    assert router.recall_at_10 >= 0.9
+    assert router.mean_domains_probed < router.domains / 2 and router.touched_share < 0.5
+    assert router.estimated_recall is not None and router.cache_hit_rate > 0
     print_report(report, console)
     text = output.getvalue()
     assert "Ready=True (Analyzed)" in text and "NMI" in text and "Specializations" in text
+    assert "Router: 300 queries through qdrant-client" in text
 
 
 async def test_demo_outside_the_repository_says_where_to_run(tmp_path: Path) -> None:

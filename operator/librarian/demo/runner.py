@@ -22,11 +22,14 @@ from rich.table import Table
 from sklearn.metrics import normalized_mutual_info_score
 
 from librarian.demo.data import DemoData, load_demo_data, load_demo_sections
+from librarian.demo.workload import RouterReport, run_router_workload
 from librarian.k8s.emulator import EmulatedCluster, emulated_kubernetes, load_crds
 from librarian.k8s.runtime import operator_in_thread
 from librarian.qdrant.embedded import EmbeddedQdrant
+from librarian.qdrant.fleet import Fleet
 from librarian.qdrant.labeling import LABEL_KEY
 from librarian.qdrant.port import CollectionSpec, PointRecord
+from librarian.router.loader import kubernetes_fleet, kubernetes_loader
 
 DOMAINMAPS = "librarian.dev/v1alpha1/domainmaps"
 SPECIALIZATIONS = "librarian.dev/v1alpha1/clusterspecializations"
@@ -45,6 +48,7 @@ class DemoReport:
     seconds: float = 0.0
     events: list[dict[str, Any]] = field(default_factory=list)
     specializations: list[dict[str, Any]] = field(default_factory=list)
+    router: RouterReport | None = None
 
 
 async def play_job_controller(api: EmulatedCluster, namespace: str, done: set[str]) -> int:
@@ -221,6 +225,22 @@ async def run_demo(
                 api, namespace, status["domainCount"], timeout_s, console
             )
         events = api.events(namespace)
+        # The router reads the library as it would in a cluster: DomainMap, Ready
+        # ClusterSpecializations, catalog. It is served once the operator has stopped.
+        _, clusters, _ = await kubernetes_fleet(namespace, name)
+        fleet = Fleet(clusters)
+        try:
+            definition = await kubernetes_loader(fleet, namespace, name)()
+        finally:
+            fleet.close()
+    router_report = None
+    if definition is not None:
+        console.print(
+            f"[bold]5.[/bold] Starting the router on library '{definition.name}' and running a "
+            "query workload through qdrant-client"
+        )
+        ids = [int(str(r["id"])) for r in data.records]
+        router_report = await run_router_workload(definition, clusters, ids, data.vectors)
     labels = read_labels(storage, collection)
     sections = load_demo_sections()
     ids = sorted(labels)
@@ -236,6 +256,7 @@ async def run_demo(
         seconds=time.monotonic() - started,
         events=events,
         specializations=specializations,
+        router=router_report,
     )
 
 
@@ -316,4 +337,15 @@ def print_report(report: DemoReport, console: Console) -> None:
         console.print(spec_table)
     reasons = Counter(str(e.get("reason")) for e in report.events)
     console.print("Events: " + ", ".join(f"{r} x{n}" for r, n in sorted(reasons.items())))
+    if report.router is not None:
+        r = report.router
+        console.print(
+            f"Router: {r.queries} queries through qdrant-client on {r.domains} domains "
+            f"({r.specialized} specialized): recall@10 {r.recall_at_10:.3f} vs exhaustive search, "
+            f"{r.mean_domains_probed:.1f} domains probed per query "
+            f"({r.touched_share:.0%} of the points), p50 {r.p50_ms:.2f} ms, p95 {r.p95_ms:.2f} ms; "
+            f"estimated recall from shadow queries "
+            f"{'n/a' if r.estimated_recall is None else f'{r.estimated_recall:.3f}'}, "
+            f"cache hit rate {r.cache_hit_rate:.0%}"
+        )
     console.print(f"Done in {report.seconds:.1f}s.")
