@@ -49,7 +49,9 @@ def test_crd_is_structural_with_status_and_columns(key: tuple[str, str]) -> None
     assert crd["metadata"]["name"] == f"{crd['spec']['names']['plural']}.{crd['spec']['group']}"
     (version,) = [v for v in crd["spec"]["versions"] if v["storage"]]
     assert version["subresources"] == {"status": {}}
-    assert {c["name"] for c in version["additionalPrinterColumns"]} >= {"Phase", "Age"}
+    assert {c["name"] for c in version["additionalPrinterColumns"]} >= {"Phase", "Ready", "Age"}
+    names = crd["spec"]["names"]
+    assert names["categories"] == ["librarian"] and names["shortNames"]
     schema = _schema(crd)
     assert schema["type"] == "object" and schema["properties"]["spec"]["type"] == "object"
     assert schema["properties"]["status"]["x-kubernetes-preserve-unknown-fields"] is True

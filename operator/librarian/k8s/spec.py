@@ -213,6 +213,12 @@ def parse_domainmap_spec(
             problems.append(
                 f"spec.specialization.targets[{index}].cluster {cluster!r} is not in spec.clusters"
             )
+        if raw.get("strategy") == "custom":
+            problems.append(
+                f"spec.specialization.targets[{index}].strategy custom needs overrides, which "
+                "automatic specialization does not set; use latency, throughput, accuracy or "
+                "balanced"
+            )
         targets.append((cluster, raw.get("strategy")))
     if specialize == "auto" and not targets:
         problems.append(
@@ -331,6 +337,8 @@ def parse_specialization_spec(
         problems.append(
             f"spec.strategy {strategy!r} is unknown; accepted: {', '.join(OPTIMIZATION_STRATEGIES)}"
         )
+    if spec.get("strategy") == "custom" and not spec.get("overrides"):
+        problems.append("spec.strategy custom needs spec.overrides (the config values to use)")
     overrides: dict[str, Any] = {}
     for key, value in (spec.get("overrides") or {}).items():
         if key not in _OVERRIDE_NAMES:
@@ -350,6 +358,11 @@ def parse_specialization_spec(
                 "quantity like 512Mi or 2Gi"
             )
     migration = spec.get("migration") or {}
+    if migration.get("cleanupSource") and migration.get("verify") is False:
+        problems.append(
+            "spec.migration.cleanupSource needs verify: the source is cleaned only after the "
+            "copy is verified"
+        )
     grace_s = deadline_s = 0.0
     try:
         grace_s = parse_duration(migration.get("gracePeriod") or "0s")
