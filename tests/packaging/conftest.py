@@ -7,8 +7,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "qdrant-librarian"
@@ -25,3 +27,26 @@ def tool(name: str) -> str:
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(args), capture_output=True, text=True, timeout=120, check=False)
+
+
+def helm_template(*extra: str, namespace: str = "ops") -> list[dict[str, Any]]:
+    """``helm template`` of the chart (CRDs included) as a list of objects."""
+    result = run(
+        tool("helm"),
+        "template",
+        "lib",
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--include-crds",
+        *extra,
+    )
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def kustomize(path: Path) -> list[dict[str, Any]]:
+    """``kubectl kustomize`` of ``path`` as a list of objects."""
+    result = run(tool("kubectl"), "kustomize", str(path))
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]

@@ -1,0 +1,124 @@
+"""Every object we ship or build, validated against the Kubernetes API schemas.
+
+``kubernetes-validate`` carries the OpenAPI schemas of each Kubernetes release;
+strict mode refuses unknown fields, so a typo in a template (``livenessprobe``,
+``securityContext`` one level off) fails here instead of at ``kubectl apply``.
+Objects of our own CRDs (and kopf's peering CRDs) are validated against those
+CRDs as the API server would. The oldest Kubernetes the project supports and
+the newest schema the package ships are both checked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from librarian.k8s.jobs import JobSettings, build_migration_job
+from librarian.k8s.spec import SecretRef
+
+from .conftest import REPO, helm_template, kustomize
+from .crd_schema import load_crds, validate
+
+OLDEST_SUPPORTED = "1.30.0"  # CRD validation rules (CEL) are generally available from 1.29
+VERSIONS = sorted({OLDEST_SUPPORTED, kubernetes_validate.latest_version()})
+CRDS = load_crds()
+# Kinds whose schema ships with neither Kubernetes nor this project (checked by shape elsewhere).
+NO_SCHEMA = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+
+# helm template arguments: the defaults, and values that switch every optional part on.
+RENDERS: dict[str, list[str]] = {
+    "defaults": [],
+    "options": [
+        "--set",
+        "config.domain_discovery.strategy=kmeans",
+        "--set",
+        "embedded.enabled=true",
+        "--set",
+        "embedded.existingClaim=librarian-data",
+        "--set",
+        "operator.watchNamespaces={team-a,team-b}",
+        "--set",
+        "networkPolicy.enabled=true",
+        "--set",
+        "imagePullSecrets[0].name=registry",
+        "--set",
+        "serviceAccount.annotations.team=search",
+        "--set",
+        "operator.env[0].name=QDRANT_KEY",
+        "--set",
+        "operator.env[0].valueFrom.secretKeyRef.name=qdrant",
+        "--set",
+        "operator.env[0].valueFrom.secretKeyRef.key=api-key",
+    ],
+}
+
+
+def kubernetes_errors(doc: dict[str, Any], version: str) -> list[str]:
+    """Why the API server of ``version`` would refuse ``doc`` (empty when it accepts it)."""
+    api_version, kind = doc["apiVersion"], doc["kind"]
+    where = f"{kind}/{doc.get('metadata', {}).get('name')}"
+    crd = CRDS.get((api_version.split("/")[0], kind))
+    if crd is not None:
+        return [f"{where}: {e}" for e in validate(doc, crd)]
+    if (api_version, kind) in NO_SCHEMA:
+        return []
+    try:
+        kubernetes_validate.validate(doc, version, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        path = ".".join(str(p) for p in error.absolute_path)
+        return [f"{where} at {path or '.'}: {error.message}"]
+    except kubernetes_validate.SchemaNotFoundError as error:
+        return [f"{where}: {error.message}"]
+    return []
+
+
+def _assert_valid(docs: list[dict[str, Any]], version: str) -> None:
+    errors = [e for doc in docs for e in kubernetes_errors(doc, version)]
+    assert errors == [], "\n".join(errors)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("render", sorted(RENDERS))
+def test_helm_chart_renders_valid_objects(render: str, version: str) -> None:
+    docs = helm_template(*RENDERS[render])
+    assert docs
+    _assert_valid(docs, version)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_kustomize_base_is_valid(version: str) -> None:
+    _assert_valid(kustomize(REPO / "manifests/base"), version)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_crds_are_valid_customresourcedefinitions(version: str) -> None:
+    for crd in CRDS.values():
+        kubernetes_validate.validate(crd, version, strict=True)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_migration_job_built_in_code_is_valid(version: str) -> None:
+    job = build_migration_job(
+        name="packages-rust-migrate-g1",
+        namespace="default",
+        owner={
+            "apiVersion": "librarian.dev/v1alpha1",
+            "kind": "ClusterSpecialization",
+            "metadata": {"name": "packages-rust", "uid": "0000-1111"},
+        },
+        args=["--name", "default/packages-rust", "--domain", "d-1"],
+        settings=JobSettings(image="ghcr.io/qdrant-librarian/qdrant-librarian:0.1.0"),
+        source_secret=SecretRef("qdrant-general"),
+        target_secret=SecretRef("qdrant-fast", "key"),
+    )
+    _assert_valid([job], version)
+
+
+def test_a_typo_is_caught() -> None:
+    """The check is strict: an unknown field in a container is an error."""
+    (deployment, *_) = [d for d in helm_template() if d["kind"] == "Deployment"]
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenessprobe"] = {}
+    errors = kubernetes_errors(deployment, VERSIONS[-1])
+    assert errors and "livenessprobe" in errors[0]
