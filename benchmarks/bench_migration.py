@@ -25,21 +25,14 @@ from pathlib import Path
 import numpy as np
 from qdrant_client import QdrantClient, models
 
+from debian_vectors import load_vectors
 from librarian.qdrant.embedded import EmbeddedQdrant
 from librarian.qdrant.labeling import LABEL_KEY, domain_filter
 from librarian.qdrant.migration import MigrationPlan, migrate
 from librarian.qdrant.port import CollectionSpec, PointRecord, QdrantPort
 from librarian.qdrant.remote import RemoteQdrant
 
-REPO = Path(__file__).resolve().parents[1]
 GOAL = 0.8
-
-
-def load(data_dir: Path | None) -> np.ndarray:
-    for folder in [data_dir] if data_dir else [REPO.parent / "shared/datasets/debian-dev"]:
-        if folder and (folder / "vectors.npy").exists():
-            return np.load(folder / "vectors.npy").astype(np.float32)
-    return np.load(REPO / "operator/librarian/demo/data/vectors.npy").astype(np.float32)
 
 
 def fill(port: QdrantPort, vectors: np.ndarray) -> int:
@@ -90,7 +83,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    vectors = load(Path(args.data) if args.data else None)[: args.points]
+    vectors = load_vectors(Path(args.data) if args.data else None)[: args.points]
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
 
     plain_rates, our_rates = [], []

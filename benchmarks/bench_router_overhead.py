@@ -31,6 +31,7 @@ import numpy as np
 from aiohttp import web
 from qdrant_client import QdrantClient
 
+from debian_vectors import load_vectors
 from librarian.core.discovery import discover
 from librarian.qdrant.embedded import EmbeddedQdrant
 from librarian.qdrant.fleet import Fleet
@@ -38,15 +39,6 @@ from librarian.qdrant.port import CollectionSpec, PointRecord
 from librarian.router.library import DomainRoute, LibraryDefinition
 from librarian.router.server import RouterConfig, RouterState, create_app
 from librarian.settings import OrchestratorSettings
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load(data_dir: Path | None) -> np.ndarray:
-    for folder in [data_dir] if data_dir else [REPO.parent / "shared/datasets/debian-dev"]:
-        if folder and (folder / "vectors.npy").exists():
-            return np.load(folder / "vectors.npy").astype(np.float32)
-    return np.load(REPO / "operator/librarian/demo/data/vectors.npy").astype(np.float32)
 
 
 def serve(state: RouterState) -> tuple[str, threading.Event]:
@@ -78,7 +70,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=os.environ.get("LIBRARIAN_BENCH_DATA"))
     parser.add_argument("--queries", type=int, default=1000)
     args = parser.parse_args()
-    vectors = load(Path(args.data) if args.data else None)
+    vectors = load_vectors(Path(args.data) if args.data else None)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     order = np.random.default_rng(0).permutation(len(vectors))
     queries, data = vectors[order[: args.queries]], vectors[order[args.queries :]]

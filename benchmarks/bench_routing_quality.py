@@ -23,17 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from debian_vectors import load_vectors
 from librarian.core.discovery import discover
 from librarian.core.routing import build_router
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load(data_dir: Path | None) -> np.ndarray:
-    for folder in [data_dir] if data_dir else [REPO.parent / "shared/datasets/debian-dev"]:
-        if folder and (folder / "vectors.npy").exists():
-            return np.load(folder / "vectors.npy").astype(np.float32)
-    return np.load(REPO / "operator/librarian/demo/data/vectors.npy").astype(np.float32)
 
 
 def measure(routes, labels, truth, sizes, total):
@@ -59,7 +51,7 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    vectors = load(Path(args.data) if args.data else None)
+    vectors = load_vectors(Path(args.data) if args.data else None)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     order = np.random.default_rng(args.seed).permutation(len(vectors))
     queries, data = vectors[order[: args.queries]], vectors[order[args.queries :]]

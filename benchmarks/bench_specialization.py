@@ -22,18 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from debian_vectors import load_vectors
 from librarian.core.tuning import DomainStats, estimate_footprint, tune_collection
 from librarian.qdrant.embedded import EmbeddedQdrant
 from librarian.qdrant.port import CollectionSpec, PointRecord
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load(data_dir: Path | None) -> np.ndarray:
-    for folder in [data_dir] if data_dir else [REPO.parent / "shared/datasets/debian-dev"]:
-        if folder and (folder / "vectors.npy").exists():
-            return np.load(folder / "vectors.npy").astype(np.float32)
-    return np.load(REPO / "operator/librarian/demo/data/vectors.npy").astype(np.float32)
 
 
 def folder_bytes(path: Path) -> int:
@@ -45,7 +37,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=os.environ.get("LIBRARIAN_BENCH_DATA"))
     parser.add_argument("--queries", type=int, default=300)
     args = parser.parse_args()
-    vectors = load(Path(args.data) if args.data else None)
+    vectors = load_vectors(Path(args.data) if args.data else None)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     rng = np.random.default_rng(0)
     order = rng.permutation(len(vectors))
