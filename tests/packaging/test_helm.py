@@ -8,19 +8,29 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import CHART, REPO, run, tool
+from .conftest import CHART, REPO, helm_template, run, tool
+
+_render = helm_template
 
 
-def _render(*extra: str) -> list[dict[str, Any]]:
-    result = run(
-        tool("helm"), "template", "lib", str(CHART), "--namespace", "ops", "--include-crds", *extra
-    )
-    assert result.returncode == 0, result.stderr
-    return [d for d in yaml.safe_load_all(result.stdout) if d]
+def _kind(
+    docs: list[dict[str, Any]], kind: str, component: str | None = None
+) -> list[dict[str, Any]]:
+    return [
+        d
+        for d in docs
+        if d["kind"] == kind
+        and (
+            component is None
+            or d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component
+        )
+    ]
 
 
-def _kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] == kind]
+def _pod(docs: list[dict[str, Any]], component: str) -> dict[str, Any]:
+    (deployment,) = _kind(docs, "Deployment", component)
+    pod: dict[str, Any] = deployment["spec"]["template"]["spec"]
+    return pod
 
 
 def test_helm_lint_strict() -> None:
@@ -30,7 +40,7 @@ def test_helm_lint_strict() -> None:
 
 def test_default_render_runs_one_operator_safely() -> None:
     docs = _render()
-    (deployment,) = _kind(docs, "Deployment")
+    (deployment,) = _kind(docs, "Deployment", "operator")
     spec = deployment["spec"]
     assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
     pod = spec["template"]["spec"]
@@ -43,7 +53,9 @@ def test_default_render_runs_one_operator_safely() -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["LIBRARIAN_IMAGE"] == container["image"]  # migration Jobs use the same image
-    assert _kind(docs, "ServiceAccount") and _kind(docs, "ClusterRoleBinding")
+    assert "LIBRARIAN_PEERING" not in env  # standalone: no peering with one replica
+    assert _kind(docs, "ServiceAccount") and _kind(docs, "RoleBinding")
+    assert not _kind(docs, "KopfPeering") and not _kind(docs, "ClusterKopfPeering")
 
 
 def test_crds_come_from_the_single_source() -> None:
@@ -70,7 +82,7 @@ def test_config_and_embedded_storage_render() -> None:
     (config,) = _kind(docs, "ConfigMap")
     data = yaml.safe_load(config["data"]["multi-cluster-managers.yaml"])
     assert data == {"multi_cluster_managers": {"domain_discovery": {"strategy": "kmeans"}}}
-    container = _kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    container = _pod(docs, "operator")["containers"][0]
     assert {"name": "LIBRARIAN_CONFIG", "value": "/etc/librarian/multi-cluster-managers.yaml"} in (
         container["env"]
     )
@@ -81,7 +93,11 @@ def test_config_and_embedded_storage_render() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["--set", "replicaCount=0"], "replicaCount"),
         (["--set", "operator.replicas=2"], "replicas"),
+        (["--set", "router.domainMap=Not/A Name"], "domainMap"),
+        (["--set", "router.port=70000"], "port"),
+        (["--set", "metrics.serviceMonitor.interval=often"], "interval"),
         (["--set", "image.pullPolicy=Sometimes"], "pullPolicy"),
         (["--set", "colour=blue"], "colour"),
         (["--set-string", "operator.livenessPort=http"], "livenessPort"),
@@ -91,30 +107,6 @@ def test_bad_values_are_rejected_by_the_schema(args: list[str], message: str) ->
     result = run(tool("helm"), "template", "lib", str(CHART), *args)
     assert result.returncode != 0
     assert message in result.stderr
-
-
-def test_rbac_covers_what_the_operator_touches() -> None:
-    (role,) = _kind(_render(), "ClusterRole")
-    granted = {
-        (g, r, v)
-        for rule in role["rules"]
-        for g in rule["apiGroups"]
-        for r in rule["resources"]
-        for v in rule["verbs"]
-    }
-    needed = [
-        ("librarian.dev", "domainmaps", "watch"),
-        ("librarian.dev", "domainmaps", "patch"),
-        ("librarian.dev", "domainmaps/status", "patch"),
-        ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
-        ("", "namespaces", "watch"),
-        ("", "events", "create"),
-        ("", "secrets", "get"),
-        ("batch", "jobs", "create"),
-    ]
-    for item in needed:
-        assert item in granted, item
-    assert ("", "secrets", "list") not in granted  # least privilege: named Secrets only
 
 
 def test_dockerfile_user_is_numeric_and_matches_the_chart() -> None:
@@ -135,3 +127,120 @@ def test_packaged_chart_contains_the_crds(tmp_path: Path) -> None:
         names = tar.getnames()
     assert "qdrant-librarian/crds/domainmap.yaml" in names
     assert "qdrant-librarian/crds/kustomization.yaml" not in names
+
+
+def test_several_replicas_use_kopf_peering_with_distinct_priorities() -> None:
+    docs = _render("--set", "replicaCount=3")
+    (deployment,) = _kind(docs, "Deployment", "operator")
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    (peering,) = _kind(docs, "KopfPeering")
+    assert peering["metadata"]["namespace"] == "ops"
+    assert env["LIBRARIAN_PEERING"]["value"] == peering["metadata"]["name"]
+    # Each pod's priority comes from its own name (see librarian.k8s.runtime.peering_from_env).
+    assert env["LIBRARIAN_POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    crds = {d["metadata"]["name"] for d in _kind(docs, "CustomResourceDefinition")}
+    assert {"kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"} <= crds
+
+    docs = _render("--set", "replicaCount=2", "--set", "rbac.clusterWide=true")
+    assert len(_kind(docs, "ClusterKopfPeering")) == 1 and not _kind(docs, "KopfPeering")
+
+
+def test_router_deployment_and_service() -> None:
+    docs = _render("--set", "router.domainMap=search/library", "--set", "router.replicas=2")
+    (deployment,) = _kind(docs, "Deployment", "router")
+    assert deployment["spec"]["replicas"] == 2
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == [
+        "router",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "6333",
+        "--domainmap",
+        "search/library",
+    ]
+    (port,) = container["ports"]
+    assert (port["name"], port["containerPort"]) == ("http", 6333)
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    (service,) = _kind(docs, "Service", "router")
+    assert service["spec"]["ports"] == [{"name": "http", "port": 6333, "targetPort": "http"}]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    operator_labels = _kind(docs, "Deployment", "operator")[0]["spec"]["template"]["metadata"]
+    assert not service["spec"]["selector"].items() <= operator_labels["labels"].items()
+
+
+def test_router_defaults_and_switch() -> None:
+    docs = _render()
+    args = _pod(docs, "router")["containers"][0]["args"]
+    assert args[args.index("--domainmap") + 1] == "ops/packages"  # a bare name: release namespace
+    assert args[args.index("--port") + 1] == "6333"
+    docs = _render("--set", "router.enabled=false")
+    assert not _kind(docs, "Deployment", "router") and not _kind(docs, "Service", "router")
+
+
+def test_metrics_and_service_monitors() -> None:
+    docs = _render()
+    assert not _kind(docs, "ServiceMonitor")
+    container = _pod(docs, "operator")["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["LIBRARIAN_METRICS_PORT"] == "9090"
+    assert {"name": "metrics", "containerPort": 9090} in container["ports"]
+
+    docs = _render(
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.serviceMonitor.labels.release=kps",
+    )
+    monitors = _kind(docs, "ServiceMonitor")
+    assert {m["metadata"]["labels"]["app.kubernetes.io/component"] for m in monitors} == {
+        "operator",
+        "router",
+    }
+    for monitor in monitors:
+        assert monitor["metadata"]["labels"]["release"] == "kps"
+        (endpoint,) = monitor["spec"]["endpoints"]
+        assert endpoint["path"] == "/metrics"
+        # The monitor selects exactly one Service, and that Service has the named port.
+        selected = [
+            s
+            for s in _kind(docs, "Service")
+            if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+        ]
+        assert len(selected) == 1, monitor["metadata"]["name"]
+        assert endpoint["port"] in {p["name"] for p in selected[0]["spec"]["ports"]}
+        pod = _pod(docs, monitor["metadata"]["labels"]["app.kubernetes.io/component"])
+        assert endpoint["port"] in {p["name"] for p in pod["containers"][0]["ports"]}
+
+
+def _sidecar_snippets() -> list[str]:
+    """The sidecar container blocks shown in NOTES.txt (rendered) and the chart's README."""
+    result = run(tool("helm"), "install", "--dry-run=client", "lib", str(CHART), "-n", "ops")
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    readme = (CHART / "README.md").read_text().split("## The router as a sidecar", 1)[1]
+    readme = readme.split("```yaml", 1)[1].split("```", 1)[0]
+    return [
+        notes.split("- name: librarian-router", 1)[1],
+        readme.split("- name: librarian-router", 1)[1],
+    ]
+
+
+def test_sidecar_snippet_is_a_router_container_on_localhost() -> None:
+    for text in _sidecar_snippets():
+        block = "- name: librarian-router" + text
+        lines = [line for line in block.splitlines() if line.strip()]
+        indent = len(lines[1]) - len(lines[1].lstrip())
+        body = "\n".join(["- name: librarian-router"] + [line[indent - 2 :] for line in lines[1:]])
+        (container,) = yaml.safe_load(body)
+        args = container["args"]
+        assert args[:3] == ["router", "--host", "127.0.0.1"]
+        assert args[args.index("--port") + 1] == "6333"
+        assert "/" in args[args.index("--domainmap") + 1]
+        assert container["securityContext"]["runAsNonRoot"] is True
+        assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert "http://localhost:6333" in (CHART / "README.md").read_text()

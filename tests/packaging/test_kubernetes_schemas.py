@@ -51,7 +51,23 @@ RENDERS: dict[str, list[str]] = {
         "operator.env[0].valueFrom.secretKeyRef.name=qdrant",
         "--set",
         "operator.env[0].valueFrom.secretKeyRef.key=api-key",
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "router.domainMap=search/library",
+        "--set",
+        "router.service.type=LoadBalancer",
     ],
+    "cluster-wide-peering": [
+        "--set",
+        "rbac.clusterWide=true",
+        "--set",
+        "replicaCount=3",
+        "--set",
+        "networkPolicy.enabled=true",
+    ],
+    "namespaced-peering": ["--set", "replicaCount=2", "--set", "operator.watchNamespaces={a,b}"],
+    "minimal": ["--set", "router.enabled=false", "--set", "metrics.enabled=false"],
 }
 
 

@@ -35,3 +35,84 @@ app.kubernetes.io/component: operator
 {{- define "librarian.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
+
+{{- define "librarian.routerSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "librarian.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: router
+{{- end -}}
+
+{{- define "librarian.routerServiceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- printf "%s-router" (include "librarian.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The namespaces the operator watches (JSON list); empty when it watches the whole cluster. */}}
+{{- define "librarian.watchNamespaces" -}}
+{{- if and .Values.rbac.clusterWide .Values.operator.watchNamespaces -}}
+{{- fail "operator.watchNamespaces and rbac.clusterWide=true exclude each other: a cluster-wide operator watches every namespace" -}}
+{{- end -}}
+{{- if .Values.rbac.clusterWide -}}
+{{- list | toJson -}}
+{{- else -}}
+{{- (default (list .Release.Namespace) .Values.operator.watchNamespaces) | uniq | toJson -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "librarian.peeringName" -}}
+{{- default (include "librarian.fullname" .) .Values.operator.peeringName -}}
+{{- end -}}
+
+{{/* The router's DomainMap as NAMESPACE/NAME (a bare NAME is in the release namespace). */}}
+{{- define "librarian.routerDomainMap" -}}
+{{- if contains "/" .Values.router.domainMap -}}
+{{- .Values.router.domainMap -}}
+{{- else -}}
+{{- printf "%s/%s" .Release.Namespace .Values.router.domainMap -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+What the operator does with the Kubernetes API, verb by verb (tests/packaging/rbac_calls.py
+holds the same table, and an operator test checks the calls it really makes against it).
+*/}}
+{{- define "librarian.operatorRules" -}}
+# kopf lists, watches and patches (progress annotations, finalizer) our resources; the
+# operator reads a DomainMap's live status and a ClusterSpecialization's DomainMap (get),
+# and creates ClusterSpecializations for specialize: auto. Never spec, never update.
+- apiGroups: [librarian.dev]
+  resources: [domainmaps]
+  verbs: [get, list, watch, patch]
+- apiGroups: [librarian.dev]
+  resources: [clusterspecializations]
+  verbs: [list, watch, patch, create]
+- apiGroups: [librarian.dev]
+  resources: [domainmaps/status, clusterspecializations/status]
+  verbs: [patch]
+# Events for every step of the work (kopf posts them).
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+# API keys of remote Qdrant clusters (apiKeySecretRef), by name only.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+# Migration Jobs: created, then followed; owner references garbage-collect them.
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get, create]
+{{- end -}}
+
+{{- define "librarian.routerRules" -}}
+# The router follows one DomainMap and its ClusterSpecializations, read only.
+- apiGroups: [librarian.dev]
+  resources: [domainmaps, clusterspecializations]
+  verbs: [get, list, watch]
+# API keys of the DomainMap's clusters.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+{{- end -}}

@@ -1,0 +1,74 @@
+"""The Kubernetes API calls the operator and the router make, verb by verb.
+
+One table, two checks: the chart's Roles must grant exactly these verbs
+(tests/packaging/test_rbac.py), and every request the operator really sends
+to the emulated API must be in the table (tests/operator/test_secret_hygiene.py).
+Keys are (apiGroup, resource or resource/subresource).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+Table = Mapping[tuple[str, str], frozenset[str]]
+
+OPERATOR: Table = {
+    # kopf: list + watch to follow them, patch for progress annotations and the finalizer;
+    # the operator: get a DomainMap's live status (domainmap.py) and a specialization's
+    # DomainMap (specialization.py).
+    ("librarian.dev", "domainmaps"): frozenset({"get", "list", "watch", "patch"}),
+    # kopf as above; the operator creates one per domain with specialize: auto.
+    ("librarian.dev", "clusterspecializations"): frozenset({"list", "watch", "patch", "create"}),
+    # kopf writes handler results, the operator progress (api.patch_status).
+    ("librarian.dev", "domainmaps/status"): frozenset({"patch"}),
+    ("librarian.dev", "clusterspecializations/status"): frozenset({"patch"}),
+    # kopf posts Events (kopf.info / kopf.event / kopf.warn and handler logs).
+    ("", "events"): frozenset({"create"}),
+    # api.read_secret_value: API keys named by apiKeySecretRef, never listed.
+    ("", "secrets"): frozenset({"get"}),
+    # specialization.py: the migration Job is created, then read until it ends.
+    ("batch", "jobs"): frozenset({"get", "create"}),
+}
+
+# Watching the whole cluster, kopf follows CRDs being added and removed.
+OPERATOR_CLUSTER_WIDE: Table = {
+    ("apiextensions.k8s.io", "customresourcedefinitions"): frozenset({"list", "watch"}),
+}
+
+# kopf peering (more than one replica): the peering object is watched and patched.
+PEERING_NAMESPACED: Table = {("kopf.dev", "kopfpeerings"): frozenset({"list", "watch", "patch"})}
+PEERING_CLUSTER: Table = {
+    ("kopf.dev", "clusterkopfpeerings"): frozenset({"list", "watch", "patch"}),
+}
+
+# router/loader.py: the DomainMap (get), its ClusterSpecializations (list), and the
+# fleet's API keys (get); watch lets it follow changes without polling.
+ROUTER: Table = {
+    ("librarian.dev", "domainmaps"): frozenset({"get", "list", "watch"}),
+    ("librarian.dev", "clusterspecializations"): frozenset({"get", "list", "watch"}),
+    ("", "secrets"): frozenset({"get"}),
+}
+
+
+def merge(*tables: Table) -> dict[tuple[str, str], frozenset[str]]:
+    merged: dict[tuple[str, str], frozenset[str]] = {}
+    for table in tables:
+        for key, verbs in table.items():
+            merged[key] = merged.get(key, frozenset()) | verbs
+    return merged
+
+
+def triples(table: Table) -> set[tuple[str, str, str]]:
+    return {(group, resource, verb) for (group, resource), verbs in table.items() for verb in verbs}
+
+
+def granted(rules: Iterable[Mapping[str, Any]]) -> set[tuple[str, str, str]]:
+    """What a Role's rules allow, as (apiGroup, resource, verb) triples."""
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }

@@ -1,0 +1,165 @@
+"""The chart's permissions: namespaced by default, cluster-wide on request, exactly the verbs used."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .conftest import helm_template
+from .rbac_calls import (
+    OPERATOR,
+    OPERATOR_CLUSTER_WIDE,
+    PEERING_CLUSTER,
+    PEERING_NAMESPACED,
+    ROUTER,
+    granted,
+    merge,
+    triples,
+)
+
+
+def _of(docs: list[dict[str, Any]], kind: str, component: str) -> list[dict[str, Any]]:
+    return [
+        d
+        for d in docs
+        if d["kind"] == kind
+        and d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component
+    ]
+
+
+def _operator(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (deployment,) = _of(docs, "Deployment", "operator")
+    container: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def _bound(docs: list[dict[str, Any]], role: dict[str, Any], binding_kind: str) -> dict[str, Any]:
+    """The binding of ``role``; it names the role and a service account the chart runs pods as."""
+    (binding,) = [
+        d
+        for d in docs
+        if d["kind"] == binding_kind
+        and d["roleRef"]["name"] == role["metadata"]["name"]
+        and d["metadata"].get("namespace") == role["metadata"].get("namespace")
+    ]
+    assert binding["roleRef"]["kind"] == role["kind"]
+    accounts = {
+        d["spec"]["template"]["spec"]["serviceAccountName"]
+        for d in docs
+        if d["kind"] == "Deployment"
+    }
+    (subject,) = binding["subjects"]
+    assert subject["kind"] == "ServiceAccount" and subject["name"] in accounts
+    return binding
+
+
+def test_default_is_namespaced_with_exactly_the_verbs_the_operator_uses() -> None:
+    docs = helm_template()
+    assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    (role,) = _of(docs, "Role", "operator")
+    assert role["metadata"]["namespace"] == "ops"
+    assert granted(role["rules"]) == triples(OPERATOR)
+    _bound(docs, role, "RoleBinding")
+    assert "--namespace=ops" in _operator(docs)["args"]
+
+
+def test_watched_namespaces_each_get_a_role() -> None:
+    docs = helm_template("--set", "operator.watchNamespaces={team-a,team-b}")
+    roles = _of(docs, "Role", "operator")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    for role in roles:
+        assert granted(role["rules"]) == triples(OPERATOR)
+        _bound(docs, role, "RoleBinding")
+    args = _operator(docs)["args"]
+    assert [a for a in args if a.startswith("--namespace")] == [
+        "--namespace=team-a",
+        "--namespace=team-b",
+    ]
+
+
+def test_cluster_wide_is_an_option() -> None:
+    docs = helm_template("--set", "rbac.clusterWide=true")
+    assert not _of(docs, "Role", "operator")
+    (role,) = _of(docs, "ClusterRole", "operator")
+    assert granted(role["rules"]) == triples(merge(OPERATOR, OPERATOR_CLUSTER_WIDE))
+    _bound(docs, role, "ClusterRoleBinding")
+    assert not [a for a in _operator(docs)["args"] if a.startswith("--namespace")]
+
+
+def test_cluster_wide_and_watched_namespaces_exclude_each_other() -> None:
+    from .conftest import CHART, run, tool
+
+    result = run(
+        tool("helm"),
+        "template",
+        "lib",
+        str(CHART),
+        "--set",
+        "rbac.clusterWide=true",
+        "--set",
+        "operator.watchNamespaces={a}",
+    )
+    assert result.returncode != 0 and "exclude each other" in result.stderr
+
+
+def test_peering_adds_exactly_the_peering_verbs() -> None:
+    (role,) = _of(helm_template("--set", "replicaCount=3"), "Role", "operator")
+    assert granted(role["rules"]) == triples(merge(OPERATOR, PEERING_NAMESPACED))
+    (role,) = _of(
+        helm_template("--set", "replicaCount=3", "--set", "rbac.clusterWide=true"),
+        "ClusterRole",
+        "operator",
+    )
+    assert granted(role["rules"]) == triples(
+        merge(OPERATOR, OPERATOR_CLUSTER_WIDE, PEERING_CLUSTER)
+    )
+
+
+def test_router_reads_only_in_the_domainmap_namespace() -> None:
+    for value, namespace in (("packages", "ops"), ("search/library", "search")):
+        docs = helm_template("--set", f"router.domainMap={value}")
+        (role,) = _of(docs, "Role", "router")
+        assert role["metadata"]["namespace"] == namespace
+        assert granted(role["rules"]) == triples(ROUTER)
+        binding = _bound(docs, role, "RoleBinding")
+        (router,) = _of(docs, "Deployment", "router")
+        assert (
+            binding["subjects"][0]["name"]
+            == (router["spec"]["template"]["spec"]["serviceAccountName"])
+        )
+        assert (
+            binding["subjects"][0]["name"]
+            != (
+                _of(docs, "Deployment", "operator")[0]["spec"]["template"]["spec"][
+                    "serviceAccountName"
+                ]
+            )
+        )  # the router does not run with the operator's permissions
+
+
+def test_no_rbac_when_not_asked() -> None:
+    docs = helm_template("--set", "rbac.create=false")
+    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding", "ClusterRole")]
+
+
+def test_least_privilege_everywhere() -> None:
+    """No rendering grants wildcards, update, delete, or Secret listing."""
+    for args in ([], ["--set", "rbac.clusterWide=true", "--set", "replicaCount=2"]):
+        for doc in helm_template(*args):
+            if doc["kind"] not in ("Role", "ClusterRole"):
+                continue
+            for group, resource, verb in granted(doc["rules"]):
+                assert "*" not in (group, resource, verb)
+                assert verb not in ("update", "delete", "deletecollection", "escalate", "bind")
+                assert not (resource == "secrets" and verb in ("list", "watch"))
+
+
+def test_plain_manifests_grant_exactly_the_verbs_used() -> None:
+    from .conftest import REPO, kustomize
+
+    docs = kustomize(REPO / "manifests/base")
+    (operator,) = _of(docs, "ClusterRole", "operator")
+    assert granted(operator["rules"]) == triples(merge(OPERATOR, OPERATOR_CLUSTER_WIDE))
+    _bound(docs, operator, "ClusterRoleBinding")
+    (router,) = _of(docs, "ClusterRole", "router")
+    assert granted(router["rules"]) == triples(ROUTER)
+    _bound(docs, router, "ClusterRoleBinding")
