@@ -74,6 +74,8 @@ def build_migration_job(
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        # The migration talks to Qdrant only, never to the Kubernetes API: no token in the pod.
+        "automountServiceAccountToken": False,
         "securityContext": dict(RESTRICTED_POD),
         "containers": [
             {

@@ -1,0 +1,215 @@
+"""Every pod we ship or build meets the Pod Security Standard "restricted".
+
+Checked: the operator and router pods of the chart (defaults and every option),
+the base manifests, the migration Job the operator builds in code, and the
+sidecar container the docs tell people to paste. The rules are those of the
+"restricted" profile (which a namespace labelled
+``pod-security.kubernetes.io/enforce: restricted`` enforces), plus what this
+project promises on top: a numeric user and a read-only root filesystem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from librarian.k8s.jobs import JobSettings, build_migration_job
+from librarian.k8s.spec import SecretRef
+
+from .conftest import REPO, helm_template, kustomize
+from .test_helm import _sidecar_snippets
+from .test_kubernetes_schemas import RENDERS
+
+ALLOWED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+SAFE_SYSCTLS = {
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+}
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """Why ``pod`` (a PodSpec) fails the restricted profile; empty when it passes."""
+    problems: list[str] = []
+    pod_context = pod.get("securityContext") or {}
+    for field in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(field):
+            problems.append(f"{field} is set")
+    for volume in pod.get("volumes") or []:
+        kinds = set(volume) - {"name"}
+        if not kinds <= ALLOWED_VOLUMES:
+            problems.append(f"volume {volume['name']} is {sorted(kinds)}")
+    for sysctl in pod_context.get("sysctls") or []:
+        if sysctl["name"] not in SAFE_SYSCTLS:
+            problems.append(f"sysctl {sysctl['name']}")
+    containers = [
+        *(pod.get("initContainers") or []),
+        *(pod.get("containers") or []),
+        *(pod.get("ephemeralContainers") or []),
+    ]
+    assert containers, "a pod without containers"
+    for container in containers:
+        name = container["name"]
+        context = container.get("securityContext") or {}
+
+        def effective(key: str, context: dict[str, Any] = context) -> Any:
+            return context.get(key, pod_context.get(key))
+
+        if context.get("privileged"):
+            problems.append(f"{name}: privileged")
+        if context.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{name}: allowPrivilegeEscalation is not false")
+        capabilities = context.get("capabilities") or {}
+        if "ALL" not in (capabilities.get("drop") or []):
+            problems.append(f"{name}: capabilities do not drop ALL")
+        if set(capabilities.get("add") or []) - {"NET_BIND_SERVICE"}:
+            problems.append(f"{name}: adds capabilities {capabilities['add']}")
+        if effective("runAsNonRoot") is not True:
+            problems.append(f"{name}: runAsNonRoot is not true")
+        user = effective("runAsUser")
+        if not isinstance(user, int) or isinstance(user, bool) or user == 0:
+            problems.append(f"{name}: runAsUser {user!r} is not a numeric non-root user")
+        seccomp = (effective("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            problems.append(f"{name}: seccompProfile {seccomp!r}")
+        if context.get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{name}: root filesystem is writable")
+        if context.get("procMount", "Default") != "Default":
+            problems.append(f"{name}: procMount {context['procMount']}")
+        if any(p.get("hostPort") for p in container.get("ports") or []):
+            problems.append(f"{name}: hostPort")
+        selinux = effective("seLinuxOptions") or {}
+        if selinux.get("type") not in (
+            None,
+            "",
+            "container_t",
+            "container_init_t",
+            "container_kvm_t",
+        ):
+            problems.append(f"{name}: seLinuxOptions.type {selinux['type']}")
+        apparmor = (effective("appArmorProfile") or {}).get("type")
+        if apparmor == "Unconfined":
+            problems.append(f"{name}: AppArmor unconfined")
+    return problems
+
+
+def _pods(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for doc in docs:
+        spec = doc.get("spec") or {}
+        if doc["kind"] == "Pod":
+            yield doc["metadata"]["name"], spec
+        elif doc["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
+            yield f"{doc['kind']}/{doc['metadata']['name']}", spec["template"]["spec"]
+        elif doc["kind"] == "CronJob":
+            yield doc["metadata"]["name"], spec["jobTemplate"]["spec"]["template"]["spec"]
+
+
+def _migration_job() -> dict[str, Any]:
+    return build_migration_job(
+        name="packages-rust-migrate-g1",
+        namespace="default",
+        owner={
+            "apiVersion": "librarian.dev/v1alpha1",
+            "kind": "ClusterSpecialization",
+            "metadata": {"name": "packages-rust", "uid": "0000-1111"},
+        },
+        args=["--name", "default/packages-rust", "--domain", "d-1"],
+        settings=JobSettings(image="ghcr.io/qdrant-librarian/qdrant-librarian:0.1.0"),
+        source_secret=SecretRef("qdrant-general"),
+    )
+
+
+@pytest.mark.parametrize("render", sorted(RENDERS))
+def test_chart_pods_are_restricted(render: str) -> None:
+    pods = dict(_pods(helm_template(*RENDERS[render])))
+    assert pods
+    for name, pod in pods.items():
+        assert restricted_violations(pod) == [], name
+
+
+def test_chart_renders_the_operator_and_router_pods() -> None:
+    components = {
+        d["metadata"]["labels"]["app.kubernetes.io/component"]
+        for d in helm_template()
+        if d["kind"] == "Deployment"
+    }
+    assert components == {"operator", "router"}
+
+
+def test_base_manifest_pods_are_restricted() -> None:
+    pods = dict(_pods(kustomize(REPO / "manifests/base")))
+    assert len(pods) == 2
+    for name, pod in pods.items():
+        assert restricted_violations(pod) == [], name
+
+
+def test_migration_job_is_restricted_and_has_no_api_token() -> None:
+    ((_, pod),) = _pods([_migration_job()])
+    assert restricted_violations(pod) == []
+    assert pod["automountServiceAccountToken"] is False  # it never calls the Kubernetes API
+
+
+def test_documented_sidecar_is_restricted_on_its_own() -> None:
+    """Pasted into an application's pod whose pod-level context we do not know."""
+    import yaml
+
+    for text in _sidecar_snippets():
+        lines = [line for line in text.splitlines() if line.strip()]
+        indent = len(lines[0]) - len(lines[0].lstrip())
+        (container,) = yaml.safe_load(
+            "\n".join(["- name: librarian-router"] + [line[indent - 2 :] for line in lines])
+        )
+        assert restricted_violations({"containers": [container]}) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda pod: pod.update(hostNetwork=True), "hostNetwork"),
+        (lambda pod: pod.update(hostPID=True), "hostPID"),
+        (
+            lambda pod: pod["volumes"].append({"name": "h", "hostPath": {"path": "/"}}),
+            "hostPath",
+        ),
+        (
+            lambda pod: pod["containers"][0]["securityContext"].update(privileged=True),
+            "privileged",
+        ),
+        (
+            lambda pod: pod["containers"][0]["securityContext"].update(
+                allowPrivilegeEscalation=True
+            ),
+            "allowPrivilegeEscalation",
+        ),
+        (
+            lambda pod: pod["containers"][0]["securityContext"].update(capabilities={}),
+            "drop ALL",
+        ),
+        (lambda pod: pod["securityContext"].update(runAsNonRoot=False), "runAsNonRoot"),
+        (lambda pod: pod["securityContext"].update(runAsUser="app"), "numeric"),
+        (lambda pod: pod["securityContext"].pop("seccompProfile"), "seccompProfile"),
+        (
+            lambda pod: pod["containers"][0]["securityContext"].update(
+                readOnlyRootFilesystem=False
+            ),
+            "writable",
+        ),
+    ],
+)
+def test_the_check_catches_each_violation(change: Any, expected: str) -> None:
+    ((_, pod),) = _pods([_migration_job()])
+    change(pod)
+    assert any(expected in problem for problem in restricted_violations(pod))
