@@ -17,6 +17,10 @@ from typing import Any
 import aiohttp
 import kopf
 
+from librarian import __version__
+
+USER_AGENT = f"qdrant-librarian/{__version__}"
+
 
 class KubernetesApiError(Exception):
     """A call to the Kubernetes API failed; ``status`` is the HTTP status (0 if none)."""
@@ -70,7 +74,11 @@ async def _request(
     info = _current.info
     if info is None:
         raise KubernetesApiError("not logged in to the Kubernetes API yet")
-    headers = {"Accept": "application/json", "Content-Type": content_type}
+    headers = {
+        "Accept": "application/json",
+        "Content-Type": content_type,
+        "User-Agent": USER_AGENT,  # names the operator (or router) in the API server's audit log
+    }
     if info.token:
         headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
     auth = aiohttp.BasicAuth(info.username, info.password or "") if info.username else None
