@@ -1,11 +1,19 @@
-# The operator image: `librarian operator` as a numeric non-root user.
+# The image of the operator, the router and the migration Jobs (`make image`).
+# Two stages: the build stage installs the package; the final stage is the slim
+# Python base plus the installed files, run as a numeric non-root user. Nothing
+# is written outside /tmp at run time (HOME and the working directory are there),
+# so it runs with a read-only root filesystem and an emptyDir at /tmp.
 FROM python:3.11-slim AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
-RUN pip install --no-cache-dir --prefix=/install .
+RUN pip install --prefix=/install .
 
 FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp
 COPY --from=build /install /usr/local
 # kubelet only enforces runAsNonRoot with a numeric user.
 USER 10001:10001

@@ -5,10 +5,11 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 HELM   := $(BIN)/helm
+IMAGE  ?= qdrant-librarian:dev
 
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test lint unit integration operator packaging bench tools clean e2e
+.PHONY: demo test lint unit integration operator packaging bench tools clean e2e image
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,9 +50,13 @@ packaging: tools
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
-## make e2e: a real kind cluster (needs Docker; see docs in README)
+## make image: the container image of the operator, the router and the migration Jobs
+image:
+	docker build -t $(IMAGE) .
+
+## make e2e: a real kind cluster with two Qdrant servers (needs Docker and kind; see README)
 e2e: tools
-	bash hack/e2e-kind.sh
+	IMAGE=qdrant-librarian:e2e bash hack/e2e-kind.sh
 
 clean:
 	rm -rf $(VENV) .demo .bench

@@ -1,25 +1,92 @@
 #!/usr/bin/env bash
-# End to end on a real kind cluster (needs Docker, kind, kubectl and helm).
-# Each step is mirrored by an emulated test that runs in `make test`:
-#   build + load image      -> tests/packaging (Dockerfile checks)
-#   helm install            -> tests/packaging/test_helm.py (lint, template, schema)
-#   apply the example       -> tests/operator/test_demo.py (same manifest, emulated API)
-#   wait for Ready          -> tests/operator/test_domainmap_operator.py
+# End to end on a real kind cluster: `make e2e` (needs Docker, kind, kubectl and helm).
+#
+#   1. a kind cluster, the image built (`make image`) and loaded into it
+#   2. two Qdrant servers (qdrant-general, qdrant-fast) from the official Qdrant chart,
+#      each with an API key; the keys also go into the Secret the DomainMap references
+#   3. this chart installed (namespaced RBAC, the router serving qdrant-librarian/packages)
+#   4. the demo data loaded into qdrant-general, the demo DomainMap applied
+#      (hack/e2e/domainmap.yaml: analyse, then specialize: auto onto qdrant-fast)
+#   5. wait: DomainMap Ready, every ClusterSpecialization Ready (real migration Jobs)
+#   6. a query through the router
+#
+# Each step has an emulated twin that runs in `make test` without Docker:
+#   image                  -> tests/packaging/test_helm.py (Dockerfile checks)
+#   chart, RBAC, security  -> tests/packaging (helm lint/template, Kubernetes schemas,
+#                             RBAC verbs, Pod Security "restricted")
+#   DomainMap, migration   -> tests/operator (same CRDs, emulated API, Jobs played in-process)
+#   router                 -> tests/integration (the router over HTTP)
+#
+# KEEP=1 keeps the cluster afterwards (delete it with: kind delete cluster --name librarian-e2e).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLUSTER=${CLUSTER:-librarian-e2e}
-IMAGE=qdrant-librarian:e2e
+IMAGE=${IMAGE:-qdrant-librarian:e2e}
+NS=qdrant-librarian
+KEY_GENERAL=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+KEY_FAST=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+step() { printf '\n==> %s\n' "$*"; }
 
+step "kind cluster $CLUSTER and image $IMAGE"
 kind create cluster --name "$CLUSTER"
-trap 'kind delete cluster --name "$CLUSTER"' EXIT
-docker build -t "$IMAGE" .
+[ "${KEEP:-0}" = 1 ] || trap 'kind delete cluster --name "$CLUSTER"' EXIT
+make image IMAGE="$IMAGE"
 kind load docker-image "$IMAGE" --name "$CLUSTER"
-helm install librarian charts/qdrant-librarian --namespace qdrant-librarian --create-namespace \
-  --set image.repository=qdrant-librarian --set image.tag=e2e --set image.pullPolicy=Never \
-  --set embedded.enabled=true --wait
-# The example's embedded path is relative to the operator's working directory (/tmp).
-kubectl apply -f manifests/examples/domainmap.yaml
-echo "The example DomainMap needs its source collection loaded into the embedded cluster;"
-echo "with a remote Qdrant, point spec.clusters at it and create the API-key Secret."
-kubectl wait --for=jsonpath='{.status.observedGeneration}'=1 domainmap/packages --timeout=300s
-kubectl get domainmaps -A
+
+step "two Qdrant servers from the official chart"
+helm repo add qdrant https://qdrant.github.io/qdrant-helm >/dev/null
+helm repo update qdrant >/dev/null
+for name in general fast; do
+  key=$([ "$name" = general ] && echo "$KEY_GENERAL" || echo "$KEY_FAST")
+  helm upgrade --install "qdrant-$name" qdrant/qdrant --namespace qdrant --create-namespace \
+    --set apiKey="$key" --wait --timeout 5m
+done
+
+step "qdrant-librarian"
+kubectl create namespace "$NS"
+kubectl -n "$NS" create secret generic qdrant-keys \
+  --from-literal=general="$KEY_GENERAL" --from-literal=fast="$KEY_FAST"
+helm install librarian charts/qdrant-librarian --namespace "$NS" \
+  --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" --set image.pullPolicy=Never \
+  --set router.domainMap=packages
+kubectl -n "$NS" rollout status deployment/librarian-qdrant-librarian --timeout=180s
+
+step "demo data into qdrant-general, then the demo DomainMap"
+kubectl -n qdrant port-forward svc/qdrant-general 16333:6333 >/dev/null &
+FORWARD=$!
+sleep 3
+QDRANT_API_KEY="$KEY_GENERAL" .venv/bin/python tools/load_demo_data.py http://127.0.0.1:16333 packages
+kill "$FORWARD"
+kubectl apply -f hack/e2e/domainmap.yaml
+
+step "wait for the DomainMap and its ClusterSpecializations"
+kubectl -n "$NS" wait --for=jsonpath='{.status.phase}'=Ready domainmap/packages --timeout=600s
+kubectl -n "$NS" get domainmaps
+for _ in $(seq 60); do  # specialize: auto creates them right after the analysis
+  [ -n "$(kubectl -n "$NS" get clusterspecializations -o name)" ] && break
+  sleep 1
+done
+kubectl -n "$NS" wait --for=jsonpath='{.status.phase}'=Ready clusterspecializations --all --timeout=900s
+kubectl -n "$NS" get clusterspecializations
+kubectl -n "$NS" get jobs
+
+step "a query through the router"
+kubectl -n "$NS" rollout status deployment/librarian-qdrant-librarian-router --timeout=300s
+kubectl -n "$NS" port-forward svc/librarian-qdrant-librarian-router 16334:6333 >/dev/null &
+FORWARD=$!
+sleep 3
+.venv/bin/python - <<'PY'
+from qdrant_client import QdrantClient
+
+from librarian.demo.data import load_demo_data
+
+data = load_demo_data(limit=1)
+hits = QdrantClient(url="http://127.0.0.1:16334").query_points(
+    "packages", query=data.vectors[0].tolist(), limit=3, with_payload=True
+).points
+assert hits, "the router returned no hit"
+for hit in hits:
+    print(f"{hit.score:.3f}  {hit.payload['text'][:70]}")
+PY
+kill "$FORWARD"
+step "e2e passed"
