@@ -11,12 +11,14 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import kopf
 from aiohttp import web
 
 from librarian.k8s.api import remember_credentials
 from librarian.qdrant.fleet import ClusterConfig, Fleet
+from librarian.router.library import LibraryDefinition
 from librarian.router.loader import catalog_loader, kubernetes_fleet, kubernetes_loader
 from librarian.router.server import RouterConfig, RouterState, create_app
 from librarian.settings import Settings
@@ -67,9 +69,7 @@ async def prepare_router(settings: Settings, source: RouterSource, *, seed: int 
     """The router's state for ``source`` (the fleet is resolved once; domains reload live)."""
     if source.domainmap:
         namespace, _, name = source.domainmap.rpartition("/")
-        namespace = namespace or "default"
-        fleet, _, default_cluster = await kubernetes_fleet(namespace, name)
-        loader = kubernetes_loader(fleet, namespace, name, library_name=source.library_name)
+        return _following_domainmap(settings, namespace or "default", name, source, seed)
     else:
         if not (source.clusters and source.source and source.catalog):
             raise ValueError("give --domainmap, or --cluster, --source and --catalog")
@@ -90,6 +90,41 @@ async def prepare_router(settings: Settings, source: RouterSource, *, seed: int 
         seed=seed,
     )
     return RouterState(config)
+
+
+def _following_domainmap(
+    settings: Settings, namespace: str, name: str, source: RouterSource, seed: int
+) -> RouterState:
+    """A router that resolves the DomainMap's fleet on its first successful load.
+
+    Until the DomainMap exists (and is analysed) the router serves, answers
+    ``/readyz`` with 503 and the reason, and keeps trying at every reload.
+    """
+    config = RouterConfig(
+        fleet=Fleet([]),
+        default_cluster="",
+        loader=_unset_loader,
+        settings=settings.domain_library_orchestrator,
+        seed=seed,
+    )
+    follow: list[Any] = []
+
+    async def load() -> LibraryDefinition | None:
+        if not follow:
+            fleet, _, default_cluster = await kubernetes_fleet(namespace, name)
+            config.fleet, config.default_cluster = fleet, default_cluster
+            follow.append(
+                kubernetes_loader(fleet, namespace, name, library_name=source.library_name)
+            )
+        definition: LibraryDefinition | None = await follow[0]()
+        return definition
+
+    config.loader = load
+    return RouterState(config)
+
+
+async def _unset_loader() -> LibraryDefinition | None:
+    return None
 
 
 async def serve(

@@ -212,6 +212,10 @@ class RouterState:
         library = self.library
         if library is not None and collection == library.name:
             return _View(library.domains, library, library.vector_size, library.higher_is_better)
+        if not self.config.default_cluster:
+            raise ApiError(
+                503, f"Service unavailable: library not loaded ({self.load_error or 'starting'})"
+            )
         port = self.config.fleet.get(self.config.default_cluster)
         try:
             info = await asyncio.to_thread(port.collection_info, collection)
