@@ -50,3 +50,23 @@ def kustomize(path: Path) -> list[dict[str, Any]]:
     result = run(tool("kubectl"), "kustomize", str(path))
     assert result.returncode == 0, result.stderr
     return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def sample_migration_job(*, with_target_secret: bool = False) -> dict[str, Any]:
+    """A migration Job as the operator builds it (one or two API-key Secrets)."""
+    from librarian.k8s.jobs import JobSettings, build_migration_job
+    from librarian.k8s.spec import SecretRef
+
+    return build_migration_job(
+        name="packages-rust-migrate-g1",
+        namespace="default",
+        owner={
+            "apiVersion": "librarian.dev/v1alpha1",
+            "kind": "ClusterSpecialization",
+            "metadata": {"name": "packages-rust", "uid": "0000-1111"},
+        },
+        args=["--name", "default/packages-rust", "--domain", "d-1"],
+        settings=JobSettings(image="ghcr.io/qdrant-librarian/qdrant-librarian:0.1.0"),
+        source_secret=SecretRef("qdrant-general"),
+        target_secret=SecretRef("qdrant-fast", "key") if with_target_secret else None,
+    )

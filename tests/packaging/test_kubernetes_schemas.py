@@ -15,10 +15,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from librarian.k8s.jobs import JobSettings, build_migration_job
-from librarian.k8s.spec import SecretRef
-
-from .conftest import REPO, helm_template, kustomize
+from .conftest import REPO, helm_template, kustomize, sample_migration_job
 from .crd_schema import load_crds, validate
 
 OLDEST_SUPPORTED = "1.30.0"  # CRD validation rules (CEL) are generally available from 1.29
@@ -116,19 +113,7 @@ def test_crds_are_valid_customresourcedefinitions(version: str) -> None:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_the_migration_job_built_in_code_is_valid(version: str) -> None:
-    job = build_migration_job(
-        name="packages-rust-migrate-g1",
-        namespace="default",
-        owner={
-            "apiVersion": "librarian.dev/v1alpha1",
-            "kind": "ClusterSpecialization",
-            "metadata": {"name": "packages-rust", "uid": "0000-1111"},
-        },
-        args=["--name", "default/packages-rust", "--domain", "d-1"],
-        settings=JobSettings(image="ghcr.io/qdrant-librarian/qdrant-librarian:0.1.0"),
-        source_secret=SecretRef("qdrant-general"),
-        target_secret=SecretRef("qdrant-fast", "key"),
-    )
+    job = sample_migration_job(with_target_secret=True)
     _assert_valid([job], version)
 
 

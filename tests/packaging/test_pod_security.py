@@ -15,10 +15,7 @@ from typing import Any
 
 import pytest
 
-from librarian.k8s.jobs import JobSettings, build_migration_job
-from librarian.k8s.spec import SecretRef
-
-from .conftest import REPO, helm_template, kustomize
+from .conftest import REPO, helm_template, kustomize, sample_migration_job
 from .test_helm import _sidecar_snippets
 from .test_kubernetes_schemas import RENDERS
 
@@ -118,18 +115,7 @@ def _pods(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def _migration_job() -> dict[str, Any]:
-    return build_migration_job(
-        name="packages-rust-migrate-g1",
-        namespace="default",
-        owner={
-            "apiVersion": "librarian.dev/v1alpha1",
-            "kind": "ClusterSpecialization",
-            "metadata": {"name": "packages-rust", "uid": "0000-1111"},
-        },
-        args=["--name", "default/packages-rust", "--domain", "d-1"],
-        settings=JobSettings(image="ghcr.io/qdrant-librarian/qdrant-librarian:0.1.0"),
-        source_secret=SecretRef("qdrant-general"),
-    )
+    return sample_migration_job()
 
 
 @pytest.mark.parametrize("render", sorted(RENDERS))

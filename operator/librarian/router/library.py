@@ -11,7 +11,7 @@ swaps it in; requests in flight keep the one they started with.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ from qdrant_client.http import models
 
 from librarian.core.routing import LibraryRouter, build_router
 from librarian.qdrant.fleet import Fleet
-from librarian.qdrant.labeling import LABEL_KEY, domain_filter
+from librarian.qdrant.labeling import domain_filter
 from librarian.qdrant.port import Distance, PointRecord, QdrantPort
 
 __all__ = ["DomainRoute", "Library", "LibraryDefinition", "build_library", "combine_filters"]
@@ -68,7 +68,6 @@ class Library:
     distance: Distance
     higher_is_better: bool
     sample_points: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -167,8 +166,3 @@ def build_library(
         higher_is_better=info.distance != "Euclid" and info.distance != "Manhattan",
         sample_points=len(vectors),
     )
-
-
-def strip_labels(payload: dict[str, Any]) -> dict[str, Any]:
-    """A payload without the librarian's own label keys."""
-    return {key: value for key, value in payload.items() if not key.startswith(LABEL_KEY)}

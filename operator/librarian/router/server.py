@@ -74,6 +74,15 @@ _STRATEGY_ALIASES = {
     "all": "accuracy_first",
 }
 STATE_KEY: web.AppKey[RouterState] = web.AppKey("librarian_router_state")
+
+
+def strategy_name(name: Any) -> str | None:
+    """The routing strategy for a configured or requested name (seed aliases mapped)."""
+    if name is None or name == "":
+        return None
+    return _STRATEGY_ALIASES.get(str(name), str(name))
+
+
 Loader = Callable[[], Awaitable[LibraryDefinition | None]]
 
 
@@ -92,7 +101,7 @@ class RouterConfig:
     @property
     def strategy(self) -> str:
         name = self.settings.routing_strategy
-        return _STRATEGY_ALIASES.get(name, name)
+        return strategy_name(name) or "hybrid"
 
 
 @dataclass
@@ -117,6 +126,10 @@ class _View:
         self.library = library
         self.vector_size = vector_size
         self.higher_is_better = higher_is_better
+
+    @classmethod
+    def of(cls, library: Library) -> _View:
+        return cls(library.domains, library, library.vector_size, library.higher_is_better)
 
     @property
     def routed(self) -> bool:
@@ -211,7 +224,7 @@ class RouterState:
     async def view(self, collection: str) -> _View:
         library = self.library
         if library is not None and collection == library.name:
-            return _View(library.domains, library, library.vector_size, library.higher_is_better)
+            return _View.of(library)
         if not self.config.default_cluster:
             raise ApiError(
                 503, f"Service unavailable: library not loaded ({self.load_error or 'starting'})"
@@ -1088,11 +1101,8 @@ class Handlers:
     async def predict(self, request: web.Request) -> web.Response:
         """PredictOptimalClusters: which domains (and clusters) a vector would be sent to."""
         started = time.perf_counter()
-        library = self._library()
-        data = await _json_object(request)
-        view = _View(library.domains, library, library.vector_size, library.higher_is_better)
-        vector = _dense(data.get("vector"), view)
-        strategy = _STRATEGY_ALIASES.get(str(data.get("strategy") or ""), data.get("strategy"))
+        library, data, vector = await self._library_request(request)
+        strategy = strategy_name(data.get("strategy"))
         try:
             decision = library.router.decide(vector, strategy=strategy or None)
         except RoutingError as error:
@@ -1121,10 +1131,8 @@ class Handlers:
     async def cross_cluster_query(self, request: web.Request) -> web.Response:
         """ExecuteCrossClusterQuery: vector, max results, target clusters, timeout, fusion, preferences."""
         started = time.perf_counter()
-        library = self._library()
-        data = await _json_object(request)
-        view = _View(library.domains, library, library.vector_size, library.higher_is_better)
-        vector = _dense(data.get("vector"), view)
+        library, data, vector = await self._library_request(request)
+        view = _View.of(library)
         limit = data.get("maxResults", data.get("limit", 10))
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise ApiError(400, "Wrong input: maxResults must be a positive integer")
@@ -1162,7 +1170,7 @@ class Handlers:
                 view,
                 search,
                 min(float(timeout), self.timeout),
-                strategy=_STRATEGY_ALIASES.get(strategy or "", strategy),
+                strategy=strategy_name(strategy),
                 fusion=fusion,
                 clusters=clusters,
                 weights=preferences or None,
@@ -1183,6 +1191,14 @@ class Handlers:
             },
             started,
         )
+
+    async def _library_request(
+        self, request: web.Request
+    ) -> tuple[Library, dict[str, Any], list[float]]:
+        """The loaded library, the JSON body and its validated ``vector``."""
+        library = self._library()
+        data = await _json_object(request)
+        return library, data, _dense(data.get("vector"), _View.of(library))
 
     def _library(self) -> Library:
         if self.state.library is None:
