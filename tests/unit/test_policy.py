@@ -1,0 +1,127 @@
+"""A RebalancePolicy's bookkeeping: approvals, analysis timing, which moves start, phases."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+from librarian.core.policy import (
+    IN_FLIGHT,
+    analysis_due,
+    append_history,
+    moves_from_proposal,
+    moves_to_start,
+    parse_approval,
+    policy_phase,
+    update_move,
+)
+
+NOW = datetime(2026, 3, 7, 12, 0, tzinfo=UTC)
+
+
+def test_approval_annotation_values() -> None:
+    assert parse_approval(None).action is None
+    assert parse_approval({"librarian.dev/rebalance": "approve"}).action == "approve"
+    assert parse_approval({"librarian.dev/rebalance": " Refresh "}).action == "refresh"
+    bad = parse_approval({"librarian.dev/rebalance": "yes"})
+    assert bad.action is None
+    assert bad.error is not None and "approve, refresh, stop" in bad.error
+
+
+def test_analysis_due_on_interval_generation_refresh_and_retry() -> None:
+    done = {"observedGeneration": 1, "lastAnalysis": "2026-03-07T11:50:00Z"}
+    assert not analysis_due(done, generation=1, interval_s=900, now=NOW)
+    assert analysis_due(done, generation=1, interval_s=600, now=NOW)
+    assert analysis_due(done, generation=2, interval_s=900, now=NOW)
+    assert analysis_due(done, generation=1, interval_s=900, now=NOW, refresh=True)
+    assert analysis_due({"observedGeneration": 1}, generation=1, interval_s=900, now=NOW)
+    failed = {**done, "analysisFailed": True, "lastAttempt": "2026-03-07T11:59:50Z"}
+    assert not analysis_due(failed, generation=1, interval_s=900, now=NOW)  # retried after 30 s
+    assert analysis_due(failed, generation=1, interval_s=900, now=NOW + timedelta(seconds=30))
+
+
+def _proposal() -> dict[str, object]:
+    return {
+        "id": "abc123",
+        "moves": [
+            {"domain": "d1", "source": "fast", "target": "bulk", "points": 500, "wave": 0},
+            {"domain": "d2", "source": "fast", "target": "general", "points": 90, "wave": 1},
+            {"domain": "d3", "source": "fast", "target": None, "points": 9000, "executable": False},
+            {"domain": "d4", "source": "bulk", "target": "fast", "points": 10, "wave": 0},
+        ],
+    }
+
+
+def test_moves_from_proposal_take_executable_moves_whose_domain_is_still_there() -> None:
+    homes = {
+        "d1": {"cluster": "fast", "collection": "p-d1", "specialization": "cs-d1"},
+        "d2": {"cluster": "fast", "collection": "p-d2", "specialization": "rp-x", "owned": True},
+        "d3": {"cluster": "fast", "collection": "p-d3"},
+        "d4": {"cluster": "general", "collection": "packages"},  # moved since the proposal
+    }
+    moves = moves_from_proposal(_proposal(), homes, now=NOW)
+    assert [m["domain"] for m in moves] == ["d1", "d2"]
+    assert moves[0]["oldHome"] == {"cluster": "fast", "collection": "p-d1"}
+    assert moves[0]["oldSpecialization"] == "cs-d1" and not moves[0]["oldSpecializationOwned"]
+    assert moves[1]["oldSpecializationOwned"]
+    assert all(m["state"] == "Pending" and m["proposal"] == "abc123" for m in moves)
+
+
+def test_never_more_moves_in_flight_than_allowed_and_waves_in_order() -> None:
+    rng = random.Random(7)
+    for _ in range(300):
+        limit = rng.randint(1, 4)
+        moves = [
+            {"wave": rng.randint(0, 3), "state": rng.choice(["Pending", "Done", *IN_FLIGHT])}
+            for _ in range(rng.randint(0, 12))
+        ]
+        moves.sort(key=lambda m: m["wave"])
+        chosen = moves_to_start(moves, limit)
+        busy = sum(1 for m in moves if m["state"] in IN_FLIGHT)
+        assert busy + len(chosen) <= max(limit, busy)
+        open_waves = [m["wave"] for m in moves if m["state"] in ("Pending", *IN_FLIGHT)]
+        for index in chosen:
+            assert moves[index]["state"] == "Pending"
+            assert moves[index]["wave"] == min(open_waves)
+
+
+def test_moves_to_start_fills_free_slots() -> None:
+    moves = [{"wave": 0, "state": "Copying"}, *({"wave": 0, "state": "Pending"} for _ in range(3))]
+    assert moves_to_start(moves, 1) == []
+    assert moves_to_start(moves, 3) == [1, 2]
+    assert moves_to_start([{"wave": 1, "state": "Pending"}, {"wave": 0, "state": "Done"}], 2) == [0]
+
+
+def test_update_move_stamps_each_state_once() -> None:
+    move = {"domain": "d1", "state": "Pending"}
+    copying = update_move(move, "Copying", "copying", now=NOW, specialization="x")
+    assert copying["startedAt"] == "2026-03-07T12:00:00Z" and copying["specialization"] == "x"
+    again = update_move(copying, "Copying", "still", now=NOW + timedelta(minutes=5))
+    assert again["startedAt"] == "2026-03-07T12:00:00Z" and again["message"] == "still"
+    assert update_move(again, "Done", "ok", now=NOW)["finishedAt"] == "2026-03-07T12:00:00Z"
+    assert move == {"domain": "d1", "state": "Pending"}  # inputs are not changed
+
+
+def test_history_is_bounded_newest_last() -> None:
+    history = [{"n": i} for i in range(18)]
+    kept = append_history(history, [{"n": 18}, {"n": 19}, {"n": 20}], limit=20)
+    assert len(kept) == 20 and kept[0] == {"n": 1} and kept[-1] == {"n": 20}
+
+
+def test_phases() -> None:
+    proposal = _proposal()
+    common = {"balanced": False, "stopped": False}
+    assert policy_phase(mode="auto", moves=[{"state": "Copying"}], proposal=None, **common) == (
+        "Executing"
+    )
+    assert policy_phase(mode="approve", moves=[], proposal=proposal, **common) == "AwaitingApproval"
+    assert policy_phase(mode="observe", moves=[], proposal=proposal, **common) == "ProposalReady"
+    advisory = {"moves": [{"domain": "d3", "target": None, "executable": False}]}
+    assert policy_phase(mode="approve", moves=[], proposal=advisory, **common) == "Observing"
+    assert (
+        policy_phase(mode="approve", moves=[], proposal=proposal, balanced=False, stopped=True)
+        == "Observing"
+    )
+    assert policy_phase(mode="auto", moves=[], proposal=None, balanced=True, stopped=False) == (
+        "Balanced"
+    )
