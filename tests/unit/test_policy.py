@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from librarian.core.policy import (
     IN_FLIGHT,
@@ -40,7 +41,7 @@ def test_analysis_due_on_interval_generation_refresh_and_retry() -> None:
     assert analysis_due(failed, generation=1, interval_s=900, now=NOW + timedelta(seconds=30))
 
 
-def _proposal() -> dict[str, object]:
+def _proposal() -> dict[str, Any]:
     return {
         "id": "abc123",
         "moves": [
@@ -53,7 +54,7 @@ def _proposal() -> dict[str, object]:
 
 
 def test_moves_from_proposal_take_executable_moves_whose_domain_is_still_there() -> None:
-    homes = {
+    homes: dict[str, dict[str, Any]] = {
         "d1": {"cluster": "fast", "collection": "p-d1", "specialization": "cs-d1"},
         "d2": {"cluster": "fast", "collection": "p-d2", "specialization": "rp-x", "owned": True},
         "d3": {"cluster": "fast", "collection": "p-d3"},
@@ -71,7 +72,7 @@ def test_never_more_moves_in_flight_than_allowed_and_waves_in_order() -> None:
     rng = random.Random(7)
     for _ in range(300):
         limit = rng.randint(1, 4)
-        moves = [
+        moves: list[dict[str, Any]] = [
             {"wave": rng.randint(0, 3), "state": rng.choice(["Pending", "Done", *IN_FLIGHT])}
             for _ in range(rng.randint(0, 12))
         ]
