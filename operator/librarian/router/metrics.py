@@ -102,6 +102,19 @@ class RouterMetrics:
         self.library_domains = Gauge(
             "librarian_router_library_domains", "Domains in the library", registry=r
         )
+        self.domain_queries = Counter(
+            "librarian_router_domain_queries",
+            "Calls to each domain of the library (failed ones included), by its current cluster",
+            ["domain", "cluster"],
+            registry=r,
+        )
+        self.domain_latency = Histogram(
+            "librarian_router_domain_latency_seconds",
+            "Latency of successful calls to each domain of the library",
+            ["domain"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.reloads = Counter(
             "librarian_router_reloads", "Library reloads", ["outcome"], registry=r
         )

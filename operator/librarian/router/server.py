@@ -6,7 +6,8 @@ passes through to the default cluster, so an application can point its whole
 Qdrant URL here. Calls to clusters run in worker threads with a per-request
 timeout; a failing cluster's circuit opens; answers missing a domain are
 flagged partial; results are cached; a share of queries is shadowed on every
-domain to estimate recall.
+domain to estimate recall; every call to a domain counts in its load (queries
+per second, p95 latency), which ``/librarian/load`` reports for rebalancing.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from librarian.router.library import (
     build_library,
     combine_filters,
 )
+from librarian.router.load import LoadMeter
 from librarian.router.metrics import RouterMetrics
 from librarian.router.qdrant_api import (
     ApiError,
@@ -97,6 +99,7 @@ class RouterConfig:
     sample_budget: int = 20_000
     routing_options: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    load_window_s: float = 60.0  # sliding window of the per-domain load figures
 
     @property
     def strategy(self) -> str:
@@ -155,6 +158,7 @@ class RouterState:
         )
         self.estimator = RecallEstimator(fraction=settings.shadow_fraction, seed=config.seed)
         self.metrics = RouterMetrics()
+        self.load = LoadMeter(window_s=config.load_window_s)
         self.touched_share: float | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._reload_lock = asyncio.Lock()
@@ -196,6 +200,7 @@ class RouterState:
             self.cache.clear()
             self.metrics.reloads.labels("changed").inc()
             self.metrics.library_domains.set(len(definition.domains))
+            self.load.track({r.domain_id: r.cluster for r in library.domains})
             log.info(
                 "library %s loaded: %d domains (version %s)",
                 definition.name,
@@ -249,10 +254,18 @@ class RouterState:
         operation: Callable[[QdrantPort], T],
         timeout: float,
         unit: int | None = None,
+        *,
+        domain: bool = False,
     ) -> T:
-        """Run ``operation`` on the route's cluster in a thread, with timeout, breaker and metrics."""
+        """Run ``operation`` on the route's cluster in a thread, with timeout, breaker and metrics.
+
+        ``domain`` says the route is one of the library's domains: the call then counts
+        in that domain's load (a failure as an error).
+        """
         cluster = route.cluster
         if not self.breaker.allow(cluster):
+            if domain:
+                self._record_domain(route, 0.0, ok=False)
             raise ClusterUnreachable(
                 cluster, f"circuit open after repeated failures of cluster {cluster!r}"
             )
@@ -260,7 +273,11 @@ class RouterState:
         started = time.perf_counter()
         try:
             result = await self._maybe_hedged(lambda: operation(port), timeout, unit)
-        except (TimeoutError, ClusterUnreachable) as error:
+        except Exception as error:
+            if domain:
+                self._record_domain(route, time.perf_counter() - started, ok=False)
+            if not isinstance(error, (TimeoutError, ClusterUnreachable)):
+                raise
             self.breaker.failure(cluster)
             self.metrics.upstream_errors.labels(cluster).inc()
             self.metrics.circuit_open.labels(cluster).set(
@@ -275,9 +292,17 @@ class RouterState:
         self.breaker.success(cluster)
         self.metrics.circuit_open.labels(cluster).set(0)
         self.metrics.upstream_latency.labels(cluster).observe(elapsed)
+        if domain:
+            self._record_domain(route, elapsed, ok=True)
         if unit is not None and self.library is not None and unit < self.library.router.unit_count:
             self.library.router.record_latency(unit, elapsed)
         return result
+
+    def _record_domain(self, route: DomainRoute, elapsed_s: float, *, ok: bool) -> None:
+        self.load.record(route.domain_id, route.cluster, elapsed_s, ok)
+        self.metrics.domain_queries.labels(route.domain_id, route.cluster).inc()
+        if ok:
+            self.metrics.domain_latency.labels(route.domain_id).observe(elapsed_s)
 
     async def _maybe_hedged(self, blocking: Callable[[], T], timeout: float, unit: int | None) -> T:
         library = self.library
@@ -311,7 +336,13 @@ class RouterState:
         routes = [view.routes[u] for u in units]
         outcomes = await asyncio.gather(
             *(
-                self.call(route, operation(route), timeout, unit if view.routed else None)
+                self.call(
+                    route,
+                    operation(route),
+                    timeout,
+                    unit if view.routed else None,
+                    domain=view.routed,
+                )
                 for route, unit in zip(routes, units, strict=True)
             ),
             return_exceptions=True,
@@ -945,7 +976,9 @@ class Handlers:
         # duplicate (deduplicated by id on reads and fixed by the client's retry), never a loss.
         for unit, points in groups.items():
             route = view.routes[unit]
-            await self.state.call(route, _upsert(route.collection, points), timeout)
+            await self.state.call(
+                route, _upsert(route.collection, points), timeout, domain=view.routed
+            )
         homes = {route.key.split("#")[0]: route for route in view.routes}
         for unit, points in groups.items():
             mine = view.routes[unit].key.split("#")[0]
@@ -970,7 +1003,12 @@ class Handlers:
         else:
             for route in view.routes:
                 flt = combine_filters(selector.filter, route.slice_filter())
-                await self.state.call(route, _delete(route.collection, points_filter=flt), timeout)
+                await self.state.call(
+                    route,
+                    _delete(route.collection, points_filter=flt),
+                    timeout,
+                    domain=view.routed,
+                )
         self.state.cache.clear()
         return ok({"operation_id": 0, "status": "completed"}, started)
 
@@ -1075,6 +1113,7 @@ class Handlers:
             if state.touched_share is None
             else round(1 - state.touched_share, 4),
             "fusion": state.config.settings.fusion_algorithm,
+            "load": state.load.snapshot(),
         }
         if library is not None:
             result["library"] = {
@@ -1097,6 +1136,11 @@ class Handlers:
                 ],
             }
         return ok(result, started)
+
+    async def load(self, request: web.Request) -> web.Response:
+        """Per-domain and per-cluster query load seen by this router (what rebalancing reads)."""
+        started = time.perf_counter()
+        return ok(self.state.load.snapshot(), started)
 
     async def predict(self, request: web.Request) -> web.Response:
         """PredictOptimalClusters: which domains (and clusters) a vector would be sent to."""
@@ -1330,6 +1374,7 @@ def create_app(state: RouterState, *, reload_in_background: bool = True) -> web.
     app.router.add_get("/readyz", h.readyz)
     app.router.add_get("/metrics", h.metrics)
     app.router.add_get("/librarian/status", h.status)
+    app.router.add_get("/librarian/load", h.load)
     app.router.add_post("/librarian/predict", h.predict)
     app.router.add_post("/librarian/query", h.cross_cluster_query)
     app.router.add_get("/collections", h.collections)
