@@ -4,7 +4,10 @@ Why this exists: the router must follow the operator's decisions without a
 restart. The Kubernetes loader reads the DomainMap (its status lists the
 domains, the catalog holds their centroids) and every Ready
 ClusterSpecialization of it (a domain that has one is read from its own
-collection; the others from the labelled source). The catalog loader does the
+collection; the others from the labelled source). While a domain moves between
+clusters it has two Ready ClusterSpecializations; the old one is annotated
+``librarian.dev/superseded-by`` once reads may switch, so the router reads the
+one that is not, the newest when in doubt. The catalog loader does the
 same from the catalog collection alone, for routers outside Kubernetes. Both
 return a :class:`LibraryDefinition` whose ``version`` changes whenever a
 domain or its home changes; the server polls the loader and rebuilds then.
@@ -15,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from librarian.k8s import api
@@ -25,9 +28,17 @@ from librarian.qdrant.catalog import CatalogEntry, read_catalog
 from librarian.qdrant.fleet import ClusterConfig, Fleet
 from librarian.router.library import DomainRoute, LibraryDefinition
 
-__all__ = ["catalog_loader", "definition_from_catalog", "kubernetes_fleet", "kubernetes_loader"]
+__all__ = [
+    "SUPERSEDED_ANNOTATION",
+    "catalog_loader",
+    "definition_from_catalog",
+    "kubernetes_fleet",
+    "kubernetes_loader",
+    "specialized_homes",
+]
 
 GROUP, VERSION = "librarian.dev", "v1alpha1"
+SUPERSEDED_ANNOTATION = "librarian.dev/superseded-by"
 Homes = Mapping[str, tuple[str, str]]  # domain id -> (cluster, collection) once specialized
 
 
@@ -68,6 +79,44 @@ def definition_from_catalog(
     return LibraryDefinition(
         name=name, domains=tuple(routes), default_cluster=source[0], version=version
     )
+
+
+def _preference(item: Mapping[str, Any]) -> tuple[bool, str, str]:
+    """Sort key: not superseded first, then the newest (RFC 3339 sorts as text), then name."""
+    metadata = item.get("metadata") or {}
+    annotations = metadata.get("annotations") or {}
+    return (
+        not annotations.get(SUPERSEDED_ANNOTATION),
+        str(metadata.get("creationTimestamp") or ""),
+        str(metadata.get("name") or ""),
+    )
+
+
+def specialized_homes(
+    items: Sequence[Mapping[str, Any]], domainmap: str
+) -> dict[str, tuple[str, str]]:
+    """Domain id -> (cluster, collection) of the Ready ClusterSpecializations of ``domainmap``.
+
+    The domain is the one the specialization resolved (``status.domainId``); its
+    collection is ``status.targetCollection`` (else ``spec.target.collection``).
+    When several are Ready for one domain, the one not superseded wins; among
+    equals, the newest by creation time, then by name.
+    """
+    chosen: dict[str, tuple[tuple[bool, str, str], tuple[str, str]]] = {}
+    for item in items:
+        spec, status = item.get("spec") or {}, item.get("status") or {}
+        if spec.get("domainMap") != domainmap or status.get("phase") != "Ready":
+            continue
+        domain_id = status.get("domainId")
+        target = spec.get("target") or {}
+        collection = status.get("targetCollection") or target.get("collection")
+        if not (domain_id and target.get("cluster") and collection):
+            continue
+        rank = _preference(item)
+        current = chosen.get(str(domain_id))
+        if current is None or rank > current[0]:
+            chosen[str(domain_id)] = (rank, (str(target["cluster"]), str(collection)))
+    return {domain_id: home for domain_id, (_, home) in chosen.items()}
 
 
 def catalog_loader(
@@ -120,16 +169,7 @@ def kubernetes_loader(
         listing = await api.get_json(
             f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/clusterspecializations"
         )
-        homes: dict[str, tuple[str, str]] = {}
-        for item in listing.get("items") or []:
-            spec, cs_status = item.get("spec") or {}, item.get("status") or {}
-            if spec.get("domainMap") != name or cs_status.get("phase") != "Ready":
-                continue
-            domain_id = cs_status.get("domainId")
-            target = spec.get("target") or {}
-            collection = cs_status.get("targetCollection") or target.get("collection")
-            if domain_id and target.get("cluster") and collection:
-                homes[str(domain_id)] = (str(target["cluster"]), str(collection))
+        homes = specialized_homes(listing.get("items") or [], name)
         catalog = status.get("catalog") or {}
         catalog_cluster = catalog.get("cluster") or parsed.catalog_cluster or parsed.source_cluster
         catalog_collection = catalog.get("collection") or parsed.catalog_collection
