@@ -22,6 +22,7 @@ import pytest
 from qdrant_client import QdrantClient
 
 from librarian.core.discovery import Domain
+from librarian.core.placement import SUPERSEDED_ANNOTATION
 from librarian.k8s.api import remember_credentials
 from librarian.k8s.emulator import emulated_kubernetes, load_crds
 from librarian.qdrant.catalog import write_catalog
@@ -30,7 +31,7 @@ from librarian.qdrant.errors import ClusterUnreachable
 from librarian.qdrant.fleet import Fleet
 from librarian.qdrant.port import CollectionSpec, QdrantPort
 from librarian.router.library import LibraryDefinition
-from librarian.router.loader import SUPERSEDED_ANNOTATION, kubernetes_loader
+from librarian.router.loader import kubernetes_loader
 from librarian.router.server import RouterConfig, RouterState
 
 from .router_support import DIM, Library, RouterThread, build_embedded_library, make_state

@@ -21,6 +21,11 @@ import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from librarian.core.placement import (
+    SUPERSEDED_ANNOTATION,
+    home_collection,
+    serving_specializations,
+)
 from librarian.k8s import api
 from librarian.k8s.fleet_access import resolve_clusters
 from librarian.k8s.spec import SpecError, parse_domainmap_spec
@@ -29,7 +34,6 @@ from librarian.qdrant.fleet import ClusterConfig, Fleet
 from librarian.router.library import DomainRoute, LibraryDefinition
 
 __all__ = [
-    "SUPERSEDED_ANNOTATION",
     "catalog_loader",
     "definition_from_catalog",
     "kubernetes_fleet",
@@ -38,7 +42,6 @@ __all__ = [
 ]
 
 GROUP, VERSION = "librarian.dev", "v1alpha1"
-SUPERSEDED_ANNOTATION = "librarian.dev/superseded-by"
 Homes = Mapping[str, tuple[str, str]]  # domain id -> (cluster, collection) once specialized
 
 
@@ -81,42 +84,15 @@ def definition_from_catalog(
     )
 
 
-def _preference(item: Mapping[str, Any]) -> tuple[bool, str, str]:
-    """Sort key: not superseded first, then the newest (RFC 3339 sorts as text), then name."""
-    metadata = item.get("metadata") or {}
-    annotations = metadata.get("annotations") or {}
-    return (
-        not annotations.get(SUPERSEDED_ANNOTATION),
-        str(metadata.get("creationTimestamp") or ""),
-        str(metadata.get("name") or ""),
-    )
-
-
 def specialized_homes(
     items: Sequence[Mapping[str, Any]], domainmap: str
 ) -> dict[str, tuple[str, str]]:
-    """Domain id -> (cluster, collection) of the Ready ClusterSpecializations of ``domainmap``.
-
-    The domain is the one the specialization resolved (``status.domainId``); its
-    collection is ``status.targetCollection`` (else ``spec.target.collection``).
-    When several are Ready for one domain, the one not superseded wins; among
-    equals, the newest by creation time, then by name.
-    """
-    chosen: dict[str, tuple[tuple[bool, str, str], tuple[str, str]]] = {}
-    for item in items:
-        spec, status = item.get("spec") or {}, item.get("status") or {}
-        if spec.get("domainMap") != domainmap or status.get("phase") != "Ready":
-            continue
-        domain_id = status.get("domainId")
-        target = spec.get("target") or {}
-        collection = status.get("targetCollection") or target.get("collection")
-        if not (domain_id and target.get("cluster") and collection):
-            continue
-        rank = _preference(item)
-        current = chosen.get(str(domain_id))
-        if current is None or rank > current[0]:
-            chosen[str(domain_id)] = (rank, (str(target["cluster"]), str(collection)))
-    return {domain_id: home for domain_id, (_, home) in chosen.items()}
+    """Domain id -> (cluster, collection) of the ClusterSpecialization serving it (see
+    :func:`librarian.core.placement.serving_specializations`)."""
+    return {
+        domain_id: (str(item["spec"]["target"]["cluster"]), str(home_collection(item)))
+        for domain_id, item in serving_specializations(items, domainmap).items()
+    }
 
 
 def catalog_loader(
