@@ -6,7 +6,11 @@ with no server to run. Each collection is one ``EdgeShard`` stored under
 ``<path>/<collection>/shard``, next to ``spec.json``, the
 :class:`CollectionSpec` it was created with (the engine keeps no collection
 metadata of its own). A lock per collection makes the adapter safe to share
-between threads (the router and the migration workers do).
+between threads (the router and the migration workers do). The engine lets
+one handle at a time open a shard, so every adapter on the same storage path
+in one process shares its handles (the router, the operator and an in-process
+migration can then work on one cluster at once); the last one to close closes
+them.
 """
 
 from __future__ import annotations
@@ -155,6 +159,20 @@ def _vector(value: Any) -> list[float] | None:
     return [float(x) for x in value] if value is not None else None
 
 
+class _Engine:
+    """The open shards of one storage path, shared by every adapter on it in this process."""
+
+    def __init__(self) -> None:
+        self.shards: dict[str, edge.EdgeShard] = {}
+        self.locks: dict[str, threading.RLock] = {}
+        self.guard = threading.Lock()
+        self.users = 0
+
+
+_ENGINES: dict[Path, _Engine] = {}
+_ENGINES_GUARD = threading.Lock()
+
+
 class EmbeddedQdrant:
     """:class:`~librarian.qdrant.port.QdrantPort` on in-process Qdrant engine shards."""
 
@@ -162,9 +180,14 @@ class EmbeddedQdrant:
         self._cluster = cluster
         self._root = Path(path)
         self._root.mkdir(parents=True, exist_ok=True)
-        self._shards: dict[str, edge.EdgeShard] = {}
-        self._locks: dict[str, threading.RLock] = {}
-        self._guard = threading.Lock()
+        self._key = self._root.resolve()
+        with _ENGINES_GUARD:
+            engine = _ENGINES.setdefault(self._key, _Engine())
+            engine.users += 1
+        self._engine: _Engine | None = engine
+        self._shards = engine.shards
+        self._locks = engine.locks
+        self._guard = engine.guard
 
     # ----------------------------------------------------------------- plumbing
 
@@ -460,7 +483,18 @@ class EmbeddedQdrant:
         self._update(collection, edge.UpdateOperation.delete_points_by_filter(flt))
 
     def close(self) -> None:
-        with self._guard:
-            shards, self._shards = self._shards, {}
+        """Let go of the engine; the last adapter on this path closes the shards."""
+        with _ENGINES_GUARD:
+            engine, self._engine = self._engine, None
+            if engine is None:
+                return  # closed already
+            engine.users -= 1
+            if engine.users > 0:
+                return
+            if _ENGINES.get(self._key) is engine:
+                del _ENGINES[self._key]
+        with engine.guard:
+            shards = dict(engine.shards)
+            engine.shards.clear()
         for shard in shards.values():
             shard.close()
