@@ -1,11 +1,13 @@
 """Validate a custom resource the way the API server does: defaults, schema, CEL rules, list keys.
 
 The API server applies a CRD's ``default`` values, validates the object against
-``openAPIV3Schema``, enforces ``x-kubernetes-list-type: map`` keys, and
-evaluates every ``x-kubernetes-validations`` rule with ``self`` bound to the
-value at that node. This module does the same with ``jsonschema`` and ``celpy``
-(a CEL implementation), so tests can prove which objects a cluster would
-refuse, and with which message, without a cluster.
+``openAPIV3Schema``, enforces the keys of ``x-kubernetes-list-type: map`` and the
+uniqueness of ``x-kubernetes-list-type: set``, and evaluates every
+``x-kubernetes-validations`` rule with ``self`` bound to the value at that node.
+This module does the same with ``jsonschema`` and ``celpy`` (a CEL
+implementation, given the few Kubernetes CEL library functions our rules use),
+so tests can prove which objects a cluster would refuse, and with which
+message, without a cluster.
 """
 
 from __future__ import annotations
@@ -61,10 +63,22 @@ def rules(schema: dict[str, Any], path: str = "") -> Iterator[tuple[Rule, dict[s
         yield from rules(schema["additionalProperties"], f"{path}.*")
 
 
+def _substring(text: celtypes.StringType, start: Any, end: Any = None) -> celtypes.StringType:
+    """``string.substring(start[, end])`` of the CEL strings library Kubernetes enables."""
+    first, last = int(start), len(text) if end is None else int(end)
+    if not 0 <= first <= last <= len(text):
+        raise ValueError(f"substring({first}, {last}) out of range for {str(text)!r}")
+    return celtypes.StringType(text[first:last])
+
+
+# Functions of Kubernetes' CEL libraries that celpy lacks, as the API server defines them.
+KUBERNETES_FUNCTIONS: dict[str, Any] = {"substring": _substring}
+
+
 @cache
 def _program(rule: str) -> celpy.Runner:
     env = celpy.Environment()
-    return env.program(env.compile(rule))
+    return env.program(env.compile(rule), functions=KUBERNETES_FUNCTIONS)
 
 
 def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
@@ -98,6 +112,9 @@ def _cel_errors(schema: dict[str, Any], value: Any, path: str) -> Iterator[str]:
             seen = [tuple(item.get(k) for k in keys) for item in value]
             for key in sorted({k for k in seen if seen.count(k) > 1}, key=str):
                 yield f"{path}: Duplicate value: {dict(zip(keys, key, strict=True))}"
+        elif schema.get("x-kubernetes-list-type") == "set":
+            for item in sorted({i for i in value if value.count(i) > 1}, key=str):
+                yield f"{path}: Duplicate value: {item!r}"
         for index, item in enumerate(value):
             yield from _cel_errors(schema["items"], item, f"{path}[{index}]")
 
