@@ -19,10 +19,18 @@ OPERATOR: Table = {
     # DomainMap (specialization.py).
     ("librarian.dev", "domainmaps"): frozenset({"get", "list", "watch", "patch"}),
     # kopf as above; the operator creates one per domain with specialize: auto.
-    ("librarian.dev", "clusterspecializations"): frozenset({"list", "watch", "patch", "create"}),
+    # rebalance.py: a move creates a ClusterSpecialization, reads it, marks the old one
+    # superseded (patch) and deletes its own after rollback or once replaced.
+    ("librarian.dev", "clusterspecializations"): frozenset(
+        {"get", "list", "watch", "patch", "create", "delete"}
+    ),
+    # kopf as above; the operator re-reads a policy (get) and removes a handled
+    # librarian.dev/rebalance annotation (patch).
+    ("librarian.dev", "rebalancepolicies"): frozenset({"get", "list", "watch", "patch"}),
     # kopf writes handler results, the operator progress (api.patch_status).
     ("librarian.dev", "domainmaps/status"): frozenset({"patch"}),
     ("librarian.dev", "clusterspecializations/status"): frozenset({"patch"}),
+    ("librarian.dev", "rebalancepolicies/status"): frozenset({"patch"}),
     # kopf posts Events (kopf.info / kopf.event / kopf.warn and handler logs).
     ("", "events"): frozenset({"create"}),
     # api.read_secret_value: API keys named by apiKeySecretRef, never listed.

@@ -141,16 +141,47 @@ def test_no_rbac_when_not_asked() -> None:
     assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding", "ClusterRole")]
 
 
+# The one deletion: a rebalancing move removes the ClusterSpecialization it created once
+# that copy is rolled back or replaced. Nothing else is ever deleted by the operator.
+DELETABLE = {("librarian.dev", "clusterspecializations")}
+
+
 def test_least_privilege_everywhere() -> None:
-    """No rendering grants wildcards, update, delete, or Secret listing."""
+    """No rendering grants wildcards, update, Secret listing, or delete beyond DELETABLE."""
     for args in ([], ["--set", "rbac.clusterWide=true", "--set", "replicaCount=2"]):
         for doc in helm_template(*args):
             if doc["kind"] not in ("Role", "ClusterRole"):
                 continue
+            component = doc["metadata"]["labels"]["app.kubernetes.io/component"]
             for group, resource, verb in granted(doc["rules"]):
                 assert "*" not in (group, resource, verb)
-                assert verb not in ("update", "delete", "deletecollection", "escalate", "bind")
+                assert verb not in ("update", "deletecollection", "escalate", "bind")
                 assert not (resource == "secrets" and verb in ("list", "watch"))
+                if verb == "delete":
+                    assert component == "operator" and (group, resource) in DELETABLE
+
+
+def test_the_operator_may_delete_only_what_a_move_creates() -> None:
+    deletions = {(g, r) for (g, r), verbs in OPERATOR.items() if "delete" in verbs}
+    assert deletions == DELETABLE
+    for table in (OPERATOR_CLUSTER_WIDE, PEERING_NAMESPACED, PEERING_CLUSTER, ROUTER):
+        assert not any("delete" in verbs for verbs in table.values())
+
+
+def test_rebalancing_permissions() -> None:
+    """A RebalancePolicy is followed and annotated, its status written; moves manage specializations."""
+    (role,) = _of(helm_template(), "Role", "operator")
+    rules = granted(role["rules"])
+    for verb in ("get", "list", "watch", "patch"):
+        assert ("librarian.dev", "rebalancepolicies", verb) in rules
+    assert ("librarian.dev", "rebalancepolicies/status", "patch") in rules
+    for verb in ("get", "create", "patch", "delete"):
+        assert ("librarian.dev", "clusterspecializations", verb) in rules
+    (router,) = _of(helm_template(), "Role", "router")
+    assert not {r for _, r, _ in granted(router["rules"])} & {
+        "rebalancepolicies",
+        "rebalancepolicies/status",
+    }
 
 
 def test_plain_manifests_grant_exactly_the_verbs_used() -> None:

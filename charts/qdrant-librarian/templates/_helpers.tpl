@@ -81,16 +81,20 @@ holds the same table, and an operator test checks the calls it really makes agai
 */}}
 {{- define "librarian.operatorRules" -}}
 # kopf lists, watches and patches (progress annotations, finalizer) our resources; the
-# operator reads a DomainMap's live status and a ClusterSpecialization's DomainMap (get),
-# and creates ClusterSpecializations for specialize: auto. Never spec, never update.
+# operator reads a DomainMap's live status, a ClusterSpecialization's DomainMap and a
+# RebalancePolicy (get), and removes a handled librarian.dev/rebalance annotation.
+# Never spec, never update.
 - apiGroups: [librarian.dev]
-  resources: [domainmaps]
+  resources: [domainmaps, rebalancepolicies]
   verbs: [get, list, watch, patch]
+# ClusterSpecializations are created for specialize: auto and for rebalancing moves; a
+# move reads its own, marks the one it replaces superseded (patch), and deletes only the
+# ClusterSpecializations it created (after a rollback, or once they are replaced).
 - apiGroups: [librarian.dev]
   resources: [clusterspecializations]
-  verbs: [list, watch, patch, create]
+  verbs: [get, list, watch, patch, create, delete]
 - apiGroups: [librarian.dev]
-  resources: [domainmaps/status, clusterspecializations/status]
+  resources: [domainmaps/status, clusterspecializations/status, rebalancepolicies/status]
   verbs: [patch]
 # Events for every step of the work (kopf posts them).
 - apiGroups: [""]
