@@ -49,7 +49,11 @@ def test_kubectl_apply_output_lists_every_object_of_the_base() -> None:
 
 @pytest.mark.parametrize(
     ("command", "kind"),
-    [("domainmaps", "DomainMap"), ("clusterspecializations", "ClusterSpecialization")],
+    [
+        ("domainmaps", "DomainMap"),
+        ("clusterspecializations", "ClusterSpecialization"),
+        ("(rebalancepolicies|rp)", "RebalancePolicy"),
+    ],
 )
 def test_get_output_matches_the_printer_columns(command: str, kind: str) -> None:
     crd = load_crds()[("librarian.dev", kind)]
@@ -62,7 +66,7 @@ def test_get_output_matches_the_printer_columns(command: str, kind: str) -> None
         for block in re.split(r"(?m)^[ ]*\$ ", README)
         if re.match(rf"kubectl (-n \S+ )?get {command}( -w)?\n", block)
     ]
-    assert len(headers) >= 2, f"the README shows `kubectl get {command}` in the guides"
+    assert len(headers) >= 2, f"the README shows `kubectl get {command}` twice"
     for header in headers:
         assert header == columns
     names = crd["spec"]["names"]
@@ -129,3 +133,26 @@ def test_kind_guide_installs_what_the_domainmap_needs() -> None:
         assert f"--from-literal={ref['key']}=" in section
     assert f"-n {namespace}" in section
     assert "make e2e" in section and "https://qdrant.github.io/qdrant-helm" in section
+
+
+def test_the_rebalancing_example_is_accepted_by_the_api_server_and_the_operator() -> None:
+    from librarian.k8s.policy_spec import parse_policy_spec
+
+    from .crd_schema import validate
+
+    section = _section("Rebalancing")
+    policy = yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+    assert policy["kind"] == "RebalancePolicy"
+    assert validate(policy, load_crds()[("librarian.dev", "RebalancePolicy")]) == []
+    parse_policy_spec(policy["spec"])
+
+
+def test_the_rebalancing_guide_shows_every_approval_action() -> None:
+    from librarian.core.policy import APPROVAL_ACTIONS, APPROVAL_ANNOTATION
+
+    section = _section("Rebalancing")
+    shown = re.findall(
+        rf"kubectl annotate rebalancepolicy \S+ {re.escape(APPROVAL_ANNOTATION)}=(\w+)", section
+    )
+    assert set(shown) == set(APPROVAL_ACTIONS)
+    assert "Figures: see" in section and "benchmarks/README.md" in section
