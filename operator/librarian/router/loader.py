@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from librarian.core.placement import (
-    SUPERSEDED_ANNOTATION,
     home_collection,
     serving_specializations,
 )
