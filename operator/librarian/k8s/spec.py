@@ -275,6 +275,8 @@ class SpecializationSpec:
     backoff_limit: int
     active_deadline_s: float
     image: str | None
+    source_cluster: str | None = None  # copy from here instead of the DomainMap's source
+    source_collection: str | None = None
 
 
 _OVERRIDE_NAMES = {
@@ -337,6 +339,11 @@ def parse_specialization_spec(
         problems.append(
             f"spec.strategy {strategy!r} is unknown; accepted: {', '.join(OPTIMIZATION_STRATEGIES)}"
         )
+    source = spec.get("source") or {}
+    if source and not (source.get("cluster") and source.get("collection")):
+        problems.append(
+            "spec.source needs both cluster and collection (where the domain's points are now)"
+        )
     if spec.get("strategy") == "custom" and not spec.get("overrides"):
         problems.append("spec.strategy custom needs spec.overrides (the config values to use)")
     overrides: dict[str, Any] = {}
@@ -389,4 +396,6 @@ def parse_specialization_spec(
         backoff_limit=int(migration.get("backoffLimit", 3)),
         active_deadline_s=deadline_s,
         image=migration.get("image"),
+        source_cluster=source.get("cluster") or None,
+        source_collection=source.get("collection") or None,
     )

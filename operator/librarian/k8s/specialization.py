@@ -141,12 +141,26 @@ async def _setup(body: kopf.Body, context: OperatorContext) -> _Setup:
     target_collection = (
         parsed.target_collection or (f"{dm_spec.source_collection}-{match['name']}"[:200])
     )
+    source_cluster = parsed.source_cluster or dm_spec.source_cluster
+    source_collection = parsed.source_collection or dm_spec.source_collection
+    if source_cluster not in clusters:
+        raise SpecializationFailed(
+            "UnknownCluster",
+            f"source cluster {source_cluster!r} is not in DomainMap "
+            f"{parsed.domain_map}'s clusters ({', '.join(clusters)})",
+        )
+    if (source_cluster, source_collection) == (parsed.target_cluster, target_collection):
+        raise SpecializationFailed(
+            "InvalidSpec",
+            f"spec.source and the target are the same collection ({source_cluster}/"
+            f"{source_collection}); a domain cannot be copied onto itself",
+        )
     return _Setup(
         parsed,
         match["id"],
         match["name"],
-        clusters[dm_spec.source_cluster],
-        dm_spec.source_collection,
+        clusters[source_cluster],
+        source_collection,
         clusters[parsed.target_cluster],
         target_collection,
     )
@@ -305,7 +319,9 @@ async def start_specialization(
                 extra={
                     "job": job["metadata"]["name"],
                     "domainId": setup.domain_id,
+                    "targetCluster": setup.target.name,
                     "targetCollection": setup.target_collection,
+                    "source": {"cluster": setup.source.name, "collection": setup.source_collection},
                     "migration": {"points": configured["points"]},
                     **configured,
                 },
