@@ -314,26 +314,9 @@ def _parse(kind: str, spec: dict[str, Any]) -> object:
     return parse_policy_spec(spec)
 
 
-# Rules the operator's parser does not repeat yet. Strict: once it does, the case passes,
-# the run fails, and the entry must go.
-OPERATOR_PENDING = {("RebalancePolicy", "auto-without-load-source")}
-
-
 @pytest.mark.parametrize(
     ("kind", "mutate", "expected"),
-    [
-        pytest.param(
-            k,
-            m,
-            e,
-            id=f"{k}-{case}",
-            marks=[pytest.mark.xfail(strict=True, reason="not checked by the operator yet")]
-            if (k, case) in OPERATOR_PENDING
-            else [],
-        )
-        for k, case, m, e in CASES
-        if case not in SHAPE_ONLY
-    ],
+    [pytest.param(k, m, e, id=f"{k}-{case}") for k, case, m, e in CASES if case not in SHAPE_ONLY],
 )
 def test_the_operator_refuses_what_the_api_server_refuses(
     kind: str, mutate: Mutation, expected: str
