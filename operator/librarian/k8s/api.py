@@ -166,3 +166,24 @@ async def create_object(path: str, body: dict[str, Any], *, timeout_s: float = 1
     if code >= 400:
         raise KubernetesApiError(f"POST {path} failed with HTTP {code}", status=code)
     return True
+
+
+async def patch_object(path: str, patch: dict[str, Any], *, timeout_s: float = 10.0) -> None:
+    """Merge-patch the object at ``path`` (metadata only: the operator never writes a spec)."""
+    code, _ = await _request(
+        "PATCH", path, body=patch, content_type="application/merge-patch+json", timeout_s=timeout_s
+    )
+    if code >= 400:
+        raise KubernetesApiError(f"PATCH {path} failed with HTTP {code}", status=code)
+
+
+async def delete_object(path: str, *, timeout_s: float = 10.0) -> bool:
+    """DELETE the object at ``path`` (its dependents go with it); False when already gone."""
+    code, _ = await _request(
+        "DELETE", path, body={"propagationPolicy": "Background"}, timeout_s=timeout_s
+    )
+    if code == 404:
+        return False
+    if code >= 400:
+        raise KubernetesApiError(f"DELETE {path} failed with HTTP {code}", status=code)
+    return True

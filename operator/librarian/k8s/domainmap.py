@@ -25,10 +25,12 @@ import kopf
 from librarian.core.conditions import parse_timestamp
 from librarian.core.discovery import DiscoveryError, Domain
 from librarian.core.domainmap_status import analyzed_status, failed_status, progress_status
+from librarian.core.load import Thresholds
 from librarian.core.patterns import discover_patterns
 from librarian.core.placement import kubernetes_name, place_domains
 from librarian.k8s import api
 from librarian.k8s.fleet_access import resolve_clusters
+from librarian.k8s.policy_spec import PolicyDefaults
 from librarian.k8s.spec import DomainMapSpec, SpecDefaults, SpecError, parse_domainmap_spec
 from librarian.qdrant.analysis import analyze_collection, publish_domains
 from librarian.qdrant.catalog import delete_catalog, read_catalog
@@ -70,6 +72,7 @@ class OperatorContext:
     analysis_timeout_s: float = 1800.0
     progress_interval_s: float = 2.0
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    rebalance_defaults: PolicyDefaults = field(default_factory=PolicyDefaults)
 
     def lock(self, key: str) -> asyncio.Lock:
         return self.locks.setdefault(key, asyncio.Lock())
@@ -78,6 +81,7 @@ class OperatorContext:
     def from_settings(cls, settings: Settings) -> OperatorContext:
         """Defaults and switches from the multi-cluster-managers configuration."""
         discovery = settings.domain_discovery
+        rebalancing = settings.adaptive_rebalancing
         return cls(
             spec_defaults=SpecDefaults(
                 strategy=discovery.strategy,
@@ -88,6 +92,17 @@ class OperatorContext:
             discovery_enabled=discovery.enabled,
             default_optimization_strategy=settings.cluster_specialization.optimization_strategy,
             migration_defaults=settings.cluster_specialization.migration.model_dump(),
+            rebalance_defaults=PolicyDefaults(
+                enabled=rebalancing.enabled,
+                auto_trigger=rebalancing.auto_trigger,
+                interval_s=rebalancing.analysis_interval,
+                thresholds=Thresholds(
+                    load_imbalance=rebalancing.thresholds.load_imbalance,
+                    latency_degradation_ms=rebalancing.thresholds.latency_degradation * 1000,
+                    accuracy_drop=rebalancing.thresholds.accuracy_drop,
+                ),
+                prediction=rebalancing.prediction.enable_ml_predictions,
+            ),
         )
 
 

@@ -1,7 +1,8 @@
 """The kopf handlers: thin wiring from Kubernetes events to the operator's work.
 
 Why this exists: kopf needs decorated functions; everything they do lives in
-:mod:`librarian.k8s.domainmap`. Importing this module registers the handlers.
+:mod:`librarian.k8s.domainmap`, :mod:`librarian.k8s.specialization` and
+:mod:`librarian.k8s.rebalance`. Importing this module registers the handlers.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from librarian.k8s import specialization
+from librarian.k8s import rebalance, specialization
 from librarian.k8s.api import remember_credentials
 from librarian.k8s.domainmap import (
     GROUP,
@@ -126,6 +127,14 @@ async def specialization_job_watch(
     status = body.get("status") or {}
     if status.get("phase") == "Migrating" and status.get("job"):
         await specialization.follow_specialization(body, patch, context_from(memo))
+
+
+@kopf.timer(GROUP, VERSION, rebalance.PLURAL, interval=TIMER_TICK_S, initial_delay=0.1)
+async def rebalance_tick(
+    *, body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any
+) -> None:
+    """Every tick: moves advance, approvals apply, and the analysis runs when its interval passed."""
+    await rebalance.reconcile_policy(body, patch, context_from(memo), logger)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, retries=5)

@@ -1,0 +1,300 @@
+"""RebalancePolicy end to end against the emulated API; the test plays the Job controller.
+
+The query load comes from a stand-in for the router's ``/librarian/status``
+(the router itself is tested over real HTTP in tests/integration), so each
+test decides which domains are hot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from librarian.k8s.emulator import EmulatedCluster
+from librarian.qdrant.embedded import EmbeddedQdrant
+from librarian.qdrant.labeling import domain_filter
+from tests.packaging.rbac_calls import OPERATOR, OPERATOR_CLUSTER_WIDE, merge, triples
+
+from .conftest import DOMAINMAPS, domainmap, load_source, wait_for
+from .test_secret_hygiene import OPERATOR_AGENTS, _verb
+from .test_specialization_operator import SPECS, _run_job, _status, specialization
+
+POLICIES = "librarian.dev/v1alpha1/rebalancepolicies"
+OWNER = "librarian.dev/rebalance-policy"
+
+
+class FakeRouter:
+    """Answers ``GET /librarian/status`` with the per-domain load a test sets."""
+
+    def __init__(self) -> None:
+        self.qps: dict[str, float] = {}
+        self.url = ""
+
+    async def status(self, request: web.Request) -> web.Response:
+        domains = [
+            {"id": d, "qps": q, "queries": int(q * 60), "p95Ms": 5.0} for d, q in self.qps.items()
+        ]
+        result = {"load": {"domains": domains}, "quality": {"estimatedRecall": 0.97}}
+        return web.json_response({"result": result, "status": "ok", "time": 0.0})
+
+
+@pytest.fixture
+async def router() -> AsyncIterator[FakeRouter]:
+    fake = FakeRouter()
+    app = web.Application()
+    app.router.add_get("/librarian/status", fake.status)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    fake.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield fake
+    await runner.cleanup()
+
+
+def policy(name: str, router: FakeRouter, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "domainMap": "packages",
+        "mode": "approve",
+        "analysisInterval": "1h",
+        "constraints": {"excludedClusters": ["general"], "maxConcurrentMigrations": 1},
+        "loadSource": {"routerUrls": [router.url]},
+        "prediction": {"enabled": False},
+        "execution": {"gracePeriod": "0s"},
+    }
+    body.update(spec)
+    return {
+        "apiVersion": "librarian.dev/v1alpha1",
+        "kind": "RebalancePolicy",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": body,
+    }
+
+
+async def _library_on_fast(
+    api: EmulatedCluster, tmp_path: Path, count: int = 3
+) -> list[dict[str, Any]]:
+    """A DomainMap over general/fast/bulk with its ``count`` biggest domains specialized on fast."""
+    load_source(tmp_path / "general")
+    body = domainmap("packages", tmp_path / "general")
+    body["spec"]["clusters"] += [
+        {"name": "fast", "embedded": str(tmp_path / "fast")},
+        {"name": "bulk", "embedded": str(tmp_path / "bulk")},
+    ]
+    await api.create(body)
+
+    async def ready() -> dict[str, Any] | None:
+        obj = await api.get(DOMAINMAPS, "default", "packages")
+        return obj if obj and (obj.get("status") or {}).get("phase") == "Ready" else None
+
+    domain_map = await wait_for(ready, 90)
+    domains = sorted(domain_map["status"]["domains"], key=lambda d: -d["size"])[:count]
+    for domain in domains:
+        await api.create(
+            specialization(f"on-fast-{domain['id']}", domain["id"], strategy="balanced")
+        )
+    for domain in domains:
+        status = await _status(api, f"on-fast-{domain['id']}", {"Migrating"})
+        await _run_job(api, status["job"])
+        status = await _status(api, f"on-fast-{domain['id']}", {"Ready", "Failed"})
+        assert status["phase"] == "Ready", status
+        domain["collection"] = status["targetCollection"]
+        domain["points"] = status["migration"]["targetCount"]
+    return domains
+
+
+async def _policy_status(
+    api: EmulatedCluster, name: str, check: Any, timeout: float = 60
+) -> dict[str, Any]:
+    async def reached() -> dict[str, Any] | None:
+        obj = await api.get(POLICIES, "default", name)
+        status = (obj or {}).get("status") or {}
+        return status if check(status) else None
+
+    return await wait_for(reached, timeout)  # type: ignore[no-any-return]
+
+
+async def _owned(api: EmulatedCluster, policy_name: str) -> list[dict[str, Any]]:
+    items = await api.list_objects(SPECS, "default")
+    return [i for i in items if (i["metadata"].get("labels") or {}).get(OWNER) == policy_name]
+
+
+def _count(path: Path, cluster: str, collection: str, domain: str) -> int:
+    port = EmbeddedQdrant(cluster, path)
+    try:
+        return port.count(collection, count_filter=domain_filter(domain))
+    finally:
+        port.close()
+
+
+async def test_approve_mode_runs_nothing_before_approval_then_moves_safely(
+    cluster: EmulatedCluster, tmp_path: Path, router: FakeRouter
+) -> None:
+    domains = await _library_on_fast(cluster, tmp_path)
+    router.qps = {d["id"]: q for d, q in zip(domains, (10.0, 6.0, 4.0), strict=True)}
+    await cluster.create(policy("balance", router))
+    status = await _policy_status(
+        cluster, "balance", lambda s: s.get("phase") == "AwaitingApproval"
+    )
+    proposal = status["proposal"]
+    executable = [m for m in proposal["moves"] if m["executable"]]
+    assert executable and all(m["target"] == "bulk" for m in executable)
+    assert status["load"]["maxMeanRatio"] > 1.3
+    pending = next(c for c in status["conditions"] if c["type"] == "ProposalPending")
+    assert pending["status"] == "True" and "librarian.dev/rebalance=approve" in pending["message"]
+    balanced = next(c for c in status["conditions"] if c["type"] == "Balanced")
+    assert balanced["status"] == "False" and "imbalance" in balanced["message"].lower()
+    await asyncio.sleep(2.0)  # several ticks: still nothing runs
+    assert await _owned(cluster, "balance") == []
+    assert (await cluster.get(POLICIES, "default", "balance"))["status"][
+        "phase"
+    ] == "AwaitingApproval"
+
+    await cluster.patch(
+        POLICIES,
+        "default",
+        "balance",
+        {"metadata": {"annotations": {"librarian.dev/rebalance": "approve"}}},
+    )
+    moved = executable[0]
+    done: set[str] = set()
+
+    async def executed() -> dict[str, Any] | None:
+        for child in await _owned(cluster, "balance"):
+            job = (child.get("status") or {}).get("job")
+            if job and job not in done and (child.get("status") or {}).get("phase") == "Migrating":
+                done.add(job)
+                await _run_job(cluster, job)
+        obj = await cluster.get(POLICIES, "default", "balance")
+        status = (obj or {}).get("status") or {}
+        in_flight = [
+            m
+            for m in status.get("moves") or []
+            if m["state"] in ("Copying", "Switching", "Cleaning")
+        ]
+        assert len(in_flight) <= 1  # maxConcurrentMigrations
+        history = status.get("history") or []
+        return status if len(history) == len(executable) and not status.get("moves") else None
+
+    status = await wait_for(executed, 120)
+    assert [h["state"] for h in status["history"]] == ["Done"] * len(executable)
+    obj = await cluster.get(POLICIES, "default", "balance")
+    assert "librarian.dev/rebalance" not in (obj["metadata"].get("annotations") or {})
+    # The domain now lives on bulk; the old home was emptied only after the copy was verified.
+    source = next(d for d in domains if d["id"] == moved["domain"])
+    old = await cluster.get(SPECS, "default", f"on-fast-{moved['domain']}")
+    assert old["metadata"]["annotations"]["librarian.dev/superseded-by"].startswith("balance-")
+    new = next(
+        c for c in await _owned(cluster, "balance") if c["spec"]["domain"] == moved["domain"]
+    )
+    assert new["spec"]["source"] == {"cluster": "fast", "collection": source["collection"]}
+    assert _count(tmp_path / "fast", "fast", source["collection"], moved["domain"]) == 0
+    moved_points = _count(
+        tmp_path / "bulk", "bulk", new["status"]["targetCollection"], moved["domain"]
+    )
+    assert moved_points == source["points"] == moved["points"]
+    # The next analysis sees the new placement within the thresholds.
+    status = await _policy_status(cluster, "balance", lambda s: s.get("phase") == "Balanced")
+    assert status["load"]["maxMeanRatio"] <= 1.3
+    reasons = {e.get("reason") for e in cluster.events("default")}
+    assert {"ProposalReady", "Approved", "MoveStarted", "MoveSwitched", "MoveCompleted"} <= reasons
+    # Every call the operator made for it is granted by the chart's Role.
+    made = set()
+    for request in list(cluster.emulator):
+        agent = request.headers.get("User-Agent", "")
+        if not agent.startswith(OPERATOR_AGENTS) or request.resource is None:
+            continue
+        if request.resource.plural is None:
+            continue  # discovery
+        resource = request.resource.plural + (
+            f"/{request.subresource}" if request.subresource else ""
+        )
+        made.add(
+            (
+                request.resource.group or "",
+                resource,
+                _verb(request.method.value, request.name, dict(request.params)),
+            )
+        )
+    assert made - triples(merge(OPERATOR, OPERATOR_CLUSTER_WIDE)) == set()
+    assert ("librarian.dev", "clusterspecializations", "delete") not in made  # nothing to remove
+    assert ("librarian.dev", "clusterspecializations", "patch") in made  # superseded-by
+
+
+async def test_a_failing_move_is_rolled_back_and_nothing_is_lost(
+    cluster: EmulatedCluster, tmp_path: Path, router: FakeRouter
+) -> None:
+    domains = await _library_on_fast(cluster, tmp_path, count=2)
+    router.qps = {domains[0]["id"]: 10.0, domains[1]["id"]: 9.0}
+    before = {d["id"]: _count(tmp_path / "fast", "fast", d["collection"], d["id"]) for d in domains}
+    await cluster.create(policy("auto", router, mode="auto"))
+
+    async def copying() -> dict[str, Any] | None:
+        for child in await _owned(cluster, "auto"):
+            if (child.get("status") or {}).get("phase") == "Migrating":
+                return child
+        return None
+
+    child = await wait_for(copying, 60)
+    # The Job copies everything, then fails (say, its verification): a partial home exists.
+    job = await cluster.get("batch/v1/jobs", "default", child["status"]["job"])
+    from click.testing import CliRunner
+
+    from librarian.cli import main
+
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert (await asyncio.to_thread(CliRunner().invoke, main, args)).exit_code == 0
+    domain = child["spec"]["domain"]
+    target = child["status"]["targetCollection"]
+    assert _count(tmp_path / "bulk", "bulk", target, domain) == before[domain]
+    await _run_job(cluster, child["status"]["job"], succeed=False)
+    status = await _policy_status(cluster, "auto", lambda s: bool(s.get("history")), 60)
+    rolled = status["history"][0]
+    assert rolled["state"] == "RolledBack" and "nothing was lost" in rolled["message"]
+    assert await _owned(cluster, "auto") == []
+    assert _count(tmp_path / "bulk", "bulk", target, domain) == 0  # the partial copy is gone
+    for d in domains:  # the old homes were never touched
+        assert _count(tmp_path / "fast", "fast", d["collection"], d["id"]) == before[d["id"]]
+    old = await cluster.get(SPECS, "default", f"on-fast-{domain}")
+    assert "librarian.dev/superseded-by" not in (old["metadata"].get("annotations") or {})
+    assert "MoveRolledBack" in {e.get("reason") for e in cluster.events("default")}
+
+
+async def test_bad_policies_get_clear_conditions(
+    cluster: EmulatedCluster, tmp_path: Path, router: FakeRouter
+) -> None:
+    await cluster.create(
+        policy(
+            "broken",
+            router,
+            strategy="fastest",
+            thresholds={"loadImbalance": -1, "latencyDegradation": "soon"},
+            constraints={"maintenanceWindows": ["Caturday 25:00-26:00"]},
+        )
+    )
+    await cluster.create(policy("orphan", router, domainMap="nowhere"))
+    for name, reason, words in (
+        (
+            "broken",
+            "InvalidSpec",
+            [
+                "spec.strategy 'fastest'",
+                "loadImbalance",
+                "latencyDegradation",
+                "maintenanceWindows[0]",
+            ],
+        ),
+        ("orphan", "DomainMapNotFound", ["DomainMap default/nowhere does not exist"]),
+    ):
+        status = await _policy_status(cluster, name, lambda s: s.get("phase") == "Failed")
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", reason)
+        for word in words:
+            assert word in ready["message"], (word, ready["message"])
+    warnings = [e for e in cluster.events("default") if e.get("reason") == "InvalidSpec"]
+    assert len(warnings) == 1  # reported once, not at every tick
