@@ -46,10 +46,20 @@ async def test_demo_reaches_ready_and_labels_every_point(tmp_path: Path) -> None
     assert router.recall_at_10 >= 0.9
     assert router.mean_domains_probed < router.domains / 2 and router.touched_share < 0.5
     assert router.estimated_recall is not None and router.cache_hit_rate > 0
+    # A skewed load makes one cluster hot; the example policy (auto) moves domains off it.
+    rebalancing = report.rebalancing
+    assert rebalancing is not None
+    assert rebalancing.moves and {m["state"] for m in rebalancing.moves} == {"Done"}
+    assert rebalancing.before["maxMeanRatio"] > 1.3
+    assert rebalancing.after["maxMeanRatio"] < rebalancing.before["maxMeanRatio"]
+    assert rebalancing.status["phase"] == "Balanced"
+    hot = rebalancing.hot_cluster
+    assert rebalancing.calls_after[hot] < rebalancing.calls_before[hot]
     print_report(report, console)
     text = output.getvalue()
     assert "Ready=True (Analyzed)" in text and "NMI" in text and "Specializations" in text
     assert "Router: 300 queries through qdrant-client" in text
+    assert "Rebalancing: the same skewed queries" in text and "max/mean cluster load" in text
 
 
 async def test_demo_outside_the_repository_says_where_to_run(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ example manifest applied exactly as ``kubectl apply`` would.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import time
 from collections import Counter
@@ -22,7 +23,9 @@ from rich.table import Table
 from sklearn.metrics import normalized_mutual_info_score
 
 from librarian.demo.data import DemoData, load_demo_data, load_demo_sections
-from librarian.demo.workload import RouterReport, run_router_workload
+from librarian.demo.job_controller import play_job_controller
+from librarian.demo.rebalancing import RebalanceReport, run_rebalancing
+from librarian.demo.workload import RouterReport, run_router_workload, serve_router
 from librarian.k8s.emulator import EmulatedCluster, emulated_kubernetes, load_crds
 from librarian.k8s.runtime import operator_in_thread
 from librarian.qdrant.embedded import EmbeddedQdrant
@@ -33,7 +36,6 @@ from librarian.router.loader import kubernetes_fleet, kubernetes_loader
 
 DOMAINMAPS = "librarian.dev/v1alpha1/domainmaps"
 SPECIALIZATIONS = "librarian.dev/v1alpha1/clusterspecializations"
-JOBS = "batch/v1/jobs"
 
 
 class DemoError(RuntimeError):
@@ -49,37 +51,7 @@ class DemoReport:
     events: list[dict[str, Any]] = field(default_factory=list)
     specializations: list[dict[str, Any]] = field(default_factory=list)
     router: RouterReport | None = None
-
-
-async def play_job_controller(api: EmulatedCluster, namespace: str, done: set[str]) -> int:
-    """Run each new migration Job's own command in-process and mark the Job complete.
-
-    Nothing executes Jobs in the emulated API; in a cluster, Kubernetes runs
-    the same command in a pod of the operator's image.
-    """
-    from click.testing import CliRunner
-
-    from librarian.cli import main as cli
-
-    ran = 0
-    for job in await api.list_objects(JOBS, namespace):
-        name = job["metadata"]["name"]
-        if name in done:
-            continue
-        done.add(name)
-        args = job["spec"]["template"]["spec"]["containers"][0]["args"]
-        result = await asyncio.to_thread(CliRunner().invoke, cli, args)
-        ok = result.exit_code == 0
-        condition = {
-            "type": "Complete" if ok else "Failed",
-            "status": "True",
-            "reason": "Completed" if ok else "BackoffLimitExceeded",
-            "message": "" if ok else result.output[-300:],
-        }
-        status = {"succeeded": 1} if ok else {"failed": 1}
-        await api.patch(JOBS, namespace, name, {"status": {**status, "conditions": [condition]}})
-        ran += 1
-    return ran
+    rebalancing: RebalanceReport | None = None
 
 
 async def _wait_specialized(
@@ -179,6 +151,7 @@ async def _wait_ready(
 async def run_demo(
     *,
     manifest_path: Path = Path("manifests/examples/domainmap.yaml"),
+    policy_path: Path | None = Path("manifests/examples/rebalancepolicy.yaml"),
     crds_path: Path = Path("crds"),
     timeout_s: float = 600.0,
     console: Console | None = None,
@@ -204,6 +177,8 @@ async def run_demo(
         if "embedded" in cluster and Path(cluster["embedded"]) != storage:
             shutil.rmtree(cluster["embedded"], ignore_errors=True)
 
+    # The operator's timers tick every second here (10 s by default): the demo waits on them.
+    os.environ.setdefault("LIBRARIAN_TIMER_TICK_SECONDS", "1")
     console.print("[bold]2.[/bold] Starting an emulated Kubernetes API and the operator")
     namespace = manifest["metadata"].get("namespace", "default")
     name = manifest["metadata"]["name"]
@@ -224,23 +199,38 @@ async def run_demo(
             specializations = await _wait_specialized(
                 api, namespace, status["domainCount"], timeout_s, console
             )
-        events = api.events(namespace)
         # The router reads the library as it would in a cluster: DomainMap, Ready
-        # ClusterSpecializations, catalog. It is served once the operator has stopped.
-        _, clusters, _ = await kubernetes_fleet(namespace, name)
-        fleet = Fleet(clusters)
-        try:
-            definition = await kubernetes_loader(fleet, namespace, name)()
-        finally:
-            fleet.close()
-    router_report = None
-    if definition is not None:
-        console.print(
-            f"[bold]5.[/bold] Starting the router on library '{definition.name}' and running a "
-            "query workload through qdrant-client"
-        )
-        ids = [int(str(r["id"])) for r in data.records]
-        router_report = await run_router_workload(definition, clusters, ids, data.vectors)
+        # ClusterSpecializations, catalog — and follows them while the operator works.
+        _, clusters, source_cluster = await kubernetes_fleet(namespace, name)
+        loader_fleet = Fleet(clusters)
+        loader = kubernetes_loader(loader_fleet, namespace, name)
+        router_report = rebalance_report = None
+        async with serve_router(loader, clusters, source_cluster, load_window_s=10.0) as router:
+            if router.state.library is not None:
+                console.print(
+                    f"[bold]5.[/bold] Serving library '{router.state.library.name}' through the "
+                    f"router at {router.url} and running a query workload through qdrant-client"
+                )
+                ids = [int(str(r["id"])) for r in data.records]
+                router_report = await run_router_workload(router, ids, data.vectors)
+                if policy_path is not None:
+                    console.print(
+                        "[bold]6.[/bold] Skewing the query load so one cluster runs hot; "
+                        "a RebalancePolicy moves domains off it"
+                    )
+                    rebalance_report = await run_rebalancing(
+                        api,
+                        router,
+                        policy_path=policy_path,
+                        namespace=namespace,
+                        vectors=data.vectors,
+                        labels=read_labels(storage, collection),
+                        ids=ids,
+                        console=console,
+                        timeout_s=timeout_s,
+                    )
+        loader_fleet.close()
+        events = api.events(namespace)
     labels = read_labels(storage, collection)
     sections = load_demo_sections()
     ids = sorted(labels)
@@ -257,6 +247,7 @@ async def run_demo(
         events=events,
         specializations=specializations,
         router=router_report,
+        rebalancing=rebalance_report,
     )
 
 
@@ -348,4 +339,33 @@ def print_report(report: DemoReport, console: Console) -> None:
             f"{'n/a' if r.estimated_recall is None else f'{r.estimated_recall:.3f}'}, "
             f"cache hit rate {r.cache_hit_rate:.0%}"
         )
+    if report.rebalancing is not None:
+        _print_rebalancing(report.rebalancing, console)
     console.print(f"Done in {report.seconds:.1f}s.")
+
+
+def _print_rebalancing(report: RebalanceReport, console: Console) -> None:
+    table = Table(
+        title="Rebalancing: the same skewed queries before and after the moves",
+        title_justify="left",
+    )
+    for column in ("cluster", "router calls before", "after", "load before", "after"):
+        table.add_column(column, justify="left" if column == "cluster" else "right")
+    load_before = {c["name"]: c for c in report.before.get("clusters") or []}
+    load_after = {c["name"]: c for c in report.after.get("clusters") or []}
+    for cluster in sorted({*report.calls_before, *load_before, *load_after}):
+        table.add_row(
+            cluster + (" (queries aimed here)" if cluster == report.hot_cluster else ""),
+            f"{report.calls_before.get(cluster, 0):,}",
+            f"{report.calls_after.get(cluster, 0):,}",
+            f"{(load_before.get(cluster) or {}).get('load', 0):.3f}",
+            f"{(load_after.get(cluster) or {}).get('load', 0):.3f}",
+        )
+    console.print(table)
+    done = [m for m in report.moves if m.get("state") == "Done"]
+    console.print(
+        f"Moves: {len(done)} done of {len(report.moves)}, "
+        f"{sum(int(m.get('points', 0)) for m in done):,} points moved; max/mean cluster load "
+        f"(queries/s over each cluster's capacity) {report.before.get('maxMeanRatio', 0):.2f} -> "
+        f"{report.after.get('maxMeanRatio', 0):.2f}; policy {report.status.get('phase')}"
+    )

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ from librarian.router.library import LibraryDefinition
 from librarian.router.server import RouterConfig, RouterState, create_app
 from librarian.settings import OrchestratorSettings
 
-__all__ = ["RouterReport", "run_router_workload"]
+__all__ = ["RouterReport", "ServedRouter", "run_router_workload", "serve_router"]
 
 
 @dataclass(frozen=True)
@@ -43,30 +44,65 @@ class RouterReport:
     routing: dict[str, Any]
 
 
-async def run_router_workload(
-    definition: LibraryDefinition,
+@dataclass
+class ServedRouter:
+    """A router serving a library on a local port, and its state (for the demo's figures)."""
+
+    state: RouterState
+    url: str
+
+
+@asynccontextmanager
+async def serve_router(
+    loader: Callable[[], Awaitable[LibraryDefinition | None]],
     clusters: Sequence[ClusterConfig],
+    default_cluster: str,
+    *,
+    reload_interval_s: float = 1.0,
+    load_window_s: float = 60.0,
+    seed: int = 0,
+) -> AsyncIterator[ServedRouter]:
+    """Serve the library ``loader`` describes until the block ends, re-reading it as it changes."""
+    settings = OrchestratorSettings.model_validate(
+        {"shadow_fraction": 0.2, "reload_interval": reload_interval_s}
+    )
+    state = RouterState(
+        RouterConfig(
+            Fleet(clusters),
+            default_cluster,
+            loader,
+            settings,
+            seed=seed,
+            load_window_s=load_window_s,
+        )
+    )
+    await state.reload()
+    runner = web.AppRunner(create_app(state), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield ServedRouter(state, f"http://127.0.0.1:{runner.addresses[0][1]}")
+    finally:
+        await runner.cleanup()
+        await asyncio.to_thread(state.config.fleet.close)
+
+
+async def run_router_workload(
+    router: ServedRouter,
     ids: Sequence[int],
     vectors: npt.NDArray[np.float32],
     *,
     queries: int = 300,
     seed: int = 0,
 ) -> RouterReport:
-    """Serve ``definition`` on a local port and run ``queries`` perturbed-point queries through it."""
-
-    async def loader() -> LibraryDefinition:
-        return definition
-
-    settings = OrchestratorSettings.model_validate({"shadow_fraction": 0.2})
-    state = RouterState(
-        RouterConfig(Fleet(clusters), definition.default_cluster, loader, settings, seed=seed)
-    )
-    runner = web.AppRunner(create_app(state, reload_in_background=False), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    client = AsyncQdrantClient(url=url, timeout=60, check_compatibility=False)
+    """Run ``queries`` perturbed-point queries through the router with the official async client."""
+    state = router.state
+    library = state.library
+    if library is None:
+        raise RuntimeError(f"the router has no library: {state.load_error}")
+    client = AsyncQdrantClient(url=router.url, timeout=60, check_compatibility=False)
+    name = library.name
     try:
         rng = np.random.default_rng(seed)
         data = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -78,17 +114,13 @@ async def run_router_workload(
         recalls, latencies, probed = [], [], []
         for row, top in zip(asked, truth, strict=True):
             started = time.perf_counter()
-            answer = await client.query_points(definition.name, query=row.tolist(), limit=10)
+            answer = await client.query_points(name, query=row.tolist(), limit=10)
             latencies.append(time.perf_counter() - started)
             recalls.append(len({p.id for p in answer.points} & set(id_array[top].tolist())) / 10)
-            library = state.library
-            if library is not None:
-                probed.append(len(library.router.decide(row).units))
+            probed.append(len(library.router.decide(row).units))
         for row in asked[:50]:  # a repeated burst: served from the cache
-            await client.query_points(definition.name, query=row.tolist(), limit=10)
+            await client.query_points(name, query=row.tolist(), limit=10)
         await state.drain()
-        library = state.library
-        assert library is not None
         return RouterReport(
             queries=queries,
             recall_at_10=float(np.mean(recalls)),
@@ -104,5 +136,3 @@ async def run_router_workload(
         )
     finally:
         await client.close()
-        await runner.cleanup()
-        await asyncio.to_thread(state.config.fleet.close)
