@@ -8,7 +8,7 @@ test decides which domains are hot.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,12 @@ class FakeRouter:
 
     def __init__(self) -> None:
         self.qps: dict[str, float] = {}
+        self.load: Callable[[], dict[str, float]] | None = None  # or a load that changes
         self.url = ""
 
     async def status(self, request: web.Request) -> web.Response:
+        if self.load is not None:
+            self.qps = self.load()
         domains = [
             {"id": d, "qps": q, "queries": int(q * 60), "p95Ms": 5.0} for d, q in self.qps.items()
         ]
@@ -298,3 +301,51 @@ async def test_bad_policies_get_clear_conditions(
             assert word in ready["message"], (word, ready["message"])
     warnings = [e for e in cluster.events("default") if e.get("reason") == "InvalidSpec"]
     assert len(warnings) == 1  # reported once, not at every tick
+
+
+async def test_forecasts_propose_before_the_threshold_and_are_scored(
+    cluster: EmulatedCluster, tmp_path: Path, router: FakeRouter
+) -> None:
+    domains = await _library_on_fast(cluster, tmp_path, count=2)
+    growing, steady = domains[0]["id"], domains[1]["id"]
+    # Move the steady domain to bulk by hand, so both clusters serve one domain.
+    await cluster.create(
+        specialization(
+            "steady-on-bulk",
+            steady,
+            target={"cluster": "bulk"},
+            source={"cluster": "fast", "collection": domains[1]["collection"]},
+        )
+    )
+    status = await _status(cluster, "steady-on-bulk", {"Migrating"})
+    await _run_job(cluster, status["job"])
+    await _status(cluster, "steady-on-bulk", {"Ready"})
+    started = asyncio.get_running_loop().time()
+
+    def load() -> dict[str, float]:  # one domain's queries grow 0.2/s; balanced for ~20 s
+        elapsed = asyncio.get_running_loop().time() - started
+        return {growing: 5.0 + 0.2 * elapsed, steady: 5.0}
+
+    router.load = load
+    common = {"mode": "observe", "analysisInterval": "1s"}
+    await cluster.create(
+        policy("ahead", router, prediction={"enabled": True, "horizon": "60s"}, **common)
+    )
+    await cluster.create(
+        policy("scored", router, prediction={"enabled": True, "horizon": "2s"}, **common)
+    )
+    status = await _policy_status(
+        cluster, "ahead", lambda s: (s.get("proposal") or {}).get("basedOn") == "forecast", 30
+    )
+    assert status["load"]["maxMeanRatio"] <= 1.3  # not crossed yet ...
+    assert status["prediction"]["maxMeanRatio"] > 1.3  # ... but it will be within the horizon
+    # With two domains on two clusters no move helps: the advice is to split the growing one.
+    (advice,) = status["proposal"]["moves"]
+    assert (advice["domain"], advice["kind"], advice["executable"]) == (growing, "split", False)
+    assert status["phase"] == "Balanced"  # today's load is within the thresholds
+    assert await _owned(cluster, "ahead") == []  # observe mode: nothing runs
+    status = await _policy_status(
+        cluster, "scored", lambda s: (s.get("prediction") or {}).get("mape") is not None, 30
+    )
+    assert 0 <= status["prediction"]["mape"] < 0.5
+    assert len(status["loadHistory"]["times"]) >= 3
