@@ -1,8 +1,11 @@
 """Pure logic of qdrant-librarian: numpy and scikit-learn only, no I/O, no clock, no env.
 
 Why this exists: the algorithms (discovery, patterns, placement validation,
-status conditions) are the product's heart; keeping them pure keeps them
-testable and reusable from the operator, the CLI and as a library.
+routing, fusion, load analysis, rebalancing plans, forecasts, status
+conditions) are the product's heart; keeping them pure keeps them testable and
+reusable from the operator, the CLI and as a library. (The rebalancing
+``ClusterCapacity`` lives in :mod:`librarian.core.load`; the one exported here
+describes a specialization target for mapping validation.)
 """
 
 from librarian.core.discovery import (
@@ -16,7 +19,16 @@ from librarian.core.discovery import (
     assign_partitions,
     discover,
 )
+from librarian.core.forecast import (
+    Forecast,
+    LoadHistory,
+    PredictionLedger,
+    forecast_series,
+    mean_absolute_percentage_error,
+    predict_domain_metrics,
+)
 from librarian.core.fusion import FUSIONS, FusionError, FusionModel, Hit, fuse
+from librarian.core.load import DomainLoad, LoadReport, Thresholds, Violation, analyze_load
 from librarian.core.mapping import (
     ClusterCapacity,
     MappingValidation,
@@ -24,32 +36,57 @@ from librarian.core.mapping import (
     validate_domain_mapping,
 )
 from librarian.core.patterns import DomainChange, PatternReport, discover_patterns
+from librarian.core.planner import (
+    Constraints,
+    MaintenanceWindow,
+    Move,
+    Proposal,
+    naive_rebalance,
+    plan_rebalance,
+)
 from librarian.core.routing import LibraryRouter, RouteDecision, RoutingError, build_router
 
 __all__ = [
     "FUSIONS",
     "STRATEGIES",
     "ClusterCapacity",
+    "Constraints",
     "DiscoveryBounds",
     "DiscoveryError",
     "DiscoveryResult",
     "Domain",
     "DomainChange",
+    "DomainLoad",
+    "Forecast",
     "FusionError",
     "FusionModel",
     "Hit",
     "LibraryRouter",
+    "LoadHistory",
+    "LoadReport",
+    "MaintenanceWindow",
     "MappingValidation",
+    "Move",
     "Partition",
     "PatternReport",
+    "PredictionLedger",
+    "Proposal",
     "RouteDecision",
     "RoutingError",
+    "Thresholds",
+    "Violation",
+    "analyze_load",
     "assign",
     "assign_partitions",
     "build_router",
     "discover",
     "discover_patterns",
     "estimate_memory_bytes",
+    "forecast_series",
     "fuse",
+    "mean_absolute_percentage_error",
+    "naive_rebalance",
+    "plan_rebalance",
+    "predict_domain_metrics",
     "validate_domain_mapping",
 ]
