@@ -155,4 +155,6 @@ def test_the_rebalancing_guide_shows_every_approval_action() -> None:
         rf"kubectl annotate rebalancepolicy \S+ {re.escape(APPROVAL_ANNOTATION)}=(\w+)", section
     )
     assert set(shown) == set(APPROVAL_ACTIONS)
-    assert "Figures: see" in section and "benchmarks/README.md" in section
+    for script in ("bench_rebalancing.py", "bench_forecast.py"):  # figures with their command
+        assert f"python benchmarks/{script}" in section
+        assert (REPO / "benchmarks" / script).exists()
