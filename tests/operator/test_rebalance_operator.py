@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from prometheus_client import REGISTRY
 
 from librarian.k8s.emulator import EmulatedCluster
 from librarian.qdrant.embedded import EmbeddedQdrant
@@ -206,6 +207,17 @@ async def test_approve_mode_runs_nothing_before_approval_then_moves_safely(
     assert status["load"]["maxMeanRatio"] <= 1.3
     reasons = {e.get("reason") for e in cluster.events("default")}
     assert {"ProposalReady", "Approved", "MoveStarted", "MoveSwitched", "MoveCompleted"} <= reasons
+    # The operator's metrics say the same.
+    labels = {"namespace": "default", "policy": "balance"}
+    sample = REGISTRY.get_sample_value
+    assert sample("librarian_rebalance_moves_total", {**labels, "outcome": "done"}) == len(
+        executable
+    )
+    assert sample("librarian_rebalance_points_moved_total", labels) == sum(
+        m["points"] for m in executable
+    )
+    assert sample("librarian_rebalance_max_mean_load_ratio", labels) <= 1.3
+    assert sample("librarian_rebalance_moves_in_flight", labels) == 0
     # Every call the operator made for it is granted by the chart's Role.
     made = set()
     for request in list(cluster.emulator):
@@ -281,6 +293,8 @@ async def test_bad_policies_get_clear_conditions(
         )
     )
     await cluster.create(policy("orphan", router, domainMap="nowhere"))
+    await _library_on_fast(cluster, tmp_path, count=0)
+    await cluster.create(policy("deaf", router, loadSource={"routerUrls": ["http://127.0.0.1:9"]}))
     for name, reason, words in (
         (
             "broken",
@@ -293,8 +307,15 @@ async def test_bad_policies_get_clear_conditions(
             ],
         ),
         ("orphan", "DomainMapNotFound", ["DomainMap default/nowhere does not exist"]),
+        ("deaf", "LoadSourceUnreachable", ["http://127.0.0.1:9/librarian/status", "routerUrls"]),
     ):
-        status = await _policy_status(cluster, name, lambda s: s.get("phase") == "Failed")
+        status = await _policy_status(
+            cluster,
+            name,
+            lambda s: any(
+                c["type"] == "Ready" and c["status"] == "False" for c in s.get("conditions") or []
+            ),
+        )
         ready = next(c for c in status["conditions"] if c["type"] == "Ready")
         assert (ready["status"], ready["reason"]) == ("False", reason)
         for word in words:

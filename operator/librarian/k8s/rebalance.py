@@ -328,7 +328,7 @@ def _conditions(
     body: kopf.Body,
     status: Mapping[str, Any],
     now: datetime,
-    ready: ConditionValue,
+    ready: ConditionValue | None,
     balanced: ConditionValue | None,
     pending: ConditionValue,
 ) -> list[dict[str, Any]]:
@@ -468,7 +468,7 @@ async def _reconcile(
 
     # 3. Analysis when due.
     update: dict[str, Any] = {}
-    analysed = None
+    analysed, failure = None, None
     if analysis_due(
         status,
         generation=body.meta.get("generation"),
@@ -479,52 +479,16 @@ async def _reconcile(
         try:
             analysed = await analyse(policy, library, status, context)
         except (LoadSourceUnreachable, QdrantError) as error:
-            reason = (
-                "LoadSourceUnreachable"
-                if isinstance(error, LoadSourceUnreachable)
-                else type(error).__name__
-            )
-            ready: ConditionValue = ("False", reason, str(error))
-            patch.status.update(
-                {
-                    "analysisFailed": True,
-                    "lastAttempt": timestamp(now),
-                    "observedGeneration": body.meta.get("generation"),
-                    "conditions": _conditions(
-                        body, status, now, ready, None, ("False", "NoProposal", "not analysed")
-                    ),
-                    "message": str(error),
-                    "moves": moves,
-                }
-            )
-            if status.get("message") != str(error):
-                kopf.event(body, type="Warning", reason=reason, message=str(error))
-            return
-        proposal_status = _proposal_status(analysed, status.get("proposal"), now)
-        if proposal_status and proposal_status["id"] != (status.get("proposal") or {}).get("id"):
-            kopf.info(
-                body,
-                reason="ProposalReady",
-                message=f"proposal {proposal_status['id']}: {len(proposal_status['moves'])} move(s), "
-                f"{proposal_status['pointsMoved']:,} points, max/mean load "
-                f"{analysed.report.max_mean_ratio:.2f} -> {analysed.proposal.after.max_mean_ratio:.2f}"  # type: ignore[union-attr]
-                + (" (from the forecast)" if analysed.based_on == "forecast" else ""),
-            )
-        update.update(
-            {
-                "lastAnalysis": timestamp(now),
-                "lastAttempt": timestamp(now),
-                "analysisFailed": False,
-                "load": analysed.report.to_status(),
-                "proposal": proposal_status,
-                "loadHistory": analysed.history.to_status(),
-                "prediction": _prediction_status(policy, analysed),
-            }
-        )
-        metrics.LOAD_RATIO.labels(namespace, name).set(analysed.report.max_mean_ratio)
-        metrics.VIOLATIONS.labels(namespace, name).set(len(analysed.report.violations))
-        if analysed.ledger.mape is not None:
-            metrics.PREDICTION_MAPE.labels(namespace, name).set(analysed.ledger.mape)
+            failure = _analysis_failed(body, status, error)
+            update.update({"analysisFailed": True, "lastAttempt": timestamp(now)})
+        else:
+            proposal_status = _proposal_status(analysed, status.get("proposal"), now)
+            _announce(body, analysed, proposal_status, status.get("proposal"))
+            update.update(_analysis_status(policy, analysed, proposal_status, now))
+            metrics.LOAD_RATIO.labels(namespace, name).set(analysed.report.max_mean_ratio)
+            metrics.VIOLATIONS.labels(namespace, name).set(len(analysed.report.violations))
+            if analysed.ledger.mape is not None:
+                metrics.PREDICTION_MAPE.labels(namespace, name).set(analysed.ledger.mape)
 
     # 4. Auto mode runs a fresh proposal by itself.
     open_moves = any(m.get("state") in ("Pending", *IN_FLIGHT) for m in moves)
@@ -569,6 +533,11 @@ async def _reconcile(
         stopped=stopped,
     )
     message = _message(phase, remaining, proposal_status, violations, window, in_window, policy)
+    ready: ConditionValue | None = ("True", "Analyzed", message)
+    if failure is not None:
+        ready, message = failure, failure[2]
+    elif analysed is None and status.get("analysisFailed"):
+        ready, message = None, str(status.get("message") or message)  # still failing
     balance: ConditionValue | None = None
     if load:
         balance = (
@@ -586,9 +555,7 @@ async def _reconcile(
             "phase": phase,
             "message": message,
             "observedGeneration": body.meta.get("generation"),
-            "conditions": _conditions(
-                body, status, now, ("True", "Analyzed", message), balance, pending
-            ),
+            "conditions": _conditions(body, status, now, ready, balance, pending),
             "moves": remaining,
             "pendingMoves": len(remaining),
             "stopped": stopped,
@@ -598,6 +565,53 @@ async def _reconcile(
     patch.status.update(update)
     if analysed is not None:
         logger.debug("RebalancePolicy %s/%s analysed: %s", namespace, name, message)
+
+
+def _analysis_failed(
+    body: kopf.Body, status: Mapping[str, Any], error: Exception
+) -> ConditionValue:
+    """The Ready condition of a failed analysis; a Warning Event when the problem is new."""
+    reason = (
+        "LoadSourceUnreachable"
+        if isinstance(error, LoadSourceUnreachable)
+        else (type(error).__name__)
+    )
+    if status.get("message") != str(error):
+        kopf.event(body, type="Warning", reason=reason, message=str(error))
+    return ("False", reason, str(error))
+
+
+def _announce(
+    body: kopf.Body,
+    analysed: Analysis,
+    proposal: Mapping[str, Any] | None,
+    previous: Mapping[str, Any] | None,
+) -> None:
+    """An Event when a new proposal appears (not again at every analysis)."""
+    if not proposal or analysed.proposal is None or proposal["id"] == (previous or {}).get("id"):
+        return
+    kopf.info(
+        body,
+        reason="ProposalReady",
+        message=f"proposal {proposal['id']}: {len(proposal['moves'])} move(s), "
+        f"{proposal['pointsMoved']:,} points, max/mean load "
+        f"{analysed.report.max_mean_ratio:.2f} -> {analysed.proposal.after.max_mean_ratio:.2f}"
+        + (" (from the forecast)" if analysed.based_on == "forecast" else ""),
+    )
+
+
+def _analysis_status(
+    policy: PolicySpec, analysed: Analysis, proposal: Mapping[str, Any] | None, now: datetime
+) -> dict[str, Any]:
+    return {
+        "lastAnalysis": timestamp(now),
+        "lastAttempt": timestamp(now),
+        "analysisFailed": False,
+        "load": analysed.report.to_status(),
+        "proposal": proposal,
+        "loadHistory": analysed.history.to_status(),
+        "prediction": _prediction_status(policy, analysed),
+    }
 
 
 def _message(
