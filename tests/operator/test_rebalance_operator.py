@@ -139,15 +139,16 @@ def _count(path: Path, cluster: str, collection: str, domain: str) -> int:
 async def test_approve_mode_runs_nothing_before_approval_then_moves_safely(
     cluster: EmulatedCluster, tmp_path: Path, router: FakeRouter
 ) -> None:
-    domains = await _library_on_fast(cluster, tmp_path)
-    router.qps = {d["id"]: q for d, q in zip(domains, (10.0, 6.0, 4.0), strict=True)}
+    domains = await _library_on_fast(cluster, tmp_path, count=4)
+    router.qps = {d["id"]: 5.0 for d in domains}  # one move cannot balance fast and bulk
     await cluster.create(policy("balance", router))
     status = await _policy_status(
         cluster, "balance", lambda s: s.get("phase") == "AwaitingApproval"
     )
     proposal = status["proposal"]
     executable = [m for m in proposal["moves"] if m["executable"]]
-    assert executable and all(m["target"] == "bulk" for m in executable)
+    assert len(executable) >= 2 and all(m["target"] == "bulk" for m in executable)
+    assert len({m["wave"] for m in executable}) == len(executable)  # one at a time
     assert status["load"]["maxMeanRatio"] > 1.3
     pending = next(c for c in status["conditions"] if c["type"] == "ProposalPending")
     assert pending["status"] == "True" and "librarian.dev/rebalance=approve" in pending["message"]
@@ -370,3 +371,37 @@ async def test_forecasts_propose_before_the_threshold_and_are_scored(
     )
     assert 0 <= status["prediction"]["mape"] < 0.5
     assert len(status["loadHistory"]["times"]) >= 3
+
+
+async def test_stop_cancels_the_moves_not_started_and_lets_the_running_one_finish(
+    cluster: EmulatedCluster, tmp_path: Path, router: FakeRouter
+) -> None:
+    domains = await _library_on_fast(cluster, tmp_path, count=4)
+    router.qps = {d["id"]: 5.0 for d in domains}
+    await cluster.create(policy("halt", router))
+    await _policy_status(cluster, "halt", lambda s: s.get("phase") == "AwaitingApproval")
+    annotate = "librarian.dev/rebalance"
+    await cluster.patch(
+        POLICIES, "default", "halt", {"metadata": {"annotations": {annotate: "approve"}}}
+    )
+
+    async def running() -> dict[str, Any] | None:
+        children = await _owned(cluster, "halt")
+        migrating = [c for c in children if (c.get("status") or {}).get("phase") == "Migrating"]
+        return migrating[0] if migrating else None
+
+    first = await wait_for(running, 60)
+    await cluster.patch(
+        POLICIES, "default", "halt", {"metadata": {"annotations": {annotate: "stop"}}}
+    )
+    status = await _policy_status(
+        cluster, "halt", lambda s: any(h["state"] == "Cancelled" for h in s.get("history") or [])
+    )
+    assert status["stopped"] and [m["state"] for m in status["moves"]] == ["Copying"]
+    await _run_job(cluster, first["status"]["job"])
+    status = await _policy_status(cluster, "halt", lambda s: not s.get("moves"))
+    assert sorted(h["state"] for h in status["history"]) == ["Cancelled", "Done"]
+    assert [c["metadata"]["name"] for c in await _owned(cluster, "halt")] == [
+        first["metadata"]["name"]
+    ]
+    assert "Stopped" in {e.get("reason") for e in cluster.events("default")}
