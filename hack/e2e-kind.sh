@@ -9,6 +9,7 @@
 #      (hack/e2e/domainmap.yaml: analyse, then specialize: auto onto qdrant-fast)
 #   5. wait: DomainMap Ready, every ClusterSpecialization Ready (real migration Jobs)
 #   6. a query through the router
+#   7. a RebalancePolicy (observe) reads the router's load and reports it: Ready
 #
 # Each step has an emulated twin that runs in `make test` without Docker:
 #   image                  -> tests/packaging/test_helm.py (Dockerfile checks)
@@ -16,6 +17,7 @@
 #                             RBAC verbs, Pod Security "restricted")
 #   DomainMap, migration   -> tests/operator (same CRDs, emulated API, Jobs played in-process)
 #   router                 -> tests/integration (the router over HTTP)
+#   rebalancing            -> tests/operator/test_rebalance_operator.py, the demo's step 6
 #
 # KEEP=1 keeps the cluster afterwards (delete it with: kind delete cluster --name librarian-e2e).
 set -euo pipefail
@@ -89,4 +91,9 @@ for hit in hits:
     print(f"{hit.score:.3f}  {hit.payload['text'][:70]}")
 PY
 kill "$FORWARD"
+
+step "a RebalancePolicy reads the router's load"
+kubectl apply -f hack/e2e/rebalancepolicy.yaml
+kubectl -n "$NS" wait --for=condition=Ready rebalancepolicy/packages --timeout=300s
+kubectl -n "$NS" get rebalancepolicies -o wide
 step "e2e passed"

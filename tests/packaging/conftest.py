@@ -29,12 +29,14 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(args), capture_output=True, text=True, timeout=120, check=False)
 
 
-def helm_template(*extra: str, namespace: str = "ops") -> list[dict[str, Any]]:
+def helm_template(
+    *extra: str, namespace: str = "ops", release: str = "lib"
+) -> list[dict[str, Any]]:
     """``helm template`` of the chart (CRDs included) as a list of objects."""
     result = run(
         tool("helm"),
         "template",
-        "lib",
+        release,
         str(CHART),
         "--namespace",
         namespace,

@@ -115,3 +115,26 @@ def test_e2e_domainmap_is_valid_and_matches_the_router() -> None:
     args = router["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--domainmap") + 1] == f"{doc['metadata']['namespace']}/packages"
     assert router["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] == "Never"
+
+
+def test_e2e_policy_is_valid_and_reads_the_charts_router() -> None:
+    from librarian.k8s.policy_spec import parse_policy_spec
+
+    doc = yaml.safe_load((REPO / "hack/e2e/rebalancepolicy.yaml").read_text())
+    assert validate(doc, load_crds()[("librarian.dev", "RebalancePolicy")]) == []
+    parsed = parse_policy_spec(doc["spec"])
+    script = E2E.read_text()
+    assert "kubectl apply -f hack/e2e/rebalancepolicy.yaml" in script
+    namespace = doc["metadata"]["namespace"]
+    assert "helm install librarian " in script
+    rendered = helm_template(
+        "--set", "router.domainMap=packages", namespace=namespace, release="librarian"
+    )
+    (service,) = [
+        d
+        for d in rendered
+        if d["kind"] == "Service"
+        and d["metadata"]["labels"]["app.kubernetes.io/component"] == "router"
+    ]
+    port = service["spec"]["ports"][0]["port"]
+    assert parsed.router_urls == (f"http://{service['metadata']['name']}.{namespace}.svc:{port}",)
