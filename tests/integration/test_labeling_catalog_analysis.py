@@ -51,6 +51,12 @@ def test_sample_points_gives_vectors_and_texts(packages: QdrantPort) -> None:
     assert sample.texts is not None and len(sample.texts) == 200 and all(sample.texts)
 
 
+def test_the_whole_collection_sampled_twice_gives_the_same_input(packages: QdrantPort) -> None:
+    first, second = (sample_points(packages, "packages", 10 * N) for _ in range(2))
+    assert first.ids == second.ids == sorted(first.ids)  # same domains from the same points
+    assert np.array_equal(first.vectors, second.vectors)
+
+
 def test_sampling_an_empty_or_missing_source_is_a_clear_error(port: QdrantPort) -> None:
     port.create_collection("empty", CollectionSpec(vector_size=4))
     with pytest.raises(EmptySource, match="collection 'empty': the source collection is empty"):

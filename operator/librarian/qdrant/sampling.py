@@ -42,6 +42,8 @@ def sample_points(
             collection=collection,
         )
     points = port.sample(collection, min(limit, total), with_payload=True)
+    # In id order: the same points give the same domains whatever order the engine drew them.
+    points.sort(key=lambda p: (isinstance(p.id, str), str(p.id) if isinstance(p.id, str) else p.id))
     missing = [p.id for p in points if not p.vector]
     if missing:
         raise InvalidRequest(
