@@ -518,7 +518,7 @@ async def _reconcile(
     metrics.MOVES_IN_FLIGHT.labels(namespace, name).set(
         sum(1 for m in remaining if m.get("state") in IN_FLIGHT)
     )
-    if finished and any(m.get("state") == "Done" for m in finished):
+    if any(m.get("state") == "Done" for m in finished) and not remaining:
         proposal_status = None  # executed: the next analysis judges the new placement
         update["proposal"] = None
         update["lastAnalysis"] = None  # analyse again at the next tick
