@@ -198,6 +198,7 @@ async def test_approve_mode_runs_nothing_before_approval_then_moves_safely(
         c for c in await _owned(cluster, "balance") if c["spec"]["domain"] == moved["domain"]
     )
     assert new["spec"]["source"] == {"cluster": "fast", "collection": source["collection"]}
+    assert not new["metadata"].get("ownerReferences")  # deleting the policy keeps it serving
     assert _count(tmp_path / "fast", "fast", source["collection"], moved["domain"]) == 0
     moved_points = _count(
         tmp_path / "bulk", "bulk", new["status"]["targetCollection"], moved["domain"]

@@ -1,7 +1,8 @@
 """Executing one rebalancing move safely: copy, verify, switch reads, clean up — or roll back.
 
 Why this exists: a move is a data move, so it follows the safe order. A new
-ClusterSpecialization (owned by the policy) copies the domain from its
+ClusterSpecialization (labelled with the policy, not owned by it: deleting
+the policy must not delete what serves a moved domain) copies the domain from its
 current home to the target cluster with a verified migration Job. Only once
 it is Ready is the old ClusterSpecialization marked superseded, which
 switches the routers' reads and writes to the new home. After the grace
@@ -48,7 +49,6 @@ class MoveTarget:
 
     namespace: str
     policy: str
-    policy_uid: str
     domain_map: str
     source_cluster: str  # the DomainMap's source: its collection stays the ground truth
     source_collection: str
@@ -84,16 +84,6 @@ async def start_move(
                 "librarian.dev/domainmap": where.domain_map,
                 "librarian.dev/domain": str(move["domain"]),
             },
-            "ownerReferences": [
-                {
-                    "apiVersion": f"{GROUP}/{VERSION}",
-                    "kind": "RebalancePolicy",
-                    "name": where.policy,
-                    "uid": where.policy_uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
         },
         "spec": {
             "domainMap": where.domain_map,

@@ -304,7 +304,6 @@ def _where(body: kopf.Body, policy: PolicySpec, library: LibraryView) -> MoveTar
     return MoveTarget(
         namespace=body.meta.namespace or "default",
         policy=body.meta.name or "",
-        policy_uid=body.meta.uid or "",
         domain_map=policy.domain_map,
         source_cluster=library.spec.source_cluster,
         source_collection=library.spec.source_collection,
