@@ -116,3 +116,25 @@ def test_a_specialization_may_copy_from_another_home() -> None:
     assert (moved.source_cluster, moved.source_collection) == ("fast", "p-d1")
     with pytest.raises(SpecError, match="spec.source needs both cluster and collection"):
         parse_specialization_spec({**spec, "source": {"cluster": "fast"}})
+
+
+def test_the_operator_configuration_gives_the_policy_defaults() -> None:
+    from librarian.k8s.domainmap import OperatorContext
+    from librarian.settings import load_settings
+
+    settings = load_settings(
+        environ={},
+        overrides=[
+            "adaptive_rebalancing.enabled=false",
+            "adaptive_rebalancing.auto_trigger=false",
+            "adaptive_rebalancing.analysis_interval=5m",
+            "adaptive_rebalancing.thresholds.load_imbalance=0.2",
+            "adaptive_rebalancing.thresholds.latency_degradation=250ms",
+            "adaptive_rebalancing.prediction.enable_ml_predictions=false",
+        ],
+    )
+    defaults = OperatorContext.from_settings(settings).rebalance_defaults
+    assert (defaults.enabled, defaults.auto_trigger, defaults.prediction) == (False, False, False)
+    parsed = parse_policy_spec({"domainMap": "packages"}, defaults=defaults)
+    assert parsed.interval_s == 300 and parsed.thresholds.load_imbalance == 0.2
+    assert parsed.thresholds.latency_degradation_ms == 250
