@@ -61,6 +61,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from librarian.core.load import (
@@ -663,6 +664,30 @@ def _pick_key(score: float, points: int, tie: float, domain: str, target: str) -
 # --------------------------------------------------------------------------- goals
 
 
+@dataclass
+class _Choice:
+    """The best allowed candidate move so far, and the best one the run's limits held back."""
+
+    best: tuple[tuple[Any, ...], _Pick] | None = None
+    held: tuple[tuple[Any, ...], str, str] | None = None  # key, domain, why
+
+    def offer(
+        self, key: tuple[Any, ...], domain: str, why: str | None, pick: Callable[[], _Pick]
+    ) -> None:
+        """Consider a candidate (lower key is better); ``why`` says the limits hold it back."""
+        if why is not None:
+            if self.held is None or key < self.held[0]:
+                self.held = (key, domain, why)
+        elif self.best is None or key < self.best[0]:
+            self.best = (key, pick())
+
+    def held_back(self) -> tuple[str, str] | None:
+        """(domain, why) when the best candidate of all was held back by the limits."""
+        if self.held is not None and (self.best is None or self.held[0] < self.best[0]):
+            return self.held[1], self.held[2]
+        return None
+
+
 def _capacity_goal(state: _State, run: _Run, ctx: _Context) -> None:
     usage = ctx.thresholds.capacity_usage
 
@@ -809,8 +834,7 @@ def _latency_goal(state: _State, run: _Run, ctx: _Context) -> None:
             modelled = state.p95(cluster)
             if need <= _EPS or (cap.max_qps and modelled is not None and modelled <= limit):
                 break
-            best: tuple[tuple[Any, ...], _Pick] | None = None
-            held: tuple[tuple[Any, ...], str, str] | None = None
+            choice = _Choice()
             for domain in state.members(cluster):
                 if not ctx.movable(run, domain):
                     continue
@@ -827,33 +851,21 @@ def _latency_goal(state: _State, run: _Run, ctx: _Context) -> None:
                     if not state.caps[target].max_qps and after[target] > level + _EPS:
                         continue  # no model for its latency: keep it within the balance goal
                     score = min(d.qps, need) / max(d.points, 1)
-                    key = _pick_key(score, d.points, excess, domain, target)
-                    why = run.blocked(d.points)
-                    if why is not None:
-                        if held is None or key < held[0]:
-                            held = (key, domain, why)
-                        continue
-                    if best is None or key < best[0]:
-                        best = (
-                            key,
-                            _Pick(
-                                domain,
-                                cluster,
-                                target,
-                                d.points,
-                                f"latency: {cluster!r} answers at p95 {p95:.0f} ms, over its "
-                                f"limit {limit:.0f} ms; moving {domain} ({d.qps:.1f} queries/s, "
-                                f"{d.points:,} points) to {target!r} takes load off it",
-                                PRIORITY_LATENCY,
-                            ),
-                        )
-            if held is not None and (best is None or held[0] < best[0]):
-                domain = held[1]
+                    choice.offer(
+                        _pick_key(score, d.points, excess, domain, target),
+                        domain,
+                        run.blocked(d.points),
+                        partial(_latency_pick, state, domain, target, p95, limit),
+                    )
+            held = choice.held_back()
+            if held is not None:
+                domain, why = held
                 run.defer(
                     domain,
                     f"moving {domain} ({state.by_id[domain].points:,} points) off {cluster!r} "
-                    f"to relieve its latency is held back: {held[2]}",
+                    f"to relieve its latency is held back: {why}",
                 )
+            best = choice.best
             if best is None:
                 run.defer(
                     f"latency:{cluster}",
@@ -864,6 +876,20 @@ def _latency_goal(state: _State, run: _Run, ctx: _Context) -> None:
                 break
             run.take(state, best[1])
             ctx.relieved.add(cluster)
+
+
+def _latency_pick(state: _State, domain: str, target: str, p95: float, limit: float) -> _Pick:
+    d, source = state.by_id[domain], state.home[domain]
+    return _Pick(
+        domain,
+        source,
+        target,
+        d.points,
+        f"latency: {source!r} answers at p95 {p95:.0f} ms, over its limit {limit:.0f} ms; "
+        f"moving {domain} ({d.qps:.1f} queries/s, {d.points:,} points) to {target!r} takes "
+        "load off it",
+        PRIORITY_LATENCY,
+    )
 
 
 def _balance_pick(state: _State, domain: str, target: str, goal: float) -> _Pick:
@@ -892,8 +918,7 @@ def _balance_pass(
         excess, level = _excess(loads, goal)
         if excess <= _EPS * max(level, 1.0):
             return True
-        best: tuple[tuple[Any, ...], _Pick] | None = None
-        held: tuple[tuple[Any, ...], str, str] | None = None
+        choice = _Choice()
         ratio = _ratio(loads)
         for source in state.names:
             if loads[source] <= level + _EPS:
@@ -917,21 +942,21 @@ def _balance_pass(
                     if gain <= _EPS * max(level, 1.0):
                         continue
                     score = gain / max(d.points, 1) if per_point else gain
-                    key = _pick_key(score, d.points, after[target], domain, target)
-                    why = run.blocked(d.points)
-                    if why is not None:
-                        if held is None or key < held[0]:
-                            held = (key, domain, why)
-                        continue
-                    if best is None or key < best[0]:
-                        best = (key, _balance_pick(state, domain, target, goal))
-        if held is not None and (best is None or held[0] < best[0]):
-            domain = held[1]
+                    choice.offer(
+                        _pick_key(score, d.points, after[target], domain, target),
+                        domain,
+                        run.blocked(d.points),
+                        partial(_balance_pick, state, domain, target, goal),
+                    )
+        held = choice.held_back()
+        if held is not None:
+            domain, why = held
             run.defer(
                 domain,
                 f"moving {domain} ({state.by_id[domain].points:,} points) for balance is held "
-                f"back: {held[2]}",
+                f"back: {why}",
             )
+        best = choice.best
         if best is None:
             return False
         run.take(state, best[1])
