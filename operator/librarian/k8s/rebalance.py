@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -23,14 +23,12 @@ import kopf
 
 from librarian.core.conditions import ConditionStatus, set_condition, timestamp
 from librarian.core.forecast import (
-    ForecastError,
     LoadHistory,
     PredictionLedger,
-    predict_domain_metrics,
 )
-from librarian.core.load import ClusterCapacity, DomainLoad, LoadReport, analyze_load
+from librarian.core.load import DomainLoad
 from librarian.core.placement import home_collection, serving_specializations
-from librarian.core.planner import Proposal, next_window_start, plan_rebalance
+from librarian.core.planner import next_window_start
 from librarian.core.policy import (
     APPROVAL_ANNOTATION,
     FINISHED,
@@ -43,6 +41,7 @@ from librarian.core.policy import (
     policy_phase,
     update_move,
 )
+from librarian.core.rebalancing import Analysis, PolicyAnalysis, analyse_policy, judged_fleet
 from librarian.k8s import api
 from librarian.k8s import rebalance_metrics as metrics
 from librarian.k8s.domainmap import OperatorContext
@@ -155,23 +154,6 @@ def _footprints(context: OperatorContext, library: LibraryView) -> dict[str, Any
         fleet.close()
 
 
-def _judged(
-    policy: PolicySpec, library: LibraryView, domains: Sequence[DomainLoad]
-) -> tuple[list[DomainLoad], list[ClusterCapacity]]:
-    """The domains and clusters judged: every DomainMap cluster that may receive domains, and an
-    excluded one only while it carries queries (its load can be moved off, never onto it; idle,
-    it would only lower the mean that the balance goal is measured against)."""
-    given = {c.name: c for c in policy.capacities}
-    busy = {d.cluster for d in domains if d.qps > 0}
-    judged = {
-        c.name
-        for c in library.spec.clusters
-        if c.name not in policy.constraints.excluded_clusters or c.name in busy
-    }
-    capacities = [given.get(name, ClusterCapacity(name)) for name in sorted(judged)]
-    return [d for d in domains if d.cluster in judged], capacities
-
-
 def _domain_loads(
     library: LibraryView, traffic: RouterLoad, footprints: Mapping[str, Any]
 ) -> list[DomainLoad]:
@@ -195,77 +177,28 @@ def _domain_loads(
     return loads
 
 
-def _predicted(
-    domains: Sequence[DomainLoad], predictions: Mapping[str, Mapping[str, float]]
-) -> list[DomainLoad]:
-    """The domains as the forecast sees them at the horizon (RAM and disk scale with points)."""
-    future = []
-    for load in domains:
-        values = predictions.get(load.domain) or {}
-        points = max(round(values.get("points", load.points)), 0)
-        scale = points / load.points if load.points else 1.0
-        future.append(
-            replace(
-                load,
-                qps=max(values.get("qps", load.qps), 0.0),
-                points=points,
-                memory_bytes=int(load.memory_bytes * scale),
-                disk_bytes=int(load.disk_bytes * scale),
-            )
-        )
-    return future
-
-
-@dataclass(frozen=True)
-class Analysis:
-    report: LoadReport
-    proposal: Proposal | None
-    based_on: str  # "current" or "forecast"
-    predicted: LoadReport | None
-    history: LoadHistory
-    ledger: PredictionLedger
-
-
 async def analyse(
     policy: PolicySpec, library: LibraryView, status: Mapping[str, Any], context: OperatorContext
 ) -> Analysis:
+    """Measure (routers, collections), then the pure analysis of :mod:`librarian.core.rebalancing`."""
     traffic = await fetch_router_load(policy.router_urls)
     footprints = await asyncio.to_thread(_footprints, context, library)
-    domains, capacities = _judged(policy, library, _domain_loads(library, traffic, footprints))
-    report = analyze_load(domains, capacities, policy.thresholds)
-    now = context.clock()
-    now_s = now.timestamp()
-    observed = {d.domain: {"qps": d.qps, "points": float(d.points)} for d in domains}
-    try:
-        history = LoadHistory.from_status(status.get("loadHistory")).append(
-            now_s, observed, max_samples=HISTORY_SAMPLES
-        )
-    except ForecastError:  # the clock went back: start again rather than mix the times
-        history = LoadHistory().append(now_s, observed, max_samples=HISTORY_SAMPLES)
-    ledger = PredictionLedger.from_status((status.get("prediction") or {}).get("ledger")).score(
-        observed, now_s
+    domains, capacities = judged_fleet(
+        _domain_loads(library, traffic, footprints),
+        [c.name for c in library.spec.clusters],
+        policy.capacities,
+        policy.constraints.excluded_clusters,
     )
-    predicted = None
-    planned_on, based_on = report, "current"
-    if policy.prediction:
-        forecast = predict_domain_metrics(history, now_s=now_s, horizon_s=policy.horizon_s)
-        ledger = ledger.record(forecast, now_s + policy.horizon_s)
-        predicted = analyze_load(_predicted(domains, forecast), capacities, policy.thresholds)
-        if not report.violations and predicted.violations:
-            planned_on, based_on = predicted, "forecast"
-    proposal = None
-    if planned_on.violations:
-        proposal = plan_rebalance(
-            planned_on,
-            capacities,
-            strategy=policy.strategy,
-            thresholds=policy.thresholds,
-            constraints=policy.constraints,
-            now=now,
-        )
-        if not proposal.moves:
-            proposal = proposal if proposal.deferred else None
-    return Analysis(report, proposal, based_on, predicted, history, ledger)
+    memory = PolicyAnalysis(
+        strategy=policy.strategy,
+        thresholds=policy.thresholds,
+        constraints=policy.constraints,
+        horizon_s=policy.horizon_s if policy.prediction else None,
+        history=LoadHistory.from_status(status.get("loadHistory")),
+        ledger=PredictionLedger.from_status((status.get("prediction") or {}).get("ledger")),
+        max_samples=HISTORY_SAMPLES,
+    )
+    return analyse_policy(domains, capacities, memory, now=context.clock())
 
 
 def _proposal_status(
