@@ -128,6 +128,18 @@ async def _owned(api: EmulatedCluster, policy_name: str) -> list[dict[str, Any]]
     return [i for i in items if (i["metadata"].get("labels") or {}).get(OWNER) == policy_name]
 
 
+def _library_reads(api: EmulatedCluster) -> int:
+    """How often the operator has read a DomainMap for a policy so far."""
+    return sum(
+        1
+        for r in list(api.emulator)
+        if r.headers.get("User-Agent", "").startswith("qdrant-librarian/")
+        and r.method.value == "GET"
+        and r.resource is not None
+        and r.resource.plural == "domainmaps"
+    )
+
+
 def _count(path: Path, cluster: str, collection: str, domain: str) -> int:
     port = EmbeddedQdrant(cluster, path)
     try:
@@ -154,7 +166,9 @@ async def test_approve_mode_runs_nothing_before_approval_then_moves_safely(
     assert pending["status"] == "True" and "librarian.dev/rebalance=approve" in pending["message"]
     balanced = next(c for c in status["conditions"] if c["type"] == "Balanced")
     assert balanced["status"] == "False" and "imbalance" in balanced["message"].lower()
+    reads = _library_reads(cluster)
     await asyncio.sleep(2.0)  # several ticks: still nothing runs
+    assert _library_reads(cluster) == reads  # idle ticks call no API
     assert await _owned(cluster, "balance") == []
     assert (await cluster.get(POLICIES, "default", "balance"))["status"][
         "phase"

@@ -351,6 +351,15 @@ async def _reconcile(
         )
         return
     approval = parse_approval(body.meta.annotations)
+    due = analysis_due(
+        status,
+        generation=body.meta.get("generation"),
+        interval_s=policy.interval_s,
+        now=now,
+        refresh=approval.action == "refresh",
+    )
+    if not (due or status.get("moves") or approval.action or approval.error):
+        return  # an idle tick: nothing to move, ask or analyse, so no call to any API
     if approval.error or approval.action:
         patch.metadata.annotations[APPROVAL_ANNOTATION] = None  # handled: removed, as Strimzi does
     if approval.error:
@@ -401,13 +410,7 @@ async def _reconcile(
     # 3. Analysis when due.
     update: dict[str, Any] = {}
     analysed, failure = None, None
-    if analysis_due(
-        status,
-        generation=body.meta.get("generation"),
-        interval_s=policy.interval_s,
-        now=now,
-        refresh=approval.action == "refresh",
-    ):
+    if due:
         try:
             analysed = await analyse(policy, library, status, context)
         except (LoadSourceUnreachable, QdrantError) as error:
