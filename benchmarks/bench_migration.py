@@ -3,7 +3,7 @@
 In one run, on the same data and the same backend, prints points/s of:
 - a plain loop written with qdrant-client (scroll the domain filter, upsert,
   nothing else) — the baseline;
-- `librarian.qdrant.migration.migrate` with checkpoints, catch-up and
+- `librarian.services.migration.migrate` with checkpoints, catch-up and
   verification on, through the remote adapter over the same kind of client
   (goal: >= 0.8x the baseline);
 - the same on the embedded engine with 1, 2 and 4 workers (scaling).
@@ -26,11 +26,12 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from debian_vectors import load_vectors
-from librarian.qdrant.embedded import EmbeddedQdrant
-from librarian.qdrant.labeling import LABEL_KEY, domain_filter
-from librarian.qdrant.migration import MigrationPlan, migrate
-from librarian.qdrant.port import CollectionSpec, PointRecord, QdrantPort
-from librarian.qdrant.remote import RemoteQdrant
+from librarian.contracts.payload import LABEL_KEY
+from librarian.services.labeling import domain_filter
+from librarian.services.migration import MigrationPlan, migrate
+from librarian.storage.embedded import EmbeddedQdrant
+from librarian.storage.port import CollectionSpec, PointRecord, QdrantPort
+from librarian.storage.remote import RemoteQdrant
 
 GOAL = 0.8
 

@@ -33,12 +33,12 @@ from qdrant_client import QdrantClient
 
 from debian_vectors import load_vectors
 from librarian.core.discovery import discover
-from librarian.qdrant.embedded import EmbeddedQdrant
-from librarian.qdrant.fleet import Fleet
-from librarian.qdrant.port import CollectionSpec, PointRecord
 from librarian.router.library import DomainRoute, LibraryDefinition
 from librarian.router.server import RouterConfig, RouterState, create_app
 from librarian.settings import OrchestratorSettings
+from librarian.storage.embedded import EmbeddedQdrant
+from librarian.storage.fleet import Fleet
+from librarian.storage.port import CollectionSpec, PointRecord
 
 
 def serve(state: RouterState) -> tuple[str, threading.Event]:

@@ -24,8 +24,8 @@ import numpy as np
 
 from debian_vectors import load_vectors
 from librarian.core.tuning import DomainStats, estimate_footprint, tune_collection
-from librarian.qdrant.embedded import EmbeddedQdrant
-from librarian.qdrant.port import CollectionSpec, PointRecord
+from librarian.storage.embedded import EmbeddedQdrant
+from librarian.storage.port import CollectionSpec, PointRecord
 
 
 def folder_bytes(path: Path) -> int:

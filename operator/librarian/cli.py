@@ -24,8 +24,8 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from librarian.core.discovery import STRATEGIES, DiscoveryError, DiscoveryResult, discover
-from librarian.qdrant.errors import QdrantError
 from librarian.settings import ConfigError, Settings, load_settings, settings_as_yaml
+from librarian.storage.errors import QdrantError
 
 console = Console(stderr=True)
 
@@ -213,8 +213,8 @@ def _sample_collection(
     text_field: str,
     sample_size: int,
 ) -> tuple[npt.NDArray[np.float32], list[str] | None, str]:
-    from librarian.qdrant.fleet import ClusterConfig, connect
-    from librarian.qdrant.sampling import sample_points
+    from librarian.services.sampling import sample_points
+    from librarian.storage.fleet import ClusterConfig, connect
 
     api_key = None
     if api_key_env:
@@ -341,8 +341,8 @@ def operator_command(
     import asyncio
     import logging
 
-    from librarian.k8s.domainmap import OperatorContext
-    from librarian.k8s.runtime import run_operator
+    from librarian.operator.context import OperatorContext
+    from librarian.operator.runtime import run_operator
 
     level = os.environ.get("LIBRARIAN_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -464,11 +464,25 @@ def demo_command(manifest: Path, crds: Path, timeout: float) -> None:
     out = Console(width=max(Console().width, 120))
     try:
         report = asyncio.run(
-            run_demo(manifest_path=manifest, crds_path=crds, timeout_s=timeout, console=out)
+            run_demo(
+                manifest_path=manifest,
+                crds_path=crds,
+                timeout_s=timeout,
+                console=out,
+                run_command=run_job_command,
+            )
         )
     except DemoError as error:
         raise click.ClickException(str(error)) from None
     print_report(report, out)
+
+
+def run_job_command(args: Sequence[str]) -> tuple[bool, str]:
+    """Run a Job container's ``args`` in-process, as the image's ``librarian`` entry point would."""
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code == 0, result.output
 
 
 # --------------------------------------------------------------------------- migrate
@@ -534,9 +548,9 @@ def migrate_command(
     import time
 
     from librarian.core.durations import DurationError, parse_duration
-    from librarian.k8s.jobs import SOURCE_API_KEY_ENV, TARGET_API_KEY_ENV
-    from librarian.qdrant.fleet import ClusterConfig, FleetConfigError, connect
-    from librarian.qdrant.migration import MigrationFailed, MigrationPlan, migrate
+    from librarian.operator.jobs import SOURCE_API_KEY_ENV, TARGET_API_KEY_ENV
+    from librarian.services.migration import MigrationFailed, MigrationPlan, migrate
+    from librarian.storage.fleet import ClusterConfig, FleetConfigError, connect
 
     try:
         grace_s = parse_duration(grace)

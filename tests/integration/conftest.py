@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from librarian.qdrant.embedded import EmbeddedQdrant
-from librarian.qdrant.port import CollectionSpec, PointRecord, QdrantPort
-from librarian.qdrant.remote import RemoteQdrant
+from librarian.storage.embedded import EmbeddedQdrant
+from librarian.storage.port import CollectionSpec, PointRecord, QdrantPort
+from librarian.storage.remote import RemoteQdrant
 
 
 @pytest.fixture(params=["embedded", "remote"])

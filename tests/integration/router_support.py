@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from librarian.qdrant.embedded import EmbeddedQdrant
-from librarian.qdrant.fleet import Fleet
-from librarian.qdrant.port import CollectionSpec, PointRecord, QdrantPort
 from librarian.router.library import DomainRoute, LibraryDefinition
 from librarian.router.server import RouterConfig, RouterState, create_app
 from librarian.settings import OrchestratorSettings
+from librarian.storage.embedded import EmbeddedQdrant
+from librarian.storage.fleet import Fleet
+from librarian.storage.port import CollectionSpec, PointRecord, QdrantPort
 
 DIM = 16
 DOMAINS = 3

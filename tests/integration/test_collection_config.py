@@ -6,10 +6,10 @@ from qdrant_client.http import models
 
 from librarian.core.collection_spec import diff_specs
 from librarian.core.tuning import DomainStats, tune_collection
-from librarian.qdrant.collection_config import apply_collection_config
-from librarian.qdrant.embedded import EmbeddedQdrant
-from librarian.qdrant.port import CollectionSpec, HnswSpec, QdrantPort
-from librarian.qdrant.remote import RemoteQdrant
+from librarian.storage.collection_config import apply_collection_config
+from librarian.storage.embedded import EmbeddedQdrant
+from librarian.storage.port import CollectionSpec, HnswSpec, QdrantPort
+from librarian.storage.remote import RemoteQdrant
 
 from .conftest import make_points
 from .recording_server import Recorded, qdrant_ok, recording_server

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from librarian.qdrant.domain_homes import (
+from librarian.contracts.payload import LABEL_KEY
+from librarian.services.domain_homes import (
     DomainHome,
     NotVerified,
     catch_up,
     measure_homes,
     remove_from_old_home,
 )
-from librarian.qdrant.fleet import ClusterConfig, Fleet
-from librarian.qdrant.labeling import LABEL_KEY
-from librarian.qdrant.port import CollectionSpec, PointRecord
+from librarian.storage.fleet import ClusterConfig, Fleet
+from librarian.storage.port import CollectionSpec, PointRecord
 
 from .conftest import make_points
 

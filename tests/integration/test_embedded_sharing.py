@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from librarian.qdrant.embedded import EmbeddedQdrant
-from librarian.qdrant.port import CollectionSpec
+from librarian.storage.embedded import EmbeddedQdrant
+from librarian.storage.port import CollectionSpec
 
 from .conftest import make_points
 

@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 from qdrant_client.http import models
 
+from librarian.contracts.payload import LABEL_KEY, VERSION_KEY
 from librarian.core.discovery import discover
 from librarian.demo.data import load_demo_data
-from librarian.qdrant.analysis import analyze_collection, publish_domains
-from librarian.qdrant.catalog import delete_catalog, read_catalog, write_catalog
-from librarian.qdrant.errors import CollectionNotFound
-from librarian.qdrant.labeling import LABEL_KEY, VERSION_KEY, label_points, remove_labels
-from librarian.qdrant.port import CollectionSpec, PointRecord, QdrantPort
-from librarian.qdrant.sampling import EmptySource, sample_points
+from librarian.services.analysis import analyze_collection, publish_domains
+from librarian.services.catalog import delete_catalog, read_catalog, write_catalog
+from librarian.services.labeling import label_points, remove_labels
+from librarian.services.sampling import EmptySource, sample_points
+from librarian.storage.errors import CollectionNotFound
+from librarian.storage.port import CollectionSpec, PointRecord, QdrantPort
 
 N = 600
 

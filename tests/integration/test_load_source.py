@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from librarian.k8s.load_source import LoadSourceUnreachable, fetch_router_load
+from librarian.operator.load_source import LoadSourceUnreachable, fetch_router_load
 
 
 @pytest.fixture

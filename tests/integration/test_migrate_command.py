@@ -8,11 +8,11 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from librarian.cli import main
-from librarian.k8s.jobs import JobSettings, build_migration_job
-from librarian.k8s.spec import SecretRef
-from librarian.qdrant.embedded import EmbeddedQdrant
-from librarian.qdrant.labeling import LABEL_KEY
-from librarian.qdrant.port import CollectionSpec, PointRecord
+from librarian.contracts.payload import LABEL_KEY
+from librarian.kube.spec import SecretRef
+from librarian.operator.jobs import JobSettings, build_migration_job
+from librarian.storage.embedded import EmbeddedQdrant
+from librarian.storage.port import CollectionSpec, PointRecord
 
 from .conftest import make_points
 

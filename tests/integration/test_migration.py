@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 
-from librarian.qdrant.embedded import EmbeddedQdrant
-from librarian.qdrant.labeling import LABEL_KEY
-from librarian.qdrant.migration import (
+from librarian.contracts.payload import LABEL_KEY
+from librarian.services.migration import (
     CheckpointStore,
     MigrationFailed,
     MigrationPlan,
     migrate,
     same_point,
 )
-from librarian.qdrant.port import CollectionSpec, PointRecord, QdrantPort
+from librarian.storage.embedded import EmbeddedQdrant
+from librarian.storage.port import CollectionSpec, PointRecord, QdrantPort
 
 from .conftest import make_points
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from qdrant_client.http import models
 
-from librarian.qdrant.errors import CollectionExists, CollectionNotFound, InvalidRequest
-from librarian.qdrant.port import (
+from librarian.storage.errors import CollectionExists, CollectionNotFound, InvalidRequest
+from librarian.storage.port import (
     CollectionSpec,
     HnswSpec,
     OptimizersSpec,

@@ -7,15 +7,15 @@ import socket
 import pytest
 from qdrant_client.http import models
 
-from librarian.qdrant.errors import (
+from librarian.storage.errors import (
     AuthenticationFailed,
     ClusterUnreachable,
     CollectionNotFound,
     UnknownCluster,
 )
-from librarian.qdrant.fleet import ClusterConfig, Fleet, FleetConfigError, connect
-from librarian.qdrant.port import CollectionSpec, HnswSpec, OptimizersSpec, QuantizationSpec
-from librarian.qdrant.remote import RemoteQdrant
+from librarian.storage.fleet import ClusterConfig, Fleet, FleetConfigError, connect
+from librarian.storage.port import CollectionSpec, HnswSpec, OptimizersSpec, QuantizationSpec
+from librarian.storage.remote import RemoteQdrant
 
 from .recording_server import Recorded, qdrant_error, qdrant_ok, recording_server
 

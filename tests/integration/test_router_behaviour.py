@@ -15,9 +15,9 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from librarian.qdrant.errors import ClusterUnreachable
-from librarian.qdrant.fleet import Fleet
-from librarian.qdrant.port import QdrantPort
+from librarian.storage.errors import ClusterUnreachable
+from librarian.storage.fleet import Fleet
+from librarian.storage.port import QdrantPort
 
 from .router_support import DIM, Library, RouterThread, build_embedded_library, make_state
 

@@ -21,18 +21,18 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
+from librarian.contracts.metadata import SUPERSEDED_ANNOTATION
 from librarian.core.discovery import Domain
-from librarian.core.placement import SUPERSEDED_ANNOTATION
-from librarian.k8s.api import remember_credentials
-from librarian.k8s.emulator import emulated_kubernetes, load_crds
-from librarian.qdrant.catalog import write_catalog
-from librarian.qdrant.embedded import EmbeddedQdrant
-from librarian.qdrant.errors import ClusterUnreachable
-from librarian.qdrant.fleet import Fleet
-from librarian.qdrant.port import CollectionSpec, QdrantPort
+from librarian.kube.client import remember_credentials
+from librarian.local.emulator import emulated_kubernetes, load_crds
 from librarian.router.library import LibraryDefinition
 from librarian.router.loader import kubernetes_loader
 from librarian.router.server import RouterConfig, RouterState
+from librarian.services.catalog import write_catalog
+from librarian.storage.embedded import EmbeddedQdrant
+from librarian.storage.errors import ClusterUnreachable
+from librarian.storage.fleet import Fleet
+from librarian.storage.port import CollectionSpec, QdrantPort
 
 from .router_support import DIM, Library, RouterThread, build_embedded_library, make_state
 

@@ -13,11 +13,11 @@ os.environ.setdefault("LIBRARIAN_TIMER_TICK_SECONDS", "0.5")
 import pytest
 
 from librarian.demo.data import load_demo_data
-from librarian.k8s.domainmap import OperatorContext
-from librarian.k8s.emulator import EmulatedCluster, emulated_kubernetes, load_crds
-from librarian.k8s.runtime import operator_in_thread
-from librarian.qdrant.embedded import EmbeddedQdrant
-from librarian.qdrant.port import CollectionSpec, PointRecord
+from librarian.local.emulator import EmulatedCluster, emulated_kubernetes, load_crds
+from librarian.operator.context import OperatorContext
+from librarian.operator.runtime import operator_in_thread
+from librarian.storage.embedded import EmbeddedQdrant
+from librarian.storage.port import CollectionSpec, PointRecord
 
 REPO = Path(__file__).resolve().parents[2]
 DOMAINMAPS = "librarian.dev/v1alpha1/domainmaps"

@@ -10,7 +10,7 @@ import yaml
 from click.testing import CliRunner
 from rich.console import Console
 
-from librarian.cli import main
+from librarian.cli import main, run_job_command
 from librarian.demo.runner import DemoError, print_report, run_demo
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +25,11 @@ async def test_demo_reaches_ready_and_labels_every_point(tmp_path: Path) -> None
     output = io.StringIO()
     console = Console(file=output, width=160)
     report = await run_demo(
-        manifest_path=path, crds_path=REPO / "crds", console=console, timeout_s=300
+        manifest_path=path,
+        crds_path=REPO / "crds",
+        console=console,
+        timeout_s=300,
+        run_command=run_job_command,
     )
     status = report.status
     assert status["phase"] == "Ready" and status["labeling"]["labeled"] == 3000
@@ -64,7 +68,11 @@ async def test_demo_reaches_ready_and_labels_every_point(tmp_path: Path) -> None
 
 async def test_demo_outside_the_repository_says_where_to_run(tmp_path: Path) -> None:
     with pytest.raises(DemoError, match="run the demo from the repository root"):
-        await run_demo(manifest_path=tmp_path / "missing.yaml", crds_path=tmp_path)
+        await run_demo(
+            manifest_path=tmp_path / "missing.yaml",
+            crds_path=tmp_path,
+            run_command=run_job_command,
+        )
 
 
 def test_demo_command_reports_a_clear_error(tmp_path: Path) -> None:

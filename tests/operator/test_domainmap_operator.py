@@ -7,10 +7,10 @@ from typing import Any
 
 from qdrant_client.http import models
 
-from librarian.k8s.emulator import EmulatedCluster
-from librarian.qdrant.catalog import read_catalog
-from librarian.qdrant.embedded import EmbeddedQdrant
-from librarian.qdrant.labeling import VERSION_KEY
+from librarian.contracts.payload import VERSION_KEY
+from librarian.local.emulator import EmulatedCluster
+from librarian.services.catalog import read_catalog
+from librarian.storage.embedded import EmbeddedQdrant
 
 from .conftest import DOMAINMAPS, POINTS, domainmap, load_source, wait_for
 
@@ -235,9 +235,9 @@ async def test_delete_removes_labels_when_asked(cluster: EmulatedCluster, tmp_pa
 
 
 async def test_discovery_disabled_in_configuration(tmp_path: Path) -> None:
-    from librarian.k8s.domainmap import OperatorContext
-    from librarian.k8s.emulator import emulated_kubernetes, load_crds
-    from librarian.k8s.runtime import operator_in_thread
+    from librarian.local.emulator import emulated_kubernetes, load_crds
+    from librarian.operator.context import OperatorContext
+    from librarian.operator.runtime import operator_in_thread
     from librarian.settings import load_settings
 
     from .conftest import REPO

@@ -16,9 +16,9 @@ import pytest
 from aiohttp import web
 from prometheus_client import REGISTRY
 
-from librarian.k8s.emulator import EmulatedCluster
-from librarian.qdrant.embedded import EmbeddedQdrant
-from librarian.qdrant.labeling import domain_filter
+from librarian.local.emulator import EmulatedCluster
+from librarian.services.labeling import domain_filter
+from librarian.storage.embedded import EmbeddedQdrant
 from tests.packaging.rbac_calls import OPERATOR, OPERATOR_CLUSTER_WIDE, merge, triples
 
 from .conftest import DOMAINMAPS, domainmap, load_source, wait_for

@@ -7,8 +7,8 @@ from pathlib import Path
 import kopf
 from aiohttp.test_utils import TestClient, TestServer
 
-from librarian.k8s.api import remember_credentials
-from librarian.k8s.emulator import emulated_kubernetes, load_crds
+from librarian.kube.client import remember_credentials
+from librarian.local.emulator import emulated_kubernetes, load_crds
 from librarian.router.main import RouterSource, prepare_router
 from librarian.router.server import create_app
 from librarian.settings import Settings

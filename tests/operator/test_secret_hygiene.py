@@ -26,10 +26,10 @@ import pytest
 from click.testing import CliRunner
 
 from librarian.cli import main
-from librarian.k8s.domainmap import OperatorContext
-from librarian.k8s.emulator import EmulatedCluster, emulated_kubernetes, load_crds
-from librarian.k8s.jobs import SOURCE_API_KEY_ENV, TARGET_API_KEY_ENV
-from librarian.k8s.runtime import operator_in_thread
+from librarian.local.emulator import EmulatedCluster, emulated_kubernetes, load_crds
+from librarian.operator.context import OperatorContext
+from librarian.operator.jobs import SOURCE_API_KEY_ENV, TARGET_API_KEY_ENV
+from librarian.operator.runtime import operator_in_thread
 from tests.integration.recording_server import Recorded, qdrant_error, recording_server
 from tests.packaging.rbac_calls import OPERATOR, OPERATOR_CLUSTER_WIDE, merge, triples
 

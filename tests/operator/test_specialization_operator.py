@@ -10,11 +10,11 @@ from typing import Any
 from click.testing import CliRunner
 
 from librarian.cli import main
-from librarian.k8s.emulator import EmulatedCluster
-from librarian.qdrant.embedded import EmbeddedQdrant
-from librarian.qdrant.labeling import domain_filter
-from librarian.qdrant.migration import Checkpoint, CheckpointStore
-from librarian.qdrant.port import CollectionSpec
+from librarian.local.emulator import EmulatedCluster
+from librarian.services.labeling import domain_filter
+from librarian.services.migration import Checkpoint, CheckpointStore
+from librarian.storage.embedded import EmbeddedQdrant
+from librarian.storage.port import CollectionSpec
 
 from .conftest import DOMAINMAPS, domainmap, load_source, wait_for
 

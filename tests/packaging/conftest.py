@@ -56,8 +56,8 @@ def kustomize(path: Path) -> list[dict[str, Any]]:
 
 def sample_migration_job(*, with_target_secret: bool = False) -> dict[str, Any]:
     """A migration Job as the operator builds it (one or two API-key Secrets)."""
-    from librarian.k8s.jobs import JobSettings, build_migration_job
-    from librarian.k8s.spec import SecretRef
+    from librarian.kube.spec import SecretRef
+    from librarian.operator.jobs import JobSettings, build_migration_job
 
     return build_migration_job(
         name="packages-rust-migrate-g1",

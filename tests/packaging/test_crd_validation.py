@@ -1,7 +1,7 @@
 """Examples accepted and malformed objects refused by the CRDs: schema, defaults and CEL rules.
 
 Every cross-field rule is checked twice: by the API server (CEL in the CRD) and
-by the operator (``librarian.k8s.spec``) for what an older API server lets
+by the operator (``librarian.kube.spec``) for what an older API server lets
 through. Each rule here is broken by at least one case, and the operator's
 parser must refuse the same case.
 """
@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from librarian.core.planner import parse_window
-from librarian.k8s.policy_spec import parse_policy_spec
-from librarian.k8s.spec import SpecError, parse_domainmap_spec, parse_specialization_spec
+from librarian.kube.policy_spec import parse_policy_spec
+from librarian.kube.spec import SpecError, parse_domainmap_spec, parse_specialization_spec
 
 from .crd_schema import GROUP, REPO, apply_defaults, load_crds, rules, storage_schema, validate
 

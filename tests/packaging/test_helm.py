@@ -138,7 +138,7 @@ def test_several_replicas_use_kopf_peering_with_distinct_priorities() -> None:
     (peering,) = _kind(docs, "KopfPeering")
     assert peering["metadata"]["namespace"] == "ops"
     assert env["LIBRARIAN_PEERING"]["value"] == peering["metadata"]["name"]
-    # Each pod's priority comes from its own name (see librarian.k8s.runtime.peering_from_env).
+    # Each pod's priority comes from its own name (see librarian.operator.runtime.peering_from_env).
     assert env["LIBRARIAN_POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     crds = {d["metadata"]["name"] for d in _kind(docs, "CustomResourceDefinition")}
     assert {"kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"} <= crds

@@ -118,7 +118,7 @@ def test_e2e_domainmap_is_valid_and_matches_the_router() -> None:
 
 
 def test_e2e_policy_is_valid_and_reads_the_charts_router() -> None:
-    from librarian.k8s.policy_spec import parse_policy_spec
+    from librarian.kube.policy_spec import parse_policy_spec
 
     doc = yaml.safe_load((REPO / "hack/e2e/rebalancepolicy.yaml").read_text())
     assert validate(doc, load_crds()[("librarian.dev", "RebalancePolicy")]) == []

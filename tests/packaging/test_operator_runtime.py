@@ -12,8 +12,13 @@ from typing import Any
 import kopf
 import pytest
 
-from librarian.k8s import runtime
-from librarian.k8s.runtime import Peering, metrics_port_from_env, peering_from_env, pod_priority
+from librarian.operator import runtime
+from librarian.operator.runtime import (
+    Peering,
+    metrics_port_from_env,
+    peering_from_env,
+    pod_priority,
+)
 
 
 def test_without_peering_the_operator_is_standalone() -> None:

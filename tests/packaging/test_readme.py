@@ -136,7 +136,7 @@ def test_kind_guide_installs_what_the_domainmap_needs() -> None:
 
 
 def test_the_rebalancing_example_is_accepted_by_the_api_server_and_the_operator() -> None:
-    from librarian.k8s.policy_spec import parse_policy_spec
+    from librarian.kube.policy_spec import parse_policy_spec
 
     from .crd_schema import validate
 
@@ -148,7 +148,7 @@ def test_the_rebalancing_example_is_accepted_by_the_api_server_and_the_operator(
 
 
 def test_the_rebalancing_guide_shows_every_approval_action() -> None:
-    from librarian.core.policy import APPROVAL_ACTIONS, APPROVAL_ANNOTATION
+    from librarian.operator.policy_state import APPROVAL_ACTIONS, APPROVAL_ANNOTATION
 
     section = _section("Rebalancing")
     shown = re.findall(

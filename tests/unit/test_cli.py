@@ -114,8 +114,8 @@ def test_discover_unreachable_cluster_names_it(tmp_path: Path) -> None:
 
 
 def test_discover_an_embedded_collection(tmp_path: Path) -> None:
-    from librarian.qdrant.embedded import EmbeddedQdrant
-    from librarian.qdrant.port import CollectionSpec, PointRecord
+    from librarian.storage.embedded import EmbeddedQdrant
+    from librarian.storage.port import CollectionSpec, PointRecord
 
     npy, _ = _blobs(tmp_path)
     vectors = np.load(npy)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from librarian.core.conditions import (
+from librarian.operator.conditions import (
     get_condition,
     is_true,
     parse_timestamp,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from librarian.k8s.spec import SpecError, parse_domainmap_spec
+from librarian.kube.spec import SpecError, parse_domainmap_spec
 
 
 def _spec(**changes: Any) -> dict[str, Any]:
@@ -75,7 +75,7 @@ def test_all_problems_reported_at_once() -> None:
 
 
 def test_operator_configuration_supplies_defaults() -> None:
-    from librarian.k8s.domainmap import OperatorContext
+    from librarian.operator.context import OperatorContext
     from librarian.settings import load_settings
 
     settings = load_settings(
@@ -100,7 +100,7 @@ def test_operator_configuration_supplies_defaults() -> None:
 def test_analysis_due_rules() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from librarian.k8s.domainmap import analysis_due
+    from librarian.operator.domainmap import analysis_due
 
     now = datetime(2026, 1, 1, tzinfo=UTC)
     ready = {

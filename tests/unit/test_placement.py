@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from librarian.core.placement import kubernetes_name, place_domains
+from librarian.core.placement import place_domains
+from librarian.kube.naming import kubernetes_name
 
 
 def test_largest_first_to_the_least_loaded_target() -> None:

@@ -6,7 +6,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from librarian.core.policy import (
+from librarian.operator.policy_state import (
     IN_FLIGHT,
     analysis_due,
     append_history,

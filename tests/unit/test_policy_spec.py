@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from librarian.core.load import Thresholds
-from librarian.k8s.policy_spec import PolicyDefaults, parse_policy_spec
-from librarian.k8s.spec import SpecError, parse_specialization_spec
+from librarian.kube.policy_spec import PolicyDefaults, parse_policy_spec
+from librarian.kube.spec import SpecError, parse_specialization_spec
 
 
 def test_defaults_come_from_the_operator_configuration() -> None:
@@ -119,7 +119,7 @@ def test_a_specialization_may_copy_from_another_home() -> None:
 
 
 def test_the_operator_configuration_gives_the_policy_defaults() -> None:
-    from librarian.k8s.domainmap import OperatorContext
+    from librarian.operator.context import OperatorContext
     from librarian.settings import load_settings
 
     settings = load_settings(

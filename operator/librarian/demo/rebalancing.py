@@ -25,14 +25,15 @@ import yaml
 from qdrant_client import AsyncQdrantClient
 from rich.console import Console
 
-from librarian.core.policy import APPROVAL_ANNOTATION
-from librarian.demo.job_controller import play_job_controller
+from librarian.contracts.api import REBALANCEPOLICIES, resource
 from librarian.demo.workload import ServedRouter
-from librarian.k8s.emulator import EmulatedCluster
+from librarian.local.emulator import EmulatedCluster
+from librarian.local.job_controller import CommandRunner, play_job_controller
+from librarian.operator.policy_state import APPROVAL_ANNOTATION
 
 __all__ = ["RebalanceReport", "run_rebalancing"]
 
-POLICIES = "librarian.dev/v1alpha1/rebalancepolicies"
+POLICIES = resource(REBALANCEPOLICIES)
 HOT_SHARE = 0.85  # of the skewed queries, the share aimed at the hot cluster's domains
 
 
@@ -115,6 +116,7 @@ async def run_rebalancing(
     labels: Mapping[int, str],
     ids: Sequence[int],
     console: Console,
+    run_command: CommandRunner,
     timeout_s: float = 300.0,
     queries: int = 400,
 ) -> RebalanceReport:
@@ -148,7 +150,7 @@ async def run_rebalancing(
         "and no maintenance window"
     )
     await api.create(policy)
-    status, before = await _follow_policy(api, namespace, name, timeout_s, console)
+    status, before = await _follow_policy(api, namespace, name, timeout_s, console, run_command)
     await _router_follows(router, status)
     # The same queries again, once the router's load window has forgotten the first burst.
     await asyncio.sleep(max(0.0, window - (time.monotonic() - burst_ended)))
@@ -192,7 +194,12 @@ async def _analysed_again(
 
 
 async def _follow_policy(
-    api: EmulatedCluster, namespace: str, name: str, timeout_s: float, console: Console
+    api: EmulatedCluster,
+    namespace: str,
+    name: str,
+    timeout_s: float,
+    console: Console,
+    run_command: CommandRunner,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Play the Job controller until the policy has nothing left to move; print what it does.
 
@@ -203,7 +210,7 @@ async def _follow_policy(
     said: set[str] = set()
     first: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        await play_job_controller(api, namespace, done)
+        await play_job_controller(api, namespace, done, run_command)
         obj = await api.get(POLICIES, namespace, name)
         status = (obj or {}).get("status") or {}
         proposal = status.get("proposal")

@@ -22,20 +22,22 @@ from rich.console import Console
 from rich.table import Table
 from sklearn.metrics import normalized_mutual_info_score
 
+from librarian.contracts import api
+from librarian.contracts.api import resource
+from librarian.contracts.payload import LABEL_KEY
 from librarian.demo.data import DemoData, load_demo_data, load_demo_sections
-from librarian.demo.job_controller import play_job_controller
 from librarian.demo.rebalancing import RebalanceReport, run_rebalancing
 from librarian.demo.workload import RouterReport, run_router_workload, serve_router
-from librarian.k8s.emulator import EmulatedCluster, emulated_kubernetes, load_crds
-from librarian.k8s.runtime import operator_in_thread
-from librarian.qdrant.embedded import EmbeddedQdrant
-from librarian.qdrant.fleet import Fleet
-from librarian.qdrant.labeling import LABEL_KEY
-from librarian.qdrant.port import CollectionSpec, PointRecord
+from librarian.local.emulator import EmulatedCluster, emulated_kubernetes, load_crds
+from librarian.local.job_controller import CommandRunner, play_job_controller
+from librarian.operator.runtime import operator_in_thread
 from librarian.router.loader import kubernetes_fleet, kubernetes_loader
+from librarian.storage.embedded import EmbeddedQdrant
+from librarian.storage.fleet import Fleet
+from librarian.storage.port import CollectionSpec, PointRecord
 
-DOMAINMAPS = "librarian.dev/v1alpha1/domainmaps"
-SPECIALIZATIONS = "librarian.dev/v1alpha1/clusterspecializations"
+DOMAINMAPS = resource(api.DOMAINMAPS)
+SPECIALIZATIONS = resource(api.CLUSTERSPECIALIZATIONS)
 
 
 class DemoError(RuntimeError):
@@ -55,12 +57,17 @@ class DemoReport:
 
 
 async def _wait_specialized(
-    api: EmulatedCluster, namespace: str, expected: int, timeout_s: float, console: Console
+    api: EmulatedCluster,
+    namespace: str,
+    expected: int,
+    timeout_s: float,
+    console: Console,
+    run_command: CommandRunner,
 ) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout_s
     done: set[str] = set()
     while time.monotonic() < deadline:
-        await play_job_controller(api, namespace, done)
+        await play_job_controller(api, namespace, done, run_command)
         items = await api.list_objects(SPECIALIZATIONS, namespace)
         phases = Counter((i.get("status") or {}).get("phase", "Pending") for i in items)
         if len(items) >= expected and phases["Ready"] + phases["Failed"] == len(items):
@@ -155,6 +162,7 @@ async def run_demo(
     crds_path: Path = Path("crds"),
     timeout_s: float = 600.0,
     console: Console | None = None,
+    run_command: CommandRunner,
 ) -> DemoReport:
     console = console or Console()
     if not manifest_path.exists() or not crds_path.is_dir():
@@ -197,7 +205,7 @@ async def run_demo(
                 + " (the demo plays the Job controller)"
             )
             specializations = await _wait_specialized(
-                api, namespace, status["domainCount"], timeout_s, console
+                api, namespace, status["domainCount"], timeout_s, console, run_command
             )
         # The router reads the library as it would in a cluster: DomainMap, Ready
         # ClusterSpecializations, catalog — and follows them while the operator works.
@@ -227,6 +235,7 @@ async def run_demo(
                         labels=read_labels(storage, collection),
                         ids=ids,
                         console=console,
+                        run_command=run_command,
                         timeout_s=timeout_s,
                     )
         loader_fleet.close()

@@ -21,10 +21,10 @@ import numpy.typing as npt
 from aiohttp import web
 from qdrant_client import AsyncQdrantClient
 
-from librarian.qdrant.fleet import ClusterConfig, Fleet
 from librarian.router.library import LibraryDefinition
 from librarian.router.server import RouterConfig, RouterState, create_app
 from librarian.settings import OrchestratorSettings
+from librarian.storage.fleet import ClusterConfig, Fleet
 
 __all__ = ["RouterReport", "ServedRouter", "run_router_workload", "serve_router"]
 

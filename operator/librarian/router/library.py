@@ -18,9 +18,9 @@ import numpy as np
 from qdrant_client.http import models
 
 from librarian.core.routing import LibraryRouter, build_router
-from librarian.qdrant.fleet import Fleet
-from librarian.qdrant.labeling import domain_filter
-from librarian.qdrant.port import Distance, PointRecord, QdrantPort
+from librarian.services.labeling import domain_filter
+from librarian.storage.fleet import Fleet
+from librarian.storage.port import Distance, PointRecord, QdrantPort
 
 __all__ = ["DomainRoute", "Library", "LibraryDefinition", "build_library", "combine_filters"]
 

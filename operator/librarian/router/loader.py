@@ -21,16 +21,14 @@ import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from librarian.core.placement import (
-    home_collection,
-    serving_specializations,
-)
-from librarian.k8s import api
-from librarian.k8s.fleet_access import resolve_clusters
-from librarian.k8s.spec import SpecError, parse_domainmap_spec
-from librarian.qdrant.catalog import CatalogEntry, read_catalog
-from librarian.qdrant.fleet import ClusterConfig, Fleet
+from librarian.contracts.api import GROUP, VERSION
+from librarian.kube import client as api
+from librarian.kube.fleet_access import resolve_clusters
+from librarian.kube.serving import home_collection, serving_specializations
+from librarian.kube.spec import SpecError, parse_domainmap_spec
 from librarian.router.library import DomainRoute, LibraryDefinition
+from librarian.services.catalog import CatalogEntry, read_catalog
+from librarian.storage.fleet import ClusterConfig, Fleet
 
 __all__ = [
     "catalog_loader",
@@ -40,7 +38,6 @@ __all__ = [
     "specialized_homes",
 ]
 
-GROUP, VERSION = "librarian.dev", "v1alpha1"
 Homes = Mapping[str, tuple[str, str]]  # domain id -> (cluster, collection) once specialized
 
 
@@ -87,7 +84,7 @@ def specialized_homes(
     items: Sequence[Mapping[str, Any]], domainmap: str
 ) -> dict[str, tuple[str, str]]:
     """Domain id -> (cluster, collection) of the ClusterSpecialization serving it (see
-    :func:`librarian.core.placement.serving_specializations`)."""
+    :func:`librarian.kube.serving.serving_specializations`)."""
     return {
         domain_id: (str(item["spec"]["target"]["cluster"]), str(home_collection(item)))
         for domain_id, item in serving_specializations(items, domainmap).items()

@@ -16,12 +16,12 @@ from typing import Any
 import kopf
 from aiohttp import web
 
-from librarian.k8s.api import remember_credentials
-from librarian.qdrant.fleet import ClusterConfig, Fleet
+from librarian.kube.client import remember_credentials
 from librarian.router.library import LibraryDefinition
 from librarian.router.loader import catalog_loader, kubernetes_fleet, kubernetes_loader
 from librarian.router.server import RouterConfig, RouterState, create_app
 from librarian.settings import Settings
+from librarian.storage.fleet import ClusterConfig, Fleet
 
 __all__ = ["RouterSource", "kubernetes_login", "parse_cluster", "prepare_router", "serve"]
 

@@ -26,18 +26,9 @@ import numpy as np
 from aiohttp import web
 from qdrant_client.http import models
 
+from librarian.contracts.payload import LABEL_KEY
 from librarian.core.fusion import FusionError, Hit, PointId, fuse, fusion_name
 from librarian.core.routing import RoutingError
-from librarian.qdrant.errors import (
-    AuthenticationFailed,
-    ClusterUnreachable,
-    CollectionNotFound,
-    InvalidRequest,
-    QdrantError,
-)
-from librarian.qdrant.fleet import Fleet
-from librarian.qdrant.labeling import LABEL_KEY
-from librarian.qdrant.port import PointRecord, QdrantPort
 from librarian.router.library import (
     DomainRoute,
     Library,
@@ -64,6 +55,15 @@ from librarian.router.qdrant_api import (
 from librarian.router.quality import RecallEstimator
 from librarian.router.resilience import CircuitBreaker, ResultCache
 from librarian.settings import OrchestratorSettings
+from librarian.storage.errors import (
+    AuthenticationFailed,
+    ClusterUnreachable,
+    CollectionNotFound,
+    InvalidRequest,
+    QdrantError,
+)
+from librarian.storage.fleet import Fleet
+from librarian.storage.port import PointRecord, QdrantPort
 
 __all__ = ["RouterConfig", "RouterState", "create_app"]
 

@@ -1,0 +1,30 @@
+"""Labels and annotations the product puts on Kubernetes objects, and what each means.
+
+Why this exists: an annotation written by one controller (or by a user) is read
+by another, or by the router; the keys live here once.
+"""
+
+from __future__ import annotations
+
+from librarian.contracts.api import GROUP
+
+DOMAINMAP_LABEL = f"{GROUP}/domainmap"
+"""On a ClusterSpecialization: the DomainMap whose domain it serves."""
+
+DOMAIN_LABEL = f"{GROUP}/domain"
+"""On a ClusterSpecialization: the domain id it serves."""
+
+SPECIALIZATION_LABEL = f"{GROUP}/specialization"
+"""On a migration Job: the ClusterSpecialization it moves points for."""
+
+POLICY_LABEL = f"{GROUP}/rebalance-policy"
+"""On a ClusterSpecialization a rebalancing move created: the policy (a label, not an owner)."""
+
+SUPERSEDED_ANNOTATION = f"{GROUP}/superseded-by"
+"""On a ClusterSpecialization whose domain moved: the specialization that serves it now."""
+
+APPROVAL_ANNOTATION = f"{GROUP}/rebalance"
+"""Set by a user on a RebalancePolicy: ``approve``, ``refresh`` or ``stop``."""
+
+FINALIZER = f"{GROUP}/cleanup"
+"""The operator's finalizer: what it created is cleaned up before the resource goes."""

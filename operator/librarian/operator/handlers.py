@@ -1,0 +1,142 @@
+"""The kopf handlers: thin wiring from Kubernetes events to the operator's work.
+
+Why this exists: kopf needs decorated functions; everything they do lives in
+:mod:`librarian.operator.domainmap`, :mod:`librarian.operator.specialization` and
+:mod:`librarian.operator.rebalance`. Importing this module registers the handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+
+from librarian.contracts.api import GROUP, VERSION
+from librarian.contracts.metadata import FINALIZER
+from librarian.kube.client import remember_credentials
+from librarian.operator import rebalance, specialization
+from librarian.operator.domainmap import (
+    PLURAL,
+    analysis_due,
+    analyze_domainmap,
+    cleanup_domainmap,
+    context_from,
+)
+
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+
+TIMER_TICK_S = float(os.environ.get("LIBRARIAN_TIMER_TICK_SECONDS", "10"))
+"""How often the re-analysis timer checks whether a DomainMap's interval has passed."""
+
+SERVER_URL_ENV = "LIBRARIAN_KUBERNETES_SERVER"
+"""When set, the operator talks to this API server URL without credentials (the emulator)."""
+
+
+@kopf.on.login()
+def login(*, logger: Logger, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    server = os.environ.get(SERVER_URL_ENV)
+    if server:
+        return remember_credentials(kopf.ConnectionInfo(server=server, default_namespace="default"))
+    info = kopf.login_with_service_account(logger=logger, **kwargs) or kopf.login_with_kubeconfig(
+        logger=logger, **kwargs
+    )
+    return remember_credentials(info) if info is not None else None
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="librarian.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="librarian.dev", key="last-handled-configuration"
+    )
+    # Log lines at INFO and above become Events: no message anywhere carries a secret.
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    settings.execution.max_workers = 8
+
+
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+async def domainmap_changed(
+    *, body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any
+) -> None:
+    await analyze_domainmap(body, patch, context_from(memo), logger)
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+async def domainmap_resumed(
+    *, body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any
+) -> None:
+    context = context_from(memo)
+    status = body.get("status") or {}
+    generation = body.meta.get("generation")
+    if analysis_due(body.spec, status, generation, context.clock(), context.spec_defaults):
+        await analyze_domainmap(body, patch, context, logger)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=TIMER_TICK_S, initial_delay=TIMER_TICK_S)
+async def domainmap_reanalysis(
+    *, body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any
+) -> None:
+    context = context_from(memo)
+    status = body.get("status") or {}
+    if status.get("phase") in (None, "Analyzing", "Labeling", "Failed", "Pending"):
+        return  # the change handlers own first analyses and retries
+    generation = body.meta.get("generation")
+    if status.get("observedGeneration") != generation:
+        return  # a new generation: the update handler analyses it
+    if analysis_due(body.spec, status, generation, context.clock(), context.spec_defaults):
+        await analyze_domainmap(body, patch, context, logger)
+
+
+@kopf.on.create(GROUP, VERSION, specialization.PLURAL)
+@kopf.on.update(GROUP, VERSION, specialization.PLURAL, field="spec")
+async def specialization_changed(
+    *, body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any
+) -> None:
+    await specialization.start_specialization(body, patch, context_from(memo))
+
+
+@kopf.on.resume(GROUP, VERSION, specialization.PLURAL)
+async def specialization_resumed(
+    *, body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any
+) -> None:
+    status = body.get("status") or {}
+    if status.get("observedGeneration") != body.meta.get("generation"):
+        await specialization.start_specialization(body, patch, context_from(memo))
+
+
+def _migrating(status: kopf.Status, **_: Any) -> bool:
+    return bool(status.get("phase") == "Migrating" and status.get("job"))
+
+
+@kopf.timer(
+    GROUP,
+    VERSION,
+    specialization.PLURAL,
+    interval=TIMER_TICK_S,
+    initial_delay=TIMER_TICK_S,
+    when=_migrating,  # only while a Job runs: no idle ticks (and their Events) otherwise
+)
+async def specialization_job_watch(
+    *, body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any
+) -> None:
+    status = body.get("status") or {}
+    if status.get("phase") == "Migrating" and status.get("job"):
+        await specialization.follow_specialization(body, patch, context_from(memo))
+
+
+@kopf.timer(GROUP, VERSION, rebalance.PLURAL, interval=TIMER_TICK_S, initial_delay=0.1)
+async def rebalance_tick(
+    *, body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any
+) -> None:
+    """Every tick: moves advance, approvals apply, and the analysis runs when its interval passed."""
+    await rebalance.reconcile_policy(body, patch, context_from(memo), logger)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, retries=5)
+async def domainmap_deleted(*, body: kopf.Body, memo: Any, logger: Logger, **_: Any) -> None:
+    await cleanup_domainmap(body, context_from(memo), logger)

@@ -1,0 +1,122 @@
+"""The migration Job: a ``batch/v1`` Job that runs ``librarian migrate`` for one specialization.
+
+Why this exists: data moves run outside the operator (a crash or a restart of
+the operator must not stop or duplicate them, and they need their own
+resources and deadline). The Job uses the operator's image, gets API keys only
+as environment variables from Secrets, runs as a numeric non-root user under
+the "restricted" Pod Security Standard, and is owned by its
+ClusterSpecialization so it is garbage-collected with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from librarian.contracts.metadata import SPECIALIZATION_LABEL
+from librarian.kube.spec import SecretRef
+
+SOURCE_API_KEY_ENV = "LIBRARIAN_SOURCE_API_KEY"
+TARGET_API_KEY_ENV = "LIBRARIAN_TARGET_API_KEY"
+RESTRICTED_POD = {
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "runAsGroup": 10001,
+    "fsGroup": 10001,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    image: str
+    backoff_limit: int = 6
+    active_deadline_s: int = 6 * 3600
+    ttl_after_finished_s: int = 24 * 3600
+    resources: Mapping[str, Any] = field(
+        default_factory=lambda: {
+            "requests": {"cpu": "500m", "memory": "512Mi"},
+            "limits": {"cpu": "2", "memory": "2Gi"},
+        }
+    )
+    service_account: str | None = None
+
+
+def _secret_env(name: str, ref: SecretRef | None) -> list[dict[str, Any]]:
+    if ref is None:
+        return []
+    return [{"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
+
+
+def build_migration_job(
+    *,
+    name: str,
+    namespace: str,
+    owner: Mapping[str, Any],
+    args: Sequence[str],
+    settings: JobSettings,
+    source_secret: SecretRef | None = None,
+    target_secret: SecretRef | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The Job manifest; ``owner`` is the ClusterSpecialization body (apiVersion, kind, metadata)."""
+    meta = owner["metadata"]
+    job_labels = {
+        "app.kubernetes.io/name": "qdrant-librarian",
+        "app.kubernetes.io/component": "migration",
+        SPECIALIZATION_LABEL: str(meta["name"]),
+        **(labels or {}),
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        # The migration talks to Qdrant only, never to the Kubernetes API: no token in the pod.
+        "automountServiceAccountToken": False,
+        "securityContext": dict(RESTRICTED_POD),
+        "containers": [
+            {
+                "name": "migrate",
+                "image": settings.image,
+                "args": ["migrate", *args],
+                "env": _secret_env(SOURCE_API_KEY_ENV, source_secret)
+                + _secret_env(TARGET_API_KEY_ENV, target_secret),
+                "resources": dict(settings.resources),
+                "securityContext": dict(RESTRICTED_CONTAINER),
+                "workingDir": "/tmp",
+                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+            }
+        ],
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+    }
+    if settings.service_account:
+        pod_spec["serviceAccountName"] = settings.service_account
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": job_labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": owner["apiVersion"],
+                    "kind": owner["kind"],
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "backoffLimit": settings.backoff_limit,
+            "activeDeadlineSeconds": settings.active_deadline_s,
+            "ttlSecondsAfterFinished": settings.ttl_after_finished_s,
+            "template": {"metadata": {"labels": job_labels}, "spec": pod_spec},
+        },
+    }

@@ -1,0 +1,100 @@
+"""Analysing a source collection and publishing its domains.
+
+Why this exists: the operator's handlers and the CLI run the same two steps —
+sample the source and discover its domains, then label every point and write
+the catalog. Keeping that glue here keeps handlers thin and gives one place to
+test it against a real engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from librarian.core.discovery import DiscoveryResult, Domain, discover
+from librarian.services.catalog import write_catalog
+from librarian.services.labeling import LabelingReport, ProgressCallback, label_points
+from librarian.services.sampling import sample_points
+from librarian.storage.port import QdrantPort
+
+
+@dataclass(frozen=True)
+class AnalysisOutcome:
+    """The discovery result and what it was computed from."""
+
+    result: DiscoveryResult
+    sampled: int
+    dimension: int
+    source_points: int
+
+
+def analyze_collection(
+    port: QdrantPort,
+    collection: str,
+    *,
+    strategy: str = "hybrid",
+    sample_size: int = 10_000,
+    text_field: str = "text",
+    seed: int = 0,
+    previous: Sequence[Domain] | None = None,
+    thresholds: Mapping[str, Any] | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> AnalysisOutcome:
+    """Sample ``collection`` and discover its domains (ids matched to ``previous``)."""
+    if on_stage:
+        on_stage("sampling")
+    source_points = port.count(collection)
+    sample = sample_points(port, collection, sample_size, text_field=text_field)
+    if on_stage:
+        on_stage("discovering")
+    result = discover(
+        sample.vectors,
+        strategy=strategy,
+        texts=sample.texts,
+        seed=seed,
+        previous=previous or None,
+        **dict(thresholds or {}),
+    )
+    return AnalysisOutcome(
+        result=result,
+        sampled=len(sample.ids),
+        dimension=int(sample.vectors.shape[1]),
+        source_points=source_points,
+    )
+
+
+def publish_domains(
+    port: QdrantPort,
+    collection: str,
+    catalog_port: QdrantPort,
+    catalog_collection: str,
+    owner: str,
+    result: DiscoveryResult,
+    version: int,
+    *,
+    label: bool = True,
+    batch_size: int = 1000,
+    on_progress: ProgressCallback | None = None,
+) -> LabelingReport | None:
+    """Label every source point (when ``label``) and write the catalog."""
+    report = None
+    if label:
+        report = label_points(
+            port,
+            collection,
+            result.domains,
+            version=version,
+            batch_size=batch_size,
+            on_progress=on_progress,
+        )
+    write_catalog(
+        catalog_port,
+        catalog_collection,
+        owner,
+        result.domains,
+        version,
+        partitions=result.partitions,
+        source=(port.cluster, collection),
+    )
+    return report

@@ -1,0 +1,500 @@
+"""The embedded adapter: the real Qdrant engine in-process (``qdrant-edge``).
+
+Why this exists: the embedded default (``make demo``) and the benchmarks need a
+real Qdrant engine that honours HNSW, quantization and optimizer settings,
+with no server to run. Each collection is one ``EdgeShard`` stored under
+``<path>/<collection>/shard``, next to ``spec.json``, the
+:class:`CollectionSpec` it was created with (the engine keeps no collection
+metadata of its own). A lock per collection makes the adapter safe to share
+between threads (the router and the migration workers do). The engine lets
+one handle at a time open a shard, so every adapter on the same storage path
+in one process shares its handles (the router, the operator and an in-process
+migration can then work on one cluster at once); the last one to close closes
+them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import qdrant_edge as edge
+from qdrant_client.http import models
+
+from librarian.storage.edge_filters import UnsupportedFilter, to_edge_filter
+from librarian.storage.errors import (
+    CollectionExists,
+    CollectionNotFound,
+    InvalidRequest,
+    QdrantError,
+)
+from librarian.storage.port import (
+    CollectionInfo,
+    CollectionSpec,
+    HnswSpec,
+    OptimizersSpec,
+    PointId,
+    PointRecord,
+    QuantizationSpec,
+    ScoredHit,
+)
+
+T = TypeVar("T")
+
+_DISTANCES = {
+    "Cosine": edge.Distance.Cosine,
+    "Dot": edge.Distance.Dot,
+    "Euclid": edge.Distance.Euclid,
+    "Manhattan": edge.Distance.Manhattan,
+}
+_COMPRESSION = {
+    "x4": edge.CompressionRatio.X4,
+    "x8": edge.CompressionRatio.X8,
+    "x16": edge.CompressionRatio.X16,
+    "x32": edge.CompressionRatio.X32,
+    "x64": edge.CompressionRatio.X64,
+}
+# Qdrant's own defaults, used where a spec leaves HNSW fields unset.
+DEFAULT_HNSW = HnswSpec(m=16, ef_construct=100, full_scan_threshold=10_000)
+SPEC_FILE = "spec.json"
+
+
+def spec_to_json(spec: CollectionSpec) -> dict[str, Any]:
+    return asdict(spec)
+
+
+def spec_from_json(data: Mapping[str, Any]) -> CollectionSpec:
+    hnsw = HnswSpec(**data["hnsw"]) if data.get("hnsw") else None
+    quantization = QuantizationSpec(**data["quantization"]) if data.get("quantization") else None
+    optimizers = OptimizersSpec(**data["optimizers"]) if data.get("optimizers") else None
+    plain = {k: v for k, v in data.items() if k not in {"hnsw", "quantization", "optimizers"}}
+    return CollectionSpec(**plain, hnsw=hnsw, quantization=quantization, optimizers=optimizers)
+
+
+def _hnsw(spec: HnswSpec | None) -> edge.HnswIndexConfig | None:
+    if spec is None:
+        return None
+    return edge.HnswIndexConfig(
+        m=spec.m if spec.m is not None else DEFAULT_HNSW.m or 16,
+        ef_construct=spec.ef_construct
+        if spec.ef_construct is not None
+        else DEFAULT_HNSW.ef_construct or 100,
+        full_scan_threshold=spec.full_scan_threshold
+        if spec.full_scan_threshold is not None
+        else DEFAULT_HNSW.full_scan_threshold or 10_000,
+        on_disk=spec.on_disk,
+    )
+
+
+def _quantization(spec: QuantizationSpec | None) -> Any:
+    if spec is None:
+        return None
+    if spec.kind == "scalar":
+        return edge.ScalarQuantizationConfig(
+            type=edge.ScalarType.Int8, quantile=spec.quantile, always_ram=spec.always_ram
+        )
+    if spec.kind == "product":
+        return edge.ProductQuantizationConfig(
+            compression=_COMPRESSION[spec.compression or "x16"], always_ram=spec.always_ram
+        )
+    return edge.BinaryQuantizationConfig(always_ram=spec.always_ram)
+
+
+def _optimizers(spec: OptimizersSpec | None) -> edge.EdgeOptimizersConfig | None:
+    if spec is None:
+        return None
+    return edge.EdgeOptimizersConfig(**asdict(spec))
+
+
+def edge_config(spec: CollectionSpec) -> edge.EdgeConfig:
+    """The engine configuration equivalent to ``spec``."""
+    return edge.EdgeConfig(
+        vectors=edge.EdgeVectorParams(
+            size=spec.vector_size, distance=_DISTANCES[spec.distance], on_disk=spec.on_disk_vectors
+        ),
+        on_disk_payload=spec.on_disk_payload,
+        hnsw_config=_hnsw(spec.hnsw),
+        quantization_config=_quantization(spec.quantization),
+        optimizers=_optimizers(spec.optimizers),
+    )
+
+
+def _load_shard(
+    path: Path, config: edge.EdgeConfig | None = None, *, patience_s: float = 10.0
+) -> edge.EdgeShard:
+    """Open a shard, waiting while another handle in this process is still letting go of it.
+
+    The engine releases a closed shard's write-ahead-log lock shortly after
+    ``close()`` returns (background optimization may still hold it).
+    """
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return edge.EdgeShard.load(str(path), config)
+        except Exception as error:
+            if "WouldBlock" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _point_id(value: Any) -> PointId:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value  # type: ignore[no-any-return]
+
+
+def _vector(value: Any) -> list[float] | None:
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        value = value.get("")
+    return [float(x) for x in value] if value is not None else None
+
+
+class _Engine:
+    """The open shards of one storage path, shared by every adapter on it in this process."""
+
+    def __init__(self) -> None:
+        self.shards: dict[str, edge.EdgeShard] = {}
+        self.locks: dict[str, threading.RLock] = {}
+        self.guard = threading.Lock()
+        self.users = 0
+
+
+_ENGINES: dict[Path, _Engine] = {}
+_ENGINES_GUARD = threading.Lock()
+
+
+class EmbeddedQdrant:
+    """:class:`~librarian.storage.port.QdrantPort` on in-process Qdrant engine shards."""
+
+    def __init__(self, cluster: str, path: str | Path) -> None:
+        self._cluster = cluster
+        self._root = Path(path)
+        self._root.mkdir(parents=True, exist_ok=True)
+        self._key = self._root.resolve()
+        with _ENGINES_GUARD:
+            engine = _ENGINES.setdefault(self._key, _Engine())
+            engine.users += 1
+        self._engine: _Engine | None = engine
+        self._shards = engine.shards
+        self._locks = engine.locks
+        self._guard = engine.guard
+
+    # ----------------------------------------------------------------- plumbing
+
+    @property
+    def cluster(self) -> str:
+        return self._cluster
+
+    @property
+    def path(self) -> Path:
+        return self._root
+
+    def _dir(self, collection: str) -> Path:
+        if not collection or "/" in collection or collection.startswith("."):
+            raise InvalidRequest(self._cluster, "invalid collection name", collection=collection)
+        return self._root / collection
+
+    def _lock(self, collection: str) -> threading.RLock:
+        with self._guard:
+            return self._locks.setdefault(collection, threading.RLock())
+
+    def _spec(self, collection: str) -> CollectionSpec:
+        spec_path = self._dir(collection) / SPEC_FILE
+        if not spec_path.exists():
+            raise CollectionNotFound(
+                self._cluster, "collection does not exist", collection=collection
+            )
+        return spec_from_json(json.loads(spec_path.read_text()))
+
+    @contextmanager
+    def _shard(self, collection: str) -> Iterator[edge.EdgeShard]:
+        with self._lock(collection):
+            shard = self._shards.get(collection)
+            if shard is None:
+                self._spec(collection)  # raises CollectionNotFound
+                shard = self._call(collection, lambda: _load_shard(self._dir(collection) / "shard"))
+                self._shards[collection] = shard
+            yield shard
+
+    def _call(self, collection: str | None, action: Callable[[], T]) -> T:
+        try:
+            return action()
+        except QdrantError:
+            raise
+        except UnsupportedFilter as error:
+            raise InvalidRequest(self._cluster, str(error), collection=collection) from None
+        except Exception as error:  # the engine raises plain exceptions
+            raise InvalidRequest(
+                self._cluster, f"the engine refused the request: {error}", collection=collection
+            ) from None
+
+    def _update(self, collection: str, operation: edge.UpdateOperation) -> None:
+        with self._shard(collection) as shard:
+            self._call(collection, lambda: shard.update(operation))
+
+    # ----------------------------------------------------------------- collections
+
+    def ping(self) -> None:
+        if not self._root.is_dir():
+            raise InvalidRequest(self._cluster, f"storage path {self._root} is not a directory")
+
+    def collection_exists(self, collection: str) -> bool:
+        return (self._dir(collection) / SPEC_FILE).exists()
+
+    def list_collections(self) -> list[str]:
+        return sorted(p.parent.name for p in self._root.glob(f"*/{SPEC_FILE}"))
+
+    def create_collection(self, collection: str, spec: CollectionSpec) -> None:
+        if spec.distance not in _DISTANCES:
+            raise InvalidRequest(
+                self._cluster, f"unknown distance {spec.distance!r}", collection=collection
+            )
+        with self._lock(collection):
+            folder = self._dir(collection)
+            if (folder / SPEC_FILE).exists():
+                raise CollectionExists(
+                    self._cluster, "collection already exists", collection=collection
+                )
+            shutil.rmtree(folder, ignore_errors=True)  # leftovers of an interrupted create
+            (folder / "shard").mkdir(parents=True)
+            shard = self._call(
+                collection, lambda: edge.EdgeShard.create(str(folder / "shard"), edge_config(spec))
+            )
+            self._shards[collection] = shard
+            (folder / SPEC_FILE).write_text(json.dumps(spec_to_json(spec)))
+
+    def update_collection(self, collection: str, spec: CollectionSpec) -> None:
+        with self._lock(collection):
+            current = self._spec(collection)
+            if (spec.vector_size, spec.distance) != (current.vector_size, current.distance):
+                raise InvalidRequest(
+                    self._cluster,
+                    f"vector size and distance are immutable ({current.vector_size}, "
+                    f"{current.distance}); create a new collection and migrate",
+                    collection=collection,
+                )
+            merged = replace(spec, shard_number=current.shard_number)
+            folder = self._dir(collection)
+            shard = self._shards.pop(collection, None)
+            if shard is not None:
+                shard.close()
+            reopened = self._call(
+                collection,
+                lambda: _load_shard(folder / "shard", edge_config(merged)),
+            )
+            self._shards[collection] = reopened
+            (folder / SPEC_FILE).write_text(json.dumps(spec_to_json(merged)))
+
+    def delete_collection(self, collection: str) -> None:
+        with self._lock(collection):
+            shard = self._shards.pop(collection, None)
+            if shard is not None:
+                shard.close()
+            shutil.rmtree(self._dir(collection), ignore_errors=True)
+
+    def collection_info(self, collection: str) -> CollectionInfo:
+        spec = self._spec(collection)
+        with self._shard(collection) as shard:
+            info = self._call(collection, shard.info)
+        schema = {
+            key: str(value.data_type).rsplit(".", 1)[-1].lower()
+            for key, value in info.payload_schema.items()
+        }
+        return CollectionInfo(
+            name=collection,
+            points_count=info.points_count,
+            vector_size=spec.vector_size,
+            distance=spec.distance,
+            indexed_vectors_count=info.indexed_vectors_count,
+            payload_schema=schema,
+            spec=spec,
+        )
+
+    def create_keyword_index(self, collection: str, field_name: str) -> None:
+        self._update(
+            collection,
+            edge.UpdateOperation.create_field_index(field_name, edge.PayloadSchemaType.Keyword),
+        )
+
+    def optimize(self, collection: str) -> None:
+        """Build indexes now (the engine otherwise optimizes lazily)."""
+        with self._shard(collection) as shard:
+            self._call(collection, shard.optimize)
+
+    # ----------------------------------------------------------------- points
+
+    def upsert(self, collection: str, points: Sequence[PointRecord]) -> None:
+        if not points:
+            return
+        spec = self._spec(collection)
+        for point in points:
+            if point.vector is None or len(point.vector) != spec.vector_size:
+                size = None if point.vector is None else len(point.vector)
+                raise InvalidRequest(
+                    self._cluster,
+                    f"point {point.id!r} has a vector of size {size}; the collection "
+                    f"expects {spec.vector_size}",
+                    collection=collection,
+                )
+        batch = [edge.Point(p.id, list(p.vector or ()), dict(p.payload)) for p in points]
+        self._update(collection, edge.UpdateOperation.upsert_points(batch))
+
+    def scroll(
+        self,
+        collection: str,
+        *,
+        limit: int,
+        offset: PointId | None = None,
+        scroll_filter: models.Filter | None = None,
+        with_vectors: bool = True,
+        with_payload: bool = True,
+    ) -> tuple[list[PointRecord], PointId | None]:
+        request = edge.ScrollRequest(
+            offset=offset,
+            limit=limit,
+            filter=self._call(collection, lambda: to_edge_filter(scroll_filter)),
+            with_payload=with_payload,
+            with_vector=with_vectors,
+        )
+        with self._shard(collection) as shard:
+            records, next_offset = self._call(collection, lambda: shard.scroll(request))
+        points = [
+            PointRecord(id=_point_id(r.id), vector=_vector(r.vector), payload=dict(r.payload or {}))
+            for r in records
+        ]
+        return points, (_point_id(next_offset) if next_offset is not None else None)
+
+    def query(
+        self,
+        collection: str,
+        vector: Sequence[float],
+        *,
+        limit: int,
+        query_filter: models.Filter | None = None,
+        with_payload: bool = True,
+        with_vectors: bool = False,
+        hnsw_ef: int | None = None,
+        exact: bool = False,
+    ) -> list[ScoredHit]:
+        request = edge.QueryRequest(
+            limit=limit,
+            query=edge.Query.Nearest([float(x) for x in vector]),
+            filter=self._call(collection, lambda: to_edge_filter(query_filter)),
+            with_payload=with_payload,
+            with_vector=with_vectors,
+            params=edge.SearchParams(hnsw_ef=hnsw_ef, exact=exact),
+        )
+        with self._shard(collection) as shard:
+            hits = self._call(collection, lambda: shard.query(request))
+        return [
+            ScoredHit(
+                id=_point_id(h.id),
+                score=float(h.score),
+                payload=dict(h.payload or {}),
+                vector=_vector(h.vector),
+            )
+            for h in hits
+        ]
+
+    def sample(
+        self, collection: str, limit: int, *, with_payload: bool = True
+    ) -> list[PointRecord]:
+        request = edge.QueryRequest(
+            limit=limit, query=edge.Sample.Random, with_payload=with_payload, with_vector=True
+        )
+        with self._shard(collection) as shard:
+            hits = self._call(collection, lambda: shard.query(request))
+        return [
+            PointRecord(id=_point_id(h.id), vector=_vector(h.vector), payload=dict(h.payload or {}))
+            for h in hits
+        ]
+
+    def count(self, collection: str, *, count_filter: models.Filter | None = None) -> int:
+        request = edge.CountRequest(
+            filter=self._call(collection, lambda: to_edge_filter(count_filter)), exact=True
+        )
+        with self._shard(collection) as shard:
+            return int(self._call(collection, lambda: shard.count(request)))
+
+    def retrieve(
+        self,
+        collection: str,
+        ids: Sequence[PointId],
+        *,
+        with_vectors: bool = True,
+        with_payload: bool = True,
+    ) -> list[PointRecord]:
+        if not ids:
+            return []
+        with self._shard(collection) as shard:
+            records = self._call(
+                collection, lambda: shard.retrieve(list(ids), with_payload, with_vectors)
+            )
+        return [
+            PointRecord(id=_point_id(r.id), vector=_vector(r.vector), payload=dict(r.payload or {}))
+            for r in records
+        ]
+
+    def set_payload(
+        self, collection: str, payload: Mapping[str, Any], ids: Sequence[PointId]
+    ) -> None:
+        if ids:
+            self._update(collection, edge.UpdateOperation.set_payload(list(ids), dict(payload)))
+
+    def delete_payload_keys(
+        self,
+        collection: str,
+        keys: Sequence[str],
+        *,
+        points_filter: models.Filter | None = None,
+    ) -> None:
+        flt = self._call(collection, lambda: to_edge_filter(points_filter)) or edge.Filter()
+        self._update(collection, edge.UpdateOperation.delete_payload_by_filter(flt, list(keys)))
+
+    def delete_points(
+        self,
+        collection: str,
+        *,
+        ids: Sequence[PointId] | None = None,
+        points_filter: models.Filter | None = None,
+    ) -> None:
+        if (ids is None) == (points_filter is None):
+            raise InvalidRequest(
+                self._cluster,
+                "delete_points needs exactly one of ids or filter",
+                collection=collection,
+            )
+        if ids is not None:
+            if ids:
+                self._update(collection, edge.UpdateOperation.delete_points(list(ids)))
+            return
+        flt = self._call(collection, lambda: to_edge_filter(points_filter))
+        assert flt is not None
+        self._update(collection, edge.UpdateOperation.delete_points_by_filter(flt))
+
+    def close(self) -> None:
+        """Let go of the engine; the last adapter on this path closes the shards."""
+        with _ENGINES_GUARD:
+            engine, self._engine = self._engine, None
+            if engine is None:
+                return  # closed already
+            engine.users -= 1
+            if engine.users > 0:
+                return
+            if _ENGINES.get(self._key) is engine:
+                del _ENGINES[self._key]
+        with engine.guard:
+            shards = dict(engine.shards)
+            engine.shards.clear()
+        for shard in shards.values():
+            shard.close()

@@ -1,0 +1,194 @@
+"""The one small port through which the product talks to any Qdrant cluster.
+
+Why this exists: a fleet entry is either a remote cluster (``url``, reached
+through ``qdrant-client``) or an embedded engine (``embedded: <path>``, the real
+Qdrant engine in-process through ``qdrant-edge-py``). Everything above this
+layer (sampling, labeling, catalog, migration, routing) is written once
+against :class:`QdrantPort`; both adapters implement it and one shared test
+suite runs against each.
+
+Filters are expressed with ``qdrant_client.http.models.Filter`` (the official
+models); adapters accept the subset the product uses: ``must`` / ``should`` /
+``must_not`` of ``FieldCondition`` with ``MatchValue`` / ``MatchAny``,
+``IsEmptyCondition`` and ``HasIdCondition``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from qdrant_client.http import models
+
+from librarian.core.collection_spec import (
+    CollectionSpec,
+    Distance,
+    HnswSpec,
+    OptimizersSpec,
+    QuantizationSpec,
+)
+
+PointId = int | str
+
+__all__ = [
+    "CollectionInfo",
+    "CollectionSpec",
+    "Distance",
+    "HnswSpec",
+    "OptimizersSpec",
+    "PointId",
+    "PointRecord",
+    "QdrantPort",
+    "QuantizationSpec",
+    "ScoredHit",
+]
+
+
+@dataclass(frozen=True)
+class PointRecord:
+    """A point as the product moves it: id, dense vector (may be absent) and payload."""
+
+    id: PointId
+    vector: list[float] | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScoredHit:
+    """One query result."""
+
+    id: PointId
+    score: float
+    payload: dict[str, Any] = field(default_factory=dict)
+    vector: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """What the product needs to know about an existing collection."""
+
+    name: str
+    points_count: int
+    vector_size: int
+    distance: Distance
+    indexed_vectors_count: int | None = None
+    payload_schema: Mapping[str, str] = field(default_factory=dict)
+    spec: CollectionSpec | None = None  # the collection's current configuration
+
+
+@runtime_checkable
+class QdrantPort(Protocol):
+    """Operations the product needs from one Qdrant cluster.
+
+    Every method raises a :class:`librarian.storage.errors.QdrantError` subclass
+    naming the cluster (and the collection where there is one) on failure.
+    """
+
+    @property
+    def cluster(self) -> str:
+        """The fleet name of this cluster (used in every error message)."""
+        ...
+
+    def ping(self) -> None:
+        """Raise ClusterUnreachable / AuthenticationFailed if the cluster cannot be used."""
+        ...
+
+    def collection_exists(self, collection: str) -> bool: ...
+
+    def create_collection(self, collection: str, spec: CollectionSpec) -> None:
+        """Create the collection; raise CollectionExists if it already exists."""
+        ...
+
+    def update_collection(self, collection: str, spec: CollectionSpec) -> None:
+        """Patch the mutable parts (HNSW, quantization, optimizers, on-disk, replication)."""
+        ...
+
+    def delete_collection(self, collection: str) -> None:
+        """Delete the collection; a missing collection is not an error (idempotent)."""
+        ...
+
+    def collection_info(self, collection: str) -> CollectionInfo:
+        """Raise CollectionNotFound if it does not exist."""
+        ...
+
+    def create_keyword_index(self, collection: str, field_name: str) -> None:
+        """Create (idempotently) a keyword payload index on ``field_name``."""
+        ...
+
+    def upsert(self, collection: str, points: Sequence[PointRecord]) -> None:
+        """Insert or overwrite points; waits until they are applied."""
+        ...
+
+    def scroll(
+        self,
+        collection: str,
+        *,
+        limit: int,
+        offset: PointId | None = None,
+        scroll_filter: models.Filter | None = None,
+        with_vectors: bool = True,
+        with_payload: bool = True,
+    ) -> tuple[list[PointRecord], PointId | None]:
+        """One page in id order, and the offset of the next page (``None`` at the end)."""
+        ...
+
+    def query(
+        self,
+        collection: str,
+        vector: Sequence[float],
+        *,
+        limit: int,
+        query_filter: models.Filter | None = None,
+        with_payload: bool = True,
+        with_vectors: bool = False,
+        hnsw_ef: int | None = None,
+        exact: bool = False,
+    ) -> list[ScoredHit]:
+        """Nearest neighbours of ``vector``, best first."""
+        ...
+
+    def sample(
+        self, collection: str, limit: int, *, with_payload: bool = True
+    ) -> list[PointRecord]:
+        """A random sample of points with vectors (Qdrant's Query API random sample)."""
+        ...
+
+    def count(self, collection: str, *, count_filter: models.Filter | None = None) -> int:
+        """Exact count of points matching the filter."""
+        ...
+
+    def retrieve(
+        self,
+        collection: str,
+        ids: Sequence[PointId],
+        *,
+        with_vectors: bool = True,
+        with_payload: bool = True,
+    ) -> list[PointRecord]:
+        """The points that exist among ``ids`` (missing ids are skipped)."""
+        ...
+
+    def set_payload(
+        self, collection: str, payload: Mapping[str, Any], ids: Sequence[PointId]
+    ) -> None:
+        """Merge ``payload`` into the payload of ``ids``."""
+        ...
+
+    def delete_payload_keys(
+        self, collection: str, keys: Sequence[str], *, points_filter: models.Filter | None = None
+    ) -> None:
+        """Remove payload ``keys`` from matching points (all points when no filter)."""
+        ...
+
+    def delete_points(
+        self,
+        collection: str,
+        *,
+        ids: Sequence[PointId] | None = None,
+        points_filter: models.Filter | None = None,
+    ) -> None:
+        """Delete by ids or by filter (exactly one of them)."""
+        ...
+
+    def close(self) -> None: ...

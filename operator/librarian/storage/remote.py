@@ -1,0 +1,537 @@
+"""The remote adapter: a Qdrant cluster reached through the official ``qdrant-client``.
+
+Why this exists: production fleets are real Qdrant clusters. This adapter
+gives them the same small port as the embedded engine, with a timeout on
+every call, retries with exponential backoff for what may pass (connection
+errors, timeouts, 429 and 5xx), and errors that name the cluster and
+collection — and never carry the API key. ``qdrant-client``'s local mode
+(``url=":memory:"``) is accepted so the shared test suite can run the data
+operations without a server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import httpx
+from qdrant_client import QdrantClient
+from qdrant_client.http import models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from librarian.storage.errors import (
+    AuthenticationFailed,
+    ClusterUnreachable,
+    CollectionExists,
+    CollectionNotFound,
+    InvalidRequest,
+    QdrantError,
+)
+from librarian.storage.port import (
+    CollectionInfo,
+    CollectionSpec,
+    Distance,
+    HnswSpec,
+    OptimizersSpec,
+    PointId,
+    PointRecord,
+    QuantizationSpec,
+    ScoredHit,
+)
+
+T = TypeVar("T")
+_RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+
+
+def hnsw_diff(spec: CollectionSpec) -> models.HnswConfigDiff | None:
+    if spec.hnsw is None:
+        return None
+    return models.HnswConfigDiff(
+        m=spec.hnsw.m,
+        ef_construct=spec.hnsw.ef_construct,
+        full_scan_threshold=spec.hnsw.full_scan_threshold,
+        on_disk=spec.hnsw.on_disk,
+    )
+
+
+def quantization_config(spec: QuantizationSpec | None) -> models.QuantizationConfig | None:
+    if spec is None:
+        return None
+    if spec.kind == "scalar":
+        return models.ScalarQuantization(
+            scalar=models.ScalarQuantizationConfig(
+                type=models.ScalarType.INT8, quantile=spec.quantile, always_ram=spec.always_ram
+            )
+        )
+    if spec.kind == "product":
+        return models.ProductQuantization(
+            product=models.ProductQuantizationConfig(
+                compression=models.CompressionRatio(spec.compression or "x16"),
+                always_ram=spec.always_ram,
+            )
+        )
+    return models.BinaryQuantization(
+        binary=models.BinaryQuantizationConfig(always_ram=spec.always_ram)
+    )
+
+
+def optimizers_diff(spec: CollectionSpec) -> models.OptimizersConfigDiff | None:
+    if spec.optimizers is None:
+        return None
+    o = spec.optimizers
+    return models.OptimizersConfigDiff(
+        indexing_threshold=o.indexing_threshold,
+        default_segment_number=o.default_segment_number,
+        max_segment_size=o.max_segment_size,
+        deleted_threshold=o.deleted_threshold,
+        vacuum_min_vector_number=o.vacuum_min_vector_number,
+    )
+
+
+def spec_from_config(
+    config: models.CollectionConfig, vectors: models.VectorParams
+) -> CollectionSpec:
+    """Our description of a collection's current configuration, as Qdrant reports it."""
+    hnsw = config.hnsw_config
+    optimizers = config.optimizer_config
+    quantization = vectors.quantization_config or config.quantization_config
+    quant: QuantizationSpec | None = None
+    if isinstance(quantization, models.ScalarQuantization):
+        quant = QuantizationSpec(
+            kind="scalar",
+            quantile=quantization.scalar.quantile,
+            always_ram=quantization.scalar.always_ram,
+        )
+    elif isinstance(quantization, models.ProductQuantization):
+        compression: Any = quantization.product.compression.value
+        quant = QuantizationSpec(
+            kind="product", always_ram=quantization.product.always_ram, compression=compression
+        )
+    elif isinstance(quantization, models.BinaryQuantization):
+        quant = QuantizationSpec(kind="binary", always_ram=quantization.binary.always_ram)
+    return CollectionSpec(
+        vector_size=int(vectors.size),
+        distance=vectors.distance.value,
+        on_disk_vectors=vectors.on_disk,
+        on_disk_payload=config.params.on_disk_payload,
+        hnsw=HnswSpec(
+            m=hnsw.m,
+            ef_construct=hnsw.ef_construct,
+            full_scan_threshold=hnsw.full_scan_threshold,
+            on_disk=hnsw.on_disk,
+        ),
+        quantization=quant,
+        optimizers=OptimizersSpec(
+            indexing_threshold=optimizers.indexing_threshold,
+            default_segment_number=optimizers.default_segment_number,
+            max_segment_size=optimizers.max_segment_size,
+            deleted_threshold=optimizers.deleted_threshold,
+            vacuum_min_vector_number=optimizers.vacuum_min_vector_number,
+        ),
+        shard_number=config.params.shard_number,
+        replication_factor=config.params.replication_factor,
+    )
+
+
+def _id(value: Any) -> PointId:
+    return value if isinstance(value, int | str) else str(value)
+
+
+def _vector(value: Any) -> list[float] | None:
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        value = value.get("")
+    if value is None:
+        return None
+    return value if isinstance(value, list) else [float(x) for x in value]  # no copy for lists
+
+
+class RemoteQdrant:
+    """:class:`~librarian.storage.port.QdrantPort` over ``qdrant-client``."""
+
+    def __init__(
+        self,
+        cluster: str,
+        client: QdrantClient,
+        *,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+        serialize: bool = False,
+    ) -> None:
+        self._cluster = cluster
+        self._client = client
+        # qdrant-client's local mode is not thread-safe: serialize calls to it.
+        self._serial = threading.Lock() if serialize else contextlib.nullcontext()
+        self._retries = max(0, retries)
+        self._backoff_s = backoff_s
+        self._sleep = sleep
+
+    @classmethod
+    def connect(
+        cls,
+        cluster: str,
+        url: str,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 10.0,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+    ) -> RemoteQdrant:
+        if url == ":memory:":
+            return cls(
+                cluster,
+                QdrantClient(location=":memory:"),
+                retries=retries,
+                backoff_s=backoff_s,
+                serialize=True,
+            )
+        else:
+            client = QdrantClient(
+                url=url,
+                api_key=api_key,
+                timeout=max(1, round(timeout_s)),
+                check_compatibility=False,
+            )
+        return cls(cluster, client, retries=retries, backoff_s=backoff_s)
+
+    @property
+    def cluster(self) -> str:
+        return self._cluster
+
+    # ----------------------------------------------------------------- error handling
+
+    def _call(self, collection: str | None, action: Callable[[], T]) -> T:
+        attempt = 0
+        while True:
+            try:
+                with self._serial:
+                    return action()
+            except QdrantError:
+                raise
+            except Exception as error:
+                translated = self._translate(error, collection)
+                if not translated.retryable or attempt >= self._retries:
+                    raise translated from None
+                self._sleep(self._backoff_s * (2**attempt))
+                attempt += 1
+
+    def _translate(self, error: Exception, collection: str | None) -> QdrantError:
+        cluster = self._cluster
+        if isinstance(error, UnexpectedResponse):
+            status = error.status_code
+            detail = _detail(error)
+            if status in (401, 403):
+                return AuthenticationFailed(
+                    cluster,
+                    f"the API key was refused (HTTP {status}); check the Secret or "
+                    "environment variable that holds it",
+                    collection=collection,
+                )
+            if status == 404:
+                return CollectionNotFound(cluster, f"not found: {detail}", collection=collection)
+            if status == 409:
+                return CollectionExists(cluster, detail, collection=collection)
+            if status in _RETRYABLE_STATUS:
+                failure = ClusterUnreachable(
+                    cluster, f"HTTP {status}: {detail}", collection=collection
+                )
+                return failure
+            return InvalidRequest(cluster, f"HTTP {status}: {detail}", collection=collection)
+        if isinstance(
+            error, ResponseHandlingException | httpx.TransportError | TimeoutError | ConnectionError
+        ):
+            source = getattr(error, "source", None) or error
+            return ClusterUnreachable(
+                cluster,
+                f"cannot reach the cluster ({type(source).__name__}: {source})",
+                collection=collection,
+            )
+        message = str(error)
+        if "not found" in message.lower():
+            return CollectionNotFound(cluster, "collection does not exist", collection=collection)
+        if "already exists" in message.lower():
+            return CollectionExists(cluster, "collection already exists", collection=collection)
+        return InvalidRequest(cluster, f"{type(error).__name__}: {message}", collection=collection)
+
+    # ----------------------------------------------------------------- collections
+
+    def ping(self) -> None:
+        self._call(None, self._client.get_collections)
+
+    def collection_exists(self, collection: str) -> bool:
+        return bool(self._call(collection, lambda: self._client.collection_exists(collection)))
+
+    def create_collection(self, collection: str, spec: CollectionSpec) -> None:
+        if self.collection_exists(collection):
+            raise CollectionExists(
+                self._cluster, "collection already exists", collection=collection
+            )
+        self._call(
+            collection,
+            lambda: self._client.create_collection(
+                collection,
+                vectors_config=models.VectorParams(
+                    size=spec.vector_size,
+                    distance=models.Distance(spec.distance),
+                    on_disk=spec.on_disk_vectors,
+                ),
+                hnsw_config=hnsw_diff(spec),
+                quantization_config=quantization_config(spec.quantization),
+                optimizers_config=optimizers_diff(spec),
+                shard_number=spec.shard_number,
+                replication_factor=spec.replication_factor,
+                on_disk_payload=spec.on_disk_payload,
+            ),
+        )
+
+    def update_collection(self, collection: str, spec: CollectionSpec) -> None:
+        current = self.collection_info(collection)
+        if (spec.vector_size, spec.distance) != (current.vector_size, current.distance):
+            raise InvalidRequest(
+                self._cluster,
+                f"vector size and distance are immutable ({current.vector_size}, "
+                f"{current.distance}); create a new collection and migrate",
+                collection=collection,
+            )
+        vectors = (
+            {"": models.VectorParamsDiff(on_disk=spec.on_disk_vectors)}
+            if spec.on_disk_vectors is not None
+            else None
+        )
+        params = (
+            models.CollectionParamsDiff(
+                replication_factor=spec.replication_factor, on_disk_payload=spec.on_disk_payload
+            )
+            if spec.replication_factor is not None or spec.on_disk_payload is not None
+            else None
+        )
+        self._call(
+            collection,
+            lambda: self._client.update_collection(
+                collection,
+                vectors_config=vectors,
+                hnsw_config=hnsw_diff(spec),
+                quantization_config=quantization_config(spec.quantization),
+                optimizers_config=optimizers_diff(spec),
+                collection_params=params,
+            ),
+        )
+
+    def delete_collection(self, collection: str) -> None:
+        self._call(collection, lambda: self._client.delete_collection(collection))
+
+    def collection_info(self, collection: str) -> CollectionInfo:
+        info = self._call(collection, lambda: self._client.get_collection(collection))
+        vectors = info.config.params.vectors
+        if isinstance(vectors, dict):
+            vectors = vectors.get("")
+        if vectors is None:
+            raise InvalidRequest(
+                self._cluster, "collection has no default dense vector", collection=collection
+            )
+        distance: Distance = vectors.distance.value
+        return CollectionInfo(
+            name=collection,
+            points_count=int(info.points_count or 0),
+            vector_size=int(vectors.size),
+            distance=distance,
+            indexed_vectors_count=info.indexed_vectors_count,
+            payload_schema={k: str(v.data_type.value) for k, v in info.payload_schema.items()},
+            spec=spec_from_config(info.config, vectors),
+        )
+
+    def create_keyword_index(self, collection: str, field_name: str) -> None:
+        self._call(
+            collection,
+            lambda: self._client.create_payload_index(
+                collection, field_name, models.PayloadSchemaType.KEYWORD, wait=True
+            ),
+        )
+
+    # ----------------------------------------------------------------- points
+
+    def upsert(self, collection: str, points: Sequence[PointRecord]) -> None:
+        if not points:
+            return
+        structs = [
+            models.PointStruct(id=p.id, vector=p.vector or [], payload=p.payload) for p in points
+        ]
+        self._call(collection, lambda: self._client.upsert(collection, points=structs, wait=True))
+
+    def scroll(
+        self,
+        collection: str,
+        *,
+        limit: int,
+        offset: PointId | None = None,
+        scroll_filter: models.Filter | None = None,
+        with_vectors: bool = True,
+        with_payload: bool = True,
+    ) -> tuple[list[PointRecord], PointId | None]:
+        records, next_offset = self._call(
+            collection,
+            lambda: self._client.scroll(
+                collection,
+                scroll_filter=scroll_filter,
+                limit=limit,
+                offset=offset,
+                with_payload=with_payload,
+                with_vectors=with_vectors,
+            ),
+        )
+        points = [
+            PointRecord(id=_id(r.id), vector=_vector(r.vector), payload=dict(r.payload or {}))
+            for r in records
+        ]
+        return points, (None if next_offset is None else _id(next_offset))
+
+    def query(
+        self,
+        collection: str,
+        vector: Sequence[float],
+        *,
+        limit: int,
+        query_filter: models.Filter | None = None,
+        with_payload: bool = True,
+        with_vectors: bool = False,
+        hnsw_ef: int | None = None,
+        exact: bool = False,
+    ) -> list[ScoredHit]:
+        response = self._call(
+            collection,
+            lambda: self._client.query_points(
+                collection,
+                query=[float(x) for x in vector],
+                limit=limit,
+                query_filter=query_filter,
+                search_params=models.SearchParams(hnsw_ef=hnsw_ef, exact=exact),
+                with_payload=with_payload,
+                with_vectors=with_vectors,
+            ),
+        )
+        return [
+            ScoredHit(
+                id=_id(h.id),
+                score=float(h.score),
+                payload=dict(h.payload or {}),
+                vector=_vector(h.vector),
+            )
+            for h in response.points
+        ]
+
+    def sample(
+        self, collection: str, limit: int, *, with_payload: bool = True
+    ) -> list[PointRecord]:
+        response = self._call(
+            collection,
+            lambda: self._client.query_points(
+                collection,
+                query=models.SampleQuery(sample=models.Sample.RANDOM),
+                limit=limit,
+                with_payload=with_payload,
+                with_vectors=True,
+            ),
+        )
+        return [
+            PointRecord(id=_id(h.id), vector=_vector(h.vector), payload=dict(h.payload or {}))
+            for h in response.points
+        ]
+
+    def count(self, collection: str, *, count_filter: models.Filter | None = None) -> int:
+        result = self._call(
+            collection,
+            lambda: self._client.count(collection, count_filter=count_filter, exact=True),
+        )
+        return int(result.count)
+
+    def retrieve(
+        self,
+        collection: str,
+        ids: Sequence[PointId],
+        *,
+        with_vectors: bool = True,
+        with_payload: bool = True,
+    ) -> list[PointRecord]:
+        if not ids:
+            return []
+        records = self._call(
+            collection,
+            lambda: self._client.retrieve(
+                collection, ids=list(ids), with_vectors=with_vectors, with_payload=with_payload
+            ),
+        )
+        return [
+            PointRecord(id=_id(r.id), vector=_vector(r.vector), payload=dict(r.payload or {}))
+            for r in records
+        ]
+
+    def set_payload(
+        self, collection: str, payload: Mapping[str, Any], ids: Sequence[PointId]
+    ) -> None:
+        if not ids:
+            return
+        self._call(
+            collection,
+            lambda: self._client.set_payload(
+                collection, dict(payload), points=list(ids), wait=True
+            ),
+        )
+
+    def delete_payload_keys(
+        self,
+        collection: str,
+        keys: Sequence[str],
+        *,
+        points_filter: models.Filter | None = None,
+    ) -> None:
+        selector = models.FilterSelector(filter=points_filter or models.Filter())
+        self._call(
+            collection,
+            lambda: self._client.delete_payload(collection, list(keys), points=selector, wait=True),
+        )
+
+    def delete_points(
+        self,
+        collection: str,
+        *,
+        ids: Sequence[PointId] | None = None,
+        points_filter: models.Filter | None = None,
+    ) -> None:
+        if (ids is None) == (points_filter is None):
+            raise InvalidRequest(
+                self._cluster,
+                "delete_points needs exactly one of ids or filter",
+                collection=collection,
+            )
+        selector: models.PointsSelector
+        if ids is not None:
+            if not ids:
+                return
+            selector = models.PointIdsList(points=list(ids))
+        else:
+            assert points_filter is not None
+            selector = models.FilterSelector(filter=points_filter)
+        self._call(
+            collection,
+            lambda: self._client.delete(collection, points_selector=selector, wait=True),
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _detail(error: UnexpectedResponse) -> str:
+    """Qdrant's error text from the body (``{"status": {"error": ...}}``), short."""
+    try:
+        body = error.structured()
+        status = body.get("status") if isinstance(body, dict) else None
+        if isinstance(status, dict) and "error" in status:
+            return str(status["error"])[:300]
+    except Exception:  # a body that is not JSON
+        pass
+    return (error.reason_phrase or "error")[:300]
