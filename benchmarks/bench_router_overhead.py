@@ -52,8 +52,7 @@ def serve(state: RouterState) -> tuple[str, threading.Event]:
         await site.start()
         address.append(f"http://127.0.0.1:{runner.addresses[0][1]}")
         ready.set()
-        while not stop_flag.is_set():
-            await asyncio.sleep(0.1)
+        await asyncio.to_thread(stop_flag.wait)
         await runner.cleanup()
 
     threading.Thread(target=lambda: asyncio.run(run()), daemon=True).start()

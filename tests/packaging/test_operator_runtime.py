@@ -54,7 +54,7 @@ def test_bad_peering_settings_are_refused(env: dict[str, str], message: str) -> 
 def test_metrics_port() -> None:
     assert metrics_port_from_env({}) is None
     assert metrics_port_from_env({"LIBRARIAN_METRICS_PORT": "9090"}) == 9090
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be a port number"):
         metrics_port_from_env({"LIBRARIAN_METRICS_PORT": "99999"})
 
 
