@@ -41,7 +41,6 @@ from librarian.core.planner import (
     MaintenanceWindow,
     Move,
     Proposal,
-    naive_rebalance,
     plan_rebalance,
 )
 from librarian.core.routing import LibraryRouter, RouteDecision, RoutingError, build_router
@@ -85,7 +84,6 @@ __all__ = [
     "forecast_series",
     "fuse",
     "mean_absolute_percentage_error",
-    "naive_rebalance",
     "plan_rebalance",
     "predict_domain_metrics",
     "validate_domain_mapping",

@@ -5,7 +5,7 @@ From per-domain figures the router and the clusters report (queries/s, p95
 latency, points, memory and disk, online recall) this builds each cluster's
 load, the fleet's balance (max/mean of cluster load over every cluster,
 empty ones counting 0), the thresholds each figure breaks and what to do
-about it. The planner, the policy's status and the CLI all read this one
+about it. The planner, the operator and the CLI all read this one
 report. Pure: no clock, no I/O.
 
 Definitions (the README repeats them for users):
@@ -30,7 +30,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 __all__ = [
     "VIOLATION_KINDS",
@@ -158,51 +157,6 @@ class LoadReport:
         known = ", ".join(c.name for c in self.clusters) or "none"
         raise KeyError(f"no cluster {name!r} in the load report; known: {known}")
 
-    def to_status(self) -> dict[str, Any]:
-        """JSON-safe camelCase summary for a custom resource's status."""
-        return {
-            "maxMeanRatio": round(self.max_mean_ratio, 4),
-            "imbalance": round(self.imbalance, 4),
-            "clusters": [
-                {
-                    "name": c.name,
-                    "qps": round(c.qps, 3),
-                    "load": round(c.load, 4),
-                    "p95Ms": _round(c.p95_ms, 2),
-                    "latencyLimitMs": _round(c.latency_limit_ms, 2),
-                    "points": c.points,
-                    "memoryBytes": c.memory_bytes,
-                    "diskBytes": c.disk_bytes,
-                    "memoryUsage": _round(c.memory_usage, 4),
-                    "diskUsage": _round(c.disk_usage, 4),
-                    "domains": list(c.domains),
-                }
-                for c in self.clusters
-            ],
-            "domains": [
-                {
-                    "domain": d.domain,
-                    "cluster": d.cluster,
-                    "qps": round(d.qps, 3),
-                    "p95Ms": _round(d.p95_ms, 2),
-                    "points": d.points,
-                    "recall": _round(d.recall, 4),
-                }
-                for d in self.domains
-            ],
-            "violations": [
-                {
-                    "kind": v.kind,
-                    "subject": v.subject,
-                    "value": round(v.value, 4),
-                    "threshold": round(v.threshold, 4),
-                    "message": v.message,
-                }
-                for v in self.violations
-            ],
-            "recommendations": list(self.recommendations),
-        }
-
 
 def load_scale(capacities: Sequence[ClusterCapacity], names: Sequence[str]) -> dict[str, float]:
     """The divisor turning each named cluster's queries/s into its load.
@@ -213,10 +167,6 @@ def load_scale(capacities: Sequence[ClusterCapacity], names: Sequence[str]) -> d
     declared = {c.name: c.max_qps for c in capacities if c.max_qps}
     fallback = sum(declared.values()) / len(declared) if declared else 1.0
     return {name: declared.get(name) or fallback for name in names}
-
-
-def _round(value: float | None, digits: int) -> float | None:
-    return None if value is None else round(value, digits)
 
 
 def _check_number(
