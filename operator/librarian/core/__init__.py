@@ -1,11 +1,13 @@
 """Pure logic of qdrant-librarian: numpy and scikit-learn only, no I/O, no clock, no env.
 
-Why this exists: the algorithms (discovery, patterns, placement validation,
-routing, fusion, load analysis, rebalancing plans, forecasts, status
-conditions) are the product's heart; keeping them pure keeps them testable and
-reusable from the operator, the CLI and as a library. (The rebalancing
-``ClusterCapacity`` lives in :mod:`librarian.core.load`; the one exported here
-describes a specialization target for mapping validation.)
+Why this exists: the algorithms (discovery, patterns, placement, mapping
+validation, routing, fusion, load analysis, forecasts, rebalancing plans,
+tuning) are the product's heart; keeping them pure keeps them testable and
+reusable from the operator, the router, the CLI and as a library. They speak
+of domains, clusters and load, never of the resources or statuses that carry
+them. (The rebalancing ``ClusterCapacity`` lives in :mod:`librarian.core.load`;
+the one exported here describes a specialization target for mapping
+validation.)
 """
 
 from librarian.core.discovery import (
