@@ -1,9 +1,8 @@
-"""Load forecasting: the model, the bounded history kept in a status, and the MAPE ledger."""
+"""Load forecasting: the model, the bounded load history, and the MAPE ledger."""
 
 from __future__ import annotations
 
 import doctest
-import json
 import math
 
 import numpy as np
@@ -176,57 +175,6 @@ def test_history_same_time_merges_earlier_time_is_refused() -> None:
         history.append(math.nan, {}, max_samples=5)
 
 
-def test_history_status_is_compact_json_and_round_trips() -> None:
-    history = LoadHistory()
-    history = history.append(T0 + 0.5, {"d1": {"qps": 123.456789}}, max_samples=10)
-    history = history.append(
-        T0 + 900, {"d1": {"qps": math.inf}, "d2": {"points": 1_234_567.0}}, max_samples=10
-    )
-    status = history.to_status()
-    text = json.dumps(status, allow_nan=False)
-    assert status == {
-        "times": [T0 + 0.5, int(T0) + 900],
-        "domains": {"d1": {"qps": [123.5, None]}, "d2": {"points": [None, 1_235_000]}},
-    }
-    again = LoadHistory.from_status(json.loads(text))
-    assert again.times_s == history.times_s
-    assert again.series["d1"]["qps"][0] == 123.5 and math.isnan(again.series["d1"]["qps"][1])
-    assert again.series["d2"]["points"][1] == 1_235_000.0
-    assert again.to_status() == status
-
-
-@pytest.mark.parametrize(
-    "garbage",
-    [
-        None,
-        "text",
-        [],
-        {},
-        {"times": "soon", "domains": {}},
-        {"times": [1, 2], "domains": []},
-        {"times": [1, "x", None, 2, 2, 1, True, 3], "domains": {"d": {"qps": "many"}}},
-        {"times": [1, 2], "domains": {"d": None, 5: {"qps": [1]}, "e": {7: [1], "q": [None]}}},
-    ],
-)
-def test_history_from_garbled_status_never_raises(garbage) -> None:
-    history = LoadHistory.from_status(garbage)
-    json.dumps(history.to_status(), allow_nan=False)
-    assert all(len(c) == len(history.times_s) for m in history.series.values() for c in m.values())
-
-
-def test_history_from_status_drops_bad_times_and_fixes_column_lengths() -> None:
-    data = {
-        "times": [10, "x", 20, 15, 30],
-        "domains": {"d": {"qps": [1, 2, 3, 4, 5, 6, 7], "points": [1, "many"]}, "e": {"qps": []}},
-    }
-    history = LoadHistory.from_status(data)
-    assert history.times_s == (10.0, 20.0, 30.0)
-    assert history.series["d"]["qps"] == (1.0, 3.0, 5.0)
-    points = history.series["d"]["points"]
-    assert points[0] == 1.0 and all(math.isnan(v) for v in points[1:])
-    assert "e" not in history.series
-
-
 # -- predictions --------------------------------------------------------------------------------
 
 
@@ -309,42 +257,3 @@ def test_ledger_is_bounded() -> None:
     ledger = ledger.score({"d": {"qps": 1.0}}, now_s=1e9)
     assert len(ledger.errors) == MAX_ERRORS and ledger.pending == ()
     assert ledger.errors[-1] == pytest.approx(MAX_PENDING + 10 - 1)  # the latest ones stay
-
-
-def test_ledger_status_round_trips_as_json() -> None:
-    ledger = PredictionLedger().record({"d2": {"qps": 3.0}}, 400.0)
-    ledger = ledger.record({"d1": {"qps": 12.3456789}}, 500.0)
-    ledger = ledger.record({"d1": {"points": 1_234_567.0}}, 900.0)
-    ledger = ledger.score({"d2": {"qps": 4.0}}, 450.0).record({"d2": {"qps": 4.5}}, 900.0)
-    status = ledger.to_status()
-    text = json.dumps(status, allow_nan=False)
-    assert status["mape"] == 0.25 and status["errors"] == [0.25]
-    assert status["pending"] == [
-        {"dueS": 500, "values": {"d1": {"qps": 12.3457}}},
-        {"dueS": 900, "values": {"d1": {"points": 1_234_570}, "d2": {"qps": 4.5}}},
-    ]
-    again = PredictionLedger.from_status(json.loads(text))
-    assert again.errors == (0.25,)
-    assert {(p.domain, p.metric, p.due_s) for p in again.pending} == {
-        (p.domain, p.metric, p.due_s) for p in ledger.pending
-    }
-    assert again.to_status() == status
-    assert json.dumps(PredictionLedger().to_status(), allow_nan=False)
-
-
-@pytest.mark.parametrize(
-    "garbage",
-    [
-        None,
-        42,
-        {"pending": "x", "errors": "y"},
-        {"pending": [None, {"dueS": "later"}, {"dueS": 5, "values": [1]}], "errors": [None, -1]},
-        {"pending": [{"dueS": 5, "values": {"d": {"qps": "x", "ok": 2}, "e": 3, 9: {}}}]},
-        {"errors": [0.5, math.nan, math.inf, True, "0.1"]},
-    ],
-)
-def test_ledger_from_garbled_status_never_raises(garbage) -> None:
-    ledger = PredictionLedger.from_status(garbage)
-    json.dumps(ledger.to_status(), allow_nan=False)
-    assert all(math.isfinite(e) and e >= 0 for e in ledger.errors)
-    assert all(p.metric == "ok" and p.predicted == 2.0 for p in ledger.pending)

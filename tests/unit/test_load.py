@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -146,30 +145,6 @@ def test_thresholds_change_the_verdict() -> None:
     domains = [DomainLoad("x", "a", qps=14), DomainLoad("y", "b", qps=6)]
     assert analyze_load(domains, []).violations  # 1.4 > 1.3
     assert not analyze_load(domains, [], Thresholds(load_imbalance=0.5)).violations
-
-
-def test_status_is_json_safe_camel_case(report) -> None:
-    status = report.to_status()
-    json.dumps(status)
-    assert status["maxMeanRatio"] == round(report.max_mean_ratio, 4)
-    bulk = status["clusters"][1]
-    assert bulk["name"] == "bulk" and bulk["memoryUsage"] == 0.9 and bulk["p95Ms"] == 200.0
-    assert bulk["latencyLimitMs"] == 120.0 and bulk["diskUsage"] is None
-    assert {v["kind"] for v in status["violations"]} == {
-        "load_imbalance",
-        "latency_degradation",
-        "capacity",
-        "accuracy_drop",
-    }
-    assert status["domains"][0] == {
-        "domain": "d0",
-        "cluster": "fast",
-        "qps": 120.0,
-        "p95Ms": 30.0,
-        "points": 1000,
-        "recall": None,
-    }
-    assert status["recommendations"] == list(report.recommendations)
 
 
 @pytest.mark.parametrize(

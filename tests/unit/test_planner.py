@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
@@ -16,7 +15,6 @@ from librarian.core.planner import (
     Move,
     PlanError,
     apply_moves,
-    naive_rebalance,
     next_window_start,
     parse_window,
     plan_rebalance,
@@ -130,21 +128,6 @@ def huge_domain_fleet():
         DomainLoad("c1", "c", qps=20, points=40_000),
     ]
     return domains, [ClusterCapacity(n) for n in "abc"]
-
-
-def test_balance_reaches_the_goal_moving_fewer_points_than_naive() -> None:
-    domains, caps = huge_domain_fleet()
-    report = analyze_load(domains, caps)
-    assert report.max_mean_ratio > GOAL
-    proposal = plan_rebalance(report, caps, strategy="load_based", now=NOW)
-    assert proposal.after.max_mean_ratio <= GOAL
-    # Moving 'huge' alone would meet the goal too (the best gain per move): not per point.
-    assert "huge" not in {m.domain for m in proposal.moves}
-    naive = naive_rebalance(report, caps)
-    [naive_move] = naive.moves
-    assert naive_move.domain == "huge" and naive_move.target == "c"  # hottest to coolest
-    assert proposal.points_moved < naive.points_moved / 10
-    assert all(m.priority == 2 and m.reason.startswith("balance:") for m in proposal.moves)
 
 
 def test_balance_stops_as_soon_as_the_goal_is_met() -> None:
@@ -603,7 +586,7 @@ def test_goal_reached_whenever_small_domains_make_it_feasible() -> None:
 # --------------------------------------------------------------------------- objects
 
 
-def test_proposal_id_and_status() -> None:
+def test_proposal_id() -> None:
     domains, caps = huge_domain_fleet()
     first = plan(domains, caps, strategy="load_based")
     again = plan(domains, caps, strategy="load_based")
@@ -611,28 +594,6 @@ def test_proposal_id_and_status() -> None:
     assert plan(domains, caps, strategy="hybrid").id != first.id  # strategy is part of it
     fewer = plan(domains, caps, strategy="load_based", constraints=Constraints(max_moves_per_run=1))
     assert fewer.id != first.id
-    status = first.to_status()
-    json.dumps(status)
-    assert status["id"] == first.id and status["strategy"] == "load_based"
-    assert status["pointsMoved"] == first.points_moved and status["startsAt"] is None
-    assert status["before"]["maxMeanRatio"] == round(first.before.max_mean_ratio, 4)
-    assert status["after"]["violations"] == len(first.after.violations)
-    assert set(status["moves"][0]) == {
-        "domain",
-        "source",
-        "target",
-        "points",
-        "kind",
-        "reason",
-        "priority",
-        "wave",
-        "startAfterSeconds",
-        "durationSeconds",
-        "executable",
-    }
-    windows = (parse_window("Sat 01:00-05:00"),)
-    timed = plan(domains, caps, constraints=Constraints(maintenance_windows=windows))
-    assert timed.to_status()["startsAt"] == "2024-06-08T01:00:00Z"
 
 
 def test_apply_moves() -> None:
@@ -657,12 +618,6 @@ def test_apply_moves() -> None:
         apply_moves(domains, [Move("w", "a", "b", 0, "move", "", 2, 0, 0.0, 0.0)])
     with pytest.raises(PlanError, match="from 'b', but it is on 'a'"):
         apply_moves(domains, [Move("x", "b", "a", 0, "move", "", 2, 0, 0.0, 0.0)])
-
-
-def test_naive_does_nothing_on_a_balanced_fleet() -> None:
-    domains = [DomainLoad("x", "a", qps=10), DomainLoad("y", "b", qps=12)]
-    naive = naive_rebalance(analyze_load(domains, []), [])
-    assert naive.moves == () and naive.strategy == "naive" and naive.points_moved == 0
 
 
 @pytest.mark.parametrize(
