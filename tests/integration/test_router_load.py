@@ -25,9 +25,9 @@ from librarian.contracts.metadata import SUPERSEDED_ANNOTATION
 from librarian.core.discovery import Domain
 from librarian.kube.client import remember_credentials
 from librarian.local.emulator import emulated_kubernetes, load_crds
+from librarian.router import RouterConfig, RouterState
 from librarian.router.library import LibraryDefinition
 from librarian.router.loader import kubernetes_loader
-from librarian.router.server import RouterConfig, RouterState
 from librarian.services.catalog import write_catalog
 from librarian.storage.embedded import EmbeddedQdrant
 from librarian.storage.errors import ClusterUnreachable
