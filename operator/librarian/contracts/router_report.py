@@ -3,9 +3,9 @@
 Why this exists: the router writes ``GET /librarian/status`` and ``GET
 /librarian/load``; the operator reads them to judge where the query load lands.
 Defined once as typed models, the two sides cannot drift apart: the router
-renders these models and the operator validates what it receives with the same
-ones. Field names on the wire are camelCase (``p95Ms``, ``estimatedRecall``);
-in Python they are snake_case.
+renders these models (``to_json``) and the operator validates what it receives
+with the same ones. Field names on the wire are camelCase (``p95Ms``,
+``estimatedRecall``); in Python they are snake_case.
 
 Figures a reader does not need have neutral defaults, so a report from an older
 router (or a stand-in) that omits them still parses; the load itself
@@ -34,12 +34,14 @@ __all__ = [
 class _Report(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel,
-        validate_by_name=True,
-        validate_by_alias=True,
-        serialize_by_alias=True,
+        populate_by_name=True,  # built by field name in Python, read by alias from the wire
         allow_inf_nan=False,
         frozen=True,
     )
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form: JSON-safe values under their camelCase names."""
+        return self.model_dump(mode="json", by_alias=True)
 
 
 class DomainLoad(_Report):
@@ -122,4 +124,6 @@ class RouterStatus(_Report):
 
     def to_json(self) -> dict[str, Any]:
         """The wire form: camelCase names, ``library`` left out while none is loaded."""
-        return self.model_dump(mode="json", exclude={"library"} if self.library is None else None)
+        return self.model_dump(
+            mode="json", by_alias=True, exclude={"library"} if self.library is None else None
+        )

@@ -133,7 +133,7 @@ class LoadMeter:
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-safe figures (the wire form of :meth:`report`)."""
-        return self.report().model_dump(mode="json")
+        return self.report().to_json()
 
     def report(self) -> LoadReport:
         """Per domain and per cluster, sorted by name."""

@@ -157,7 +157,7 @@ class StatusEndpoints:
     async def load(self, request: web.Request) -> web.Response:
         """Per-domain and per-cluster query load seen by this router (what rebalancing reads)."""
         started = time.perf_counter()
-        return ok(self.state.load.report().model_dump(mode="json"), started)
+        return ok(self.state.load.report().to_json(), started)
 
     async def collections(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
