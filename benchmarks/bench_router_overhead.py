@@ -33,8 +33,8 @@ from qdrant_client import QdrantClient
 
 from debian_vectors import load_vectors
 from librarian.core.discovery import discover
+from librarian.router import RouterConfig, RouterState, create_app
 from librarian.router.library import DomainRoute, LibraryDefinition
-from librarian.router.server import RouterConfig, RouterState, create_app
 from librarian.settings import OrchestratorSettings
 from librarian.storage.embedded import EmbeddedQdrant
 from librarian.storage.fleet import Fleet

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +18,10 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client.http.exceptions import UnexpectedResponse
 
+from librarian.router.library import LibraryDefinition
 from librarian.storage.errors import ClusterUnreachable
 from librarian.storage.fleet import Fleet
-from librarian.storage.port import QdrantPort
+from librarian.storage.port import CollectionSpec, QdrantPort
 
 from .router_support import DIM, Library, RouterThread, build_embedded_library, make_state
 
@@ -31,6 +35,7 @@ class FlakyPort:
         self.inner = inner
         self.mode = "ok"
         self.delay_s = 0.0
+        self.reason = "connection refused"
         self.calls = 0
 
     def __getattr__(self, name: str) -> Any:
@@ -41,7 +46,7 @@ class FlakyPort:
         def call(*args: Any, **kwargs: Any) -> Any:
             self.calls += 1
             if self.mode == "down":
-                raise ClusterUnreachable(self.inner.cluster, "connection refused")
+                raise ClusterUnreachable(self.inner.cluster, self.reason)
             if self.mode == "slow":
                 time.sleep(self.delay_s)
             return attribute(*args, **kwargs)
@@ -145,6 +150,24 @@ def test_slow_cluster_times_out_within_the_request_timeout(library) -> None:
         west.mode = "ok"
         r = http.post("/collections/library/points/query?timeout=0", json={"query": _vector()})
         assert r.status_code == 400 and "timeout" in _error(r)
+
+
+def test_a_timeout_is_a_504_and_an_unreachable_cluster_a_502_whatever_the_message(
+    library,
+) -> None:
+    built, west = library
+    state = make_state(
+        built, settings={"timeout": "300ms", "caching": {"enable_result_cache": False}}
+    )
+    only_west = {"vector": list(built.definition.domains[2].centroid), "clusters": ["west"]}
+    with RouterThread(state) as router, httpx.Client(base_url=router.url, timeout=30) as http:
+        west.mode, west.reason = "down", "did not answer: connection reset"
+        r = http.post("/librarian/query", json=only_west)
+        assert r.status_code == 502 and "no cluster answered (west/library-d2)" in _error(r)
+        west.mode, west.delay_s = "slow", 1.0
+        r = http.post("/librarian/query", json=only_west)
+        assert r.status_code == 504 and "no cluster answered (west/library-d2)" in _error(r)
+        west.mode = "ok"
 
 
 def test_cache_hits_and_is_cleared_by_writes(library) -> None:
@@ -321,3 +344,102 @@ def test_fuzzed_request_bodies_never_crash_the_router(library) -> None:
                 assert r.status_code in (200, 400, 404, 422), (path, raw, r.status_code, r.text)
                 body = r.json()
                 assert "time" in body and ("result" in body or "error" in body["status"]), body
+
+
+def _hashed_homes(built: Library) -> LibraryDefinition:
+    """The same library in collections whose names hold a ``#`` (Qdrant allows it)."""
+    routes = []
+    for route in built.definition.domains:
+        port = built.fleet.get(route.cluster)
+        records, _ = port.scroll(route.collection, limit=10_000)
+        name = f"shelf#{route.domain_id}"
+        port.create_collection(name, CollectionSpec(vector_size=DIM))
+        port.upsert(name, records)
+        routes.append(replace(route, collection=name))
+    return replace(built.definition, domains=tuple(routes), version="hashed")
+
+
+def test_writes_reach_every_collection_whatever_its_name(library) -> None:
+    built, _ = library
+    hashed = Library(built.fleet, _hashed_homes(built), built.points)
+    east = built.fleet.get("east")
+    with (
+        RouterThread(make_state(hashed)) as router,
+        httpx.Client(base_url=router.url) as http,
+    ):
+
+        def count() -> int:
+            return int(
+                http.post("/collections/library/points/count", json={}).json()["result"]["count"]
+            )
+
+        assert count() == len(built.points)
+        records, _ = east.scroll("shelf#d1", limit=1)
+        moved = records[0].id
+        near_d0 = list(built.definition.domains[0].centroid)
+        r = http.put(
+            "/collections/library/points", json={"points": [{"id": moved, "vector": near_d0}]}
+        )
+        assert r.status_code == 200
+        assert [p.id for p in east.retrieve("shelf#d0", [moved])] == [moved]
+        assert east.retrieve("shelf#d1", [moved]) == []  # moved, not copied
+        assert count() == len(built.points)
+        r = http.post("/collections/library/points/delete", json={"points": [moved]})
+        assert r.status_code == 200
+        assert east.retrieve("shelf#d0", [moved]) == []
+        assert count() == len(built.points) - 1
+
+
+class GatedPort:
+    """Delegates to a real port; its searches wait until the test opens the gate."""
+
+    def __init__(self, inner: QdrantPort) -> None:
+        self.inner = inner
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def query(self, *args: Any, **kwargs: Any) -> Any:
+        self.entered.set()
+        if not self.gate.wait(60):
+            raise RuntimeError("the gate was never opened")
+        return self.inner.query(*args, **kwargs)
+
+
+def test_latency_is_recorded_against_the_snapshot_the_request_used(tmp_path: Path) -> None:
+    built = build_embedded_library(tmp_path)
+    west = GatedPort(built.fleet.get("west"))
+    built.fleet = Fleet.of_ports({"east": built.fleet.get("east"), "west": west})  # type: ignore[dict-item]
+    definitions = [built.definition]
+
+    async def loader() -> LibraryDefinition:
+        return definitions[-1]
+
+    state = make_state(built, settings={"caching": {"enable_result_cache": False}})
+    state.config.loader = loader
+    try:
+        with RouterThread(state) as router, ThreadPoolExecutor(1) as pool:
+            before = state.library
+            assert before is not None and before.domains[2].cluster == "west"
+            pending = pool.submit(
+                httpx.post,
+                f"{router.url}/collections/library/points/query",
+                json={"query": _vector(), "limit": 5},
+                timeout=60,
+            )
+            assert west.entered.wait(60)  # the request is at west, on the first snapshot
+            definitions.append(replace(built.definition, version="v2"))
+            assert router.run(state.reload()) is True
+            after = state.library
+            assert after is not None and after is not before
+            west.gate.set()
+            assert pending.result(60).status_code == 200
+            assert (
+                before.router.hedge_after(2) is not None
+            )  # west's latency: the request's snapshot
+            assert after.router.hedge_after(2) is None  # ... not the one loaded meanwhile
+    finally:
+        west.gate.set()
+        built.fleet.close()

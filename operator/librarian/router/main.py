@@ -17,9 +17,10 @@ import kopf
 from aiohttp import web
 
 from librarian.kube.client import remember_credentials
+from librarian.router.app import create_app
 from librarian.router.library import LibraryDefinition
 from librarian.router.loader import catalog_loader, kubernetes_fleet, kubernetes_loader
-from librarian.router.server import RouterConfig, RouterState, create_app
+from librarian.router.state import RouterConfig, RouterState
 from librarian.settings import Settings
 from librarian.storage.fleet import ClusterConfig, Fleet
 
