@@ -61,7 +61,8 @@ def test_every_dependency_is_pinned_by_the_lock_within_what_pyproject_allows() -
 
 def test_the_makefile_and_the_image_install_from_the_lock() -> None:
     makefile = (REPO / "Makefile").read_text()
-    assert "-c $(LOCK)" in makefile and "LOCK   := requirements/constraints.txt" in makefile
+    assert "-c $(LOCK)" in makefile
+    assert "LOCK   := requirements/constraints.txt" in makefile
     assert re.search(r"^lock:", makefile, re.M), "`make lock` refreshes the lock"
     dockerfile = (REPO / "Dockerfile").read_text()
     assert "-c requirements/constraints.txt ." in dockerfile

@@ -132,7 +132,8 @@ def test_kind_guide_installs_what_the_domainmap_needs() -> None:
         assert f"create secret generic {ref['name']}" in section
         assert f"--from-literal={ref['key']}=" in section
     assert f"-n {namespace}" in section
-    assert "make e2e" in section and "https://qdrant.github.io/qdrant-helm" in section
+    assert "make e2e" in section
+    assert "https://qdrant.github.io/qdrant-helm" in section
 
 
 def test_the_rebalancing_example_is_accepted_by_the_api_server_and_the_operator() -> None:

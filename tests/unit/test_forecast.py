@@ -67,7 +67,8 @@ def test_forecast_times_run_from_one_step_after_the_last_sample_to_the_horizon()
     odd = forecast_series(times, values, 1000.0, step_s=300.0)
     assert odd.times_s == (now + 300.0, now + 600.0, now + 900.0, now + 1000.0)
     single = forecast_series(times, values, 5 * HOUR, step_s=5 * HOUR)
-    assert single.times_s == (now + 5 * HOUR,) and len(single.values) == 1
+    assert single.times_s == (now + 5 * HOUR,)
+    assert len(single.values) == 1
 
 
 def test_less_than_a_period_fits_the_trend_only() -> None:
@@ -84,7 +85,8 @@ def test_less_than_a_period_fits_the_trend_only() -> None:
 def test_fewer_than_three_samples_repeat_the_last_value() -> None:
     forecast = forecast_series([T0, T0 + 900.0], [10.0, 30.0], HOUR)
     assert forecast.values == (30.0,) * 4
-    assert forecast.trend_per_hour == 0.0 and forecast.seasonal_amplitude == 0.0
+    assert forecast.trend_per_hour == 0.0
+    assert forecast.seasonal_amplitude == 0.0
     assert forecast.samples == 2
     assert forecast_series([T0], [7.0], 900.0).values == (7.0,)
 
@@ -145,9 +147,12 @@ def test_history_aligns_domains_that_come_and_go() -> None:
     history = history.append(T0 + 120, {"d2": {"qps": 6.0}}, max_samples=10)
     assert history.times_s == (T0, T0 + 60, T0 + 120)
     d1, d2 = history.series["d1"], history.series["d2"]
-    assert d1["qps"][:2] == (1.0, 2.0) and math.isnan(d1["qps"][2])
-    assert d1["points"][0] == 10.0 and all(math.isnan(v) for v in d1["points"][1:])
-    assert math.isnan(d2["qps"][0]) and d2["qps"][1:] == (5.0, 6.0)
+    assert d1["qps"][:2] == (1.0, 2.0)
+    assert math.isnan(d1["qps"][2])
+    assert d1["points"][0] == 10.0
+    assert all(math.isnan(v) for v in d1["points"][1:])
+    assert math.isnan(d2["qps"][0])
+    assert d2["qps"][1:] == (5.0, 6.0)
     assert history.points("d1", "qps") == ([T0, T0 + 60], [1.0, 2.0])
     assert history.points("nowhere", "qps") == ([], [])
 
@@ -245,7 +250,9 @@ def test_ledger_scores_what_fell_due_and_keeps_the_rest() -> None:
     assert later.mape == pytest.approx((0.1 + 1.0 + 0.2) / 3)
     # A prediction of 0 for a domain with 0 is perfect, not a division by zero, and not scored.
     zero = PredictionLedger().record({"d": {"qps": 0.0}}, 1.0).score({"d": {"qps": 0.0}}, 1.0)
-    assert zero.errors == () and zero.pending == () and zero.mape is None
+    assert zero.errors == ()
+    assert zero.pending == ()
+    assert zero.mape is None
 
 
 def test_ledger_is_bounded() -> None:
@@ -255,5 +262,6 @@ def test_ledger_is_bounded() -> None:
     assert len(ledger.pending) == MAX_PENDING
     assert ledger.pending[0].predicted == 11.0  # the oldest ones went
     ledger = ledger.score({"d": {"qps": 1.0}}, now_s=1e9)
-    assert len(ledger.errors) == MAX_ERRORS and ledger.pending == ()
+    assert len(ledger.errors) == MAX_ERRORS
+    assert ledger.pending == ()
     assert ledger.errors[-1] == pytest.approx(MAX_PENDING + 10 - 1)  # the latest ones stay

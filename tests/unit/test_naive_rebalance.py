@@ -19,7 +19,8 @@ def test_balance_reaches_the_goal_moving_fewer_points_than_naive() -> None:
     assert "huge" not in {m.domain for m in proposal.moves}
     naive = naive_rebalance(report, caps)
     [naive_move] = naive.moves
-    assert naive_move.domain == "huge" and naive_move.target == "c"  # hottest to coolest
+    assert naive_move.domain == "huge"
+    assert naive_move.target == "c"
     assert proposal.points_moved < naive.points_moved / 10
     assert all(m.priority == 2 and m.reason.startswith("balance:") for m in proposal.moves)
 
@@ -27,4 +28,6 @@ def test_balance_reaches_the_goal_moving_fewer_points_than_naive() -> None:
 def test_naive_does_nothing_on_a_balanced_fleet() -> None:
     domains = [DomainLoad("x", "a", qps=10), DomainLoad("y", "b", qps=12)]
     naive = naive_rebalance(analyze_load(domains, []), [])
-    assert naive.moves == () and naive.strategy == "naive" and naive.points_moved == 0
+    assert naive.moves == ()
+    assert naive.strategy == "naive"
+    assert naive.points_moved == 0
