@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 import numpy as np
@@ -26,6 +26,9 @@ from rich.table import Table
 from librarian.core.discovery import STRATEGIES, DiscoveryError, DiscoveryResult, discover
 from librarian.settings import ConfigError, Settings, load_settings, settings_as_yaml
 from librarian.storage.errors import QdrantError
+
+if TYPE_CHECKING:
+    from librarian.core.collection_spec import Distance
 
 console = Console(stderr=True)
 
@@ -309,6 +312,122 @@ def run(argv: Sequence[str] | None = None) -> int:
         error.show()
         return error.exit_code
     return 0
+
+
+# --------------------------------------------------------------------------- load
+
+
+def _api_key(api_key_env: str | None) -> str | None:
+    """The API key from the environment variable named by ``--api-key-env`` (never an argument)."""
+    if not api_key_env:
+        return None
+    api_key = os.environ.get(api_key_env)
+    if not api_key:
+        raise click.UsageError(f"environment variable {api_key_env} is not set or empty")
+    return api_key
+
+
+@main.command("load")
+@click.option(
+    "--embedded",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Load into an embedded Qdrant engine stored at this path (created if missing).",
+)
+@click.option("--url", help="Load into the remote Qdrant cluster at this URL.")
+@click.option(
+    "--api-key-env", metavar="VAR", help="Read the API key of --url from this environment variable."
+)
+@click.option("--collection", required=True, help="The collection (created if missing).")
+@click.option(
+    "--npy",
+    "npy_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The vectors: a .npy array (points, dimensions); row i becomes point id i.",
+)
+@click.option(
+    "--payload",
+    "payload_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="RECORDS.jsonl: one JSON object per line, line i+1 the payload of point i.",
+)
+@click.option(
+    "--distance",
+    type=click.Choice(["Cosine", "Dot", "Euclid"]),
+    help="Distance of a new collection (default Cosine); an existing one must match.",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=500, show_default=True, hidden=True
+)
+def load_command(
+    embedded: Path | None,
+    url: str | None,
+    api_key_env: str | None,
+    collection: str,
+    npy_path: Path,
+    payload_path: Path | None,
+    distance: str | None,
+    batch_size: int,
+) -> None:
+    """Load a .npy of vectors (and a .jsonl of payloads) into a collection.
+
+    Every check runs before anything is written; running it again upserts the
+    same points.
+    """
+    from librarian.services.loading import LoadRefused, load_points, plan_load
+    from librarian.storage.fleet import ClusterConfig, FleetConfigError, connect
+
+    if (embedded is None) == (url is None):
+        raise click.UsageError("give exactly one target: --embedded PATH or --url URL")
+    if api_key_env and url is None:
+        raise click.UsageError("--api-key-env goes with --url")
+    try:
+        config = ClusterConfig(
+            name=url or str(embedded),
+            url=url,
+            embedded=str(embedded) if embedded is not None else None,
+            api_key=_api_key(api_key_env),
+        )
+    except FleetConfigError as error:
+        raise click.UsageError(str(error)) from None
+    where = f"embedded:{embedded}" if embedded is not None else str(url)
+    try:
+        port = connect(config)
+    except QdrantError as error:
+        raise click.ClickException(str(error)) from None
+    try:
+        plan = plan_load(
+            port, collection, npy_path, payload_path, cast("Distance | None", distance)
+        )
+        with _bar(f"loading {plan.rows:,} points", plan.rows) as advance:
+            report = load_points(port, plan, batch_size=batch_size, on_progress=advance)
+    except LoadRefused as error:
+        raise click.ClickException(str(error)) from None
+    except QdrantError as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        port.close()
+    click.echo(
+        f"{'Created' if report.created else 'Updated'} collection {report.collection!r} on "
+        f"{where}: {report.points:,} points upserted ({report.dimensions}-d, {report.distance}), "
+        f"{report.points_in_collection:,} in the collection"
+    )
+
+
+@contextmanager
+def _bar(description: str, total: int) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr (silent when stderr is not a terminal)."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda done, _total: progress.update(task, completed=done)
 
 
 # --------------------------------------------------------------------------- operator and demo
