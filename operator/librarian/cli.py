@@ -493,9 +493,14 @@ def operator_command(
     "clusters",
     multiple=True,
     metavar="NAME=URL|NAME=embedded:PATH",
-    help="Without --domainmap: a cluster of the fleet (API key from LIBRARIAN_API_KEY_<NAME>).",
+    help="Without --domainmap: a cluster of the fleet (API key from LIBRARIAN_API_KEY_<NAME>); "
+    "an embedded PATH must exist.",
 )
-@click.option("--source", metavar="CLUSTER/COLLECTION", help="Without --domainmap: the source.")
+@click.option(
+    "--source",
+    metavar="CLUSTER/COLLECTION",
+    help="Without --domainmap: the source; every domain is served from it.",
+)
 @click.option("--catalog", metavar="CLUSTER/COLLECTION", help="Without --domainmap: the catalog.")
 @click.option("--owner", help="Without --domainmap: the catalog owner (NAMESPACE/NAME).")
 @click.option("--library", "library_name", help="The library's collection name (default: source).")
@@ -512,7 +517,15 @@ def router_command(
     owner: str | None,
     library_name: str | None,
 ) -> None:
-    """Serve Qdrant's REST API for the library (the router's container command)."""
+    """Serve Qdrant's REST API for the library (the router's container command).
+
+    With --domainmap the router follows the DomainMap and its
+    ClusterSpecializations: a specialized domain is read from its own
+    collection. Without Kubernetes (--cluster, --source, --catalog) it reads
+    the catalog only and serves every domain from the source collection;
+    specialized collections are not used. Clusters, source and catalog must
+    exist when it starts.
+    """
     import asyncio
     import logging
 
