@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -586,6 +586,7 @@ def router_command(
 )
 def demo_command(manifest: Path, crds: Path, timeout: float) -> None:
     """Run the embedded default end to end and print the discovered domains."""
+    _require_local("demo")
     import asyncio
     import logging
 
@@ -609,12 +610,167 @@ def demo_command(manifest: Path, crds: Path, timeout: float) -> None:
     print_report(report, out)
 
 
-def run_job_command(args: Sequence[str]) -> tuple[bool, str]:
-    """Run a Job container's ``args`` in-process, as the image's ``librarian`` entry point would."""
+def run_job_command(
+    args: Sequence[str], environment: Mapping[str, str] | None = None
+) -> tuple[bool, str]:
+    """Run a Job container's ``args`` (and environment) in-process, as the image's entry point would."""
     from click.testing import CliRunner
 
-    result = CliRunner().invoke(main, list(args))
+    result = CliRunner().invoke(main, list(args), env=dict(environment or {}))
     return result.exit_code == 0, result.output
+
+
+def _require_local(command: str) -> None:
+    """``up`` and ``demo`` run an in-process Kubernetes API: the ``local`` extra."""
+    try:
+        import kmock  # noqa: F401
+    except ImportError:
+        raise click.ClickException(
+            f"librarian {command} runs an in-process Kubernetes API, which needs the local "
+            "extra: pip install 'qdrant-librarian[local]'"
+        ) from None
+
+
+# --------------------------------------------------------------------------- up and status
+
+
+@main.command("up")
+@click.option(
+    "-f",
+    "--file",
+    "files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML with DomainMap, ClusterSpecialization, RebalancePolicy and Secret documents "
+    "(repeatable; optional when resuming a state).",
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=6333, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--state",
+    "state_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".librarian"),
+    show_default=True,
+    help="Where resources and their status are kept; the same --state resumes where it was.",
+)
+@click.pass_obj
+def up_command(
+    settings: Settings, files: tuple[Path, ...], port: int, host: str, state_dir: Path
+) -> None:
+    """Run the library on your own data without a cluster: operator, Jobs and routers in one process.
+
+    Serves Qdrant's REST API at http://HOST:PORT (each library under its source
+    collection's name; GET /readyz is 200 once every library is loaded) and
+    prints each resource's phase as it changes. Stops cleanly on Ctrl-C or
+    SIGTERM.
+    """
+    _require_local("up")
+    import asyncio
+    import logging
+    import signal
+
+    from librarian.local.up import UpConfig, UpError, run_up
+
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    logging.getLogger("kopf").setLevel(logging.ERROR)
+    out = sys.stdout  # kept: a Job's command runs under CliRunner, which swaps sys.stdout
+
+    def write(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    config = UpConfig(files=files, state_dir=state_dir, host=host, port=port, settings=settings)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        interrupts = []
+
+        def on_signal(number: int) -> None:
+            if number == signal.SIGINT:
+                interrupts.append(number)
+            if len(interrupts) > 1:
+                write(
+                    "Stopped without waiting (an interrupted migration resumes at the next start)"
+                )
+                os._exit(130)
+            if not stop.is_set():
+                write("Stopping (Ctrl-C again to stop without waiting)")
+            stop.set()
+
+        for number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(number, on_signal, number)
+
+        def ready(running: Any) -> None:
+            names = ", ".join(library.name for library in running.libraries)
+            write(
+                f"Serving Qdrant's REST API at {running.url} (libraries: {names}); "
+                f"state in {state_dir}/; Ctrl-C to stop"
+            )
+
+        await run_up(config, run_command=run_job_command, write=write, stop=stop, on_ready=ready)
+
+    try:
+        asyncio.run(serve())
+    except UpError as error:
+        raise click.ClickException(str(error)) from None
+    write("Stopped.")
+
+
+@main.command("status")
+@click.option(
+    "--state",
+    "state_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".librarian"),
+    show_default=True,
+    help="The state directory of librarian up.",
+)
+@click.option("--port", type=click.IntRange(1, 65535), help="Ask a running librarian up instead.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--wide", is_flag=True, help="More columns, as kubectl get -o wide.")
+def status_command(state_dir: Path, port: int | None, host: str, wide: bool) -> None:
+    """Print the resources of librarian up as kubectl get would: a table per kind."""
+    from librarian.local.crds import packaged_crds
+    from librarian.local.printer import get_tables
+    from librarian.local.state import StateDirectory, StateError
+
+    if port is not None:
+        items = _live_resources(f"http://{host}:{port}")
+    else:
+        state = StateDirectory(state_dir)
+        if not state.resources.is_dir():
+            raise click.ClickException(
+                f"no state in {state_dir}/: start with librarian up -f FILE (or give --state DIR)"
+            )
+        try:
+            items = state.load()
+        except StateError as error:
+            raise click.ClickException(str(error)) from None
+        running = state.running()
+        click.echo(
+            f"librarian up is running at {running.url} (pid {running.pid})"
+            if running
+            else f"librarian up is not running; as stored in {state_dir}/:",
+            err=True,
+        )
+    click.echo(get_tables(items, packaged_crds(), wide=wide))
+
+
+def _live_resources(url: str) -> list[dict[str, Any]]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/librarian/resources", timeout=10) as response:
+            data = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        raise click.ClickException(
+            f"no librarian up answers at {url} ({error}): is it running on that port?"
+        ) from None
+    return list(data.get("items") or [])
 
 
 # --------------------------------------------------------------------------- migrate
@@ -751,3 +907,7 @@ def migrate_command(
         else f"{report.phase}: copied {report.copied:,}, target {report.target_count:,}, "
         f"verified={report.verified}, removed from source {report.removed_from_source:,}"
     )
+
+
+if __name__ == "__main__":  # python -m librarian.cli (tests start it so)
+    main()

@@ -99,7 +99,8 @@ def read_vectors(path: Path) -> npt.NDArray[Any]:
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise LoadRefused(f"{path} holds an empty array of shape {array.shape}: nothing to load")
     _check_finite(array, path)
-    return array
+    vectors: npt.NDArray[Any] = array
+    return vectors
 
 
 def _check_finite(array: npt.NDArray[Any], path: Path) -> None:
