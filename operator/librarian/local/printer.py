@@ -64,15 +64,23 @@ def printer_columns(crds: Iterable[Mapping[str, Any]]) -> dict[str, list[Column]
     return columns
 
 
-def json_path(body: Any, path: str) -> Any:
-    """The value at ``path`` (kubectl's printer-column JSONPath subset), ``None`` if absent."""
-    position, value = 0, body
+def _steps(path: str) -> list[tuple[str | None, str | None, str | None]]:
+    steps: list[tuple[str | None, str | None, str | None]] = []
+    position = 0
     while position < len(path):
         step = _STEP.match(path, position)
         if step is None:
             raise ValueError(f"unsupported JSONPath {path!r} at {path[position:]!r}")
-        position = step.end()
         field, filter_key, filter_value = step.groups()
+        steps.append((field, filter_key, filter_value))
+        position = step.end()
+    return steps
+
+
+def json_path(body: Any, path: str) -> Any:
+    """The value at ``path`` (kubectl's printer-column JSONPath subset), ``None`` if absent."""
+    value = body
+    for field, filter_key, filter_value in _steps(path):
         if field is not None:
             value = value.get(field) if isinstance(value, Mapping) else None
         elif isinstance(value, list):
