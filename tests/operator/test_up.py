@@ -14,15 +14,21 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
 from qdrant_client import QdrantClient
 
-from librarian.cli import main
+from librarian.cli import main, run_job_command
 from librarian.demo.data import load_demo_data
-from librarian.testing import UpProcess, free_port, start_up, wait_until_ready
+from librarian.local.state import StateDirectory
+from librarian.local.up import UpConfig, local_library
+from librarian.storage.embedded import _ENGINES as embedded_engines
+from librarian.storage.embedded import EmbeddedQdrant
+from librarian.storage.port import CollectionSpec, PointRecord
+from librarian.testing import UpProcess, free_port, start_up, wait_for, wait_until_ready
 
 pytestmark = pytest.mark.slow
 
@@ -143,11 +149,13 @@ def test_up_serves_stops_on_sigterm_and_resumes_without_redoing_anything(
     assert "Resuming from .librarian/" in log and "DomainMap/mine: Ready (Analyzed)" in log
     assert "Analyzing" not in log and "Labeling" not in log  # not analysed again
     assert "Running" not in log and "Migrating" not in log  # no migration run again
-    # The same library answers: the routing model is rebuilt from a random sample of the
-    # library at each start, so only the last of ten places may differ.
-    assert [a[0] for a in again] == [a[0] for a in answers]
+    # The same library answers as well. (Not always word for word: the router's routing model
+    # is learnt from a random sample of the library each time it starts.)
+    recall_again = np.mean(
+        [len(set(a) & set(e.tolist())) / 10 for a, e in zip(again, exact, strict=True)]
+    )
     overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(again, answers, strict=True)])
-    assert overlap >= 0.95, overlap
+    assert recall_again >= 0.9 and overlap >= 0.9, (recall_again, overlap)
     restarted = _stored_domainmap(root)
     assert restarted["status"]["version"] == stored["status"]["version"]
     assert restarted["status"].get("lastAnalyzed") == stored["status"].get("lastAnalyzed")
@@ -168,3 +176,74 @@ def test_up_refuses_a_bad_document_naming_file_and_document(tmp_path: Path) -> N
     assert result.exit_code == 1
     assert f"{bad}, document 2: v1 ConfigMap is not accepted here" in result.output
     assert not (tmp_path / "s/resources").exists()
+
+
+def _load_embedded(path: Path, collection: str, vectors: np.ndarray, texts: list[str]) -> None:
+    port = EmbeddedQdrant("local", path)
+    try:
+        port.create_collection(collection, CollectionSpec(vector_size=vectors.shape[1]))
+        port.upsert(
+            collection,
+            [
+                PointRecord(id=i, vector=vectors[i].tolist(), payload={"text": texts[i]})
+                for i in range(len(vectors))
+            ],
+        )
+    finally:
+        port.close()
+
+
+async def test_two_libraries_behind_one_address_then_everything_closed(tmp_path: Path) -> None:
+    data = load_demo_data(limit=600)
+    vectors = np.asarray(data.vectors[:600], dtype=np.float32)
+    storage = tmp_path / "local"
+    _load_embedded(storage, "docs", vectors[:300], data.texts[:300])
+    _load_embedded(storage, "more", vectors[300:], data.texts[300:600])
+    maps = []
+    for name, collection in (("first", "docs"), ("second", "more")):
+        spec = {**DOMAINMAP["spec"], "source": {"cluster": "local", "collection": collection}}
+        spec["clusters"] = [{"name": "local", "embedded": str(storage)}]
+        spec.pop("specialize")
+        spec.pop("specialization")
+        spec["catalog"] = {"collection": f"catalog-{name}"}
+        maps.append({**DOMAINMAP, "metadata": {"name": name}, "spec": spec})
+    files = [tmp_path / "maps.yaml"]
+    files[0].write_text(yaml.safe_dump_all(maps))
+    lines: list[str] = []
+    config = UpConfig(files=files, state_dir=tmp_path / "state", port=0)
+    state = StateDirectory(tmp_path / "state")
+    async with (
+        local_library(config, run_command=run_job_command, write=lines.append) as running,
+        aiohttp.ClientSession() as http,
+    ):
+
+        async def ready() -> bool:
+            async with http.get(f"{running.url}/readyz") as response:
+                return response.status == 200
+
+        await wait_for(ready, timeout=180)
+        assert {library.name for library in running.libraries} == {"docs", "more"}
+        running_up = state.running()
+        assert running_up is not None and running_up.url == running.url
+        async with http.get(f"{running.url}/collections") as response:
+            names = {c["name"] for c in (await response.json())["result"]["collections"]}
+        assert {"docs", "more"} <= names
+        probe = {"query": vectors[305].tolist(), "limit": 3}
+        async with http.post(f"{running.url}/collections/more/points/query", json=probe) as r:
+            best = (await r.json())["result"]["points"][0]
+        assert best["id"] == 5 and best["score"] > 0.999  # point 5 of "more" is vector 305
+        async with http.post(f"{running.url}/collections/docs/points/query", json=probe) as r:
+            assert (await r.json())["result"]["points"][0]["score"] < 0.999  # not in "docs"
+        async with http.post(f"{running.url}/collections/typo/points/query", json=probe) as r:
+            assert r.status == 404 and "libraries: docs, more" in (await r.text())
+        async with http.get(f"{running.url}/librarian/resources") as response:
+            items = (await response.json())["items"]
+        assert sorted(i["metadata"]["name"] for i in items if i["kind"] == "DomainMap") == [
+            "first",
+            "second",
+        ]
+        assert all(i["kind"] != "Secret" for i in items)
+    assert "DomainMap/first: Ready (Analyzed)" in "\n".join(lines)
+    assert "DomainMap/second: Ready (Analyzed)" in "\n".join(lines)
+    assert state.running() is None  # the lock is released
+    assert storage.resolve() not in embedded_engines  # its shards are closed

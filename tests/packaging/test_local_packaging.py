@@ -44,7 +44,7 @@ def test_kmock_is_the_local_extra_and_make_installs_it() -> None:
     assert not any(r.startswith("kmock") for r in project["dependencies"])
     assert any(r.startswith("kmock") for r in project["optional-dependencies"]["local"])
     install = next(
-        line for line in (REPO / "Makefile").read_text().splitlines() if "pip install" in line
+        line for line in (REPO / "Makefile").read_text().splitlines() if "-e '.[" in line
     )
     assert "local" in install.split("[", 1)[1].split("]", 1)[0].split(",")
 

@@ -51,8 +51,9 @@ from librarian.local.printer import PhaseReporter
 from librarian.local.state import PERSISTED, StateDirectory, StateError
 from librarian.operator.context import OperatorContext
 from librarian.operator.runtime import operator_in_thread
+from librarian.router.app import create_app
 from librarian.router.main import RouterSource, kubernetes_login, prepare_router
-from librarian.router.server import RouterState, create_app
+from librarian.router.state import RouterState
 from librarian.settings import Settings
 
 __all__ = ["DEFAULT_STATE", "RunningLibrary", "UpConfig", "UpError", "local_library", "run_up"]
