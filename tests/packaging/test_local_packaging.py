@@ -74,3 +74,21 @@ def test_no_production_package_may_import_the_testing_package() -> None:
     ]
     assert contract["type"] == "forbidden"
     assert set(contract["source_modules"]) == top_level - {"librarian.testing"}
+
+
+def test_the_readme_own_data_section_uses_real_commands_and_options() -> None:
+    import re
+
+    section = (REPO / "README.md").read_text().split("## Your own data, no cluster\n", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    commands = re.findall(r"^\$ librarian (\w+)(.*)$", section, re.M)
+    assert [c for c, _ in commands] == ["load", "up"]
+    for command, rest in commands:
+        options = {
+            name
+            for parameter in main.commands[command].params
+            for name in (*parameter.opts, *parameter.secondary_opts)
+        }
+        used = set(re.findall(r"(?<!\S)(--?[a-z][\w-]*)", rest.split("#", 1)[0]))
+        assert used and used <= options, (command, used - options)
+    assert "client.query_points(" in section and "librarian status" in section

@@ -64,6 +64,8 @@ DEFAULT_STATE = Path(".librarian")
 TIMER_TICK_ENV = "LIBRARIAN_TIMER_TICK_SECONDS"
 RELOAD_SPACING_S = 0.5
 """Least time between two router reloads that changes trigger (a rate limit)."""
+DESCRIBE_EVERY_S = 2.0
+"""How often a library built by the router's own periodic reload is reported."""
 JOB_RESCAN_S = 5.0
 """Jobs are run as soon as they are created; this rescan is only a safety net."""
 
@@ -108,6 +110,7 @@ class _Router:
     runner: web.AppRunner
     url: str = ""
     dirty: asyncio.Event = field(default_factory=asyncio.Event)
+    described: str | None = None  # the library version last reported
 
 
 def _stamp(write: Write) -> Write:
@@ -142,22 +145,29 @@ async def _stop_router(router: _Router) -> None:
 
 
 def _describe(router: _Router, write: Write) -> None:
+    """Say what the library serves now, once per version (whichever reload built it)."""
     library = router.state.library
-    if library is not None:
-        specialized = sum(1 for d in library.domains if d.specialized)
-        write(
-            f"Library {router.name} ({router.domainmap}) serving {len(library.domains)} "
-            f"domains, {specialized} from specialized collections"
-        )
+    if library is None or library.definition.version == router.described:
+        return
+    router.described = library.definition.version
+    specialized = sum(1 for d in library.domains if d.specialized)
+    write(
+        f"Library {router.name}: serving {len(library.domains)} domains, "
+        f"{specialized} from specialized collections"
+    )
 
 
 async def _follow(router: _Router, write: Write) -> None:
     """Re-read the library whenever its DomainMap or a ClusterSpecialization changes."""
     while True:
-        await router.dirty.wait()
-        router.dirty.clear()
-        if await router.state.reload():
+        try:
+            await asyncio.wait_for(router.dirty.wait(), DESCRIBE_EVERY_S)
+        except TimeoutError:  # nothing changed: the router's own periodic reload may have
             _describe(router, write)
+            continue
+        router.dirty.clear()
+        await router.state.reload()
+        _describe(router, write)
         await asyncio.sleep(RELOAD_SPACING_S)
 
 
