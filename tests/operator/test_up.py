@@ -221,7 +221,7 @@ async def test_two_libraries_behind_one_address_then_everything_closed(tmp_path:
             async with http.get(f"{running.url}/readyz") as response:
                 return response.status == 200
 
-        await wait_for(ready, timeout=180)
+        await wait_for(ready, 180)
         assert {library.name for library in running.libraries} == {"docs", "more"}
         running_up = state.running()
         assert running_up is not None and running_up.url == running.url

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from librarian.contracts.api import CLUSTERSPECIALIZATIONS, DOMAINMAPS, resource
@@ -202,7 +203,8 @@ class _JobPlayer:
             self.wake.clear()
             try:
                 await play_job_controller(self.api, None, self.done, self._tracked)
-            except Exception as error:  # the API is local: log, and try again at the next wake
+            except (RuntimeError, KeyError, aiohttp.ClientError, TimeoutError) as error:
+                # the API is local: say so, and try again at the next wake
                 log.warning("playing the Job controller failed: %s", error)
             await _wait_either(self.wake, self.stopping, JOB_RESCAN_S)
 
@@ -236,6 +238,107 @@ async def local_library(
         raise UpError(str(error)) from None
 
 
+def _libraries(config: UpConfig, plan: ApplyPlan) -> list[tuple[str, str, str]]:
+    """``(namespace, DomainMap, library name)`` of every DomainMap; one name per library."""
+    found: dict[str, tuple[str, str, str]] = {}
+    for body in [*plan.preload, *plan.create]:
+        if body["kind"] != "DomainMap":
+            continue
+        meta = body["metadata"]
+        library = str(((body.get("spec") or {}).get("source") or {}).get("collection"))
+        if library in found:
+            namespace, name, _ = found[library]
+            raise UpError(
+                f"DomainMaps {namespace}/{name} and {meta['namespace']}/{meta['name']} both serve "
+                f"a library named {library!r}: one address cannot tell them apart"
+            )
+        found[library] = (str(meta["namespace"]), str(meta["name"]), library)
+    if not found:
+        raise UpError(f"no DomainMap in the files or in {config.state_dir}/: give one with -f FILE")
+    return list(found.values())
+
+
+@dataclass
+class _Session:
+    """What follows the API's changes: the state directory, the phase lines, routers, Jobs."""
+
+    state: StateDirectory
+    reporter: PhaseReporter
+    kinds: Mapping[str, str]
+    player: _JobPlayer
+    routers: list[_Router] = field(default_factory=list)
+
+    def changed(self, change: ObjectChange) -> None:
+        self.state.record(change.resource, change.namespace, change.name, change.body)
+        kind = self.kinds.get(change.resource)
+        if kind is not None:
+            self.reporter.observe(kind, change.namespace, change.name, change.body)
+        if change.resource == JOBS and change.body is not None and not finished(change.body):
+            self.player.wake.set()
+        if change.resource in (resource(DOMAINMAPS), resource(CLUSTERSPECIALIZATIONS)):
+            for router in self.routers:
+                if router.namespace == change.namespace:
+                    router.dirty.set()
+
+
+@asynccontextmanager
+async def _serving(
+    config: UpConfig, api: EmulatedCluster, routers: Sequence[_Router]
+) -> AsyncIterator[tuple[str, list[LibraryEndpoint]]]:
+    """The gateway on HOST:PORT in front of the routers: its URL and the libraries."""
+    endpoints = [LibraryEndpoint(r.name, f"{r.namespace}/{r.domainmap}", r.url) for r in routers]
+    runner = web.AppRunner(Gateway(endpoints, lambda: _snapshot(api)).app(), access_log=None)
+    await runner.setup()
+    try:
+        try:
+            await web.TCPSite(runner, config.host, config.port).start()
+        except OSError as error:
+            raise UpError(
+                f"cannot serve on {config.host}:{config.port}: {error.strerror or error} "
+                "(is another process using it? give --port)"
+            ) from None
+        yield f"http://{config.host}:{runner.addresses[0][1]}", endpoints
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def _routers(
+    config: UpConfig, libraries: Sequence[tuple[str, str, str]], write: Write
+) -> AsyncIterator[list[_Router]]:
+    """One router per DomainMap on a loopback port, each re-read as its resources change."""
+    routers: list[_Router] = []
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for namespace, domainmap, library in libraries:
+            routers.append(await _start_router(config.settings, namespace, domainmap, library))
+        tasks = [asyncio.ensure_future(_follow(r, write)) for r in routers]
+        yield routers
+    finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for router in routers:
+            await _stop_router(router)
+
+
+@asynccontextmanager
+async def _jobs_played(player: _JobPlayer, write: Write) -> AsyncIterator[None]:
+    """Run migration Jobs until the block ends; a running one is let finish."""
+    task = asyncio.ensure_future(player.loop())
+    try:
+        yield
+    finally:
+        player.stopping.set()
+        if player.running:
+            write(
+                f"Waiting for the running migration Job to finish ({player.running}); "
+                "an interrupted one resumes at the next start"
+            )
+        await task
+
+
 @asynccontextmanager
 async def _running(
     config: UpConfig,
@@ -245,102 +348,40 @@ async def _running(
     write: Write,
     announce: Callable[[str], None],
 ) -> AsyncIterator[RunningLibrary]:
+    libraries = _libraries(config, plan)
     crds = packaged_crds()
-    kinds = {crd_resource(crd): str(crd["spec"]["names"]["kind"]) for crd in crds}
-    kinds[JOBS] = "Job"
+    kinds = {crd_resource(crd): str(crd["spec"]["names"]["kind"]) for crd in crds} | {JOBS: "Job"}
     everything = [*plan.preload, *plan.create]
     namespaces = sorted({"default", *(b["metadata"]["namespace"] for b in everything)})
     if plan.preload:
         write(f"Resuming from {config.state_dir}/ ({len(plan.preload)} resources stored)")
     os.environ.setdefault(TIMER_TICK_ENV, str(config.timer_tick_s))
-    reporter = PhaseReporter(write, kinds.values())
-    routers: list[_Router] = []
-    tasks: list[asyncio.Task[None]] = []
     async with emulated_kubernetes(crds, namespaces=namespaces) as api:
+        session = _Session(
+            state, PhaseReporter(write, kinds.values()), kinds, _JobPlayer(api, run_command)
+        )
         api.preload(plan.preload)
         for body in sorted(plan.preload, key=_display_order):
             meta = body["metadata"]
-            reporter.observe(str(body["kind"]), meta.get("namespace"), meta["name"], body)
-        players = _JobPlayer(api, run_command)
-
-        def changed(change: ObjectChange) -> None:
-            state.record(change.resource, change.namespace, change.name, change.body)
-            kind = kinds.get(change.resource)
-            if kind is not None:
-                reporter.observe(kind, change.namespace, change.name, change.body)
-            if change.resource == JOBS and change.body is not None and not finished(change.body):
-                players.wake.set()
-            if change.resource in (resource(DOMAINMAPS), resource(CLUSTERSPECIALIZATIONS)):
-                for router in routers:
-                    if router.namespace == change.namespace:
-                        router.dirty.set()
-
-        api.emulator.listen(changed)
+            session.reporter.observe(str(body["kind"]), meta.get("namespace"), meta["name"], body)
+        api.emulator.listen(session.changed)
         for body in plan.create:
             await api.create(body)
         kubernetes_login(api.url)
-        domainmaps = [b for b in everything if b["kind"] == "DomainMap"]
-        if not domainmaps:
-            raise UpError(
-                f"no DomainMap in the files or in {config.state_dir}/: give one with -f FILE"
-            )
-        gateway_runner: web.AppRunner | None = None
-        try:
-            names: dict[str, str] = {}
-            for body in domainmaps:
-                meta = body["metadata"]
-                library = str(((body.get("spec") or {}).get("source") or {}).get("collection"))
-                key = f"{meta['namespace']}/{meta['name']}"
-                if library in names:
-                    raise UpError(
-                        f"DomainMaps {names[library]} and {key} both serve a library named "
-                        f"{library!r}: one address cannot tell them apart"
-                    )
-                names[library] = key
-                routers.append(
-                    await _start_router(config.settings, meta["namespace"], meta["name"], library)
-                )
-            endpoints = [
-                LibraryEndpoint(r.name, f"{r.namespace}/{r.domainmap}", r.url) for r in routers
-            ]
-            gateway = Gateway(endpoints, lambda: _snapshot(api))
-            gateway_runner = web.AppRunner(gateway.app(), access_log=None)
-            await gateway_runner.setup()
-            try:
-                await web.TCPSite(gateway_runner, config.host, config.port).start()
-            except OSError as error:
-                raise UpError(
-                    f"cannot serve on {config.host}:{config.port}: {error.strerror or error} "
-                    "(is another process using it? give --port)"
-                ) from None
-            port = gateway_runner.addresses[0][1]
-            url = f"http://{config.host}:{port}"
+        async with (
+            _routers(config, libraries, write) as routers,
+            _serving(config, api, routers) as (url, endpoints),
+        ):
+            session.routers.extend(routers)
             announce(url)
             for router in routers:
                 _describe(router, write)
-            tasks = [asyncio.ensure_future(_follow(r, write)) for r in routers]
             context = OperatorContext.from_settings(config.settings)
-            async with operator_in_thread(api.url, context=context):
-                player = asyncio.ensure_future(players.loop())
-                try:
-                    yield RunningLibrary(url, api, endpoints)
-                finally:
-                    players.stopping.set()
-                    if players.running:
-                        write(
-                            f"Waiting for the running migration Job to finish ({players.running}); "
-                            "an interrupted one resumes at the next start"
-                        )
-                    await player
-        finally:
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            if gateway_runner is not None:
-                await gateway_runner.cleanup()
-            for router in routers:
-                await _stop_router(router)
+            async with (
+                operator_in_thread(api.url, context=context),
+                _jobs_played(session.player, write),
+            ):
+                yield RunningLibrary(url, api, endpoints)
 
 
 async def run_up(

@@ -21,17 +21,17 @@ __all__ = ["operator_against_emulator", "wait_for"]
 
 
 async def wait_for(
-    check: Callable[[], Awaitable[Any]], timeout: float = 60.0, *, poll_s: float = 0.2
+    check: Callable[[], Awaitable[Any]], timeout_s: float = 60.0, *, poll_s: float = 0.2
 ) -> Any:
-    """The first truthy value of ``check()``, polled until ``timeout`` seconds have passed."""
+    """The first truthy value of ``check()``, polled until ``timeout_s`` seconds have passed."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + timeout_s
     while True:
         value = await check()
         if value:
             return value
         if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"condition not met within {timeout_s}s")
         await asyncio.sleep(poll_s)
 
 
