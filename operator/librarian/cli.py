@@ -1,9 +1,11 @@
-"""The ``librarian`` command: demo, operator, router, discover, migrate, config.
+"""The ``librarian`` command: load, up, status, demo, operator, router, discover, migrate, config.
 
 Why this exists: one entrypoint for people and for containers. The operator
 image runs ``librarian operator``; people run ``librarian discover`` on a
-collection or a ``.npy`` file, and ``librarian demo`` for the embedded default.
-Commands parse arguments, call the library and print; they hold no algorithm.
+collection or a ``.npy`` file, ``librarian load`` and ``librarian up`` for the
+library on their own data without a cluster, and ``librarian demo`` for the
+embedded default. Commands parse arguments, call the library and print; they
+hold no algorithm.
 """
 
 from __future__ import annotations
