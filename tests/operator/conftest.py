@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +12,13 @@ os.environ.setdefault("LIBRARIAN_TIMER_TICK_SECONDS", "0.5")
 import pytest
 
 from librarian.demo.data import load_demo_data
-from librarian.local.emulator import EmulatedCluster, emulated_kubernetes, load_crds
+from librarian.local.emulator import EmulatedCluster, load_crds
 from librarian.operator.context import OperatorContext
-from librarian.operator.runtime import operator_in_thread
 from librarian.storage.embedded import EmbeddedQdrant
 from librarian.storage.port import CollectionSpec, PointRecord
+from librarian.testing import operator_against_emulator, wait_for
+
+__all__ = ["DOMAINMAPS", "POINTS", "REPO", "domainmap", "load_source", "wait_for"]
 
 REPO = Path(__file__).resolve().parents[2]
 DOMAINMAPS = "librarian.dev/v1alpha1/domainmaps"
@@ -57,21 +58,9 @@ def domainmap(name: str, storage: Path, **spec: Any) -> dict[str, Any]:
     }
 
 
-async def wait_for(check: Callable[[], Awaitable[Any]], timeout: float = 60.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.2)
-
-
 @pytest.fixture
 async def cluster() -> AsyncIterator[EmulatedCluster]:
-    async with (
-        emulated_kubernetes(load_crds(REPO / "crds")) as api,
-        operator_in_thread(api.url, context=OperatorContext(progress_interval_s=0.2)),
-    ):
+    async with operator_against_emulator(
+        load_crds(REPO / "crds"), context=OperatorContext(progress_interval_s=0.2)
+    ) as api:
         yield api
