@@ -79,6 +79,8 @@ async def test_demo_reaches_ready_and_labels_every_point(tmp_path: Path) -> None
     assert rebalancing.after["maxMeanRatio"] < rebalancing.before["maxMeanRatio"]
     hot = rebalancing.hot_cluster
     assert rebalancing.calls_after[hot] < rebalancing.calls_before[hot]
+    # The last analysis is made in observe mode: it judges the new placement, moves nothing.
+    assert rebalancing.verdict["lastAnalysis"] and not rebalancing.verdict["moves"]
     # The state up kept: every resource, the policy among them.
     stored = {p.parent.name for p in (tmp_path / "demo/state/resources/default").glob("*/*.json")}
     assert {"domainmaps.librarian.dev", "rebalancepolicies.librarian.dev"} <= stored
@@ -89,6 +91,7 @@ async def test_demo_reaches_ready_and_labels_every_point(tmp_path: Path) -> None
     assert "Ready=True (Analyzed)" in text and "NMI" in text and "Specializations" in text
     assert "Router: 100 queries through qdrant-client" in text
     assert "Rebalancing: the same skewed queries" in text and "max/mean cluster load" in text
+    assert "The policy on the new placement (switched to observe): Balanced=" in text
 
 
 async def test_demo_outside_the_repository_says_where_to_run(tmp_path: Path) -> None:

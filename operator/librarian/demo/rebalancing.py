@@ -7,7 +7,9 @@ applied in ``auto`` mode with the address ``up`` serves as its load source; the
 operator reads the router's load, proposes moves and executes them through
 ClusterSpecializations and their migration Jobs (which ``up`` runs), and the
 router follows. The same skewed queries run again, and the load per cluster is
-compared.
+compared: for that last analysis the demo switches the policy to ``observe``
+(a new generation is analysed at once), so it judges the new placement
+without starting more moves while the demo ends.
 
 A policy judges the load as a rate over the router's sliding window, read
 whenever the operator gets to it. So the skewed load is kept up — not fired
@@ -34,7 +36,6 @@ import yaml
 from rich.console import Console
 
 from librarian.contracts.api import REBALANCEPOLICIES, resource
-from librarian.contracts.metadata import APPROVAL_ANNOTATION
 from librarian.demo.workload import perturbed, query_client, router_load, router_status
 from librarian.local.emulator import EmulatedCluster
 from librarian.local.watch import ResourceWatch
@@ -59,8 +60,9 @@ class RebalanceReport:
     after: dict[str, Any]  # and when it analysed the same queries after the moves
     calls_before: dict[str, int]  # cluster -> calls the router made during one pass
     calls_after: dict[str, int]
-    status: dict[str, Any]
+    status: dict[str, Any]  # once the moves were done
     moves: list[dict[str, Any]] = field(default_factory=list)
+    verdict: dict[str, Any] = field(default_factory=dict)  # its status after the last analysis
 
 
 @dataclass
@@ -230,9 +232,16 @@ async def run_rebalancing(
     calls_after = await load.counted(1, clusters)
     async with load.kept_up(first_seed=2):
         await _hold_for_a_window(started, window)
-        after = await _analysed_again(api, watch, policy_now, namespace, name, timeout_s)
+        verdict = await _judged_again(api, watch, policy_now, namespace, name, timeout_s)
     return RebalanceReport(
-        hot, before, after, calls_before, calls_after, status, list(status.get("history") or [])
+        hot,
+        before,
+        dict(verdict.get("load") or {}),
+        calls_before,
+        calls_after,
+        status,
+        list(status.get("history") or []),
+        verdict,
     )
 
 
@@ -256,7 +265,7 @@ async def _router_follows(
         await asyncio.sleep(0.2)  # the next look at a condition with no notification
 
 
-async def _analysed_again(
+async def _judged_again(
     api: EmulatedCluster,
     watch: ResourceWatch,
     policy_now: Callable[[], dict[str, Any] | None],
@@ -264,16 +273,23 @@ async def _analysed_again(
     name: str,
     timeout_s: float,
 ) -> dict[str, Any]:
-    """Ask the policy for a fresh analysis (the refresh annotation) and return its load figures."""
-    previous = (policy_now() or {}).get("lastAnalysis")
-    await api.patch(
-        POLICIES, namespace, name, {"metadata": {"annotations": {APPROVAL_ANNOTATION: "refresh"}}}
-    )
+    """Switch the policy to ``observe`` and return its status once it has analysed again.
+
+    The new spec is a new generation, which the operator analyses at its next
+    tick; in ``observe`` mode it may propose, but moves nothing more.
+    """
+    changed = await api.patch(POLICIES, namespace, name, {"spec": {"mode": "observe"}})
+    generation = changed["metadata"]["generation"]
 
     def analysed() -> dict[str, Any] | None:
         status = policy_now() or {}
-        fresh = status.get("lastAnalysis") and status.get("lastAnalysis") != previous
-        return dict(status.get("load") or {}) if fresh else None
+        if status.get("observedGeneration") != generation:
+            return None
+        if status.get("analysisFailed"):
+            raise RebalancingFailed(
+                f"RebalancePolicy {name} could not analyse: {status['message']}"
+            )
+        return status if status.get("lastAnalysis") else None
 
     return await watch.until(analysed, timeout_s, f"RebalancePolicy {name} analysed again")
 

@@ -154,5 +154,12 @@ def _print_rebalancing(report: RebalanceReport, console: Console) -> None:
         f"Moves: {len(done)} done of {len(report.moves)}, "
         f"{sum(int(m.get('points', 0)) for m in done):,} points moved; max/mean cluster load "
         f"(queries/s over each cluster's capacity) {report.before.get('maxMeanRatio', 0):.2f} -> "
-        f"{report.after.get('maxMeanRatio', 0):.2f}; policy {report.status.get('phase')}"
+        f"{report.after.get('maxMeanRatio', 0):.2f}"
+    )
+    verdict = report.verdict
+    balanced = next((c for c in verdict.get("conditions") or [] if c.get("type") == "Balanced"), {})
+    console.print(
+        f"The policy on the new placement (switched to observe): "
+        f"Balanced={balanced.get('status', 'Unknown')} ({balanced.get('message', '')}); "
+        f"{verdict.get('phase')}: {verdict.get('message', '')}"
     )
