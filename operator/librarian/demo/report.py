@@ -157,7 +157,8 @@ def _print_rebalancing(report: RebalanceReport, console: Console) -> None:
         f"{report.after.get('maxMeanRatio', 0):.2f}"
     )
     verdict = report.verdict
-    balanced = next((c for c in verdict.get("conditions") or [] if c.get("type") == "Balanced"), {})
+    conditions: list[dict[str, Any]] = verdict.get("conditions") or []
+    balanced = next((c for c in conditions if c.get("type") == "Balanced"), {})
     console.print(
         f"The policy on the new placement (switched to observe): "
         f"Balanced={balanced.get('status', 'Unknown')} ({balanced.get('message', '')}); "
