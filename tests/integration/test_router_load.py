@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import kopf
 import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
 from librarian.contracts.metadata import SUPERSEDED_ANNOTATION
 from librarian.core.discovery import Domain
-from librarian.kube.client import remember_credentials
+from librarian.kube.client import Credentials, remember_credentials
 from librarian.local.emulator import emulated_kubernetes, load_crds
 from librarian.router.library import LibraryDefinition
 from librarian.router.loader import kubernetes_loader
@@ -250,7 +249,7 @@ async def test_loader_reads_the_specialization_that_is_not_superseded(tmp_path: 
     fleet = Fleet.of_ports({"general": catalog_port})
     try:
         async with emulated_kubernetes(load_crds(REPO / "crds")) as api:
-            remember_credentials(kopf.ConnectionInfo(server=api.url, default_namespace="default"))
+            remember_credentials(Credentials(server=api.url))
             await api.create(
                 {
                     "apiVersion": "librarian.dev/v1alpha1",

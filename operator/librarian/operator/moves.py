@@ -166,12 +166,10 @@ async def _follow_copy(
     name = str(move["specialization"])
     try:
         child = await api.get_json(_path(where.namespace, name))
-    except api.KubernetesApiError as error:
-        if error.status == 404:
-            return await _roll_back(
-                body, move, where, context, f"ClusterSpecialization {name} disappeared"
-            )
-        raise
+    except api.NotFound:
+        return await _roll_back(
+            body, move, where, context, f"ClusterSpecialization {name} disappeared"
+        )
     status = child.get("status") or {}
     new_home = _new_home(move, child)
     if new_home is not None and not move.get("newHome"):

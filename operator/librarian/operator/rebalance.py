@@ -91,14 +91,12 @@ async def read_library(
         domain_map = await api.get_json(
             f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/domainmaps/{policy.domain_map}"
         )
-    except api.KubernetesApiError as error:
-        if error.status == 404:
-            raise PolicyFailed(
-                "DomainMapNotFound",
-                f"DomainMap {namespace}/{policy.domain_map} does not exist; create it or fix "
-                "spec.domainMap",
-            ) from None
-        raise
+    except api.NotFound:
+        raise PolicyFailed(
+            "DomainMapNotFound",
+            f"DomainMap {namespace}/{policy.domain_map} does not exist; create it or fix "
+            "spec.domainMap",
+        ) from None
     try:
         dm_spec = parse_domainmap_spec(
             domain_map.get("spec") or {}, name=policy.domain_map, defaults=context.spec_defaults
