@@ -22,7 +22,7 @@ from qdrant_client import QdrantClient
 
 from librarian.contracts.metadata import SUPERSEDED_ANNOTATION
 from librarian.core.discovery import Domain
-from librarian.kube.client import Credentials, remember_credentials
+from librarian.kube.client import Credentials, close_session, remember_credentials
 from librarian.local.emulator import emulated_kubernetes, load_crds
 from librarian.router.library import LibraryDefinition
 from librarian.router.loader import kubernetes_loader
@@ -336,4 +336,5 @@ async def test_loader_reads_the_specialization_that_is_not_superseded(tmp_path: 
             assert both is not None
             assert {r.domain_id: r.cluster for r in both.domains}["d2"] == "fast"
     finally:
+        await close_session()
         fleet.close()

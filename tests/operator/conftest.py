@@ -13,6 +13,7 @@ os.environ.setdefault("LIBRARIAN_TIMER_TICK_SECONDS", "0.5")
 import pytest
 
 from librarian.demo.data import load_demo_data
+from librarian.kube import client as kube_client
 from librarian.local.emulator import EmulatedCluster, emulated_kubernetes, load_crds
 from librarian.operator.context import OperatorContext
 from librarian.operator.runtime import operator_in_thread
@@ -75,3 +76,10 @@ async def cluster() -> AsyncIterator[EmulatedCluster]:
         operator_in_thread(api.url, context=OperatorContext(progress_interval_s=0.2)),
     ):
         yield api
+
+
+@pytest.fixture(autouse=True)
+async def _kube_session() -> AsyncIterator[None]:
+    """Close the Kubernetes client's session of the test's event loop (a router may open one)."""
+    yield
+    await kube_client.close_session()
