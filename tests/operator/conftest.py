@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +71,42 @@ async def wait_for(check: Callable[[], Awaitable[Any]], timeout: float = 60.0) -
         await asyncio.sleep(0.2)
 
 
+class ManualClock:
+    """The operator's clock in a test: wall time until frozen, then only what the test adds.
+
+    The operator reads it from its own thread; the test advances it from its loop.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._frozen: datetime | None = None
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self._frozen or datetime.now(UTC)
+
+    def freeze(self) -> datetime:
+        with self._lock:
+            self._frozen = self._frozen or datetime.now(UTC)
+            return self._frozen
+
+    def advance(self, seconds: float) -> datetime:
+        with self._lock:
+            self._frozen = (self._frozen or datetime.now(UTC)) + timedelta(seconds=seconds)
+            return self._frozen
+
+
 @pytest.fixture
-async def cluster() -> AsyncIterator[EmulatedCluster]:
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def cluster(clock: ManualClock) -> AsyncIterator[EmulatedCluster]:
+    context = OperatorContext(progress_interval_s=0.2, clock=clock)
     async with (
         emulated_kubernetes(load_crds(REPO / "crds")) as api,
-        operator_in_thread(api.url, context=OperatorContext(progress_interval_s=0.2)),
+        operator_in_thread(api.url, context=context),
     ):
         yield api
 

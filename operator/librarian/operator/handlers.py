@@ -26,6 +26,22 @@ from librarian.operator.domainmap import (
     context_from,
 )
 
+__all__ = [
+    "SERVER_URL_ENV",
+    "TIMER_TICK_S",
+    "configure",
+    "credentials_from",
+    "domainmap_changed",
+    "domainmap_deleted",
+    "domainmap_reanalysis",
+    "domainmap_resumed",
+    "login",
+    "rebalance_tick",
+    "specialization_changed",
+    "specialization_job_watch",
+    "specialization_resumed",
+]
+
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 TIMER_TICK_S = float(os.environ.get("LIBRARIAN_TIMER_TICK_SECONDS", "10"))

@@ -37,6 +37,19 @@ import kopf
 from librarian.kube import client as kube_client
 from librarian.operator.context import OperatorContext
 
+__all__ = [
+    "METRICS_PORT_ENV",
+    "PEERING_ENV",
+    "POD_NAME_ENV",
+    "PRIORITY_ENV",
+    "Peering",
+    "metrics_port_from_env",
+    "operator_in_thread",
+    "peering_from_env",
+    "pod_priority",
+    "run_operator",
+]
+
 PEERING_ENV = "LIBRARIAN_PEERING"
 PRIORITY_ENV = "LIBRARIAN_PRIORITY"
 POD_NAME_ENV = "LIBRARIAN_POD_NAME"

@@ -40,6 +40,15 @@ from librarian.services.validation import validate_specialization
 from librarian.storage.collection_config import apply_collection_config
 from librarian.storage.errors import ClusterUnreachable, QdrantError
 
+__all__ = [
+    "PLURAL",
+    "PROGRESS",
+    "SpecializationFailed",
+    "follow_specialization",
+    "job_name",
+    "start_specialization",
+]
+
 PLURAL = CLUSTERSPECIALIZATIONS
 PROGRESS = {
     "Pending": 0,
