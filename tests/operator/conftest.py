@@ -67,7 +67,8 @@ async def wait_for(check: Callable[[], Awaitable[Any]], timeout: float = 60.0) -
         if value:
             return value
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            what = getattr(check, "__qualname__", repr(check))
+            raise AssertionError(f"{what}: condition not met within {timeout}s")
         await asyncio.sleep(0.2)
 
 

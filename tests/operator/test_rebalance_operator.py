@@ -115,12 +115,17 @@ async def _library_on_fast(
 async def _policy_status(
     api: EmulatedCluster, name: str, check: Any, timeout: float = 60
 ) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+
     async def reached() -> dict[str, Any] | None:
         obj = await api.get(POLICIES, "default", name)
-        status = (obj or {}).get("status") or {}
+        seen["status"] = status = (obj or {}).get("status") or {}
         return status if check(status) else None
 
-    return await wait_for(reached, timeout)  # type: ignore[no-any-return]
+    try:
+        return await wait_for(reached, timeout)  # type: ignore[no-any-return]
+    except AssertionError as error:
+        raise AssertionError(f"RebalancePolicy {name}: {error}; last status {seen}") from None
 
 
 async def _owned(api: EmulatedCluster, policy_name: str) -> list[dict[str, Any]]:
@@ -399,11 +404,13 @@ async def test_forecasts_propose_before_the_threshold_and_are_scored(
     assert (advice["domain"], advice["kind"], advice["executable"]) == (growing, "split", False)
     assert status["phase"] == "Balanced"  # today's load is within the thresholds
     assert await _owned(cluster, "ahead") == []  # observe mode: nothing runs
-    status = await _policy_status(
-        cluster, "scored", lambda s: (s.get("prediction") or {}).get("mape") is not None, 30
-    )
+
+    def scored(status: dict[str, Any]) -> bool:  # a forecast was scored; the history grows
+        history = (status.get("loadHistory") or {}).get("times") or []
+        return (status.get("prediction") or {}).get("mape") is not None and len(history) >= 3
+
+    status = await _policy_status(cluster, "scored", scored, 30)
     assert 0 <= status["prediction"]["mape"] < 0.5
-    assert len(status["loadHistory"]["times"]) >= 3
 
 
 async def test_stop_cancels_the_moves_not_started_and_lets_the_running_one_finish(
