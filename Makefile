@@ -9,13 +9,21 @@ IMAGE  ?= qdrant-librarian:dev
 
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test lint unit integration operator packaging bench tools clean e2e image
+.PHONY: lock demo test lint unit integration operator packaging bench tools clean e2e image
 
-$(STAMP): pyproject.toml
+LOCK   := requirements/constraints.txt
+
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m pip install -q -c $(LOCK) -e '.[dev,bench,local]'
 	touch $(STAMP)
+
+## make lock: re-resolve every dependency (all extras, any platform, Python 3.11+) into the lock
+lock: $(STAMP)
+	$(PY) -m pip install -q uv
+	$(BIN)/uv pip compile --universal --python-version 3.11 --all-extras --upgrade \
+		pyproject.toml -o $(LOCK) --no-header
 
 $(HELM): | $(STAMP)
 	$(PY) tools/install_helm.py $(BIN)

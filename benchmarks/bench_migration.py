@@ -112,7 +112,8 @@ def main() -> int:
         report = migrate(port, port, plan)
         our_rates.append(report.copied / (time.perf_counter() - start))
         port.close()
-        assert report.verified and report.copied == domain == moved
+        assert report.verified
+        assert report.copied == domain == moved
     plain, ours = statistics.median(plain_rates), statistics.median(our_rates)
     ratio = ours / plain
     print(

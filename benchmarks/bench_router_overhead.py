@@ -33,8 +33,8 @@ from qdrant_client import QdrantClient
 
 from debian_vectors import load_vectors
 from librarian.core.discovery import discover
+from librarian.router import RouterConfig, RouterState, create_app
 from librarian.router.library import DomainRoute, LibraryDefinition
-from librarian.router.server import RouterConfig, RouterState, create_app
 from librarian.settings import OrchestratorSettings
 from librarian.storage.embedded import EmbeddedQdrant
 from librarian.storage.fleet import Fleet
@@ -52,8 +52,7 @@ def serve(state: RouterState) -> tuple[str, threading.Event]:
         await site.start()
         address.append(f"http://127.0.0.1:{runner.addresses[0][1]}")
         ready.set()
-        while not stop_flag.is_set():
-            await asyncio.sleep(0.1)
+        await asyncio.to_thread(stop_flag.wait)
         await runner.cleanup()
 
     threading.Thread(target=lambda: asyncio.run(run()), daemon=True).start()

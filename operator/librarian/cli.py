@@ -1,9 +1,11 @@
-"""The ``librarian`` command: demo, operator, router, discover, migrate, config.
+"""The ``librarian`` command: load, up, status, demo, operator, router, discover, migrate, config.
 
 Why this exists: one entrypoint for people and for containers. The operator
 image runs ``librarian operator``; people run ``librarian discover`` on a
-collection or a ``.npy`` file, and ``librarian demo`` for the embedded default.
-Commands parse arguments, call the library and print; they hold no algorithm.
+collection or a ``.npy`` file, ``librarian load`` and ``librarian up`` for the
+library on their own data without a cluster, and ``librarian demo`` for the
+embedded default. Commands parse arguments, call the library and print; they
+hold no algorithm.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 import numpy as np
@@ -26,6 +28,9 @@ from rich.table import Table
 from librarian.core.discovery import STRATEGIES, DiscoveryError, DiscoveryResult, discover
 from librarian.settings import ConfigError, Settings, load_settings, settings_as_yaml
 from librarian.storage.errors import QdrantError
+
+if TYPE_CHECKING:
+    from librarian.core.collection_spec import Distance
 
 console = Console(stderr=True)
 
@@ -311,6 +316,122 @@ def run(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- load
+
+
+def _api_key(api_key_env: str | None) -> str | None:
+    """The API key from the environment variable named by ``--api-key-env`` (never an argument)."""
+    if not api_key_env:
+        return None
+    api_key = os.environ.get(api_key_env)
+    if not api_key:
+        raise click.UsageError(f"environment variable {api_key_env} is not set or empty")
+    return api_key
+
+
+@main.command("load")
+@click.option(
+    "--embedded",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Load into an embedded Qdrant engine stored at this path (created if missing).",
+)
+@click.option("--url", help="Load into the remote Qdrant cluster at this URL.")
+@click.option(
+    "--api-key-env", metavar="VAR", help="Read the API key of --url from this environment variable."
+)
+@click.option("--collection", required=True, help="The collection (created if missing).")
+@click.option(
+    "--npy",
+    "npy_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The vectors: a .npy array (points, dimensions); row i becomes point id i.",
+)
+@click.option(
+    "--payload",
+    "payload_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="RECORDS.jsonl: one JSON object per line, line i+1 the payload of point i.",
+)
+@click.option(
+    "--distance",
+    type=click.Choice(["Cosine", "Dot", "Euclid"]),
+    help="Distance of a new collection (default Cosine); an existing one must match.",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=500, show_default=True, hidden=True
+)
+def load_command(
+    embedded: Path | None,
+    url: str | None,
+    api_key_env: str | None,
+    collection: str,
+    npy_path: Path,
+    payload_path: Path | None,
+    distance: str | None,
+    batch_size: int,
+) -> None:
+    """Load a .npy of vectors (and a .jsonl of payloads) into a collection.
+
+    Every check runs before anything is written; running it again upserts the
+    same points.
+    """
+    from librarian.services.loading import LoadRefused, load_points, plan_load
+    from librarian.storage.fleet import ClusterConfig, FleetConfigError, connect
+
+    if (embedded is None) == (url is None):
+        raise click.UsageError("give exactly one target: --embedded PATH or --url URL")
+    if api_key_env and url is None:
+        raise click.UsageError("--api-key-env goes with --url")
+    try:
+        config = ClusterConfig(
+            name=url or str(embedded),
+            url=url,
+            embedded=str(embedded) if embedded is not None else None,
+            api_key=_api_key(api_key_env),
+        )
+    except FleetConfigError as error:
+        raise click.UsageError(str(error)) from None
+    where = f"embedded:{embedded}" if embedded is not None else str(url)
+    try:
+        port = connect(config)
+    except QdrantError as error:
+        raise click.ClickException(str(error)) from None
+    try:
+        plan = plan_load(
+            port, collection, npy_path, payload_path, cast("Distance | None", distance)
+        )
+        with _bar(f"loading {plan.rows:,} points", plan.rows) as advance:
+            report = load_points(port, plan, batch_size=batch_size, on_progress=advance)
+    except LoadRefused as error:
+        raise click.ClickException(str(error)) from None
+    except QdrantError as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        port.close()
+    click.echo(
+        f"{'Created' if report.created else 'Updated'} collection {report.collection!r} on "
+        f"{where}: {report.points:,} points upserted ({report.dimensions}-d, {report.distance}), "
+        f"{report.points_in_collection:,} in the collection"
+    )
+
+
+@contextmanager
+def _bar(description: str, total: int) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr (silent when stderr is not a terminal)."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda done, _total: progress.update(task, completed=done)
+
+
 # --------------------------------------------------------------------------- operator and demo
 
 
@@ -374,9 +495,14 @@ def operator_command(
     "clusters",
     multiple=True,
     metavar="NAME=URL|NAME=embedded:PATH",
-    help="Without --domainmap: a cluster of the fleet (API key from LIBRARIAN_API_KEY_<NAME>).",
+    help="Without --domainmap: a cluster of the fleet (API key from LIBRARIAN_API_KEY_<NAME>); "
+    "an embedded PATH must exist.",
 )
-@click.option("--source", metavar="CLUSTER/COLLECTION", help="Without --domainmap: the source.")
+@click.option(
+    "--source",
+    metavar="CLUSTER/COLLECTION",
+    help="Without --domainmap: the source; every domain is served from it.",
+)
 @click.option("--catalog", metavar="CLUSTER/COLLECTION", help="Without --domainmap: the catalog.")
 @click.option("--owner", help="Without --domainmap: the catalog owner (NAMESPACE/NAME).")
 @click.option("--library", "library_name", help="The library's collection name (default: source).")
@@ -393,7 +519,15 @@ def router_command(
     owner: str | None,
     library_name: str | None,
 ) -> None:
-    """Serve Qdrant's REST API for the library (the router's container command)."""
+    """Serve Qdrant's REST API for the library (the router's container command).
+
+    With --domainmap the router follows the DomainMap and its
+    ClusterSpecializations: a specialized domain is read from its own
+    collection. Without Kubernetes (--cluster, --source, --catalog) it reads
+    the catalog only and serves every domain from the source collection;
+    specialized collections are not used. Clusters, source and catalog must
+    exist when it starts.
+    """
     import asyncio
     import logging
 
@@ -454,6 +588,7 @@ def router_command(
 )
 def demo_command(manifest: Path, crds: Path, timeout: float) -> None:
     """Run the embedded default end to end and print the discovered domains."""
+    _require_local("demo")
     import asyncio
     import logging
 
@@ -477,12 +612,167 @@ def demo_command(manifest: Path, crds: Path, timeout: float) -> None:
     print_report(report, out)
 
 
-def run_job_command(args: Sequence[str]) -> tuple[bool, str]:
-    """Run a Job container's ``args`` in-process, as the image's ``librarian`` entry point would."""
+def run_job_command(
+    args: Sequence[str], environment: Mapping[str, str] | None = None
+) -> tuple[bool, str]:
+    """Run a Job container's ``args`` (and environment) in-process, as the image's entry point would."""
     from click.testing import CliRunner
 
-    result = CliRunner().invoke(main, list(args))
+    result = CliRunner().invoke(main, list(args), env=dict(environment or {}))
     return result.exit_code == 0, result.output
+
+
+def _require_local(command: str) -> None:
+    """``up`` and ``demo`` run an in-process Kubernetes API: the ``local`` extra."""
+    try:
+        import kmock  # noqa: F401
+    except ImportError:
+        raise click.ClickException(
+            f"librarian {command} runs an in-process Kubernetes API, which needs the local "
+            "extra: pip install 'qdrant-librarian[local]'"
+        ) from None
+
+
+# --------------------------------------------------------------------------- up and status
+
+
+@main.command("up")
+@click.option(
+    "-f",
+    "--file",
+    "files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML with DomainMap, ClusterSpecialization, RebalancePolicy and Secret documents "
+    "(repeatable; optional when resuming a state).",
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=6333, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--state",
+    "state_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".librarian"),
+    show_default=True,
+    help="Where resources and their status are kept; the same --state resumes where it was.",
+)
+@click.pass_obj
+def up_command(
+    settings: Settings, files: tuple[Path, ...], port: int, host: str, state_dir: Path
+) -> None:
+    """Run the library on your own data without a cluster: operator, Jobs and routers in one process.
+
+    Serves Qdrant's REST API at http://HOST:PORT (each library under its source
+    collection's name; GET /readyz is 200 once every library is loaded) and
+    prints each resource's phase as it changes. Stops cleanly on Ctrl-C or
+    SIGTERM.
+    """
+    _require_local("up")
+    import asyncio
+    import logging
+    import signal
+
+    from librarian.local.up import UpConfig, UpError, run_up
+
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    logging.getLogger("kopf").setLevel(logging.ERROR)
+    out = sys.stdout  # kept: a Job's command runs under CliRunner, which swaps sys.stdout
+
+    def write(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    config = UpConfig(files=files, state_dir=state_dir, host=host, port=port, settings=settings)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        interrupts = []
+
+        def on_signal(number: int) -> None:
+            if number == signal.SIGINT:
+                interrupts.append(number)
+            if len(interrupts) > 1:
+                write(
+                    "Stopped without waiting (an interrupted migration resumes at the next start)"
+                )
+                os._exit(130)
+            if not stop.is_set():
+                write("Stopping (Ctrl-C again to stop without waiting)")
+            stop.set()
+
+        for number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(number, on_signal, number)
+
+        def ready(running: Any) -> None:
+            names = ", ".join(library.name for library in running.libraries)
+            write(
+                f"Serving Qdrant's REST API at {running.url} (libraries: {names}); "
+                f"state in {state_dir}/; Ctrl-C to stop"
+            )
+
+        await run_up(config, run_command=run_job_command, write=write, stop=stop, on_ready=ready)
+
+    try:
+        asyncio.run(serve())
+    except UpError as error:
+        raise click.ClickException(str(error)) from None
+    write("Stopped.")
+
+
+@main.command("status")
+@click.option(
+    "--state",
+    "state_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".librarian"),
+    show_default=True,
+    help="The state directory of librarian up.",
+)
+@click.option("--port", type=click.IntRange(1, 65535), help="Ask a running librarian up instead.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--wide", is_flag=True, help="More columns, as kubectl get -o wide.")
+def status_command(state_dir: Path, port: int | None, host: str, wide: bool) -> None:
+    """Print the resources of librarian up as kubectl get would: a table per kind."""
+    from librarian.local.crds import packaged_crds
+    from librarian.local.printer import get_tables
+    from librarian.local.state import StateDirectory, StateError
+
+    if port is not None:
+        items = _live_resources(f"http://{host}:{port}")
+    else:
+        state = StateDirectory(state_dir)
+        if not state.resources.is_dir():
+            raise click.ClickException(
+                f"no state in {state_dir}/: start with librarian up -f FILE (or give --state DIR)"
+            )
+        try:
+            items = state.load()
+        except StateError as error:
+            raise click.ClickException(str(error)) from None
+        running = state.running()
+        click.echo(
+            f"librarian up is running at {running.url} (pid {running.pid})"
+            if running
+            else f"librarian up is not running; as stored in {state_dir}/:",
+            err=True,
+        )
+    click.echo(get_tables(items, packaged_crds(), wide=wide))
+
+
+def _live_resources(url: str) -> list[dict[str, Any]]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/librarian/resources", timeout=10) as response:
+            data = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        raise click.ClickException(
+            f"no librarian up answers at {url} ({error}): is it running on that port?"
+        ) from None
+    return list(data.get("items") or [])
 
 
 # --------------------------------------------------------------------------- migrate
@@ -619,3 +909,7 @@ def migrate_command(
         else f"{report.phase}: copied {report.copied:,}, target {report.target_count:,}, "
         f"verified={report.verified}, removed from source {report.removed_from_source:,}"
     )
+
+
+if __name__ == "__main__":  # python -m librarian.cli (tests start it so)
+    main()

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
+from librarian.router import RouterConfig, RouterState, create_app
 from librarian.router.library import DomainRoute, LibraryDefinition
-from librarian.router.server import RouterConfig, RouterState, create_app
 from librarian.settings import OrchestratorSettings
 from librarian.storage.embedded import EmbeddedQdrant
 from librarian.storage.fleet import Fleet

@@ -23,20 +23,25 @@ def test_create_then_unchanged_then_patch_then_refuse(port: QdrantPort) -> None:
         assert apply_collection_config(port, "fast", tuned).action == "unchanged"
     denser = CollectionSpec(vector_size=8, hnsw=HnswSpec(m=48, ef_construct=300))
     outcome = apply_collection_config(port, "fast", denser)
-    assert outcome.action == "updated" and "hnsw.m" in {c.field for c in outcome.changes}
+    assert outcome.action == "updated"
+    assert "hnsw.m" in {c.field for c in outcome.changes}
     if isinstance(port, EmbeddedQdrant):
         spec = port.collection_info("fast").spec
-        assert spec is not None and spec.hnsw is not None and spec.hnsw.m == 48
+        assert spec is not None
+        assert spec.hnsw is not None
+        assert spec.hnsw.m == 48
     refused = apply_collection_config(port, "fast", CollectionSpec(vector_size=16))
     assert refused.action == "needs_migration"
     assert "vector_size 8 -> 16" in refused.describe()
-    assert port.collection_info("fast").vector_size == 8 and port.count("fast") == 30
+    assert port.collection_info("fast").vector_size == 8
+    assert port.count("fast") == 30
 
 
 def test_diff_only_compares_what_is_asked() -> None:
     current = CollectionSpec(vector_size=8, hnsw=HnswSpec(m=16, ef_construct=100), shard_number=1)
     mutable, immutable = diff_specs(current, CollectionSpec(vector_size=8))
-    assert mutable == [] and immutable == []
+    assert mutable == []
+    assert immutable == []
     mutable, immutable = diff_specs(
         current, CollectionSpec(vector_size=8, shard_number=3, distance="Dot")
     )
@@ -89,6 +94,7 @@ def test_patch_request_that_reaches_a_remote_cluster() -> None:
     assert (body.hnsw_config.m, body.hnsw_config.ef_construct) == (32, 200)
     assert isinstance(body.quantization_config, models.ScalarQuantization)
     assert body.quantization_config.scalar.always_ram is True
-    assert body.params is not None and body.params.replication_factor == 2
+    assert body.params is not None
+    assert body.params.replication_factor == 2
     assert body.optimizers_config is not None
     assert body.optimizers_config.indexing_threshold == 1000

@@ -48,8 +48,11 @@ def _labelled(port: QdrantPort, version: int) -> int:
 
 def test_sample_points_gives_vectors_and_texts(packages: QdrantPort) -> None:
     sample = sample_points(packages, "packages", 200)
-    assert sample.vectors.shape == (200, 384) and sample.vectors.dtype == np.float32
-    assert sample.texts is not None and len(sample.texts) == 200 and all(sample.texts)
+    assert sample.vectors.shape == (200, 384)
+    assert sample.vectors.dtype == np.float32
+    assert sample.texts is not None
+    assert len(sample.texts) == 200
+    assert all(sample.texts)
 
 
 def test_the_whole_collection_sampled_twice_gives_the_same_input(packages: QdrantPort) -> None:
@@ -96,8 +99,11 @@ def test_labeling_labels_everything_and_resumes_after_a_crash(packages: QdrantPo
         batch_size=100,
         on_progress=lambda done, total: progress.append((done, total)),
     )
-    assert report.complete and report.labeled == N and report.total == N
-    assert progress[0] == (partial, N) and progress[-1] == (N, N)
+    assert report.complete
+    assert report.labeled == N
+    assert report.total == N
+    assert progress[0] == (partial, N)
+    assert progress[-1] == (N, N)
     assert sum(report.per_domain.values()) == N - partial  # only the rest was labelled
     assert _labelled(packages, 1) == N
     again = label_points(packages, "packages", result.domains, version=1)
@@ -154,10 +160,13 @@ def test_analyze_and_publish(packages: QdrantPort) -> None:
         packages, "packages", sample_size=400, seed=0, on_stage=stages.append
     )
     assert stages == ["sampling", "discovering"]
-    assert outcome.sampled == 400 and outcome.dimension == 384 and outcome.source_points == N
+    assert outcome.sampled == 400
+    assert outcome.dimension == 384
+    assert outcome.source_points == N
     assert len(outcome.result.domains) >= 2
     report = publish_domains(packages, "packages", packages, "catalog", "dm", outcome.result, 1)
-    assert report is not None and report.labeled == N
+    assert report is not None
+    assert report.labeled == N
     assert len(read_catalog(packages, "catalog", owner="dm")) == len(outcome.result.domains)
     previous = [e.to_domain() for e in read_catalog(packages, "catalog", owner="dm")]
     again = analyze_collection(packages, "packages", sample_size=400, seed=1, previous=previous)

@@ -17,6 +17,8 @@ async def routers() -> AsyncIterator[Callable[[Any, int], Any]]:
 
     async def start(body: Any, code: int = 200) -> str:
         async def status(request: web.Request) -> web.Response:
+            if isinstance(body, str):  # not JSON
+                return web.Response(text=body, status=code, content_type="text/html")
             return web.json_response(body, status=code)
 
         app = web.Application()
@@ -65,3 +67,26 @@ async def test_a_router_that_cannot_tell_is_named(routers: Callable[[Any, int], 
         await fetch_router_load([old])
     with pytest.raises(LoadSourceUnreachable, match="spec.loadSource.routerUrls"):
         await fetch_router_load(["http://127.0.0.1:9"], timeout_s=2)
+
+
+async def test_a_malformed_report_is_named_with_what_is_wrong(
+    routers: Callable[[Any, int], Any],
+) -> None:
+    wrong_qps = await routers(_status([{"id": "d1", "qps": "fast", "queries": 3}], 0.9), 200)
+    with pytest.raises(LoadSourceUnreachable, match=r"did not return a load report.*qps"):
+        await fetch_router_load([wrong_qps])
+    no_id = await routers(_status([{"qps": 1.0}], None), 200)
+    with pytest.raises(LoadSourceUnreachable, match=r"load\.domains\.0\.id"):
+        await fetch_router_load([no_id])
+    negative = await routers(_status([{"id": "d1", "queries": -4}], None), 200)
+    with pytest.raises(LoadSourceUnreachable, match="queries"):
+        await fetch_router_load([negative])
+    bad_recall = await routers(_status([], 1.5), 200)
+    with pytest.raises(LoadSourceUnreachable, match="estimatedRecall"):
+        await fetch_router_load([bad_recall])
+
+
+async def test_a_body_that_is_not_json_is_named(routers: Callable[[Any, int], Any]) -> None:
+    gateway = await routers("<html>gateway</html>", 200)
+    with pytest.raises(LoadSourceUnreachable, match="not JSON"):
+        await fetch_router_load([gateway])

@@ -63,13 +63,13 @@ def test_migrate_between_two_embedded_clusters(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.strip().splitlines()[-1])
-    assert report["phase"] == "done" and report["verified"] and report["copied"] == 50
+    assert report["phase"] == "done"
+    assert report["verified"]
+    assert report["copied"] == 50
     assert report["removedFromSource"] == 50
     again = CliRunner().invoke(main, args)  # a restarted Job finds the work done
-    assert (
-        again.exit_code == 0
-        and json.loads(again.output.strip().splitlines()[-1])["phase"] == "done"
-    )
+    assert again.exit_code == 0
+    assert json.loads(again.output.strip().splitlines()[-1])["phase"] == "done"
 
 
 def test_migrate_reports_bad_arguments_and_missing_collections(tmp_path: Path) -> None:
@@ -86,7 +86,8 @@ def test_migrate_reports_bad_arguments_and_missing_collections(tmp_path: Path) -
         "docs-a",
     ]
     result = CliRunner().invoke(main, base)
-    assert result.exit_code == 2 and "exactly one of 'url'" in result.output
+    assert result.exit_code == 2
+    assert "exactly one of 'url'" in result.output
     result = CliRunner().invoke(
         main,
         [
@@ -98,7 +99,8 @@ def test_migrate_reports_bad_arguments_and_missing_collections(tmp_path: Path) -
             str(tmp_path / "fast"),
         ],
     )
-    assert result.exit_code == 1 and "collection 'absent'" in result.output
+    assert result.exit_code == 1
+    assert "collection 'absent'" in result.output
 
 
 def test_job_manifest_is_restricted_owned_and_keeps_keys_in_secrets() -> None:
@@ -144,7 +146,8 @@ def test_job_manifest_is_restricted_owned_and_keeps_keys_in_secrets() -> None:
     assert container["args"][0] == "migrate"
     security = container["securityContext"]
     assert security["allowPrivilegeEscalation"] is False
-    assert security["capabilities"]["drop"] == ["ALL"] and security["readOnlyRootFilesystem"]
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert security["readOnlyRootFilesystem"]
     env = {e["name"]: e for e in container["env"]}
     assert env["LIBRARIAN_SOURCE_API_KEY"]["valueFrom"]["secretKeyRef"] == {
         "name": "qdrant-general",

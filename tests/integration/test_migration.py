@@ -67,15 +67,18 @@ def test_moves_exactly_the_domain_and_verifies(port: QdrantPort) -> None:
     expected = _fill(port)
     progress: list[tuple[str, int, int]] = []
     report = migrate(port, port, _plan(), on_progress=lambda *a: progress.append(a))
-    assert report.verified and report.phase == "verified"
+    assert report.verified
+    assert report.phase == "verified"
     assert report.copied == len(expected) == report.target_count == report.source_count
     moved = _all(port, "target")
     assert set(moved) == {p.id for p in expected}
     assert all(same_point(p, moved[p.id]) for p in expected)
     assert port.count("source") == 300  # no cleanup asked
-    assert progress and progress[-1][0] == "copying"
+    assert progress
+    assert progress[-1][0] == "copying"
     again = migrate(port, port, _plan())  # idempotent
-    assert again.phase == "verified" and port.count("target") == len(expected)
+    assert again.phase == "verified"
+    assert port.count("target") == len(expected)
 
 
 def test_cleanup_waits_for_the_grace_period_and_removes_only_copied_points(
@@ -84,11 +87,13 @@ def test_cleanup_waits_for_the_grace_period_and_removes_only_copied_points(
     expected = _fill(port)
     clock = {"t": 100.0}
     report = migrate(port, port, _plan(cleanup=True, grace_s=60), now=lambda: clock["t"])
-    assert report.phase == "verified" and report.cleanup_due_in_s == pytest.approx(60)
+    assert report.phase == "verified"
+    assert report.cleanup_due_in_s == pytest.approx(60)
     assert port.count("source") == 300
     clock["t"] = 161.0
     report = migrate(port, port, _plan(cleanup=True, grace_s=60), now=lambda: clock["t"])
-    assert report.phase == "done" and report.removed_from_source == len(expected)
+    assert report.phase == "done"
+    assert report.removed_from_source == len(expected)
     assert port.count("source") == 300 - len(expected)
     assert port.count("target") == len(expected)
 
@@ -124,10 +129,13 @@ def test_writes_during_the_move_are_caught_up(port: QdrantPort) -> None:
 
     writer = Writer(port)
     report = migrate(writer, writer, _plan())  # type: ignore[arg-type]
-    assert report.verified and any("caught up" in n for n in report.notes)
+    assert report.verified
+    assert any("caught up" in n for n in report.notes)
     moved = _all(port, "target")
     source = {p.id for p in _all(port, "source").values() if p.payload.get(LABEL_KEY) == DOMAIN}
-    assert set(moved) == source and 3 in moved and 2 not in moved
+    assert set(moved) == source
+    assert 3 in moved
+    assert 2 not in moved
     assert len(moved) == len(expected)  # +1 late, -1 deleted
 
 
@@ -194,7 +202,8 @@ def test_killed_at_20_random_points_and_resumed(tmp_path: Path) -> None:
         if state is None or state.phase not in ("cleaning", "done"):
             assert port.count("source") == 300, f"source touched before verification (run {run})"
         report = migrate(port, port, _plan(cleanup=True))
-        assert report.phase == "done" and report.verified, run
+        assert report.phase == "done", run
+        assert report.verified, run
         moved = _all(port, "target")
         assert set(moved) == {p.id for p in expected}, run  # none lost, none extra
         assert all(same_point(p, moved[p.id]) for p in expected), run

@@ -107,7 +107,8 @@ def test_filters_in_count_and_scroll(filled: QdrantPort, flt: models.Filter, exp
 def test_query_orders_by_similarity(filled: QdrantPort) -> None:
     target = make_points(50)[17]
     hits = filled.query("docs", target.vector or [], limit=5)
-    assert hits[0].id == 17 and hits[0].score == pytest.approx(1.0, abs=1e-4)
+    assert hits[0].id == 17
+    assert hits[0].score == pytest.approx(1.0, abs=1e-4)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     assert hits[0].payload["text"] == "doc 17"
     exact = filled.query("docs", target.vector or [], limit=5, exact=True)
@@ -124,7 +125,8 @@ def test_query_orders_by_similarity(filled: QdrantPort) -> None:
 def test_sample_is_random_distinct_and_has_vectors(filled: QdrantPort) -> None:
     sample = filled.sample("docs", 20)
     ids = [p.id for p in sample]
-    assert len(ids) == 20 and len(set(ids)) == 20
+    assert len(ids) == 20
+    assert len(set(ids)) == 20
     assert all(p.vector is not None and len(p.vector) == 8 for p in sample)
     assert all("text" in p.payload for p in sample)
 

@@ -47,7 +47,8 @@ def test_wrong_api_key_is_authentication_failed_without_the_key() -> None:
         port = RemoteQdrant.connect("secure", server.url, api_key=SECRET, retries=2)
         with pytest.raises(AuthenticationFailed, match="cluster 'secure'") as caught:
             port.ping()
-    assert SECRET not in str(caught.value) and SECRET not in repr(caught.value)
+    assert SECRET not in str(caught.value)
+    assert SECRET not in repr(caught.value)
     assert len(server.requests) == 1  # a refused key is not retried
     assert server.requests[0].headers.get("api-key") == SECRET
 
@@ -119,7 +120,8 @@ def test_create_collection_request_carries_the_config() -> None:
     body = models.CreateCollection.model_validate(put.body)
     assert isinstance(body.vectors, models.VectorParams)
     assert (body.vectors.size, body.vectors.distance) == (384, models.Distance.DOT)
-    assert body.vectors.on_disk is True and body.on_disk_payload is True
+    assert body.vectors.on_disk is True
+    assert body.on_disk_payload is True
     assert body.hnsw_config is not None
     assert (body.hnsw_config.m, body.hnsw_config.ef_construct) == (32, 256)
     assert isinstance(body.quantization_config, models.ScalarQuantization)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +18,10 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client.http.exceptions import UnexpectedResponse
 
+from librarian.router.library import LibraryDefinition
 from librarian.storage.errors import ClusterUnreachable
 from librarian.storage.fleet import Fleet
-from librarian.storage.port import QdrantPort
+from librarian.storage.port import CollectionSpec, QdrantPort
 
 from .router_support import DIM, Library, RouterThread, build_embedded_library, make_state
 
@@ -31,6 +35,7 @@ class FlakyPort:
         self.inner = inner
         self.mode = "ok"
         self.delay_s = 0.0
+        self.reason = "connection refused"
         self.calls = 0
 
     def __getattr__(self, name: str) -> Any:
@@ -41,7 +46,7 @@ class FlakyPort:
         def call(*args: Any, **kwargs: Any) -> Any:
             self.calls += 1
             if self.mode == "down":
-                raise ClusterUnreachable(self.inner.cluster, "connection refused")
+                raise ClusterUnreachable(self.inner.cluster, self.reason)
             if self.mode == "slow":
                 time.sleep(self.delay_s)
             return attribute(*args, **kwargs)
@@ -73,25 +78,33 @@ def test_bad_input_gets_qdrant_style_errors(library) -> None:
     built, _ = library
     with RouterThread(make_state(built)) as router, httpx.Client(base_url=router.url) as http:
         r = http.post("/collections/library/points/query", content=b"{not json")
-        assert r.status_code == 400 and "Format error in JSON body" in _error(r)
+        assert r.status_code == 400
+        assert "Format error in JSON body" in _error(r)
         r = http.post("/collections/library/points/query", json={"query": [0.1, 0.2], "limit": 3})
-        assert r.status_code == 400 and "expected dim: 16, got 2" in _error(r)
+        assert r.status_code == 400
+        assert "expected dim: 16, got 2" in _error(r)
         r = http.post("/collections/library/points/query", json={"query": _vector(), "limt": 3})
-        assert r.status_code == 400 and "limt" in _error(r)
+        assert r.status_code == 400
+        assert "limt" in _error(r)
         r = http.post("/collections/nowhere/points/query", json={"query": _vector()})
-        assert r.status_code == 404 and "Collection `nowhere` doesn't exist" in _error(r)
+        assert r.status_code == 404
+        assert "Collection `nowhere` doesn't exist" in _error(r)
         r = http.post(
             "/collections/library/points/query", json={"query": _vector(), "using": "image"}
         )
-        assert r.status_code == 400 and "named vector 'image'" in _error(r)
+        assert r.status_code == 400
+        assert "named vector 'image'" in _error(r)
         r = http.put(
             "/collections/library/points", json={"points": [{"id": -1, "vector": _vector()}]}
         )
-        assert r.status_code == 400 and "unsigned integer or a UUID" in _error(r)
+        assert r.status_code == 400
+        assert "unsigned integer or a UUID" in _error(r)
         r = http.get("/collections/library/nothing-here")
-        assert r.status_code == 404 and "Not Found" in _error(r)
+        assert r.status_code == 404
+        assert "Not Found" in _error(r)
         r = http.post("/librarian/query", json={"vector": _vector(), "maxResults": 0})
-        assert r.status_code == 400 and "maxResults" in _error(r)
+        assert r.status_code == 400
+        assert "maxResults" in _error(r)
         # the official client surfaces the message
         client = QdrantClient(url=router.url, check_compatibility=False)
         with pytest.raises(UnexpectedResponse, match="Vector dimension error"):
@@ -128,7 +141,8 @@ def test_dead_cluster_gives_partial_results_then_opens_its_circuit(library) -> N
         assert "librarian_router_partial_results_total 4.0" in metrics
         # everything down: a 5xx in Qdrant's format
         r = http.post("/collections/library/points/count", json={})
-        assert r.status_code == 502 and "count needs every domain" in _error(r)
+        assert r.status_code == 502
+        assert "count needs every domain" in _error(r)
 
 
 def test_slow_cluster_times_out_within_the_request_timeout(library) -> None:
@@ -141,10 +155,32 @@ def test_slow_cluster_times_out_within_the_request_timeout(library) -> None:
         started = time.perf_counter()
         r = http.post("/collections/library/points/query", json={"query": _vector(), "limit": 5})
         assert time.perf_counter() - started < 1.5
-        assert r.status_code == 200 and r.headers["X-Librarian-Partial"] == "west/library-d2"
+        assert r.status_code == 200
+        assert r.headers["X-Librarian-Partial"] == "west/library-d2"
         west.mode = "ok"
         r = http.post("/collections/library/points/query?timeout=0", json={"query": _vector()})
-        assert r.status_code == 400 and "timeout" in _error(r)
+        assert r.status_code == 400
+        assert "timeout" in _error(r)
+
+
+def test_a_timeout_is_a_504_and_an_unreachable_cluster_a_502_whatever_the_message(
+    library,
+) -> None:
+    built, west = library
+    state = make_state(
+        built, settings={"timeout": "300ms", "caching": {"enable_result_cache": False}}
+    )
+    only_west = {"vector": list(built.definition.domains[2].centroid), "clusters": ["west"]}
+    with RouterThread(state) as router, httpx.Client(base_url=router.url, timeout=30) as http:
+        west.mode, west.reason = "down", "did not answer: connection reset"
+        r = http.post("/librarian/query", json=only_west)
+        assert r.status_code == 502
+        assert "no cluster answered (west/library-d2)" in _error(r)
+        west.mode, west.delay_s = "slow", 1.0
+        r = http.post("/librarian/query", json=only_west)
+        assert r.status_code == 504
+        assert "no cluster answered (west/library-d2)" in _error(r)
+        west.mode = "ok"
 
 
 def test_cache_hits_and_is_cleared_by_writes(library) -> None:
@@ -154,10 +190,8 @@ def test_cache_hits_and_is_cleared_by_writes(library) -> None:
         body = {"query": _vector(3), "limit": 4}
         first = http.post("/collections/library/points/query", json=body)
         second = http.post("/collections/library/points/query", json=body)
-        assert (
-            "X-Librarian-Cache" not in first.headers
-            and second.headers["X-Librarian-Cache"] == "hit"
-        )
+        assert "X-Librarian-Cache" not in first.headers
+        assert second.headers["X-Librarian-Cache"] == "hit"
         assert first.json()["result"] == second.json()["result"]
         http.put(
             "/collections/library/points",
@@ -190,7 +224,8 @@ def test_shadow_queries_estimate_recall_and_metrics_report_it(library) -> None:
         router.run(state.drain())
         status = http.get("/librarian/status").json()["result"]
         quality = status["quality"]
-        assert quality["shadowQueries"] > 0 and 0.0 <= quality["estimatedRecall"] <= 1.0
+        assert quality["shadowQueries"] > 0
+        assert 0.0 <= quality["estimatedRecall"] <= 1.0
         assert 0.0 <= status["routingEfficiency"] < 1.0
         assert [d["id"] for d in status["library"]["domains"]] == ["d0", "d1", "d2"]
         metrics = http.get("/metrics").text
@@ -203,7 +238,8 @@ def test_shadow_queries_estimate_recall_and_metrics_report_it(library) -> None:
             'librarian_router_queries_total{strategy="hybrid"}',
         ):
             assert name in metrics, name
-        assert http.get("/healthz").status_code == 200 and http.get("/readyz").status_code == 200
+        assert http.get("/healthz").status_code == 200
+        assert http.get("/readyz").status_code == 200
 
 
 def test_predict_and_cross_cluster_query(library) -> None:
@@ -213,7 +249,8 @@ def test_predict_and_cross_cluster_query(library) -> None:
         predicted = http.post(
             "/librarian/predict", json={"vector": centroid, "strategy": "hybrid"}
         ).json()["result"]
-        assert predicted["domains"][0]["id"] == "d2" and predicted["clusters"][0] == "west"
+        assert predicted["domains"][0]["id"] == "d2"
+        assert predicted["clusters"][0] == "west"
         result = http.post(
             "/librarian/query",
             json={
@@ -224,11 +261,14 @@ def test_predict_and_cross_cluster_query(library) -> None:
                 "preferences": {"east": 2.0},
             },
         ).json()["result"]
-        assert result["clusters"] == ["east"] and len(result["points"]) == 5
+        assert result["clusters"] == ["east"]
+        assert len(result["points"]) == 5
         assert all(p["domain"].startswith("east/") for p in result["points"])
-        assert result["fusion"] == "rrf" and result["partial"] is False
+        assert result["fusion"] == "rrf"
+        assert result["partial"] is False
         r = http.post("/librarian/query", json={"vector": centroid, "fusion": "borda"})
-        assert r.status_code == 400 and "borda" in _error(r)
+        assert r.status_code == 400
+        assert "borda" in _error(r)
 
 
 def test_reload_picks_up_a_new_definition(library) -> None:
@@ -249,7 +289,8 @@ def test_reload_picks_up_a_new_definition(library) -> None:
         )
         assert router.run(state.reload()) is True
         status = http.get("/librarian/status").json()["result"]
-        assert status["library"]["version"] == "v2" and len(status["library"]["domains"]) == 2
+        assert status["library"]["version"] == "v2"
+        assert len(status["library"]["domains"]) == 2
         assert router.run(state.reload()) is False  # unchanged: no rebuild
 
 
@@ -320,4 +361,106 @@ def test_fuzzed_request_bodies_never_crash_the_router(library) -> None:
                 r = http.request(method, f"/collections/{collection}{path}", content=raw)
                 assert r.status_code in (200, 400, 404, 422), (path, raw, r.status_code, r.text)
                 body = r.json()
-                assert "time" in body and ("result" in body or "error" in body["status"]), body
+                assert "time" in body, body
+                assert "result" in body or "error" in body["status"], body
+
+
+def _hashed_homes(built: Library) -> LibraryDefinition:
+    """The same library in collections whose names hold a ``#`` (Qdrant allows it)."""
+    routes = []
+    for route in built.definition.domains:
+        port = built.fleet.get(route.cluster)
+        records, _ = port.scroll(route.collection, limit=10_000)
+        name = f"shelf#{route.domain_id}"
+        port.create_collection(name, CollectionSpec(vector_size=DIM))
+        port.upsert(name, records)
+        routes.append(replace(route, collection=name))
+    return replace(built.definition, domains=tuple(routes), version="hashed")
+
+
+def test_writes_reach_every_collection_whatever_its_name(library) -> None:
+    built, _ = library
+    hashed = Library(built.fleet, _hashed_homes(built), built.points)
+    east = built.fleet.get("east")
+    with (
+        RouterThread(make_state(hashed)) as router,
+        httpx.Client(base_url=router.url) as http,
+    ):
+
+        def count() -> int:
+            return int(
+                http.post("/collections/library/points/count", json={}).json()["result"]["count"]
+            )
+
+        assert count() == len(built.points)
+        records, _ = east.scroll("shelf#d1", limit=1)
+        moved = records[0].id
+        near_d0 = list(built.definition.domains[0].centroid)
+        r = http.put(
+            "/collections/library/points", json={"points": [{"id": moved, "vector": near_d0}]}
+        )
+        assert r.status_code == 200
+        assert [p.id for p in east.retrieve("shelf#d0", [moved])] == [moved]
+        assert east.retrieve("shelf#d1", [moved]) == []  # moved, not copied
+        assert count() == len(built.points)
+        r = http.post("/collections/library/points/delete", json={"points": [moved]})
+        assert r.status_code == 200
+        assert east.retrieve("shelf#d0", [moved]) == []
+        assert count() == len(built.points) - 1
+
+
+class GatedPort:
+    """Delegates to a real port; its searches wait until the test opens the gate."""
+
+    def __init__(self, inner: QdrantPort) -> None:
+        self.inner = inner
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def query(self, *args: Any, **kwargs: Any) -> Any:
+        self.entered.set()
+        if not self.gate.wait(60):
+            raise RuntimeError("the gate was never opened")
+        return self.inner.query(*args, **kwargs)
+
+
+def test_latency_is_recorded_against_the_snapshot_the_request_used(tmp_path: Path) -> None:
+    built = build_embedded_library(tmp_path)
+    west = GatedPort(built.fleet.get("west"))
+    built.fleet = Fleet.of_ports({"east": built.fleet.get("east"), "west": west})  # type: ignore[dict-item]
+    definitions = [built.definition]
+
+    async def loader() -> LibraryDefinition:
+        return definitions[-1]
+
+    state = make_state(built, settings={"caching": {"enable_result_cache": False}})
+    state.config.loader = loader
+    try:
+        with RouterThread(state) as router, ThreadPoolExecutor(1) as pool:
+            before = state.library
+            assert before is not None
+            assert before.domains[2].cluster == "west"
+            pending = pool.submit(
+                httpx.post,
+                f"{router.url}/collections/library/points/query",
+                json={"query": _vector(), "limit": 5},
+                timeout=60,
+            )
+            assert west.entered.wait(60)  # the request is at west, on the first snapshot
+            definitions.append(replace(built.definition, version="v2"))
+            assert router.run(state.reload()) is True
+            after = state.library
+            assert after is not None
+            assert after is not before
+            west.gate.set()
+            assert pending.result(60).status_code == 200
+            assert (
+                before.router.hedge_after(2) is not None
+            )  # west's latency: the request's snapshot
+            assert after.router.hedge_after(2) is None  # ... not the one loaded meanwhile
+    finally:
+        west.gate.set()
+        built.fleet.close()

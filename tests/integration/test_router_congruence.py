@@ -124,7 +124,8 @@ def test_scroll_count_and_retrieve_match(client: QdrantClient) -> None:
     assert seen == [p.id for p in reference]
     page, next_offset = client.scroll("library", limit=5, offset=100, with_vectors=True)
     ref_page, ref_next = client.scroll("reference", limit=5, offset=100, with_vectors=True)
-    assert [p.id for p in page] == [p.id for p in ref_page] and next_offset == ref_next
+    assert [p.id for p in page] == [p.id for p in ref_page]
+    assert next_offset == ref_next
     assert np.allclose(page[0].vector, ref_page[0].vector)
     ids = [5, 600, 899, 123456]
     got = client.retrieve("library", ids, with_vectors=True)

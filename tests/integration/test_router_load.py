@@ -9,6 +9,7 @@ the ClusterSpecialization that is not superseded when a domain has two.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import closing
 from dataclasses import replace
@@ -24,9 +25,10 @@ from librarian.contracts.metadata import SUPERSEDED_ANNOTATION
 from librarian.core.discovery import Domain
 from librarian.kube.client import Credentials, close_session, remember_credentials
 from librarian.local.emulator import emulated_kubernetes, load_crds
+from librarian.operator.load_source import fetch_router_load
+from librarian.router import RouterConfig, RouterState
 from librarian.router.library import LibraryDefinition
 from librarian.router.loader import kubernetes_loader
-from librarian.router.server import RouterConfig, RouterState
 from librarian.services.catalog import write_catalog
 from librarian.storage.embedded import EmbeddedQdrant
 from librarian.storage.errors import ClusterUnreachable
@@ -98,6 +100,37 @@ def test_queries_to_one_domain_make_it_the_hottest(library: Library) -> None:
         status = http.get("/librarian/status").json()["result"]
         assert [d["id"] for d in status["load"]["domains"]] == ["d0", "d1", "d2"]
         assert _by_id(status["load"]["domains"])["d2"]["queries"] == domains["d2"]["queries"]
+        assert set(status) == {
+            "ready",
+            "loadError",
+            "cache",
+            "circuits",
+            "quality",
+            "routingEfficiency",
+            "fusion",
+            "load",
+            "library",
+        }
+        assert set(status["quality"]) == {
+            "estimatedRecall",
+            "shadowQueries",
+            "shadowFraction",
+            "learnedFusionFitted",
+        }
+        assert set(status["library"]["domains"][0]) == {
+            "id",
+            "name",
+            "cluster",
+            "collection",
+            "points",
+            "specialized",
+            "circuit",
+        }
+        # what a rebalance policy reads is what the router serves
+        seen = asyncio.run(fetch_router_load([router.url]))
+        assert seen.routers == 1 and set(seen.domains) == {"d0", "d1", "d2"}
+        assert seen.domains["d2"].queries == domains["d2"]["queries"]
+        assert seen.domains["d2"].p95_ms is not None and seen.domains["d2"].qps > 0
 
         metrics = http.get("/metrics").text
         counted = f'librarian_router_domain_queries_total{{cluster="west",domain="d2"}} {float(domains["d2"]["queries"])}'

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,21 @@ import pytest
 
 from librarian.demo.data import load_demo_data
 from librarian.kube import client as kube_client
-from librarian.local.emulator import EmulatedCluster, emulated_kubernetes, load_crds
+from librarian.local.emulator import EmulatedCluster, load_crds
 from librarian.operator.context import OperatorContext
-from librarian.operator.runtime import operator_in_thread
 from librarian.storage.embedded import EmbeddedQdrant
 from librarian.storage.port import CollectionSpec, PointRecord
+from librarian.testing import operator_against_emulator, wait_for
+
+__all__ = [
+    "DOMAINMAPS",
+    "POINTS",
+    "REPO",
+    "ManualClock",
+    "domainmap",
+    "load_source",
+    "wait_for",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 DOMAINMAPS = "librarian.dev/v1alpha1/domainmaps"
@@ -60,18 +69,6 @@ def domainmap(name: str, storage: Path, **spec: Any) -> dict[str, Any]:
     }
 
 
-async def wait_for(check: Callable[[], Awaitable[Any]], timeout: float = 60.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            what = getattr(check, "__qualname__", repr(check))
-            raise AssertionError(f"{what}: condition not met within {timeout}s")
-        await asyncio.sleep(0.2)
-
-
 class ManualClock:
     """The operator's clock in a test: wall time until frozen, then only what the test adds.
 
@@ -105,10 +102,7 @@ def clock() -> ManualClock:
 @pytest.fixture
 async def cluster(clock: ManualClock) -> AsyncIterator[EmulatedCluster]:
     context = OperatorContext(progress_interval_s=0.2, clock=clock)
-    async with (
-        emulated_kubernetes(load_crds(REPO / "crds")) as api,
-        operator_in_thread(api.url, context=context),
-    ):
+    async with operator_against_emulator(load_crds(REPO / "crds"), context=context) as api:
         yield api
 
 

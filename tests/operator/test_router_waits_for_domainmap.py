@@ -8,8 +8,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from librarian.kube.client import Credentials, remember_credentials
 from librarian.local.emulator import emulated_kubernetes, load_crds
+from librarian.router import create_app
 from librarian.router.main import RouterSource, prepare_router
-from librarian.router.server import create_app
 from librarian.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]

@@ -107,16 +107,21 @@ def _cel_errors(schema: dict[str, Any], value: Any, path: str) -> Iterator[str]:
             if name in value:
                 yield from _cel_errors(child, value[name], f"{path}.{name}")
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
-        keys = schema.get("x-kubernetes-list-map-keys") or []
-        if schema.get("x-kubernetes-list-type") == "map":
-            seen = [tuple(item.get(k) for k in keys) for item in value]
-            for key in sorted({k for k in seen if seen.count(k) > 1}, key=str):
-                yield f"{path}: Duplicate value: {dict(zip(keys, key, strict=True))}"
-        elif schema.get("x-kubernetes-list-type") == "set":
-            for item in sorted({i for i in value if value.count(i) > 1}, key=str):
-                yield f"{path}: Duplicate value: {item!r}"
+        yield from _list_errors(schema, value, path)
         for index, item in enumerate(value):
             yield from _cel_errors(schema["items"], item, f"{path}[{index}]")
+
+
+def _list_errors(schema: dict[str, Any], value: list[Any], path: str) -> Iterator[str]:
+    """Duplicate keys of a ``map`` list, duplicate items of a ``set`` list."""
+    keys = schema.get("x-kubernetes-list-map-keys") or []
+    if schema.get("x-kubernetes-list-type") == "map":
+        seen = [tuple(item.get(k) for k in keys) for item in value]
+        for key in sorted({k for k in seen if seen.count(k) > 1}, key=str):
+            yield f"{path}: Duplicate value: {dict(zip(keys, key, strict=True))}"
+    elif schema.get("x-kubernetes-list-type") == "set":
+        for item in sorted({i for i in value if value.count(i) > 1}, key=str):
+            yield f"{path}: Duplicate value: {item!r}"
 
 
 def validate(doc: dict[str, Any], crd: dict[str, Any]) -> list[str]:

@@ -42,7 +42,8 @@ def test_default_render_runs_one_operator_safely() -> None:
     docs = _render()
     (deployment,) = _kind(docs, "Deployment", "operator")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
+    assert spec["replicas"] == 1
+    assert spec["strategy"]["type"] == "Recreate"
     pod = spec["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert isinstance(pod["securityContext"]["runAsUser"], int)
@@ -54,8 +55,10 @@ def test_default_render_runs_one_operator_safely() -> None:
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["LIBRARIAN_IMAGE"] == container["image"]  # migration Jobs use the same image
     assert "LIBRARIAN_PEERING" not in env  # standalone: no peering with one replica
-    assert _kind(docs, "ServiceAccount") and _kind(docs, "RoleBinding")
-    assert not _kind(docs, "KopfPeering") and not _kind(docs, "ClusterKopfPeering")
+    assert _kind(docs, "ServiceAccount")
+    assert _kind(docs, "RoleBinding")
+    assert not _kind(docs, "KopfPeering")
+    assert not _kind(docs, "ClusterKopfPeering")
 
 
 def test_crds_come_from_the_single_source() -> None:
@@ -144,7 +147,8 @@ def test_several_replicas_use_kopf_peering_with_distinct_priorities() -> None:
     assert {"kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"} <= crds
 
     docs = _render("--set", "replicaCount=2", "--set", "rbac.clusterWide=true")
-    assert len(_kind(docs, "ClusterKopfPeering")) == 1 and not _kind(docs, "KopfPeering")
+    assert len(_kind(docs, "ClusterKopfPeering")) == 1
+    assert not _kind(docs, "KopfPeering")
 
 
 def test_router_deployment_and_service() -> None:
@@ -179,7 +183,8 @@ def test_router_defaults_and_switch() -> None:
     assert args[args.index("--domainmap") + 1] == "ops/packages"  # a bare name: release namespace
     assert args[args.index("--port") + 1] == "6333"
     docs = _render("--set", "router.enabled=false")
-    assert not _kind(docs, "Deployment", "router") and not _kind(docs, "Service", "router")
+    assert not _kind(docs, "Deployment", "router")
+    assert not _kind(docs, "Service", "router")
 
 
 def test_metrics_and_service_monitors() -> None:

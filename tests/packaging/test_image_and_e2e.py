@@ -41,7 +41,9 @@ def test_dockerfile_is_multi_stage_slim_and_non_root() -> None:
     assert not any(op == "RUN" for op, _ in final), "nothing is built in the runtime stage"
     (user,) = [args for op, args in final if op == "USER"]
     uid, _, gid = user.partition(":")
-    assert uid.isdigit() and int(uid) > 0 and (not gid or gid.isdigit())
+    assert uid.isdigit()
+    assert int(uid) > 0
+    assert not gid or gid.isdigit()
     assert ("ENTRYPOINT", '["librarian"]') in final
 
 
@@ -49,7 +51,8 @@ def test_image_writes_only_under_tmp() -> None:
     """With a read-only root filesystem, HOME and the working directory are the /tmp emptyDir."""
     final = _instructions()[[op for op, _ in _instructions()].index("FROM", 1) :]
     env = " ".join(args for op, args in final if op == "ENV")
-    assert "HOME=/tmp" in env and "PYTHONDONTWRITEBYTECODE=1" in env
+    assert "HOME=/tmp" in env
+    assert "PYTHONDONTWRITEBYTECODE=1" in env
     (workdir,) = [args for op, args in final if op == "WORKDIR"]
     assert workdir == "/tmp"
     values = yaml.safe_load((REPO / "charts/qdrant-librarian/values.yaml").read_text())
@@ -81,10 +84,13 @@ def test_e2e_script_is_valid_bash_and_documented() -> None:
     result = run("bash", "-n", str(E2E))
     assert result.returncode == 0, result.stderr
     script = E2E.read_text()
-    assert script.startswith("#!/usr/bin/env bash") and "set -euo pipefail" in script
+    assert script.startswith("#!/usr/bin/env bash")
+    assert "set -euo pipefail" in script
     assert "https://qdrant.github.io/qdrant-helm" in script
-    assert script.count("helm upgrade --install") == 1 and "for name in general fast" in script
-    assert "make image" in script and "kind load docker-image" in script
+    assert script.count("helm upgrade --install") == 1
+    assert "for name in general fast" in script
+    assert "make image" in script
+    assert "kind load docker-image" in script
     assert "trap 'kind delete cluster" in script  # the cluster never outlives a failed run
     for path in re.findall(r"(?:hack|tools|charts)/[\w./-]+", script):
         assert (REPO / path).exists(), path
@@ -97,7 +103,8 @@ def test_e2e_domainmap_is_valid_and_matches_the_router() -> None:
     assert all(c.get("apiKeySecretRef") for c in doc["spec"]["clusters"])  # real servers: keys
     script = E2E.read_text()
     namespace = re.search(r"^NS=(\S+)$", script, re.MULTILINE)
-    assert namespace and doc["metadata"]["namespace"] == namespace.group(1)
+    assert namespace
+    assert doc["metadata"]["namespace"] == namespace.group(1)
     # The chart settings of the script: the router serves the DomainMap the script applies.
     install = script.split("helm install librarian", 1)[1].split("\n\n", 1)[0]
     words = shlex.split(install.replace("\\\n", " ").replace('"${IMAGE%:*}"', "img"))

@@ -122,4 +122,5 @@ def test_a_typo_is_caught() -> None:
     (deployment, *_) = [d for d in helm_template() if d["kind"] == "Deployment"]
     deployment["spec"]["template"]["spec"]["containers"][0]["livenessprobe"] = {}
     errors = kubernetes_errors(deployment, VERSIONS[-1])
-    assert errors and "livenessprobe" in errors[0]
+    assert errors
+    assert "livenessprobe" in errors[0]

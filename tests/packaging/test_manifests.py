@@ -72,9 +72,11 @@ def test_crd_is_structural_with_status_and_columns(key: tuple[str, str]) -> None
     assert version["subresources"] == {"status": {}}
     assert {c["name"] for c in version["additionalPrinterColumns"]} >= {"Phase", "Ready", "Age"}
     names = crd["spec"]["names"]
-    assert names["categories"] == ["librarian"] and names["shortNames"]
+    assert names["categories"] == ["librarian"]
+    assert names["shortNames"]
     schema = _schema(crd)
-    assert schema["type"] == "object" and schema["properties"]["spec"]["type"] == "object"
+    assert schema["type"] == "object"
+    assert schema["properties"]["spec"]["type"] == "object"
     assert schema["properties"]["status"]["x-kubernetes-preserve-unknown-fields"] is True
     jsonschema.Draft4Validator.check_schema(
         {k: v for k, v in schema.items() if not k.startswith("x-")}

@@ -54,7 +54,7 @@ def test_bad_peering_settings_are_refused(env: dict[str, str], message: str) -> 
 def test_metrics_port() -> None:
     assert metrics_port_from_env({}) is None
     assert metrics_port_from_env({"LIBRARIAN_METRICS_PORT": "9090"}) == 9090
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be a port number"):
         metrics_port_from_env({"LIBRARIAN_METRICS_PORT": "99999"})
 
 
@@ -75,10 +75,13 @@ async def test_run_operator_passes_peering_and_namespaces_to_kopf(
     monkeypatch.delenv("LIBRARIAN_PEERING")
     await runtime.run_operator()
     namespaced, clusterwide = calls
-    assert namespaced["standalone"] is False and namespaced["peering_name"] == "lib"
+    assert namespaced["standalone"] is False
+    assert namespaced["peering_name"] == "lib"
     assert namespaced["priority"] == pod_priority("lib-0")
-    assert namespaced["namespaces"] == ["team-a"] and namespaced["clusterwide"] is False
+    assert namespaced["namespaces"] == ["team-a"]
+    assert namespaced["clusterwide"] is False
     # A namespaced operator does not scan cluster-scoped namespaces and CRDs: a Role suffices.
     assert namespaced["settings"].scanning.disabled is True
-    assert clusterwide["standalone"] is True and clusterwide["clusterwide"] is True
+    assert clusterwide["standalone"] is True
+    assert clusterwide["clusterwide"] is True
     assert clusterwide["settings"].scanning.disabled is False

@@ -10,7 +10,7 @@ project promises on top: a numeric user and a read-only root filesystem.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -38,10 +38,9 @@ SAFE_SYSCTLS = {
 }
 
 
-def restricted_violations(pod: dict[str, Any]) -> list[str]:
-    """Why ``pod`` (a PodSpec) fails the restricted profile; empty when it passes."""
+def _pod_violations(pod: dict[str, Any]) -> list[str]:
+    """Host namespaces, volume kinds and sysctls: what the pod as a whole may not use."""
     problems: list[str] = []
-    pod_context = pod.get("securityContext") or {}
     for field in ("hostNetwork", "hostPID", "hostIPC"):
         if pod.get(field):
             problems.append(f"{field} is set")
@@ -49,9 +48,54 @@ def restricted_violations(pod: dict[str, Any]) -> list[str]:
         kinds = set(volume) - {"name"}
         if not kinds <= ALLOWED_VOLUMES:
             problems.append(f"volume {volume['name']} is {sorted(kinds)}")
-    for sysctl in pod_context.get("sysctls") or []:
+    for sysctl in (pod.get("securityContext") or {}).get("sysctls") or []:
         if sysctl["name"] not in SAFE_SYSCTLS:
             problems.append(f"sysctl {sysctl['name']}")
+    return problems
+
+
+def _privilege_violations(context: dict[str, Any]) -> list[str]:
+    """Privilege, escalation and capabilities of one container."""
+    problems: list[str] = []
+    if context.get("privileged"):
+        problems.append("privileged")
+    if context.get("allowPrivilegeEscalation") is not False:
+        problems.append("allowPrivilegeEscalation is not false")
+    capabilities = context.get("capabilities") or {}
+    if "ALL" not in (capabilities.get("drop") or []):
+        problems.append("capabilities do not drop ALL")
+    if set(capabilities.get("add") or []) - {"NET_BIND_SERVICE"}:
+        problems.append(f"adds capabilities {capabilities['add']}")
+    if context.get("readOnlyRootFilesystem") is not True:
+        problems.append("root filesystem is writable")
+    if context.get("procMount", "Default") != "Default":
+        problems.append(f"procMount {context['procMount']}")
+    return problems
+
+
+def _identity_violations(effective: Callable[[str], Any]) -> list[str]:
+    """User, seccomp, SELinux and AppArmor, from the container or else the pod."""
+    problems: list[str] = []
+    if effective("runAsNonRoot") is not True:
+        problems.append("runAsNonRoot is not true")
+    user = effective("runAsUser")
+    if not isinstance(user, int) or isinstance(user, bool) or user == 0:
+        problems.append(f"runAsUser {user!r} is not a numeric non-root user")
+    seccomp = (effective("seccompProfile") or {}).get("type")
+    if seccomp not in ("RuntimeDefault", "Localhost"):
+        problems.append(f"seccompProfile {seccomp!r}")
+    selinux = effective("seLinuxOptions") or {}
+    if selinux.get("type") not in (None, "", "container_t", "container_init_t", "container_kvm_t"):
+        problems.append(f"seLinuxOptions.type {selinux['type']}")
+    if (effective("appArmorProfile") or {}).get("type") == "Unconfined":
+        problems.append("AppArmor unconfined")
+    return problems
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """Why ``pod`` (a PodSpec) fails the restricted profile; empty when it passes."""
+    problems = _pod_violations(pod)
+    pod_context = pod.get("securityContext") or {}
     containers = [
         *(pod.get("initContainers") or []),
         *(pod.get("containers") or []),
@@ -65,41 +109,10 @@ def restricted_violations(pod: dict[str, Any]) -> list[str]:
         def effective(key: str, context: dict[str, Any] = context) -> Any:
             return context.get(key, pod_context.get(key))
 
-        if context.get("privileged"):
-            problems.append(f"{name}: privileged")
-        if context.get("allowPrivilegeEscalation") is not False:
-            problems.append(f"{name}: allowPrivilegeEscalation is not false")
-        capabilities = context.get("capabilities") or {}
-        if "ALL" not in (capabilities.get("drop") or []):
-            problems.append(f"{name}: capabilities do not drop ALL")
-        if set(capabilities.get("add") or []) - {"NET_BIND_SERVICE"}:
-            problems.append(f"{name}: adds capabilities {capabilities['add']}")
-        if effective("runAsNonRoot") is not True:
-            problems.append(f"{name}: runAsNonRoot is not true")
-        user = effective("runAsUser")
-        if not isinstance(user, int) or isinstance(user, bool) or user == 0:
-            problems.append(f"{name}: runAsUser {user!r} is not a numeric non-root user")
-        seccomp = (effective("seccompProfile") or {}).get("type")
-        if seccomp not in ("RuntimeDefault", "Localhost"):
-            problems.append(f"{name}: seccompProfile {seccomp!r}")
-        if context.get("readOnlyRootFilesystem") is not True:
-            problems.append(f"{name}: root filesystem is writable")
-        if context.get("procMount", "Default") != "Default":
-            problems.append(f"{name}: procMount {context['procMount']}")
+        found = [*_privilege_violations(context), *_identity_violations(effective)]
         if any(p.get("hostPort") for p in container.get("ports") or []):
-            problems.append(f"{name}: hostPort")
-        selinux = effective("seLinuxOptions") or {}
-        if selinux.get("type") not in (
-            None,
-            "",
-            "container_t",
-            "container_init_t",
-            "container_kvm_t",
-        ):
-            problems.append(f"{name}: seLinuxOptions.type {selinux['type']}")
-        apparmor = (effective("appArmorProfile") or {}).get("type")
-        if apparmor == "Unconfined":
-            problems.append(f"{name}: AppArmor unconfined")
+            found.append("hostPort")
+        problems.extend(f"{name}: {problem}" for problem in found)
     return problems
 
 

@@ -48,7 +48,8 @@ def _bound(docs: list[dict[str, Any]], role: dict[str, Any], binding_kind: str) 
         if d["kind"] == "Deployment"
     }
     (subject,) = binding["subjects"]
-    assert subject["kind"] == "ServiceAccount" and subject["name"] in accounts
+    assert subject["kind"] == "ServiceAccount"
+    assert subject["name"] in accounts
     return binding
 
 
@@ -98,7 +99,8 @@ def test_cluster_wide_and_watched_namespaces_exclude_each_other() -> None:
         "--set",
         "operator.watchNamespaces={a}",
     )
-    assert result.returncode != 0 and "exclude each other" in result.stderr
+    assert result.returncode != 0
+    assert "exclude each other" in result.stderr
 
 
 def test_peering_adds_exactly_the_peering_verbs() -> None:
@@ -158,7 +160,8 @@ def test_least_privilege_everywhere() -> None:
                 assert verb not in ("update", "deletecollection", "escalate", "bind")
                 assert not (resource == "secrets" and verb in ("list", "watch"))
                 if verb == "delete":
-                    assert component == "operator" and (group, resource) in DELETABLE
+                    assert component == "operator"
+                    assert (group, resource) in DELETABLE
 
 
 def test_the_operator_may_delete_only_what_a_move_creates() -> None:

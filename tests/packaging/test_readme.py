@@ -132,7 +132,8 @@ def test_kind_guide_installs_what_the_domainmap_needs() -> None:
         assert f"create secret generic {ref['name']}" in section
         assert f"--from-literal={ref['key']}=" in section
     assert f"-n {namespace}" in section
-    assert "make e2e" in section and "https://qdrant.github.io/qdrant-helm" in section
+    assert "make e2e" in section
+    assert "https://qdrant.github.io/qdrant-helm" in section
 
 
 def test_the_rebalancing_example_is_accepted_by_the_api_server_and_the_operator() -> None:
@@ -158,3 +159,33 @@ def test_the_rebalancing_guide_shows_every_approval_action() -> None:
     for script in ("bench_rebalancing.py", "bench_forecast.py"):  # figures with their command
         assert f"python benchmarks/{script}" in section
         assert (REPO / "benchmarks" / script).exists()
+
+
+def test_the_layout_section_matches_the_tree_and_the_layers_contract() -> None:
+    """Every package of the tree is in the README's layout, in the layers contract's order."""
+    import tomllib
+
+    block = _section("Layout and development").split("```\n", 2)[1]
+    listed = [
+        line.split()[0].removeprefix("operator/librarian/").rstrip("/").removesuffix(".py")
+        for line in block.splitlines()
+        if line.startswith("operator/librarian/")
+    ]
+    package = REPO / "operator/librarian"
+    present = {p.name for p in package.iterdir() if p.is_dir() and (p / "__init__.py").exists()} | {
+        p.stem for p in package.glob("*.py") if p.stem != "__init__"
+    }
+    assert set(listed) == present, f"README lists {sorted(listed)}, the tree has {sorted(present)}"
+    contracts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (layers,) = [c["layers"] for c in contracts["contracts"] if c["type"] == "layers"]
+    order = [
+        name.strip().removeprefix("librarian.")
+        for layer in layers
+        for name in layer.split("|")
+        if name.strip().removeprefix("librarian.") in listed
+    ]
+    assert [name for name in listed if name in order] == order, (
+        "the README lists the layers from the top down, as the contract does"
+    )
+    unlayered = set(listed) - set(order) - {"testing"}
+    assert not unlayered, f"packages outside the layers contract: {unlayered}"

@@ -37,7 +37,8 @@ def test_transition_time_moves_only_when_status_flips() -> None:
     first = set_condition([], "Ready", "True", "Analyzed", "a", observed_generation=1, now=T0)
     same = set_condition(first, "Ready", "True", "Reanalyzed", "b", observed_generation=2, now=T1)
     assert same[0]["lastTransitionTime"] == timestamp(T0)
-    assert same[0]["observedGeneration"] == 2 and same[0]["message"] == "b"
+    assert same[0]["observedGeneration"] == 2
+    assert same[0]["message"] == "b"
     flipped = set_condition(
         same, "Ready", "False", "ClusterUnreachable", "c", observed_generation=2, now=T1
     )
@@ -50,7 +51,8 @@ def test_other_conditions_are_kept_and_ready_comes_first() -> None:
         conditions, "Ready", "True", "Analyzed", "", observed_generation=1, now=T0
     )
     assert [c["type"] for c in conditions] == ["Ready", "Drifted"]
-    assert is_true(conditions, "Ready") and not is_true(conditions, "Drifted")
+    assert is_true(conditions, "Ready")
+    assert not is_true(conditions, "Drifted")
     assert get_condition(conditions, "Missing") is None
 
 
@@ -67,4 +69,5 @@ def test_status_changed() -> None:
 
 def test_timestamps_round_trip() -> None:
     assert parse_timestamp(timestamp(T0)) == T0
-    assert parse_timestamp("garbage") is None and parse_timestamp(None) is None
+    assert parse_timestamp("garbage") is None
+    assert parse_timestamp(None) is None

@@ -26,13 +26,15 @@ def test_every_strategy_recovers_separated_clusters(strategy: str, blobs) -> Non
     result = discover(vectors, strategy=strategy, texts=texts, seed=0, min_domain_size=10)
     assert result.strategy == strategy
     assert len(result.labels) == len(vectors)
-    assert result.labels.min() >= 0 and result.labels.max() < len(result.domains)
+    assert result.labels.min() >= 0
+    assert result.labels.max() < len(result.domains)
     assert adjusted_rand_score(truth, result.labels) > 0.9
     assert 0.0 <= result.confidence <= 1.0
     assert sum(d.size for d in result.domains) == len(vectors)
     for domain in result.domains:
         assert np.linalg.norm(domain.centroid) == pytest.approx(1.0, abs=1e-4)
-        assert 0.0 <= domain.radius <= 2.0 and -1.0 <= domain.cohesion <= 1.0
+        assert 0.0 <= domain.radius <= 2.0
+        assert -1.0 <= domain.cohesion <= 1.0
 
 
 def test_number_of_domains_is_chosen_automatically() -> None:
@@ -88,7 +90,8 @@ def test_reanalysis_keeps_ids_and_new_domains_get_fresh_ids() -> None:
     grown = discover(extra, seed=0, previous=first.domains, min_domain_size=10)
     old_ids = {d.id for d in first.domains}
     new_ids = [d.id for d in grown.domains if d.id not in old_ids]
-    assert len(grown.domains) == 5 and len(new_ids) == 1
+    assert len(grown.domains) == 5
+    assert len(new_ids) == 1
 
 
 def test_vanished_domain_id_is_never_reused() -> None:

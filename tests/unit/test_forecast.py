@@ -1,9 +1,8 @@
-"""Load forecasting: the model, the bounded history kept in a status, and the MAPE ledger."""
+"""Load forecasting: the model, the bounded load history, and the MAPE ledger."""
 
 from __future__ import annotations
 
 import doctest
-import json
 import math
 
 import numpy as np
@@ -68,7 +67,8 @@ def test_forecast_times_run_from_one_step_after_the_last_sample_to_the_horizon()
     odd = forecast_series(times, values, 1000.0, step_s=300.0)
     assert odd.times_s == (now + 300.0, now + 600.0, now + 900.0, now + 1000.0)
     single = forecast_series(times, values, 5 * HOUR, step_s=5 * HOUR)
-    assert single.times_s == (now + 5 * HOUR,) and len(single.values) == 1
+    assert single.times_s == (now + 5 * HOUR,)
+    assert len(single.values) == 1
 
 
 def test_less_than_a_period_fits_the_trend_only() -> None:
@@ -85,7 +85,8 @@ def test_less_than_a_period_fits_the_trend_only() -> None:
 def test_fewer_than_three_samples_repeat_the_last_value() -> None:
     forecast = forecast_series([T0, T0 + 900.0], [10.0, 30.0], HOUR)
     assert forecast.values == (30.0,) * 4
-    assert forecast.trend_per_hour == 0.0 and forecast.seasonal_amplitude == 0.0
+    assert forecast.trend_per_hour == 0.0
+    assert forecast.seasonal_amplitude == 0.0
     assert forecast.samples == 2
     assert forecast_series([T0], [7.0], 900.0).values == (7.0,)
 
@@ -146,9 +147,12 @@ def test_history_aligns_domains_that_come_and_go() -> None:
     history = history.append(T0 + 120, {"d2": {"qps": 6.0}}, max_samples=10)
     assert history.times_s == (T0, T0 + 60, T0 + 120)
     d1, d2 = history.series["d1"], history.series["d2"]
-    assert d1["qps"][:2] == (1.0, 2.0) and math.isnan(d1["qps"][2])
-    assert d1["points"][0] == 10.0 and all(math.isnan(v) for v in d1["points"][1:])
-    assert math.isnan(d2["qps"][0]) and d2["qps"][1:] == (5.0, 6.0)
+    assert d1["qps"][:2] == (1.0, 2.0)
+    assert math.isnan(d1["qps"][2])
+    assert d1["points"][0] == 10.0
+    assert all(math.isnan(v) for v in d1["points"][1:])
+    assert math.isnan(d2["qps"][0])
+    assert d2["qps"][1:] == (5.0, 6.0)
     assert history.points("d1", "qps") == ([T0, T0 + 60], [1.0, 2.0])
     assert history.points("nowhere", "qps") == ([], [])
 
@@ -174,57 +178,6 @@ def test_history_same_time_merges_earlier_time_is_refused() -> None:
         history.append(T0 + 1, {}, max_samples=0)
     with pytest.raises(ForecastError, match="finite"):
         history.append(math.nan, {}, max_samples=5)
-
-
-def test_history_status_is_compact_json_and_round_trips() -> None:
-    history = LoadHistory()
-    history = history.append(T0 + 0.5, {"d1": {"qps": 123.456789}}, max_samples=10)
-    history = history.append(
-        T0 + 900, {"d1": {"qps": math.inf}, "d2": {"points": 1_234_567.0}}, max_samples=10
-    )
-    status = history.to_status()
-    text = json.dumps(status, allow_nan=False)
-    assert status == {
-        "times": [T0 + 0.5, int(T0) + 900],
-        "domains": {"d1": {"qps": [123.5, None]}, "d2": {"points": [None, 1_235_000]}},
-    }
-    again = LoadHistory.from_status(json.loads(text))
-    assert again.times_s == history.times_s
-    assert again.series["d1"]["qps"][0] == 123.5 and math.isnan(again.series["d1"]["qps"][1])
-    assert again.series["d2"]["points"][1] == 1_235_000.0
-    assert again.to_status() == status
-
-
-@pytest.mark.parametrize(
-    "garbage",
-    [
-        None,
-        "text",
-        [],
-        {},
-        {"times": "soon", "domains": {}},
-        {"times": [1, 2], "domains": []},
-        {"times": [1, "x", None, 2, 2, 1, True, 3], "domains": {"d": {"qps": "many"}}},
-        {"times": [1, 2], "domains": {"d": None, 5: {"qps": [1]}, "e": {7: [1], "q": [None]}}},
-    ],
-)
-def test_history_from_garbled_status_never_raises(garbage) -> None:
-    history = LoadHistory.from_status(garbage)
-    json.dumps(history.to_status(), allow_nan=False)
-    assert all(len(c) == len(history.times_s) for m in history.series.values() for c in m.values())
-
-
-def test_history_from_status_drops_bad_times_and_fixes_column_lengths() -> None:
-    data = {
-        "times": [10, "x", 20, 15, 30],
-        "domains": {"d": {"qps": [1, 2, 3, 4, 5, 6, 7], "points": [1, "many"]}, "e": {"qps": []}},
-    }
-    history = LoadHistory.from_status(data)
-    assert history.times_s == (10.0, 20.0, 30.0)
-    assert history.series["d"]["qps"] == (1.0, 3.0, 5.0)
-    points = history.series["d"]["points"]
-    assert points[0] == 1.0 and all(math.isnan(v) for v in points[1:])
-    assert "e" not in history.series
 
 
 # -- predictions --------------------------------------------------------------------------------
@@ -297,7 +250,9 @@ def test_ledger_scores_what_fell_due_and_keeps_the_rest() -> None:
     assert later.mape == pytest.approx((0.1 + 1.0 + 0.2) / 3)
     # A prediction of 0 for a domain with 0 is perfect, not a division by zero, and not scored.
     zero = PredictionLedger().record({"d": {"qps": 0.0}}, 1.0).score({"d": {"qps": 0.0}}, 1.0)
-    assert zero.errors == () and zero.pending == () and zero.mape is None
+    assert zero.errors == ()
+    assert zero.pending == ()
+    assert zero.mape is None
 
 
 def test_ledger_is_bounded() -> None:
@@ -307,44 +262,6 @@ def test_ledger_is_bounded() -> None:
     assert len(ledger.pending) == MAX_PENDING
     assert ledger.pending[0].predicted == 11.0  # the oldest ones went
     ledger = ledger.score({"d": {"qps": 1.0}}, now_s=1e9)
-    assert len(ledger.errors) == MAX_ERRORS and ledger.pending == ()
+    assert len(ledger.errors) == MAX_ERRORS
+    assert ledger.pending == ()
     assert ledger.errors[-1] == pytest.approx(MAX_PENDING + 10 - 1)  # the latest ones stay
-
-
-def test_ledger_status_round_trips_as_json() -> None:
-    ledger = PredictionLedger().record({"d2": {"qps": 3.0}}, 400.0)
-    ledger = ledger.record({"d1": {"qps": 12.3456789}}, 500.0)
-    ledger = ledger.record({"d1": {"points": 1_234_567.0}}, 900.0)
-    ledger = ledger.score({"d2": {"qps": 4.0}}, 450.0).record({"d2": {"qps": 4.5}}, 900.0)
-    status = ledger.to_status()
-    text = json.dumps(status, allow_nan=False)
-    assert status["mape"] == 0.25 and status["errors"] == [0.25]
-    assert status["pending"] == [
-        {"dueS": 500, "values": {"d1": {"qps": 12.3457}}},
-        {"dueS": 900, "values": {"d1": {"points": 1_234_570}, "d2": {"qps": 4.5}}},
-    ]
-    again = PredictionLedger.from_status(json.loads(text))
-    assert again.errors == (0.25,)
-    assert {(p.domain, p.metric, p.due_s) for p in again.pending} == {
-        (p.domain, p.metric, p.due_s) for p in ledger.pending
-    }
-    assert again.to_status() == status
-    assert json.dumps(PredictionLedger().to_status(), allow_nan=False)
-
-
-@pytest.mark.parametrize(
-    "garbage",
-    [
-        None,
-        42,
-        {"pending": "x", "errors": "y"},
-        {"pending": [None, {"dueS": "later"}, {"dueS": 5, "values": [1]}], "errors": [None, -1]},
-        {"pending": [{"dueS": 5, "values": {"d": {"qps": "x", "ok": 2}, "e": 3, 9: {}}}]},
-        {"errors": [0.5, math.nan, math.inf, True, "0.1"]},
-    ],
-)
-def test_ledger_from_garbled_status_never_raises(garbage) -> None:
-    ledger = PredictionLedger.from_status(garbage)
-    json.dumps(ledger.to_status(), allow_nan=False)
-    assert all(math.isfinite(e) and e >= 0 for e in ledger.errors)
-    assert all(p.metric == "ok" and p.predicted == 2.0 for p in ledger.pending)

@@ -27,7 +27,8 @@ def test_semantic_merge_is_one_collection_order_with_dedupe_by_id() -> None:
     before = copy.deepcopy([A, B])
     merged = semantic_merge([A, B], limit=4)
     assert [h.id for h in merged] == [1, 4, 2, 5]
-    assert merged[2].score == 0.8 and merged[2].source == "a"  # the best copy of id 2 wins
+    assert merged[2].score == 0.8
+    assert merged[2].source == "a"
     assert before == [A, B]
 
 
@@ -38,7 +39,8 @@ def test_semantic_merge_collapses_near_duplicate_vectors_and_calibrates() -> Non
     calibrated = semantic_merge(
         [near, dup], limit=3, calibration={"b": (1.0, 0.05)}, duplicate_threshold=None
     )
-    assert [h.id for h in calibrated] == [7, 1, 2] and calibrated[0].score == pytest.approx(0.94)
+    assert [h.id for h in calibrated] == [7, 1, 2]
+    assert calibrated[0].score == pytest.approx(0.94)
 
 
 def test_semantic_merge_orders_distances_ascending() -> None:
@@ -59,7 +61,8 @@ def test_weighted_score_normalizes_per_source() -> None:
     low_scale = [Hit(1, 0.02, "x"), Hit(2, 0.01, "x")]
     high_scale = [Hit(3, 90.0, "y"), Hit(4, 10.0, "y")]
     fused = weighted_score([low_scale, high_scale], limit=4)
-    assert {fused[0].id, fused[1].id} == {1, 3} and fused[0].score == 1.0
+    assert {fused[0].id, fused[1].id} == {1, 3}
+    assert fused[0].score == 1.0
     preferred = weighted_score([low_scale, high_scale], limit=1, weights=[2.0, 1.0])
     assert preferred[0].id == 1
 
@@ -88,7 +91,8 @@ def test_ml_based_learns_which_candidates_belong() -> None:
 
 
 def test_fusion_names_from_settings() -> None:
-    assert fusion_name("rrf") == "ranked_fusion" and fusion_name("learned") == "ml_based"
+    assert fusion_name("rrf") == "ranked_fusion"
+    assert fusion_name("learned") == "ml_based"
     with pytest.raises(FusionError, match="accepted: semantic_merge"):
         fusion_name("borda")
     assert [h.id for h in fuse("rrf", [A, B], limit=1)] == [2]

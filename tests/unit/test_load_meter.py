@@ -118,8 +118,11 @@ def test_window_sliding_forgets_old_calls_but_keeps_totals() -> None:
     clock.advance(5.5)  # d0's calls are now older than the window, d1's are not
     snapshot = meter.snapshot()
     d0, d1 = _domain(snapshot, "d0"), _domain(snapshot, "d1")
-    assert d0["qps"] == 0.0 and d0["p95Ms"] is None and d0["queries"] == 30
-    assert d1["qps"] == pytest.approx(0.1) and d1["p95Ms"] == pytest.approx(10.0)
+    assert d0["qps"] == 0.0
+    assert d0["p95Ms"] is None
+    assert d0["queries"] == 30
+    assert d1["qps"] == pytest.approx(0.1)
+    assert d1["p95Ms"] == pytest.approx(10.0)
     assert _cluster(snapshot, "east")["p95Ms"] == pytest.approx(10.0)
     clock.advance(1000)  # the ring buckets are reused, never double counted
     meter.record("d0", "east", 0.003, True)

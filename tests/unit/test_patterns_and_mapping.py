@@ -29,17 +29,21 @@ def test_patterns_report_growth_drift_emerging_and_vanished() -> None:
     after = [replace(before[0], size=150), replace(before[1], centroid=tilted), _domain("d", 3, 40)]
     report = discover_patterns(before, after, drift_threshold=0.1)
     changes = {c.id: c for c in report.changes}
-    assert changes["a"].growth == 0.5 and changes["a"].drift == 0.0
+    assert changes["a"].growth == 0.5
+    assert changes["a"].drift == 0.0
     assert changes["b"].drift == np.float32(1 - 0.6) or abs(changes["b"].drift - 0.4) < 1e-6
-    assert report.emerging == ["d"] and report.vanished == ["c"]
-    assert report.drifted and "emerging" in report.summary()
+    assert report.emerging == ["d"]
+    assert report.vanished == ["c"]
+    assert report.drifted
+    assert "emerging" in report.summary()
 
 
 def test_patterns_stable_and_first_analysis() -> None:
     domains = [_domain("a", 0, 100), _domain("b", 1, 100)]
     assert not discover_patterns(domains, domains).drifted
     first = discover_patterns([], domains)
-    assert not first.drifted and first.summary() == "first analysis"
+    assert not first.drifted
+    assert first.summary() == "first analysis"
 
 
 def _mapping_inputs() -> tuple[list[Domain], dict[str, ClusterCapacity]]:
@@ -54,7 +58,8 @@ def _mapping_inputs() -> tuple[list[Domain], dict[str, ClusterCapacity]]:
 def test_good_mapping_scores_high() -> None:
     domains, clusters = _mapping_inputs()
     result = validate_domain_mapping(domains, {"a": "fast", "b": "big", "c": "big"}, clusters)
-    assert result.valid and result.score >= 0.9
+    assert result.valid
+    assert result.score >= 0.9
 
 
 def test_mapping_issues_each_named() -> None:
@@ -81,7 +86,8 @@ def test_imbalance_is_a_recommendation_that_lowers_the_score() -> None:
     domains, clusters = _mapping_inputs()
     piled = validate_domain_mapping(domains, {d.id: "big" for d in domains}, clusters)
     spread = validate_domain_mapping(domains, {"a": "fast", "b": "big", "c": "fast"}, clusters)
-    assert piled.valid and piled.score < spread.score
+    assert piled.valid
+    assert piled.score < spread.score
     assert any("spread domains" in r for r in piled.recommendations)
 
 

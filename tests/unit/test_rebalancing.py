@@ -40,10 +40,12 @@ def test_an_excluded_cluster_counts_only_while_it_carries_queries() -> None:
     given = [ClusterCapacity("fast", max_qps=100)]
     judged, capacities = judged_fleet(domains, clusters, given, {"general"})
     assert [d.domain for d in judged] == ["a", "b"]
-    assert [c.name for c in capacities] == ["bulk", "fast"] and capacities[1].max_qps == 100
+    assert [c.name for c in capacities] == ["bulk", "fast"]
+    assert capacities[1].max_qps == 100
     busy = [*domains[:2], DomainLoad("hot", "general", qps=3, points=10)]
     judged, capacities = judged_fleet(busy, clusters, given, {"general"})
-    assert "general" in {c.name for c in capacities} and len(judged) == 3
+    assert "general" in {c.name for c in capacities}
+    assert len(judged) == 3
 
 
 def test_projected_loads_scale_memory_and_disk_with_points() -> None:
@@ -59,7 +61,8 @@ def test_within_thresholds_nothing_is_proposed() -> None:
     domains = [DomainLoad("a", "fast", qps=5, points=10), DomainLoad("b", "bulk", qps=5, points=10)]
     capacities = [ClusterCapacity("fast"), ClusterCapacity("bulk")]
     analysis = analyse_policy(domains, capacities, _policy(), now=NOW)
-    assert analysis.proposal is None and analysis.based_on == "current"
+    assert analysis.proposal is None
+    assert analysis.based_on == "current"
     assert analysis.history.times_s == (NOW.timestamp(),)
 
 
@@ -70,7 +73,8 @@ def test_today_imbalanced_is_planned_on_today() -> None:
     ]
     capacities = [ClusterCapacity("fast"), ClusterCapacity("bulk")]
     analysis = analyse_policy(domains, capacities, _policy(), now=NOW)
-    assert analysis.proposal is not None and analysis.based_on == "current"
+    assert analysis.proposal is not None
+    assert analysis.based_on == "current"
     (move,) = analysis.proposal.moves
     assert (move.domain, move.target) == ("a", "bulk")  # the fewer points
 
@@ -88,10 +92,13 @@ def test_a_growing_domain_is_planned_on_the_forecast_before_it_crosses() -> None
         policy = _policy(horizon_s=6 * 3600.0, history=history, ledger=ledger)
         analysis = analyse_policy(domains, capacities, policy, now=NOW + timedelta(hours=hour))
         history, ledger = analysis.history, analysis.ledger
-    assert analysis is not None and analysis.predicted is not None
+    assert analysis is not None
+    assert analysis.predicted is not None
     assert not analysis.report.violations  # today: 9+1 vs 6, within 1.3; in 6 h: 15+1 vs 6
-    assert analysis.predicted.violations and analysis.based_on == "forecast"
-    assert analysis.proposal is not None and analysis.proposal.moves
+    assert analysis.predicted.violations
+    assert analysis.based_on == "forecast"
+    assert analysis.proposal is not None
+    assert analysis.proposal.moves
     assert analysis.ledger.pending  # the forecasts wait to be scored
 
 

@@ -37,10 +37,13 @@ def test_route_contract_returns_unit_indices_best_first(library) -> None:
     vectors, queries, result = library
     router = build_router(vectors, result.partition_labels, result.partitions)
     route = router.route(queries[0])
-    assert route and all(isinstance(u, int) for u in route)
-    assert len(set(route)) == len(route) and max(route) < len(result.partitions)
+    assert route
+    assert all(isinstance(u, int) for u in route)
+    assert len(set(route)) == len(route)
+    assert max(route) < len(result.partitions)
     scores = router.scores(queries[0])
-    assert scores.shape == (len(result.partitions),) and abs(float(scores.sum()) - 1) < 1e-4
+    assert scores.shape == (len(result.partitions),)
+    assert abs(float(scores.sum()) - 1) < 1e-4
     assert list(np.argsort(-scores[route], kind="stable")) == list(range(len(route)))
 
 
@@ -74,7 +77,8 @@ def test_higher_target_recall_probes_more(library) -> None:
     high = build_router(vectors, labels, result.partitions, target_recall=0.99)
     low_recall, low_touched = _quality(low, vectors, labels, queries, sizes)
     high_recall, high_touched = _quality(high, vectors, labels, queries, sizes)
-    assert high_recall > low_recall and high_touched > low_touched
+    assert high_recall > low_recall
+    assert high_touched > low_touched
     assert low.coverage < high.coverage
 
 
@@ -110,7 +114,8 @@ def test_load_balancing_skips_a_hot_unit_that_adds_little(library) -> None:
     loads[tail] = 50.0
     router.record_load(loads)
     balanced = router.decide(query, coverage=1.0)
-    assert tail not in balanced.units and tail in balanced.skipped
+    assert tail not in balanced.units
+    assert tail in balanced.skipped
     assert balanced.units[0] == decision.units[0]  # the best unit is never skipped
     with pytest.raises(RoutingError, match="expected"):
         router.record_load([1.0])

@@ -20,10 +20,14 @@ BIG = DomainStats(points=3_000_000, dimension=768, queries_per_second=300)
 def test_every_strategy_gives_a_complete_config(strategy: str) -> None:
     tuned = tune_collection(BIG, strategy)
     spec = tuned.collection
-    assert spec.vector_size == 768 and spec.distance == "Cosine"
-    assert spec.hnsw is not None and spec.hnsw.m and spec.hnsw.ef_construct
+    assert spec.vector_size == 768
+    assert spec.distance == "Cosine"
+    assert spec.hnsw is not None
+    assert spec.hnsw.m
+    assert spec.hnsw.ef_construct
     assert tuned.search.hnsw_ef > 0
-    assert tuned.estimated_ram_bytes > 0 and tuned.estimated_disk_bytes >= tuned.estimated_ram_bytes
+    assert tuned.estimated_ram_bytes > 0
+    assert tuned.estimated_disk_bytes >= tuned.estimated_ram_bytes
     assert tuned.rationale
 
 
@@ -34,9 +38,11 @@ def test_strategies_differ_where_they_should() -> None:
     assert accuracy.collection.quantization is None
     assert accuracy.collection.hnsw.m > latency.collection.hnsw.m > throughput.collection.hnsw.m  # type: ignore[union-attr]
     assert accuracy.search.hnsw_ef > balanced.search.hnsw_ef > throughput.search.hnsw_ef
-    assert latency.collection.quantization is not None and latency.search.rescore
+    assert latency.collection.quantization is not None
+    assert latency.search.rescore
     assert latency.search.oversampling == 2.0
-    assert throughput.collection.quantization is not None and not throughput.search.rescore
+    assert throughput.collection.quantization is not None
+    assert not throughput.search.rescore
     assert throughput.collection.shard_number >= 2  # type: ignore[operator]
     assert throughput.collection.optimizers.default_segment_number == 2  # type: ignore[union-attr]
     assert latency.collection.replication_factor == 2  # 300 qps >= 100
@@ -62,7 +68,8 @@ def test_memory_budget_moves_vectors_then_graph_to_disk() -> None:
         DomainStats(points=BIG.points, dimension=768, memory_budget_bytes=ram // 3), "accuracy"
     )
     assert tight.collection.on_disk_vectors is True
-    assert tight.collection.quantization is not None and tight.search.rescore
+    assert tight.collection.quantization is not None
+    assert tight.search.rescore
     assert tight.estimated_ram_bytes < ram
     tiny = tune_collection(
         DomainStats(points=BIG.points, dimension=768, memory_budget_bytes=10_000), "accuracy"
@@ -83,9 +90,12 @@ def test_overrides_win_for_every_strategy() -> None:
         },
     )
     spec = tuned.collection
-    assert spec.hnsw.m == 64 and tuned.search.hnsw_ef == 300  # type: ignore[union-attr]
-    assert spec.quantization is None and not tuned.search.rescore
-    assert spec.shard_number == 5 and spec.on_disk_vectors is True
+    assert spec.hnsw.m == 64
+    assert tuned.search.hnsw_ef == 300
+    assert spec.quantization is None
+    assert not tuned.search.rescore
+    assert spec.shard_number == 5
+    assert spec.on_disk_vectors is True
     custom = tune_collection(SMALL, "custom", {"quantization": "product"})
     assert custom.collection.quantization.kind == "product"  # type: ignore[union-attr]
     binary = tune_collection(SMALL, "custom", {"quantization": "binary"})
@@ -99,7 +109,8 @@ def test_footprint_reflects_quantization_and_disk() -> None:
         SMALL, "custom", {"quantization": "scalar", "on_disk_vectors": True}
     ).collection
     ram_q, disk_q = estimate_footprint(quantized, 100_000)
-    assert ram_q < ram_full / 2 and disk_q > ram_q
+    assert ram_q < ram_full / 2
+    assert disk_q > ram_q
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,13 @@
 """Pure logic of qdrant-librarian: numpy and scikit-learn only, no I/O, no clock, no env.
 
-Why this exists: the algorithms (discovery, patterns, placement validation,
-routing, fusion, load analysis, rebalancing plans, forecasts, status
-conditions) are the product's heart; keeping them pure keeps them testable and
-reusable from the operator, the CLI and as a library. (The rebalancing
-``ClusterCapacity`` lives in :mod:`librarian.core.load`; the one exported here
-describes a specialization target for mapping validation.)
+Why this exists: the algorithms (discovery, patterns, placement, mapping
+validation, routing, fusion, load analysis, forecasts, rebalancing plans,
+tuning) are the product's heart; keeping them pure keeps them testable and
+reusable from the operator, the router, the CLI and as a library. They speak
+of domains, clusters and load, never of the resources or statuses that carry
+them. (The rebalancing ``ClusterCapacity`` lives in :mod:`librarian.core.load`;
+the one exported here describes a specialization target for mapping
+validation.)
 """
 
 from librarian.core.discovery import (
@@ -41,7 +43,6 @@ from librarian.core.planner import (
     MaintenanceWindow,
     Move,
     Proposal,
-    naive_rebalance,
     plan_rebalance,
 )
 from librarian.core.routing import LibraryRouter, RouteDecision, RoutingError, build_router
@@ -85,7 +86,6 @@ __all__ = [
     "forecast_series",
     "fuse",
     "mean_absolute_percentage_error",
-    "naive_rebalance",
     "plan_rebalance",
     "predict_domain_metrics",
     "validate_domain_mapping",

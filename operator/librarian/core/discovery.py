@@ -545,6 +545,57 @@ def _confidence(
     return float(np.mean(own - sims.max(axis=1) >= margin))
 
 
+def _fit(
+    strategy: str, sample: FloatArray, bounds: DiscoveryBounds, seed: int
+) -> tuple[IntArray, IntArray | None]:
+    """The labels of ``sample`` by ``strategy``, and each domain's parent group (hierarchical
+    only, else None)."""
+    if strategy == "kmeans":
+        return _fit_kmeans(sample, bounds, seed), None
+    if strategy == "hybrid":
+        return _fit_hybrid(sample, bounds, seed), None
+    if strategy == "dbscan":
+        return _fit_dbscan(sample, bounds, seed), None
+    if strategy == "hierarchical":
+        return _fit_hierarchical(sample, bounds, seed)
+    return _fit_semantic_flow(sample, bounds, seed), None
+
+
+def _domains(
+    data: FloatArray,
+    labels: IntArray,
+    centroids: FloatArray,
+    ids: Sequence[str],
+    keywords: Sequence[Sequence[str]],
+    group_of: IntArray | None,
+) -> tuple[list[Domain], dict[str, list[str]]]:
+    """One :class:`Domain` per label, and the tree of parent groups (empty without groups)."""
+    names = domain_names(keywords)
+    member_sims = np.einsum("ij,ij->i", data, centroids[labels])
+    sizes = np.bincount(labels, minlength=len(centroids))
+    tree: dict[str, list[str]] = {}
+    domains = []
+    for d in range(len(centroids)):
+        sims = member_sims[labels == d]
+        parent = None
+        if group_of is not None:
+            parent = f"group-{int(group_of[d])}"
+            tree.setdefault(parent, []).append(ids[d])
+        domains.append(
+            Domain(
+                id=ids[d],
+                name=names[d],
+                centroid=centroids[d],
+                radius=float(np.quantile(1.0 - sims, 0.9)) if len(sims) else 0.0,
+                size=int(sizes[d]),
+                cohesion=float(sims.mean()) if len(sims) else 0.0,
+                keywords=tuple(keywords[d]),
+                parent=parent,
+            )
+        )
+    return domains, tree
+
+
 def discover(
     vectors: Any,
     *,
@@ -584,18 +635,7 @@ def discover(
         fit_rows = np.arange(n)
     sample = data[fit_rows]
 
-    parents: IntArray | None = None
-    if strategy == "kmeans":
-        sample_labels = _fit_kmeans(sample, bounds, seed)
-    elif strategy == "hybrid":
-        sample_labels = _fit_hybrid(sample, bounds, seed)
-    elif strategy == "dbscan":
-        sample_labels = _fit_dbscan(sample, bounds, seed)
-    elif strategy == "hierarchical":
-        sample_labels, parents = _fit_hierarchical(sample, bounds, seed)
-    else:
-        sample_labels = _fit_semantic_flow(sample, bounds, seed)
-
+    sample_labels, parents = _fit(strategy, sample, bounds, seed)
     if parents is None:
         sample_labels, centroids = _merge_and_prune(sample, sample_labels, bounds)
         group_of = None
@@ -619,29 +659,7 @@ def discover(
         if listed_texts is not None
         else [() for _ in range(k)]
     )
-    names = domain_names(keywords)
-    member_sims = np.einsum("ij,ij->i", data, centroids[labels])
-    sizes = np.bincount(labels, minlength=k)
-    tree: dict[str, list[str]] = {}
-    domains = []
-    for d in range(k):
-        sims = member_sims[labels == d]
-        parent = None
-        if group_of is not None:
-            parent = f"group-{int(group_of[d])}"
-            tree.setdefault(parent, []).append(ids[d])
-        domains.append(
-            Domain(
-                id=ids[d],
-                name=names[d],
-                centroid=centroids[d],
-                radius=float(np.quantile(1.0 - sims, 0.9)) if len(sims) else 0.0,
-                size=int(sizes[d]),
-                cohesion=float(sims.mean()) if len(sims) else 0.0,
-                keywords=tuple(keywords[d]),
-                parent=parent,
-            )
-        )
+    domains, tree = _domains(data, labels, centroids, ids, keywords, group_of)
     partitions, partition_labels = _partitions(data, labels, ids, bounds, seed)
     return DiscoveryResult(
         domains=domains,

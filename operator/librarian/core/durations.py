@@ -1,8 +1,8 @@
 """Human durations ("100ms", "30s", "5m", "1h", "7d") as seconds.
 
-Why this exists: the configuration file, the CRDs and the CLI all accept
-durations in the same short form Kubernetes users know; one parser gives the
-same answer and the same error message everywhere.
+Why this exists: the configuration file, the resources' specs and the CLI all
+accept durations in the same short form; one parser gives the same answer and
+the same error message everywhere.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Why this exists: rebalancing after a cluster is already overloaded is late; a
 domain whose queries grow every afternoon, or whose points grow every week, can
-be moved before it hurts. The policy keeps a short, bounded history of each
-domain's metrics in its status (:class:`LoadHistory`), predicts them a few
+be moved before it hurts. The caller keeps a short, bounded history of each
+domain's metrics (:class:`LoadHistory`), predicts them a few
 hours ahead (:func:`predict_domain_metrics`), and records the predictions so
 that, once they fall due, they are scored against what really happened
 (:class:`PredictionLedger`, MAPE): the user sees how far to trust them.
@@ -38,7 +38,6 @@ FloatArray = npt.NDArray[np.float64]
 HARMONICS = 3  # harmonics of the period fitted at most
 MAX_ERRORS = 500  # scored errors a PredictionLedger keeps (the latest)
 MAX_PENDING = 2000  # predictions a PredictionLedger waits on (the newest)
-STATUS_DIGITS = 4  # significant digits of the values written to a status
 _HALF_LIFE_PERIODS = 2.0  # weight of a sample halves every this many periods of age
 _RECENT_PERIODS = 1 / 12  # residuals of the latest this-many periods set the starting level
 
@@ -192,28 +191,15 @@ def forecast_series(
     )
 
 
-# -- the history kept in the policy's status ----------------------------------------------------
+# -- the history of each domain's metrics -------------------------------------------------------
 
 
 def _number(value: Any) -> float:
-    """A finite float from JSON-ish input, NaN for anything else."""
+    """A finite float from a value that should be a number, NaN for anything else."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return math.nan
     number = float(value)
     return number if math.isfinite(number) else math.nan
-
-
-def _compact(value: float, digits: int = STATUS_DIGITS) -> float | int | None:
-    """``value`` rounded to ``digits`` significant digits for a status; None for NaN."""
-    if not math.isfinite(value):
-        return None
-    rounded = float(f"{value:.{digits}g}")
-    return int(rounded) if rounded.is_integer() and abs(rounded) < 2**53 else rounded
-
-
-def _compact_time(value: float) -> float | int:
-    rounded = round(value, 3)
-    return int(rounded) if rounded.is_integer() else rounded
 
 
 @dataclass(frozen=True)
@@ -268,54 +254,6 @@ class LoadHistory:
                 if not (replace and math.isnan(number)):
                     column[-1] = number
         return _trimmed(times, columns, max_samples)
-
-    def to_status(self) -> dict[str, Any]:
-        """JSON-safe and compact: ``{"times": [...], "domains": {d: {metric: [...]}}}``.
-
-        Values keep four significant digits; missing ones are ``null``.
-        """
-        return {
-            "times": [_compact_time(t) for t in self.times_s],
-            "domains": {
-                domain: {
-                    metric: [_compact(v) for v in column] for metric, column in metrics.items()
-                }
-                for domain, metrics in sorted(self.series.items())
-            },
-        }
-
-    @classmethod
-    def from_status(cls, data: Mapping[str, Any] | None) -> LoadHistory:
-        """The history written by :meth:`to_status`; whatever is garbled is left out, never raises.
-
-        Times that are not numbers or do not increase are dropped with their
-        column entries; columns shorter than the times are padded as missing,
-        longer ones trimmed.
-        """
-        if not isinstance(data, Mapping):
-            return cls()
-        raw_times = data.get("times")
-        raw_domains = data.get("domains")
-        if not isinstance(raw_times, list) or not isinstance(raw_domains, Mapping):
-            return cls()
-        kept: list[int] = []
-        times: list[float] = []
-        for index, raw in enumerate(raw_times):
-            number = _number(raw)
-            if not math.isnan(number) and (not times or number > times[-1]):
-                kept.append(index)
-                times.append(number)
-        columns: dict[str, dict[str, list[float]]] = {}
-        for domain, metrics in raw_domains.items():
-            if not isinstance(domain, str) or not isinstance(metrics, Mapping):
-                continue
-            for metric, raw_column in metrics.items():
-                if not isinstance(metric, str) or not isinstance(raw_column, list):
-                    continue
-                columns.setdefault(domain, {})[metric] = [
-                    _number(raw_column[i]) if i < len(raw_column) else math.nan for i in kept
-                ]
-        return _trimmed(tuple(times), columns, max(len(times), 1))
 
     def points(self, domain: str, metric: str) -> tuple[list[float], list[float]]:
         """The (times, values) where ``domain`` had a value of ``metric``."""
@@ -463,48 +401,3 @@ class PredictionLedger:
     def mape(self) -> float | None:
         """Mean of the kept errors (a fraction), None before any prediction was scored."""
         return float(np.mean(self.errors)) if self.errors else None
-
-    def to_status(self) -> dict[str, Any]:
-        """JSON-safe: pending grouped by due time, the errors, and the MAPE they give."""
-        grouped: dict[float, dict[str, dict[str, float | int | None]]] = {}
-        for p in self.pending:
-            grouped.setdefault(p.due_s, {}).setdefault(p.domain, {})[p.metric] = _compact(
-                p.predicted, 6
-            )
-        mape = self.mape
-        return {
-            "pending": [
-                {"dueS": _compact_time(due), "values": values} for due, values in grouped.items()
-            ],
-            "errors": [_compact(e) for e in self.errors],
-            "mape": None if mape is None else _compact(mape),
-        }
-
-    @classmethod
-    def from_status(cls, data: Mapping[str, Any] | None) -> PredictionLedger:
-        """The ledger written by :meth:`to_status`; whatever is garbled is left out, never raises."""
-        if not isinstance(data, Mapping):
-            return cls()
-        pending: list[PendingPrediction] = []
-        groups = data.get("pending")
-        for group in groups if isinstance(groups, list) else []:
-            if not isinstance(group, Mapping):
-                continue
-            due = _number(group.get("dueS"))
-            values = group.get("values")
-            if math.isnan(due) or not isinstance(values, Mapping):
-                continue
-            for domain, metrics in values.items():
-                if not isinstance(domain, str) or not isinstance(metrics, Mapping):
-                    continue
-                for metric, value in metrics.items():
-                    number = _number(value)
-                    if isinstance(metric, str) and not math.isnan(number):
-                        pending.append(PendingPrediction(domain, metric, due, number))
-        raw_errors = data.get("errors")
-        errors = [
-            e
-            for e in (_number(v) for v in (raw_errors if isinstance(raw_errors, list) else []))
-            if not math.isnan(e) and e >= 0
-        ]
-        return cls(pending=tuple(pending[-MAX_PENDING:]), errors=tuple(errors[-MAX_ERRORS:]))

@@ -5,7 +5,7 @@ From per-domain figures the router and the clusters report (queries/s, p95
 latency, points, memory and disk, online recall) this builds each cluster's
 load, the fleet's balance (max/mean of cluster load over every cluster,
 empty ones counting 0), the thresholds each figure breaks and what to do
-about it. The planner, the policy's status and the CLI all read this one
+about it. The planner, the operator and the CLI all read this one
 report. Pure: no clock, no I/O.
 
 Definitions (the README repeats them for users):
@@ -28,9 +28,8 @@ Definitions (the README repeats them for users):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 __all__ = [
     "VIOLATION_KINDS",
@@ -158,51 +157,6 @@ class LoadReport:
         known = ", ".join(c.name for c in self.clusters) or "none"
         raise KeyError(f"no cluster {name!r} in the load report; known: {known}")
 
-    def to_status(self) -> dict[str, Any]:
-        """JSON-safe camelCase summary for a custom resource's status."""
-        return {
-            "maxMeanRatio": round(self.max_mean_ratio, 4),
-            "imbalance": round(self.imbalance, 4),
-            "clusters": [
-                {
-                    "name": c.name,
-                    "qps": round(c.qps, 3),
-                    "load": round(c.load, 4),
-                    "p95Ms": _round(c.p95_ms, 2),
-                    "latencyLimitMs": _round(c.latency_limit_ms, 2),
-                    "points": c.points,
-                    "memoryBytes": c.memory_bytes,
-                    "diskBytes": c.disk_bytes,
-                    "memoryUsage": _round(c.memory_usage, 4),
-                    "diskUsage": _round(c.disk_usage, 4),
-                    "domains": list(c.domains),
-                }
-                for c in self.clusters
-            ],
-            "domains": [
-                {
-                    "domain": d.domain,
-                    "cluster": d.cluster,
-                    "qps": round(d.qps, 3),
-                    "p95Ms": _round(d.p95_ms, 2),
-                    "points": d.points,
-                    "recall": _round(d.recall, 4),
-                }
-                for d in self.domains
-            ],
-            "violations": [
-                {
-                    "kind": v.kind,
-                    "subject": v.subject,
-                    "value": round(v.value, 4),
-                    "threshold": round(v.threshold, 4),
-                    "message": v.message,
-                }
-                for v in self.violations
-            ],
-            "recommendations": list(self.recommendations),
-        }
-
 
 def load_scale(capacities: Sequence[ClusterCapacity], names: Sequence[str]) -> dict[str, float]:
     """The divisor turning each named cluster's queries/s into its load.
@@ -213,10 +167,6 @@ def load_scale(capacities: Sequence[ClusterCapacity], names: Sequence[str]) -> d
     declared = {c.name: c.max_qps for c in capacities if c.max_qps}
     fallback = sum(declared.values()) / len(declared) if declared else 1.0
     return {name: declared.get(name) or fallback for name in names}
-
-
-def _round(value: float | None, digits: int) -> float | None:
-    return None if value is None else round(value, digits)
 
 
 def _check_number(
@@ -301,6 +251,10 @@ def _usage(used: int, capacity: int | None) -> float | None:
     return used / capacity
 
 
+Findings = tuple[list[Violation], list[str]]
+"""Violations found, and the recommendations that go with them."""
+
+
 def analyze_load(
     domains: Sequence[DomainLoad],
     capacities: Sequence[ClusterCapacity],
@@ -313,6 +267,36 @@ def analyze_load(
     bad input.
     """
     _validate(domains, capacities)
+    caps = {c.name: c for c in capacities}
+    clusters = _cluster_loads(domains, capacities, thresholds)
+    loads = [c.load for c in clusters]
+    mean = sum(loads) / len(loads) if loads else 0.0
+    ratio = max(loads) / mean if mean > 0 else 1.0
+    violations: list[Violation] = []
+    recommendations: list[str] = []
+    for found, advice in (
+        _balance_findings(clusters, ratio, mean, thresholds),
+        _latency_findings(clusters, caps, thresholds),
+        _capacity_findings(clusters, thresholds),
+        _accuracy_findings(domains, thresholds),
+    ):
+        violations.extend(found)
+        recommendations.extend(advice)
+    recommendations.extend(_max_qps_advice(clusters, caps))
+    return LoadReport(
+        clusters=tuple(clusters),
+        domains=tuple(domains),
+        max_mean_ratio=ratio,
+        imbalance=ratio - 1.0,
+        violations=tuple(violations),
+        recommendations=tuple(recommendations),
+    )
+
+
+def _cluster_loads(
+    domains: Sequence[DomainLoad], capacities: Sequence[ClusterCapacity], thresholds: Thresholds
+) -> list[ClusterLoad]:
+    """Every cluster's figures: the capacity entries in order, then the other clusters named."""
     caps = {c.name: c for c in capacities}
     names = [c.name for c in capacities]
     for domain in domains:
@@ -352,115 +336,144 @@ def analyze_load(
                 else baseline + thresholds.latency_degradation_ms,
             )
         )
+    return clusters
 
-    loads = [c.load for c in clusters]
-    mean = sum(loads) / len(loads) if loads else 0.0
-    ratio = max(loads) / mean if mean > 0 else 1.0
+
+def _balance_findings(
+    clusters: Sequence[ClusterLoad], ratio: float, mean: float, thresholds: Thresholds
+) -> Findings:
+    """The fleet's max/mean above the goal, when there is more than one cluster."""
+    goal = 1.0 + thresholds.load_imbalance
+    if len(clusters) <= 1 or ratio <= goal + 1e-12:
+        return [], []
+    hottest = max(clusters, key=lambda c: c.load)
+    coolest = min(clusters, key=lambda c: c.load)
+    violation = Violation(
+        kind="load_imbalance",
+        subject="fleet",
+        value=ratio - 1.0,
+        threshold=thresholds.load_imbalance,
+        message=(
+            f"cluster {hottest.name!r} carries {ratio:.2f}x the mean cluster load "
+            f"(imbalance {ratio - 1:.2f} > {thresholds.load_imbalance:.2f}, "
+            f"goal max/mean <= {goal:.2f})"
+        ),
+    )
+    advice = (
+        f"move query load off {hottest.name!r} ({ratio:.2f}x the mean) toward "
+        f"{coolest.name!r} ({coolest.load / mean:.2f}x the mean): the load_based or "
+        "hybrid strategy proposes the fewest points to move"
+    )
+    return [violation], [advice]
+
+
+def _latency_findings(
+    clusters: Sequence[ClusterLoad], caps: Mapping[str, ClusterCapacity], thresholds: Thresholds
+) -> Findings:
+    """Clusters answering slower than their latency limit."""
     violations: list[Violation] = []
     recommendations: list[str] = []
-    goal = 1.0 + thresholds.load_imbalance
-
-    if len(clusters) > 1 and ratio > goal + 1e-12:
-        hottest = max(clusters, key=lambda c: c.load)
-        coolest = min(clusters, key=lambda c: c.load)
+    for cluster in clusters:
+        if (
+            cluster.p95_ms is None
+            or cluster.latency_limit_ms is None
+            or cluster.p95_ms <= cluster.latency_limit_ms
+        ):
+            continue
+        configured = caps.get(cluster.name)
+        reference = (
+            f"its baseline {configured.baseline_p95_ms:g} ms"
+            if configured is not None and configured.baseline_p95_ms is not None
+            else "the fleet's fastest cluster"
+        )
         violations.append(
             Violation(
-                kind="load_imbalance",
-                subject="fleet",
-                value=ratio - 1.0,
-                threshold=thresholds.load_imbalance,
+                kind="latency_degradation",
+                subject=cluster.name,
+                value=cluster.p95_ms,
+                threshold=cluster.latency_limit_ms,
                 message=(
-                    f"cluster {hottest.name!r} carries {ratio:.2f}x the mean cluster load "
-                    f"(imbalance {ratio - 1:.2f} > {thresholds.load_imbalance:.2f}, "
-                    f"goal max/mean <= {goal:.2f})"
+                    f"cluster {cluster.name!r} answers at p95 {cluster.p95_ms:.0f} ms, "
+                    f"{cluster.p95_ms - cluster.latency_limit_ms:.0f} ms over its limit of "
+                    f"{cluster.latency_limit_ms:.0f} ms ({reference} + "
+                    f"{thresholds.latency_degradation_ms:g} ms)"
                 ),
             )
         )
         recommendations.append(
-            f"move query load off {hottest.name!r} ({ratio:.2f}x the mean) toward "
-            f"{coolest.name!r} ({coolest.load / mean:.2f}x the mean): the load_based or "
-            "hybrid strategy proposes the fewest points to move"
+            f"move query load off {cluster.name!r} to bring its p95 under "
+            f"{cluster.latency_limit_ms:.0f} ms (latency_based or hybrid strategy), or give "
+            "it more replicas"
         )
+    return violations, recommendations
 
-    for cluster in clusters:
-        if (
-            cluster.p95_ms is not None
-            and cluster.latency_limit_ms is not None
-            and cluster.p95_ms > cluster.latency_limit_ms
-        ):
-            configured = caps.get(cluster.name)
-            reference = (
-                f"its baseline {configured.baseline_p95_ms:g} ms"
-                if configured is not None and configured.baseline_p95_ms is not None
-                else "the fleet's fastest cluster"
-            )
-            violations.append(
-                Violation(
-                    kind="latency_degradation",
-                    subject=cluster.name,
-                    value=cluster.p95_ms,
-                    threshold=cluster.latency_limit_ms,
-                    message=(
-                        f"cluster {cluster.name!r} answers at p95 {cluster.p95_ms:.0f} ms, "
-                        f"{cluster.p95_ms - cluster.latency_limit_ms:.0f} ms over its limit of "
-                        f"{cluster.latency_limit_ms:.0f} ms ({reference} + "
-                        f"{thresholds.latency_degradation_ms:g} ms)"
-                    ),
-                )
-            )
-            recommendations.append(
-                f"move query load off {cluster.name!r} to bring its p95 under "
-                f"{cluster.latency_limit_ms:.0f} ms (latency_based or hybrid strategy), or give "
-                "it more replicas"
-            )
 
+def _capacity_findings(clusters: Sequence[ClusterLoad], thresholds: Thresholds) -> Findings:
+    """Clusters using more of their memory or disk than the threshold."""
+    violations: list[Violation] = []
+    recommendations: list[str] = []
     for cluster in clusters:
         for resource, usage, used in (
             ("memory", cluster.memory_usage, cluster.memory_bytes),
             ("disk", cluster.disk_usage, cluster.disk_bytes),
         ):
-            if usage is not None and usage > thresholds.capacity_usage:
-                violations.append(
-                    Violation(
-                        kind="capacity",
-                        subject=cluster.name,
-                        value=usage,
-                        threshold=thresholds.capacity_usage,
-                        message=(
-                            f"cluster {cluster.name!r} uses {usage:.0%} of its {resource} "
-                            f"({used / 2**20:,.0f} MiB), above the {thresholds.capacity_usage:.0%} "
-                            "limit"
-                        ),
-                    )
-                )
-                recommendations.append(
-                    f"free {resource} on {cluster.name!r}: move a domain off it "
-                    f"(capacity_based or hybrid strategy) or grow its {resource}"
-                )
-
-    for domain in domains:
-        if domain.recall is None or domain.baseline_recall is None:
-            continue
-        drop = domain.baseline_recall - domain.recall
-        if drop > thresholds.accuracy_drop + 1e-12:
+            if usage is None or usage <= thresholds.capacity_usage:
+                continue
             violations.append(
                 Violation(
-                    kind="accuracy_drop",
-                    subject=domain.domain,
-                    value=drop,
-                    threshold=thresholds.accuracy_drop,
+                    kind="capacity",
+                    subject=cluster.name,
+                    value=usage,
+                    threshold=thresholds.capacity_usage,
                     message=(
-                        f"domain {domain.domain!r} answers at recall {domain.recall:.2f}, "
-                        f"{drop:.2f} below its baseline {domain.baseline_recall:.2f} "
-                        f"(limit {thresholds.accuracy_drop:.2f})"
+                        f"cluster {cluster.name!r} uses {usage:.0%} of its {resource} "
+                        f"({used / 2**20:,.0f} MiB), above the {thresholds.capacity_usage:.0%} "
+                        "limit"
                     ),
                 )
             )
             recommendations.append(
-                f"re-analyse the DomainMap so discovery re-labels the points that drifted out "
-                f"of domain {domain.domain!r} (domain_based or hybrid strategy proposes it)"
+                f"free {resource} on {cluster.name!r}: move a domain off it "
+                f"(capacity_based or hybrid strategy) or grow its {resource}"
             )
+    return violations, recommendations
 
+
+def _accuracy_findings(domains: Sequence[DomainLoad], thresholds: Thresholds) -> Findings:
+    """Domains whose recall dropped below their baseline by more than the threshold."""
+    violations: list[Violation] = []
+    recommendations: list[str] = []
+    for domain in domains:
+        if domain.recall is None or domain.baseline_recall is None:
+            continue
+        drop = domain.baseline_recall - domain.recall
+        if drop <= thresholds.accuracy_drop + 1e-12:
+            continue
+        violations.append(
+            Violation(
+                kind="accuracy_drop",
+                subject=domain.domain,
+                value=drop,
+                threshold=thresholds.accuracy_drop,
+                message=(
+                    f"domain {domain.domain!r} answers at recall {domain.recall:.2f}, "
+                    f"{drop:.2f} below its baseline {domain.baseline_recall:.2f} "
+                    f"(limit {thresholds.accuracy_drop:.2f})"
+                ),
+            )
+        )
+        recommendations.append(
+            f"re-analyse the DomainMap so discovery re-labels the points that drifted out "
+            f"of domain {domain.domain!r} (domain_based or hybrid strategy proposes it)"
+        )
+    return violations, recommendations
+
+
+def _max_qps_advice(
+    clusters: Sequence[ClusterLoad], caps: Mapping[str, ClusterCapacity]
+) -> list[str]:
+    """Clusters asked for more than their max_qps, and clusters that do not declare one."""
+    recommendations = []
     for cluster in clusters:
         limits = caps.get(cluster.name)
         if limits is not None and limits.max_qps and cluster.load > 1.0:
@@ -475,12 +488,4 @@ def analyze_load(
             f"declare max_qps (maxQueriesPerSecond) for {', '.join(map(repr, undeclared))} too: "
             "until then they are judged against the mean of the declared ones"
         )
-
-    return LoadReport(
-        clusters=tuple(clusters),
-        domains=tuple(domains),
-        max_mean_ratio=ratio,
-        imbalance=ratio - 1.0,
-        violations=tuple(violations),
-        recommendations=tuple(recommendations),
-    )
+    return recommendations

@@ -165,22 +165,7 @@ def tune_collection(
     overrides: Mapping[str, Any] | None = None,
 ) -> TunedConfig:
     """Derive the collection config for ``stats`` under ``strategy``; ``overrides`` win."""
-    if strategy not in OPTIMIZATION_STRATEGIES:
-        raise TuningError(
-            f"unknown optimization strategy {strategy!r}; accepted: "
-            f"{', '.join(OPTIMIZATION_STRATEGIES)}"
-        )
-    if stats.points < 0 or stats.dimension < 1:
-        raise TuningError(
-            f"domain statistics need points >= 0 and dimension >= 1 "
-            f"(got {stats.points} points, dimension {stats.dimension})"
-        )
-    overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - set(OVERRIDE_KEYS))
-    if unknown:
-        raise TuningError(
-            f"unknown override(s) {', '.join(unknown)}; accepted: {', '.join(OVERRIDE_KEYS)}"
-        )
+    overrides = _checked_request(stats, strategy, overrides)
     profile = _PROFILES[strategy]
     why: list[str] = []
     # Size the collection for where it will be in 30 days, not where it is today.
@@ -228,18 +213,7 @@ def tune_collection(
     )
 
     if stats.memory_budget_bytes is not None:
-        ram, _ = estimate_footprint(spec, planned)
-        if ram > stats.memory_budget_bytes:
-            if spec.quantization is None:
-                spec = replace(spec, quantization=QuantizationSpec(kind="scalar", always_ram=True))
-                search = replace(search, rescore=True, oversampling=1.5)
-            spec = replace(spec, on_disk_vectors=True)
-            why.append("original vectors on disk to fit the memory budget (quantized copy in RAM)")
-            ram, _ = estimate_footprint(spec, planned)
-        if ram > stats.memory_budget_bytes:
-            assert spec.hnsw is not None
-            spec = replace(spec, hnsw=replace(spec.hnsw, on_disk=True))
-            why.append("HNSW graph on disk too: the budget is smaller than the index")
+        spec, search = _fit_budget(spec, search, stats.memory_budget_bytes, planned, why)
 
     spec, search = _apply_overrides(spec, search, overrides, why)
     ram, disk = estimate_footprint(spec, planned)
@@ -251,6 +225,50 @@ def tune_collection(
         estimated_disk_bytes=disk,
         rationale=tuple(why),
     )
+
+
+def _checked_request(
+    stats: DomainStats, strategy: str, overrides: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The overrides as a dict, once the strategy, the statistics and the overrides' keys are
+    known to be accepted; :class:`TuningError` otherwise."""
+    if strategy not in OPTIMIZATION_STRATEGIES:
+        raise TuningError(
+            f"unknown optimization strategy {strategy!r}; accepted: "
+            f"{', '.join(OPTIMIZATION_STRATEGIES)}"
+        )
+    if stats.points < 0 or stats.dimension < 1:
+        raise TuningError(
+            f"domain statistics need points >= 0 and dimension >= 1 "
+            f"(got {stats.points} points, dimension {stats.dimension})"
+        )
+    checked = dict(overrides or {})
+    unknown = sorted(set(checked) - set(OVERRIDE_KEYS))
+    if unknown:
+        raise TuningError(
+            f"unknown override(s) {', '.join(unknown)}; accepted: {', '.join(OVERRIDE_KEYS)}"
+        )
+    return checked
+
+
+def _fit_budget(
+    spec: CollectionSpec, search: SearchPlan, budget: int, planned: int, why: list[str]
+) -> tuple[CollectionSpec, SearchPlan]:
+    """Vectors on disk (a quantized copy in RAM), then the graph too, until ``planned`` points
+    fit the RAM ``budget`` (or nothing more can go to disk)."""
+    ram, _ = estimate_footprint(spec, planned)
+    if ram > budget:
+        if spec.quantization is None:
+            spec = replace(spec, quantization=QuantizationSpec(kind="scalar", always_ram=True))
+            search = replace(search, rescore=True, oversampling=1.5)
+        spec = replace(spec, on_disk_vectors=True)
+        why.append("original vectors on disk to fit the memory budget (quantized copy in RAM)")
+        ram, _ = estimate_footprint(spec, planned)
+    if ram > budget:
+        assert spec.hnsw is not None
+        spec = replace(spec, hnsw=replace(spec.hnsw, on_disk=True))
+        why.append("HNSW graph on disk too: the budget is smaller than the index")
+    return spec, search
 
 
 def _apply_overrides(

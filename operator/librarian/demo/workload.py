@@ -21,8 +21,8 @@ import numpy.typing as npt
 from aiohttp import web
 from qdrant_client import AsyncQdrantClient
 
+from librarian.router import RouterConfig, RouterState, create_app
 from librarian.router.library import LibraryDefinition
-from librarian.router.server import RouterConfig, RouterState, create_app
 from librarian.settings import OrchestratorSettings
 from librarian.storage.fleet import ClusterConfig, Fleet
 

@@ -9,23 +9,46 @@ source), and adds what a real API server does that the emulator does not:
 ``uid``, ``creationTimestamp``, ``resourceVersion`` and ``metadata.generation``
 (bumped when ``spec`` changes), so ``observedGeneration`` means something, and
 names from ``generateName`` (kopf's Events use it).
+
+``librarian up`` needs two things more: to learn of every change (it persists
+objects and prints phases) — listeners get each created, updated or deleted
+object once the API has applied it — and to start from stored objects
+(:meth:`EmulatedCluster.preload`, before anything watches). An object keeps a
+bounded history and old Events are dropped, so a long-running process does not
+grow without bound.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
+import logging
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import kmock
-import yaml
 from kmock import KubernetesEmulator, ResourceInfo
+
+from librarian.local.crds import crd_resource, load_crds
+
+__all__ = [
+    "BUILTIN_RESOURCES",
+    "ChangeListener",
+    "EmulatedCluster",
+    "LibrarianKubernetesEmulator",
+    "ObjectChange",
+    "crd_resource",
+    "emulated_kubernetes",
+    "load_crds",
+    "resource_name",
+]
+
+log = logging.getLogger(__name__)
 
 ALL_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
 BUILTIN_RESOURCES: dict[str, dict[str, Any]] = {
@@ -41,27 +64,80 @@ BUILTIN_RESOURCES: dict[str, dict[str, Any]] = {
 CRD_RESOURCE = "apiextensions.k8s.io/v1/customresourcedefinitions"
 
 
-def load_crds(directory: str | Path) -> list[dict[str, Any]]:
-    """Every CustomResourceDefinition document in ``directory``'s YAML files."""
-    documents: list[dict[str, Any]] = []
-    for path in sorted(Path(directory).glob("*.yaml")):
-        for document in yaml.safe_load_all(path.read_text()):
-            if isinstance(document, dict) and document.get("kind") == "CustomResourceDefinition":
-                documents.append(document)
-    return documents
+HISTORY_KEPT = 4
+"""Versions of an object the emulator keeps (kmock keeps every one otherwise)."""
+
+EVENTS_KEPT = 1000
+"""Events kept; older ones are dropped, as a real API server expires them."""
 
 
-def crd_resource(crd: Mapping[str, Any]) -> str:
-    """``group/version/plural`` of a CRD's storage version."""
-    spec = crd["spec"]
-    version = next(v["name"] for v in spec["versions"] if v.get("storage", True))
-    return f"{spec['group']}/{version}/{spec['names']['plural']}"
+def resource_name(resource: Any) -> str:
+    """``group/version/plural`` (``version/plural`` for the core group) of a kmock resource."""
+    if resource.group:
+        return f"{resource.group}/{resource.version}/{resource.plural}"
+    return f"{resource.version}/{resource.plural}"
+
+
+@dataclass(frozen=True)
+class ObjectChange:
+    """An object the API has just created, updated or deleted (``body`` is ``None`` then)."""
+
+    resource: str
+    namespace: str | None
+    name: str
+    body: dict[str, Any] | None
+
+
+ChangeListener = Callable[[ObjectChange], None]
+"""Called in the API's event loop after each change; it must not block."""
 
 
 class LibrarianKubernetesEmulator(KubernetesEmulator):
     """kmock's emulator plus the metadata a real API server maintains."""
 
     _counter = itertools.count(1)
+
+    def listen(self, listener: ChangeListener) -> None:
+        """Call ``listener`` with every change from now on."""
+        listeners: list[ChangeListener] = self.__dict__.setdefault("_listeners", [])
+        listeners.append(listener)
+
+    def _changed_key(self, request: kmock.Request) -> tuple[Any, str | None, str] | None:
+        if request.resource is None:
+            return None
+        if request.action == kmock.action.CREATE and isinstance(request.data, dict):
+            metadata = request.data.get("metadata") or {}
+            namespace = request.namespace or metadata.get("namespace")
+            return (request.resource, namespace, str(metadata.get("name") or ""))
+        if request.action in (kmock.action.UPDATE, kmock.action.DELETE) and request.name:
+            return (request.resource, request.namespace, request.name)
+        return None
+
+    def _notify(self, key: tuple[Any, str | None, str]) -> None:
+        resource, namespace, name = key
+        stored = self.objects[key] if key in self.objects else None  # noqa: SIM401 (no .get)
+        if stored is not None and len(stored.history) > HISTORY_KEPT:
+            del stored.history[: len(stored.history) - HISTORY_KEPT]
+        body = None if stored is None or stored.deleted else dict(stored.raw)
+        if resource.plural == "events":
+            self._forget_old_events(key, created=body is not None)
+        change = ObjectChange(resource_name(resource), namespace, name, body)
+        for listener in self.__dict__.get("_listeners", ()):
+            try:
+                listener(change)
+            except Exception:  # a listener's failure must not fail the API call
+                log.exception("a change listener failed on %s %s", change.resource, name)
+
+    def _forget_old_events(self, key: tuple[Any, str | None, str], *, created: bool) -> None:
+        events: collections.deque[tuple[Any, str | None, str]] = self.__dict__.setdefault(
+            "_events", collections.deque()
+        )
+        if created:
+            events.append(key)
+        while len(events) > EVENTS_KEPT:
+            old = events.popleft()
+            if old in self.objects:
+                del self.objects[old]
 
     async def _handle(self, request: kmock.Request) -> Any:
         data = request.data
@@ -91,7 +167,11 @@ class LibrarianKubernetesEmulator(KubernetesEmulator):
                 if "spec" in data and not request.subresource and key in self.objects:
                     current = self.objects[key].get("metadata", {}).get("generation") or 1
                     meta["generation"] = int(current) + 1
-        return await super()._handle(request)
+        changed = self._changed_key(request)
+        response = await super()._handle(request)
+        if changed is not None and changed[2] and getattr(response, "status", 500) < 400:
+            self._notify(changed)
+        return response
 
 
 @dataclass
@@ -167,6 +247,22 @@ class EmulatedCluster:
             if info.kind == kind and declared == api_version:
                 return f"{declared}/{resource.plural}"
         raise KeyError(f"{api_version} {kind} is not declared in the emulated API")
+
+    def preload(self, objects: Iterable[Mapping[str, Any]]) -> None:
+        """Store objects as they are (metadata and status kept) before anything watches.
+
+        For objects read back from storage: no listener is called, and the
+        resource versions handed out next are higher than any stored one.
+        """
+        highest = 0
+        for body in objects:
+            metadata = body.get("metadata") or {}
+            key = (self.resource_of(body), metadata.get("namespace"), str(metadata["name"]))
+            self.emulator.objects[key] = dict(body)
+            version = str(metadata.get("resourceVersion") or "0")
+            highest = max(highest, int(version) if version.isdigit() else 0)
+        following = next(self.emulator._counter)
+        self.emulator._counter = itertools.count(max(following, highest + 1))
 
     def events(self, namespace: str | None = None) -> list[dict[str, Any]]:
         """Every Event object posted so far (for assertions and the demo)."""

@@ -1,5 +1,6 @@
-"""The Kubernetes side: CRD spec parsing, kopf handlers (thin), Secrets, and an emulated API.
+"""The operator: one kopf controller per resource, each with its state and status writer.
 
-Why this exists: everything that talks to the Kubernetes API lives here;
-importing :mod:`librarian.operator.handlers` registers the operator's handlers.
+Why this exists: the DomainMap, ClusterSpecialization and RebalancePolicy
+controllers turn what a user declared into work on the fleet and report it in
+status; importing :mod:`librarian.operator.handlers` registers their handlers.
 """

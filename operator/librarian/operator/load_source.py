@@ -5,7 +5,8 @@ domain and how long the domain's cluster takes to answer. A policy names its
 routers (``spec.loadSource.routerUrls``); this module asks each for
 ``GET /librarian/status`` with a timeout and sums what they saw (queries per
 second add up across replicas, the p95 latency is the worst replica's, the
-online recall estimate the lowest).
+online recall estimate the lowest). The answer is validated with the report
+model the router serves (:mod:`librarian.contracts.router_report`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from pydantic import ValidationError
 
+from librarian.contracts.router_report import RouterStatus
 from librarian.kube.client import USER_AGENT
 
 __all__ = ["DomainTraffic", "LoadSourceUnreachable", "RouterLoad", "fetch_router_load"]
@@ -40,44 +43,54 @@ class RouterLoad:
     estimated_recall: float | None = None  # from the routers' shadow queries
 
 
-async def _fetch(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+async def _fetch(session: aiohttp.ClientSession, url: str) -> RouterStatus:
     endpoint = url.rstrip("/") + "/librarian/status"
     try:
         async with session.get(endpoint, headers={"User-Agent": USER_AGENT}) as response:
             if response.status != 200:
                 raise LoadSourceUnreachable(f"{endpoint} answered HTTP {response.status}")
-            data = await response.json(content_type=None)
+            try:
+                data = await response.json(content_type=None)
+            except ValueError:
+                raise LoadSourceUnreachable(
+                    f"{endpoint} did not return a load report (the body is not JSON)"
+                ) from None
     except (aiohttp.ClientError, TimeoutError) as error:
         raise LoadSourceUnreachable(
             f"router {endpoint} is unreachable ({type(error).__name__}); check "
             "spec.loadSource.routerUrls and that the router runs"
         ) from None
-    result = data.get("result") if isinstance(data, dict) else None  # Qdrant's envelope
-    data = result if isinstance(result, dict) else {}
-    load = data.get("load")
-    if not isinstance(load, dict) or not isinstance(load.get("domains"), list):
-        raise LoadSourceUnreachable(f"{endpoint} did not return a load report")
-    recall = (data.get("quality") or {}).get("estimatedRecall")
-    return {**load, "estimatedRecall": recall}
+    return _report(endpoint, data)
 
 
-def _merge(reports: Sequence[dict[str, Any]]) -> RouterLoad:
+def _report(endpoint: str, data: Any) -> RouterStatus:
+    """The status report inside Qdrant's envelope; names what is wrong with a malformed one."""
+    result = data.get("result") if isinstance(data, dict) else None
+    try:
+        return RouterStatus.model_validate(result if isinstance(result, dict) else {})
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'result'}: {e['msg']}"
+            for e in error.errors()[:3]
+        )
+        raise LoadSourceUnreachable(
+            f"{endpoint} did not return a load report ({problems})"
+        ) from None
+
+
+def _merge(reports: Sequence[RouterStatus]) -> RouterLoad:
     merged: dict[str, DomainTraffic] = {}
     for report in reports:
-        for entry in report["domains"]:
-            domain = str(entry.get("id"))
-            seen = merged.get(domain, DomainTraffic())
-            p95 = entry.get("p95Ms")
-            worst = [v for v in (seen.p95_ms, p95) if isinstance(v, int | float)]
-            merged[domain] = DomainTraffic(
-                qps=seen.qps + float(entry.get("qps") or 0.0),
+        for entry in report.load.domains:
+            seen = merged.get(entry.id, DomainTraffic())
+            worst = [v for v in (seen.p95_ms, entry.p95_ms) if v is not None]
+            merged[entry.id] = DomainTraffic(
+                qps=seen.qps + entry.qps,
                 p95_ms=max(worst) if worst else None,
-                queries=seen.queries + int(entry.get("queries") or 0),
+                queries=seen.queries + entry.queries,
             )
     recalls = [
-        float(r["estimatedRecall"])
-        for r in reports
-        if isinstance(r.get("estimatedRecall"), int | float)
+        r.quality.estimated_recall for r in reports if r.quality.estimated_recall is not None
     ]
     return RouterLoad(merged, len(reports), min(recalls) if recalls else None)
 

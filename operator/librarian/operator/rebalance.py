@@ -22,10 +22,6 @@ from typing import Any, cast
 import kopf
 
 from librarian.contracts.api import GROUP, REBALANCEPOLICIES, VERSION
-from librarian.core.forecast import (
-    LoadHistory,
-    PredictionLedger,
-)
 from librarian.core.load import DomainLoad
 from librarian.core.planner import next_window_start
 from librarian.core.rebalancing import Analysis, PolicyAnalysis, analyse_policy, judged_fleet
@@ -54,6 +50,14 @@ from librarian.operator.policy_state import (
     moves_to_start,
     parse_approval,
     policy_phase,
+)
+from librarian.operator.policy_status import (
+    history_from_status,
+    history_status,
+    ledger_from_status,
+    ledger_status,
+    load_status,
+    proposal_status,
 )
 from librarian.services.domain_homes import DomainHome, measure_homes
 from librarian.storage.errors import QdrantError
@@ -192,8 +196,8 @@ async def analyse(
         thresholds=policy.thresholds,
         constraints=policy.constraints,
         horizon_s=policy.horizon_s if policy.prediction else None,
-        history=LoadHistory.from_status(status.get("loadHistory")),
-        ledger=PredictionLedger.from_status((status.get("prediction") or {}).get("ledger")),
+        history=history_from_status(status.get("loadHistory")),
+        ledger=ledger_from_status((status.get("prediction") or {}).get("ledger")),
         max_samples=HISTORY_SAMPLES,
     )
     return analyse_policy(domains, capacities, memory, now=context.clock())
@@ -211,7 +215,7 @@ def _proposal_status(
         else timestamp(now)
     )
     return {
-        **proposal.to_status(),
+        **proposal_status(proposal),
         "id": proposal.id,
         "createdAt": created,
         "basedOn": analysis.based_on,
@@ -223,7 +227,7 @@ def _prediction_status(policy: PolicySpec, analysis: Analysis) -> dict[str, Any]
         "enabled": policy.prediction,
         "horizonSeconds": policy.horizon_s,
         "mape": analysis.ledger.mape,
-        "ledger": analysis.ledger.to_status(),
+        "ledger": ledger_status(analysis.ledger),
     }
     if analysis.predicted is not None:
         result["maxMeanRatio"] = round(analysis.predicted.max_mean_ratio, 3)
@@ -692,9 +696,9 @@ def _analysis_status(
         "lastAnalysis": timestamp(now),
         "lastAttempt": timestamp(now),
         "analysisFailed": False,
-        "load": analysed.report.to_status(),
+        "load": load_status(analysed.report),
         "proposal": proposal,
-        "loadHistory": analysed.history.to_status(),
+        "loadHistory": history_status(analysed.history),
         "prediction": _prediction_status(policy, analysed),
     }
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from qdrant_client.http import models
@@ -22,7 +22,22 @@ from librarian.services.labeling import domain_filter
 from librarian.storage.fleet import Fleet
 from librarian.storage.port import Distance, PointRecord, QdrantPort
 
-__all__ = ["DomainRoute", "Library", "LibraryDefinition", "build_library", "combine_filters"]
+__all__ = [
+    "CollectionHome",
+    "DomainRoute",
+    "Library",
+    "LibraryDefinition",
+    "View",
+    "build_library",
+    "combine_filters",
+]
+
+
+class CollectionHome(NamedTuple):
+    """A collection on a cluster: where points are stored, whichever domains share it."""
+
+    cluster: str
+    collection: str
 
 
 @dataclass(frozen=True)
@@ -40,6 +55,11 @@ class DomainRoute:
 
     def slice_filter(self) -> models.Filter | None:
         return domain_filter(self.domain_id) if self.labelled_slice else None
+
+    @property
+    def home(self) -> CollectionHome:
+        """The collection holding this domain's points (shared by every labelled slice of it)."""
+        return CollectionHome(self.cluster, self.collection)
 
     @property
     def key(self) -> str:
@@ -82,6 +102,36 @@ class Library:
         data = np.asarray(vectors, dtype=np.float32)
         data /= np.maximum(np.linalg.norm(data, axis=1, keepdims=True), 1e-12)
         return [int(i) for i in np.argmax(data @ self.router.centroids.T, axis=1)]
+
+
+@dataclass(frozen=True)
+class View:
+    """The units a request addresses: a library snapshot's domains, or one passthrough collection.
+
+    A request keeps the view it started with: a reload in the meantime does not
+    change where its calls go or which snapshot its figures are recorded against.
+    """
+
+    routes: tuple[DomainRoute, ...]
+    library: Library | None
+    vector_size: int
+    higher_is_better: bool
+
+    @classmethod
+    def of(cls, library: Library) -> View:
+        return cls(library.domains, library, library.vector_size, library.higher_is_better)
+
+    @property
+    def routed(self) -> bool:
+        """Does the view address a library's domains (rather than one plain collection)?"""
+        return self.library is not None
+
+    def homes(self) -> dict[CollectionHome, DomainRoute]:
+        """One route per distinct collection the view's points live in (first route wins)."""
+        homes: dict[CollectionHome, DomainRoute] = {}
+        for route in self.routes:
+            homes.setdefault(route.home, route)
+        return homes
 
 
 def combine_filters(

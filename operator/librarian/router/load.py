@@ -5,7 +5,7 @@ load they carry, and only the router sees that load. For every call the router
 makes to a domain it records the outcome and the latency; this module keeps,
 per domain, the totals since the router started and a sliding window of recent
 traffic (queries per second and p95 latency), cheap enough to update on every
-call. Its snapshot is what ``/librarian/status`` and ``/librarian/load`` serve
+call. Its report is what ``/librarian/status`` and ``/librarian/load`` serve
 and what a rebalance policy reads.
 
 Counting rules: every call counts as a query (failed ones also as an error);
@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from librarian.contracts.router_report import ClusterLoad, DomainLoad, LoadReport
 
 __all__ = ["LoadMeter"]
 
@@ -63,6 +65,13 @@ class _DomainLoad:
 
     def recent_latencies(self, since: float) -> list[float]:
         return [latency for at, latency in self.latencies if at > since]
+
+
+@dataclass
+class _ClusterTotal:
+    queries: int = 0
+    qps: float = 0.0
+    latencies: list[float] = field(default_factory=list)
 
 
 def _p95_ms(latencies_s: Iterable[float]) -> float | None:
@@ -123,7 +132,11 @@ class LoadMeter:
                 self._domain(domain_id, cluster)
 
     def snapshot(self) -> dict[str, Any]:
-        """JSON-safe figures: per domain and per cluster, sorted by name."""
+        """JSON-safe figures (the wire form of :meth:`report`)."""
+        return self.report().to_json()
+
+    def report(self) -> LoadReport:
+        """Per domain and per cluster, sorted by name."""
         now = self._clock()
         uptime = max(now - self._started, 0.0)
         # Until a whole window has passed, rates are over the time the router has been up
@@ -131,40 +144,38 @@ class LoadMeter:
         span = min(self.window_s, max(uptime, 1.0))
         second = self._second(now)
         since = now - self.window_s
-        domains: list[dict[str, Any]] = []
-        clusters: dict[str, dict[str, Any]] = {}
+        domains: list[DomainLoad] = []
+        clusters: dict[str, _ClusterTotal] = {}
         with self._lock:
             for domain_id in sorted(self._domains):
                 entry = self._domains[domain_id]
                 latencies = entry.recent_latencies(since)
                 qps = entry.recent_calls(second) / span
                 domains.append(
-                    {
-                        "id": domain_id,
-                        "cluster": entry.cluster,
-                        "queries": entry.queries,
-                        "errors": entry.errors,
-                        "qps": round(qps, 4),
-                        "p95Ms": _p95_ms(latencies),
-                    }
+                    DomainLoad(
+                        id=domain_id,
+                        cluster=entry.cluster,
+                        queries=entry.queries,
+                        errors=entry.errors,
+                        qps=round(qps, 4),
+                        p95_ms=_p95_ms(latencies),
+                    )
                 )
-                total = clusters.setdefault(
-                    entry.cluster, {"queries": 0, "qps": 0.0, "latencies": []}
+                total = clusters.setdefault(entry.cluster, _ClusterTotal())
+                total.queries += entry.queries
+                total.qps += qps
+                total.latencies += latencies
+        return LoadReport(
+            uptime_seconds=round(uptime, 3),
+            window_seconds=self.window_s,
+            domains=domains,
+            clusters=[
+                ClusterLoad(
+                    name=name,
+                    queries=clusters[name].queries,
+                    qps=round(clusters[name].qps, 4),
+                    p95_ms=_p95_ms(clusters[name].latencies),
                 )
-                total["queries"] += entry.queries
-                total["qps"] += qps
-                total["latencies"] += latencies
-        return {
-            "uptimeSeconds": round(uptime, 3),
-            "windowSeconds": self.window_s,
-            "domains": domains,
-            "clusters": [
-                {
-                    "name": name,
-                    "queries": clusters[name]["queries"],
-                    "qps": round(clusters[name]["qps"], 4),
-                    "p95Ms": _p95_ms(clusters[name]["latencies"]),
-                }
                 for name in sorted(clusters)
             ],
-        }
+        )

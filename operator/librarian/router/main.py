@@ -2,6 +2,12 @@
 
 Why this exists: the CLI and the demo both need "build the fleet, pick the
 loader, serve on host:port until stopped"; this keeps that in one place.
+
+Without Kubernetes (``--cluster/--source/--catalog``) the router reads only
+the catalog: it knows each domain's centroid but not where a
+ClusterSpecialization moved it, so every domain is served from the source
+collection (its labelled slice). Its clusters, source and catalog are checked
+when it starts: a missing embedded path or collection is an immediate error.
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ from aiohttp import web
 from librarian.kube import client as kube_client
 from librarian.kube.errors import LoginFailed
 from librarian.kube.login import login
+from librarian.router.app import create_app
 from librarian.router.library import LibraryDefinition
 from librarian.router.loader import catalog_loader, kubernetes_fleet, kubernetes_loader
-from librarian.router.server import RouterConfig, RouterState, create_app
+from librarian.router.state import RouterConfig, RouterState
 from librarian.settings import Settings
+from librarian.storage.errors import CollectionNotFound
 from librarian.storage.fleet import ClusterConfig, Fleet
 
 __all__ = ["RouterSource", "kubernetes_login", "parse_cluster", "prepare_router", "serve"]
@@ -48,7 +56,10 @@ def parse_cluster(text: str) -> ClusterConfig:
         raise ValueError(f"--cluster {text!r}: expected NAME=URL or NAME=embedded:PATH")
     api_key = os.environ.get(f"LIBRARIAN_API_KEY_{name.upper().replace('-', '_')}") or None
     if where.startswith("embedded:"):
-        return ClusterConfig(name=name, embedded=where.removeprefix("embedded:"))
+        # A reader: a typo'd path must fail, never become a new, empty cluster.
+        return ClusterConfig(
+            name=name, embedded=where.removeprefix("embedded:"), existing_only=True
+        )
     return ClusterConfig(name=name, url=where, api_key=api_key)
 
 
@@ -69,6 +80,11 @@ async def prepare_router(settings: Settings, source: RouterSource, *, seed: int 
         if not (source.clusters and source.source and source.catalog):
             raise ValueError("give --domainmap, or --cluster, --source and --catalog")
         fleet = Fleet(source.clusters)
+        try:
+            await asyncio.to_thread(_check_catalog_source, fleet, source.source, source.catalog)
+        except Exception:
+            await asyncio.to_thread(fleet.close)
+            raise
         default_cluster = source.source[0]
         loader = catalog_loader(
             fleet,
@@ -85,6 +101,22 @@ async def prepare_router(settings: Settings, source: RouterSource, *, seed: int 
         seed=seed,
     )
     return RouterState(config)
+
+
+def _check_catalog_source(fleet: Fleet, source: tuple[str, str], catalog: tuple[str, str]) -> None:
+    """Fail now, naming what is missing, rather than serve a library that can never load."""
+    for (cluster, collection), what, hint in (
+        (source, "--source", "the collection the DomainMap analysed"),
+        (
+            catalog,
+            "--catalog",
+            "a DomainMap writes it when it is analysed (its status.catalog names it)",
+        ),
+    ):
+        if not fleet.get(cluster).collection_exists(collection):
+            raise CollectionNotFound(
+                cluster, f"{what} collection does not exist: {hint}", collection=collection
+            )
 
 
 def _following_domainmap(

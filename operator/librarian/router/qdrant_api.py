@@ -28,12 +28,16 @@ __all__ = [
     "SearchRequestBatch",
     "error_response",
     "id_order_key",
+    "json_object",
     "ok",
     "parse_body",
     "parse_point_id",
     "point_json",
     "record_json",
+    "request_timeout",
     "select_payload",
+    "wants_payload",
+    "wants_vector",
 ]
 
 
@@ -102,6 +106,32 @@ async def parse_body(request: web.Request, model: Any) -> Any:
             for e in error.errors()[:5]
         )
         raise ApiError(400, f"Format error in JSON body: {problems}") from None
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object (an empty body is ``{}``); a 400 otherwise."""
+    raw = await request.read()
+    try:
+        data = json.loads(raw) if raw else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ApiError(400, f"Format error in JSON body: {error}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "Format error in JSON body: expected an object")
+    return data
+
+
+def request_timeout(request: web.Request, ceiling: float) -> float:
+    """The ``?timeout=`` seconds a request asks for, at most ``ceiling`` (the default)."""
+    raw = request.query.get("timeout")
+    if raw is None:
+        return ceiling
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ApiError(400, f"Wrong input: timeout {raw!r} must be a number of seconds") from None
+    if not value > 0:  # NaN included
+        raise ApiError(400, "Wrong input: timeout must be > 0")
+    return min(value, ceiling)
 
 
 @functools.cache

@@ -177,8 +177,40 @@ def migrate(
             target_ids = set()  # the target holds exactly what this run writes
         state = _copy(source, target, plan, selector, state, save, on_progress, target_ids)
         state = save(replace(state, phase="catching_up"))
+    state = _catch_up_and_verify(
+        source, target, plan, selector, state, save, clock, target_ids, notes
+    )
+    if state.phase == "verified" and plan.cleanup:
+        verified_at = state.verified_at if state.verified_at is not None else clock()
+        due = verified_at + plan.grace_s - clock()
+        if due > 0:
+            return _report(state, plan, cleanup_due_in_s=due, notes=notes)
+        state = save(replace(state, phase="cleaning"))
+    if state.phase == "cleaning":
+        removed = _clean_source(source, target, plan, selector, on_progress)
+        state = save(
+            replace(state, phase="done", removed_from_source=state.removed_from_source + removed)
+        )
+    return _report(state, plan, notes=notes)
+
+
+def _catch_up_and_verify(
+    source: QdrantPort,
+    target: QdrantPort,
+    plan: MigrationPlan,
+    selector: models.Filter,
+    state: Checkpoint,
+    save: Callable[[Checkpoint], Checkpoint],
+    clock: Callable[[], float],
+    target_ids: set[PointId] | None,
+    notes: list[str],
+) -> Checkpoint:
+    """Catch up with writes made during the copy, then verify; writes racing it send it back.
+
+    Raises :class:`MigrationFailed` when three rounds could not settle.
+    """
     known_ids: set[PointId] | None = None
-    for _attempt in range(3):  # writes racing the move send it back to catch up
+    for _attempt in range(3):
         if state.phase == "catching_up":
             fixed, known_ids = _catch_up(source, target, plan, selector, target_ids)
             target_ids = None  # only valid right after the copy
@@ -199,18 +231,7 @@ def migrate(
             f"domain {plan.domain_id!r} or retry later; the source was not touched",
             collection=plan.target_collection,
         )
-    if state.phase == "verified" and plan.cleanup:
-        verified_at = state.verified_at if state.verified_at is not None else clock()
-        due = verified_at + plan.grace_s - clock()
-        if due > 0:
-            return _report(state, plan, cleanup_due_in_s=due, notes=notes)
-        state = save(replace(state, phase="cleaning"))
-    if state.phase == "cleaning":
-        removed = _clean_source(source, target, plan, selector, on_progress)
-        state = save(
-            replace(state, phase="done", removed_from_source=state.removed_from_source + removed)
-        )
-    return _report(state, plan, notes=notes)
+    return state
 
 
 def _report(

@@ -1,8 +1,9 @@
-"""Everything that talks to Qdrant: the port, its two adapters, and what the product does with them.
+"""Cluster I/O: the Qdrant port, its embedded and remote adapters, the fleet, and their errors.
 
-Why this exists: one place for cluster I/O (``qdrant-client`` for remote
-clusters, ``qdrant-edge`` for the in-process engine), so the pure core never
-touches a network and every error names the cluster it came from.
+Why this exists: one place talks to Qdrant (``qdrant-client`` for remote
+clusters, ``qdrant-edge`` for the in-process engine), so nothing above it
+touches a network directly and every error names the cluster it came from.
+What the product does with the port lives in :mod:`librarian.services`.
 """
 
 from librarian.storage.errors import (

@@ -31,6 +31,7 @@ from qdrant_client.http import models
 
 from librarian.storage.edge_filters import UnsupportedFilter, to_edge_filter
 from librarian.storage.errors import (
+    ClusterUnreachable,
     CollectionExists,
     CollectionNotFound,
     InvalidRequest,
@@ -174,12 +175,24 @@ _ENGINES_GUARD = threading.Lock()
 
 
 class EmbeddedQdrant:
-    """:class:`~librarian.storage.port.QdrantPort` on in-process Qdrant engine shards."""
+    """:class:`~librarian.storage.port.QdrantPort` on in-process Qdrant engine shards.
 
-    def __init__(self, cluster: str, path: str | Path) -> None:
+    ``create=False`` opens existing storage only: a path that is not a
+    directory raises :class:`ClusterUnreachable` instead of being created (a
+    typo in a reader's configuration must not become an empty cluster).
+    """
+
+    def __init__(self, cluster: str, path: str | Path, *, create: bool = True) -> None:
         self._cluster = cluster
         self._root = Path(path)
-        self._root.mkdir(parents=True, exist_ok=True)
+        if create:
+            self._root.mkdir(parents=True, exist_ok=True)
+        elif not self._root.is_dir():
+            raise ClusterUnreachable(
+                cluster,
+                f"embedded storage {str(self._root)!r} does not exist (it is not created here: "
+                "check the path, or load a collection there first)",
+            )
         self._key = self._root.resolve()
         with _ENGINES_GUARD:
             engine = _ENGINES.setdefault(self._key, _Engine())

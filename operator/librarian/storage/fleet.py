@@ -25,7 +25,11 @@ class FleetConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    """How to reach one cluster: exactly one of ``url`` or ``embedded``."""
+    """How to reach one cluster: exactly one of ``url`` or ``embedded``.
+
+    ``existing_only`` opens an embedded path only if it already exists (for
+    readers such as a router given paths by hand); writers create it.
+    """
 
     name: str
     url: str | None = None
@@ -34,6 +38,7 @@ class ClusterConfig:
     timeout_s: float = 10.0
     retries: int = 3
     backoff_s: float = 0.5
+    existing_only: bool = False
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -60,7 +65,7 @@ class ClusterConfig:
 def connect(config: ClusterConfig) -> QdrantPort:
     """A port to the cluster described by ``config``."""
     if config.embedded is not None:
-        return EmbeddedQdrant(config.name, config.embedded)
+        return EmbeddedQdrant(config.name, config.embedded, create=not config.existing_only)
     assert config.url is not None
     return RemoteQdrant.connect(
         config.name,

@@ -532,6 +532,6 @@ def _detail(error: UnexpectedResponse) -> str:
         status = body.get("status") if isinstance(body, dict) else None
         if isinstance(status, dict) and "error" in status:
             return str(status["error"])[:300]
-    except Exception:  # a body that is not JSON
+    except ValueError:  # a body that is not JSON
         pass
     return (error.reason_phrase or "error")[:300]

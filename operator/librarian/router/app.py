@@ -1,0 +1,316 @@
+"""The router's HTTP application (aiohttp): Qdrant's REST API over the library.
+
+Why this exists: this is what applications talk to. The library's collection
+name is served by routing to its domains and fusing; any other collection name
+passes through to the default cluster, so an application can point its whole
+Qdrant URL here. This module holds the route table, the thin handlers that
+parse a request and render the answer of :mod:`~librarian.router.query`,
+:mod:`~librarian.router.writes` or :mod:`~librarian.router.status`, and the
+middleware that renders every failure in Qdrant's JSON error format, its HTTP
+code chosen by the failure's type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from qdrant_client.http import models
+
+from librarian.core.fusion import FusionError
+from librarian.core.routing import RoutingError
+from librarian.router.library import View
+from librarian.router.metrics import RouterMetrics
+from librarian.router.qdrant_api import (
+    ApiError,
+    SearchRequest,
+    SearchRequestBatch,
+    error_response,
+    json_object,
+    ok,
+    parse_body,
+    parse_point_id,
+    point_json,
+    record_json,
+    request_timeout,
+    wants_payload,
+    wants_vector,
+)
+from librarian.router.query import (
+    Querying,
+    cache_key,
+    dense,
+    parse_cross_cluster,
+    partial_headers,
+    search_of,
+)
+from librarian.router.state import RouterState, strategy_name
+from librarian.router.status import StatusEndpoints
+from librarian.router.upstream import UpstreamError, UpstreamTimeout
+from librarian.router.writes import Writes, records_of
+from librarian.storage.errors import (
+    AuthenticationFailed,
+    ClusterUnreachable,
+    CollectionNotFound,
+    InvalidRequest,
+    QdrantError,
+)
+
+__all__ = ["STATE_KEY", "api_error", "create_app"]
+
+log = logging.getLogger("librarian.router")
+
+STATE_KEY: web.AppKey[RouterState] = web.AppKey("librarian_router_state")
+
+# Failure type -> HTTP code and the words Qdrant starts its message with; the first match wins.
+_ANSWERS: tuple[tuple[type[Exception], int, str], ...] = (
+    (UpstreamTimeout, 504, "Service unavailable"),
+    (UpstreamError, 502, "Service unavailable"),
+    (CollectionNotFound, 404, "Not found"),
+    (InvalidRequest, 400, "Bad request"),
+    (AuthenticationFailed, 502, "Bad gateway"),
+    (ClusterUnreachable, 502, "Service unavailable"),
+    (RoutingError, 400, "Wrong input"),
+    (FusionError, 400, "Wrong input"),
+)
+
+
+def api_error(error: Exception) -> ApiError:
+    """How a failure is answered: its HTTP code and message, decided by its type."""
+    if isinstance(error, ApiError):
+        return error
+    for kind, status, words in _ANSWERS:
+        if isinstance(error, kind):
+            return ApiError(status, f"{words}: {error}")
+    return ApiError(500, f"Service internal error: {type(error).__name__}: {error}")
+
+
+@web.middleware
+async def _errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    started = time.perf_counter()
+    metrics: RouterMetrics = request.app[STATE_KEY].metrics
+    endpoint = (
+        request.match_info.route.resource.canonical
+        if request.match_info.route.resource
+        else "unmatched"
+    )
+    try:
+        response = await handler(request)
+    except web.HTTPException as error:
+        response = error_response(
+            error.status, f"{error.reason}: {request.method} {request.path}", started
+        )
+    except (ApiError, UpstreamError, QdrantError, RoutingError, FusionError) as error:
+        answer = api_error(error)
+        response = error_response(answer.status, answer.message, started)
+    except Exception as error:  # the contract: never an unformatted 500
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        response = error_response(500, f"Service internal error: {type(error).__name__}", started)
+    metrics.requests.labels(endpoint, str(response.status)).inc()
+    return response
+
+
+Compute = Callable[[], Awaitable[tuple[Any, dict[str, str]]]]
+
+
+class PointEndpoints:
+    """aiohttp handlers of the points endpoints and of the library's own query API."""
+
+    def __init__(self, state: RouterState) -> None:
+        self.state = state
+        self.querying = Querying(state)
+        self.writes = Writes(state.upstream, state.cache)
+
+    @property
+    def _max_timeout(self) -> float:
+        return self.state.config.settings.timeout
+
+    def _timeout(self, request: web.Request) -> float:
+        return request_timeout(request, self._max_timeout)
+
+    async def _cached(self, request: web.Request, view: View, compute: Compute) -> web.Response:
+        started = time.perf_counter()
+        key = cache_key(request.path, view, await request.read())
+        result, headers = await self.querying.cached(key, compute)
+        return ok(result, started, headers=headers)
+
+    # ------------------------------------------------------------ searching
+
+    async def points_query(self, request: web.Request) -> web.Response:
+        view = await self.state.view(request.match_info["name"])
+        body = await parse_body(request, models.QueryRequest)
+        timeout = self._timeout(request)
+
+        async def compute() -> tuple[Any, dict[str, str]]:
+            hits, failed = await self.querying.query(view, body, timeout)
+            points = [point_json(h, body.with_payload, body.with_vector) for h in hits]
+            return {"points": points}, partial_headers(failed)
+
+        return await self._cached(request, view, compute)
+
+    async def points_query_batch(self, request: web.Request) -> web.Response:
+        view = await self.state.view(request.match_info["name"])
+        body = await parse_body(request, models.QueryRequestBatch)
+        timeout = self._timeout(request)
+
+        async def compute() -> tuple[Any, dict[str, str]]:
+            answers = await asyncio.gather(
+                *(self.querying.query(view, q, timeout) for q in body.searches)
+            )
+            result = [
+                {"points": [point_json(h, q.with_payload, q.with_vector) for h in hits]}
+                for q, (hits, _) in zip(body.searches, answers, strict=True)
+            ]
+            return result, partial_headers([key for _, missing in answers for key in missing])
+
+        return await self._cached(request, view, compute)
+
+    async def points_search(self, request: web.Request) -> web.Response:
+        view = await self.state.view(request.match_info["name"])
+        body = await parse_body(request, SearchRequest)
+        search = search_of(body, view)
+        timeout = self._timeout(request)
+
+        async def compute() -> tuple[Any, dict[str, str]]:
+            answer = await self.querying.search(view, search, timeout)
+            points = [point_json(h, body.with_payload, body.with_vector) for h in answer.hits]
+            return points, partial_headers(answer.failed)
+
+        return await self._cached(request, view, compute)
+
+    async def points_search_batch(self, request: web.Request) -> web.Response:
+        view = await self.state.view(request.match_info["name"])
+        body = await parse_body(request, SearchRequestBatch)
+        searches = [search_of(s, view) for s in body.searches]
+        timeout = self._timeout(request)
+
+        async def compute() -> tuple[Any, dict[str, str]]:
+            answers = await asyncio.gather(
+                *(self.querying.search(view, s, timeout) for s in searches)
+            )
+            result = [
+                [point_json(h, s.with_payload, s.with_vector) for h in answer.hits]
+                for s, answer in zip(body.searches, answers, strict=True)
+            ]
+            return result, partial_headers([k for a in answers for k in a.failed])
+
+        return await self._cached(request, view, compute)
+
+    # ------------------------------------------------------------ reading
+
+    async def points_scroll(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        view = await self.state.view(request.match_info["name"])
+        body = await parse_body(request, models.ScrollRequest)
+        page = await self.querying.scroll(view, body, self._timeout(request))
+        return ok(page, started)
+
+    async def points_count(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        view = await self.state.view(request.match_info["name"])
+        body = await parse_body(request, models.CountRequest)
+        return ok({"count": await self.querying.count(view, body, self._timeout(request))}, started)
+
+    async def points_retrieve(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        view = await self.state.view(request.match_info["name"])
+        body = await parse_body(request, models.PointRequest)
+        ids = [parse_point_id(i) for i in body.ids]
+        selector = body.with_payload if body.with_payload is not None else True
+        records = await self.querying.retrieve(
+            view,
+            ids,
+            wants_payload(selector),
+            wants_vector(body.with_vector),
+            self._timeout(request),
+        )
+        return ok(
+            [record_json(r.id, r.payload, r.vector, selector, body.with_vector) for r in records],
+            started,
+        )
+
+    # ------------------------------------------------------------ writing
+
+    async def points_upsert(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        view = await self.state.view(request.match_info["name"])
+        body = await parse_body(request, models.PointInsertOperations)
+        records = records_of(body.root if hasattr(body, "root") else body, view)
+        await self.writes.upsert(view, records, self._timeout(request))
+        return ok({"operation_id": 0, "status": "completed"}, started)
+
+    async def points_delete(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        view = await self.state.view(request.match_info["name"])
+        body = await parse_body(request, models.PointsSelector)
+        selector = body.root if hasattr(body, "root") else body
+        await self.writes.delete(view, selector, self._timeout(request))
+        return ok({"operation_id": 0, "status": "completed"}, started)
+
+    # ------------------------------------------------------------ the library's own API
+
+    async def predict(self, request: web.Request) -> web.Response:
+        """PredictOptimalClusters: which domains (and clusters) a vector would be sent to."""
+        started = time.perf_counter()
+        library = self.state.require_library()
+        data = await json_object(request)
+        vector = dense(data.get("vector"), library.vector_size)
+        strategy = strategy_name(data.get("strategy"))
+        return ok(self.querying.predict(library, vector, strategy), started)
+
+    async def cross_cluster_query(self, request: web.Request) -> web.Response:
+        """ExecuteCrossClusterQuery: vector, max results, target clusters, timeout, fusion, preferences."""
+        started = time.perf_counter()
+        library = self.state.require_library()
+        data = await json_object(request)
+        vector = dense(data.get("vector"), library.vector_size)
+        query = parse_cross_cluster(data, vector, self._max_timeout)
+        return ok(await self.querying.cross_cluster(library, query), started)
+
+
+def create_app(state: RouterState, *, reload_in_background: bool = True) -> web.Application:
+    """The aiohttp application; loads the library on startup and reloads it periodically."""
+    app = web.Application(middlewares=[_errors], client_max_size=256 * 1024 * 1024)
+    app[STATE_KEY] = state
+    s = StatusEndpoints(state)
+    p = PointEndpoints(state)
+    app.router.add_get("/", s.root)
+    app.router.add_get("/healthz", s.healthz)
+    app.router.add_get("/livez", s.healthz)
+    app.router.add_get("/readyz", s.readyz)
+    app.router.add_get("/metrics", s.metrics)
+    app.router.add_get("/librarian/status", s.status)
+    app.router.add_get("/librarian/load", s.load)
+    app.router.add_post("/librarian/predict", p.predict)
+    app.router.add_post("/librarian/query", p.cross_cluster_query)
+    app.router.add_get("/collections", s.collections)
+    app.router.add_get("/collections/{name}", s.collection)
+    app.router.add_post("/collections/{name}/points/query", p.points_query)
+    app.router.add_post("/collections/{name}/points/query/batch", p.points_query_batch)
+    app.router.add_post("/collections/{name}/points/search", p.points_search)
+    app.router.add_post("/collections/{name}/points/search/batch", p.points_search_batch)
+    app.router.add_post("/collections/{name}/points/scroll", p.points_scroll)
+    app.router.add_post("/collections/{name}/points/count", p.points_count)
+    app.router.add_post("/collections/{name}/points", p.points_retrieve)
+    app.router.add_put("/collections/{name}/points", p.points_upsert)
+    app.router.add_post("/collections/{name}/points/delete", p.points_delete)
+
+    async def lifecycle(app: web.Application) -> Any:
+        await state.reload()
+        task = asyncio.ensure_future(state.reload_forever()) if reload_in_background else None
+        yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await state.drain()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

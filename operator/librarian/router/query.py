@@ -1,0 +1,702 @@
+"""Query semantics: what a query, search, scroll, count or retrieve means over a library.
+
+Why this exists: a library is several collections pretending to be one. This
+module validates what a request asks for (dense vectors of the right size,
+bounded limits and offsets, the query forms the router serves), plans which
+domains a nearest-neighbour search goes to, asks them through the upstream
+layer, fuses their answers and applies offsets, limits and score thresholds as
+one collection would. Reads that need every domain (scroll, count, retrieve)
+merge by point id in Qdrant's id order. Results are cached under a key made of
+the endpoint, the library version and the request body; a share of routed
+queries is shadowed on every domain to estimate recall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from qdrant_client.http import models
+
+from librarian.contracts.payload import LABEL_KEY
+from librarian.core.fusion import FusionError, Hit, PointId, fuse, fusion_name
+from librarian.router.library import DomainRoute, Library, View, combine_filters
+from librarian.router.qdrant_api import (
+    ApiError,
+    SearchRequest,
+    id_order_key,
+    parse_point_id,
+    point_json,
+    record_json,
+    wants_payload,
+    wants_vector,
+)
+from librarian.router.state import RouterState, strategy_name
+from librarian.storage.port import PointRecord, QdrantPort
+
+__all__ = [
+    "MAX_COUNT",
+    "Answer",
+    "CrossClusterQuery",
+    "Querying",
+    "Search",
+    "bounded",
+    "cache_key",
+    "dense",
+    "parse_cross_cluster",
+    "partial_headers",
+    "search_of",
+]
+
+log = logging.getLogger("librarian.router")
+
+MAX_COUNT = 1_000_000  # far above any sane page; keeps engines from allocating for absurd values
+CacheKey = tuple[str, str, bytes]
+
+
+@dataclass(frozen=True)
+class Search:
+    """One nearest-neighbour search, whatever endpoint it came from."""
+
+    vector: list[float]
+    limit: int
+    offset: int = 0
+    query_filter: models.Filter | None = None
+    with_payload: Any = None
+    with_vector: Any = None
+    score_threshold: float | None = None
+    hnsw_ef: int | None = None
+    exact: bool = False
+    exclude_id: PointId | None = None
+
+    @property
+    def depth(self) -> int:
+        """How many fused hits the page needs (offset included)."""
+        return self.offset + self.limit
+
+
+@dataclass
+class Answer:
+    """A search's page, the units asked, those that failed, and each unit's own list."""
+
+    hits: list[Hit]
+    probed: list[int]
+    failed: list[str]
+    lists: list[list[Hit]]
+
+
+# ---------------------------------------------------------------------- validation
+
+
+def bounded(value: int, name: str) -> int:
+    """``value`` if it is a sane count (0..MAX_COUNT); a 400 otherwise."""
+    if not 0 <= value <= MAX_COUNT:
+        raise ApiError(400, f"Wrong input: {name} must be between 0 and {MAX_COUNT:,}, got {value}")
+    return value
+
+
+def dense(vector: Any, vector_size: int) -> list[float]:
+    """The unnamed dense vector of ``vector_size`` finite floats a library serves; a 400 otherwise."""
+    if isinstance(vector, dict):
+        raise ApiError(
+            400,
+            "Wrong input: named or sparse vectors are not served by the library router; "
+            "use the unnamed dense vector",
+        )
+    if not isinstance(vector, list):
+        raise ApiError(
+            400, f"Wrong input: only dense vectors are supported, got {type(vector).__name__}"
+        )
+    if vector and isinstance(vector[0], list):
+        raise ApiError(400, "Wrong input: multivectors are not served by the library router")
+    if len(vector) != vector_size:
+        raise ApiError(
+            400,
+            f"Wrong input: Vector dimension error: expected dim: {vector_size}, got {len(vector)}",
+        )
+    if not all(np.isfinite(vector)):
+        raise ApiError(400, "Wrong input: vector contains NaN or infinite values")
+    return [float(x) for x in vector]
+
+
+def _hnsw_ef(params: models.SearchParams | None) -> int | None:
+    return bounded(params.hnsw_ef, "hnsw_ef") if params and params.hnsw_ef else None
+
+
+def search_of(body: SearchRequest, view: View) -> Search:
+    """A classic ``/points/search`` body as a search."""
+    params = body.params
+    return Search(
+        vector=dense(body.vector, view.vector_size),
+        limit=bounded(body.limit, "limit"),
+        offset=bounded(body.offset or 0, "offset"),
+        query_filter=body.filter,
+        with_payload=body.with_payload,
+        with_vector=body.with_vector,
+        score_threshold=body.score_threshold,
+        hnsw_ef=_hnsw_ef(params),
+        exact=bool(params and params.exact),
+    )
+
+
+def _page(body: models.QueryRequest) -> tuple[int, int]:
+    """A universal query's (limit, offset), validated."""
+    return (
+        bounded(body.limit if body.limit is not None else 10, "limit"),
+        bounded(body.offset or 0, "offset"),
+    )
+
+
+def _query_search(
+    body: models.QueryRequest,
+    vector: list[float],
+    exclude: PointId | None,
+    query_filter: models.Filter | None,
+) -> Search:
+    """A universal ``/points/query`` body's nearest search (its vector already resolved)."""
+    params = body.params
+    limit, offset = _page(body)
+    return Search(
+        vector=vector,
+        limit=limit,
+        offset=offset,
+        query_filter=query_filter,
+        with_payload=body.with_payload,
+        with_vector=body.with_vector,
+        score_threshold=body.score_threshold,
+        hnsw_ef=_hnsw_ef(params),
+        exact=bool(params and params.exact),
+        exclude_id=exclude,
+    )
+
+
+def _as_query(prefetch: models.Prefetch, outer_filter: models.Filter | None) -> models.QueryRequest:
+    if prefetch.using not in (None, ""):
+        raise ApiError(400, f"Wrong input: named vector {prefetch.using!r} is not served")
+    return models.QueryRequest(
+        prefetch=prefetch.prefetch,
+        query=prefetch.query,
+        filter=combine_filters(outer_filter, prefetch.filter),
+        params=prefetch.params,
+        score_threshold=prefetch.score_threshold,
+        limit=prefetch.limit,
+        with_payload=True,
+        with_vector=False,
+    )
+
+
+def _prefetches(body: models.QueryRequest) -> list[models.Prefetch]:
+    if isinstance(body.prefetch, list):
+        return body.prefetch
+    return [body.prefetch] if body.prefetch else []
+
+
+def _with_threshold(hits: list[Hit], threshold: float | None, higher_is_better: bool) -> list[Hit]:
+    if threshold is None:
+        return hits
+    return [h for h in hits if (h.score >= threshold if higher_is_better else h.score <= threshold)]
+
+
+def partial_headers(failed: Sequence[str]) -> dict[str, str]:
+    """The header naming the domains missing from an answer (none when complete)."""
+    return {"X-Librarian-Partial": ",".join(sorted(set(failed)))} if failed else {}
+
+
+def cache_key(path: str, view: View, body: bytes) -> CacheKey:
+    """A result's cache key: the endpoint, the library version it was computed on, the body."""
+    version = view.library.definition.version if view.library else "-"
+    return (path, version, body)
+
+
+@dataclass(frozen=True)
+class CrossClusterQuery:
+    """An ``ExecuteCrossClusterQuery`` (``POST /librarian/query``) request, validated."""
+
+    search: Search
+    timeout: float
+    strategy: str | None = None
+    fusion: str | None = None
+    clusters: list[str] | None = None
+    preferences: dict[str, float] | None = None
+
+
+def _positive_int(value: Any, message: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ApiError(400, f"Wrong input: {message}")
+    return value
+
+
+def _positive_number(value: Any, message: str) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise ApiError(400, f"Wrong input: {message}")
+    return float(value)
+
+
+def _cluster_names(value: Any) -> list[str] | None:
+    if value is not None and (
+        not isinstance(value, list) or not all(isinstance(c, str) for c in value)
+    ):
+        raise ApiError(400, "Wrong input: clusters must be a list of cluster names")
+    return value
+
+
+def _weights(value: Any) -> dict[str, float] | None:
+    preferences = value or {}
+    if not isinstance(preferences, dict) or not all(
+        isinstance(v, int | float) for v in preferences.values()
+    ):
+        raise ApiError(400, "Wrong input: preferences must map cluster names to weights")
+    return {str(k): float(v) for k, v in preferences.items()} or None
+
+
+def _filter(value: Any) -> models.Filter | None:
+    if value is None:
+        return None
+    try:
+        return models.Filter.model_validate(value)
+    except Exception as error:
+        raise ApiError(400, f"Wrong input: filter: {error}") from None
+
+
+def parse_cross_cluster(
+    data: dict[str, Any], vector: list[float], max_timeout: float
+) -> CrossClusterQuery:
+    """Vector, max results, target clusters, timeout, fusion, preferences, filter, strategy."""
+    limit = _positive_int(
+        data.get("maxResults", data.get("limit", 10)), "maxResults must be a positive integer"
+    )
+    timeout = _positive_number(
+        data.get("timeout", max_timeout), "timeout must be a positive number of seconds"
+    )
+    clusters = _cluster_names(data.get("clusters"))
+    preferences = _weights(data.get("preferences"))
+    strategy = data.get("strategy")
+    if strategy is not None and not isinstance(strategy, str):
+        raise ApiError(400, "Wrong input: strategy must be a string")
+    search = Search(
+        vector=vector,
+        limit=limit,
+        query_filter=_filter(data.get("filter")),
+        with_payload=bool(data.get("withPayload", True)),
+    )
+    return CrossClusterQuery(
+        search=search,
+        timeout=min(timeout, max_timeout),
+        strategy=strategy_name(strategy),
+        fusion=data.get("fusion"),
+        clusters=clusters,
+        preferences=preferences,
+    )
+
+
+# ---------------------------------------------------------------------- execution
+
+
+class Querying:
+    """Runs the reads of one router: plan, fan out, fuse, page; cache and shadow."""
+
+    def __init__(self, state: RouterState) -> None:
+        self.state = state
+
+    @property
+    def _fusion(self) -> str:
+        return self.state.config.settings.fusion_algorithm
+
+    # ------------------------------------------------------------ nearest search
+
+    def plan(
+        self,
+        view: View,
+        vector: list[float],
+        strategy: str | None = None,
+        clusters: Sequence[str] | None = None,
+    ) -> list[int]:
+        """The units a search for ``vector`` goes to (only those on ``clusters`` if given)."""
+        if view.library is None:
+            return [0]
+        units = view.library.router.decide(vector, strategy=strategy).units
+        if clusters:
+            units = [u for u in units if view.routes[u].cluster in clusters]
+        return units
+
+    async def search(
+        self,
+        view: View,
+        search: Search,
+        timeout: float,
+        *,
+        strategy: str | None = None,
+        fusion: str | None = None,
+        clusters: Sequence[str] | None = None,
+        weights: dict[str, float] | None = None,
+    ) -> Answer:
+        """A routed search: planned units only, fused, paged; shadowed now and then."""
+        units = self.plan(view, search.vector, strategy, clusters)
+        if not units:
+            raise ApiError(
+                400, "Wrong input: none of the requested clusters holds a domain of this library"
+            )
+        answer = await self._search_units(view, search, units, timeout, fusion, weights)
+        if view.routed:
+            self._account(view, units, search, answer, timeout)
+        return answer
+
+    async def _search_units(
+        self,
+        view: View,
+        search: Search,
+        units: Sequence[int],
+        timeout: float,
+        fusion: str | None = None,
+        weights: dict[str, float] | None = None,
+    ) -> Answer:
+        fetch = search.depth + (1 if search.exclude_id is not None else 0)
+        payload = wants_payload(search.with_payload)
+        vectors = wants_vector(search.with_vector)
+
+        def operation(route: DomainRoute) -> Callable[[QdrantPort], list[Hit]]:
+            def run(port: QdrantPort) -> list[Hit]:
+                hits = port.query(
+                    route.collection,
+                    search.vector,
+                    limit=fetch,
+                    query_filter=combine_filters(search.query_filter, route.slice_filter()),
+                    with_payload=payload,
+                    with_vectors=vectors,
+                    hnsw_ef=search.hnsw_ef,
+                    exact=search.exact,
+                )
+                return [
+                    Hit(h.id, h.score, route.key, h.payload if payload else None, h.vector)
+                    for h in hits
+                ]
+
+            return run
+
+        result = await self.state.upstream.fan_out(view, units, operation, timeout)
+        lists = result.results
+        if search.exclude_id is not None:
+            lists = [[h for h in hits if h.id != search.exclude_id] for hits in lists]
+        routes = [view.routes[u] for u, _ in result.answered]
+        fused = self._fuse(view, fusion or self._fusion, lists, search.depth, weights, routes)
+        fused = _with_threshold(fused, search.score_threshold, view.higher_is_better)
+        return Answer(fused[search.offset : search.depth], list(units), result.failed, lists)
+
+    def _fuse(
+        self,
+        view: View,
+        name: str,
+        lists: list[list[Hit]],
+        limit: int,
+        weights: dict[str, float] | None,
+        routes: Sequence[DomainRoute],
+    ) -> list[Hit]:
+        if len(lists) == 1:
+            return list(lists[0][:limit])
+        try:
+            canonical = fusion_name(name)
+        except FusionError as error:
+            raise ApiError(400, f"Wrong input: {error}") from None
+        model = self.state.estimator.model
+        if canonical == "ml_based" and (model is None or not model.fitted):
+            canonical = "semantic_merge"  # until shadow traffic has trained the model
+        list_weights = [float(weights.get(r.cluster, 1.0)) for r in routes] if weights else None
+        return fuse(
+            canonical,
+            lists,
+            limit=limit,
+            higher_is_better=view.higher_is_better,
+            weights=list_weights,
+            model=model,
+        )
+
+    def _account(
+        self, view: View, units: Sequence[int], search: Search, answer: Answer, timeout: float
+    ) -> None:
+        """Metrics of a routed search; maybe a shadow search of every domain."""
+        state = self.state
+        library = view.library
+        assert library is not None
+        metrics = state.metrics
+        metrics.queries.labels(state.config.strategy).inc()
+        metrics.domains_probed.observe(len(units))
+        if len({view.routes[u].cluster for u in units}) > 1:
+            metrics.cross_cluster_queries.inc()
+        sizes = library.router.sizes
+        share = float(sizes[list(units)].sum()) / max(float(sizes.sum()), 1.0)
+        state.touched_share = (
+            share if state.touched_share is None else 0.95 * state.touched_share + 0.05 * share
+        )
+        metrics.routing_efficiency.set(1.0 - state.touched_share)
+        if len(units) < len(view.routes) and state.estimator.should_shadow():
+            state.spawn(self._shadow(view, units, search, answer, timeout))
+
+    async def _shadow(
+        self, view: View, units: Sequence[int], search: Search, answer: Answer, timeout: float
+    ) -> None:
+        """Ask the domains the routed search skipped; compare the answers (recall estimate)."""
+        skipped = set(units)
+        everything = [u for u in range(len(view.routes)) if u not in skipped]
+        try:
+            rest = await self._search_units(view, search, everything, timeout)
+        except Exception as error:
+            log.info("shadow query failed: %s", error)
+            return
+        merged = self._fuse(
+            view, "semantic_merge", [*answer.lists, *rest.lists], search.depth, None, []
+        )
+        exhaustive = [h.id for h in merged[search.offset : search.depth]]
+        estimator = self.state.estimator
+        estimator.record([h.id for h in answer.hits], exhaustive, answer.lists)
+        if estimator.estimate is not None:
+            self.state.metrics.estimated_recall.set(estimator.estimate)
+        if self._fusion == "learned" and estimator.compared % 25 == 0:
+            await asyncio.to_thread(estimator.fit_model, view.higher_is_better)
+
+    # ------------------------------------------------------------ universal query
+
+    async def _resolve_query(
+        self, view: View, query: Any, timeout: float
+    ) -> tuple[list[float] | None, PointId | None, Any]:
+        """A QueryRequest's ``query`` as (vector, id to exclude, fusion)."""
+        if query is None:
+            return None, None, None
+        if isinstance(query, models.FusionQuery):
+            return None, None, query.fusion
+        if isinstance(query, models.NearestQuery):
+            query = query.nearest
+        if isinstance(query, (int, str)) and not isinstance(query, bool):
+            point_id = parse_point_id(query)
+            records = await self.retrieve(view, [point_id], True, True, timeout)
+            if not records:
+                raise ApiError(404, f"Not found: No point with id {point_id} found")
+            return dense(records[0].vector, view.vector_size), point_id, None
+        if isinstance(query, list):
+            return dense(query, view.vector_size), None, None
+        raise ApiError(
+            400,
+            "Wrong input: the library router serves nearest, id and fusion queries, "
+            f"not {type(query).__name__}",
+        )
+
+    async def query(
+        self, view: View, body: models.QueryRequest, timeout: float
+    ) -> tuple[list[Hit], list[str]]:
+        """A universal query (nearest, by id, or fusion of prefetches): hits and missing units."""
+        if body.using not in (None, ""):
+            raise ApiError(
+                400,
+                f"Wrong input: named vector {body.using!r} is not served; "
+                "the library has one unnamed vector",
+            )
+        vector, exclude, fusion = await self._resolve_query(view, body.query, timeout)
+        _page(body)  # a bad limit or offset is refused before any domain is asked
+        prefetches = _prefetches(body)
+        if not prefetches:
+            if vector is None:
+                raise ApiError(
+                    400,
+                    "Wrong input: a fusion query needs prefetch; "
+                    "a query needs a vector or a point id",
+                )
+            answer = await self.search(
+                view, _query_search(body, vector, exclude, body.filter), timeout
+            )
+            return answer.hits, answer.failed
+        candidates, failed = await self._prefetch(view, prefetches, body.filter, timeout)
+        if vector is None:
+            return self._fused_prefetches(view, body, candidates, fusion), failed
+        ids = list(dict.fromkeys(h.id for hits in candidates for h in hits))
+        if not ids:
+            return [], failed
+        restrict = models.Filter(must=[models.HasIdCondition(has_id=ids)])
+        search = _query_search(body, vector, exclude, combine_filters(body.filter, restrict))
+        answer = await self.search(view, search, timeout)
+        return answer.hits, failed + answer.failed
+
+    async def _prefetch(
+        self,
+        view: View,
+        prefetches: Sequence[models.Prefetch],
+        outer_filter: models.Filter | None,
+        timeout: float,
+    ) -> tuple[list[list[Hit]], list[str]]:
+        """Each prefetch's hits (run one after the other), and every missing unit."""
+        candidates: list[list[Hit]] = []
+        failed: list[str] = []
+        for prefetch in prefetches:
+            hits, missing = await self.query(view, _as_query(prefetch, outer_filter), timeout)
+            candidates.append(hits)
+            failed += missing
+        return candidates, failed
+
+    def _fused_prefetches(
+        self, view: View, body: models.QueryRequest, candidates: list[list[Hit]], fusion: Any
+    ) -> list[Hit]:
+        """Prefetch results fused as Qdrant does (RRF or DBSF), or the first one's."""
+        limit, offset = _page(body)
+        if fusion is not None:
+            name = "ranked_fusion" if fusion == models.Fusion.RRF else "weighted_score"
+            fused = fuse(
+                name, candidates, limit=offset + limit, higher_is_better=view.higher_is_better
+            )
+        else:
+            fused = candidates[0][: offset + limit]
+        fused = _with_threshold(fused, body.score_threshold, view.higher_is_better)
+        return fused[offset : offset + limit]
+
+    # ------------------------------------------------------------ reads of every domain
+
+    def _every(self, view: View) -> list[int]:
+        return list(range(len(view.routes)))
+
+    async def scroll(
+        self, view: View, body: models.ScrollRequest, timeout: float
+    ) -> dict[str, Any]:
+        """One page of every domain's points in Qdrant's id order, and the next page's offset."""
+        if body.order_by is not None:
+            raise ApiError(
+                400, "Wrong input: order_by is not served by the library router; scroll in id order"
+            )
+        limit = bounded(body.limit if body.limit is not None else 10, "limit")
+        offset = parse_point_id(body.offset) if body.offset is not None else None
+        selector = body.with_payload if body.with_payload is not None else True
+        payload, vectors = wants_payload(selector), wants_vector(body.with_vector)
+
+        def operation(route: DomainRoute) -> Callable[[QdrantPort], list[PointRecord]]:
+            def run(port: QdrantPort) -> list[PointRecord]:
+                records, _ = port.scroll(
+                    route.collection,
+                    limit=limit + 1,
+                    offset=offset,
+                    scroll_filter=combine_filters(body.filter, route.slice_filter()),
+                    with_vectors=vectors,
+                    with_payload=payload,
+                )
+                return records
+
+            return run
+
+        result = await self.state.upstream.fan_out(view, self._every(view), operation, timeout)
+        merged = _by_id(result.complete("scroll"))
+        ordered = sorted(merged.values(), key=lambda r: id_order_key(r.id))
+        page, rest = ordered[:limit], ordered[limit:]
+        points = [record_json(r.id, r.payload, r.vector, selector, body.with_vector) for r in page]
+        return {"points": points, "next_page_offset": rest[0].id if rest else None}
+
+    async def count(self, view: View, body: models.CountRequest, timeout: float) -> int:
+        """Points matching the filter in every domain."""
+
+        def operation(route: DomainRoute) -> Callable[[QdrantPort], int]:
+            return lambda port: port.count(
+                route.collection, count_filter=combine_filters(body.filter, route.slice_filter())
+            )
+
+        result = await self.state.upstream.fan_out(view, self._every(view), operation, timeout)
+        return sum(result.complete("count"))
+
+    async def retrieve(
+        self, view: View, ids: list[PointId], payload: bool, vectors: bool, timeout: float
+    ) -> list[PointRecord]:
+        """The points with these ids, in the order asked (each once; missing ones left out)."""
+
+        def operation(route: DomainRoute) -> Callable[[QdrantPort], list[PointRecord]]:
+            def run(port: QdrantPort) -> list[PointRecord]:
+                if not route.labelled_slice:
+                    return port.retrieve(
+                        route.collection, ids, with_vectors=vectors, with_payload=payload
+                    )
+                records = port.retrieve(
+                    route.collection, ids, with_vectors=vectors, with_payload=True
+                )
+                return [r for r in records if r.payload.get(LABEL_KEY) == route.domain_id]
+
+            return run
+
+        result = await self.state.upstream.fan_out(view, self._every(view), operation, timeout)
+        found = _by_id(result.complete())
+        return [found[i] for i in dict.fromkeys(ids) if i in found]
+
+    # ------------------------------------------------------------ the library's own API
+
+    def predict(
+        self, library: Library, vector: list[float], strategy: str | None
+    ) -> dict[str, Any]:
+        """PredictOptimalClusters: which domains (and clusters) a vector would be sent to."""
+        decision = library.router.decide(vector, strategy=strategy or None)
+        domains = [
+            {
+                "index": u,
+                "id": library.domains[u].domain_id,
+                "name": library.domains[u].name,
+                "cluster": library.domains[u].cluster,
+                "collection": library.domains[u].collection,
+                "share": round(float(decision.scores[u]), 4),
+            }
+            for u in decision.units
+        ]
+        return {
+            "domains": domains,
+            "clusters": list(dict.fromkeys(d["cluster"] for d in domains)),
+            "estimatedRecall": round(decision.estimated_recall, 4),
+        }
+
+    async def cross_cluster(self, library: Library, request: CrossClusterQuery) -> dict[str, Any]:
+        """ExecuteCrossClusterQuery: a routed search, limited to some clusters, weighted by them."""
+        answer = await self.search(
+            View.of(library),
+            request.search,
+            request.timeout,
+            strategy=request.strategy,
+            fusion=request.fusion,
+            clusters=request.clusters,
+            weights=request.preferences,
+        )
+        return {
+            "points": [
+                point_json(h, request.search.with_payload, False) | {"domain": h.source}
+                for h in answer.hits
+            ],
+            "domains": [library.domains[u].domain_id for u in answer.probed],
+            "clusters": list(dict.fromkeys(library.domains[u].cluster for u in answer.probed)),
+            "partial": bool(answer.failed),
+            "failed": answer.failed,
+            "fusion": request.fusion or self._fusion,
+        }
+
+    # ------------------------------------------------------------ cache
+
+    async def cached(
+        self,
+        key: CacheKey,
+        compute: Callable[[], Awaitable[tuple[Any, dict[str, str]]]],
+    ) -> tuple[Any, dict[str, str]]:
+        """A result from the cache, or computed (and cached unless partial); with its headers."""
+        started = time.perf_counter()
+        state = self.state
+        cached = state.cache.get(key)
+        if cached is not None:
+            state.metrics.cache_hits.inc()
+            state.metrics.cache_hit_rate.set(state.cache.hit_rate)
+            return cached, {"X-Librarian-Cache": "hit"}
+        state.metrics.cache_misses.inc()
+        state.metrics.cache_hit_rate.set(state.cache.hit_rate)
+        result, headers = await compute()
+        if not headers.get("X-Librarian-Partial"):
+            state.cache.put(key, result)
+        state.metrics.request_latency.observe(time.perf_counter() - started)
+        return result, headers
+
+
+def _by_id(pages: Sequence[Sequence[PointRecord]]) -> dict[PointId, PointRecord]:
+    """Records of several domains, each id once (the first seen wins)."""
+    merged: dict[PointId, PointRecord] = {}
+    for records in pages:
+        for record in records:
+            merged.setdefault(record.id, record)
+    return merged

@@ -1,0 +1,197 @@
+"""The live router: its configuration, the current library snapshot, and reloading it.
+
+Why this exists: a router serves one library whose definition (domains and
+their homes) changes as the operator specializes and moves domains. The state
+keeps the snapshot requests start from, rebuilds it when the definition's
+version changes (keeping the previous one when a reload fails), and holds what
+outlives a request: the result cache, the circuit breakers, the recall
+estimate, the metrics, the load meter and the way to the clusters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from librarian.router.library import DomainRoute, Library, LibraryDefinition, View, build_library
+from librarian.router.load import LoadMeter
+from librarian.router.metrics import RouterMetrics
+from librarian.router.qdrant_api import ApiError
+from librarian.router.quality import RecallEstimator
+from librarian.router.resilience import CircuitBreaker, ResultCache
+from librarian.router.upstream import Upstream
+from librarian.settings import OrchestratorSettings
+from librarian.storage.errors import CollectionNotFound
+from librarian.storage.fleet import Fleet
+
+__all__ = ["Loader", "RouterConfig", "RouterState", "strategy_name"]
+
+log = logging.getLogger("librarian.router")
+
+_STRATEGY_ALIASES = {
+    "nearest": "domain_affinity",
+    "threshold": "domain_affinity",
+    "all": "accuracy_first",
+}
+
+
+def strategy_name(name: Any) -> str | None:
+    """The routing strategy for a configured or requested name (seed aliases mapped)."""
+    if name is None or name == "":
+        return None
+    return _STRATEGY_ALIASES.get(str(name), str(name))
+
+
+Loader = Callable[[], Awaitable[LibraryDefinition | None]]
+
+
+@dataclass
+class RouterConfig:
+    """What a router needs: the fleet, where the library definition comes from, settings."""
+
+    fleet: Fleet
+    default_cluster: str
+    loader: Loader
+    settings: OrchestratorSettings = field(default_factory=OrchestratorSettings)
+    sample_budget: int = 20_000
+    routing_options: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    load_window_s: float = 60.0  # sliding window of the per-domain load figures
+
+    @property
+    def strategy(self) -> str:
+        name = self.settings.routing_strategy
+        return strategy_name(name) or "hybrid"
+
+
+class RouterState:
+    """The live router: current library snapshot, cache, breakers, quality estimate, metrics."""
+
+    def __init__(self, config: RouterConfig) -> None:
+        self.config = config
+        settings = config.settings
+        self.library: Library | None = None
+        self.load_error: str | None = None
+        self.last_reload: float | None = None
+        self.cache = ResultCache(
+            ttl_s=settings.caching.cache_ttl,
+            max_entries=settings.caching.max_entries,
+            enabled=settings.caching.enable_result_cache,
+        )
+        self.breaker = CircuitBreaker(
+            settings.circuit_breaker.failure_threshold, settings.circuit_breaker.reset_timeout
+        )
+        self.estimator = RecallEstimator(fraction=settings.shadow_fraction, seed=config.seed)
+        self.metrics = RouterMetrics()
+        self.load = LoadMeter(window_s=config.load_window_s)
+        self.upstream = Upstream(
+            lambda: self.config.fleet,
+            breaker=self.breaker,
+            metrics=self.metrics,
+            load=self.load,
+            hedging=config.strategy == "latency_optimized",
+        )
+        self.touched_share: float | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._reload_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ library
+
+    async def reload(self) -> bool:
+        """Re-read the library definition; rebuild the routing model when it changed."""
+        async with self._reload_lock:
+            try:
+                library = await self._rebuilt()
+            except Exception as error:  # keep serving the previous snapshot
+                self.load_error = f"{type(error).__name__}: {error}"
+                self.metrics.reloads.labels("failed").inc()
+                log.warning("library reload failed: %s", self.load_error)
+                return False
+            if library is None:
+                return False
+            self._install(library)
+            return True
+
+    async def _rebuilt(self) -> Library | None:
+        """A new snapshot, or None when there is no definition or it did not change."""
+        definition = await self.config.loader()
+        if definition is None:
+            self.load_error = "no library definition yet (is the DomainMap analysed?)"
+            return None
+        if self.library is not None and self.library.definition.version == definition.version:
+            self.load_error = None
+            return None
+        return await asyncio.to_thread(
+            build_library,
+            definition,
+            self.config.fleet,
+            sample_budget=self.config.sample_budget,
+            strategy=self.config.strategy,
+            target_recall=self.config.settings.target_recall,
+            seed=self.config.seed,
+            **self.config.routing_options,
+        )
+
+    def _install(self, library: Library) -> None:
+        definition = library.definition
+        self.library = library
+        self.load_error = None
+        self.last_reload = time.time()
+        self.cache.clear()
+        self.metrics.reloads.labels("changed").inc()
+        self.metrics.library_domains.set(len(definition.domains))
+        self.load.track({r.domain_id: r.cluster for r in library.domains})
+        log.info(
+            "library %s loaded: %d domains (version %s)",
+            definition.name,
+            len(definition.domains),
+            definition.version,
+        )
+
+    async def reload_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.settings.reload_interval)
+            await self.reload()
+
+    def spawn(self, coroutine: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Wait for background work (shadow queries); used by tests and shutdown."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    # ------------------------------------------------------------------ views
+
+    def require_library(self) -> Library:
+        """The current snapshot; a 503 while none is loaded."""
+        if self.library is None:
+            raise self._not_loaded()
+        return self.library
+
+    def _not_loaded(self) -> ApiError:
+        return ApiError(
+            503, f"Service unavailable: library not loaded ({self.load_error or 'starting'})"
+        )
+
+    async def view(self, collection: str) -> View:
+        """What a request to ``collection`` addresses: the library, or a passthrough collection."""
+        library = self.library
+        if library is not None and collection == library.name:
+            return View.of(library)
+        if not self.config.default_cluster:
+            raise self._not_loaded()
+        cluster = self.config.default_cluster
+        port = self.config.fleet.get(cluster)
+        try:
+            info = await asyncio.to_thread(port.collection_info, collection)
+        except CollectionNotFound:
+            raise ApiError(404, f"Not found: Collection `{collection}` doesn't exist!") from None
+        route = DomainRoute(collection, collection, cluster, collection, (), info.points_count)
+        return View((route,), None, info.vector_size, info.distance not in ("Euclid", "Manhattan"))

@@ -1,0 +1,268 @@
+"""Calls from the router to clusters: worker threads, timeouts, fan-out, breaker, hedging.
+
+Why this exists: every port call blocks, so it runs in a worker thread under the
+request's deadline. A cluster that keeps failing has its circuit opened and is
+not even tried until the circuit half-opens; with the ``latency_optimized``
+strategy a slow domain gets a second (hedged) request once it is late by its
+own standards. Every call to a library domain counts in that domain's load.
+
+Failures leave this layer as types, so the HTTP answer is chosen by type:
+:class:`UpstreamTimeout` (a cluster did not answer in time: 504) and
+:class:`UpstreamUnavailable` (unreachable, refused, circuit open: 502).
+A fan-out tolerates failing domains (the answer is then partial) unless the
+failure is the request's own fault (a bad request, a missing collection, a
+refused API key), which is raised as is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from librarian.core.routing import LibraryRouter
+from librarian.router.library import DomainRoute, Library, View
+from librarian.router.load import LoadMeter
+from librarian.router.metrics import RouterMetrics
+from librarian.router.resilience import CircuitBreaker
+from librarian.storage.errors import (
+    AuthenticationFailed,
+    ClusterUnreachable,
+    CollectionNotFound,
+    InvalidRequest,
+    QdrantError,
+)
+from librarian.storage.fleet import Fleet
+from librarian.storage.port import QdrantPort
+
+__all__ = [
+    "Failure",
+    "FanOut",
+    "Upstream",
+    "UpstreamError",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
+]
+
+log = logging.getLogger("librarian.router")
+T = TypeVar("T")
+
+# Failures that are the request's fault: every domain would fail the same way, so no partial answer.
+_REQUEST_FAULTS = (InvalidRequest, CollectionNotFound, AuthenticationFailed)
+
+
+class UpstreamError(Exception):
+    """Clusters could not give the answer a request needs; ``clusters`` names those that failed."""
+
+    def __init__(self, message: str, *, clusters: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.clusters = tuple(clusters)
+
+
+class UpstreamUnavailable(UpstreamError):
+    """A cluster is unreachable, refused the connection, or its circuit is open."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """A cluster did not answer within the request's deadline."""
+
+
+def _tolerated(error: BaseException) -> bool:
+    """May a fan-out carry on without this unit (a partial answer)?"""
+    if isinstance(error, UpstreamError):
+        return True
+    return isinstance(error, QdrantError) and not isinstance(error, _REQUEST_FAULTS)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One unit of a fan-out that did not answer, and why."""
+
+    route: DomainRoute
+    error: BaseException
+
+
+@dataclass
+class FanOut(Generic[T]):
+    """What a fan-out got: results by unit, and the units that failed."""
+
+    answered: list[tuple[int, T]] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[str]:
+        """The failed units' route keys (``cluster/collection[#domain]``)."""
+        return [failure.route.key for failure in self.failures]
+
+    @property
+    def results(self) -> list[T]:
+        return [result for _, result in self.answered]
+
+    def no_answer(self, message: str) -> UpstreamError:
+        """The typed error for missing units: a timeout if any unit timed out."""
+        clusters = sorted({failure.route.cluster for failure in self.failures})
+        timed_out = any(isinstance(failure.error, UpstreamTimeout) for failure in self.failures)
+        kind = UpstreamTimeout if timed_out else UpstreamUnavailable
+        return kind(message, clusters=clusters)
+
+    def complete(self, what: str = "") -> list[T]:
+        """Every unit's result; raises if any unit failed (``what`` needs every domain)."""
+        if self.failures:
+            needs = f"{what} needs every domain; " if what else ""
+            raise self.no_answer(f"{needs}no answer from {', '.join(self.failed)}")
+        return self.results
+
+
+class Upstream:
+    """The router's way to its clusters (one per router)."""
+
+    def __init__(
+        self,
+        fleet: Callable[[], Fleet],
+        *,
+        breaker: CircuitBreaker,
+        metrics: RouterMetrics,
+        load: LoadMeter,
+        hedging: bool = False,
+    ) -> None:
+        self._fleet = fleet  # read at every call: the fleet may be replaced while serving
+        self.breaker = breaker
+        self.metrics = metrics
+        self.load = load
+        self.hedging = hedging
+
+    async def call(
+        self,
+        route: DomainRoute,
+        operation: Callable[[QdrantPort], T],
+        timeout: float,
+        *,
+        library: Library | None = None,
+        unit: int | None = None,
+        domain: bool = False,
+    ) -> T:
+        """Run ``operation`` on the route's cluster in a thread, with timeout, breaker and metrics.
+
+        ``library`` and ``unit`` name the library snapshot the request uses and the
+        unit the route is in it: the call's latency is recorded there (and drives
+        hedging). ``domain`` says the call counts in the domain's load (a failure
+        as an error).
+        """
+        cluster = route.cluster
+        if not self.breaker.allow(cluster):
+            if domain:
+                self._record_domain(route, 0.0, ok=False)
+            raise UpstreamUnavailable(
+                f"circuit open after repeated failures of cluster {cluster!r}", clusters=[cluster]
+            )
+        port = self._fleet().get(cluster)
+        target = _unit_of(library, unit)
+        hedge = target[0].hedge_after(target[1]) if target and self.hedging else None
+        started = time.perf_counter()
+        try:
+            result = await _hedged(lambda: operation(port), timeout, hedge)
+        except (TimeoutError, ClusterUnreachable) as error:
+            if domain:
+                self._record_domain(route, time.perf_counter() - started, ok=False)
+            raise self._failure(cluster, error, timeout) from None
+        except Exception:
+            if domain:
+                self._record_domain(route, time.perf_counter() - started, ok=False)
+            raise
+        elapsed = time.perf_counter() - started
+        self.breaker.success(cluster)
+        self.metrics.circuit_open.labels(cluster).set(0)
+        self.metrics.upstream_latency.labels(cluster).observe(elapsed)
+        if domain:
+            self._record_domain(route, elapsed, ok=True)
+        if target is not None:
+            target[0].record_latency(target[1], elapsed)
+        return result
+
+    def _failure(self, cluster: str, error: BaseException, timeout: float) -> UpstreamError:
+        """Count a cluster's failure (breaker, metrics) and type it."""
+        self.breaker.failure(cluster)
+        self.metrics.upstream_errors.labels(cluster).inc()
+        self.metrics.circuit_open.labels(cluster).set(
+            1 if self.breaker.state(cluster) == "open" else 0
+        )
+        if isinstance(error, TimeoutError):
+            return UpstreamTimeout(
+                f"cluster {cluster!r} did not answer within {timeout:g}s", clusters=[cluster]
+            )
+        return UpstreamUnavailable(str(error), clusters=[cluster])
+
+    def _record_domain(self, route: DomainRoute, elapsed_s: float, *, ok: bool) -> None:
+        self.load.record(route.domain_id, route.cluster, elapsed_s, ok)
+        self.metrics.domain_queries.labels(route.domain_id, route.cluster).inc()
+        if ok:
+            self.metrics.domain_latency.labels(route.domain_id).observe(elapsed_s)
+
+    async def fan_out(
+        self,
+        view: View,
+        units: Sequence[int],
+        operation: Callable[[DomainRoute], Callable[[QdrantPort], T]],
+        timeout: float,
+    ) -> FanOut[T]:
+        """Run one operation per unit concurrently; raises only if no unit answered."""
+        routes = [view.routes[u] for u in units]
+        outcomes = await asyncio.gather(
+            *(
+                self.call(
+                    route,
+                    operation(route),
+                    timeout,
+                    library=view.library,
+                    unit=unit if view.routed else None,
+                    domain=view.routed,
+                )
+                for route, unit in zip(routes, units, strict=True)
+            ),
+            return_exceptions=True,
+        )
+        result: FanOut[T] = FanOut()
+        for unit, route, outcome in zip(units, routes, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                result.failures.append(Failure(route, outcome))
+                log.warning("unit %s failed: %s", route.key, outcome)
+            else:
+                result.answered.append((unit, outcome))
+        if result.answered or not units:
+            if result.failures:
+                self.metrics.partial_results.inc()
+            return result
+        fatal = [f.error for f in result.failures if not _tolerated(f.error)]
+        if fatal:
+            raise fatal[0]
+        raise result.no_answer(f"no cluster answered ({', '.join(result.failed)})")
+
+
+def _unit_of(library: Library | None, unit: int | None) -> tuple[LibraryRouter, int] | None:
+    """The routing model of the request's library snapshot and the unit in it, if any."""
+    if library is None or unit is None or not 0 <= unit < library.router.unit_count:
+        return None
+    return library.router, unit
+
+
+async def _hedged(blocking: Callable[[], T], timeout: float, hedge_after: float | None) -> T:
+    """``blocking`` in a thread within ``timeout``; a second try after ``hedge_after`` seconds."""
+    first = asyncio.ensure_future(asyncio.to_thread(blocking))
+    if hedge_after is None or hedge_after >= timeout:
+        return await asyncio.wait_for(first, timeout)
+    done, _ = await asyncio.wait({first}, timeout=hedge_after)
+    if done:
+        return first.result()
+    second = asyncio.ensure_future(asyncio.to_thread(blocking))
+    done, pending = await asyncio.wait(
+        {first, second}, timeout=timeout - hedge_after, return_when=asyncio.FIRST_COMPLETED
+    )
+    for task in pending:
+        task.cancel()
+    if not done:
+        raise TimeoutError
+    return done.pop().result()

@@ -1,0 +1,22 @@
+"""What tests (and benchmarks) use to run the product: never imported by production code.
+
+Why this exists: the operator tests run kopf against the emulated Kubernetes
+API, and the ``librarian up`` tests and benchmark start it as a process and
+wait for it; these helpers are shared instead of copied between suites. An
+import-linter contract keeps every other part of the package from importing
+this one.
+"""
+
+from __future__ import annotations
+
+from librarian.testing.operator import operator_against_emulator, wait_for
+from librarian.testing.processes import UpProcess, free_port, start_up, wait_until_ready
+
+__all__ = [
+    "UpProcess",
+    "free_port",
+    "operator_against_emulator",
+    "start_up",
+    "wait_for",
+    "wait_until_ready",
+]
