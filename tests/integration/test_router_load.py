@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import kopf
 import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
 from librarian.contracts.metadata import SUPERSEDED_ANNOTATION
 from librarian.core.discovery import Domain
-from librarian.kube.client import remember_credentials
+from librarian.kube.client import Credentials, close_session, remember_credentials
 from librarian.local.emulator import emulated_kubernetes, load_crds
 from librarian.operator.load_source import fetch_router_load
 from librarian.router import RouterConfig, RouterState
@@ -283,7 +282,7 @@ async def test_loader_reads_the_specialization_that_is_not_superseded(tmp_path: 
     fleet = Fleet.of_ports({"general": catalog_port})
     try:
         async with emulated_kubernetes(load_crds(REPO / "crds")) as api:
-            remember_credentials(kopf.ConnectionInfo(server=api.url, default_namespace="default"))
+            remember_credentials(Credentials(server=api.url))
             await api.create(
                 {
                     "apiVersion": "librarian.dev/v1alpha1",
@@ -370,4 +369,5 @@ async def test_loader_reads_the_specialization_that_is_not_superseded(tmp_path: 
             assert both is not None
             assert {r.domain_id: r.cluster for r in both.domains}["d2"] == "fast"
     finally:
+        await close_session()
         fleet.close()

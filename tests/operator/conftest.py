@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +14,22 @@ os.environ.setdefault("LIBRARIAN_TIMER_TICK_SECONDS", "0.5")
 import pytest
 
 from librarian.demo.data import load_demo_data
+from librarian.kube import client as kube_client
 from librarian.local.emulator import EmulatedCluster, load_crds
 from librarian.operator.context import OperatorContext
 from librarian.storage.embedded import EmbeddedQdrant
 from librarian.storage.port import CollectionSpec, PointRecord
 from librarian.testing import operator_against_emulator, wait_for
 
-__all__ = ["DOMAINMAPS", "POINTS", "REPO", "domainmap", "load_source", "wait_for"]
+__all__ = [
+    "DOMAINMAPS",
+    "POINTS",
+    "REPO",
+    "ManualClock",
+    "domainmap",
+    "load_source",
+    "wait_for",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 DOMAINMAPS = "librarian.dev/v1alpha1/domainmaps"
@@ -58,9 +69,45 @@ def domainmap(name: str, storage: Path, **spec: Any) -> dict[str, Any]:
     }
 
 
+class ManualClock:
+    """The operator's clock in a test: wall time until frozen, then only what the test adds.
+
+    The operator reads it from its own thread; the test advances it from its loop.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._frozen: datetime | None = None
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self._frozen or datetime.now(UTC)
+
+    def freeze(self) -> datetime:
+        with self._lock:
+            self._frozen = self._frozen or datetime.now(UTC)
+            return self._frozen
+
+    def advance(self, seconds: float) -> datetime:
+        with self._lock:
+            self._frozen = (self._frozen or datetime.now(UTC)) + timedelta(seconds=seconds)
+            return self._frozen
+
+
 @pytest.fixture
-async def cluster() -> AsyncIterator[EmulatedCluster]:
-    async with operator_against_emulator(
-        load_crds(REPO / "crds"), context=OperatorContext(progress_interval_s=0.2)
-    ) as api:
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def cluster(clock: ManualClock) -> AsyncIterator[EmulatedCluster]:
+    context = OperatorContext(progress_interval_s=0.2, clock=clock)
+    async with operator_against_emulator(load_crds(REPO / "crds"), context=context) as api:
         yield api
+
+
+@pytest.fixture(autouse=True)
+async def _kube_session() -> AsyncIterator[None]:
+    """Close the Kubernetes client's session of the test's event loop (a router may open one)."""
+    yield
+    await kube_client.close_session()

@@ -12,7 +12,7 @@ from librarian.local.emulator import EmulatedCluster
 from librarian.services.catalog import read_catalog
 from librarian.storage.embedded import EmbeddedQdrant
 
-from .conftest import DOMAINMAPS, POINTS, domainmap, load_source, wait_for
+from .conftest import DOMAINMAPS, POINTS, ManualClock, domainmap, load_source, wait_for
 
 
 def _condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
@@ -187,18 +187,22 @@ async def test_secret_value_never_leaks(cluster: EmulatedCluster, caplog) -> Non
 
 
 async def test_timer_reanalyses_when_interval_passes(
-    cluster: EmulatedCluster, tmp_path: Path
+    cluster: EmulatedCluster, tmp_path: Path, clock: ManualClock
 ) -> None:
     storage = tmp_path / "general"
     load_source(storage, n=200)
-    await cluster.create(domainmap("ticking", storage, interval="1s", sampleSize=150))
+    await cluster.create(domainmap("ticking", storage, interval="1h", sampleSize=150))
     await _wait_condition(cluster, "ticking", "Ready", "True")
+    clock.freeze()  # the operator's time now passes only when the test says so
 
-    async def reanalysed() -> bool:
-        obj = await cluster.get(DOMAINMAPS, "default", "ticking")
-        return bool(obj and obj["status"].get("version", 0) >= 3)
+    for version in (2, 3):
+        clock.advance(3600)  # the interval passes: the timer analyses again, once
 
-    await wait_for(reanalysed, 60)
+        async def reanalysed(version: int = version) -> bool:
+            obj = await cluster.get(DOMAINMAPS, "default", "ticking")
+            return bool(obj and obj["status"].get("version", 0) >= version)
+
+        await wait_for(reanalysed, 60)
     obj = await cluster.get(DOMAINMAPS, "default", "ticking")
     assert obj is not None
     assert obj["status"]["observedGeneration"] == 1  # same spec, new analyses

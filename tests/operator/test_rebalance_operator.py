@@ -21,7 +21,7 @@ from librarian.services.labeling import domain_filter
 from librarian.storage.embedded import EmbeddedQdrant
 from tests.packaging.rbac_calls import OPERATOR, OPERATOR_CLUSTER_WIDE, merge, triples
 
-from .conftest import DOMAINMAPS, domainmap, load_source, wait_for
+from .conftest import DOMAINMAPS, ManualClock, domainmap, load_source, wait_for
 from .test_secret_hygiene import OPERATOR_AGENTS, _verb
 from .test_specialization_operator import SPECS, _run_job, _status, specialization
 
@@ -115,12 +115,17 @@ async def _library_on_fast(
 async def _policy_status(
     api: EmulatedCluster, name: str, check: Any, timeout: float = 60
 ) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+
     async def reached() -> dict[str, Any] | None:
         obj = await api.get(POLICIES, "default", name)
-        status = (obj or {}).get("status") or {}
+        seen["status"] = status = (obj or {}).get("status") or {}
         return status if check(status) else None
 
-    return await wait_for(reached, timeout)  # type: ignore[no-any-return]
+    try:
+        return await wait_for(reached, timeout)  # type: ignore[no-any-return]
+    except AssertionError as error:
+        raise AssertionError(f"RebalancePolicy {name}: {error}; last status {seen}") from None
 
 
 async def _owned(api: EmulatedCluster, policy_name: str) -> list[dict[str, Any]]:
@@ -138,6 +143,21 @@ def _library_reads(api: EmulatedCluster) -> int:
         and r.resource is not None
         and r.resource.plural == "domainmaps"
     )
+
+
+def _ticks(name: str) -> float:
+    labels = {"namespace": "default", "policy": name}
+    return REGISTRY.get_sample_value("librarian_rebalance_ticks_total", labels) or 0.0
+
+
+async def _ticks_pass(name: str, count: int) -> None:
+    """Wait until the operator has finished ``count`` more ticks of policy ``name``."""
+    target = _ticks(name) + count
+
+    async def ticked() -> bool:
+        return _ticks(name) >= target
+
+    await wait_for(ticked, 60)
 
 
 def _count(path: Path, cluster: str, collection: str, domain: str) -> int:
@@ -167,7 +187,7 @@ async def test_approve_mode_runs_nothing_before_approval_then_moves_safely(
     balanced = next(c for c in status["conditions"] if c["type"] == "Balanced")
     assert balanced["status"] == "False" and "imbalance" in balanced["message"].lower()
     reads = _library_reads(cluster)
-    await asyncio.sleep(2.0)  # several ticks: still nothing runs
+    await _ticks_pass("balance", 4)  # several ticks: still nothing runs
     assert _library_reads(cluster) == reads  # idle ticks call no API
     assert await _owned(cluster, "balance") == []
     assert (await cluster.get(POLICIES, "default", "balance"))["status"][
@@ -336,12 +356,13 @@ async def test_bad_policies_get_clear_conditions(
         assert (ready["status"], ready["reason"]) == ("False", reason)
         for word in words:
             assert word in ready["message"], (word, ready["message"])
+    await _ticks_pass("broken", 4)  # more ticks of the broken policy: none reports it again
     warnings = [e for e in cluster.events("default") if e.get("reason") == "InvalidSpec"]
     assert len(warnings) == 1  # reported once, not at every tick
 
 
 async def test_forecasts_propose_before_the_threshold_and_are_scored(
-    cluster: EmulatedCluster, tmp_path: Path, router: FakeRouter
+    cluster: EmulatedCluster, tmp_path: Path, router: FakeRouter, clock: ManualClock
 ) -> None:
     domains = await _library_on_fast(cluster, tmp_path, count=2)
     growing, steady = domains[0]["id"], domains[1]["id"]
@@ -357,10 +378,12 @@ async def test_forecasts_propose_before_the_threshold_and_are_scored(
     status = await _status(cluster, "steady-on-bulk", {"Migrating"})
     await _run_job(cluster, status["job"])
     await _status(cluster, "steady-on-bulk", {"Ready"})
-    started = asyncio.get_running_loop().time()
+    # From here on the operator's time passes only when it measures the load: a second
+    # per measurement, so the forecast sees the same series however busy the machine is.
+    started = clock.freeze()
 
     def load() -> dict[str, float]:  # one domain's queries grow 0.2/s; balanced for ~20 s
-        elapsed = asyncio.get_running_loop().time() - started
+        elapsed = (clock.advance(1.0) - started).total_seconds()
         return {growing: 5.0 + 0.2 * elapsed, steady: 5.0}
 
     router.load = load
@@ -381,11 +404,13 @@ async def test_forecasts_propose_before_the_threshold_and_are_scored(
     assert (advice["domain"], advice["kind"], advice["executable"]) == (growing, "split", False)
     assert status["phase"] == "Balanced"  # today's load is within the thresholds
     assert await _owned(cluster, "ahead") == []  # observe mode: nothing runs
-    status = await _policy_status(
-        cluster, "scored", lambda s: (s.get("prediction") or {}).get("mape") is not None, 30
-    )
+
+    def scored(status: dict[str, Any]) -> bool:  # a forecast was scored; the history grows
+        history = (status.get("loadHistory") or {}).get("times") or []
+        return (status.get("prediction") or {}).get("mape") is not None and len(history) >= 3
+
+    status = await _policy_status(cluster, "scored", scored, 30)
     assert 0 <= status["prediction"]["mape"] < 0.5
-    assert len(status["loadHistory"]["times"]) >= 3
 
 
 async def test_stop_cancels_the_moves_not_started_and_lets_the_running_one_finish(

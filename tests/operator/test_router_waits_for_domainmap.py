@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import kopf
 from aiohttp.test_utils import TestClient, TestServer
 
-from librarian.kube.client import remember_credentials
+from librarian.kube.client import Credentials, remember_credentials
 from librarian.local.emulator import emulated_kubernetes, load_crds
 from librarian.router import create_app
 from librarian.router.main import RouterSource, prepare_router
@@ -18,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 async def test_router_reports_not_ready_until_the_domainmap_exists() -> None:
     async with emulated_kubernetes(load_crds(REPO / "crds")) as api:
-        remember_credentials(kopf.ConnectionInfo(server=api.url, default_namespace="default"))
+        remember_credentials(Credentials(server=api.url))
         state = await prepare_router(Settings(), RouterSource(domainmap="default/missing"))
         app = create_app(state, reload_in_background=False)
         async with TestClient(TestServer(app)) as client:

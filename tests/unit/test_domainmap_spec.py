@@ -74,6 +74,35 @@ def test_all_problems_reported_at_once() -> None:
     assert len(caught.value.problems) == 2
 
 
+def test_every_part_of_the_spec_is_checked_in_order() -> None:
+    spec = {
+        "source": {"cluster": "general"},
+        "clusters": [
+            {"name": "general", "url": "q:6333", "apiKeySecretRef": {"key": "k"}},
+            {"name": "general", "embedded": "x", "retries": "three"},
+        ],
+        "strategy": "x",
+        "bounds": {"minDomains": 9, "maxDomains": 3},
+        "sampleSize": 5,
+        "catalog": {"cluster": "elsewhere"},
+        "specialize": "auto",
+    }
+    with pytest.raises(SpecError) as caught:
+        parse_domainmap_spec(spec, name="x")
+    assert [p.split(" ")[0] for p in caught.value.problems] == [
+        "spec.source.collection",
+        "spec.clusters[0].url",
+        "spec.clusters[0].apiKeySecretRef.name",
+        "spec.clusters[1].name",
+        "spec.clusters[1].retries",
+        "spec.strategy",
+        "spec.bounds.minDomains",
+        "spec.sampleSize",
+        "spec.catalog.cluster",
+        "spec.specialize",
+    ]
+
+
 def test_operator_configuration_supplies_defaults() -> None:
     from librarian.operator.context import OperatorContext
     from librarian.settings import load_settings

@@ -6,6 +6,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from librarian.operator.move_record import MoveRecord, MoveState
 from librarian.operator.policy_state import (
     IN_FLIGHT,
     analysis_due,
@@ -14,10 +15,21 @@ from librarian.operator.policy_state import (
     moves_to_start,
     parse_approval,
     policy_phase,
-    update_move,
 )
+from librarian.services.domain_homes import DomainHome
 
 NOW = datetime(2026, 3, 7, 12, 0, tzinfo=UTC)
+
+
+def _move(state: str = "Pending", wave: int = 0, domain: str = "d1") -> MoveRecord:
+    return MoveRecord(
+        domain=domain,
+        source="fast",
+        target="bulk",
+        old_home=DomainHome("fast", f"p-{domain}"),
+        state=MoveState(state),
+        wave=wave,
+    )
 
 
 def test_approval_annotation_values() -> None:
@@ -61,58 +73,56 @@ def test_moves_from_proposal_take_executable_moves_whose_domain_is_still_there()
         "d4": {"cluster": "general", "collection": "packages"},  # moved since the proposal
     }
     moves = moves_from_proposal(_proposal(), homes, now=NOW)
-    assert [m["domain"] for m in moves] == ["d1", "d2"]
-    assert moves[0]["oldHome"] == {"cluster": "fast", "collection": "p-d1"}
-    assert moves[0]["oldSpecialization"] == "cs-d1" and not moves[0]["oldSpecializationOwned"]
-    assert moves[1]["oldSpecializationOwned"]
-    assert all(m["state"] == "Pending" and m["proposal"] == "abc123" for m in moves)
+    assert [m.domain for m in moves] == ["d1", "d2"]
+    assert moves[0].old_home == DomainHome("fast", "p-d1")
+    assert moves[0].old_specialization == "cs-d1" and not moves[0].old_specialization_owned
+    assert moves[1].old_specialization_owned
+    assert all(m.state == MoveState.PENDING and m.proposal == "abc123" for m in moves)
+    status = moves[0].to_status()  # the status keeps its camelCase fields
+    assert status["oldHome"] == {"cluster": "fast", "collection": "p-d1"}
+    assert status["state"] == "Pending" and status["createdAt"] == "2026-03-07T12:00:00Z"
 
 
 def test_never_more_moves_in_flight_than_allowed_and_waves_in_order() -> None:
     rng = random.Random(7)
     for _ in range(300):
         limit = rng.randint(1, 4)
-        moves: list[dict[str, Any]] = [
-            {"wave": rng.randint(0, 3), "state": rng.choice(["Pending", "Done", *IN_FLIGHT])}
+        moves = [
+            _move(rng.choice(["Pending", "Done", *sorted(IN_FLIGHT)]), rng.randint(0, 3))
             for _ in range(rng.randint(0, 12))
         ]
-        moves.sort(key=lambda m: m["wave"])
+        moves.sort(key=lambda m: m.wave)
         chosen = moves_to_start(moves, limit)
-        busy = sum(1 for m in moves if m["state"] in IN_FLIGHT)
+        busy = sum(1 for m in moves if m.state in IN_FLIGHT)
         assert busy + len(chosen) <= max(limit, busy)
-        open_waves = [m["wave"] for m in moves if m["state"] in ("Pending", *IN_FLIGHT)]
+        open_waves = [m.wave for m in moves if m.state in ("Pending", *IN_FLIGHT)]
         for index in chosen:
-            assert moves[index]["state"] == "Pending"
-            assert moves[index]["wave"] == min(open_waves)
+            assert moves[index].state == "Pending"
+            assert moves[index].wave == min(open_waves)
 
 
 def test_moves_to_start_fills_free_slots() -> None:
-    moves = [{"wave": 0, "state": "Copying"}, *({"wave": 0, "state": "Pending"} for _ in range(3))]
+    moves = [_move("Copying"), *(_move("Pending") for _ in range(3))]
     assert moves_to_start(moves, 1) == []
     assert moves_to_start(moves, 3) == [1, 2]
-    assert moves_to_start([{"wave": 1, "state": "Pending"}, {"wave": 0, "state": "Done"}], 2) == [0]
-
-
-def test_update_move_stamps_each_state_once() -> None:
-    move = {"domain": "d1", "state": "Pending"}
-    copying = update_move(move, "Copying", "copying", now=NOW, specialization="x")
-    assert copying["startedAt"] == "2026-03-07T12:00:00Z" and copying["specialization"] == "x"
-    again = update_move(copying, "Copying", "still", now=NOW + timedelta(minutes=5))
-    assert again["startedAt"] == "2026-03-07T12:00:00Z" and again["message"] == "still"
-    assert update_move(again, "Done", "ok", now=NOW)["finishedAt"] == "2026-03-07T12:00:00Z"
-    assert move == {"domain": "d1", "state": "Pending"}  # inputs are not changed
+    assert moves_to_start([_move("Pending", wave=1), _move("Done", wave=0)], 2) == [0]
 
 
 def test_history_is_bounded_newest_last() -> None:
     history = [{"n": i} for i in range(18)]
-    kept = append_history(history, [{"n": 18}, {"n": 19}, {"n": 20}], limit=20)
-    assert len(kept) == 20 and kept[0] == {"n": 1} and kept[-1] == {"n": 20}
+    finished = [_move("Done", domain=f"d{i}") for i in (18, 19, 20)]
+    kept = append_history(history, finished, limit=20)
+    assert len(kept) == 20 and kept[0] == {"n": 1}
+    assert kept[-1] == finished[-1].to_status() and kept[-1]["domain"] == "d20"
 
 
 def test_phases() -> None:
     proposal = _proposal()
     common = {"balanced": False, "stopped": False}
-    assert policy_phase(mode="auto", moves=[{"state": "Copying"}], proposal=None, **common) == (
+    assert policy_phase(mode="auto", moves=[_move("Copying")], proposal=None, **common) == (
+        "Executing"
+    )
+    assert policy_phase(mode="auto", moves=[_move("Pending")], proposal=None, **common) == (
         "Executing"
     )
     assert policy_phase(mode="approve", moves=[], proposal=proposal, **common) == "AwaitingApproval"

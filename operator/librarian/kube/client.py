@@ -1,130 +1,181 @@
-"""The few Kubernetes API calls the operator makes besides kopf's own.
+"""The few Kubernetes API calls the operator and the router make besides kopf's own.
 
-Why this exists: kopf handles watching and patching our resources, but the
-operator must also read Secrets (API keys). This module keeps the
-credentials kopf logged in with (one login for both) and makes those calls
-with aiohttp, with timeouts, raising :class:`KubernetesApiError` with messages
-that name the object but never its data.
+Why this exists: kopf watches and patches our resources, but the operator
+must also read Secrets (API keys), DomainMaps and Jobs, create and delete
+ClusterSpecializations, and the router follows its DomainMap — without kopf.
+One place makes those calls: with the credentials it was given
+(:func:`remember_credentials`), over one shared HTTP session per event loop
+(opened on first use, closed by :func:`close_session` when the process
+stops), with a timeout on every call, raising the typed errors of
+:mod:`librarian.kube.errors` with the API server's message — never an
+object's data.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import ssl
-from dataclasses import dataclass
+import json
+import threading
+import weakref
 from typing import Any
 
 import aiohttp
-import kopf
 
 from librarian import __version__
+from librarian.kube.credentials import Credentials
+from librarian.kube.errors import (
+    ApiUnreachable,
+    Conflict,
+    Forbidden,
+    Invalid,
+    KubernetesApiError,
+    LoginFailed,
+    NotFound,
+    NotLoggedIn,
+    SecretNotFound,
+    TooManyRequests,
+    Unauthorized,
+    error_for,
+)
+
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "USER_AGENT",
+    "ApiUnreachable",
+    "Conflict",
+    "Credentials",
+    "Forbidden",
+    "Invalid",
+    "KubernetesApiError",
+    "LoginFailed",
+    "NotFound",
+    "NotLoggedIn",
+    "SecretNotFound",
+    "TooManyRequests",
+    "Unauthorized",
+    "close_session",
+    "create_object",
+    "current_credentials",
+    "delete_object",
+    "get_json",
+    "json_patch_object",
+    "patch_object",
+    "patch_status",
+    "read_secret_value",
+    "remember_credentials",
+    "request",
+]
 
 USER_AGENT = f"qdrant-librarian/{__version__}"
+DEFAULT_TIMEOUT_S = 10.0
+
+_credentials: Credentials | None = None
+_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
+    weakref.WeakKeyDictionary()
+)
+_sessions_lock = threading.Lock()  # the operator's loop and a router's may share the process
 
 
-class KubernetesApiError(Exception):
-    """A call to the Kubernetes API failed; ``status`` is the HTTP status (0 if none)."""
-
-    def __init__(self, message: str, *, status: int = 0) -> None:
-        self.status = status
-        super().__init__(message)
-
-
-class SecretNotFound(KubernetesApiError):
-    """The Secret, or the key in it, does not exist."""
+def remember_credentials(credentials: Credentials) -> Credentials:
+    """Use ``credentials`` for every later call (in every event loop); returns them."""
+    global _credentials
+    _credentials = credentials
+    return credentials
 
 
-@dataclass
-class _Credentials:
-    info: kopf.ConnectionInfo | None = None
+def current_credentials() -> Credentials:
+    if _credentials is None:
+        raise NotLoggedIn("not logged in to the Kubernetes API yet")
+    return _credentials
 
 
-_current = _Credentials()
+def _session() -> aiohttp.ClientSession:
+    """This event loop's session, opened on first use (a session belongs to one loop)."""
+    loop = asyncio.get_running_loop()
+    with _sessions_lock:
+        session = _sessions.get(loop)
+        if session is None or session.closed:
+            session = aiohttp.ClientSession(
+                headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+                timeout=aiohttp.ClientTimeout(total=DEFAULT_TIMEOUT_S),
+            )
+            _sessions[loop] = session
+        return session
 
 
-def remember_credentials(info: kopf.ConnectionInfo) -> kopf.ConnectionInfo:
-    """Keep the credentials kopf logged in with, for our own calls; returns them."""
-    _current.info = info
-    return info
+async def close_session() -> None:
+    """Close this event loop's session (at shutdown); the next call opens a new one."""
+    with _sessions_lock:
+        session = _sessions.pop(asyncio.get_running_loop(), None)
+    if session is not None and not session.closed:
+        await session.close()
 
 
-def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
-    if not info.server.startswith("https"):
-        return False
-    if info.insecure:
-        return False
-    context = ssl.create_default_context(
-        cafile=str(info.ca_path) if info.ca_path else None,
-        cadata=info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data,
-    )
-    if info.certificate_path and info.private_key_path:
-        context.load_cert_chain(str(info.certificate_path), str(info.private_key_path))
-    return context
-
-
-async def _request(
+async def request(
     method: str,
     path: str,
     *,
     body: Any = None,
     content_type: str = "application/json",
-    timeout_s: float = 10.0,
-) -> tuple[int, Any]:
-    """One call to the API server with the operator's credentials: (status, parsed body)."""
-    info = _current.info
-    if info is None:
-        raise KubernetesApiError("not logged in to the Kubernetes API yet")
-    headers = {
-        "Accept": "application/json",
-        "Content-Type": content_type,
-        "User-Agent": USER_AGENT,  # names the operator (or router) in the API server's audit log
-    }
-    if info.token:
-        headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
-    auth = aiohttp.BasicAuth(info.username, info.password or "") if info.username else None
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> Any:
+    """One call with the current credentials: the parsed answer, or a typed error."""
+    credentials = current_credentials()
+    headers = {"Content-Type": content_type, **credentials.authorization()}
     try:
-        async with (
-            aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=timeout_s), auth=auth
-            ) as session,
-            session.request(
-                method,
-                info.server.rstrip("/") + path,
-                json=body,
-                headers=headers,
-                ssl=_ssl_context(info),
-            ) as response,
-        ):
-            data = await response.json(content_type=None) if response.status < 400 else None
-            return response.status, data
+        async with _session().request(
+            method,
+            credentials.url(path),
+            data=None if body is None else json.dumps(body),
+            headers=headers,
+            ssl=credentials.ssl(),
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+        ) as response:
+            text = await response.text()
+            answer = _parse(text)
+            if response.status >= 400:
+                raise error_for(
+                    method,
+                    path,
+                    response.status,
+                    answer,
+                    retry_after=response.headers.get("Retry-After"),
+                )
+            return answer
     except (aiohttp.ClientError, TimeoutError) as error:
-        raise KubernetesApiError(
-            f"cannot reach the Kubernetes API: {type(error).__name__}"
+        raise ApiUnreachable(
+            f"cannot reach the Kubernetes API at {credentials.server}: {type(error).__name__}"
         ) from None
 
 
-async def get_json(path: str, *, timeout_s: float = 10.0) -> dict[str, Any]:
-    """GET ``path`` from the API server with the operator's credentials."""
-    status, data = await _request("GET", path, timeout_s=timeout_s)
-    if status == 404:
-        raise KubernetesApiError(f"{path} not found", status=404)
-    if status >= 400:
-        raise KubernetesApiError(f"GET {path} failed with HTTP {status}", status=status)
-    return dict(data or {})
+def _parse(text: str) -> Any:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None  # not JSON (a proxy's error page): the status says enough
+
+
+async def get_json(path: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+    """GET ``path``: the object (or list) as a dict."""
+    answer = await request("GET", path, timeout_s=timeout_s)
+    if not isinstance(answer, dict):
+        raise KubernetesApiError(f"GET {path}: the API server's answer is not an object")
+    return answer
 
 
 async def read_secret_value(namespace: str, name: str, key: str) -> str:
     """The decoded value of ``key`` in Secret ``namespace/name`` (never logged)."""
     try:
         secret = await get_json(f"/api/v1/namespaces/{namespace}/secrets/{name}")
-    except KubernetesApiError as error:
-        if error.status == 404:
-            raise SecretNotFound(
-                f"Secret {namespace}/{name} does not exist; create it with the API key under "
-                f"key {key!r}",
-                status=404,
-            ) from None
-        raise
+    except NotFound:
+        raise SecretNotFound(
+            f"Secret {namespace}/{name} does not exist; create it with the API key under "
+            f"key {key!r}",
+            status=404,
+        ) from None
     data = secret.get("data") or {}
     if key in data:
         return base64.b64decode(data[key]).decode()
@@ -143,47 +194,60 @@ async def patch_status(
     name: str,
     status: dict[str, Any],
     *,
-    timeout_s: float = 10.0,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Merge-patch ``status`` of a custom resource now (for progress during long work)."""
     path = f"/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}/status"
-    code, _ = await _request(
+    await request(
         "PATCH",
         path,
         body={"status": status},
         content_type="application/merge-patch+json",
         timeout_s=timeout_s,
     )
-    if code >= 400:
-        raise KubernetesApiError(f"PATCH {path} failed with HTTP {code}", status=code)
 
 
-async def create_object(path: str, body: dict[str, Any], *, timeout_s: float = 10.0) -> bool:
+async def create_object(
+    path: str, body: dict[str, Any], *, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> bool:
     """POST ``body`` to collection ``path``; False when it already exists (idempotent)."""
-    code, _ = await _request("POST", path, body=body, timeout_s=timeout_s)
-    if code == 409:
+    try:
+        await request("POST", path, body=body, timeout_s=timeout_s)
+    except Conflict:
         return False
-    if code >= 400:
-        raise KubernetesApiError(f"POST {path} failed with HTTP {code}", status=code)
     return True
 
 
-async def patch_object(path: str, patch: dict[str, Any], *, timeout_s: float = 10.0) -> None:
+async def patch_object(
+    path: str, patch: dict[str, Any], *, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> None:
     """Merge-patch the object at ``path`` (metadata only: the operator never writes a spec)."""
-    code, _ = await _request(
+    await request(
         "PATCH", path, body=patch, content_type="application/merge-patch+json", timeout_s=timeout_s
     )
-    if code >= 400:
-        raise KubernetesApiError(f"PATCH {path} failed with HTTP {code}", status=code)
 
 
-async def delete_object(path: str, *, timeout_s: float = 10.0) -> bool:
-    """DELETE the object at ``path`` (its dependents go with it); False when already gone."""
-    code, _ = await _request(
-        "DELETE", path, body={"propagationPolicy": "Background"}, timeout_s=timeout_s
+async def json_patch_object(
+    path: str, operations: list[dict[str, Any]], *, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> dict[str, Any]:
+    """Apply RFC 6902 ``operations`` (``test`` ops make it conditional); the patched object.
+
+    A failed ``test`` is :class:`Invalid` (HTTP 422) from the API server.
+    """
+    answer = await request(
+        "PATCH",
+        path,
+        body=operations,
+        content_type="application/json-patch+json",
+        timeout_s=timeout_s,
     )
-    if code == 404:
+    return dict(answer) if isinstance(answer, dict) else {}
+
+
+async def delete_object(path: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+    """DELETE the object at ``path`` (its dependents go with it); False when already gone."""
+    try:
+        await request("DELETE", path, body={"propagationPolicy": "Background"}, timeout_s=timeout_s)
+    except NotFound:
         return False
-    if code >= 400:
-        raise KubernetesApiError(f"DELETE {path} failed with HTTP {code}", status=code)
     return True

@@ -15,6 +15,8 @@ from librarian.kube.client import SecretNotFound, read_secret_value
 from librarian.kube.spec import ClusterRef
 from librarian.storage.fleet import ClusterConfig
 
+__all__ = ["ApiKeyMissing", "resolve_clusters"]
+
 
 class ApiKeyMissing(SecretNotFound):
     """An ``apiKeyEnv`` names an environment variable that is not set."""

@@ -7,6 +7,8 @@ may not; every object name goes through one rule.
 
 from __future__ import annotations
 
+__all__ = ["kubernetes_name"]
+
 
 def kubernetes_name(*parts: str, limit: int = 63) -> str:
     """A DNS-1123 label from ``parts`` (lowercase alphanumerics and '-', at most ``limit``)."""

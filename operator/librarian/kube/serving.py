@@ -13,6 +13,8 @@ from typing import Any
 
 from librarian.contracts.metadata import SUPERSEDED_ANNOTATION
 
+__all__ = ["home_collection", "serving_specializations"]
+
 
 def _preference(item: Mapping[str, Any]) -> tuple[bool, str, str]:
     """Sort key: not superseded first, then the newest (RFC 3339 sorts as text), then name."""

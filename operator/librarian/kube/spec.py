@@ -9,12 +9,24 @@ with its field path and how to fix it, so a bad spec gets one clear
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from librarian.core.discovery import STRATEGIES
 from librarian.core.durations import DurationError, parse_duration
+
+__all__ = [
+    "ClusterRef",
+    "DomainMapSpec",
+    "SecretRef",
+    "SpecDefaults",
+    "SpecError",
+    "SpecializationSpec",
+    "parse_domainmap_spec",
+    "parse_quantity",
+    "parse_specialization_spec",
+]
 
 
 class SpecError(ValueError):
@@ -97,134 +109,23 @@ def parse_domainmap_spec(
     defaults = defaults or SpecDefaults()
     problems: list[str] = []
     source = spec.get("source") or {}
-    source_cluster = str(source.get("cluster") or "")
-    source_collection = str(source.get("collection") or "")
-    if not source_cluster:
-        problems.append("spec.source.cluster is required: name one of spec.clusters")
-    if not source_collection:
-        problems.append("spec.source.collection is required: the collection to analyse")
-
-    clusters: list[ClusterRef] = []
-    seen: set[str] = set()
-    raw_clusters = spec.get("clusters") or []
-    if not raw_clusters:
-        problems.append("spec.clusters must list at least one cluster (url or embedded)")
-    for index, raw in enumerate(raw_clusters):
-        where = f"spec.clusters[{index}]"
-        cluster_name = str(raw.get("name") or "")
-        if not cluster_name:
-            problems.append(f"{where}.name is required")
-            continue
-        if cluster_name in seen:
-            problems.append(f"{where}.name {cluster_name!r} appears twice; names must be unique")
-        seen.add(cluster_name)
-        url, embedded = raw.get("url"), raw.get("embedded")
-        if (url is None) == (embedded is None):
-            problems.append(
-                f"{where} ({cluster_name}) needs exactly one of url (remote Qdrant) or "
-                "embedded (local engine path)"
-            )
-        if url is not None and not str(url).startswith(("http://", "https://")):
-            problems.append(f"{where}.url must start with http:// or https://, got {url!r}")
-        if "apiKey" in raw:
-            problems.append(
-                f"{where}.apiKey is not accepted: API keys never go in a spec; use "
-                "apiKeySecretRef (a Secret) or apiKeyEnv (the operator's environment)"
-            )
-        secret_raw = raw.get("apiKeySecretRef")
-        secret = None
-        if secret_raw:
-            if not secret_raw.get("name"):
-                problems.append(f"{where}.apiKeySecretRef.name is required")
-            else:
-                secret = SecretRef(str(secret_raw["name"]), str(secret_raw.get("key") or "api-key"))
-        if secret and raw.get("apiKeyEnv"):
-            problems.append(f"{where}: give apiKeySecretRef or apiKeyEnv, not both")
-        timeout = _number(raw.get("timeoutSeconds", 10), f"{where}.timeoutSeconds", problems)
-        retries = _number(raw.get("retries", 3), f"{where}.retries", problems)
-        clusters.append(
-            ClusterRef(
-                name=cluster_name,
-                url=str(url) if url is not None else None,
-                embedded=str(embedded) if embedded is not None else None,
-                secret=secret,
-                api_key_env=raw.get("apiKeyEnv"),
-                timeout_s=max(float(timeout), 0.1),
-                retries=int(retries),
-            )
-        )
+    source_cluster, source_collection = _source(source, problems)
+    clusters = _clusters(spec.get("clusters") or [], problems)
+    seen = {c.name for c in clusters}
     if source_cluster and clusters and source_cluster not in seen:
         problems.append(
             f"spec.source.cluster {source_cluster!r} is not in spec.clusters "
             f"({', '.join(sorted(seen))}); add it or fix the name"
         )
-
-    strategy = str(spec.get("strategy") or defaults.strategy)
-    if strategy not in STRATEGIES:
-        problems.append(f"spec.strategy {strategy!r} is unknown; accepted: {', '.join(STRATEGIES)}")
-    interval_s = defaults.interval_s
-    try:
-        interval_s = parse_duration(spec.get("interval") or defaults.interval_s)
-    except DurationError as error:
-        problems.append(f"spec.interval: {error}")
-    if interval_s <= 0:
-        problems.append("spec.interval must be longer than zero")
-
-    bounds = spec.get("bounds") or {}
-    thresholds: dict[str, Any] = {}
-    for key, value in bounds.items():
-        if key not in _BOUNDS:
-            problems.append(f"spec.bounds.{key} is unknown; accepted: {', '.join(sorted(_BOUNDS))}")
-            continue
-        thresholds[_BOUNDS[key]] = value
-    low, high = thresholds.get("min_domains"), thresholds.get("max_domains")
-    if low is not None and high is not None and low > high:
-        problems.append(
-            f"spec.bounds.minDomains ({low}) is larger than spec.bounds.maxDomains ({high})"
-        )
-    similarity = thresholds.get("merge_similarity")
-    if similarity is not None and not 0 < float(similarity) <= 1:
-        problems.append("spec.bounds.mergeSimilarity must be in (0, 1]")
-
-    sample_size = int(_number(spec.get("sampleSize", 10_000), "spec.sampleSize", problems))
-    if sample_size < 10:
-        problems.append("spec.sampleSize must be at least 10")
-    confidence = float(
-        _number(
-            spec.get("confidenceThreshold", defaults.confidence_threshold),
-            "spec.confidenceThreshold",
-            problems,
-        )
-    )
-    if not 0 <= confidence <= 1:
-        problems.append("spec.confidenceThreshold must be between 0 and 1")
+    strategy, interval_s = _strategy_and_interval(spec, defaults, problems)
+    thresholds = _bounds(spec.get("bounds") or {}, problems)
+    sample_size, confidence = _sampling(spec, defaults, problems)
     labeling = spec.get("labeling") or {}
     catalog = spec.get("catalog") or {}
     catalog_cluster = str(catalog.get("cluster") or source_cluster)
     if catalog.get("cluster") and catalog_cluster not in seen:
         problems.append(f"spec.catalog.cluster {catalog_cluster!r} is not in spec.clusters")
-    specialize = str(spec.get("specialize") or "manual")
-    if specialize not in ("manual", "auto"):
-        problems.append(f"spec.specialize {specialize!r} is unknown; accepted: manual, auto")
-    targets: list[tuple[str, str | None]] = []
-    for index, raw in enumerate((spec.get("specialization") or {}).get("targets") or []):
-        cluster = str(raw.get("cluster") or "")
-        if cluster not in seen:
-            problems.append(
-                f"spec.specialization.targets[{index}].cluster {cluster!r} is not in spec.clusters"
-            )
-        if raw.get("strategy") == "custom":
-            problems.append(
-                f"spec.specialization.targets[{index}].strategy custom needs overrides, which "
-                "automatic specialization does not set; use latency, throughput, accuracy or "
-                "balanced"
-            )
-        targets.append((cluster, raw.get("strategy")))
-    if specialize == "auto" and not targets:
-        problems.append(
-            "spec.specialize is auto but spec.specialization.targets is empty: list "
-            "the clusters (and strategies) to place domains on"
-        )
+    specialize, targets = _specialization(spec, seen, problems)
     if problems:
         raise SpecError(problems)
     return DomainMapSpec(
@@ -247,6 +148,156 @@ def parse_domainmap_spec(
         specialization_targets=tuple(targets),
         remove_labels_on_delete=bool((spec.get("cleanup") or {}).get("removeLabels", False)),
     )
+
+
+def _source(source: Mapping[str, Any], problems: list[str]) -> tuple[str, str]:
+    cluster = str(source.get("cluster") or "")
+    collection = str(source.get("collection") or "")
+    if not cluster:
+        problems.append("spec.source.cluster is required: name one of spec.clusters")
+    if not collection:
+        problems.append("spec.source.collection is required: the collection to analyse")
+    return cluster, collection
+
+
+def _clusters(raw_clusters: Sequence[Mapping[str, Any]], problems: list[str]) -> list[ClusterRef]:
+    """The fleet entries; an entry without a name is reported and left out."""
+    if not raw_clusters:
+        problems.append("spec.clusters must list at least one cluster (url or embedded)")
+    clusters: list[ClusterRef] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(raw_clusters):
+        where = f"spec.clusters[{index}]"
+        cluster_name = str(raw.get("name") or "")
+        if not cluster_name:
+            problems.append(f"{where}.name is required")
+            continue
+        if cluster_name in seen:
+            problems.append(f"{where}.name {cluster_name!r} appears twice; names must be unique")
+        seen.add(cluster_name)
+        clusters.append(_cluster(raw, where, cluster_name, problems))
+    return clusters
+
+
+def _cluster(raw: Mapping[str, Any], where: str, name: str, problems: list[str]) -> ClusterRef:
+    url, embedded = raw.get("url"), raw.get("embedded")
+    if (url is None) == (embedded is None):
+        problems.append(
+            f"{where} ({name}) needs exactly one of url (remote Qdrant) or "
+            "embedded (local engine path)"
+        )
+    if url is not None and not str(url).startswith(("http://", "https://")):
+        problems.append(f"{where}.url must start with http:// or https://, got {url!r}")
+    if "apiKey" in raw:
+        problems.append(
+            f"{where}.apiKey is not accepted: API keys never go in a spec; use "
+            "apiKeySecretRef (a Secret) or apiKeyEnv (the operator's environment)"
+        )
+    secret = _secret_ref(raw.get("apiKeySecretRef"), where, problems)
+    if secret and raw.get("apiKeyEnv"):
+        problems.append(f"{where}: give apiKeySecretRef or apiKeyEnv, not both")
+    timeout = _number(raw.get("timeoutSeconds", 10), f"{where}.timeoutSeconds", problems)
+    retries = _number(raw.get("retries", 3), f"{where}.retries", problems)
+    return ClusterRef(
+        name=name,
+        url=str(url) if url is not None else None,
+        embedded=str(embedded) if embedded is not None else None,
+        secret=secret,
+        api_key_env=raw.get("apiKeyEnv"),
+        timeout_s=max(float(timeout), 0.1),
+        retries=int(retries),
+    )
+
+
+def _secret_ref(raw: Mapping[str, Any] | None, where: str, problems: list[str]) -> SecretRef | None:
+    if not raw:
+        return None
+    if not raw.get("name"):
+        problems.append(f"{where}.apiKeySecretRef.name is required")
+        return None
+    return SecretRef(str(raw["name"]), str(raw.get("key") or "api-key"))
+
+
+def _strategy_and_interval(
+    spec: Mapping[str, Any], defaults: SpecDefaults, problems: list[str]
+) -> tuple[str, float]:
+    strategy = str(spec.get("strategy") or defaults.strategy)
+    if strategy not in STRATEGIES:
+        problems.append(f"spec.strategy {strategy!r} is unknown; accepted: {', '.join(STRATEGIES)}")
+    interval_s = defaults.interval_s
+    try:
+        interval_s = parse_duration(spec.get("interval") or defaults.interval_s)
+    except DurationError as error:
+        problems.append(f"spec.interval: {error}")
+    if interval_s <= 0:
+        problems.append("spec.interval must be longer than zero")
+    return strategy, interval_s
+
+
+def _bounds(bounds: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
+    """``spec.bounds`` as discovery thresholds, checked against each other."""
+    thresholds: dict[str, Any] = {}
+    for key, value in bounds.items():
+        if key not in _BOUNDS:
+            problems.append(f"spec.bounds.{key} is unknown; accepted: {', '.join(sorted(_BOUNDS))}")
+            continue
+        thresholds[_BOUNDS[key]] = value
+    low, high = thresholds.get("min_domains"), thresholds.get("max_domains")
+    if low is not None and high is not None and low > high:
+        problems.append(
+            f"spec.bounds.minDomains ({low}) is larger than spec.bounds.maxDomains ({high})"
+        )
+    similarity = thresholds.get("merge_similarity")
+    if similarity is not None and not 0 < float(similarity) <= 1:
+        problems.append("spec.bounds.mergeSimilarity must be in (0, 1]")
+    return thresholds
+
+
+def _sampling(
+    spec: Mapping[str, Any], defaults: SpecDefaults, problems: list[str]
+) -> tuple[int, float]:
+    sample_size = int(_number(spec.get("sampleSize", 10_000), "spec.sampleSize", problems))
+    if sample_size < 10:
+        problems.append("spec.sampleSize must be at least 10")
+    confidence = float(
+        _number(
+            spec.get("confidenceThreshold", defaults.confidence_threshold),
+            "spec.confidenceThreshold",
+            problems,
+        )
+    )
+    if not 0 <= confidence <= 1:
+        problems.append("spec.confidenceThreshold must be between 0 and 1")
+    return sample_size, confidence
+
+
+def _specialization(
+    spec: Mapping[str, Any], clusters: set[str], problems: list[str]
+) -> tuple[str, list[tuple[str, str | None]]]:
+    """``spec.specialize`` and the targets automatic specialization places domains on."""
+    specialize = str(spec.get("specialize") or "manual")
+    if specialize not in ("manual", "auto"):
+        problems.append(f"spec.specialize {specialize!r} is unknown; accepted: manual, auto")
+    targets: list[tuple[str, str | None]] = []
+    for index, raw in enumerate((spec.get("specialization") or {}).get("targets") or []):
+        cluster = str(raw.get("cluster") or "")
+        if cluster not in clusters:
+            problems.append(
+                f"spec.specialization.targets[{index}].cluster {cluster!r} is not in spec.clusters"
+            )
+        if raw.get("strategy") == "custom":
+            problems.append(
+                f"spec.specialization.targets[{index}].strategy custom needs overrides, which "
+                "automatic specialization does not set; use latency, throughput, accuracy or "
+                "balanced"
+            )
+        targets.append((cluster, raw.get("strategy")))
+    if specialize == "auto" and not targets:
+        problems.append(
+            "spec.specialize is auto but spec.specialization.targets is empty: list "
+            "the clusters (and strategies) to place domains on"
+        )
+    return specialize, targets
 
 
 def _number(value: Any, where: str, problems: list[str]) -> float:
@@ -322,8 +373,6 @@ def parse_specialization_spec(
     spec: Mapping[str, Any], *, default_strategy: str = "balanced"
 ) -> SpecializationSpec:
     """Validate a ClusterSpecialization spec; raise :class:`SpecError` listing every problem."""
-    from librarian.core.tuning import OPTIMIZATION_STRATEGIES
-
     problems: list[str] = []
     domain_map = str(spec.get("domainMap") or "")
     domain = str(spec.get("domain") or "")
@@ -334,48 +383,17 @@ def parse_specialization_spec(
         problems.append("spec.domain is required: a domain id or name from the DomainMap's status")
     if not target.get("cluster"):
         problems.append("spec.target.cluster is required: a cluster of the DomainMap")
-    strategy = str(spec.get("strategy") or default_strategy)
-    if strategy not in OPTIMIZATION_STRATEGIES:
-        problems.append(
-            f"spec.strategy {strategy!r} is unknown; accepted: {', '.join(OPTIMIZATION_STRATEGIES)}"
-        )
+    strategy = _optimization_strategy(spec, default_strategy, problems)
     source = spec.get("source") or {}
     if source and not (source.get("cluster") and source.get("collection")):
         problems.append(
             "spec.source needs both cluster and collection (where the domain's points are now)"
         )
-    if spec.get("strategy") == "custom" and not spec.get("overrides"):
-        problems.append("spec.strategy custom needs spec.overrides (the config values to use)")
-    overrides: dict[str, Any] = {}
-    for key, value in (spec.get("overrides") or {}).items():
-        if key not in _OVERRIDE_NAMES:
-            problems.append(
-                f"spec.overrides.{key} is unknown; accepted: {', '.join(sorted(_OVERRIDE_NAMES))}"
-            )
-        else:
-            overrides[_OVERRIDE_NAMES[key]] = value
+    overrides = _overrides(spec, problems)
     load = spec.get("expectedLoad") or {}
-    budget = None
-    if load.get("memoryBudget"):
-        try:
-            budget = parse_quantity(load["memoryBudget"])
-        except ValueError:
-            problems.append(
-                f"spec.expectedLoad.memoryBudget {load['memoryBudget']!r} is not a "
-                "quantity like 512Mi or 2Gi"
-            )
+    budget = _memory_budget(load, problems)
     migration = spec.get("migration") or {}
-    if migration.get("cleanupSource") and migration.get("verify") is False:
-        problems.append(
-            "spec.migration.cleanupSource needs verify: the source is cleaned only after the "
-            "copy is verified"
-        )
-    grace_s = deadline_s = 0.0
-    try:
-        grace_s = parse_duration(migration.get("gracePeriod") or "0s")
-        deadline_s = parse_duration(migration.get("activeDeadline") or "6h")
-    except DurationError as error:
-        problems.append(f"spec.migration: {error}")
+    grace_s, deadline_s = _migration_times(migration, problems)
     if problems:
         raise SpecError(problems)
     return SpecializationSpec(
@@ -399,3 +417,60 @@ def parse_specialization_spec(
         source_cluster=source.get("cluster") or None,
         source_collection=source.get("collection") or None,
     )
+
+
+def _optimization_strategy(
+    spec: Mapping[str, Any], default_strategy: str, problems: list[str]
+) -> str:
+    from librarian.core.tuning import OPTIMIZATION_STRATEGIES
+
+    strategy = str(spec.get("strategy") or default_strategy)
+    if strategy not in OPTIMIZATION_STRATEGIES:
+        problems.append(
+            f"spec.strategy {strategy!r} is unknown; accepted: {', '.join(OPTIMIZATION_STRATEGIES)}"
+        )
+    return strategy
+
+
+def _overrides(spec: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
+    """``spec.overrides`` under the tuning's names; ``custom`` needs some."""
+    if spec.get("strategy") == "custom" and not spec.get("overrides"):
+        problems.append("spec.strategy custom needs spec.overrides (the config values to use)")
+    overrides: dict[str, Any] = {}
+    for key, value in (spec.get("overrides") or {}).items():
+        if key not in _OVERRIDE_NAMES:
+            problems.append(
+                f"spec.overrides.{key} is unknown; accepted: {', '.join(sorted(_OVERRIDE_NAMES))}"
+            )
+        else:
+            overrides[_OVERRIDE_NAMES[key]] = value
+    return overrides
+
+
+def _memory_budget(load: Mapping[str, Any], problems: list[str]) -> int | None:
+    if not load.get("memoryBudget"):
+        return None
+    try:
+        return parse_quantity(load["memoryBudget"])
+    except ValueError:
+        problems.append(
+            f"spec.expectedLoad.memoryBudget {load['memoryBudget']!r} is not a "
+            "quantity like 512Mi or 2Gi"
+        )
+        return None
+
+
+def _migration_times(migration: Mapping[str, Any], problems: list[str]) -> tuple[float, float]:
+    """The grace period and the Job's deadline; cleaning the source needs a verified copy."""
+    if migration.get("cleanupSource") and migration.get("verify") is False:
+        problems.append(
+            "spec.migration.cleanupSource needs verify: the source is cleaned only after the "
+            "copy is verified"
+        )
+    grace_s = deadline_s = 0.0
+    try:
+        grace_s = parse_duration(migration.get("gracePeriod") or "0s")
+        deadline_s = parse_duration(migration.get("activeDeadline") or "6h")
+    except DurationError as error:
+        problems.append(f"spec.migration: {error}")
+    return grace_s, deadline_s

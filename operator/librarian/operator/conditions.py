@@ -14,6 +14,17 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+__all__ = [
+    "Condition",
+    "ConditionStatus",
+    "get_condition",
+    "is_true",
+    "parse_timestamp",
+    "set_condition",
+    "status_changed",
+    "timestamp",
+]
+
 ConditionStatus = Literal["True", "False", "Unknown"]
 Condition = dict[str, Any]
 

@@ -45,6 +45,15 @@ from librarian.storage.errors import (
 )
 from librarian.storage.fleet import ClusterConfig
 
+__all__ = [
+    "PLURAL",
+    "analysis_due",
+    "analyze_domainmap",
+    "cleanup_domainmap",
+    "context_from",
+    "owner_of",
+]
+
 PLURAL = DOMAINMAPS
 
 

@@ -17,6 +17,16 @@ from librarian.core.discovery import DiscoveryResult
 from librarian.core.patterns import PatternReport
 from librarian.operator.conditions import set_condition, timestamp
 
+__all__ = [
+    "HISTORY_LIMIT",
+    "TERMINAL_REASONS",
+    "analyzed_status",
+    "domain_summaries",
+    "failed_status",
+    "history_summary",
+    "progress_status",
+]
+
 HISTORY_LIMIT = 10
 TERMINAL_REASONS = frozenset(
     {"InvalidSpec", "SourceNotFound", "SecretNotFound", "AuthenticationFailed", "InvalidSource"}

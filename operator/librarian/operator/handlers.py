@@ -15,7 +15,8 @@ import kopf
 
 from librarian.contracts.api import GROUP, VERSION
 from librarian.contracts.metadata import FINALIZER
-from librarian.kube.client import remember_credentials
+from librarian.kube.client import Credentials, remember_credentials
+from librarian.kube.credentials import to_pem
 from librarian.operator import rebalance, specialization
 from librarian.operator.domainmap import (
     PLURAL,
@@ -24,6 +25,22 @@ from librarian.operator.domainmap import (
     cleanup_domainmap,
     context_from,
 )
+
+__all__ = [
+    "SERVER_URL_ENV",
+    "TIMER_TICK_S",
+    "configure",
+    "credentials_from",
+    "domainmap_changed",
+    "domainmap_deleted",
+    "domainmap_reanalysis",
+    "domainmap_resumed",
+    "login",
+    "rebalance_tick",
+    "specialization_changed",
+    "specialization_job_watch",
+    "specialization_resumed",
+]
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
@@ -34,15 +51,38 @@ SERVER_URL_ENV = "LIBRARIAN_KUBERNETES_SERVER"
 """When set, the operator talks to this API server URL without credentials (the emulator)."""
 
 
+def credentials_from(info: kopf.ConnectionInfo) -> Credentials:
+    """kopf's login as the client's credentials: the operator's own calls use the same login."""
+    return Credentials(
+        server=info.server,
+        namespace=info.default_namespace or "default",
+        token=info.token,
+        scheme=info.scheme or "Bearer",
+        username=info.username,
+        password=info.password,
+        ca_file=os.fsdecode(info.ca_path) if info.ca_path else None,
+        ca_data=to_pem(info.ca_data) if info.ca_data else None,
+        certificate_file=os.fsdecode(info.certificate_path) if info.certificate_path else None,
+        key_file=os.fsdecode(info.private_key_path) if info.private_key_path else None,
+        certificate_data=to_pem(info.certificate_data) if info.certificate_data else None,
+        key_data=to_pem(info.private_key_data) if info.private_key_data else None,
+        insecure=bool(info.insecure),
+    )
+
+
 @kopf.on.login()
 def login(*, logger: Logger, **kwargs: Any) -> kopf.ConnectionInfo | None:
     server = os.environ.get(SERVER_URL_ENV)
+    info: kopf.ConnectionInfo | None
     if server:
-        return remember_credentials(kopf.ConnectionInfo(server=server, default_namespace="default"))
-    info = kopf.login_with_service_account(logger=logger, **kwargs) or kopf.login_with_kubeconfig(
-        logger=logger, **kwargs
-    )
-    return remember_credentials(info) if info is not None else None
+        info = kopf.ConnectionInfo(server=server, default_namespace="default")
+    else:
+        info = kopf.login_with_service_account(
+            logger=logger, **kwargs
+        ) or kopf.login_with_kubeconfig(logger=logger, **kwargs)
+    if info is not None:
+        remember_credentials(credentials_from(info))
+    return info
 
 
 @kopf.on.startup()

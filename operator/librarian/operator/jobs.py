@@ -17,6 +17,15 @@ from typing import Any
 from librarian.contracts.metadata import SPECIALIZATION_LABEL
 from librarian.kube.spec import SecretRef
 
+__all__ = [
+    "RESTRICTED_CONTAINER",
+    "RESTRICTED_POD",
+    "SOURCE_API_KEY_ENV",
+    "TARGET_API_KEY_ENV",
+    "JobSettings",
+    "build_migration_job",
+]
+
 SOURCE_API_KEY_ENV = "LIBRARIAN_SOURCE_API_KEY"
 TARGET_API_KEY_ENV = "LIBRARIAN_TARGET_API_KEY"
 RESTRICTED_POD = {

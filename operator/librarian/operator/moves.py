@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,9 +34,8 @@ from librarian.contracts.metadata import (
 )
 from librarian.kube import client as api
 from librarian.kube.naming import kubernetes_name
-from librarian.operator.conditions import parse_timestamp
 from librarian.operator.context import OperatorContext
-from librarian.operator.policy_state import update_move
+from librarian.operator.move_record import MoveRecord, MoveState
 from librarian.services.domain_homes import DomainHome, NotVerified, catch_up, remove_from_old_home
 from librarian.services.labeling import domain_filter
 from librarian.storage.errors import CollectionNotFound, QdrantError
@@ -68,17 +66,16 @@ def _path(namespace: str, name: str | None = None) -> str:
     return f"{base}/{name}" if name else base
 
 
-def specialization_name(policy: str, move: Mapping[str, Any]) -> str:
-    tag = str(move.get("proposal") or "")[:6]
-    return kubernetes_name(policy, str(move["domain"]), str(move["target"]), tag)
+def specialization_name(policy: str, move: MoveRecord) -> str:
+    tag = (move.proposal or "")[:6]
+    return kubernetes_name(policy, move.domain, move.target, tag)
 
 
 async def start_move(
-    body: kopf.Body, move: Mapping[str, Any], where: MoveTarget, now: datetime
-) -> dict[str, Any]:
+    body: kopf.Body, move: MoveRecord, where: MoveTarget, now: datetime
+) -> MoveRecord:
     """Pending -> Copying: create the policy's ClusterSpecialization for the move."""
     name = specialization_name(where.policy, move)
-    old = move["oldHome"]
     child = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "ClusterSpecialization",
@@ -88,14 +85,14 @@ async def start_move(
             "labels": {
                 OWNER_LABEL: where.policy,
                 DOMAINMAP_LABEL: where.domain_map,
-                DOMAIN_LABEL: str(move["domain"]),
+                DOMAIN_LABEL: move.domain,
             },
         },
         "spec": {
             "domainMap": where.domain_map,
-            "domain": str(move["domain"]),
-            "target": {"cluster": str(move["target"])},
-            "source": {"cluster": old["cluster"], "collection": old["collection"]},
+            "domain": move.domain,
+            "target": {"cluster": move.target},
+            "source": {"cluster": move.old_home.cluster, "collection": move.old_home.collection},
             "strategy": where.execution_strategy,
             "migration": {"verify": True, "cleanupSource": False},
         },
@@ -104,38 +101,31 @@ async def start_move(
     kopf.info(
         body,
         reason="MoveStarted",
-        message=f"domain {move['domain']}: {move['source']} -> {move['target']} "
-        f"({int(move.get('points', 0)):,} points) through ClusterSpecialization {name}",
+        message=f"domain {move.domain}: {move.source} -> {move.target} "
+        f"({move.points:,} points) through ClusterSpecialization {name}",
     )
-    return update_move(
-        move,
-        "Copying",
+    return move.to(
+        MoveState.COPYING,
         f"ClusterSpecialization {name} copies the domain",
         now=now,
         specialization=name,
     )
 
 
-def _new_home(move: Mapping[str, Any], specialization: Mapping[str, Any]) -> DomainHome | None:
+def _new_home(move: MoveRecord, specialization: dict[str, Any]) -> DomainHome | None:
     collection = (specialization.get("status") or {}).get("targetCollection")
-    return DomainHome(str(move["target"]), str(collection)) if collection else None
+    return DomainHome(move.target, str(collection)) if collection else None
 
 
-def _remove_partial_copy(
-    context: OperatorContext, where: MoveTarget, move: Mapping[str, Any]
-) -> None:
-    home = move.get("newHome")
-    if not home:
-        return
-    new = DomainHome(home["cluster"], home["collection"])
-    old = DomainHome(move["oldHome"]["cluster"], move["oldHome"]["collection"])
-    if new == old:
+def _remove_partial_copy(context: OperatorContext, where: MoveTarget, move: MoveRecord) -> None:
+    new, old = move.new_home, move.old_home
+    if new is None or new == old:
         return
     fleet = context.fleet_factory(where.clusters)
     try:
         with contextlib.suppress(CollectionNotFound):
             fleet.get(new.cluster).delete_points(
-                new.collection, points_filter=domain_filter(str(move["domain"]))
+                new.collection, points_filter=domain_filter(move.domain)
             )
     finally:
         fleet.close()
@@ -143,39 +133,36 @@ def _remove_partial_copy(
 
 async def _roll_back(
     body: kopf.Body,
-    move: Mapping[str, Any],
+    move: MoveRecord,
     where: MoveTarget,
     context: OperatorContext,
     why: str,
-) -> dict[str, Any]:
+) -> MoveRecord:
     """Remove the new copy and its specialization; the old home was never touched."""
-    name = move.get("specialization")
-    if name:
-        await api.delete_object(_path(where.namespace, str(name)))
+    if move.specialization:
+        await api.delete_object(_path(where.namespace, move.specialization))
     await asyncio.to_thread(_remove_partial_copy, context, where, move)
-    message = f"rolled back: {why}; the domain stays on {move['source']}, nothing was lost"
+    message = f"rolled back: {why}; the domain stays on {move.source}, nothing was lost"
     kopf.event(
-        body, type="Warning", reason="MoveRolledBack", message=f"domain {move['domain']} {message}"
+        body, type="Warning", reason="MoveRolledBack", message=f"domain {move.domain} {message}"
     )
-    return update_move(move, "RolledBack", message, now=context.clock())
+    return move.to(MoveState.ROLLED_BACK, message, now=context.clock())
 
 
 async def _follow_copy(
-    body: kopf.Body, move: Mapping[str, Any], where: MoveTarget, context: OperatorContext
-) -> dict[str, Any]:
-    name = str(move["specialization"])
+    body: kopf.Body, move: MoveRecord, where: MoveTarget, context: OperatorContext
+) -> MoveRecord:
+    name = str(move.specialization)
     try:
         child = await api.get_json(_path(where.namespace, name))
-    except api.KubernetesApiError as error:
-        if error.status == 404:
-            return await _roll_back(
-                body, move, where, context, f"ClusterSpecialization {name} disappeared"
-            )
-        raise
+    except api.NotFound:
+        return await _roll_back(
+            body, move, where, context, f"ClusterSpecialization {name} disappeared"
+        )
     status = child.get("status") or {}
     new_home = _new_home(move, child)
-    if new_home is not None and not move.get("newHome"):
-        move = {**move, "newHome": {"cluster": new_home.cluster, "collection": new_home.collection}}
+    if new_home is not None and move.new_home is None:
+        move = move.with_new_home(new_home)
     phase = status.get("phase")
     if phase == "Failed":
         return await _roll_back(
@@ -186,84 +173,79 @@ async def _follow_copy(
             f"ClusterSpecialization {name} failed ({status.get('message', '')})",
         )
     if phase != "Ready":
-        return update_move(
-            move,
-            "Copying",
+        return move.to(
+            MoveState.COPYING,
             f"{name}: {status.get('message') or phase or 'Pending'}",
             now=context.clock(),
         )
-    old_name = move.get("oldSpecialization")
-    if old_name:
+    if move.old_specialization:
         with contextlib.suppress(api.KubernetesApiError):  # an old one deleted meanwhile: fine
             await api.patch_object(
-                _path(where.namespace, str(old_name)),
+                _path(where.namespace, move.old_specialization),
                 {"metadata": {"annotations": {SUPERSEDED_ANNOTATION: name}}},
             )
     kopf.info(
         body,
         reason="MoveSwitched",
-        message=f"domain {move['domain']} verified on {move['target']}; reads and writes switch "
+        message=f"domain {move.domain} verified on {move.target}; reads and writes switch "
         f"to it, the old home is cleaned after {where.grace_s:g}s",
     )
-    return update_move(
-        move,
-        "Switching",
-        f"verified on {move['target']}; {status.get('message', '')}".strip(),
+    return move.to(
+        MoveState.SWITCHING,
+        f"verified on {move.target}; {status.get('message', '')}".strip(),
         now=context.clock(),
     )
 
 
 def _clean_blocking(
-    context: OperatorContext, where: MoveTarget, move: Mapping[str, Any]
+    context: OperatorContext, where: MoveTarget, move: MoveRecord
 ) -> tuple[int, int]:
-    old = DomainHome(move["oldHome"]["cluster"], move["oldHome"]["collection"])
-    new = DomainHome(move["newHome"]["cluster"], move["newHome"]["collection"])
+    old, new = move.old_home, move.new_home
+    if new is None:
+        raise NotVerified(f"domain {move.domain}: the new home is not known yet")
     fleet = context.fleet_factory(where.clusters)
     try:
-        caught_up = catch_up(fleet, str(move["domain"]), old, new)
+        caught_up = catch_up(fleet, move.domain, old, new)
         if (old.cluster, old.collection) == (where.source_cluster, where.source_collection):
             return caught_up, 0  # the DomainMap's source keeps every point it was given
-        return caught_up, remove_from_old_home(fleet, str(move["domain"]), old, new)
+        return caught_up, remove_from_old_home(fleet, move.domain, old, new)
     finally:
         fleet.close()
 
 
 async def _clean(
-    body: kopf.Body, move: Mapping[str, Any], where: MoveTarget, context: OperatorContext
-) -> dict[str, Any]:
+    body: kopf.Body, move: MoveRecord, where: MoveTarget, context: OperatorContext
+) -> MoveRecord:
     try:
         caught_up, removed = await asyncio.to_thread(_clean_blocking, context, where, move)
     except (NotVerified, QdrantError) as error:
         kopf.event(body, type="Warning", reason="CleanupWaiting", message=str(error))
-        return update_move(move, "Cleaning", f"waiting: {error}", now=context.clock())
-    old_name = move.get("oldSpecialization")
-    if old_name and move.get("oldSpecializationOwned"):
+        return move.to(MoveState.CLEANING, f"waiting: {error}", now=context.clock())
+    if move.old_specialization and move.old_specialization_owned:
         # A specialization an earlier move of this policy created: replaced, so removed.
-        await api.delete_object(_path(where.namespace, str(old_name)))
+        await api.delete_object(_path(where.namespace, move.old_specialization))
     message = (
-        f"done: {int(move.get('points', 0)):,} points now served from {move['target']}"
+        f"done: {move.points:,} points now served from {move.target}"
         + (f", {caught_up:,} written during the move copied over" if caught_up else "")
-        + (f", {removed:,} removed from {move['source']}" if removed else "")
+        + (f", {removed:,} removed from {move.source}" if removed else "")
     )
-    kopf.info(body, reason="MoveCompleted", message=f"domain {move['domain']} {message}")
-    return update_move(move, "Done", message, now=context.clock(), removedFromOldHome=removed)
+    kopf.info(body, reason="MoveCompleted", message=f"domain {move.domain} {message}")
+    return move.to(MoveState.DONE, message, now=context.clock(), removed_from_old_home=removed)
 
 
 async def advance_move(
-    body: kopf.Body, move: Mapping[str, Any], where: MoveTarget, context: OperatorContext
-) -> dict[str, Any]:
+    body: kopf.Body, move: MoveRecord, where: MoveTarget, context: OperatorContext
+) -> MoveRecord:
     """One step of a move in flight; the returned record replaces it in the status."""
-    state = move.get("state")
     now = context.clock()
-    if state == "Copying":
+    if move.state == MoveState.COPYING:
         return await _follow_copy(body, move, where, context)
-    if state == "Switching":
-        switched = parse_timestamp(move.get("switchedAt"))
+    if move.state == MoveState.SWITCHING:
+        switched = move.switched_time
         if switched is not None and (now - switched).total_seconds() < where.grace_s:
-            return dict(move)
-        return await _clean(
-            body, update_move(move, "Cleaning", "cleaning the old home", now=now), where, context
-        )
-    if state == "Cleaning":
+            return move
+        cleaning = move.to(MoveState.CLEANING, "cleaning the old home", now=now)
+        return await _clean(body, cleaning, where, context)
+    if move.state == MoveState.CLEANING:
         return await _clean(body, move, where, context)
-    return dict(move)
+    return move

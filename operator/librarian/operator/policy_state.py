@@ -3,8 +3,8 @@
 Why this exists: the handlers must stay thin and the rules that protect the
 data must be testable without Kubernetes — when an analysis is due, what an
 approval annotation means, which planned moves may start now (never more in
-flight than allowed, waves in order), how a move's record advances, how much
-history is kept, and the human phase. No clock here: ``now`` is passed in.
+flight than allowed, waves in order), how much history is kept, and the
+human phase (a move's own states: :mod:`librarian.operator.move_record`). No clock here: ``now`` is passed in.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import Any
 
 from librarian.contracts.metadata import APPROVAL_ANNOTATION
 from librarian.operator.conditions import parse_timestamp, timestamp
+from librarian.operator.move_record import FINISHED, IN_FLIGHT, MoveRecord, MoveState
+from librarian.services.domain_homes import DomainHome
 
 __all__ = [
     "APPROVAL_ANNOTATION",
@@ -28,14 +30,9 @@ __all__ = [
     "moves_to_start",
     "parse_approval",
     "policy_phase",
-    "update_move",
 ]
 
 APPROVAL_ACTIONS = ("approve", "refresh", "stop")
-
-IN_FLIGHT = ("Copying", "Switching", "Cleaning")
-"""A move in one of these states holds a migration slot."""
-FINISHED = ("Done", "RolledBack", "Cancelled")
 
 HISTORY_LIMIT = 20
 
@@ -87,7 +84,7 @@ def analysis_due(
 
 def moves_from_proposal(
     proposal: Mapping[str, Any], homes: Mapping[str, Mapping[str, Any]], *, now: datetime
-) -> list[dict[str, Any]]:
+) -> list[MoveRecord]:
     """The executable moves of a proposal as move records in state ``Pending``.
 
     ``homes`` maps a domain id to where it is served now (``cluster``,
@@ -103,32 +100,31 @@ def moves_from_proposal(
         if home is None or home.get("cluster") != move["source"]:
             continue
         records.append(
-            {
-                "domain": move["domain"],
-                "source": move["source"],
-                "target": move["target"],
-                "points": int(move.get("points", 0)),
-                "wave": int(move.get("wave", 0)),
-                "reason": move.get("reason", ""),
-                "proposal": proposal.get("id"),
-                "oldHome": {"cluster": home["cluster"], "collection": home["collection"]},
-                "oldSpecialization": home.get("specialization"),
-                "oldSpecializationOwned": bool(home.get("owned")),
-                "state": "Pending",
-                "createdAt": timestamp(now),
-            }
+            MoveRecord(
+                domain=str(move["domain"]),
+                source=str(move["source"]),
+                target=str(move["target"]),
+                points=int(move.get("points", 0)),
+                wave=int(move.get("wave", 0)),
+                reason=str(move.get("reason", "")),
+                proposal=proposal.get("id"),
+                old_home=DomainHome(str(home["cluster"]), str(home["collection"])),
+                old_specialization=home.get("specialization"),
+                old_specialization_owned=bool(home.get("owned")),
+                created_at=timestamp(now),
+            )
         )
     return records
 
 
-def moves_to_start(moves: Sequence[Mapping[str, Any]], max_concurrent: int) -> list[int]:
+def moves_to_start(moves: Sequence[MoveRecord], max_concurrent: int) -> list[int]:
     """Indexes of pending moves that may start now, lowest wave first.
 
     Never lets more than ``max_concurrent`` moves be in flight, and a later
     wave starts only when no move of an earlier wave is pending or in flight.
     """
-    busy = sum(1 for m in moves if m.get("state") in IN_FLIGHT)
-    open_waves = [int(m.get("wave", 0)) for m in moves if m.get("state") in ("Pending", *IN_FLIGHT)]
+    busy = sum(1 for m in moves if m.state.in_flight)
+    open_waves = [m.wave for m in moves if m.state.open]
     if not open_waves:
         return []
     wave = min(open_waves)
@@ -136,47 +132,31 @@ def moves_to_start(moves: Sequence[Mapping[str, Any]], max_concurrent: int) -> l
     for index, move in enumerate(moves):
         if busy + len(chosen) >= max(1, max_concurrent):
             break
-        if move.get("state") == "Pending" and int(move.get("wave", 0)) == wave:
+        if move.state == MoveState.PENDING and move.wave == wave:
             chosen.append(index)
     return chosen
 
 
-def update_move(
-    move: Mapping[str, Any], state: str, message: str, *, now: datetime, **fields: Any
-) -> dict[str, Any]:
-    """A new record with ``state`` and ``message``; the time of the change is kept per state."""
-    updated = {**move, **fields, "state": state, "message": message}
-    stamp = timestamp(now)
-    key = {
-        "Copying": "startedAt",
-        "Switching": "switchedAt",
-        "Cleaning": "cleaningAt",
-    }.get(state, "finishedAt")
-    if move.get("state") != state:
-        updated[key] = stamp
-    return updated
-
-
 def append_history(
     history: Sequence[Mapping[str, Any]],
-    finished: Sequence[Mapping[str, Any]],
+    finished: Sequence[MoveRecord],
     *,
     limit: int = HISTORY_LIMIT,
 ) -> list[dict[str, Any]]:
-    """The newest ``limit`` finished moves, newest last."""
-    return [dict(h) for h in [*history, *finished]][-limit:]
+    """The newest ``limit`` finished moves (status form), newest last."""
+    return [dict(h) for h in [*history, *(m.to_status() for m in finished)]][-limit:]
 
 
 def policy_phase(
     *,
     mode: str,
-    moves: Sequence[Mapping[str, Any]],
+    moves: Sequence[MoveRecord],
     proposal: Mapping[str, Any] | None,
     balanced: bool,
     stopped: bool,
 ) -> str:
     """The human summary: Executing, AwaitingApproval, ProposalReady, Balanced or Observing."""
-    if any(m.get("state") in ("Pending", *IN_FLIGHT) for m in moves):
+    if any(m.state.open for m in moves):
         return "Executing"
     executable = bool(proposal) and any(
         m.get("executable", True) and m.get("target") for m in (proposal or {}).get("moves") or []

@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -34,6 +34,7 @@ from librarian.operator import rebalance_metrics as metrics
 from librarian.operator.conditions import ConditionStatus, set_condition, timestamp
 from librarian.operator.context import OperatorContext
 from librarian.operator.load_source import LoadSourceUnreachable, RouterLoad, fetch_router_load
+from librarian.operator.move_record import InvalidMoveRecord, MoveRecord, MoveState
 from librarian.operator.moves import (
     OWNER_LABEL,
     MoveTarget,
@@ -42,15 +43,13 @@ from librarian.operator.moves import (
 )
 from librarian.operator.policy_state import (
     APPROVAL_ANNOTATION,
-    FINISHED,
-    IN_FLIGHT,
+    Approval,
     analysis_due,
     append_history,
     moves_from_proposal,
     moves_to_start,
     parse_approval,
     policy_phase,
-    update_move,
 )
 from librarian.operator.policy_status import (
     history_from_status,
@@ -95,14 +94,12 @@ async def read_library(
         domain_map = await api.get_json(
             f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/domainmaps/{policy.domain_map}"
         )
-    except api.KubernetesApiError as error:
-        if error.status == 404:
-            raise PolicyFailed(
-                "DomainMapNotFound",
-                f"DomainMap {namespace}/{policy.domain_map} does not exist; create it or fix "
-                "spec.domainMap",
-            ) from None
-        raise
+    except api.NotFound:
+        raise PolicyFailed(
+            "DomainMapNotFound",
+            f"DomainMap {namespace}/{policy.domain_map} does not exist; create it or fix "
+            "spec.domainMap",
+        ) from None
     try:
         dm_spec = parse_domainmap_spec(
             domain_map.get("spec") or {}, name=policy.domain_map, defaults=context.spec_defaults
@@ -251,26 +248,24 @@ def _where(body: kopf.Body, policy: PolicySpec, library: LibraryView) -> MoveTar
     )
 
 
-def _record_finished(namespace: str, name: str, finished: Sequence[Mapping[str, Any]]) -> None:
+def _record_finished(namespace: str, name: str, finished: Sequence[MoveRecord]) -> None:
     for move in finished:
-        outcome = {"Done": "done", "RolledBack": "rolled_back"}.get(
-            str(move.get("state")), "cancelled"
+        outcome = {MoveState.DONE: "done", MoveState.ROLLED_BACK: "rolled_back"}.get(
+            move.state, "cancelled"
         )
         metrics.MOVES.labels(namespace, name, outcome).inc()
-        if move.get("state") == "Done":
-            metrics.POINTS_MOVED.labels(namespace, name).inc(int(move.get("points", 0)))
+        if move.state == MoveState.DONE:
+            metrics.POINTS_MOVED.labels(namespace, name).inc(move.points)
 
 
 def _conditions(
-    body: kopf.Body,
-    status: Mapping[str, Any],
+    request: _Read,
     now: datetime,
     ready: ConditionValue | None,
     balanced: ConditionValue | None,
     pending: ConditionValue,
 ) -> list[dict[str, Any]]:
-    generation = body.meta.get("generation")
-    conditions = status.get("conditions") or []
+    conditions = request.status.get("conditions") or []
     for kind, value in (("Ready", ready), ("Balanced", balanced), ("ProposalPending", pending)):
         if value is None:
             continue
@@ -281,39 +276,90 @@ def _conditions(
             state,
             reason,
             message,
-            observed_generation=generation,
+            observed_generation=request.generation,
             now=now,
         )
     return list(conditions)
 
 
-def _invalid(
-    body: kopf.Body,
-    patch: kopf.Patch,
-    status: Mapping[str, Any],
-    reason: str,
-    message: str,
-    now: datetime,
-) -> None:
+@dataclass(frozen=True)
+class _Problem:
+    """Why a policy cannot run at all (its spec, or rebalancing switched off)."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class _Read:
+    """What a tick reads from the policy object, before it calls any API."""
+
+    body: kopf.Body
+    status: Mapping[str, Any]
+    generation: int | None
+    policy: PolicySpec | _Problem
+    approval: Approval
+    due: bool
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to move, ask, analyse or report: the tick calls no API."""
+        if isinstance(self.policy, _Problem):
+            return _reported(self.status, self.generation, self.policy.message)
+        asked = self.approval.action or self.approval.error
+        return not (self.due or self.status.get("moves") or asked)
+
+
+def _read(body: kopf.Body, context: OperatorContext, now: datetime) -> _Read:
+    status: Mapping[str, Any] = body.get("status") or {}
+    generation = body.meta.get("generation")
+    approval = parse_approval(body.meta.annotations)
+    defaults = context.rebalance_defaults
+    try:
+        policy = parse_policy_spec(body.spec, defaults=defaults)
+    except SpecError as error:
+        problem = _Problem("InvalidSpec", "invalid spec: " + "; ".join(error.problems))
+        return _Read(body, status, generation, problem, approval, due=False)
+    if not defaults.enabled:
+        problem = _Problem(
+            "RebalancingDisabled",
+            "adaptive_rebalancing.enabled is false in the operator configuration",
+        )
+        return _Read(body, status, generation, problem, approval, due=False)
+    due = analysis_due(
+        status,
+        generation=generation,
+        interval_s=policy.interval_s,
+        now=now,
+        refresh=approval.action == "refresh",
+    )
+    return _Read(body, status, generation, policy, approval, due)
+
+
+def _reported(status: Mapping[str, Any], generation: int | None, message: str) -> bool:
+    """The status already says ``message`` for this generation (so its Event was posted)."""
+    return status.get("message") == message and status.get("observedGeneration") == generation
+
+
+def _invalid(request: _Read, patch: kopf.Patch, reason: str, message: str, now: datetime) -> None:
+    """Ready=False with ``reason``; the Warning Event only when the status does not say it yet."""
     conditions = set_condition(
-        status.get("conditions") or [],
+        request.status.get("conditions") or [],
         "Ready",
         "False",
         reason,
         message,
-        observed_generation=body.meta.get("generation"),
+        observed_generation=request.generation,
         now=now,
     )
-    if status.get("message") != message or status.get("observedGeneration") != body.meta.get(
-        "generation"
-    ):
-        kopf.event(body, type="Warning", reason=reason, message=message)
+    if not _reported(request.status, request.generation, message):
+        kopf.event(request.body, type="Warning", reason=reason, message=message)
     patch.status.update(
         {
             "phase": "Failed",
             "conditions": conditions,
             "message": message,
-            "observedGeneration": body.meta.get("generation"),
+            "observedGeneration": request.generation,
         }
     )
 
@@ -323,11 +369,14 @@ async def reconcile_policy(
 ) -> None:
     """One tick of a RebalancePolicy (see the module docstring)."""
     namespace, name = body.meta.namespace or "default", body.meta.name or ""
-    async with context.lock(f"rebalancepolicy/{namespace}/{name}"):
-        await _reconcile(body, patch, context, logger, namespace, name)
+    try:
+        async with context.lock(f"rebalancepolicy/{namespace}/{name}"):
+            await _tick(body, patch, context, logger, namespace, name)
+    finally:
+        metrics.TICKS.labels(namespace, name).inc()
 
 
-async def _reconcile(
+async def _tick(
     body: kopf.Body,
     patch: kopf.Patch,
     context: OperatorContext,
@@ -335,74 +384,146 @@ async def _reconcile(
     namespace: str,
     name: str,
 ) -> None:
-    status: Mapping[str, Any] = body.get("status") or {}
+    """Judge on kopf's body whether there is work, then work on the policy as the API holds it.
+
+    kopf hands a timer the body its watch stream delivered last, which can lag
+    behind what the previous tick wrote (a slow stream, kopf retrying another
+    patch of the object). Acting on it would report a problem again, handle
+    an approval again, or advance a move from a state it already left. Ticks
+    of one policy run one after another and kopf applies a tick's status
+    before the next tick starts, so a re-read holds everything earlier ticks
+    wrote: every Event below is posted by the one tick whose status records it.
+    An idle tick (judged on either) calls no API at all.
+    """
     now = context.clock()
-    defaults = context.rebalance_defaults
-    try:
-        policy = parse_policy_spec(body.spec, defaults=defaults)
-    except SpecError as error:
-        _invalid(
-            body, patch, status, "InvalidSpec", "invalid spec: " + "; ".join(error.problems), now
-        )
+    if _read(body, context, now).idle:
         return
-    if not defaults.enabled:
-        _invalid(
-            body,
-            patch,
-            status,
-            "RebalancingDisabled",
-            "adaptive_rebalancing.enabled is false in the operator configuration",
-            now,
-        )
-        return
-    approval = parse_approval(body.meta.annotations)
-    due = analysis_due(
-        status,
-        generation=body.meta.get("generation"),
-        interval_s=policy.interval_s,
-        now=now,
-        refresh=approval.action == "refresh",
-    )
-    if not (due or status.get("moves") or approval.action or approval.error):
-        return  # an idle tick: nothing to move, ask or analyse, so no call to any API
-    if approval.error or approval.action:
-        patch.metadata.annotations[APPROVAL_ANNOTATION] = None  # handled: removed, as Strimzi does
-    if approval.error:
-        kopf.event(body, type="Warning", reason="UnknownAnnotation", message=approval.error)
     try:
+        raw = await api.get_json(f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}")
+    except api.NotFound:
+        return  # deleted meanwhile
+    except api.KubernetesApiError as error:
+        logger.debug("RebalancePolicy %s/%s not re-read, next tick: %s", namespace, name, error)
+        return
+    request = _read(kopf.Body(cast(kopf.RawBody, raw)), context, now)
+    if not request.idle:
+        await _reconcile(request, patch, context, logger, namespace, name, now)
+
+
+async def _claim_approval(request: _Read, namespace: str, name: str, logger: Logger) -> bool:
+    """Remove the approval annotation if it still holds what this tick read.
+
+    The removal is conditional (a JSON-patch ``test``): a user who changed it
+    meanwhile (``approve`` to ``stop``) is not overwritten, and an annotation
+    is acted on by the one tick that removed it. False: leave it to the next tick.
+    """
+    value = (request.body.meta.annotations or {}).get(APPROVAL_ANNOTATION)
+    key = "/metadata/annotations/" + APPROVAL_ANNOTATION.replace("~", "~0").replace("/", "~1")
+    try:
+        await api.json_patch_object(
+            f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}",
+            [{"op": "test", "path": key, "value": value}, {"op": "remove", "path": key}],
+        )
+    except api.KubernetesApiError as error:
+        logger.debug("%s on %s/%s changed or not removable: %s", key, namespace, name, error)
+        return False
+    return True
+
+
+@dataclass
+class _Work:
+    """What one tick changes: the moves, the stop flag, the proposal and the status update."""
+
+    moves: list[MoveRecord]
+    stopped: bool
+    proposal: Mapping[str, Any] | None
+    update: dict[str, Any] = field(default_factory=dict)
+    analysed: Analysis | None = None
+    failure: ConditionValue | None = None
+
+    @property
+    def open(self) -> bool:
+        return any(m.state.open for m in self.moves)
+
+
+async def _reconcile(
+    request: _Read,
+    patch: kopf.Patch,
+    context: OperatorContext,
+    logger: Logger,
+    namespace: str,
+    name: str,
+    now: datetime,
+) -> None:
+    policy = request.policy
+    if isinstance(policy, _Problem):
+        _invalid(request, patch, policy.reason, policy.message, now)
+        return
+    approval = request.approval
+    if approval.action or approval.error:
+        if not await _claim_approval(request, namespace, name, logger):
+            return  # it changed since it was read: the next tick reads it again
+        if approval.error:
+            kopf.event(
+                request.body, type="Warning", reason="UnknownAnnotation", message=approval.error
+            )
+    try:
+        moves = [MoveRecord.from_status(m) for m in request.status.get("moves") or []]
         library = await read_library(namespace, policy, name, context)
+    except InvalidMoveRecord as error:
+        _invalid(request, patch, "InvalidStatus", str(error), now)
+        return
     except (PolicyFailed, api.KubernetesApiError) as error:
         reason = error.reason if isinstance(error, PolicyFailed) else "KubernetesApiError"
-        _invalid(body, patch, status, reason, str(error), now)
+        _invalid(request, patch, reason, str(error), now)
         return
-    where = _where(body, policy, library)
-    moves = [dict(m) for m in status.get("moves") or []]
-    stopped = bool(status.get("stopped")) and status.get("observedGeneration") == body.meta.get(
-        "generation"
+    stopped = bool(request.status.get("stopped")) and (
+        request.status.get("observedGeneration") == request.generation
     )
+    work = _Work(moves, stopped, request.status.get("proposal"))
+    where = _where(request.body, policy, library)
+    await _advance_in_flight(request.body, work, where, context)
+    _apply_approval(request.body, approval, work, library, now)
+    await _analyse_if_due(request, policy, library, work, context, now)
+    _auto_start(policy, context, work, library, now)
+    window = await _start_allowed(request.body, policy, work, where, now)
+    status = _status(request, policy, work, window, now)
+    patch.status.update(status)
+    if work.analysed is not None:
+        logger.debug("RebalancePolicy %s/%s analysed: %s", namespace, name, status["message"])
 
-    # 1. Moves in flight advance one step.
-    for index, move in enumerate(moves):
-        if move.get("state") in IN_FLIGHT:
+
+async def _advance_in_flight(
+    body: kopf.Body, work: _Work, where: MoveTarget, context: OperatorContext
+) -> None:
+    """1. Moves in flight advance one step."""
+    for index, move in enumerate(work.moves):
+        if move.state.in_flight:
             try:
-                moves[index] = await advance_move(body, move, where, context)
+                work.moves[index] = await advance_move(body, move, where, context)
             except api.KubernetesApiError as error:
-                moves[index] = {**move, "message": f"waiting: {error}"}
+                work.moves[index] = move.noted(f"waiting: {error}")
 
-    # 2. What the user asked.
-    proposal_status = status.get("proposal")
+
+def _apply_approval(
+    body: kopf.Body, approval: Approval, work: _Work, library: LibraryView, now: datetime
+) -> None:
+    """2. What the user asked: stop (cancel what has not started) or approve the proposal."""
     if approval.action == "stop":
-        for index, move in enumerate(moves):
-            if move.get("state") == "Pending":
-                moves[index] = update_move(move, "Cancelled", "stopped by the user", now=now)
-        stopped = True
+        work.moves = [
+            m.to(MoveState.CANCELLED, "stopped by the user", now=now)
+            if m.state == MoveState.PENDING
+            else m
+            for m in work.moves
+        ]
+        work.stopped = True
         kopf.info(body, reason="Stopped", message="no new moves start until the next approval")
     elif approval.action == "approve":
-        stopped = False
-        if proposal_status and not any(m.get("state") in ("Pending", *IN_FLIGHT) for m in moves):
-            moves += moves_from_proposal(proposal_status, library.homes, now=now)
+        work.stopped = False
+        if work.proposal and not work.open:
+            work.moves += moves_from_proposal(work.proposal, library.homes, now=now)
             kopf.info(
-                body, reason="Approved", message=f"proposal {proposal_status.get('id')} approved"
+                body, reason="Approved", message=f"proposal {work.proposal.get('id')} approved"
             )
         else:
             kopf.event(
@@ -412,99 +533,127 @@ async def _reconcile(
                 message="no proposal waits for approval (or moves are still running)",
             )
 
-    # 3. Analysis when due.
-    update: dict[str, Any] = {}
-    analysed, failure = None, None
-    if due:
-        try:
-            analysed = await analyse(policy, library, status, context)
-        except (LoadSourceUnreachable, QdrantError) as error:
-            failure = _analysis_failed(body, status, error)
-            update.update({"analysisFailed": True, "lastAttempt": timestamp(now)})
-        else:
-            proposal_status = _proposal_status(analysed, status.get("proposal"), now)
-            _announce(body, analysed, proposal_status, status.get("proposal"))
-            update.update(_analysis_status(policy, analysed, proposal_status, now))
-            metrics.LOAD_RATIO.labels(namespace, name).set(analysed.report.max_mean_ratio)
-            metrics.VIOLATIONS.labels(namespace, name).set(len(analysed.report.violations))
-            if analysed.ledger.mape is not None:
-                metrics.PREDICTION_MAPE.labels(namespace, name).set(analysed.ledger.mape)
 
-    # 4. Auto mode runs a fresh proposal by itself.
-    open_moves = any(m.get("state") in ("Pending", *IN_FLIGHT) for m in moves)
-    if (
-        analysed is not None
-        and policy.mode == "auto"
-        and defaults.auto_trigger
-        and proposal_status
-        and not open_moves
-        and not stopped
-    ):
-        moves += moves_from_proposal(proposal_status, library.homes, now=now)
+async def _analyse_if_due(
+    request: _Read,
+    policy: PolicySpec,
+    library: LibraryView,
+    work: _Work,
+    context: OperatorContext,
+    now: datetime,
+) -> None:
+    """3. Analysis when due: measure, forecast, propose."""
+    if not request.due:
+        return
+    try:
+        analysed = await analyse(policy, library, request.status, context)
+    except (LoadSourceUnreachable, QdrantError) as error:
+        work.failure = _analysis_failed(request.body, request.status, error)
+        work.update.update({"analysisFailed": True, "lastAttempt": timestamp(now)})
+        return
+    previous = request.status.get("proposal")
+    work.analysed = analysed
+    work.proposal = _proposal_status(analysed, previous, now)
+    _announce(request.body, analysed, work.proposal, previous)
+    work.update.update(_analysis_status(policy, analysed, work.proposal, now))
+    namespace, name = request.body.meta.namespace or "default", request.body.meta.name or ""
+    metrics.LOAD_RATIO.labels(namespace, name).set(analysed.report.max_mean_ratio)
+    metrics.VIOLATIONS.labels(namespace, name).set(len(analysed.report.violations))
+    if analysed.ledger.mape is not None:
+        metrics.PREDICTION_MAPE.labels(namespace, name).set(analysed.ledger.mape)
 
-    # 5. Start what the constraints allow: in flight <= maxConcurrentMigrations, in a window.
+
+def _auto_start(
+    policy: PolicySpec, context: OperatorContext, work: _Work, library: LibraryView, now: datetime
+) -> None:
+    """4. Auto mode runs a fresh proposal by itself."""
+    fresh = work.analysed is not None and bool(work.proposal)
+    auto = policy.mode == "auto" and context.rebalance_defaults.auto_trigger
+    if fresh and auto and not work.open and not work.stopped and work.proposal:
+        work.moves += moves_from_proposal(work.proposal, library.homes, now=now)
+
+
+async def _start_allowed(
+    body: kopf.Body, policy: PolicySpec, work: _Work, where: MoveTarget, now: datetime
+) -> datetime | None:
+    """5. Start what the constraints allow: in flight <= maxConcurrentMigrations, in a window.
+
+    Returns when the next maintenance window starts (None: no windows, always allowed).
+    """
     window = next_window_start(policy.constraints.maintenance_windows, now)
-    in_window = window is None or window <= now
-    if in_window:
-        for index in moves_to_start(moves, policy.constraints.max_concurrent_migrations):
-            try:
-                moves[index] = await start_move(body, moves[index], where, now)
-            except api.KubernetesApiError as error:
-                moves[index] = {**moves[index], "message": f"waiting: {error}"}
+    if window is not None and window > now:
+        return window
+    for index in moves_to_start(work.moves, policy.constraints.max_concurrent_migrations):
+        try:
+            work.moves[index] = await start_move(body, work.moves[index], where, now)
+        except api.KubernetesApiError as error:
+            work.moves[index] = work.moves[index].noted(f"waiting: {error}")
+    return window
 
-    finished = [m for m in moves if m.get("state") in FINISHED]
+
+def _status(
+    request: _Read, policy: PolicySpec, work: _Work, window: datetime | None, now: datetime
+) -> dict[str, Any]:
+    """6. The status update: finished moves to the history, phase, message and conditions."""
+    namespace, name = request.body.meta.namespace or "default", request.body.meta.name or ""
+    finished = [m for m in work.moves if m.state.finished]
     _record_finished(namespace, name, finished)
-    remaining = [m for m in moves if m.get("state") not in FINISHED]
+    remaining = [m for m in work.moves if not m.state.finished]
     metrics.MOVES_IN_FLIGHT.labels(namespace, name).set(
-        sum(1 for m in remaining if m.get("state") in IN_FLIGHT)
+        sum(1 for m in remaining if m.state.in_flight)
     )
-    if any(m.get("state") == "Done" for m in finished) and not remaining:
-        proposal_status = None  # executed: the next analysis judges the new placement
-        update["proposal"] = None
-        update["lastAnalysis"] = None  # analyse again at the next tick
-    load = update.get("load", status.get("load")) or {}
+    if any(m.state == MoveState.DONE for m in finished) and not remaining:
+        work.proposal = None  # executed: the next analysis judges the new placement
+        work.update["proposal"] = None
+        work.update["lastAnalysis"] = None  # analyse again at the next tick
+    load = work.update.get("load", request.status.get("load")) or {}
     violations = [str(v.get("message")) for v in load.get("violations") or []]
     balanced = not violations and bool(load)
     phase = policy_phase(
         mode=policy.mode,
         moves=remaining,
-        proposal=proposal_status,
+        proposal=work.proposal,
         balanced=balanced,
-        stopped=stopped,
+        stopped=work.stopped,
     )
-    message = _message(phase, remaining, proposal_status, violations, window, in_window, policy)
-    ready: ConditionValue | None = ("True", "Analyzed", message)
-    if failure is not None:
-        ready, message = failure, failure[2]
-    elif analysed is None and status.get("analysisFailed"):
-        ready, message = None, str(status.get("message") or message)  # still failing
-    balance: ConditionValue | None = None
-    if load:
-        balance = (
-            ("True", "WithinThresholds", f"max/mean load {load.get('maxMeanRatio', 0):.2f}")
-            if balanced
-            else ("False", "ThresholdsViolated", "; ".join(str(v) for v in violations)[:1000])
-        )
+    in_window = window is None or window <= now
+    message = _message(phase, remaining, work.proposal, violations, window, in_window, policy)
+    ready, message = _ready(request.status, work, message)
     pending: ConditionValue = (
         ("True", "AwaitingApproval" if phase == "AwaitingApproval" else "ProposalReady", message)
         if phase in ("AwaitingApproval", "ProposalReady")
         else ("False", "NoProposal", "no proposal waits")
     )
-    update.update(
-        {
-            "phase": phase,
-            "message": message,
-            "observedGeneration": body.meta.get("generation"),
-            "conditions": _conditions(body, status, now, ready, balance, pending),
-            "moves": remaining,
-            "pendingMoves": len(remaining),
-            "stopped": stopped,
-            "history": append_history(status.get("history") or [], finished),
-        }
-    )
-    patch.status.update(update)
-    if analysed is not None:
-        logger.debug("RebalancePolicy %s/%s analysed: %s", namespace, name, message)
+    return {
+        **work.update,
+        "phase": phase,
+        "message": message,
+        "observedGeneration": request.generation,
+        "conditions": _conditions(request, now, ready, _balance(load, violations), pending),
+        "moves": [m.to_status() for m in remaining],
+        "pendingMoves": len(remaining),
+        "stopped": work.stopped,
+        "history": append_history(request.status.get("history") or [], finished),
+    }
+
+
+def _ready(
+    status: Mapping[str, Any], work: _Work, message: str
+) -> tuple[ConditionValue | None, str]:
+    """The Ready condition (None: leave it) and the status message."""
+    if work.failure is not None:
+        return work.failure, work.failure[2]
+    if work.analysed is None and status.get("analysisFailed"):
+        return None, str(status.get("message") or message)  # still failing
+    return ("True", "Analyzed", message), message
+
+
+def _balance(load: Mapping[str, Any], violations: Sequence[str]) -> ConditionValue | None:
+    if not load:
+        return None
+    if not violations:
+        return ("True", "WithinThresholds", f"max/mean load {load.get('maxMeanRatio', 0):.2f}")
+    return ("False", "ThresholdsViolated", "; ".join(violations)[:1000])
 
 
 def _analysis_failed(
@@ -556,7 +705,7 @@ def _analysis_status(
 
 def _message(
     phase: str,
-    moves: Sequence[Mapping[str, Any]],
+    moves: Sequence[MoveRecord],
     proposal: Mapping[str, Any] | None,
     violations: Sequence[str],
     window: datetime | None,
@@ -564,7 +713,7 @@ def _message(
     policy: PolicySpec,
 ) -> str:
     if phase == "Executing":
-        running = [m for m in moves if m.get("state") in IN_FLIGHT]
+        running = [m for m in moves if m.state.in_flight]
         text = f"{len(running)} move(s) running, {len(moves) - len(running)} waiting"
         if not in_window and window is not None:
             text += f"; next maintenance window starts {timestamp(window)}"

@@ -14,6 +14,7 @@ __all__ = [
     "MOVES_IN_FLIGHT",
     "POINTS_MOVED",
     "PREDICTION_MAPE",
+    "TICKS",
     "VIOLATIONS",
 ]
 
@@ -43,5 +44,10 @@ POINTS_MOVED = Counter(
 PREDICTION_MAPE = Gauge(
     "librarian_rebalance_prediction_mape",
     "Mean absolute percentage error of the load forecasts scored so far",
+    _LABELS,
+)
+TICKS = Counter(
+    "librarian_rebalance_ticks",
+    "Ticks of a policy the operator finished, idle ones (no API call) included",
     _LABELS,
 )

@@ -34,7 +34,21 @@ from dataclasses import dataclass
 
 import kopf
 
+from librarian.kube import client as kube_client
 from librarian.operator.context import OperatorContext
+
+__all__ = [
+    "METRICS_PORT_ENV",
+    "PEERING_ENV",
+    "POD_NAME_ENV",
+    "PRIORITY_ENV",
+    "Peering",
+    "metrics_port_from_env",
+    "operator_in_thread",
+    "peering_from_env",
+    "pod_priority",
+    "run_operator",
+]
 
 PEERING_ENV = "LIBRARIAN_PEERING"
 PRIORITY_ENV = "LIBRARIAN_PRIORITY"
@@ -120,18 +134,21 @@ async def run_operator(
     settings = kopf.OperatorSettings()
     # Exact namespaces need no cluster-wide view of namespaces and CRDs (a Role suffices).
     settings.scanning.disabled = bool(namespaces)
-    await kopf.operator(
-        settings=settings,
-        standalone=peering.standalone,
-        peering_name=peering.name,
-        priority=peering.priority,
-        clusterwide=not namespaces,
-        namespaces=list(namespaces),
-        stop_flag=stop_flag,
-        ready_flag=ready_flag,
-        memo=kopf.Memo(context=context or OperatorContext()),
-        liveness_endpoint=liveness_endpoint,
-    )
+    try:
+        await kopf.operator(
+            settings=settings,
+            standalone=peering.standalone,
+            peering_name=peering.name,
+            priority=peering.priority,
+            clusterwide=not namespaces,
+            namespaces=list(namespaces),
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+            memo=kopf.Memo(context=context or OperatorContext()),
+            liveness_endpoint=liveness_endpoint,
+        )
+    finally:
+        await kube_client.close_session()  # the operator's own calls shared it
 
 
 @asynccontextmanager

@@ -40,6 +40,15 @@ from librarian.services.validation import validate_specialization
 from librarian.storage.collection_config import apply_collection_config
 from librarian.storage.errors import ClusterUnreachable, QdrantError
 
+__all__ = [
+    "PLURAL",
+    "PROGRESS",
+    "SpecializationFailed",
+    "follow_specialization",
+    "job_name",
+    "start_specialization",
+]
+
 PLURAL = CLUSTERSPECIALIZATIONS
 PROGRESS = {
     "Pending": 0,
@@ -172,12 +181,10 @@ async def _get_domain_map(namespace: str, name: str) -> dict[str, Any]:
         return await api.get_json(
             f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{DOMAINMAPS}/{name}"
         )
-    except api.KubernetesApiError as error:
-        if error.status == 404:
-            raise SpecializationFailed(
-                "DomainMapNotFound", f"DomainMap {namespace}/{name} does not exist", retry=True
-            ) from None
-        raise
+    except api.NotFound:
+        raise SpecializationFailed(
+            "DomainMapNotFound", f"DomainMap {namespace}/{name} does not exist", retry=True
+        ) from None
 
 
 def _configure_blocking(
@@ -448,7 +455,7 @@ async def follow_specialization(
     try:
         job = await api.get_json(f"/apis/batch/v1/namespaces/{namespace}/jobs/{status['job']}")
     except api.KubernetesApiError as error:
-        if error.status == 404:
+        if isinstance(error, api.NotFound):
             _failed(
                 body,
                 patch,

@@ -19,10 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import kopf
 from aiohttp import web
 
-from librarian.kube.client import remember_credentials
+from librarian.kube import client as kube_client
+from librarian.kube.errors import LoginFailed
+from librarian.kube.login import login
 from librarian.router.app import create_app
 from librarian.router.library import LibraryDefinition
 from librarian.router.loader import catalog_loader, kubernetes_fleet, kubernetes_loader
@@ -64,16 +65,10 @@ def parse_cluster(text: str) -> ClusterConfig:
 
 def kubernetes_login(server: str | None) -> None:
     """Credentials for the Kubernetes API: an explicit server, the service account, or kubeconfig."""
-    if server:
-        remember_credentials(kopf.ConnectionInfo(server=server, default_namespace="default"))
-        return
-    settings = kopf.OperatorSettings()
-    info = kopf.login_with_service_account(
-        logger=log, settings=settings
-    ) or kopf.login_with_kubeconfig(logger=log, settings=settings)
-    if info is None:
-        raise RuntimeError("no Kubernetes credentials: not in a pod and no kubeconfig")
-    remember_credentials(info)
+    try:
+        kube_client.remember_credentials(login(server))
+    except LoginFailed as error:
+        raise RuntimeError(str(error)) from None
 
 
 async def prepare_router(
@@ -187,6 +182,7 @@ async def serve(
     finally:
         await runner.cleanup()
         state.config.fleet.close()
+        await kube_client.close_session()
 
 
 def split_pair(text: str, option: str) -> tuple[str, str]:
