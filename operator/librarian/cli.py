@@ -577,36 +577,44 @@ def router_command(
     type=click.Path(path_type=Path),
     default=Path("manifests/examples/domainmap.yaml"),
     show_default=True,
+    help="The DomainMap librarian up is started on.",
 )
-@click.option("--crds", type=click.Path(path_type=Path), default=Path("crds"), show_default=True)
+@click.option(
+    "--policy",
+    type=click.Path(path_type=Path),
+    default=Path("manifests/examples/rebalancepolicy.yaml"),
+    show_default=True,
+    help="The RebalancePolicy applied once the load is skewed.",
+)
 @click.option(
     "--timeout",
     type=float,
     default=600.0,
     show_default=True,
-    help="Seconds to wait for the DomainMap to become Ready.",
+    help="Seconds to wait for each step (the DomainMap Ready, the specializations, the moves).",
 )
-def demo_command(manifest: Path, crds: Path, timeout: float) -> None:
-    """Run the embedded default end to end and print the discovered domains."""
+def demo_command(manifest: Path, policy: Path, timeout: float) -> None:
+    """Run the embedded default end to end on librarian up and print what it measured.
+
+    Loads the bundled data, starts librarian up on --manifest with a fresh
+    state in .demo/state/ (librarian status --state .demo/state shows it
+    afterwards), queries the library through qdrant-client, skews the load and
+    applies --policy.
+    """
     _require_local("demo")
     import asyncio
     import logging
 
-    from librarian.demo.runner import DemoError, print_report, run_demo
+    from librarian.demo.report import print_report
+    from librarian.demo.runner import DemoError, DemoScenario, run_demo
 
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("kopf").setLevel(logging.ERROR)
-    out = Console(width=max(Console().width, 120))
+    # Bound to the real stdout now: a Job's command runs under CliRunner, which swaps sys.stdout.
+    out = Console(file=sys.stdout, width=max(Console().width, 120))
+    scenario = DemoScenario(manifest=manifest, policy=policy, timeout_s=timeout)
     try:
-        report = asyncio.run(
-            run_demo(
-                manifest_path=manifest,
-                crds_path=crds,
-                timeout_s=timeout,
-                console=out,
-                run_command=run_job_command,
-            )
-        )
+        report = asyncio.run(run_demo(scenario, console=out, run_command=run_job_command))
     except DemoError as error:
         raise click.ClickException(str(error)) from None
     print_report(report, out)

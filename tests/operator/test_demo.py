@@ -1,9 +1,17 @@
-"""The embedded default (what `make demo` runs), on the bundled data, end to end."""
+"""The embedded default (what `make demo` runs) on ``librarian up``, end to end, smaller.
+
+The scenario is the one ``make demo`` runs, with smaller parameters: 1,000 of
+the bundled points, at most 6 domains, fewer queries and a shorter load window.
+Every wait is on a condition (the API's objects as they change, the router's
+status), and the skewed load is kept up until the policy has read it, so the
+test holds on a busy machine.
+"""
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -11,44 +19,57 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from librarian.cli import main, run_job_command
-from librarian.demo.runner import DemoError, print_report, run_demo
+from librarian.demo.report import print_report
+from librarian.demo.runner import DemoError, DemoScenario, run_demo
 
 REPO = Path(__file__).resolve().parents[2]
+POINTS = 1000
+
+
+def _write(path: Path, body: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(body))
+    return path
 
 
 async def test_demo_reaches_ready_and_labels_every_point(tmp_path: Path) -> None:
     manifest = yaml.safe_load((REPO / "manifests/examples/domainmap.yaml").read_text())
     for cluster in manifest["spec"]["clusters"]:
         cluster["embedded"] = str(tmp_path / cluster["name"])
-    path = tmp_path / "domainmap.yaml"
-    path.write_text(yaml.safe_dump(manifest))
+    manifest["spec"]["sampleSize"] = POINTS
+    manifest["spec"]["bounds"]["maxDomains"] = 6
+    policy = yaml.safe_load((REPO / "manifests/examples/rebalancepolicy.yaml").read_text())
+    scenario = DemoScenario(
+        manifest=_write(tmp_path / "domainmap.yaml", manifest),
+        policy=_write(tmp_path / "rebalancepolicy.yaml", policy),
+        root=tmp_path / "demo",
+        points=POINTS,
+        queries=100,
+        repeated=20,
+        skewed_queries=150,
+        load_window_s=3.0,
+        timeout_s=240,
+    )
     output = io.StringIO()
     console = Console(file=output, width=160)
-    report = await run_demo(
-        manifest_path=path,
-        crds_path=REPO / "crds",
-        console=console,
-        timeout_s=300,
-        run_command=run_job_command,
-    )
+    report = await run_demo(scenario, console=console, run_command=run_job_command)
     status = report.status
-    assert status["phase"] == "Ready" and status["labeling"]["labeled"] == 3000
-    assert len(report.labels) == 3000
+    assert status["phase"] == "Ready" and status["labeling"]["labeled"] == POINTS
+    assert len(report.labels) == POINTS
     assert set(report.labels.values()) == {d["id"] for d in status["domains"]}
-    assert report.nmi is not None and report.nmi > 0.45  # real structure, not noise
+    assert report.nmi is not None and report.nmi > 0.3  # real structure, not noise
     # specialize: auto -> one ClusterSpecialization per domain, every one moved and verified
     assert len(report.specializations) == status["domainCount"]
     phases = {i["status"]["phase"] for i in report.specializations}
     assert phases == {"Ready"}
     moved = sum(i["status"]["migration"]["targetCount"] for i in report.specializations)
-    assert moved == 3000
+    assert moved == POINTS
     clusters = {i["spec"]["target"]["cluster"] for i in report.specializations}
     assert clusters == {"fast", "bulk"}
-    # The router, loaded from the DomainMap and its Ready ClusterSpecializations, serves the library.
+    # The router up serves, loaded from the DomainMap and its Ready ClusterSpecializations.
     router = report.router
     assert router is not None and router.specialized == router.domains == status["domainCount"]
     assert router.recall_at_10 >= 0.9
-    assert router.mean_domains_probed < router.domains / 2 and router.touched_share < 0.5
+    assert router.mean_domains_probed < router.domains / 2 and router.touched_share < 0.6
     assert router.estimated_recall is not None and router.cache_hit_rate > 0
     # A skewed load makes one cluster hot; the example policy (auto) moves domains off it.
     rebalancing = report.rebalancing
@@ -56,21 +77,27 @@ async def test_demo_reaches_ready_and_labels_every_point(tmp_path: Path) -> None
     assert rebalancing.moves and {m["state"] for m in rebalancing.moves} == {"Done"}
     assert rebalancing.before["maxMeanRatio"] > 1.3
     assert rebalancing.after["maxMeanRatio"] < rebalancing.before["maxMeanRatio"]
-    assert rebalancing.status["phase"] == "Balanced"
     hot = rebalancing.hot_cluster
     assert rebalancing.calls_after[hot] < rebalancing.calls_before[hot]
+    # The last analysis is made in observe mode: it judges the new placement, moves nothing.
+    assert rebalancing.verdict["lastAnalysis"] and not rebalancing.verdict["moves"]
+    # The state up kept: every resource, the policy among them.
+    stored = {p.parent.name for p in (tmp_path / "demo/state/resources/default").glob("*/*.json")}
+    assert {"domainmaps.librarian.dev", "rebalancepolicies.librarian.dev"} <= stored
     print_report(report, console)
     text = output.getvalue()
+    assert "librarian up -f" in text and "DomainMap/packages: Ready (Analyzed)" in text
+    assert "Job/" not in text  # up's lines for each Job are left out
     assert "Ready=True (Analyzed)" in text and "NMI" in text and "Specializations" in text
-    assert "Router: 300 queries through qdrant-client" in text
+    assert "Router: 100 queries through qdrant-client" in text
     assert "Rebalancing: the same skewed queries" in text and "max/mean cluster load" in text
+    assert "The policy on the new placement (switched to observe): Balanced=" in text
 
 
 async def test_demo_outside_the_repository_says_where_to_run(tmp_path: Path) -> None:
     with pytest.raises(DemoError, match="run the demo from the repository root"):
         await run_demo(
-            manifest_path=tmp_path / "missing.yaml",
-            crds_path=tmp_path,
+            DemoScenario(manifest=tmp_path / "missing.yaml", root=tmp_path / "demo"),
             run_command=run_job_command,
         )
 

@@ -4,7 +4,7 @@ A small DomainMap (400 bundled points, ``specialize: auto`` onto one more
 embedded cluster) is served by ``librarian up`` in a temporary directory; it
 is queried through ``qdrant-client`` and compared with exact search, stopped
 with SIGTERM (exit 0), and started again on the same state: nothing is
-analysed or migrated again, and the answers are the same.
+analysed or migrated again, and the answers are the same, id for id.
 """
 
 from __future__ import annotations
@@ -149,13 +149,9 @@ def test_up_serves_stops_on_sigterm_and_resumes_without_redoing_anything(
     assert "Resuming from .librarian/" in log and "DomainMap/mine: Ready (Analyzed)" in log
     assert "Analyzing" not in log and "Labeling" not in log  # not analysed again
     assert "Running" not in log and "Migrating" not in log  # no migration run again
-    # The same library answers as well. (Not always word for word: the router's routing model
-    # is learnt from a random sample of the library each time it starts.)
-    recall_again = np.mean(
-        [len(set(a) & set(e.tolist())) / 10 for a, e in zip(again, exact, strict=True)]
-    )
-    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(again, answers, strict=True)])
-    assert recall_again >= 0.9 and overlap >= 0.9, (recall_again, overlap)
+    # The same library gives the same answers: the routing model is learnt from the same
+    # (deterministic) sample of it at every start.
+    assert again == answers
     restarted = _stored_domainmap(root)
     assert restarted["status"]["version"] == stored["status"]["version"]
     assert restarted["status"].get("lastAnalyzed") == stored["status"].get("lastAnalyzed")

@@ -1,82 +1,109 @@
-"""The embedded default, end to end: what ``make demo`` runs.
+"""The embedded default, end to end: what ``make demo`` runs — a scripted scenario on ``librarian up``.
 
 Why this exists: a new user (and CI) should see the whole product work with
-nothing to install by hand — real data, the real Qdrant engine in-process, an
-emulated Kubernetes API with the real operator running against it, and the
-example manifest applied exactly as ``kubectl apply`` would.
+nothing to install by hand, on the very machinery they would run on their own
+data. The scenario:
+
+1. loads the bundled data (real Debian package descriptions and their
+   embeddings) into the embedded source cluster with the service
+   ``librarian load`` uses (:mod:`librarian.services.loading`);
+2. runs ``librarian up``'s machinery (:func:`librarian.local.up.local_library`)
+   on the example DomainMap with a fresh state directory: the emulated
+   Kubernetes API, the operator, the migration Jobs and the router behind one
+   address, printing each phase as ``up`` does;
+3. waits for the DomainMap to be Ready and every ClusterSpecialization to
+   finish (conditions re-checked at each change of the API, see
+   :mod:`librarian.local.watch`), and for the router to serve every domain
+   from its specialized collection;
+4. queries the library through ``qdrant-client`` at that address
+   (:mod:`librarian.demo.workload`), then skews the load and applies the
+   example RebalancePolicy with the same address as its load source
+   (:mod:`librarian.demo.rebalancing`);
+5. returns what it measured, which :mod:`librarian.demo.report` prints.
+
+``up`` runs in-process rather than as a child process: the scenario applies
+the RebalancePolicy to the running API and waits on its objects as they
+change, which ``up`` offers in-process (its :class:`RunningLibrary`) and not
+over its address; and a test can then run the scenario with smaller
+parameters and see any failure as an exception, not as a log to read.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import json
+import re
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import numpy as np
 import yaml
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 from sklearn.metrics import normalized_mutual_info_score
 
 from librarian.contracts import api
 from librarian.contracts.api import resource
 from librarian.contracts.payload import LABEL_KEY
 from librarian.demo.data import DemoData, load_demo_data, load_demo_sections
-from librarian.demo.rebalancing import RebalanceReport, run_rebalancing
-from librarian.demo.workload import RouterReport, run_router_workload, serve_router
-from librarian.local.emulator import EmulatedCluster, emulated_kubernetes, load_crds
-from librarian.local.job_controller import CommandRunner, play_job_controller
-from librarian.operator.runtime import operator_in_thread
-from librarian.router.loader import kubernetes_fleet, kubernetes_loader
+from librarian.demo.rebalancing import RebalancingFailed, run_rebalancing
+from librarian.demo.report import DemoReport
+from librarian.demo.workload import router_status, run_router_workload
+from librarian.local.job_controller import CommandRunner
+from librarian.local.up import UpConfig, UpError, local_library
+from librarian.local.watch import ResourceWatch, WaitTimeout
+from librarian.services.loading import LoadRefused, load_points, plan_load
+from librarian.settings import Settings
 from librarian.storage.embedded import EmbeddedQdrant
-from librarian.storage.fleet import Fleet
-from librarian.storage.port import CollectionSpec, PointRecord
+from librarian.storage.errors import QdrantError
+
+__all__ = ["DemoError", "DemoScenario", "load_source", "read_labels", "run_demo"]
 
 DOMAINMAPS = resource(api.DOMAINMAPS)
 SPECIALIZATIONS = resource(api.CLUSTERSPECIALIZATIONS)
+DEMO_SETTINGS = Settings.model_validate(
+    # one query in five is also asked of every domain, so the router estimates its own recall
+    # from enough comparisons within the demo's few hundred queries
+    {"domain_library_orchestrator": {"shadow_fraction": 0.2}}
+)
 
 
 class DemoError(RuntimeError):
     """The demo could not run or did not reach Ready; the message says why."""
 
 
-@dataclass
-class DemoReport:
-    status: dict[str, Any]
-    labels: dict[int, str] = field(default_factory=dict)
-    nmi: float | None = None
-    seconds: float = 0.0
-    events: list[dict[str, Any]] = field(default_factory=list)
-    specializations: list[dict[str, Any]] = field(default_factory=list)
-    router: RouterReport | None = None
-    rebalancing: RebalanceReport | None = None
+@dataclass(frozen=True)
+class DemoScenario:
+    """What the scenario runs on and how much it asks; ``make demo`` takes the defaults.
+
+    Tests run the same scenario smaller: fewer points, queries and a shorter
+    load window (and their own manifests).
+    """
+
+    manifest: Path = Path("manifests/examples/domainmap.yaml")
+    policy: Path | None = Path("manifests/examples/rebalancepolicy.yaml")
+    root: Path = Path(".demo")  # the state directory and the files loaded go under it
+    points: int | None = None  # the first N bundled points (all 3,000 by default)
+    queries: int = 300  # through qdrant-client, against exhaustive search
+    repeated: int = 50  # of them asked again (answered from the router's cache)
+    skewed_queries: int = 400  # per pass of the skewed load
+    load_window_s: float = 10.0  # the router's load window the policy reads
+    timeout_s: float = 600.0  # for each wait
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: any free port
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
 
 
-async def _wait_specialized(
-    api: EmulatedCluster,
-    namespace: str,
-    expected: int,
-    timeout_s: float,
-    console: Console,
-    run_command: CommandRunner,
-) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout_s
-    done: set[str] = set()
-    while time.monotonic() < deadline:
-        await play_job_controller(api, namespace, done, run_command)
-        items = await api.list_objects(SPECIALIZATIONS, namespace)
-        phases = Counter((i.get("status") or {}).get("phase", "Pending") for i in items)
-        if len(items) >= expected and phases["Ready"] + phases["Failed"] == len(items):
-            return items
-        await asyncio.sleep(0.3)
-    raise DemoError(f"specializations did not finish within {timeout_s:.0f}s")
-
-
-def _source_of(manifest: dict[str, Any]) -> tuple[Path, str, str]:
+def _source_of(manifest: Mapping[str, Any]) -> tuple[Path, str, str]:
     spec = manifest["spec"]
     source = spec["source"]
     cluster = next(c for c in spec["clusters"] if c["name"] == source["cluster"])
@@ -89,30 +116,31 @@ def _source_of(manifest: dict[str, Any]) -> tuple[Path, str, str]:
     )
 
 
-def load_source(path: Path, collection: str, text_field: str, data: DemoData) -> None:
-    """(Re)create the source collection on the embedded cluster with the demo data."""
+def load_source(path: Path, collection: str, text_field: str, data: DemoData, files: Path) -> None:
+    """(Re)create the source collection with the demo data, as ``librarian load`` would.
+
+    The vectors and one JSON payload per point are written under ``files``
+    and loaded by :mod:`librarian.services.loading`: row ``i`` becomes point ``i``.
+    """
     shutil.rmtree(path, ignore_errors=True)
+    files.mkdir(parents=True, exist_ok=True)
+    np.save(files / "vectors.npy", data.vectors)
+    with (files / "records.jsonl").open("w", encoding="utf-8") as out:
+        for record in data.records:
+            payload = {text_field: str(record["text"]), "package": str(record["package"])}
+            out.write(json.dumps(payload) + "\n")
     port = EmbeddedQdrant("general", path)
     try:
-        port.create_collection(collection, CollectionSpec(vector_size=data.vectors.shape[1]))
-        batch: list[PointRecord] = []
-        for index, record in enumerate(data.records):
-            batch.append(
-                PointRecord(
-                    id=int(str(record["id"])),
-                    vector=[float(x) for x in data.vectors[index]],
-                    payload={text_field: str(record["text"]), "package": str(record["package"])},
-                )
-            )
-            if len(batch) == 500:
-                port.upsert(collection, batch)
-                batch = []
-        port.upsert(collection, batch)
+        plan = plan_load(port, collection, files / "vectors.npy", files / "records.jsonl")
+        load_points(port, plan)
+    except (LoadRefused, QdrantError) as error:
+        raise DemoError(f"loading the bundled data failed: {error}") from None
     finally:
         port.close()
 
 
 def read_labels(path: Path, collection: str) -> dict[int, str]:
+    """Every point's domain label, as the operator wrote it in the source collection."""
     port = EmbeddedQdrant("general", path)
     labels: dict[int, str] = {}
     try:
@@ -129,252 +157,203 @@ def read_labels(path: Path, collection: str) -> dict[int, str]:
     return labels
 
 
-async def _wait_ready(
-    api: EmulatedCluster, namespace: str, name: str, timeout_s: float, console: Console
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    last_message = ""
-    while time.monotonic() < deadline:
-        obj = await api.get(DOMAINMAPS, namespace, name)
-        status = (obj or {}).get("status") or {}
+_PHASE_LINE = re.compile(r"^\S+ (?P<kind>[A-Za-z]+)/\S+: (?P<phase>[A-Za-z]+)")
+_QUIET = {"Job": None, "ClusterSpecialization": ("Ready", "Failed")}  # kind -> phases shown
+
+
+def _shown(line: str) -> bool:
+    """Which of ``up``'s lines the demo shows: not every Job, nor every step of a specialization.
+
+    Each specialization is shown once finished (with its recall and latency);
+    the DomainMap, the RebalancePolicy and the library served, at every change.
+    """
+    match = _PHASE_LINE.match(line)
+    if match is None or match["kind"] not in _QUIET:
+        return True
+    shown = _QUIET[match["kind"]]
+    return shown is not None and match["phase"] in shown
+
+
+def _fresh(scenario: DemoScenario, manifest: Mapping[str, Any]) -> None:
+    """Every run starts anew: no state, and empty target clusters."""
+    shutil.rmtree(scenario.state_dir, ignore_errors=True)
+    for cluster in manifest["spec"]["clusters"]:
+        if "embedded" in cluster:
+            shutil.rmtree(cluster["embedded"], ignore_errors=True)
+
+
+def _ready(watch: ResourceWatch, namespace: str, name: str) -> Callable[[], dict[str, Any] | None]:
+    def check() -> dict[str, Any] | None:
+        obj = watch.get(DOMAINMAPS, namespace, name) or {}
+        status = obj.get("status") or {}
         ready = next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), None)
-        message = f"{status.get('phase', 'Pending')}: {status.get('message') or ''}".strip()
-        if message != last_message:
-            console.print(f"  [dim]{message}[/dim]")
-            last_message = message
-        if (
-            ready
-            and ready["status"] == "True"
-            and status.get("observedGeneration")
-            == (obj or {}).get("metadata", {}).get("generation")
-        ):
-            return status
         if ready and ready["status"] == "False" and status.get("phase") == "Failed":
             raise DemoError(f"DomainMap {name} failed: {ready['reason']}: {ready['message']}")
-        await asyncio.sleep(0.3)
-    raise DemoError(f"DomainMap {name} was not Ready within {timeout_s:.0f}s")
+        current = status.get("observedGeneration") == obj.get("metadata", {}).get("generation")
+        return dict(status) if ready and ready["status"] == "True" and current else None
+
+    return check
+
+
+def _specialized(
+    watch: ResourceWatch, namespace: str, expected: int
+) -> Callable[[], list[dict[str, Any]] | None]:
+    def check() -> list[dict[str, Any]] | None:
+        items = watch.items(SPECIALIZATIONS, namespace)
+        phases = Counter((i.get("status") or {}).get("phase", "Pending") for i in items)
+        finished = phases["Ready"] + phases["Failed"] == len(items)
+        return items if len(items) >= expected and finished else None
+
+    return check
+
+
+async def _serving(
+    http: aiohttp.ClientSession, url: str, library: str, specialized: int, timeout_s: float
+) -> None:
+    """Wait until the router serves the library with ``specialized`` domains from their collections.
+
+    The router re-reads the library when its resources change; there is no
+    notification of a finished reload, so its status is asked again until then.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        status = await router_status(http, url, library)
+        domains = status.library.domains if status.library else []
+        if domains and sum(1 for d in domains if d.specialized) >= specialized:
+            return
+        if loop.time() > deadline:
+            raise DemoError(
+                f"the router did not serve {specialized} specialized domains within "
+                f"{timeout_s:.0f}s ({status.load_error or 'no error'})"
+            )
+        await asyncio.sleep(0.2)
+
+
+def _nmi(labels: Mapping[int, str], sections: Sequence[str]) -> float | None:
+    ids = sorted(labels)
+    if not ids:
+        return None
+    return float(normalized_mutual_info_score([sections[i] for i in ids], [labels[i] for i in ids]))
 
 
 async def run_demo(
+    scenario: DemoScenario = DemoScenario(),
     *,
-    manifest_path: Path = Path("manifests/examples/domainmap.yaml"),
-    policy_path: Path | None = Path("manifests/examples/rebalancepolicy.yaml"),
-    crds_path: Path = Path("crds"),
-    timeout_s: float = 600.0,
-    console: Console | None = None,
     run_command: CommandRunner,
+    console: Console | None = None,
 ) -> DemoReport:
+    """Run the scenario on ``librarian up``'s machinery; what it measured."""
     console = console or Console()
-    if not manifest_path.exists() or not crds_path.is_dir():
+    needed = [scenario.manifest, *([scenario.policy] if scenario.policy else [])]
+    if not all(path.is_file() for path in needed):
         raise DemoError(
-            f"{manifest_path} or {crds_path}/ not found: run the demo from the repository root "
+            f"{' or '.join(map(str, needed))} not found: run the demo from the repository root "
             "(make demo)"
         )
-    manifest = yaml.safe_load(manifest_path.read_text())
+    manifest = yaml.safe_load(scenario.manifest.read_text())
     storage, collection, text_field = _source_of(manifest)
+    namespace = manifest["metadata"].get("namespace", "default")
+    name = manifest["metadata"]["name"]
     started = time.monotonic()
 
-    data = load_demo_data()
+    data = load_demo_data(limit=scenario.points)
     console.print(
         f"[bold]1.[/bold] Loading {len(data.records):,} Debian package descriptions "
         f"({data.vectors.shape[1]}-d embeddings) into embedded cluster 'general' "
         f"({storage}), collection '{collection}'"
     )
-    load_source(storage, collection, text_field, data)
-    for cluster in manifest["spec"]["clusters"]:  # fresh target clusters for every run
-        if "embedded" in cluster and Path(cluster["embedded"]) != storage:
-            shutil.rmtree(cluster["embedded"], ignore_errors=True)
-
-    # The operator's timers tick every second here (10 s by default): the demo waits on them.
-    os.environ.setdefault("LIBRARIAN_TIMER_TICK_SECONDS", "1")
-    console.print("[bold]2.[/bold] Starting an emulated Kubernetes API and the operator")
-    namespace = manifest["metadata"].get("namespace", "default")
-    name = manifest["metadata"]["name"]
-    async with (
-        emulated_kubernetes(load_crds(crds_path), namespaces=[namespace]) as api,
-        operator_in_thread(api.url),
-    ):
-        console.print(f"[bold]3.[/bold] Applying {manifest_path}")
-        await api.create(manifest)
-        status = await _wait_ready(api, namespace, name, timeout_s, console)
-        specializations: list[dict[str, Any]] = []
-        if manifest["spec"].get("specialize") == "auto":
-            console.print(
-                f"[bold]4.[/bold] Specializing {status['domainCount']} domains onto "
-                + ", ".join(t["cluster"] for t in manifest["spec"]["specialization"]["targets"])
-                + " (the demo plays the Job controller)"
-            )
-            specializations = await _wait_specialized(
-                api, namespace, status["domainCount"], timeout_s, console, run_command
-            )
-        # The router reads the library as it would in a cluster: DomainMap, Ready
-        # ClusterSpecializations, catalog — and follows them while the operator works.
-        _, clusters, source_cluster = await kubernetes_fleet(namespace, name)
-        loader_fleet = Fleet(clusters)
-        loader = kubernetes_loader(loader_fleet, namespace, name)
-        router_report = rebalance_report = None
-        async with serve_router(loader, clusters, source_cluster, load_window_s=10.0) as router:
-            if router.state.library is not None:
-                console.print(
-                    f"[bold]5.[/bold] Serving library '{router.state.library.name}' through the "
-                    f"router at {router.url} and running a query workload through qdrant-client"
-                )
-                ids = [int(str(r["id"])) for r in data.records]
-                router_report = await run_router_workload(router, ids, data.vectors)
-                if policy_path is not None:
-                    console.print(
-                        "[bold]6.[/bold] Skewing the query load so one cluster runs hot; "
-                        "a RebalancePolicy moves domains off it"
-                    )
-                    rebalance_report = await run_rebalancing(
-                        api,
-                        router,
-                        policy_path=policy_path,
-                        namespace=namespace,
-                        vectors=data.vectors,
-                        labels=read_labels(storage, collection),
-                        ids=ids,
-                        console=console,
-                        run_command=run_command,
-                        timeout_s=timeout_s,
-                    )
-        loader_fleet.close()
-        events = api.events(namespace)
-    labels = read_labels(storage, collection)
-    sections = load_demo_sections()
-    ids = sorted(labels)
-    nmi = (
-        float(normalized_mutual_info_score([sections[i] for i in ids], [labels[i] for i in ids]))
-        if ids
-        else None
+    _fresh(scenario, manifest)
+    load_source(storage, collection, text_field, data, scenario.root / "input")
+    console.print(
+        f"[bold]2.[/bold] librarian up -f {scenario.manifest} --state {scenario.state_dir}: "
+        "an emulated Kubernetes API, the operator, the migration Jobs and the router"
     )
+    config = UpConfig(
+        files=[scenario.manifest],
+        state_dir=scenario.state_dir,
+        host=scenario.host,
+        port=scenario.port,
+        settings=DEMO_SETTINGS,
+        load_window_s=scenario.load_window_s,
+    )
+
+    def write(line: str) -> None:
+        if _shown(line):
+            console.print(f"   [dim]{escape(line)}[/dim]")
+
+    try:
+        async with (
+            local_library(config, run_command=run_command, write=write) as running,
+            aiohttp.ClientSession() as http,
+        ):
+            watch = ResourceWatch(running.api)
+            library = next(
+                e.name for e in running.libraries if e.domainmap == f"{namespace}/{name}"
+            )
+            status = await watch.until(
+                _ready(watch, namespace, name), scenario.timeout_s, f"DomainMap {name} Ready"
+            )
+            specializations: list[dict[str, Any]] = []
+            if manifest["spec"].get("specialize") == "auto":
+                console.print(
+                    f"[bold]3.[/bold] Specializing {status['domainCount']} domains onto "
+                    + ", ".join(t["cluster"] for t in manifest["spec"]["specialization"]["targets"])
+                    + " (librarian up runs their migration Jobs; each shown once Ready)"
+                )
+                specializations = await watch.until(
+                    _specialized(watch, namespace, status["domainCount"]),
+                    scenario.timeout_s,
+                    "every ClusterSpecialization finished",
+                )
+            ready = sum(1 for i in specializations if i["status"]["phase"] == "Ready")
+            await _serving(http, running.url, library, ready, scenario.timeout_s)
+            console.print(
+                f"[bold]4.[/bold] Querying library '{library}' at {running.url} through "
+                "qdrant-client"
+            )
+            ids = list(range(len(data.records)))
+            router_report = await run_router_workload(
+                http,
+                running.url,
+                library,
+                ids,
+                data.vectors,
+                queries=scenario.queries,
+                repeated=scenario.repeated,
+            )
+            rebalance_report = None
+            if scenario.policy is not None:
+                console.print(
+                    "[bold]5.[/bold] Skewing the query load so one cluster runs hot; "
+                    "a RebalancePolicy moves domains off it"
+                )
+                rebalance_report = await run_rebalancing(
+                    running.api,
+                    watch,
+                    http,
+                    running.url,
+                    library,
+                    policy_path=scenario.policy,
+                    namespace=namespace,
+                    vectors=data.vectors,
+                    labels=read_labels(storage, collection),
+                    ids=ids,
+                    console=console,
+                    queries=scenario.skewed_queries,
+                    timeout_s=scenario.timeout_s,
+                )
+            events = running.api.events(namespace)
+    except (UpError, WaitTimeout, RebalancingFailed) as error:
+        raise DemoError(str(error)) from None
+    labels = read_labels(storage, collection)
     return DemoReport(
         status=status,
         labels=labels,
-        nmi=nmi,
+        nmi=_nmi(labels, load_demo_sections()),
         seconds=time.monotonic() - started,
         events=events,
         specializations=specializations,
         router=router_report,
         rebalancing=rebalance_report,
-    )
-
-
-def print_report(report: DemoReport, console: Console) -> None:
-    status = report.status
-    per_domain = Counter(report.labels.values())
-    table = Table(
-        title=f"DomainMap: {status['domainCount']} domains "
-        f"(version {status['version']}, strategy {status.get('strategy')})",
-        title_justify="left",
-    )
-    for column, justify in (
-        ("domain", "left"),
-        ("name", "left"),
-        ("points", "right"),
-        ("cohesion", "right"),
-        ("keywords", "left"),
-    ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    for domain in sorted(status["domains"], key=lambda d: -per_domain.get(d["id"], 0)):
-        table.add_row(
-            domain["id"],
-            domain["name"],
-            f"{per_domain.get(domain['id'], 0):,}",
-            f"{domain['cohesion']:.3f}",
-            ", ".join(domain["keywords"][:6]),
-        )
-    console.print(table)
-    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
-    console.print(f"Ready={ready['status']} ({ready['reason']}): {ready['message']}")
-    for condition in status["conditions"]:
-        if condition["type"] != "Ready":
-            console.print(f"  {condition['type']}={condition['status']} ({condition['reason']})")
-    labeling = status.get("labeling", {})
-    console.print(
-        f"Labelled {labeling.get('labeled', 0):,} of {labeling.get('total', 0):,} "
-        f"points; catalog {status['catalog']['cluster']}/"
-        f"{status['catalog']['collection']}"
-    )
-    if report.nmi is not None:
-        console.print(
-            f"Agreement with the Debian archive sections (ground truth never read by "
-            f"discovery): NMI {report.nmi:.3f}"
-        )
-    if report.specializations:
-        spec_table = Table(title="Specializations", title_justify="left")
-        for column, justify in (
-            ("domain", "left"),
-            ("cluster", "left"),
-            ("strategy", "left"),
-            ("points", "right"),
-            ("verified", "left"),
-            ("recall@10", "right"),
-            ("p50 ms before -> after", "right"),
-            ("phase", "left"),
-        ):
-            spec_table.add_column(column, justify=justify)  # type: ignore[arg-type]
-        names = {d["id"]: d["name"] for d in status["domains"]}
-        for item in sorted(
-            report.specializations,
-            key=lambda i: -((i.get("status") or {}).get("migration") or {}).get("targetCount", 0),
-        ):
-            st = item.get("status") or {}
-            migration, validation = st.get("migration") or {}, st.get("validation") or {}
-            strategy = (
-                (st.get("appliedConfig") or {}).get("collection") and item["spec"].get("strategy")
-            ) or item["spec"].get("strategy", "")
-            spec_table.add_row(
-                names.get(item["spec"]["domain"], item["spec"]["domain"]),
-                item["spec"]["target"]["cluster"],
-                strategy,
-                f"{migration.get('targetCount', 0):,}",
-                "yes" if migration.get("phase") in ("verified", "done") else "no",
-                f"{validation.get('recallAt10', 0):.3f}",
-                f"{validation.get('sourceP50Ms', 0):.2f} -> {validation.get('targetP50Ms', 0):.2f}",
-                st.get("phase", ""),
-            )
-        console.print(spec_table)
-    reasons = Counter(str(e.get("reason")) for e in report.events)
-    console.print("Events: " + ", ".join(f"{r} x{n}" for r, n in sorted(reasons.items())))
-    if report.router is not None:
-        r = report.router
-        console.print(
-            f"Router: {r.queries} queries through qdrant-client on {r.domains} domains "
-            f"({r.specialized} specialized): recall@10 {r.recall_at_10:.3f} vs exhaustive search, "
-            f"{r.mean_domains_probed:.1f} domains probed per query "
-            f"({r.touched_share:.0%} of the points), p50 {r.p50_ms:.2f} ms, p95 {r.p95_ms:.2f} ms; "
-            f"estimated recall from shadow queries "
-            f"{'n/a' if r.estimated_recall is None else f'{r.estimated_recall:.3f}'}, "
-            f"cache hit rate {r.cache_hit_rate:.0%}"
-        )
-    if report.rebalancing is not None:
-        _print_rebalancing(report.rebalancing, console)
-    console.print(f"Done in {report.seconds:.1f}s.")
-
-
-def _print_rebalancing(report: RebalanceReport, console: Console) -> None:
-    table = Table(
-        title="Rebalancing: the same skewed queries before and after the moves",
-        title_justify="left",
-    )
-    for column in ("cluster", "router calls before", "after", "load before", "after"):
-        table.add_column(column, justify="left" if column == "cluster" else "right")
-    load_before = {c["name"]: c for c in report.before.get("clusters") or []}
-    load_after = {c["name"]: c for c in report.after.get("clusters") or []}
-    for cluster in sorted({*report.calls_before, *load_before, *load_after}):
-        table.add_row(
-            cluster + (" (queries aimed here)" if cluster == report.hot_cluster else ""),
-            f"{report.calls_before.get(cluster, 0):,}",
-            f"{report.calls_after.get(cluster, 0):,}",
-            f"{(load_before.get(cluster) or {}).get('load', 0):.3f}",
-            f"{(load_after.get(cluster) or {}).get('load', 0):.3f}",
-        )
-    console.print(table)
-    done = [m for m in report.moves if m.get("state") == "Done"]
-    console.print(
-        f"Moves: {len(done)} done of {len(report.moves)}, "
-        f"{sum(int(m.get('points', 0)) for m in done):,} points moved; max/mean cluster load "
-        f"(queries/s over each cluster's capacity) {report.before.get('maxMeanRatio', 0):.2f} -> "
-        f"{report.after.get('maxMeanRatio', 0):.2f}; policy {report.status.get('phase')}"
     )

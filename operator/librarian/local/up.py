@@ -89,6 +89,7 @@ class UpConfig:
     timer_tick_s: float = (
         1.0  # the operator's timers (10 s in a cluster): a local run waits on them
     )
+    load_window_s: float = 60.0  # the routers' sliding window of the load policies read
 
 
 @dataclass
@@ -128,9 +129,13 @@ def _snapshot(api: EmulatedCluster) -> list[dict[str, Any]]:
 
 
 async def _start_router(
-    settings: Settings, namespace: str, domainmap: str, library_name: str
+    config: UpConfig, namespace: str, domainmap: str, library_name: str
 ) -> _Router:
-    state = await prepare_router(settings, RouterSource(domainmap=f"{namespace}/{domainmap}"))
+    state = await prepare_router(
+        config.settings,
+        RouterSource(domainmap=f"{namespace}/{domainmap}"),
+        load_window_s=config.load_window_s,
+    )
     runner = web.AppRunner(create_app(state), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -311,7 +316,7 @@ async def _routers(
     tasks: list[asyncio.Task[None]] = []
     try:
         for namespace, domainmap, library in libraries:
-            routers.append(await _start_router(config.settings, namespace, domainmap, library))
+            routers.append(await _start_router(config, namespace, domainmap, library))
         tasks = [asyncio.ensure_future(_follow(r, write)) for r in routers]
         yield routers
     finally:

@@ -146,10 +146,16 @@ def combine_filters(
 
 
 def _sample(port: QdrantPort, route: DomainRoute, limit: int) -> list[PointRecord]:
+    """The first ``limit`` points of the domain in id order (with vectors).
+
+    Drawn deterministically, not at random: the routing model is learnt from
+    this sample, so the same library must give the same sample — and the same
+    answers — after a restart. A domain within its share of the budget is
+    taken whole either way; a larger one is represented by its lowest ids
+    (its oldest points, when ids follow insertion order).
+    """
     if limit <= 0:
         return []
-    if not route.labelled_slice:
-        return port.sample(route.collection, limit, with_payload=False)
     records, _ = port.scroll(
         route.collection,
         limit=limit,

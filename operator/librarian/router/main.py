@@ -71,11 +71,18 @@ def kubernetes_login(server: str | None) -> None:
         raise RuntimeError(str(error)) from None
 
 
-async def prepare_router(settings: Settings, source: RouterSource, *, seed: int = 0) -> RouterState:
-    """The router's state for ``source`` (the fleet is resolved once; domains reload live)."""
+async def prepare_router(
+    settings: Settings, source: RouterSource, *, seed: int = 0, load_window_s: float = 60.0
+) -> RouterState:
+    """The router's state for ``source`` (the fleet is resolved once; domains reload live).
+
+    ``load_window_s``: the sliding window of the load it reports to rebalance policies.
+    """
     if source.domainmap:
         namespace, _, name = source.domainmap.rpartition("/")
-        return _following_domainmap(settings, namespace or "default", name, source, seed)
+        return _following_domainmap(
+            settings, namespace or "default", name, source, seed, load_window_s
+        )
     else:
         if not (source.clusters and source.source and source.catalog):
             raise ValueError("give --domainmap, or --cluster, --source and --catalog")
@@ -99,6 +106,7 @@ async def prepare_router(settings: Settings, source: RouterSource, *, seed: int 
         loader=loader,
         settings=settings.domain_library_orchestrator,
         seed=seed,
+        load_window_s=load_window_s,
     )
     return RouterState(config)
 
@@ -120,7 +128,12 @@ def _check_catalog_source(fleet: Fleet, source: tuple[str, str], catalog: tuple[
 
 
 def _following_domainmap(
-    settings: Settings, namespace: str, name: str, source: RouterSource, seed: int
+    settings: Settings,
+    namespace: str,
+    name: str,
+    source: RouterSource,
+    seed: int,
+    load_window_s: float,
 ) -> RouterState:
     """A router that resolves the DomainMap's fleet on its first successful load.
 
@@ -133,6 +146,7 @@ def _following_domainmap(
         loader=_unset_loader,
         settings=settings.domain_library_orchestrator,
         seed=seed,
+        load_window_s=load_window_s,
     )
     follow: list[Any] = []
 
