@@ -41,7 +41,8 @@ def test_load_creates_the_collection_and_upserts_row_i_as_point_i(tmp_path: Path
         "--distance", "Euclid",
     )  # fmt: skip
     assert code == 0, output
-    assert "Created collection 'mine'" in output and "300 points upserted (12-d, Euclid)" in output
+    assert "Created collection 'mine'" in output
+    assert "300 points upserted (12-d, Euclid)" in output
     port = EmbeddedQdrant("check", storage)
     try:
         info = port.collection_info("mine")
@@ -61,7 +62,8 @@ def test_load_again_upserts_the_same_points(tmp_path: Path) -> None:
     assert _load(*args)[0] == 0
     code, output = _load(*args)  # the existing collection's distance (Cosine) is kept
     assert code == 0, output
-    assert "Updated collection 'c'" in output and "300 in the collection" in output
+    assert "Updated collection 'c'" in output
+    assert "300 in the collection" in output
 
 
 def test_load_without_payload_gives_empty_payloads(tmp_path: Path) -> None:
@@ -180,7 +182,8 @@ def test_an_existing_collection_must_match(
     assert _load("--embedded", storage, "--collection", "c", "--npy", npy)[0] == 0
     other = _write_npy(tmp_path, second)
     code, output = _load("--embedded", storage, "--collection", "c", "--npy", other, *option)
-    assert code != 0 and expected in " ".join(output.split()), output
+    assert code != 0, output
+    assert expected in " ".join(output.split()), output
     port = EmbeddedQdrant("check", storage)
     try:
         assert port.count("c") == 10  # untouched
@@ -191,11 +194,13 @@ def test_an_existing_collection_must_match(
 def test_the_target_is_exactly_one_of_embedded_or_url(tmp_path: Path) -> None:
     npy, _, _ = _files(tmp_path, rows=3)
     code, output = _load("--collection", "c", "--npy", npy)
-    assert code == 2 and "exactly one target" in output
+    assert code == 2
+    assert "exactly one target" in output
     code, output = _load(
         "--embedded", tmp_path, "--url", "http://127.0.0.1:1", "--collection", "c", "--npy", npy
     )
-    assert code == 2 and "exactly one target" in output
+    assert code == 2
+    assert "exactly one target" in output
 
 
 def test_the_api_key_comes_from_the_named_variable_and_is_never_printed(
@@ -206,7 +211,8 @@ def test_the_api_key_comes_from_the_named_variable_and_is_never_printed(
         "--url", "http://127.0.0.1:1", "--api-key-env", "MY_QDRANT_KEY", "--collection", "c",
         "--npy", npy,
     )  # fmt: skip
-    assert code == 2 and "MY_QDRANT_KEY is not set" in output
+    assert code == 2
+    assert "MY_QDRANT_KEY is not set" in output
     key = "s3cret-key-for-the-test"
     monkeypatch.setenv("MY_QDRANT_KEY", key)
 
@@ -218,5 +224,7 @@ def test_the_api_key_comes_from_the_named_variable_and_is_never_printed(
             "--url", server.url, "--api-key-env", "MY_QDRANT_KEY", "--collection", "c",
             "--npy", npy,
         )  # fmt: skip
-    assert code == 1 and key not in output
-    assert server.requests and server.requests[0].headers.get("api-key") == key
+    assert code == 1
+    assert key not in output
+    assert server.requests
+    assert server.requests[0].headers.get("api-key") == key

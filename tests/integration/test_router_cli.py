@@ -25,7 +25,8 @@ def test_a_missing_embedded_path_is_an_error_and_is_not_created(tmp_path: Path) 
         "--catalog", "general/librarian-catalog",
     )  # fmt: skip
     assert code == 1
-    assert f"embedded storage '{typo}' does not exist" in output and "cluster 'general'" in output
+    assert f"embedded storage '{typo}' does not exist" in output
+    assert "cluster 'general'" in output
     assert not typo.exists()
 
 
@@ -39,11 +40,14 @@ def test_a_missing_catalog_or_source_collection_is_an_error(tmp_path: Path) -> N
         "--cluster", cluster, "--source", "general/packages", "--catalog", "general/catalog-typo"
     )
     assert code == 1
-    assert "collection 'catalog-typo'" in output and "--catalog collection does not exist" in output
+    assert "collection 'catalog-typo'" in output
+    assert "--catalog collection does not exist" in output
     code, output = _router(
         "--cluster", cluster, "--source", "general/pakages", "--catalog", "general/packages"
     )
-    assert code == 1 and "collection 'pakages'" in output and "--source collection" in output
+    assert code == 1
+    assert "collection 'pakages'" in output
+    assert "--source collection" in output
     assert sorted(p.name for p in storage.iterdir()) == ["packages"]  # nothing created
 
 

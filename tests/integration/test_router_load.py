@@ -77,7 +77,8 @@ def test_queries_to_one_domain_make_it_the_hottest(library: Library) -> None:
 
         load = http.get("/librarian/load").json()["result"]
         assert set(load) == {"uptimeSeconds", "windowSeconds", "domains", "clusters"}
-        assert load["windowSeconds"] == 60.0 and load["uptimeSeconds"] > 0
+        assert load["windowSeconds"] == 60.0
+        assert load["uptimeSeconds"] > 0
         domains = _by_id(load["domains"])
         assert set(domains) == {"d0", "d1", "d2"}  # every domain of the library, called or not
         assert {d: domains[d]["cluster"] for d in domains} == {
@@ -90,7 +91,8 @@ def test_queries_to_one_domain_make_it_the_hottest(library: Library) -> None:
         assert domains["d2"]["queries"] > domains["d1"]["queries"]
         assert domains["d2"]["qps"] > domains["d0"]["qps"] > 0
         assert domains["d2"]["errors"] == 0
-        assert isinstance(domains["d2"]["p95Ms"], float) and domains["d2"]["p95Ms"] > 0
+        assert isinstance(domains["d2"]["p95Ms"], float)
+        assert domains["d2"]["p95Ms"] > 0
         clusters = _by_id(load["clusters"], "name")
         assert set(clusters) == {"east", "west"}
         assert clusters["west"]["queries"] == domains["d2"]["queries"]
@@ -128,9 +130,11 @@ def test_queries_to_one_domain_make_it_the_hottest(library: Library) -> None:
         }
         # what a rebalance policy reads is what the router serves
         seen = asyncio.run(fetch_router_load([router.url]))
-        assert seen.routers == 1 and set(seen.domains) == {"d0", "d1", "d2"}
+        assert seen.routers == 1
+        assert set(seen.domains) == {"d0", "d1", "d2"}
         assert seen.domains["d2"].queries == domains["d2"]["queries"]
-        assert seen.domains["d2"].p95_ms is not None and seen.domains["d2"].qps > 0
+        assert seen.domains["d2"].p95_ms is not None
+        assert seen.domains["d2"].qps > 0
 
         metrics = http.get("/metrics").text
         counted = f'librarian_router_domain_queries_total{{cluster="west",domain="d2"}} {float(domains["d2"]["queries"])}'
@@ -151,7 +155,8 @@ def test_load_is_reported_before_the_library_is_loaded(library: Library) -> None
     with RouterThread(state) as router, httpx.Client(base_url=router.url) as http:
         status = http.get("/librarian/status").json()["result"]
         assert status["ready"] is False
-        assert status["load"]["domains"] == [] and status["load"]["clusters"] == []
+        assert status["load"]["domains"] == []
+        assert status["load"]["clusters"] == []
         assert status["load"]["windowSeconds"] == 30.0
         load = http.get("/librarian/load")
         assert load.status_code == 200
@@ -184,7 +189,8 @@ def test_a_moved_domain_is_reported_under_its_new_cluster(library: Library) -> N
         for seed in range(10):
             client.query_points("library", query=_near(d2.centroid, seed), limit=3)
         before = _by_id(http.get("/librarian/load").json()["result"]["domains"])["d2"]
-        assert before["cluster"] == "west" and before["queries"] >= 10
+        assert before["cluster"] == "west"
+        assert before["queries"] >= 10
 
         definitions.append(moved)
         assert router.run(state.reload()) is True
@@ -196,7 +202,8 @@ def test_a_moved_domain_is_reported_under_its_new_cluster(library: Library) -> N
             client.query_points("library", query=_near(d2.centroid, 50 + seed), limit=3)
         after = http.get("/librarian/load").json()["result"]
         d2_now = _by_id(after["domains"])["d2"]
-        assert d2_now["cluster"] == "east" and d2_now["queries"] >= before["queries"] + 10
+        assert d2_now["cluster"] == "east"
+        assert d2_now["queries"] >= before["queries"] + 10
         assert [c["name"] for c in after["clusters"]] == ["east"]  # west serves nothing now
         assert 'librarian_router_domain_queries_total{cluster="east",domain="d2"}' in (
             http.get("/metrics").text
@@ -330,7 +337,8 @@ async def test_loader_reads_the_specialization_that_is_not_superseded(tmp_path: 
             ):
                 await api.create(body)
             stored = await api.get(SPECIALIZATIONS, "default", "lib-d1-east")
-            assert stored is not None and stored["status"]["phase"] == "Ready"
+            assert stored is not None
+            assert stored["status"]["phase"] == "Ready"
 
             load: Callable[[], Awaitable[LibraryDefinition | None]] = kubernetes_loader(
                 fleet, "default", "lib"

@@ -53,10 +53,12 @@ async def test_demo_reaches_ready_and_labels_every_point(tmp_path: Path) -> None
     console = Console(file=output, width=160)
     report = await run_demo(scenario, console=console, run_command=run_job_command)
     status = report.status
-    assert status["phase"] == "Ready" and status["labeling"]["labeled"] == POINTS
+    assert status["phase"] == "Ready"
+    assert status["labeling"]["labeled"] == POINTS
     assert len(report.labels) == POINTS
     assert set(report.labels.values()) == {d["id"] for d in status["domains"]}
-    assert report.nmi is not None and report.nmi > 0.3  # real structure, not noise
+    assert report.nmi is not None
+    assert report.nmi > 0.3
     # specialize: auto -> one ClusterSpecialization per domain, every one moved and verified
     assert len(report.specializations) == status["domainCount"]
     phases = {i["status"]["phase"] for i in report.specializations}
@@ -67,30 +69,39 @@ async def test_demo_reaches_ready_and_labels_every_point(tmp_path: Path) -> None
     assert clusters == {"fast", "bulk"}
     # The router up serves, loaded from the DomainMap and its Ready ClusterSpecializations.
     router = report.router
-    assert router is not None and router.specialized == router.domains == status["domainCount"]
+    assert router is not None
+    assert router.specialized == router.domains == status["domainCount"]
     assert router.recall_at_10 >= 0.9
-    assert router.mean_domains_probed < router.domains / 2 and router.touched_share < 0.6
-    assert router.estimated_recall is not None and router.cache_hit_rate > 0
+    assert router.mean_domains_probed < router.domains / 2
+    assert router.touched_share < 0.6
+    assert router.estimated_recall is not None
+    assert router.cache_hit_rate > 0
     # A skewed load makes one cluster hot; the example policy (auto) moves domains off it.
     rebalancing = report.rebalancing
     assert rebalancing is not None
-    assert rebalancing.moves and {m["state"] for m in rebalancing.moves} == {"Done"}
+    assert rebalancing.moves
+    assert {m["state"] for m in rebalancing.moves} == {"Done"}
     assert rebalancing.before["maxMeanRatio"] > 1.3
     assert rebalancing.after["maxMeanRatio"] < rebalancing.before["maxMeanRatio"]
     hot = rebalancing.hot_cluster
     assert rebalancing.calls_after[hot] < rebalancing.calls_before[hot]
     # The last analysis is made in observe mode: it judges the new placement, moves nothing.
-    assert rebalancing.verdict["lastAnalysis"] and not rebalancing.verdict["moves"]
+    assert rebalancing.verdict["lastAnalysis"]
+    assert not rebalancing.verdict["moves"]
     # The state up kept: every resource, the policy among them.
     stored = {p.parent.name for p in (tmp_path / "demo/state/resources/default").glob("*/*.json")}
     assert {"domainmaps.librarian.dev", "rebalancepolicies.librarian.dev"} <= stored
     print_report(report, console)
     text = output.getvalue()
-    assert "librarian up -f" in text and "DomainMap/packages: Ready (Analyzed)" in text
+    assert "librarian up -f" in text
+    assert "DomainMap/packages: Ready (Analyzed)" in text
     assert "Job/" not in text  # up's lines for each Job are left out
-    assert "Ready=True (Analyzed)" in text and "NMI" in text and "Specializations" in text
+    assert "Ready=True (Analyzed)" in text
+    assert "NMI" in text
+    assert "Specializations" in text
     assert "Router: 100 queries through qdrant-client" in text
-    assert "Rebalancing: the same skewed queries" in text and "max/mean cluster load" in text
+    assert "Rebalancing: the same skewed queries" in text
+    assert "max/mean cluster load" in text
     assert "The policy on the new placement (switched to observe): Balanced=" in text
 
 
@@ -104,4 +115,5 @@ async def test_demo_outside_the_repository_says_where_to_run(tmp_path: Path) -> 
 
 def test_demo_command_reports_a_clear_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["demo", "--manifest", str(tmp_path / "x.yaml")])
-    assert result.exit_code == 1 and "repository root" in result.output
+    assert result.exit_code == 1
+    assert "repository root" in result.output

@@ -29,7 +29,7 @@ async def _wait_condition(
     status: str,
     reason: str | None = None,
     generation: int | None = None,
-    timeout: float = 90,
+    timeout_s: float = 90,
 ) -> dict[str, Any]:
     async def check() -> dict[str, Any] | None:
         obj = await api.get(DOMAINMAPS, "default", name)
@@ -43,7 +43,7 @@ async def _wait_condition(
             return obj
         return None
 
-    return await wait_for(check, timeout)  # type: ignore[no-any-return]
+    return await wait_for(check, timeout_s)  # type: ignore[no-any-return]
 
 
 async def test_domainmap_is_analysed_labelled_and_catalogued(
@@ -54,7 +54,8 @@ async def test_domainmap_is_analysed_labelled_and_catalogued(
     await cluster.create(domainmap("packages", storage))
     obj = await _wait_condition(cluster, "packages", "Ready", "True", "Analyzed", generation=1)
     status = obj["status"]
-    assert status["phase"] == "Ready" and status["version"] == 1
+    assert status["phase"] == "Ready"
+    assert status["version"] == 1
     assert status["observedGeneration"] == 1
     assert 2 <= status["domainCount"] == len(status["domains"]) <= 8
     assert sum(d["size"] for d in status["domains"]) == 300  # the sample

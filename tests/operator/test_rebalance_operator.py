@@ -113,7 +113,7 @@ async def _library_on_fast(
 
 
 async def _policy_status(
-    api: EmulatedCluster, name: str, check: Any, timeout: float = 60
+    api: EmulatedCluster, name: str, check: Any, timeout_s: float = 60
 ) -> dict[str, Any]:
     seen: dict[str, Any] = {}
 
@@ -123,7 +123,7 @@ async def _policy_status(
         return status if check(status) else None
 
     try:
-        return await wait_for(reached, timeout)  # type: ignore[no-any-return]
+        return await wait_for(reached, timeout_s)  # type: ignore[no-any-return]
     except AssertionError as error:
         raise AssertionError(f"RebalancePolicy {name}: {error}; last status {seen}") from None
 
@@ -179,13 +179,16 @@ async def test_approve_mode_runs_nothing_before_approval_then_moves_safely(
     )
     proposal = status["proposal"]
     executable = [m for m in proposal["moves"] if m["executable"]]
-    assert len(executable) >= 2 and all(m["target"] == "bulk" for m in executable)
+    assert len(executable) >= 2
+    assert all(m["target"] == "bulk" for m in executable)
     assert len({m["wave"] for m in executable}) == len(executable)  # one at a time
     assert status["load"]["maxMeanRatio"] > 1.3
     pending = next(c for c in status["conditions"] if c["type"] == "ProposalPending")
-    assert pending["status"] == "True" and "librarian.dev/rebalance=approve" in pending["message"]
+    assert pending["status"] == "True"
+    assert "librarian.dev/rebalance=approve" in pending["message"]
     balanced = next(c for c in status["conditions"] if c["type"] == "Balanced")
-    assert balanced["status"] == "False" and "imbalance" in balanced["message"].lower()
+    assert balanced["status"] == "False"
+    assert "imbalance" in balanced["message"].lower()
     reads = _library_reads(cluster)
     await _ticks_pass("balance", 4)  # several ticks: still nothing runs
     assert _library_reads(cluster) == reads  # idle ticks call no API
@@ -306,7 +309,8 @@ async def test_a_failing_move_is_rolled_back_and_nothing_is_lost(
     await _run_job(cluster, child["status"]["job"], succeed=False)
     status = await _policy_status(cluster, "auto", lambda s: bool(s.get("history")), 60)
     rolled = status["history"][0]
-    assert rolled["state"] == "RolledBack" and "nothing was lost" in rolled["message"]
+    assert rolled["state"] == "RolledBack"
+    assert "nothing was lost" in rolled["message"]
     assert await _owned(cluster, "auto") == []
     assert _count(tmp_path / "bulk", "bulk", target, domain) == 0  # the partial copy is gone
     for d in domains:  # the old homes were never touched
@@ -437,7 +441,8 @@ async def test_stop_cancels_the_moves_not_started_and_lets_the_running_one_finis
     status = await _policy_status(
         cluster, "halt", lambda s: any(h["state"] == "Cancelled" for h in s.get("history") or [])
     )
-    assert status["stopped"] and [m["state"] for m in status["moves"]] == ["Copying"]
+    assert status["stopped"]
+    assert [m["state"] for m in status["moves"]] == ["Copying"]
     await _run_job(cluster, first["status"]["job"])
     status = await _policy_status(cluster, "halt", lambda s: not s.get("moves"))
     assert sorted(h["state"] for h in status["history"]) == ["Cancelled", "Done"]

@@ -113,7 +113,8 @@ async def test_a_stale_body_does_not_report_a_problem_twice(
     assert first.status["phase"] == "Failed"
     assert events == [("Warning", "InvalidSpec")]
     stored = await api.get(POLICIES, "default", "broken")
-    assert stored is not None and stored["status"]["message"].startswith("invalid spec")
+    assert stored is not None
+    assert stored["status"]["message"].startswith("invalid spec")
     for _ in range(3):  # kopf's body still predates the first tick's status
         assert not await _tick(api, created)
     assert events == [("Warning", "InvalidSpec")]
@@ -159,4 +160,5 @@ async def test_a_newer_annotation_is_not_overwritten_and_is_handled_next(
     patch = await _tick(api, fresh)
     assert patch.status["stopped"] is True
     assert await _annotations(api, "halt") == {}
-    assert ("Normal", "Stopped") in events and ("Normal", "Approved") not in events
+    assert ("Normal", "Stopped") in events
+    assert ("Normal", "Approved") not in events

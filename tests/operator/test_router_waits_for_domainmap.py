@@ -23,7 +23,8 @@ async def test_router_reports_not_ready_until_the_domainmap_exists() -> None:
         async with TestClient(TestServer(app)) as client:
             ready = await client.get("/readyz")
             assert ready.status == 503
-            assert "not ready" in await ready.text() and state.load_error
+            assert "not ready" in await ready.text()
+            assert state.load_error
             assert (await client.get("/healthz")).status == 200  # alive: no crash loop
             query = await client.post("/collections/packages/points/query", json={"query": [0.1]})
             assert query.status == 503

@@ -176,7 +176,8 @@ async def test_the_api_key_never_leaves_its_secret(
             requests = list(api.emulator)
 
     # The key was really read and used: the remote cluster got it, in a header only.
-    assert remote.requests and all(r.headers.get("api-key") == SENTINEL for r in remote.requests)
+    assert remote.requests
+    assert all(r.headers.get("api-key") == SENTINEL for r in remote.requests)
     assert not [r for r in remote.requests if _leaks(json.dumps(r.body))]
 
     # Nothing the operator sent to the API carries it.
@@ -193,14 +194,16 @@ async def test_the_api_key_never_leaves_its_secret(
     ]
 
     # Nor any status, spec, Job or Event, nor any log line at any level.
-    assert objects and events
+    assert objects
+    assert events
     assert _leaks(json.dumps(objects)) == []
     assert _leaks(json.dumps(events)) == []
     assert caplog.records
     logged = "\n".join(
         f"{record.getMessage()} {record.exc_text or ''}" for record in caplog.records
     )
-    assert _leaks(logged) == [] and _leaks(caplog.text) == []
+    assert _leaks(logged) == []
+    assert _leaks(caplog.text) == []
 
     # Every call the operator made is granted by the chart's cluster-wide Role.
     allowed = triples(merge(OPERATOR, OPERATOR_CLUSTER_WIDE))
@@ -214,4 +217,5 @@ async def test_the_api_key_never_leaves_its_secret(
         verb = _verb(request.method.value, request.name, dict(request.params))
         made.add((request.resource.group or "", resource, verb))
     assert made - allowed == set()
-    assert ("", "secrets", "get") in made and ("batch", "jobs", "create") in made
+    assert ("", "secrets", "get") in made
+    assert ("batch", "jobs", "create") in made

@@ -92,7 +92,8 @@ async def test_specialize_a_domain_end_to_end(cluster: EmulatedCluster, tmp_path
     domain = max(domain_map["status"]["domains"], key=lambda d: d["size"])
     await cluster.create(specialization("biggest", domain["id"]))
     status = await _status(cluster, "biggest", {"Migrating"})
-    assert status["progress"] == 75 and status["appliedConfig"]["action"] == "created"
+    assert status["progress"] == 75
+    assert status["appliedConfig"]["action"] == "created"
     assert status["appliedConfig"]["collection"]["hnsw"]["m"] == 32  # latency strategy
     # While the Job runs, its checkpoint (points copied of total) shows up in the status.
     fast = EmbeddedQdrant("fast", tmp_path / "fast")
@@ -110,12 +111,14 @@ async def test_specialize_a_domain_end_to_end(cluster: EmulatedCluster, tmp_path
     job = await _run_job(cluster, status["job"])
     assert job["metadata"]["ownerReferences"][0]["kind"] == "ClusterSpecialization"
     status = await _status(cluster, "biggest", {"Ready", "Failed"})
-    assert status["phase"] == "Ready" and status["progress"] == 100, status
+    assert status["phase"] == "Ready", status
+    assert status["progress"] == 100, status
     migration = status["migration"]
     assert migration["targetCount"] == migration["sourceCount"] == status["migration"]["copied"]
     assert status["validation"]["recallAt10"] >= 0.9
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
-    assert ready["status"] == "True" and ready["observedGeneration"] == 1
+    assert ready["status"] == "True"
+    assert ready["observedGeneration"] == 1
     source = EmbeddedQdrant("general", tmp_path / "general")
     target = EmbeddedQdrant("fast", tmp_path / "fast")
     try:
@@ -192,7 +195,8 @@ async def test_missing_secret_and_failed_or_timed_out_jobs(
     await cluster.create(specialization("secretless", domain["id"], target={"cluster": "remote"}))
     status = await _status(cluster, "secretless", {"Pending", "Failed"})
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
-    assert ready["reason"] == "SecretNotFound" and "Secret default/absent" in ready["message"]
+    assert ready["reason"] == "SecretNotFound"
+    assert "Secret default/absent" in ready["message"]
 
     for name, reason, expected in (
         ("failing", "BackoffLimitExceeded", "MigrationJobFailed"),
@@ -205,7 +209,8 @@ async def test_missing_secret_and_failed_or_timed_out_jobs(
         await _run_job(cluster, status["job"], succeed=False, reason=reason)
         status = await _status(cluster, name, {"Failed"})
         ready = next(c for c in status["conditions"] if c["type"] == "Ready")
-        assert ready["reason"] == expected and "nothing was deleted" in ready["message"]
+        assert ready["reason"] == expected
+        assert "nothing was deleted" in ready["message"]
     source = EmbeddedQdrant("general", tmp_path / "general")
     try:
         assert source.count("packages") == 400

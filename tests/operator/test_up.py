@@ -125,8 +125,10 @@ def test_up_serves_stops_on_sigterm_and_resumes_without_redoing_anything(
         code = first.stop()
     log = first.text()
     assert code == 0, log
-    assert "DomainMap/mine: Analyzing" in log and "DomainMap/mine: Ready (Analyzed)" in log
-    assert "Job/mine-" in log and "Stopped." in log
+    assert "DomainMap/mine: Analyzing" in log
+    assert "DomainMap/mine: Ready (Analyzed)" in log
+    assert "Job/mine-" in log
+    assert "Stopped." in log
     recall = np.mean(
         [len(set(a) & set(e.tolist())) / 10 for a, e in zip(answers, exact, strict=True)]
     )
@@ -146,9 +148,12 @@ def test_up_serves_stops_on_sigterm_and_resumes_without_redoing_anything(
         code = second.stop()
     log = second.text()
     assert code == 0, log
-    assert "Resuming from .librarian/" in log and "DomainMap/mine: Ready (Analyzed)" in log
-    assert "Analyzing" not in log and "Labeling" not in log  # not analysed again
-    assert "Running" not in log and "Migrating" not in log  # no migration run again
+    assert "Resuming from .librarian/" in log
+    assert "DomainMap/mine: Ready (Analyzed)" in log
+    assert "Analyzing" not in log
+    assert "Labeling" not in log
+    assert "Running" not in log
+    assert "Migrating" not in log
     # The same library gives the same answers: the routing model is learnt from the same
     # (deterministic) sample of it at every start.
     assert again == answers
@@ -220,18 +225,21 @@ async def test_two_libraries_behind_one_address_then_everything_closed(tmp_path:
         await wait_for(ready, 180)
         assert {library.name for library in running.libraries} == {"docs", "more"}
         running_up = state.running()
-        assert running_up is not None and running_up.url == running.url
+        assert running_up is not None
+        assert running_up.url == running.url
         async with http.get(f"{running.url}/collections") as response:
             names = {c["name"] for c in (await response.json())["result"]["collections"]}
         assert {"docs", "more"} <= names
         probe = {"query": vectors[305].tolist(), "limit": 3}
         async with http.post(f"{running.url}/collections/more/points/query", json=probe) as r:
             best = (await r.json())["result"]["points"][0]
-        assert best["id"] == 5 and best["score"] > 0.999  # point 5 of "more" is vector 305
+        assert best["id"] == 5
+        assert best["score"] > 0.999
         async with http.post(f"{running.url}/collections/docs/points/query", json=probe) as r:
             assert (await r.json())["result"]["points"][0]["score"] < 0.999  # not in "docs"
         async with http.post(f"{running.url}/collections/typo/points/query", json=probe) as r:
-            assert r.status == 404 and "libraries: docs, more" in (await r.text())
+            assert r.status == 404
+            assert "libraries: docs, more" in (await r.text())
         async with http.get(f"{running.url}/librarian/resources") as response:
             items = (await response.json())["items"]
         assert sorted(i["metadata"]["name"] for i in items if i["kind"] == "DomainMap") == [

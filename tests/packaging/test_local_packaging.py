@@ -90,5 +90,7 @@ def test_the_readme_own_data_section_uses_real_commands_and_options() -> None:
             for name in (*parameter.opts, *parameter.secondary_opts)
         }
         used = set(re.findall(r"(?<!\S)(--?[a-z][\w-]*)", rest.split("#", 1)[0]))
-        assert used and used <= options, (command, used - options)
-    assert "client.query_points(" in section and "librarian status" in section
+        assert used, command
+        assert used <= options, (command, used - options)
+    assert "client.query_points(" in section
+    assert "librarian status" in section

@@ -55,7 +55,8 @@ def test_discover_npy_table(tmp_path: Path) -> None:
     npy, texts = _blobs(tmp_path)
     result = CliRunner().invoke(main, ["discover", "--npy", str(npy), "--texts", str(texts)])
     assert result.exit_code == 0, result.output
-    assert "domains in" in result.output and "cohesion" in result.output
+    assert "domains in" in result.output
+    assert "cohesion" in result.output
 
 
 @pytest.mark.parametrize(
@@ -147,8 +148,10 @@ def test_discover_an_embedded_collection(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert data["points"] == 180 and len(data["domains"]) == 3
+    assert data["points"] == 180
+    assert len(data["domains"]) == 3
     missing = CliRunner().invoke(
         main, ["discover", "--embedded", str(tmp_path / "store"), "--collection", "absent"]
     )
-    assert missing.exit_code == 1 and "collection 'absent'" in missing.output
+    assert missing.exit_code == 1
+    assert "collection 'absent'" in missing.output

@@ -20,10 +20,12 @@ def _spec(**changes: Any) -> dict[str, Any]:
 
 def test_defaults() -> None:
     parsed = parse_domainmap_spec(_spec(), name="demo")
-    assert parsed.strategy == "hybrid" and parsed.interval_s == 300
+    assert parsed.strategy == "hybrid"
+    assert parsed.interval_s == 300
     assert parsed.catalog_cluster == "general"
     assert parsed.catalog_collection == "librarian-catalog-demo"
-    assert parsed.text_field == "text" and parsed.labeling_enabled
+    assert parsed.text_field == "text"
+    assert parsed.labeling_enabled
     assert parsed.cluster("general").embedded == ".demo/general"
 
 
@@ -40,7 +42,8 @@ def test_bounds_and_secret_ref() -> None:
     )
     assert parsed.thresholds == {"max_domains": 12, "min_domain_size": 30}
     ref = parsed.cluster("general").secret
-    assert ref is not None and (ref.name, ref.key) == ("qdrant", "api-key")
+    assert ref is not None
+    assert (ref.name, ref.key) == ("qdrant", "api-key")
     assert parsed.interval_s == 5400
 
 

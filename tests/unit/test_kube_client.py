@@ -115,14 +115,16 @@ async def test_each_failure_has_its_class_and_keeps_the_servers_message(
         await client.get_json(f"/things/code-{code}")
     error = caught.value
     assert type(error) is cls
-    assert error.status == code and error.reason == f"Reason{code}"
+    assert error.status == code
+    assert error.reason == f"Reason{code}"
     assert error.server_message == f"the server says {code} for GET"
     assert str(error) == (
         f"GET /things/code-{code} failed with HTTP {code} (Reason{code}): "
         f"the server says {code} for GET"
     )
     if cls is TooManyRequests:
-        assert isinstance(error, TooManyRequests) and error.retry_after_s == 7.0
+        assert isinstance(error, TooManyRequests)
+        assert error.retry_after_s == 7.0
 
 
 async def test_an_answer_that_is_not_a_status_is_left_out(fake: tuple[FakeApi, str]) -> None:
@@ -229,7 +231,9 @@ def test_credentials_make_the_authorization_header(tmp_path: Path) -> None:
     with pytest.raises(LoginFailed):
         rotating.authorization()
     shown = repr(Credentials(server="http://x", token="t0k3n", password="pw", key_data="KEY"))
-    assert "t0k3n" not in shown and "pw" not in shown and "KEY" not in shown
+    assert "t0k3n" not in shown
+    assert "pw" not in shown
+    assert "KEY" not in shown
 
 
 @pytest.fixture
@@ -247,7 +251,7 @@ def certificate(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
         check=True,
         capture_output=True,
     )  # fmt: skip
-    yield cert, key
+    return cert, key
 
 
 async def test_tls_with_a_ca_and_a_client_certificate_from_memory(

@@ -132,8 +132,10 @@ def test_kubeconfig_files_merge_as_kubectl_does(tmp_path: Path) -> None:
     )
     env = {"KUBECONFIG": os.pathsep.join([str(first), str(second)])}
     credentials = login(environ=env, service_account_dir=tmp_path / "none")
-    assert credentials.server == "http://c" and credentials.insecure
-    assert credentials.username == "alice" and credentials.token is None
+    assert credentials.server == "http://c"
+    assert credentials.insecure
+    assert credentials.username == "alice"
+    assert credentials.token is None
 
 
 @pytest.mark.parametrize(
@@ -184,7 +186,9 @@ def test_the_operators_kopf_login_becomes_the_clients_credentials() -> None:
         default_namespace="ops",
     )
     credentials = credentials_from(info)
-    assert credentials.server == "https://k:6443" and credentials.namespace == "ops"
-    assert credentials.ca_data == PEM and credentials.certificate_data == PEM
+    assert credentials.server == "https://k:6443"
+    assert credentials.namespace == "ops"
+    assert credentials.ca_data == PEM
+    assert credentials.certificate_data == PEM
     assert credentials.key_file == "/keys/tls.key"
     assert credentials.authorization() == {"Authorization": "Bearer kopf-token"}

@@ -68,7 +68,8 @@ def test_bad_documents_are_refused_naming_file_and_document(
     path = _write(tmp_path / "bad.yaml", *documents)
     with pytest.raises(ManifestError) as error:
         read_manifests([path])
-    assert str(path) in str(error.value) and expected in str(error.value)
+    assert str(path) in str(error.value)
+    assert expected in str(error.value)
 
 
 def test_yaml_errors_and_missing_files_name_the_file(tmp_path: Path) -> None:
@@ -96,7 +97,8 @@ def _stored(**status: Any) -> dict[str, Any]:
 def test_an_unchanged_manifest_keeps_the_stored_object_and_its_status(tmp_path: Path) -> None:
     manifests = read_manifests([_write(tmp_path / "a.yaml", DOMAINMAP, SECRET)])
     plan = plan_apply([_stored(version=4)], manifests)
-    assert plan.preload == [_stored(version=4)] and plan.changed == []
+    assert plan.preload == [_stored(version=4)]
+    assert plan.changed == []
     assert [b["kind"] for b in plan.create] == ["Secret"]  # never stored: created at each start
 
 
@@ -105,9 +107,11 @@ def test_a_changed_spec_replaces_the_stored_one_and_bumps_the_generation(tmp_pat
                "spec": {"source": {"cluster": "local", "collection": "docs"}}}  # fmt: skip
     plan = plan_apply([_stored(version=4)], read_manifests([_write(tmp_path / "a.yaml", changed)]))
     (body,) = plan.changed
-    assert plan.preload == [body] and plan.create == []
+    assert plan.preload == [body]
+    assert plan.create == []
     assert body["spec"] == changed["spec"]  # "interval" removed, not merged
-    assert body["metadata"]["generation"] == 3 and body["status"]["version"] == 4
+    assert body["metadata"]["generation"] == 3
+    assert body["status"]["version"] == 4
     assert body["metadata"]["labels"] == {"team": "a"}
     assert "librarian.dev/last-handled-configuration" in body["metadata"]["annotations"]
 
@@ -163,7 +167,8 @@ def test_one_process_at_a_time_and_the_lock_says_where_it_serves(tmp_path: Path)
     with state.lock() as announce:
         announce("http://127.0.0.1:6333")
         running = state.running()
-        assert running is not None and running.url == "http://127.0.0.1:6333"
+        assert running is not None
+        assert running.url == "http://127.0.0.1:6333"
         with (
             pytest.raises(StateError, match=r"another librarian up is using .*serving http://127"),
             StateDirectory(tmp_path / "state").lock(),

@@ -61,7 +61,9 @@ def test_every_transition_is_allowed_or_refused(start: MoveState, end: MoveState
 
 def test_finished_moves_go_nowhere() -> None:
     for state in (S.DONE, S.ROLLED_BACK, S.CANCELLED):
-        assert state.finished and not state.open and not state.in_flight
+        assert state.finished
+        assert not state.open
+        assert not state.in_flight
         with pytest.raises(IllegalTransition, match="none: it is finished"):
             _move(state).to(S.COPYING, "again", now=NOW)
     assert [s for s in MoveState if s.in_flight] == [S.COPYING, S.SWITCHING, S.CLEANING]
@@ -71,20 +73,24 @@ def test_finished_moves_go_nowhere() -> None:
 def test_each_state_stamps_its_time_once() -> None:
     later = NOW + timedelta(minutes=5)
     copying = _move().to(S.COPYING, "copying", now=NOW, specialization="x")
-    assert copying.started_at == "2026-03-07T12:00:00Z" and copying.specialization == "x"
+    assert copying.started_at == "2026-03-07T12:00:00Z"
+    assert copying.specialization == "x"
     again = copying.to(S.COPYING, "still", now=later)
-    assert again.started_at == "2026-03-07T12:00:00Z" and again.message == "still"
+    assert again.started_at == "2026-03-07T12:00:00Z"
+    assert again.message == "still"
     switching = again.to(S.SWITCHING, "verified", now=later)
     assert switching.switched_at == "2026-03-07T12:05:00Z"
     assert switching.switched_time == later
     cleaning = switching.to(S.CLEANING, "cleaning", now=later + timedelta(minutes=1))
     assert cleaning.cleaning_at == "2026-03-07T12:06:00Z"
     done = cleaning.to(S.DONE, "ok", now=later, removed_from_old_home=500)
-    assert done.finished_at == "2026-03-07T12:05:00Z" and done.removed_from_old_home == 500
+    assert done.finished_at == "2026-03-07T12:05:00Z"
+    assert done.removed_from_old_home == 500
     rolled = copying.to(S.ROLLED_BACK, "failed", now=later)
     assert rolled.finished_at == "2026-03-07T12:05:00Z"
     noted = copying.noted("waiting: the API did not answer")
-    assert noted.state == S.COPYING and noted.started_at == copying.started_at
+    assert noted.state == S.COPYING
+    assert noted.started_at == copying.started_at
 
 
 def test_the_status_form_round_trips_with_camel_case_names() -> None:
@@ -149,7 +155,8 @@ def test_a_record_written_as_a_plain_dict_before_is_read() -> None:
         "specialization": "x",
     }
     move = MoveRecord.from_status(written)
-    assert move.state == S.COPYING and move.old_home == DomainHome("general", "packages")
+    assert move.state == S.COPYING
+    assert move.old_home == DomainHome("general", "packages")
     assert move.to_status() == {k: v for k, v in written.items() if v is not None}
 
 

@@ -38,7 +38,8 @@ def test_approval_annotation_values() -> None:
     assert parse_approval({"librarian.dev/rebalance": " Refresh "}).action == "refresh"
     bad = parse_approval({"librarian.dev/rebalance": "yes"})
     assert bad.action is None
-    assert bad.error is not None and "approve, refresh, stop" in bad.error
+    assert bad.error is not None
+    assert "approve, refresh, stop" in bad.error
 
 
 def test_analysis_due_on_interval_generation_refresh_and_retry() -> None:
@@ -75,12 +76,14 @@ def test_moves_from_proposal_take_executable_moves_whose_domain_is_still_there()
     moves = moves_from_proposal(_proposal(), homes, now=NOW)
     assert [m.domain for m in moves] == ["d1", "d2"]
     assert moves[0].old_home == DomainHome("fast", "p-d1")
-    assert moves[0].old_specialization == "cs-d1" and not moves[0].old_specialization_owned
+    assert moves[0].old_specialization == "cs-d1"
+    assert not moves[0].old_specialization_owned
     assert moves[1].old_specialization_owned
     assert all(m.state == MoveState.PENDING and m.proposal == "abc123" for m in moves)
     status = moves[0].to_status()  # the status keeps its camelCase fields
     assert status["oldHome"] == {"cluster": "fast", "collection": "p-d1"}
-    assert status["state"] == "Pending" and status["createdAt"] == "2026-03-07T12:00:00Z"
+    assert status["state"] == "Pending"
+    assert status["createdAt"] == "2026-03-07T12:00:00Z"
 
 
 def test_never_more_moves_in_flight_than_allowed_and_waves_in_order() -> None:
@@ -112,8 +115,10 @@ def test_history_is_bounded_newest_last() -> None:
     history = [{"n": i} for i in range(18)]
     finished = [_move("Done", domain=f"d{i}") for i in (18, 19, 20)]
     kept = append_history(history, finished, limit=20)
-    assert len(kept) == 20 and kept[0] == {"n": 1}
-    assert kept[-1] == finished[-1].to_status() and kept[-1]["domain"] == "d20"
+    assert len(kept) == 20
+    assert kept[0] == {"n": 1}
+    assert kept[-1] == finished[-1].to_status()
+    assert kept[-1]["domain"] == "d20"
 
 
 def test_phases() -> None:

@@ -15,10 +15,12 @@ def test_defaults_come_from_the_operator_configuration() -> None:
     )
     parsed = parse_policy_spec({"domainMap": "packages"}, defaults=defaults)
     assert (parsed.mode, parsed.strategy, parsed.interval_s) == ("observe", "hybrid", 600)
-    assert parsed.thresholds.load_imbalance == 0.2 and not parsed.prediction
+    assert parsed.thresholds.load_imbalance == 0.2
+    assert not parsed.prediction
     assert parsed.constraints.max_concurrent_migrations == 1
     assert parsed.constraints.max_points_per_run is None
-    assert parsed.grace_s == 60 and parsed.execution_strategy == "balanced"
+    assert parsed.grace_s == 60
+    assert parsed.execution_strategy == "balanced"
 
 
 def test_every_field_is_read() -> None:
@@ -60,8 +62,10 @@ def test_every_field_is_read() -> None:
     assert parsed.thresholds == Thresholds(0.25, 150.0, 0.05, 0.8)
     constraints = parsed.constraints
     assert (constraints.max_concurrent_migrations, constraints.max_points_per_run) == (2, 50000)
-    assert constraints.max_moves_per_run == 4 and len(constraints.maintenance_windows) == 2
-    assert constraints.pinned_domains == {"d0"} and constraints.excluded_clusters == {"general"}
+    assert constraints.max_moves_per_run == 4
+    assert len(constraints.maintenance_windows) == 2
+    assert constraints.pinned_domains == {"d0"}
+    assert constraints.excluded_clusters == {"general"}
     fast = parsed.capacities[0]
     assert (fast.name, fast.memory_bytes, fast.disk_bytes) == ("fast", 8 * 2**30, 100 * 2**30)
     assert (fast.max_qps, fast.baseline_p95_ms) == (500.0, 20.0)
@@ -136,5 +140,6 @@ def test_the_operator_configuration_gives_the_policy_defaults() -> None:
     defaults = OperatorContext.from_settings(settings).rebalance_defaults
     assert (defaults.enabled, defaults.auto_trigger, defaults.prediction) == (False, False, False)
     parsed = parse_policy_spec({"domainMap": "packages"}, defaults=defaults)
-    assert parsed.interval_s == 300 and parsed.thresholds.load_imbalance == 0.2
+    assert parsed.interval_s == 300
+    assert parsed.thresholds.load_imbalance == 0.2
     assert parsed.thresholds.latency_degradation_ms == 250

@@ -33,8 +33,11 @@ def test_load_status_is_json_safe_camel_case() -> None:
     json.dumps(status)
     assert status["maxMeanRatio"] == round(report.max_mean_ratio, 4)
     bulk = status["clusters"][1]
-    assert bulk["name"] == "bulk" and bulk["memoryUsage"] == 0.9 and bulk["p95Ms"] == 200.0
-    assert bulk["latencyLimitMs"] == 120.0 and bulk["diskUsage"] is None
+    assert bulk["name"] == "bulk"
+    assert bulk["memoryUsage"] == 0.9
+    assert bulk["p95Ms"] == 200.0
+    assert bulk["latencyLimitMs"] == 120.0
+    assert bulk["diskUsage"] is None
     assert {v["kind"] for v in status["violations"]} == {
         "load_imbalance",
         "latency_degradation",
@@ -60,8 +63,10 @@ def test_proposal_status() -> None:
     first = plan(domains, caps, strategy="load_based")
     status = proposal_status(first)
     json.dumps(status)
-    assert status["id"] == first.id and status["strategy"] == "load_based"
-    assert status["pointsMoved"] == first.points_moved and status["startsAt"] is None
+    assert status["id"] == first.id
+    assert status["strategy"] == "load_based"
+    assert status["pointsMoved"] == first.points_moved
+    assert status["startsAt"] is None
     assert status["before"]["maxMeanRatio"] == round(first.before.max_mean_ratio, 4)
     assert status["after"]["violations"] == len(first.after.violations)
     assert set(status["moves"][0]) == {
@@ -144,7 +149,8 @@ def test_history_status_is_compact_json_and_round_trips() -> None:
     }
     again = history_from_status(json.loads(text))
     assert again.times_s == history.times_s
-    assert again.series["d1"]["qps"][0] == 123.5 and math.isnan(again.series["d1"]["qps"][1])
+    assert again.series["d1"]["qps"][0] == 123.5
+    assert math.isnan(again.series["d1"]["qps"][1])
     assert again.series["d2"]["points"][1] == 1_235_000.0
     assert history_status(again) == status
 
@@ -177,7 +183,8 @@ def test_history_from_status_drops_bad_times_and_fixes_column_lengths() -> None:
     assert history.times_s == (10.0, 20.0, 30.0)
     assert history.series["d"]["qps"] == (1.0, 3.0, 5.0)
     points = history.series["d"]["points"]
-    assert points[0] == 1.0 and all(math.isnan(v) for v in points[1:])
+    assert points[0] == 1.0
+    assert all(math.isnan(v) for v in points[1:])
     assert "e" not in history.series
 
 
@@ -191,7 +198,8 @@ def test_ledger_status_round_trips_as_json() -> None:
     ledger = ledger.score({"d2": {"qps": 4.0}}, 450.0).record({"d2": {"qps": 4.5}}, 900.0)
     status = ledger_status(ledger)
     text = json.dumps(status, allow_nan=False)
-    assert status["mape"] == 0.25 and status["errors"] == [0.25]
+    assert status["mape"] == 0.25
+    assert status["errors"] == [0.25]
     assert status["pending"] == [
         {"dueS": 500, "values": {"d1": {"qps": 12.3457}}},
         {"dueS": 900, "values": {"d1": {"points": 1_234_570}, "d2": {"qps": 4.5}}},

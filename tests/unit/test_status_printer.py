@@ -139,9 +139,8 @@ def test_tables_per_kind_with_the_crd_columns_as_kubectl_get() -> None:
     assert jobs[1].split() == ["job.batch/docs-rust-migrate-g1", "Complete", "1/1", "42s"]
     # columns line up: every cell starts where its header does
     header, row = domainmaps
-    assert row.index("Ready") == header.index("PHASE") and row.index("12") == header.index(
-        "DOMAINS"
-    )
+    assert row.index("Ready") == header.index("PHASE")
+    assert row.index("12") == header.index("DOMAINS")
     wide = get_tables([DOMAINMAP], packaged_crds(), now=NOW, wide=True)
     assert wide.splitlines()[0].split()[-2:] == ["SOURCE", "MESSAGE"]
     assert wide.splitlines()[1].split()[-3:] == ["docs", "12", "domains"]  # fmt: skip
@@ -190,10 +189,11 @@ def test_status_command_reads_the_state_directory(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["status", "--state", str(tmp_path / "state")])
     assert result.exit_code == 0, result.output
     assert "librarian up is not running" in result.stderr
-    assert "domainmap.librarian.dev/docs" in result.stdout and "job.batch/" in result.stdout
+    assert "domainmap.librarian.dev/docs" in result.stdout
+    assert "job.batch/" in result.stdout
     missing = CliRunner().invoke(main, ["status", "--state", str(tmp_path / "nothing")])
-    assert missing.exit_code == 1 and "start with librarian up -f FILE" in missing.output
+    assert missing.exit_code == 1
+    assert "start with librarian up -f FILE" in missing.output
     unreachable = CliRunner().invoke(main, ["status", "--port", "1"])
-    assert unreachable.exit_code == 1 and "no librarian up answers at http://127.0.0.1:1" in (
-        unreachable.output
-    )
+    assert unreachable.exit_code == 1
+    assert "no librarian up answers at http://127.0.0.1:1" in (unreachable.output)

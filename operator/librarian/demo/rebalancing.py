@@ -191,7 +191,7 @@ async def run_rebalancing(
     homes = {d.id: d.cluster for d in served_by.library.domains}
     window = served_by.load.window_seconds
     served = Counter(homes.values())
-    policy = yaml.safe_load(policy_path.read_text())
+    policy = yaml.safe_load(await asyncio.to_thread(policy_path.read_text))
     name = policy["metadata"]["name"]
     capacity = {
         c["cluster"]: float(c.get("maxQueriesPerSecond") or "inf")

@@ -205,7 +205,7 @@ async def analyze_domainmap(
                 ),
                 timeout=context.analysis_timeout_s,
             )
-        except Exception as error:  # classified below; unknown errors are re-raised
+        except Exception as error:  # noqa: BLE001 - classified below; unknown ones re-raised
             _fail(body, patch, _classify(error, parsed), generation=generation, now=context.clock())
             return
     result, previous, sampled, source_points, labeled = outcome

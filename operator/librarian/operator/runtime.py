@@ -170,7 +170,7 @@ async def operator_in_thread(
                     server_url=server_url, stop_flag=stop, ready_flag=ready, context=context
                 )
             )
-        except BaseException as error:  # reported to the caller below
+        except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
             errors.append(error)
             ready.set()
 

@@ -106,7 +106,7 @@ class RouterState:
         async with self._reload_lock:
             try:
                 library = await self._rebuilt()
-            except Exception as error:  # keep serving the previous snapshot
+            except Exception as error:  # noqa: BLE001 - keep serving the previous snapshot
                 self.load_error = f"{type(error).__name__}: {error}"
                 self.metrics.reloads.labels("failed").inc()
                 log.warning("library reload failed: %s", self.load_error)

@@ -246,7 +246,7 @@ class EmbeddedQdrant:
             raise
         except UnsupportedFilter as error:
             raise InvalidRequest(self._cluster, str(error), collection=collection) from None
-        except Exception as error:  # the engine raises plain exceptions
+        except Exception as error:  # noqa: BLE001 - the engine's plain exceptions, translated
             raise InvalidRequest(
                 self._cluster, f"the engine refused the request: {error}", collection=collection
             ) from None

@@ -213,7 +213,7 @@ class RemoteQdrant:
                     return action()
             except QdrantError:
                 raise
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - the client's errors, translated to ours
                 translated = self._translate(error, collection)
                 if not translated.retryable or attempt >= self._retries:
                     raise translated from None
