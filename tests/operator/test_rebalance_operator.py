@@ -83,9 +83,15 @@ def policy(name: str, router: FakeRouter, **spec: Any) -> dict[str, Any]:
 async def _library_on_fast(
     api: EmulatedCluster, tmp_path: Path, count: int = 3
 ) -> list[dict[str, Any]]:
-    """A DomainMap over general/fast/bulk with its ``count`` biggest domains specialized on fast."""
+    """A DomainMap over general/fast/bulk with its ``count`` biggest domains specialized on fast.
+
+    Discovery samples the collection, so how many domains it finds may vary from
+    run to run: ``minDomains`` makes sure there are ``count`` to specialize.
+    """
     load_source(tmp_path / "general")
     body = domainmap("packages", tmp_path / "general")
+    if count:
+        body["spec"]["bounds"]["minDomains"] = count
     body["spec"]["clusters"] += [
         {"name": "fast", "embedded": str(tmp_path / "fast")},
         {"name": "bulk", "embedded": str(tmp_path / "bulk")},
@@ -98,6 +104,7 @@ async def _library_on_fast(
 
     domain_map = await wait_for(ready, 90)
     domains = sorted(domain_map["status"]["domains"], key=lambda d: -d["size"])[:count]
+    assert len(domains) == count, f"discovery found {len(domains)} domains, the test needs {count}"
     for domain in domains:
         await api.create(
             specialization(f"on-fast-{domain['id']}", domain["id"], strategy="balanced")
