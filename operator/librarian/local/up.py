@@ -38,6 +38,7 @@ import aiohttp
 from aiohttp import web
 
 from librarian.contracts.api import CLUSTERSPECIALIZATIONS, DOMAINMAPS, resource
+from librarian.kube import client as kube_client
 from librarian.local.crds import crd_resource, packaged_crds
 from librarian.local.emulator import (
     EmulatedCluster,
@@ -373,20 +374,23 @@ async def _running(
         for body in plan.create:
             await api.create(body)
         kubernetes_login(api.url)
-        async with (
-            _routers(config, libraries, write) as routers,
-            _serving(config, api, routers) as (url, endpoints),
-        ):
-            session.routers.extend(routers)
-            announce(url)
-            for router in routers:
-                _describe(router, write)
-            context = OperatorContext.from_settings(config.settings)
+        try:
             async with (
-                operator_in_thread(api.url, context=context),
-                _jobs_played(session.player, write),
+                _routers(config, libraries, write) as routers,
+                _serving(config, api, routers) as (url, endpoints),
             ):
-                yield RunningLibrary(url, api, endpoints)
+                session.routers.extend(routers)
+                announce(url)
+                for router in routers:
+                    _describe(router, write)
+                context = OperatorContext.from_settings(config.settings)
+                async with (
+                    operator_in_thread(api.url, context=context),
+                    _jobs_played(session.player, write),
+                ):
+                    yield RunningLibrary(url, api, endpoints)
+        finally:
+            await kube_client.close_session()  # the routers' loaders read the API in this loop
 
 
 async def run_up(
