@@ -182,15 +182,13 @@ def discover_command(
 
 
 def _load_npy(path: Path) -> npt.NDArray[np.float32]:
+    """The vectors of ``path`` with the same checks as ``librarian load`` (shape, numbers, finite)."""
+    from librarian.services.loading import LoadRefused, read_vectors
+
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as error:
-        raise click.ClickException(f"{path} is not a readable .npy array: {error}") from None
-    if array.ndim != 2:
-        raise click.ClickException(
-            f"{path} holds an array of shape {array.shape}; expected (points, dimensions)"
-        )
-    return np.asarray(array, dtype=np.float32)
+        return np.asarray(read_vectors(path), dtype=np.float32)
+    except LoadRefused as error:
+        raise click.ClickException(str(error)) from None
 
 
 def _load_texts(path: Path, field: str, expected: int) -> list[str]:
@@ -221,11 +219,7 @@ def _sample_collection(
     from librarian.services.sampling import sample_points
     from librarian.storage.fleet import ClusterConfig, connect
 
-    api_key = None
-    if api_key_env:
-        api_key = os.environ.get(api_key_env)
-        if not api_key:
-            raise click.ClickException(f"environment variable {api_key_env} is not set or empty")
+    api_key = _api_key(api_key_env)
     where = url or str(embedded)
     config = ClusterConfig(
         name=where, url=url, embedded=str(embedded) if embedded else None, api_key=api_key
