@@ -176,3 +176,88 @@ def test_upsert_overwrites_same_id(filled: QdrantPort) -> None:
     filled.upsert("docs", [PointRecord(id=4, vector=[1.0] + [0.0] * 7, payload={"text": "new"})])
     assert filled.count("docs") == 50
     assert filled.retrieve("docs", [4])[0].payload == {"text": "new"}
+
+
+# ---------------------------------------------------------------- versioned writes
+
+
+def _versioned(point_id: int, version: int, tag: str, size: int = 8) -> PointRecord:
+    vector = [1.0] + [0.0] * (size - 1)
+    return PointRecord(point_id, vector, {"librarian_version": version, "tag": tag})
+
+
+def _older_than(version: int) -> models.Filter:
+    return models.Filter(
+        should=[
+            models.FieldCondition(key="librarian_version", range=models.Range(lt=version)),
+            models.IsEmptyCondition(is_empty=models.PayloadField(key="librarian_version")),
+        ]
+    )
+
+
+def _tags(port: QdrantPort, ids: list[int]) -> dict[object, object]:
+    return {r.id: r.payload.get("tag") for r in port.retrieve("docs", ids, with_vectors=False)}
+
+
+def test_conditional_upsert_overwrites_older_inserts_missing_keeps_newer(port: QdrantPort) -> None:
+    port.create_collection("docs", CollectionSpec(vector_size=8))
+    big = 2**52 + 3  # versions are exact up to 2**53 in range filters
+    port.upsert("docs", [_versioned(1, 5, "old"), _versioned(2, big, "newest")])
+    port.upsert("docs", [PointRecord(3, [0.5] * 8, {"tag": "unversioned"})])
+    port.upsert(
+        "docs",
+        [_versioned(i, big - 1, "write") for i in (1, 2, 3, 4)],
+        update_filter=_older_than(big - 1),
+    )
+    assert _tags(port, [1, 2, 3, 4]) == {1: "write", 2: "newest", 3: "write", 4: "write"}
+    port.upsert("docs", [_versioned(2, big + 1, "next")], update_filter=_older_than(big + 1))
+    assert _tags(port, [2]) == {2: "next"}
+
+
+def test_conditional_vector_update_and_payload_operations(port: QdrantPort) -> None:
+    port.create_collection("docs", CollectionSpec(vector_size=8))
+    port.upsert("docs", [_versioned(1, 10, "a"), _versioned(2, 30, "b")])
+    moved = [0.0, 1.0] + [0.0] * 6
+    port.update_vectors(
+        "docs", [PointRecord(1, moved), PointRecord(2, moved)], update_filter=_older_than(20)
+    )
+    vectors = {r.id: r.vector for r in port.retrieve("docs", [1, 2])}
+    assert vectors[1] == pytest.approx(moved)
+    assert vectors[2] == pytest.approx([1.0] + [0.0] * 7)
+    port.set_payload("docs", {"extra": 1}, [1, 2], points_filter=_older_than(20))
+    payloads = {r.id: r.payload for r in port.retrieve("docs", [1, 2], with_vectors=False)}
+    assert payloads[1]["extra"] == 1
+    assert "extra" not in payloads[2]
+    port.set_payload("docs", {"inner": 2}, [1], key="nested")
+    port.set_payload("docs", {"flag": True}, points_filter=models.Filter(must=[_match("tag", "b")]))
+    port.overwrite_payload(
+        "docs",
+        {"librarian_version": 40, "only": True},
+        points_filter=models.Filter(must=[models.HasIdCondition(has_id=[1, 2]), _older_than(40)]),
+    )
+    payloads = {r.id: r.payload for r in port.retrieve("docs", [1, 2], with_vectors=False)}
+    assert payloads == {
+        1: {"librarian_version": 40, "only": True},
+        2: {"librarian_version": 40, "only": True},
+    }
+    assert port.retrieve("docs", [1], with_vectors=True)[0].vector == pytest.approx(moved)
+
+
+def test_retrieve_named_payload_keys_and_tombstone_filters(port: QdrantPort) -> None:
+    port.create_collection("docs", CollectionSpec(vector_size=8))
+    port.upsert("docs", [_versioned(1, 7, "x"), _versioned(2, 8, "y")])
+    port.set_payload("docs", {"nested": {"inner": 1}}, [1])
+    port.set_payload("docs", {"librarian_deleted": True}, [2])
+    [record] = port.retrieve("docs", [1], with_vectors=False, with_payload=["librarian_version"])
+    assert record.payload == {"librarian_version": 7}
+    live = models.Filter(
+        must=[models.IsEmptyCondition(is_empty=models.PayloadField(key="librarian_deleted"))]
+    )
+    assert port.count("docs", count_filter=live) == 1
+    page, _ = port.scroll("docs", limit=10, scroll_filter=live, with_vectors=False)
+    assert [p.id for p in page] == [1]
+    port.delete_points(
+        "docs",
+        points_filter=models.Filter(must=[models.HasIdCondition(has_id=[1, 2]), _older_than(8)]),
+    )
+    assert _tags(port, [1, 2]) == {2: "y"}

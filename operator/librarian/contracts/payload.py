@@ -1,8 +1,8 @@
-"""Reserved payload keys the product writes on every point it labels.
+"""Reserved payload keys the product writes on the points it labels and versions.
 
 Why this exists: labeling writes them, migration and domain homes select by
-them, and the router stamps them on the points it writes; a point's domain must
-mean the same thing to each.
+them, and the router stamps them on every point it writes; a point's domain,
+version and deletion must mean the same thing to each.
 """
 
 from __future__ import annotations
@@ -13,4 +13,11 @@ LABEL_KEY = "librarian_domain"
 VERSION_KEY = "librarian_domain_version"
 """The DomainMap analysis version that set :data:`LABEL_KEY`."""
 
-RESERVED_KEYS = (LABEL_KEY, VERSION_KEY)
+POINT_VERSION_KEY = "librarian_version"
+"""The version of the last write to the point (see :mod:`librarian.core.hlc`); 0 when absent."""
+
+TOMBSTONE_KEY = "librarian_deleted"
+"""``True`` on a tombstone: a point deleted through the router, kept (with its version
+only) so that older writes and copies cannot bring it back until it is compacted."""
+
+RESERVED_KEYS = (LABEL_KEY, VERSION_KEY, POINT_VERSION_KEY, TOMBSTONE_KEY)

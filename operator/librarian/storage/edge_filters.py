@@ -41,7 +41,7 @@ def _condition(condition: Any) -> Any:
     if isinstance(condition, models.Filter):
         return to_edge_filter(condition)
     if isinstance(condition, models.FieldCondition):
-        return edge.FieldCondition(key=condition.key, match=_match(condition.key, condition.match))
+        return _field(condition)
     if isinstance(condition, models.IsEmptyCondition):
         return edge.IsEmptyCondition(condition.is_empty.key)
     if isinstance(condition, models.HasIdCondition):
@@ -49,6 +49,22 @@ def _condition(condition: Any) -> Any:
     raise UnsupportedFilter(
         f"filter condition {type(condition).__name__} is not supported by the embedded engine "
         "adapter; use FieldCondition (MatchValue/MatchAny), IsEmptyCondition or HasIdCondition"
+    )
+
+
+def _field(condition: models.FieldCondition) -> Any:
+    key = condition.key
+    if condition.match is not None and condition.range is None:
+        return edge.FieldCondition(key=key, match=_match(key, condition.match))
+    if isinstance(condition.range, models.Range) and condition.match is None:
+        bounds = condition.range
+        return edge.FieldCondition(
+            key=key,
+            range=edge.RangeFloat(gte=bounds.gte, gt=bounds.gt, lte=bounds.lte, lt=bounds.lt),
+        )
+    raise UnsupportedFilter(
+        f"field condition on {key!r} is not supported by the embedded engine adapter; "
+        "use one match (MatchValue/MatchAny/MatchExcept) or one numeric range"
     )
 
 

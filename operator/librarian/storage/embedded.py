@@ -346,9 +346,7 @@ class EmbeddedQdrant:
 
     # ----------------------------------------------------------------- points
 
-    def upsert(self, collection: str, points: Sequence[PointRecord]) -> None:
-        if not points:
-            return
+    def _checked(self, collection: str, points: Sequence[PointRecord]) -> list[edge.Point]:
         spec = self._spec(collection)
         for point in points:
             if point.vector is None or len(point.vector) != spec.vector_size:
@@ -359,8 +357,33 @@ class EmbeddedQdrant:
                     f"expects {spec.vector_size}",
                     collection=collection,
                 )
-        batch = [edge.Point(p.id, list(p.vector or ()), dict(p.payload)) for p in points]
-        self._update(collection, edge.UpdateOperation.upsert_points(batch))
+        return [edge.Point(p.id, list(p.vector or ()), dict(p.payload)) for p in points]
+
+    def upsert(
+        self,
+        collection: str,
+        points: Sequence[PointRecord],
+        *,
+        update_filter: models.Filter | None = None,
+    ) -> None:
+        if not points:
+            return
+        batch = self._checked(collection, points)
+        condition = self._call(collection, lambda: to_edge_filter(update_filter))
+        self._update(collection, edge.UpdateOperation.upsert_points(batch, condition))
+
+    def update_vectors(
+        self,
+        collection: str,
+        points: Sequence[PointRecord],
+        *,
+        update_filter: models.Filter | None = None,
+    ) -> None:
+        if not points:
+            return
+        vectors = [edge.PointVectors(p.id, p.vector) for p in self._checked(collection, points)]
+        condition = self._call(collection, lambda: to_edge_filter(update_filter))
+        self._update(collection, edge.UpdateOperation.update_vectors(vectors, condition))
 
     def scroll(
         self,
@@ -445,13 +468,18 @@ class EmbeddedQdrant:
         ids: Sequence[PointId],
         *,
         with_vectors: bool = True,
-        with_payload: bool = True,
+        with_payload: bool | Sequence[str] = True,
     ) -> list[PointRecord]:
         if not ids:
             return []
+        selector: Any = (
+            with_payload
+            if isinstance(with_payload, bool)
+            else edge.PayloadSelector.Include(list(with_payload))
+        )
         with self._shard(collection) as shard:
             records = self._call(
-                collection, lambda: shard.retrieve(list(ids), with_payload, with_vectors)
+                collection, lambda: shard.retrieve(list(ids), selector, with_vectors)
             )
         return [
             PointRecord(id=_point_id(r.id), vector=_vector(r.vector), payload=dict(r.payload or {}))
@@ -459,10 +487,44 @@ class EmbeddedQdrant:
         ]
 
     def set_payload(
-        self, collection: str, payload: Mapping[str, Any], ids: Sequence[PointId]
+        self,
+        collection: str,
+        payload: Mapping[str, Any],
+        ids: Sequence[PointId] | None = None,
+        *,
+        points_filter: models.Filter | None = None,
+        key: str | None = None,
     ) -> None:
-        if ids:
-            self._update(collection, edge.UpdateOperation.set_payload(list(ids), dict(payload)))
+        if ids is not None and not ids:
+            return
+        if ids is not None and points_filter is None:
+            operation = edge.UpdateOperation.set_payload(list(ids), dict(payload), key)
+        else:
+            flt = self._edge_selection(collection, ids, points_filter)
+            operation = edge.UpdateOperation.set_payload_by_filter(flt, dict(payload), key)
+        self._update(collection, operation)
+
+    def overwrite_payload(
+        self,
+        collection: str,
+        payload: Mapping[str, Any],
+        *,
+        points_filter: models.Filter,
+    ) -> None:
+        flt = self._edge_selection(collection, None, points_filter)
+        self._update(
+            collection, edge.UpdateOperation.overwrite_payload_by_filter(flt, dict(payload))
+        )
+
+    def _edge_selection(
+        self, collection: str, ids: Sequence[PointId] | None, points_filter: models.Filter | None
+    ) -> edge.Filter:
+        """The engine filter for ``ids`` AND ``points_filter`` (either may be absent)."""
+        flt = self._call(collection, lambda: to_edge_filter(points_filter))
+        if ids is None:
+            return flt or edge.Filter()
+        has_id = edge.HasIdCondition(set(ids))
+        return edge.Filter(must=[has_id, flt] if flt is not None else [has_id])
 
     def delete_payload_keys(
         self,

@@ -9,7 +9,7 @@ suite runs against each.
 
 Filters are expressed with ``qdrant_client.http.models.Filter`` (the official
 models); adapters accept the subset the product uses: ``must`` / ``should`` /
-``must_not`` of ``FieldCondition`` with ``MatchValue`` / ``MatchAny``,
+``must_not`` of ``FieldCondition`` with ``MatchValue`` / ``MatchAny`` or a numeric ``Range``,
 ``IsEmptyCondition`` and ``HasIdCondition``.
 """
 
@@ -116,8 +116,30 @@ class QdrantPort(Protocol):
         """Create (idempotently) a keyword payload index on ``field_name``."""
         ...
 
-    def upsert(self, collection: str, points: Sequence[PointRecord]) -> None:
-        """Insert or overwrite points; waits until they are applied."""
+    def upsert(
+        self,
+        collection: str,
+        points: Sequence[PointRecord],
+        *,
+        update_filter: models.Filter | None = None,
+    ) -> None:
+        """Insert or overwrite points; waits until they are applied.
+
+        With ``update_filter`` the write is conditional (Qdrant's conditional
+        upsert): a point that exists is overwritten only if it matches the
+        filter; a point that does not exist is inserted.
+        """
+        ...
+
+    def update_vectors(
+        self,
+        collection: str,
+        points: Sequence[PointRecord],
+        *,
+        update_filter: models.Filter | None = None,
+    ) -> None:
+        """Replace the vectors of existing points (payload untouched); only those matching
+        ``update_filter`` when it is given."""
         ...
 
     def scroll(
@@ -164,15 +186,36 @@ class QdrantPort(Protocol):
         ids: Sequence[PointId],
         *,
         with_vectors: bool = True,
-        with_payload: bool = True,
+        with_payload: bool | Sequence[str] = True,
     ) -> list[PointRecord]:
-        """The points that exist among ``ids`` (missing ids are skipped)."""
+        """The points that exist among ``ids`` (missing ids are skipped).
+
+        ``with_payload`` may name the payload keys to return (the others are left out).
+        """
         ...
 
     def set_payload(
-        self, collection: str, payload: Mapping[str, Any], ids: Sequence[PointId]
+        self,
+        collection: str,
+        payload: Mapping[str, Any],
+        ids: Sequence[PointId] | None = None,
+        *,
+        points_filter: models.Filter | None = None,
+        key: str | None = None,
     ) -> None:
-        """Merge ``payload`` into the payload of ``ids``."""
+        """Merge ``payload`` into the payload of ``ids`` (those matching ``points_filter``
+        too, when given), or of every point matching ``points_filter``; under the nested
+        path ``key`` when given."""
+        ...
+
+    def overwrite_payload(
+        self,
+        collection: str,
+        payload: Mapping[str, Any],
+        *,
+        points_filter: models.Filter,
+    ) -> None:
+        """Replace the whole payload of the points matching ``points_filter`` by ``payload``."""
         ...
 
     def delete_payload_keys(

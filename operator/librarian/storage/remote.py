@@ -355,13 +355,41 @@ class RemoteQdrant:
 
     # ----------------------------------------------------------------- points
 
-    def upsert(self, collection: str, points: Sequence[PointRecord]) -> None:
+    def upsert(
+        self,
+        collection: str,
+        points: Sequence[PointRecord],
+        *,
+        update_filter: models.Filter | None = None,
+    ) -> None:
         if not points:
             return
         structs = [
             models.PointStruct(id=p.id, vector=p.vector or [], payload=p.payload) for p in points
         ]
-        self._call(collection, lambda: self._client.upsert(collection, points=structs, wait=True))
+        self._call(
+            collection,
+            lambda: self._client.upsert(
+                collection, points=structs, wait=True, update_filter=update_filter
+            ),
+        )
+
+    def update_vectors(
+        self,
+        collection: str,
+        points: Sequence[PointRecord],
+        *,
+        update_filter: models.Filter | None = None,
+    ) -> None:
+        if not points:
+            return
+        vectors = [models.PointVectors(id=p.id, vector=p.vector or []) for p in points]
+        self._call(
+            collection,
+            lambda: self._client.update_vectors(
+                collection, points=vectors, wait=True, update_filter=update_filter
+            ),
+        )
 
     def scroll(
         self,
@@ -455,14 +483,15 @@ class RemoteQdrant:
         ids: Sequence[PointId],
         *,
         with_vectors: bool = True,
-        with_payload: bool = True,
+        with_payload: bool | Sequence[str] = True,
     ) -> list[PointRecord]:
         if not ids:
             return []
+        selector = with_payload if isinstance(with_payload, bool) else list(with_payload)
         records = self._call(
             collection,
             lambda: self._client.retrieve(
-                collection, ids=list(ids), with_vectors=with_vectors, with_payload=with_payload
+                collection, ids=list(ids), with_vectors=with_vectors, with_payload=selector
             ),
         )
         return [
@@ -471,14 +500,36 @@ class RemoteQdrant:
         ]
 
     def set_payload(
-        self, collection: str, payload: Mapping[str, Any], ids: Sequence[PointId]
+        self,
+        collection: str,
+        payload: Mapping[str, Any],
+        ids: Sequence[PointId] | None = None,
+        *,
+        points_filter: models.Filter | None = None,
+        key: str | None = None,
     ) -> None:
-        if not ids:
+        if ids is not None and not ids:
             return
+        selection = _selection(ids, points_filter)
         self._call(
             collection,
             lambda: self._client.set_payload(
-                collection, dict(payload), points=list(ids), wait=True
+                collection, dict(payload), points=selection, key=key, wait=True
+            ),
+        )
+
+    def overwrite_payload(
+        self,
+        collection: str,
+        payload: Mapping[str, Any],
+        *,
+        points_filter: models.Filter,
+    ) -> None:
+        selection = models.FilterSelector(filter=points_filter)
+        self._call(
+            collection,
+            lambda: self._client.overwrite_payload(
+                collection, dict(payload), points=selection, wait=True
             ),
         )
 
@@ -535,3 +586,16 @@ def _detail(error: UnexpectedResponse) -> str:
     except ValueError:  # a body that is not JSON
         pass
     return (error.reason_phrase or "error")[:300]
+
+
+def _selection(
+    ids: Sequence[PointId] | None, points_filter: models.Filter | None
+) -> models.PointIdsList | models.FilterSelector:
+    """The points selector for ``ids`` AND ``points_filter`` (either may be absent)."""
+    if points_filter is None:
+        return models.PointIdsList(points=list(ids or []))
+    if ids is None:
+        return models.FilterSelector(filter=points_filter)
+    return models.FilterSelector(
+        filter=models.Filter(must=[models.HasIdCondition(has_id=list(ids)), points_filter])
+    )
