@@ -94,6 +94,7 @@ def main() -> int:
                     tuple(map(float, domain.centroid)),
                     domain.size,
                     specialized=True,
+                    versioned=True,
                 )
             )
         definition = LibraryDefinition("library", tuple(routes), "engine", "v1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from librarian.router import RouterConfig, RouterState, create_app
 from librarian.router.library import DomainRoute, LibraryDefinition
 from librarian.settings import OrchestratorSettings
 from librarian.storage.embedded import EmbeddedQdrant
+from librarian.storage.errors import ClusterUnreachable
 from librarian.storage.fleet import Fleet
 from librarian.storage.port import CollectionSpec, PointRecord, QdrantPort
 
@@ -70,6 +72,7 @@ def build_embedded_library(path: Path, *, name: str = "library") -> Library:
                 centroid=tuple(float(x) for x in centres[d]),
                 size=int((clouds == d).sum()),
                 specialized=True,
+                versioned=True,
             )
         )
     definition = LibraryDefinition(
@@ -142,3 +145,29 @@ def make_state(
             **config,
         )
     )
+
+
+class FlakyPort:
+    """Delegates to a real port; can be made slow or unreachable."""
+
+    def __init__(self, inner: QdrantPort) -> None:
+        self.inner = inner
+        self.mode = "ok"
+        self.delay_s = 0.0
+        self.reason = "connection refused"
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.inner, name)
+        if not callable(attribute) or name in ("close", "cluster"):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            if self.mode == "down":
+                raise ClusterUnreachable(self.inner.cluster, self.reason)
+            if self.mode == "slow":
+                time.sleep(self.delay_s)
+            return attribute(*args, **kwargs)
+
+        return call

@@ -18,40 +18,22 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client.http.exceptions import UnexpectedResponse
 
+from librarian.contracts.payload import POINT_VERSION_KEY as RESERVED_VERSION
+from librarian.contracts.payload import TOMBSTONE_KEY as RESERVED_TOMBSTONE
 from librarian.router.library import LibraryDefinition
-from librarian.storage.errors import ClusterUnreachable
 from librarian.storage.fleet import Fleet
 from librarian.storage.port import CollectionSpec, QdrantPort
 
-from .router_support import DIM, Library, RouterThread, build_embedded_library, make_state
+from .router_support import (
+    DIM,
+    FlakyPort,
+    Library,
+    RouterThread,
+    build_embedded_library,
+    make_state,
+)
 
 pytestmark = pytest.mark.timeout(300)
-
-
-class FlakyPort:
-    """Delegates to a real port; can be made slow or unreachable."""
-
-    def __init__(self, inner: QdrantPort) -> None:
-        self.inner = inner
-        self.mode = "ok"
-        self.delay_s = 0.0
-        self.reason = "connection refused"
-        self.calls = 0
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self.inner, name)
-        if not callable(attribute) or name in ("close", "cluster"):
-            return attribute
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self.calls += 1
-            if self.mode == "down":
-                raise ClusterUnreachable(self.inner.cluster, self.reason)
-            if self.mode == "slow":
-                time.sleep(self.delay_s)
-            return attribute(*args, **kwargs)
-
-        return call
 
 
 @pytest.fixture
@@ -405,8 +387,15 @@ def test_writes_reach_every_collection_whatever_its_name(library) -> None:
         assert count() == len(built.points)
         r = http.post("/collections/library/points/delete", json={"points": [moved]})
         assert r.status_code == 200
-        assert east.retrieve("shelf#d0", [moved]) == []
+        [tombstone] = east.retrieve("shelf#d0", [moved], with_vectors=False)
+        assert tombstone.payload.keys() == {
+            RESERVED_VERSION,
+            RESERVED_TOMBSTONE,
+            "librarian_domain",
+        }
         assert count() == len(built.points) - 1
+        r = http.post("/collections/library/points", json={"ids": [moved]})
+        assert r.json()["result"] == []
 
 
 class GatedPort:

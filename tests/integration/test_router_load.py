@@ -108,6 +108,7 @@ def test_queries_to_one_domain_make_it_the_hottest(library: Library) -> None:
             "cache",
             "circuits",
             "quality",
+            "outbox",
             "routingEfficiency",
             "fusion",
             "load",

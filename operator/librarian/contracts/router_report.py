@@ -26,6 +26,7 @@ __all__ = [
     "DomainStatus",
     "LibraryStatus",
     "LoadReport",
+    "OutboxReport",
     "QualityReport",
     "RouterStatus",
 ]
@@ -88,6 +89,17 @@ class QualityReport(_Report):
     learned_fusion_fitted: bool = False
 
 
+class OutboxReport(_Report):
+    """The write path's pending cleanups: while ``entries`` > 0 older copies may still be
+    visible in the clusters named (see the consistency model)."""
+
+    entries: int = Field(default=0, ge=0)
+    oldest_age_seconds: float | None = Field(default=None, ge=0.0)
+    clusters: list[str] = Field(default_factory=list)
+    durable: bool = False
+    max_entries: int = Field(default=0, ge=0)
+
+
 class DomainStatus(_Report):
     """One domain of the loaded library: where it is served from."""
 
@@ -117,6 +129,7 @@ class RouterStatus(_Report):
     cache: CacheReport = Field(default_factory=CacheReport)
     circuits: dict[str, str] = Field(default_factory=dict)
     quality: QualityReport = Field(default_factory=QualityReport)
+    outbox: OutboxReport = Field(default_factory=OutboxReport)
     routing_efficiency: float | None = None
     fusion: str | None = None
     load: LoadReport

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 __all__ = [
+    "EPOCH_MS",
     "MAX_NODE",
     "MAX_VERSION",
     "HybridLogicalClock",

@@ -126,7 +126,13 @@ class PointEndpoints:
     def __init__(self, state: RouterState) -> None:
         self.state = state
         self.querying = Querying(state)
-        self.writes = Writes(state.upstream, state.cache)
+        self.writes = Writes(
+            state.upstream,
+            state.cache,
+            state.clock,
+            state.homes,
+            settle_timeout=state.config.settle_timeout_s,
+        )
 
     @property
     def _max_timeout(self) -> float:
@@ -254,6 +260,46 @@ class PointEndpoints:
         await self.writes.delete(view, selector, self._timeout(request))
         return ok({"operation_id": 0, "status": "completed"}, started)
 
+    async def _write(
+        self,
+        request: web.Request,
+        model: Any,
+        action: Callable[[View, Any, float], Awaitable[None]],
+    ) -> web.Response:
+        started = time.perf_counter()
+        view = await self.state.view(request.match_info["name"])
+        body = await parse_body(request, model)
+        await action(view, getattr(body, "root", body), self._timeout(request))
+        return ok({"operation_id": 0, "status": "completed"}, started)
+
+    async def payload_set(self, request: web.Request) -> web.Response:
+        return await self._write(request, models.SetPayload, self.writes.set_payload)
+
+    async def payload_overwrite(self, request: web.Request) -> web.Response:
+        async def overwrite(view: View, body: Any, timeout: float) -> None:
+            await self.writes.set_payload(view, body, timeout, overwrite=True)
+
+        return await self._write(request, models.SetPayload, overwrite)
+
+    async def payload_delete(self, request: web.Request) -> web.Response:
+        return await self._write(request, models.DeletePayload, self.writes.delete_payload)
+
+    async def payload_clear(self, request: web.Request) -> web.Response:
+        return await self._write(request, models.PointsSelector, self.writes.clear_payload)
+
+    async def vectors_update(self, request: web.Request) -> web.Response:
+        return await self._write(request, models.UpdateVectors, self.writes.update_vectors)
+
+    async def vectors_delete(self, request: web.Request) -> web.Response:
+        return await self._write(request, models.DeleteVectors, self.writes.delete_vectors)
+
+    async def points_batch(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        view = await self.state.view(request.match_info["name"])
+        body = await parse_body(request, models.UpdateOperations)
+        await self.writes.batch(view, body, self._timeout(request))
+        return ok([{"operation_id": 0, "status": "completed"}] * len(body.operations), started)
+
     # ------------------------------------------------------------ the library's own API
 
     async def predict(self, request: web.Request) -> web.Response:
@@ -301,16 +347,31 @@ def create_app(state: RouterState, *, reload_in_background: bool = True) -> web.
     app.router.add_post("/collections/{name}/points", p.points_retrieve)
     app.router.add_put("/collections/{name}/points", p.points_upsert)
     app.router.add_post("/collections/{name}/points/delete", p.points_delete)
+    app.router.add_post("/collections/{name}/points/payload", p.payload_set)
+    app.router.add_put("/collections/{name}/points/payload", p.payload_overwrite)
+    app.router.add_post("/collections/{name}/points/payload/delete", p.payload_delete)
+    app.router.add_post("/collections/{name}/points/payload/clear", p.payload_clear)
+    app.router.add_put("/collections/{name}/points/vectors", p.vectors_update)
+    app.router.add_post("/collections/{name}/points/vectors/delete", p.vectors_delete)
+    app.router.add_post("/collections/{name}/points/batch", p.points_batch)
 
     async def lifecycle(app: web.Application) -> Any:
         await state.reload()
-        task = asyncio.ensure_future(state.reload_forever()) if reload_in_background else None
+        tasks = (
+            [
+                asyncio.ensure_future(state.reload_forever()),
+                asyncio.ensure_future(state.maintain_forever()),
+            ]
+            if reload_in_background
+            else []
+        )
         yield
-        if task is not None:
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await state.drain()
+        state.close()
 
     app.cleanup_ctx.append(lifecycle)
     return app

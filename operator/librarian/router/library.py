@@ -19,6 +19,7 @@ from qdrant_client.http import models
 
 from librarian.core.routing import LibraryRouter, build_router
 from librarian.services.labeling import domain_filter
+from librarian.services.versioning import and_filters, live_filter
 from librarian.storage.fleet import Fleet
 from librarian.storage.port import Distance, PointRecord, QdrantPort
 
@@ -52,9 +53,14 @@ class DomainRoute:
     size: int
     labelled_slice: bool = False  # still in the source collection, selected by its label
     specialized: bool = False
+    versioned: bool = False  # a library domain: versioned points, tombstones to leave out
 
     def slice_filter(self) -> models.Filter | None:
         return domain_filter(self.domain_id) if self.labelled_slice else None
+
+    def read_filter(self) -> models.Filter | None:
+        """What every read of this unit adds to the client's filter: its slice, no tombstones."""
+        return and_filters(self.slice_filter(), live_filter() if self.versioned else None)
 
     @property
     def home(self) -> CollectionHome:
@@ -159,7 +165,7 @@ def _sample(port: QdrantPort, route: DomainRoute, limit: int) -> list[PointRecor
     records, _ = port.scroll(
         route.collection,
         limit=limit,
-        scroll_filter=route.slice_filter(),
+        scroll_filter=route.read_filter(),
         with_vectors=True,
         with_payload=False,
     )
@@ -181,9 +187,7 @@ def build_library(
     counted = tuple(
         replace(
             route,
-            size=fleet.get(route.cluster).count(
-                route.collection, count_filter=route.slice_filter()
-            ),
+            size=fleet.get(route.cluster).count(route.collection, count_filter=route.read_filter()),
         )
         for route in definition.domains
     )

@@ -66,6 +66,7 @@ def definition_from_catalog(
                 size=int((sizes or {}).get(entry.domain_id, entry.size)),
                 labelled_slice=home is None,
                 specialized=home is not None,
+                versioned=True,
             )
         )
     fingerprint = json.dumps(

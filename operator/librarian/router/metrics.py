@@ -115,6 +115,21 @@ class RouterMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.outbox_entries = Gauge(
+            "librarian_router_outbox_entries",
+            "Cleanups of the write path waiting for a cluster to come back",
+            registry=r,
+        )
+        self.outbox_oldest_age = Gauge(
+            "librarian_router_outbox_oldest_age_seconds",
+            "Age of the oldest pending cleanup (0 when none)",
+            registry=r,
+        )
+        self.outbox_applied = Counter(
+            "librarian_router_outbox_applied",
+            "Pending cleanups carried out by the outbox drainer",
+            registry=r,
+        )
         self.reloads = Counter(
             "librarian_router_reloads", "Library reloads", ["outcome"], registry=r
         )

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ from librarian.router.qdrant_api import (
     wants_vector,
 )
 from librarian.router.state import RouterState, strategy_name
+from librarian.services.versioning import is_tombstone, user_payload, version_of
 from librarian.storage.port import PointRecord, QdrantPort
 
 __all__ = [
@@ -365,21 +366,18 @@ class Querying:
                     route.collection,
                     search.vector,
                     limit=fetch,
-                    query_filter=combine_filters(search.query_filter, route.slice_filter()),
-                    with_payload=payload,
+                    query_filter=combine_filters(search.query_filter, route.read_filter()),
+                    with_payload=payload or view.routed,  # versions, to keep the newest copy
                     with_vectors=vectors,
                     hnsw_ef=search.hnsw_ef,
                     exact=search.exact,
                 )
-                return [
-                    Hit(h.id, h.score, route.key, h.payload if payload else None, h.vector)
-                    for h in hits
-                ]
+                return [Hit(h.id, h.score, route.key, h.payload, h.vector) for h in hits]
 
             return run
 
         result = await self.state.upstream.fan_out(view, units, operation, timeout)
-        lists = result.results
+        lists = _public_hits(_newest_hits(result.results), payload, versioned=view.routed)
         if search.exclude_id is not None:
             lists = [[h for h in hits if h.id != search.exclude_id] for hits in lists]
         routes = [view.routes[u] for u, _ in result.answered]
@@ -574,16 +572,16 @@ class Querying:
                     route.collection,
                     limit=limit + 1,
                     offset=offset,
-                    scroll_filter=combine_filters(body.filter, route.slice_filter()),
+                    scroll_filter=combine_filters(body.filter, route.read_filter()),
                     with_vectors=vectors,
-                    with_payload=payload,
+                    with_payload=payload or view.routed,
                 )
                 return records
 
             return run
 
         result = await self.state.upstream.fan_out(view, self._every(view), operation, timeout)
-        merged = _by_id(result.complete("scroll"))
+        merged = _by_id(result.complete("scroll"), versioned=view.routed)
         ordered = sorted(merged.values(), key=lambda r: id_order_key(r.id))
         page, rest = ordered[:limit], ordered[limit:]
         points = [record_json(r.id, r.payload, r.vector, selector, body.with_vector) for r in page]
@@ -594,7 +592,7 @@ class Querying:
 
         def operation(route: DomainRoute) -> Callable[[QdrantPort], int]:
             return lambda port: port.count(
-                route.collection, count_filter=combine_filters(body.filter, route.slice_filter())
+                route.collection, count_filter=combine_filters(body.filter, route.read_filter())
             )
 
         result = await self.state.upstream.fan_out(view, self._every(view), operation, timeout)
@@ -607,19 +605,24 @@ class Querying:
 
         def operation(route: DomainRoute) -> Callable[[QdrantPort], list[PointRecord]]:
             def run(port: QdrantPort) -> list[PointRecord]:
-                if not route.labelled_slice:
+                if not view.routed:
                     return port.retrieve(
                         route.collection, ids, with_vectors=vectors, with_payload=payload
                     )
                 records = port.retrieve(
                     route.collection, ids, with_vectors=vectors, with_payload=True
                 )
-                return [r for r in records if r.payload.get(LABEL_KEY) == route.domain_id]
+                return [
+                    r
+                    for r in records
+                    if not is_tombstone(r.payload)
+                    and (not route.labelled_slice or r.payload.get(LABEL_KEY) == route.domain_id)
+                ]
 
             return run
 
         result = await self.state.upstream.fan_out(view, self._every(view), operation, timeout)
-        found = _by_id(result.complete())
+        found = _by_id(result.complete(), versioned=view.routed)
         return [found[i] for i in dict.fromkeys(ids) if i in found]
 
     # ------------------------------------------------------------ the library's own API
@@ -693,10 +696,38 @@ class Querying:
         return result, headers
 
 
-def _by_id(pages: Sequence[Sequence[PointRecord]]) -> dict[PointId, PointRecord]:
-    """Records of several domains, each id once (the first seen wins)."""
+def _by_id(
+    pages: Sequence[Sequence[PointRecord]], *, versioned: bool = False
+) -> dict[PointId, PointRecord]:
+    """Records of several domains, each id once: the newest copy (the library's keys left out),
+    or the first seen for a plain collection."""
     merged: dict[PointId, PointRecord] = {}
     for records in pages:
         for record in records:
-            merged.setdefault(record.id, record)
-    return merged
+            held = merged.get(record.id)
+            if held is None or (
+                versioned and version_of(record.payload) > version_of(held.payload)
+            ):
+                merged[record.id] = record
+    if not versioned:
+        return merged
+    return {i: PointRecord(r.id, r.vector, user_payload(r.payload)) for i, r in merged.items()}
+
+
+def _newest_hits(lists: list[list[Hit]]) -> list[list[Hit]]:
+    """The lists without copies of a point older than its newest copy in any list."""
+    newest: dict[PointId, int] = {}
+    for hits in lists:
+        for hit in hits:
+            newest[hit.id] = max(newest.get(hit.id, 0), version_of(hit.payload))
+    return [[h for h in hits if version_of(h.payload) >= newest[h.id]] for hits in lists]
+
+
+def _public_hits(lists: list[list[Hit]], payload: bool, *, versioned: bool) -> list[list[Hit]]:
+    """Hits as a client sees them: no payload unless asked, never the library's own keys."""
+    if not versioned:
+        return lists
+    return [
+        [replace(h, payload=user_payload(h.payload) if payload else None) for h in hits]
+        for hits in lists
+    ]

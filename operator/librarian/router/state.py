@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from librarian.core.hlc import EPOCH_MS, MAX_NODE, HybridLogicalClock, encode_version
+from librarian.router.cleanup import Homes
 from librarian.router.library import DomainRoute, Library, LibraryDefinition, View, build_library
 from librarian.router.load import LoadMeter
 from librarian.router.metrics import RouterMetrics
+from librarian.router.outbox import Outbox
 from librarian.router.qdrant_api import ApiError
 from librarian.router.quality import RecallEstimator
 from librarian.router.resilience import CircuitBreaker, ResultCache
@@ -61,6 +65,13 @@ class RouterConfig:
     routing_options: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     load_window_s: float = 60.0  # sliding window of the per-domain load figures
+    node_id: int | None = None  # breaks ties between routers' versions; random when not given
+    wall_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+    outbox_path: str | None = None  # a file keeps pending cleanups across restarts
+    outbox_max_entries: int = 100_000
+    outbox_interval_s: float = 1.0
+    settle_timeout_s: float = 2.0  # how long a write waits for a home it leaves
+    tombstone_retention_s: float = 3600.0
 
     @property
     def strategy(self) -> str:
@@ -95,6 +106,14 @@ class RouterState:
             load=self.load,
             hedging=config.strategy == "latency_optimized",
         )
+        node = config.node_id if config.node_id is not None else secrets.randbelow(MAX_NODE + 1)
+        self.clock = HybridLogicalClock(node, config.wall_ms)
+        self.outbox = Outbox(
+            config.outbox_path,
+            max_entries=config.outbox_max_entries,
+            clock=lambda: config.wall_ms() / 1000.0,
+        )
+        self.homes = Homes(self.upstream, self.outbox)
         self.touched_share: float | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._reload_lock = asyncio.Lock()
@@ -156,6 +175,32 @@ class RouterState:
         while True:
             await asyncio.sleep(self.config.settings.reload_interval)
             await self.reload()
+
+    async def maintain(self) -> None:
+        """One round of write-path upkeep: retry pending cleanups, compact old tombstones."""
+        timeout = min(self.config.settings.timeout, self.config.settle_timeout_s)
+        done = await self.homes.drain(timeout)
+        self.metrics.outbox_applied.inc(done)
+        summary = await asyncio.to_thread(self.outbox.summary)
+        self.metrics.outbox_entries.set(summary["entries"])
+        self.metrics.outbox_oldest_age.set(summary["oldestAgeSeconds"] or 0.0)
+        library = self.library
+        if library is not None and not summary["entries"]:
+            horizon_ms = self.config.wall_ms() - int(self.config.tombstone_retention_s * 1000)
+            if horizon_ms > EPOCH_MS:
+                homes = list(View.of(library).homes())
+                await self.homes.compact(homes, encode_version(horizon_ms, 0, 0), timeout)
+
+    async def maintain_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.outbox_interval_s)
+            try:
+                await self.maintain()
+            except Exception as error:  # noqa: BLE001 - upkeep retries at the next round
+                log.warning("write-path upkeep failed: %s", error)
+
+    def close(self) -> None:
+        self.outbox.close()
 
     def spawn(self, coroutine: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coroutine)

@@ -23,6 +23,7 @@ from librarian.contracts.router_report import (
     CacheReport,
     DomainStatus,
     LibraryStatus,
+    OutboxReport,
     QualityReport,
     RouterStatus,
 )
@@ -75,6 +76,7 @@ def router_status(state: RouterState) -> RouterStatus:
             shadow_fraction=estimator.fraction,
             learned_fusion_fitted=bool(estimator.model and estimator.model.fitted),
         ),
+        outbox=OutboxReport.model_validate(state.outbox.summary()),
         routing_efficiency=None
         if state.touched_share is None
         else round(1 - state.touched_share, 4),
@@ -89,7 +91,7 @@ async def collection_info(state: RouterState, view: View, timeout: float) -> dic
 
     def operation(route: DomainRoute) -> Callable[[QdrantPort], int]:
         if route.labelled_slice:
-            return lambda port: port.count(route.collection, count_filter=route.slice_filter())
+            return lambda port: port.count(route.collection, count_filter=route.read_filter())
         return lambda port: port.collection_info(route.collection).points_count
 
     result = await state.upstream.fan_out(view, list(range(len(view.routes))), operation, timeout)

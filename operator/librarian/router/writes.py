@@ -1,39 +1,99 @@
-"""The write path: upserts land in the nearest domain, deletes reach every home.
+"""The write path: every write is versioned, lands in its domain, and converges under concurrency.
 
-Why this exists: a library must keep each point in exactly one domain, the
-one labelling would assign it to (nearest centroid), so later queries routed
-to that domain find it. An upsert writes each point to its domain's collection
-(labelling it when the domain is still a slice of the source collection), then
-removes the same ids from every other collection of the library: a point that
-changed domain does not stay behind in its old one. Deletes go to every
-collection the library's points live in, each once.
+Why this exists: a library keeps each point in one domain (the nearest, as
+labelling assigns it) while clients write concurrently, points change domain
+and clusters fail. Every write through the router gets a version from the
+router's hybrid logical clock, greater than any version of the ids it touches
+(so a write made after another is newer, whichever router made it), and
+follows the same steps:
+
+1. **look** at every home for the ids (their versions, concurrently);
+2. **write** the new home conditionally: only where the stored version is older
+   (a newer write that got there first wins; a tombstone blocks an older write);
+3. **settle** the other homes: remove copies older than this write; if another
+   home holds a *newer* version (a concurrent write or delete that won), remove
+   this write's own copy instead. Every writer looks after it writes, so of two
+   concurrent writers at least the later one sees the other: they converge on
+   the highest version, in one home.
+
+Deletes leave tombstones (the point's payload replaced by its label, version
+and the tombstone flag) so that an older write or copy cannot bring the point
+back; payload and vector updates are versioned the same way. The write is
+acknowledged once its new home holds it; a home that cannot be reached for the
+settling step gets an outbox entry instead of failing the write.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from qdrant_client.http import models
 
-from librarian.contracts.payload import LABEL_KEY
+from librarian.contracts.payload import POINT_VERSION_KEY, RESERVED_KEYS
 from librarian.core.fusion import PointId
-from librarian.router.library import View, combine_filters
+from librarian.core.hlc import HybridLogicalClock
+from librarian.router.cleanup import Copy, Homes, home_route
+from librarian.router.library import CollectionHome, DomainRoute, View, combine_filters
+from librarian.router.outbox import Cleanup, CleanupKind, OutboxFull
 from librarian.router.qdrant_api import ApiError, parse_point_id
 from librarian.router.query import dense
 from librarian.router.resilience import ResultCache
 from librarian.router.upstream import Upstream
+from librarian.services.versioning import (
+    and_filters,
+    ids_filter,
+    is_tombstone,
+    live_filter,
+    older_than,
+    reserved_in,
+    stamped,
+    user_payload,
+    version_at_most,
+    version_is,
+    version_of,
+)
 from librarian.storage.port import PointRecord, QdrantPort
 
 __all__ = ["Writes", "records_of"]
 
+_ID_PAGE = 1000  # ids handled per step when a filter selects the points
+
+
+def _no_reserved(payload: Any, what: str = "payload") -> dict[str, Any]:
+    value = dict(payload or {})
+    reserved = reserved_in(value)
+    if reserved:
+        raise ApiError(
+            400,
+            f"Wrong input: {what} keys {', '.join(reserved)} are reserved by the library "
+            f"(reserved: {', '.join(RESERVED_KEYS)}); rename them",
+        )
+    return value
+
+
+def _refuse_conditional(operations: Any) -> None:
+    if getattr(operations, "update_filter", None) is not None or (
+        getattr(operations, "update_mode", None) not in (None, models.UpdateMode.UPSERT)
+    ):
+        raise ApiError(
+            400,
+            "Wrong input: update_filter and update_mode are not served on a library collection "
+            "yet; the library makes every write conditional on its own versions",
+        )
+
 
 def records_of(operations: Any, view: View) -> list[PointRecord]:
     """The points of an upsert body (a point list or a batch), validated against the view."""
+    _refuse_conditional(operations)
     if isinstance(operations, models.PointsList):
         return [
             PointRecord(
-                parse_point_id(p.id), dense(p.vector, view.vector_size), dict(p.payload or {})
+                parse_point_id(p.id),
+                dense(p.vector, view.vector_size),
+                _no_reserved(p.payload) if view.routed else dict(p.payload or {}),
             )
             for p in operations.points
         ]
@@ -47,79 +107,557 @@ def records_of(operations: Any, view: View) -> list[PointRecord]:
             400, "Wrong input: batch ids, vectors and payloads must have the same length"
         )
     return [
-        PointRecord(parse_point_id(i), dense(v, view.vector_size), dict(p or {}))
+        PointRecord(
+            parse_point_id(i),
+            dense(v, view.vector_size),
+            _no_reserved(p) if view.routed else dict(p or {}),
+        )
         for i, v, p in zip(batch.ids, vectors, payloads, strict=True)
     ]
 
 
-def _upsert(collection: str, points: list[PointRecord]) -> Callable[[QdrantPort], None]:
-    return lambda port: port.upsert(collection, points)
+def _last_wins(records: Sequence[PointRecord]) -> list[PointRecord]:
+    """One record per id, the last one given (as one upsert of a repeated id ends in Qdrant)."""
+    return list({r.id: r for r in records}.values())
 
 
-def _delete(
-    collection: str, *, ids: list[PointId] | None = None, points_filter: models.Filter | None = None
-) -> Callable[[QdrantPort], None]:
-    return lambda port: port.delete_points(collection, ids=ids, points_filter=points_filter)
+@dataclass
+class _Looked:
+    """What a look at the homes found: copies by home, homes not reached, highest version."""
+
+    found: dict[CollectionHome, dict[PointId, Copy]]
+    unreached: list[CollectionHome]
+    homes: dict[CollectionHome, DomainRoute] = field(default_factory=dict)
+
+    @property
+    def highest(self) -> int:
+        return max(
+            (c.version for copies in self.found.values() for c in copies.values()), default=0
+        )
+
+    def live(self) -> dict[CollectionHome, list[PointId]]:
+        """The ids each reached home holds a live copy of."""
+        return {
+            home: [i for i, c in copies.items() if not c.tombstone]
+            for home, copies in self.found.items()
+        }
 
 
 class Writes:
-    """Upserts and deletes through the upstream layer; each write empties the result cache."""
+    """Every write operation of a library collection (and plain forwarding for the others)."""
 
-    def __init__(self, upstream: Upstream, cache: ResultCache) -> None:
+    def __init__(
+        self,
+        upstream: Upstream,
+        cache: ResultCache,
+        clock: HybridLogicalClock,
+        homes: Homes,
+        *,
+        settle_timeout: float = 2.0,
+    ) -> None:
         self.upstream = upstream
         self.cache = cache
+        self.clock = clock
+        self.homes = homes
+        self.settle_timeout = settle_timeout
 
-    def _placed(self, view: View, records: list[PointRecord]) -> dict[int, list[PointRecord]]:
-        """The records grouped by the unit that is to hold them (labelled for a slice)."""
-        targets = (
-            view.library.nearest_domain([r.vector or [] for r in records])
-            if view.library
-            else [0] * len(records)
-        )
+    # ------------------------------------------------------------ common steps
+
+    def _settle_timeout(self, timeout: float) -> float:
+        return min(timeout, self.settle_timeout)
+
+    async def _look(self, view: View, ids: Sequence[PointId], timeout: float) -> _Looked:
+        homes = view.homes()
+        found, unreached = await self.homes.look(list(homes), ids, self._settle_timeout(timeout))
+        return _Looked(found, unreached, homes)
+
+    async def _queue_or_apply(self, cleanups: list[Cleanup], timeout: float) -> None:
+        try:
+            await self.homes.apply_or_queue(cleanups, self._settle_timeout(timeout))
+        except OutboxFull:
+            raise self._outbox_full() from None
+
+    async def _call(
+        self, route: DomainRoute, operation: Callable[[QdrantPort], None], timeout: float
+    ) -> None:
+        await self.upstream.call(route, operation, timeout, domain=bool(route.domain_id))
+
+    def _placed(self, view: View, records: Sequence[PointRecord]) -> dict[int, list[PointRecord]]:
+        """The records grouped by the unit (domain) that is to hold them."""
+        assert view.library is not None
+        targets = view.library.nearest_domain([r.vector or [] for r in records])
         groups: dict[int, list[PointRecord]] = {}
         for record, unit in zip(records, targets, strict=True):
-            route = view.routes[unit]
-            if route.labelled_slice:
-                record = PointRecord(
-                    record.id, record.vector, {**record.payload, LABEL_KEY: route.domain_id}
-                )
             groups.setdefault(unit, []).append(record)
         return groups
 
+    # ------------------------------------------------------------ upsert
+
     async def upsert(self, view: View, records: list[PointRecord], timeout: float) -> None:
-        """Each record into its nearest domain, then out of every other collection."""
+        """Each record into its nearest domain at a new version; older copies elsewhere removed."""
         if not records:
             return
+        if not view.routed:
+            route = view.routes[0]
+            await self._call(route, lambda port: port.upsert(route.collection, records), timeout)
+            self.cache.clear()
+            return
+        records = _last_wins(records)
+        looked = await self._look(view, [r.id for r in records], timeout)
+        if looked.unreached and self.homes.outbox.full():
+            raise self._outbox_full()
+        version = self.clock.tick(looked.highest)
         groups = self._placed(view, records)
-        # Write first, then remove the ids from every other home: a crash in between leaves a
-        # duplicate (deduplicated by id on reads and fixed by the client's retry), never a loss.
-        for unit, points in groups.items():
-            route = view.routes[unit]
-            await self.upstream.call(
-                route, _upsert(route.collection, points), timeout, domain=view.routed
+        await asyncio.gather(
+            *(
+                self._write_unit(view.routes[unit], points, version, timeout)
+                for unit, points in groups.items()
             )
-        homes = view.homes()
-        for unit, points in groups.items():
-            mine = view.routes[unit].home
-            ids = [p.id for p in points]
-            for home, route in homes.items():
-                if home != mine:
-                    await self.upstream.call(route, _delete(route.collection, ids=ids), timeout)
+        )
         self.cache.clear()
+        new_home = {p.id: view.routes[u].home for u, points in groups.items() for p in points}
+        try:
+            await self._settle(view, new_home, version, timeout)
+        except OutboxFull:  # not acknowledged: take this write back rather than leave two copies
+            await self._take_back(new_home, version, timeout)
+            raise self._outbox_full() from None
+        finally:
+            self.cache.clear()
+
+    def _outbox_full(self) -> ApiError:
+        return ApiError(
+            503,
+            f"Service unavailable: the write path's outbox is full "
+            f"({self.homes.outbox.max_entries} pending cleanups for clusters that do not "
+            "answer); bring them back or remove them from the library",
+        )
+
+    async def _take_back(
+        self, new_home: dict[PointId, CollectionHome], version: int, timeout: float
+    ) -> None:
+        """Remove this write's own copies (only where they are still this version)."""
+        by_home: dict[CollectionHome, list[PointId]] = {}
+        for point_id, home in new_home.items():
+            by_home.setdefault(home, []).append(point_id)
+        for home, ids in by_home.items():
+            flt = and_filters(ids_filter(ids), version_is(version))
+            await self.upstream.call(home_route(home), _delete_where(home.collection, flt), timeout)
+
+    async def _write_unit(
+        self, route: DomainRoute, points: list[PointRecord], version: int, timeout: float
+    ) -> None:
+        stamped_points = [
+            PointRecord(p.id, p.vector, stamped(p.payload, version=version, label=route.domain_id))
+            for p in points
+        ]
+        condition = older_than(version)
+        await self._call(
+            route,
+            lambda port: port.upsert(route.collection, stamped_points, update_filter=condition),
+            timeout,
+        )
+
+    async def _settle(
+        self,
+        view: View,
+        new_home: dict[PointId, CollectionHome],
+        version: int,
+        timeout: float,
+    ) -> None:
+        """Remove copies older than ``version`` from the other homes; yield to a newer one."""
+        homes = list(view.homes())
+        ids = list(new_home)
+        looked, unreached = await self.homes.look(homes, ids, self._settle_timeout(timeout))
+        cleanups: list[Cleanup] = []
+        beaten: dict[CollectionHome, list[PointId]] = {}
+        for home in homes:
+            elsewhere = [i for i in ids if new_home[i] != home]
+            if not elsewhere:
+                continue
+            if home in unreached:
+                cleanups.append(_cleanup(home, CleanupKind.REMOVE_OLDER, elsewhere, version))
+                continue
+            copies = looked[home]
+            older = [i for i in elsewhere if i in copies and copies[i].version < version]
+            if older:
+                cleanups.append(_cleanup(home, CleanupKind.REMOVE_OLDER, older, version))
+            for i in elsewhere:
+                if i in copies and copies[i].version > version:
+                    beaten.setdefault(new_home[i], []).append(i)
+        await self.homes.apply_or_queue(cleanups, self._settle_timeout(timeout))
+        for home, lost in beaten.items():  # a newer write or delete won elsewhere: yield to it
+            flt = and_filters(ids_filter(lost), version_at_most(version))
+            await self.upstream.call(
+                home_route(home),
+                _delete_where(home.collection, flt),
+                self._settle_timeout(timeout),
+            )
+
+    # ------------------------------------------------------------ delete
 
     async def delete(self, view: View, selector: Any, timeout: float) -> None:
-        """Points by id from every collection of the view, or by filter from every domain."""
+        """Points by id, or every point matching a filter; tombstones left where they were."""
+        if not view.routed:
+            route = view.routes[0]
+            if isinstance(selector, models.PointIdsList):
+                ids = [parse_point_id(i) for i in selector.points]
+                op: Callable[[QdrantPort], None] = lambda port: port.delete_points(  # noqa: E731
+                    route.collection, ids=ids
+                )
+            else:
+                op = lambda port: port.delete_points(  # noqa: E731
+                    route.collection, points_filter=selector.filter
+                )
+            await self._call(route, op, timeout)
+            self.cache.clear()
+            return
+        async for ids in self._selected(view, selector, timeout):
+            await self._delete_ids(view, ids, timeout)
+        self.cache.clear()
+
+    async def _delete_ids(self, view: View, ids: list[PointId], timeout: float) -> None:
+        if not ids:
+            return
+        looked = await self._look(view, ids, timeout)
+        if looked.unreached and self.homes.outbox.full():
+            raise self._outbox_full()
+        version = self.clock.tick(looked.highest)
+        cleanups = [_cleanup(h, CleanupKind.TOMBSTONE, ids, version) for h in looked.unreached]
+        for home, copies in looked.found.items():
+            older = [i for i in ids if i in copies and copies[i].version < version]
+            if older:
+                cleanups.append(_cleanup(home, CleanupKind.TOMBSTONE, older, version))
+        await self._queue_or_apply(cleanups, timeout)
+
+    async def _selected(self, view: View, selector: Any, timeout: float) -> Any:
+        """The ids a points selector names, a page at a time (a filter is evaluated per domain)."""
         if isinstance(selector, models.PointIdsList):
-            ids = [parse_point_id(i) for i in selector.points]
-            for route in view.homes().values():
-                await self.upstream.call(route, _delete(route.collection, ids=ids), timeout)
+            ids = list(dict.fromkeys(parse_point_id(i) for i in selector.points))
+            for start in range(0, len(ids), _ID_PAGE):
+                yield ids[start : start + _ID_PAGE]
+            return
+        flt = selector.filter if isinstance(selector, models.FilterSelector) else selector
+        for route in view.routes:
+            scope = combine_filters(flt, route.read_filter())
+            async for page in self._matching(route, scope, timeout):
+                yield page
+
+    async def _matching(
+        self, route: DomainRoute, scope: models.Filter | None, timeout: float
+    ) -> Any:
+        offset: PointId | None = None
+        while True:
+            page, offset = await self.upstream.call(
+                route, _ids_page(route.collection, scope, offset), timeout
+            )
+            if page:
+                yield [p.id for p in page]
+            if offset is None:
+                return
+
+    # ------------------------------------------------------------ payload and vectors
+
+    async def set_payload(
+        self,
+        view: View,
+        body: models.SetPayload,
+        timeout: float,
+        *,
+        overwrite: bool = False,
+    ) -> None:
+        """Set (merge) or overwrite the payload of the selected points, at a new version."""
+        payload = _no_reserved(body.payload)
+        if overwrite and body.key:
+            raise ApiError(400, "Wrong input: overwrite payload does not take a key")
+        if not view.routed:
+            await self._forward_payload(view, body, payload, overwrite, timeout)
+            return
+        async for ids in self._selected(view, _selector(body.points, body.filter), timeout):
+            if overwrite:
+                await self._replace_payload(view, ids, payload, timeout)
+            else:
+                await self._merge_payload(view, ids, payload, body.key, timeout)
+        self.cache.clear()
+
+    async def _forward_payload(
+        self,
+        view: View,
+        body: models.SetPayload,
+        payload: dict[str, Any],
+        overwrite: bool,
+        timeout: float,
+    ) -> None:
+        route = view.routes[0]
+        ids = [parse_point_id(i) for i in body.points] if body.points is not None else None
+        if overwrite:
+            flt = and_filters(ids_filter(ids) if ids is not None else None, body.filter)
+            await self._call(
+                route,
+                lambda port: port.overwrite_payload(
+                    route.collection, payload, points_filter=flt or models.Filter()
+                ),
+                timeout,
+            )
         else:
-            for route in view.routes:
-                flt = combine_filters(selector.filter, route.slice_filter())
-                await self.upstream.call(
-                    route,
-                    _delete(route.collection, points_filter=flt),
-                    timeout,
-                    domain=view.routed,
+            await self._call(
+                route,
+                lambda port: port.set_payload(
+                    route.collection, payload, ids, points_filter=body.filter, key=body.key
+                ),
+                timeout,
+            )
+        self.cache.clear()
+
+    async def _bumped(
+        self, view: View, ids: list[PointId], timeout: float
+    ) -> tuple[int, list[tuple[CollectionHome, list[PointId]]]]:
+        """A new version set on every live copy of ``ids`` that is older (every home must answer).
+
+        Changing a point in place is two steps: the version first, then the change
+        only where the version is still this one, so a concurrent write with a
+        newer version is never half-overwritten by an older change.
+        """
+        looked = await self._look(view, ids, timeout)
+        if looked.unreached:
+            raise ApiError(
+                503,
+                "Service unavailable: cannot update points while cluster(s) "
+                f"{', '.join(sorted({h.cluster for h in looked.unreached}))} do not answer",
+            )
+        version = self.clock.tick(looked.highest)
+        targets = [(home, held) for home, held in looked.live().items() if held]
+        condition_of = and_filters(older_than(version), live_filter())
+        for home, held in targets:
+            flt = and_filters(ids_filter(held), condition_of)
+            await self._call(
+                home_route(home),
+                _set_where(home.collection, {POINT_VERSION_KEY: version}, flt),
+                timeout,
+            )
+        return version, targets
+
+    async def _merge_payload(
+        self,
+        view: View,
+        ids: list[PointId],
+        payload: dict[str, Any],
+        key: str | None,
+        timeout: float,
+    ) -> None:
+        version, targets = await self._bumped(view, ids, timeout)
+        for home, held in targets:
+            flt = and_filters(ids_filter(held), version_is(version))
+            await self._call(
+                home_route(home), _set_where(home.collection, payload, flt, key), timeout
+            )
+
+    async def _replace_payload(
+        self, view: View, ids: list[PointId], payload: dict[str, Any], timeout: float
+    ) -> None:
+        looked = await self._look(view, ids, timeout)
+        if looked.unreached:
+            raise ApiError(
+                503,
+                "Service unavailable: cannot update points while cluster(s) "
+                f"{', '.join(sorted({h.cluster for h in looked.unreached}))} do not answer",
+            )
+        version = self.clock.tick(looked.highest)
+        for home, copies in looked.found.items():
+            by_label: dict[str | None, list[PointId]] = {}
+            for point_id, copy in copies.items():
+                if not copy.tombstone:
+                    by_label.setdefault(copy.label, []).append(point_id)
+            for label, held in by_label.items():
+                flt = and_filters(ids_filter(held), older_than(version), live_filter())
+                assert flt is not None
+                new = stamped(payload, version=version, label=label)
+                await self._call(
+                    home_route(home), _overwrite_where(home.collection, new, flt), timeout
+                )
+
+    async def delete_payload(self, view: View, body: models.DeletePayload, timeout: float) -> None:
+        """Remove payload keys from the selected points, at a new version."""
+        keys = list(body.keys)
+        reserved = sorted(set(keys) & set(RESERVED_KEYS))
+        if reserved and view.routed:
+            raise ApiError(
+                400, f"Wrong input: keys {', '.join(reserved)} are reserved by the library"
+            )
+        if not view.routed:
+            route = view.routes[0]
+            ids = [parse_point_id(i) for i in body.points] if body.points is not None else None
+            flt = and_filters(ids_filter(ids) if ids is not None else None, body.filter)
+            await self._call(
+                route,
+                lambda port: port.delete_payload_keys(route.collection, keys, points_filter=flt),
+                timeout,
+            )
+            self.cache.clear()
+            return
+        async for ids in self._selected(view, _selector(body.points, body.filter), timeout):
+            version, targets = await self._bumped(view, ids, timeout)
+            for home, held in targets:
+                flt = and_filters(ids_filter(held), version_is(version))
+                await self._call(
+                    home_route(home), _delete_keys_where(home.collection, keys, flt), timeout
                 )
         self.cache.clear()
+
+    async def clear_payload(self, view: View, selector: Any, timeout: float) -> None:
+        """Clear the payload of the selected points (the library's own keys stay)."""
+        if not view.routed:
+            await self.set_payload(
+                view,
+                models.SetPayload(
+                    payload={},
+                    points=getattr(selector, "points", None),
+                    filter=getattr(selector, "filter", None),
+                ),
+                timeout,
+                overwrite=True,
+            )
+            return
+        async for ids in self._selected(view, selector, timeout):
+            await self._replace_payload(view, ids, {}, timeout)
+        self.cache.clear()
+
+    async def update_vectors(self, view: View, body: models.UpdateVectors, timeout: float) -> None:
+        """New vectors for existing points: a versioned rewrite (a point may change domain)."""
+        if body.update_filter is not None:
+            raise ApiError(
+                400, "Wrong input: update_filter is not served on a library collection yet"
+            )
+        vectors = {parse_point_id(p.id): dense(p.vector, view.vector_size) for p in body.points}
+        if not view.routed:
+            route = view.routes[0]
+            points = [PointRecord(i, v) for i, v in vectors.items()]
+            await self._call(
+                route, lambda port: port.update_vectors(route.collection, points), timeout
+            )
+            self.cache.clear()
+            return
+        current = await self._current(view, list(vectors), timeout)
+        missing = [i for i in vectors if i not in current]
+        if missing:
+            raise ApiError(404, f"Not found: No point with id {missing[0]} found")
+        records = [PointRecord(i, vectors[i], user_payload(current[i].payload)) for i in vectors]
+        await self.upsert(view, records, timeout)
+
+    async def _current(
+        self, view: View, ids: list[PointId], timeout: float
+    ) -> dict[PointId, PointRecord]:
+        """The newest live copy of each id (every home must answer)."""
+        homes = view.homes()
+
+        def read(home: CollectionHome) -> Callable[[QdrantPort], list[PointRecord]]:
+            return lambda port: port.retrieve(home.collection, ids, with_vectors=False)
+
+        results = await asyncio.gather(
+            *(self.upstream.call(home_route(h), read(h), timeout) for h in homes)
+        )
+        newest: dict[PointId, PointRecord] = {}
+        for records in results:
+            for record in records:
+                held = newest.get(record.id)
+                if held is None or version_of(record.payload) > version_of(held.payload):
+                    newest[record.id] = record
+        return {i: r for i, r in newest.items() if not is_tombstone(r.payload)}
+
+    async def delete_vectors(self, view: View, body: models.DeleteVectors, timeout: float) -> None:
+        """Deleting the library's only vector would leave a point no domain can hold: refused."""
+        if not view.routed:
+            route = view.routes[0]
+            raise ApiError(
+                400,
+                f"Wrong input: collection {route.collection!r} has one unnamed vector; "
+                "delete the points instead",
+            )
+        raise ApiError(
+            400,
+            "Wrong input: a library places every point by its one dense vector; a point "
+            "without it cannot be placed. Delete the points, or update their vectors",
+        )
+
+    # ------------------------------------------------------------ batch
+
+    async def batch(self, view: View, body: models.UpdateOperations, timeout: float) -> None:
+        """Each operation in order, with the same guarantees as on its own."""
+        for operation in body.operations:
+            await self._one(view, operation, timeout)
+
+    async def _one(self, view: View, operation: Any, timeout: float) -> None:
+        if isinstance(operation, models.UpsertOperation):
+            body = operation.upsert
+            await self.upsert(view, records_of(getattr(body, "root", body), view), timeout)
+        elif isinstance(operation, models.DeleteOperation):
+            selector = operation.delete
+            await self.delete(view, getattr(selector, "root", selector), timeout)
+        elif isinstance(operation, models.SetPayloadOperation):
+            await self.set_payload(view, operation.set_payload, timeout)
+        elif isinstance(operation, models.OverwritePayloadOperation):
+            await self.set_payload(view, operation.overwrite_payload, timeout, overwrite=True)
+        elif isinstance(operation, models.DeletePayloadOperation):
+            await self.delete_payload(view, operation.delete_payload, timeout)
+        elif isinstance(operation, models.ClearPayloadOperation):
+            selector = operation.clear_payload
+            await self.clear_payload(view, getattr(selector, "root", selector), timeout)
+        elif isinstance(operation, models.UpdateVectorsOperation):
+            await self.update_vectors(view, operation.update_vectors, timeout)
+        elif isinstance(operation, models.DeleteVectorsOperation):
+            await self.delete_vectors(view, operation.delete_vectors, timeout)
+        else:
+            raise ApiError(400, f"Wrong input: unknown operation {type(operation).__name__}")
+
+
+def _delete_where(collection: str, flt: models.Filter | None) -> Callable[[QdrantPort], None]:
+    assert flt is not None
+    return lambda port: port.delete_points(collection, points_filter=flt)
+
+
+def _set_where(
+    collection: str, payload: dict[str, Any], flt: models.Filter | None, key: str | None = None
+) -> Callable[[QdrantPort], None]:
+    return lambda port: port.set_payload(collection, payload, points_filter=flt, key=key)
+
+
+def _overwrite_where(
+    collection: str, payload: dict[str, Any], flt: models.Filter
+) -> Callable[[QdrantPort], None]:
+    return lambda port: port.overwrite_payload(collection, payload, points_filter=flt)
+
+
+def _delete_keys_where(
+    collection: str, keys: list[str], flt: models.Filter | None
+) -> Callable[[QdrantPort], None]:
+    return lambda port: port.delete_payload_keys(collection, keys, points_filter=flt)
+
+
+def _ids_page(
+    collection: str, scope: models.Filter | None, offset: PointId | None
+) -> Callable[[QdrantPort], tuple[list[PointRecord], PointId | None]]:
+    return lambda port: port.scroll(
+        collection,
+        limit=_ID_PAGE,
+        offset=offset,
+        scroll_filter=scope,
+        with_vectors=False,
+        with_payload=False,
+    )
+
+
+def _cleanup(
+    home: CollectionHome, kind: CleanupKind, ids: Iterable[PointId], version: int
+) -> Cleanup:
+    return Cleanup(home.cluster, home.collection, kind, tuple(ids), version)
+
+
+def _selector(points: Sequence[Any] | None, flt: models.Filter | None) -> Any:
+    """A points selector from a body's ``points`` and ``filter`` (Qdrant takes either)."""
+    if points is not None and flt is not None:
+        ids = [parse_point_id(i) for i in points]
+        return models.FilterSelector(filter=and_filters(ids_filter(ids), flt))
+    if points is not None:
+        return models.PointIdsList(points=list(points))
+    if flt is not None:
+        return models.FilterSelector(filter=flt)
+    raise ApiError(400, "Wrong input: give points or filter")

@@ -1,0 +1,205 @@
+"""What the write path does to the homes a write leaves: look, remove older copies, tombstone.
+
+Why this exists: a point may have copies in several homes of a library (it
+changed domain, a move is under way, an earlier cleanup is still pending). The
+write path needs three things from each home, all conditional on versions so
+that they commute with every other write: *look* at which ids a home holds and
+at which versions; *remove* the copies older than a write; *tombstone* the
+copies older than a delete. The outbox's drainer replays the last two the same
+way, and compacts tombstones once no cleanup is pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from qdrant_client.http import models
+
+from librarian.contracts.payload import LABEL_KEY, POINT_VERSION_KEY, TOMBSTONE_KEY
+from librarian.core.fusion import PointId
+from librarian.router.library import CollectionHome, DomainRoute
+from librarian.router.outbox import Cleanup, CleanupKind, Outbox
+from librarian.router.upstream import Upstream, UpstreamError
+from librarian.services.versioning import (
+    and_filters,
+    ids_filter,
+    is_tombstone,
+    older_than,
+    tombstone_filter,
+    tombstone_payload,
+    version_of,
+)
+from librarian.storage.errors import AuthenticationFailed, CollectionNotFound, InvalidRequest
+from librarian.storage.port import QdrantPort
+
+__all__ = ["Copy", "Homes", "home_route", "unreachable"]
+
+log = logging.getLogger("librarian.router")
+
+# Failures that are the request's (or the configuration's) fault: not for the outbox.
+_FAULTS = (InvalidRequest, CollectionNotFound, AuthenticationFailed)
+
+_VERSION_KEYS = [POINT_VERSION_KEY, TOMBSTONE_KEY, LABEL_KEY]
+
+
+@dataclass(frozen=True)
+class Copy:
+    """What a home holds of one id: its version, whether it is a tombstone, its label."""
+
+    version: int
+    tombstone: bool
+    label: str | None
+
+
+def unreachable(error: BaseException) -> bool:
+    """Is ``error`` a cluster being down or slow (worth an outbox entry), not a bad request?"""
+    return isinstance(error, UpstreamError | TimeoutError) or (
+        isinstance(error, Exception) and not isinstance(error, _FAULTS)
+    )
+
+
+def home_route(home: CollectionHome) -> DomainRoute:
+    """A route addressing a whole collection (for calls that are about a home, not a domain)."""
+    return DomainRoute(
+        domain_id="", name="", cluster=home.cluster, collection=home.collection, centroid=(), size=0
+    )
+
+
+def _look(collection: str, ids: Sequence[PointId]) -> Callable[[QdrantPort], dict[PointId, Copy]]:
+    def run(port: QdrantPort) -> dict[PointId, Copy]:
+        records = port.retrieve(collection, ids, with_vectors=False, with_payload=_VERSION_KEYS)
+        return {
+            r.id: Copy(version_of(r.payload), is_tombstone(r.payload), r.payload.get(LABEL_KEY))
+            for r in records
+        }
+
+    return run
+
+
+def _remove_older(
+    collection: str, ids: Sequence[PointId], version: int
+) -> Callable[[QdrantPort], None]:
+    flt = and_filters(ids_filter(ids), older_than(version))
+    return lambda port: port.delete_points(collection, points_filter=flt)
+
+
+def _tombstone(
+    collection: str, ids: Sequence[PointId], version: int, label: str | None
+) -> Callable[[QdrantPort], None]:
+    flt = and_filters(ids_filter(ids), older_than(version))
+    assert flt is not None
+    payload = tombstone_payload(version=version, label=label)
+    return lambda port: port.overwrite_payload(collection, payload, points_filter=flt)
+
+
+class Homes:
+    """Calls about the homes of a library: look, remove older, tombstone; and the outbox."""
+
+    def __init__(self, upstream: Upstream, outbox: Outbox) -> None:
+        self.upstream = upstream
+        self.outbox = outbox
+
+    async def look(
+        self, homes: Sequence[CollectionHome], ids: Sequence[PointId], timeout: float
+    ) -> tuple[dict[CollectionHome, dict[PointId, Copy]], list[CollectionHome]]:
+        """What each home holds of ``ids``, and the homes that could not be asked."""
+        outcomes = await asyncio.gather(
+            *(self.upstream.call(home_route(h), _look(h.collection, ids), timeout) for h in homes),
+            return_exceptions=True,
+        )
+        found: dict[CollectionHome, dict[PointId, Copy]] = {}
+        missing: list[CollectionHome] = []
+        for home, outcome in zip(homes, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if not unreachable(outcome):
+                    raise outcome
+                missing.append(home)
+            else:
+                found[home] = outcome
+        return found, missing
+
+    async def apply(self, cleanup: Cleanup, timeout: float) -> None:
+        """Carry out one cleanup now (raises when its cluster cannot take it)."""
+        home = CollectionHome(cleanup.cluster, cleanup.collection)
+        route = home_route(home)
+        ids = list(cleanup.ids)
+        if cleanup.kind is CleanupKind.REMOVE_OLDER:
+            await self.upstream.call(
+                route, _remove_older(home.collection, ids, cleanup.version), timeout
+            )
+            return
+        copies = await self.upstream.call(route, _look(home.collection, ids), timeout)
+        by_label: dict[str | None, list[PointId]] = {}
+        for point_id, copy in copies.items():
+            if copy.version < cleanup.version:
+                by_label.setdefault(copy.label or cleanup.label, []).append(point_id)
+        for label, labelled in by_label.items():
+            await self.upstream.call(
+                route, _tombstone(home.collection, labelled, cleanup.version, label), timeout
+            )
+
+    async def apply_or_queue(self, cleanups: Sequence[Cleanup], timeout: float) -> None:
+        """Carry out ``cleanups`` concurrently; those whose cluster fails go to the outbox.
+
+        Raises :class:`~librarian.router.outbox.OutboxFull` if one cannot be queued.
+        """
+        outcomes = await asyncio.gather(
+            *(self.apply(c, timeout) for c in cleanups), return_exceptions=True
+        )
+        queued = []
+        for cleanup, outcome in zip(cleanups, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if not unreachable(outcome):
+                    raise outcome
+                log.info(
+                    "cleanup of %d id(s) in %s/%s queued: %s",
+                    len(cleanup.ids),
+                    cleanup.cluster,
+                    cleanup.collection,
+                    outcome,
+                )
+                queued.append(_with_error(cleanup, outcome))
+        await asyncio.to_thread(self.outbox.add, queued)
+
+    async def drain(self, timeout: float, *, limit: int = 200) -> int:
+        """Retry the oldest pending cleanups once; returns how many were done."""
+        pending = await asyncio.to_thread(self.outbox.pending, limit)
+        done = 0
+        for cleanup in pending:
+            if not self.upstream.breaker.allow(cleanup.cluster):
+                continue
+            try:
+                await self.apply(cleanup, timeout)
+            except Exception as error:  # noqa: BLE001 - kept for the next round, with its reason
+                await asyncio.to_thread(self.outbox.failed, cleanup.entry_id, str(error))
+                continue
+            await asyncio.to_thread(self.outbox.done, cleanup.entry_id)
+            done += 1
+        return done
+
+    async def compact(
+        self, homes: Sequence[CollectionHome], before_version: int, timeout: float
+    ) -> None:
+        """Drop tombstones older than ``before_version`` (only when no cleanup is pending)."""
+        if len(self.outbox):
+            return
+        flt = and_filters(tombstone_filter(), older_than(before_version))
+        for home in homes:
+            try:
+                await self.upstream.call(
+                    home_route(home), _delete_where(home.collection, flt), timeout
+                )
+            except Exception as error:  # noqa: BLE001 - compaction waits for the next round
+                log.info("tombstone compaction of %s/%s failed: %s", *home, error)
+
+
+def _delete_where(collection: str, flt: models.Filter | None) -> Callable[[QdrantPort], None]:
+    assert flt is not None
+    return lambda port: port.delete_points(collection, points_filter=flt)
+
+
+def _with_error(cleanup: Cleanup, error: BaseException) -> Cleanup:
+    return replace(cleanup, last_error=f"{type(error).__name__}: {error}")

@@ -1,0 +1,365 @@
+"""The versioned write path through the router, over real HTTP with the official client.
+
+Every check reads the clusters directly (the engine, not the router) to see
+where each point really is, at which version, and with which label.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
+
+from librarian.contracts.payload import LABEL_KEY, POINT_VERSION_KEY, TOMBSTONE_KEY
+from librarian.core.hlc import decode_version
+from librarian.storage.fleet import Fleet
+from librarian.storage.port import PointId, PointRecord
+
+from .router_support import (
+    DIM,
+    FlakyPort,
+    Library,
+    RouterThread,
+    build_embedded_library,
+    make_state,
+)
+
+pytestmark = pytest.mark.timeout(300)
+
+NOW_MS = 1_790_000_000_000
+
+
+class Wall:
+    """An injected wall clock in milliseconds."""
+
+    def __init__(self, ms: int = NOW_MS) -> None:
+        self.ms = ms
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+@pytest.fixture
+def library(tmp_path: Path) -> Iterator[tuple[Library, FlakyPort]]:
+    built = build_embedded_library(tmp_path)
+    west = FlakyPort(built.fleet.get("west"))
+    built.fleet = Fleet.of_ports({"east": built.fleet.get("east"), "west": west})  # type: ignore[dict-item]
+    yield built, west
+    built.fleet.close()
+
+
+def _client(router: RouterThread) -> QdrantClient:
+    return QdrantClient(url=router.url, timeout=30, check_compatibility=False)
+
+
+def _near(built: Library, domain: int, seed: int) -> list[float]:
+    centre = np.asarray(built.definition.domains[domain].centroid)
+    noise = np.random.default_rng(seed).normal(size=DIM) * 0.05
+    vector = centre + noise
+    return [float(x) for x in vector / np.linalg.norm(vector)]
+
+
+def _copies(built: Library, ids: list[PointId]) -> dict[PointId, list[tuple[str, dict[str, Any]]]]:
+    """Every copy of each id in every home (tombstones included), read from the engines."""
+    found: dict[PointId, list[tuple[str, dict[str, Any]]]] = {i: [] for i in ids}
+    for route in built.definition.domains:
+        port = built.fleet.get(route.cluster)
+        inner = getattr(port, "inner", port)
+        for record in inner.retrieve(route.collection, ids, with_vectors=False):
+            found[record.id].append((route.domain_id, record.payload))
+    return found
+
+
+def _live(copies: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    return [(d, p) for d, p in copies if TOMBSTONE_KEY not in p]
+
+
+def test_concurrent_writers_of_the_same_ids_in_different_domains_converge(library) -> None:
+    """Two clients write the same 150 ids at once, each into another domain: none is lost,
+    none is left twice, and each ends with the write of the highest version."""
+    built, _ = library
+    ids = list(range(5000, 5150))
+    with RouterThread(make_state(built)) as router:
+        barrier = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def writer(name: str, domain: int) -> None:
+            try:
+                with closing(_client(router)) as client:
+                    barrier.wait()
+                    for i in ids:
+                        client.upsert(
+                            "library",
+                            [
+                                models.PointStruct(
+                                    id=i, vector=_near(built, domain, i), payload={"w": name}
+                                )
+                            ],
+                        )
+            except BaseException as error:  # noqa: BLE001 - reported by the test thread
+                errors.append(error)
+
+        threads = [
+            threading.Thread(target=writer, args=("a", 0)),
+            threading.Thread(target=writer, args=("b", 2)),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        copies = _copies(built, ids)
+        for i in ids:
+            live = _live(copies[i])
+            assert len(live) == 1, f"id {i}: {copies[i]}"
+            domain, payload = live[0]
+            assert payload[LABEL_KEY] == domain
+            assert payload["w"] in ("a", "b")
+            newest = max(p[POINT_VERSION_KEY] for _, p in copies[i])
+            assert payload[POINT_VERSION_KEY] == newest  # the highest version won
+        with closing(_client(router)) as client:
+            got = client.retrieve("library", ids)
+            assert sorted(r.id for r in got) == ids
+            assert all(set(r.payload or {}) == {"w"} for r in got)  # no library keys leak
+
+
+def test_every_write_stamps_label_and_version_and_payload_updates_keep_them(library) -> None:
+    built, _ = library
+    wall = Wall()
+    state = make_state(built, wall_ms=wall, node_id=9)
+    with RouterThread(state) as router, closing(_client(router)) as client:
+        client.upsert(
+            "library",
+            [models.PointStruct(id=7001, vector=_near(built, 2, 1), payload={"a": 1, "b": 2})],
+        )
+
+        def stored() -> dict[str, Any]:
+            [(domain, payload)] = _live(_copies(built, [7001])[7001])
+            assert domain == "d2"
+            assert payload[LABEL_KEY] == "d2"
+            return payload
+
+        first = stored()[POINT_VERSION_KEY]
+        assert decode_version(first).node == 9
+        steps = [
+            lambda: client.set_payload("library", {"c": 3}, points=[7001]),
+            lambda: client.set_payload("library", {"inner": 1}, points=[7001], key="nested"),
+            lambda: client.overwrite_payload("library", {"only": True}, points=[7001]),
+            lambda: client.delete_payload("library", ["only"], points=[7001]),
+            lambda: client.set_payload("library", {"z": 1}, points=[7001]),
+            lambda: client.clear_payload("library", points_selector=[7001]),
+        ]
+        expected = [
+            {"a": 1, "b": 2, "c": 3},
+            {"a": 1, "b": 2, "c": 3, "nested": {"inner": 1}},
+            {"only": True},
+            {},
+            {"z": 1},
+            {},
+        ]
+        versions = [first]
+        for step, payload in zip(steps, expected, strict=True):
+            wall.ms += 1
+            step()
+            now = stored()
+            versions.append(now[POINT_VERSION_KEY])
+            assert {k: v for k, v in now.items() if not k.startswith("librarian_")} == payload
+            [record] = client.retrieve("library", [7001])
+            assert record.payload == payload
+        assert versions == sorted(versions)
+        assert len(set(versions)) == len(versions)
+
+
+def test_payload_by_filter_and_batch_operations(library) -> None:
+    built, _ = library
+    with RouterThread(make_state(built)) as router, closing(_client(router)) as client:
+        client.upsert(
+            "library",
+            [
+                models.PointStruct(id=8000 + d, vector=_near(built, d, d), payload={"tag": "t"})
+                for d in range(3)
+            ],
+        )
+        tagged = models.Filter(
+            must=[models.FieldCondition(key="tag", match=models.MatchValue(value="t"))]
+        )
+        client.set_payload("library", {"seen": True}, points=tagged)
+        got = {r.id: r.payload for r in client.retrieve("library", [8000, 8001, 8002])}
+        assert all(p == {"tag": "t", "seen": True} for p in got.values())
+        client.batch_update_points(
+            "library",
+            [
+                models.UpsertOperation(
+                    upsert=models.PointsList(
+                        points=[models.PointStruct(id=8100, vector=_near(built, 1, 5), payload={})]
+                    )
+                ),
+                models.SetPayloadOperation(
+                    set_payload=models.SetPayload(payload={"k": 1}, points=[8100])
+                ),
+                models.DeleteOperation(delete=models.PointIdsList(points=[8000])),
+                models.UpdateVectorsOperation(
+                    update_vectors=models.UpdateVectors(
+                        points=[models.PointVectors(id=8001, vector=_near(built, 2, 9))]
+                    )
+                ),
+            ],
+        )
+        got = {r.id: r.payload for r in client.retrieve("library", [8000, 8001, 8100])}
+        assert got == {8001: {"tag": "t", "seen": True}, 8100: {"k": 1}}
+        copies = _copies(built, [8001])[8001]
+        assert [d for d, _ in _live(copies)] == ["d2"]  # its new vector moved it to domain 2
+        with pytest.raises(UnexpectedResponse) as refused:
+            client.delete_vectors("library", vectors=[""], points=[8001])
+        assert refused.value.status_code == 400
+        assert b"Delete the points" in refused.value.content
+
+
+@pytest.mark.parametrize(
+    "payload", [{LABEL_KEY: "d0"}, {POINT_VERSION_KEY: 1}, {TOMBSTONE_KEY: True}]
+)
+def test_reserved_keys_are_refused_with_a_400(library, payload: dict[str, Any]) -> None:
+    built, _ = library
+    with RouterThread(make_state(built)) as router, closing(_client(router)) as client:
+        for write in (
+            lambda: client.upsert(
+                "library", [models.PointStruct(id=1, vector=_near(built, 0, 0), payload=payload)]
+            ),
+            lambda: client.set_payload("library", payload, points=[1]),
+        ):
+            with pytest.raises(UnexpectedResponse) as refused:
+                write()
+            assert refused.value.status_code == 400
+            assert b"reserved by the library" in refused.value.content
+
+
+def test_a_delete_leaves_a_tombstone_no_older_write_or_read_gets_past(library) -> None:
+    built, _ = library
+    with RouterThread(make_state(built)) as router, closing(_client(router)) as client:
+        client.upsert("library", [models.PointStruct(id=9000, vector=_near(built, 0, 1))])
+        [(_, before)] = _live(_copies(built, [9000])[9000])
+        total = client.count("library").count
+        client.delete("library", points_selector=[9000])
+        [(domain, tombstone)] = _copies(built, [9000])[9000]
+        assert tombstone[TOMBSTONE_KEY] is True
+        assert tombstone[POINT_VERSION_KEY] > before[POINT_VERSION_KEY]
+        assert client.retrieve("library", [9000]) == []
+        assert client.count("library").count == total - 1
+        hits = client.query_points("library", query=_near(built, 0, 1), limit=5).points
+        assert 9000 not in [h.id for h in hits]
+        # a write that was sent before the delete and arrives late (an older version) is refused
+        route = built.definition.domains[0]
+        late = PointRecord(9000, _near(built, 0, 1), {POINT_VERSION_KEY: before[POINT_VERSION_KEY]})
+        older = models.Filter(
+            should=[
+                models.FieldCondition(
+                    key=POINT_VERSION_KEY, range=models.Range(lt=before[POINT_VERSION_KEY])
+                ),
+                models.IsEmptyCondition(is_empty=models.PayloadField(key=POINT_VERSION_KEY)),
+            ]
+        )
+        built.fleet.get("east").upsert(route.collection, [late], update_filter=older)
+        assert client.retrieve("library", [9000]) == []
+        # a new write through the router brings it back, as a newer version
+        client.upsert("library", [models.PointStruct(id=9000, vector=_near(built, 0, 2))])
+        assert [r.id for r in client.retrieve("library", [9000])] == [9000]
+        assert domain == "d0"
+
+
+def test_a_dead_cluster_does_not_stop_writes_to_the_others_and_its_cleanup_waits(
+    library,
+) -> None:
+    """A point moves from a domain on the dead cluster to one on a live cluster: the write is
+    acknowledged, the old copy's removal waits in the outbox, and is done once it is back."""
+    built, west = library
+    state = make_state(built)
+    with RouterThread(state) as router, closing(_client(router)) as client:
+        client.upsert("library", [models.PointStruct(id=9100, vector=_near(built, 2, 3))])
+        assert [d for d, _ in _live(_copies(built, [9100])[9100])] == ["d2"]
+        west.mode = "down"
+        for i in range(20):  # writes to the live cluster keep working
+            client.upsert("library", [models.PointStruct(id=9200 + i, vector=_near(built, 0, i))])
+        client.upsert("library", [models.PointStruct(id=9100, vector=_near(built, 1, 3))])
+        summary = state.outbox.summary()
+        assert summary["entries"] >= 1
+        assert summary["clusters"] == ["west"]
+        with pytest.raises(UnexpectedResponse) as refused:  # a write that needs west fails
+            client.upsert("library", [models.PointStruct(id=9300, vector=_near(built, 2, 4))])
+        assert refused.value.status_code in (502, 504)
+        west.mode = "ok"
+        state.breaker.success("west")
+        router.run(state.maintain())
+        assert state.outbox.summary()["entries"] == 0
+        copies = _copies(built, [9100])[9100]
+        assert [d for d, _ in _live(copies)] == ["d1"]  # the old copy on west is gone
+        assert [r.id for r in client.retrieve("library", [9100])] == [9100]
+
+
+def test_the_outbox_survives_a_restart_and_refuses_writes_when_full(
+    library, tmp_path: Path
+) -> None:
+    built, west = library
+    path = tmp_path / "outbox.db"
+    state = make_state(built, outbox_path=str(path), outbox_max_entries=2)
+    with RouterThread(state) as router, closing(_client(router)) as client:
+        for i in range(3):
+            client.upsert("library", [models.PointStruct(id=9400 + i, vector=_near(built, 2, i))])
+        west.mode = "down"
+        for i in range(2):
+            client.upsert("library", [models.PointStruct(id=9400 + i, vector=_near(built, 0, i))])
+        with pytest.raises(UnexpectedResponse) as refused:
+            client.upsert("library", [models.PointStruct(id=9402, vector=_near(built, 0, 2))])
+        assert refused.value.status_code == 503
+        assert b"outbox" in refused.value.content
+    restarted = make_state(built, outbox_path=str(path))
+    assert restarted.outbox.summary()["entries"] == 2
+    west.mode = "ok"
+    with RouterThread(restarted) as router:
+        router.run(restarted.maintain())
+        assert restarted.outbox.summary()["entries"] == 0
+    copies = _copies(built, [9400, 9401, 9402])
+    assert [d for d, _ in _live(copies[9400])] == ["d0"]
+    assert [d for d, _ in _live(copies[9401])] == ["d0"]
+    assert [d for d, _ in _live(copies[9402])] == ["d2"]  # refused: left where it was
+
+
+def test_tombstones_are_compacted_after_their_retention(library) -> None:
+    built, _ = library
+    wall = Wall()
+    state = make_state(built, wall_ms=wall, tombstone_retention_s=60.0)
+    with RouterThread(state) as router, closing(_client(router)) as client:
+        client.upsert("library", [models.PointStruct(id=9500, vector=_near(built, 1, 1))])
+        client.delete("library", points_selector=[9500])
+        router.run(state.maintain())
+        assert len(_copies(built, [9500])[9500]) == 1  # still needed
+        wall.ms += 61_000
+        router.run(state.maintain())
+        assert _copies(built, [9500])[9500] == []
+
+
+def test_a_later_write_wins_even_from_a_router_whose_clock_is_behind(library) -> None:
+    built, _ = library
+    ahead = make_state(built, wall_ms=Wall(NOW_MS + 60_000), node_id=1)
+    behind = make_state(built, wall_ms=Wall(NOW_MS), node_id=2)
+    with (
+        RouterThread(ahead) as first,
+        RouterThread(behind) as second,
+        closing(_client(first)) as one,
+        closing(_client(second)) as two,
+    ):
+        one.upsert(
+            "library", [models.PointStruct(id=9600, vector=_near(built, 0, 1), payload={"w": 1})]
+        )
+        two.upsert(
+            "library", [models.PointStruct(id=9600, vector=_near(built, 2, 1), payload={"w": 2})]
+        )
+        [(domain, payload)] = _live(_copies(built, [9600])[9600])
+        assert (domain, payload["w"]) == ("d2", 2)
+        assert [r.payload for r in one.retrieve("library", [9600])] == [{"w": 2}]
