@@ -1,4 +1,4 @@
-"""The per-id linearizability checker: it accepts what a correct store may do and names each failure."""
+"""The per-id linearizability checker: accepts what a correct store may do, names each failure."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import math
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from itertools import combinations, permutations
 
 import pytest
 
 from librarian.testing.history import (
+    FINAL_CLIENT,
     History,
     HistoryTooLarge,
     Kind,
@@ -547,3 +549,64 @@ def test_random_mutated_final_states_are_rejected() -> None:
                 tried[kind] += 1
     assert set(tried) == {"duplicate", "phantom", "stale", "lost"}
     assert min(tried.values()) >= 5, tried
+
+
+# -- against brute force: every order of every subset of unknown operations -------------------
+
+
+def brute_force_accepts(ops: Sequence[Operation], final: str | None) -> bool:
+    """The definition, literally: slow, but obviously right for a handful of operations."""
+    live = [o for o in ops if o.outcome == "ok" or (o.outcome == "unknown" and o.kind != "read")]
+    required = [o for o in live if o.outcome == "ok"]
+    required.append(op(FINAL_CLIENT, "read", final, math.inf, math.inf))
+    optional = [o for o in live if o.outcome == "unknown"]
+
+    def surely_before(a: Operation, b: Operation) -> bool:
+        return a.outcome == "ok" and a.completed is not None and a.completed < b.invoked
+
+    def explains(order: Sequence[Operation]) -> bool:
+        value: str | None = None
+        for position, o in enumerate(order):
+            if any(surely_before(later, o) for later in order[position + 1 :]):
+                return False
+            if o.kind == "read" and o.token != value:
+                return False
+            value = value if o.kind == "read" else _after(o.kind, o.token, value)
+        return True
+
+    subsets = (s for r in range(len(optional) + 1) for s in combinations(optional, r))
+    return any(explains(order) for s in subsets for order in permutations([*required, *s]))
+
+
+def random_small_history(rng: random.Random) -> tuple[list[Operation], str | None]:
+    """A few operations with arbitrary times, outcomes, tokens and reads: valid or not."""
+    ops: list[Operation] = []
+    for n in range(rng.randint(2, 5)):
+        kind = rng.choice(KINDS)
+        outcome = rng.choices(OUTCOMES, weights=[6, 2, 1])[0]
+        invoked = float(rng.randint(0, 6))
+        completed: float | None = invoked + rng.randint(0, 3)
+        if outcome == "unknown" and rng.random() < 0.5:
+            completed = None
+        written = [o.token for o in ops if o.kind in ("write", "update")]
+        token: str | None = None
+        if kind in ("write", "update"):
+            token = rng.choice(["a", "b", f"c{n}", f"d{n}"])  # sometimes written twice
+        elif kind == "read" and rng.random() < 0.6:
+            token = rng.choice([*written, "a"])
+        ops.append(op(f"c{n}", kind, token, invoked, completed, outcome))
+    written = [o.token for o in ops if o.kind in ("write", "update")]
+    return ops, rng.choice([*written, None, None, "zz"])
+
+
+def test_agrees_with_brute_force_on_small_random_histories() -> None:
+    rng = random.Random(2024)
+    verdicts: Counter[bool] = Counter()
+    for _ in range(600):
+        ops, final = random_small_history(rng)
+        expected = brute_force_accepts(ops, final)
+        verdict = check(ops, final_of(final))
+        assert verdict.ok == expected, f"{ops}, final {final!r}: {verdict.report()}"
+        assert len(verdict.violations) == (0 if expected else 1)
+        verdicts[expected] += 1
+    assert min(verdicts[True], verdicts[False]) > 150, verdicts
