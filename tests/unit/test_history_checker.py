@@ -599,9 +599,17 @@ def random_small_history(rng: random.Random) -> tuple[list[Operation], str | Non
     return ops, rng.choice([*written, None, None, "zz"])
 
 
+# The kinds of violation that can explain a final state holding one copy (False) or none (True).
+FITS: dict[bool, set[ViolationKind]] = {
+    False: {"phantom", "resurrected", "stale", "stale_read", "not_linearizable"},
+    True: {"lost", "stale_read", "not_linearizable"},
+}
+
+
 def test_agrees_with_brute_force_on_small_random_histories() -> None:
     rng = random.Random(2024)
     verdicts: Counter[bool] = Counter()
+    kinds: Counter[ViolationKind] = Counter()
     for _ in range(600):
         ops, final = random_small_history(rng)
         expected = brute_force_accepts(ops, final)
@@ -609,4 +617,8 @@ def test_agrees_with_brute_force_on_small_random_histories() -> None:
         assert verdict.ok == expected, f"{ops}, final {final!r}: {verdict.report()}"
         assert len(verdict.violations) == (0 if expected else 1)
         verdicts[expected] += 1
+        for violation in verdict.violations:
+            assert violation.kind in FITS[final is None], violation
+            kinds[violation.kind] += 1
     assert min(verdicts[True], verdicts[False]) > 150, verdicts
+    assert len(kinds) >= 6, kinds
