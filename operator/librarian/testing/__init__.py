@@ -2,9 +2,10 @@
 
 Why this exists: the operator tests run kopf against the emulated Kubernetes
 API, and the ``librarian up`` tests and benchmark start it as a process and
-wait for it; these helpers are shared instead of copied between suites. An
-import-linter contract keeps every other part of the package from importing
-this one.
+wait for it; these helpers are shared instead of copied between suites.
+``librarian.testing.history`` records what concurrent clients did through the
+router and checks it is linearizable per point id. An import-linter contract
+keeps every other part of the package from importing this one.
 """
 
 from __future__ import annotations
