@@ -109,6 +109,8 @@ def test_queries_to_one_domain_make_it_the_hottest(library: Library) -> None:
             "circuits",
             "quality",
             "outbox",
+            "fences",
+            "writesRefused",
             "routingEfficiency",
             "fusion",
             "load",

@@ -363,3 +363,91 @@ def test_a_later_write_wins_even_from_a_router_whose_clock_is_behind(library) ->
         [(domain, payload)] = _live(_copies(built, [9600])[9600])
         assert (domain, payload["w"]) == ("d2", 2)
         assert [r.payload for r in one.retrieve("library", [9600])] == [{"w": 2}]
+
+
+def _moving(built: Library, phase: str) -> Any:
+    """The library with domain d2 moving from west/library-d2 to east/library-d2-new."""
+    from dataclasses import replace
+
+    from librarian.contracts.moves import MovePhase
+    from librarian.router.library import CollectionHome, MoveFence
+    from librarian.storage.port import CollectionSpec
+
+    east = built.fleet.get("east")
+    if not east.collection_exists("library-d2-new"):
+        east.create_collection("library-d2-new", CollectionSpec(vector_size=DIM))
+    move = MoveFence(
+        "d2-to-east",
+        "d2",
+        MovePhase(phase),
+        CollectionHome("west", "library-d2"),
+        CollectionHome("east", "library-d2-new"),
+    )
+    routes = built.definition.domains
+    if phase != "dualWrite":  # switched: reads come from the new home
+        routes = (*routes[:2], replace(routes[2], cluster="east", collection="library-d2-new"))
+    return replace(built.definition, domains=routes, moves=(move,))
+
+
+def test_during_a_move_writes_reach_both_homes_and_the_status_says_which_phase(library) -> None:
+    from .router_support import static_loader
+
+    built, _ = library
+    definition = _moving(built, "dualWrite")
+    state = make_state(built)
+    state.config.loader = static_loader(definition)
+    with RouterThread(state) as router, closing(_client(router)) as client:
+        import httpx
+
+        status = httpx.get(f"{router.url}/librarian/status").json()["result"]
+        assert status["fences"] == {"d2-to-east": "dualWrite"}
+        client.upsert("library", [models.PointStruct(id=9700, vector=_near(built, 2, 7))])
+        client.set_payload("library", {"k": 1}, points=[9700])
+        west = built.fleet.get("west").inner  # type: ignore[attr-defined]
+        east = built.fleet.get("east")
+        [old] = west.retrieve("library-d2", [9700], with_vectors=False)
+        [new] = east.retrieve("library-d2-new", [9700], with_vectors=False)
+        assert old.payload == new.payload
+        assert old.payload["k"] == 1
+        assert old.payload[LABEL_KEY] == "d2"
+        client.delete("library", points_selector=[9700])
+        for port, collection in ((west, "library-d2"), (east, "library-d2-new")):
+            [tomb] = port.retrieve(collection, [9700], with_vectors=False)
+            assert tomb.payload[TOMBSTONE_KEY] is True
+        # reads come from the old home only: a point only in the new home is not seen
+        east.upsert("library-d2-new", [PointRecord(9701, _near(built, 2, 8), {})])
+        assert client.retrieve("library", [9701]) == []
+
+
+def test_a_router_that_cannot_renew_its_registration_refuses_writes_not_reads(
+    library, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from librarian.router.registration import Registration
+
+    built, _ = library
+    outcome = {"fail": False}
+
+    async def renew(*args: Any, **kwargs: Any) -> None:
+        if outcome["fail"]:
+            from librarian.kube.errors import ApiUnreachable
+
+            raise ApiUnreachable("cannot reach the Kubernetes API")
+
+    monkeypatch.setattr("librarian.router.registration.renew_lease", renew)
+    clock = {"now": 0.0}
+    state = make_state(built)
+    state.registration = Registration("ns", "packages", "r0", monotonic=lambda: clock["now"])
+    with RouterThread(state) as router, closing(_client(router)) as client:
+        point = models.PointStruct(id=9800, vector=_near(built, 0, 1))
+        with pytest.raises(UnexpectedResponse) as refused:
+            client.upsert("library", [point])
+        assert refused.value.status_code == 503
+        router.run(state.register())
+        client.upsert("library", [point])
+        outcome["fail"] = True
+        clock["now"] += 60
+        router.run(state.register())
+        with pytest.raises(UnexpectedResponse) as refused:
+            client.upsert("library", [point])
+        assert b"could not renew" in refused.value.content
+        assert [r.id for r in client.retrieve("library", [9800])] == [9800]  # reads go on

@@ -37,6 +37,8 @@ OPERATOR: Table = {
     ("", "secrets"): frozenset({"get"}),
     # specialization.py: the migration Job is created, then read until it ends.
     ("batch", "jobs"): frozenset({"get", "create"}),
+    # kube/fences.py: a move waits until every router replica's Lease acknowledges its phase.
+    ("coordination.k8s.io", "leases"): frozenset({"list"}),
 }
 
 # Watching the whole cluster, kopf follows CRDs being added and removed.
@@ -56,6 +58,8 @@ ROUTER: Table = {
     ("librarian.dev", "domainmaps"): frozenset({"get", "list", "watch"}),
     ("librarian.dev", "clusterspecializations"): frozenset({"get", "list", "watch"}),
     ("", "secrets"): frozenset({"get"}),
+    # router/registration.py: each replica creates, then renews, its own Lease.
+    ("coordination.k8s.io", "leases"): frozenset({"create", "patch"}),
 }
 
 

@@ -108,6 +108,10 @@ holds the same table, and an operator test checks the calls it really makes agai
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, create]
+# A move waits until every router replica's Lease acknowledges its phase.
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [list]
 {{- end -}}
 
 {{- define "librarian.routerRules" -}}
@@ -119,4 +123,8 @@ holds the same table, and an operator test checks the calls it really makes agai
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
+# Each replica's own Lease: the move phases it enforces (created, then renewed).
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [create, patch]
 {{- end -}}

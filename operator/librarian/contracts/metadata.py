@@ -28,3 +28,12 @@ APPROVAL_ANNOTATION = f"{GROUP}/rebalance"
 
 FINALIZER = f"{GROUP}/cleanup"
 """The operator's finalizer: what it created is cleaned up before the resource goes."""
+
+ROUTER_FOR_LABEL = f"{GROUP}/router-for"
+"""On a router replica's Lease: the DomainMap whose library it serves."""
+
+FENCES_ANNOTATION = f"{GROUP}/fences"
+"""On a router replica's Lease: JSON ``{move name: phase}`` of the moves it enforces."""
+
+LIBRARY_LOADED_ANNOTATION = f"{GROUP}/library-loaded"
+"""On a router replica's Lease: ``"true"`` once it serves the library (and may write to it)."""

@@ -130,6 +130,8 @@ class RouterStatus(_Report):
     circuits: dict[str, str] = Field(default_factory=dict)
     quality: QualityReport = Field(default_factory=QualityReport)
     outbox: OutboxReport = Field(default_factory=OutboxReport)
+    fences: dict[str, str] = Field(default_factory=dict)  # move name -> phase enforced
+    writes_refused: str | None = None  # why this replica refuses writes, if it does
     routing_efficiency: float | None = None
     fusion: str | None = None
     load: LoadReport

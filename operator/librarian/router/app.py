@@ -246,7 +246,7 @@ class PointEndpoints:
 
     async def points_upsert(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
-        view = await self.state.view(request.match_info["name"])
+        view = await self._writable_view(request)
         body = await parse_body(request, models.PointInsertOperations)
         records = records_of(body.root if hasattr(body, "root") else body, view)
         await self.writes.upsert(view, records, self._timeout(request))
@@ -254,11 +254,19 @@ class PointEndpoints:
 
     async def points_delete(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
-        view = await self.state.view(request.match_info["name"])
+        view = await self._writable_view(request)
         body = await parse_body(request, models.PointsSelector)
         selector = body.root if hasattr(body, "root") else body
         await self.writes.delete(view, selector, self._timeout(request))
         return ok({"operation_id": 0, "status": "completed"}, started)
+
+    async def _writable_view(self, request: web.Request) -> View:
+        """The view a write addresses; a 503 while this replica may not write."""
+        view = await self.state.view(request.match_info["name"])
+        refusal = self.state.write_refusal() if view.routed else None
+        if refusal:
+            raise ApiError(503, f"Service unavailable: {refusal}")
+        return view
 
     async def _write(
         self,
@@ -267,7 +275,7 @@ class PointEndpoints:
         action: Callable[[View, Any, float], Awaitable[None]],
     ) -> web.Response:
         started = time.perf_counter()
-        view = await self.state.view(request.match_info["name"])
+        view = await self._writable_view(request)
         body = await parse_body(request, model)
         await action(view, getattr(body, "root", body), self._timeout(request))
         return ok({"operation_id": 0, "status": "completed"}, started)
@@ -295,7 +303,7 @@ class PointEndpoints:
 
     async def points_batch(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
-        view = await self.state.view(request.match_info["name"])
+        view = await self._writable_view(request)
         body = await parse_body(request, models.UpdateOperations)
         await self.writes.batch(view, body, self._timeout(request))
         return ok([{"operation_id": 0, "status": "completed"}] * len(body.operations), started)
@@ -361,6 +369,7 @@ def create_app(state: RouterState, *, reload_in_background: bool = True) -> web.
             [
                 asyncio.ensure_future(state.reload_forever()),
                 asyncio.ensure_future(state.maintain_forever()),
+                asyncio.ensure_future(state.register_forever()),
             ]
             if reload_in_background
             else []

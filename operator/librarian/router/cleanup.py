@@ -20,7 +20,7 @@ from qdrant_client.http import models
 
 from librarian.contracts.payload import LABEL_KEY, POINT_VERSION_KEY, TOMBSTONE_KEY
 from librarian.core.fusion import PointId
-from librarian.router.library import CollectionHome, DomainRoute
+from librarian.router.library import CollectionHome, home_route
 from librarian.router.outbox import Cleanup, CleanupKind, Outbox
 from librarian.router.upstream import Upstream, UpstreamError
 from librarian.services.versioning import (
@@ -35,7 +35,7 @@ from librarian.services.versioning import (
 from librarian.storage.errors import AuthenticationFailed, CollectionNotFound, InvalidRequest
 from librarian.storage.port import QdrantPort
 
-__all__ = ["Copy", "Homes", "home_route", "unreachable"]
+__all__ = ["Copy", "Homes", "unreachable"]
 
 log = logging.getLogger("librarian.router")
 
@@ -58,13 +58,6 @@ def unreachable(error: BaseException) -> bool:
     """Is ``error`` a cluster being down or slow (worth an outbox entry), not a bad request?"""
     return isinstance(error, UpstreamError | TimeoutError) or (
         isinstance(error, Exception) and not isinstance(error, _FAULTS)
-    )
-
-
-def home_route(home: CollectionHome) -> DomainRoute:
-    """A route addressing a whole collection (for calls that are about a home, not a domain)."""
-    return DomainRoute(
-        domain_id="", name="", cluster=home.cluster, collection=home.collection, centroid=(), size=0
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from qdrant_client.http import models
 
+from librarian.contracts.moves import MovePhase
 from librarian.core.routing import LibraryRouter, build_router
 from librarian.services.labeling import domain_filter
 from librarian.services.versioning import and_filters, live_filter
@@ -28,9 +29,12 @@ __all__ = [
     "DomainRoute",
     "Library",
     "LibraryDefinition",
+    "MoveFence",
+    "MovePhase",
     "View",
     "build_library",
     "combine_filters",
+    "home_route",
 ]
 
 
@@ -75,6 +79,21 @@ class DomainRoute:
 
 
 @dataclass(frozen=True)
+class MoveFence:
+    """A domain's move in flight: its name (the ClusterSpecialization), phase and two homes."""
+
+    name: str
+    domain_id: str
+    phase: MovePhase
+    source: CollectionHome
+    target: CollectionHome
+
+    @property
+    def writes_both(self) -> bool:
+        return self.phase in (MovePhase.DUAL_WRITE, MovePhase.SWITCHED)
+
+
+@dataclass(frozen=True)
 class LibraryDefinition:
     """What a loader found: the virtual collection's name, its domains, and a version tag."""
 
@@ -82,6 +101,7 @@ class LibraryDefinition:
     domains: tuple[DomainRoute, ...]
     default_cluster: str
     version: str  # changes whenever domains or their homes change
+    moves: tuple[MoveFence, ...] = ()  # moves in flight (they change no route, only writes)
 
 
 @dataclass
@@ -122,10 +142,17 @@ class View:
     library: Library | None
     vector_size: int
     higher_is_better: bool
+    moves: tuple[MoveFence, ...] = ()
 
     @classmethod
     def of(cls, library: Library) -> View:
-        return cls(library.domains, library, library.vector_size, library.higher_is_better)
+        return cls(
+            library.domains,
+            library,
+            library.vector_size,
+            library.higher_is_better,
+            library.definition.moves,
+        )
 
     @property
     def routed(self) -> bool:
@@ -133,11 +160,35 @@ class View:
         return self.library is not None
 
     def homes(self) -> dict[CollectionHome, DomainRoute]:
-        """One route per distinct collection the view's points live in (first route wins)."""
+        """One route per distinct collection the view's points may live in (first route wins),
+        the homes of moves in flight included."""
         homes: dict[CollectionHome, DomainRoute] = {}
         for route in self.routes:
             homes.setdefault(route.home, route)
+        for move in self.moves:
+            for home in (move.source, move.target):
+                homes.setdefault(home, home_route(home))
         return homes
+
+    def write_homes(self, route: DomainRoute) -> tuple[CollectionHome, ...]:
+        """Where a write to ``route``'s domain goes: its home, and the other home of a move
+        of the domain that is in a dual-write phase."""
+        homes = [route.home]
+        for move in self.moves:
+            if move.domain_id == route.domain_id and move.writes_both:
+                homes += [h for h in (move.source, move.target) if h not in homes]
+        return tuple(homes)
+
+    def fences(self) -> dict[str, str]:
+        """The phase of every move this view enforces, by move name (for the status report)."""
+        return {move.name: move.phase.value for move in self.moves}
+
+
+def home_route(home: CollectionHome) -> DomainRoute:
+    """A route addressing a whole collection (for calls about a home, not a domain)."""
+    return DomainRoute(
+        domain_id="", name="", cluster=home.cluster, collection=home.collection, centroid=(), size=0
+    )
 
 
 def combine_filters(

@@ -26,7 +26,13 @@ from librarian.kube import client as api
 from librarian.kube.fleet_access import resolve_clusters
 from librarian.kube.serving import home_collection, serving_specializations
 from librarian.kube.spec import SpecError, parse_domainmap_spec
-from librarian.router.library import DomainRoute, LibraryDefinition
+from librarian.router.library import (
+    CollectionHome,
+    DomainRoute,
+    LibraryDefinition,
+    MoveFence,
+    MovePhase,
+)
 from librarian.services.catalog import CatalogEntry, read_catalog
 from librarian.storage.fleet import ClusterConfig, Fleet
 
@@ -35,6 +41,7 @@ __all__ = [
     "definition_from_catalog",
     "kubernetes_fleet",
     "kubernetes_loader",
+    "moves_in_flight",
     "specialized_homes",
 ]
 
@@ -48,6 +55,7 @@ def definition_from_catalog(
     source: tuple[str, str],
     homes: Homes,
     sizes: Mapping[str, int] | None = None,
+    moves: tuple[MoveFence, ...] = (),
 ) -> LibraryDefinition | None:
     """The library of one owner's catalog entries; specialized domains live at ``homes``."""
     if not entries:
@@ -77,8 +85,28 @@ def definition_from_catalog(
     )
     version = hashlib.sha256(fingerprint.encode()).hexdigest()[:12]
     return LibraryDefinition(
-        name=name, domains=tuple(routes), default_cluster=source[0], version=version
+        name=name, domains=tuple(routes), default_cluster=source[0], version=version, moves=moves
     )
+
+
+def moves_in_flight(items: Sequence[Mapping[str, Any]], domainmap: str) -> tuple[MoveFence, ...]:
+    """The moves of ``domainmap``'s domains that the routers must follow (``status.move`` of
+    each ClusterSpecialization), by name."""
+    moves = []
+    for item in items:
+        spec, status = item.get("spec") or {}, item.get("status") or {}
+        move = status.get("move") or {}
+        if spec.get("domainMap") != domainmap or not move or not status.get("domainId"):
+            continue
+        try:
+            phase = MovePhase(str(move.get("phase")))
+            source = CollectionHome(move["source"]["cluster"], move["source"]["collection"])
+            target = CollectionHome(move["target"]["cluster"], move["target"]["collection"])
+        except (KeyError, TypeError, ValueError):
+            continue  # not a move record this router understands: nothing to enforce
+        name = str((item.get("metadata") or {}).get("name"))
+        moves.append(MoveFence(name, str(status["domainId"]), phase, source, target))
+    return tuple(sorted(moves, key=lambda m: m.name))
 
 
 def specialized_homes(
@@ -142,7 +170,8 @@ def kubernetes_loader(
         listing = await api.get_json(
             f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/clusterspecializations"
         )
-        homes = specialized_homes(listing.get("items") or [], name)
+        items = listing.get("items") or []
+        homes = specialized_homes(items, name)
         catalog = status.get("catalog") or {}
         catalog_cluster = catalog.get("cluster") or parsed.catalog_cluster or parsed.source_cluster
         catalog_collection = catalog.get("collection") or parsed.catalog_collection
@@ -154,6 +183,7 @@ def kubernetes_loader(
             name=library_name or parsed.source_collection,
             source=(parsed.source_cluster, parsed.source_collection),
             homes=homes,
+            moves=moves_in_flight(items, name),
         )
 
     return load

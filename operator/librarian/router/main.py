@@ -15,18 +15,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
+from librarian.core.hlc import MAX_NODE
 from librarian.kube import client as kube_client
 from librarian.kube.errors import LoginFailed
 from librarian.kube.login import login
 from librarian.router.app import create_app
 from librarian.router.library import LibraryDefinition
 from librarian.router.loader import catalog_loader, kubernetes_fleet, kubernetes_loader
+from librarian.router.registration import Registration
 from librarian.router.state import RouterConfig, RouterState
 from librarian.settings import Settings
 from librarian.storage.errors import CollectionNotFound
@@ -107,8 +111,33 @@ async def prepare_router(
         settings=settings.domain_library_orchestrator,
         seed=seed,
         load_window_s=load_window_s,
+        **write_path_options(),
     )
     return RouterState(config)
+
+
+def write_path_options() -> dict[str, Any]:
+    """The write path's settings from the environment.
+
+    ``LIBRARIAN_ROUTER_OUTBOX``: the file that keeps pending cleanups across restarts
+    (on a volume); ``LIBRARIAN_ROUTER_NODE_ID`` (0-127): ties between routers' versions.
+    """
+    options: dict[str, Any] = {}
+    if os.environ.get("LIBRARIAN_ROUTER_OUTBOX"):
+        options["outbox_path"] = os.environ["LIBRARIAN_ROUTER_OUTBOX"]
+    node = os.environ.get("LIBRARIAN_ROUTER_NODE_ID")
+    if node:
+        if not node.isdigit() or int(node) > MAX_NODE:
+            raise ValueError(
+                f"LIBRARIAN_ROUTER_NODE_ID={node!r}: expected a number from 0 to {MAX_NODE}"
+            )
+        options["node_id"] = int(node)
+    return options
+
+
+def replica_name() -> str:
+    """This router replica's name: the pod's (``POD_NAME``), else host and process."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
 
 
 def _check_catalog_source(fleet: Fleet, source: tuple[str, str], catalog: tuple[str, str]) -> None:
@@ -147,6 +176,7 @@ def _following_domainmap(
         settings=settings.domain_library_orchestrator,
         seed=seed,
         load_window_s=load_window_s,
+        **write_path_options(),
     )
     follow: list[Any] = []
 
@@ -161,7 +191,9 @@ def _following_domainmap(
         return definition
 
     config.loader = load
-    return RouterState(config)
+    state = RouterState(config)
+    state.registration = Registration(namespace, name, replica_name(), monotonic=time.monotonic)
+    return state
 
 
 async def _unset_loader() -> LibraryDefinition | None:

@@ -15,7 +15,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from librarian.core.hlc import EPOCH_MS, MAX_NODE, HybridLogicalClock, encode_version
@@ -26,6 +26,7 @@ from librarian.router.metrics import RouterMetrics
 from librarian.router.outbox import Outbox
 from librarian.router.qdrant_api import ApiError
 from librarian.router.quality import RecallEstimator
+from librarian.router.registration import Registration
 from librarian.router.resilience import CircuitBreaker, ResultCache
 from librarian.router.upstream import Upstream
 from librarian.settings import OrchestratorSettings
@@ -114,6 +115,7 @@ class RouterState:
             clock=lambda: config.wall_ms() / 1000.0,
         )
         self.homes = Homes(self.upstream, self.outbox)
+        self.registration: Registration | None = None  # set when serving a DomainMap's library
         self.touched_share: float | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._reload_lock = asyncio.Lock()
@@ -143,6 +145,9 @@ class RouterState:
             return None
         if self.library is not None and self.library.definition.version == definition.version:
             self.load_error = None
+            if self.library.definition.moves != definition.moves:
+                # a move changed phase: the same routing model, writes follow the new phase
+                return replace(self.library, definition=definition)
             return None
         return await asyncio.to_thread(
             build_library,
@@ -174,7 +179,30 @@ class RouterState:
     async def reload_forever(self) -> None:
         while True:
             await asyncio.sleep(self.config.settings.reload_interval)
-            await self.reload()
+            if await self.reload():
+                await self.register()  # acknowledge a new move phase at once
+
+    # ------------------------------------------------------------------ registration
+
+    def fences(self) -> dict[str, str]:
+        """The phase of every move the served library's writes follow, by move name."""
+        return View.of(self.library).fences() if self.library is not None else {}
+
+    async def register(self) -> None:
+        """Renew this replica's Lease (when it serves a DomainMap's library)."""
+        if self.registration is not None:
+            await self.registration.renew(self.fences(), loaded=self.library is not None)
+
+    async def register_forever(self) -> None:
+        if self.registration is None:
+            return
+        while True:
+            await self.register()
+            await asyncio.sleep(self.registration.renew_every_s)
+
+    def write_refusal(self) -> str | None:
+        """Why writes are refused now (None when they are served)."""
+        return self.registration.write_refusal() if self.registration is not None else None
 
     async def maintain(self) -> None:
         """One round of write-path upkeep: retry pending cleanups, compact old tombstones."""

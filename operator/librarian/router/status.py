@@ -77,6 +77,8 @@ def router_status(state: RouterState) -> RouterStatus:
             learned_fusion_fitted=bool(estimator.model and estimator.model.fitted),
         ),
         outbox=OutboxReport.model_validate(state.outbox.summary()),
+        fences=state.fences(),
+        writes_refused=state.write_refusal(),
         routing_efficiency=None
         if state.touched_share is None
         else round(1 - state.touched_share, 4),

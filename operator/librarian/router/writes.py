@@ -35,8 +35,14 @@ from qdrant_client.http import models
 from librarian.contracts.payload import POINT_VERSION_KEY, RESERVED_KEYS
 from librarian.core.fusion import PointId
 from librarian.core.hlc import HybridLogicalClock
-from librarian.router.cleanup import Copy, Homes, home_route
-from librarian.router.library import CollectionHome, DomainRoute, View, combine_filters
+from librarian.router.cleanup import Copy, Homes
+from librarian.router.library import (
+    CollectionHome,
+    DomainRoute,
+    View,
+    combine_filters,
+    home_route,
+)
 from librarian.router.outbox import Cleanup, CleanupKind, OutboxFull
 from librarian.router.qdrant_api import ApiError, parse_point_id
 from librarian.router.query import dense
@@ -210,12 +216,15 @@ class Writes:
         groups = self._placed(view, records)
         await asyncio.gather(
             *(
-                self._write_unit(view.routes[unit], points, version, timeout)
+                self._write_home(view.routes[unit], home, points, version, timeout)
                 for unit, points in groups.items()
+                for home in view.write_homes(view.routes[unit])
             )
         )
         self.cache.clear()
-        new_home = {p.id: view.routes[u].home for u, points in groups.items() for p in points}
+        new_home = {
+            p.id: view.write_homes(view.routes[u]) for u, points in groups.items() for p in points
+        }
         try:
             await self._settle(view, new_home, version, timeout)
         except OutboxFull:  # not acknowledged: take this write back rather than leave two copies
@@ -233,34 +242,43 @@ class Writes:
         )
 
     async def _take_back(
-        self, new_home: dict[PointId, CollectionHome], version: int, timeout: float
+        self, new_home: dict[PointId, tuple[CollectionHome, ...]], version: int, timeout: float
     ) -> None:
         """Remove this write's own copies (only where they are still this version)."""
         by_home: dict[CollectionHome, list[PointId]] = {}
-        for point_id, home in new_home.items():
-            by_home.setdefault(home, []).append(point_id)
+        for point_id, homes in new_home.items():
+            for home in homes:
+                by_home.setdefault(home, []).append(point_id)
         for home, ids in by_home.items():
             flt = and_filters(ids_filter(ids), version_is(version))
             await self.upstream.call(home_route(home), _delete_where(home.collection, flt), timeout)
 
-    async def _write_unit(
-        self, route: DomainRoute, points: list[PointRecord], version: int, timeout: float
+    async def _write_home(
+        self,
+        route: DomainRoute,
+        home: CollectionHome,
+        points: list[PointRecord],
+        version: int,
+        timeout: float,
     ) -> None:
+        """The points of ``route``'s domain into ``home`` (its own, or a move's other home),
+        labelled and versioned, where the stored version is older."""
         stamped_points = [
             PointRecord(p.id, p.vector, stamped(p.payload, version=version, label=route.domain_id))
             for p in points
         ]
         condition = older_than(version)
+        target = route if home == route.home else home_route(home)
         await self._call(
-            route,
-            lambda port: port.upsert(route.collection, stamped_points, update_filter=condition),
+            target,
+            lambda port: port.upsert(home.collection, stamped_points, update_filter=condition),
             timeout,
         )
 
     async def _settle(
         self,
         view: View,
-        new_home: dict[PointId, CollectionHome],
+        new_home: dict[PointId, tuple[CollectionHome, ...]],
         version: int,
         timeout: float,
     ) -> None:
@@ -269,9 +287,9 @@ class Writes:
         ids = list(new_home)
         looked, unreached = await self.homes.look(homes, ids, self._settle_timeout(timeout))
         cleanups: list[Cleanup] = []
-        beaten: dict[CollectionHome, list[PointId]] = {}
+        beaten: dict[CollectionHome, set[PointId]] = {}
         for home in homes:
-            elsewhere = [i for i in ids if new_home[i] != home]
+            elsewhere = [i for i in ids if home not in new_home[i]]
             if not elsewhere:
                 continue
             if home in unreached:
@@ -283,10 +301,11 @@ class Writes:
                 cleanups.append(_cleanup(home, CleanupKind.REMOVE_OLDER, older, version))
             for i in elsewhere:
                 if i in copies and copies[i].version > version:
-                    beaten.setdefault(new_home[i], []).append(i)
+                    for mine in new_home[i]:
+                        beaten.setdefault(mine, set()).add(i)
         await self.homes.apply_or_queue(cleanups, self._settle_timeout(timeout))
         for home, lost in beaten.items():  # a newer write or delete won elsewhere: yield to it
-            flt = and_filters(ids_filter(lost), version_at_most(version))
+            flt = and_filters(ids_filter(sorted(lost, key=str)), version_at_most(version))
             await self.upstream.call(
                 home_route(home),
                 _delete_where(home.collection, flt),
