@@ -72,6 +72,34 @@ def _look(collection: str, ids: Sequence[PointId]) -> Callable[[QdrantPort], dic
     return run
 
 
+def _look_all(
+    homes: Sequence[CollectionHome], ids: Sequence[PointId]
+) -> Callable[[QdrantPort], dict[CollectionHome, dict[PointId, Copy]]]:
+    def run(port: QdrantPort) -> dict[CollectionHome, dict[PointId, Copy]]:
+        return {home: _look(home.collection, ids)(port) for home in homes}
+
+    return run
+
+
+def _apply_all(cleanups: Sequence[Cleanup]) -> Callable[[QdrantPort], None]:
+    """Carry out ``cleanups`` (all on one cluster) one after the other."""
+
+    def run(port: QdrantPort) -> None:
+        for cleanup in cleanups:
+            ids = list(cleanup.ids)
+            if cleanup.kind is CleanupKind.REMOVE_OLDER:
+                _remove_older(cleanup.collection, ids, cleanup.version)(port)
+                continue
+            by_label: dict[str | None, list[PointId]] = {}
+            for point_id, copy in _look(cleanup.collection, ids)(port).items():
+                if copy.version < cleanup.version:
+                    by_label.setdefault(copy.label or cleanup.label, []).append(point_id)
+            for label, labelled in by_label.items():
+                _tombstone(cleanup.collection, labelled, cleanup.version, label)(port)
+
+    return run
+
+
 def _remove_older(
     collection: str, ids: Sequence[PointId], version: int
 ) -> Callable[[QdrantPort], None]:
@@ -98,63 +126,70 @@ class Homes:
     async def look(
         self, homes: Sequence[CollectionHome], ids: Sequence[PointId], timeout: float
     ) -> tuple[dict[CollectionHome, dict[PointId, Copy]], list[CollectionHome]]:
-        """What each home holds of ``ids``, and the homes that could not be asked."""
+        """What each home holds of ``ids``, and the homes that could not be asked.
+
+        One call per cluster (its homes asked one after the other in that call): the
+        clusters answer concurrently, and a library of many domains on one cluster
+        costs one round trip to a worker thread, not one per domain.
+        """
+        by_cluster: dict[str, list[CollectionHome]] = {}
+        for home in homes:
+            by_cluster.setdefault(home.cluster, []).append(home)
+        clusters = list(by_cluster)
         outcomes = await asyncio.gather(
-            *(self.upstream.call(home_route(h), _look(h.collection, ids), timeout) for h in homes),
+            *(
+                self.upstream.call(
+                    home_route(by_cluster[c][0]), _look_all(by_cluster[c], ids), timeout
+                )
+                for c in clusters
+            ),
             return_exceptions=True,
         )
         found: dict[CollectionHome, dict[PointId, Copy]] = {}
         missing: list[CollectionHome] = []
-        for home, outcome in zip(homes, outcomes, strict=True):
+        for cluster, outcome in zip(clusters, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 if not unreachable(outcome):
                     raise outcome
-                missing.append(home)
+                missing += by_cluster[cluster]
             else:
-                found[home] = outcome
+                found.update(outcome)
         return found, missing
 
     async def apply(self, cleanup: Cleanup, timeout: float) -> None:
         """Carry out one cleanup now (raises when its cluster cannot take it)."""
-        home = CollectionHome(cleanup.cluster, cleanup.collection)
-        route = home_route(home)
-        ids = list(cleanup.ids)
-        if cleanup.kind is CleanupKind.REMOVE_OLDER:
-            await self.upstream.call(
-                route, _remove_older(home.collection, ids, cleanup.version), timeout
-            )
-            return
-        copies = await self.upstream.call(route, _look(home.collection, ids), timeout)
-        by_label: dict[str | None, list[PointId]] = {}
-        for point_id, copy in copies.items():
-            if copy.version < cleanup.version:
-                by_label.setdefault(copy.label or cleanup.label, []).append(point_id)
-        for label, labelled in by_label.items():
-            await self.upstream.call(
-                route, _tombstone(home.collection, labelled, cleanup.version, label), timeout
-            )
+        route = home_route(CollectionHome(cleanup.cluster, cleanup.collection))
+        await self.upstream.call(route, _apply_all([cleanup]), timeout)
 
     async def apply_or_queue(self, cleanups: Sequence[Cleanup], timeout: float) -> None:
-        """Carry out ``cleanups`` concurrently; those whose cluster fails go to the outbox.
+        """Carry out ``cleanups``, one call per cluster, the clusters concurrently; the
+        cleanups of a cluster that fails go to the outbox (all of them: each is
+        conditional, so one that was done already changes nothing when replayed).
 
-        Raises :class:`~librarian.router.outbox.OutboxFull` if one cannot be queued.
+        Raises :class:`~librarian.router.outbox.OutboxFull` if they cannot be queued.
         """
+        by_cluster: dict[str, list[Cleanup]] = {}
+        for cleanup in cleanups:
+            by_cluster.setdefault(cleanup.cluster, []).append(cleanup)
+        clusters = list(by_cluster)
         outcomes = await asyncio.gather(
-            *(self.apply(c, timeout) for c in cleanups), return_exceptions=True
+            *(
+                self.upstream.call(
+                    home_route(CollectionHome(c, by_cluster[c][0].collection)),
+                    _apply_all(by_cluster[c]),
+                    timeout,
+                )
+                for c in clusters
+            ),
+            return_exceptions=True,
         )
         queued = []
-        for cleanup, outcome in zip(cleanups, outcomes, strict=True):
+        for cluster, outcome in zip(clusters, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 if not unreachable(outcome):
                     raise outcome
-                log.info(
-                    "cleanup of %d id(s) in %s/%s queued: %s",
-                    len(cleanup.ids),
-                    cleanup.cluster,
-                    cleanup.collection,
-                    outcome,
-                )
-                queued.append(_with_error(cleanup, outcome))
+                log.info("cleanups on cluster %s queued: %s", cluster, outcome)
+                queued += [_with_error(c, outcome) for c in by_cluster[cluster]]
         await asyncio.to_thread(self.outbox.add, queued)
 
     async def drain(self, timeout: float, *, limit: int = 200) -> int:

@@ -214,13 +214,7 @@ class Writes:
             raise self._outbox_full()
         version = self.clock.tick(looked.highest)
         groups = self._placed(view, records)
-        await asyncio.gather(
-            *(
-                self._write_home(view.routes[unit], home, points, version, timeout)
-                for unit, points in groups.items()
-                for home in view.write_homes(view.routes[unit])
-            )
-        )
+        await self._write_homes(view, groups, version, timeout)
         self.cache.clear()
         new_home = {
             p.id: view.write_homes(view.routes[u]) for u, points in groups.items() for p in points
@@ -253,26 +247,35 @@ class Writes:
             flt = and_filters(ids_filter(ids), version_is(version))
             await self.upstream.call(home_route(home), _delete_where(home.collection, flt), timeout)
 
-    async def _write_home(
-        self,
-        route: DomainRoute,
-        home: CollectionHome,
-        points: list[PointRecord],
-        version: int,
-        timeout: float,
+    async def _write_homes(
+        self, view: View, groups: dict[int, list[PointRecord]], version: int, timeout: float
     ) -> None:
-        """The points of ``route``'s domain into ``home`` (its own, or a move's other home),
-        labelled and versioned, where the stored version is older."""
-        stamped_points = [
-            PointRecord(p.id, p.vector, stamped(p.payload, version=version, label=route.domain_id))
-            for p in points
-        ]
+        """Each group into its domain's write homes, labelled and versioned, where the stored
+        version is older; one call per cluster (its collections written one after the other)."""
+        writes: dict[str, list[tuple[str, list[PointRecord]]]] = {}
+        first: dict[str, DomainRoute] = {}
+        for unit, points in groups.items():
+            route = view.routes[unit]
+            stamped_points = [
+                PointRecord(
+                    p.id, p.vector, stamped(p.payload, version=version, label=route.domain_id)
+                )
+                for p in points
+            ]
+            for home in view.write_homes(route):
+                writes.setdefault(home.cluster, []).append((home.collection, stamped_points))
+                first.setdefault(home.cluster, route if home == route.home else home_route(home))
         condition = older_than(version)
-        target = route if home == route.home else home_route(home)
-        await self._call(
-            target,
-            lambda port: port.upsert(home.collection, stamped_points, update_filter=condition),
-            timeout,
+
+        def write_all(batches: list[tuple[str, list[PointRecord]]]) -> Callable[[QdrantPort], None]:
+            def run(port: QdrantPort) -> None:
+                for collection, points in batches:
+                    port.upsert(collection, points, update_filter=condition)
+
+            return run
+
+        await asyncio.gather(
+            *(self._call(first[c], write_all(batches), timeout) for c, batches in writes.items())
         )
 
     async def _settle(
