@@ -42,9 +42,7 @@ from librarian.storage.port import CollectionSpec, PointRecord
 GOAL = 0.5
 
 
-def build(
-    engine: EmbeddedQdrant, data: np.ndarray, seed: int
-) -> tuple[LibraryDefinition, int]:
+def build(engine: EmbeddedQdrant, data: np.ndarray, seed: int) -> tuple[LibraryDefinition, int]:
     """The whole collection and the library's domain collections on ``engine``."""
     result = discover(data, seed=seed)
     spec = CollectionSpec(vector_size=data.shape[1])
