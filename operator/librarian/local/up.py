@@ -173,7 +173,8 @@ async def _follow(router: _Router, write: Write) -> None:
             _describe(router, write)
             continue
         router.dirty.clear()
-        await router.state.reload()
+        if await router.state.reload():
+            await router.state.register()  # acknowledge a move's new phase at once
         _describe(router, write)
         await asyncio.sleep(RELOAD_SPACING_S)
 
