@@ -32,6 +32,7 @@ from librarian.contracts.metadata import (
     POLICY_LABEL,
     SUPERSEDED_ANNOTATION,
 )
+from librarian.contracts.moves import MovePhase
 from librarian.kube import client as api
 from librarian.kube.naming import kubernetes_name
 from librarian.operator.context import OperatorContext
@@ -213,9 +214,29 @@ def _clean_blocking(
         fleet.close()
 
 
+async def _routers_left_old_home(move: MoveRecord, where: MoveTarget) -> str | None:
+    """Why the old home may not be cleaned yet: a router may still write it (None: it may)."""
+    if not move.specialization:
+        return None
+    try:
+        child = await api.get_json(_path(where.namespace, move.specialization))
+    except api.NotFound:
+        return None
+    fence = (child.get("status") or {}).get("move") or {}
+    if not fence or (fence.get("phase") == MovePhase.DONE and fence.get("acknowledged")):
+        return None
+    return (
+        f"routers still write the old home (move phase {fence.get('phase')}, "
+        f"{(child.get('status') or {}).get('moveMessage') or 'waiting for acknowledgements'})"
+    )
+
+
 async def _clean(
     body: kopf.Body, move: MoveRecord, where: MoveTarget, context: OperatorContext
 ) -> MoveRecord:
+    waiting = await _routers_left_old_home(move, where)
+    if waiting:
+        return move.to(MoveState.CLEANING, f"waiting: {waiting}", now=context.clock())
     try:
         caught_up, removed = await asyncio.to_thread(_clean_blocking, context, where, move)
     except (NotVerified, QdrantError) as error:
