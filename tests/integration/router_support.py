@@ -1,25 +1,34 @@
-"""A small library on the embedded engine, and a router serving it over real HTTP in a thread."""
+"""A small library on the embedded engine; the router and flaky-cluster helpers it is served with.
+
+The router thread, the state factory, the static loader and the flaky port
+live in :mod:`librarian.testing.router` (the history scenario uses them too);
+they are re-exported here for the tests that import them from this module.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import threading
-import time
-from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from aiohttp import web
 
-from librarian.router import RouterConfig, RouterState, create_app
 from librarian.router.library import DomainRoute, LibraryDefinition
-from librarian.settings import OrchestratorSettings
 from librarian.storage.embedded import EmbeddedQdrant
-from librarian.storage.errors import ClusterUnreachable
 from librarian.storage.fleet import Fleet
 from librarian.storage.port import CollectionSpec, PointRecord, QdrantPort
+from librarian.testing.router import FlakyPort, RouterThread, make_state, static_loader
+
+__all__ = [
+    "DIM",
+    "DOMAINS",
+    "FlakyPort",
+    "Library",
+    "RouterThread",
+    "build_embedded_library",
+    "library_points",
+    "make_state",
+    "static_loader",
+]
 
 DIM = 16
 DOMAINS = 3
@@ -79,95 +88,3 @@ def build_embedded_library(path: Path, *, name: str = "library") -> Library:
         name=name, domains=tuple(routes), default_cluster="east", version="v1"
     )
     return Library(Fleet.of_ports({"east": east, "west": west}), definition, points)
-
-
-def static_loader(definition: LibraryDefinition) -> Callable[[], Awaitable[LibraryDefinition]]:
-    async def load() -> LibraryDefinition:
-        return definition
-
-    return load
-
-
-class RouterThread:
-    """Runs a router app on 127.0.0.1 in its own thread and event loop."""
-
-    def __init__(self, state: RouterState) -> None:
-        self.state = state
-        self.loop = asyncio.new_event_loop()
-        self.url = ""
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self._serve())
-
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
-        runner = web.AppRunner(create_app(self.state, reload_in_background=False), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
-        self._ready.set()
-        await self._stop.wait()
-        await runner.cleanup()
-
-    def __enter__(self) -> RouterThread:
-        self._thread.start()
-        if not self._ready.wait(60):
-            raise RuntimeError("router did not start")
-        return self
-
-    def run(self, coroutine: Awaitable[Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(60)  # type: ignore[arg-type]
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._stop is not None
-        self.loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
-
-
-def make_state(
-    library: Library, *, settings: Mapping[str, Any] | None = None, **config: Any
-) -> RouterState:
-    orchestrator = OrchestratorSettings.model_validate(
-        {"routing_strategy": "accuracy_first", "shadow_fraction": 0.0, **(settings or {})}
-    )
-    return RouterState(
-        RouterConfig(
-            fleet=library.fleet,
-            default_cluster=library.definition.default_cluster,
-            loader=static_loader(library.definition),
-            settings=orchestrator,
-            **config,
-        )
-    )
-
-
-class FlakyPort:
-    """Delegates to a real port; can be made slow or unreachable."""
-
-    def __init__(self, inner: QdrantPort) -> None:
-        self.inner = inner
-        self.mode = "ok"
-        self.delay_s = 0.0
-        self.reason = "connection refused"
-        self.calls = 0
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self.inner, name)
-        if not callable(attribute) or name in ("close", "cluster"):
-            return attribute
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self.calls += 1
-            if self.mode == "down":
-                raise ClusterUnreachable(self.inner.cluster, self.reason)
-            if self.mode == "slow":
-                time.sleep(self.delay_s)
-            return attribute(*args, **kwargs)
-
-        return call

@@ -4,7 +4,9 @@ Why this exists: the operator tests run kopf against the emulated Kubernetes
 API, and the ``librarian up`` tests and benchmark start it as a process and
 wait for it; these helpers are shared instead of copied between suites.
 ``librarian.testing.history`` records what concurrent clients did through the
-router and checks it is linearizable per point id. An import-linter contract
+router and checks it is linearizable per point id; ``librarian.testing.scenario``
+runs such a history (seeded clients, cluster faults, a domain move) through a
+router that ``librarian.testing.router`` serves in a thread. An import-linter contract
 keeps every other part of the package from importing this one.
 """
 

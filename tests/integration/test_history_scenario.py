@@ -1,0 +1,90 @@
+"""The history scenario: clients racing through the router while clusters fail and a domain moves.
+
+Each seed runs the whole scenario once (a module-scoped fixture) and two tests
+read its result: that it did what its schedule says (a property of the
+harness, which must always hold), and that the history is linearizable and the
+clusters' contents consistent (a property of the product). The product does
+not hold the second yet: ``test_router_consistency_gaps.py`` holds each gap
+the scenario finds, reduced to a deterministic test; until they are fixed the
+second test is an expected failure that may pass (the gaps are races).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from librarian.testing.scenario import (
+    KILL_POINTS,
+    ScenarioConfig,
+    ScenarioResult,
+    run_scenario,
+)
+
+pytestmark = pytest.mark.timeout(300)
+
+SEEDS = [3, 11, 29]
+
+GAPS = (
+    "the router's consistency gaps (test_router_consistency_gaps.py): retrieve serves an older "
+    "live copy over a newer tombstone; a payload update keeps a copy awaiting removal alive, "
+    "and undoes a racing delete; a timed-out write that lands late stays; the migration's "
+    "copy undoes writes made during it"
+)
+
+
+@pytest.fixture(scope="module", params=SEEDS, ids=[f"seed{s}" for s in SEEDS])
+def scenario(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> ScenarioResult:
+    seed = request.param
+    result = run_scenario(ScenarioConfig(seed=seed), tmp_path_factory.mktemp(f"seed{seed}"))
+    print(result.report())
+    return result
+
+
+def test_the_scenario_runs_its_schedule(scenario: ScenarioResult) -> None:
+    """Faults, the move and the checker all happened, with enough traffic around them."""
+    events = "\n".join(scenario.events)
+    for step in (" down", "healed", "hung", ": dualWrite", "quiet:"):
+        assert step in events, events
+    assert "killed at call" in events, f"the kill ({KILL_POINTS} calls) did not land:\n{events}"
+    moved = ": fence lifted" in events
+    assert moved or ": rolled back" in events, events
+    if moved:
+        for phase in (": switched", ": done", "old home cleaned", "compared once the copy"):
+            assert phase in events, events
+    config = ScenarioConfig(seed=scenario.seed)
+    assert scenario.operations >= config.clients * config.ops
+    assert scenario.verdict.ids_checked == config.ids
+    assert scenario.verdict.operations_checked == scenario.operations
+    for kind in ("write", "update", "delete", "read"):
+        assert scenario.ops[kind].get("ok", 0) > 0, scenario.ops
+    assert scenario.ops["write"].get("unknown", 0) > 0, "no write was left in doubt by a fault"
+
+
+@pytest.mark.xfail(strict=False, reason=GAPS)
+def test_the_history_is_linearizable_and_the_clusters_consistent(
+    scenario: ScenarioResult,
+) -> None:
+    assert scenario.ok, scenario.report()
+
+
+def test_the_scenario_sees_a_write_path_that_leaves_stale_copies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the settling step gone (older copies in the homes a write leaves are kept),
+    points that change domain are left live in two homes: the checker and the structural
+    checks both say so."""
+
+    async def keep_older_copies(*args: object, **kwargs: object) -> None:
+        return None
+
+    monkeypatch.setattr("librarian.router.writes.Writes._settle", keep_older_copies)
+    config = ScenarioConfig(seed=5, outage=False, hang=False, move=False)
+    result = run_scenario(config, tmp_path)
+    assert not result.ok
+    counts = result.verdict.counts()
+    assert counts.get("duplicate", 0) + counts.get("stale", 0) >= 3, result.report()
+    assert any("homes:" in p for p in result.problems), result.report()
