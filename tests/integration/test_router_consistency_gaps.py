@@ -1,8 +1,8 @@
 """Violations the history scenario found, each reduced to a few deterministic steps.
 
-Every test here fails on the current product and is marked ``xfail(strict=True)``
-with the reason: once the product is fixed the test passes, the strict mark
-turns that into a failure, and the mark is to be removed. The scenario
+A test still marked ``xfail(strict=True)`` fails on the current product, with
+the reason: once it is fixed the test passes, the strict mark turns that into a
+failure, and the mark is removed; the others hold the fixes. The scenario
 (``test_history_scenario.py``) sees these as ``duplicate`` copies, ``stale``
 or ``stale_read`` reads, a final value written only by updates, or a move
 whose homes differ by (id, version).
@@ -92,11 +92,6 @@ def _west_back(state: Any, west: FlakyPort) -> None:
     state.breaker.success("west")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="retrieve drops each home's tombstones before it picks the newest copy, so an "
-    "older live copy elsewhere (its removal still in the outbox) is served after the delete",
-)
 def test_a_deleted_point_is_not_served_from_an_older_copy_still_awaiting_cleanup(
     library,
 ) -> None:
@@ -115,11 +110,6 @@ def test_a_deleted_point_is_not_served_from_an_older_copy_still_awaiting_cleanup
         assert client.retrieve("library", [X]) == []  # the delete was acknowledged
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a payload update versions every live copy it finds, the older copy awaiting "
-    "removal included; the queued removal (older than the upsert) then spares it for good",
-)
 def test_a_payload_update_does_not_keep_alive_a_copy_awaiting_removal(library) -> None:
     """X lives in d2 (west, v1). West is down while X is rewritten into d0 (east, v2); the
     removal of west's v1 is queued. West comes back and, before the outbox is drained, a
@@ -219,12 +209,6 @@ class _HeldTombstone:
         self.inner.overwrite_payload(collection, payload, **kwargs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a payload update racing a delete raises the live copy's version above the "
-    "delete's before the tombstone lands; the tombstone (older) then skips it and the "
-    "acknowledged delete is undone",
-)
 def test_a_payload_update_racing_a_delete_does_not_bring_the_point_back(
     tmp_path: Path,
 ) -> None:

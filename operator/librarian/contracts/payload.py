@@ -20,4 +20,9 @@ TOMBSTONE_KEY = "librarian_deleted"
 """``True`` on a tombstone: a point deleted through the router, kept (with its version
 only) so that older writes and copies cannot bring it back until it is compacted."""
 
-RESERVED_KEYS = (LABEL_KEY, VERSION_KEY, POINT_VERSION_KEY, TOMBSTONE_KEY)
+MERGED_KEY = "librarian_merged"
+"""``True`` when the point's current version was made by a change in place (a payload or
+vector update applied to the copy it found); a write with an older version that arrives
+later is then applied again, after it, rather than dropped."""
+
+RESERVED_KEYS = (LABEL_KEY, VERSION_KEY, POINT_VERSION_KEY, TOMBSTONE_KEY, MERGED_KEY)

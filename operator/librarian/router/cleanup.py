@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 from qdrant_client.http import models
 
-from librarian.contracts.payload import LABEL_KEY, POINT_VERSION_KEY, TOMBSTONE_KEY
+from librarian.contracts.payload import LABEL_KEY, MERGED_KEY, POINT_VERSION_KEY, TOMBSTONE_KEY
 from librarian.core.fusion import PointId
 from librarian.router.library import CollectionHome, home_route
 from librarian.router.outbox import Cleanup, CleanupKind, Outbox
@@ -26,6 +26,7 @@ from librarian.router.upstream import Upstream, UpstreamError
 from librarian.services.versioning import (
     and_filters,
     ids_filter,
+    is_merged,
     is_tombstone,
     older_than,
     tombstone_filter,
@@ -42,7 +43,7 @@ log = logging.getLogger("librarian.router")
 # Failures that are the request's (or the configuration's) fault: not for the outbox.
 _FAULTS = (InvalidRequest, CollectionNotFound, AuthenticationFailed)
 
-_VERSION_KEYS = [POINT_VERSION_KEY, TOMBSTONE_KEY, LABEL_KEY]
+_VERSION_KEYS = [POINT_VERSION_KEY, TOMBSTONE_KEY, LABEL_KEY, MERGED_KEY]
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class Copy:
     version: int
     tombstone: bool
     label: str | None
+    merged: bool = False  # the version was made by a change in place
 
 
 def unreachable(error: BaseException) -> bool:
@@ -65,7 +67,12 @@ def _look(collection: str, ids: Sequence[PointId]) -> Callable[[QdrantPort], dic
     def run(port: QdrantPort) -> dict[PointId, Copy]:
         records = port.retrieve(collection, ids, with_vectors=False, with_payload=_VERSION_KEYS)
         return {
-            r.id: Copy(version_of(r.payload), is_tombstone(r.payload), r.payload.get(LABEL_KEY))
+            r.id: Copy(
+                version_of(r.payload),
+                is_tombstone(r.payload),
+                r.payload.get(LABEL_KEY),
+                is_merged(r.payload),
+            )
             for r in records
         }
 

@@ -612,11 +612,10 @@ class Querying:
                 records = port.retrieve(
                     route.collection, ids, with_vectors=vectors, with_payload=True
                 )
-                return [
+                return [  # tombstones kept: a newer one hides an older live copy elsewhere
                     r
                     for r in records
-                    if not is_tombstone(r.payload)
-                    and (not route.labelled_slice or r.payload.get(LABEL_KEY) == route.domain_id)
+                    if not route.labelled_slice or r.payload.get(LABEL_KEY) == route.domain_id
                 ]
 
             return run
@@ -711,7 +710,11 @@ def _by_id(
                 merged[record.id] = record
     if not versioned:
         return merged
-    return {i: PointRecord(r.id, r.vector, user_payload(r.payload)) for i, r in merged.items()}
+    return {
+        i: PointRecord(r.id, r.vector, user_payload(r.payload))
+        for i, r in merged.items()
+        if not is_tombstone(r.payload)  # the newest copy is a delete
+    }
 
 
 def _newest_hits(lists: list[list[Hit]]) -> list[list[Hit]]:

@@ -32,7 +32,7 @@ from typing import Any
 
 from qdrant_client.http import models
 
-from librarian.contracts.payload import POINT_VERSION_KEY, RESERVED_KEYS
+from librarian.contracts.payload import MERGED_KEY, POINT_VERSION_KEY, RESERVED_KEYS
 from librarian.core.fusion import PointId
 from librarian.core.hlc import HybridLogicalClock
 from librarian.router.cleanup import Copy, Homes
@@ -208,7 +208,25 @@ class Writes:
             await self._call(route, lambda port: port.upsert(route.collection, records), timeout)
             self.cache.clear()
             return
-        records = _last_wins(records)
+        pending = _last_wins(records)
+        for _ in range(_IN_PLACE_TRIES):
+            try:
+                overtaken = await self._upsert_once(view, pending, timeout)
+            finally:
+                self.cache.clear()
+            if not overtaken:
+                return
+            pending = [r for r in pending if r.id in overtaken]  # written again, after them
+        raise ApiError(
+            503,
+            f"Service unavailable: the write of {len(pending)} point(s) kept being overtaken by "
+            "concurrent updates of the same points; retry it",
+        )
+
+    async def _upsert_once(
+        self, view: View, records: list[PointRecord], timeout: float
+    ) -> set[PointId]:
+        """One versioned write of ``records``; the ids a newer change in place overtook."""
         looked = await self._look(view, [r.id for r in records], timeout)
         if looked.unreached and self.homes.outbox.full():
             raise self._outbox_full()
@@ -220,12 +238,10 @@ class Writes:
             p.id: view.write_homes(view.routes[u]) for u, points in groups.items() for p in points
         }
         try:
-            await self._settle(view, new_home, version, timeout)
+            return await self._settle(view, new_home, version, timeout)
         except OutboxFull:  # not acknowledged: take this write back rather than leave two copies
             await self._take_back(new_home, version, timeout)
             raise self._outbox_full() from None
-        finally:
-            self.cache.clear()
 
     def _outbox_full(self) -> ApiError:
         return ApiError(
@@ -284,21 +300,34 @@ class Writes:
         new_home: dict[PointId, tuple[CollectionHome, ...]],
         version: int,
         timeout: float,
-    ) -> None:
-        """Remove copies older than ``version`` from the other homes; yield to a newer one."""
+    ) -> set[PointId]:
+        """Remove copies older than ``version`` from the other homes; yield to a newer write.
+
+        Returns the ids a newer change in place holds (here or elsewhere): such a change
+        was made on a copy without this write, so this write is to be made again, after it.
+        """
         homes = list(view.homes())
         ids = list(new_home)
         looked, unreached = await self.homes.look(homes, ids, self._settle_timeout(timeout))
         cleanups: list[Cleanup] = []
         beaten: dict[CollectionHome, set[PointId]] = {}
+        overtaken: set[PointId] = set()
         for home in homes:
+            copies = looked.get(home, {})
+            overtaken |= {
+                i
+                for i in ids
+                if i in copies
+                and copies[i].version > version
+                and copies[i].merged
+                and not copies[i].tombstone
+            }
             elsewhere = [i for i in ids if home not in new_home[i]]
             if not elsewhere:
                 continue
             if home in unreached:
                 cleanups.append(_cleanup(home, CleanupKind.REMOVE_OLDER, elsewhere, version))
                 continue
-            copies = looked[home]
             older = [i for i in elsewhere if i in copies and copies[i].version < version]
             if older:
                 cleanups.append(_cleanup(home, CleanupKind.REMOVE_OLDER, older, version))
@@ -307,13 +336,17 @@ class Writes:
                     for mine in new_home[i]:
                         beaten.setdefault(mine, set()).add(i)
         await self.homes.apply_or_queue(cleanups, self._settle_timeout(timeout))
+        beaten = {home: lost - overtaken for home, lost in beaten.items()}
         for home, lost in beaten.items():  # a newer write or delete won elsewhere: yield to it
+            if not lost:
+                continue
             flt = and_filters(ids_filter(sorted(lost, key=str)), version_at_most(version))
             await self.upstream.call(
                 home_route(home),
                 _delete_where(home.collection, flt),
                 self._settle_timeout(timeout),
             )
+        return overtaken
 
     # ------------------------------------------------------------ delete
 
@@ -340,16 +373,29 @@ class Writes:
     async def _delete_ids(self, view: View, ids: list[PointId], timeout: float) -> None:
         if not ids:
             return
-        looked = await self._look(view, ids, timeout)
-        if looked.unreached and self.homes.outbox.full():
-            raise self._outbox_full()
-        version = self.clock.tick(looked.highest)
-        cleanups = [_cleanup(h, CleanupKind.TOMBSTONE, ids, version) for h in looked.unreached]
-        for home, copies in looked.found.items():
-            older = [i for i in ids if i in copies and copies[i].version < version]
-            if older:
-                cleanups.append(_cleanup(home, CleanupKind.TOMBSTONE, older, version))
-        await self._queue_or_apply(cleanups, timeout)
+        pending = ids
+        for _ in range(_IN_PLACE_TRIES):
+            looked = await self._look(view, pending, timeout)
+            if looked.unreached and self.homes.outbox.full():
+                raise self._outbox_full()
+            version = self.clock.tick(looked.highest)
+            cleanups = [
+                _cleanup(h, CleanupKind.TOMBSTONE, pending, version) for h in looked.unreached
+            ]
+            for home, copies in looked.found.items():
+                older = [i for i in pending if i in copies and copies[i].version < version]
+                if older:
+                    cleanups.append(_cleanup(home, CleanupKind.TOMBSTONE, older, version))
+            await self._queue_or_apply(cleanups, timeout)
+            # a change in place that landed first with a newer version holds the point alive
+            pending = await self._overtaken(list(looked.found), pending, version, timeout)
+            if not pending:
+                return
+        raise ApiError(
+            503,
+            f"Service unavailable: the delete of {len(pending)} point(s) kept being overtaken by "
+            "concurrent updates of the same points; retry it",
+        )
 
     async def _selected(self, view: View, selector: Any, timeout: float) -> Any:
         """The ids a points selector names, a page at a time (a filter is evaluated per domain)."""
@@ -430,33 +476,64 @@ class Writes:
             )
         self.cache.clear()
 
-    async def _bumped(
-        self, view: View, ids: list[PointId], timeout: float
-    ) -> tuple[int, list[tuple[CollectionHome, list[PointId]]]]:
-        """A new version set on every live copy of ``ids`` that is older (every home must answer).
+    async def _in_place(
+        self, view: View, ids: list[PointId], change: Change, timeout: float
+    ) -> None:
+        """Change the newest live copy of each id in place, at a new version.
 
-        Changing a point in place is two steps: the version first, then the change
-        only where the version is still this one, so a concurrent write with a
-        newer version is never half-overwritten by an older change.
+        Only the homes holding an id's newest copy are changed (an older copy still
+        awaiting removal is removed now, not changed); a deleted id is left alone.
+        Each change is conditional on the stored version being older, and marks the
+        point ``merged``. A change that a newer change in place overtook before it
+        landed is made again, after it (bounded tries).
         """
-        looked = await self._look(view, ids, timeout)
-        if looked.unreached:
-            raise ApiError(
-                503,
-                "Service unavailable: cannot update points while cluster(s) "
-                f"{', '.join(sorted({h.cluster for h in looked.unreached}))} do not answer",
+        pending = list(ids)
+        for _ in range(_IN_PLACE_TRIES):
+            looked = await self._look(view, pending, timeout)
+            if looked.unreached:
+                clusters = ", ".join(sorted({h.cluster for h in looked.unreached}))
+                raise ApiError(
+                    503,
+                    f"Service unavailable: cannot update points while cluster(s) {clusters} "
+                    "do not answer",
+                )
+            version = self.clock.tick(looked.highest)
+            targets, stale = _newest_copies(looked.found, pending)
+            await self._queue_or_apply(stale, timeout)
+            await asyncio.gather(
+                *(
+                    self._call(home_route(home), _in_home(home, groups, version, change), timeout)
+                    for home, groups in targets.items()
+                )
             )
-        version = self.clock.tick(looked.highest)
-        targets = [(home, held) for home, held in looked.live().items() if held]
-        condition_of = and_filters(older_than(version), live_filter())
-        for home, held in targets:
-            flt = and_filters(ids_filter(held), condition_of)
-            await self._call(
-                home_route(home),
-                _set_where(home.collection, {POINT_VERSION_KEY: version}, flt),
-                timeout,
+            changed = sorted(
+                {i for groups in targets.values() for g in groups.values() for i in g}, key=str
             )
-        return version, targets
+            pending = await self._overtaken(list(targets), changed, version, timeout)
+            if not pending:
+                return
+        raise ApiError(
+            503,
+            f"Service unavailable: the update of {len(pending)} point(s) kept being overtaken by "
+            "concurrent updates of the same points; retry it",
+        )
+
+    async def _overtaken(
+        self, homes: list[CollectionHome], ids: list[PointId], version: int, timeout: float
+    ) -> list[PointId]:
+        """The ids whose copy in ``homes`` a newer change in place holds instead of ``version``."""
+        if not ids:
+            return []
+        after, _ = await self.homes.look(homes, ids, self._settle_timeout(timeout))
+        return sorted(
+            {
+                i
+                for copies in after.values()
+                for i, c in copies.items()
+                if c.version > version and c.merged and not c.tombstone
+            },
+            key=str,
+        )
 
     async def _merge_payload(
         self,
@@ -466,36 +543,43 @@ class Writes:
         key: str | None,
         timeout: float,
     ) -> None:
-        version, targets = await self._bumped(view, ids, timeout)
-        for home, held in targets:
-            flt = and_filters(ids_filter(held), version_is(version))
-            await self._call(
-                home_route(home), _set_where(home.collection, payload, flt, key), timeout
-            )
+        def change(collection: str, held: list[PointId], version: int, label: str | None) -> Ops:
+            condition = and_filters(ids_filter(held), older_than(version), live_filter())
+            mark = {POINT_VERSION_KEY: version, MERGED_KEY: True}
+            if key is None:  # one operation: the keys and the version together
+                return [_set_where(collection, {**payload, **mark}, condition)]
+            exact = and_filters(ids_filter(held), version_is(version))
+            return [
+                _set_where(collection, mark, condition),
+                _set_where(collection, payload, exact, key),
+            ]
+
+        await self._in_place(view, ids, change, timeout)
 
     async def _replace_payload(
         self, view: View, ids: list[PointId], payload: dict[str, Any], timeout: float
     ) -> None:
-        looked = await self._look(view, ids, timeout)
-        if looked.unreached:
-            raise ApiError(
-                503,
-                "Service unavailable: cannot update points while cluster(s) "
-                f"{', '.join(sorted({h.cluster for h in looked.unreached}))} do not answer",
-            )
-        version = self.clock.tick(looked.highest)
-        for home, copies in looked.found.items():
-            by_label: dict[str | None, list[PointId]] = {}
-            for point_id, copy in copies.items():
-                if not copy.tombstone:
-                    by_label.setdefault(copy.label, []).append(point_id)
-            for label, held in by_label.items():
-                flt = and_filters(ids_filter(held), older_than(version), live_filter())
-                assert flt is not None
-                new = stamped(payload, version=version, label=label)
-                await self._call(
-                    home_route(home), _overwrite_where(home.collection, new, flt), timeout
-                )
+        def change(collection: str, held: list[PointId], version: int, label: str | None) -> Ops:
+            condition = and_filters(ids_filter(held), older_than(version), live_filter())
+            assert condition is not None
+            new = stamped(payload, version=version, label=label, merged=True)
+            return [_overwrite_where(collection, new, condition)]
+
+        await self._in_place(view, ids, change, timeout)
+
+    async def _delete_keys(
+        self, view: View, ids: list[PointId], keys: list[str], timeout: float
+    ) -> None:
+        def change(collection: str, held: list[PointId], version: int, label: str | None) -> Ops:
+            condition = and_filters(ids_filter(held), older_than(version), live_filter())
+            exact = and_filters(ids_filter(held), version_is(version))
+            mark = {POINT_VERSION_KEY: version, MERGED_KEY: True}
+            return [
+                _set_where(collection, mark, condition),
+                _delete_keys_where(collection, keys, exact),
+            ]
+
+        await self._in_place(view, ids, change, timeout)
 
     async def delete_payload(self, view: View, body: models.DeletePayload, timeout: float) -> None:
         """Remove payload keys from the selected points, at a new version."""
@@ -517,12 +601,7 @@ class Writes:
             self.cache.clear()
             return
         async for ids in self._selected(view, _selector(body.points, body.filter), timeout):
-            version, targets = await self._bumped(view, ids, timeout)
-            for home, held in targets:
-                flt = and_filters(ids_filter(held), version_is(version))
-                await self._call(
-                    home_route(home), _delete_keys_where(home.collection, keys, flt), timeout
-                )
+            await self._delete_keys(view, ids, keys, timeout)
         self.cache.clear()
 
     async def clear_payload(self, view: View, selector: Any, timeout: float) -> None:
@@ -629,6 +708,53 @@ class Writes:
             await self.delete_vectors(view, operation.delete_vectors, timeout)
         else:
             raise ApiError(400, f"Wrong input: unknown operation {type(operation).__name__}")
+
+
+Ops = list[Callable[[QdrantPort], None]]
+Change = Callable[[str, list[PointId], int, str | None], Ops]
+"""(collection, ids, new version, their label) -> the operations that change them in place."""
+
+_IN_PLACE_TRIES = 4
+
+
+def _newest_copies(
+    found: dict[CollectionHome, dict[PointId, Copy]], ids: Sequence[PointId]
+) -> tuple[dict[CollectionHome, dict[str | None, list[PointId]]], list[Cleanup]]:
+    """Where each id's newest live copy is (by home, then label), and removals of older copies.
+
+    An id whose newest copy is a tombstone is deleted: nothing is changed, and its older
+    live copies elsewhere are removed too.
+    """
+    newest = {
+        i: max((copies[i].version for copies in found.values() if i in copies), default=None)
+        for i in ids
+    }
+    targets: dict[CollectionHome, dict[str | None, list[PointId]]] = {}
+    stale: dict[tuple[CollectionHome, int], list[PointId]] = {}
+    for home, copies in found.items():
+        for point_id, copy in copies.items():
+            top = newest.get(point_id)
+            if top is None:
+                continue
+            if copy.version < top:
+                stale.setdefault((home, top), []).append(point_id)
+            elif not copy.tombstone:
+                targets.setdefault(home, {}).setdefault(copy.label, []).append(point_id)
+    cleanups = [
+        _cleanup(home, CleanupKind.REMOVE_OLDER, held, top) for (home, top), held in stale.items()
+    ]
+    return targets, cleanups
+
+
+def _in_home(
+    home: CollectionHome, groups: dict[str | None, list[PointId]], version: int, change: Change
+) -> Callable[[QdrantPort], None]:
+    def run(port: QdrantPort) -> None:
+        for label, held in groups.items():
+            for operation in change(home.collection, held, version, label):
+                operation(port)
+
+    return run
 
 
 def _delete_where(collection: str, flt: models.Filter | None) -> Callable[[QdrantPort], None]:

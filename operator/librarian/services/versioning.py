@@ -22,6 +22,7 @@ from qdrant_client.http import models
 
 from librarian.contracts.payload import (
     LABEL_KEY,
+    MERGED_KEY,
     POINT_VERSION_KEY,
     RESERVED_KEYS,
     TOMBSTONE_KEY,
@@ -31,6 +32,7 @@ from librarian.storage.port import PointId
 __all__ = [
     "and_filters",
     "ids_filter",
+    "is_merged",
     "is_tombstone",
     "live_filter",
     "older_than",
@@ -67,13 +69,22 @@ def reserved_in(payload: Mapping[str, Any] | None) -> list[str]:
     return sorted(set(payload or {}) & set(RESERVED_KEYS))
 
 
-def stamped(payload: Mapping[str, Any], *, version: int, label: str | None) -> dict[str, Any]:
-    """``payload`` with the version (and the domain label, when there is one) of a write."""
+def stamped(
+    payload: Mapping[str, Any], *, version: int, label: str | None, merged: bool = False
+) -> dict[str, Any]:
+    """``payload`` with the version (and the domain label, when there is one) of a write;
+    ``merged`` marks a change made in place on the copy it found."""
     result = dict(payload)
     result[POINT_VERSION_KEY] = version
     if label is not None:
         result[LABEL_KEY] = label
+    if merged:
+        result[MERGED_KEY] = True
     return result
+
+
+def is_merged(payload: Mapping[str, Any] | None) -> bool:
+    return (payload or {}).get(MERGED_KEY) is True
 
 
 def tombstone_payload(*, version: int, label: str | None) -> dict[str, Any]:
