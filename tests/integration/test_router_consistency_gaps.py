@@ -157,11 +157,6 @@ class _Gate:
             self.applied.set()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a write that timed out on its new home may still land there after a newer write "
-    "settled (finding no copy to remove); nothing removes it later",
-)
 def test_a_timed_out_write_that_lands_late_leaves_no_second_copy(tmp_path: Path) -> None:
     """Client A writes X into d2 (west); west holds the write past the router's timeout
     (A gets a 504: unknown). Client B writes X into d0 (east): its look finds no copy on

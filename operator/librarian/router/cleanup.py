@@ -199,21 +199,81 @@ class Homes:
                 queued += [_with_error(c, outcome) for c in by_cluster[cluster]]
         await asyncio.to_thread(self.outbox.add, queued)
 
-    async def drain(self, timeout: float, *, limit: int = 200) -> int:
-        """Retry the oldest pending cleanups once; returns how many were done."""
+    async def drain(
+        self,
+        timeout: float,
+        *,
+        homes: Callable[[], Sequence[CollectionHome]] = list,
+        now: float = 0.0,
+        settle_window_s: float = 300.0,
+        limit: int = 200,
+    ) -> int:
+        """Retry the oldest pending cleanups once; returns how many were done.
+
+        ``homes`` gives the library's homes now (where a landed write's older copies
+        may be); a write that timed out is watched for ``settle_window_s`` after it
+        was queued (``now`` is the outbox clock's time).
+        """
         pending = await asyncio.to_thread(self.outbox.pending, limit)
         done = 0
         for cleanup in pending:
             if not self.upstream.breaker.allow(cleanup.cluster):
                 continue
             try:
-                await self.apply(cleanup, timeout)
+                if cleanup.kind is CleanupKind.SETTLE:
+                    finished = await self._settle_late(cleanup, homes(), timeout)
+                    finished = finished or now - cleanup.queued_at > settle_window_s
+                else:
+                    await self.apply(cleanup, timeout)
+                    finished = True
             except Exception as error:  # noqa: BLE001 - kept for the next round, with its reason
                 await asyncio.to_thread(self.outbox.failed, cleanup.entry_id, str(error))
                 continue
-            await asyncio.to_thread(self.outbox.done, cleanup.entry_id)
-            done += 1
+            if finished:
+                await asyncio.to_thread(self.outbox.done, cleanup.entry_id)
+                done += 1
         return done
+
+    async def _settle_late(
+        self, cleanup: Cleanup, homes: Sequence[CollectionHome], timeout: float
+    ) -> bool:
+        """Settle a timed-out write where it has landed, as the write would have: remove older
+        copies elsewhere, or its own copy if a newer one is elsewhere. True once all landed."""
+        home = CollectionHome(cleanup.cluster, cleanup.collection)
+        every = [home, *[h for h in homes if h != home]]
+        found, unreached = await self.look(every, list(cleanup.ids), timeout)
+        if home in unreached:
+            raise UpstreamError(
+                f"cluster {home.cluster!r} does not answer", clusters=[home.cluster]
+            )
+        mine = found[home]
+        version = cleanup.version
+        landed = [i for i in cleanup.ids if i in mine and mine[i].version == version]
+        beaten = {
+            i
+            for other, copies in found.items()
+            if other != home
+            for i in landed
+            if i in copies and copies[i].version > version
+        }
+        cleanups = [
+            Cleanup(h.cluster, h.collection, CleanupKind.REMOVE_OLDER, tuple(landed), version)
+            for h in every[1:]
+        ]
+        if beaten:  # a newer write settled meanwhile: this one yields
+            cleanups.append(
+                Cleanup(
+                    home.cluster,
+                    home.collection,
+                    CleanupKind.REMOVE_OLDER,
+                    tuple(sorted(beaten, key=str)),
+                    version + 1,
+                )
+            )
+        if landed:
+            await self.apply_or_queue(cleanups, timeout)
+        settled = {i for i in cleanup.ids if i in mine and mine[i].version >= version}
+        return len(settled) == len(cleanup.ids)
 
     async def compact(
         self, homes: Sequence[CollectionHome], before_version: int, timeout: float

@@ -32,6 +32,9 @@ __all__ = ["Cleanup", "CleanupKind", "Outbox", "OutboxFull"]
 class CleanupKind(StrEnum):
     REMOVE_OLDER = "remove_older"  # delete the ids where their version is older
     TOMBSTONE = "tombstone"  # turn the ids into tombstones where their version is older
+    # A write to this collection timed out: once it has landed (the ids are there at this
+    # version or newer), remove older copies of them from every other home.
+    SETTLE = "settle"
 
 
 @dataclass(frozen=True)

@@ -207,12 +207,16 @@ class RouterState:
     async def maintain(self) -> None:
         """One round of write-path upkeep: retry pending cleanups, compact old tombstones."""
         timeout = min(self.config.settings.timeout, self.config.settle_timeout_s)
-        done = await self.homes.drain(timeout)
+        library = self.library
+        done = await self.homes.drain(
+            timeout,
+            homes=lambda: list(View.of(library).homes()) if library is not None else [],
+            now=self.config.wall_ms() / 1000.0,
+        )
         self.metrics.outbox_applied.inc(done)
         summary = await asyncio.to_thread(self.outbox.summary)
         self.metrics.outbox_entries.set(summary["entries"])
         self.metrics.outbox_oldest_age.set(summary["oldestAgeSeconds"] or 0.0)
-        library = self.library
         if library is not None and not summary["entries"]:
             horizon_ms = self.config.wall_ms() - int(self.config.tombstone_retention_s * 1000)
             if horizon_ms > EPOCH_MS:

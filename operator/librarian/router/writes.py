@@ -26,6 +26,7 @@ settling step gets an outbox entry instead of failing the write.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,7 +48,7 @@ from librarian.router.outbox import Cleanup, CleanupKind, OutboxFull
 from librarian.router.qdrant_api import ApiError, parse_point_id
 from librarian.router.query import dense
 from librarian.router.resilience import ResultCache
-from librarian.router.upstream import Upstream
+from librarian.router.upstream import Upstream, UpstreamTimeout
 from librarian.services.versioning import (
     and_filters,
     ids_filter,
@@ -290,9 +291,28 @@ class Writes:
 
             return run
 
-        await asyncio.gather(
-            *(self._call(first[c], write_all(batches), timeout) for c, batches in writes.items())
+        clusters = list(writes)
+        outcomes = await asyncio.gather(
+            *(self._call(first[c], write_all(writes[c]), timeout) for c in clusters),
+            return_exceptions=True,
         )
+        failed = [
+            (c, o) for c, o in zip(clusters, outcomes, strict=True) if isinstance(o, BaseException)
+        ]
+        if not failed:
+            return
+        # A write that timed out may still land later: once it does, its older copies elsewhere
+        # are removed (watched from the outbox), so it never stays beside them. (A refused
+        # connection or an open circuit sent nothing: nothing can land.)
+        late = [
+            Cleanup(c, collection, CleanupKind.SETTLE, tuple(p.id for p in points), version)
+            for c, error in failed
+            if isinstance(error, UpstreamTimeout | TimeoutError)
+            for collection, points in writes[c]
+        ]
+        with contextlib.suppress(OutboxFull):
+            await asyncio.to_thread(self.homes.outbox.add, late)
+        raise failed[0][1]
 
     async def _settle(
         self,
