@@ -451,3 +451,64 @@ def test_a_router_that_cannot_renew_its_registration_refuses_writes_not_reads(
             client.upsert("library", [point])
         assert b"could not renew" in refused.value.content
         assert [r.id for r in client.retrieve("library", [9800])] == [9800]  # reads go on
+
+
+class _HeldUpserts:
+    """Delegates to a real port; holds upserts while ``hold`` is set."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.hold = False
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def upsert(self, *args: Any, **kwargs: Any) -> None:
+        if self.hold:
+            self.entered.set()
+            assert self.release.wait(60), "the held upsert was never released"
+        self.inner.upsert(*args, **kwargs)
+
+
+def test_a_new_move_phase_is_acknowledged_only_after_older_writes_ended(
+    library, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that started before the router learnt of a move writes one home only: the
+    Lease must not say the router writes both homes until that write has ended."""
+    from librarian.router.registration import Registration
+
+    from .router_support import static_loader
+
+    built, _ = library
+    reported: list[dict[str, str]] = []
+
+    async def renew(*args: Any, **kwargs: Any) -> None:
+        reported.append(dict(args[3]))
+
+    monkeypatch.setattr("librarian.router.registration.renew_lease", renew)
+    held = _HeldUpserts(built.fleet.get("west"))
+    built.fleet = Fleet.of_ports({"east": built.fleet.get("east"), "west": held})  # type: ignore[dict-item]
+    state = make_state(built, settings={"timeout": 30}, fence_wait_s=0.2)
+    state.registration = Registration("ns", "packages", "r0", monotonic=lambda: 0.0)
+    with RouterThread(state) as router, closing(_client(router)) as client:
+        router.run(state.register())
+        assert reported[-1] == {}
+        held.hold = True
+        writer = threading.Thread(
+            target=lambda: client.upsert(
+                "library", [models.PointStruct(id=9900, vector=_near(built, 2, 1))]
+            )
+        )
+        writer.start()
+        assert held.entered.wait(30)
+        state.config.loader = static_loader(_moving(built, "dualWrite"))
+        assert router.run(state.reload())
+        router.run(state.register())  # the held write still runs: the old phases are kept
+        assert reported[-1] == {}
+        held.hold = False
+        held.release.set()
+        writer.join(30)
+        router.run(state.register())
+        assert reported[-1] == {"d2-to-east": "dualWrite"}

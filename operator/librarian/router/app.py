@@ -249,7 +249,8 @@ class PointEndpoints:
         view = await self._writable_view(request)
         body = await parse_body(request, models.PointInsertOperations)
         records = records_of(body.root if hasattr(body, "root") else body, view)
-        await self.writes.upsert(view, records, self._timeout(request))
+        async with self.state.writing(view):
+            await self.writes.upsert(view, records, self._timeout(request))
         return ok({"operation_id": 0, "status": "completed"}, started)
 
     async def points_delete(self, request: web.Request) -> web.Response:
@@ -257,7 +258,8 @@ class PointEndpoints:
         view = await self._writable_view(request)
         body = await parse_body(request, models.PointsSelector)
         selector = body.root if hasattr(body, "root") else body
-        await self.writes.delete(view, selector, self._timeout(request))
+        async with self.state.writing(view):
+            await self.writes.delete(view, selector, self._timeout(request))
         return ok({"operation_id": 0, "status": "completed"}, started)
 
     async def _writable_view(self, request: web.Request) -> View:
@@ -277,7 +279,8 @@ class PointEndpoints:
         started = time.perf_counter()
         view = await self._writable_view(request)
         body = await parse_body(request, model)
-        await action(view, getattr(body, "root", body), self._timeout(request))
+        async with self.state.writing(view):
+            await action(view, getattr(body, "root", body), self._timeout(request))
         return ok({"operation_id": 0, "status": "completed"}, started)
 
     async def payload_set(self, request: web.Request) -> web.Response:
@@ -305,7 +308,8 @@ class PointEndpoints:
         started = time.perf_counter()
         view = await self._writable_view(request)
         body = await parse_body(request, models.UpdateOperations)
-        await self.writes.batch(view, body, self._timeout(request))
+        async with self.state.writing(view):
+            await self.writes.batch(view, body, self._timeout(request))
         return ok([{"operation_id": 0, "status": "completed"}] * len(body.operations), started)
 
     # ------------------------------------------------------------ the library's own API

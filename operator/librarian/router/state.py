@@ -11,10 +11,12 @@ estimate, the metrics, the load meter and the way to the clusters.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -73,6 +75,7 @@ class RouterConfig:
     outbox_interval_s: float = 1.0
     settle_timeout_s: float = 2.0  # how long a write waits for a home it leaves
     tombstone_retention_s: float = 3600.0
+    fence_wait_s: float | None = None  # how long a new move phase waits for older writes
 
     @property
     def strategy(self) -> str:
@@ -116,6 +119,9 @@ class RouterState:
         )
         self.homes = Homes(self.upstream, self.outbox)
         self.registration: Registration | None = None  # set when serving a DomainMap's library
+        self._writes: Counter[int] = Counter()  # writes in flight, by the snapshot they use
+        self._write_ended: asyncio.Event | None = None
+        self._acknowledged: dict[str, str] | None = None  # fences the Lease last reported
         self.touched_share: float | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._reload_lock = asyncio.Lock()
@@ -189,9 +195,50 @@ class RouterState:
         return View.of(self.library).fences() if self.library is not None else {}
 
     async def register(self) -> None:
-        """Renew this replica's Lease (when it serves a DomainMap's library)."""
-        if self.registration is not None:
-            await self.registration.renew(self.fences(), loaded=self.library is not None)
+        """Renew this replica's Lease (when it serves a DomainMap's library).
+
+        A new move phase is acknowledged only once the writes that started under an
+        older snapshot (which may not follow it) have ended; until then the Lease
+        keeps the phases it acknowledged before.
+        """
+        if self.registration is None:
+            return
+        fences = self.fences()
+        if fences != self._acknowledged and not await self._older_writes_ended():
+            fences = self._acknowledged or {}
+        if await self.registration.renew(fences, loaded=self.library is not None):
+            self._acknowledged = fences
+
+    @contextlib.asynccontextmanager
+    async def writing(self, view: View) -> AsyncIterator[None]:
+        """Count a write in flight against the snapshot it uses."""
+        key = id(view.library)
+        self._writes[key] += 1
+        try:
+            yield
+        finally:
+            self._writes[key] -= 1
+            if not self._writes[key]:
+                del self._writes[key]
+            if self._write_ended is not None:
+                self._write_ended.set()
+
+    async def _older_writes_ended(self) -> bool:
+        """Wait (at most a request's timeout) until no write uses an older snapshot."""
+        current = id(self.library)
+        wait_s = self.config.fence_wait_s
+        deadline = asyncio.get_running_loop().time() + (
+            self.config.settings.timeout if wait_s is None else wait_s
+        )
+        while any(key != current for key in self._writes):
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False
+            self._write_ended = self._write_ended or asyncio.Event()
+            self._write_ended.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._write_ended.wait(), remaining)
+        return True
 
     async def register_forever(self) -> None:
         if self.registration is None:
