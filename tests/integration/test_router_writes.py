@@ -512,3 +512,32 @@ def test_a_new_move_phase_is_acknowledged_only_after_older_writes_ended(
         writer.join(30)
         router.run(state.register())
         assert reported[-1] == {"d2-to-east": "dualWrite"}
+
+
+def test_during_a_move_a_write_the_second_home_misses_reaches_it_when_it_is_back(
+    tmp_path: Path,
+) -> None:
+    """Domain d2 moves from west to east; east is down: writes to d2 are acknowledged (west,
+    its own home, holds them) and east gets them from the outbox once it answers again."""
+    from .router_support import static_loader
+
+    built = build_embedded_library(tmp_path)
+    east = FlakyPort(built.fleet.get("east"))
+    built.fleet = Fleet.of_ports({"east": east, "west": built.fleet.get("west")})  # type: ignore[dict-item]
+    try:
+        state = make_state(built)
+        state.config.loader = static_loader(_moving(built, "dualWrite"))
+        with RouterThread(state) as router, closing(_client(router)) as client:
+            east.mode = "down"
+            client.upsert("library", [models.PointStruct(id=9950, vector=_near(built, 2, 5))])
+            assert "copy" in [c.kind.value for c in state.outbox.pending()]
+            assert east.inner.retrieve("library-d2-new", [9950]) == []
+            east.mode = "ok"
+            state.breaker.success("east")
+            router.run(state.maintain())
+            assert state.outbox.summary()["entries"] == 0
+            [copy] = east.inner.retrieve("library-d2-new", [9950], with_vectors=False)
+            [original] = built.fleet.get("west").retrieve("library-d2", [9950], with_vectors=False)
+            assert copy.payload == original.payload
+    finally:
+        built.fleet.close()

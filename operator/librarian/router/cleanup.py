@@ -34,7 +34,7 @@ from librarian.services.versioning import (
     version_of,
 )
 from librarian.storage.errors import AuthenticationFailed, CollectionNotFound, InvalidRequest
-from librarian.storage.port import QdrantPort
+from librarian.storage.port import PointRecord, QdrantPort
 
 __all__ = ["Copy", "Homes", "unreachable"]
 
@@ -223,6 +223,9 @@ class Homes:
                 if cleanup.kind is CleanupKind.SETTLE:
                     finished = await self._settle_late(cleanup, homes(), timeout)
                     finished = finished or now - cleanup.queued_at > settle_window_s
+                elif cleanup.kind is CleanupKind.COPY:
+                    await self.copy_over(cleanup, timeout)
+                    finished = True
                 else:
                     await self.apply(cleanup, timeout)
                     finished = True
@@ -233,6 +236,28 @@ class Homes:
                 await asyncio.to_thread(self.outbox.done, cleanup.entry_id)
                 done += 1
         return done
+
+    async def copy_over(self, cleanup: Cleanup, timeout: float) -> None:
+        """Copy ``cleanup.ids`` from its source home into its collection where it holds them
+        older (each point conditional on its own version)."""
+        assert cleanup.source is not None
+        source = CollectionHome(*cleanup.source)
+        records = await self.upstream.call(
+            home_route(source),
+            lambda port: port.retrieve(source.collection, list(cleanup.ids)),
+            timeout,
+        )
+        by_version: dict[int, list[PointRecord]] = {}
+        for record in records:
+            by_version.setdefault(version_of(record.payload), []).append(record)
+        target = CollectionHome(cleanup.cluster, cleanup.collection)
+
+        def write(port: QdrantPort) -> None:
+            for version, points in by_version.items():
+                port.upsert(target.collection, points, update_filter=older_than(version))
+
+        if by_version:
+            await self.upstream.call(home_route(target), write, timeout)
 
     async def _settle_late(
         self, cleanup: Cleanup, homes: Sequence[CollectionHome], timeout: float

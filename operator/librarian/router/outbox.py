@@ -35,6 +35,9 @@ class CleanupKind(StrEnum):
     # A write to this collection timed out: once it has landed (the ids are there at this
     # version or newer), remove older copies of them from every other home.
     SETTLE = "settle"
+    # A move's second home missed a write its first home took: copy the ids over from
+    # ``source`` where this collection holds them older.
+    COPY = "copy"
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class Cleanup:
     ids: tuple[PointId, ...]
     version: int
     label: str | None = None  # the domain a tombstone keeps (the home's slice)
+    source: tuple[str, str] | None = None  # (cluster, collection) a copy is made from
     entry_id: int = 0  # assigned by the outbox
     attempts: int = 0
     queued_at: float = 0.0
@@ -66,6 +70,7 @@ CREATE TABLE IF NOT EXISTS cleanups (
     ids TEXT NOT NULL,
     version INTEGER NOT NULL,
     label TEXT,
+    source TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     queued_at REAL NOT NULL,
     last_error TEXT NOT NULL DEFAULT ''
@@ -114,7 +119,7 @@ class Outbox:
                 self._db.execute("BEGIN")
                 self._db.executemany(
                     "INSERT INTO cleanups (cluster, collection, kind, ids, version, label, "
-                    "queued_at, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "source, queued_at, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (
                             c.cluster,
@@ -123,6 +128,7 @@ class Outbox:
                             json.dumps(list(c.ids)),
                             c.version,
                             c.label,
+                            json.dumps(list(c.source)) if c.source else None,
                             now,
                             c.last_error,
                         )
@@ -134,8 +140,8 @@ class Outbox:
         """The oldest pending cleanups first."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT entry_id, cluster, collection, kind, ids, version, label, attempts, "
-                "queued_at, last_error FROM cleanups ORDER BY entry_id LIMIT ?",
+                "SELECT entry_id, cluster, collection, kind, ids, version, label, source, "
+                "attempts, queued_at, last_error FROM cleanups ORDER BY entry_id LIMIT ?",
                 (limit,),
             ).fetchall()
         return [_cleanup(row) for row in rows]
@@ -189,7 +195,10 @@ class Outbox:
 
 
 def _cleanup(row: tuple[Any, ...]) -> Cleanup:
-    entry_id, cluster, collection, kind, ids, version, label, attempts, queued_at, error = row
+    entry_id, cluster, collection, kind, ids, version, label, source, attempts, queued_at, error = (
+        row
+    )
+    where = json.loads(source) if source else None
     return Cleanup(
         cluster=cluster,
         collection=collection,
@@ -197,6 +206,7 @@ def _cleanup(row: tuple[Any, ...]) -> Cleanup:
         ids=tuple(json.loads(ids)),
         version=int(version),
         label=label,
+        source=(str(where[0]), str(where[1])) if where else None,
         entry_id=int(entry_id),
         attempts=int(attempts),
         queued_at=float(queued_at),

@@ -26,7 +26,6 @@ settling step gets an outbox entry instead of failing the write.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +35,7 @@ from qdrant_client.http import models
 from librarian.contracts.payload import MERGED_KEY, POINT_VERSION_KEY, RESERVED_KEYS
 from librarian.core.fusion import PointId
 from librarian.core.hlc import HybridLogicalClock
-from librarian.router.cleanup import Copy, Homes
+from librarian.router.cleanup import Copy, Homes, unreachable
 from librarian.router.library import (
     CollectionHome,
     DomainRoute,
@@ -48,7 +47,7 @@ from librarian.router.outbox import Cleanup, CleanupKind, OutboxFull
 from librarian.router.qdrant_api import ApiError, parse_point_id
 from librarian.router.query import dense
 from librarian.router.resilience import ResultCache
-from librarian.router.upstream import Upstream, UpstreamTimeout
+from librarian.router.upstream import Upstream, UpstreamTimeout, UpstreamUnavailable
 from librarian.services.versioning import (
     and_filters,
     ids_filter,
@@ -268,8 +267,13 @@ class Writes:
         self, view: View, groups: dict[int, list[PointRecord]], version: int, timeout: float
     ) -> None:
         """Each group into its domain's write homes, labelled and versioned, where the stored
-        version is older; one call per cluster (its collections written one after the other)."""
-        writes: dict[str, list[tuple[str, list[PointRecord]]]] = {}
+        version is older; one call per cluster (its collections written one after the other).
+
+        A domain's own home must take the write. During a move the other home is second:
+        if its cluster fails, a copy from the first home waits in the outbox (the write is
+        still acknowledged), so the two homes converge when it is back.
+        """
+        writes: dict[str, list[_Batch]] = {}
         first: dict[str, DomainRoute] = {}
         for unit, points in groups.items():
             route = view.routes[unit]
@@ -280,14 +284,17 @@ class Writes:
                 for p in points
             ]
             for home in view.write_homes(route):
-                writes.setdefault(home.cluster, []).append((home.collection, stamped_points))
+                primary = None if home == route.home else route.home
+                writes.setdefault(home.cluster, []).append(
+                    _Batch(home.collection, stamped_points, primary)
+                )
                 first.setdefault(home.cluster, route if home == route.home else home_route(home))
         condition = older_than(version)
 
-        def write_all(batches: list[tuple[str, list[PointRecord]]]) -> Callable[[QdrantPort], None]:
+        def write_all(batches: list[_Batch]) -> Callable[[QdrantPort], None]:
             def run(port: QdrantPort) -> None:
-                for collection, points in batches:
-                    port.upsert(collection, points, update_filter=condition)
+                for batch in batches:
+                    port.upsert(batch.collection, batch.points, update_filter=condition)
 
             return run
 
@@ -299,20 +306,48 @@ class Writes:
         failed = [
             (c, o) for c, o in zip(clusters, outcomes, strict=True) if isinstance(o, BaseException)
         ]
-        if not failed:
-            return
-        # A write that timed out may still land later: once it does, its older copies elsewhere
-        # are removed (watched from the outbox), so it never stays beside them. (A refused
-        # connection or an open circuit sent nothing: nothing can land.)
-        late = [
-            Cleanup(c, collection, CleanupKind.SETTLE, tuple(p.id for p in points), version)
-            for c, error in failed
-            if isinstance(error, UpstreamTimeout | TimeoutError)
-            for collection, points in writes[c]
-        ]
-        with contextlib.suppress(OutboxFull):
-            await asyncio.to_thread(self.homes.outbox.add, late)
-        raise failed[0][1]
+        if failed:
+            await self._after_failed_writes(writes, failed, version)
+
+    async def _after_failed_writes(
+        self,
+        writes: dict[str, list[_Batch]],
+        failed: list[tuple[str, BaseException]],
+        version: int,
+    ) -> None:
+        """Queue what makes a failed write converge; raise unless only second homes failed."""
+        queued: list[Cleanup] = []
+        fatal: BaseException | None = None
+        for cluster, error in failed:
+            for batch in writes[cluster]:
+                ids = tuple(p.id for p in batch.points)
+                if batch.copy_from is not None and unreachable(error):
+                    queued.append(
+                        Cleanup(
+                            cluster,
+                            batch.collection,
+                            CleanupKind.COPY,
+                            ids,
+                            version,
+                            source=(batch.copy_from.cluster, batch.copy_from.collection),
+                        )
+                    )
+                    continue
+                fatal = fatal or error
+                if isinstance(error, UpstreamTimeout | TimeoutError):
+                    # It may still land: once it does, its older copies elsewhere are removed
+                    # (watched from the outbox). A refused connection or an open circuit sent
+                    # nothing: nothing can land.
+                    queued.append(
+                        Cleanup(cluster, batch.collection, CleanupKind.SETTLE, ids, version)
+                    )
+        try:
+            await asyncio.to_thread(self.homes.outbox.add, queued)
+        except OutboxFull:
+            if fatal is None:
+                raise self._outbox_full() from None
+        if fatal is not None:
+            raise fatal
 
     async def _settle(
         self,
@@ -407,6 +442,8 @@ class Writes:
                 if older:
                     cleanups.append(_cleanup(home, CleanupKind.TOMBSTONE, older, version))
             await self._queue_or_apply(cleanups, timeout)
+            if looked.unreached:
+                _refuse_unseen(looked, pending)
             # a change in place that landed first with a newer version holds the point alive
             pending = await self._overtaken(list(looked.found), pending, version, timeout)
             if not pending:
@@ -730,6 +767,16 @@ class Writes:
             raise ApiError(400, f"Wrong input: unknown operation {type(operation).__name__}")
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """Points to write into one collection; ``copy_from``: the domain's own home, when this
+    collection is a move's second home (which may catch up from it later)."""
+
+    collection: str
+    points: list[PointRecord]
+    copy_from: CollectionHome | None = None
+
+
 Ops = list[Callable[[QdrantPort], None]]
 Change = Callable[[str, list[PointId], int, str | None], Ops]
 """(collection, ids, new version, their label) -> the operations that change them in place."""
@@ -811,6 +858,19 @@ def _ids_page(
         with_vectors=False,
         with_payload=False,
     )
+
+
+def _refuse_unseen(looked: _Looked, ids: Sequence[PointId]) -> None:
+    """A delete of an id no reachable home holds may be a delete of a copy on a cluster that
+    does not answer: its tombstone waits in the outbox, and the delete is not acknowledged."""
+    unseen = [i for i in ids if not any(i in copies for copies in looked.found.values())]
+    if unseen:
+        clusters = sorted({h.cluster for h in looked.unreached})
+        raise UpstreamUnavailable(
+            f"point {unseen[0]} may live on cluster(s) {', '.join(clusters)}, which do not "
+            "answer: its delete is completed when they are back",
+            clusters=clusters,
+        )
 
 
 def _cleanup(
