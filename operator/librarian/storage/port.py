@@ -150,9 +150,12 @@ class QdrantPort(Protocol):
         offset: PointId | None = None,
         scroll_filter: models.Filter | None = None,
         with_vectors: bool = True,
-        with_payload: bool = True,
+        with_payload: bool | Sequence[str] = True,
     ) -> tuple[list[PointRecord], PointId | None]:
-        """One page in id order, and the offset of the next page (``None`` at the end)."""
+        """One page in id order, and the offset of the next page (``None`` at the end).
+
+        ``with_payload`` may name the payload keys to return (the others are left out).
+        """
         ...
 
     def query(

@@ -399,8 +399,9 @@ class RemoteQdrant:
         offset: PointId | None = None,
         scroll_filter: models.Filter | None = None,
         with_vectors: bool = True,
-        with_payload: bool = True,
+        with_payload: bool | Sequence[str] = True,
     ) -> tuple[list[PointRecord], PointId | None]:
+        selector = with_payload if isinstance(with_payload, bool) else list(with_payload)
         records, next_offset = self._call(
             collection,
             lambda: self._client.scroll(
@@ -408,7 +409,7 @@ class RemoteQdrant:
                 scroll_filter=scroll_filter,
                 limit=limit,
                 offset=offset,
-                with_payload=with_payload,
+                with_payload=selector,
                 with_vectors=with_vectors,
             ),
         )
