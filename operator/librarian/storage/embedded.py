@@ -189,6 +189,10 @@ class EmbeddedQdrant:
     typo in a reader's configuration must not become an empty cluster).
     """
 
+    calls_overlap = False
+    """The engine keeps Python's interpreter lock for the whole of each call: two calls in
+    two threads take as long as one after the other (see :mod:`librarian.storage.port`)."""
+
     def __init__(self, cluster: str, path: str | Path, *, create: bool = True) -> None:
         self._cluster = cluster
         self._root = Path(path)

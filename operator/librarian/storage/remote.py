@@ -167,6 +167,7 @@ class RemoteQdrant:
         self._client = client
         # qdrant-client's local mode is not thread-safe: serialize calls to it.
         self._serial = threading.Lock() if serialize else contextlib.nullcontext()
+        self.calls_overlap = not serialize  # see librarian.storage.port
         self._retries = max(0, retries)
         self._backoff_s = backoff_s
         self._sleep = sleep
