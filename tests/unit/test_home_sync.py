@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from qdrant_client.http import models
+
 from librarian.services.home_sync import (
+    GROUPS_PER_CALL,
     Held,
+    calls,
     compare,
     is_live,
     pack,
+    per_version,
     same_state,
     superseded,
     unpack,
 )
+from librarian.services.versioning import and_filters, ids_filter, older_than
 
 FENCE = 1000
 
@@ -102,3 +108,26 @@ def test_the_old_home_is_superseded_only_by_the_same_or_a_newer_version() -> Non
     removable, kept = superseded(old, new)
     assert removable == {5: [1, 6, 7], 8: [2], 9: [3], 0: [9]}
     assert kept == [4, 5, 8]
+
+
+def test_version_groups_share_calls_within_bounds() -> None:
+    groups = {v: [v * 10 + i for i in range(n)] for v, n in [(1, 3), (2, 1), (3, 7), (4, 2)]}
+    packed_calls = list(calls(groups, batch=5))
+    assert [sum(len(g) for g in call.values()) for call in packed_calls] == [4, 5, 4]
+    assert [sorted(call) for call in packed_calls] == [[1, 2], [3], [3, 4]]
+    flattened = [i for call in packed_calls for group in call.values() for i in group]
+    assert sorted(flattened) == sorted(i for ids in groups.values() for i in ids)
+    many = {v: [v] for v in range(200)}
+    assert all(len(call) <= GROUPS_PER_CALL for call in calls(many, batch=1000))
+
+
+def test_one_filter_per_call_keeps_each_group_to_its_own_version() -> None:
+    single = per_version({7: [1, 2]}, older_than)
+    assert single.should is None
+    assert single.must is not None
+    assert len(single.must) == 2
+    both = per_version({7: [1, 2], 9: [3]}, older_than)
+    assert both.must == [models.HasIdCondition(has_id=[1, 2, 3])]
+    assert isinstance(both.should, list)
+    assert len(both.should) == 2
+    assert both.should[1] == and_filters(ids_filter([3]), older_than(9))

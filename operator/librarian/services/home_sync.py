@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from qdrant_client.http import models
 
@@ -40,6 +40,7 @@ __all__ = [
     "Held",
     "Listing",
     "VersionMap",
+    "calls",
     "chunks",
     "compare",
     "copy_points",
@@ -47,6 +48,7 @@ __all__ = [
     "list_versions",
     "pack",
     "packed",
+    "per_version",
     "remove_superseded",
     "same_state",
     "superseded",
@@ -54,6 +56,8 @@ __all__ = [
 ]
 
 LIST_PAGE = 500  # ids per page when listing versions: short-lived pages keep the collector idle
+GROUPS_PER_CALL = 64  # version groups one conditional call carries at most
+X = TypeVar("X")
 
 
 class Held(NamedTuple):
@@ -231,6 +235,38 @@ def chunks(items: Sequence[PointId], size: int) -> Iterator[list[PointId]]:
         yield list(items[start : start + max(1, size)])
 
 
+def calls(groups: Mapping[int, Sequence[X]], batch: int) -> Iterator[dict[int, list[X]]]:
+    """Version groups packed into calls of at most ``batch`` items and
+    :data:`GROUPS_PER_CALL` versions (a group larger than ``batch`` spans calls)."""
+    call: dict[int, list[X]] = {}
+    size = 0
+    for version, items in sorted(groups.items()):
+        for start in range(0, len(items), max(1, batch)):
+            part = items[start : start + max(1, batch)]
+            if call and (size + len(part) > batch or len(call) >= GROUPS_PER_CALL):
+                yield call
+                call, size = {}, 0
+            call.setdefault(version, []).extend(part)
+            size += len(part)
+    if call:
+        yield call
+
+
+def per_version(
+    call: Mapping[int, Sequence[PointId]], condition: Callable[[int], models.Filter]
+) -> models.Filter:
+    """Each group's ids with its own version's condition, for one call.
+
+    Several groups are one filter: the call's ids (so engines look them up by
+    id), and at least one group's ids together with that group's condition.
+    """
+    clauses = [and_filters(ids_filter(ids), condition(v)) for v, ids in call.items()]
+    if len(clauses) == 1 and clauses[0] is not None:
+        return clauses[0]
+    every_id = [i for ids in call.values() for i in ids]
+    return models.Filter(must=[models.HasIdCondition(has_id=every_id)], should=clauses)
+
+
 def copy_points(
     source: QdrantPort,
     source_collection: str,
@@ -245,7 +281,8 @@ def copy_points(
 
     ``as_copied`` turns a source point into what the target is to hold (``None``:
     it left the selection since it was listed: not copied). Points are grouped
-    by version, one conditional upsert per group. Returns how many were written.
+    by version, each group upserted on the condition that the stored copy is older
+    than it (several groups may share a call). Returns how many were written.
     """
     written = 0
     for part in chunks(ids, batch):
@@ -254,8 +291,12 @@ def copy_points(
             copied = as_copied(record)
             if copied is not None:
                 by_version.setdefault(version_of(copied.payload), []).append(copied)
-        for version, points in by_version.items():
-            target.upsert(target_collection, points, update_filter=older_than(version))
+        for call in calls(by_version, batch):
+            points = [p for group in call.values() for p in group]
+            condition = per_version(
+                {v: [p.id for p in group] for v, group in call.items()}, older_than
+            )
+            target.upsert(target_collection, points, update_filter=condition)
             written += len(points)
     return written
 
@@ -294,11 +335,9 @@ def remove_superseded(
     """Delete each group's ids where their version is still at most the group's; returns how
     many are gone (a point written meanwhile survives and is not counted)."""
     removed = 0
-    for version, ids in sorted(groups.items()):
-        for part in chunks(ids, batch):
-            flt = and_filters(ids_filter(part), version_at_most(version))
-            assert flt is not None
-            port.delete_points(collection, points_filter=flt)
-            left = port.retrieve(collection, part, with_vectors=False, with_payload=False)
-            removed += len(part) - len(left)
+    for call in calls(groups, batch):
+        port.delete_points(collection, points_filter=per_version(call, version_at_most))
+        ids = [i for group in call.values() for i in group]
+        left = port.retrieve(collection, ids, with_vectors=False, with_payload=False)
+        removed += len(ids) - len(left)
     return removed
