@@ -85,10 +85,13 @@ def _set_phase(port: QdrantPort, phase: str, name: str = "default/alpha") -> Non
 
 
 class Wrapped:
-    """A port that passes every call through to ``inner`` (tests override some)."""
+    """A port that passes every call through to ``inner`` (tests override some); ``overlap``
+    makes the migration pipeline its copy in threads (the engine adapter is thread-safe)."""
 
-    def __init__(self, inner: QdrantPort) -> None:
+    def __init__(self, inner: QdrantPort, *, overlap: bool | None = None) -> None:
         self.inner = inner
+        if overlap is not None:
+            self.calls_overlap = overlap
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -248,16 +251,18 @@ class DualWritingRouter(Wrapped):
     watches that no copy ever takes a dual-written point in the target back to an older
     version."""
 
-    def __init__(self, inner: QdrantPort, at: int, writes: Any) -> None:
-        super().__init__(inner)
+    def __init__(self, inner: QdrantPort, at: int, writes: Any, *, overlap: bool) -> None:
+        super().__init__(inner, overlap=overlap)
         self.reads = 0
         self.at = at
         self.writes = writes
         self.dual: dict[PointId, int] = {}  # ids dual-written to the target, and their version
         self.regressions: list[PointId] = []
+        self.readers: set[str] = set()  # the threads that read pages
 
     def scroll(self, collection: str, **options: Any) -> Any:
         if collection == "source" and options.get("with_vectors", True):
+            self.readers.add(threading.current_thread().name)
             self.reads += 1
             if self.reads == self.at:
                 self.writes(self)
@@ -270,12 +275,14 @@ class DualWritingRouter(Wrapped):
             self.regressions += [p.id for p in held if version_of(p.payload) < self.dual[p.id]]
 
 
+@pytest.mark.parametrize("overlap", [False, True], ids=["in-turn", "pipelined"])
 def test_dual_writes_during_the_copy_end_with_both_homes_equal_by_version(
-    port: QdrantPort,
+    port: QdrantPort, overlap: bool
 ) -> None:
     """While the copy runs, routers dual-write (versions >= F) updates and deletes, and writes
     made before F land in the source only: the homes end equal by (id, version), no dual write
-    is ever overwritten by an older copy, and no deleted point is alive in the target."""
+    is ever overwritten by an older copy, and no deleted point is alive in the target — with
+    reads and writes in turn, and pipelined in threads."""
     expected = _fill_versioned(port, 300)
     ids = sorted(int(p.id) for p in expected)
     written, read, ahead = ids[:16], ids[16:32], ids[32:]  # pages of 16 at the third read
@@ -302,9 +309,11 @@ def test_dual_writes_during_the_copy_end_with_both_homes_equal_by_version(
             _dual_write(port, ["source"], PointRecord(i, vector, payload))
         port.delete_points("source", ids=[compacted, forgotten])
 
-    router = DualWritingRouter(port, at=3, writes=writes)
-    report = migrate(router, router, _plan(workers=1, fence_version=FENCE), sleep=_no_sleep)  # type: ignore[arg-type]
+    router = DualWritingRouter(port, at=3, writes=writes, overlap=overlap)
+    plan = _plan(workers=3 if overlap else 1, fence_version=FENCE)
+    report = migrate(router, router, plan, sleep=_no_sleep)  # type: ignore[arg-type]
     assert router.reads > 3
+    assert any(name.startswith("migration-read") for name in router.readers) == overlap
     assert report.verified
     assert any("caught up" in n for n in report.notes)
     source, target = _states(port, "source"), _states(port, "target")
@@ -502,8 +511,9 @@ class Killed(Exception):
 class Flaky:
     """A port that dies on its ``fail_at``-th call; an upsert dies half-way through."""
 
-    def __init__(self, inner: QdrantPort, fail_at: int) -> None:
+    def __init__(self, inner: QdrantPort, fail_at: int, *, overlap: bool = False) -> None:
         self.inner = inner
+        self.calls_overlap = overlap
         self.calls = 0
         self.fail_at = fail_at
         self.killed_during: str | None = None
@@ -528,7 +538,8 @@ class Flaky:
         return call
 
 
-def test_killed_at_20_random_points_and_resumed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("overlap", [False, True], ids=["in-turn", "pipelined"])
+def test_killed_at_20_random_points_and_resumed(tmp_path: Path, overlap: bool) -> None:
     """Every kill (between batches, mid-batch, verifying, cleaning) then a restart ends exact."""
     rng = random.Random(20)
     plan = _plan(cleanup=True, fence_version=FENCE, checkpoint_every_s=0)
@@ -543,7 +554,7 @@ def test_killed_at_20_random_points_and_resumed(tmp_path: Path) -> None:
     for run, fail_at in enumerate(kill_points):
         port = EmbeddedQdrant("edge", tmp_path / f"run{run}")
         _fill_versioned(port)
-        flaky = Flaky(port, fail_at)
+        flaky = Flaky(port, fail_at, overlap=overlap)
         with pytest.raises(Killed):
             migrate(flaky, flaky, plan)  # type: ignore[arg-type]
         assert flaky.killed_during is not None
