@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -16,6 +17,8 @@ import pytest
 from librarian.contracts.payload import LABEL_KEY, POINT_VERSION_KEY
 from librarian.core.hlc import encode_version
 from librarian.services.migration import (
+    CHECKPOINT_COLLECTION,
+    Checkpoint,
     CheckpointStore,
     MigrationFailed,
     MigrationPlan,
@@ -234,6 +237,36 @@ def test_verification_failure_touches_nothing(port: QdrantPort) -> None:
     )
     assert port.count("source") == 300
     assert all(p.payload.get("tampered") for p in port.retrieve("target", tampered))
+
+
+def test_a_checkpoint_saved_before_versions_loads_with_the_new_fields_at_defaults(
+    port: QdrantPort,
+) -> None:
+    store = CheckpointStore(port)
+    store.save("old/job", Checkpoint(phase="verified", copied=7, differing=(3,)))
+    [record], _ = port.scroll(CHECKPOINT_COLLECTION, limit=10)
+    older = {
+        "phase": "verified",
+        "offset": None,
+        "copied": 7,
+        "source_count": 7,
+        "target_count": 7,
+        "verified_sample": 7,
+        "verified_at": 1.0,
+        "removed_from_source": 0,
+        "written_by_a_later_release": True,  # ignored, not an error
+    }
+    port.set_payload(CHECKPOINT_COLLECTION, {"checkpoint": json.dumps(older)}, [record.id])
+    loaded = store.load("old/job")
+    assert loaded == Checkpoint(
+        phase="verified",
+        copied=7,
+        source_count=7,
+        target_count=7,
+        verified_sample=7,
+        verified_at=1.0,
+    )
+    assert (loaded.differing, loaded.verified_points, loaded.unversioned) == ((), 0, 0)
 
 
 # ---------------------------------------------------------------------- dual writes
