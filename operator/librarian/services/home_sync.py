@@ -55,7 +55,7 @@ __all__ = [
     "unpack",
 ]
 
-LIST_PAGE = 500  # ids per page when listing versions: short-lived pages keep the collector idle
+LIST_PAGE = 2000  # ids per page when listing versions (no vectors: pages can be large)
 GROUPS_PER_CALL = 64  # version groups one conditional call carries at most
 X = TypeVar("X")
 
