@@ -6,7 +6,9 @@ In one run, on the same data and the same backend, prints points/s of:
 - `librarian.services.migration.migrate` with checkpoints, catch-up and
   verification on, through the remote adapter over the same kind of client
   (goal: >= 0.8x the baseline);
-- the same on the embedded engine with 1, 2 and 4 workers (scaling).
+- the same on the embedded engine with 1, 2 and 4 workers (the engine keeps
+  the interpreter lock through each call, so the migration reads and writes in
+  turn whatever the workers: the three rates agree within the noise).
 The backend for the first two is qdrant-client's local mode (in-process),
 since no Qdrant server runs here.
 """

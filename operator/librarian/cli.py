@@ -812,6 +812,28 @@ def _live_resources(url: str) -> list[dict[str, Any]]:
     help="Delete the moved points from the source after verification and the grace period.",
 )
 @click.option("--grace", default="0s", show_default=True, help="Grace period before cleanup.")
+@click.option(
+    "--fence-version",
+    type=click.IntRange(min=0, max=2**53 - 1),
+    default=None,
+    help="The first version of the routers' dual writes: the copy never overwrites a point "
+    "at this version or newer (default: none, the copy overwrites; for a move nobody writes).",
+)
+@click.option(
+    "--dedicated-source/--shared-source",
+    default=False,
+    show_default=True,
+    help="The source collection holds only this domain: its unlabelled points (written "
+    "around the library) are moved too, labelled.",
+)
+@click.option(
+    "--verify-tries",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Checks of differing points (with a growing pause between: in-flight writes land) "
+    "before the migration fails naming them.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
 def migrate_command(
@@ -829,13 +851,16 @@ def migrate_command(
     verify: bool | None,
     cleanup: bool,
     grace: str,
+    fence_version: int | None,
+    dedicated_source: bool,
+    verify_tries: int,
     as_json: bool,
 ) -> None:
     """Move one domain's points to its collection: copy, catch up, verify, clean up (resumable).
 
     API keys come from LIBRARIAN_SOURCE_API_KEY and LIBRARIAN_TARGET_API_KEY.
-    Exit codes: 0 done or verified, 3 verification failed (nothing deleted),
-    1 a cluster error (retry).
+    Exit codes: 0 done or verified, 3 verification failed (nothing deleted; the
+    differing ids are printed, and kept in the checkpoint), 1 a cluster error (retry).
     """
     import time
 
@@ -871,6 +896,9 @@ def migrate_command(
         verify=defaults.verify_migration if verify is None else verify,
         cleanup=cleanup,
         grace_s=grace_s,
+        fence_version=fence_version,
+        dedicated_source=dedicated_source,
+        verify_tries=verify_tries,
     )
     source = connect(source_config)
     same = (source_url, source_embedded) == (target_url, target_embedded)
@@ -887,6 +915,8 @@ def migrate_command(
         )
     except MigrationFailed as error:
         console.print(f"[red]{error}[/red]")
+        if as_json:
+            click.echo(json.dumps({"error": str(error), "differing": list(error.differing)}))
         raise SystemExit(3) from None
     except QdrantError as error:
         raise click.ClickException(str(error)) from None
@@ -903,13 +933,19 @@ def migrate_command(
         "verifiedSample": report.verified_sample,
         "removedFromSource": report.removed_from_source,
         "cleanupDueInSeconds": report.cleanup_due_in_s,
+        "verifiedPoints": report.verified_points,
+        "unversioned": report.unversioned,
+        "unlabelled": report.unlabelled,
+        "differing": list(report.differing),
         "notes": list(report.notes),
     }
     click.echo(
         json.dumps(data)
         if as_json
         else f"{report.phase}: copied {report.copied:,}, target {report.target_count:,}, "
-        f"verified={report.verified}, removed from source {report.removed_from_source:,}"
+        f"verified={report.verified} ({report.verified_points:,} points by version), "
+        f"removed from source {report.removed_from_source:,}, written around the library: "
+        f"{report.unversioned:,} without a version, {report.unlabelled:,} without a label"
     )
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from librarian.contracts.payload import LABEL_KEY
+from librarian.contracts.payload import LABEL_KEY, POINT_VERSION_KEY
 from librarian.services.domain_homes import (
     DomainHome,
     NotVerified,
@@ -14,6 +14,7 @@ from librarian.services.domain_homes import (
     measure_homes,
     remove_from_old_home,
 )
+from librarian.services.versioning import is_tombstone, tombstone_payload, version_of
 from librarian.storage.fleet import ClusterConfig, Fleet
 from librarian.storage.port import CollectionSpec, PointRecord
 
@@ -76,4 +77,38 @@ def test_late_writes_are_copied_over_then_the_old_home_is_emptied_once(fleet: Fl
     old = fleet.get("fast")
     assert old.count(OLD.collection) == 30  # domain b untouched
     assert fleet.get("bulk").count(NEW.collection) == 127
+    fleet.close()
+
+
+def _at(points: list[PointRecord], version: int, **payload: object) -> list[PointRecord]:
+    return [
+        PointRecord(p.id, p.vector, {**p.payload, POINT_VERSION_KEY: version, **payload})
+        for p in points
+    ]
+
+
+def test_catch_up_and_removal_go_by_version(fleet: Fleet) -> None:
+    """The old home's newer points and tombstones are copied over older ones, the new home's
+    newer points are kept; removal waits until the new home holds every point as new."""
+    old, new = fleet.get("fast"), fleet.get("bulk")
+    points = _labelled(make_points(120), "a")
+    old.upsert(OLD.collection, _at(points, 100))
+    new.upsert(NEW.collection, _at(points, 100))
+    new.upsert(NEW.collection, _at(points[:5], 200, text="newer in the new home"))
+    old.upsert(OLD.collection, _at(points[5:8], 150, text="newer in the old home"))
+    tombstone = tombstone_payload(version=160, label="a")
+    old.upsert(OLD.collection, [PointRecord(p.id, p.vector, tombstone) for p in points[8:10]])
+    new.upsert(NEW.collection, _at(points[10:12], 90))  # older in the new home
+    with pytest.raises(NotVerified, match="still has 7 it lacks or holds older"):
+        remove_from_old_home(fleet, "a", OLD, NEW)
+    assert old.count(OLD.collection) == 150  # nothing deleted
+    assert catch_up(fleet, "a", OLD, NEW) == 7
+    held = {p.id: p.payload for p in new.retrieve(NEW.collection, [p.id for p in points[:12]])}
+    assert all(held[p.id]["text"] == "newer in the new home" for p in points[:5])
+    assert all(held[p.id]["text"] == "newer in the old home" for p in points[5:8])
+    assert all(is_tombstone(held[p.id]) for p in points[8:10])
+    assert all(version_of(held[p.id]) == 100 for p in points[10:12])
+    assert catch_up(fleet, "a", OLD, NEW) == 0
+    assert remove_from_old_home(fleet, "a", OLD, NEW) == 120
+    assert old.count(OLD.collection) == 30  # domain b untouched
     fleet.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from librarian.cli import main
-from librarian.contracts.payload import LABEL_KEY
+from librarian.contracts.payload import LABEL_KEY, POINT_VERSION_KEY
 from librarian.kube.spec import SecretRef
 from librarian.operator.jobs import JobSettings, build_migration_job
 from librarian.storage.embedded import EmbeddedQdrant
@@ -67,6 +67,8 @@ def test_migrate_between_two_embedded_clusters(tmp_path: Path) -> None:
     assert report["verified"]
     assert report["copied"] == 50
     assert report["removedFromSource"] == 50
+    assert (report["verifiedPoints"], report["unversioned"], report["unlabelled"]) == (50, 50, 0)
+    assert report["differing"] == []
     again = CliRunner().invoke(main, args)  # a restarted Job finds the work done
     assert again.exit_code == 0
     assert json.loads(again.output.strip().splitlines()[-1])["phase"] == "done"
@@ -154,3 +156,65 @@ def test_job_manifest_is_restricted_owned_and_keeps_keys_in_secrets() -> None:
         "key": "api-key",
     }
     assert all("value" not in e for e in container["env"])  # keys never inline
+
+
+def test_migrate_a_dedicated_source_from_a_fence_version(tmp_path: Path) -> None:
+    """Unlabelled points of a dedicated source move too, labelled; a point the routers wrote
+    to the target at or after the fence is never overwritten by the copy."""
+    source = EmbeddedQdrant("s", tmp_path / "old")
+    source.create_collection("docs-a", CollectionSpec(vector_size=8))
+    points = make_points(30)
+    source.upsert(
+        "docs-a",
+        [
+            PointRecord(
+                p.id,
+                p.vector,
+                {**p.payload, **({LABEL_KEY: "d-a"} if int(p.id) < 20 else {})},
+            )
+            for p in points
+        ],
+    )
+    source.close()
+    target = EmbeddedQdrant("t", tmp_path / "new")
+    target.create_collection("docs-a", CollectionSpec(vector_size=8))
+    dual = {"text": "dual write", LABEL_KEY: "d-a", POINT_VERSION_KEY: 1000}
+    target.upsert("docs-a", [PointRecord(3, points[3].vector, dual)])
+    target.close()
+    common = [
+        "migrate",
+        "--name",
+        "ns/a",
+        "--domain",
+        "d-a",
+        "--source-embedded",
+        str(tmp_path / "old"),
+        "--source-collection",
+        "docs-a",
+        "--target-embedded",
+        str(tmp_path / "new"),
+        "--target-collection",
+        "docs-a",
+        "--fence-version",
+        "1000",
+        "--json",
+    ]
+    result = CliRunner().invoke(main, [*common, "--dedicated-source", "--verify-tries", "1"])
+    # point 3's dual write never reached the old home: verification names it
+    assert result.exit_code == 3, result.output
+    failure = json.loads(result.output.strip().splitlines()[-1])
+    assert failure["differing"] == [3]
+    source = EmbeddedQdrant("s", tmp_path / "old")
+    source.upsert("docs-a", [PointRecord(3, points[3].vector, dual)])  # the router catches up
+    source.close()
+    result = CliRunner().invoke(main, [*common, "--dedicated-source"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    assert report["verified"]
+    assert (report["verifiedPoints"], report["unlabelled"], report["unversioned"]) == (30, 10, 29)
+    target = EmbeddedQdrant("t", tmp_path / "new")
+    moved = {p.id: p.payload for p in target.retrieve("docs-a", list(range(30)))}
+    target.close()
+    assert len(moved) == 30
+    assert all(payload[LABEL_KEY] == "d-a" for payload in moved.values())
+    assert moved[3]["text"] == "dual write"

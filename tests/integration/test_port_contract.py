@@ -256,6 +256,13 @@ def test_retrieve_named_payload_keys_and_tombstone_filters(port: QdrantPort) -> 
     assert port.count("docs", count_filter=live) == 1
     page, _ = port.scroll("docs", limit=10, scroll_filter=live, with_vectors=False)
     assert [p.id for p in page] == [1]
+    keys = ["librarian_version", "librarian_deleted"]
+    page, _ = port.scroll("docs", limit=10, with_vectors=False, with_payload=keys)
+    assert {p.id: p.payload for p in page} == {
+        1: {"librarian_version": 7},
+        2: {"librarian_version": 8, "librarian_deleted": True},
+    }
+    assert all(p.vector is None for p in page)
     port.delete_points(
         "docs",
         points_filter=models.Filter(must=[models.HasIdCondition(has_id=[1, 2]), _older_than(8)]),

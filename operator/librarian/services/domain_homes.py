@@ -1,9 +1,11 @@
 """Where each domain's points live now, how big they are, and removing them from an old home.
 
 Why this exists: rebalancing needs each domain's points, RAM and disk on the
-cluster that serves it, and a move ends by deleting the domain from its old
-home — but only once the new home holds at least as many of its points. Both
-select the domain by its label (``librarian_domain``), which every copied
+cluster that serves it, and a move ends by copying over what the old home
+holds newer and deleting the domain from it — but only once the new home holds
+each of its points at the same or a newer version, decided by version as the
+migration decides (:mod:`librarian.services.home_sync`). Both select the domain
+by its label (``librarian_domain``), which every copied
 point keeps, so a collection shared by several domains is handled the same way
 as one per domain.
 """
@@ -13,8 +15,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from librarian.contracts.payload import LABEL_KEY
 from librarian.core.collection_spec import CollectionSpec
 from librarian.core.tuning import estimate_footprint
+from librarian.services.home_sync import (
+    compare,
+    copy_points,
+    list_versions,
+    remove_superseded,
+    superseded,
+)
 from librarian.services.labeling import domain_filter
 from librarian.storage.errors import CollectionNotFound
 from librarian.storage.fleet import Fleet
@@ -46,7 +56,7 @@ class DomainFootprint:
 
 
 class NotVerified(RuntimeError):
-    """The new home holds fewer of the domain's points than the old one: nothing was deleted."""
+    """The new home lacks some of the domain's points, or holds them older: nothing was deleted."""
 
 
 def measure_homes(fleet: Fleet, homes: Mapping[str, DomainHome]) -> dict[str, DomainFootprint]:
@@ -76,57 +86,59 @@ def measure_homes(fleet: Fleet, homes: Mapping[str, DomainHome]) -> dict[str, Do
 def catch_up(
     fleet: Fleet, domain: str, old: DomainHome, new: DomainHome, *, batch: int = 512
 ) -> int:
-    """Copy the domain's points the new home lacks (written to the old one during the move).
+    """Copy the domain's points the old home holds newer than the new one (or the new one lacks).
 
-    Only missing ids are copied: a point already in the new home may have been
-    updated there since reads and writes switched, and is never overwritten.
+    Both homes are compared by (id, version); each copy is written only over an
+    older one, so a point updated in the new home since reads and writes switched
+    is never overwritten by its old copy. A tombstone newer than the new home's
+    copy is carried over like any point. Returns how many points were copied.
     """
     source, target = fleet.get(old.cluster), fleet.get(new.cluster)
     selector = domain_filter(domain)
-    copied = 0
-    offset = None
-    while True:
-        try:
-            page, offset = source.scroll(
-                old.collection, limit=batch, offset=offset, scroll_filter=selector
-            )
-        except CollectionNotFound:
-            return copied
-        if page:
-            present = {
-                p.id
-                for p in target.retrieve(
-                    new.collection, [p.id for p in page], with_vectors=False, with_payload=False
-                )
-            }
-            missing = [p for p in page if p.id not in present]
-            if missing:
-                target.upsert(new.collection, missing)
-                copied += len(missing)
-        if offset is None:
-            return copied
+    try:
+        held_old = list_versions(source, old.collection, selector)
+    except CollectionNotFound:
+        return 0
+    held_new = list_versions(target, new.collection, selector)
+    newer = compare(held_old.held, held_new.held, fence=None).copy
+    return copy_points(
+        source,
+        old.collection,
+        target,
+        new.collection,
+        newer,
+        as_copied=lambda point: point if point.payload.get(LABEL_KEY) == domain else None,
+        batch=batch,
+    )
 
 
-def remove_from_old_home(fleet: Fleet, domain: str, old: DomainHome, new: DomainHome) -> int:
-    """Delete ``domain``'s points from ``old`` after checking ``new`` holds at least as many.
+def remove_from_old_home(
+    fleet: Fleet, domain: str, old: DomainHome, new: DomainHome, *, batch: int = 512
+) -> int:
+    """Delete ``domain``'s points from ``old`` once ``new`` holds each at the same or a newer version.
 
-    Idempotent: a second call finds nothing left to delete and returns 0.
-    Raises :class:`NotVerified` (deleting nothing) when the new home has fewer.
+    The rule is :func:`librarian.services.migration.clean_old_home`'s: every
+    point is removed only where it is still at most the version the new home
+    holds. Idempotent: a second call finds nothing left to delete and returns 0.
+    Raises :class:`NotVerified` (deleting nothing) when the new home lacks some of
+    the points or holds them older: :func:`catch_up` first.
     """
     if old == new:
         raise ValueError("the old and the new home are the same collection")
     selector = domain_filter(domain)
     try:
-        left = fleet.get(old.cluster).count(old.collection, count_filter=selector)
+        held_old = list_versions(fleet.get(old.cluster), old.collection, selector)
     except CollectionNotFound:
         return 0
-    if left == 0:
+    if not held_old.held:
         return 0
-    copied = fleet.get(new.cluster).count(new.collection, count_filter=selector)
-    if copied < left:
+    held_new = list_versions(fleet.get(new.cluster), new.collection, selector)
+    removable, kept = superseded(held_old.held, held_new.held)
+    if kept:
+        named = ", ".join(repr(i) for i in kept[:10])
         raise NotVerified(
-            f"{new.cluster}/{new.collection} holds {copied:,} points of domain {domain} but "
-            f"{old.cluster}/{old.collection} still has {left:,}; nothing was deleted"
+            f"{new.cluster}/{new.collection} holds {held_new.live:,} points of domain {domain} "
+            f"but {old.cluster}/{old.collection} still has {len(kept):,} it lacks or holds "
+            f"older (e.g. {named}); nothing was deleted"
         )
-    fleet.get(old.cluster).delete_points(old.collection, points_filter=selector)
-    return left
+    return remove_superseded(fleet.get(old.cluster), old.collection, removable, batch=batch)

@@ -160,6 +160,13 @@ def _vector(value: Any) -> list[float] | None:
     return [float(x) for x in value] if value is not None else None
 
 
+def _payload_selector(with_payload: bool | Sequence[str]) -> Any:
+    """All of the payload, none of it, or the named keys only."""
+    if isinstance(with_payload, bool):
+        return with_payload
+    return edge.PayloadSelector.Include(list(with_payload))
+
+
 class _Engine:
     """The open shards of one storage path, shared by every adapter on it in this process."""
 
@@ -181,6 +188,10 @@ class EmbeddedQdrant:
     directory raises :class:`ClusterUnreachable` instead of being created (a
     typo in a reader's configuration must not become an empty cluster).
     """
+
+    calls_overlap = False
+    """The engine keeps Python's interpreter lock for the whole of each call: two calls in
+    two threads take as long as one after the other (see :mod:`librarian.storage.port`)."""
 
     def __init__(self, cluster: str, path: str | Path, *, create: bool = True) -> None:
         self._cluster = cluster
@@ -393,13 +404,13 @@ class EmbeddedQdrant:
         offset: PointId | None = None,
         scroll_filter: models.Filter | None = None,
         with_vectors: bool = True,
-        with_payload: bool = True,
+        with_payload: bool | Sequence[str] = True,
     ) -> tuple[list[PointRecord], PointId | None]:
         request = edge.ScrollRequest(
             offset=offset,
             limit=limit,
             filter=self._call(collection, lambda: to_edge_filter(scroll_filter)),
-            with_payload=with_payload,
+            with_payload=_payload_selector(with_payload),
             with_vector=with_vectors,
         )
         with self._shard(collection) as shard:
@@ -472,11 +483,7 @@ class EmbeddedQdrant:
     ) -> list[PointRecord]:
         if not ids:
             return []
-        selector: Any = (
-            with_payload
-            if isinstance(with_payload, bool)
-            else edge.PayloadSelector.Include(list(with_payload))
-        )
+        selector = _payload_selector(with_payload)
         with self._shard(collection) as shard:
             records = self._call(
                 collection, lambda: shard.retrieve(list(ids), selector, with_vectors)

@@ -11,6 +11,12 @@ Filters are expressed with ``qdrant_client.http.models.Filter`` (the official
 models); adapters accept the subset the product uses: ``must`` / ``should`` /
 ``must_not`` of ``FieldCondition`` with ``MatchValue`` / ``MatchAny`` or a numeric ``Range``,
 ``IsEmptyCondition`` and ``HasIdCondition``.
+
+An adapter may say whether calls made from several threads at once overlap
+(``calls_overlap``: a remote cluster's calls wait on the network, so they do;
+the embedded engine keeps the interpreter lock for the whole of each call, so
+its calls only take turns). Callers that pipeline work in threads read it with
+a default of ``True`` and run one call after the other where it is ``False``.
 """
 
 from __future__ import annotations
@@ -150,9 +156,12 @@ class QdrantPort(Protocol):
         offset: PointId | None = None,
         scroll_filter: models.Filter | None = None,
         with_vectors: bool = True,
-        with_payload: bool = True,
+        with_payload: bool | Sequence[str] = True,
     ) -> tuple[list[PointRecord], PointId | None]:
-        """One page in id order, and the offset of the next page (``None`` at the end)."""
+        """One page in id order, and the offset of the next page (``None`` at the end).
+
+        ``with_payload`` may name the payload keys to return (the others are left out).
+        """
         ...
 
     def query(

@@ -167,6 +167,7 @@ class RemoteQdrant:
         self._client = client
         # qdrant-client's local mode is not thread-safe: serialize calls to it.
         self._serial = threading.Lock() if serialize else contextlib.nullcontext()
+        self.calls_overlap = not serialize  # see librarian.storage.port
         self._retries = max(0, retries)
         self._backoff_s = backoff_s
         self._sleep = sleep
@@ -399,8 +400,9 @@ class RemoteQdrant:
         offset: PointId | None = None,
         scroll_filter: models.Filter | None = None,
         with_vectors: bool = True,
-        with_payload: bool = True,
+        with_payload: bool | Sequence[str] = True,
     ) -> tuple[list[PointRecord], PointId | None]:
+        selector = with_payload if isinstance(with_payload, bool) else list(with_payload)
         records, next_offset = self._call(
             collection,
             lambda: self._client.scroll(
@@ -408,7 +410,7 @@ class RemoteQdrant:
                 scroll_filter=scroll_filter,
                 limit=limit,
                 offset=offset,
-                with_payload=with_payload,
+                with_payload=selector,
                 with_vectors=with_vectors,
             ),
         )
