@@ -283,12 +283,6 @@ def _version(copies: list[tuple[str, dict[str, Any]]], collection: str) -> Any:
     return found[0] if found else None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the migration copies what it scrolled with a plain upsert: a write made through "
-    "the router between the scroll and the copy (in dualWrite) is overwritten in the new "
-    "home, or, for a delete that found no copy there yet, the old point is put back",
-)
 @pytest.mark.parametrize("racing", ["upsert", "delete"])
 def test_a_write_during_the_copy_is_not_undone_by_the_copy(library, racing: str) -> None:
     """X (v1) lives in d2 on west. The move of d2 to east is in dualWrite; the migration

@@ -116,6 +116,14 @@ async def _library_on_fast(
         assert status["phase"] == "Ready", status
         domain["collection"] = status["targetCollection"]
         domain["points"] = status["migration"]["targetCount"]
+    for domain in domains:  # every move finished: no router writes an old home any more
+        name = f"on-fast-{domain['id']}"
+
+        async def finished(name: str = name) -> bool:
+            obj = await api.get(SPECS, "default", name)
+            return bool((((obj or {}).get("status") or {}).get("move") or {}).get("acknowledged"))
+
+        await wait_for(finished, 60)
     return domains
 
 

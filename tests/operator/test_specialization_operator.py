@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
 
 from librarian.cli import main
+from librarian.contracts.metadata import FENCES_ANNOTATION
+from librarian.kube.fences import lease_body, lease_name
 from librarian.local.emulator import EmulatedCluster
 from librarian.services.labeling import domain_filter
 from librarian.services.migration import Checkpoint, CheckpointStore
@@ -217,3 +221,70 @@ async def test_missing_secret_and_failed_or_timed_out_jobs(
     finally:
         source.close()
     assert base64  # Secrets are only ever referenced, never inlined
+
+
+LEASES = "coordination.k8s.io/v1/leases"
+
+
+async def _ack(api: EmulatedCluster, replica: str, fences: dict[str, str]) -> None:
+    await api.patch(
+        LEASES,
+        "default",
+        lease_name("packages", replica),
+        {"metadata": {"annotations": {FENCES_ANNOTATION: json.dumps(fences)}}},
+    )
+
+
+async def _move(api: EmulatedCluster, name: str, check: Any) -> dict[str, Any]:
+    async def reached() -> dict[str, Any] | None:
+        obj = await api.get(SPECS, "default", name)
+        status = (obj or {}).get("status") or {}
+        return status if check(status) else None
+
+    return await wait_for(reached, 90)  # type: ignore[no-any-return]
+
+
+async def test_a_move_goes_on_only_when_every_live_router_enforces_its_phase(
+    cluster: EmulatedCluster, tmp_path: Path
+) -> None:
+    domain_map = await _ready_domainmap(cluster, tmp_path)
+    domain = max(domain_map["status"]["domains"], key=lambda d: d["size"])
+    now = datetime.now(UTC)
+    await cluster.create(
+        lease_body("default", "packages", "router-a", {}, loaded=True, now=now, duration_s=3600)
+    )
+    lapsed = now - timedelta(hours=2)  # stopped renewing: it refuses writes itself
+    await cluster.create(
+        lease_body("default", "packages", "router-gone", {}, loaded=True, now=lapsed)
+    )
+    await cluster.create(specialization("fenced", domain["id"]))
+    status = await _move(
+        cluster,
+        "fenced",
+        lambda s: s.get("phase") == "Fencing" and "router-a" in s.get("message", ""),
+    )
+    assert "router-gone" not in status["message"]
+    assert status["move"]["phase"] == "dualWrite"
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "FenceWaiting"
+    assert await cluster.list_objects(JOBS, "default") == []  # nothing copied before the fence
+    await _ack(cluster, "router-a", {"fenced": "dualWrite"})
+    status = await _status(cluster, "fenced", {"Migrating"})
+    job = await _run_job(cluster, status["job"])
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--fence-version") + 1] == str(status["move"]["fenceVersion"])
+    assert "--shared-source" in args
+    status = await _move(
+        cluster,
+        "fenced",
+        lambda s: s.get("phase") == "Ready" and "router-a" in (s.get("moveMessage") or ""),
+    )
+    assert status["move"]["phase"] == "switched"
+    assert not status["move"]["acknowledged"]
+    await _ack(cluster, "router-a", {"fenced": "switched"})
+    await _move(cluster, "fenced", lambda s: (s.get("move") or {}).get("phase") == "done")
+    await _ack(cluster, "router-a", {"fenced": "done"})
+    status = await _move(cluster, "fenced", lambda s: (s.get("move") or {}).get("acknowledged"))
+    assert status["move"]["phase"] == "done"
+    reasons = {e.get("reason") for e in cluster.events("default")}
+    assert {"MoveSwitched", "MoveCompleted"} <= reasons

@@ -149,8 +149,9 @@ async def specialization_resumed(
         await specialization.start_specialization(body, patch, context_from(memo))
 
 
-def _migrating(status: kopf.Status, **_: Any) -> bool:
-    return bool(status.get("phase") == "Migrating" and status.get("job"))
+def _in_flight(status: kopf.Status, **_: Any) -> bool:
+    """Is a specialization's move under way (fencing, copying, or switching routers)?"""
+    return specialization.move_in_flight(status)
 
 
 @kopf.timer(
@@ -159,14 +160,12 @@ def _migrating(status: kopf.Status, **_: Any) -> bool:
     specialization.PLURAL,
     interval=TIMER_TICK_S,
     initial_delay=TIMER_TICK_S,
-    when=_migrating,  # only while a Job runs: no idle ticks (and their Events) otherwise
+    when=_in_flight,  # only while a move is under way: no idle ticks (and their Events) otherwise
 )
 async def specialization_job_watch(
     *, body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any
 ) -> None:
-    status = body.get("status") or {}
-    if status.get("phase") == "Migrating" and status.get("job"):
-        await specialization.follow_specialization(body, patch, context_from(memo))
+    await specialization.advance_move(body, patch, context_from(memo))
 
 
 @kopf.timer(GROUP, VERSION, rebalance.PLURAL, interval=TIMER_TICK_S, initial_delay=0.1)

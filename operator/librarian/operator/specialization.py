@@ -14,14 +14,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import kopf
 
 from librarian.contracts.api import CLUSTERSPECIALIZATIONS, GROUP, VERSION
+from librarian.contracts.moves import MovePhase
+from librarian.core.hlc import encode_version
 from librarian.core.tuning import DomainStats, TuningError, tune_collection
 from librarian.kube import client as api
+from librarian.kube.fences import read_leases, waiting_routers
 from librarian.kube.fleet_access import resolve_clusters
 from librarian.kube.spec import (
     ClusterRef,
@@ -35,7 +38,7 @@ from librarian.operator.context import OperatorContext
 from librarian.operator.domainmap import PLURAL as DOMAINMAPS
 from librarian.operator.jobs import JobSettings, build_migration_job
 from librarian.services.labeling import domain_filter
-from librarian.services.migration import CheckpointStore
+from librarian.services.migration import CheckpointStore, MigrationPlan, clean_old_home
 from librarian.services.validation import validate_specialization
 from librarian.storage.collection_config import apply_collection_config
 from librarian.storage.errors import ClusterUnreachable, QdrantError
@@ -44,8 +47,10 @@ __all__ = [
     "PLURAL",
     "PROGRESS",
     "SpecializationFailed",
+    "advance_move",
     "follow_specialization",
     "job_name",
+    "move_in_flight",
     "start_specialization",
 ]
 
@@ -54,6 +59,7 @@ PROGRESS = {
     "Pending": 0,
     "Analyzing": 25,
     "Configuring": 50,
+    "Fencing": 60,
     "Migrating": 75,
     "Verifying": 90,
     "Ready": 100,
@@ -82,6 +88,7 @@ class _Setup:
     source_collection: str
     target: ClusterRef
     target_collection: str
+    shared_source: bool = True  # the source is the DomainMap's (shared by every domain)
 
 
 def _status(
@@ -173,6 +180,8 @@ async def _setup(body: kopf.Body, context: OperatorContext) -> _Setup:
         source_collection,
         clusters[parsed.target_cluster],
         target_collection,
+        shared_source=(source_cluster, source_collection)
+        == (dm_spec.source_cluster, dm_spec.source_collection),
     )
 
 
@@ -241,7 +250,9 @@ def _configure_blocking(
         fleet.close()
 
 
-def _migrate_args(setup: _Setup, namespace: str, name: str, context: OperatorContext) -> list[str]:
+def _migrate_args(
+    setup: _Setup, namespace: str, name: str, context: OperatorContext, fence_version: int
+) -> list[str]:
     parsed = setup.parsed
     defaults = context.migration_defaults
     args = ["--name", f"{namespace}/{name}", "--domain", setup.domain_id]
@@ -262,8 +273,9 @@ def _migrate_args(setup: _Setup, namespace: str, name: str, context: OperatorCon
     ]
     verify = defaults["verify_migration"] if parsed.verify is None else parsed.verify
     args.append("--verify" if verify else "--no-verify")
-    if parsed.cleanup_source:
-        args += ["--cleanup", "--grace", f"{parsed.grace_s}s"]
+    args += ["--fence-version", str(fence_version)]
+    args.append("--shared-source" if setup.shared_source else "--dedicated-source")
+    # no --cleanup: the old home is cleaned by the operator once no router writes it any more
     return args  # progress lines in the Job's log; the operator reads the checkpoint
 
 
@@ -271,7 +283,7 @@ async def start_specialization(
     body: kopf.Body, patch: kopf.Patch, context: OperatorContext
 ) -> None:
     """Analyzing -> Configuring -> Migrating (the Job is created)."""
-    namespace, name = body.meta.namespace or "default", body.meta.name or ""
+    namespace = body.meta.namespace or "default"
     now = context.clock
     try:
         setup = await _setup(body, context)
@@ -296,51 +308,261 @@ async def start_specialization(
             message=f"{setup.target_collection}: {configured['appliedConfig']['action']} "
             f"with strategy {setup.parsed.strategy}",
         )
-        settings = JobSettings(
-            image=setup.parsed.image or context.image,
-            backoff_limit=setup.parsed.backoff_limit,
-            active_deadline_s=int(setup.parsed.active_deadline_s),
-        )
-        job = build_migration_job(
-            name=job_name(name, body.meta.get("generation")),
-            namespace=namespace,
-            owner={
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "ClusterSpecialization",
-                "metadata": {"name": name, "uid": body.meta.uid},
-            },
-            args=_migrate_args(setup, namespace, name, context),
-            settings=settings,
-            source_secret=setup.source.secret,
-            target_secret=setup.target.secret,
-        )
-        await api.create_object(f"/apis/batch/v1/namespaces/{namespace}/jobs", job)
-        kopf.info(body, reason="Migrating", message=f"Job {job['metadata']['name']} started")
+        move = {
+            "phase": MovePhase.DUAL_WRITE.value,
+            "source": {"cluster": setup.source.name, "collection": setup.source_collection},
+            "target": {"cluster": setup.target.name, "collection": setup.target_collection},
+            "fenceVersion": encode_version(int(now().timestamp() * 1000), 0, 0),
+            "acknowledged": False,
+        }
+        extra = {
+            "domainId": setup.domain_id,
+            "targetCluster": setup.target.name,
+            "targetCollection": setup.target_collection,
+            "source": {"cluster": setup.source.name, "collection": setup.source_collection},
+            "migration": {"points": configured["points"]},
+            "move": move,
+            **configured,
+        }
         patch.status.update(
             _status(
                 body,
-                "Migrating",
-                "MigrationRunning",
-                f"Job {job['metadata']['name']} moves {configured['points']:,} points",
+                "Fencing",
+                "FenceWaiting",
+                "asking every router to write the domain to both homes before the copy",
                 ready="False",
                 now=now(),
-                extra={
-                    "job": job["metadata"]["name"],
-                    "domainId": setup.domain_id,
-                    "targetCluster": setup.target.name,
-                    "targetCollection": setup.target_collection,
-                    "source": {"cluster": setup.source.name, "collection": setup.source_collection},
-                    "migration": {"points": configured["points"]},
-                    **configured,
-                },
+                extra=extra,
             )
         )
+        await _start_copy_when_fenced(body, patch, context, setup, move, extra)
     except SpecializationFailed as error:
         _failed(body, patch, error, now())
     except (QdrantError, api.KubernetesApiError) as error:
         retry = isinstance(error, ClusterUnreachable | api.KubernetesApiError)
         reason = type(error).__name__
         _failed(body, patch, SpecializationFailed(reason, str(error), retry=retry), now())
+
+
+async def _fence_waiting(
+    body: kopf.Body, setup: _Setup, phase: MovePhase, context: OperatorContext
+) -> list[str]:
+    """The live router replicas of the DomainMap that do not enforce ``phase`` yet."""
+    namespace = body.meta.namespace or "default"
+    leases = await read_leases(namespace, setup.parsed.domain_map)
+    return waiting_routers(leases, body.meta.name or "", phase.value, context.clock())
+
+
+def _waiting_message(waiting: list[str], phase: MovePhase) -> str:
+    what = {
+        MovePhase.DUAL_WRITE: "write the domain to both homes",
+        MovePhase.SWITCHED: "read the domain from its new home",
+        MovePhase.DONE: "stop writing the old home",
+    }[phase]
+    return (
+        f"waiting for router replica(s) {', '.join(waiting)} to {what} (phase {phase.value}); "
+        "a replica that cannot renew its Lease stops writing and is no longer waited for"
+    )
+
+
+async def _start_copy_when_fenced(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    context: OperatorContext,
+    setup: _Setup,
+    move: dict[str, Any],
+    extra: dict[str, Any],
+) -> bool:
+    """Fencing -> Migrating once every router writes both homes: the Job is created."""
+    namespace, name = body.meta.namespace or "default", body.meta.name or ""
+    waiting = await _fence_waiting(body, setup, MovePhase.DUAL_WRITE, context)
+    if waiting:
+        message = _waiting_message(waiting, MovePhase.DUAL_WRITE)
+        patch.status.update(
+            _status(
+                body,
+                "Fencing",
+                "FenceWaiting",
+                message,
+                ready="False",
+                now=context.clock(),
+                extra=extra,
+            )
+        )
+        return False
+    settings = JobSettings(
+        image=setup.parsed.image or context.image,
+        backoff_limit=setup.parsed.backoff_limit,
+        active_deadline_s=int(setup.parsed.active_deadline_s),
+    )
+    job = build_migration_job(
+        name=job_name(name, body.meta.get("generation")),
+        namespace=namespace,
+        owner={
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ClusterSpecialization",
+            "metadata": {"name": name, "uid": body.meta.uid},
+        },
+        args=_migrate_args(setup, namespace, name, context, int(move["fenceVersion"])),
+        settings=settings,
+        source_secret=setup.source.secret,
+        target_secret=setup.target.secret,
+    )
+    await api.create_object(f"/apis/batch/v1/namespaces/{namespace}/jobs", job)
+    kopf.info(body, reason="Migrating", message=f"Job {job['metadata']['name']} started")
+    points = (extra.get("migration") or {}).get("points") or 0
+    patch.status.update(
+        _status(
+            body,
+            "Migrating",
+            "MigrationRunning",
+            f"every router writes both homes; Job {job['metadata']['name']} moves "
+            f"{points:,} points",
+            ready="False",
+            now=context.clock(),
+            extra={**extra, "job": job["metadata"]["name"], "move": {**move, "acknowledged": True}},
+        )
+    )
+    return True
+
+
+_STATUS_SUMMARY = {"phase", "progress", "conditions", "observedGeneration", "message"}
+"""Status fields :func:`_status` writes afresh at every step (the others are carried over)."""
+
+
+async def advance_fencing(body: kopf.Body, patch: kopf.Patch, context: OperatorContext) -> None:
+    """While Fencing: start the copy once every router writes both homes."""
+    status = dict(body.get("status") or {})
+    kept = {k: v for k, v in status.items() if k not in _STATUS_SUMMARY}
+    try:
+        setup = await _setup(body, context)
+        await _start_copy_when_fenced(body, patch, context, setup, dict(status["move"]), kept)
+    except SpecializationFailed as error:
+        _failed(body, patch, error, context.clock())
+    except (QdrantError, api.KubernetesApiError) as error:
+        raise kopf.TemporaryError(str(error), delay=5) from None
+
+
+async def advance_switch(body: kopf.Body, patch: kopf.Patch, context: OperatorContext) -> None:
+    """After the switch: ``switched`` -> ``done`` once every router reads the new home; the
+    move is complete (and the old home may be cleaned) once none writes the old home."""
+    status = body.get("status") or {}
+    move = dict(status.get("move") or {})
+    phase = MovePhase(str(move.get("phase")))
+    try:
+        setup = await _setup(body, context)
+        waiting = await _fence_waiting(body, setup, phase, context)
+    except SpecializationFailed as error:
+        _failed(body, patch, error, context.clock())
+        return
+    except api.KubernetesApiError as error:
+        raise kopf.TemporaryError(str(error), delay=5) from None
+    if waiting:
+        message = _waiting_message(waiting, phase)
+        if status.get("moveMessage") != message:
+            patch.status["moveMessage"] = message
+        return
+    patch.status["moveMessage"] = None
+    if phase is MovePhase.SWITCHED:
+        patch.status["move"] = {**move, "phase": MovePhase.DONE.value, "acknowledged": False}
+        kopf.info(body, reason="MoveSwitched", message="every router reads the new home")
+        return
+    patch.status["move"] = {**move, "acknowledged": True, "completedAt": _now_text(context)}
+    kopf.info(body, reason="MoveCompleted", message="no router writes the old home any more")
+    if setup.parsed.cleanup_source:
+        patch.status["cleanup"] = {"due": _now_text(context, setup.parsed.grace_s)}
+
+
+async def advance_cleanup(body: kopf.Body, patch: kopf.Patch, context: OperatorContext) -> None:
+    """Once no router writes the old home and the grace period is over: remove the domain
+    from the source where the new home holds it at the same or a newer version."""
+    status = body.get("status") or {}
+    cleanup = dict(status.get("cleanup") or {})
+    if datetime.fromisoformat(str(cleanup["due"])) > context.clock():
+        return
+    namespace, name = body.meta.namespace or "default", body.meta.name or ""
+    try:
+        setup = await _setup(body, context)
+        configs = await resolve_clusters([setup.source, setup.target], namespace)
+        removed = await asyncio.to_thread(_clean_blocking, setup, configs, context, name, namespace)
+    except SpecializationFailed as error:
+        _failed(body, patch, error, context.clock())
+        return
+    except (QdrantError, api.KubernetesApiError) as error:
+        raise kopf.TemporaryError(str(error), delay=15) from None
+    patch.status["cleanup"] = {**cleanup, "removed": removed, "at": _now_text(context)}
+    migration = dict(status.get("migration") or {})
+    patch.status["migration"] = {**migration, "removedFromSource": removed}
+    kopf.info(
+        body,
+        reason="SourceCleaned",
+        message=f"{removed:,} points of the domain removed from {setup.source.name}/"
+        f"{setup.source_collection}: the new home holds each at the same or a newer version",
+    )
+
+
+def _clean_blocking(
+    setup: _Setup, configs: list[Any], context: OperatorContext, name: str, namespace: str
+) -> int:
+    fleet = context.fleet_factory(configs)
+    try:
+        plan = MigrationPlan(
+            name=f"{namespace}/{name}",
+            source_collection=setup.source_collection,
+            target_collection=setup.target_collection,
+            domain_id=setup.domain_id,
+            dedicated_source=not setup.shared_source,
+        )
+        return clean_old_home(fleet.get(setup.source.name), fleet.get(setup.target.name), plan)
+    finally:
+        fleet.close()
+
+
+def _report_bypass(body: kopf.Body, migration: Mapping[str, Any]) -> str | None:
+    """Points written straight to a cluster (no version, or no label) were found and copied:
+    an Event, and the message for the ``WritesBypassedRouter`` condition."""
+    unversioned, unlabelled = migration.get("unversioned") or 0, migration.get("unlabelled") or 0
+    if not (unversioned or unlabelled):
+        return None
+    message = (
+        f"{unversioned:,} point(s) without a version and {unlabelled:,} without a label were "
+        "found in the moved domain: they were written straight to a cluster, not through the "
+        "router; they were copied as version 0 (any write through the router wins over them)"
+    )
+    kopf.event(body, type="Warning", reason="WritesBypassedRouter", message=message)
+    return message
+
+
+def move_in_flight(status: Mapping[str, Any]) -> bool:
+    """Fencing, copying, or waiting for the routers to switch (the timer runs only then)."""
+    phase = status.get("phase")
+    move = status.get("move") or {}
+    if phase == "Fencing" and move:
+        return True
+    if phase == "Migrating" and status.get("job"):
+        return True
+    if phase != "Ready" or not move:
+        return False
+    cleanup = status.get("cleanup") or {}
+    return not move.get("acknowledged") or bool(cleanup.get("due") and "removed" not in cleanup)
+
+
+async def advance_move(body: kopf.Body, patch: kopf.Patch, context: OperatorContext) -> None:
+    """One step of a specialization's move, whichever phase it is in."""
+    status = body.get("status") or {}
+    phase = status.get("phase")
+    if phase == "Fencing":
+        await advance_fencing(body, patch, context)
+    elif phase == "Migrating" and status.get("job"):
+        await follow_specialization(body, patch, context)
+    elif move_in_flight(status) and not (status.get("move") or {}).get("acknowledged"):
+        await advance_switch(body, patch, context)
+    elif move_in_flight(status):
+        await advance_cleanup(body, patch, context)
+
+
+def _now_text(context: OperatorContext, after_s: float = 0.0) -> str:
+    return (context.clock() + timedelta(seconds=after_s)).isoformat()
 
 
 def _failed(body: kopf.Body, patch: kopf.Patch, error: SpecializationFailed, now: datetime) -> None:
@@ -432,7 +654,10 @@ def _verify_blocking(
                 "sourceCount": checkpoint.source_count,
                 "targetCount": checkpoint.target_count,
                 "verifiedSample": checkpoint.verified_sample,
+                "verifiedPoints": checkpoint.verified_points,
                 "removedFromSource": checkpoint.removed_from_source,
+                "unversioned": checkpoint.unversioned,
+                "unlabelled": checkpoint.unlabelled,
             },
             "validation": {
                 "queries": validation.queries,
@@ -444,6 +669,44 @@ def _verify_blocking(
         }
     finally:
         fleet.close()
+
+
+async def _job_failed(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    context: OperatorContext,
+    status: Mapping[str, Any],
+    detail: str,
+) -> None:
+    """The Job failed: say why, naming the points that differ when verification failed."""
+    namespace, name = body.meta.namespace or "default", body.meta.name or ""
+    reason = "MigrationTimedOut" if "DeadlineExceeded" in detail else "MigrationJobFailed"
+    message = (
+        f"Job {status['job']} failed ({detail.strip(': ')}); nothing was deleted "
+        "from the source; see the Job's logs, fix, and change the spec to retry"
+    )
+    try:
+        setup = await _setup(body, context)
+        configs = await resolve_clusters([setup.source, setup.target], namespace)
+        checkpoint = await asyncio.to_thread(
+            _read_checkpoint, setup, configs, context, f"{namespace}/{name}"
+        )
+    except (SpecializationFailed, QdrantError, api.KubernetesApiError):
+        checkpoint = None
+    if checkpoint is not None and checkpoint.differing_count:
+        ids = ", ".join(str(i) for i in checkpoint.differing)
+        reason = "VerificationFailed"
+        message = (
+            f"{checkpoint.differing_count:,} point(s) still differ between the homes by "
+            f"(id, version) after every try (ids: {ids}); nothing was deleted from the "
+            "source; change the spec to retry"
+        )
+        patch.status["migration"] = {
+            **dict(status.get("migration") or {}),
+            "differing": [str(i) for i in checkpoint.differing],
+            "differingCount": checkpoint.differing_count,
+        }
+    _failed(body, patch, SpecializationFailed(reason, message), context.clock())
 
 
 async def follow_specialization(
@@ -472,17 +735,7 @@ async def follow_specialization(
         await _report_progress(body, patch, context, namespace, name)
         return
     if state == "failed":
-        reason = "MigrationTimedOut" if "DeadlineExceeded" in detail else "MigrationJobFailed"
-        _failed(
-            body,
-            patch,
-            SpecializationFailed(
-                reason,
-                f"Job {status['job']} failed ({detail.strip(': ')}); nothing was deleted "
-                "from the source; see the Job's logs, fix, and change the spec to retry",
-            ),
-            context.clock(),
-        )
+        await _job_failed(body, patch, context, status, detail)
     patch.status.update(
         _status(
             body, "Verifying", "Verifying", "checking the copy", ready="False", now=context.clock()
@@ -507,9 +760,22 @@ async def follow_specialization(
         f"{validation['recallAt10']:.3f}, p50 {validation['sourceP50Ms']:.2f} -> "
         f"{validation['targetP50Ms']:.2f} ms"
     )
-    patch.status.update(
-        _status(
-            body, "Ready", "Specialized", message, ready="True", now=context.clock(), extra=verified
-        )
+    move = dict(status.get("move") or {})
+    if move:
+        move = {**move, "phase": MovePhase.SWITCHED.value, "acknowledged": False}
+        verified = {**verified, "move": move}
+    bypass = _report_bypass(body, verified["migration"])
+    ready = _status(
+        body, "Ready", "Specialized", message, ready="True", now=context.clock(), extra=verified
     )
+    ready["conditions"] = set_condition(
+        ready["conditions"],
+        "WritesBypassedRouter",
+        "True" if bypass else "False",
+        "UnversionedPoints" if bypass else "AllVersioned",
+        bypass or "every point of the domain was written through the library",
+        observed_generation=body.meta.get("generation"),
+        now=context.clock(),
+    )
+    patch.status.update(ready)
     kopf.info(body, reason="Ready", message=message)
