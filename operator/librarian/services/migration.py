@@ -443,10 +443,14 @@ class _Migration:
             ahead = reader.submit(read, state.offset)
             while ahead is not None:
                 page, offset = ahead.result()
-                ahead = reader.submit(read, offset) if offset is not None else None
+                ahead = None
+                if offset is not None and overlap:  # read the next page while this is written
+                    ahead = reader.submit(read, offset)
                 written.append((writers.submit(write, page), offset, len(page)))
-                while written and (len(written) >= workers or ahead is None):
+                while written and (len(written) >= workers or offset is None):
                     state = self._page_written(state, written.popleft(), total)
+                if offset is not None and not overlap:  # in turn: one page in memory at a time
+                    ahead = reader.submit(read, offset)
         return replace(state, offset=None, source_count=total)
 
     def _page_written(
