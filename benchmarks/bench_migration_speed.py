@@ -8,8 +8,9 @@ port), prints points/s of:
 - `librarian.services.migration.migrate` as a move runs it: a fence version
   (conditional copy), checkpoints, the catch-up by version, and the full
   verification (every id by version, a sample by contents).
-Runs are interleaved, each from a collected heap, and the medians compared (the
-machine is shared and noisy). The data set is repeated (with a little noise)
+Runs are interleaved, each from a collected heap; each migrate run is compared
+with the plain run just before it and the median of those ratios is the verdict
+(the machine is shared and noisy). The data set is repeated (with a little noise)
 up to ``--points``: per-run costs such as creating the checkpoint collection
 then weigh what they weigh in a real move. The engine keeps the interpreter
 lock through each call, so the migration reads and writes in turn here (its
@@ -130,7 +131,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=os.environ.get("LIBRARIAN_BENCH_DATA"))
     parser.add_argument("--points", type=int, default=60_000)
     parser.add_argument("--batch", type=int, default=500)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     vectors = tiled(load_vectors(Path(args.data) if args.data else None), args.points)
 
@@ -143,7 +144,9 @@ def main() -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     plain, ours = statistics.median(plain_rates), statistics.median(our_rates)
-    ratio = ours / plain
+    # Each migrate run is compared with the plain run just before it (the same moment of a
+    # shared machine's load), and the median of those ratios is the verdict.
+    ratio = statistics.median(o / p for o, p in zip(our_rates, plain_rates, strict=True))
     print(
         f"{(len(vectors) + 1) // 2:,} versioned points of {vectors.shape[1]}-d moved on the "
         f"embedded engine (median of {args.repeats}): plain scroll+upsert loop {plain:,.0f} "
@@ -157,7 +160,9 @@ def main() -> int:
         + ", ".join(f"{r:,.0f}" for r in our_rates)
     )
     verdict = "meets" if ratio >= GOAL else "MISSES"
-    print(f"migrate / plain loop = {ratio:.2f}x {verdict} the goal >= {GOAL}x")
+    print(
+        f"migrate / plain loop = {ratio:.2f}x (median of the runs' ratios) {verdict} the goal >= {GOAL}x"
+    )
     return 0 if ratio >= GOAL else 1
 
 

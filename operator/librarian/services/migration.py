@@ -10,12 +10,13 @@ versions; deletes leave tombstones in both) and hands the migration the
 
 1. **copy** — the source's selection (the points labelled with the domain,
    tombstones included; for a dedicated source also the points with no label,
-   which are stamped with it) is scrolled in id order while the previous page
-   is written, and upserted into the target only over copies older than F, so
-   a point the routers already dual-wrote is never overwritten. Without F
-   (standalone use) the copy is unconditional. The checkpoint advances after
-   each page written; a restart resumes there and rewrites at most a few
-   pages, which is idempotent.
+   which are stamped with it) is scrolled in id order, the next page read
+   while the previous ones are written (in turn where the ports' calls cannot
+   overlap), and upserted into the target only over copies older than F, so a
+   point the routers already dual-wrote is never overwritten. Without F
+   (standalone use) the copy is unconditional. The checkpoint advances past
+   written pages (saved at most every ``checkpoint_every_s``); a restart
+   resumes there and rewrites a few pages at most, which is idempotent.
 2. **catch up** — both homes are listed by (id, version, tombstone) (no
    vectors) and compared (:mod:`librarian.services.home_sync`): points newer in
    the source are copied over their older copies; a point the target holds from
@@ -23,11 +24,13 @@ versions; deletes leave tombstones in both) and hands the migration the
    removed where it is still that version; a newer target point is a dual
    write in flight and left alone.
 3. **verify** — every id, not a sample, by version: the two maps must be equal
-   (a tombstone equals an absent point); contents (vector and payload) are
-   compared on a deterministic sample of the ids whose versions agree. Differing
-   points are reconciled as in 2 and checked again after a pause (in-flight
-   writes land meanwhile), ``verify_tries`` times in all; then
-   :class:`MigrationFailed` names them. Points without a version (written
+   (a tombstone equals an absent point; the catch-up's own pass is the
+   verification when it found nothing to do); contents (vector and payload)
+   are compared on a deterministic sample of the ids whose versions agree.
+   Differing points are reconciled as in 2 (contents that differ at the same
+   version are never rewritten: a two-step update may be half-way) and checked
+   again after a pause (in-flight writes land meanwhile), ``verify_tries``
+   checks in all; then :class:`MigrationFailed` names them. Points without a version (written
    straight to a cluster, around the library) and, in a dedicated source,
    without a label are counted and reported: they are copied like any other.
 4. **clean up** — :func:`clean_old_home` removes from the source only the
@@ -440,10 +443,14 @@ class _Migration:
             ahead = reader.submit(read, state.offset)
             while ahead is not None:
                 page, offset = ahead.result()
-                ahead = reader.submit(read, offset) if offset is not None else None
+                ahead = None
+                if offset is not None and overlap:  # read the next page while this is written
+                    ahead = reader.submit(read, offset)
                 written.append((writers.submit(write, page), offset, len(page)))
-                while written and (len(written) >= workers or ahead is None):
+                while written and (len(written) >= workers or offset is None):
                     state = self._page_written(state, written.popleft(), total)
+                if offset is not None and not overlap:  # in turn: one page in memory at a time
+                    ahead = reader.submit(read, offset)
         return replace(state, offset=None, source_count=total)
 
     def _page_written(
