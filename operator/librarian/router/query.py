@@ -704,9 +704,7 @@ def _by_id(
     for records in pages:
         for record in records:
             held = merged.get(record.id)
-            if held is None or (
-                versioned and version_of(record.payload) > version_of(held.payload)
-            ):
+            if held is None or (versioned and _newer(record.payload, held.payload)):
                 merged[record.id] = record
     if not versioned:
         return merged
@@ -715,6 +713,13 @@ def _by_id(
         for i, r in merged.items()
         if not is_tombstone(r.payload)  # the newest copy is a delete
     }
+
+
+def _newer(payload: dict[str, Any], than: dict[str, Any]) -> bool:
+    """Is this copy the one to keep? The newer version; at one version a live copy wins over a
+    tombstone (left in a moving domain's homes by the write that took the point elsewhere)."""
+    mine, theirs = version_of(payload), version_of(than)
+    return mine > theirs or (mine == theirs and is_tombstone(than) and not is_tombstone(payload))
 
 
 def _newest_hits(lists: list[list[Hit]]) -> list[list[Hit]]:

@@ -140,6 +140,11 @@ class RouterState:
                 return False
             if library is None:
                 return False
+            current = self.library
+            if current is not None and library.router is current.router:
+                self.library = library  # only a move's phase changed: reads and cache stand
+                log.info("library %s: moves %s", library.name, View.of(library).fences())
+                return True
             self._install(library)
             return True
 

@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from qdrant_client.http import models
 
-from librarian.contracts.payload import MERGED_KEY, POINT_VERSION_KEY, RESERVED_KEYS
+from librarian.contracts.payload import LABEL_KEY, MERGED_KEY, POINT_VERSION_KEY, RESERVED_KEYS
 from librarian.core.fusion import PointId
 from librarian.core.hlc import HybridLogicalClock
 from librarian.router.cleanup import Copy, Homes, unreachable
@@ -56,6 +56,7 @@ from librarian.services.versioning import (
     older_than,
     reserved_in,
     stamped,
+    tombstone_payload,
     user_payload,
     version_at_most,
     version_is,
@@ -390,7 +391,13 @@ class Writes:
                 if i in copies and copies[i].version > version:
                     for mine in new_home[i]:
                         beaten.setdefault(mine, set()).add(i)
-        await self.homes.apply_or_queue(cleanups, self._settle_timeout(timeout))
+        leaving = [
+            i for i in ids if not any(m.writes_both and m.source in new_home[i] for m in view.moves)
+        ]
+        await self._fence_tombstones(view, looked, leaving, version, timeout)
+        await self.homes.apply_or_queue(
+            _tombstones_in_moves(view, cleanups), self._settle_timeout(timeout)
+        )
         beaten = {home: lost - overtaken for home, lost in beaten.items()}
         for home, lost in beaten.items():  # a newer write or delete won elsewhere: yield to it
             if not lost:
@@ -402,6 +409,64 @@ class Writes:
                 self._settle_timeout(timeout),
             )
         return overtaken
+
+    async def _fence_tombstones(
+        self,
+        view: View,
+        found: dict[CollectionHome, dict[PointId, Copy]],
+        ids: Sequence[PointId],
+        version: int,
+        timeout: float,
+    ) -> None:
+        """During a move, leave a tombstone in the home of the pair that lacks the point.
+
+        The migration may still copy an older copy of a point into the new home after
+        a delete (or a write that took the point to another domain) found nothing
+        there to remove; a tombstone at this version makes that copy a no-op. It is
+        a point, so it takes the vector of the copy the other home holds.
+        """
+        for move in view.moves:
+            if not move.writes_both:
+                continue
+            pair = (move.source, move.target)
+            held = [found.get(home, {}) for home in pair]
+            for present, absent, copies, other in (
+                (0, 1, held[0], held[1]),
+                (1, 0, held[1], held[0]),
+            ):
+                missing = [i for i in ids if i in copies and i not in other]
+                if missing and pair[absent] in found:
+                    await self._tombstone_from(
+                        pair[present], pair[absent], missing, version, timeout
+                    )
+
+    async def _tombstone_from(
+        self,
+        present: CollectionHome,
+        absent: CollectionHome,
+        ids: list[PointId],
+        version: int,
+        timeout: float,
+    ) -> None:
+        records = await self.upstream.call(
+            home_route(present),
+            lambda port: port.retrieve(present.collection, ids, with_payload=[LABEL_KEY]),
+            timeout,
+        )
+        tombstones = [
+            PointRecord(
+                r.id, r.vector, tombstone_payload(version=version, label=r.payload.get(LABEL_KEY))
+            )
+            for r in records
+            if r.vector is not None
+        ]
+        if tombstones:
+            condition = older_than(version)
+            await self.upstream.call(
+                home_route(absent),
+                lambda port: port.upsert(absent.collection, tombstones, update_filter=condition),
+                timeout,
+            )
 
     # ------------------------------------------------------------ delete
 
@@ -442,6 +507,7 @@ class Writes:
                 if older:
                     cleanups.append(_cleanup(home, CleanupKind.TOMBSTONE, older, version))
             await self._queue_or_apply(cleanups, timeout)
+            await self._fence_tombstones(view, looked.found, pending, version, timeout)
             if looked.unreached:
                 _refuse_unseen(looked, pending)
             # a change in place that landed first with a newer version holds the point alive
@@ -858,6 +924,18 @@ def _ids_page(
         with_vectors=False,
         with_payload=False,
     )
+
+
+def _tombstones_in_moves(view: View, cleanups: list[Cleanup]) -> list[Cleanup]:
+    """In the two homes of a move being copied, a copy is replaced by a tombstone rather than
+    removed: the migration cannot put an older copy back over a tombstone."""
+    fenced = {h for m in view.moves if m.writes_both for h in (m.source, m.target)}
+    return [
+        replace(c, kind=CleanupKind.TOMBSTONE)
+        if c.kind is CleanupKind.REMOVE_OLDER and CollectionHome(c.cluster, c.collection) in fenced
+        else c
+        for c in cleanups
+    ]
 
 
 def _refuse_unseen(looked: _Looked, ids: Sequence[PointId]) -> None:

@@ -58,10 +58,11 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from librarian.contracts.moves import MovePhase
 from librarian.contracts.payload import LABEL_KEY, POINT_VERSION_KEY
+from librarian.core.hlc import encode_version
 from librarian.router.library import CollectionHome, DomainRoute, LibraryDefinition, MoveFence
 from librarian.router.outbox import CleanupKind
 from librarian.router.state import RouterState
-from librarian.services.domain_homes import DomainHome, catch_up, remove_from_old_home
+from librarian.services import migration
 from librarian.services.labeling import domain_filter
 from librarian.services.migration import MigrationFailed, MigrationPlan, migrate
 from librarian.services.versioning import is_tombstone, user_payload, version_of
@@ -534,15 +535,9 @@ def run_mover(
 
 
 def clean_old_home(source: QdrantPort, target: QdrantPort, plan: MigrationPlan) -> str:
-    """The operator's last step of a move, once it is done: points written to the old home
-    only are copied over, then the domain is deleted from the old home (if the new one
-    holds at least as many of its points). Returns what it did."""
-    fleet = Fleet.of_ports({source.cluster: source, target.cluster: target})
-    old = DomainHome(source.cluster, plan.source_collection)
-    new = DomainHome(target.cluster, plan.target_collection)
-    copied = catch_up(fleet, plan.domain_id, old, new)
-    removed = remove_from_old_home(fleet, plan.domain_id, old, new)
-    return f"{copied} caught up, {removed} removed"
+    """The operator's last step of a move, once it is done: the domain is removed from the
+    old home where the new one holds each point at the same or a newer version."""
+    return f"{migration.clean_old_home(source, target, plan)} removed"
 
 
 @dataclass(frozen=True)
@@ -552,6 +547,7 @@ class _Move:
     before: LibraryDefinition
     route: DomainRoute
     new: CollectionHome
+    fence_version: int | None = None  # set when the routers are asked to write both homes
 
     @classmethod
     def of(cls, definition: LibraryDefinition, domain: int) -> _Move:
@@ -580,6 +576,7 @@ class _Move:
             batch_size=16,
             workers=2,
             verify_sample=512,  # more than the domain holds: every point is compared
+            fence_version=self.fence_version,
         )
 
     def fenced(self, phase: MovePhase) -> LibraryDefinition:
@@ -603,6 +600,8 @@ def _differences(
     found = []
     for point_id in sorted(set(old) | set(new), key=str):
         a, b = old.get(point_id), new.get(point_id)
+        if (a is None or is_tombstone(a)) and (b is None or is_tombstone(b)):
+            continue  # deleted in both: a tombstone and no point mean the same
         if a is not None and b is not None:
             same = version_of(a) == version_of(b) and (by_version or a == b)
             if same:
@@ -755,6 +754,8 @@ class _Run:
             move.new.collection, CollectionSpec(vector_size=DIM)
         )
         self.library.collections[move.new] = move.domain
+        # as the operator does: the fence version is its clock when it asks for dual writes
+        move = replace(move, fence_version=encode_version(int(time.time() * 1000), 0, 0))
         self.define(move.fenced(MovePhase.DUAL_WRITE), f"move {move.name}: dualWrite")
         source, target = engines[move.old.cluster], engines[move.new.cluster]
         try:
@@ -802,6 +803,9 @@ class _Run:
         """With no operation under way, both homes hold the domain's points at one version."""
         with self.traffic.paused():
             differences = _differences(self.library.engines, move, by_version=True)
+            if differences:  # writes the new home missed while a cluster failed: from the outbox
+                self._router().run(self.state.maintain())
+                differences = _differences(self.library.engines, move, by_version=True)
         if differences:
             self.problems.append(
                 f"the homes of {move.domain} differ by (id, version) {when}: "
