@@ -15,12 +15,19 @@ two ways through one router process:
 The two paths alternate batch by batch (drift on a shared machine hits both
 alike) and rewrite the same ids with new payloads, so the library also pays
 for points that change domain. Goal: library upserts/s >= 0.5x one collection.
+
+Then the write path's two other figures, each its own script run here in turn:
+a move's points/s against a plain scroll+upsert loop with dual writes'
+fence, versions and full verification on (``bench_migration_speed.py``, goal
+>= 0.8x), and the history scenario at 20 seeds (``bench_history.py``, goal:
+no violation). ``--parts`` picks which run.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -75,7 +82,24 @@ def main() -> int:
     parser.add_argument("--points", type=int, default=6000, help="points written per path")
     parser.add_argument("--batch", type=int, default=64, help="points per upsert request")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--parts", default="upserts,move,history", help="which figures to print")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    missed = []
+    if "upserts" in parts and upserts(args) != 0:
+        missed.append("upserts")
+    here = Path(__file__).parent
+    for part, script in (("move", "bench_migration_speed.py"), ("history", "bench_history.py")):
+        if part in parts:
+            print(f"--- {part}: {script}", flush=True)
+            if subprocess.run([sys.executable, str(here / script)], check=False).returncode:
+                missed.append(part)
+    print(f"write path goals: {'all met' if not missed else 'MISSED: ' + ', '.join(missed)}")
+    return 1 if missed else 0
+
+
+def upserts(args: argparse.Namespace) -> int:
+    """Versioned upserts through the library vs one collection; 0 when the goal is met."""
     vectors = load_vectors(Path(args.data) if args.data else None)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     rng = np.random.default_rng(args.seed)

@@ -319,9 +319,33 @@ class Writes:
         """Queue what makes a failed write converge; raise unless only second homes failed."""
         queued: list[Cleanup] = []
         fatal: BaseException | None = None
+        down = {cluster for cluster, _ in failed}
+        # second homes that took the write while their domain's own home did not
+        taken = {
+            (batch.copy_from, CollectionHome(cluster, batch.collection))
+            for cluster, batches in writes.items()
+            if cluster not in down
+            for batch in batches
+            if batch.copy_from is not None
+        }
         for cluster, error in failed:
             for batch in writes[cluster]:
                 ids = tuple(p.id for p in batch.points)
+                own = CollectionHome(cluster, batch.collection)
+                for first, second in taken:
+                    if first == own and unreachable(error):
+                        # not acknowledged, but one home of the move has it: the other
+                        # gets it too when it is back, so the two converge
+                        queued.append(
+                            Cleanup(
+                                cluster,
+                                batch.collection,
+                                CleanupKind.COPY,
+                                ids,
+                                version,
+                                source=(second.cluster, second.collection),
+                            )
+                        )
                 if batch.copy_from is not None and unreachable(error):
                     queued.append(
                         Cleanup(
@@ -622,6 +646,7 @@ class Writes:
                 )
             version = self.clock.tick(looked.highest)
             targets, stale = _newest_copies(looked.found, pending)
+            stale = await self._sync_move_pairs(view, looked.found, targets, stale, timeout)
             await self._queue_or_apply(stale, timeout)
             await asyncio.gather(
                 *(
@@ -639,6 +664,53 @@ class Writes:
             503,
             f"Service unavailable: the update of {len(pending)} point(s) kept being overtaken by "
             "concurrent updates of the same points; retry it",
+        )
+
+    async def _sync_move_pairs(
+        self,
+        view: View,
+        found: dict[CollectionHome, dict[PointId, Copy]],
+        targets: dict[CollectionHome, dict[str | None, list[PointId]]],
+        stale: list[Cleanup],
+        timeout: float,
+    ) -> list[Cleanup]:
+        """During a move both homes are one: a home of the pair that lags behind the other
+        for an id gets the newest copy first, then takes the change too (rather than its
+        older copy being removed). Returns the removals still to make (outside the pairs)."""
+        pairs = [(m.source, m.target) for m in view.moves if m.writes_both]
+        if not pairs:
+            return stale
+        fenced = {h for pair in pairs for h in pair}
+        for pair in pairs:
+            for newest, partner in (pair, pair[::-1]):
+                held = targets.get(newest, {})
+                lagging: dict[str | None, list[PointId]] = {}
+                for label, ids in held.items():
+                    behind = [i for i in ids if i not in targets.get(partner, {}).get(label, [])]
+                    if behind:
+                        lagging[label] = behind
+                if not lagging or partner not in found:
+                    continue
+                ids = [i for group in lagging.values() for i in group]
+                await self._copy_between(newest, partner, ids, timeout)
+                for label, group in lagging.items():
+                    targets.setdefault(partner, {}).setdefault(label, []).extend(group)
+        return [c for c in stale if CollectionHome(c.cluster, c.collection) not in fenced]
+
+    async def _copy_between(
+        self, source: CollectionHome, target: CollectionHome, ids: list[PointId], timeout: float
+    ) -> None:
+        """``ids`` copied from ``source`` into ``target`` where ``target`` holds them older."""
+        await self.homes.copy_over(
+            Cleanup(
+                target.cluster,
+                target.collection,
+                CleanupKind.COPY,
+                tuple(ids),
+                0,
+                source=(source.cluster, source.collection),
+            ),
+            timeout,
         )
 
     async def _overtaken(

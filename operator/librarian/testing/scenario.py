@@ -639,6 +639,7 @@ class _Run:
         self.errors: list[BaseException] = []
         self.events: list[str] = []
         self.problems: list[str] = []
+        self.retired: set[CollectionHome] = set()  # old homes of finished moves: never read
         self._counts: Counter[tuple[str, str]] = Counter()
         self._answers: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -781,6 +782,7 @@ class _Run:
         cleaned = clean_old_home(source, target, move.plan())
         self.event(f"move {move.name}: old home cleaned ({cleaned})")
         self.define(move.finished(), f"move {move.name}: fence lifted")
+        self.retired.add(move.old)
 
     def _roll_back(self, move: _Move, notes: Sequence[str]) -> None:
         """As the operator rolls a failed move back: the fence goes, then the partial copy."""
@@ -886,6 +888,7 @@ class _Run:
             self.problems.append(f"{left} outbox entries left after the final drain: {pending}")
         self.event(f"quiet: clients stopped, clusters healed, outbox drained ({left} left)")
         copies = self._copies()
+        self._retired_leftovers(copies)
         self._structure(copies)
         self._router_matches(copies)
         final: dict[HistoryId, list[str]] = {}
@@ -898,10 +901,30 @@ class _Run:
                 final[point_id] = tokens
         return final
 
+    def _retired_leftovers(
+        self, copies: dict[PointId, list[tuple[CollectionHome, dict[str, Any]]]]
+    ) -> None:
+        """An old home of a finished move is never read again: a copy left there is garbage,
+        unless it is newer than every copy the library's homes hold (then it was lost)."""
+        left = 0
+        for home in self.retired:
+            for record in _everything(self.library.engines[home.cluster], home.collection):
+                if is_tombstone(record.payload):
+                    continue
+                left += 1
+                newest = max((version_of(p) for _, p in copies.get(record.id, [])), default=0)
+                if version_of(record.payload) > newest:
+                    self.problems.append(
+                        f"id {record.id} is newest in the retired home {home} "
+                        f"(v{version_of(record.payload)}): the library lost it"
+                    )
+        if left:
+            self.event(f"{left} older copies left in retired homes (never read)")
+
     def _copies(self) -> dict[PointId, list[tuple[CollectionHome, dict[str, Any]]]]:
-        """Every point of every collection of the library, tombstones included, by id."""
+        """Every point of every collection the library reads, tombstones included, by id."""
         found: dict[PointId, list[tuple[CollectionHome, dict[str, Any]]]] = {}
-        for home in self.library.collections:
+        for home in [h for h in self.library.collections if h not in self.retired]:
             for record in _everything(self.library.engines[home.cluster], home.collection):
                 found.setdefault(record.id, []).append((home, dict(record.payload)))
         return found
