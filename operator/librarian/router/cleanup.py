@@ -267,9 +267,10 @@ class Homes:
         home = CollectionHome(cleanup.cluster, cleanup.collection)
         every = [home, *[h for h in homes if h != home]]
         found, unreached = await self.look(every, list(cleanup.ids), timeout)
-        if home in unreached:
+        if unreached:  # every home must answer to know whether a newer copy is elsewhere
+            clusters = sorted({h.cluster for h in unreached})
             raise UpstreamError(
-                f"cluster {home.cluster!r} does not answer", clusters=[home.cluster]
+                f"cluster(s) {', '.join(clusters)} do not answer", clusters=clusters
             )
         mine = found[home]
         version = cleanup.version

@@ -390,6 +390,7 @@ class Writes:
         ids = list(new_home)
         looked, unreached = await self.homes.look(homes, ids, self._settle_timeout(timeout))
         cleanups: list[Cleanup] = []
+        settle: list[Cleanup] = []
         beaten: dict[CollectionHome, set[PointId]] = {}
         overtaken: set[PointId] = set()
         for home in homes:
@@ -406,7 +407,18 @@ class Writes:
             if not elsewhere:
                 continue
             if home in unreached:
+                # Whether it holds an older copy (to remove) or a newer one (to yield to) is
+                # known only when it answers: the write is settled again from the outbox then.
                 cleanups.append(_cleanup(home, CleanupKind.REMOVE_OLDER, elsewhere, version))
+                for mine in {h for i in elsewhere for h in new_home[i]}:
+                    settle.append(
+                        _cleanup(
+                            mine,
+                            CleanupKind.SETTLE,
+                            [i for i in elsewhere if mine in new_home[i]],
+                            version,
+                        )
+                    )
                 continue
             older = [i for i in elsewhere if i in copies and copies[i].version < version]
             if older:
@@ -422,6 +434,7 @@ class Writes:
         await self.homes.apply_or_queue(
             _tombstones_in_moves(view, cleanups), self._settle_timeout(timeout)
         )
+        await asyncio.to_thread(self.homes.outbox.add, settle)
         beaten = {home: lost - overtaken for home, lost in beaten.items()}
         for home, lost in beaten.items():  # a newer write or delete won elsewhere: yield to it
             if not lost:
