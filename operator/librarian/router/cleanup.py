@@ -36,7 +36,7 @@ from librarian.services.versioning import (
 from librarian.storage.errors import AuthenticationFailed, CollectionNotFound, InvalidRequest
 from librarian.storage.port import PointRecord, QdrantPort
 
-__all__ = ["Copy", "Homes", "unreachable"]
+__all__ = ["Copy", "Homes", "delete_where", "unreachable"]
 
 log = logging.getLogger("librarian.router")
 
@@ -311,13 +311,14 @@ class Homes:
         for home in homes:
             try:
                 await self.upstream.call(
-                    home_route(home), _delete_where(home.collection, flt), timeout
+                    home_route(home), delete_where(home.collection, flt), timeout
                 )
             except Exception as error:  # noqa: BLE001 - compaction waits for the next round
                 log.info("tombstone compaction of %s/%s failed: %s", *home, error)
 
 
-def _delete_where(collection: str, flt: models.Filter | None) -> Callable[[QdrantPort], None]:
+def delete_where(collection: str, flt: models.Filter | None) -> Callable[[QdrantPort], None]:
+    """The operation deleting the points of ``collection`` that match ``flt``."""
     assert flt is not None
     return lambda port: port.delete_points(collection, points_filter=flt)
 

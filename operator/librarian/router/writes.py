@@ -35,7 +35,7 @@ from qdrant_client.http import models
 from librarian.contracts.payload import LABEL_KEY, MERGED_KEY, POINT_VERSION_KEY, RESERVED_KEYS
 from librarian.core.fusion import PointId
 from librarian.core.hlc import HybridLogicalClock
-from librarian.router.cleanup import Copy, Homes, unreachable
+from librarian.router.cleanup import Copy, Homes, delete_where, unreachable
 from librarian.router.library import (
     CollectionHome,
     DomainRoute,
@@ -262,7 +262,7 @@ class Writes:
                 by_home.setdefault(home, []).append(point_id)
         for home, ids in by_home.items():
             flt = and_filters(ids_filter(ids), version_is(version))
-            await self.upstream.call(home_route(home), _delete_where(home.collection, flt), timeout)
+            await self.upstream.call(home_route(home), delete_where(home.collection, flt), timeout)
 
     async def _write_homes(
         self, view: View, groups: dict[int, list[PointRecord]], version: int, timeout: float
@@ -442,7 +442,7 @@ class Writes:
             flt = and_filters(ids_filter(sorted(lost, key=str)), version_at_most(version))
             await self.upstream.call(
                 home_route(home),
-                _delete_where(home.collection, flt),
+                delete_where(home.collection, flt),
                 self._settle_timeout(timeout),
             )
         return overtaken
@@ -973,11 +973,6 @@ def _in_home(
                 operation(port)
 
     return run
-
-
-def _delete_where(collection: str, flt: models.Filter | None) -> Callable[[QdrantPort], None]:
-    assert flt is not None
-    return lambda port: port.delete_points(collection, points_filter=flt)
 
 
 def _set_where(
