@@ -19,7 +19,7 @@ from librarian.local.emulator import EmulatedCluster, load_crds
 from librarian.operator.context import OperatorContext
 from librarian.storage.embedded import EmbeddedQdrant
 from librarian.storage.port import CollectionSpec, PointRecord
-from librarian.testing import operator_against_emulator, wait_for
+from librarian.testing import events_with, operator_against_emulator, wait_for
 
 __all__ = [
     "DOMAINMAPS",
@@ -27,6 +27,7 @@ __all__ = [
     "REPO",
     "ManualClock",
     "domainmap",
+    "events_with",
     "load_source",
     "wait_for",
 ]

@@ -12,7 +12,7 @@ from librarian.local.emulator import EmulatedCluster
 from librarian.services.catalog import read_catalog
 from librarian.storage.embedded import EmbeddedQdrant
 
-from .conftest import DOMAINMAPS, POINTS, ManualClock, domainmap, load_source, wait_for
+from .conftest import DOMAINMAPS, POINTS, ManualClock, domainmap, events_with, load_source, wait_for
 
 
 def _condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
@@ -81,8 +81,7 @@ async def test_domainmap_is_analysed_labelled_and_catalogued(
         assert labelled == POINTS
     finally:
         port.close()
-    reasons = {e.get("reason") for e in cluster.events("default")}
-    assert "Analyzed" in reasons
+    await events_with(cluster, {"Analyzed"})
 
     # A spec change is a new generation: re-analysis keeps ids, bumps the version.
     first_ids = {d["id"] for d in status["domains"]}

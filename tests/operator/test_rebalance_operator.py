@@ -21,7 +21,7 @@ from librarian.services.labeling import domain_filter
 from librarian.storage.embedded import EmbeddedQdrant
 from tests.packaging.rbac_calls import OPERATOR, OPERATOR_CLUSTER_WIDE, merge, triples
 
-from .conftest import DOMAINMAPS, ManualClock, domainmap, load_source, wait_for
+from .conftest import DOMAINMAPS, ManualClock, domainmap, events_with, load_source, wait_for
 from .test_secret_hygiene import OPERATOR_AGENTS, _verb
 from .test_specialization_operator import SPECS, _run_job, _status, specialization
 
@@ -259,8 +259,9 @@ async def test_approve_mode_runs_nothing_before_approval_then_moves_safely(
     # The next analysis sees the new placement within the thresholds.
     status = await _policy_status(cluster, "balance", lambda s: s.get("phase") == "Balanced")
     assert status["load"]["maxMeanRatio"] <= 1.3
-    reasons = {e.get("reason") for e in cluster.events("default")}
-    assert {"ProposalReady", "Approved", "MoveStarted", "MoveSwitched", "MoveCompleted"} <= reasons
+    await events_with(
+        cluster, {"ProposalReady", "Approved", "MoveStarted", "MoveSwitched", "MoveCompleted"}
+    )
     # The operator's metrics say the same.
     labels = {"namespace": "default", "policy": "balance"}
     sample = REGISTRY.get_sample_value
@@ -332,7 +333,7 @@ async def test_a_failing_move_is_rolled_back_and_nothing_is_lost(
         assert _count(tmp_path / "fast", "fast", d["collection"], d["id"]) == before[d["id"]]
     old = await cluster.get(SPECS, "default", f"on-fast-{domain}")
     assert "librarian.dev/superseded-by" not in (old["metadata"].get("annotations") or {})
-    assert "MoveRolledBack" in {e.get("reason") for e in cluster.events("default")}
+    await events_with(cluster, {"MoveRolledBack"})
 
 
 async def test_bad_policies_get_clear_conditions(
@@ -376,7 +377,8 @@ async def test_bad_policies_get_clear_conditions(
         for word in words:
             assert word in ready["message"], (word, ready["message"])
     await _ticks_pass("broken", 4)  # more ticks of the broken policy: none reports it again
-    warnings = [e for e in cluster.events("default") if e.get("reason") == "InvalidSpec"]
+    events = await events_with(cluster, {"InvalidSpec"})
+    warnings = [e for e in events if e.get("reason") == "InvalidSpec"]
     assert len(warnings) == 1  # reported once, not at every tick
 
 
@@ -464,4 +466,4 @@ async def test_stop_cancels_the_moves_not_started_and_lets_the_running_one_finis
     assert [c["metadata"]["name"] for c in await _owned(cluster, "halt")] == [
         first["metadata"]["name"]
     ]
-    assert "Stopped" in {e.get("reason") for e in cluster.events("default")}
+    await events_with(cluster, {"Stopped"})

@@ -20,7 +20,7 @@ from librarian.services.migration import Checkpoint, CheckpointStore
 from librarian.storage.embedded import EmbeddedQdrant
 from librarian.storage.port import CollectionSpec
 
-from .conftest import DOMAINMAPS, domainmap, load_source, wait_for
+from .conftest import DOMAINMAPS, domainmap, events_with, load_source, wait_for
 
 SPECS = "librarian.dev/v1alpha1/clusterspecializations"
 JOBS = "batch/v1/jobs"
@@ -132,8 +132,7 @@ async def test_specialize_a_domain_end_to_end(cluster: EmulatedCluster, tmp_path
     finally:
         source.close()
         target.close()
-    reasons = {e.get("reason") for e in cluster.events("default")}
-    assert {"Analyzing", "Configured", "Migrating", "Ready"} <= reasons
+    await events_with(cluster, {"Analyzing", "Configured", "Migrating", "Ready"})
 
 
 async def test_bad_inputs_become_conditions(cluster: EmulatedCluster, tmp_path: Path) -> None:
@@ -286,5 +285,4 @@ async def test_a_move_goes_on_only_when_every_live_router_enforces_its_phase(
     await _ack(cluster, "router-a", {"fenced": "done"})
     status = await _move(cluster, "fenced", lambda s: (s.get("move") or {}).get("acknowledged"))
     assert status["move"]["phase"] == "done"
-    reasons = {e.get("reason") for e in cluster.events("default")}
-    assert {"MoveSwitched", "MoveCompleted"} <= reasons
+    await events_with(cluster, {"MoveSwitched", "MoveCompleted"})

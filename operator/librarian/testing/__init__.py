@@ -12,11 +12,12 @@ keeps every other part of the package from importing this one.
 
 from __future__ import annotations
 
-from librarian.testing.operator import operator_against_emulator, wait_for
+from librarian.testing.operator import events_with, operator_against_emulator, wait_for
 from librarian.testing.processes import UpProcess, free_port, start_up, wait_until_ready
 
 __all__ = [
     "UpProcess",
+    "events_with",
     "free_port",
     "operator_against_emulator",
     "start_up",

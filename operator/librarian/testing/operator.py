@@ -17,7 +17,7 @@ from librarian.local.emulator import EmulatedCluster, emulated_kubernetes
 from librarian.operator.context import OperatorContext
 from librarian.operator.runtime import operator_in_thread
 
-__all__ = ["operator_against_emulator", "wait_for"]
+__all__ = ["events_with", "operator_against_emulator", "wait_for"]
 
 
 async def wait_for(
@@ -33,6 +33,30 @@ async def wait_for(
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout_s}s")
         await asyncio.sleep(poll_s)
+
+
+async def events_with(
+    api: EmulatedCluster,
+    reasons: Iterable[str],
+    namespace: str = "default",
+    timeout_s: float = 30.0,
+) -> list[dict[str, Any]]:
+    """The namespace's Events once every one of ``reasons`` is among them.
+
+    The operator posts Events from a queue of its own, after the status change
+    that caused them, so a test that has seen the status must still wait for them.
+    """
+    wanted = set(reasons)
+
+    async def posted() -> list[dict[str, Any]] | None:
+        events: list[dict[str, Any]] = list(api.events(namespace))
+        return events if wanted <= {e.get("reason") for e in events} else None
+
+    try:
+        return await wait_for(posted, timeout_s)  # type: ignore[no-any-return]
+    except AssertionError:
+        seen = sorted({str(e.get("reason")) for e in api.events(namespace)})
+        raise AssertionError(f"events {sorted(wanted)} not all posted; seen {seen}") from None
 
 
 @asynccontextmanager
