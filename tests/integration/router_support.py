@@ -7,12 +7,18 @@ they are re-exported here for the tests that import them from this module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from qdrant_client import QdrantClient
 
-from librarian.router.library import DomainRoute, LibraryDefinition
+from librarian.contracts.moves import MovePhase
+from librarian.contracts.payload import TOMBSTONE_KEY
+from librarian.router.library import CollectionHome, DomainRoute, LibraryDefinition, MoveFence
 from librarian.storage.embedded import EmbeddedQdrant
 from librarian.storage.fleet import Fleet
 from librarian.storage.port import CollectionSpec, PointRecord, QdrantPort
@@ -25,8 +31,13 @@ __all__ = [
     "Library",
     "RouterThread",
     "build_embedded_library",
+    "client_of",
     "library_points",
+    "library_with_flaky_west",
+    "live_copies",
     "make_state",
+    "moving",
+    "near",
     "static_loader",
 ]
 
@@ -88,3 +99,51 @@ def build_embedded_library(path: Path, *, name: str = "library") -> Library:
         name=name, domains=tuple(routes), default_cluster="east", version="v1"
     )
     return Library(Fleet.of_ports({"east": east, "west": west}), definition, points)
+
+
+@contextmanager
+def library_with_flaky_west(path: Path) -> Iterator[tuple[Library, FlakyPort]]:
+    """The embedded library with its ``west`` cluster behind a port a test can break."""
+    built = build_embedded_library(path)
+    west = FlakyPort(built.fleet.get("west"))
+    built.fleet = Fleet.of_ports({"east": built.fleet.get("east"), "west": west})
+    try:
+        yield built, west
+    finally:
+        built.fleet.close()
+
+
+def client_of(router: RouterThread) -> QdrantClient:
+    """The official client, pointed at ``router``."""
+    return QdrantClient(url=router.url, timeout=30, check_compatibility=False)
+
+
+def near(built: Library, domain: int, seed: int = 0) -> list[float]:
+    """A unit vector close to ``domain``'s centroid (so the router places it there)."""
+    centre = np.asarray(built.definition.domains[domain].centroid)
+    vector = centre + np.random.default_rng(seed).normal(size=DIM) * 0.05
+    return [float(x) for x in vector / np.linalg.norm(vector)]
+
+
+def live_copies(copies: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """The copies (where, payload) that are not tombstones."""
+    return [(where, payload) for where, payload in copies if TOMBSTONE_KEY not in payload]
+
+
+def moving(built: Library, phase: MovePhase) -> LibraryDefinition:
+    """The library with d2 moving from west/library-d2 to east/library-d2-new (created if
+    missing); reads come from the new home once the move is switched."""
+    east = built.fleet.get("east")
+    if not east.collection_exists("library-d2-new"):
+        east.create_collection("library-d2-new", CollectionSpec(vector_size=DIM))
+    move = MoveFence(
+        "d2-to-east",
+        "d2",
+        phase,
+        CollectionHome("west", "library-d2"),
+        CollectionHome("east", "library-d2-new"),
+    )
+    routes = built.definition.domains
+    if phase is not MovePhase.DUAL_WRITE:
+        routes = (*routes[:2], replace(routes[2], cluster="east", collection="library-d2-new"))
+    return replace(built.definition, domains=routes, moves=(move,))

@@ -15,18 +15,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import closing
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from librarian.contracts.moves import MovePhase
 from librarian.contracts.payload import POINT_VERSION_KEY, TOMBSTONE_KEY
-from librarian.router.library import CollectionHome, LibraryDefinition, MoveFence
+from librarian.router.library import CollectionHome
 from librarian.services.migration import MigrationPlan, migrate
 from librarian.storage.fleet import Fleet
 from librarian.storage.port import CollectionSpec, QdrantPort
@@ -37,7 +35,12 @@ from .router_support import (
     Library,
     RouterThread,
     build_embedded_library,
+    client_of,
+    library_with_flaky_west,
+    live_copies,
     make_state,
+    moving,
+    near,
     static_loader,
 )
 
@@ -48,25 +51,12 @@ X = 4242
 
 @pytest.fixture
 def library(tmp_path: Path) -> Iterator[tuple[Library, FlakyPort]]:
-    built = build_embedded_library(tmp_path)
-    west = FlakyPort(built.fleet.get("west"))
-    built.fleet = Fleet.of_ports({"east": built.fleet.get("east"), "west": west})  # type: ignore[dict-item]
-    yield built, west
-    built.fleet.close()
-
-
-def _client(router: RouterThread) -> QdrantClient:
-    return QdrantClient(url=router.url, timeout=30, check_compatibility=False)
-
-
-def _near(built: Library, domain: int, seed: int = 0) -> list[float]:
-    centre = np.asarray(built.definition.domains[domain].centroid)
-    vector = centre + np.random.default_rng(seed).normal(size=DIM) * 0.05
-    return [float(x) for x in vector / np.linalg.norm(vector)]
+    with library_with_flaky_west(tmp_path) as built:
+        yield built
 
 
 def _put(client: QdrantClient, built: Library, domain: int, payload: dict[str, Any]) -> None:
-    point = models.PointStruct(id=X, vector=_near(built, domain), payload=payload)
+    point = models.PointStruct(id=X, vector=near(built, domain), payload=payload)
     client.upsert("library", [point])
 
 
@@ -80,10 +70,6 @@ def _copies(built: Library, *homes: CollectionHome) -> list[tuple[str, dict[str,
         for record in inner.retrieve(home.collection, [X], with_vectors=False):
             found.append((home.collection, record.payload))
     return found
-
-
-def _live(copies: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
-    return [(c, p) for c, p in copies if TOMBSTONE_KEY not in p]
 
 
 def _west_back(state: Any, west: FlakyPort) -> None:
@@ -100,7 +86,7 @@ def test_a_deleted_point_is_not_served_from_an_older_copy_still_awaiting_cleanup
     West comes back; before the outbox is drained, a retrieve serves west's v1."""
     built, west = library
     state = make_state(built)
-    with RouterThread(state) as router, closing(_client(router)) as client:
+    with RouterThread(state) as router, closing(client_of(router)) as client:
         _put(client, built, 2, {"w": "first"})
         west.mode = "down"
         _put(client, built, 0, {"w": "second"})
@@ -117,7 +103,7 @@ def test_a_payload_update_does_not_keep_alive_a_copy_awaiting_removal(library) -
     (of copies older than v2) leaves west's copy: X is live in two homes for good."""
     built, west = library
     state = make_state(built)
-    with RouterThread(state) as router, closing(_client(router)) as client:
+    with RouterThread(state) as router, closing(client_of(router)) as client:
         _put(client, built, 2, {"w": "first"})
         west.mode = "down"
         _put(client, built, 0, {"w": "second"})
@@ -125,7 +111,7 @@ def test_a_payload_update_does_not_keep_alive_a_copy_awaiting_removal(library) -
         client.set_payload("library", {"k": 1}, points=[X])
         router.run(state.maintain())
         assert len(state.outbox) == 0
-        live = _live(_copies(built))
+        live = live_copies(_copies(built))
         assert [c for c, _ in live] == ["library-d0"], live
 
 
@@ -167,7 +153,7 @@ def test_a_timed_out_write_that_lands_late_leaves_no_second_copy(tmp_path: Path)
     built.fleet = Fleet.of_ports({"east": built.fleet.get("east"), "west": gate})  # type: ignore[dict-item]
     state = make_state(built, settings={"timeout": 0.5}, settle_timeout_s=0.5)
     try:
-        with RouterThread(state) as router, closing(_client(router)) as client:
+        with RouterThread(state) as router, closing(client_of(router)) as client:
             gate.armed = True
             with pytest.raises(UnexpectedResponse) as timed_out:
                 _put(client, built, 2, {"w": "a"})
@@ -177,7 +163,7 @@ def test_a_timed_out_write_that_lands_late_leaves_no_second_copy(tmp_path: Path)
             gate.release.set()
             assert gate.applied.wait(30)
             router.run(state.maintain())
-            live = _live(_copies(built))
+            live = live_copies(_copies(built))
             assert [c for c, _ in live] == ["library-d0"], live
     finally:
         gate.release.set()
@@ -216,14 +202,14 @@ def test_a_payload_update_racing_a_delete_does_not_bring_the_point_back(
     built.fleet = Fleet.of_ports({"east": held, "west": built.fleet.get("west")})  # type: ignore[dict-item]
     state = make_state(built)
     try:
-        with RouterThread(state) as router, closing(_client(router)) as client:
+        with RouterThread(state) as router, closing(client_of(router)) as client:
             _put(client, built, 0, {"w": "first"})
             held.armed = True
             deleted: list[BaseException | None] = []
 
             def delete() -> None:
                 try:
-                    with closing(_client(router)) as other:
+                    with closing(client_of(router)) as other:
                         other.delete("library", points_selector=models.PointIdsList(points=[X]))
                     deleted.append(None)
                 except BaseException as error:  # noqa: BLE001 - reported by the test thread
@@ -236,7 +222,7 @@ def test_a_payload_update_racing_a_delete_does_not_bring_the_point_back(
             held.release.set()
             deleting.join(30)
             assert deleted == [None]  # the delete was acknowledged
-            assert _live(_copies(built)) == []
+            assert live_copies(_copies(built)) == []
             assert client.retrieve("library", [X]) == []
     finally:
         held.release.set()
@@ -262,22 +248,6 @@ class _RacingSource:
         return page, offset
 
 
-def _moving(built: Library, phase: MovePhase) -> LibraryDefinition:
-    """d2 moving from west/library-d2 to east/library-d2-new (reads from the new home
-    once switched)."""
-    move = MoveFence(
-        "d2-to-east",
-        "d2",
-        phase,
-        CollectionHome("west", "library-d2"),
-        CollectionHome("east", "library-d2-new"),
-    )
-    routes = built.definition.domains
-    if phase is not MovePhase.DUAL_WRITE:
-        routes = (*routes[:2], replace(routes[2], cluster="east", collection="library-d2-new"))
-    return replace(built.definition, domains=routes, moves=(move,))
-
-
 def _version(copies: list[tuple[str, dict[str, Any]]], collection: str) -> Any:
     found = [(p.get(POINT_VERSION_KEY), TOMBSTONE_KEY in p) for c, p in copies if c == collection]
     return found[0] if found else None
@@ -297,9 +267,9 @@ def test_a_write_during_the_copy_is_not_undone_by_the_copy(library, racing: str)
     east = built.fleet.get("east")
     east.create_collection("library-d2-new", CollectionSpec(vector_size=DIM))
     state = make_state(built)
-    with RouterThread(state) as router, closing(_client(router)) as client:
+    with RouterThread(state) as router, closing(client_of(router)) as client:
         _put(client, built, 2, {"w": "old"})
-        state.config.loader = static_loader(_moving(built, MovePhase.DUAL_WRITE))
+        state.config.loader = static_loader(moving(built, MovePhase.DUAL_WRITE))
         router.run(state.reload())
 
         def race() -> None:
@@ -315,7 +285,7 @@ def test_a_write_during_the_copy_is_not_undone_by_the_copy(library, racing: str)
         old, new = _version(copies, "library-d2"), _version(copies, "library-d2-new")
         assert old is not None
         assert old == new, f"old home {old}, new home {new} (version, tombstone)"
-        state.config.loader = static_loader(_moving(built, MovePhase.SWITCHED))
+        state.config.loader = static_loader(moving(built, MovePhase.SWITCHED))
         router.run(state.reload())
         seen = [r.payload for r in client.retrieve("library", [X])]
         assert seen == ([{"w": "new"}] if racing == "upsert" else [])

@@ -12,23 +12,27 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from qdrant_client import QdrantClient, models
+from qdrant_client import models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
+from librarian.contracts.moves import MovePhase
 from librarian.contracts.payload import LABEL_KEY, POINT_VERSION_KEY, TOMBSTONE_KEY
 from librarian.core.hlc import decode_version
 from librarian.storage.fleet import Fleet
 from librarian.storage.port import PointId, PointRecord
 
 from .router_support import (
-    DIM,
     FlakyPort,
     Library,
     RouterThread,
     build_embedded_library,
+    client_of,
+    library_with_flaky_west,
+    live_copies,
     make_state,
+    moving,
+    near,
 )
 
 pytestmark = pytest.mark.timeout(300)
@@ -48,22 +52,8 @@ class Wall:
 
 @pytest.fixture
 def library(tmp_path: Path) -> Iterator[tuple[Library, FlakyPort]]:
-    built = build_embedded_library(tmp_path)
-    west = FlakyPort(built.fleet.get("west"))
-    built.fleet = Fleet.of_ports({"east": built.fleet.get("east"), "west": west})  # type: ignore[dict-item]
-    yield built, west
-    built.fleet.close()
-
-
-def _client(router: RouterThread) -> QdrantClient:
-    return QdrantClient(url=router.url, timeout=30, check_compatibility=False)
-
-
-def _near(built: Library, domain: int, seed: int) -> list[float]:
-    centre = np.asarray(built.definition.domains[domain].centroid)
-    noise = np.random.default_rng(seed).normal(size=DIM) * 0.05
-    vector = centre + noise
-    return [float(x) for x in vector / np.linalg.norm(vector)]
+    with library_with_flaky_west(tmp_path) as built:
+        yield built
 
 
 def _copies(built: Library, ids: list[PointId]) -> dict[PointId, list[tuple[str, dict[str, Any]]]]:
@@ -77,10 +67,6 @@ def _copies(built: Library, ids: list[PointId]) -> dict[PointId, list[tuple[str,
     return found
 
 
-def _live(copies: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
-    return [(d, p) for d, p in copies if TOMBSTONE_KEY not in p]
-
-
 def test_concurrent_writers_of_the_same_ids_in_different_domains_converge(library) -> None:
     """Two clients write the same 150 ids at once, each into another domain: none is lost,
     none is left twice, and each ends with the write of the highest version."""
@@ -92,14 +78,14 @@ def test_concurrent_writers_of_the_same_ids_in_different_domains_converge(librar
 
         def writer(name: str, domain: int) -> None:
             try:
-                with closing(_client(router)) as client:
+                with closing(client_of(router)) as client:
                     barrier.wait()
                     for i in ids:
                         client.upsert(
                             "library",
                             [
                                 models.PointStruct(
-                                    id=i, vector=_near(built, domain, i), payload={"w": name}
+                                    id=i, vector=near(built, domain, i), payload={"w": name}
                                 )
                             ],
                         )
@@ -117,14 +103,14 @@ def test_concurrent_writers_of_the_same_ids_in_different_domains_converge(librar
         assert not errors
         copies = _copies(built, ids)
         for i in ids:
-            live = _live(copies[i])
+            live = live_copies(copies[i])
             assert len(live) == 1, f"id {i}: {copies[i]}"
             domain, payload = live[0]
             assert payload[LABEL_KEY] == domain
             assert payload["w"] in ("a", "b")
             newest = max(p[POINT_VERSION_KEY] for _, p in copies[i])
             assert payload[POINT_VERSION_KEY] == newest  # the highest version won
-        with closing(_client(router)) as client:
+        with closing(client_of(router)) as client:
             got = client.retrieve("library", ids)
             assert sorted(r.id for r in got) == ids
             assert all(set(r.payload or {}) == {"w"} for r in got)  # no library keys leak
@@ -134,14 +120,14 @@ def test_every_write_stamps_label_and_version_and_payload_updates_keep_them(libr
     built, _ = library
     wall = Wall()
     state = make_state(built, wall_ms=wall, node_id=9)
-    with RouterThread(state) as router, closing(_client(router)) as client:
+    with RouterThread(state) as router, closing(client_of(router)) as client:
         client.upsert(
             "library",
-            [models.PointStruct(id=7001, vector=_near(built, 2, 1), payload={"a": 1, "b": 2})],
+            [models.PointStruct(id=7001, vector=near(built, 2, 1), payload={"a": 1, "b": 2})],
         )
 
         def stored() -> dict[str, Any]:
-            [(domain, payload)] = _live(_copies(built, [7001])[7001])
+            [(domain, payload)] = live_copies(_copies(built, [7001])[7001])
             assert domain == "d2"
             assert payload[LABEL_KEY] == "d2"
             return payload
@@ -179,11 +165,11 @@ def test_every_write_stamps_label_and_version_and_payload_updates_keep_them(libr
 
 def test_payload_by_filter_and_batch_operations(library) -> None:
     built, _ = library
-    with RouterThread(make_state(built)) as router, closing(_client(router)) as client:
+    with RouterThread(make_state(built)) as router, closing(client_of(router)) as client:
         client.upsert(
             "library",
             [
-                models.PointStruct(id=8000 + d, vector=_near(built, d, d), payload={"tag": "t"})
+                models.PointStruct(id=8000 + d, vector=near(built, d, d), payload={"tag": "t"})
                 for d in range(3)
             ],
         )
@@ -198,7 +184,7 @@ def test_payload_by_filter_and_batch_operations(library) -> None:
             [
                 models.UpsertOperation(
                     upsert=models.PointsList(
-                        points=[models.PointStruct(id=8100, vector=_near(built, 1, 5), payload={})]
+                        points=[models.PointStruct(id=8100, vector=near(built, 1, 5), payload={})]
                     )
                 ),
                 models.SetPayloadOperation(
@@ -207,7 +193,7 @@ def test_payload_by_filter_and_batch_operations(library) -> None:
                 models.DeleteOperation(delete=models.PointIdsList(points=[8000])),
                 models.UpdateVectorsOperation(
                     update_vectors=models.UpdateVectors(
-                        points=[models.PointVectors(id=8001, vector=_near(built, 2, 9))]
+                        points=[models.PointVectors(id=8001, vector=near(built, 2, 9))]
                     )
                 ),
             ],
@@ -215,7 +201,7 @@ def test_payload_by_filter_and_batch_operations(library) -> None:
         got = {r.id: r.payload for r in client.retrieve("library", [8000, 8001, 8100])}
         assert got == {8001: {"tag": "t", "seen": True}, 8100: {"k": 1}}
         copies = _copies(built, [8001])[8001]
-        assert [d for d, _ in _live(copies)] == ["d2"]  # its new vector moved it to domain 2
+        assert [d for d, _ in live_copies(copies)] == ["d2"]  # its new vector moved it to domain 2
         with pytest.raises(UnexpectedResponse) as refused:
             client.delete_vectors("library", vectors=[""], points=[8001])
         assert refused.value.status_code == 400
@@ -227,10 +213,10 @@ def test_payload_by_filter_and_batch_operations(library) -> None:
 )
 def test_reserved_keys_are_refused_with_a_400(library, payload: dict[str, Any]) -> None:
     built, _ = library
-    with RouterThread(make_state(built)) as router, closing(_client(router)) as client:
+    with RouterThread(make_state(built)) as router, closing(client_of(router)) as client:
         for write in (
             lambda: client.upsert(
-                "library", [models.PointStruct(id=1, vector=_near(built, 0, 0), payload=payload)]
+                "library", [models.PointStruct(id=1, vector=near(built, 0, 0), payload=payload)]
             ),
             lambda: client.set_payload("library", payload, points=[1]),
         ):
@@ -242,9 +228,9 @@ def test_reserved_keys_are_refused_with_a_400(library, payload: dict[str, Any]) 
 
 def test_a_delete_leaves_a_tombstone_no_older_write_or_read_gets_past(library) -> None:
     built, _ = library
-    with RouterThread(make_state(built)) as router, closing(_client(router)) as client:
-        client.upsert("library", [models.PointStruct(id=9000, vector=_near(built, 0, 1))])
-        [(_, before)] = _live(_copies(built, [9000])[9000])
+    with RouterThread(make_state(built)) as router, closing(client_of(router)) as client:
+        client.upsert("library", [models.PointStruct(id=9000, vector=near(built, 0, 1))])
+        [(_, before)] = live_copies(_copies(built, [9000])[9000])
         total = client.count("library").count
         client.delete("library", points_selector=[9000])
         [(domain, tombstone)] = _copies(built, [9000])[9000]
@@ -252,11 +238,11 @@ def test_a_delete_leaves_a_tombstone_no_older_write_or_read_gets_past(library) -
         assert tombstone[POINT_VERSION_KEY] > before[POINT_VERSION_KEY]
         assert client.retrieve("library", [9000]) == []
         assert client.count("library").count == total - 1
-        hits = client.query_points("library", query=_near(built, 0, 1), limit=5).points
+        hits = client.query_points("library", query=near(built, 0, 1), limit=5).points
         assert 9000 not in [h.id for h in hits]
         # a write that was sent before the delete and arrives late (an older version) is refused
         route = built.definition.domains[0]
-        late = PointRecord(9000, _near(built, 0, 1), {POINT_VERSION_KEY: before[POINT_VERSION_KEY]})
+        late = PointRecord(9000, near(built, 0, 1), {POINT_VERSION_KEY: before[POINT_VERSION_KEY]})
         older = models.Filter(
             should=[
                 models.FieldCondition(
@@ -268,7 +254,7 @@ def test_a_delete_leaves_a_tombstone_no_older_write_or_read_gets_past(library) -
         built.fleet.get("east").upsert(route.collection, [late], update_filter=older)
         assert client.retrieve("library", [9000]) == []
         # a new write through the router brings it back, as a newer version
-        client.upsert("library", [models.PointStruct(id=9000, vector=_near(built, 0, 2))])
+        client.upsert("library", [models.PointStruct(id=9000, vector=near(built, 0, 2))])
         assert [r.id for r in client.retrieve("library", [9000])] == [9000]
         assert domain == "d0"
 
@@ -280,26 +266,26 @@ def test_a_dead_cluster_does_not_stop_writes_to_the_others_and_its_cleanup_waits
     acknowledged, the old copy's removal waits in the outbox, and is done once it is back."""
     built, west = library
     state = make_state(built)
-    with RouterThread(state) as router, closing(_client(router)) as client:
-        client.upsert("library", [models.PointStruct(id=9100, vector=_near(built, 2, 3))])
-        assert [d for d, _ in _live(_copies(built, [9100])[9100])] == ["d2"]
+    with RouterThread(state) as router, closing(client_of(router)) as client:
+        client.upsert("library", [models.PointStruct(id=9100, vector=near(built, 2, 3))])
+        assert [d for d, _ in live_copies(_copies(built, [9100])[9100])] == ["d2"]
         west.mode = "down"
         for i in range(20):  # writes to the live cluster keep working
-            client.upsert("library", [models.PointStruct(id=9200 + i, vector=_near(built, 0, i))])
-        client.upsert("library", [models.PointStruct(id=9100, vector=_near(built, 1, 3))])
+            client.upsert("library", [models.PointStruct(id=9200 + i, vector=near(built, 0, i))])
+        client.upsert("library", [models.PointStruct(id=9100, vector=near(built, 1, 3))])
         summary = state.outbox.summary()
         assert summary["entries"] >= 1
         # west's cleanup, and on east a watch that settles the write again once west answers
         assert summary["clusters"] == ["east", "west"]
         with pytest.raises(UnexpectedResponse) as refused:  # a write that needs west fails
-            client.upsert("library", [models.PointStruct(id=9300, vector=_near(built, 2, 4))])
+            client.upsert("library", [models.PointStruct(id=9300, vector=near(built, 2, 4))])
         assert refused.value.status_code in (502, 504)
         west.mode = "ok"
         state.breaker.success("west")
         router.run(state.maintain())
         assert state.outbox.summary()["entries"] == 0
         copies = _copies(built, [9100])[9100]
-        assert [d for d, _ in _live(copies)] == ["d1"]  # the old copy on west is gone
+        assert [d for d, _ in live_copies(copies)] == ["d1"]  # the old copy on west is gone
         assert [r.id for r in client.retrieve("library", [9100])] == [9100]
 
 
@@ -309,14 +295,14 @@ def test_the_outbox_survives_a_restart_and_refuses_writes_when_full(
     built, west = library
     path = tmp_path / "outbox.db"
     state = make_state(built, outbox_path=str(path), outbox_max_entries=4)
-    with RouterThread(state) as router, closing(_client(router)) as client:
+    with RouterThread(state) as router, closing(client_of(router)) as client:
         for i in range(3):
-            client.upsert("library", [models.PointStruct(id=9400 + i, vector=_near(built, 2, i))])
+            client.upsert("library", [models.PointStruct(id=9400 + i, vector=near(built, 2, i))])
         west.mode = "down"
         for i in range(2):
-            client.upsert("library", [models.PointStruct(id=9400 + i, vector=_near(built, 0, i))])
+            client.upsert("library", [models.PointStruct(id=9400 + i, vector=near(built, 0, i))])
         with pytest.raises(UnexpectedResponse) as refused:
-            client.upsert("library", [models.PointStruct(id=9402, vector=_near(built, 0, 2))])
+            client.upsert("library", [models.PointStruct(id=9402, vector=near(built, 0, 2))])
         assert refused.value.status_code == 503
         assert b"outbox" in refused.value.content
     restarted = make_state(built, outbox_path=str(path))
@@ -326,17 +312,17 @@ def test_the_outbox_survives_a_restart_and_refuses_writes_when_full(
         router.run(restarted.maintain())
         assert restarted.outbox.summary()["entries"] == 0
     copies = _copies(built, [9400, 9401, 9402])
-    assert [d for d, _ in _live(copies[9400])] == ["d0"]
-    assert [d for d, _ in _live(copies[9401])] == ["d0"]
-    assert [d for d, _ in _live(copies[9402])] == ["d2"]  # refused: left where it was
+    assert [d for d, _ in live_copies(copies[9400])] == ["d0"]
+    assert [d for d, _ in live_copies(copies[9401])] == ["d0"]
+    assert [d for d, _ in live_copies(copies[9402])] == ["d2"]  # refused: left where it was
 
 
 def test_tombstones_are_compacted_after_their_retention(library) -> None:
     built, _ = library
     wall = Wall()
     state = make_state(built, wall_ms=wall, tombstone_retention_s=60.0)
-    with RouterThread(state) as router, closing(_client(router)) as client:
-        client.upsert("library", [models.PointStruct(id=9500, vector=_near(built, 1, 1))])
+    with RouterThread(state) as router, closing(client_of(router)) as client:
+        client.upsert("library", [models.PointStruct(id=9500, vector=near(built, 1, 1))])
         client.delete("library", points_selector=[9500])
         router.run(state.maintain())
         assert len(_copies(built, [9500])[9500]) == 1  # still needed
@@ -352,57 +338,33 @@ def test_a_later_write_wins_even_from_a_router_whose_clock_is_behind(library) ->
     with (
         RouterThread(ahead) as first,
         RouterThread(behind) as second,
-        closing(_client(first)) as one,
-        closing(_client(second)) as two,
+        closing(client_of(first)) as one,
+        closing(client_of(second)) as two,
     ):
         one.upsert(
-            "library", [models.PointStruct(id=9600, vector=_near(built, 0, 1), payload={"w": 1})]
+            "library", [models.PointStruct(id=9600, vector=near(built, 0, 1), payload={"w": 1})]
         )
         two.upsert(
-            "library", [models.PointStruct(id=9600, vector=_near(built, 2, 1), payload={"w": 2})]
+            "library", [models.PointStruct(id=9600, vector=near(built, 2, 1), payload={"w": 2})]
         )
-        [(domain, payload)] = _live(_copies(built, [9600])[9600])
+        [(domain, payload)] = live_copies(_copies(built, [9600])[9600])
         assert (domain, payload["w"]) == ("d2", 2)
         assert [r.payload for r in one.retrieve("library", [9600])] == [{"w": 2}]
-
-
-def _moving(built: Library, phase: str) -> Any:
-    """The library with domain d2 moving from west/library-d2 to east/library-d2-new."""
-    from dataclasses import replace
-
-    from librarian.contracts.moves import MovePhase
-    from librarian.router.library import CollectionHome, MoveFence
-    from librarian.storage.port import CollectionSpec
-
-    east = built.fleet.get("east")
-    if not east.collection_exists("library-d2-new"):
-        east.create_collection("library-d2-new", CollectionSpec(vector_size=DIM))
-    move = MoveFence(
-        "d2-to-east",
-        "d2",
-        MovePhase(phase),
-        CollectionHome("west", "library-d2"),
-        CollectionHome("east", "library-d2-new"),
-    )
-    routes = built.definition.domains
-    if phase != "dualWrite":  # switched: reads come from the new home
-        routes = (*routes[:2], replace(routes[2], cluster="east", collection="library-d2-new"))
-    return replace(built.definition, domains=routes, moves=(move,))
 
 
 def test_during_a_move_writes_reach_both_homes_and_the_status_says_which_phase(library) -> None:
     from .router_support import static_loader
 
     built, _ = library
-    definition = _moving(built, "dualWrite")
+    definition = moving(built, MovePhase.DUAL_WRITE)
     state = make_state(built)
     state.config.loader = static_loader(definition)
-    with RouterThread(state) as router, closing(_client(router)) as client:
+    with RouterThread(state) as router, closing(client_of(router)) as client:
         import httpx
 
         status = httpx.get(f"{router.url}/librarian/status").json()["result"]
         assert status["fences"] == {"d2-to-east": "dualWrite"}
-        client.upsert("library", [models.PointStruct(id=9700, vector=_near(built, 2, 7))])
+        client.upsert("library", [models.PointStruct(id=9700, vector=near(built, 2, 7))])
         client.set_payload("library", {"k": 1}, points=[9700])
         west = built.fleet.get("west").inner  # type: ignore[attr-defined]
         east = built.fleet.get("east")
@@ -416,7 +378,7 @@ def test_during_a_move_writes_reach_both_homes_and_the_status_says_which_phase(l
             [tomb] = port.retrieve(collection, [9700], with_vectors=False)
             assert tomb.payload[TOMBSTONE_KEY] is True
         # reads come from the old home only: a point only in the new home is not seen
-        east.upsert("library-d2-new", [PointRecord(9701, _near(built, 2, 8), {})])
+        east.upsert("library-d2-new", [PointRecord(9701, near(built, 2, 8), {})])
         assert client.retrieve("library", [9701]) == []
 
 
@@ -438,8 +400,8 @@ def test_a_router_that_cannot_renew_its_registration_refuses_writes_not_reads(
     clock = {"now": 0.0}
     state = make_state(built)
     state.registration = Registration("ns", "packages", "r0", monotonic=lambda: clock["now"])
-    with RouterThread(state) as router, closing(_client(router)) as client:
-        point = models.PointStruct(id=9800, vector=_near(built, 0, 1))
+    with RouterThread(state) as router, closing(client_of(router)) as client:
+        point = models.PointStruct(id=9800, vector=near(built, 0, 1))
         with pytest.raises(UnexpectedResponse) as refused:
             client.upsert("library", [point])
         assert refused.value.status_code == 503
@@ -493,18 +455,18 @@ def test_a_new_move_phase_is_acknowledged_only_after_older_writes_ended(
     built.fleet = Fleet.of_ports({"east": built.fleet.get("east"), "west": held})  # type: ignore[dict-item]
     state = make_state(built, settings={"timeout": 30}, fence_wait_s=0.2)
     state.registration = Registration("ns", "packages", "r0", monotonic=lambda: 0.0)
-    with RouterThread(state) as router, closing(_client(router)) as client:
+    with RouterThread(state) as router, closing(client_of(router)) as client:
         router.run(state.register())
         assert reported[-1] == {}
         held.hold = True
         writer = threading.Thread(
             target=lambda: client.upsert(
-                "library", [models.PointStruct(id=9900, vector=_near(built, 2, 1))]
+                "library", [models.PointStruct(id=9900, vector=near(built, 2, 1))]
             )
         )
         writer.start()
         assert held.entered.wait(30)
-        state.config.loader = static_loader(_moving(built, "dualWrite"))
+        state.config.loader = static_loader(moving(built, MovePhase.DUAL_WRITE))
         assert router.run(state.reload())
         router.run(state.register())  # the held write still runs: the old phases are kept
         assert reported[-1] == {}
@@ -527,10 +489,10 @@ def test_during_a_move_a_write_the_second_home_misses_reaches_it_when_it_is_back
     built.fleet = Fleet.of_ports({"east": east, "west": built.fleet.get("west")})  # type: ignore[dict-item]
     try:
         state = make_state(built)
-        state.config.loader = static_loader(_moving(built, "dualWrite"))
-        with RouterThread(state) as router, closing(_client(router)) as client:
+        state.config.loader = static_loader(moving(built, MovePhase.DUAL_WRITE))
+        with RouterThread(state) as router, closing(client_of(router)) as client:
             east.mode = "down"
-            client.upsert("library", [models.PointStruct(id=9950, vector=_near(built, 2, 5))])
+            client.upsert("library", [models.PointStruct(id=9950, vector=near(built, 2, 5))])
             assert "copy" in [c.kind.value for c in state.outbox.pending()]
             assert east.inner.retrieve("library-d2-new", [9950]) == []
             east.mode = "ok"

@@ -209,7 +209,7 @@ class RouterState:
         if self.registration is None:
             return
         fences = self.fences()
-        if fences != self._acknowledged and not await self._older_writes_ended():
+        if fences != self._acknowledged and not await self.older_writes_ended():
             fences = self._acknowledged or {}
         if await self.registration.renew(fences, loaded=self.library is not None):
             self._acknowledged = fences
@@ -228,8 +228,12 @@ class RouterState:
             if self._write_ended is not None:
                 self._write_ended.set()
 
-    async def _older_writes_ended(self) -> bool:
-        """Wait (at most a request's timeout) until no write uses an older snapshot."""
+    async def older_writes_ended(self) -> bool:
+        """Wait (at most a request's timeout) until no write uses an older snapshot.
+
+        Only then does this replica follow the served snapshot's move phases in every
+        write it makes, and may acknowledge them.
+        """
         current = id(self.library)
         wait_s = self.config.fence_wait_s
         deadline = asyncio.get_running_loop().time() + (

@@ -670,9 +670,16 @@ class _Run:
         return self.router
 
     def define(self, definition: LibraryDefinition, what: str) -> None:
-        """The operator's step: the library's definition changes; the router reloads it."""
+        """The operator's step: the library's definition changes; the router reloads it and
+        acknowledges it once no write that began under the older one is under way (the
+        operator goes on only then)."""
         self.library.definition = definition
-        self._router().run(self.state.reload())
+        router = self._router()
+        router.run(self.state.reload())
+        deadline = time.monotonic() + _WAIT_S
+        while not router.run(self.state.older_writes_ended()):
+            if time.monotonic() > deadline:
+                raise ScenarioError(f"{what}: writes under the older definition never ended")
         self.event(what)
 
     def heal(self, cluster: str) -> None:
@@ -813,7 +820,15 @@ class _Run:
                 f"the homes of {move.domain} differ by (id, version) {when}: "
                 f"{len(differences)} id(s): " + "; ".join(differences[:5])
             )
+            first = differences[0].split(":")[0].removeprefix("id ")
+            self.problems.append(f"  what the clients did to id {first}: {self._ops_on(first)}")
         self.event(f"homes of {move.domain} compared {when}: {len(differences)} differ")
+
+    def _ops_on(self, shown_id: str) -> str:
+        """The operations on the id shown as ``shown_id`` so far, in the order invoked."""
+        ops = [o for o in self.history.operations() if str(o.point_id) == shown_id]
+        ops.sort(key=lambda o: o.invoked)
+        return "; ".join(o.describe() for o in ops) or "nothing"
 
     # ------------------------------------------------------------ the run
 
@@ -946,6 +961,9 @@ class _Run:
             if len(live) > 1:
                 where = ", ".join(f"{h.cluster}/{h.collection} v{version_of(p)}" for h, p in live)
                 self.problems.append(f"id {point_id} is live in {len(live)} homes: {where}")
+                self.problems.append(
+                    f"  what the clients did to id {point_id}: {self._ops_on(str(point_id))}"
+                )
 
     def _router_matches(
         self, copies: dict[PointId, list[tuple[CollectionHome, dict[str, Any]]]]
