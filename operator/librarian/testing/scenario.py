@@ -826,7 +826,7 @@ class _Run:
 
     def _ops_on(self, shown_id: str) -> str:
         """The operations on the id shown as ``shown_id`` so far, in the order invoked."""
-        ops = [o for o in self.history.operations() if str(o.point_id) == shown_id]
+        ops = [o for o in self.history.operations if str(o.point_id) == shown_id]
         ops.sort(key=lambda o: o.invoked)
         return "; ".join(o.describe() for o in ops) or "nothing"
 
