@@ -289,3 +289,88 @@ def test_a_write_during_the_copy_is_not_undone_by_the_copy(library, racing: str)
         router.run(state.reload())
         seen = [r.payload for r in client.retrieve("library", [X])]
         assert seen == ([{"w": "new"}] if racing == "upsert" else [])
+
+
+class _HeldCall:
+    """Holds the next call of one port method (once armed) until released."""
+
+    def __init__(self, inner: Any, method: str) -> None:
+        self.inner = inner
+        self.method = method
+        self.armed = False
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.inner, name)
+        if name != self.method:
+            return attribute
+
+        def held(*args: Any, **kwargs: Any) -> Any:
+            if self.armed:
+                self.armed = False
+                self.entered.set()
+                assert self.release.wait(60), f"the held {name} was never released"
+            return attribute(*args, **kwargs)
+
+        return held
+
+
+def test_a_delete_racing_a_write_into_another_domain_leaves_no_live_copy_behind_its_tombstone(
+    tmp_path: Path,
+) -> None:
+    """X (v1) lives in d2 (west). A write of X into d0 (east) takes v2 and is held before it
+    lands; a delete looks (east holds nothing yet), takes v3 and is held before its tombstone
+    lands on west; the write lands on east and, looking at west, finds v1 to remove, held in
+    turn; the tombstone lands (v3), then the removal (of copies older than v2) spares it.
+    Both were acknowledged, the delete last: X must be absent everywhere, not live on east
+    behind west's tombstone (served as absent only until tombstones are compacted)."""
+    built = build_embedded_library(tmp_path)
+    east_write = _HeldCall(built.fleet.get("east"), "upsert")
+    west_tombstone = _HeldCall(built.fleet.get("west"), "overwrite_payload")
+    west_removal = _HeldCall(west_tombstone, "delete_points")
+    built.fleet = Fleet.of_ports({"east": east_write, "west": west_removal})  # type: ignore[dict-item]
+    state = make_state(built)
+    outcomes: dict[str, BaseException | None] = {}
+
+    def in_thread(name: str, action: Callable[[QdrantClient], Any]) -> threading.Thread:
+        def run() -> None:
+            try:
+                with closing(client_of(router)) as other:
+                    action(other)
+                outcomes[name] = None
+            except BaseException as error:  # noqa: BLE001 - reported by the test thread
+                outcomes[name] = error
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    holds = (east_write, west_tombstone, west_removal)
+    try:
+        with RouterThread(state) as router, closing(client_of(router)) as client:
+            _put(client, built, 2, {"w": "first"})
+            east_write.armed = True
+            writing = in_thread("write", lambda c: _put(c, built, 0, {"w": "second"}))
+            assert east_write.entered.wait(30)
+            west_tombstone.armed = True
+            deleting = in_thread(
+                "delete",
+                lambda c: c.delete("library", points_selector=models.PointIdsList(points=[X])),
+            )
+            assert west_tombstone.entered.wait(30)
+            west_removal.armed = True
+            east_write.release.set()
+            assert west_removal.entered.wait(30)
+            west_tombstone.release.set()
+            deleting.join(30)
+            west_removal.release.set()
+            writing.join(30)
+            assert outcomes == {"write": None, "delete": None}
+            copies = _copies(built)
+            assert live_copies(copies) == [], copies
+            assert client.retrieve("library", [X]) == []
+    finally:
+        for hold in holds:
+            hold.release.set()
+        built.fleet.close()

@@ -547,14 +547,44 @@ class Writes:
             await self._fence_tombstones(view, looked.found, pending, version, timeout)
             if looked.unreached:
                 _refuse_unseen(looked, pending)
-            # a change in place that landed first with a newer version holds the point alive
-            pending = await self._overtaken(list(looked.found), pending, version, timeout)
+            pending = await self._settle_delete(view, pending, version, timeout)
             if not pending:
                 return
         raise ApiError(
             503,
             f"Service unavailable: the delete of {len(pending)} point(s) kept being overtaken by "
             "concurrent updates of the same points; retry it",
+        )
+
+    async def _settle_delete(
+        self, view: View, ids: list[PointId], version: int, timeout: float
+    ) -> list[PointId]:
+        """Look at every home again once the tombstones are down, as a write looks after
+        writing; returns the ids a newer change in place holds alive (to delete again).
+
+        A write that took a version below this delete's and landed between the first
+        look and the tombstones was missed by that look, and its own look may have
+        missed the tombstones: whichever of the two looks last sees the other, and this
+        one tombstones such a copy (left live, it would outlive the tombstone once
+        tombstones are compacted).
+        """
+        homes = list(view.homes())
+        found, unreached = await self.homes.look(homes, ids, self._settle_timeout(timeout))
+        late = [
+            _cleanup(home, CleanupKind.TOMBSTONE, older, version)
+            for home, copies in found.items()
+            if (older := [i for i in ids if i in copies and _live_below(copies[i], version)])
+        ]
+        late += [_cleanup(home, CleanupKind.TOMBSTONE, ids, version) for home in unreached]
+        await self._queue_or_apply(late, timeout)
+        return sorted(
+            {
+                i
+                for copies in found.values()
+                for i, c in copies.items()
+                if c.version > version and c.merged and not c.tombstone
+            },
+            key=str,
         )
 
     async def _selected(self, view: View, selector: Any, timeout: float) -> Any:
@@ -1029,6 +1059,10 @@ def _refuse_unseen(looked: _Looked, ids: Sequence[PointId]) -> None:
             "answer: its delete is completed when they are back",
             clusters=clusters,
         )
+
+
+def _live_below(copy: Copy, version: int) -> bool:
+    return not copy.tombstone and copy.version < version
 
 
 def _cleanup(

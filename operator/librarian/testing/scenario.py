@@ -908,7 +908,18 @@ class _Run:
         self._router_matches(copies)
         final: dict[HistoryId, list[str]] = {}
         for point_id in self._ids():
-            live = [p for _, p in copies.get(point_id, []) if not is_tombstone(p)]
+            held = copies.get(point_id, [])
+            buried = max((version_of(p) for _, p in held if is_tombstone(p)), default=0)
+            behind = [(h, p) for h, p in held if not is_tombstone(p) and version_of(p) < buried]
+            if behind:  # served as absent, but it comes back once tombstones are compacted
+                where = ", ".join(f"{h.cluster}/{h.collection} v{version_of(p)}" for h, p in behind)
+                self.problems.append(
+                    f"id {point_id}: live copies behind a newer tombstone (v{buried}): {where}"
+                )
+                self.problems.append(
+                    f"  what the clients did to id {point_id}: {self._ops_on(str(point_id))}"
+                )
+            live = [p for _, p in held if not is_tombstone(p) and version_of(p) >= buried]
             tokens = [str(p["token"]) for p in live if "token" in p]
             if len(tokens) != len(live):
                 self.problems.append(f"id {point_id}: a live copy without a token: {live}")
