@@ -18,6 +18,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
@@ -373,4 +374,53 @@ def test_a_delete_racing_a_write_into_another_domain_leaves_no_live_copy_behind_
     finally:
         for hold in holds:
             hold.release.set()
+        built.fleet.close()
+
+
+class _RaceAfterRead:
+    """Once armed, the next read of whole payloads (not the write path's look at versions)
+    returns, then ``race`` runs before the caller sees the answer."""
+
+    def __init__(self, inner: QdrantPort) -> None:
+        self.inner = inner
+        self.race: Callable[[], None] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def retrieve(self, collection: str, ids: Any, **kwargs: Any) -> Any:
+        found = self.inner.retrieve(collection, ids, **kwargs)
+        if self.race is not None and kwargs.get("with_payload", True) is True and found:
+            race, self.race = self.race, None
+            race()
+        return found
+
+
+def test_a_vector_update_keeps_a_payload_change_acknowledged_while_it_ran(
+    tmp_path: Path,
+) -> None:
+    """X lives in d0 with {"w": "first"}. A vector update reads X; before it writes, a client
+    sets {"k": 1} and is acknowledged. The vector update must not write back the payload it
+    read: X ends with the new vector and {"w": "first", "k": 1}."""
+    built = build_embedded_library(tmp_path)
+    racing = _RaceAfterRead(built.fleet.get("east"))
+    built.fleet = Fleet.of_ports({"east": racing, "west": built.fleet.get("west")})  # type: ignore[dict-item]
+    state = make_state(built)
+    try:
+        with RouterThread(state) as router, closing(client_of(router)) as client:
+            _put(client, built, 0, {"w": "first"})
+
+            def set_key() -> None:
+                with closing(client_of(router)) as other:
+                    other.set_payload("library", {"k": 1}, points=[X])
+
+            racing.race = set_key
+            moved = near(built, 0, seed=7)
+            client.update_vectors("library", points=[models.PointVectors(id=X, vector=moved)])
+            assert racing.race is None, "the race never ran"
+            [point] = client.retrieve("library", [X], with_vectors=True)
+            assert point.payload == {"w": "first", "k": 1}
+            assert np.allclose(point.vector, moved, atol=1e-6)
+            assert len(live_copies(_copies(built))) == 1
+    finally:
         built.fleet.close()

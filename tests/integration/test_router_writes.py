@@ -12,6 +12,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from qdrant_client import models
 from qdrant_client.http.exceptions import UnexpectedResponse
@@ -201,7 +202,9 @@ def test_payload_by_filter_and_batch_operations(library) -> None:
         got = {r.id: r.payload for r in client.retrieve("library", [8000, 8001, 8100])}
         assert got == {8001: {"tag": "t", "seen": True}, 8100: {"k": 1}}
         copies = _copies(built, [8001])[8001]
-        assert [d for d, _ in live_copies(copies)] == ["d2"]  # its new vector moved it to domain 2
+        assert [d for d, _ in live_copies(copies)] == ["d1"]  # changed in place, in its domain
+        [changed] = client.retrieve("library", [8001], with_vectors=True)
+        assert np.allclose(changed.vector, near(built, 2, 9), atol=1e-6)
         with pytest.raises(UnexpectedResponse) as refused:
             client.delete_vectors("library", vectors=[""], points=[8001])
         assert refused.value.status_code == 400

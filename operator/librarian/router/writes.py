@@ -57,7 +57,6 @@ from librarian.services.versioning import (
     reserved_in,
     stamped,
     tombstone_payload,
-    user_payload,
     version_at_most,
     version_is,
     version_of,
@@ -861,7 +860,12 @@ class Writes:
         self.cache.clear()
 
     async def update_vectors(self, view: View, body: models.UpdateVectors, timeout: float) -> None:
-        """New vectors for existing points: a versioned rewrite (a point may change domain)."""
+        """New vectors for existing points, changed in place at a new version.
+
+        Like a payload change, it is made on each point's newest copy, so it composes
+        with concurrent writes, changes and deletes of the same points. The point stays
+        in its domain (the search finds it there); an upsert of the point places it anew.
+        """
         if body.update_filter is not None:
             raise ApiError(
                 400, "Wrong input: update_filter is not served on a library collection yet"
@@ -879,8 +883,19 @@ class Writes:
         missing = [i for i in vectors if i not in current]
         if missing:
             raise ApiError(404, f"Not found: No point with id {missing[0]} found")
-        records = [PointRecord(i, vectors[i], user_payload(current[i].payload)) for i in vectors]
-        await self.upsert(view, records, timeout)
+
+        def change(collection: str, held: list[PointId], version: int, label: str | None) -> Ops:
+            condition = and_filters(ids_filter(held), older_than(version), live_filter())
+            exact = and_filters(ids_filter(held), version_is(version))
+            mark = {POINT_VERSION_KEY: version, MERGED_KEY: True}
+            points = [PointRecord(i, vectors[i]) for i in held]
+            return [
+                _set_where(collection, mark, condition),
+                lambda port: port.update_vectors(collection, points, update_filter=exact),
+            ]
+
+        await self._in_place(view, list(vectors), change, timeout)
+        self.cache.clear()
 
     async def _current(
         self, view: View, ids: list[PointId], timeout: float
