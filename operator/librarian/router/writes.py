@@ -18,7 +18,8 @@ follows the same steps:
 
 Deletes leave tombstones (the point's payload replaced by its label, version
 and the tombstone flag) so that an older write or copy cannot bring the point
-back; payload and vector updates are versioned the same way. The write is
+back; payload and vector updates are versioned the same way, changed in place
+(:mod:`librarian.router.changes`, which this class extends). The write is
 acknowledged once its new home holds it; a home that cannot be reached for the
 settling step gets an outbox entry instead of failing the write.
 """
@@ -26,58 +27,39 @@ settling step gets an outbox entry instead of failing the write.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from qdrant_client.http import models
 
-from librarian.contracts.payload import LABEL_KEY, MERGED_KEY, POINT_VERSION_KEY, RESERVED_KEYS
+from librarian.contracts.payload import LABEL_KEY
 from librarian.core.fusion import PointId
-from librarian.core.hlc import HybridLogicalClock
-from librarian.router.cleanup import Copy, Homes, delete_where, unreachable
+from librarian.router.changes import InPlaceChanges
+from librarian.router.cleanup import Copy, delete_where, unreachable
 from librarian.router.library import (
     CollectionHome,
     DomainRoute,
     View,
-    combine_filters,
     home_route,
 )
 from librarian.router.outbox import Cleanup, CleanupKind, OutboxFull
 from librarian.router.qdrant_api import ApiError, parse_point_id
 from librarian.router.query import dense
-from librarian.router.resilience import ResultCache
-from librarian.router.upstream import Upstream, UpstreamTimeout, UpstreamUnavailable
+from librarian.router.upstream import UpstreamTimeout, UpstreamUnavailable
+from librarian.router.write_steps import IN_PLACE_TRIES, Looked, cleanup_of, no_reserved
 from librarian.services.versioning import (
     and_filters,
     ids_filter,
-    is_tombstone,
-    live_filter,
     older_than,
-    reserved_in,
     stamped,
     tombstone_payload,
     version_at_most,
     version_is,
-    version_of,
 )
 from librarian.storage.port import PointRecord, QdrantPort
 
 __all__ = ["Writes", "records_of"]
-
-_ID_PAGE = 1000  # ids handled per step when a filter selects the points
-
-
-def _no_reserved(payload: Any, what: str = "payload") -> dict[str, Any]:
-    value = dict(payload or {})
-    reserved = reserved_in(value)
-    if reserved:
-        raise ApiError(
-            400,
-            f"Wrong input: {what} keys {', '.join(reserved)} are reserved by the library "
-            f"(reserved: {', '.join(RESERVED_KEYS)}); rename them",
-        )
-    return value
 
 
 def _refuse_conditional(operations: Any) -> None:
@@ -99,7 +81,7 @@ def records_of(operations: Any, view: View) -> list[PointRecord]:
             PointRecord(
                 parse_point_id(p.id),
                 dense(p.vector, view.vector_size),
-                _no_reserved(p.payload) if view.routed else dict(p.payload or {}),
+                no_reserved(p.payload) if view.routed else dict(p.payload or {}),
             )
             for p in operations.points
         ]
@@ -116,7 +98,7 @@ def records_of(operations: Any, view: View) -> list[PointRecord]:
         PointRecord(
             parse_point_id(i),
             dense(v, view.vector_size),
-            _no_reserved(p) if view.routed else dict(p or {}),
+            no_reserved(p) if view.routed else dict(p or {}),
         )
         for i, v, p in zip(batch.ids, vectors, payloads, strict=True)
     ]
@@ -127,66 +109,8 @@ def _last_wins(records: Sequence[PointRecord]) -> list[PointRecord]:
     return list({r.id: r for r in records}.values())
 
 
-@dataclass
-class _Looked:
-    """What a look at the homes found: copies by home, homes not reached, highest version."""
-
-    found: dict[CollectionHome, dict[PointId, Copy]]
-    unreached: list[CollectionHome]
-    homes: dict[CollectionHome, DomainRoute] = field(default_factory=dict)
-
-    @property
-    def highest(self) -> int:
-        return max(
-            (c.version for copies in self.found.values() for c in copies.values()), default=0
-        )
-
-    def live(self) -> dict[CollectionHome, list[PointId]]:
-        """The ids each reached home holds a live copy of."""
-        return {
-            home: [i for i, c in copies.items() if not c.tombstone]
-            for home, copies in self.found.items()
-        }
-
-
-class Writes:
+class Writes(InPlaceChanges):
     """Every write operation of a library collection (and plain forwarding for the others)."""
-
-    def __init__(
-        self,
-        upstream: Upstream,
-        cache: ResultCache,
-        clock: HybridLogicalClock,
-        homes: Homes,
-        *,
-        settle_timeout: float = 2.0,
-    ) -> None:
-        self.upstream = upstream
-        self.cache = cache
-        self.clock = clock
-        self.homes = homes
-        self.settle_timeout = settle_timeout
-
-    # ------------------------------------------------------------ common steps
-
-    def _settle_timeout(self, timeout: float) -> float:
-        return min(timeout, self.settle_timeout)
-
-    async def _look(self, view: View, ids: Sequence[PointId], timeout: float) -> _Looked:
-        homes = view.homes()
-        found, unreached = await self.homes.look(list(homes), ids, self._settle_timeout(timeout))
-        return _Looked(found, unreached, homes)
-
-    async def _queue_or_apply(self, cleanups: list[Cleanup], timeout: float) -> None:
-        try:
-            await self.homes.apply_or_queue(cleanups, self._settle_timeout(timeout))
-        except OutboxFull:
-            raise self._outbox_full() from None
-
-    async def _call(
-        self, route: DomainRoute, operation: Callable[[QdrantPort], None], timeout: float
-    ) -> None:
-        await self.upstream.call(route, operation, timeout, domain=bool(route.domain_id))
 
     def _placed(self, view: View, records: Sequence[PointRecord]) -> dict[int, list[PointRecord]]:
         """The records grouped by the unit (domain) that is to hold them."""
@@ -209,7 +133,7 @@ class Writes:
             self.cache.clear()
             return
         pending = _last_wins(records)
-        for _ in range(_IN_PLACE_TRIES):
+        for _ in range(IN_PLACE_TRIES):
             try:
                 overtaken = await self._upsert_once(view, pending, timeout)
             finally:
@@ -242,14 +166,6 @@ class Writes:
         except OutboxFull:  # not acknowledged: take this write back rather than leave two copies
             await self._take_back(new_home, version, timeout)
             raise self._outbox_full() from None
-
-    def _outbox_full(self) -> ApiError:
-        return ApiError(
-            503,
-            f"Service unavailable: the write path's outbox is full "
-            f"({self.homes.outbox.max_entries} pending cleanups for clusters that do not "
-            "answer); bring them back or remove them from the library",
-        )
 
     async def _take_back(
         self, new_home: dict[PointId, tuple[CollectionHome, ...]], version: int, timeout: float
@@ -408,10 +324,10 @@ class Writes:
             if home in unreached:
                 # Whether it holds an older copy (to remove) or a newer one (to yield to) is
                 # known only when it answers: the write is settled again from the outbox then.
-                cleanups.append(_cleanup(home, CleanupKind.REMOVE_OLDER, elsewhere, version))
+                cleanups.append(cleanup_of(home, CleanupKind.REMOVE_OLDER, elsewhere, version))
                 for mine in {h for i in elsewhere for h in new_home[i]}:
                     settle.append(
-                        _cleanup(
+                        cleanup_of(
                             mine,
                             CleanupKind.SETTLE,
                             [i for i in elsewhere if mine in new_home[i]],
@@ -421,7 +337,7 @@ class Writes:
                 continue
             older = [i for i in elsewhere if i in copies and copies[i].version < version]
             if older:
-                cleanups.append(_cleanup(home, CleanupKind.REMOVE_OLDER, older, version))
+                cleanups.append(cleanup_of(home, CleanupKind.REMOVE_OLDER, older, version))
             for i in elsewhere:
                 if i in copies and copies[i].version > version:
                     for mine in new_home[i]:
@@ -530,18 +446,18 @@ class Writes:
         if not ids:
             return
         pending = ids
-        for _ in range(_IN_PLACE_TRIES):
+        for _ in range(IN_PLACE_TRIES):
             looked = await self._look(view, pending, timeout)
             if looked.unreached and self.homes.outbox.full():
                 raise self._outbox_full()
             version = self.clock.tick(looked.highest)
             cleanups = [
-                _cleanup(h, CleanupKind.TOMBSTONE, pending, version) for h in looked.unreached
+                cleanup_of(h, CleanupKind.TOMBSTONE, pending, version) for h in looked.unreached
             ]
             for home, copies in looked.found.items():
                 older = [i for i in pending if i in copies and copies[i].version < version]
                 if older:
-                    cleanups.append(_cleanup(home, CleanupKind.TOMBSTONE, older, version))
+                    cleanups.append(cleanup_of(home, CleanupKind.TOMBSTONE, older, version))
             await self._queue_or_apply(cleanups, timeout)
             await self._fence_tombstones(view, looked.found, pending, version, timeout)
             if looked.unreached:
@@ -570,11 +486,11 @@ class Writes:
         homes = list(view.homes())
         found, unreached = await self.homes.look(homes, ids, self._settle_timeout(timeout))
         late = [
-            _cleanup(home, CleanupKind.TOMBSTONE, older, version)
+            cleanup_of(home, CleanupKind.TOMBSTONE, older, version)
             for home, copies in found.items()
             if (older := [i for i in ids if i in copies and _live_below(copies[i], version)])
         ]
-        late += [_cleanup(home, CleanupKind.TOMBSTONE, ids, version) for home in unreached]
+        late += [cleanup_of(home, CleanupKind.TOMBSTONE, ids, version) for home in unreached]
         await self._queue_or_apply(late, timeout)
         return sorted(
             {
@@ -584,352 +500,6 @@ class Writes:
                 if c.version > version and c.merged and not c.tombstone
             },
             key=str,
-        )
-
-    async def _selected(self, view: View, selector: Any, timeout: float) -> Any:
-        """The ids a points selector names, a page at a time (a filter is evaluated per domain)."""
-        if isinstance(selector, models.PointIdsList):
-            ids = list(dict.fromkeys(parse_point_id(i) for i in selector.points))
-            for start in range(0, len(ids), _ID_PAGE):
-                yield ids[start : start + _ID_PAGE]
-            return
-        flt = selector.filter if isinstance(selector, models.FilterSelector) else selector
-        for route in view.routes:
-            scope = combine_filters(flt, route.read_filter())
-            async for page in self._matching(route, scope, timeout):
-                yield page
-
-    async def _matching(
-        self, route: DomainRoute, scope: models.Filter | None, timeout: float
-    ) -> Any:
-        offset: PointId | None = None
-        while True:
-            page, offset = await self.upstream.call(
-                route, _ids_page(route.collection, scope, offset), timeout
-            )
-            if page:
-                yield [p.id for p in page]
-            if offset is None:
-                return
-
-    # ------------------------------------------------------------ payload and vectors
-
-    async def set_payload(
-        self,
-        view: View,
-        body: models.SetPayload,
-        timeout: float,
-        *,
-        overwrite: bool = False,
-    ) -> None:
-        """Set (merge) or overwrite the payload of the selected points, at a new version."""
-        payload = _no_reserved(body.payload)
-        if overwrite and body.key:
-            raise ApiError(400, "Wrong input: overwrite payload does not take a key")
-        if not view.routed:
-            await self._forward_payload(view, body, payload, overwrite, timeout)
-            return
-        async for ids in self._selected(view, _selector(body.points, body.filter), timeout):
-            if overwrite:
-                await self._replace_payload(view, ids, payload, timeout)
-            else:
-                await self._merge_payload(view, ids, payload, body.key, timeout)
-        self.cache.clear()
-
-    async def _forward_payload(
-        self,
-        view: View,
-        body: models.SetPayload,
-        payload: dict[str, Any],
-        overwrite: bool,
-        timeout: float,
-    ) -> None:
-        route = view.routes[0]
-        ids = [parse_point_id(i) for i in body.points] if body.points is not None else None
-        if overwrite:
-            flt = and_filters(ids_filter(ids) if ids is not None else None, body.filter)
-            await self._call(
-                route,
-                lambda port: port.overwrite_payload(
-                    route.collection, payload, points_filter=flt or models.Filter()
-                ),
-                timeout,
-            )
-        else:
-            await self._call(
-                route,
-                lambda port: port.set_payload(
-                    route.collection, payload, ids, points_filter=body.filter, key=body.key
-                ),
-                timeout,
-            )
-        self.cache.clear()
-
-    async def _in_place(
-        self, view: View, ids: list[PointId], change: Change, timeout: float
-    ) -> None:
-        """Change the newest live copy of each id in place, at a new version.
-
-        Only the homes holding an id's newest copy are changed (an older copy still
-        awaiting removal is removed now, not changed); a deleted id is left alone.
-        Each change is conditional on the stored version being older, and marks the
-        point ``merged``. A change that a newer change in place overtook before it
-        landed is made again, after it (bounded tries).
-        """
-        pending = list(ids)
-        for _ in range(_IN_PLACE_TRIES):
-            looked = await self._look(view, pending, timeout)
-            if looked.unreached:
-                clusters = ", ".join(sorted({h.cluster for h in looked.unreached}))
-                raise ApiError(
-                    503,
-                    f"Service unavailable: cannot update points while cluster(s) {clusters} "
-                    "do not answer",
-                )
-            version = self.clock.tick(looked.highest)
-            targets, stale = _newest_copies(looked.found, pending)
-            stale = await self._sync_move_pairs(view, looked.found, targets, stale, timeout)
-            await self._queue_or_apply(stale, timeout)
-            await asyncio.gather(
-                *(
-                    self._call(home_route(home), _in_home(home, groups, version, change), timeout)
-                    for home, groups in targets.items()
-                )
-            )
-            changed = sorted(
-                {i for groups in targets.values() for g in groups.values() for i in g}, key=str
-            )
-            pending = await self._overtaken(list(targets), changed, version, timeout)
-            if not pending:
-                return
-        raise ApiError(
-            503,
-            f"Service unavailable: the update of {len(pending)} point(s) kept being overtaken by "
-            "concurrent updates of the same points; retry it",
-        )
-
-    async def _sync_move_pairs(
-        self,
-        view: View,
-        found: dict[CollectionHome, dict[PointId, Copy]],
-        targets: dict[CollectionHome, dict[str | None, list[PointId]]],
-        stale: list[Cleanup],
-        timeout: float,
-    ) -> list[Cleanup]:
-        """During a move both homes are one: a home of the pair that lags behind the other
-        for an id gets the newest copy first, then takes the change too (rather than its
-        older copy being removed). Returns the removals still to make (outside the pairs)."""
-        pairs = [(m.source, m.target) for m in view.moves if m.writes_both]
-        if not pairs:
-            return stale
-        fenced = {h for pair in pairs for h in pair}
-        for pair in pairs:
-            for newest, partner in (pair, pair[::-1]):
-                held = targets.get(newest, {})
-                lagging: dict[str | None, list[PointId]] = {}
-                for label, ids in held.items():
-                    behind = [i for i in ids if i not in targets.get(partner, {}).get(label, [])]
-                    if behind:
-                        lagging[label] = behind
-                if not lagging or partner not in found:
-                    continue
-                ids = [i for group in lagging.values() for i in group]
-                await self._copy_between(newest, partner, ids, timeout)
-                for label, group in lagging.items():
-                    targets.setdefault(partner, {}).setdefault(label, []).extend(group)
-        return [c for c in stale if CollectionHome(c.cluster, c.collection) not in fenced]
-
-    async def _copy_between(
-        self, source: CollectionHome, target: CollectionHome, ids: list[PointId], timeout: float
-    ) -> None:
-        """``ids`` copied from ``source`` into ``target`` where ``target`` holds them older."""
-        await self.homes.copy_over(
-            Cleanup(
-                target.cluster,
-                target.collection,
-                CleanupKind.COPY,
-                tuple(ids),
-                0,
-                source=(source.cluster, source.collection),
-            ),
-            timeout,
-        )
-
-    async def _overtaken(
-        self, homes: list[CollectionHome], ids: list[PointId], version: int, timeout: float
-    ) -> list[PointId]:
-        """The ids whose copy in ``homes`` a newer change in place holds instead of ``version``."""
-        if not ids:
-            return []
-        after, _ = await self.homes.look(homes, ids, self._settle_timeout(timeout))
-        return sorted(
-            {
-                i
-                for copies in after.values()
-                for i, c in copies.items()
-                if c.version > version and c.merged and not c.tombstone
-            },
-            key=str,
-        )
-
-    async def _merge_payload(
-        self,
-        view: View,
-        ids: list[PointId],
-        payload: dict[str, Any],
-        key: str | None,
-        timeout: float,
-    ) -> None:
-        def change(collection: str, held: list[PointId], version: int, label: str | None) -> Ops:
-            condition = and_filters(ids_filter(held), older_than(version), live_filter())
-            mark = {POINT_VERSION_KEY: version, MERGED_KEY: True}
-            if key is None:  # one operation: the keys and the version together
-                return [_set_where(collection, {**payload, **mark}, condition)]
-            exact = and_filters(ids_filter(held), version_is(version))
-            return [
-                _set_where(collection, mark, condition),
-                _set_where(collection, payload, exact, key),
-            ]
-
-        await self._in_place(view, ids, change, timeout)
-
-    async def _replace_payload(
-        self, view: View, ids: list[PointId], payload: dict[str, Any], timeout: float
-    ) -> None:
-        def change(collection: str, held: list[PointId], version: int, label: str | None) -> Ops:
-            condition = and_filters(ids_filter(held), older_than(version), live_filter())
-            assert condition is not None
-            new = stamped(payload, version=version, label=label, merged=True)
-            return [_overwrite_where(collection, new, condition)]
-
-        await self._in_place(view, ids, change, timeout)
-
-    async def _delete_keys(
-        self, view: View, ids: list[PointId], keys: list[str], timeout: float
-    ) -> None:
-        def change(collection: str, held: list[PointId], version: int, label: str | None) -> Ops:
-            condition = and_filters(ids_filter(held), older_than(version), live_filter())
-            exact = and_filters(ids_filter(held), version_is(version))
-            mark = {POINT_VERSION_KEY: version, MERGED_KEY: True}
-            return [
-                _set_where(collection, mark, condition),
-                _delete_keys_where(collection, keys, exact),
-            ]
-
-        await self._in_place(view, ids, change, timeout)
-
-    async def delete_payload(self, view: View, body: models.DeletePayload, timeout: float) -> None:
-        """Remove payload keys from the selected points, at a new version."""
-        keys = list(body.keys)
-        reserved = sorted(set(keys) & set(RESERVED_KEYS))
-        if reserved and view.routed:
-            raise ApiError(
-                400, f"Wrong input: keys {', '.join(reserved)} are reserved by the library"
-            )
-        if not view.routed:
-            route = view.routes[0]
-            ids = [parse_point_id(i) for i in body.points] if body.points is not None else None
-            flt = and_filters(ids_filter(ids) if ids is not None else None, body.filter)
-            await self._call(
-                route,
-                lambda port: port.delete_payload_keys(route.collection, keys, points_filter=flt),
-                timeout,
-            )
-            self.cache.clear()
-            return
-        async for ids in self._selected(view, _selector(body.points, body.filter), timeout):
-            await self._delete_keys(view, ids, keys, timeout)
-        self.cache.clear()
-
-    async def clear_payload(self, view: View, selector: Any, timeout: float) -> None:
-        """Clear the payload of the selected points (the library's own keys stay)."""
-        if not view.routed:
-            await self.set_payload(
-                view,
-                models.SetPayload(
-                    payload={},
-                    points=getattr(selector, "points", None),
-                    filter=getattr(selector, "filter", None),
-                ),
-                timeout,
-                overwrite=True,
-            )
-            return
-        async for ids in self._selected(view, selector, timeout):
-            await self._replace_payload(view, ids, {}, timeout)
-        self.cache.clear()
-
-    async def update_vectors(self, view: View, body: models.UpdateVectors, timeout: float) -> None:
-        """New vectors for existing points, changed in place at a new version.
-
-        Like a payload change, it is made on each point's newest copy, so it composes
-        with concurrent writes, changes and deletes of the same points. The point stays
-        in its domain (the search finds it there); an upsert of the point places it anew.
-        """
-        if body.update_filter is not None:
-            raise ApiError(
-                400, "Wrong input: update_filter is not served on a library collection yet"
-            )
-        vectors = {parse_point_id(p.id): dense(p.vector, view.vector_size) for p in body.points}
-        if not view.routed:
-            route = view.routes[0]
-            points = [PointRecord(i, v) for i, v in vectors.items()]
-            await self._call(
-                route, lambda port: port.update_vectors(route.collection, points), timeout
-            )
-            self.cache.clear()
-            return
-        current = await self._current(view, list(vectors), timeout)
-        missing = [i for i in vectors if i not in current]
-        if missing:
-            raise ApiError(404, f"Not found: No point with id {missing[0]} found")
-
-        def change(collection: str, held: list[PointId], version: int, label: str | None) -> Ops:
-            condition = and_filters(ids_filter(held), older_than(version), live_filter())
-            exact = and_filters(ids_filter(held), version_is(version))
-            mark = {POINT_VERSION_KEY: version, MERGED_KEY: True}
-            points = [PointRecord(i, vectors[i]) for i in held]
-            return [
-                _set_where(collection, mark, condition),
-                lambda port: port.update_vectors(collection, points, update_filter=exact),
-            ]
-
-        await self._in_place(view, list(vectors), change, timeout)
-        self.cache.clear()
-
-    async def _current(
-        self, view: View, ids: list[PointId], timeout: float
-    ) -> dict[PointId, PointRecord]:
-        """The newest live copy of each id (every home must answer)."""
-        homes = view.homes()
-
-        def read(home: CollectionHome) -> Callable[[QdrantPort], list[PointRecord]]:
-            return lambda port: port.retrieve(home.collection, ids, with_vectors=False)
-
-        results = await asyncio.gather(
-            *(self.upstream.call(home_route(h), read(h), timeout) for h in homes)
-        )
-        newest: dict[PointId, PointRecord] = {}
-        for records in results:
-            for record in records:
-                held = newest.get(record.id)
-                if held is None or version_of(record.payload) > version_of(held.payload):
-                    newest[record.id] = record
-        return {i: r for i, r in newest.items() if not is_tombstone(r.payload)}
-
-    async def delete_vectors(self, view: View, body: models.DeleteVectors, timeout: float) -> None:
-        """Deleting the library's only vector would leave a point no domain can hold: refused."""
-        if not view.routed:
-            route = view.routes[0]
-            raise ApiError(
-                400,
-                f"Wrong input: collection {route.collection!r} has one unnamed vector; "
-                "delete the points instead",
-            )
-        raise ApiError(
-            400,
-            "Wrong input: a library places every point by its one dense vector; a point "
-            "without it cannot be placed. Delete the points, or update their vectors",
         )
 
     # ------------------------------------------------------------ batch
@@ -973,84 +543,6 @@ class _Batch:
     copy_from: CollectionHome | None = None
 
 
-Ops = list[Callable[[QdrantPort], None]]
-Change = Callable[[str, list[PointId], int, str | None], Ops]
-"""(collection, ids, new version, their label) -> the operations that change them in place."""
-
-_IN_PLACE_TRIES = 4
-
-
-def _newest_copies(
-    found: dict[CollectionHome, dict[PointId, Copy]], ids: Sequence[PointId]
-) -> tuple[dict[CollectionHome, dict[str | None, list[PointId]]], list[Cleanup]]:
-    """Where each id's newest live copy is (by home, then label), and removals of older copies.
-
-    An id whose newest copy is a tombstone is deleted: nothing is changed, and its older
-    live copies elsewhere are removed too.
-    """
-    newest = {
-        i: max((copies[i].version for copies in found.values() if i in copies), default=None)
-        for i in ids
-    }
-    targets: dict[CollectionHome, dict[str | None, list[PointId]]] = {}
-    stale: dict[tuple[CollectionHome, int], list[PointId]] = {}
-    for home, copies in found.items():
-        for point_id, copy in copies.items():
-            top = newest.get(point_id)
-            if top is None:
-                continue
-            if copy.version < top:
-                stale.setdefault((home, top), []).append(point_id)
-            elif not copy.tombstone:
-                targets.setdefault(home, {}).setdefault(copy.label, []).append(point_id)
-    cleanups = [
-        _cleanup(home, CleanupKind.REMOVE_OLDER, held, top) for (home, top), held in stale.items()
-    ]
-    return targets, cleanups
-
-
-def _in_home(
-    home: CollectionHome, groups: dict[str | None, list[PointId]], version: int, change: Change
-) -> Callable[[QdrantPort], None]:
-    def run(port: QdrantPort) -> None:
-        for label, held in groups.items():
-            for operation in change(home.collection, held, version, label):
-                operation(port)
-
-    return run
-
-
-def _set_where(
-    collection: str, payload: dict[str, Any], flt: models.Filter | None, key: str | None = None
-) -> Callable[[QdrantPort], None]:
-    return lambda port: port.set_payload(collection, payload, points_filter=flt, key=key)
-
-
-def _overwrite_where(
-    collection: str, payload: dict[str, Any], flt: models.Filter
-) -> Callable[[QdrantPort], None]:
-    return lambda port: port.overwrite_payload(collection, payload, points_filter=flt)
-
-
-def _delete_keys_where(
-    collection: str, keys: list[str], flt: models.Filter | None
-) -> Callable[[QdrantPort], None]:
-    return lambda port: port.delete_payload_keys(collection, keys, points_filter=flt)
-
-
-def _ids_page(
-    collection: str, scope: models.Filter | None, offset: PointId | None
-) -> Callable[[QdrantPort], tuple[list[PointRecord], PointId | None]]:
-    return lambda port: port.scroll(
-        collection,
-        limit=_ID_PAGE,
-        offset=offset,
-        scroll_filter=scope,
-        with_vectors=False,
-        with_payload=False,
-    )
-
-
 def _tombstones_in_moves(view: View, cleanups: list[Cleanup]) -> list[Cleanup]:
     """In the two homes of a move being copied, a copy is replaced by a tombstone rather than
     removed: the migration cannot put an older copy back over a tombstone."""
@@ -1063,7 +555,7 @@ def _tombstones_in_moves(view: View, cleanups: list[Cleanup]) -> list[Cleanup]:
     ]
 
 
-def _refuse_unseen(looked: _Looked, ids: Sequence[PointId]) -> None:
+def _refuse_unseen(looked: Looked, ids: Sequence[PointId]) -> None:
     """A delete of an id no reachable home holds may be a delete of a copy on a cluster that
     does not answer: its tombstone waits in the outbox, and the delete is not acknowledged."""
     unseen = [i for i in ids if not any(i in copies for copies in looked.found.values())]
@@ -1078,21 +570,3 @@ def _refuse_unseen(looked: _Looked, ids: Sequence[PointId]) -> None:
 
 def _live_below(copy: Copy, version: int) -> bool:
     return not copy.tombstone and copy.version < version
-
-
-def _cleanup(
-    home: CollectionHome, kind: CleanupKind, ids: Iterable[PointId], version: int
-) -> Cleanup:
-    return Cleanup(home.cluster, home.collection, kind, tuple(ids), version)
-
-
-def _selector(points: Sequence[Any] | None, flt: models.Filter | None) -> Any:
-    """A points selector from a body's ``points`` and ``filter`` (Qdrant takes either)."""
-    if points is not None and flt is not None:
-        ids = [parse_point_id(i) for i in points]
-        return models.FilterSelector(filter=and_filters(ids_filter(ids), flt))
-    if points is not None:
-        return models.PointIdsList(points=list(points))
-    if flt is not None:
-        return models.FilterSelector(filter=flt)
-    raise ApiError(400, "Wrong input: give points or filter")

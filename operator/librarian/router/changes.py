@@ -1,0 +1,442 @@
+"""Changes in place: payload and vector updates of each point's newest copy, at a new version.
+
+Why this exists: a payload or vector update keeps the rest of a point, so it
+is made where the point is, not rewritten elsewhere: on the newest copy only
+(older copies awaiting removal are removed, a deleted point is left alone),
+conditionally on the stored version, and marked ``merged``. A write or delete
+with an older version that meets such a copy is made again after it (see
+:mod:`librarian.router.writes`), and a change that a newer change overtook
+before it landed is made again too. During a move both homes of the domain
+take the change, the lagging one first getting the newest copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from qdrant_client.http import models
+
+from librarian.contracts.payload import MERGED_KEY, POINT_VERSION_KEY, RESERVED_KEYS
+from librarian.core.fusion import PointId
+from librarian.router.cleanup import Copy
+from librarian.router.library import (
+    CollectionHome,
+    View,
+    home_route,
+)
+from librarian.router.outbox import Cleanup, CleanupKind
+from librarian.router.qdrant_api import ApiError, parse_point_id
+from librarian.router.query import dense
+from librarian.router.write_steps import IN_PLACE_TRIES, WriteSteps, cleanup_of, no_reserved
+from librarian.services.versioning import (
+    and_filters,
+    ids_filter,
+    is_tombstone,
+    live_filter,
+    older_than,
+    stamped,
+    version_is,
+    version_of,
+)
+from librarian.storage.port import PointRecord, QdrantPort
+
+__all__ = ["InPlaceChanges"]
+
+
+class InPlaceChanges(WriteSteps):
+    """Set / overwrite / delete / clear payload and update / delete vectors."""
+
+    async def set_payload(
+        self,
+        view: View,
+        body: models.SetPayload,
+        timeout: float,
+        *,
+        overwrite: bool = False,
+    ) -> None:
+        """Set (merge) or overwrite the payload of the selected points, at a new version."""
+        payload = no_reserved(body.payload)
+        if overwrite and body.key:
+            raise ApiError(400, "Wrong input: overwrite payload does not take a key")
+        if not view.routed:
+            await self._forward_payload(view, body, payload, overwrite, timeout)
+            return
+        async for ids in self._selected(view, _selector(body.points, body.filter), timeout):
+            if overwrite:
+                await self._replace_payload(view, ids, payload, timeout)
+            else:
+                await self._merge_payload(view, ids, payload, body.key, timeout)
+        self.cache.clear()
+
+    async def _forward_payload(
+        self,
+        view: View,
+        body: models.SetPayload,
+        payload: dict[str, Any],
+        overwrite: bool,
+        timeout: float,
+    ) -> None:
+        route = view.routes[0]
+        ids = [parse_point_id(i) for i in body.points] if body.points is not None else None
+        if overwrite:
+            flt = and_filters(ids_filter(ids) if ids is not None else None, body.filter)
+            await self._call(
+                route,
+                lambda port: port.overwrite_payload(
+                    route.collection, payload, points_filter=flt or models.Filter()
+                ),
+                timeout,
+            )
+        else:
+            await self._call(
+                route,
+                lambda port: port.set_payload(
+                    route.collection, payload, ids, points_filter=body.filter, key=body.key
+                ),
+                timeout,
+            )
+        self.cache.clear()
+
+    async def _in_place(
+        self, view: View, ids: list[PointId], change: Change, timeout: float
+    ) -> None:
+        """Change the newest live copy of each id in place, at a new version.
+
+        Only the homes holding an id's newest copy are changed (an older copy still
+        awaiting removal is removed now, not changed); a deleted id is left alone.
+        Each change is conditional on the stored version being older, and marks the
+        point ``merged``. A change that a newer change in place overtook before it
+        landed is made again, after it (bounded tries).
+        """
+        pending = list(ids)
+        for _ in range(IN_PLACE_TRIES):
+            looked = await self._look(view, pending, timeout)
+            if looked.unreached:
+                clusters = ", ".join(sorted({h.cluster for h in looked.unreached}))
+                raise ApiError(
+                    503,
+                    f"Service unavailable: cannot update points while cluster(s) {clusters} "
+                    "do not answer",
+                )
+            version = self.clock.tick(looked.highest)
+            targets, stale = _newest_copies(looked.found, pending)
+            stale = await self._sync_move_pairs(view, looked.found, targets, stale, timeout)
+            await self._queue_or_apply(stale, timeout)
+            await asyncio.gather(
+                *(
+                    self._call(home_route(home), _in_home(home, groups, version, change), timeout)
+                    for home, groups in targets.items()
+                )
+            )
+            changed = sorted(
+                {i for groups in targets.values() for g in groups.values() for i in g}, key=str
+            )
+            pending = await self._overtaken(list(targets), changed, version, timeout)
+            if not pending:
+                return
+        raise ApiError(
+            503,
+            f"Service unavailable: the update of {len(pending)} point(s) kept being overtaken by "
+            "concurrent updates of the same points; retry it",
+        )
+
+    async def _sync_move_pairs(
+        self,
+        view: View,
+        found: dict[CollectionHome, dict[PointId, Copy]],
+        targets: dict[CollectionHome, dict[str | None, list[PointId]]],
+        stale: list[Cleanup],
+        timeout: float,
+    ) -> list[Cleanup]:
+        """During a move both homes are one: a home of the pair that lags behind the other
+        for an id gets the newest copy first, then takes the change too (rather than its
+        older copy being removed). Returns the removals still to make (outside the pairs)."""
+        pairs = [(m.source, m.target) for m in view.moves if m.writes_both]
+        if not pairs:
+            return stale
+        fenced = {h for pair in pairs for h in pair}
+        for pair in pairs:
+            for newest, partner in (pair, pair[::-1]):
+                held = targets.get(newest, {})
+                lagging: dict[str | None, list[PointId]] = {}
+                for label, ids in held.items():
+                    behind = [i for i in ids if i not in targets.get(partner, {}).get(label, [])]
+                    if behind:
+                        lagging[label] = behind
+                if not lagging or partner not in found:
+                    continue
+                ids = [i for group in lagging.values() for i in group]
+                await self._copy_between(newest, partner, ids, timeout)
+                for label, group in lagging.items():
+                    targets.setdefault(partner, {}).setdefault(label, []).extend(group)
+        return [c for c in stale if CollectionHome(c.cluster, c.collection) not in fenced]
+
+    async def _copy_between(
+        self, source: CollectionHome, target: CollectionHome, ids: list[PointId], timeout: float
+    ) -> None:
+        """``ids`` copied from ``source`` into ``target`` where ``target`` holds them older."""
+        await self.homes.copy_over(
+            Cleanup(
+                target.cluster,
+                target.collection,
+                CleanupKind.COPY,
+                tuple(ids),
+                0,
+                source=(source.cluster, source.collection),
+            ),
+            timeout,
+        )
+
+    async def _overtaken(
+        self, homes: list[CollectionHome], ids: list[PointId], version: int, timeout: float
+    ) -> list[PointId]:
+        """The ids whose copy in ``homes`` a newer change in place holds instead of ``version``."""
+        if not ids:
+            return []
+        after, _ = await self.homes.look(homes, ids, self._settle_timeout(timeout))
+        return sorted(
+            {
+                i
+                for copies in after.values()
+                for i, c in copies.items()
+                if c.version > version and c.merged and not c.tombstone
+            },
+            key=str,
+        )
+
+    async def _merge_payload(
+        self,
+        view: View,
+        ids: list[PointId],
+        payload: dict[str, Any],
+        key: str | None,
+        timeout: float,
+    ) -> None:
+        def change(collection: str, held: list[PointId], version: int, label: str | None) -> Ops:
+            condition = and_filters(ids_filter(held), older_than(version), live_filter())
+            mark = {POINT_VERSION_KEY: version, MERGED_KEY: True}
+            if key is None:  # one operation: the keys and the version together
+                return [_set_where(collection, {**payload, **mark}, condition)]
+            exact = and_filters(ids_filter(held), version_is(version))
+            return [
+                _set_where(collection, mark, condition),
+                _set_where(collection, payload, exact, key),
+            ]
+
+        await self._in_place(view, ids, change, timeout)
+
+    async def _replace_payload(
+        self, view: View, ids: list[PointId], payload: dict[str, Any], timeout: float
+    ) -> None:
+        def change(collection: str, held: list[PointId], version: int, label: str | None) -> Ops:
+            condition = and_filters(ids_filter(held), older_than(version), live_filter())
+            assert condition is not None
+            new = stamped(payload, version=version, label=label, merged=True)
+            return [_overwrite_where(collection, new, condition)]
+
+        await self._in_place(view, ids, change, timeout)
+
+    async def _delete_keys(
+        self, view: View, ids: list[PointId], keys: list[str], timeout: float
+    ) -> None:
+        def change(collection: str, held: list[PointId], version: int, label: str | None) -> Ops:
+            condition = and_filters(ids_filter(held), older_than(version), live_filter())
+            exact = and_filters(ids_filter(held), version_is(version))
+            mark = {POINT_VERSION_KEY: version, MERGED_KEY: True}
+            return [
+                _set_where(collection, mark, condition),
+                _delete_keys_where(collection, keys, exact),
+            ]
+
+        await self._in_place(view, ids, change, timeout)
+
+    async def delete_payload(self, view: View, body: models.DeletePayload, timeout: float) -> None:
+        """Remove payload keys from the selected points, at a new version."""
+        keys = list(body.keys)
+        reserved = sorted(set(keys) & set(RESERVED_KEYS))
+        if reserved and view.routed:
+            raise ApiError(
+                400, f"Wrong input: keys {', '.join(reserved)} are reserved by the library"
+            )
+        if not view.routed:
+            route = view.routes[0]
+            ids = [parse_point_id(i) for i in body.points] if body.points is not None else None
+            flt = and_filters(ids_filter(ids) if ids is not None else None, body.filter)
+            await self._call(
+                route,
+                lambda port: port.delete_payload_keys(route.collection, keys, points_filter=flt),
+                timeout,
+            )
+            self.cache.clear()
+            return
+        async for ids in self._selected(view, _selector(body.points, body.filter), timeout):
+            await self._delete_keys(view, ids, keys, timeout)
+        self.cache.clear()
+
+    async def clear_payload(self, view: View, selector: Any, timeout: float) -> None:
+        """Clear the payload of the selected points (the library's own keys stay)."""
+        if not view.routed:
+            await self.set_payload(
+                view,
+                models.SetPayload(
+                    payload={},
+                    points=getattr(selector, "points", None),
+                    filter=getattr(selector, "filter", None),
+                ),
+                timeout,
+                overwrite=True,
+            )
+            return
+        async for ids in self._selected(view, selector, timeout):
+            await self._replace_payload(view, ids, {}, timeout)
+        self.cache.clear()
+
+    async def update_vectors(self, view: View, body: models.UpdateVectors, timeout: float) -> None:
+        """New vectors for existing points, changed in place at a new version.
+
+        Like a payload change, it is made on each point's newest copy, so it composes
+        with concurrent writes, changes and deletes of the same points. The point stays
+        in its domain (the search finds it there); an upsert of the point places it anew.
+        """
+        if body.update_filter is not None:
+            raise ApiError(
+                400, "Wrong input: update_filter is not served on a library collection yet"
+            )
+        vectors = {parse_point_id(p.id): dense(p.vector, view.vector_size) for p in body.points}
+        if not view.routed:
+            route = view.routes[0]
+            points = [PointRecord(i, v) for i, v in vectors.items()]
+            await self._call(
+                route, lambda port: port.update_vectors(route.collection, points), timeout
+            )
+            self.cache.clear()
+            return
+        current = await self._current(view, list(vectors), timeout)
+        missing = [i for i in vectors if i not in current]
+        if missing:
+            raise ApiError(404, f"Not found: No point with id {missing[0]} found")
+
+        def change(collection: str, held: list[PointId], version: int, label: str | None) -> Ops:
+            condition = and_filters(ids_filter(held), older_than(version), live_filter())
+            exact = and_filters(ids_filter(held), version_is(version))
+            mark = {POINT_VERSION_KEY: version, MERGED_KEY: True}
+            points = [PointRecord(i, vectors[i]) for i in held]
+            return [
+                _set_where(collection, mark, condition),
+                lambda port: port.update_vectors(collection, points, update_filter=exact),
+            ]
+
+        await self._in_place(view, list(vectors), change, timeout)
+        self.cache.clear()
+
+    async def _current(
+        self, view: View, ids: list[PointId], timeout: float
+    ) -> dict[PointId, PointRecord]:
+        """The newest live copy of each id (every home must answer)."""
+        homes = view.homes()
+
+        def read(home: CollectionHome) -> Callable[[QdrantPort], list[PointRecord]]:
+            return lambda port: port.retrieve(home.collection, ids, with_vectors=False)
+
+        results = await asyncio.gather(
+            *(self.upstream.call(home_route(h), read(h), timeout) for h in homes)
+        )
+        newest: dict[PointId, PointRecord] = {}
+        for records in results:
+            for record in records:
+                held = newest.get(record.id)
+                if held is None or version_of(record.payload) > version_of(held.payload):
+                    newest[record.id] = record
+        return {i: r for i, r in newest.items() if not is_tombstone(r.payload)}
+
+    async def delete_vectors(self, view: View, body: models.DeleteVectors, timeout: float) -> None:
+        """Deleting the library's only vector would leave a point no domain can hold: refused."""
+        if not view.routed:
+            route = view.routes[0]
+            raise ApiError(
+                400,
+                f"Wrong input: collection {route.collection!r} has one unnamed vector; "
+                "delete the points instead",
+            )
+        raise ApiError(
+            400,
+            "Wrong input: a library places every point by its one dense vector; a point "
+            "without it cannot be placed. Delete the points, or update their vectors",
+        )
+
+
+Ops = list[Callable[[QdrantPort], None]]
+Change = Callable[[str, list[PointId], int, str | None], Ops]
+"""(collection, ids, new version, their label) -> the operations that change them in place."""
+
+
+def _newest_copies(
+    found: dict[CollectionHome, dict[PointId, Copy]], ids: Sequence[PointId]
+) -> tuple[dict[CollectionHome, dict[str | None, list[PointId]]], list[Cleanup]]:
+    """Where each id's newest live copy is (by home, then label), and removals of older copies.
+
+    An id whose newest copy is a tombstone is deleted: nothing is changed, and its older
+    live copies elsewhere are removed too.
+    """
+    newest = {
+        i: max((copies[i].version for copies in found.values() if i in copies), default=None)
+        for i in ids
+    }
+    targets: dict[CollectionHome, dict[str | None, list[PointId]]] = {}
+    stale: dict[tuple[CollectionHome, int], list[PointId]] = {}
+    for home, copies in found.items():
+        for point_id, copy in copies.items():
+            top = newest.get(point_id)
+            if top is None:
+                continue
+            if copy.version < top:
+                stale.setdefault((home, top), []).append(point_id)
+            elif not copy.tombstone:
+                targets.setdefault(home, {}).setdefault(copy.label, []).append(point_id)
+    cleanups = [
+        cleanup_of(home, CleanupKind.REMOVE_OLDER, held, top) for (home, top), held in stale.items()
+    ]
+    return targets, cleanups
+
+
+def _in_home(
+    home: CollectionHome, groups: dict[str | None, list[PointId]], version: int, change: Change
+) -> Callable[[QdrantPort], None]:
+    def run(port: QdrantPort) -> None:
+        for label, held in groups.items():
+            for operation in change(home.collection, held, version, label):
+                operation(port)
+
+    return run
+
+
+def _set_where(
+    collection: str, payload: dict[str, Any], flt: models.Filter | None, key: str | None = None
+) -> Callable[[QdrantPort], None]:
+    return lambda port: port.set_payload(collection, payload, points_filter=flt, key=key)
+
+
+def _overwrite_where(
+    collection: str, payload: dict[str, Any], flt: models.Filter
+) -> Callable[[QdrantPort], None]:
+    return lambda port: port.overwrite_payload(collection, payload, points_filter=flt)
+
+
+def _delete_keys_where(
+    collection: str, keys: list[str], flt: models.Filter | None
+) -> Callable[[QdrantPort], None]:
+    return lambda port: port.delete_payload_keys(collection, keys, points_filter=flt)
+
+
+def _selector(points: Sequence[Any] | None, flt: models.Filter | None) -> Any:
+    """A points selector from a body's ``points`` and ``filter`` (Qdrant takes either)."""
+    if points is not None and flt is not None:
+        ids = [parse_point_id(i) for i in points]
+        return models.FilterSelector(filter=and_filters(ids_filter(ids), flt))
+    if points is not None:
+        return models.PointIdsList(points=list(points))
+    if flt is not None:
+        return models.FilterSelector(filter=flt)
+    raise ApiError(400, "Wrong input: give points or filter")
