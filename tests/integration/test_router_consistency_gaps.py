@@ -27,6 +27,7 @@ from librarian.contracts.moves import MovePhase
 from librarian.contracts.payload import POINT_VERSION_KEY, TOMBSTONE_KEY
 from librarian.router.library import CollectionHome
 from librarian.services.migration import MigrationPlan, migrate
+from librarian.storage.errors import ClusterUnreachable
 from librarian.storage.fleet import Fleet
 from librarian.storage.port import CollectionSpec, QdrantPort
 
@@ -423,4 +424,86 @@ def test_a_vector_update_keeps_a_payload_change_acknowledged_while_it_ran(
             assert np.allclose(point.vector, moved, atol=1e-6)
             assert len(live_copies(_copies(built))) == 1
     finally:
+        built.fleet.close()
+
+
+class _TombstoneFailsOnce:
+    """Once armed, the next tombstone (an overwrite of the payload) fails as if the cluster
+    had stopped answering, without being applied."""
+
+    def __init__(self, inner: QdrantPort) -> None:
+        self.inner = inner
+        self.armed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def overwrite_payload(self, collection: str, payload: Any, **kwargs: Any) -> None:
+        if self.armed and payload.get(TOMBSTONE_KEY) is True:
+            self.armed = False
+            raise ClusterUnreachable(self.inner.cluster, "connection reset")
+        self.inner.overwrite_payload(collection, payload, **kwargs)
+
+
+def test_a_delete_whose_tombstone_only_waits_in_the_outbox_is_not_acknowledged(
+    tmp_path: Path,
+) -> None:
+    """X lives in d0 (east). A delete finds it there, but east stops answering before the
+    tombstone lands: the tombstone waits in the outbox. Acknowledged, the delete would be
+    undone for readers once east answers and until the outbox is drained (a read then finds
+    only east's live copy). It answers 502 instead, and is completed from the outbox."""
+    built = build_embedded_library(tmp_path)
+    failing = _TombstoneFailsOnce(built.fleet.get("east"))
+    built.fleet = Fleet.of_ports({"east": failing, "west": built.fleet.get("west")})  # type: ignore[dict-item]
+    state = make_state(built)
+    try:
+        with RouterThread(state) as router, closing(client_of(router)) as client:
+            _put(client, built, 0, {"w": "first"})
+            failing.armed = True
+            with pytest.raises(UnexpectedResponse) as refused:
+                client.delete("library", points_selector=models.PointIdsList(points=[X]))
+            assert refused.value.status_code == 502
+            assert b"completed when they answer" in refused.value.content
+            assert len(state.outbox) >= 1
+            state.breaker.success("east")
+            router.run(state.maintain())
+            assert len(state.outbox) == 0
+            assert live_copies(_copies(built)) == []
+            assert client.retrieve("library", [X]) == []
+    finally:
+        built.fleet.close()
+
+
+def test_a_timed_out_write_that_lands_after_its_home_changed_hands_is_still_settled(
+    tmp_path: Path,
+) -> None:
+    """Client A's write of X into d0 (east) is held past the router's timeout (504): its
+    landing is watched. B writes X into d0 too, newer; the outbox is drained (A's version
+    is not there: still watched). C writes X into d2 (west), which removes B's copy from
+    east. Then east applies A's write, into an empty slot: the watch must settle it (C's
+    newer copy wins), or X stays live in two homes."""
+    built = build_embedded_library(tmp_path)
+    gate = _Gate(built.fleet.get("east"), "library-d0")
+    built.fleet = Fleet.of_ports({"east": gate, "west": built.fleet.get("west")})  # type: ignore[dict-item]
+    state = make_state(built, settings={"timeout": 0.5}, settle_timeout_s=0.5)
+    try:
+        with RouterThread(state) as router, closing(client_of(router)) as client:
+            gate.armed = True
+            with pytest.raises(UnexpectedResponse) as timed_out:
+                _put(client, built, 0, {"w": "a"})
+            assert timed_out.value.status_code == 504
+            assert gate.entered.is_set()
+            state.breaker.success("east")
+            _put(client, built, 0, {"w": "b"})
+            router.run(state.maintain())
+            _put(client, built, 2, {"w": "c"})
+            gate.release.set()
+            assert gate.applied.wait(30)
+            state.breaker.success("east")
+            router.run(state.maintain())
+            live = live_copies(_copies(built))
+            assert [(c, p["w"]) for c, p in live] == [("library-d2", "c")], live
+            assert [p.payload for p in client.retrieve("library", [X])] == [{"w": "c"}]
+    finally:
+        gate.release.set()
         built.fleet.close()

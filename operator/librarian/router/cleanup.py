@@ -220,7 +220,7 @@ class Homes:
             if not self.upstream.breaker.allow(cleanup.cluster):
                 continue
             try:
-                if cleanup.kind is CleanupKind.SETTLE:
+                if cleanup.kind in (CleanupKind.SETTLE, CleanupKind.WATCH):
                     finished = await self._settle_late(cleanup, homes(), timeout)
                     finished = finished or now - cleanup.queued_at > settle_window_s
                 elif cleanup.kind is CleanupKind.COPY:
@@ -263,7 +263,8 @@ class Homes:
         self, cleanup: Cleanup, homes: Sequence[CollectionHome], timeout: float
     ) -> bool:
         """Settle a timed-out write where it has landed, as the write would have: remove older
-        copies elsewhere, or its own copy if a newer one is elsewhere. True once all landed."""
+        copies elsewhere, or its own copy if a newer one is elsewhere. True once done (a
+        watched write that never lands is watched until the window closes)."""
         home = CollectionHome(cleanup.cluster, cleanup.collection)
         every = [home, *[h for h in homes if h != home]]
         found, unreached = await self.look(every, list(cleanup.ids), timeout)
@@ -298,6 +299,10 @@ class Homes:
             )
         if landed:
             await self.apply_or_queue(cleanups, timeout)
+        if cleanup.kind is CleanupKind.WATCH:
+            # A newer copy in its home does not end the watch: the write can still land once
+            # that copy has gone (moved elsewhere, removed), and must then be settled.
+            return len(landed) == len(cleanup.ids)
         settled = {i for i in cleanup.ids if i in mine and mine[i].version >= version}
         return len(settled) == len(cleanup.ids)
 

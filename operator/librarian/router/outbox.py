@@ -32,9 +32,13 @@ __all__ = ["Cleanup", "CleanupKind", "Outbox", "OutboxFull"]
 class CleanupKind(StrEnum):
     REMOVE_OLDER = "remove_older"  # delete the ids where their version is older
     TOMBSTONE = "tombstone"  # turn the ids into tombstones where their version is older
-    # A write to this collection timed out: once it has landed (the ids are there at this
-    # version or newer), remove older copies of them from every other home.
+    # A write landed in this collection while another home did not answer: once every home
+    # answers (and the ids are here at this version or newer), settle it as the write would
+    # have (remove older copies elsewhere, or yield to a newer one).
     SETTLE = "settle"
+    # A write to this collection timed out and may still land, whatever happens to the ids
+    # meanwhile: settle it once it has landed (the ids here at exactly this version).
+    WATCH = "watch"
     # A move's second home missed a write its first home took: copy the ids over from
     # ``source`` where this collection holds them older.
     COPY = "copy"

@@ -279,7 +279,7 @@ class Writes(InPlaceChanges):
                     # (watched from the outbox). A refused connection or an open circuit sent
                     # nothing: nothing can land.
                     queued.append(
-                        Cleanup(cluster, batch.collection, CleanupKind.SETTLE, ids, version)
+                        Cleanup(cluster, batch.collection, CleanupKind.WATCH, ids, version)
                     )
         try:
             await asyncio.to_thread(self.homes.outbox.add, queued)
@@ -462,7 +462,7 @@ class Writes(InPlaceChanges):
             await self._fence_tombstones(view, looked.found, pending, version, timeout)
             if looked.unreached:
                 _refuse_unseen(looked, pending)
-            pending = await self._settle_delete(view, pending, version, timeout)
+            pending = await self._settle_delete(view, looked, pending, version, timeout)
             if not pending:
                 return
         raise ApiError(
@@ -472,7 +472,7 @@ class Writes(InPlaceChanges):
         )
 
     async def _settle_delete(
-        self, view: View, ids: list[PointId], version: int, timeout: float
+        self, view: View, before: Looked, ids: list[PointId], version: int, timeout: float
     ) -> list[PointId]:
         """Look at every home again once the tombstones are down, as a write looks after
         writing; returns the ids a newer change in place holds alive (to delete again).
@@ -482,6 +482,12 @@ class Writes(InPlaceChanges):
         missed the tombstones: whichever of the two looks last sees the other, and this
         one tombstones such a copy (left live, it would outlive the tombstone once
         tombstones are compacted).
+
+        The delete is acknowledged only if each point that was live is now held down
+        in a home that answers (by this tombstone or a newer copy): a tombstone that
+        only waits in the outbox would let a read serve the point once its cluster
+        answers again, before the outbox is drained. Such a delete answers 502; it is
+        completed from the outbox.
         """
         homes = list(view.homes())
         found, unreached = await self.homes.look(homes, ids, self._settle_timeout(timeout))
@@ -492,6 +498,20 @@ class Writes(InPlaceChanges):
         ]
         late += [cleanup_of(home, CleanupKind.TOMBSTONE, ids, version) for home in unreached]
         await self._queue_or_apply(late, timeout)
+        live = before.live()
+        held_down = {
+            i for copies in found.values() for i, c in copies.items() if c.version >= version
+        }
+        floating = [
+            i for i in ids if i not in held_down and any(i in held for held in live.values())
+        ]
+        if floating:
+            clusters = sorted({h.cluster for h, held in live.items() if floating[0] in held})
+            raise UpstreamUnavailable(
+                f"the tombstone of point {floating[0]} could not be written on cluster(s) "
+                f"{', '.join(clusters)}: the delete is completed when they answer",
+                clusters=clusters,
+            )
         return sorted(
             {
                 i

@@ -693,7 +693,7 @@ class _Run:
         will): nothing is left to clean for them; they lapse after the settle window."""
         unlanded = 0
         for entry in self.state.outbox.pending(1000):
-            if entry.kind is not CleanupKind.SETTLE:
+            if entry.kind not in (CleanupKind.SETTLE, CleanupKind.WATCH):
                 continue
             port = self.library.fleet.get(entry.cluster)
             held = getattr(port, "inner", port).retrieve(
