@@ -507,3 +507,62 @@ def test_a_timed_out_write_that_lands_after_its_home_changed_hands_is_still_sett
     finally:
         gate.release.set()
         built.fleet.close()
+
+
+def test_a_payload_update_racing_a_write_into_another_domain_leaves_one_copy(
+    tmp_path: Path,
+) -> None:
+    """X (v1) lives in d1 (east). A write of X into d0 takes v2 and is held before it lands;
+    a payload update looks (d0 holds nothing yet), takes v3 and is held before it lands on
+    d1; the write lands on d0 and, looking, finds v1 on d1 to remove, held in turn; the
+    update lands on d1 (v3). Both are acknowledged: X must not end live in two homes (the
+    write's copy and the update's, made on the copy the write replaced)."""
+    built = build_embedded_library(tmp_path)
+    held_write = _HeldCall(built.fleet.get("east"), "upsert")
+    held_update = _HeldCall(held_write, "set_payload")
+    held_removal = _HeldCall(held_update, "delete_points")
+    built.fleet = Fleet.of_ports({"east": held_removal, "west": built.fleet.get("west")})  # type: ignore[dict-item]
+    state = make_state(built)
+    outcomes: dict[str, BaseException | None] = {}
+
+    def in_thread(name: str, action: Callable[[QdrantClient], Any]) -> threading.Thread:
+        def run() -> None:
+            try:
+                with closing(client_of(router)) as other:
+                    action(other)
+                outcomes[name] = None
+            except BaseException as error:  # noqa: BLE001 - reported by the test thread
+                outcomes[name] = error
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    holds = (held_write, held_update, held_removal)
+    try:
+        with RouterThread(state) as router, closing(client_of(router)) as client:
+            _put(client, built, 1, {"w": "first"})
+            held_write.armed = True
+            writing = in_thread("write", lambda c: _put(c, built, 0, {"w": "second"}))
+            assert held_write.entered.wait(30)
+            held_update.armed = True
+            updating = in_thread("update", lambda c: c.set_payload("library", {"k": 1}, points=[X]))
+            assert held_update.entered.wait(30)
+            held_removal.armed = True
+            held_write.release.set()
+            assert held_removal.entered.wait(30)
+            held_update.release.set()
+            updating.join(30)
+            held_removal.release.set()
+            writing.join(30)
+            assert outcomes == {"write": None, "update": None}
+            live = live_copies(_copies(built))
+            assert len(live) == 1, live
+            [(collection, payload)] = live
+            assert collection == "library-d0"
+            assert payload["w"] == "second"  # the write, then the update made on it
+            assert [p.payload for p in client.retrieve("library", [X])] == [{"w": "second", "k": 1}]
+    finally:
+        for hold in holds:
+            hold.release.set()
+        built.fleet.close()

@@ -20,7 +20,7 @@ from qdrant_client.http import models
 
 from librarian.contracts.payload import MERGED_KEY, POINT_VERSION_KEY, RESERVED_KEYS
 from librarian.core.fusion import PointId
-from librarian.router.cleanup import Copy
+from librarian.router.cleanup import Copy, delete_where
 from librarian.router.library import (
     CollectionHome,
     View,
@@ -29,7 +29,13 @@ from librarian.router.library import (
 from librarian.router.outbox import Cleanup, CleanupKind
 from librarian.router.qdrant_api import ApiError, parse_point_id
 from librarian.router.query import dense
-from librarian.router.write_steps import IN_PLACE_TRIES, WriteSteps, cleanup_of, no_reserved
+from librarian.router.write_steps import (
+    IN_PLACE_TRIES,
+    Looked,
+    WriteSteps,
+    cleanup_of,
+    no_reserved,
+)
 from librarian.services.versioning import (
     and_filters,
     ids_filter,
@@ -133,7 +139,7 @@ class InPlaceChanges(WriteSteps):
             changed = sorted(
                 {i for groups in targets.values() for g in groups.values() for i in g}, key=str
             )
-            pending = await self._overtaken(list(targets), changed, version, timeout)
+            pending = await self._settle_change(view, looked, targets, changed, version, timeout)
             if not pending:
                 return
         raise ApiError(
@@ -189,22 +195,58 @@ class InPlaceChanges(WriteSteps):
             timeout,
         )
 
-    async def _overtaken(
-        self, homes: list[CollectionHome], ids: list[PointId], version: int, timeout: float
+    async def _settle_change(
+        self,
+        view: View,
+        looked: Looked,
+        targets: dict[CollectionHome, dict[str | None, list[PointId]]],
+        changed: list[PointId],
+        version: int,
+        timeout: float,
     ) -> list[PointId]:
-        """The ids whose copy in ``homes`` a newer change in place holds instead of ``version``."""
-        if not ids:
+        """Look at every home once the change is made; returns the ids to change again.
+
+        Two reasons to make it again, after what overtook it:
+
+        - a newer change in place holds the point (it landed first, on the copy this one
+          was about to change);
+        - a write of the point into another home, newer than the copy this change was
+          made on, landed after the first look: the change was made on a copy that write
+          replaces. Its copy is taken back (removed where it still holds this version)
+          and the change is made on the newest copy. (The write's own look, after
+          writing, may have come before this change landed and missed it.)
+        """
+        if not changed:
             return []
-        after, _ = await self.homes.look(homes, ids, self._settle_timeout(timeout))
-        return sorted(
-            {
-                i
-                for copies in after.values()
-                for i, c in copies.items()
-                if c.version > version and c.merged and not c.tombstone
-            },
-            key=str,
-        )
+        after, _ = await self.homes.look(list(view.homes()), changed, self._settle_timeout(timeout))
+        based_on = {
+            i: max((c[i].version for c in looked.found.values() if i in c), default=0)
+            for i in changed
+        }
+        changed_in: dict[PointId, set[CollectionHome]] = {}
+        for home, groups in targets.items():
+            for group in groups.values():
+                for i in group:
+                    changed_in.setdefault(i, set()).add(home)
+        overtaken = {
+            i
+            for copies in after.values()
+            for i, c in copies.items()
+            if c.version > version and c.merged and not c.tombstone
+        }
+        replaced = {
+            i
+            for home, copies in after.items()
+            for i, c in copies.items()
+            if home not in changed_in.get(i, set())
+            and not c.tombstone
+            and based_on[i] < c.version < version
+        }
+        for home in {h for i in replaced for h in changed_in.get(i, set())}:
+            mine = sorted((i for i in replaced if home in changed_in[i]), key=str)
+            flt = and_filters(ids_filter(mine), version_is(version))
+            await self._call(home_route(home), delete_where(home.collection, flt), timeout)
+        return sorted(overtaken | replaced, key=str)
 
     async def _merge_payload(
         self,
