@@ -162,6 +162,31 @@ def test_delete_points_by_ids_and_by_filter(filled: QdrantPort) -> None:
         filled.delete_points("docs")
 
 
+def test_scroll_keys_pages_like_scroll_with_only_the_named_keys(filled: QdrantPort) -> None:
+    filled.set_payload("docs", {"extra": [1, 2]}, [4])
+    selection = models.Filter(must_not=[_match("group", "g0")])
+    ids: list[object] = []
+    payloads: list[dict[str, object]] = []
+    offset = None
+    while True:
+        page = filled.scroll_keys(
+            "docs", keys=["n", "extra"], limit=7, offset=offset, scroll_filter=selection
+        )
+        assert len(page.ids) == len(page.payloads) <= 7
+        ids += page.ids
+        payloads += page.payloads
+        offset = page.next_offset
+        if offset is None:
+            break
+    scrolled, _ = filled.scroll("docs", limit=100, scroll_filter=selection, with_vectors=False)
+    assert ids == [p.id for p in scrolled]
+    assert payloads == [
+        {"n": i, "extra": [1, 2]} if i == 4 else {"n": i} for i in ids if isinstance(i, int)
+    ]
+    with pytest.raises(CollectionNotFound, match="collection 'absent'"):
+        filled.scroll_keys("absent", keys=["n"], limit=1)
+
+
 def test_uuid_ids_and_keyword_index(port: QdrantPort) -> None:
     port.create_collection("docs", CollectionSpec(vector_size=4))
     ident = str(uuid.uuid4())
@@ -169,6 +194,7 @@ def test_uuid_ids_and_keyword_index(port: QdrantPort) -> None:
     port.create_keyword_index("docs", "k")
     port.create_keyword_index("docs", "k")  # idempotent
     assert port.retrieve("docs", [ident])[0].id == ident
+    assert port.scroll_keys("docs", keys=["k"], limit=10) == ([ident], [{"k": "v"}], None)
     assert port.count("docs", count_filter=models.Filter(must=[_match("k", "v")])) == 1
 
 

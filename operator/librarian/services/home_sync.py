@@ -99,17 +99,17 @@ class Listing:
     unversioned: int = 0  # live points with no version: written straight to the cluster
     unlabelled: int = 0  # points with no label (only counted when the label is asked for)
 
-    def add(self, page: Iterable[PointRecord]) -> None:
-        """Take in one page of points read with (at least) the version and tombstone keys."""
+    def add(self, ids: Sequence[PointId], payloads: Sequence[Mapping[str, object]]) -> None:
+        """Take in one page: ids and their payloads, read with (at least) the version and
+        tombstone keys."""
         held, live, unversioned = self.held, 0, 0
-        for point in page:
-            payload = point.payload
+        for point_id, payload in zip(ids, payloads, strict=True):
             version = payload.get(POINT_VERSION_KEY)
             tombstone = payload.get(TOMBSTONE_KEY) is True
             if type(version) is not int:
                 unversioned += version is None and not tombstone
                 version = version_of(payload)
-            held[point.id] = version * 2 + tombstone  # pack(version, tombstone), inlined
+            held[point_id] = version * 2 + tombstone  # pack(version, tombstone), inlined
             live += not tombstone
         self.live += live
         self.unversioned += unversioned
@@ -128,17 +128,13 @@ def list_versions(
     listing = Listing()
     offset: PointId | None = None
     while True:
-        page, offset = port.scroll(
-            collection,
-            limit=page_size,
-            offset=offset,
-            scroll_filter=selection,
-            with_vectors=False,
-            with_payload=keys,
+        page = port.scroll_keys(
+            collection, keys=keys, limit=page_size, offset=offset, scroll_filter=selection
         )
-        listing.add(page)
+        listing.add(page.ids, page.payloads)
         if label_key:
-            listing.unlabelled += sum(1 for point in page if not point.payload.get(label_key))
+            listing.unlabelled += sum(1 for payload in page.payloads if not payload.get(label_key))
+        offset = page.next_offset
         if offset is None:
             return listing
 

@@ -41,6 +41,7 @@ from librarian.storage.port import (
     CollectionInfo,
     CollectionSpec,
     HnswSpec,
+    KeyPage,
     OptimizersSpec,
     PointId,
     PointRecord,
@@ -147,6 +148,8 @@ def _load_shard(
 
 
 def _point_id(value: Any) -> PointId:
+    if type(value) is int:  # the common case, first
+        return value
     if isinstance(value, uuid.UUID):
         return str(value)
     return value  # type: ignore[no-any-return]
@@ -420,6 +423,29 @@ class EmbeddedQdrant:
             for r in records
         ]
         return points, (_point_id(next_offset) if next_offset is not None else None)
+
+    def scroll_keys(
+        self,
+        collection: str,
+        *,
+        keys: Sequence[str],
+        limit: int,
+        offset: PointId | None = None,
+        scroll_filter: models.Filter | None = None,
+    ) -> KeyPage:
+        request = edge.ScrollRequest(
+            offset=offset,
+            limit=limit,
+            filter=self._call(collection, lambda: to_edge_filter(scroll_filter)),
+            with_payload=_payload_selector(keys),
+            with_vector=False,
+        )
+        with self._shard(collection) as shard:
+            records, next_offset = self._call(collection, lambda: shard.scroll(request))
+        ids = [_point_id(r.id) for r in records]
+        # The engine hands out a new payload dict on every read: no copy needed.
+        payloads = [r.payload or {} for r in records]
+        return KeyPage(ids, payloads, _point_id(next_offset) if next_offset is not None else None)
 
     def query(
         self,

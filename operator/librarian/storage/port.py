@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from qdrant_client.http import models
 
@@ -42,6 +42,7 @@ __all__ = [
     "CollectionSpec",
     "Distance",
     "HnswSpec",
+    "KeyPage",
     "OptimizersSpec",
     "PointId",
     "PointRecord",
@@ -58,6 +59,15 @@ class PointRecord:
     id: PointId
     vector: list[float] | None = None
     payload: dict[str, Any] = field(default_factory=dict)
+
+
+class KeyPage(NamedTuple):
+    """One page of a listing: ids in id order, each one's selected payload keys (aligned with
+    the ids), and the offset of the next page (``None`` at the end)."""
+
+    ids: list[PointId]
+    payloads: list[dict[str, Any]]
+    next_offset: PointId | None
 
 
 @dataclass(frozen=True)
@@ -162,6 +172,20 @@ class QdrantPort(Protocol):
 
         ``with_payload`` may name the payload keys to return (the others are left out).
         """
+        ...
+
+    def scroll_keys(
+        self,
+        collection: str,
+        *,
+        keys: Sequence[str],
+        limit: int,
+        offset: PointId | None = None,
+        scroll_filter: models.Filter | None = None,
+    ) -> KeyPage:
+        """The page :meth:`scroll` returns with no vectors and only the payload ``keys``, as
+        ids and payloads: listings of millions of ids (by version, by label) build no point
+        records."""
         ...
 
     def query(

@@ -35,6 +35,7 @@ from librarian.storage.port import (
     CollectionSpec,
     Distance,
     HnswSpec,
+    KeyPage,
     OptimizersSpec,
     PointId,
     PointRecord,
@@ -419,6 +420,32 @@ class RemoteQdrant:
             for r in records
         ]
         return points, (None if next_offset is None else _id(next_offset))
+
+    def scroll_keys(
+        self,
+        collection: str,
+        *,
+        keys: Sequence[str],
+        limit: int,
+        offset: PointId | None = None,
+        scroll_filter: models.Filter | None = None,
+    ) -> KeyPage:
+        records, next_offset = self._call(
+            collection,
+            lambda: self._client.scroll(
+                collection,
+                scroll_filter=scroll_filter,
+                limit=limit,
+                offset=offset,
+                with_payload=list(keys),
+                with_vectors=False,
+            ),
+        )
+        return KeyPage(
+            [_id(r.id) for r in records],
+            [dict(r.payload or {}) for r in records],
+            None if next_offset is None else _id(next_offset),
+        )
 
     def query(
         self,
