@@ -566,3 +566,70 @@ def test_a_payload_update_racing_a_write_into_another_domain_leaves_one_copy(
         for hold in holds:
             hold.release.set()
         built.fleet.close()
+
+
+class _CallFailsOnce:
+    """Once armed, the next call of one port method fails as if the cluster had stopped
+    answering, without being applied."""
+
+    def __init__(self, inner: Any, method: str) -> None:
+        self.inner = inner
+        self.method = method
+        self.armed = False
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.inner, name)
+        if name != self.method:
+            return attribute
+
+        def failing(*args: Any, **kwargs: Any) -> Any:
+            if self.armed:
+                self.armed = False
+                raise ClusterUnreachable("east", "connection reset")
+            return attribute(*args, **kwargs)
+
+        return failing
+
+
+def test_a_write_that_lost_to_a_newer_one_yields_even_if_its_cluster_fails_meanwhile(
+    tmp_path: Path,
+) -> None:
+    """Client A's write of X into d0 (east) takes v1 and is held before it lands; B writes X
+    into d2 (west) at v2 and is acknowledged (east held nothing yet). A lands, finds B's
+    newer copy and yields: it removes its own copy, but east fails that call. A answers
+    502; its copy must still go (from the outbox), not stay live beside B's."""
+    built = build_embedded_library(tmp_path)
+    held = _HeldCall(built.fleet.get("east"), "upsert")
+    failing = _CallFailsOnce(held, "delete_points")
+    built.fleet = Fleet.of_ports({"east": failing, "west": built.fleet.get("west")})  # type: ignore[dict-item]
+    state = make_state(built)
+    outcome: list[BaseException | None] = []
+    try:
+        with RouterThread(state) as router, closing(client_of(router)) as client:
+
+            def write_a() -> None:
+                try:
+                    with closing(client_of(router)) as other:
+                        _put(other, built, 0, {"w": "a"})
+                    outcome.append(None)
+                except BaseException as error:  # noqa: BLE001 - reported by the test thread
+                    outcome.append(error)
+
+            held.armed = True
+            writing = threading.Thread(target=write_a)
+            writing.start()
+            assert held.entered.wait(30)
+            _put(client, built, 2, {"w": "b"})
+            failing.armed = True
+            held.release.set()
+            writing.join(30)
+            [error] = outcome
+            assert isinstance(error, UnexpectedResponse), error
+            assert error.status_code == 502
+            state.breaker.success("east")
+            router.run(state.maintain())
+            live = live_copies(_copies(built))
+            assert [(c, p["w"]) for c, p in live] == [("library-d2", "b")], live
+    finally:
+        held.release.set()
+        built.fleet.close()

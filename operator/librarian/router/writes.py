@@ -27,6 +27,7 @@ settling step gets an outbox entry instead of failing the write.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -166,6 +167,23 @@ class Writes(InPlaceChanges):
         except OutboxFull:  # not acknowledged: take this write back rather than leave two copies
             await self._take_back(new_home, version, timeout)
             raise self._outbox_full() from None
+        except Exception as error:
+            if unreachable(error):  # it landed: settled from the outbox once all homes answer
+                await self._settle_later(new_home, version)
+            raise
+
+    async def _settle_later(
+        self, new_home: dict[PointId, tuple[CollectionHome, ...]], version: int
+    ) -> None:
+        """Queue the settling of a write that landed in ``new_home`` (as far as the outbox
+        has room: a write that is not settled is not acknowledged either)."""
+        by_home: dict[CollectionHome, list[PointId]] = {}
+        for point_id, homes in new_home.items():
+            for home in homes:
+                by_home.setdefault(home, []).append(point_id)
+        queued = [cleanup_of(h, CleanupKind.SETTLE, ids, version) for h, ids in by_home.items()]
+        with contextlib.suppress(OutboxFull):
+            await asyncio.to_thread(self.homes.outbox.add, queued)
 
     async def _take_back(
         self, new_home: dict[PointId, tuple[CollectionHome, ...]], version: int, timeout: float
@@ -281,6 +299,16 @@ class Writes(InPlaceChanges):
                     queued.append(
                         Cleanup(cluster, batch.collection, CleanupKind.WATCH, ids, version)
                     )
+        if fatal is not None:
+            # not acknowledged, but the clusters that answered hold it: settled from the
+            # outbox once every home answers, like a write that landed late
+            queued += [
+                Cleanup(cluster, batch.collection, CleanupKind.SETTLE, batch_ids, version)
+                for cluster, batches in writes.items()
+                if cluster not in down
+                for batch in batches
+                if (batch_ids := tuple(p.id for p in batch.points))
+            ]
         try:
             await asyncio.to_thread(self.homes.outbox.add, queued)
         except OutboxFull:
@@ -350,8 +378,9 @@ class Writes(InPlaceChanges):
             _tombstones_in_moves(view, cleanups), self._settle_timeout(timeout)
         )
         await asyncio.to_thread(self.homes.outbox.add, settle)
-        beaten = {home: lost - overtaken for home, lost in beaten.items()}
-        for home, lost in beaten.items():  # a newer write or delete won elsewhere: yield to it
+        # A newer write, delete or change won elsewhere: yield to it (a write that a change
+        # overtook is made again after it, into its home, at a newer version).
+        for home, lost in beaten.items():
             if not lost:
                 continue
             flt = and_filters(ids_filter(sorted(lost, key=str)), version_at_most(version))
