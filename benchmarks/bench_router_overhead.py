@@ -60,6 +60,33 @@ def serve(state: RouterState) -> tuple[str, threading.Event]:
     return address[0], stop_flag
 
 
+def build(engine: EmbeddedQdrant, data: np.ndarray, seed: int) -> tuple[LibraryDefinition, int]:
+    """The whole collection and the library's domain collections on ``engine``."""
+    result = discover(data, seed=seed)
+    spec = CollectionSpec(vector_size=data.shape[1])
+    points = [PointRecord(i, [float(x) for x in v], {"n": i}) for i, v in enumerate(data)]
+    engine.create_collection("whole", spec)
+    engine.upsert("whole", points)
+    routes = []
+    for d, domain in enumerate(result.domains):
+        name = f"library-{domain.id}"
+        engine.create_collection(name, spec)
+        engine.upsert(name, [p for p in points if result.labels[p.id] == d])
+        routes.append(
+            DomainRoute(
+                domain.id,
+                domain.name,
+                "engine",
+                name,
+                tuple(map(float, domain.centroid)),
+                domain.size,
+                specialized=True,
+                versioned=True,
+            )
+        )
+    return LibraryDefinition("library", tuple(routes), "engine", "v1"), len(result.domains)
+
+
 def percentile(samples: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(samples) * 1e3, q))
 
@@ -73,31 +100,9 @@ def main() -> int:
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     order = np.random.default_rng(0).permutation(len(vectors))
     queries, data = vectors[order[: args.queries]], vectors[order[args.queries :]]
-    result = discover(data, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         engine = EmbeddedQdrant("engine", Path(tmp) / "engine")
-        spec = CollectionSpec(vector_size=data.shape[1])
-        points = [PointRecord(i, [float(x) for x in v], {"n": i}) for i, v in enumerate(data)]
-        engine.create_collection("whole", spec)
-        engine.upsert("whole", points)
-        routes = []
-        for d, domain in enumerate(result.domains):
-            name = f"library-{domain.id}"
-            engine.create_collection(name, spec)
-            engine.upsert(name, [p for p in points if result.labels[p.id] == d])
-            routes.append(
-                DomainRoute(
-                    domain.id,
-                    domain.name,
-                    "engine",
-                    name,
-                    tuple(map(float, domain.centroid)),
-                    domain.size,
-                    specialized=True,
-                    versioned=True,
-                )
-            )
-        definition = LibraryDefinition("library", tuple(routes), "engine", "v1")
+        definition, domains = build(engine, data, seed=0)
 
         async def loader() -> LibraryDefinition:
             return definition
@@ -128,9 +133,7 @@ def main() -> int:
                     )
                 timings[path].append(time.perf_counter() - t0)
                 cpu[path] += time.process_time() - c0
-        print(
-            f"{len(data):,} points, {len(result.domains)} domains, {len(rows):,} queries (top-10, cache off)"
-        )
+        print(f"{len(data):,} points, {domains} domains, {len(rows):,} queries (top-10, cache off)")
         print(f"{'path':<10}{'p50 ms':>8}{'p95 ms':>8}{'req/CPU-s':>11}")
         for path, samples in timings.items():
             print(

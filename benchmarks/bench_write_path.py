@@ -36,44 +36,15 @@ from pathlib import Path
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from bench_router_overhead import serve
+from bench_router_overhead import build, serve
 from debian_vectors import load_vectors
-from librarian.core.discovery import discover
 from librarian.router import RouterConfig, RouterState
-from librarian.router.library import DomainRoute, LibraryDefinition
+from librarian.router.library import LibraryDefinition
 from librarian.settings import OrchestratorSettings
 from librarian.storage.embedded import EmbeddedQdrant
 from librarian.storage.fleet import Fleet
-from librarian.storage.port import CollectionSpec, PointRecord
 
 GOAL = 0.5
-
-
-def build(engine: EmbeddedQdrant, data: np.ndarray, seed: int) -> tuple[LibraryDefinition, int]:
-    """The whole collection and the library's domain collections on ``engine``."""
-    result = discover(data, seed=seed)
-    spec = CollectionSpec(vector_size=data.shape[1])
-    points = [PointRecord(i, [float(x) for x in v], {"n": i}) for i, v in enumerate(data)]
-    engine.create_collection("whole", spec)
-    engine.upsert("whole", points)
-    routes = []
-    for d, domain in enumerate(result.domains):
-        name = f"library-{domain.id}"
-        engine.create_collection(name, spec)
-        engine.upsert(name, [p for p in points if result.labels[p.id] == d])
-        routes.append(
-            DomainRoute(
-                domain.id,
-                domain.name,
-                "engine",
-                name,
-                tuple(map(float, domain.centroid)),
-                domain.size,
-                specialized=True,
-                versioned=True,
-            )
-        )
-    return LibraryDefinition("library", tuple(routes), "engine", "v1"), len(result.domains)
 
 
 def main() -> int:
