@@ -318,6 +318,28 @@ class _HeldCall:
         return held
 
 
+def _client_thread(
+    router: RouterThread,
+    outcomes: dict[str, BaseException | None],
+    name: str,
+    action: Callable[[QdrantClient], Any],
+) -> threading.Thread:
+    """``action`` with a client of its own, in a started thread; ``outcomes[name]`` says how
+    it ended (None: answered 2xx)."""
+
+    def run() -> None:
+        try:
+            with closing(client_of(router)) as other:
+                action(other)
+            outcomes[name] = None
+        except BaseException as error:  # noqa: BLE001 - reported by the test thread
+            outcomes[name] = error
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
 def test_a_delete_racing_a_write_into_another_domain_leaves_no_live_copy_behind_its_tombstone(
     tmp_path: Path,
 ) -> None:
@@ -336,17 +358,7 @@ def test_a_delete_racing_a_write_into_another_domain_leaves_no_live_copy_behind_
     outcomes: dict[str, BaseException | None] = {}
 
     def in_thread(name: str, action: Callable[[QdrantClient], Any]) -> threading.Thread:
-        def run() -> None:
-            try:
-                with closing(client_of(router)) as other:
-                    action(other)
-                outcomes[name] = None
-            except BaseException as error:  # noqa: BLE001 - reported by the test thread
-                outcomes[name] = error
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        return thread
+        return _client_thread(router, outcomes, name, action)
 
     holds = (east_write, west_tombstone, west_removal)
     try:
@@ -526,17 +538,7 @@ def test_a_payload_update_racing_a_write_into_another_domain_leaves_one_copy(
     outcomes: dict[str, BaseException | None] = {}
 
     def in_thread(name: str, action: Callable[[QdrantClient], Any]) -> threading.Thread:
-        def run() -> None:
-            try:
-                with closing(client_of(router)) as other:
-                    action(other)
-                outcomes[name] = None
-            except BaseException as error:  # noqa: BLE001 - reported by the test thread
-                outcomes[name] = error
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        return thread
+        return _client_thread(router, outcomes, name, action)
 
     holds = (held_write, held_update, held_removal)
     try:
@@ -603,27 +605,17 @@ def test_a_write_that_lost_to_a_newer_one_yields_even_if_its_cluster_fails_meanw
     failing = _CallFailsOnce(held, "delete_points")
     built.fleet = Fleet.of_ports({"east": failing, "west": built.fleet.get("west")})  # type: ignore[dict-item]
     state = make_state(built)
-    outcome: list[BaseException | None] = []
+    outcomes: dict[str, BaseException | None] = {}
     try:
         with RouterThread(state) as router, closing(client_of(router)) as client:
-
-            def write_a() -> None:
-                try:
-                    with closing(client_of(router)) as other:
-                        _put(other, built, 0, {"w": "a"})
-                    outcome.append(None)
-                except BaseException as error:  # noqa: BLE001 - reported by the test thread
-                    outcome.append(error)
-
             held.armed = True
-            writing = threading.Thread(target=write_a)
-            writing.start()
+            writing = _client_thread(router, outcomes, "a", lambda c: _put(c, built, 0, {"w": "a"}))
             assert held.entered.wait(30)
             _put(client, built, 2, {"w": "b"})
             failing.armed = True
             held.release.set()
             writing.join(30)
-            [error] = outcome
+            error = outcomes["a"]
             assert isinstance(error, UnexpectedResponse), error
             assert error.status_code == 502
             state.breaker.success("east")
