@@ -25,12 +25,13 @@ from librarian.operator.context import OperatorContext
 from librarian.operator.runtime import operator_in_thread
 from tests.integration.recording_server import Recorded, qdrant_error, recording_server
 
-from .conftest import DOMAINMAPS, REPO, domainmap, events_with, wait_for
+from .conftest import DOMAINMAPS, REPO, domainmap, events_with, load_source, wait_for
 
 LABEL = "librarian.dev/qdrant-credentials"
 SECRET_KEY = "secret-key-9vTq2LmZ"
 ENV_KEY = "env-key-3HwPx8Rn"
 ALLOWED_KEY = "allowed-key-5KcYe1Ub"
+SPECS = "librarian.dev/v1alpha1/clusterspecializations"
 FORBIDDEN_ENV = "LIBRARIAN_TEST_OPERATOR_ONLY_KEY"
 ALLOWED_ENV = "LIBRARIAN_TEST_ALLOWED_KEY"
 
@@ -165,3 +166,59 @@ async def test_refused_credentials_reach_nobody(operator_environment: None) -> N
     for text in (json.dumps(objects), json.dumps(events)):
         for key in (SECRET_KEY, ENV_KEY, ALLOWED_KEY):
             assert key not in text
+
+
+async def test_no_job_once_the_secret_is_no_longer_labelled(tmp_path: Path) -> None:
+    """A Secret unlabelled after the DomainMap was analysed: the move is refused, no Job."""
+    load_source(tmp_path / "general")
+    context = OperatorContext(
+        progress_interval_s=0.2,
+        credential_policy=CredentialPolicy.of(insecure_hosts={"127.0.0.1"}),
+    )
+    with recording_server(_not_found) as author:
+        async with (
+            emulated_kubernetes(load_crds(REPO / "crds")) as api,
+            operator_in_thread(api.url, context=context),
+        ):
+            await api.create(_secret("remote-key", "default", SECRET_KEY, labelled=True))
+            body = domainmap("packages", tmp_path / "general")
+            body["spec"]["clusters"].append(
+                {"name": "remote", "url": author.url, "apiKeySecretRef": {"name": "remote-key"}}
+            )
+            await api.create(body)
+
+            async def analysed() -> dict[str, Any] | None:
+                obj = await api.get(DOMAINMAPS, "default", "packages")
+                status = (obj or {}).get("status") or {}
+                return status if status.get("phase") in ("Ready", "Failed") else None
+
+            status = await wait_for(analysed, 90)
+            assert status["phase"] == "Ready", status
+            await api.patch("v1/secrets", "default", "remote-key", {"metadata": {"labels": None}})
+            secret = await api.get("v1/secrets", "default", "remote-key")
+            assert LABEL not in ((secret or {}).get("metadata") or {}).get("labels", {})
+            await api.create(
+                {
+                    "apiVersion": "librarian.dev/v1alpha1",
+                    "kind": "ClusterSpecialization",
+                    "metadata": {"name": "to-remote", "namespace": "default"},
+                    "spec": {
+                        "domainMap": "packages",
+                        "domain": status["domains"][0]["id"],
+                        "target": {"cluster": "remote"},
+                    },
+                }
+            )
+
+            async def refused() -> dict[str, Any] | None:
+                obj = await api.get(SPECS, "default", "to-remote")
+                for condition in ((obj or {}).get("status") or {}).get("conditions") or []:
+                    if condition["type"] == "Ready" and condition["reason"] == "SecretNotAllowed":
+                        return condition  # type: ignore[no-any-return]
+                return None
+
+            condition = await wait_for(refused, 60)
+            assert "remote-key" in condition["message"]
+            await events_with(api, {"SecretNotAllowed"})
+            assert await api.list_objects("batch/v1/jobs", "default") == []
+    assert author.requests == []
