@@ -48,9 +48,11 @@ step "qdrant-librarian"
 kubectl create namespace "$NS"
 kubectl -n "$NS" create secret generic qdrant-keys \
   --from-literal=general="$KEY_GENERAL" --from-literal=fast="$KEY_FAST"
+kubectl -n "$NS" label secret qdrant-keys librarian.dev/qdrant-credentials=true
 helm install librarian charts/qdrant-librarian --namespace "$NS" \
   --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" --set image.pullPolicy=Never \
-  --set router.domainMap=packages
+  --set router.domainMap=packages --set 'router.credentialSecrets={qdrant-keys}' \
+  --set 'operator.insecureHosts={qdrant-general.qdrant.svc,qdrant-fast.qdrant.svc}'
 kubectl -n "$NS" rollout status deployment/librarian-qdrant-librarian --timeout=180s
 
 step "demo data into qdrant-general, then the demo DomainMap"

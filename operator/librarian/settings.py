@@ -126,6 +126,22 @@ class RebalancingSettings(_Section):
     prediction: PredictionSettings = PredictionSettings()
 
 
+class CredentialSettings(_Section):
+    """Which credentials the operator and the router may hand to a Qdrant cluster.
+
+    ``allowedApiKeyEnv``: the only environment variables a cluster's ``apiKeyEnv``
+    may name. ``insecureHosts``: hosts an API key may be sent to over plain HTTP
+    (every other host needs https). Both are empty by default: nothing is allowed.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_default=True, populate_by_name=True
+    )
+
+    allowed_api_key_env: tuple[str, ...] = Field((), alias="allowedApiKeyEnv")
+    insecure_hosts: tuple[str, ...] = Field((), alias="insecureHosts")
+
+
 class Settings(_Section):
     """Everything under ``multi_cluster_managers``."""
 
@@ -133,6 +149,7 @@ class Settings(_Section):
     cluster_specialization: ClusterSpecializationSettings = ClusterSpecializationSettings()
     domain_library_orchestrator: OrchestratorSettings = OrchestratorSettings()
     adaptive_rebalancing: RebalancingSettings = RebalancingSettings()
+    credentials: CredentialSettings = CredentialSettings()
 
 
 class ConfigError(ValueError):

@@ -150,7 +150,7 @@ async def test_unreachable_cluster_and_missing_secret(cluster: EmulatedCluster) 
 
     body = domainmap("secured", Path("unused"))
     body["spec"]["clusters"] = [
-        {"name": "general", "url": "http://127.0.0.1:9", "apiKeySecretRef": {"name": "qdrant-key"}}
+        {"name": "general", "url": "https://127.0.0.1:9", "apiKeySecretRef": {"name": "qdrant-key"}}
     ]
     await cluster.create(body)
     obj = await _wait_condition(cluster, "secured", "Ready", "False", "SecretNotFound")
@@ -165,7 +165,11 @@ async def test_secret_value_never_leaks(cluster: EmulatedCluster, caplog) -> Non
         {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": "qdrant-key", "namespace": "default"},
+            "metadata": {
+                "name": "qdrant-key",
+                "namespace": "default",
+                "labels": {"librarian.dev/qdrant-credentials": "true"},
+            },
             "data": {"api-key": base64.b64encode(secret_value.encode()).decode()},
         }
     )
@@ -173,7 +177,7 @@ async def test_secret_value_never_leaks(cluster: EmulatedCluster, caplog) -> Non
     body["spec"]["clusters"] = [
         {
             "name": "general",
-            "url": "http://127.0.0.1:9",
+            "url": "https://127.0.0.1:9",
             "timeoutSeconds": 1,
             "retries": 0,
             "apiKeySecretRef": {"name": "qdrant-key"},

@@ -26,6 +26,7 @@ import pytest
 from click.testing import CliRunner
 
 from librarian.cli import main
+from librarian.kube.fleet_access import CredentialPolicy
 from librarian.local.emulator import EmulatedCluster, emulated_kubernetes, load_crds
 from librarian.operator.context import OperatorContext
 from librarian.operator.jobs import SOURCE_API_KEY_ENV, TARGET_API_KEY_ENV
@@ -94,13 +95,24 @@ async def test_the_api_key_never_leaves_its_secret(
     with recording_server(_rejecting_qdrant) as remote:
         async with (
             emulated_kubernetes(load_crds(REPO / "crds")) as api,
-            operator_in_thread(api.url, context=OperatorContext(progress_interval_s=0.2)),
+            operator_in_thread(
+                api.url,
+                context=OperatorContext(
+                    progress_interval_s=0.2,
+                    # the stand-in remote cluster serves plain HTTP on loopback
+                    credential_policy=CredentialPolicy.of(insecure_hosts={"127.0.0.1"}),
+                ),
+            ),
         ):
             await api.create(
                 {
                     "apiVersion": "v1",
                     "kind": "Secret",
-                    "metadata": {"name": "qdrant-keys", "namespace": "default"},
+                    "metadata": {
+                        "name": "qdrant-keys",
+                        "namespace": "default",
+                        "labels": {"librarian.dev/qdrant-credentials": "true"},
+                    },
                     "type": "Opaque",
                     "data": {"api-key": base64.b64encode(SENTINEL.encode()).decode()},
                 }

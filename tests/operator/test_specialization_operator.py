@@ -188,7 +188,7 @@ async def test_missing_secret_and_failed_or_timed_out_jobs(
                     {"name": "fast", "embedded": str(tmp_path / "fast")},
                     {
                         "name": "remote",
-                        "url": "http://127.0.0.1:9",
+                        "url": "https://127.0.0.1:9",
                         "apiKeySecretRef": {"name": "absent"},
                     },
                 ]

@@ -63,6 +63,17 @@ ROUTER: Table = {
 }
 
 
+# The one Secret permission (in OPERATOR and ROUTER above): never in a ClusterRole, and the
+# router's only with resourceNames.
+SECRETS: Table = {("", "secrets"): frozenset({"get"})}
+
+
+def without(table: Table, removed: Table) -> dict[tuple[str, str], frozenset[str]]:
+    """``table`` less the verbs of ``removed``."""
+    left = {key: verbs - removed.get(key, frozenset()) for key, verbs in table.items()}
+    return {key: verbs for key, verbs in left.items() if verbs}
+
+
 def merge(*tables: Table) -> dict[tuple[str, str], frozenset[str]]:
     merged: dict[tuple[str, str], frozenset[str]] = {}
     for table in tables:

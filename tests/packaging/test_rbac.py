@@ -11,9 +11,11 @@ from .rbac_calls import (
     PEERING_CLUSTER,
     PEERING_NAMESPACED,
     ROUTER,
+    SECRETS,
     granted,
     merge,
     triples,
+    without,
 )
 
 
@@ -79,11 +81,28 @@ def test_watched_namespaces_each_get_a_role() -> None:
 
 def test_cluster_wide_is_an_option() -> None:
     docs = helm_template("--set", "rbac.clusterWide=true")
-    assert not _of(docs, "Role", "operator")
     (role,) = _of(docs, "ClusterRole", "operator")
-    assert granted(role["rules"]) == triples(merge(OPERATOR, OPERATOR_CLUSTER_WIDE))
+    assert granted(role["rules"]) == triples(
+        without(merge(OPERATOR, OPERATOR_CLUSTER_WIDE), SECRETS)
+    )
     _bound(docs, role, "ClusterRoleBinding")
     assert not [a for a in _operator(docs)["args"] if a.startswith("--namespace")]
+    # Secrets: a Role in the release namespace only, not every Secret of the cluster.
+    (secrets,) = _of(docs, "Role", "operator")
+    assert secrets["metadata"]["namespace"] == "ops"
+    assert granted(secrets["rules"]) == triples(SECRETS)
+    _bound(docs, secrets, "RoleBinding")
+
+
+def test_cluster_wide_reads_secrets_only_in_the_listed_namespaces() -> None:
+    docs = helm_template(
+        "--set", "rbac.clusterWide=true", "--set", "rbac.secretNamespaces={team-a,team-b}"
+    )
+    roles = _of(docs, "Role", "operator")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    for role in roles:
+        assert granted(role["rules"]) == triples(SECRETS)
+        _bound(docs, role, "RoleBinding")
 
 
 def test_cluster_wide_and_watched_namespaces_exclude_each_other() -> None:
@@ -112,13 +131,15 @@ def test_peering_adds_exactly_the_peering_verbs() -> None:
         "operator",
     )
     assert granted(role["rules"]) == triples(
-        merge(OPERATOR, OPERATOR_CLUSTER_WIDE, PEERING_CLUSTER)
+        without(merge(OPERATOR, OPERATOR_CLUSTER_WIDE, PEERING_CLUSTER), SECRETS)
     )
 
 
 def test_router_reads_only_in_the_domainmap_namespace() -> None:
     for value, namespace in (("packages", "ops"), ("search/library", "search")):
-        docs = helm_template("--set", f"router.domainMap={value}")
+        docs = helm_template(
+            "--set", f"router.domainMap={value}", "--set", "router.credentialSecrets={keys}"
+        )
         (role,) = _of(docs, "Role", "router")
         assert role["metadata"]["namespace"] == namespace
         assert granted(role["rules"]) == triples(ROUTER)
@@ -136,6 +157,51 @@ def test_router_reads_only_in_the_domainmap_namespace() -> None:
                 ]
             )
         )  # the router does not run with the operator's permissions
+
+
+def _secret_rules(role: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in role["rules"] if "secrets" in r["resources"]]
+
+
+def test_router_reads_only_the_secrets_named_in_values() -> None:
+    """Secret ``get`` by resourceNames only; without names, no Secret at all (not every one)."""
+    (role,) = _of(helm_template(), "Role", "router")
+    assert _secret_rules(role) == []
+    assert granted(role["rules"]) == triples(without(ROUTER, SECRETS))
+    docs = helm_template("--set", "router.credentialSecrets={qdrant-general,qdrant-fast}")
+    (role,) = _of(docs, "Role", "router")
+    assert _secret_rules(role) == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["qdrant-general", "qdrant-fast"],
+            "verbs": ["get"],
+        }
+    ]
+
+
+SECRET_RENDERINGS = (
+    [],
+    ["--set", "rbac.clusterWide=true", "--set", "replicaCount=2"],
+    ["--set", "operator.watchNamespaces={a,b}", "--set", "router.credentialSecrets={k}"],
+    ["--set", "rbac.clusterWide=true", "--set", "router.credentialSecrets={k}"],
+)
+
+
+def test_secrets_are_never_readable_cluster_wide() -> None:
+    """No ClusterRole names Secrets; the operator's Secret rules live in namespaced Roles,
+    the router's carry resourceNames."""
+    for args in SECRET_RENDERINGS:
+        for doc in helm_template(*args):
+            if doc["kind"] == "ClusterRole":
+                assert not [r for r in doc["rules"] if "secrets" in r["resources"]], args
+            if doc["kind"] != "Role":
+                continue
+            component = doc["metadata"]["labels"]["app.kubernetes.io/component"]
+            for rule in _secret_rules(doc):
+                assert rule["verbs"] == ["get"], (args, rule)
+                if component == "router":
+                    assert rule.get("resourceNames"), (args, rule)
 
 
 def test_no_rbac_when_not_asked() -> None:
@@ -192,8 +258,29 @@ def test_plain_manifests_grant_exactly_the_verbs_used() -> None:
 
     docs = kustomize(REPO / "manifests/base")
     (operator,) = _of(docs, "ClusterRole", "operator")
-    assert granted(operator["rules"]) == triples(merge(OPERATOR, OPERATOR_CLUSTER_WIDE))
+    assert granted(operator["rules"]) == triples(
+        without(merge(OPERATOR, OPERATOR_CLUSTER_WIDE), SECRETS)
+    )
     _bound(docs, operator, "ClusterRoleBinding")
     (router,) = _of(docs, "ClusterRole", "router")
-    assert granted(router["rules"]) == triples(ROUTER)
+    assert granted(router["rules"]) == triples(without(ROUTER, SECRETS))
     _bound(docs, router, "ClusterRoleBinding")
+    # Secrets: namespaced Roles in the example DomainMap's namespace; the router's by name.
+    (operator_secrets,) = _of(docs, "Role", "operator")
+    assert operator_secrets["metadata"]["namespace"] == "default"
+    assert granted(operator_secrets["rules"]) == triples(SECRETS)
+    _bound(docs, operator_secrets, "RoleBinding")
+    (router_secrets,) = _of(docs, "Role", "router")
+    assert router_secrets["metadata"]["namespace"] == "default"
+    assert _secret_rules(router_secrets) == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["qdrant-general"],
+            "verbs": ["get"],
+        }
+    ]
+    _bound(docs, router_secrets, "RoleBinding")
+    assert not [
+        d for d in docs if d["kind"] == "ClusterRole" and _secret_rules(d)
+    ]  # no Secret of any namespace is readable through a ClusterRole

@@ -100,10 +100,6 @@ holds the same table, and an operator test checks the calls it really makes agai
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
-# API keys of remote Qdrant clusters (apiKeySecretRef), by name only.
-- apiGroups: [""]
-  resources: [secrets]
-  verbs: [get]
 # Migration Jobs: created, then followed; owner references garbage-collect them.
 - apiGroups: [batch]
   resources: [jobs]
@@ -114,17 +110,53 @@ holds the same table, and an operator test checks the calls it really makes agai
   verbs: [list]
 {{- end -}}
 
+{{/* Secrets, never in a ClusterRole: only in the Roles of the namespaces it may read. */}}
+{{- define "librarian.operatorSecretRules" -}}
+# API keys of remote Qdrant clusters (apiKeySecretRef), by name, in this namespace only;
+# the operator uses a Secret only when it is labelled librarian.dev/qdrant-credentials.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+{{- end -}}
+
+{{/* The namespaces whose Secrets a cluster-wide operator may read (JSON list). */}}
+{{- define "librarian.secretNamespaces" -}}
+{{- (default (list .Release.Namespace) .Values.rbac.secretNamespaces) | uniq | toJson -}}
+{{- end -}}
+
 {{- define "librarian.routerRules" -}}
 # The router follows one DomainMap and its ClusterSpecializations, read only.
 - apiGroups: [librarian.dev]
   resources: [domainmaps, clusterspecializations]
   verbs: [get, list, watch]
-# API keys of the DomainMap's clusters.
+{{- with .Values.router.credentialSecrets }}
+# API keys of the DomainMap's clusters: only the Secrets named in router.credentialSecrets
+# (an empty resourceNames would mean every Secret, so no rule at all without names).
 - apiGroups: [""]
   resources: [secrets]
+  resourceNames:
+    {{- toYaml . | nindent 4 }}
   verbs: [get]
+{{- end }}
 # Each replica's own Lease: the move phases it enforces (created, then renewed).
 - apiGroups: [coordination.k8s.io]
   resources: [leases]
   verbs: [create, patch]
+{{- end -}}
+
+
+{{/*
+The credential rules of the operator's configuration (operator.allowedApiKeyEnv and
+operator.insecureHosts), as environment for the operator and the router, which both
+resolve a DomainMap's API keys. Rendered only when set, so a config file's stay in force.
+*/}}
+{{- define "librarian.credentialEnv" -}}
+{{- with .Values.operator.allowedApiKeyEnv }}
+- name: LIBRARIAN__CREDENTIALS__ALLOWED_API_KEY_ENV
+  value: {{ toJson . | quote }}
+{{- end }}
+{{- with .Values.operator.insecureHosts }}
+- name: LIBRARIAN__CREDENTIALS__INSECURE_HOSTS
+  value: {{ toJson . | quote }}
+{{- end }}
 {{- end -}}

@@ -37,3 +37,7 @@ FENCES_ANNOTATION = f"{GROUP}/fences"
 
 LIBRARY_LOADED_ANNOTATION = f"{GROUP}/library-loaded"
 """On a router replica's Lease: ``"true"`` once it serves the library (and may write to it)."""
+
+CREDENTIALS_LABEL = f"{GROUP}/qdrant-credentials"
+"""On a Secret, set to ``"true"`` by its owner: its keys may be sent to a Qdrant cluster
+that a DomainMap of the same namespace names. Unlabelled Secrets are never used."""

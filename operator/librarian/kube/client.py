@@ -18,6 +18,7 @@ import base64
 import json
 import threading
 import weakref
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -166,8 +167,18 @@ async def get_json(path: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[s
     return answer
 
 
-async def read_secret_value(namespace: str, name: str, key: str) -> str:
-    """The decoded value of ``key`` in Secret ``namespace/name`` (never logged)."""
+async def read_secret_value(
+    namespace: str,
+    name: str,
+    key: str,
+    *,
+    admit: Callable[[Mapping[str, Any]], None] | None = None,
+) -> str:
+    """The decoded value of ``key`` in Secret ``namespace/name`` (never logged).
+
+    ``admit`` sees the Secret's metadata before any value is decoded and raises
+    to refuse it (a Secret its owner did not mark for this use).
+    """
     try:
         secret = await get_json(f"/api/v1/namespaces/{namespace}/secrets/{name}")
     except NotFound:
@@ -176,6 +187,8 @@ async def read_secret_value(namespace: str, name: str, key: str) -> str:
             f"key {key!r}",
             status=404,
         ) from None
+    if admit is not None:
+        admit(secret.get("metadata") or {})
     data = secret.get("data") or {}
     if key in data:
         return base64.b64decode(data[key]).decode()

@@ -41,6 +41,7 @@ class SpecError(ValueError):
 class SecretRef:
     name: str
     key: str = "api-key"
+    namespace: str | None = None  # only ever accepted when it is the resource's own
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,10 @@ def _secret_ref(raw: Mapping[str, Any] | None, where: str, problems: list[str]) 
     if not raw.get("name"):
         problems.append(f"{where}.apiKeySecretRef.name is required")
         return None
-    return SecretRef(str(raw["name"]), str(raw.get("key") or "api-key"))
+    namespace = raw.get("namespace")
+    return SecretRef(
+        str(raw["name"]), str(raw.get("key") or "api-key"), str(namespace) if namespace else None
+    )
 
 
 def _strategy_and_interval(

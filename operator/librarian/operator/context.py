@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from librarian.core.load import Thresholds
+from librarian.kube.fleet_access import CredentialPolicy
 from librarian.kube.policy_spec import PolicyDefaults
 from librarian.kube.spec import SpecDefaults
 from librarian.settings import Settings
@@ -48,6 +49,7 @@ class OperatorContext:
     progress_interval_s: float = 2.0
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     rebalance_defaults: PolicyDefaults = field(default_factory=PolicyDefaults)
+    credential_policy: CredentialPolicy = field(default_factory=CredentialPolicy)
 
     def lock(self, key: str) -> asyncio.Lock:
         return self.locks.setdefault(key, asyncio.Lock())
@@ -65,6 +67,9 @@ class OperatorContext:
                 confidence_threshold=discovery.confidence_threshold,
             ),
             discovery_enabled=discovery.enabled,
+            credential_policy=CredentialPolicy.of(
+                settings.credentials.allowed_api_key_env, settings.credentials.insecure_hosts
+            ),
             default_optimization_strategy=settings.cluster_specialization.optimization_strategy,
             migration_defaults=settings.cluster_specialization.migration.model_dump(),
             rebalance_defaults=PolicyDefaults(

@@ -27,7 +27,7 @@ from librarian.core.discovery import DiscoveryError, Domain
 from librarian.core.patterns import discover_patterns
 from librarian.core.placement import place_domains
 from librarian.kube import client as api
-from librarian.kube.fleet_access import resolve_clusters
+from librarian.kube.fleet_access import CredentialRefused, resolve_clusters
 from librarian.kube.naming import kubernetes_name
 from librarian.kube.spec import DomainMapSpec, SpecDefaults, SpecError, parse_domainmap_spec
 from librarian.operator.conditions import parse_timestamp
@@ -103,6 +103,9 @@ def _analysed_within(status: Mapping[str, Any], now: datetime, interval_s: float
 
 
 def _classify(error: Exception, parsed: DomainMapSpec) -> _Failure:
+    if isinstance(error, CredentialRefused):
+        # Needs the user (label the Secret, change the configuration); retried in case they did.
+        return _Failure(error.rule, str(error), 60.0)
     if isinstance(error, api.SecretNotFound):
         return _Failure("SecretNotFound", str(error), 60.0)
     if isinstance(error, EmptySource):
@@ -180,7 +183,9 @@ async def analyze_domainmap(
         return
     async with context.lock(owner_of(namespace, name)):
         try:
-            configs = await resolve_clusters(parsed.clusters, namespace)
+            configs = await resolve_clusters(
+                parsed.clusters, namespace, policy=context.credential_policy
+            )
         except api.KubernetesApiError as error:
             _fail(body, patch, _classify(error, parsed), generation=generation, now=now)
             return
@@ -409,7 +414,9 @@ async def cleanup_domainmap(
         logger.info("DomainMap %s/%s had an invalid spec: nothing was created", namespace, name)
         return
     try:
-        configs = await resolve_clusters(parsed.clusters, namespace)
+        configs = await resolve_clusters(
+            parsed.clusters, namespace, policy=context.credential_policy
+        )
         await asyncio.to_thread(_cleanup_blocking, parsed, configs, namespace, name, context)
     except (QdrantError, api.KubernetesApiError) as error:
         raise kopf.TemporaryError(f"cleanup failed: {error}", delay=30) from None

@@ -29,7 +29,16 @@ __all__ = [
 
 HISTORY_LIMIT = 10
 TERMINAL_REASONS = frozenset(
-    {"InvalidSpec", "SourceNotFound", "SecretNotFound", "AuthenticationFailed", "InvalidSource"}
+    {
+        "InvalidSpec",
+        "SourceNotFound",
+        "SecretNotFound",
+        "SecretNotAllowed",
+        "ApiKeyEnvNotAllowed",
+        "InsecureTransport",
+        "AuthenticationFailed",
+        "InvalidSource",
+    }
 )
 
 

@@ -142,7 +142,7 @@ async def read_library(
             "owned": labels.get(OWNER_LABEL) == name,
             "baselineRecall": (status.get("validation") or {}).get("recallAt10"),
         }
-    clusters = await resolve_clusters(dm_spec.clusters, namespace)
+    clusters = await resolve_clusters(dm_spec.clusters, namespace, policy=context.credential_policy)
     return LibraryView(dm_spec, domains, homes, clusters)
 
 

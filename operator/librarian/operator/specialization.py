@@ -25,7 +25,7 @@ from librarian.core.hlc import encode_version
 from librarian.core.tuning import DomainStats, TuningError, tune_collection
 from librarian.kube import client as api
 from librarian.kube.fences import read_leases, waiting_routers
-from librarian.kube.fleet_access import resolve_clusters
+from librarian.kube.fleet_access import CredentialRefused, resolve_clusters
 from librarian.kube.spec import (
     ClusterRef,
     SpecError,
@@ -300,7 +300,9 @@ async def start_specialization(
                     f"cluster {ref.name!r} takes its API key from the operator's environment "
                     "(apiKeyEnv); a migration Job needs apiKeySecretRef",
                 )
-        configs = await resolve_clusters([setup.source, setup.target], namespace)
+        configs = await resolve_clusters(
+            [setup.source, setup.target], namespace, policy=context.credential_policy
+        )
         configured = await asyncio.to_thread(_configure_blocking, setup, configs, context)
         kopf.info(
             body,
@@ -390,6 +392,11 @@ async def _start_copy_when_fenced(
             )
         )
         return False
+    # The Job gets the keys from the Secrets themselves: check again that they may be used
+    # (a Secret's label may have been removed since the move started).
+    await resolve_clusters(
+        [setup.source, setup.target], namespace, policy=context.credential_policy
+    )
     settings = JobSettings(
         image=setup.parsed.image or context.image,
         backoff_limit=setup.parsed.backoff_limit,
@@ -439,6 +446,9 @@ async def advance_fencing(body: kopf.Body, patch: kopf.Patch, context: OperatorC
         await _start_copy_when_fenced(body, patch, context, setup, dict(status["move"]), kept)
     except SpecializationFailed as error:
         _failed(body, patch, error, context.clock())
+    except CredentialRefused as error:
+        refused = SpecializationFailed(error.rule, str(error), retry=True, delay=60.0)
+        _failed(body, patch, refused, context.clock())
     except (QdrantError, api.KubernetesApiError) as error:
         raise kopf.TemporaryError(str(error), delay=5) from None
 
@@ -483,7 +493,9 @@ async def advance_cleanup(body: kopf.Body, patch: kopf.Patch, context: OperatorC
     namespace, name = body.meta.namespace or "default", body.meta.name or ""
     try:
         setup = await _setup(body, context)
-        configs = await resolve_clusters([setup.source, setup.target], namespace)
+        configs = await resolve_clusters(
+            [setup.source, setup.target], namespace, policy=context.credential_policy
+        )
         removed = await asyncio.to_thread(_clean_blocking, setup, configs, context, name, namespace)
     except SpecializationFailed as error:
         _failed(body, patch, error, context.clock())
@@ -602,7 +614,9 @@ async def _report_progress(
     """While the Job runs: copy its checkpoint (points copied of total) into the status."""
     try:
         setup = await _setup(body, context)
-        configs = await resolve_clusters([setup.source, setup.target], namespace)
+        configs = await resolve_clusters(
+            [setup.source, setup.target], namespace, policy=context.credential_policy
+        )
         checkpoint = await asyncio.to_thread(
             _read_checkpoint, setup, configs, context, f"{namespace}/{name}"
         )
@@ -687,7 +701,9 @@ async def _job_failed(
     )
     try:
         setup = await _setup(body, context)
-        configs = await resolve_clusters([setup.source, setup.target], namespace)
+        configs = await resolve_clusters(
+            [setup.source, setup.target], namespace, policy=context.credential_policy
+        )
         checkpoint = await asyncio.to_thread(
             _read_checkpoint, setup, configs, context, f"{namespace}/{name}"
         )
@@ -743,7 +759,9 @@ async def follow_specialization(
     )
     try:
         setup = await _setup(body, context)
-        configs = await resolve_clusters([setup.source, setup.target], namespace)
+        configs = await resolve_clusters(
+            [setup.source, setup.target], namespace, policy=context.credential_policy
+        )
         hnsw_ef = ((status.get("appliedConfig") or {}).get("search") or {}).get("hnsw_ef")
         verified = await asyncio.to_thread(
             _verify_blocking, setup, configs, context, namespace, name, hnsw_ef

@@ -23,7 +23,7 @@ from typing import Any
 
 from librarian.contracts.api import GROUP, VERSION
 from librarian.kube import client as api
-from librarian.kube.fleet_access import resolve_clusters
+from librarian.kube.fleet_access import CredentialPolicy, resolve_clusters
 from librarian.kube.serving import home_collection, serving_specializations
 from librarian.kube.spec import SpecError, parse_domainmap_spec
 from librarian.router.library import (
@@ -143,8 +143,14 @@ async def _domainmap(namespace: str, name: str) -> dict[str, Any]:
     return await api.get_json(f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/domainmaps/{name}")
 
 
-async def kubernetes_fleet(namespace: str, name: str) -> tuple[Fleet, list[ClusterConfig], str]:
-    """The fleet of a DomainMap (API keys read from its Secrets) and its source cluster."""
+async def kubernetes_fleet(
+    namespace: str, name: str, *, policy: CredentialPolicy
+) -> tuple[Fleet, list[ClusterConfig], str]:
+    """The fleet of a DomainMap (API keys read from its Secrets) and its source cluster.
+
+    ``policy`` refuses the Secrets, variables and plain-HTTP hosts the operator's
+    configuration does not allow, as the operator does, before any cluster is contacted.
+    """
     body = await _domainmap(namespace, name)
     try:
         parsed = parse_domainmap_spec(body.get("spec") or {}, name=name)
@@ -152,7 +158,7 @@ async def kubernetes_fleet(namespace: str, name: str) -> tuple[Fleet, list[Clust
         raise ValueError(
             f"DomainMap {namespace}/{name} has an invalid spec: {'; '.join(error.problems)}"
         ) from None
-    configs = await resolve_clusters(parsed.clusters, namespace)
+    configs = await resolve_clusters(parsed.clusters, namespace, policy=policy)
     return Fleet(configs), configs, parsed.source_cluster
 
 

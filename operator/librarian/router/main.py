@@ -26,6 +26,7 @@ from aiohttp import web
 from librarian.core.hlc import MAX_NODE
 from librarian.kube import client as kube_client
 from librarian.kube.errors import LoginFailed
+from librarian.kube.fleet_access import CredentialPolicy
 from librarian.kube.login import login
 from librarian.router.app import create_app
 from librarian.router.library import LibraryDefinition
@@ -179,10 +180,12 @@ def _following_domainmap(
         **write_path_options(),
     )
     follow: list[Any] = []
+    credentials = settings.credentials
+    policy = CredentialPolicy.of(credentials.allowed_api_key_env, credentials.insecure_hosts)
 
     async def load() -> LibraryDefinition | None:
         if not follow:
-            fleet, _, default_cluster = await kubernetes_fleet(namespace, name)
+            fleet, _, default_cluster = await kubernetes_fleet(namespace, name, policy=policy)
             config.fleet, config.default_cluster = fleet, default_cluster
             follow.append(
                 kubernetes_loader(fleet, namespace, name, library_name=source.library_name)
