@@ -95,6 +95,7 @@ class RouterState:
         self.cache = ResultCache(
             ttl_s=settings.caching.cache_ttl,
             max_entries=settings.caching.max_entries,
+            max_bytes=settings.limits.cache_max_bytes,
             enabled=settings.caching.enable_result_cache,
         )
         self.breaker = CircuitBreaker(
@@ -109,6 +110,7 @@ class RouterState:
             metrics=self.metrics,
             load=self.load,
             hedging=config.strategy == "latency_optimized",
+            workers_per_cluster=settings.limits.upstream_workers_per_cluster,
         )
         node = config.node_id if config.node_id is not None else secrets.randbelow(MAX_NODE + 1)
         self.clock = HybridLogicalClock(node, config.wall_ms)
@@ -288,6 +290,7 @@ class RouterState:
                 log.warning("write-path upkeep failed: %s", error)
 
     def close(self) -> None:
+        self.upstream.close()
         self.outbox.close()
 
     def spawn(self, coroutine: Awaitable[Any]) -> None:
