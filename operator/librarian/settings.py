@@ -104,7 +104,7 @@ class LimitsSettings(_Section):
     max_ids_per_call: int = Field(10_000, ge=1)
     max_points_per_upsert: int = Field(1000, ge=1)
     max_limit_plus_offset: int = Field(10_000, ge=1)
-    batch_concurrency: int = Field(4, ge=1)
+    batch_concurrency: int = Field(1, ge=1)
     cache_max_bytes: int = Field(64 * 1024 * 1024, ge=0)
     header_read_timeout: Duration = 10.0
     body_read_timeout: Duration = 30.0
