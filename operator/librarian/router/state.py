@@ -324,10 +324,12 @@ class RouterState:
         if not self.config.default_cluster:
             raise self._not_loaded()
         cluster = self.config.default_cluster
-        port = self.config.fleet.get(cluster)
-        try:
-            info = await asyncio.to_thread(port.collection_info, collection)
+        route = DomainRoute(collection, collection, cluster, collection, (), 0)
+        try:  # on the cluster's own threads, within the request timeout (a hung cluster holds no other)
+            info = await self.upstream.call(
+                route, lambda port: port.collection_info(collection), self.config.settings.timeout
+            )
         except CollectionNotFound:
             raise ApiError(404, f"Not found: Collection `{collection}` doesn't exist!") from None
-        route = DomainRoute(collection, collection, cluster, collection, (), info.points_count)
+        route = replace(route, size=info.points_count)
         return View((route,), None, info.vector_size, info.distance not in ("Euclid", "Manhattan"))
