@@ -106,7 +106,7 @@ class LimitsSettings(_Section):
     max_limit_plus_offset: int = Field(10_000, ge=1)
     batch_concurrency: int = Field(1, ge=1)
     cache_max_bytes: int = Field(64 * 1024 * 1024, ge=0)
-    header_read_timeout: Duration = 10.0
+    header_read_timeout: Duration = 30.0
     body_read_timeout: Duration = 30.0
     upstream_workers_per_cluster: int = Field(8, ge=1, le=256)
 

@@ -175,3 +175,25 @@ def test_a_given_up_call_ends_a_half_open_trial_and_frees_its_queue_place() -> N
         upstream.close()
     assert ran == []  # the call still waiting for a thread was dropped
     assert breaker.state("d") == "closed"
+
+
+def test_every_limit_is_in_the_shipped_configuration_and_overridable() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from librarian.settings import ConfigError, load_settings
+
+    config = Path(__file__).resolve().parents[2] / "config" / "multi-cluster-managers.yaml"
+    shipped = yaml.safe_load(config.read_text())["multi_cluster_managers"]
+    assert set(shipped["domain_library_orchestrator"]["limits"]) == set(LimitsSettings.model_fields)
+    env = {"LIBRARIAN__DOMAIN_LIBRARY_ORCHESTRATOR__LIMITS__MAX_BODY_BYTES": "4096"}
+    settings = load_settings(
+        config, environ=env, overrides=["domain_library_orchestrator.limits.body_read_timeout=2s"]
+    )
+    limits = settings.domain_library_orchestrator.limits
+    assert (limits.max_body_bytes, limits.body_read_timeout) == (4096, 2.0)
+    with pytest.raises(ConfigError, match="max_batch_queries"):
+        load_settings(
+            environ={}, overrides=["domain_library_orchestrator.limits.max_batch_queries=0"]
+        )
