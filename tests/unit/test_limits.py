@@ -197,3 +197,26 @@ def test_every_limit_is_in_the_shipped_configuration_and_overridable() -> None:
         load_settings(
             environ={}, overrides=["domain_library_orchestrator.limits.max_batch_queries=0"]
         )
+
+
+def test_an_upstream_call_ends_by_the_request_deadline_whatever_its_own_timeout() -> None:
+    from librarian.router.upstream import REQUEST_DEADLINE
+
+    upstream = _upstream(CircuitBreaker(), workers=1)
+    route = DomainRoute("c", "c", "c", "coll", (), 0)
+    release = threading.Event()
+
+    async def late_call() -> None:
+        now = [0.0]
+        deadline = Deadline(1.0, clock=lambda: now[0])
+        now[0] = 0.95  # 50 ms left of the request's second
+        REQUEST_DEADLINE.set(deadline)
+        await upstream.call(route, lambda _: release.wait(30), 30)
+
+    try:
+        with pytest.raises(UpstreamTimeout, match="within 0.05s"):
+            asyncio.run(late_call())
+    finally:
+        release.set()
+        upstream.close()
+    assert REQUEST_DEADLINE.get() is None  # set only inside that request's context

@@ -369,7 +369,12 @@ def create_app(state: RouterState, *, reload_in_background: bool = True) -> web.
         return library.vector_size if library is not None and named == library.name else None
 
     app = web.Application(
-        middlewares=[_errors, limits_middleware(lambda: limits, library_dimension)],
+        middlewares=[
+            _errors,
+            limits_middleware(
+                lambda: limits, library_dimension, lambda: state.config.settings.timeout
+            ),
+        ],
         client_max_size=limits.max_body_bytes,
     )
     app[STATE_KEY] = state

@@ -11,8 +11,9 @@ is refused early, in Qdrant's error format, before it costs more:
 * the JSON is parsed once, checked without recursion (depth, list sizes,
   ``limit + offset``, the library's vector dimension), and only then turned
   into models by the handlers;
-* a read request has one deadline (``?timeout=``, at most ``timeout``) over all
-  its upstream calls, and the queries of a batch run a few at a time.
+* a request has one deadline (``?timeout=``, at most ``timeout``) that bounds
+  every upstream call it makes (see :data:`~librarian.router.upstream.REQUEST_DEADLINE`);
+  a read is also cut off as a whole at it; the queries of a batch run a few at a time.
 
 Header reads are bounded by the server's keep-alive timeout (see
 :func:`server_options`): aiohttp closes a connection that has not sent a whole
@@ -24,15 +25,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, TypeGuard, TypeVar
 
 from aiohttp import web
 
-from librarian.router.qdrant_api import PARSED_KEY, ApiError
-from librarian.router.upstream import UpstreamTimeout
+from librarian.router.qdrant_api import PARSED_KEY, ApiError, request_timeout
+from librarian.router.upstream import REQUEST_DEADLINE, Deadline, UpstreamTimeout
 from librarian.settings import LimitsSettings
 
 __all__ = [
@@ -147,18 +147,24 @@ def _check_lists(value: dict[str, Any], limits: LimitsSettings) -> None:
 
 
 def limits_middleware(
-    limits_of: Callable[[], LimitsSettings], vector_size_of: Callable[[web.Request], int | None]
+    limits_of: Callable[[], LimitsSettings],
+    vector_size_of: Callable[[web.Request], int | None],
+    timeout_of: Callable[[], float],
 ) -> Any:
-    """The middleware that reads, parses and checks every JSON body before its handler runs.
+    """The middleware that sets a request's deadline, and reads, parses and checks every JSON
+    body before its handler runs.
 
     ``vector_size_of`` gives the library's dimension when the request addresses the
-    library (``None`` otherwise). The parsed body is left in ``request[PARSED_KEY]``.
+    library (``None`` otherwise); ``timeout_of`` the longest a request may ask for.
+    The parsed body is left in ``request[PARSED_KEY]``; the deadline (``?timeout=``,
+    at most ``timeout_of()``) in :data:`~librarian.router.upstream.REQUEST_DEADLINE`.
     """
 
     @web.middleware
     async def limited(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        REQUEST_DEADLINE.set(Deadline(request_timeout(request, timeout_of())))
         if request.method not in _BODY_METHODS:
             return await handler(request)
         limits = limits_of()
@@ -191,19 +197,6 @@ def parsed_digest(request: web.Request) -> bytes:
         request.get(PARSED_KEY, {}), sort_keys=True, separators=(",", ":"), default=str
     )
     return hashlib.sha256(canonical.encode()).digest()
-
-
-class Deadline:
-    """When a request must be answered; its upstream calls get the time that remains."""
-
-    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.seconds = seconds
-        self._clock = clock
-        self._at = clock() + seconds
-
-    def remaining(self) -> float:
-        """Seconds left (a millisecond at least, so that a late call times out at once)."""
-        return max(0.001, self._at - self._clock())
 
 
 @asynccontextmanager

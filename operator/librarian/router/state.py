@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import secrets
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from librarian.core.hlc import EPOCH_MS, MAX_NODE, HybridLogicalClock, encode_version
 from librarian.router.cleanup import Homes
@@ -30,7 +31,7 @@ from librarian.router.qdrant_api import ApiError
 from librarian.router.quality import RecallEstimator
 from librarian.router.registration import Registration
 from librarian.router.resilience import CircuitBreaker, ResultCache
-from librarian.router.upstream import Upstream
+from librarian.router.upstream import REQUEST_DEADLINE, Upstream
 from librarian.settings import OrchestratorSettings
 from librarian.storage.errors import CollectionNotFound
 from librarian.storage.fleet import Fleet
@@ -294,7 +295,10 @@ class RouterState:
         self.outbox.close()
 
     def spawn(self, coroutine: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coroutine)
+        # background work outlives the request that started it: not bound by its deadline
+        context = contextvars.copy_context()
+        context.run(REQUEST_DEADLINE.set, None)
+        task = asyncio.get_running_loop().create_task(_awaited(coroutine), context=context)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -333,3 +337,10 @@ class RouterState:
             raise ApiError(404, f"Not found: Collection `{collection}` doesn't exist!") from None
         route = replace(route, size=info.points_count)
         return View((route,), None, info.vector_size, info.distance not in ("Euclid", "Manhattan"))
+
+
+T = TypeVar("T")
+
+
+async def _awaited(awaitable: Awaitable[T]) -> T:
+    return await awaitable

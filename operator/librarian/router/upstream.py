@@ -46,6 +46,8 @@ from librarian.storage.fleet import Fleet
 from librarian.storage.port import QdrantPort
 
 __all__ = [
+    "REQUEST_DEADLINE",
+    "Deadline",
     "Failure",
     "FanOut",
     "Upstream",
@@ -59,6 +61,26 @@ T = TypeVar("T")
 
 # Failures that are the request's fault: every domain would fail the same way, so no partial answer.
 _REQUEST_FAULTS = (InvalidRequest, CollectionNotFound, AuthenticationFailed)
+
+
+class Deadline:
+    """When a request must be answered; its upstream calls get at most the time that remains."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self._at = clock() + seconds
+
+    def remaining(self) -> float:
+        """Seconds left (a millisecond at least, so that a late call times out at once)."""
+        return max(0.001, self._at - self._clock())
+
+
+REQUEST_DEADLINE: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
+    "librarian_request_deadline", default=None
+)
+"""The deadline of the request being served: every upstream call it makes, its retries and
+its settling included, times out by then (a call after it fails at once, as a timeout)."""
 
 
 class UpstreamError(Exception):
@@ -182,6 +204,9 @@ class Upstream:
         as an error).
         """
         cluster = route.cluster
+        deadline = REQUEST_DEADLINE.get()
+        if deadline is not None:
+            timeout = min(timeout, deadline.remaining())
         if not self.breaker.allow(cluster):
             if domain:
                 self._record_domain(route, 0.0, ok=False)
