@@ -95,6 +95,22 @@ class CircuitBreakerSettings(_Section):
     reset_timeout: Duration = 30.0
 
 
+class LimitsSettings(_Section):
+    """What one request may cost the router; beyond a limit it is refused (400, 408 or 413)."""
+
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    max_json_depth: int = Field(64, ge=4, le=10_000)
+    max_batch_queries: int = Field(100, ge=1)
+    max_ids_per_call: int = Field(10_000, ge=1)
+    max_points_per_upsert: int = Field(1000, ge=1)
+    max_limit_plus_offset: int = Field(10_000, ge=1)
+    batch_concurrency: int = Field(1, ge=1)
+    cache_max_bytes: int = Field(64 * 1024 * 1024, ge=0)
+    header_read_timeout: Duration = 30.0
+    body_read_timeout: Duration = 30.0
+    upstream_workers_per_cluster: int = Field(8, ge=1, le=256)
+
+
 class OrchestratorSettings(_Section):
     enabled: bool = True
     routing_strategy: RoutingStrategy = "hybrid"
@@ -105,6 +121,7 @@ class OrchestratorSettings(_Section):
     shadow_fraction: float = Field(0.05, ge=0.0, le=1.0)
     reload_interval: Duration = 30.0
     circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
+    limits: LimitsSettings = LimitsSettings()
 
 
 class RebalanceThresholds(_Section):

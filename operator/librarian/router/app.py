@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 from aiohttp import web
 from qdrant_client.http import models
@@ -25,6 +26,13 @@ from qdrant_client.http import models
 from librarian.core.fusion import FusionError
 from librarian.core.routing import RoutingError
 from librarian.router.library import View
+from librarian.router.limits import (
+    Deadline,
+    bounded_gather,
+    limits_middleware,
+    parsed_digest,
+    request_deadline,
+)
 from librarian.router.metrics import RouterMetrics
 from librarian.router.qdrant_api import (
     ApiError,
@@ -64,6 +72,8 @@ from librarian.storage.errors import (
 __all__ = ["STATE_KEY", "api_error", "create_app"]
 
 log = logging.getLogger("librarian.router")
+T = TypeVar("T")
+Item = TypeVar("Item")
 
 STATE_KEY: web.AppKey[RouterState] = web.AppKey("librarian_router_state")
 
@@ -143,9 +153,21 @@ class PointEndpoints:
 
     async def _cached(self, request: web.Request, view: View, compute: Compute) -> web.Response:
         started = time.perf_counter()
-        key = cache_key(request.path, view, await request.read())
-        result, headers = await self.querying.cached(key, compute)
+        key = cache_key(request.path, view, parsed_digest(request))
+        async with request_deadline(self._timeout(request)):
+            result, headers = await self.querying.cached(key, compute)
         return ok(result, started, headers=headers)
+
+    def _batched(
+        self, items: Iterable[Item], run: Callable[[Item, float], Awaitable[T]], timeout: float
+    ) -> Awaitable[list[T]]:
+        """``run(item, seconds)`` for each item, a few at a time, all within one deadline."""
+        deadline = Deadline(timeout)
+        return bounded_gather(
+            self.state.config.settings.limits.batch_concurrency,
+            items,
+            lambda item: run(item, deadline.remaining()),
+        )
 
     # ------------------------------------------------------------ searching
 
@@ -167,8 +189,8 @@ class PointEndpoints:
         timeout = self._timeout(request)
 
         async def compute() -> tuple[Any, dict[str, str]]:
-            answers = await asyncio.gather(
-                *(self.querying.query(view, q, timeout) for q in body.searches)
+            answers = await self._batched(
+                body.searches, functools.partial(self.querying.query, view), timeout
             )
             result = [
                 {"points": [point_json(h, q.with_payload, q.with_vector) for h in hits]}
@@ -198,8 +220,8 @@ class PointEndpoints:
         timeout = self._timeout(request)
 
         async def compute() -> tuple[Any, dict[str, str]]:
-            answers = await asyncio.gather(
-                *(self.querying.search(view, s, timeout) for s in searches)
+            answers = await self._batched(
+                searches, functools.partial(self.querying.search, view), timeout
             )
             result = [
                 [point_json(h, s.with_payload, s.with_vector) for h in answer.hits]
@@ -215,14 +237,17 @@ class PointEndpoints:
         started = time.perf_counter()
         view = await self.state.view(request.match_info["name"])
         body = await parse_body(request, models.ScrollRequest)
-        page = await self.querying.scroll(view, body, self._timeout(request))
+        async with request_deadline(self._timeout(request)):
+            page = await self.querying.scroll(view, body, self._timeout(request))
         return ok(page, started)
 
     async def points_count(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         view = await self.state.view(request.match_info["name"])
         body = await parse_body(request, models.CountRequest)
-        return ok({"count": await self.querying.count(view, body, self._timeout(request))}, started)
+        async with request_deadline(self._timeout(request)):
+            count = await self.querying.count(view, body, self._timeout(request))
+        return ok({"count": count}, started)
 
     async def points_retrieve(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
@@ -230,13 +255,14 @@ class PointEndpoints:
         body = await parse_body(request, models.PointRequest)
         ids = [parse_point_id(i) for i in body.ids]
         selector = body.with_payload if body.with_payload is not None else True
-        records = await self.querying.retrieve(
-            view,
-            ids,
-            wants_payload(selector),
-            wants_vector(body.with_vector),
-            self._timeout(request),
-        )
+        async with request_deadline(self._timeout(request)):
+            records = await self.querying.retrieve(
+                view,
+                ids,
+                wants_payload(selector),
+                wants_vector(body.with_vector),
+                self._timeout(request),
+            )
         return ok(
             [record_json(r.id, r.payload, r.vector, selector, body.with_vector) for r in records],
             started,
@@ -335,7 +361,22 @@ class PointEndpoints:
 
 def create_app(state: RouterState, *, reload_in_background: bool = True) -> web.Application:
     """The aiohttp application; loads the library on startup and reloads it periodically."""
-    app = web.Application(middlewares=[_errors], client_max_size=256 * 1024 * 1024)
+    limits = state.config.settings.limits
+
+    def library_dimension(request: web.Request) -> int | None:
+        library = state.library
+        named = request.match_info.get("name")
+        return library.vector_size if library is not None and named == library.name else None
+
+    app = web.Application(
+        middlewares=[
+            _errors,
+            limits_middleware(
+                lambda: limits, library_dimension, lambda: state.config.settings.timeout
+            ),
+        ],
+        client_max_size=limits.max_body_bytes,
+    )
     app[STATE_KEY] = state
     s = StatusEndpoints(state)
     p = PointEndpoints(state)

@@ -30,6 +30,7 @@ from librarian.kube.fleet_access import CredentialPolicy
 from librarian.kube.login import login
 from librarian.router.app import create_app
 from librarian.router.library import LibraryDefinition
+from librarian.router.limits import server_options
 from librarian.router.loader import catalog_loader, kubernetes_fleet, kubernetes_loader
 from librarian.router.registration import Registration
 from librarian.router.state import RouterConfig, RouterState
@@ -207,7 +208,8 @@ async def serve(
     state: RouterState, host: str, port: int, stop: asyncio.Event | None = None
 ) -> None:
     """Serve until ``stop`` is set (or forever)."""
-    runner = web.AppRunner(create_app(state), access_log=None)
+    options = server_options(state.config.settings.limits)
+    runner = web.AppRunner(create_app(state), access_log=None, **options)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -23,6 +23,7 @@ from qdrant_client.http import models
 from librarian.core.fusion import Hit, PointId
 
 __all__ = [
+    "PARSED_KEY",
     "ApiError",
     "SearchRequest",
     "SearchRequestBatch",
@@ -39,6 +40,10 @@ __all__ = [
     "wants_payload",
     "wants_vector",
 ]
+
+
+PARSED_KEY: web.RequestKey[Any] = web.RequestKey("librarian_parsed_json", object)
+"""Where a request's JSON body is left once parsed and checked (see :mod:`librarian.router.limits`)."""
 
 
 class SearchRequest(BaseModel):
@@ -91,13 +96,20 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
-async def parse_body(request: web.Request, model: Any) -> Any:
-    """The request body validated as ``model`` (a model or a union); a 400 in Qdrant's words."""
+async def _parsed(request: web.Request) -> Any:
+    """The JSON body: as the limits middleware left it, else parsed here."""
+    if PARSED_KEY in request:
+        return request[PARSED_KEY]
     raw = await request.read()
     try:
-        data = json.loads(raw) if raw else {}
+        return json.loads(raw) if raw.strip() else {}
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ApiError(400, f"Format error in JSON body: {error}") from None
+
+
+async def parse_body(request: web.Request, model: Any) -> Any:
+    """The request body validated as ``model`` (a model or a union); a 400 in Qdrant's words."""
+    data = await _parsed(request)
     try:
         return _adapter(model).validate_python(data)
     except ValidationError as error:
@@ -110,11 +122,7 @@ async def parse_body(request: web.Request, model: Any) -> Any:
 
 async def json_object(request: web.Request) -> dict[str, Any]:
     """The request body as a JSON object (an empty body is ``{}``); a 400 otherwise."""
-    raw = await request.read()
-    try:
-        data = json.loads(raw) if raw else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ApiError(400, f"Format error in JSON body: {error}") from None
+    data = await _parsed(request)
     if not isinstance(data, dict):
         raise ApiError(400, "Format error in JSON body: expected an object")
     return data

@@ -1,11 +1,15 @@
 """Circuit breaking of failing clusters and the bounded, expiring result cache.
 
 Why this exists: one slow or dead cluster must not make every query wait for
-its timeout, and repeated queries should not reach the clusters at all.
+its timeout, and repeated queries should not reach the clusters at all. The
+cache is bounded both in entries and in bytes (each result's JSON size), so
+large results cannot grow the router's memory without bound.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -42,6 +46,12 @@ class CircuitBreaker:
         circuit.trial_in_flight = True
         return True
 
+    def abandon(self, cluster: str) -> None:
+        """A call was given up by its caller (not a failure): its trial, if any, is over."""
+        circuit = self._circuits.get(cluster)
+        if circuit is not None:
+            circuit.trial_in_flight = False
+
     def success(self, cluster: str) -> None:
         self._circuits[cluster] = _Circuit()
 
@@ -64,21 +74,42 @@ class CircuitBreaker:
         return {cluster: self.state(cluster) for cluster in sorted(self._circuits)}
 
 
+def json_size(value: Any) -> int:
+    """The size in bytes of ``value`` as compact JSON: what a cached result costs."""
+    return len(json.dumps(value, separators=(",", ":"), default=str))
+
+
 class ResultCache:
-    """Query results by request key, bounded in size, each entry expiring after ``ttl_s``."""
+    """Query results by request key, each entry expiring after ``ttl_s``.
+
+    Bounded by ``max_entries`` and, when ``max_bytes`` is given, by the results'
+    total JSON size: every entry is charged at least ``max_bytes / max_entries``,
+    so both bounds hold with one budget; a result larger than the budget is not kept.
+    """
 
     def __init__(
         self,
         *,
         ttl_s: float,
         max_entries: int,
+        max_bytes: int | None = None,
         enabled: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.enabled = enabled
-        self._entries: TTLCache[Hashable, Any] = TTLCache(
-            maxsize=max_entries, ttl=ttl_s, timer=clock
-        )
+        self.enabled = enabled and max_bytes != 0
+        self.max_bytes = max_bytes
+        if max_bytes is None:
+            self._entries: TTLCache[Hashable, Any] = TTLCache(
+                maxsize=max_entries, ttl=ttl_s, timer=clock
+            )
+        else:
+            floor = max(1, max_bytes // max_entries)
+            self._entries = TTLCache(
+                maxsize=max(max_bytes, 1),
+                ttl=ttl_s,
+                timer=clock,
+                getsizeof=lambda value: max(floor, json_size(value)),
+            )
         self.hits = 0
         self.misses = 0
 
@@ -94,7 +125,13 @@ class ResultCache:
 
     def put(self, key: Hashable, value: Any) -> None:
         if self.enabled:
-            self._entries[key] = value
+            with contextlib.suppress(ValueError):  # larger than the whole budget: not kept
+                self._entries[key] = value
+
+    @property
+    def size_bytes(self) -> int:
+        """What the entries are charged against the budget (their count without a budget)."""
+        return int(self._entries.currsize)
 
     def clear(self) -> None:
         self._entries.clear()

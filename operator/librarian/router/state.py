@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import secrets
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from librarian.core.hlc import EPOCH_MS, MAX_NODE, HybridLogicalClock, encode_version
 from librarian.router.cleanup import Homes
@@ -30,7 +31,7 @@ from librarian.router.qdrant_api import ApiError
 from librarian.router.quality import RecallEstimator
 from librarian.router.registration import Registration
 from librarian.router.resilience import CircuitBreaker, ResultCache
-from librarian.router.upstream import Upstream
+from librarian.router.upstream import REQUEST_DEADLINE, Upstream
 from librarian.settings import OrchestratorSettings
 from librarian.storage.errors import CollectionNotFound
 from librarian.storage.fleet import Fleet
@@ -95,6 +96,7 @@ class RouterState:
         self.cache = ResultCache(
             ttl_s=settings.caching.cache_ttl,
             max_entries=settings.caching.max_entries,
+            max_bytes=settings.limits.cache_max_bytes,
             enabled=settings.caching.enable_result_cache,
         )
         self.breaker = CircuitBreaker(
@@ -109,6 +111,7 @@ class RouterState:
             metrics=self.metrics,
             load=self.load,
             hedging=config.strategy == "latency_optimized",
+            workers_per_cluster=settings.limits.upstream_workers_per_cluster,
         )
         node = config.node_id if config.node_id is not None else secrets.randbelow(MAX_NODE + 1)
         self.clock = HybridLogicalClock(node, config.wall_ms)
@@ -288,10 +291,14 @@ class RouterState:
                 log.warning("write-path upkeep failed: %s", error)
 
     def close(self) -> None:
+        self.upstream.close()
         self.outbox.close()
 
     def spawn(self, coroutine: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coroutine)
+        # background work outlives the request that started it: not bound by its deadline
+        context = contextvars.copy_context()
+        context.run(REQUEST_DEADLINE.set, None)
+        task = asyncio.get_running_loop().create_task(_awaited(coroutine), context=context)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -321,10 +328,19 @@ class RouterState:
         if not self.config.default_cluster:
             raise self._not_loaded()
         cluster = self.config.default_cluster
-        port = self.config.fleet.get(cluster)
-        try:
-            info = await asyncio.to_thread(port.collection_info, collection)
+        route = DomainRoute(collection, collection, cluster, collection, (), 0)
+        try:  # on the cluster's own threads, within the request timeout (a hung cluster holds no other)
+            info = await self.upstream.call(
+                route, lambda port: port.collection_info(collection), self.config.settings.timeout
+            )
         except CollectionNotFound:
             raise ApiError(404, f"Not found: Collection `{collection}` doesn't exist!") from None
-        route = DomainRoute(collection, collection, cluster, collection, (), info.points_count)
+        route = replace(route, size=info.points_count)
         return View((route,), None, info.vector_size, info.distance not in ("Euclid", "Manhattan"))
+
+
+T = TypeVar("T")
+
+
+async def _awaited(awaitable: Awaitable[T]) -> T:
+    return await awaitable

@@ -1,7 +1,10 @@
 """Calls from the router to clusters: worker threads, timeouts, fan-out, breaker, hedging.
 
 Why this exists: every port call blocks, so it runs in a worker thread under the
-request's deadline. A cluster that keeps failing has its circuit opened and is
+request's deadline. Each cluster has its own bounded pool of threads (a
+bulkhead): a slow or hung cluster can fill only its own pool, so requests that
+do not need it never wait for it, and a call still waiting for a thread is
+dropped when its caller gives up. A cluster that keeps failing has its circuit opened and is
 not even tried until the circuit half-opens; with the ``latency_optimized``
 strategy a slow domain gets a second (hedged) request once it is late by its
 own standards. Every call to a library domain counts in that domain's load.
@@ -17,9 +20,13 @@ refused API key), which is raised as is.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -39,6 +46,8 @@ from librarian.storage.fleet import Fleet
 from librarian.storage.port import QdrantPort
 
 __all__ = [
+    "REQUEST_DEADLINE",
+    "Deadline",
     "Failure",
     "FanOut",
     "Upstream",
@@ -52,6 +61,26 @@ T = TypeVar("T")
 
 # Failures that are the request's fault: every domain would fail the same way, so no partial answer.
 _REQUEST_FAULTS = (InvalidRequest, CollectionNotFound, AuthenticationFailed)
+
+
+class Deadline:
+    """When a request must be answered; its upstream calls get at most the time that remains."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self._at = clock() + seconds
+
+    def remaining(self) -> float:
+        """Seconds left (a millisecond at least, so that a late call times out at once)."""
+        return max(0.001, self._at - self._clock())
+
+
+REQUEST_DEADLINE: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
+    "librarian_request_deadline", default=None
+)
+"""The deadline of the request being served: every upstream call it makes, its retries and
+its settling included, times out by then (a call after it fails at once, as a timeout)."""
 
 
 class UpstreamError(Exception):
@@ -128,12 +157,34 @@ class Upstream:
         metrics: RouterMetrics,
         load: LoadMeter,
         hedging: bool = False,
+        workers_per_cluster: int = 8,
     ) -> None:
         self._fleet = fleet  # read at every call: the fleet may be replaced while serving
         self.breaker = breaker
         self.metrics = metrics
         self.load = load
         self.hedging = hedging
+        self.workers_per_cluster = workers_per_cluster
+        self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._pools_lock = threading.Lock()
+
+    def pool(self, cluster: str) -> ThreadPoolExecutor:
+        """The cluster's own threads: at most ``workers_per_cluster`` of its calls run at once."""
+        with self._pools_lock:
+            pool = self._pools.get(cluster)
+            if pool is None:
+                pool = ThreadPoolExecutor(
+                    self.workers_per_cluster, thread_name_prefix=f"upstream-{cluster}"
+                )
+                self._pools[cluster] = pool
+            return pool
+
+    def close(self) -> None:
+        """Stop the clusters' threads; calls still waiting for one are dropped."""
+        with self._pools_lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     async def call(
         self,
@@ -153,6 +204,9 @@ class Upstream:
         as an error).
         """
         cluster = route.cluster
+        deadline = REQUEST_DEADLINE.get()
+        if deadline is not None:
+            timeout = min(timeout, deadline.remaining())
         if not self.breaker.allow(cluster):
             if domain:
                 self._record_domain(route, 0.0, ok=False)
@@ -164,7 +218,10 @@ class Upstream:
         hedge = target[0].hedge_after(target[1]) if target and self.hedging else None
         started = time.perf_counter()
         try:
-            result = await _hedged(lambda: operation(port), timeout, hedge)
+            result = await _hedged(lambda: operation(port), timeout, hedge, self.pool(cluster))
+        except asyncio.CancelledError:  # the caller gave up (its deadline): not the cluster's fault
+            self.breaker.abandon(cluster)
+            raise
         except (TimeoutError, ClusterUnreachable) as error:
             if domain:
                 self._record_domain(route, time.perf_counter() - started, ok=False)
@@ -249,20 +306,32 @@ def _unit_of(library: Library | None, unit: int | None) -> tuple[LibraryRouter, 
     return library.router, unit
 
 
-async def _hedged(blocking: Callable[[], T], timeout: float, hedge_after: float | None) -> T:
-    """``blocking`` in a thread within ``timeout``; a second try after ``hedge_after`` seconds."""
-    first = asyncio.ensure_future(asyncio.to_thread(blocking))
+def _in_pool(pool: ThreadPoolExecutor, blocking: Callable[[], T]) -> asyncio.Future[T]:
+    """``blocking`` on one of ``pool``'s threads (with the caller's context, as ``to_thread``)."""
+    context = contextvars.copy_context()
+    loop = asyncio.get_running_loop()
+    return loop.run_in_executor(pool, functools.partial(context.run, blocking))
+
+
+async def _hedged(
+    blocking: Callable[[], T], timeout: float, hedge_after: float | None, pool: ThreadPoolExecutor
+) -> T:
+    """``blocking`` in ``pool`` within ``timeout``; a second try after ``hedge_after`` seconds."""
+    first = _in_pool(pool, blocking)
     if hedge_after is None or hedge_after >= timeout:
         return await asyncio.wait_for(first, timeout)
-    done, _ = await asyncio.wait({first}, timeout=hedge_after)
-    if done:
-        return first.result()
-    second = asyncio.ensure_future(asyncio.to_thread(blocking))
-    done, pending = await asyncio.wait(
-        {first, second}, timeout=timeout - hedge_after, return_when=asyncio.FIRST_COMPLETED
-    )
-    for task in pending:
-        task.cancel()
-    if not done:
-        raise TimeoutError
-    return done.pop().result()
+    tries = {first}
+    try:
+        done, _ = await asyncio.wait(tries, timeout=hedge_after)
+        if done:
+            return first.result()
+        tries.add(_in_pool(pool, blocking))
+        done, _ = await asyncio.wait(
+            tries, timeout=timeout - hedge_after, return_when=asyncio.FIRST_COMPLETED
+        )
+        if not done:
+            raise TimeoutError
+        return done.pop().result()
+    finally:  # a try still waiting for a thread is dropped; a running one ends on its own
+        for attempt in tries:
+            attempt.cancel()

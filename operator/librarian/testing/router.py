@@ -9,6 +9,8 @@ test thread; they share these helpers instead of copying them.
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -18,12 +20,20 @@ from aiohttp import web
 
 from librarian.router import RouterConfig, RouterState, create_app
 from librarian.router.library import LibraryDefinition
+from librarian.router.limits import server_options
 from librarian.settings import OrchestratorSettings
 from librarian.storage.errors import ClusterUnreachable
 from librarian.storage.fleet import Fleet
 from librarian.storage.port import QdrantPort
 
-__all__ = ["FlakyPort", "RouterThread", "Served", "make_state", "static_loader"]
+__all__ = [
+    "FlakyPort",
+    "RouterThread",
+    "Served",
+    "make_state",
+    "resident_bytes",
+    "static_loader",
+]
 
 T = TypeVar("T")
 
@@ -64,7 +74,11 @@ class RouterThread:
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
-        runner = web.AppRunner(create_app(self.state, reload_in_background=False), access_log=None)
+        runner = web.AppRunner(
+            create_app(self.state, reload_in_background=False),
+            access_log=None,
+            **server_options(self.state.config.settings.limits),
+        )
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
@@ -108,13 +122,24 @@ def make_state(
     )
 
 
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux ``/proc``; the peak elsewhere)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 class FlakyPort:
-    """Delegates to a real port; can be made slow (``mode = "slow"``, ``delay_s``) or
+    """Delegates to a real port; can be made slow (``mode = "slow"``, ``delay_s``),
+    hung (``mode = "hung"``: every call blocks until :meth:`release`) or
     unreachable (``mode = "down"``).
 
-    A slow call still runs once its delay is over, whether or not its caller
-    gave up waiting (as a request to a hung cluster may still be applied);
-    :meth:`wait_idle` waits for the calls still under way.
+    A slow or hung call still runs once its delay is over, whether or not its
+    caller gave up waiting (as a request to a hung cluster may still be applied);
+    :meth:`wait_idle` waits for the calls still under way, :meth:`wait_blocked`
+    for a number of calls blocked in a hang.
     """
 
     def __init__(self, inner: QdrantPort) -> None:
@@ -124,6 +149,8 @@ class FlakyPort:
         self.reason = "connection refused"
         self.calls = 0
         self._busy = 0
+        self._blocked = 0
+        self._released = threading.Event()
         self._idle = threading.Condition()
 
     def __getattr__(self, name: str) -> Any:
@@ -140,6 +167,8 @@ class FlakyPort:
             try:
                 if self.mode == "slow":
                     time.sleep(self.delay_s)
+                elif self.mode == "hung":
+                    self._hang()
                 return attribute(*args, **kwargs)
             finally:
                 with self._idle:
@@ -147,6 +176,30 @@ class FlakyPort:
                     self._idle.notify_all()
 
         return call
+
+    def _hang(self) -> None:
+        with self._idle:
+            self._blocked += 1
+            self._idle.notify_all()
+        self._released.wait()
+        with self._idle:
+            self._blocked -= 1
+
+    @property
+    def blocked(self) -> int:
+        """Calls blocked in a hang right now."""
+        with self._idle:
+            return self._blocked
+
+    def wait_blocked(self, count: int, timeout: float) -> bool:
+        """Wait until ``count`` calls are blocked in a hang (False when ``timeout`` passed first)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._blocked >= count, timeout)
+
+    def release(self) -> None:
+        """End the hang: blocked calls go on, later calls do not block."""
+        self.mode = "ok"
+        self._released.set()
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no call is under way (False when ``timeout`` seconds passed first)."""
