@@ -6,10 +6,11 @@ answers ``/readyz`` itself (200 once every library is loaded, 503 with each
 reason before), lists every library under ``GET /collections``, and sends
 ``/collections/{name}/...`` to the router whose library has that name (with a
 single library, everything else too: passthrough collections behave as in a
-cluster). Other paths (``/``, ``/metrics``, ``/librarian/...``) go to the
+cluster). Other paths (``/``, ``/librarian/...``) go to the
 router chosen by ``?library=NAME``, the first library by default.
 ``GET /librarian/resources`` returns the resources of the emulated API (no
-Secrets), for ``librarian status --port``.
+Secrets), for ``librarian status --port``. Callers authenticate as with a
+router: the routers check what is forwarded, the gateway its own listings.
 
 Requests are forwarded over loopback HTTP with one shared connection pool:
 the routers stay exactly what they are in a cluster.
@@ -26,6 +27,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+
+from librarian.router.auth import RouterKeys
+from librarian.router.qdrant_api import ApiError
 
 __all__ = ["Gateway", "LibraryEndpoint"]
 
@@ -66,12 +70,16 @@ class Gateway:
         resources: Callable[[], list[dict[str, Any]]],
         *,
         timeout_s: float = 300.0,
+        keys: RouterKeys | None = None,
     ) -> None:
         if not libraries:
             raise ValueError("the gateway needs at least one library")
         self.libraries = list(libraries)
         self._by_name = {library.name: library for library in self.libraries}
         self._resources = resources
+        self._keys = keys or RouterKeys()
+        # The gateway's own calls to the routers (listings, probes) use the read-write key.
+        self._own_headers = {"api-key": self._keys.read_write[0]} if self._keys.configured else {}
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
@@ -109,11 +117,29 @@ class Gateway:
             return web.Response(status=503, text="not ready: " + "; ".join(waiting))
         return web.Response(text="all shards are ready")
 
+    def _refusal(self, request: web.Request) -> web.Response | None:
+        """The gateway's own listings need what a router's do: read access to everything."""
+        if not self._keys.configured:
+            return None
+        try:
+            access = self._keys.access_of(request)
+        except ApiError as error:
+            return _qdrant_error(error.status, error.message)
+        if not access.can_read_all():
+            return _qdrant_error(403, "Forbidden: this endpoint needs read access to everything")
+        return None
+
     async def resources(self, request: web.Request) -> web.Response:
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal
         return web.json_response({"items": self._resources()})
 
     async def collections(self, request: web.Request) -> web.Response:
         """Every router's collections (libraries and passthrough ones), each name once."""
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal
         started = time.perf_counter()
         names: dict[str, None] = {}
         for library in self.libraries:
@@ -156,7 +182,7 @@ class Gateway:
     async def _get_text(self, library: LibraryEndpoint, path: str) -> tuple[int, str]:
         assert self._session is not None
         try:
-            async with self._session.get(library.url + path) as response:
+            async with self._session.get(library.url + path, headers=self._own_headers) as response:
                 return response.status, await response.text()
         except (aiohttp.ClientError, TimeoutError) as error:
             return 502, f"its router does not answer ({type(error).__name__})"

@@ -54,6 +54,7 @@ from librarian.local.state import PERSISTED, StateDirectory, StateError
 from librarian.operator.context import OperatorContext
 from librarian.operator.runtime import operator_in_thread
 from librarian.router.app import create_app
+from librarian.router.auth import InsecureBind, RouterKeys, check_bind
 from librarian.router.main import RouterSource, kubernetes_login, prepare_router
 from librarian.router.state import RouterState
 from librarian.settings import Settings
@@ -91,6 +92,9 @@ class UpConfig:
         1.0  # the operator's timers (10 s in a cluster): a local run waits on them
     )
     load_window_s: float = 60.0  # the routers' sliding window of the load policies read
+    keys: RouterKeys = field(default_factory=RouterKeys)  # none: callers are not authenticated
+    insecure: bool = False  # told to serve without keys beyond loopback
+    passthrough: frozenset[str] = frozenset()  # other collections served as they are
 
 
 @dataclass
@@ -136,6 +140,11 @@ async def _start_router(
         config.settings,
         RouterSource(domainmap=f"{namespace}/{domainmap}"),
         load_window_s=config.load_window_s,
+        access={
+            "keys": config.keys,
+            "insecure": config.insecure,
+            "passthrough": config.passthrough,
+        },
     )
     runner = web.AppRunner(create_app(state), access_log=None)
     await runner.setup()
@@ -294,7 +303,12 @@ async def _serving(
 ) -> AsyncIterator[tuple[str, list[LibraryEndpoint]]]:
     """The gateway on HOST:PORT in front of the routers: its URL and the libraries."""
     endpoints = [LibraryEndpoint(r.name, f"{r.namespace}/{r.domainmap}", r.url) for r in routers]
-    runner = web.AppRunner(Gateway(endpoints, lambda: _snapshot(api)).app(), access_log=None)
+    try:
+        check_bind(config.host, config.keys, insecure=config.insecure)
+    except InsecureBind as error:
+        raise UpError(str(error)) from None
+    gateway = Gateway(endpoints, lambda: _snapshot(api), keys=config.keys)
+    runner = web.AppRunner(gateway.app(), access_log=None)
     await runner.setup()
     try:
         try:
