@@ -26,6 +26,9 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from librarian.cli import main
+from librarian.contracts.router_keys import caller_key
+from librarian.operator.load_source import LoadSourceUnreachable, fetch_router_load
+from librarian.router import RouterConfig, RouterState
 from librarian.router.app import PointEndpoints, create_app, route_table
 from librarian.router.auth import InsecureBind, Need, RouterKeys, check_bind
 from librarian.router.main import serve
@@ -229,6 +232,17 @@ def test_probes_are_open_and_the_router_s_own_api_needs_a_key(router: RouterThre
     assert status.json()["result"]["authentication"].startswith("api-key")
 
 
+def test_rebalancing_reads_the_load_with_the_router_s_key(router: RouterThread) -> None:
+    load = asyncio.run(fetch_router_load([router.url], api_key=READER))
+    assert load.routers == 1
+    with pytest.raises(LoadSourceUnreachable, match="LIBRARIAN_ROUTER_READ_ONLY_API_KEY"):
+        asyncio.run(fetch_router_load([router.url]))
+    assert caller_key({"LIBRARIAN_ROUTER_API_KEY": ADMIN}) == ADMIN
+    both = {"LIBRARIAN_ROUTER_API_KEY": ADMIN, "LIBRARIAN_ROUTER_READ_ONLY_API_KEY": READER}
+    assert caller_key(both) == READER
+    assert caller_key({}) is None
+
+
 def test_metrics_are_served_on_their_own_port_only(router: RouterThread) -> None:
     assert "librarian_router_requests_total" in httpx.get(router.metrics_url).text
     api = httpx.get(f"{router.url}/metrics", headers={"api-key": ADMIN})
@@ -286,6 +300,24 @@ def test_pass_through_is_off_by_default(built: Library) -> None:
         listed = httpx.get(f"{router.url}/collections").json()["result"]["collections"]
         assert [c["name"] for c in listed] == ["library"]
         assert httpx.post(f"{router.url}/collections/library/points/count", json={}).is_success
+
+
+def test_nothing_passes_through_before_the_library_is_known(built: Library) -> None:
+    """Until the library loads, its domain collections are not known: none may leak."""
+
+    async def not_yet() -> None:
+        return None
+
+    config = RouterConfig(
+        fleet=built.fleet,
+        default_cluster="east",
+        loader=not_yet,
+        passthrough=frozenset({"reference", "library-d0"}),
+    )
+    with RouterThread(RouterState(config)) as router:
+        for name in ("reference", "library-d0"):
+            response = httpx.post(f"{router.url}/collections/{name}/points/scroll", json={})
+            assert "library not loaded" in _qdrant_error(response, 503)
 
 
 def test_every_route_has_a_need_and_an_unlisted_one_is_refused(built: Library) -> None:

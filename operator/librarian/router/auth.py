@@ -29,6 +29,12 @@ import jwt
 from aiohttp import web
 from qdrant_client.http import models
 
+from librarian.contracts.router_keys import (
+    ENV_API_KEY,
+    ENV_API_KEY_SECONDARY,
+    ENV_READ_ONLY_API_KEY,
+    ENV_READ_ONLY_API_KEY_SECONDARY,
+)
 from librarian.router.qdrant_api import ApiError, error_response
 
 __all__ = [
@@ -48,11 +54,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("librarian.router.auth")
-
-ENV_API_KEY = "LIBRARIAN_ROUTER_API_KEY"
-ENV_API_KEY_SECONDARY = "LIBRARIAN_ROUTER_API_KEY_SECONDARY"
-ENV_READ_ONLY_API_KEY = "LIBRARIAN_ROUTER_READ_ONLY_API_KEY"
-ENV_READ_ONLY_API_KEY_SECONDARY = "LIBRARIAN_ROUTER_READ_ONLY_API_KEY_SECONDARY"
 
 
 class Need(Enum):

@@ -321,12 +321,10 @@ class RouterState:
 
     def _passes_through(self, collection: str, library: Library | None) -> bool:
         """Whether ``collection`` is served as it is: allowlisted, and not the product's own."""
-        if collection not in self.config.passthrough:
+        if library is None or collection not in self.config.passthrough:
             return False
         if collection in self.config.reserved or is_reserved_collection(collection):
             return False
-        if library is None:
-            return True
         definition = library.definition
         owned = {route.collection for route in definition.domains}
         owned |= {
@@ -343,10 +341,11 @@ class RouterState:
         library = self.library
         if library is not None and collection == library.name:
             return View.of(library)
+        if library is None or not self.config.default_cluster:
+            # Until the library is known, neither is what it owns: nothing passes through.
+            raise self._not_loaded()
         if not self._passes_through(collection, library):
             raise ApiError(404, f"Not found: Collection `{collection}` doesn't exist!")
-        if not self.config.default_cluster:
-            raise self._not_loaded()
         cluster = self.config.default_cluster
         port = self.config.fleet.get(cluster)
         try:
