@@ -27,6 +27,7 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 
 from librarian.cli import main
 from librarian.contracts.router_keys import caller_key
+from librarian.local.gateway import Gateway, LibraryEndpoint
 from librarian.operator.load_source import LoadSourceUnreachable, fetch_router_load
 from librarian.router import RouterConfig, RouterState
 from librarian.router.app import PointEndpoints, create_app, route_table
@@ -410,3 +411,40 @@ def test_keys_come_from_the_environment() -> None:
     assert not RouterKeys.from_env({}).configured
     assert ADMIN not in repr(KEYS)  # never printed by accident
     assert READER not in repr(KEYS)
+
+
+def test_the_up_gateway_checks_its_own_listings_and_forwards_credentials(
+    router: RouterThread, built: Library
+) -> None:
+    endpoint = LibraryEndpoint("library", "default/library", router.url, router.metrics_url)
+    gateway = Gateway([endpoint], lambda: [{"kind": "DomainMap"}], keys=KEYS)
+
+    async def calls() -> dict[str, tuple[int, int]]:
+        runner = web.AppRunner(gateway.app())
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        answers = {}
+        try:
+            async with httpx.AsyncClient(base_url=url) as http:
+                for path in ("/collections", "/librarian/resources", "/metrics"):
+                    anonymous = await http.get(path)
+                    reader = await http.get(path, headers={"api-key": READER})
+                    answers[path] = (anonymous.status_code, reader.status_code)
+                query = "/collections/library/points/query"
+                body = _query(near(built, 0))
+                anonymous = await http.post(query, json=body)
+                reader = await http.post(query, json=body, headers={"api-key": READER})
+                answers[query] = (anonymous.status_code, reader.status_code)
+                listed = (await http.get("/collections", headers={"api-key": READER})).json()
+                answers["listed"] = (len(listed["result"]["collections"]), 0)
+        finally:
+            await runner.cleanup()
+        return answers
+
+    answers = asyncio.run(calls())
+    assert answers["/collections"] == (401, 200)
+    assert answers["/librarian/resources"] == (401, 200)
+    assert answers["/metrics"] == (401, 200)
+    assert answers["/collections/library/points/query"] == (401, 200)
+    assert answers["listed"] == (2, 0)  # the gateway lists through the router with its key

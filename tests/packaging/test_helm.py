@@ -240,6 +240,15 @@ def test_the_chart_refuses_a_router_without_a_key_unless_told_insecure() -> None
     assert result.returncode == 0, result.stderr
 
 
+def test_the_router_network_policy_admits_its_metrics_port() -> None:
+    docs = _render("--set", "networkPolicy.enabled=true")
+    (policy,) = [
+        d for d in _kind(docs, "NetworkPolicy") if d["metadata"]["name"].endswith("-router")
+    ]
+    (rule,) = policy["spec"]["ingress"]
+    assert [p["port"] for p in rule["ports"]] == [6333, 9090]
+
+
 def test_pass_through_collections_are_listed_one_by_one() -> None:
     docs = _render("--set", "router.passthrough={legacy,other}")
     args = _pod(docs, "router")["containers"][0]["args"]

@@ -6,7 +6,8 @@ answers ``/readyz`` itself (200 once every library is loaded, 503 with each
 reason before), lists every library under ``GET /collections``, and sends
 ``/collections/{name}/...`` to the router whose library has that name (with a
 single library, everything else too: passthrough collections behave as in a
-cluster). Other paths (``/``, ``/librarian/...``) go to the
+cluster). ``/metrics`` (read access needed) serves the chosen router's metrics.
+Other paths (``/``, ``/librarian/...``) go to the
 router chosen by ``?library=NAME``, the first library by default.
 ``GET /librarian/resources`` returns the resources of the emulated API (no
 Secrets), for ``librarian status --port``. Callers authenticate as with a
@@ -55,6 +56,7 @@ class LibraryEndpoint:
     name: str
     domainmap: str
     url: str
+    metrics_url: str = ""  # its router's Prometheus /metrics
 
 
 def _qdrant_error(status: int, message: str) -> web.Response:
@@ -90,6 +92,7 @@ class Gateway:
         app.router.add_get("/livez", self.healthz)
         app.router.add_get("/librarian/resources", self.resources)
         app.router.add_get("/collections", self.collections)
+        app.router.add_get("/metrics", self.metrics)
         app.router.add_route("*", "/collections/{name}", self.collection)
         app.router.add_route("*", "/collections/{name}/{tail:.*}", self.collection)
         app.router.add_route("*", "/{tail:.*}", self.other)
@@ -156,6 +159,27 @@ class Gateway:
                 "time": time.perf_counter() - started,
             }
         )
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """The chosen library's router's metrics (``?library=NAME``; the first by default)."""
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal
+        chosen = request.query.get("library")
+        library = self._by_name.get(chosen) if chosen else self.libraries[0]
+        if library is None or not library.metrics_url:
+            return _qdrant_error(404, f"Not found: no metrics for library {chosen!r}")
+        assert self._session is not None
+        try:
+            async with self._session.get(library.metrics_url) as response:
+                return web.Response(
+                    status=response.status,
+                    body=await response.read(),
+                    content_type="text/plain",
+                    charset="utf-8",
+                )
+        except (aiohttp.ClientError, TimeoutError) as error:
+            return _qdrant_error(502, f"Service unavailable: no metrics ({type(error).__name__})")
 
     # ------------------------------------------------------------------ forwarding
 
