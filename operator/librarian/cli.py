@@ -834,9 +834,22 @@ def _live_resources(url: str) -> list[dict[str, Any]]:
     import urllib.error
     import urllib.request
 
+    from librarian.contracts.router_keys import caller_key
+
+    key = caller_key()  # the key librarian up was started with, from the same variables
+    request = urllib.request.Request(
+        f"{url}/librarian/resources", headers={"api-key": key} if key else {}
+    )
     try:
-        with urllib.request.urlopen(f"{url}/librarian/resources", timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             data = json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        if error.code in (401, 403):
+            raise click.ClickException(
+                f"librarian up at {url} refused the request (HTTP {error.code}): set "
+                "LIBRARIAN_ROUTER_READ_ONLY_API_KEY or LIBRARIAN_ROUTER_API_KEY to its key"
+            ) from None
+        raise click.ClickException(f"librarian up at {url} answered HTTP {error.code}") from None
     except (urllib.error.URLError, OSError, ValueError) as error:
         raise click.ClickException(
             f"no librarian up answers at {url} ({error}): is it running on that port?"

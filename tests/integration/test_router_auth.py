@@ -218,6 +218,10 @@ def test_expired_forged_or_malformed_tokens_are_refused_with_401(
         _token({"access": "admin"}),
         _token({"access": [{"collection": "library", "access": "everything"}]}),
         _token({"access": [{"access": "rw"}]}),
+        # Restrictions the router cannot enforce must not widen into full access.
+        _token({"access": [{"collection": "library", "access": "r", "payload": {"t": "1"}}]}),
+        _token({"access": "r", "value_exists": {"collection": "users", "matches": []}}),
+        _token({"access": 5}),
     ):
         _qdrant_error(httpx.post(path, json=body, headers=_bearer(token)), 401)
         _qdrant_error(httpx.post(path, json=body, headers={"api-key": token}), 401)
@@ -417,7 +421,7 @@ def test_the_up_gateway_checks_its_own_listings_and_forwards_credentials(
     router: RouterThread, built: Library
 ) -> None:
     endpoint = LibraryEndpoint("library", "default/library", router.url, router.metrics_url)
-    gateway = Gateway([endpoint], lambda: [{"kind": "DomainMap"}], keys=KEYS)
+    gateway = Gateway([endpoint], list, keys=KEYS)
 
     async def calls() -> dict[str, tuple[int, int]]:
         runner = web.AppRunner(gateway.app())
@@ -438,6 +442,19 @@ def test_the_up_gateway_checks_its_own_listings_and_forwards_credentials(
                 answers[query] = (anonymous.status_code, reader.status_code)
                 listed = (await http.get("/collections", headers={"api-key": READER})).json()
                 answers["listed"] = (len(listed["result"]["collections"]), 0)
+            # librarian status --port asks the gateway with the key of the environment.
+            port = url.rsplit(":", 1)[1]
+            status = [
+                await asyncio.to_thread(
+                    CliRunner().invoke, main, ["status", "--port", port], env=env
+                )
+                for env in (
+                    {"LIBRARIAN_ROUTER_READ_ONLY_API_KEY": None, "LIBRARIAN_ROUTER_API_KEY": None},
+                    {"LIBRARIAN_ROUTER_READ_ONLY_API_KEY": READER},
+                )
+            ]
+            answers["status"] = (status[0].exit_code, status[1].exit_code)
+            assert "LIBRARIAN_ROUTER_READ_ONLY_API_KEY" in " ".join(status[0].output.split())
         finally:
             await runner.cleanup()
         return answers
@@ -448,3 +465,4 @@ def test_the_up_gateway_checks_its_own_listings_and_forwards_credentials(
     assert answers["/metrics"] == (401, 200)
     assert answers["/collections/library/points/query"] == (401, 200)
     assert answers["listed"] == (2, 0)  # the gateway lists through the router with its key
+    assert answers["status"] == (1, 0)

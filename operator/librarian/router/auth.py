@@ -173,6 +173,9 @@ def _matches(given: str, keys: tuple[str, ...]) -> bool:
 
 
 def _claims_access(claims: Mapping[str, Any]) -> Access:
+    if "value_exists" in claims:
+        # A condition on stored points the router does not check: refused, never ignored.
+        raise ApiError(401, "Unauthorized: the value_exists claim is not supported")
     access = claims.get("access")
     if isinstance(access, str):
         if access not in ("r", "m"):
@@ -187,6 +190,9 @@ def _claims_access(claims: Mapping[str, Any]) -> Access:
                 or entry.get("access") not in ("r", "rw")
             ):
                 raise ApiError(401, "Unauthorized: malformed collection access in the token")
+            if set(entry) - {"collection", "access"}:
+                # e.g. a payload restriction: the router cannot honour it, so it grants nothing.
+                raise ApiError(401, "Unauthorized: only collection and access are supported")
             levels[entry["collection"]] = entry["access"]
         return Access(collections=levels)
     raise ApiError(401, "Unauthorized: malformed access claim in the token")
