@@ -737,10 +737,11 @@ def up_command(
     def write(line: str) -> None:
         print(line, file=out, flush=True)
 
-    from librarian.router.auth import RouterKeys
+    from librarian.router.auth import RouterKeys, check_bind
 
     try:
         keys = RouterKeys.from_env(os.environ)
+        check_bind(host, keys, insecure=insecure)  # before anything starts
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     config = UpConfig(

@@ -402,6 +402,16 @@ def test_the_router_command_refuses_a_public_bind_without_a_key(
     assert "LIBRARIAN_ROUTER_API_KEY" in result.output
 
 
+def test_up_refuses_a_public_bind_without_a_key(tmp_path: Path) -> None:
+    no_keys = {"LIBRARIAN_ROUTER_API_KEY": None, "LIBRARIAN_ROUTER_API_KEY_SECONDARY": None}
+    result = CliRunner().invoke(
+        main, ["up", "--host", "0.0.0.0", "--state", str(tmp_path / "state")], env=no_keys
+    )
+    assert result.exit_code == 2
+    assert "--insecure" in " ".join(result.output.split())
+    assert not (tmp_path / "state").exists()  # refused before anything started
+
+
 def test_keys_come_from_the_environment() -> None:
     keys = RouterKeys.from_env(
         {
