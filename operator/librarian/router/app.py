@@ -1,9 +1,10 @@
 """The router's HTTP application (aiohttp): Qdrant's REST API over the library.
 
 Why this exists: this is what applications talk to. The library's collection
-name is served by routing to its domains and fusing; any other collection name
-passes through to the default cluster, so an application can point its whole
-Qdrant URL here. This module holds the route table, the thin handlers that
+name is served by routing to its domains and fusing; another collection of the
+default cluster passes through only when it is allowlisted (and is never one
+of the product's own). This module holds the route table (each route with the
+right it needs, read by :mod:`~librarian.router.auth`), the thin handlers that
 parse a request and render the answer of :mod:`~librarian.router.query`,
 :mod:`~librarian.router.writes` or :mod:`~librarian.router.status`, and the
 middleware that renders every failure in Qdrant's JSON error format, its HTTP
