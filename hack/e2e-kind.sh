@@ -49,9 +49,13 @@ kubectl create namespace "$NS"
 kubectl -n "$NS" create secret generic qdrant-keys \
   --from-literal=general="$KEY_GENERAL" --from-literal=fast="$KEY_FAST"
 kubectl -n "$NS" label secret qdrant-keys librarian.dev/qdrant-credentials=true
+ROUTER_KEY=$(openssl rand -hex 32)
+export ROUTER_KEY
+kubectl -n "$NS" create secret generic librarian-router-keys --from-literal=api-key="$ROUTER_KEY"
 helm install librarian charts/qdrant-librarian --namespace "$NS" \
   --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" --set image.pullPolicy=Never \
   --set router.domainMap=packages --set 'router.credentialSecrets={qdrant-keys}' \
+  --set router.auth.apiKeySecret.name=librarian-router-keys \
   --set 'operator.insecureHosts={qdrant-general.qdrant.svc,qdrant-fast.qdrant.svc}'
 kubectl -n "$NS" rollout status deployment/librarian-qdrant-librarian --timeout=180s
 
@@ -80,12 +84,15 @@ kubectl -n "$NS" port-forward svc/librarian-qdrant-librarian-router 16334:6333 >
 FORWARD=$!
 sleep 3
 .venv/bin/python - <<'PY'
+import os
+
 from qdrant_client import QdrantClient
 
 from librarian.demo.data import load_demo_data
 
 data = load_demo_data(limit=1)
-hits = QdrantClient(url="http://127.0.0.1:16334").query_points(
+router = QdrantClient(url="http://127.0.0.1:16334", api_key=os.environ["ROUTER_KEY"])
+hits = router.query_points(
     "packages", query=data.vectors[0].tolist(), limit=3, with_payload=True
 ).points
 assert hits, "the router returned no hit"

@@ -500,6 +500,28 @@ def operator_command(
 @click.option("--catalog", metavar="CLUSTER/COLLECTION", help="Without --domainmap: the catalog.")
 @click.option("--owner", help="Without --domainmap: the catalog owner (NAMESPACE/NAME).")
 @click.option("--library", "library_name", help="The library's collection name (default: source).")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=9090,
+    show_default=True,
+    envvar="LIBRARIAN_ROUTER_METRICS_PORT",
+    help="Prometheus /metrics is served on this port, apart from the API.",
+)
+@click.option(
+    "--passthrough",
+    multiple=True,
+    metavar="COLLECTION",
+    envvar="LIBRARIAN_ROUTER_PASSTHROUGH",
+    help="A collection of the default cluster served as it is (repeatable; none by default). "
+    "The product's own collections are never served.",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    envvar="LIBRARIAN_ROUTER_INSECURE",
+    help="Serve beyond loopback without LIBRARIAN_ROUTER_API_KEY (anyone can read and write).",
+)
 @click.pass_obj
 def router_command(
     settings: Settings,
@@ -512,8 +534,16 @@ def router_command(
     catalog: str | None,
     owner: str | None,
     library_name: str | None,
+    metrics_port: int,
+    passthrough: tuple[str, ...],
+    insecure: bool,
 ) -> None:
     """Serve Qdrant's REST API for the library (the router's container command).
+
+    Callers authenticate as with Qdrant (``api-key`` header or a Bearer JWT)
+    with the keys of LIBRARIAN_ROUTER_API_KEY and LIBRARIAN_ROUTER_READ_ONLY_API_KEY
+    (and their _SECONDARY); without a key the router listens on loopback only
+    unless told --insecure.
 
     With --domainmap the router follows the DomainMap and its
     ClusterSpecializations: a specialized domain is read from its own
@@ -525,8 +555,10 @@ def router_command(
     import asyncio
     import logging
 
+    from librarian.router.auth import check_bind
     from librarian.router.main import (
         RouterSource,
+        access_options,
         clusters_of,
         kubernetes_login,
         prepare_router,
@@ -549,14 +581,16 @@ def router_command(
             raise ValueError(
                 "give --domainmap NAMESPACE/NAME, or --cluster, --source and --catalog"
             )
+        access = access_options(os.environ, insecure=insecure, passthrough=passthrough)
+        check_bind(host, access["keys"], insecure=insecure)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
 
     async def main() -> None:
         if domainmap:
             kubernetes_login(server)
-        state = await prepare_router(settings, spec)
-        await serve(state, host, port)
+        state = await prepare_router(settings, spec, access=access)
+        await serve(state, host, port, metrics_port=metrics_port)
 
     try:
         asyncio.run(main())
@@ -658,14 +692,32 @@ def _require_local(command: str) -> None:
     show_default=True,
     help="Where resources and their status are kept; the same --state resumes where it was.",
 )
+@click.option(
+    "--passthrough",
+    multiple=True,
+    metavar="COLLECTION",
+    help="A collection served as it is beside the libraries (repeatable; none by default).",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Serve beyond loopback without LIBRARIAN_ROUTER_API_KEY (anyone can read and write).",
+)
 @click.pass_obj
 def up_command(
-    settings: Settings, files: tuple[Path, ...], port: int, host: str, state_dir: Path
+    settings: Settings,
+    files: tuple[Path, ...],
+    port: int,
+    host: str,
+    state_dir: Path,
+    passthrough: tuple[str, ...],
+    insecure: bool,
 ) -> None:
     """Run the library on your own data without a cluster: operator, Jobs and routers in one process.
 
     Serves Qdrant's REST API at http://HOST:PORT (each library under its source
-    collection's name; GET /readyz is 200 once every library is loaded) and
+    collection's name; GET /readyz is 200 once every library is loaded; callers
+    authenticate with LIBRARIAN_ROUTER_API_KEY / _READ_ONLY_API_KEY when set) and
     prints each resource's phase as it changes. Stops cleanly on Ctrl-C or
     SIGTERM.
     """
@@ -685,7 +737,23 @@ def up_command(
     def write(line: str) -> None:
         print(line, file=out, flush=True)
 
-    config = UpConfig(files=files, state_dir=state_dir, host=host, port=port, settings=settings)
+    from librarian.router.auth import RouterKeys, check_bind
+
+    try:
+        keys = RouterKeys.from_env(os.environ)
+        check_bind(host, keys, insecure=insecure)  # before anything starts
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    config = UpConfig(
+        files=files,
+        state_dir=state_dir,
+        host=host,
+        port=port,
+        settings=settings,
+        keys=keys,
+        insecure=insecure,
+        passthrough=frozenset(passthrough),
+    )
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -767,9 +835,22 @@ def _live_resources(url: str) -> list[dict[str, Any]]:
     import urllib.error
     import urllib.request
 
+    from librarian.contracts.router_keys import caller_key
+
+    key = caller_key()  # the key librarian up was started with, from the same variables
+    request = urllib.request.Request(
+        f"{url}/librarian/resources", headers={"api-key": key} if key else {}
+    )
     try:
-        with urllib.request.urlopen(f"{url}/librarian/resources", timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             data = json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        if error.code in (401, 403):
+            raise click.ClickException(
+                f"librarian up at {url} refused the request (HTTP {error.code}): set "
+                "LIBRARIAN_ROUTER_READ_ONLY_API_KEY or LIBRARIAN_ROUTER_API_KEY to its key"
+            ) from None
+        raise click.ClickException(f"librarian up at {url} answered HTTP {error.code}") from None
     except (urllib.error.URLError, OSError, ValueError) as error:
         raise click.ClickException(
             f"no librarian up answers at {url} ({error}): is it running on that port?"

@@ -14,7 +14,7 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 def _router(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, ["router", "--port", "1", *args])
+    result = CliRunner().invoke(main, ["router", "--host", "127.0.0.1", "--port", "1", *args])
     return result.exit_code, " ".join(result.output.split())
 
 

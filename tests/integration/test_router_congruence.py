@@ -23,7 +23,11 @@ pytestmark = pytest.mark.timeout(300)
 def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterThread]:
     library = build_embedded_library(tmp_path_factory.mktemp("library"))
     with RouterThread(
-        make_state(library, settings={"caching": {"enable_result_cache": False}})
+        make_state(
+            library,
+            settings={"caching": {"enable_result_cache": False}},
+            passthrough=frozenset({"reference"}),
+        )
     ) as server:
         yield server
     library.fleet.close()

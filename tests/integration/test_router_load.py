@@ -113,6 +113,7 @@ def test_queries_to_one_domain_make_it_the_hottest(library: Library) -> None:
             "writesRefused",
             "routingEfficiency",
             "fusion",
+            "authentication",
             "load",
             "library",
         }
@@ -139,7 +140,7 @@ def test_queries_to_one_domain_make_it_the_hottest(library: Library) -> None:
         assert seen.domains["d2"].p95_ms is not None
         assert seen.domains["d2"].qps > 0
 
-        metrics = http.get("/metrics").text
+        metrics = httpx.get(router.metrics_url).text
         counted = f'librarian_router_domain_queries_total{{cluster="west",domain="d2"}} {float(domains["d2"]["queries"])}'
         assert counted in metrics
         assert 'librarian_router_domain_latency_seconds_bucket{domain="d2",le="0.5"}' in metrics
@@ -209,7 +210,7 @@ def test_a_moved_domain_is_reported_under_its_new_cluster(library: Library) -> N
         assert d2_now["queries"] >= before["queries"] + 10
         assert [c["name"] for c in after["clusters"]] == ["east"]  # west serves nothing now
         assert 'librarian_router_domain_queries_total{cluster="east",domain="d2"}' in (
-            http.get("/metrics").text
+            httpx.get(router.metrics_url).text
         )
 
 

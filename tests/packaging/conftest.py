@@ -29,10 +29,14 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(args), capture_output=True, text=True, timeout=120, check=False)
 
 
+# The chart refuses to render a router without its key's Secret: the renders name one.
+ROUTER_KEYS = ("--set", "router.auth.apiKeySecret.name=librarian-router-keys")
+
+
 def helm_template(
     *extra: str, namespace: str = "ops", release: str = "lib"
 ) -> list[dict[str, Any]]:
-    """``helm template`` of the chart (CRDs included) as a list of objects."""
+    """``helm template`` of the chart (CRDs included, the router's keys named) as objects."""
     result = run(
         tool("helm"),
         "template",
@@ -41,6 +45,7 @@ def helm_template(
         "--namespace",
         namespace,
         "--include-crds",
+        *ROUTER_KEYS,
         *extra,
     )
     assert result.returncode == 0, result.stderr

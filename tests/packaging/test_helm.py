@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import CHART, REPO, helm_template, run, tool
+from .conftest import CHART, REPO, ROUTER_KEYS, helm_template, run, tool
 
 _render = helm_template
 
@@ -34,7 +34,7 @@ def _pod(docs: list[dict[str, Any]], component: str) -> dict[str, Any]:
 
 
 def test_helm_lint_strict() -> None:
-    result = run(tool("helm"), "lint", "--strict", str(CHART))
+    result = run(tool("helm"), "lint", "--strict", str(CHART), *ROUTER_KEYS)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -107,7 +107,7 @@ def test_config_and_embedded_storage_render() -> None:
     ],
 )
 def test_bad_values_are_rejected_by_the_schema(args: list[str], message: str) -> None:
-    result = run(tool("helm"), "template", "lib", str(CHART), *args)
+    result = run(tool("helm"), "template", "lib", str(CHART), *ROUTER_KEYS, *args)
     assert result.returncode != 0
     assert message in result.stderr
 
@@ -164,17 +164,100 @@ def test_router_deployment_and_service() -> None:
         "6333",
         "--domainmap",
         "search/library",
+        "--metrics-port",
+        "9090",
     ]
-    (port,) = container["ports"]
-    assert (port["name"], port["containerPort"]) == ("http", 6333)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 6333, "metrics": 9090}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     (service,) = _kind(docs, "Service", "router")
-    assert service["spec"]["ports"] == [{"name": "http", "port": 6333, "targetPort": "http"}]
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 6333, "targetPort": "http"},
+        {"name": "metrics", "port": 9090, "targetPort": "metrics"},
+    ]
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
     operator_labels = _kind(docs, "Deployment", "operator")[0]["spec"]["template"]["metadata"]
     assert not service["spec"]["selector"].items() <= operator_labels["labels"].items()
+
+
+def _router_env(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    container = _pod(docs, "router")["containers"][0]
+    return {e["name"]: e.get("valueFrom", {}).get("secretKeyRef") for e in container["env"]}
+
+
+def test_the_router_reads_its_keys_from_secrets() -> None:
+    docs = _render(
+        "--set", "router.auth.apiKeySecret.key=rw",
+        "--set", "router.auth.apiKeySecondarySecret.name=next-keys",
+        "--set", "router.auth.readOnlyApiKeySecret.name=reader-keys",
+    )  # fmt: skip
+    env = _router_env(docs)
+    assert env["LIBRARIAN_ROUTER_API_KEY"] == {"name": "librarian-router-keys", "key": "rw"}
+    assert env["LIBRARIAN_ROUTER_API_KEY_SECONDARY"] == {"name": "next-keys", "key": "api-key"}
+    assert env["LIBRARIAN_ROUTER_READ_ONLY_API_KEY"] == {
+        "name": "reader-keys",
+        "key": "read-only-api-key",
+    }
+    assert "LIBRARIAN_ROUTER_READ_ONLY_API_KEY_SECONDARY" not in env  # not given: not set
+    # The operator reads the routers' load with the read-only key (the read-write one if none).
+    operator_env = {
+        e["name"]: e.get("valueFrom", {}).get("secretKeyRef")
+        for e in _pod(docs, "operator")["containers"][0]["env"]
+    }
+    assert operator_env["LIBRARIAN_ROUTER_READ_ONLY_API_KEY"] == {
+        "name": "reader-keys",
+        "key": "read-only-api-key",
+    }
+    assert "LIBRARIAN_ROUTER_API_KEY" not in operator_env
+    operator_env = {e["name"] for e in _pod(_render(), "operator")["containers"][0]["env"]}
+    assert "LIBRARIAN_ROUTER_API_KEY" in operator_env
+    args = _pod(docs, "router")["containers"][0]["args"]
+    assert "--insecure" not in args
+    assert "--passthrough" not in args  # nothing passes through by default
+
+
+def test_the_chart_refuses_a_router_without_a_key_unless_told_insecure() -> None:
+    result = run(tool("helm"), "template", "lib", str(CHART))
+    assert result.returncode != 0
+    assert "router.auth.apiKeySecret.name" in result.stderr
+    assert "router.auth.insecure=true" in result.stderr
+    result = run(
+        tool("helm"), "template", "lib", str(CHART),
+        "--set", "router.auth.readOnlyApiKeySecret.name=reader-keys",
+        "--set", "router.auth.insecure=true",
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "without a read-write key every caller could write" in result.stderr
+    result = run(tool("helm"), "template", "lib", str(CHART), "--set", "router.auth.insecure=true")
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    assert "--insecure" in _pod(docs, "router")["containers"][0]["args"]
+    assert not [name for name in _router_env(docs) if name.startswith("LIBRARIAN_ROUTER_API")]
+    # Without a router there is nothing to authenticate.
+    result = run(tool("helm"), "template", "lib", str(CHART), "--set", "router.enabled=false")
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_router_network_policy_admits_its_metrics_port() -> None:
+    docs = _render("--set", "networkPolicy.enabled=true")
+    (policy,) = [
+        d for d in _kind(docs, "NetworkPolicy") if d["metadata"]["name"].endswith("-router")
+    ]
+    (rule,) = policy["spec"]["ingress"]
+    assert [p["port"] for p in rule["ports"]] == [6333, 9090]
+
+
+def test_pass_through_collections_are_listed_one_by_one() -> None:
+    docs = _render("--set", "router.passthrough={legacy,other}")
+    args = _pod(docs, "router")["containers"][0]["args"]
+    assert args[args.index("--passthrough") :][:4] == [
+        "--passthrough",
+        "legacy",
+        "--passthrough",
+        "other",
+    ]
 
 
 def test_router_defaults_and_switch() -> None:
@@ -224,7 +307,9 @@ def test_metrics_and_service_monitors() -> None:
 
 def _sidecar_snippets() -> list[str]:
     """The sidecar container blocks shown in NOTES.txt (rendered) and the chart's README."""
-    result = run(tool("helm"), "install", "--dry-run=client", "lib", str(CHART), "-n", "ops")
+    result = run(
+        tool("helm"), "install", "--dry-run=client", "lib", str(CHART), "-n", "ops", *ROUTER_KEYS
+    )
     assert result.returncode == 0, result.stderr
     notes = result.stdout.split("NOTES:", 1)[1]
     readme = (CHART / "README.md").read_text().split("## The router as a sidecar", 1)[1]

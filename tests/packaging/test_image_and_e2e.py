@@ -109,6 +109,9 @@ def test_e2e_domainmap_is_valid_and_matches_the_router() -> None:
     install = script.split("helm install librarian", 1)[1].split("\n\n", 1)[0]
     words = shlex.split(install.replace("\\\n", " ").replace('"${IMAGE%:*}"', "img"))
     sets = [words[i + 1] for i, w in enumerate(words) if w == "--set"]
+    # The script's router is authenticated with the Secret it creates.
+    assert "router.auth.apiKeySecret.name=librarian-router-keys" in sets
+    assert "create secret generic librarian-router-keys" in script
     rendered = helm_template(
         *[a for s in sets for a in ("--set", s.replace("${IMAGE##*:}", "e2e"))],
         namespace=namespace.group(1),

@@ -46,12 +46,34 @@ def test_kustomize_base_renders_with_the_crds() -> None:
         "0.0.0.0",
         "--port",
         "6333",
+        "--metrics-port",
+        "9090",
         "--domainmap",
         "default/packages",
     ]
     assert router["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # The router's key comes from the Secret the README names; without it, no router starts.
+    keys = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in router["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert keys["LIBRARIAN_ROUTER_API_KEY"] == {"name": "librarian-router-keys", "key": "api-key"}
+    assert "optional" not in keys["LIBRARIAN_ROUTER_API_KEY"]
+    for optional in (
+        "LIBRARIAN_ROUTER_API_KEY_SECONDARY",
+        "LIBRARIAN_ROUTER_READ_ONLY_API_KEY",
+        "LIBRARIAN_ROUTER_READ_ONLY_API_KEY_SECONDARY",
+    ):
+        assert keys[optional]["name"] == "librarian-router-keys"
+        assert keys[optional]["optional"] is True
+    assert {p["name"]: p["containerPort"] for p in router["ports"]} == {
+        "http": 6333,
+        "metrics": 9090,
+    }
     (service,) = [d for d in docs if d["kind"] == "Service"]
     assert service["spec"]["ports"][0]["port"] == 6333
+    assert service["spec"]["ports"][1] == {"name": "metrics", "port": 9090, "targetPort": "metrics"}
     assert service["spec"]["selector"].items() <= (
         deployments["router"]["spec"]["template"]["metadata"]["labels"].items()
     )

@@ -106,7 +106,7 @@ def test_cluster_wide_reads_secrets_only_in_the_listed_namespaces() -> None:
 
 
 def test_cluster_wide_and_watched_namespaces_exclude_each_other() -> None:
-    from .conftest import CHART, run, tool
+    from .conftest import CHART, ROUTER_KEYS, run, tool
 
     result = run(
         tool("helm"),
@@ -117,6 +117,7 @@ def test_cluster_wide_and_watched_namespaces_exclude_each_other() -> None:
         "rbac.clusterWide=true",
         "--set",
         "operator.watchNamespaces={a}",
+        *ROUTER_KEYS,
     )
     assert result.returncode != 0
     assert "exclude each other" in result.stderr

@@ -13,7 +13,7 @@ import re
 import pytest
 import yaml
 
-from .conftest import CHART, REPO, kustomize, run, tool
+from .conftest import CHART, REPO, ROUTER_KEYS, kustomize, run, tool
 from .crd_schema import load_crds
 
 README = (REPO / "README.md").read_text()
@@ -83,6 +83,7 @@ def test_helm_notes_shown_are_the_real_notes() -> None:
         str(CHART),
         "-n",
         "qdrant-librarian",
+        *ROUTER_KEYS,
     )
     assert result.returncode == 0, result.stderr
     notes = result.stdout.split("NOTES:\n", 1)[1]

@@ -134,6 +134,7 @@ class RouterStatus(_Report):
     writes_refused: str | None = None  # why this replica refuses writes, if it does
     routing_efficiency: float | None = None
     fusion: str | None = None
+    authentication: str | None = None  # how callers are authenticated; says so when off
     load: LoadReport
     library: LibraryStatus | None = None  # absent until a library is loaded
 

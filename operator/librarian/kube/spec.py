@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from librarian.contracts.reserved import PRODUCT_PREFIX
 from librarian.core.discovery import STRATEGIES
 from librarian.core.durations import DurationError, parse_duration
 
@@ -143,7 +144,7 @@ def parse_domainmap_spec(
         labeling_enabled=bool(labeling.get("enabled", True)),
         labeling_batch_size=int(labeling.get("batchSize") or defaults.batch_size),
         catalog_cluster=catalog_cluster,
-        catalog_collection=str(catalog.get("collection") or f"librarian-catalog-{name}"),
+        catalog_collection=str(catalog.get("collection") or f"{PRODUCT_PREFIX}catalog-{name}"),
         drift_threshold=float((spec.get("drift") or {}).get("threshold", 0.05)),
         specialize=specialize,
         specialization_targets=tuple(targets),

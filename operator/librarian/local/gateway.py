@@ -6,10 +6,12 @@ answers ``/readyz`` itself (200 once every library is loaded, 503 with each
 reason before), lists every library under ``GET /collections``, and sends
 ``/collections/{name}/...`` to the router whose library has that name (with a
 single library, everything else too: passthrough collections behave as in a
-cluster). Other paths (``/``, ``/metrics``, ``/librarian/...``) go to the
+cluster). ``/metrics`` (read access needed) serves the chosen router's metrics.
+Other paths (``/``, ``/librarian/...``) go to the
 router chosen by ``?library=NAME``, the first library by default.
 ``GET /librarian/resources`` returns the resources of the emulated API (no
-Secrets), for ``librarian status --port``.
+Secrets), for ``librarian status --port``. Callers authenticate as with a
+router: the routers check what is forwarded, the gateway its own listings.
 
 Requests are forwarded over loopback HTTP with one shared connection pool:
 the routers stay exactly what they are in a cluster.
@@ -26,6 +28,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+
+from librarian.router.auth import RouterKeys
+from librarian.router.qdrant_api import ApiError
 
 __all__ = ["Gateway", "LibraryEndpoint"]
 
@@ -51,6 +56,7 @@ class LibraryEndpoint:
     name: str
     domainmap: str
     url: str
+    metrics_url: str = ""  # its router's Prometheus /metrics
 
 
 def _qdrant_error(status: int, message: str) -> web.Response:
@@ -66,12 +72,16 @@ class Gateway:
         resources: Callable[[], list[dict[str, Any]]],
         *,
         timeout_s: float = 300.0,
+        keys: RouterKeys | None = None,
     ) -> None:
         if not libraries:
             raise ValueError("the gateway needs at least one library")
         self.libraries = list(libraries)
         self._by_name = {library.name: library for library in self.libraries}
         self._resources = resources
+        self._keys = keys or RouterKeys()
+        # The gateway's own calls to the routers (listings, probes) use the read-write key.
+        self._own_headers = {"api-key": self._keys.read_write[0]} if self._keys.configured else {}
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
@@ -82,6 +92,7 @@ class Gateway:
         app.router.add_get("/livez", self.healthz)
         app.router.add_get("/librarian/resources", self.resources)
         app.router.add_get("/collections", self.collections)
+        app.router.add_get("/metrics", self.metrics)
         app.router.add_route("*", "/collections/{name}", self.collection)
         app.router.add_route("*", "/collections/{name}/{tail:.*}", self.collection)
         app.router.add_route("*", "/{tail:.*}", self.other)
@@ -109,11 +120,29 @@ class Gateway:
             return web.Response(status=503, text="not ready: " + "; ".join(waiting))
         return web.Response(text="all shards are ready")
 
+    def _refusal(self, request: web.Request) -> web.Response | None:
+        """The gateway's own listings need what a router's do: read access to everything."""
+        if not self._keys.configured:
+            return None
+        try:
+            access = self._keys.access_of(request)
+        except ApiError as error:
+            return _qdrant_error(error.status, error.message)
+        if not access.can_read_all():
+            return _qdrant_error(403, "Forbidden: this endpoint needs read access to everything")
+        return None
+
     async def resources(self, request: web.Request) -> web.Response:
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal
         return web.json_response({"items": self._resources()})
 
     async def collections(self, request: web.Request) -> web.Response:
         """Every router's collections (libraries and passthrough ones), each name once."""
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal
         started = time.perf_counter()
         names: dict[str, None] = {}
         for library in self.libraries:
@@ -130,6 +159,27 @@ class Gateway:
                 "time": time.perf_counter() - started,
             }
         )
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """The chosen library's router's metrics (``?library=NAME``; the first by default)."""
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal
+        chosen = request.query.get("library")
+        library = self._by_name.get(chosen) if chosen else self.libraries[0]
+        if library is None or not library.metrics_url:
+            return _qdrant_error(404, f"Not found: no metrics for library {chosen!r}")
+        assert self._session is not None
+        try:
+            async with self._session.get(library.metrics_url) as response:
+                return web.Response(
+                    status=response.status,
+                    body=await response.read(),
+                    content_type="text/plain",
+                    charset="utf-8",
+                )
+        except (aiohttp.ClientError, TimeoutError) as error:
+            return _qdrant_error(502, f"Service unavailable: no metrics ({type(error).__name__})")
 
     # ------------------------------------------------------------------ forwarding
 
@@ -156,7 +206,7 @@ class Gateway:
     async def _get_text(self, library: LibraryEndpoint, path: str) -> tuple[int, str]:
         assert self._session is not None
         try:
-            async with self._session.get(library.url + path) as response:
+            async with self._session.get(library.url + path, headers=self._own_headers) as response:
                 return response.status, await response.text()
         except (aiohttp.ClientError, TimeoutError) as error:
             return 502, f"its router does not answer ({type(error).__name__})"

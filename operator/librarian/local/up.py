@@ -53,7 +53,8 @@ from librarian.local.printer import PhaseReporter
 from librarian.local.state import PERSISTED, StateDirectory, StateError
 from librarian.operator.context import OperatorContext
 from librarian.operator.runtime import operator_in_thread
-from librarian.router.app import create_app
+from librarian.router.app import create_app, create_metrics_app
+from librarian.router.auth import InsecureBind, RouterKeys, check_bind
 from librarian.router.main import RouterSource, kubernetes_login, prepare_router
 from librarian.router.state import RouterState
 from librarian.settings import Settings
@@ -91,6 +92,9 @@ class UpConfig:
         1.0  # the operator's timers (10 s in a cluster): a local run waits on them
     )
     load_window_s: float = 60.0  # the routers' sliding window of the load policies read
+    keys: RouterKeys = field(default_factory=RouterKeys)  # none: callers are not authenticated
+    insecure: bool = False  # told to serve without keys beyond loopback
+    passthrough: frozenset[str] = frozenset()  # other collections served as they are
 
 
 @dataclass
@@ -111,7 +115,9 @@ class _Router:
     name: str
     state: RouterState
     runner: web.AppRunner
+    metrics: web.AppRunner  # Prometheus' /metrics, on a loopback port of its own
     url: str = ""
+    metrics_url: str = ""
     dirty: asyncio.Event = field(default_factory=asyncio.Event)
     described: str | None = None  # the library version last reported
 
@@ -136,18 +142,28 @@ async def _start_router(
         config.settings,
         RouterSource(domainmap=f"{namespace}/{domainmap}"),
         load_window_s=config.load_window_s,
+        access={
+            "keys": config.keys,
+            "insecure": config.insecure,
+            "passthrough": config.passthrough,
+        },
     )
     runner = web.AppRunner(create_app(state), access_log=None)
     await runner.setup()
+    metrics = web.AppRunner(create_metrics_app(state), access_log=None)
+    await metrics.setup()
+    await web.TCPSite(metrics, "127.0.0.1", 0).start()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    router = _Router(namespace, domainmap, library_name, state, runner)
+    router = _Router(namespace, domainmap, library_name, state, runner, metrics)
     router.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    router.metrics_url = f"http://127.0.0.1:{metrics.addresses[0][1]}/metrics"
     return router
 
 
 async def _stop_router(router: _Router) -> None:
     await router.runner.cleanup()
+    await router.metrics.cleanup()
     await asyncio.to_thread(router.state.config.fleet.close)
 
 
@@ -293,8 +309,16 @@ async def _serving(
     config: UpConfig, api: EmulatedCluster, routers: Sequence[_Router]
 ) -> AsyncIterator[tuple[str, list[LibraryEndpoint]]]:
     """The gateway on HOST:PORT in front of the routers: its URL and the libraries."""
-    endpoints = [LibraryEndpoint(r.name, f"{r.namespace}/{r.domainmap}", r.url) for r in routers]
-    runner = web.AppRunner(Gateway(endpoints, lambda: _snapshot(api)).app(), access_log=None)
+    endpoints = [
+        LibraryEndpoint(r.name, f"{r.namespace}/{r.domainmap}", r.url, r.metrics_url)
+        for r in routers
+    ]
+    try:
+        check_bind(config.host, config.keys, insecure=config.insecure)
+    except InsecureBind as error:
+        raise UpError(str(error)) from None
+    gateway = Gateway(endpoints, lambda: _snapshot(api), keys=config.keys)
+    runner = web.AppRunner(gateway.app(), access_log=None)
     await runner.setup()
     try:
         try:

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 from pydantic import ValidationError
 
+from librarian.contracts.router_keys import ENV_API_KEY, ENV_READ_ONLY_API_KEY
 from librarian.contracts.router_report import RouterStatus
 from librarian.kube.client import USER_AGENT
 
@@ -46,7 +47,12 @@ class RouterLoad:
 async def _fetch(session: aiohttp.ClientSession, url: str) -> RouterStatus:
     endpoint = url.rstrip("/") + "/librarian/status"
     try:
-        async with session.get(endpoint, headers={"User-Agent": USER_AGENT}) as response:
+        async with session.get(endpoint) as response:
+            if response.status in (401, 403):
+                raise LoadSourceUnreachable(
+                    f"{endpoint} answered HTTP {response.status}: give the operator the "
+                    f"router's key ({ENV_READ_ONLY_API_KEY} or {ENV_API_KEY})"
+                )
             if response.status != 200:
                 raise LoadSourceUnreachable(f"{endpoint} answered HTTP {response.status}")
             try:
@@ -95,11 +101,17 @@ def _merge(reports: Sequence[RouterStatus]) -> RouterLoad:
     return RouterLoad(merged, len(reports), min(recalls) if recalls else None)
 
 
-async def fetch_router_load(urls: Sequence[str], *, timeout_s: float = 5.0) -> RouterLoad:
-    """Every router's per-domain load, summed; raises :class:`LoadSourceUnreachable`."""
+async def fetch_router_load(
+    urls: Sequence[str], *, timeout_s: float = 5.0, api_key: str | None = None
+) -> RouterLoad:
+    """Every router's per-domain load, summed; raises :class:`LoadSourceUnreachable`.
+
+    ``api_key``: sent as ``api-key`` to routers that authenticate their callers.
+    """
     if not urls:
         return RouterLoad()
     timeout = aiohttp.ClientTimeout(total=timeout_s)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    headers = {"User-Agent": USER_AGENT, **({"api-key": api_key} if api_key else {})}
+    async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
         reports = await asyncio.gather(*(_fetch(session, url) for url in urls))
     return _merge(reports)

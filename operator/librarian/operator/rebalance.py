@@ -22,6 +22,7 @@ from typing import Any, cast
 import kopf
 
 from librarian.contracts.api import GROUP, REBALANCEPOLICIES, VERSION
+from librarian.contracts.router_keys import caller_key
 from librarian.core.load import DomainLoad
 from librarian.core.planner import next_window_start
 from librarian.core.rebalancing import Analysis, PolicyAnalysis, analyse_policy, judged_fleet
@@ -183,7 +184,7 @@ async def analyse(
     policy: PolicySpec, library: LibraryView, status: Mapping[str, Any], context: OperatorContext
 ) -> Analysis:
     """Measure (routers, collections), then the pure analysis of :mod:`librarian.core.rebalancing`."""
-    traffic = await fetch_router_load(policy.router_urls)
+    traffic = await fetch_router_load(policy.router_urls, api_key=caller_key())
     footprints = await asyncio.to_thread(_footprints, context, library)
     domains, capacities = judged_fleet(
         _domain_loads(library, traffic, footprints),

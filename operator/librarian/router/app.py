@@ -1,9 +1,10 @@
 """The router's HTTP application (aiohttp): Qdrant's REST API over the library.
 
 Why this exists: this is what applications talk to. The library's collection
-name is served by routing to its domains and fusing; any other collection name
-passes through to the default cluster, so an application can point its whole
-Qdrant URL here. This module holds the route table, the thin handlers that
+name is served by routing to its domains and fusing; another collection of the
+default cluster passes through only when it is allowlisted (and is never one
+of the product's own). This module holds the route table (each route with the
+right it needs, read by :mod:`~librarian.router.auth`), the thin handlers that
 parse a request and render the answer of :mod:`~librarian.router.query`,
 :mod:`~librarian.router.writes` or :mod:`~librarian.router.status`, and the
 middleware that renders every failure in Qdrant's JSON error format, its HTTP
@@ -25,6 +26,7 @@ from qdrant_client.http import models
 
 from librarian.core.fusion import FusionError
 from librarian.core.routing import RoutingError
+from librarian.router.auth import Need, authentication, erases_everything, require_manage
 from librarian.router.library import View
 from librarian.router.limits import (
     Deadline,
@@ -69,7 +71,7 @@ from librarian.storage.errors import (
     QdrantError,
 )
 
-__all__ = ["STATE_KEY", "api_error", "create_app"]
+__all__ = ["STATE_KEY", "api_error", "create_app", "create_metrics_app", "route_table"]
 
 log = logging.getLogger("librarian.router")
 T = TypeVar("T")
@@ -125,6 +127,15 @@ async def _errors(
         response = error_response(500, f"Service internal error: {type(error).__name__}", started)
     metrics.requests.labels(endpoint, str(response.status)).inc()
     return response
+
+
+def _guard_erasing(request: web.Request, view: View, selectors: list[Any]) -> None:
+    """A delete of every point of the library needs management rights (a 403 otherwise)."""
+    if view.library is None:
+        return
+    for selector in selectors:
+        if isinstance(selector, models.FilterSelector) and erases_everything(selector.filter):
+            require_manage(request, "deleting by an empty filter")
 
 
 Compute = Callable[[], Awaitable[tuple[Any, dict[str, str]]]]
@@ -284,6 +295,7 @@ class PointEndpoints:
         view = await self._writable_view(request)
         body = await parse_body(request, models.PointsSelector)
         selector = body.root if hasattr(body, "root") else body
+        _guard_erasing(request, view, [selector])
         async with self.state.writing(view):
             await self.writes.delete(view, selector, self._timeout(request))
         return ok({"operation_id": 0, "status": "completed"}, started)
@@ -334,6 +346,11 @@ class PointEndpoints:
         started = time.perf_counter()
         view = await self._writable_view(request)
         body = await parse_body(request, models.UpdateOperations)
+        _guard_erasing(
+            request,
+            view,
+            [o.delete for o in body.operations if isinstance(o, models.DeleteOperation)],
+        )
         async with self.state.writing(view):
             await self.writes.batch(view, body, self._timeout(request))
         return ok([{"operation_id": 0, "status": "completed"}] * len(body.operations), started)
@@ -359,8 +376,57 @@ class PointEndpoints:
         return ok(await self.querying.cross_cluster(library, query), started)
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def route_table(
+    s: StatusEndpoints, p: PointEndpoints
+) -> tuple[tuple[str, str, Need, Handler], ...]:
+    """Every route the router serves: method, path, the right it needs, its handler.
+
+    The one place a route is added: the app registers these and the
+    authentication middleware reads their needs, so a route without a
+    decision about who may call it cannot exist.
+    """
+    collection = "/collections/{name}"
+    points = f"{collection}/points"
+    return (
+        ("GET", "/", Need.OPEN, s.root),
+        ("GET", "/healthz", Need.OPEN, s.healthz),
+        ("GET", "/livez", Need.OPEN, s.healthz),
+        ("GET", "/readyz", Need.OPEN, s.readyz),
+        ("GET", "/librarian/status", Need.READ_ANY, s.status),
+        ("GET", "/librarian/load", Need.READ_ANY, s.load),
+        ("POST", "/librarian/predict", Need.READ_ANY, p.predict),
+        ("POST", "/librarian/query", Need.READ_ANY, p.cross_cluster_query),
+        ("GET", "/collections", Need.READ_ANY, s.collections),
+        ("GET", collection, Need.READ, s.collection),
+        ("POST", f"{points}/query", Need.READ, p.points_query),
+        ("POST", f"{points}/query/batch", Need.READ, p.points_query_batch),
+        ("POST", f"{points}/search", Need.READ, p.points_search),
+        ("POST", f"{points}/search/batch", Need.READ, p.points_search_batch),
+        ("POST", f"{points}/scroll", Need.READ, p.points_scroll),
+        ("POST", f"{points}/count", Need.READ, p.points_count),
+        ("POST", points, Need.READ, p.points_retrieve),
+        ("PUT", points, Need.WRITE, p.points_upsert),
+        ("POST", f"{points}/delete", Need.WRITE, p.points_delete),
+        ("POST", f"{points}/payload", Need.WRITE, p.payload_set),
+        ("PUT", f"{points}/payload", Need.WRITE, p.payload_overwrite),
+        ("POST", f"{points}/payload/delete", Need.WRITE, p.payload_delete),
+        ("POST", f"{points}/payload/clear", Need.WRITE, p.payload_clear),
+        ("PUT", f"{points}/vectors", Need.WRITE, p.vectors_update),
+        ("POST", f"{points}/vectors/delete", Need.WRITE, p.vectors_delete),
+        ("POST", f"{points}/batch", Need.WRITE, p.points_batch),
+    )
+
+
 def create_app(state: RouterState, *, reload_in_background: bool = True) -> web.Application:
-    """The aiohttp application; loads the library on startup and reloads it periodically."""
+    """The aiohttp application; loads the library on startup and reloads it periodically.
+
+    Callers authenticate with the keys of ``state.config.keys`` (none: open) before
+    anything reads their body; then the request's limits apply. ``/metrics`` is served
+    apart, by :func:`create_metrics_app`.
+    """
     limits = state.config.settings.limits
 
     def library_dimension(request: web.Request) -> int | None:
@@ -368,9 +434,14 @@ def create_app(state: RouterState, *, reload_in_background: bool = True) -> web.
         named = request.match_info.get("name")
         return library.vector_size if library is not None and named == library.name else None
 
+    s = StatusEndpoints(state)
+    p = PointEndpoints(state)
+    routes = route_table(s, p)
+    needs = {(method, path): need for method, path, need, _ in routes}
     app = web.Application(
         middlewares=[
             _errors,
+            authentication(state.config.keys, needs),
             limits_middleware(
                 lambda: limits, library_dimension, lambda: state.config.settings.timeout
             ),
@@ -378,35 +449,8 @@ def create_app(state: RouterState, *, reload_in_background: bool = True) -> web.
         client_max_size=limits.max_body_bytes,
     )
     app[STATE_KEY] = state
-    s = StatusEndpoints(state)
-    p = PointEndpoints(state)
-    app.router.add_get("/", s.root)
-    app.router.add_get("/healthz", s.healthz)
-    app.router.add_get("/livez", s.healthz)
-    app.router.add_get("/readyz", s.readyz)
-    app.router.add_get("/metrics", s.metrics)
-    app.router.add_get("/librarian/status", s.status)
-    app.router.add_get("/librarian/load", s.load)
-    app.router.add_post("/librarian/predict", p.predict)
-    app.router.add_post("/librarian/query", p.cross_cluster_query)
-    app.router.add_get("/collections", s.collections)
-    app.router.add_get("/collections/{name}", s.collection)
-    app.router.add_post("/collections/{name}/points/query", p.points_query)
-    app.router.add_post("/collections/{name}/points/query/batch", p.points_query_batch)
-    app.router.add_post("/collections/{name}/points/search", p.points_search)
-    app.router.add_post("/collections/{name}/points/search/batch", p.points_search_batch)
-    app.router.add_post("/collections/{name}/points/scroll", p.points_scroll)
-    app.router.add_post("/collections/{name}/points/count", p.points_count)
-    app.router.add_post("/collections/{name}/points", p.points_retrieve)
-    app.router.add_put("/collections/{name}/points", p.points_upsert)
-    app.router.add_post("/collections/{name}/points/delete", p.points_delete)
-    app.router.add_post("/collections/{name}/points/payload", p.payload_set)
-    app.router.add_put("/collections/{name}/points/payload", p.payload_overwrite)
-    app.router.add_post("/collections/{name}/points/payload/delete", p.payload_delete)
-    app.router.add_post("/collections/{name}/points/payload/clear", p.payload_clear)
-    app.router.add_put("/collections/{name}/points/vectors", p.vectors_update)
-    app.router.add_post("/collections/{name}/points/vectors/delete", p.vectors_delete)
-    app.router.add_post("/collections/{name}/points/batch", p.points_batch)
+    for method, path, _, handler in routes:
+        app.router.add_route(method, path, handler)
 
     async def lifecycle(app: web.Application) -> Any:
         await state.reload()
@@ -428,4 +472,11 @@ def create_app(state: RouterState, *, reload_in_background: bool = True) -> web.
         state.close()
 
     app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+def create_metrics_app(state: RouterState) -> web.Application:
+    """Prometheus' ``/metrics``, on a listener of its own (kept off the API port)."""
+    app = web.Application()
+    app.router.add_get("/metrics", StatusEndpoints(state).metrics)
     return app

@@ -17,7 +17,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,8 @@ from librarian.kube import client as kube_client
 from librarian.kube.errors import LoginFailed
 from librarian.kube.fleet_access import CredentialPolicy
 from librarian.kube.login import login
-from librarian.router.app import create_app
+from librarian.router.app import create_app, create_metrics_app
+from librarian.router.auth import RouterKeys, check_bind
 from librarian.router.library import LibraryDefinition
 from librarian.router.limits import server_options
 from librarian.router.loader import catalog_loader, kubernetes_fleet, kubernetes_loader
@@ -38,7 +39,14 @@ from librarian.settings import Settings
 from librarian.storage.errors import CollectionNotFound
 from librarian.storage.fleet import ClusterConfig, Fleet
 
-__all__ = ["RouterSource", "kubernetes_login", "parse_cluster", "prepare_router", "serve"]
+__all__ = [
+    "RouterSource",
+    "access_options",
+    "kubernetes_login",
+    "parse_cluster",
+    "prepare_router",
+    "serve",
+]
 
 log = logging.getLogger("librarian.router")
 
@@ -78,16 +86,23 @@ def kubernetes_login(server: str | None) -> None:
 
 
 async def prepare_router(
-    settings: Settings, source: RouterSource, *, seed: int = 0, load_window_s: float = 60.0
+    settings: Settings,
+    source: RouterSource,
+    *,
+    seed: int = 0,
+    load_window_s: float = 60.0,
+    access: Mapping[str, Any] | None = None,
 ) -> RouterState:
     """The router's state for ``source`` (the fleet is resolved once; domains reload live).
 
-    ``load_window_s``: the sliding window of the load it reports to rebalance policies.
+    ``load_window_s``: the sliding window of the load it reports to rebalance policies;
+    ``access``: who may call it and what passes through (:func:`access_options`).
     """
+    access = access or {}
     if source.domainmap:
         namespace, _, name = source.domainmap.rpartition("/")
         return _following_domainmap(
-            settings, namespace or "default", name, source, seed, load_window_s
+            settings, namespace or "default", name, source, seed, load_window_s, access
         )
     else:
         if not (source.clusters and source.source and source.catalog):
@@ -113,7 +128,9 @@ async def prepare_router(
         settings=settings.domain_library_orchestrator,
         seed=seed,
         load_window_s=load_window_s,
+        reserved=frozenset({source.catalog[1]}),
         **write_path_options(),
+        **access,
     )
     return RouterState(config)
 
@@ -135,6 +152,22 @@ def write_path_options() -> dict[str, Any]:
             )
         options["node_id"] = int(node)
     return options
+
+
+def access_options(
+    environ: Mapping[str, str], *, insecure: bool = False, passthrough: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Who may call the router (its keys from the environment) and what passes through.
+
+    The keys: ``LIBRARIAN_ROUTER_API_KEY`` and ``LIBRARIAN_ROUTER_READ_ONLY_API_KEY``,
+    each with a ``_SECONDARY`` for rotation. ``passthrough``: the default cluster's
+    collections served as they are (none unless named).
+    """
+    return {
+        "keys": RouterKeys.from_env(environ),
+        "insecure": insecure,
+        "passthrough": frozenset(passthrough),
+    }
 
 
 def replica_name() -> str:
@@ -165,6 +198,7 @@ def _following_domainmap(
     source: RouterSource,
     seed: int,
     load_window_s: float,
+    access: Mapping[str, Any],
 ) -> RouterState:
     """A router that resolves the DomainMap's fleet on its first successful load.
 
@@ -179,6 +213,7 @@ def _following_domainmap(
         seed=seed,
         load_window_s=load_window_s,
         **write_path_options(),
+        **access,
     )
     follow: list[Any] = []
     credentials = settings.credentials
@@ -205,19 +240,33 @@ async def _unset_loader() -> LibraryDefinition | None:
 
 
 async def serve(
-    state: RouterState, host: str, port: int, stop: asyncio.Event | None = None
+    state: RouterState,
+    host: str,
+    port: int,
+    stop: asyncio.Event | None = None,
+    *,
+    metrics_port: int | None = None,
 ) -> None:
-    """Serve until ``stop`` is set (or forever)."""
+    """Serve until ``stop`` is set (or forever); Prometheus' ``/metrics`` on ``metrics_port``.
+
+    Without keys the router refuses a non-loopback ``host`` unless it was told ``insecure``.
+    """
+    check_bind(host, state.config.keys, insecure=state.config.insecure)
     options = server_options(state.config.settings.limits)
-    runner = web.AppRunner(create_app(state), access_log=None, **options)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    log.info("router listening on http://%s:%d", host, port)
+    runners = [web.AppRunner(create_app(state), access_log=None, **options)]
+    if metrics_port is not None:
+        runners.append(web.AppRunner(create_metrics_app(state), access_log=None, **options))
     try:
+        for runner, listen in zip(runners, (port, metrics_port), strict=False):
+            await runner.setup()
+            await web.TCPSite(runner, host, listen).start()
+        log.info("router listening on http://%s:%d", host, port)
+        if metrics_port is not None:
+            log.info("router metrics on http://%s:%d/metrics", host, metrics_port)
         await (stop.wait() if stop else asyncio.Event().wait())
     finally:
-        await runner.cleanup()
+        for runner in runners:
+            await runner.cleanup()
         state.config.fleet.close()
         await kube_client.close_session()
 

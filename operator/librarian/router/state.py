@@ -21,7 +21,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from librarian.contracts.reserved import is_reserved_collection
 from librarian.core.hlc import EPOCH_MS, MAX_NODE, HybridLogicalClock, encode_version
+from librarian.router.auth import RouterKeys
 from librarian.router.cleanup import Homes
 from librarian.router.library import DomainRoute, Library, LibraryDefinition, View, build_library
 from librarian.router.load import LoadMeter
@@ -77,6 +79,10 @@ class RouterConfig:
     settle_timeout_s: float = 2.0  # how long a write waits for a home it leaves
     tombstone_retention_s: float = 3600.0
     fence_wait_s: float | None = None  # how long a new move phase waits for older writes
+    keys: RouterKeys = field(default_factory=RouterKeys)  # none: authentication is off
+    insecure: bool = False  # told to serve without keys beyond loopback
+    passthrough: frozenset[str] = frozenset()  # other collections of the default cluster served
+    reserved: frozenset[str] = frozenset()  # the product's own collections (e.g. the catalog)
 
     @property
     def strategy(self) -> str:
@@ -320,13 +326,33 @@ class RouterState:
             503, f"Service unavailable: library not loaded ({self.load_error or 'starting'})"
         )
 
+    def _passes_through(self, collection: str, library: Library | None) -> bool:
+        """Whether ``collection`` is served as it is: allowlisted, and not the product's own."""
+        if library is None or collection not in self.config.passthrough:
+            return False
+        if collection in self.config.reserved or is_reserved_collection(collection):
+            return False
+        definition = library.definition
+        owned = {route.collection for route in definition.domains}
+        owned |= {
+            home.collection for move in definition.moves for home in (move.source, move.target)
+        }
+        return collection not in owned
+
+    def visible_collections(self, names: list[str]) -> list[str]:
+        """Of the default cluster's ``names``, those a client may see through the router."""
+        return [n for n in names if self._passes_through(n, self.library)]
+
     async def view(self, collection: str) -> View:
         """What a request to ``collection`` addresses: the library, or a passthrough collection."""
         library = self.library
         if library is not None and collection == library.name:
             return View.of(library)
-        if not self.config.default_cluster:
+        if library is None or not self.config.default_cluster:
+            # Until the library is known, neither is what it owns: nothing passes through.
             raise self._not_loaded()
+        if not self._passes_through(collection, library):
+            raise ApiError(404, f"Not found: Collection `{collection}` doesn't exist!")
         cluster = self.config.default_cluster
         route = DomainRoute(collection, collection, cluster, collection, (), 0)
         try:  # on the cluster's own threads, within the request timeout (a hung cluster holds no other)

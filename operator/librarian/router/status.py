@@ -57,6 +57,16 @@ def _library_status(state: RouterState, library: Library) -> LibraryStatus:
     )
 
 
+def authentication_note(state: RouterState) -> str:
+    """How callers are authenticated (said loudly when they are not)."""
+    keys = state.config.keys
+    if keys.configured:
+        return "api-key" + (" and read-only api-key" if keys.read_only else "")
+    if state.config.insecure:
+        return "off: --insecure, anyone who reaches the router can read and write"
+    return "off: loopback only"
+
+
 def router_status(state: RouterState) -> RouterStatus:
     """The router's report: readiness, cache, circuits, quality, load and the library served."""
     library = state.library
@@ -83,6 +93,7 @@ def router_status(state: RouterState) -> RouterStatus:
         if state.touched_share is None
         else round(1 - state.touched_share, 4),
         fusion=state.config.settings.fusion_algorithm,
+        authentication=authentication_note(state),
         load=state.load.report(),
         library=_library_status(state, library) if library is not None else None,
     )
@@ -171,7 +182,8 @@ class StatusEndpoints:
         port = self.state.config.fleet.get(self.state.config.default_cluster)
         lister = getattr(port, "list_collections", None)
         if lister is not None:
-            names += [n for n in await asyncio.to_thread(lister) if n not in names]
+            found = self.state.visible_collections(await asyncio.to_thread(lister))
+            names += [n for n in found if n not in names]
         return ok({"collections": [{"name": n} for n in names]}, started)
 
     async def collection(self, request: web.Request) -> web.Response:

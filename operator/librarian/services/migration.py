@@ -61,6 +61,7 @@ import numpy as np
 from qdrant_client.http import models
 
 from librarian.contracts.payload import LABEL_KEY
+from librarian.contracts.reserved import PRODUCT_PREFIX
 from librarian.services.home_sync import (
     Difference,
     Listing,
@@ -93,7 +94,7 @@ __all__ = [
 ]
 
 Phase = Literal["copying", "catching_up", "verifying", "verified", "cleaning", "done"]
-CHECKPOINT_COLLECTION = "librarian-migrations"
+CHECKPOINT_COLLECTION = f"{PRODUCT_PREFIX}migrations"
 _NAMESPACE = uuid.UUID("0b5e4f0e-2c41-4c59-8a0a-7d0c3b1f6e21")
 VERIFY_PAUSE_S = 1.0  # the pause before the n-th check of differing points is n times this
 NAMED_IN_MESSAGE = 20  # differing ids a failure message names

@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 from aiohttp import web
 
 from librarian.router import RouterConfig, RouterState, create_app
+from librarian.router.app import create_metrics_app
 from librarian.router.library import LibraryDefinition
 from librarian.router.limits import server_options
 from librarian.settings import OrchestratorSettings
@@ -58,12 +59,13 @@ def static_loader(definition: LibraryDefinition) -> Callable[[], Awaitable[Libra
 
 
 class RouterThread:
-    """Runs a router app on 127.0.0.1 in its own thread and event loop."""
+    """Runs a router app (and its metrics listener) on 127.0.0.1 in its own thread and loop."""
 
     def __init__(self, state: RouterState) -> None:
         self.state = state
         self.loop = asyncio.new_event_loop()
         self.url = ""
+        self.metrics_url = ""  # Prometheus' /metrics, on its own port as in a deployment
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -83,10 +85,15 @@ class RouterThread:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = runner.addresses[0][1]
+        metrics = web.AppRunner(create_metrics_app(self.state), access_log=None)
+        await metrics.setup()
+        await web.TCPSite(metrics, "127.0.0.1", 0).start()
         self.url = f"http://127.0.0.1:{port}"
+        self.metrics_url = f"http://127.0.0.1:{metrics.addresses[0][1]}/metrics"
         self._ready.set()
         await self._stop.wait()
         await runner.cleanup()
+        await metrics.cleanup()
 
     def __enter__(self) -> RouterThread:
         self._thread.start()
