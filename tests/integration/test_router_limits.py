@@ -285,6 +285,7 @@ def test_a_hung_cluster_delays_only_the_requests_that_need_it(
             "limits": {**LIMITS, "upstream_workers_per_cluster": workers},
             "caching": {"enable_result_cache": False},
         },
+        passthrough=frozenset({"reference"}),
     )
     with RouterThread(state) as router, ThreadPoolExecutor(16) as clients:
         west.mode = "hung"

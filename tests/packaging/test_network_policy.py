@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import CHART, REPO, helm_template, kustomize, run, tool
+from .conftest import CHART, REPO, ROUTER_KEYS, helm_template, kustomize, run, tool
 
 
 def _router_policy(docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -46,7 +46,7 @@ def test_on_by_default_with_ingress_from_the_release_namespace_only() -> None:
     _selects_router_pods(policy, docs)
     assert sorted(policy["spec"]["policyTypes"]) == ["Egress", "Ingress"]
     (ingress,) = policy["spec"]["ingress"]
-    assert ingress["ports"] == [{"port": 6333}]
+    assert ingress["ports"] == [{"port": 6333}, {"port": 9090}]  # the API and the metrics
     assert ingress["from"] == [{"podSelector": {}}]  # pods of the release namespace
     dns, api_server, qdrant = _egress_ports(policy)
     assert dns == {(53, "UDP"), (53, "TCP")}
@@ -91,6 +91,7 @@ def test_an_empty_ingress_list_is_refused_not_opened_to_everyone() -> None:
         str(CHART),
         "--set-json",
         "networkPolicy.routerIngressFrom=[]",
+        *ROUTER_KEYS,
     )
     assert result.returncode != 0
     assert "routerIngressFrom is empty" in result.stderr
