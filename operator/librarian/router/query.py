@@ -25,6 +25,7 @@ from qdrant_client.http import models
 
 from librarian.contracts.payload import LABEL_KEY
 from librarian.core.fusion import FusionError, Hit, PointId, fuse, fusion_name
+from librarian.core.query_fusion import distribution_based_score_fusion, reciprocal_rank_fusion
 from librarian.router.library import DomainRoute, Library, View, combine_filters
 from librarian.router.qdrant_api import (
     ApiError,
@@ -466,6 +467,8 @@ class Querying:
             return None, None, None
         if isinstance(query, models.FusionQuery):
             return None, None, query.fusion
+        if isinstance(query, models.RrfQuery):
+            return None, None, query.rrf
         if isinstance(query, models.NearestQuery):
             query = query.nearest
         if isinstance(query, (int, str)) and not isinstance(query, bool):
@@ -538,13 +541,22 @@ class Querying:
     ) -> list[Hit]:
         """Prefetch results fused as Qdrant does (RRF or DBSF), or the first one's."""
         limit, offset = _page(body)
-        if fusion is not None:
-            name = "ranked_fusion" if fusion == models.Fusion.RRF else "weighted_score"
-            fused = fuse(
-                name, candidates, limit=offset + limit, higher_is_better=view.higher_is_better
-            )
+        depth = offset + limit
+        if isinstance(fusion, models.Rrf):
+            try:
+                fused = reciprocal_rank_fusion(
+                    candidates, limit=depth, k=fusion.k, weights=fusion.weights
+                )
+            except ValueError as error:
+                raise ApiError(400, f"Wrong input: {error}") from None
+        elif fusion == models.Fusion.RRF:
+            fused = reciprocal_rank_fusion(candidates, limit=depth)
+        elif fusion == models.Fusion.DBSF:
+            fused = distribution_based_score_fusion(candidates, limit=depth)
+        elif fusion is not None:
+            raise ApiError(400, f"Wrong input: fusion {fusion!r} is not one of rrf, dbsf")
         else:
-            fused = candidates[0][: offset + limit]
+            fused = candidates[0][:depth]
         fused = _with_threshold(fused, body.score_threshold, view.higher_is_better)
         return fused[offset : offset + limit]
 
