@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import typing
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -291,11 +291,16 @@ def reference() -> Iterator[QdrantClient]:
     client.close()
 
 
-@pytest.fixture
-def embedded(tmp_path: Path) -> Iterator[EmbeddedQdrant]:
+@pytest.fixture(params=["unindexed", "keyword-indexed"])
+def embedded(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EmbeddedQdrant]:
+    """The same points; once as stored, once with keyword indexes built and in use."""
     port = EmbeddedQdrant("edge", tmp_path / "edge")
     port.create_collection("docs", SPEC)
     port.upsert("docs", _points(7))
+    if request.param == "keyword-indexed":
+        for key in ("color", "tags", "text", "meta.owner", "items[].kind"):
+            port.create_keyword_index("docs", key)
+        port.optimize("docs")
     yield port
     port.close()
 
@@ -392,6 +397,7 @@ def test_datetime_bounds_accept_naive_aware_and_text(embedded: EmbeddedQdrant) -
         count(moment),
         count(moment.replace(tzinfo=None)),
         count("2024-01-31T00:00:00Z"),
+        count(date(2024, 1, 31)),  # a date is its midnight, UTC
         count(moment.astimezone(ZoneInfo("Europe/Paris"))),
     }
     assert len(same) == 1
