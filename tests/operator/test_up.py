@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from qdrant_client import QdrantClient
 
 from librarian.cli import main, run_job_command
+from librarian.contracts.payload import RESERVED_KEYS
 from librarian.demo.data import load_demo_data
 from librarian.local.state import StateDirectory
 from librarian.local.up import UpConfig, local_library
@@ -73,12 +74,20 @@ def _wait_specialized(up: UpProcess, timeout_s: float) -> dict[str, Any]:
 
 
 def _query(url: str, queries: np.ndarray) -> list[list[int]]:
+    """The top-10 ids of each query; every payload the router shows is the user's own."""
     client = QdrantClient(url=url, check_compatibility=False, timeout=30)
     try:
-        return [
-            [int(p.id) for p in client.query_points("docs", query=q.tolist(), limit=10).points]
+        answers = [
+            client.query_points("docs", query=q.tolist(), limit=10, with_payload=True).points
             for q in queries
         ]
+        page, _ = client.scroll("docs", limit=50, with_payload=True)
+        shown = [p.payload or {} for points in answers for p in points] + [
+            p.payload or {} for p in page
+        ]
+        assert shown
+        assert not [p for p in shown if set(p) & set(RESERVED_KEYS)], shown[:3]
+        return [[int(p.id) for p in points] for points in answers]
     finally:
         client.close()
 
