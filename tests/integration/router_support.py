@@ -7,7 +7,8 @@ they are re-exported here for the tests that import them from this module.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from librarian.contracts.moves import MovePhase
 from librarian.contracts.payload import TOMBSTONE_KEY
 from librarian.router.library import CollectionHome, DomainRoute, LibraryDefinition, MoveFence
 from librarian.storage.embedded import EmbeddedQdrant
+from librarian.storage.errors import ClusterUnreachable
 from librarian.storage.fleet import Fleet
 from librarian.storage.port import CollectionSpec, PointRecord, QdrantPort
 from librarian.testing.router import FlakyPort, RouterThread, make_state, static_loader
@@ -27,7 +29,9 @@ from librarian.testing.router import FlakyPort, RouterThread, make_state, static
 __all__ = [
     "DIM",
     "DOMAINS",
+    "FailsOnce",
     "FlakyPort",
+    "HeldCall",
     "Library",
     "RouterThread",
     "build_embedded_library",
@@ -147,3 +151,58 @@ def moving(built: Library, phase: MovePhase) -> LibraryDefinition:
     if phase is not MovePhase.DUAL_WRITE:
         routes = (*routes[:2], replace(routes[2], cluster="east", collection="library-d2-new"))
     return replace(built.definition, domains=routes, moves=(move,))
+
+
+class HeldCall:
+    """Holds the next call of one port method (once armed, and where ``when`` says so for its
+    arguments) until released, as a slow cluster would; then makes it."""
+
+    def __init__(
+        self, inner: Any, method: str, *, when: Callable[..., bool] = lambda *a, **k: True
+    ) -> None:
+        self.inner = inner
+        self.method = method
+        self.when = when
+        self.armed = False
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.inner, name)
+        if name != self.method:
+            return attribute
+
+        def held(*args: Any, **kwargs: Any) -> Any:
+            if self.armed and self.when(*args, **kwargs):
+                self.armed = False
+                self.entered.set()
+                assert self.release.wait(60), f"the held {name} was never released"
+            return attribute(*args, **kwargs)
+
+        return held
+
+
+class FailsOnce:
+    """Once armed, the next call of one port method (where ``when`` says so for its
+    arguments) fails as if the cluster had stopped answering, without being made."""
+
+    def __init__(
+        self, inner: Any, method: str, *, when: Callable[..., bool] = lambda *a, **k: True
+    ) -> None:
+        self.inner = inner
+        self.method = method
+        self.when = when
+        self.armed = False
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.inner, name)
+        if name != self.method:
+            return attribute
+
+        def failing(*args: Any, **kwargs: Any) -> Any:
+            if self.armed and self.when(*args, **kwargs):
+                self.armed = False
+                raise ClusterUnreachable(str(self.inner.cluster), "connection reset")
+            return attribute(*args, **kwargs)
+
+        return failing

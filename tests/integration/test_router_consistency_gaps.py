@@ -27,13 +27,14 @@ from librarian.contracts.moves import MovePhase
 from librarian.contracts.payload import POINT_VERSION_KEY, TOMBSTONE_KEY
 from librarian.router.library import CollectionHome
 from librarian.services.migration import MigrationPlan, migrate
-from librarian.storage.errors import ClusterUnreachable
 from librarian.storage.fleet import Fleet
 from librarian.storage.port import CollectionSpec, QdrantPort
 
 from .router_support import (
     DIM,
+    FailsOnce,
     FlakyPort,
+    HeldCall,
     Library,
     RouterThread,
     build_embedded_library,
@@ -78,6 +79,11 @@ def _west_back(state: Any, west: FlakyPort) -> None:
     """West answers again and its circuit is closed; the outbox is not drained yet."""
     west.mode = "ok"
     state.breaker.success("west")
+
+
+def _is_tombstone(collection: str, payload: Any, **kwargs: Any) -> bool:
+    """Is this overwrite of the payload a tombstone?"""
+    return payload.get(TOMBSTONE_KEY) is True
 
 
 def test_a_deleted_point_is_not_served_from_an_older_copy_still_awaiting_cleanup(
@@ -172,26 +178,6 @@ def test_a_timed_out_write_that_lands_late_leaves_no_second_copy(tmp_path: Path)
         built.fleet.close()
 
 
-class _HeldTombstone:
-    """Holds the next tombstone (an overwrite of the payload) on one cluster until released."""
-
-    def __init__(self, inner: QdrantPort) -> None:
-        self.inner = inner
-        self.armed = False
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def overwrite_payload(self, collection: str, payload: Any, **kwargs: Any) -> None:
-        if self.armed and payload.get(TOMBSTONE_KEY) is True:
-            self.armed = False
-            self.entered.set()
-            assert self.release.wait(60), "the held tombstone was never released"
-        self.inner.overwrite_payload(collection, payload, **kwargs)
-
-
 def test_a_payload_update_racing_a_delete_does_not_bring_the_point_back(
     tmp_path: Path,
 ) -> None:
@@ -200,7 +186,7 @@ def test_a_payload_update_racing_a_delete_does_not_bring_the_point_back(
     acknowledged; then the tombstone (where older than v2) finds v3 and does nothing. Both
     were acknowledged and overlapped: in either order X ends absent, yet it is live."""
     built = build_embedded_library(tmp_path)
-    held = _HeldTombstone(built.fleet.get("east"))
+    held = HeldCall(built.fleet.get("east"), "overwrite_payload", when=_is_tombstone)
     built.fleet = Fleet.of_ports({"east": held, "west": built.fleet.get("west")})  # type: ignore[dict-item]
     state = make_state(built)
     try:
@@ -293,31 +279,6 @@ def test_a_write_during_the_copy_is_not_undone_by_the_copy(library, racing: str)
         assert seen == ([{"w": "new"}] if racing == "upsert" else [])
 
 
-class _HeldCall:
-    """Holds the next call of one port method (once armed) until released."""
-
-    def __init__(self, inner: Any, method: str) -> None:
-        self.inner = inner
-        self.method = method
-        self.armed = False
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self.inner, name)
-        if name != self.method:
-            return attribute
-
-        def held(*args: Any, **kwargs: Any) -> Any:
-            if self.armed:
-                self.armed = False
-                self.entered.set()
-                assert self.release.wait(60), f"the held {name} was never released"
-            return attribute(*args, **kwargs)
-
-        return held
-
-
 def _client_thread(
     router: RouterThread,
     outcomes: dict[str, BaseException | None],
@@ -350,9 +311,9 @@ def test_a_delete_racing_a_write_into_another_domain_leaves_no_live_copy_behind_
     Both were acknowledged, the delete last: X must be absent everywhere, not live on east
     behind west's tombstone (served as absent only until tombstones are compacted)."""
     built = build_embedded_library(tmp_path)
-    east_write = _HeldCall(built.fleet.get("east"), "upsert")
-    west_tombstone = _HeldCall(built.fleet.get("west"), "overwrite_payload")
-    west_removal = _HeldCall(west_tombstone, "delete_points")
+    east_write = HeldCall(built.fleet.get("east"), "upsert")
+    west_tombstone = HeldCall(built.fleet.get("west"), "overwrite_payload")
+    west_removal = HeldCall(west_tombstone, "delete_points")
     built.fleet = Fleet.of_ports({"east": east_write, "west": west_removal})  # type: ignore[dict-item]
     state = make_state(built)
     outcomes: dict[str, BaseException | None] = {}
@@ -439,24 +400,6 @@ def test_a_vector_update_keeps_a_payload_change_acknowledged_while_it_ran(
         built.fleet.close()
 
 
-class _TombstoneFailsOnce:
-    """Once armed, the next tombstone (an overwrite of the payload) fails as if the cluster
-    had stopped answering, without being applied."""
-
-    def __init__(self, inner: QdrantPort) -> None:
-        self.inner = inner
-        self.armed = False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def overwrite_payload(self, collection: str, payload: Any, **kwargs: Any) -> None:
-        if self.armed and payload.get(TOMBSTONE_KEY) is True:
-            self.armed = False
-            raise ClusterUnreachable(self.inner.cluster, "connection reset")
-        self.inner.overwrite_payload(collection, payload, **kwargs)
-
-
 def test_a_delete_whose_tombstone_only_waits_in_the_outbox_is_not_acknowledged(
     tmp_path: Path,
 ) -> None:
@@ -465,7 +408,7 @@ def test_a_delete_whose_tombstone_only_waits_in_the_outbox_is_not_acknowledged(
     undone for readers once east answers and until the outbox is drained (a read then finds
     only east's live copy). It answers 502 instead, and is completed from the outbox."""
     built = build_embedded_library(tmp_path)
-    failing = _TombstoneFailsOnce(built.fleet.get("east"))
+    failing = FailsOnce(built.fleet.get("east"), "overwrite_payload", when=_is_tombstone)
     built.fleet = Fleet.of_ports({"east": failing, "west": built.fleet.get("west")})  # type: ignore[dict-item]
     state = make_state(built)
     try:
@@ -530,9 +473,9 @@ def test_a_payload_update_racing_a_write_into_another_domain_leaves_one_copy(
     update lands on d1 (v3). Both are acknowledged: X must not end live in two homes (the
     write's copy and the update's, made on the copy the write replaced)."""
     built = build_embedded_library(tmp_path)
-    held_write = _HeldCall(built.fleet.get("east"), "upsert")
-    held_update = _HeldCall(held_write, "set_payload")
-    held_removal = _HeldCall(held_update, "delete_points")
+    held_write = HeldCall(built.fleet.get("east"), "upsert")
+    held_update = HeldCall(held_write, "set_payload")
+    held_removal = HeldCall(held_update, "delete_points")
     built.fleet = Fleet.of_ports({"east": held_removal, "west": built.fleet.get("west")})  # type: ignore[dict-item]
     state = make_state(built)
     outcomes: dict[str, BaseException | None] = {}
@@ -570,29 +513,6 @@ def test_a_payload_update_racing_a_write_into_another_domain_leaves_one_copy(
         built.fleet.close()
 
 
-class _CallFailsOnce:
-    """Once armed, the next call of one port method fails as if the cluster had stopped
-    answering, without being applied."""
-
-    def __init__(self, inner: Any, method: str) -> None:
-        self.inner = inner
-        self.method = method
-        self.armed = False
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self.inner, name)
-        if name != self.method:
-            return attribute
-
-        def failing(*args: Any, **kwargs: Any) -> Any:
-            if self.armed:
-                self.armed = False
-                raise ClusterUnreachable("east", "connection reset")
-            return attribute(*args, **kwargs)
-
-        return failing
-
-
 def test_a_write_that_lost_to_a_newer_one_yields_even_if_its_cluster_fails_meanwhile(
     tmp_path: Path,
 ) -> None:
@@ -601,8 +521,8 @@ def test_a_write_that_lost_to_a_newer_one_yields_even_if_its_cluster_fails_meanw
     newer copy and yields: it removes its own copy, but east fails that call. A answers
     502; its copy must still go (from the outbox), not stay live beside B's."""
     built = build_embedded_library(tmp_path)
-    held = _HeldCall(built.fleet.get("east"), "upsert")
-    failing = _CallFailsOnce(held, "delete_points")
+    held = HeldCall(built.fleet.get("east"), "upsert")
+    failing = FailsOnce(held, "delete_points")
     built.fleet = Fleet.of_ports({"east": failing, "west": built.fleet.get("west")})  # type: ignore[dict-item]
     state = make_state(built)
     outcomes: dict[str, BaseException | None] = {}
