@@ -87,6 +87,22 @@ def build(engine: EmbeddedQdrant, data: np.ndarray, seed: int) -> tuple[LibraryD
     return LibraryDefinition("library", tuple(routes), "engine", "v1"), len(result.domains)
 
 
+def router_state(engine: EmbeddedQdrant, definition: LibraryDefinition) -> RouterState:
+    """A router serving ``definition`` from ``engine`` and ``whole`` as it is (the one
+    collection compared with the library), its cache and shadow queries off."""
+
+    async def loader() -> LibraryDefinition:
+        return definition
+
+    settings = OrchestratorSettings.model_validate(
+        {"caching": {"enable_result_cache": False}, "shadow_fraction": 0.0}
+    )
+    fleet = Fleet.of_ports({"engine": engine})
+    return RouterState(
+        RouterConfig(fleet, "engine", loader, settings, passthrough=frozenset({"whole"}))
+    )
+
+
 def percentile(samples: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(samples) * 1e3, q))
 
@@ -104,15 +120,7 @@ def main() -> int:
         engine = EmbeddedQdrant("engine", Path(tmp) / "engine")
         definition, domains = build(engine, data, seed=0)
 
-        async def loader() -> LibraryDefinition:
-            return definition
-
-        settings = OrchestratorSettings.model_validate(
-            {"caching": {"enable_result_cache": False}, "shadow_fraction": 0.0}
-        )
-        state = RouterState(
-            RouterConfig(Fleet.of_ports({"engine": engine}), "engine", loader, settings)
-        )
+        state = router_state(engine, definition)
         url, stop = serve(state)
         client = QdrantClient(url=url, timeout=60, check_compatibility=False)
         rows = [[float(x) for x in q] for q in queries]

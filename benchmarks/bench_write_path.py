@@ -36,13 +36,9 @@ from pathlib import Path
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from bench_router_overhead import build, serve
+from bench_router_overhead import build, router_state, serve
 from debian_vectors import load_vectors
-from librarian.router import RouterConfig, RouterState
-from librarian.router.library import LibraryDefinition
-from librarian.settings import OrchestratorSettings
 from librarian.storage.embedded import EmbeddedQdrant
-from librarian.storage.fleet import Fleet
 
 GOAL = 0.5
 
@@ -79,15 +75,7 @@ def upserts(args: argparse.Namespace) -> int:
         engine = EmbeddedQdrant("engine", Path(tmp) / "engine")
         definition, domains = build(engine, data, args.seed)
 
-        async def loader() -> LibraryDefinition:
-            return definition
-
-        settings = OrchestratorSettings.model_validate(
-            {"caching": {"enable_result_cache": False}, "shadow_fraction": 0.0}
-        )
-        state = RouterState(
-            RouterConfig(Fleet.of_ports({"engine": engine}), "engine", loader, settings)
-        )
+        state = router_state(engine, definition)
         url, stop = serve(state)
         client = QdrantClient(url=url, timeout=120, check_compatibility=False)
         # Rewrite existing ids with the vector of another point: about as many change domain
