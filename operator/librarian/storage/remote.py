@@ -601,6 +601,84 @@ class RemoteQdrant:
             lambda: self._client.delete(collection, points_selector=selector, wait=True),
         )
 
+    # ----------------------------------------------------------------- Qdrant's own operations
+
+    def query_points(
+        self, collection: str, request: models.QueryRequest
+    ) -> list[models.ScoredPoint]:
+        if request.lookup_from is not None:
+            raise InvalidRequest(
+                self._cluster,
+                "lookup_from is resolved by the caller, not sent to one collection",
+                collection=collection,
+            )
+        response = self._call(
+            collection,
+            lambda: self._client.query_points(
+                collection,
+                query=request.query,
+                using=request.using,
+                prefetch=request.prefetch,
+                query_filter=request.filter,
+                search_params=request.params,
+                limit=request.limit if request.limit is not None else 10,
+                offset=request.offset,
+                score_threshold=request.score_threshold,
+                with_payload=request.with_payload if request.with_payload is not None else False,
+                with_vectors=request.with_vector if request.with_vector is not None else False,
+            ),
+        )
+        return list(response.points)
+
+    def facet(self, collection: str, request: models.FacetRequest) -> list[models.FacetValueHit]:
+        response = self._call(
+            collection,
+            lambda: self._client.facet(
+                collection,
+                key=request.key,
+                facet_filter=request.filter,
+                limit=request.limit if request.limit is not None else 10,
+                exact=bool(request.exact),
+            ),
+        )
+        return list(response.hits)
+
+    def scroll_points(
+        self, collection: str, request: models.ScrollRequest
+    ) -> tuple[list[models.Record], models.ExtendedPointId | None]:
+        records, next_offset = self._call(
+            collection,
+            lambda: self._client.scroll(
+                collection,
+                scroll_filter=request.filter,
+                limit=request.limit if request.limit is not None else 10,
+                offset=request.offset,
+                order_by=request.order_by,
+                with_payload=request.with_payload if request.with_payload is not None else True,
+                with_vectors=request.with_vector if request.with_vector is not None else False,
+            ),
+        )
+        return list(records), next_offset
+
+    def create_payload_index(
+        self,
+        collection: str,
+        field_name: str,
+        field_schema: models.PayloadSchemaType | models.PayloadSchemaParams,
+    ) -> None:
+        self._call(
+            collection,
+            lambda: self._client.create_payload_index(
+                collection, field_name, field_schema, wait=True
+            ),
+        )
+
+    def delete_payload_index(self, collection: str, field_name: str) -> None:
+        self._call(
+            collection,
+            lambda: self._client.delete_payload_index(collection, field_name, wait=True),
+        )
+
     def close(self) -> None:
         self._client.close()
 
