@@ -590,6 +590,40 @@ class EmbeddedQdrant:
         assert flt is not None
         self._update(collection, edge.UpdateOperation.delete_points_by_filter(flt))
 
+    # Qdrant's own operations (see QdrantPort): this adapter refuses them by name until it
+    # translates them to the engine's own requests; callers fall back to the narrow methods.
+
+    def _not_translated(self, operation: str, collection: str) -> InvalidRequest:
+        return InvalidRequest(
+            self._cluster,
+            f"{operation} is not translated for the embedded engine",
+            collection=collection,
+        )
+
+    def query_points(
+        self, collection: str, request: models.QueryRequest
+    ) -> list[models.ScoredPoint]:
+        raise self._not_translated("query_points", collection)
+
+    def facet(self, collection: str, request: models.FacetRequest) -> list[models.FacetValueHit]:
+        raise self._not_translated("facet", collection)
+
+    def scroll_points(
+        self, collection: str, request: models.ScrollRequest
+    ) -> tuple[list[models.Record], models.ExtendedPointId | None]:
+        raise self._not_translated("scroll_points", collection)
+
+    def create_payload_index(
+        self,
+        collection: str,
+        field_name: str,
+        field_schema: models.PayloadSchemaType | models.PayloadSchemaParams,
+    ) -> None:
+        raise self._not_translated("create_payload_index", collection)
+
+    def delete_payload_index(self, collection: str, field_name: str) -> None:
+        raise self._not_translated("delete_payload_index", collection)
+
     def close(self) -> None:
         """Let go of the engine; the last adapter on this path closes the shards."""
         with _ENGINES_GUARD:
