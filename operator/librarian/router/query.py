@@ -25,7 +25,7 @@ from qdrant_client.http import models
 
 from librarian.contracts.payload import LABEL_KEY
 from librarian.core.fusion import FusionError, Hit, PointId, fuse, fusion_name
-from librarian.core.query_fusion import distribution_based_score_fusion, reciprocal_rank_fusion
+from librarian.router.exact import ExactQueries, home_query, scored_json, top_level_selector
 from librarian.router.library import DomainRoute, Library, View, combine_filters
 from librarian.router.qdrant_api import (
     ApiError,
@@ -38,6 +38,7 @@ from librarian.router.qdrant_api import (
     wants_vector,
 )
 from librarian.router.state import RouterState, strategy_name
+from librarian.router.upstream import FanOut
 from librarian.services.versioning import is_tombstone, user_payload, version_of
 from librarian.storage.port import PointRecord, QdrantPort
 
@@ -177,27 +178,6 @@ def _query_search(
     )
 
 
-def _as_query(prefetch: models.Prefetch, outer_filter: models.Filter | None) -> models.QueryRequest:
-    if prefetch.using not in (None, ""):
-        raise ApiError(400, f"Wrong input: named vector {prefetch.using!r} is not served")
-    return models.QueryRequest(
-        prefetch=prefetch.prefetch,
-        query=prefetch.query,
-        filter=combine_filters(outer_filter, prefetch.filter),
-        params=prefetch.params,
-        score_threshold=prefetch.score_threshold,
-        limit=prefetch.limit,
-        with_payload=True,
-        with_vector=False,
-    )
-
-
-def _prefetches(body: models.QueryRequest) -> list[models.Prefetch]:
-    if isinstance(body.prefetch, list):
-        return body.prefetch
-    return [body.prefetch] if body.prefetch else []
-
-
 def _with_threshold(hits: list[Hit], threshold: float | None, higher_is_better: bool) -> list[Hit]:
     if threshold is None:
         return hits
@@ -304,6 +284,7 @@ class Querying:
 
     def __init__(self, state: RouterState) -> None:
         self.state = state
+        self.exact = ExactQueries(state.upstream, state.view)
 
     @property
     def _fusion(self) -> str:
@@ -344,9 +325,37 @@ class Querying:
                 400, "Wrong input: none of the requested clusters holds a domain of this library"
             )
         answer = await self._search_units(view, search, units, timeout, fusion, weights)
+        if view.routed and not clusters:
+            units, answer = await self._probe_further(
+                view, search, list(units), answer, timeout, strategy, fusion, weights
+            )
         if view.routed:
             self._account(view, units, search, answer, timeout)
         return answer
+
+    async def _probe_further(
+        self,
+        view: View,
+        search: Search,
+        units: list[int],
+        answer: Answer,
+        timeout: float,
+        strategy: str | None,
+        fusion: str | None,
+        weights: dict[str, float] | None,
+    ) -> tuple[list[int], Answer]:
+        """A routed page that came back short (a selective filter, a deep offset, a score
+        threshold) asks further domains, in routing order, twice as many each time, until the
+        page is full or every domain has answered (then it is exact)."""
+        library = view.library
+        assert library is not None
+        ranking = [int(u) for u in np.argsort(-library.router.decide(search.vector).scores)]
+        rest = [u for u in ranking if u not in units]
+        while len(answer.hits) < search.limit and rest:
+            batch, rest = rest[: max(1, len(units))], rest[max(1, len(units)) :]
+            units = units + batch
+            answer = await self._search_units(view, search, units, timeout, fusion, weights)
+        return units, answer
 
     async def _search_units(
         self,
@@ -358,33 +367,60 @@ class Querying:
         weights: dict[str, float] | None = None,
     ) -> Answer:
         fetch = search.depth + (1 if search.exclude_id is not None else 0)
-        payload = wants_payload(search.with_payload)
-        vectors = wants_vector(search.with_vector)
-
-        def operation(route: DomainRoute) -> Callable[[QdrantPort], list[Hit]]:
-            def run(port: QdrantPort) -> list[Hit]:
-                hits = port.query(
-                    route.collection,
-                    search.vector,
-                    limit=fetch,
-                    query_filter=combine_filters(search.query_filter, route.read_filter()),
-                    with_payload=payload or view.routed,  # versions, to keep the newest copy
-                    with_vectors=vectors,
-                    hnsw_ef=search.hnsw_ef,
-                    exact=search.exact,
-                )
-                return [Hit(h.id, h.score, route.key, h.payload, h.vector) for h in hits]
-
-            return run
-
-        result = await self.state.upstream.fan_out(view, units, operation, timeout)
-        lists = _public_hits(_newest_hits(result.results), payload, versioned=view.routed)
+        while True:
+            lists, result, full = await self._unit_lists(view, search, units, fetch, timeout)
+            if not full:
+                break
+            fetch *= 2  # superseded copies left places a unit's next hits may take
         if search.exclude_id is not None:
             lists = [[h for h in hits if h.id != search.exclude_id] for hits in lists]
         routes = [view.routes[u] for u, _ in result.answered]
         fused = self._fuse(view, fusion or self._fusion, lists, search.depth, weights, routes)
         fused = _with_threshold(fused, search.score_threshold, view.higher_is_better)
         return Answer(fused[search.offset : search.depth], list(units), result.failed, lists)
+
+    async def _unit_lists(
+        self, view: View, search: Search, units: Sequence[int], fetch: int, timeout: float
+    ) -> tuple[list[list[Hit]], FanOut[list[Hit]], bool]:
+        """Each unit's ``fetch`` nearest hits without copies a newer copy (or tombstone) in any
+        home supersedes; and whether a unit that had more lost some of them so."""
+        payload = wants_payload(search.with_payload)
+        vectors = wants_vector(search.with_vector)
+
+        def operation(route: DomainRoute) -> Callable[[QdrantPort], list[Hit]]:
+            request = models.QueryRequest(
+                query=search.vector,
+                filter=combine_filters(search.query_filter, route.read_filter()),
+                params=models.SearchParams(hnsw_ef=search.hnsw_ef, exact=search.exact),
+                limit=fetch,
+                with_payload=payload or view.routed,  # versions, to keep the newest copy
+                with_vector=search.with_vector if vectors else False,
+            )
+
+            def run(port: QdrantPort) -> list[Hit]:
+                hits = home_query(port, route.collection, request, view.higher_is_better)
+                return [
+                    Hit(_point_id(h.id), h.score, route.key, h.payload or {}, _jsonable(h.vector))
+                    for h in hits
+                ]
+
+            return run
+
+        result = await self.state.upstream.fan_out(view, units, operation, timeout)
+        lists = _newest_hits(result.results)
+        cut = False
+        if view.routed and len(view.routes) > 1:
+            ids = list(dict.fromkeys(h.id for hits in lists for h in hits))
+            newest = await self.exact.newest_versions(view, ids, timeout) if ids else {}
+            kept = [
+                [h for h in hits if version_of(h.payload) >= newest.get(h.id, 0)] for hits in lists
+            ]
+            cut = any(
+                len(raw) >= fetch and len(mine) < len(raw)
+                for raw, mine in zip(result.results, kept, strict=True)
+            )
+            lists = kept
+        return _public_hits(lists, payload, versioned=view.routed), result, cut
 
     def _fuse(
         self,
@@ -449,6 +485,7 @@ class Querying:
         merged = self._fuse(
             view, "semantic_merge", [*answer.lists, *rest.lists], search.depth, None, []
         )
+        merged = _with_threshold(merged, search.score_threshold, view.higher_is_better)
         exhaustive = [h.id for h in merged[search.offset : search.depth]]
         estimator = self.state.estimator
         estimator.record([h.id for h in answer.hits], exhaustive, answer.lists)
@@ -459,106 +496,56 @@ class Querying:
 
     # ------------------------------------------------------------ universal query
 
-    async def _resolve_query(
-        self, view: View, query: Any, timeout: float
-    ) -> tuple[list[float] | None, PointId | None, Any]:
-        """A QueryRequest's ``query`` as (vector, id to exclude, fusion)."""
-        if query is None:
-            return None, None, None
-        if isinstance(query, models.FusionQuery):
-            return None, None, query.fusion
-        if isinstance(query, models.RrfQuery):
-            return None, None, query.rrf
+    def _routable(self, view: View, body: models.QueryRequest) -> bool:
+        """Is this a nearest search on the library's routing vector (the one query routed to a
+        few domains)? Everything else asks every home and is exact."""
+        query = body.query
         if isinstance(query, models.NearestQuery):
+            if query.mmr is not None:
+                return False
             query = query.nearest
-        if isinstance(query, (int, str)) and not isinstance(query, bool):
-            point_id = parse_point_id(query)
-            records = await self.retrieve(view, [point_id], True, True, timeout)
-            if not records:
-                raise ApiError(404, f"Not found: No point with id {point_id} found")
-            return dense(records[0].vector, view.vector_size), point_id, None
-        if isinstance(query, list):
-            return dense(query, view.vector_size), None, None
-        raise ApiError(
-            400,
-            "Wrong input: the library router serves nearest, id and fusion queries, "
-            f"not {type(query).__name__}",
+        vector_or_id = (
+            isinstance(query, list) and bool(query) and isinstance(query[0], int | float)
+        ) or (isinstance(query, int | str) and not isinstance(query, bool))
+        params = body.params
+        return (
+            view.routed
+            and vector_or_id
+            and body.using in (None, "")
+            and body.prefetch is None
+            and body.lookup_from is None
+            and top_level_selector(body.with_payload)
+            and isinstance(body.with_vector, bool | None)
+            and not (params and (params.quantization is not None or params.indexed_only))
         )
 
     async def query(
         self, view: View, body: models.QueryRequest, timeout: float
-    ) -> tuple[list[Hit], list[str]]:
-        """A universal query (nearest, by id, or fusion of prefetches): hits and missing units."""
-        if body.using not in (None, ""):
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """A universal query: the page's points (Qdrant's JSON) and the units missing from it."""
+        if not self._routable(view, body):
+            ranked, failed = await self.exact.query(view, body, timeout)
+            return [scored_json(r.point) for r in ranked], failed
+        query = body.query.nearest if isinstance(body.query, models.NearestQuery) else body.query
+        exclude: PointId | None = None
+        if isinstance(query, int | str):
+            exclude = parse_point_id(query)
+            records = await self.retrieve(view, [exclude], True, True, timeout)
+            if not records:
+                raise ApiError(404, f"Not found: No point with id {exclude} found")
+            vector = dense(records[0].vector, view.vector_size)
+        else:
+            vector = dense(query, view.vector_size)
+        if body.limit is not None and body.limit < 1:
             raise ApiError(
                 400,
-                f"Wrong input: named vector {body.using!r} is not served; "
-                "the library has one unnamed vector",
+                f"Validation error in JSON body: [limit: value {body.limit} invalid, "
+                "must be 1 or larger]",
             )
-        vector, exclude, fusion = await self._resolve_query(view, body.query, timeout)
-        _page(body)  # a bad limit or offset is refused before any domain is asked
-        prefetches = _prefetches(body)
-        if not prefetches:
-            if vector is None:
-                raise ApiError(
-                    400,
-                    "Wrong input: a fusion query needs prefetch; "
-                    "a query needs a vector or a point id",
-                )
-            answer = await self.search(
-                view, _query_search(body, vector, exclude, body.filter), timeout
-            )
-            return answer.hits, answer.failed
-        candidates, failed = await self._prefetch(view, prefetches, body.filter, timeout)
-        if vector is None:
-            return self._fused_prefetches(view, body, candidates, fusion), failed
-        ids = list(dict.fromkeys(h.id for hits in candidates for h in hits))
-        if not ids:
-            return [], failed
-        restrict = models.Filter(must=[models.HasIdCondition(has_id=ids)])
-        search = _query_search(body, vector, exclude, combine_filters(body.filter, restrict))
-        answer = await self.search(view, search, timeout)
-        return answer.hits, failed + answer.failed
-
-    async def _prefetch(
-        self,
-        view: View,
-        prefetches: Sequence[models.Prefetch],
-        outer_filter: models.Filter | None,
-        timeout: float,
-    ) -> tuple[list[list[Hit]], list[str]]:
-        """Each prefetch's hits (run one after the other), and every missing unit."""
-        candidates: list[list[Hit]] = []
-        failed: list[str] = []
-        for prefetch in prefetches:
-            hits, missing = await self.query(view, _as_query(prefetch, outer_filter), timeout)
-            candidates.append(hits)
-            failed += missing
-        return candidates, failed
-
-    def _fused_prefetches(
-        self, view: View, body: models.QueryRequest, candidates: list[list[Hit]], fusion: Any
-    ) -> list[Hit]:
-        """Prefetch results fused as Qdrant does (RRF or DBSF), or the first one's."""
-        limit, offset = _page(body)
-        depth = offset + limit
-        if isinstance(fusion, models.Rrf):
-            try:
-                fused = reciprocal_rank_fusion(
-                    candidates, limit=depth, k=fusion.k, weights=fusion.weights
-                )
-            except ValueError as error:
-                raise ApiError(400, f"Wrong input: {error}") from None
-        elif fusion == models.Fusion.RRF:
-            fused = reciprocal_rank_fusion(candidates, limit=depth)
-        elif fusion == models.Fusion.DBSF:
-            fused = distribution_based_score_fusion(candidates, limit=depth)
-        elif fusion is not None:
-            raise ApiError(400, f"Wrong input: fusion {fusion!r} is not one of rrf, dbsf")
-        else:
-            fused = candidates[0][:depth]
-        fused = _with_threshold(fused, body.score_threshold, view.higher_is_better)
-        return fused[offset : offset + limit]
+        answer = await self.search(view, _query_search(body, vector, exclude, body.filter), timeout)
+        return [
+            point_json(h, body.with_payload, body.with_vector) for h in answer.hits
+        ], answer.failed
 
     # ------------------------------------------------------------ reads of every domain
 
@@ -751,3 +738,16 @@ def _public_hits(lists: list[list[Hit]], payload: bool, *, versioned: bool) -> l
         [replace(h, payload=user_payload(h.payload) if payload else None) for h in hits]
         for hits in lists
     ]
+
+
+def _point_id(value: Any) -> PointId:
+    return value if isinstance(value, int) else str(value)
+
+
+def _jsonable(vector: Any) -> Any:
+    """A point's vector(s) as JSON values (sparse vectors as their indices and values)."""
+    if isinstance(vector, dict):
+        return {name: _jsonable(value) for name, value in vector.items()}
+    if isinstance(vector, models.SparseVector):
+        return vector.model_dump(mode="json")
+    return vector

@@ -1,0 +1,1015 @@
+"""Exact answers to Qdrant's universal query over every home of a library.
+
+Why this exists: a library is one logical collection whose points live in
+several homes (domain collections on several clusters), with copies that carry
+a version and tombstones. Only a nearest search on the routing vector may be
+approximate (routed to a few domains); every other query (named, sparse and
+multi vectors, recommend, discover, context, order_by, formula, fusion,
+sample, prefetch) must answer what one collection holding the newest copy of
+every point would answer. This module does it by the standard exact
+distributed top-k:
+
+- each home is asked for the first ``offset + limit`` results (offset 0), its
+  read filter added, the library's reserved keys added to the payload asked;
+- copies are reduced to the newest one (a version check across every home
+  drops a copy a newer copy or tombstone supersedes), the merged list is
+  ordered as the query orders (distance direction, ``order_by``, score) and
+  paged; a home whose list was cut short while dropped copies left places is
+  asked deeper until the page is exact;
+- example ids (recommend, discover, context, nearest by id, ``lookup_from``)
+  are resolved into vectors across the library first, and excluded from the
+  results as Qdrant excludes them;
+- a query whose scores depend on other candidates (prefetch with fusion,
+  formula or rescoring) runs in two phases: every prefetch's global candidates
+  first (recursively), then the outer query over exactly those candidates
+  (fusion at the router with Qdrant's formulas; a formula on each home over
+  prefetches pinned to the candidates with their global scores).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from qdrant_client.http import models
+
+from librarian.contracts.payload import LABEL_KEY, POINT_VERSION_KEY, RESERVED_KEYS, TOMBSTONE_KEY
+from librarian.core.fusion import Hit
+from librarian.core.query_fusion import distribution_based_score_fusion, reciprocal_rank_fusion
+from librarian.router.library import DomainRoute, View, combine_filters
+from librarian.router.qdrant_api import ApiError, id_order_key, parse_point_id, select_payload
+from librarian.router.upstream import FanOut, Upstream
+from librarian.services.versioning import is_tombstone, user_payload, version_of
+from librarian.storage.errors import InvalidRequest
+from librarian.storage.port import PointId, QdrantPort
+
+__all__ = [
+    "MAX_COUNT",
+    "ExactQueries",
+    "Ranked",
+    "augmented_payload",
+    "public_payload",
+    "scored_json",
+    "top_level_selector",
+    "validate_page",
+]
+
+_SAMPLE_ROUNDS = 8  # draws again for places superseded copies took, at most this often
+MAX_COUNT = 1_000_000  # far above any sane page; keeps engines from allocating for absurd values
+_RESERVED = list(RESERVED_KEYS)
+_VERSION_KEYS = [POINT_VERSION_KEY, TOMBSTONE_KEY, LABEL_KEY]
+_POINT_LOCAL = (
+    models.NearestQuery,
+    models.RecommendQuery,
+    models.DiscoverQuery,
+    models.ContextQuery,
+    models.RelevanceFeedbackQuery,
+    models.OrderByQuery,
+    models.SampleQuery,
+)
+_QUERY_KINDS = (
+    *_POINT_LOCAL,
+    models.FusionQuery,
+    models.RrfQuery,
+    models.FormulaQuery,
+    models.TextQuery,
+)
+SortKey = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One result: the point as the client sees it, the unit its kept copy came from."""
+
+    point: models.ScoredPoint
+    unit: int
+    version: int
+
+
+# ---------------------------------------------------------------------- validation and wire
+
+
+def validate_page(limit: int | None, offset: int | None, *, what: str = "limit") -> tuple[int, int]:
+    """A query's (limit, offset) with Qdrant's bounds (limit at least 1); a 400 otherwise."""
+    limit = 10 if limit is None else limit
+    offset = offset or 0
+    if limit < 1:
+        raise ApiError(
+            400,
+            f"Validation error in JSON body: [{what}: value {limit} invalid, must be 1 or larger]",
+        )
+    if limit > MAX_COUNT:
+        raise ApiError(400, f"Wrong input: {what} must be at most {MAX_COUNT:,}, got {limit}")
+    if not 0 <= offset <= MAX_COUNT:
+        raise ApiError(
+            400, f"Wrong input: offset must be between 0 and {MAX_COUNT:,}, got {offset}"
+        )
+    return limit, offset
+
+
+def augmented_payload(selector: Any) -> Any:
+    """The payload selector a home is asked with: the client's, plus the reserved keys that
+    tell copies and tombstones apart (stripped again by :func:`public_payload`)."""
+    if selector is None or selector is False:
+        return models.PayloadSelectorInclude(include=list(_RESERVED))
+    if selector is True:
+        return True
+    if isinstance(selector, list):
+        return [*selector, *_RESERVED]
+    if isinstance(selector, models.PayloadSelectorInclude):
+        return models.PayloadSelectorInclude(include=[*selector.include, *_RESERVED])
+    if isinstance(selector, models.PayloadSelectorExclude):
+        return models.PayloadSelectorExclude(
+            exclude=[k for k in selector.exclude if k not in RESERVED_KEYS]
+        )
+    return selector
+
+
+def wants_any_payload(selector: Any) -> bool:
+    return not (selector is None or selector is False)
+
+
+def public_payload(
+    payload: dict[str, Any] | None, selector: Any, versioned: bool
+) -> dict[str, Any] | None:
+    """The payload a client sees: none unless asked, never the library's reserved keys."""
+    if not wants_any_payload(selector):
+        return None
+    if payload is None:
+        return None
+    return user_payload(payload) if versioned else payload
+
+
+def scored_json(point: models.ScoredPoint) -> dict[str, Any]:
+    """A scored point as Qdrant renders it (``shard_key`` / ``order_value`` only when set)."""
+    data = point.model_dump(mode="json")
+    for optional in ("shard_key", "order_value"):
+        if data.get(optional) is None:
+            data.pop(optional, None)
+    return data
+
+
+def _id_of(value: Any) -> PointId:
+    return value if isinstance(value, int) else str(value)
+
+
+# ---------------------------------------------------------------------- a home's answer
+
+
+def _narrow_vector(request: models.QueryRequest) -> list[float] | None:
+    """The unnamed dense vector of a plain nearest query the narrow port call can serve."""
+    query = request.query
+    if isinstance(query, models.NearestQuery):
+        if query.mmr is not None:
+            return None
+        query = query.nearest
+    if request.using not in (None, "") or request.prefetch is not None or request.offset:
+        return None
+    if not isinstance(query, list) or not query or not isinstance(query[0], int | float):
+        return None
+    params = request.params
+    if params is not None and (params.quantization is not None or params.indexed_only):
+        return None
+    if not isinstance(request.with_vector, bool | None):
+        return None
+    return [float(x) for x in query] if top_level_selector(request.with_payload) else None
+
+
+def top_level_selector(selector: Any) -> bool:
+    """Does this payload selector name top-level keys only (so that the router can apply it
+    to a whole payload the way Qdrant does)?"""
+    if isinstance(selector, bool | None):
+        return True
+    keys = selector if isinstance(selector, list) else None
+    if isinstance(selector, models.PayloadSelectorInclude):
+        keys = selector.include
+    elif isinstance(selector, models.PayloadSelectorExclude):
+        keys = selector.exclude
+    return keys is not None and not any("." in k or "[" in k for k in keys)
+
+
+def home_query(
+    port: QdrantPort, collection: str, request: models.QueryRequest, higher_is_better: bool
+) -> list[models.ScoredPoint]:
+    """Ask one home by Qdrant's universal query; a plain nearest search an adapter does not
+    translate yet falls back to the narrow nearest call every adapter has (its answer is the
+    same but for named vectors, which such a search does not return)."""
+    vector = _narrow_vector(request)
+    try:
+        return port.query_points(collection, request)
+    except InvalidRequest:
+        if vector is None:
+            raise
+    params = request.params
+    hits = port.query(
+        collection,
+        vector,
+        limit=request.limit or 10,
+        query_filter=request.filter,
+        with_payload=True,
+        with_vectors=bool(request.with_vector),
+        hnsw_ef=params.hnsw_ef if params else None,
+        exact=bool(params and params.exact),
+    )
+    threshold = request.score_threshold
+    selector = request.with_payload
+    points = [
+        models.ScoredPoint(
+            id=h.id,
+            version=0,
+            score=h.score,
+            payload=select_payload(h.payload, selector if selector is not None else False),
+            vector=h.vector,
+        )
+        for h in hits
+    ]
+    if threshold is None:
+        return points
+    return [
+        p for p in points if (p.score >= threshold if higher_is_better else p.score <= threshold)
+    ]
+
+
+# ---------------------------------------------------------------------- orders
+
+
+@dataclass(frozen=True)
+class _Order:
+    """How merged results are ordered: a sort key (smaller first) and its primary part."""
+
+    kind: str  # "higher", "lower", "asc", "desc", "id", "random"
+
+    def key(self, point: models.ScoredPoint) -> SortKey:
+        ident = id_order_key(_id_of(point.id))
+        if self.kind == "higher":
+            return (-point.score, ident)
+        if self.kind == "lower":
+            return (point.score, ident)
+        if self.kind in ("asc", "desc"):
+            value = _order_value(point)
+            return (value if self.kind == "asc" else -value, ident)
+        return (0, ident)
+
+    def primary(self, point: models.ScoredPoint) -> Any:
+        """The part of the key a home's own order follows (the whole key in id order)."""
+        key = self.key(point)
+        return key if self.kind == "id" else key[0]
+
+
+def _order_value(point: models.ScoredPoint) -> float:
+    value = point.order_value
+    if value is None:
+        return float(point.score)
+    if isinstance(value, int | float):
+        return float(value)
+    return float(value)
+
+
+# ---------------------------------------------------------------------- the engine
+
+
+class ExactQueries:
+    """Qdrant's universal query over every unit of a view, exactly."""
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        view_of: Callable[[str], Awaitable[View]],
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.upstream = upstream
+        self.view_of = view_of
+        self.rng = rng or random.Random()
+        self._directions: dict[tuple[str, str], bool] = {}  # (view, vector) -> higher is better
+
+    # ------------------------------------------------------------ entry point
+
+    async def query(
+        self, view: View, request: models.QueryRequest, timeout: float
+    ) -> tuple[list[Ranked], list[str]]:
+        """The page of ``request`` over every unit of ``view``, and the units that failed."""
+        limit, offset = validate_page(request.limit, request.offset)
+        if isinstance(request.query, models.TextQuery) and len(view.routes) > 1:
+            raise ApiError(
+                400,
+                "Wrong input: a text (BM25) query scores by statistics of the whole collection, "
+                "which the library's homes do not share; query one collection or use a vector",
+            )
+        request, excluded = await self._resolved(view, request, timeout)
+        if excluded:
+            request = request.model_copy(update={"filter": _without_ids(request.filter, excluded)})
+        prefetches = _prefetches(request)
+        if prefetches:
+            return await self._with_prefetch(view, request, prefetches, limit, offset, timeout)
+        if isinstance(request.query, models.NearestQuery) and request.query.mmr is not None:
+            return await self._mmr(view, request, limit, offset, timeout)
+        if isinstance(request.query, models.SampleQuery):
+            return await self._sample(view, request, limit, offset, timeout, None)
+        units = list(range(len(view.routes)))
+        order = await self._order(view, request, units, timeout)
+        return await self._exact(view, request, units, order, limit, offset, timeout)
+
+    # ------------------------------------------------------------ resolving ids
+
+    async def _resolved(
+        self, view: View, request: models.QueryRequest, timeout: float
+    ) -> tuple[models.QueryRequest, list[PointId]]:
+        """``request`` with every example id turned into its vector, the ids to exclude."""
+        query = request.query
+        lookup = request.lookup_from
+        source = view
+        vector_name = request.using or ""
+        if lookup is not None:
+            source = await self.view_of(lookup.collection)
+            vector_name = lookup.vector or vector_name
+        if query is not None and not isinstance(query, _QUERY_KINDS):
+            query = models.NearestQuery(nearest=query)  # a bare vector or id is a nearest query
+        ids = _example_ids(query)
+        if not ids:
+            return request.model_copy(update={"query": query, "lookup_from": None}), []
+        vectors = await self.vectors_of(source, ids, vector_name, timeout)
+        missing = [i for i in ids if i not in vectors]
+        if missing:
+            raise ApiError(404, f"Not found: No point with id {missing[0]} found")
+        resolved = _replace_ids(query, vectors)
+        same = lookup is None or lookup.collection == _collection_name(view)
+        excluded = ids if same else []  # examples from elsewhere are not this one's points
+        return request.model_copy(update={"query": resolved, "lookup_from": None}), excluded
+
+    async def vectors_of(
+        self, view: View, ids: Sequence[PointId], vector_name: str, timeout: float
+    ) -> dict[PointId, Any]:
+        """The ``vector_name`` vector of the newest live copy of each of ``ids`` in ``view``."""
+        wanted = list(dict.fromkeys(ids))
+        selector: Any = True if vector_name == "" else [vector_name]
+        records = await self._records(view, wanted, selector, timeout)
+        found: dict[PointId, Any] = {}
+        for point_id, record in records.items():
+            vector: Any = record.vector
+            if isinstance(vector, dict):
+                vector = vector.get(vector_name)
+            elif vector_name != "":
+                vector = None
+            if vector is None:
+                raise ApiError(
+                    400,
+                    f"Wrong input: point {point_id} has no vector {vector_name or '(default)'!r}",
+                )
+            found[point_id] = vector
+        return found
+
+    async def _records(
+        self, view: View, ids: list[PointId], with_vector: Any, timeout: float
+    ) -> dict[PointId, models.Record]:
+        """The newest copy of each id across every unit (tombstones hide older copies)."""
+        scroll = models.ScrollRequest(
+            limit=len(ids),
+            filter=models.Filter(must=[models.HasIdCondition(has_id=list(ids))]),
+            with_payload=augmented_payload(False) if view.routed else False,
+            with_vector=with_vector,
+        )
+
+        def operation(route: DomainRoute) -> Callable[[QdrantPort], list[models.Record]]:
+            def run(port: QdrantPort) -> list[models.Record]:
+                if with_vector is True and not view.routed:
+                    found = port.retrieve(route.collection, ids, with_payload=False)
+                    return [models.Record(id=r.id, vector=r.vector) for r in found]
+                if with_vector is True:
+                    found = port.retrieve(route.collection, ids, with_payload=list(_VERSION_KEYS))
+                    return [
+                        models.Record(id=r.id, vector=r.vector, payload=r.payload)
+                        for r in found
+                        if not route.labelled_slice or r.payload.get(LABEL_KEY) == route.domain_id
+                    ]
+                request = scroll.model_copy(
+                    update={"filter": combine_filters(scroll.filter, route.slice_filter())}
+                )
+                return port.scroll_points(route.collection, request)[0]
+
+            return run
+
+        result = await self.upstream.fan_out(
+            view, list(range(len(view.routes))), operation, timeout
+        )
+        newest: dict[PointId, models.Record] = {}
+        for records in result.complete("resolving example points"):
+            for record in records:
+                point_id = _id_of(record.id)
+                held = newest.get(point_id)
+                if held is None or version_of(record.payload) > version_of(held.payload):
+                    newest[point_id] = record
+        return {i: r for i, r in newest.items() if not is_tombstone(r.payload)}
+
+    # ------------------------------------------------------------ the order of a query
+
+    async def _order(
+        self, view: View, request: models.QueryRequest, units: Sequence[int], timeout: float
+    ) -> _Order:
+        query = request.query
+        if query is None:
+            return _Order("id")
+        if isinstance(query, models.OrderByQuery):
+            order_by = query.order_by
+            direction = (
+                order_by.direction if isinstance(order_by, models.OrderBy) else None
+            ) or models.Direction.ASC
+            return _Order("desc" if direction == models.Direction.DESC else "asc")
+        if isinstance(query, models.SampleQuery):
+            return _Order("random")
+        if isinstance(query, models.NearestQuery):
+            vector = query.nearest
+            if isinstance(vector, models.SparseVector):
+                return _Order("higher")
+            if request.using in (None, ""):
+                return _Order("higher" if view.higher_is_better else "lower")
+            higher = await self._direction(view, request, units, timeout)
+            return _Order("higher" if higher else "lower")
+        if isinstance(query, models.RecommendQuery) and query.recommend.strategy in (
+            None,
+            models.RecommendStrategy.AVERAGE_VECTOR,
+        ):  # a nearest search of the examples' average: the vector's own order
+            if request.using in (None, ""):
+                return _Order("higher" if view.higher_is_better else "lower")
+            higher = await self._direction(view, request, units, timeout)
+            return _Order("higher" if higher else "lower")
+        return _Order("higher")  # recommend by scores, discover, context, feedback, formula
+
+    async def _direction(
+        self, view: View, request: models.QueryRequest, units: Sequence[int], timeout: float
+    ) -> bool:
+        """Is a higher score better for the named vector ``request.using``? Learnt from the
+        homes' own answers: a list of two scores shows it; else one home is asked with
+        another's score as threshold (Qdrant's threshold keeps the better side)."""
+        name = str(request.using)
+        key = (view.library.definition.version if view.library else view.routes[0].key, name)
+        if key in self._directions:
+            return self._directions[key]
+        probe = request.model_copy(
+            update={
+                "limit": 2,
+                "offset": None,
+                "score_threshold": None,
+                "with_payload": False,
+                "with_vector": False,
+                "prefetch": None,
+            }
+        )
+        answers = await self._ask(view, {u: probe for u in units}, timeout)
+        heads: list[tuple[int, float]] = []
+        for unit, points in answers.answered:
+            scores = [p.score for p in points]
+            if len(scores) >= 2 and scores[0] != scores[1]:
+                self._directions[key] = scores[0] > scores[1]
+                return self._directions[key]
+            if scores:
+                heads.append((unit, scores[0]))
+        distinct = {score for _, score in heads}
+        if len(distinct) < 2:
+            return True  # nothing to order: any direction gives the same page
+        (unit, mine), other = heads[0], next(s for _, s in heads if s != heads[0][1])
+        check = probe.model_copy(update={"limit": 1, "score_threshold": other})
+        again = await self._ask(view, {unit: check}, timeout)
+        kept = bool(again.answered and again.answered[0][1])
+        self._directions[key] = kept == (mine > other)
+        return self._directions[key]
+
+    # ------------------------------------------------------------ asking the homes
+
+    async def _ask(
+        self, view: View, requests: dict[int, models.QueryRequest], timeout: float
+    ) -> FanOut[list[models.ScoredPoint]]:
+        """Each unit's own request, its read filter added; the units' answers."""
+        by_key = {view.routes[u].key: request for u, request in requests.items()}
+        higher = view.higher_is_better
+
+        def operation(route: DomainRoute) -> Callable[[QdrantPort], list[models.ScoredPoint]]:
+            request = by_key[route.key]
+            request = request.model_copy(
+                update={"filter": combine_filters(request.filter, route.read_filter())}
+            )
+            return lambda port: home_query(port, route.collection, request, higher)
+
+        return await self.upstream.fan_out(view, list(requests), operation, timeout)
+
+    async def _exact(
+        self,
+        view: View,
+        request: models.QueryRequest,
+        units: Sequence[int],
+        order: _Order,
+        limit: int,
+        offset: int,
+        timeout: float,
+        *,
+        pinned: dict[int, models.QueryRequest] | None = None,
+    ) -> tuple[list[Ranked], list[str]]:
+        """The exact page: every unit asked for ``offset + limit``, deeper where dropped copies
+        left places a unit's unseen results could take. ``pinned`` gives some units a request
+        of their own (the outer query over their share of the prefetch candidates)."""
+        depth = offset + limit
+        home_fields = {
+            "offset": None,
+            "lookup_from": None,
+            "with_payload": augmented_payload(request.with_payload)
+            if view.routed
+            else request.with_payload,
+        }
+        base = request.model_copy(update=home_fields)
+        own = {u: r.model_copy(update=home_fields) for u, r in (pinned or {}).items()}
+        asked: dict[int, int] = {}
+        answers: dict[int, list[models.ScoredPoint]] = {}
+        failed: list[str] = []
+        superseded: dict[PointId, int] = {}
+        checked: set[Any] = set()
+        todo = {u: depth for u in units}
+        while True:
+            if todo:
+                requests = {
+                    u: own.get(u, base).model_copy(update={"limit": n}) for u, n in todo.items()
+                }
+                todo = {}
+                result = await self._ask(view, requests, timeout)
+                for unit, points in result.answered:
+                    answers[unit] = points
+                    asked[unit] = requests[unit].limit or 0
+                failed += result.failed
+                units = [u for u in units if u in answers]
+            merged = _merge(answers, superseded, order, view.routed, request.with_payload)
+            if view.routed and len(view.routes) > 1:
+                page_ids = [r.point.id for r in merged[:depth] if r.point.id not in checked]
+                if page_ids:
+                    newest = await self.newest_versions(
+                        view, [_id_of(i) for i in page_ids], timeout
+                    )
+                    checked.update(page_ids)
+                    stale = {
+                        i: v
+                        for i, v in newest.items()
+                        if any(_id_of(r.point.id) == i and r.version < v for r in merged[:depth])
+                    }
+                    if stale:
+                        superseded.update(stale)
+                        continue
+            for unit in units:
+                points = answers[unit]
+                if len(points) < asked[unit]:
+                    continue  # the unit has nothing more
+                boundary = order.primary(points[-1])
+                if len(merged) < depth or order.primary(merged[depth - 1].point) > boundary:
+                    todo[unit] = asked[unit] * 2
+            if not todo or order.kind == "random":
+                return merged[offset:depth], failed
+
+    async def newest_versions(
+        self, view: View, ids: list[PointId], timeout: float
+    ) -> dict[PointId, int]:
+        """The newest version of each id in any home of the view (tombstones and the homes of
+        moves in flight included). A home that does not answer is left out: the answer it
+        would have completed is already partial."""
+
+        def versions(port: QdrantPort, collection: str) -> list[tuple[PointId, int]]:
+            records = port.retrieve(
+                collection, ids, with_vectors=False, with_payload=list(_VERSION_KEYS)
+            )
+            return [(r.id, version_of(r.payload)) for r in records]
+
+        homes = list(view.homes().values())
+        answers = await asyncio.gather(
+            *(
+                self.upstream.call(
+                    route, functools.partial(_call_with, versions, route.collection), timeout
+                )
+                for route in homes
+            ),
+            return_exceptions=True,
+        )
+        newest: dict[PointId, int] = {}
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                if not isinstance(answer, Exception):
+                    raise answer
+                continue
+            for point_id, version in answer:
+                newest[point_id] = max(newest.get(point_id, 0), version)
+        return newest
+
+    # ------------------------------------------------------------ sampling
+
+    async def _sample(
+        self,
+        view: View,
+        request: models.QueryRequest,
+        limit: int,
+        offset: int,
+        timeout: float,
+        pinned: dict[int, models.QueryRequest] | None,
+    ) -> tuple[list[Ranked], list[str]]:
+        """A uniform random sample of the library's matching points: how many come from each
+        unit is drawn in proportion to its matching points (without replacement), then each
+        unit samples its share at random. A drawn copy that a newer one supersedes is left
+        out and its place drawn again (from what is left)."""
+        units = list(pinned) if pinned is not None else list(range(len(view.routes)))
+        requests = pinned or {u: request for u in units}
+        drawn: dict[int, list[PointId]] = {u: [] for u in units}  # copies drawn, per unit
+        kept: dict[PointId, Ranked] = {}
+        failed: list[str] = []
+        wanted = offset + limit
+        for _ in range(_SAMPLE_ROUNDS):
+            need = wanted - len(kept)
+            if need <= 0:
+                break
+            narrowed = {
+                u: r.model_copy(update={"filter": _without_ids(r.filter, drawn[u])})
+                if drawn[u]
+                else r
+                for u, r in requests.items()
+            }
+            got, missing = await self._sample_round(view, narrowed, need, request, timeout)
+            failed += missing
+            if not got:
+                break
+            for ranked in got:
+                drawn[ranked.unit].append(_id_of(ranked.point.id))
+            if view.routed and len(view.routes) > 1:
+                newest = await self.newest_versions(
+                    view, [_id_of(r.point.id) for r in got], timeout
+                )
+                got = [r for r in got if r.version >= newest.get(_id_of(r.point.id), 0)]
+            for ranked in got:
+                kept.setdefault(_id_of(ranked.point.id), ranked)
+        sample = list(kept.values())
+        self.rng.shuffle(sample)
+        return sample[offset:wanted], failed
+
+    async def _sample_round(
+        self,
+        view: View,
+        requests: dict[int, models.QueryRequest],
+        need: int,
+        client: models.QueryRequest,
+        timeout: float,
+    ) -> tuple[list[Ranked], list[str]]:
+        """``need`` points drawn at random among the units' matching points."""
+        by_key = {view.routes[u].key: r for u, r in requests.items()}
+
+        def counting(route: DomainRoute) -> Callable[[QdrantPort], int]:
+            wanted = by_key[route.key].filter
+            return lambda port: port.count(
+                route.collection, count_filter=combine_filters(wanted, route.read_filter())
+            )
+
+        counted = await self.upstream.fan_out(view, list(requests), counting, timeout)
+        counts = dict(counted.answered)
+        present = [u for u in requests if counts.get(u, 0) > 0]
+        total = sum(counts[u] for u in present)
+        if total == 0:
+            return [], counted.failed
+        draw = np.random.default_rng(self.rng.randrange(2**32)).multivariate_hypergeometric(
+            [counts[u] for u in present], min(need, total)
+        )
+        payload = augmented_payload(client.with_payload) if view.routed else client.with_payload
+        asks = {
+            u: requests[u].model_copy(
+                update={"limit": int(n), "offset": None, "with_payload": payload}
+            )
+            for u, n in zip(present, draw, strict=True)
+            if n > 0
+        }
+        result = await self._ask(view, asks, timeout)
+        got = [
+            Ranked(
+                p.model_copy(
+                    update={"payload": public_payload(p.payload, client.with_payload, view.routed)}
+                ),
+                unit,
+                version_of(p.payload) if view.routed else 0,
+            )
+            for unit, points in result.answered
+            for p in points
+            if not (view.routed and is_tombstone(p.payload))
+        ]
+        return got, counted.failed + result.failed
+
+    # ------------------------------------------------------------ mmr
+
+    async def _mmr(
+        self, view: View, request: models.QueryRequest, limit: int, offset: int, timeout: float
+    ) -> tuple[list[Ranked], list[str]]:
+        """Maximal marginal relevance depends on every candidate: the global nearest
+        candidates first, then the diversity pick on each home over exactly those
+        candidates would differ; refused with what to do instead."""
+        raise ApiError(
+            400,
+            "Wrong input: mmr re-ranks the candidates of the whole collection together, which "
+            "the library's homes cannot do apart; query without mmr (the nearest candidates "
+            "are exact) and diversify them client-side",
+        )
+
+    # ------------------------------------------------------------ prefetch
+
+    async def _with_prefetch(
+        self,
+        view: View,
+        request: models.QueryRequest,
+        prefetches: list[models.Prefetch],
+        limit: int,
+        offset: int,
+        timeout: float,
+    ) -> tuple[list[Ranked], list[str]]:
+        """Two phases: each prefetch's global candidates, then the outer query over them."""
+        failed: list[str] = []
+        candidates: list[list[Ranked]] = []
+        resolved: list[models.QueryRequest] = []
+        for prefetch in prefetches:
+            inner = _as_request(prefetch, request)
+            inner, excluded = await self._resolved(view, inner, timeout)
+            if excluded:
+                inner = inner.model_copy(update={"filter": _without_ids(inner.filter, excluded)})
+            hits, missing = await self.query(view, inner, timeout)
+            candidates.append(hits)
+            resolved.append(inner)
+            failed += missing
+        query = request.query
+        depth = offset + limit
+        if query is None or isinstance(query, models.FusionQuery | models.RrfQuery):
+            fused = _fused(candidates, query, depth)
+            if request.score_threshold is not None:
+                fused = [r for r in fused if r.point.score >= request.score_threshold]
+            return fused[offset:depth], failed
+        if isinstance(query, models.NearestQuery) and query.mmr is not None:
+            return await self._mmr(view, request, limit, offset, timeout)
+        held = _held_by_unit(candidates)
+        if not held:
+            return [], failed
+        outer = request.model_copy(update={"prefetch": None})
+        if isinstance(query, models.FormulaQuery):
+            pinned = {
+                unit: outer.model_copy(
+                    update={"prefetch": _pinned_prefetches(resolved, candidates, unit)}
+                )
+                for unit in held
+            }
+            order = _Order("higher")
+        elif isinstance(query, _POINT_LOCAL):
+            pinned = {
+                unit: outer.model_copy(update={"filter": _with_ids(outer.filter, ids)})
+                for unit, ids in held.items()
+            }
+            if isinstance(query, models.SampleQuery):
+                page, missing = await self._sample(view, outer, limit, offset, timeout, pinned)
+                return page, failed + missing
+            order = await self._order(view, outer, list(held), timeout)
+        else:
+            raise ApiError(400, f"Wrong input: query {type(query).__name__} is not served")
+        page, missing = await self._exact(
+            view, outer, list(held), order, limit, offset, timeout, pinned=pinned
+        )
+        return page, failed + missing
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _prefetches(request: models.QueryRequest | models.Prefetch) -> list[models.Prefetch]:
+    prefetch = request.prefetch
+    if prefetch is None:
+        return []
+    return list(prefetch) if isinstance(prefetch, list) else [prefetch]
+
+
+def _as_request(prefetch: models.Prefetch, outer: models.QueryRequest) -> models.QueryRequest:
+    """A prefetch as a query of its own: the outer filter applies to it too (as in Qdrant)."""
+    return models.QueryRequest(
+        prefetch=prefetch.prefetch,
+        query=prefetch.query,
+        using=prefetch.using,
+        filter=combine_filters(outer.filter, prefetch.filter),
+        params=prefetch.params,
+        score_threshold=prefetch.score_threshold,
+        limit=prefetch.limit if prefetch.limit is not None else 10,
+        with_payload=outer.with_payload,
+        with_vector=outer.with_vector,
+        lookup_from=prefetch.lookup_from,
+    )
+
+
+def _examples(query: Any) -> list[Any]:
+    """Every example a query names (vectors or ids), in order."""
+    if isinstance(query, models.NearestQuery):
+        return [query.nearest]
+    if isinstance(query, models.RecommendQuery):
+        return [*(query.recommend.positive or []), *(query.recommend.negative or [])]
+    pairs: list[models.ContextPair] = []
+    head: list[Any] = []
+    if isinstance(query, models.DiscoverQuery):
+        head, pairs = [query.discover.target], _pairs(query.discover.context)
+    elif isinstance(query, models.ContextQuery):
+        pairs = _pairs(query.context)
+    elif isinstance(query, models.RelevanceFeedbackQuery):
+        feedback = query.relevance_feedback
+        head = [feedback.target, *(item.example for item in feedback.feedback)]
+    return [*head, *(v for p in pairs for v in (p.positive, p.negative))]
+
+
+def _example_ids(query: Any) -> list[PointId]:
+    """Every point id a query names as an example (in order, each once)."""
+    found = [
+        parse_point_id(value if isinstance(value, int) else str(value))
+        for value in _examples(query)
+        if isinstance(value, int | str | uuid.UUID) and not isinstance(value, bool)
+    ]
+    return list(dict.fromkeys(found))
+
+
+def _pairs(context: Any) -> list[models.ContextPair]:
+    if context is None:
+        return []
+    return list(context) if isinstance(context, list) else [context]
+
+
+def _replace_ids(query: Any, vectors: dict[PointId, Any]) -> Any:
+    """``query`` with each example id replaced by its vector."""
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, bool) or value is None:
+            return value
+        if isinstance(value, int | str | uuid.UUID):
+            return vectors[parse_point_id(value if isinstance(value, int) else str(value))]
+        return value
+
+    def pair(p: models.ContextPair) -> models.ContextPair:
+        return models.ContextPair(positive=swap(p.positive), negative=swap(p.negative))
+
+    if isinstance(query, models.NearestQuery):
+        return query.model_copy(update={"nearest": swap(query.nearest)})
+    if isinstance(query, models.RecommendQuery):
+        given = query.recommend
+        return models.RecommendQuery(
+            recommend=models.RecommendInput(
+                positive=[swap(v) for v in given.positive] if given.positive is not None else None,
+                negative=[swap(v) for v in given.negative] if given.negative is not None else None,
+                strategy=given.strategy,
+            )
+        )
+    if isinstance(query, models.DiscoverQuery):
+        return models.DiscoverQuery(
+            discover=models.DiscoverInput(
+                target=swap(query.discover.target),
+                context=[pair(p) for p in _pairs(query.discover.context)],
+            )
+        )
+    if isinstance(query, models.ContextQuery):
+        return models.ContextQuery(context=[pair(p) for p in _pairs(query.context)])
+    if isinstance(query, models.RelevanceFeedbackQuery):
+        given_feedback = query.relevance_feedback
+        return models.RelevanceFeedbackQuery(
+            relevance_feedback=models.RelevanceFeedbackInput(
+                target=swap(given_feedback.target),
+                feedback=[
+                    item.model_copy(update={"example": swap(item.example)})
+                    for item in given_feedback.feedback
+                ],
+                strategy=given_feedback.strategy,
+            )
+        )
+    return query
+
+
+def _without_ids(query_filter: models.Filter | None, ids: Sequence[PointId]) -> models.Filter:
+    """``query_filter`` and none of ``ids`` (the examples a query names are not results)."""
+    exclusion = models.Filter(must_not=[models.HasIdCondition(has_id=list(ids))])
+    return combine_filters(query_filter, exclusion) or exclusion
+
+
+def _with_ids(query_filter: models.Filter | None, ids: Sequence[PointId]) -> models.Filter:
+    only = models.Filter(must=[models.HasIdCondition(has_id=list(ids))])
+    return combine_filters(query_filter, only) or only
+
+
+def _merge(
+    answers: dict[int, list[models.ScoredPoint]],
+    superseded: dict[PointId, int],
+    order: _Order,
+    versioned: bool,
+    selector: Any,
+) -> list[Ranked]:
+    """The units' answers as one ordered list: each id once (its newest live copy)."""
+    kept: dict[PointId, Ranked] = {}
+    for unit in sorted(answers):
+        for point in answers[unit]:
+            point_id = _id_of(point.id)
+            version = version_of(point.payload) if versioned else 0
+            if versioned and (
+                is_tombstone(point.payload) or superseded.get(point_id, -1) > version
+            ):
+                continue
+            held = kept.get(point_id)
+            if held is not None and held.version >= version:
+                continue
+            public = point.model_copy(
+                update={"payload": public_payload(point.payload, selector, versioned)}
+            )
+            kept[point_id] = Ranked(public, unit, version)
+    return sorted(kept.values(), key=lambda r: order.key(r.point))
+
+
+def _held_by_unit(candidates: list[list[Ranked]]) -> dict[int, list[PointId]]:
+    """The prefetch candidates by the unit holding the copy kept for each."""
+    held: dict[int, list[PointId]] = {}
+    for hits in candidates:
+        for ranked in hits:
+            ids = held.setdefault(ranked.unit, [])
+            point_id = _id_of(ranked.point.id)
+            if point_id not in ids:
+                ids.append(point_id)
+    return held
+
+
+def _pinned_prefetches(
+    resolved: list[models.QueryRequest], candidates: list[list[Ranked]], unit: int
+) -> list[models.Prefetch]:
+    """Per prefetch, one that gives on ``unit`` exactly its share of the global candidates,
+    with their global scores: the same query restricted to those ids. A prefetch whose
+    scores depend on other candidates cannot be pinned so: refused."""
+    pinned = []
+    for inner, hits in zip(resolved, candidates, strict=True):
+        if inner.prefetch is not None or not isinstance(inner.query, _POINT_LOCAL):
+            raise ApiError(
+                400,
+                "Wrong input: a formula over a prefetch that is itself fused or re-scored "
+                "needs every candidate's score at once, which the library's homes cannot "
+                "compute apart; use a formula over plain prefetches",
+            )
+        ids = [_id_of(r.point.id) for r in hits if r.unit == unit]
+        pinned.append(
+            models.Prefetch(
+                query=inner.query,
+                using=inner.using,
+                filter=_with_ids(inner.filter, ids or [_never_id(hits)]),
+                params=inner.params,
+                limit=max(1, len(ids)),
+            )
+        )
+    return pinned
+
+
+def _never_id(hits: list[Ranked]) -> PointId:
+    """An id to restrict a pinned prefetch to nothing on a unit holding none of its candidates."""
+    return "00000000-0000-0000-0000-000000000000" if not hits else _unused_uuid(hits)
+
+
+def _unused_uuid(hits: list[Ranked]) -> PointId:
+    used = {_id_of(r.point.id) for r in hits}
+    candidate = "00000000-0000-0000-0000-000000000000"
+    return candidate if candidate not in used else "ffffffff-ffff-ffff-ffff-ffffffffffff"
+
+
+def _fused(candidates: list[list[Ranked]], query: Any, depth: int) -> list[Ranked]:
+    """Prefetch results fused as Qdrant fuses them (RRF, DBSF), or the only prefetch's."""
+    if query is None:
+        return candidates[0][:depth]
+    by_id: dict[PointId, Ranked] = {}
+    lists: list[list[Hit]] = []
+    for hits in candidates:
+        lists.append([Hit(_id_of(r.point.id), r.point.score) for r in hits])
+        for r in hits:
+            by_id.setdefault(_id_of(r.point.id), r)
+    if isinstance(query, models.RrfQuery):
+        try:
+            fused = reciprocal_rank_fusion(
+                lists, limit=depth, k=query.rrf.k, weights=query.rrf.weights
+            )
+        except ValueError as error:
+            raise ApiError(400, f"Wrong input: {error}") from None
+    elif query.fusion == models.Fusion.RRF:
+        fused = reciprocal_rank_fusion(lists, limit=depth)
+    elif query.fusion == models.Fusion.DBSF:
+        fused = distribution_based_score_fusion(lists, limit=depth)
+    else:
+        raise ApiError(400, f"Wrong input: fusion {query.fusion!r} is not one of rrf, dbsf")
+    result = []
+    for hit in fused:
+        held = by_id[hit.id]
+        result.append(
+            Ranked(held.point.model_copy(update={"score": hit.score}), held.unit, held.version)
+        )
+    return result
+
+
+def _collection_name(view: View) -> str:
+    return view.library.name if view.library is not None else view.routes[0].collection
+
+
+def _call_with(
+    action: Callable[[QdrantPort, str], list[tuple[PointId, int]]],
+    collection: str,
+    port: QdrantPort,
+) -> list[tuple[PointId, int]]:
+    return action(port, collection)

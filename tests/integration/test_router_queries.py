@@ -1,0 +1,554 @@
+"""Every query kind over a library of several homes, against one collection holding the same points.
+
+The library: three domains in two clusters (``east`` holds d0 and d1, ``west``
+holds d2), each point with an unnamed dense vector, a named Euclid vector, a
+sparse vector and a multivector, versioned as the router writes them; some
+points also have an older copy in another home, some are deleted (a tombstone
+in one home, an older live copy in another). The reference is qdrant-client's
+local mode with the newest copy of every live point in ONE collection, asked
+directly (not through the router). Ranked ids and scores are compared.
+
+The homes are reached through the remote adapter over local mode; ``HOMES``
+names the adapter factory, so the same tests can run on other homes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient, models
+
+from librarian.contracts.payload import POINT_VERSION_KEY, TOMBSTONE_KEY
+from librarian.router.library import DomainRoute, LibraryDefinition
+from librarian.storage.fleet import Fleet
+from librarian.storage.port import QdrantPort
+from librarian.storage.remote import RemoteQdrant
+
+from .router_support import RouterThread, make_state
+
+pytestmark = pytest.mark.timeout(600)
+
+DIM, IMAGE_DIM, MULTI_DIM = 8, 4, 3
+POINTS = 300
+CONFIG: dict[str, Any] = {
+    "vectors_config": {
+        "": models.VectorParams(size=DIM, distance=models.Distance.COSINE),
+        "image": models.VectorParams(size=IMAGE_DIM, distance=models.Distance.EUCLID),
+        "colbert": models.VectorParams(
+            size=MULTI_DIM,
+            distance=models.Distance.DOT,
+            multivector_config=models.MultiVectorConfig(
+                comparator=models.MultiVectorComparator.MAX_SIM
+            ),
+        ),
+    },
+    "sparse_vectors_config": {"text": models.SparseVectorParams()},
+}
+
+
+def remote_homes(name: str) -> tuple[QdrantPort, QdrantClient]:
+    """A home cluster on the remote adapter over local mode, and the client it wraps."""
+    client = QdrantClient(":memory:")
+    return RemoteQdrant(name, client, serialize=True), client
+
+
+HOMES: Callable[[str], tuple[QdrantPort, QdrantClient]] = remote_homes
+
+
+def _vectors(rng: np.random.Generator, centre: np.ndarray) -> dict[str, Any]:
+    dense = centre + rng.normal(size=DIM) * 0.8
+    indices = sorted(rng.choice(50, size=5, replace=False).tolist())
+    return {
+        "": [float(x) for x in dense / np.linalg.norm(dense)],
+        "image": [float(x) for x in rng.normal(size=IMAGE_DIM)],
+        "colbert": [[float(x) for x in rng.normal(size=MULTI_DIM)] for _ in range(2)],
+        "text": models.SparseVector(indices=indices, values=[float(x) for x in rng.random(size=5)]),
+    }
+
+
+class Served:
+    def __init__(self, fleet: Fleet, definition: LibraryDefinition) -> None:
+        self.fleet = fleet
+        self.definition = definition
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[tuple[RouterThread, QdrantClient]]:
+    rng = np.random.default_rng(7)
+    centres = rng.normal(size=(3, DIM)) * 2
+    east, east_client = HOMES("east")
+    west, west_client = HOMES("west")
+    homes = {0: east_client, 1: east_client, 2: west_client}
+    reference = QdrantClient(":memory:")
+    reference.create_collection("ref", **CONFIG)
+    for d, client in homes.items():
+        client.create_collection(f"library-d{d}", **CONFIG)
+    for client, collection in [
+        (reference, "ref"),
+        *((c, f"library-d{d}") for d, c in homes.items()),
+    ]:
+        client.create_payload_index(collection, "rank", models.PayloadSchemaType.FLOAT)
+    live: list[models.PointStruct] = []
+    for i in range(POINTS):
+        domain = i % 3
+        vectors = _vectors(rng, centres[domain])
+        payload = {
+            "n": i,
+            "group": f"g{i % 4}",
+            "rank": float(rng.integers(0, 40)),  # ties on purpose
+            "nested": {"id": i, "tag": f"t{i % 3}"},
+        }
+        other = homes[(domain + 1) % 3]
+        other_collection = f"library-d{(domain + 1) % 3}"
+        stamped = {**payload, POINT_VERSION_KEY: 2}
+        if i % 29 == 5:  # deleted: a tombstone here, an older live copy elsewhere
+            homes[domain].upsert(
+                f"library-d{domain}",
+                [
+                    models.PointStruct(
+                        id=i, vector=vectors, payload={TOMBSTONE_KEY: True, POINT_VERSION_KEY: 3}
+                    )
+                ],
+            )
+            other.upsert(
+                other_collection, [models.PointStruct(id=i, vector=vectors, payload=stamped)]
+            )
+            continue
+        homes[domain].upsert(
+            f"library-d{domain}", [models.PointStruct(id=i, vector=vectors, payload=stamped)]
+        )
+        live.append(models.PointStruct(id=i, vector=vectors, payload=payload))
+        if i % 7 == 3:  # an older copy elsewhere, another vector and payload
+            older = _vectors(rng, centres[(domain + 1) % 3])
+            other.upsert(
+                other_collection,
+                [
+                    models.PointStruct(
+                        id=i, vector=older, payload={**payload, "n": -1, POINT_VERSION_KEY: 1}
+                    )
+                ],
+            )
+    reference.upsert("ref", live)
+    routes = tuple(
+        DomainRoute(
+            domain_id=f"d{d}",
+            name=f"domain {d}",
+            cluster="east" if d < 2 else "west",
+            collection=f"library-d{d}",
+            centroid=tuple(float(x) for x in centres[d] / np.linalg.norm(centres[d])),
+            size=0,
+            specialized=True,
+            versioned=True,
+        )
+        for d in range(3)
+    )
+    definition = LibraryDefinition(
+        name="library", domains=routes, default_cluster="east", version="v1"
+    )
+    fleet = Fleet.of_ports({"east": east, "west": west})
+    settings = {"caching": {"enable_result_cache": False}}
+    with RouterThread(make_state(Served(fleet, definition), settings=settings)) as router:
+        yield router, reference
+    fleet.close()
+    reference.close()
+
+
+@pytest.fixture(scope="module")
+def client(world: tuple[RouterThread, QdrantClient]) -> Iterator[QdrantClient]:
+    router, _ = world
+    with closing(QdrantClient(url=router.url, timeout=60, check_compatibility=False)) as one:
+        yield one
+
+
+@pytest.fixture(scope="module")
+def reference(world: tuple[RouterThread, QdrantClient]) -> QdrantClient:
+    return world[1]
+
+
+def _same(
+    ours: list[models.ScoredPoint], theirs: list[models.ScoredPoint], *, payloads: bool = True
+) -> None:
+    """Same ranking and scores (ties may swap places), same payloads and vectors."""
+    assert len(ours) == len(theirs), ([p.id for p in ours], [p.id for p in theirs])
+    assert np.allclose([p.score for p in ours], [p.score for p in theirs], atol=1e-4)
+    if not theirs:
+        return
+    edges = {round(theirs[0].score, 4), round(theirs[-1].score, 4)}  # ties across a page's edge
+
+    def ranked(points: list[models.ScoredPoint]) -> list[tuple[float, str]]:
+        return sorted(
+            (round(p.score, 4), str(p.id)) for p in points if round(p.score, 4) not in edges
+        )
+
+    assert ranked(ours) == ranked(theirs)
+    mine = {p.id: p for p in ours}
+    for point in theirs:
+        if point.id not in mine:
+            continue
+        if payloads:
+            assert mine[point.id].payload == point.payload
+        if point.vector is not None:
+            assert _close(mine[point.id].vector, point.vector)
+
+
+def _close(a: Any, b: Any) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, models.SparseVector):
+        return a.indices == b.indices and np.allclose(a.values, b.values)
+    return bool(np.allclose(np.asarray(a, dtype=float), np.asarray(b, dtype=float), atol=1e-5))
+
+
+def _dense(seed: int, size: int = DIM) -> list[float]:
+    vector = np.random.default_rng(seed).normal(size=size)
+    return [float(x) for x in vector / np.linalg.norm(vector)]
+
+
+def _sparse(seed: int) -> models.SparseVector:
+    rng = np.random.default_rng(seed)
+    return models.SparseVector(
+        indices=sorted(rng.choice(50, size=6, replace=False).tolist()),
+        values=[float(x) for x in rng.random(size=6)],
+    )
+
+
+def _multi(seed: int) -> list[list[float]]:
+    rng = np.random.default_rng(seed)
+    return [[float(x) for x in rng.normal(size=MULTI_DIM)] for _ in range(3)]
+
+
+GROUP = models.Filter(
+    must=[models.FieldCondition(key="group", match=models.MatchValue(value="g1"))]
+)
+RANKED = models.Filter(must=[models.FieldCondition(key="rank", range=models.Range(gte=10, lt=30))])
+PAGES = [
+    {"limit": 10},
+    {"limit": 7, "offset": 40},
+    {"limit": 10, "query_filter": GROUP},
+    {"limit": 5, "offset": 3, "query_filter": RANKED, "with_vectors": True},
+]
+LIVE_IDS = [i for i in range(POINTS) if i % 29 != 5]
+
+
+def _kinds(seed: int) -> list[tuple[str, dict[str, Any]]]:
+    ids = [LIVE_IDS[(seed * 13 + k * 17) % len(LIVE_IDS)] for k in range(4)]
+    return [
+        ("dense", {"query": _dense(seed)}),
+        ("image-euclid", {"query": _dense(seed, IMAGE_DIM), "using": "image"}),
+        ("sparse", {"query": _sparse(seed), "using": "text"}),
+        ("multivector", {"query": _multi(seed), "using": "colbert"}),
+        ("by-id", {"query": ids[0]}),
+        ("by-id-image", {"query": ids[0], "using": "image"}),
+        (
+            "recommend-best",
+            {
+                "query": models.RecommendQuery(
+                    recommend=models.RecommendInput(
+                        positive=[ids[0], ids[1]],
+                        negative=[ids[2]],
+                        strategy=models.RecommendStrategy.BEST_SCORE,
+                    )
+                )
+            },
+        ),
+        (
+            "recommend-average-image",
+            {
+                "query": models.RecommendQuery(
+                    recommend=models.RecommendInput(
+                        positive=[ids[0], _dense(seed, IMAGE_DIM)], negative=[ids[3]]
+                    )
+                ),
+                "using": "image",
+            },
+        ),
+        (
+            "recommend-sum-sparse",
+            {
+                "query": models.RecommendQuery(
+                    recommend=models.RecommendInput(
+                        positive=[ids[1]],
+                        negative=[ids[2]],
+                        strategy=models.RecommendStrategy.SUM_SCORES,
+                    )
+                ),
+                "using": "text",
+            },
+        ),
+        (
+            "discover",
+            {
+                "query": models.DiscoverQuery(
+                    discover=models.DiscoverInput(
+                        target=ids[0],
+                        context=[models.ContextPair(positive=ids[1], negative=ids[2])],
+                    )
+                )
+            },
+        ),
+        (
+            "context",
+            {
+                "query": models.ContextQuery(
+                    context=[
+                        models.ContextPair(positive=ids[1], negative=ids[2]),
+                        models.ContextPair(positive=_dense(seed), negative=ids[3]),
+                    ]
+                )
+            },
+        ),
+        (
+            "order-by-desc",
+            {
+                "query": models.OrderByQuery(
+                    order_by=models.OrderBy(key="rank", direction=models.Direction.DESC)
+                )
+            },
+        ),
+        ("order-by-asc", {"query": models.OrderByQuery(order_by="rank")}),
+    ]
+
+
+@pytest.mark.parametrize(
+    "page", PAGES, ids=["top", "deep-offset", "filtered", "ranged-offset-vectors"]
+)
+@pytest.mark.parametrize("seed", [1, 2])
+def test_every_query_kind_ranks_and_scores_as_one_collection(
+    client: QdrantClient, reference: QdrantClient, page: dict[str, Any], seed: int
+) -> None:
+    for name, kind in _kinds(seed):
+        ours = client.query_points("library", **kind, **page).points
+        theirs = reference.query_points("ref", **kind, **page).points
+        if name.startswith("order-by"):  # ties in rank: compare the ordered values, then the sets
+            assert [p.payload["rank"] for p in ours] == [p.payload["rank"] for p in theirs], name
+            continue
+        try:
+            _same(ours, theirs)
+        except AssertionError as error:
+            raise AssertionError(f"{name}: {error}") from None
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_score_thresholds_cut_where_one_collection_does(
+    client: QdrantClient, reference: QdrantClient, seed: int
+) -> None:
+    for kind, threshold in [
+        ({"query": _dense(seed)}, 0.3),
+        ({"query": _dense(seed, IMAGE_DIM), "using": "image"}, 2.0),
+        ({"query": _sparse(seed), "using": "text"}, 0.4),
+    ]:
+        ours = client.query_points("library", **kind, limit=200, score_threshold=threshold).points
+        theirs = reference.query_points("ref", **kind, limit=200, score_threshold=threshold).points
+        _same(ours, theirs)
+        assert 0 < len(ours) < 200
+
+
+def test_prefetch_rescoring_fusion_and_formula_are_global(
+    client: QdrantClient, reference: QdrantClient
+) -> None:
+    hybrid = [
+        models.Prefetch(query=_dense(11), limit=25),
+        models.Prefetch(query=_sparse(12), using="text", limit=25),
+    ]
+    cases: list[dict[str, Any]] = [
+        {"prefetch": hybrid, "query": models.FusionQuery(fusion=models.Fusion.RRF)},
+        {"prefetch": hybrid, "query": models.FusionQuery(fusion=models.Fusion.DBSF)},
+        {"prefetch": hybrid, "query": models.RrfQuery(rrf=models.Rrf(k=4, weights=[2.0, 1.0]))},
+        {"prefetch": hybrid, "query": _dense(13, IMAGE_DIM), "using": "image"},
+        {"prefetch": hybrid[1], "query": _multi(14), "using": "colbert"},
+        {
+            "prefetch": [
+                models.Prefetch(
+                    prefetch=hybrid, query=models.FusionQuery(fusion=models.Fusion.RRF), limit=15
+                )
+            ],
+            "query": _dense(15),
+        },
+        {
+            "prefetch": hybrid,
+            "query": models.FormulaQuery(
+                formula=models.SumExpression(
+                    sum=["$score[0]", "$score[1]", models.MultExpression(mult=[0.01, "rank"])]
+                ),
+                defaults={"rank": 0.0},
+            ),
+        },
+    ]
+    for case in cases:
+        for page in ({"limit": 10}, {"limit": 6, "offset": 4, "query_filter": GROUP}):
+            ours = client.query_points("library", **case, **page).points
+            theirs = reference.query_points("ref", **case, **page).points
+            _same(ours, theirs)
+
+
+def test_nested_payload_selectors_and_vector_selectors(
+    client: QdrantClient, reference: QdrantClient
+) -> None:
+    for selector in (
+        ["nested.id"],
+        models.PayloadSelectorInclude(include=["nested.tag", "group"]),
+        models.PayloadSelectorExclude(exclude=["nested.id", "n"]),
+    ):
+        for using in (None, "image"):
+            query = _dense(21, DIM if using is None else IMAGE_DIM)
+            kwargs = {
+                "query": query,
+                "using": using,
+                "limit": 8,
+                "with_payload": selector,
+                "with_vectors": ["image", "text"],
+            }
+            _same(
+                client.query_points("library", **kwargs).points,
+                reference.query_points("ref", **kwargs).points,
+            )
+
+
+def test_identical_vectors_stay_distinct_points(
+    client: QdrantClient, reference: QdrantClient
+) -> None:
+    twin = LIVE_IDS[10]
+    ours = client.query_points(
+        "library", query=twin, using="image", limit=3, with_vectors=True
+    ).points
+    theirs = reference.query_points(
+        "ref", query=twin, using="image", limit=3, with_vectors=True
+    ).points
+    _same(ours, theirs)
+
+
+def test_lookup_from_reads_examples_from_the_named_collection(
+    client: QdrantClient, reference: QdrantClient
+) -> None:
+    examples = models.RecommendQuery(
+        recommend=models.RecommendInput(positive=[LIVE_IDS[3]], negative=[LIVE_IDS[8]])
+    )
+    ours = client.query_points(
+        "library",
+        query=examples,
+        using="image",
+        lookup_from=models.LookupLocation(collection="library"),
+        limit=6,
+    ).points
+    theirs = reference.query_points(
+        "ref",
+        query=examples,
+        using="image",
+        lookup_from=models.LookupLocation(collection="ref"),
+        limit=6,
+    ).points
+    _same(ours, theirs)  # a lookup elsewhere does not exclude the examples (as in Qdrant)
+
+
+def test_sample_is_distinct_matching_live_points(client: QdrantClient) -> None:
+    seen: set[Any] = set()
+    for _ in range(5):
+        points = client.query_points(
+            "library",
+            query=models.SampleQuery(sample=models.Sample.RANDOM),
+            query_filter=GROUP,
+            limit=20,
+            with_payload=True,
+        ).points
+        ids = [p.id for p in points]
+        assert len(ids) == len(set(ids)) == 20
+        assert all(p.payload["group"] == "g1" and p.payload["n"] >= 0 for p in points)
+        assert all(i in LIVE_IDS for i in ids)
+        seen.update(ids)
+    assert len(seen) > 20  # random, not the same page each time
+
+
+def test_legacy_endpoints_answer_as_the_query_they_mean(
+    world: tuple[RouterThread, QdrantClient], reference: QdrantClient
+) -> None:
+    router, _ = world
+    ids = LIVE_IDS[20:24]
+    legacy = [
+        (
+            "recommend",
+            {
+                "positive": ids[:2],
+                "negative": [ids[2]],
+                "limit": 5,
+                "using": "image",
+                "with_payload": True,
+            },
+            {
+                "query": models.RecommendQuery(
+                    recommend=models.RecommendInput(positive=ids[:2], negative=[ids[2]])
+                ),
+                "using": "image",
+                "limit": 5,
+            },
+        ),
+        (
+            "discover",
+            {
+                "target": ids[0],
+                "context": [{"positive": ids[1], "negative": ids[2]}],
+                "limit": 5,
+                "offset": 2,
+                "with_payload": True,
+            },
+            {
+                "query": models.DiscoverQuery(
+                    discover=models.DiscoverInput(
+                        target=ids[0],
+                        context=[models.ContextPair(positive=ids[1], negative=ids[2])],
+                    )
+                ),
+                "limit": 5,
+                "offset": 2,
+            },
+        ),
+        (
+            "search",
+            {
+                "vector": {"name": "image", "vector": _dense(31, IMAGE_DIM)},
+                "limit": 5,
+                "with_payload": True,
+                "filter": GROUP.model_dump(exclude_none=True),
+            },
+            {"query": _dense(31, IMAGE_DIM), "using": "image", "limit": 5, "query_filter": GROUP},
+        ),
+    ]
+    with httpx.Client(base_url=router.url, timeout=60) as http:
+        for endpoint, body, query in legacy:
+            response = http.post(f"/collections/library/points/{endpoint}", json=body)
+            assert response.status_code == 200, response.text
+            ours = [models.ScoredPoint.model_validate(p) for p in response.json()["result"]]
+            _same(ours, reference.query_points("ref", **query).points)
+            batch = http.post(
+                f"/collections/library/points/{endpoint}/batch", json={"searches": [body, body]}
+            )
+            assert batch.status_code == 200, batch.text
+            assert [[p["id"] for p in r] for r in batch.json()["result"]] == [
+                [p.id for p in ours]
+            ] * 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"query": [0.1] * DIM, "limit": 0},
+        {"query": [0.1] * DIM, "limit": -1},
+        {"query": [0.1] * DIM, "offset": -3},
+        {"query": [0.1] * IMAGE_DIM, "using": "image", "limit": 0},
+        {"query": [0.1] * IMAGE_DIM, "using": "image", "limit": 10**9},
+        {"query": {"recommend": {"positive": [10**9]}}, "limit": 3},
+        {"query": {"nearest": [0.1] * DIM, "mmr": {"diversity": 0.5}}, "limit": 3},
+    ],
+)
+def test_bad_limits_and_unknown_examples_are_refused_as_qdrant_does(
+    world: tuple[RouterThread, QdrantClient], body: dict[str, Any]
+) -> None:
+    router, _ = world
+    response = httpx.post(f"{router.url}/collections/library/points/query", json=body, timeout=60)
+    assert 400 <= response.status_code < 500, response.text
+    assert set(response.json()) == {"status", "time"}
+    assert "error" in response.json()["status"]
