@@ -15,6 +15,7 @@ names the adapter factory, so the same tests can run on other homes.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from typing import Any
 
@@ -25,11 +26,12 @@ from qdrant_client import QdrantClient, models
 
 from librarian.contracts.payload import POINT_VERSION_KEY, TOMBSTONE_KEY
 from librarian.router.library import DomainRoute, LibraryDefinition
+from librarian.storage.errors import InvalidRequest
 from librarian.storage.fleet import Fleet
 from librarian.storage.port import QdrantPort
 from librarian.storage.remote import RemoteQdrant
 
-from .router_support import RouterThread, make_state
+from .router_support import FlakyPort, RouterThread, make_state
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -72,13 +74,19 @@ def _vectors(rng: np.random.Generator, centre: np.ndarray) -> dict[str, Any]:
 
 
 class Served:
-    def __init__(self, fleet: Fleet, definition: LibraryDefinition) -> None:
+    """The library's clusters and definition, and its ``west`` cluster's breakable port."""
+
+    def __init__(self, fleet: Fleet, definition: LibraryDefinition, west: FlakyPort) -> None:
         self.fleet = fleet
         self.definition = definition
+        self.west = west
+
+
+NO_CACHE = {"caching": {"enable_result_cache": False}}
 
 
 @pytest.fixture(scope="module")
-def world() -> Iterator[tuple[RouterThread, QdrantClient]]:
+def built() -> Iterator[tuple[Served, QdrantClient, np.ndarray]]:
     rng = np.random.default_rng(7)
     centres = rng.normal(size=(3, DIM)) * 2
     east, east_client = HOMES("east")
@@ -150,12 +158,20 @@ def world() -> Iterator[tuple[RouterThread, QdrantClient]]:
     definition = LibraryDefinition(
         name="library", domains=routes, default_cluster="east", version="v1"
     )
-    fleet = Fleet.of_ports({"east": east, "west": west})
-    settings = {"caching": {"enable_result_cache": False}}
-    with RouterThread(make_state(Served(fleet, definition), settings=settings)) as router:
-        yield router, reference
+    flaky_west = FlakyPort(west)
+    fleet = Fleet.of_ports({"east": east, "west": flaky_west})
+    yield Served(fleet, definition, flaky_west), reference, centres
     fleet.close()
     reference.close()
+
+
+@pytest.fixture(scope="module")
+def world(
+    built: tuple[Served, QdrantClient, np.ndarray],
+) -> Iterator[tuple[RouterThread, QdrantClient]]:
+    served, reference, _ = built
+    with RouterThread(make_state(served, settings=NO_CACHE)) as router:
+        yield router, reference
 
 
 @pytest.fixture(scope="module")
@@ -552,3 +568,170 @@ def test_bad_limits_and_unknown_examples_are_refused_as_qdrant_does(
     assert 400 <= response.status_code < 500, response.text
     assert set(response.json()) == {"status", "time"}
     assert "error" in response.json()["status"]
+
+
+def _records_same(ours: list[models.Record], theirs: list[models.Record]) -> None:
+    assert [r.id for r in ours] == [r.id for r in theirs]
+    for mine, their in zip(ours, theirs, strict=True):
+        assert mine.payload == their.payload
+        assert (mine.vector is None) == (their.vector is None)
+        if their.vector is not None:
+            assert _close(mine.vector, their.vector)
+
+
+@pytest.mark.parametrize(
+    "order_by",
+    [
+        models.OrderBy(key="rank", direction=models.Direction.DESC),
+        models.OrderBy(key="rank"),
+        models.OrderBy(key="rank", direction=models.Direction.DESC, start_from=25),
+        models.OrderBy(key="rank", start_from=12.5),
+    ],
+    ids=["desc", "asc", "desc-from", "asc-from"],
+)
+@pytest.mark.parametrize("scroll_filter", [None, GROUP], ids=["all", "filtered"])
+def test_scroll_by_a_payload_value_merges_every_home(
+    client: QdrantClient,
+    reference: QdrantClient,
+    order_by: models.OrderBy,
+    scroll_filter: models.Filter | None,
+) -> None:
+    kwargs: dict[str, Any] = {"order_by": order_by, "scroll_filter": scroll_filter, "limit": 37}
+    ours, ours_next = client.scroll("library", **kwargs)
+    theirs, theirs_next = reference.scroll("ref", **kwargs)
+    assert ours_next is None
+    assert theirs_next is None
+    _records_same(ours, theirs)
+
+
+@pytest.mark.parametrize(
+    "selector",
+    [
+        ["nested.id", "group"],
+        models.PayloadSelectorInclude(include=["nested.tag"]),
+        models.PayloadSelectorExclude(exclude=["nested", "rank"]),
+        False,
+    ],
+    ids=["keys", "include", "exclude", "none"],
+)
+def test_scroll_pages_and_retrieve_select_as_one_collection(
+    client: QdrantClient, reference: QdrantClient, selector: Any
+) -> None:
+    ours_offset: Any = None
+    theirs_offset: Any = None
+    pages = 0
+    while True:
+        kwargs: dict[str, Any] = {"limit": 41, "with_payload": selector, "with_vectors": ["image"]}
+        ours, ours_offset = client.scroll("library", offset=ours_offset, **kwargs)
+        theirs, theirs_offset = reference.scroll("ref", offset=theirs_offset, **kwargs)
+        _records_same(ours, theirs)
+        assert ours_offset == theirs_offset
+        pages += 1
+        if theirs_offset is None:
+            break
+    assert pages == -(-len(LIVE_IDS) // 41)
+    asked = [LIVE_IDS[40], 5, LIVE_IDS[3], 10**6, LIVE_IDS[200]]  # 5 is deleted
+    kwargs = {"with_payload": selector, "with_vectors": ["text", "colbert"]}
+    ours = client.retrieve("library", asked, **kwargs)
+    theirs = reference.retrieve("ref", asked, **kwargs)
+    _records_same(sorted(ours, key=lambda r: r.id), sorted(theirs, key=lambda r: r.id))
+
+
+def test_routed_searches_probe_further_until_the_page_is_full(
+    built: tuple[Served, QdrantClient, np.ndarray], reference: QdrantClient
+) -> None:
+    served, _, centres = built
+    settings = {**NO_CACHE, "routing_strategy": "nearest"}
+    near_d0 = [float(x) for x in centres[0] / np.linalg.norm(centres[0])]
+    only_d2 = models.Filter(
+        must=[models.HasIdCondition(has_id=[i for i in LIVE_IDS if i % 3 == 2][:30])]
+    )
+    with (
+        RouterThread(make_state(served, settings=settings)) as router,
+        closing(QdrantClient(url=router.url, timeout=60, check_compatibility=False)) as c,
+    ):
+        for kwargs in (
+            {"query_filter": only_d2, "limit": 10},  # matches in one far domain only
+            {"limit": 10, "offset": len(LIVE_IDS) - 5},  # deeper than the near domains
+            {"limit": 400, "score_threshold": -0.2},  # more than the near domains hold
+        ):
+            ours = c.query_points("library", query=near_d0, **kwargs).points
+            theirs = reference.query_points("ref", query=near_d0, **kwargs).points
+            _same(ours, theirs)
+            assert ours
+
+
+def test_a_home_that_is_down_leaves_an_answer_marked_partial(
+    built: tuple[Served, QdrantClient, np.ndarray], reference: QdrantClient
+) -> None:
+    served, _, _ = built
+    with RouterThread(make_state(served, settings=NO_CACHE)) as router:
+        served.west.mode = "down"
+        try:
+            with httpx.Client(base_url=router.url, timeout=60) as http:
+                for body in (
+                    {"query": _dense(51, IMAGE_DIM), "using": "image", "limit": 8},
+                    {"query": {"order_by": "rank"}, "limit": 8},
+                    {"query": _dense(52), "limit": 8},
+                ):
+                    response = http.post("/collections/library/points/query", json=body)
+                    assert response.status_code == 200, response.text
+                    assert response.headers["X-Librarian-Partial"] == "west/library-d2"
+                    ids = [p["id"] for p in response.json()["result"]["points"]]
+                    assert ids
+                    assert all(i % 3 != 2 or i % 7 == 3 for i in ids)  # east's points (and copies)
+                scrolled = http.post("/collections/library/points/scroll", json={"limit": 5})
+                assert scrolled.status_code == 502  # a scroll page needs every home
+        finally:
+            served.west.mode = "ok"
+
+
+def test_concurrent_clients_each_get_their_own_exact_answer(
+    world: tuple[RouterThread, QdrantClient], reference: QdrantClient
+) -> None:
+    router, _ = world
+    cases = [kind for seed in (61, 62, 63) for _, kind in _kinds(seed)[:11]]
+
+    def run(kind: dict[str, Any]) -> tuple[list[models.ScoredPoint], list[models.ScoredPoint]]:
+        with closing(QdrantClient(url=router.url, timeout=60, check_compatibility=False)) as c:
+            ours = c.query_points("library", **kind, limit=9, offset=2).points
+        return ours, reference.query_points("ref", **kind, limit=9, offset=2).points
+
+    with ThreadPoolExecutor(8) as pool:
+        for ours, theirs in pool.map(run, cases):
+            _same(ours, theirs)
+
+
+def test_remote_adapter_facets_and_payload_indexes() -> None:
+    port, client = remote_homes("solo")
+    client.create_collection(
+        "c", vectors_config=models.VectorParams(size=2, distance=models.Distance.DOT)
+    )
+    client.upsert(
+        "c",
+        [
+            models.PointStruct(id=i, vector=[1.0, float(i)], payload={"k": f"v{i % 3}", "x": i})
+            for i in range(10)
+        ],
+    )
+    # local mode keeps no payload indexes: the calls go through the client and succeed
+    port.create_payload_index("c", "k", models.PayloadSchemaType.KEYWORD)
+    port.create_payload_index("c", "k", models.PayloadSchemaType.KEYWORD)  # idempotent
+    hits = port.facet("c", models.FacetRequest(key="k", limit=2, exact=True))
+    assert [(h.value, h.count) for h in hits] == [("v0", 4), ("v1", 3)]
+    port.delete_payload_index("c", "k")
+    records, following = port.scroll_points(
+        "c", models.ScrollRequest(limit=3, order_by=models.OrderBy(key="x", direction="desc"))
+    )
+    assert [r.id for r in records] == [9, 8, 7]
+    assert following is None
+    points = port.query_points("c", models.QueryRequest(query=[0.0, 1.0], limit=2, offset=1))
+    assert [p.id for p in points] == [8, 7]
+    with pytest.raises(InvalidRequest):
+        port.query_points(
+            "c",
+            models.QueryRequest(
+                query=1, lookup_from=models.LookupLocation(collection="c"), limit=1
+            ),
+        )
+    port.close()

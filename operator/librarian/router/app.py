@@ -27,6 +27,7 @@ from qdrant_client.http import models
 from librarian.core.fusion import FusionError
 from librarian.core.routing import RoutingError
 from librarian.router.auth import Need, authentication, erases_everything, require_manage
+from librarian.router.exact import record_json
 from librarian.router.legacy import (
     DiscoverRequest,
     DiscoverRequestBatch,
@@ -56,10 +57,7 @@ from librarian.router.qdrant_api import (
     parse_body,
     parse_point_id,
     point_json,
-    record_json,
     request_timeout,
-    wants_payload,
-    wants_vector,
 )
 from librarian.router.query import (
     Querying,
@@ -320,17 +318,10 @@ class PointEndpoints:
         ids = [parse_point_id(i) for i in body.ids]
         selector = body.with_payload if body.with_payload is not None else True
         async with request_deadline(self._timeout(request)):
-            records = await self.querying.retrieve(
-                view,
-                ids,
-                wants_payload(selector),
-                wants_vector(body.with_vector),
-                self._timeout(request),
+            records = await self.querying.exact.retrieve(
+                view, ids, selector, body.with_vector or False, self._timeout(request)
             )
-        return ok(
-            [record_json(r.id, r.payload, r.vector, selector, body.with_vector) for r in records],
-            started,
-        )
+        return ok([record_json(r) for r in records], started)
 
     # ------------------------------------------------------------ writing
 

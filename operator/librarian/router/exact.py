@@ -44,7 +44,7 @@ from librarian.core.fusion import Hit
 from librarian.core.query_fusion import distribution_based_score_fusion, reciprocal_rank_fusion
 from librarian.router.library import DomainRoute, View, combine_filters
 from librarian.router.qdrant_api import ApiError, id_order_key, parse_point_id, select_payload
-from librarian.router.upstream import FanOut, Upstream
+from librarian.router.upstream import FanOut, Upstream, UpstreamUnavailable
 from librarian.services.versioning import is_tombstone, user_payload, version_of
 from librarian.storage.errors import InvalidRequest
 from librarian.storage.port import PointId, QdrantPort
@@ -55,6 +55,7 @@ __all__ = [
     "Ranked",
     "augmented_payload",
     "public_payload",
+    "record_json",
     "scored_json",
     "top_level_selector",
     "validate_page",
@@ -146,13 +147,19 @@ def public_payload(
     return user_payload(payload) if versioned else payload
 
 
-def scored_json(point: models.ScoredPoint) -> dict[str, Any]:
-    """A scored point as Qdrant renders it (``shard_key`` / ``order_value`` only when set)."""
+def scored_json(point: models.ScoredPoint | models.Record) -> dict[str, Any]:
+    """A scored point or a record as Qdrant renders it (``shard_key`` / ``order_value`` only
+    when set)."""
     data = point.model_dump(mode="json")
     for optional in ("shard_key", "order_value"):
         if data.get(optional) is None:
             data.pop(optional, None)
     return data
+
+
+def record_json(record: models.Record) -> dict[str, Any]:
+    """A retrieved or scrolled point as Qdrant renders it."""
+    return scored_json(record)
 
 
 def _id_of(value: Any) -> PointId:
@@ -368,44 +375,54 @@ class ExactQueries:
     async def _records(
         self, view: View, ids: list[PointId], with_vector: Any, timeout: float
     ) -> dict[PointId, models.Record]:
-        """The newest copy of each id across every unit (tombstones hide older copies)."""
+        """The newest live copy of each id across every unit, with ``with_vector``."""
+        found = await self.retrieve(view, ids, False, with_vector, timeout, "resolving examples")
+        return {_id_of(r.id): r for r in found}
+
+    async def retrieve(
+        self,
+        view: View,
+        ids: Sequence[PointId],
+        selector: Any,
+        with_vector: Any,
+        timeout: float,
+        what: str = "retrieve",
+    ) -> list[models.Record]:
+        """The newest copy of each of ``ids`` across every unit, in the order asked, each once
+        (a tombstone hides older copies; missing ids left out); Qdrant's selectors."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return []
         scroll = models.ScrollRequest(
-            limit=len(ids),
-            filter=models.Filter(must=[models.HasIdCondition(has_id=list(ids))]),
-            with_payload=augmented_payload(False) if view.routed else False,
+            limit=len(wanted),
+            filter=models.Filter(must=[models.HasIdCondition(has_id=list(wanted))]),
+            with_payload=augmented_payload(selector) if view.routed else selector,
             with_vector=with_vector,
         )
 
         def operation(route: DomainRoute) -> Callable[[QdrantPort], list[models.Record]]:
-            def run(port: QdrantPort) -> list[models.Record]:
-                if with_vector is True and not view.routed:
-                    found = port.retrieve(route.collection, ids, with_payload=False)
-                    return [models.Record(id=r.id, vector=r.vector) for r in found]
-                if with_vector is True:
-                    found = port.retrieve(route.collection, ids, with_payload=list(_VERSION_KEYS))
-                    return [
-                        models.Record(id=r.id, vector=r.vector, payload=r.payload)
-                        for r in found
-                        if not route.labelled_slice or r.payload.get(LABEL_KEY) == route.domain_id
-                    ]
-                request = scroll.model_copy(
-                    update={"filter": combine_filters(scroll.filter, route.slice_filter())}
-                )
-                return port.scroll_points(route.collection, request)[0]
-
-            return run
+            request = scroll.model_copy(
+                update={"filter": combine_filters(scroll.filter, route.slice_filter())}
+            )
+            return lambda port: home_scroll(port, route.collection, request)
 
         result = await self.upstream.fan_out(
             view, list(range(len(view.routes))), operation, timeout
         )
         newest: dict[PointId, models.Record] = {}
-        for records in result.complete("resolving example points"):
+        for records in result.complete(what):
             for record in records:
                 point_id = _id_of(record.id)
                 held = newest.get(point_id)
-                if held is None or version_of(record.payload) > version_of(held.payload):
+                if held is None or _newer(record.payload, held.payload):
                     newest[point_id] = record
-        return {i: r for i, r in newest.items() if not is_tombstone(r.payload)}
+        return [
+            newest[i].model_copy(
+                update={"payload": public_payload(newest[i].payload, selector, view.routed)}
+            )
+            for i in wanted
+            if i in newest and not (view.routed and is_tombstone(newest[i].payload))
+        ]
 
     # ------------------------------------------------------------ the order of a query
 
@@ -523,6 +540,31 @@ class ExactQueries:
         }
         base = request.model_copy(update=home_fields)
         own = {u: r.model_copy(update=home_fields) for u, r in (pinned or {}).items()}
+
+        def ask(todo: dict[int, int]) -> Awaitable[FanOut[list[models.ScoredPoint]]]:
+            requests = {
+                u: own.get(u, base).model_copy(update={"limit": n}) for u, n in todo.items()
+            }
+            return self._ask(view, requests, timeout)
+
+        return await self.paged(
+            view, units, order, depth, offset, request.with_payload, ask, timeout
+        )
+
+    async def paged(
+        self,
+        view: View,
+        units: Sequence[int],
+        order: _Order,
+        depth: int,
+        offset: int,
+        selector: Any,
+        ask: Callable[[dict[int, int]], Awaitable[FanOut[list[models.ScoredPoint]]]],
+        timeout: float,
+    ) -> tuple[list[Ranked], list[str]]:
+        """The exact ``depth`` first results over ``units`` (``ask`` gets how many each unit
+        is to give), the first ``offset`` left out: deeper where superseded copies took places
+        a unit's unseen results could take."""
         asked: dict[int, int] = {}
         answers: dict[int, list[models.ScoredPoint]] = {}
         failed: list[str] = []
@@ -531,17 +573,14 @@ class ExactQueries:
         todo = {u: depth for u in units}
         while True:
             if todo:
-                requests = {
-                    u: own.get(u, base).model_copy(update={"limit": n}) for u, n in todo.items()
-                }
-                todo = {}
-                result = await self._ask(view, requests, timeout)
+                result = await ask(todo)
                 for unit, points in result.answered:
                     answers[unit] = points
-                    asked[unit] = requests[unit].limit or 0
+                    asked[unit] = todo[unit]
+                todo = {}
                 failed += result.failed
                 units = [u for u in units if u in answers]
-            merged = _merge(answers, superseded, order, view.routed, request.with_payload)
+            merged = _merge(answers, superseded, order, view.routed, selector)
             if view.routed and len(view.routes) > 1:
                 page_ids = [r.point.id for r in merged[:depth] if r.point.id not in checked]
                 if page_ids:
@@ -599,6 +638,53 @@ class ExactQueries:
             for point_id, version in answer:
                 newest[point_id] = max(newest.get(point_id, 0), version)
         return newest
+
+    # ------------------------------------------------------------ scroll
+
+    async def scroll(
+        self, view: View, body: models.ScrollRequest, timeout: float
+    ) -> tuple[list[Ranked], PointId | None, list[str]]:
+        """One scroll page over every unit: id order (and the next page's offset), or the
+        ``order_by`` value's order merged across units (ties by id; no next offset, as Qdrant
+        answers), each point's newest copy, with Qdrant's payload and vector selectors."""
+        limit, _ = validate_page(body.limit, 0)
+        if body.offset is not None:  # a bad id is the request's fault, refused before any call
+            body = body.model_copy(update={"offset": parse_point_id(body.offset)})
+        order_by = body.order_by
+        if order_by is None:
+            order = _Order("id")
+        else:
+            direction = (
+                order_by.direction if isinstance(order_by, models.OrderBy) else None
+            ) or models.Direction.ASC
+            order = _Order("desc" if direction == models.Direction.DESC else "asc")
+        selector = body.with_payload if body.with_payload is not None else True
+        asked_with = augmented_payload(selector) if view.routed else selector
+        depth = limit + (1 if order_by is None else 0)  # one more: the next page's offset
+        by_key: dict[str, int] = {}
+
+        def operation(route: DomainRoute) -> Callable[[QdrantPort], list[models.ScoredPoint]]:
+            request = body.model_copy(
+                update={
+                    "limit": by_key[route.key],
+                    "filter": combine_filters(body.filter, route.read_filter()),
+                    "with_payload": asked_with,
+                }
+            )
+            return lambda port: [_scored(r) for r in home_scroll(port, route.collection, request)]
+
+        def ask(todo: dict[int, int]) -> Awaitable[FanOut[list[models.ScoredPoint]]]:
+            by_key.update({view.routes[u].key: n for u, n in todo.items()})
+            return self.upstream.fan_out(view, list(todo), operation, timeout)
+
+        units = list(range(len(view.routes)))
+        page, failed = await self.paged(view, units, order, depth, 0, selector, ask, timeout)
+        if failed:
+            raise UpstreamUnavailable(
+                f"scroll needs every domain; no answer from {', '.join(failed)}"
+            )
+        following = page[limit].point.id if order_by is None and len(page) > limit else None
+        return page[:limit], (None if following is None else _id_of(following)), failed
 
     # ------------------------------------------------------------ sampling
 
@@ -828,6 +914,50 @@ def _example_ids(query: Any) -> list[PointId]:
     return list(dict.fromkeys(found))
 
 
+def _scored(record: models.Record) -> models.ScoredPoint:
+    """A scroll record as a scored point (score 0), so one merge serves both."""
+    return models.ScoredPoint(
+        id=record.id,
+        version=0,
+        score=0.0,
+        payload=record.payload,
+        vector=record.vector,
+        order_value=record.order_value,
+    )
+
+
+def home_scroll(
+    port: QdrantPort, collection: str, request: models.ScrollRequest
+) -> list[models.Record]:
+    """One home's scroll page by Qdrant's own scroll; an id-order page an adapter does not
+    translate yet falls back to the narrow scroll (top-level payload selectors, the default
+    vector only)."""
+    try:
+        return port.scroll_points(collection, request)[0]
+    except InvalidRequest:
+        narrow = (
+            request.order_by is None
+            and top_level_selector(request.with_payload)
+            and isinstance(request.with_vector, bool | None)
+        )
+        if not narrow:
+            raise
+    offset = request.offset
+    records, _ = port.scroll(
+        collection,
+        limit=request.limit or 10,
+        offset=_id_of(offset) if offset is not None else None,
+        scroll_filter=request.filter,
+        with_vectors=bool(request.with_vector),
+        with_payload=True,
+    )
+    selector = request.with_payload if request.with_payload is not None else True
+    return [
+        models.Record(id=r.id, payload=select_payload(r.payload, selector), vector=r.vector)
+        for r in records
+    ]
+
+
 def _pairs(context: Any) -> list[models.ContextPair]:
     if context is None:
         return []
@@ -1013,3 +1143,10 @@ def _call_with(
     port: QdrantPort,
 ) -> list[tuple[PointId, int]]:
     return action(port, collection)
+
+
+def _newer(payload: dict[str, Any] | None, than: dict[str, Any] | None) -> bool:
+    """Is this copy the one to keep? The newer version; at one version a live copy wins over
+    a tombstone (left in a moving domain's homes by the write that took the point elsewhere)."""
+    mine, theirs = version_of(payload), version_of(than)
+    return mine > theirs or (mine == theirs and is_tombstone(than) and not is_tombstone(payload))

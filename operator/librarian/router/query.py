@@ -30,10 +30,8 @@ from librarian.router.library import DomainRoute, Library, View, combine_filters
 from librarian.router.qdrant_api import (
     ApiError,
     SearchRequest,
-    id_order_key,
     parse_point_id,
     point_json,
-    record_json,
     wants_payload,
     wants_vector,
 )
@@ -555,36 +553,16 @@ class Querying:
     async def scroll(
         self, view: View, body: models.ScrollRequest, timeout: float
     ) -> dict[str, Any]:
-        """One page of every domain's points in Qdrant's id order, and the next page's offset."""
-        if body.order_by is not None:
-            raise ApiError(
-                400, "Wrong input: order_by is not served by the library router; scroll in id order"
-            )
-        limit = bounded(body.limit if body.limit is not None else 10, "limit")
-        offset = parse_point_id(body.offset) if body.offset is not None else None
-        selector = body.with_payload if body.with_payload is not None else True
-        payload, vectors = wants_payload(selector), wants_vector(body.with_vector)
-
-        def operation(route: DomainRoute) -> Callable[[QdrantPort], list[PointRecord]]:
-            def run(port: QdrantPort) -> list[PointRecord]:
-                records, _ = port.scroll(
-                    route.collection,
-                    limit=limit + 1,
-                    offset=offset,
-                    scroll_filter=combine_filters(body.filter, route.read_filter()),
-                    with_vectors=vectors,
-                    with_payload=payload or view.routed,
-                )
-                return records
-
-            return run
-
-        result = await self.state.upstream.fan_out(view, self._every(view), operation, timeout)
-        merged = _by_id(result.complete("scroll"), versioned=view.routed)
-        ordered = sorted(merged.values(), key=lambda r: id_order_key(r.id))
-        page, rest = ordered[:limit], ordered[limit:]
-        points = [record_json(r.id, r.payload, r.vector, selector, body.with_vector) for r in page]
-        return {"points": points, "next_page_offset": rest[0].id if rest else None}
+        """One page of every domain's points in Qdrant's id order (and the next page's offset),
+        or by an ``order_by`` value; each point's newest copy."""
+        page, following, _ = await self.exact.scroll(view, body, timeout)
+        points = []
+        for ranked in page:
+            record = scored_json(ranked.point)
+            record.pop("score", None)
+            record.pop("version", None)
+            points.append(record)
+        return {"points": points, "next_page_offset": following}
 
     async def count(self, view: View, body: models.CountRequest, timeout: float) -> int:
         """Points matching the filter in every domain."""
