@@ -557,7 +557,7 @@ def test_legacy_endpoints_answer_as_the_query_they_mean(
         {"query": [0.1] * IMAGE_DIM, "using": "image", "limit": 0},
         {"query": [0.1] * IMAGE_DIM, "using": "image", "limit": 10**9},
         {"query": {"recommend": {"positive": [10**9]}}, "limit": 3},
-        {"query": {"nearest": [0.1] * DIM, "mmr": {"diversity": 0.5}}, "limit": 3},
+        {"query": {"nearest": [0.1] * DIM, "mmr": {"diversity": 1.5}}, "limit": 3},
     ],
 )
 def test_bad_limits_and_unknown_examples_are_refused_as_qdrant_does(
@@ -735,3 +735,31 @@ def test_remote_adapter_facets_and_payload_indexes() -> None:
             ),
         )
     port.close()
+
+
+@pytest.mark.parametrize("diversity", [0.0, 0.3, 0.8])
+def test_mmr_picks_among_the_global_candidates(
+    client: QdrantClient, reference: QdrantClient, diversity: float
+) -> None:
+    for kind in (
+        {"query": _dense(71)},
+        {"query": _dense(72, IMAGE_DIM), "using": "image"},
+        {"query": LIVE_IDS[7], "using": "image"},
+    ):
+        for page in (
+            {"limit": 8},
+            {"limit": 5, "offset": 3, "query_filter": GROUP, "with_vectors": ["image"]},
+        ):
+            nearest = kind["query"]
+            mmr = models.Mmr(diversity=diversity, candidates_limit=30)
+            query = models.NearestQuery(nearest=nearest, mmr=mmr)
+            asked = {**kind, **page, "query": query}
+            ours = client.query_points("library", **asked).points
+            theirs = reference.query_points("ref", **asked).points
+            assert [p.id for p in ours] == [p.id for p in theirs]
+            _same(ours, theirs)
+    hybrid = [models.Prefetch(query=_sparse(73), using="text", limit=40)]
+    query = models.NearestQuery(nearest=_dense(74), mmr=models.Mmr(diversity=diversity))
+    ours = client.query_points("library", prefetch=hybrid, query=query, limit=6).points
+    theirs = reference.query_points("ref", prefetch=hybrid, query=query, limit=6).points
+    assert [p.id for p in ours] == [p.id for p in theirs]

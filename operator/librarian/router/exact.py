@@ -43,6 +43,7 @@ from librarian.contracts.payload import LABEL_KEY, POINT_VERSION_KEY, RESERVED_K
 from librarian.core.fusion import Hit
 from librarian.core.query_fusion import distribution_based_score_fusion, reciprocal_rank_fusion
 from librarian.router.library import DomainRoute, View, combine_filters
+from librarian.router.mmr import detect_distance, mmr_order
 from librarian.router.qdrant_api import ApiError, id_order_key, parse_point_id, select_payload
 from librarian.router.upstream import FanOut, Upstream, UpstreamUnavailable
 from librarian.services.versioning import is_tombstone, user_payload, version_of
@@ -788,15 +789,48 @@ class ExactQueries:
     async def _mmr(
         self, view: View, request: models.QueryRequest, limit: int, offset: int, timeout: float
     ) -> tuple[list[Ranked], list[str]]:
-        """Maximal marginal relevance depends on every candidate: the global nearest
-        candidates first, then the diversity pick on each home over exactly those
-        candidates would differ; refused with what to do instead."""
-        raise ApiError(
-            400,
-            "Wrong input: mmr re-ranks the candidates of the whole collection together, which "
-            "the library's homes cannot do apart; query without mmr (the nearest candidates "
-            "are exact) and diversify them client-side",
+        """Maximal marginal relevance: the query's exact global nearest candidates (with the
+        vector it names), then Qdrant's diversity pick among them at the router."""
+        query = request.query
+        assert isinstance(query, models.NearestQuery)
+        assert query.mmr is not None
+        vector = query.nearest
+        if not (isinstance(vector, list) and vector and isinstance(vector[0], int | float)):
+            raise ApiError(
+                400,
+                "Wrong input: mmr over a library is served for dense vectors; sparse and "
+                "multi-vector candidates need the whole collection's index",
+            )
+        name = request.using or ""
+        diversity = query.mmr.diversity if query.mmr.diversity is not None else 0.5
+        if not 0.0 <= diversity <= 1.0:
+            raise ApiError(400, "Wrong input: mmr diversity must be between 0 and 1")
+        pool = query.mmr.candidates_limit if query.mmr.candidates_limit is not None else limit
+        candidates_request = request.model_copy(
+            update={
+                "query": models.NearestQuery(nearest=vector),
+                "limit": pool,
+                "offset": None,
+                "with_vector": True,
+            }
         )
+        candidates, failed = await self.query(view, candidates_request, timeout)
+        if not candidates:
+            return [], failed
+        rows = [_named_vector(r.point.vector, name) for r in candidates]
+        vectors = np.asarray(rows, dtype=np.float64)
+        distance = (
+            str(view.library.distance)
+            if view.library is not None and name == ""
+            else detect_distance(vector, vectors, [r.point.score for r in candidates])
+        )
+        if distance is None:
+            raise ApiError(
+                400,
+                f"Wrong input: the distance of vector {name!r} could not be told from its scores",
+            )
+        picked = mmr_order(vector, vectors, distance, diversity, offset + limit)[offset:]
+        return [_with_vectors(candidates[i], request.with_vector) for i in picked], failed
 
     # ------------------------------------------------------------ prefetch
 
@@ -1150,3 +1184,21 @@ def _newer(payload: dict[str, Any] | None, than: dict[str, Any] | None) -> bool:
     a tombstone (left in a moving domain's homes by the write that took the point elsewhere)."""
     mine, theirs = version_of(payload), version_of(than)
     return mine > theirs or (mine == theirs and is_tombstone(than) and not is_tombstone(payload))
+
+
+def _named_vector(vector: Any, name: str) -> list[float]:
+    """The dense vector ``name`` of a point's vectors (a list is the unnamed one)."""
+    value = vector.get(name) if isinstance(vector, dict) else vector
+    if not isinstance(value, list):
+        raise ApiError(400, f"Wrong input: the candidates have no dense vector {name!r}")
+    return [float(x) for x in value]
+
+
+def _with_vectors(ranked: Ranked, selector: Any) -> Ranked:
+    """A result with only the vectors the client asked for."""
+    vector = ranked.point.vector
+    if selector is None or selector is False:
+        vector = None
+    elif isinstance(selector, list) and isinstance(vector, dict):
+        vector = {k: v for k, v in vector.items() if k in selector}
+    return Ranked(ranked.point.model_copy(update={"vector": vector}), ranked.unit, ranked.version)
