@@ -14,6 +14,7 @@ names the adapter factory, so the same tests can run on other homes.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -76,10 +77,13 @@ def _vectors(rng: np.random.Generator, centre: np.ndarray) -> dict[str, Any]:
 class Served:
     """The library's clusters and definition, and its ``west`` cluster's breakable port."""
 
-    def __init__(self, fleet: Fleet, definition: LibraryDefinition, west: FlakyPort) -> None:
+    def __init__(
+        self, fleet: Fleet, definition: LibraryDefinition, west: FlakyPort, east: QdrantClient
+    ) -> None:
         self.fleet = fleet
         self.definition = definition
         self.west = west
+        self.east = east  # the default cluster's client (for a pass-through collection)
 
 
 NO_CACHE = {"caching": {"enable_result_cache": False}}
@@ -160,7 +164,7 @@ def built() -> Iterator[tuple[Served, QdrantClient, np.ndarray]]:
     )
     flaky_west = FlakyPort(west)
     fleet = Fleet.of_ports({"east": east, "west": flaky_west})
-    yield Served(fleet, definition, flaky_west), reference, centres
+    yield Served(fleet, definition, flaky_west, east_client), reference, centres
     fleet.close()
     reference.close()
 
@@ -763,3 +767,55 @@ def test_mmr_picks_among_the_global_candidates(
     ours = client.query_points("library", prefetch=hybrid, query=query, limit=6).points
     theirs = reference.query_points("ref", prefetch=hybrid, query=query, limit=6).points
     assert [p.id for p in ours] == [p.id for p in theirs]
+
+
+def test_lookup_from_a_pass_through_collection(
+    built: tuple[Served, QdrantClient, np.ndarray], reference: QdrantClient
+) -> None:
+    served, _, _ = built
+    examples = [
+        models.PointStruct(
+            id=i, vector={"": _dense(90 + i), "image": _dense(80 + i, IMAGE_DIM)}, payload={}
+        )
+        for i in range(3)
+    ]
+    vectors = CONFIG["vectors_config"]
+    config = {"vectors_config": {"": vectors[""], "image": vectors["image"]}}
+    for client in (served.east, reference):
+        if not client.collection_exists("examples"):
+            client.create_collection("examples", **config)
+            client.upsert("examples", examples)
+    query = models.RecommendQuery(recommend=models.RecommendInput(positive=[0, 1], negative=[2]))
+    lookup = models.LookupLocation(collection="examples", vector="image")
+    state = make_state(served, settings=NO_CACHE, passthrough=frozenset({"examples"}))
+    with (
+        RouterThread(state) as router,
+        closing(QdrantClient(url=router.url, timeout=60, check_compatibility=False)) as c,
+    ):
+        ours = c.query_points("library", query=query, using="image", lookup_from=lookup, limit=7)
+    theirs = reference.query_points("ref", query=query, using="image", lookup_from=lookup, limit=7)
+    _same(ours.points, theirs.points)  # ids 0..2 of the library are results: not excluded
+    assert {0, 1, 2} & {p.id for p in theirs.points} == {0, 1, 2} & {p.id for p in ours.points}
+
+
+def test_a_hung_home_leaves_a_partial_answer_within_the_timeout(
+    built: tuple[Served, QdrantClient, np.ndarray],
+) -> None:
+    served, _, _ = built
+    settings = {**NO_CACHE, "timeout": "500ms"}
+    with (
+        RouterThread(make_state(served, settings=settings)) as router,
+        httpx.Client(base_url=router.url, timeout=60) as http,
+    ):
+        served.west.mode = "hung"
+        try:
+            started = time.monotonic()
+            body = {"query": _dense(91, IMAGE_DIM), "using": "image", "limit": 5}
+            response = http.post("/collections/library/points/query", json=body)
+            assert time.monotonic() - started < 5
+            assert response.status_code == 200, response.text
+            assert response.headers["X-Librarian-Partial"] == "west/library-d2"
+            assert response.json()["result"]["points"]
+        finally:
+            served.west.release()
+            assert served.west.wait_idle(30)

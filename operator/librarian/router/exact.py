@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -251,7 +252,7 @@ def home_query(
 class _Order:
     """How merged results are ordered: a sort key (smaller first) and its primary part."""
 
-    kind: str  # "higher", "lower", "asc", "desc", "id", "random"
+    kind: str  # "higher", "lower", "asc", "desc", "id", "random"; "learn": from the answers
 
     def key(self, point: models.ScoredPoint) -> SortKey:
         ident = id_order_key(_id_of(point.id))
@@ -447,56 +448,65 @@ class ExactQueries:
                 return _Order("higher")
             if request.using in (None, ""):
                 return _Order("higher" if view.higher_is_better else "lower")
-            higher = await self._direction(view, request, units, timeout)
-            return _Order("higher" if higher else "lower")
+            return self._known_direction(view, request)
         if isinstance(query, models.RecommendQuery) and query.recommend.strategy in (
             None,
             models.RecommendStrategy.AVERAGE_VECTOR,
         ):  # a nearest search of the examples' average: the vector's own order
             if request.using in (None, ""):
                 return _Order("higher" if view.higher_is_better else "lower")
-            higher = await self._direction(view, request, units, timeout)
-            return _Order("higher" if higher else "lower")
+            return self._known_direction(view, request)
         return _Order("higher")  # recommend by scores, discover, context, feedback, formula
 
-    async def _direction(
-        self, view: View, request: models.QueryRequest, units: Sequence[int], timeout: float
-    ) -> bool:
-        """Is a higher score better for the named vector ``request.using``? Learnt from the
-        homes' own answers: a list of two scores shows it; else one home is asked with
-        another's score as threshold (Qdrant's threshold keeps the better side)."""
-        name = str(request.using)
-        key = (view.library.definition.version if view.library else view.routes[0].key, name)
-        if key in self._directions:
-            return self._directions[key]
+    def _direction_key(self, view: View, request: models.QueryRequest) -> tuple[str, str]:
+        version = view.library.definition.version if view.library else view.routes[0].key
+        return version, str(request.using)
+
+    def _known_direction(self, view: View, request: models.QueryRequest) -> _Order:
+        """The order of a named vector's scores if already learnt; else to be learnt from the
+        first answers."""
+        known = self._directions.get(self._direction_key(view, request))
+        if known is None:
+            return _Order("learn")
+        return _Order("higher" if known else "lower")
+
+    async def _learned(
+        self,
+        view: View,
+        request: models.QueryRequest,
+        answers: dict[int, list[models.ScoredPoint]],
+        timeout: float,
+    ) -> _Order:
+        """The order of a named vector's scores, learnt from the homes' own ranked answers: a
+        list of two different scores shows it; else one home is asked with another's score as
+        threshold (Qdrant's threshold keeps the better side)."""
+        key = self._direction_key(view, request)
+        heads: list[tuple[int, float]] = []
+        for unit, points in sorted(answers.items()):
+            scores = [p.score for p in points]
+            change = next(((a, b) for a, b in itertools.pairwise(scores) if a != b), None)
+            if change is not None:
+                self._directions[key] = change[0] > change[1]
+                return self._known_direction(view, request)
+            if scores:
+                heads.append((unit, scores[0]))
+        if len({score for _, score in heads}) < 2:
+            return _Order("higher")  # nothing to order: any direction gives the same page
+        (unit, mine), other = heads[0], next(s for _, s in heads if s != heads[0][1])
         probe = request.model_copy(
             update={
-                "limit": 2,
+                "limit": 1,
                 "offset": None,
-                "score_threshold": None,
+                "score_threshold": other,
                 "with_payload": False,
                 "with_vector": False,
                 "prefetch": None,
             }
         )
-        answers = await self._ask(view, {u: probe for u in units}, timeout)
-        heads: list[tuple[int, float]] = []
-        for unit, points in answers.answered:
-            scores = [p.score for p in points]
-            if len(scores) >= 2 and scores[0] != scores[1]:
-                self._directions[key] = scores[0] > scores[1]
-                return self._directions[key]
-            if scores:
-                heads.append((unit, scores[0]))
-        distinct = {score for _, score in heads}
-        if len(distinct) < 2:
-            return True  # nothing to order: any direction gives the same page
-        (unit, mine), other = heads[0], next(s for _, s in heads if s != heads[0][1])
-        check = probe.model_copy(update={"limit": 1, "score_threshold": other})
-        again = await self._ask(view, {unit: check}, timeout)
+        again = await self._ask(view, {unit: probe}, timeout)
         kept = bool(again.answered and again.answered[0][1])
         self._directions[key] = kept == (mine > other)
-        return self._directions[key]
+        return self._known_direction(view, request)
 
     # ------------------------------------------------------------ asking the homes
 
@@ -548,8 +558,11 @@ class ExactQueries:
             }
             return self._ask(view, requests, timeout)
 
+        async def learn(answers: dict[int, list[models.ScoredPoint]]) -> _Order:
+            return await self._learned(view, request, answers, timeout)
+
         return await self.paged(
-            view, units, order, depth, offset, request.with_payload, ask, timeout
+            view, units, order, depth, offset, request.with_payload, ask, timeout, learn=learn
         )
 
     async def paged(
@@ -562,6 +575,8 @@ class ExactQueries:
         selector: Any,
         ask: Callable[[dict[int, int]], Awaitable[FanOut[list[models.ScoredPoint]]]],
         timeout: float,
+        *,
+        learn: Callable[[dict[int, list[models.ScoredPoint]]], Awaitable[_Order]] | None = None,
     ) -> tuple[list[Ranked], list[str]]:
         """The exact ``depth`` first results over ``units`` (``ask`` gets how many each unit
         is to give), the first ``offset`` left out: deeper where superseded copies took places
@@ -581,6 +596,10 @@ class ExactQueries:
                 todo = {}
                 failed += result.failed
                 units = [u for u in units if u in answers]
+            if order.kind == "learn":
+                if learn is None:
+                    raise ValueError("an order to learn needs a way to learn it")
+                order = await learn(answers)
             merged = _merge(answers, superseded, order, view.routed, selector)
             if view.routed and len(view.routes) > 1:
                 page_ids = [r.point.id for r in merged[:depth] if r.point.id not in checked]
@@ -597,13 +616,7 @@ class ExactQueries:
                     if stale:
                         superseded.update(stale)
                         continue
-            for unit in units:
-                points = answers[unit]
-                if len(points) < asked[unit]:
-                    continue  # the unit has nothing more
-                boundary = order.primary(points[-1])
-                if len(merged) < depth or order.primary(merged[depth - 1].point) > boundary:
-                    todo[unit] = asked[unit] * 2
+            todo = _deeper(units, answers, asked, merged, depth, order)
             if not todo or order.kind == "random":
                 return merged[offset:depth], failed
 
@@ -1202,3 +1215,24 @@ def _with_vectors(ranked: Ranked, selector: Any) -> Ranked:
     elif isinstance(selector, list) and isinstance(vector, dict):
         vector = {k: v for k, v in vector.items() if k in selector}
     return Ranked(ranked.point.model_copy(update={"vector": vector}), ranked.unit, ranked.version)
+
+
+def _deeper(
+    units: Sequence[int],
+    answers: dict[int, list[models.ScoredPoint]],
+    asked: dict[int, int],
+    merged: list[Ranked],
+    depth: int,
+    order: _Order,
+) -> dict[int, int]:
+    """The units to ask again, twice as deep: those that had more to give and whose next
+    results could still rank within the page (dropped copies left places for them)."""
+    todo: dict[int, int] = {}
+    for unit in units:
+        points = answers[unit]
+        if len(points) < asked[unit]:
+            continue  # the unit has nothing more
+        boundary = order.primary(points[-1])
+        if len(merged) < depth or order.primary(merged[depth - 1].point) > boundary:
+            todo[unit] = asked[unit] * 2
+    return todo
