@@ -24,6 +24,7 @@ import httpx
 import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
 
 from librarian.contracts.payload import POINT_VERSION_KEY, TOMBSTONE_KEY
 from librarian.router.library import DomainRoute, LibraryDefinition
@@ -819,3 +820,59 @@ def test_a_hung_home_leaves_a_partial_answer_within_the_timeout(
         finally:
             served.west.release()
             assert served.west.wait_idle(30)
+
+
+def test_idf_weighted_sparse_vectors_are_refused_over_several_homes() -> None:
+    homes = [HOMES("east"), HOMES("west")]
+    config: dict[str, Any] = {
+        "vectors_config": {"": models.VectorParams(size=DIM, distance=models.Distance.COSINE)},
+        "sparse_vectors_config": {"text": models.SparseVectorParams(modifier=models.Modifier.IDF)},
+    }
+    rng = np.random.default_rng(3)
+    routes = []
+    for d, (port, client) in enumerate(homes):
+        client.create_collection(f"idf-d{d}", **config)
+        client.upsert(
+            f"idf-d{d}",
+            [
+                models.PointStruct(
+                    id=d * 100 + i,
+                    vector={"": _dense(d * 100 + i), "text": _sparse(d * 100 + i)},
+                    payload={POINT_VERSION_KEY: 1},
+                )
+                for i in range(20)
+            ],
+        )
+        routes.append(
+            DomainRoute(
+                domain_id=f"d{d}",
+                name=f"domain {d}",
+                cluster=port.cluster,
+                collection=f"idf-d{d}",
+                centroid=tuple(float(x) for x in rng.normal(size=DIM)),
+                size=0,
+                specialized=True,
+                versioned=True,
+            )
+        )
+    definition = LibraryDefinition(
+        name="idf", domains=tuple(routes), default_cluster="east", version="v1"
+    )
+    fleet = Fleet.of_ports({"east": homes[0][0], "west": homes[1][0]})
+    served = Served(fleet, definition, FlakyPort(homes[1][0]), homes[0][1])
+    try:
+        with (
+            RouterThread(make_state(served, settings=NO_CACHE)) as router,
+            closing(QdrantClient(url=router.url, timeout=60, check_compatibility=False)) as c,
+        ):
+            for kwargs in (
+                {"query": _sparse(1), "using": "text"},
+                {"prefetch": [models.Prefetch(query=_sparse(2), using="text")], "query": _dense(3)},
+            ):
+                with pytest.raises(UnexpectedResponse) as refused:
+                    c.query_points("idf", limit=5, **kwargs)
+                assert refused.value.status_code == 400
+                assert "IDF" in str(refused.value)
+            assert c.query_points("idf", query=_dense(4), limit=5).points  # dense is served
+    finally:
+        fleet.close()

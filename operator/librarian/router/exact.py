@@ -297,6 +297,7 @@ class ExactQueries:
         self.view_of = view_of
         self.rng = rng or random.Random()
         self._directions: dict[tuple[str, str], bool] = {}  # (view, vector) -> higher is better
+        self._corpus_weighted: dict[tuple[str, str, str], bool] = {}  # sparse vector uses IDF
 
     # ------------------------------------------------------------ entry point
 
@@ -314,6 +315,7 @@ class ExactQueries:
         request, excluded = await self._resolved(view, request, timeout)
         if excluded:
             request = request.model_copy(update={"filter": _without_ids(request.filter, excluded)})
+        await self._refuse_corpus_weighting(view, request, timeout)
         prefetches = _prefetches(request)
         if prefetches:
             return await self._with_prefetch(view, request, prefetches, limit, offset, timeout)
@@ -324,6 +326,53 @@ class ExactQueries:
         units = list(range(len(view.routes)))
         order = await self._order(view, request, units, timeout)
         return await self._exact(view, request, units, order, limit, offset, timeout)
+
+    async def _refuse_corpus_weighting(
+        self, view: View, request: models.QueryRequest, timeout: float
+    ) -> None:
+        """A sparse vector with Qdrant's IDF modifier scores by document frequencies of the
+        whole collection, which each home computes over its own points only: refused over
+        several homes. Told (once per library version and vector) by whether a home's score
+        is the plain dot product of the query and the point's vector."""
+        query = request.query
+        sparse = query.nearest if isinstance(query, models.NearestQuery) else None
+        if not isinstance(sparse, models.SparseVector) or len(view.routes) < 2:
+            return
+        key = (*self._direction_key(view, request), "idf")
+        if key not in self._corpus_weighted:
+            self._corpus_weighted[key] = await self._weighted(view, request, sparse, timeout)
+        if self._corpus_weighted[key]:
+            raise ApiError(
+                400,
+                f"Wrong input: sparse vector {request.using!r} is weighted by IDF, computed by "
+                "each home over its own points only, so scores would differ from one "
+                "collection's; query it without the IDF modifier or on one collection",
+            )
+
+    async def _weighted(
+        self, view: View, request: models.QueryRequest, sparse: models.SparseVector, timeout: float
+    ) -> bool:
+        probe = models.QueryRequest(
+            query=models.NearestQuery(nearest=sparse),
+            using=request.using,
+            limit=1,
+            with_payload=False,
+            with_vector=[str(request.using)],
+        )
+        answers = await self._ask(view, dict.fromkeys(range(len(view.routes)), probe), timeout)
+        for _, points in answers.answered:
+            for point in points:
+                stored = (
+                    point.vector.get(str(request.using)) if isinstance(point.vector, dict) else None
+                )
+                if isinstance(stored, models.SparseVector):
+                    mine = dict(zip(sparse.indices, sparse.values, strict=True))
+                    dot = sum(
+                        mine.get(i, 0.0) * v
+                        for i, v in zip(stored.indices, stored.values, strict=True)
+                    )
+                    return not np.isclose(dot, point.score, rtol=1e-3, atol=1e-5)
+        return False  # no point scored: nothing to tell apart
 
     # ------------------------------------------------------------ resolving ids
 
