@@ -876,3 +876,37 @@ def test_idf_weighted_sparse_vectors_are_refused_over_several_homes() -> None:
             assert c.query_points("idf", query=_dense(4), limit=5).points  # dense is served
     finally:
         fleet.close()
+
+
+def _poll(condition: Callable[[], bool], seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_the_recall_estimate_covers_filtered_deep_and_threshold_pages(
+    built: tuple[Served, QdrantClient, np.ndarray], reference: QdrantClient
+) -> None:
+    served, _, centres = built
+    settings = {**NO_CACHE, "routing_strategy": "nearest", "shadow_fraction": 1.0}
+    near_d0 = [float(x) for x in centres[0] / np.linalg.norm(centres[0])]
+    state = make_state(served, settings=settings)
+    true_recalls = []
+    with (
+        RouterThread(state) as router,
+        closing(QdrantClient(url=router.url, timeout=60, check_compatibility=False)) as c,
+    ):
+        for kwargs in (
+            {"query_filter": GROUP, "limit": 10},
+            {"limit": 10, "offset": 60},
+            {"limit": 10, "score_threshold": 0.0},
+        ):
+            compared = state.estimator.compared
+            ours = {p.id for p in c.query_points("library", query=near_d0, **kwargs).points}
+            theirs = {p.id for p in reference.query_points("ref", query=near_d0, **kwargs).points}
+            true_recalls.append(len(ours & theirs) / len(theirs))
+            assert _poll(lambda compared=compared: state.estimator.compared > compared)
+    assert state.estimator.estimate == pytest.approx(np.mean(true_recalls))
