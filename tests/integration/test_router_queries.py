@@ -893,6 +893,14 @@ def test_the_recall_estimate_covers_filtered_deep_and_threshold_pages(
     served, _, centres = built
     settings = {**NO_CACHE, "routing_strategy": "nearest", "shadow_fraction": 1.0}
     near_d0 = [float(x) for x in centres[0] / np.linalg.norm(centres[0])]
+    # points with an older copy or a tombstone elsewhere are left out: a routed search does
+    # not ask the homes it skips for newer copies (the consistency model's transient gap)
+    settled = models.Filter(
+        must_not=[
+            models.HasIdCondition(has_id=[i for i in range(POINTS) if i % 7 == 3 or i % 29 == 5])
+        ]
+    )
+    grouped = models.Filter(must=[GROUP, settled])
     state = make_state(served, settings=settings)
     true_recalls = []
     with (
@@ -900,9 +908,9 @@ def test_the_recall_estimate_covers_filtered_deep_and_threshold_pages(
         closing(QdrantClient(url=router.url, timeout=60, check_compatibility=False)) as c,
     ):
         for kwargs in (
-            {"query_filter": GROUP, "limit": 10},
-            {"limit": 10, "offset": 60},
-            {"limit": 10, "score_threshold": 0.0},
+            {"query_filter": grouped, "limit": 10},
+            {"limit": 10, "offset": 60, "query_filter": settled},
+            {"limit": 10, "score_threshold": 0.0, "query_filter": settled},
         ):
             compared = state.estimator.compared
             ours = {p.id for p in c.query_points("library", query=near_d0, **kwargs).points}

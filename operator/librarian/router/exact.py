@@ -670,11 +670,15 @@ class ExactQueries:
                 return merged[offset:depth], failed
 
     async def newest_versions(
-        self, view: View, ids: list[PointId], timeout: float
+        self,
+        view: View,
+        ids: list[PointId],
+        timeout: float,
+        routes: Sequence[DomainRoute] | None = None,
     ) -> dict[PointId, int]:
         """The newest version of each id in any home of the view (tombstones and the homes of
-        moves in flight included). A home that does not answer is left out: the answer it
-        would have completed is already partial."""
+        moves in flight included), or in the homes of ``routes`` only. A home that does not
+        answer is left out: the answer it would have completed is already partial."""
 
         def versions(port: QdrantPort, collection: str) -> list[tuple[PointId, int]]:
             records = port.retrieve(
@@ -682,7 +686,11 @@ class ExactQueries:
             )
             return [(r.id, version_of(r.payload)) for r in records]
 
-        homes = list(view.homes().values())
+        homes = (
+            list(view.homes().values())
+            if routes is None
+            else list({route.home: route for route in routes}.values())
+        )
         answers = await asyncio.gather(
             *(
                 self.upstream.call(

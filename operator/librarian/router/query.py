@@ -407,9 +407,13 @@ class Querying:
         result = await self.state.upstream.fan_out(view, units, operation, timeout)
         lists = _newest_hits(result.results)
         cut = False
-        if view.routed and len(view.routes) > 1:
+        # the homes this search asked (a routed search is approximate: homes it skipped are
+        # not asked for newer copies either, as the consistency model says); one home holds
+        # one copy of a point
+        asked = [view.routes[u] for u, _ in result.answered]
+        if view.routed and len({route.home for route in asked}) > 1:
             ids = list(dict.fromkeys(h.id for hits in lists for h in hits))
-            newest = await self.exact.newest_versions(view, ids, timeout) if ids else {}
+            newest = await self.exact.newest_versions(view, ids, timeout, asked) if ids else {}
             kept = [
                 [h for h in hits if version_of(h.payload) >= newest.get(h.id, 0)] for hits in lists
             ]
