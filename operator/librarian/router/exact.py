@@ -324,7 +324,7 @@ class ExactQueries:
         if isinstance(request.query, models.SampleQuery):
             return await self._sample(view, request, limit, offset, timeout, None)
         units = list(range(len(view.routes)))
-        order = await self._order(view, request, units, timeout)
+        order = self._order(view, request)
         return await self._exact(view, request, units, order, limit, offset, timeout)
 
     async def _refuse_corpus_weighting(
@@ -477,9 +477,9 @@ class ExactQueries:
 
     # ------------------------------------------------------------ the order of a query
 
-    async def _order(
-        self, view: View, request: models.QueryRequest, units: Sequence[int], timeout: float
-    ) -> _Order:
+    def _order(self, view: View, request: models.QueryRequest) -> _Order:
+        """How the query's results are ordered (a named vector's direction may be learnt
+        from the first answers)."""
         query = request.query
         if query is None:
             return _Order("id")
@@ -955,7 +955,7 @@ class ExactQueries:
             if isinstance(query, models.SampleQuery):
                 page, missing = await self._sample(view, outer, limit, offset, timeout, pinned)
                 return page, failed + missing
-            order = await self._order(view, outer, list(held), timeout)
+            order = self._order(view, outer)
         else:
             raise ApiError(400, f"Wrong input: query {type(query).__name__} is not served")
         page, missing = await self._exact(
@@ -1186,23 +1186,12 @@ def _pinned_prefetches(
             models.Prefetch(
                 query=inner.query,
                 using=inner.using,
-                filter=_with_ids(inner.filter, ids or [_never_id(hits)]),
+                filter=_with_ids(inner.filter, ids),  # none held here: matches nothing
                 params=inner.params,
                 limit=max(1, len(ids)),
             )
         )
     return pinned
-
-
-def _never_id(hits: list[Ranked]) -> PointId:
-    """An id to restrict a pinned prefetch to nothing on a unit holding none of its candidates."""
-    return "00000000-0000-0000-0000-000000000000" if not hits else _unused_uuid(hits)
-
-
-def _unused_uuid(hits: list[Ranked]) -> PointId:
-    used = {_id_of(r.point.id) for r in hits}
-    candidate = "00000000-0000-0000-0000-000000000000"
-    return candidate if candidate not in used else "ffffffff-ffff-ffff-ffff-ffffffffffff"
 
 
 def _fused(candidates: list[list[Ranked]], query: Any, depth: int) -> list[Ranked]:
