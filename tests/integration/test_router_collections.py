@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,14 @@ from librarian.storage.fleet import ClusterConfig, Fleet
 from librarian.storage.port import CollectionSpec
 
 from .recording_server import Recorded, recording_server
-from .router_support import DIM, Library, RouterThread, build_embedded_library, make_state
+from .router_support import (
+    DIM,
+    Library,
+    RouterThread,
+    build_embedded_library,
+    library_with_flaky_west,
+    make_state,
+)
 
 ADMIN = "admin-key-for-tests"
 READER = "reader-key-for-tests"
@@ -419,3 +429,112 @@ def test_passthrough_is_a_byte_for_byte_proxy(built: Library) -> None:
     for response in (first, second, third):
         assert UPSTREAM_KEY not in response.text
         assert UPSTREAM_KEY not in json.dumps(dict(response.headers))
+
+
+def test_a_home_down_is_an_error_never_a_wrong_info_or_a_partial_index(tmp_path: Path) -> None:
+    with (
+        library_with_flaky_west(tmp_path) as (built, west),
+        RouterThread(make_state(built, keys=KEYS)) as router,
+    ):
+        headers = {"api-key": ADMIN}
+        west.mode = "down"
+        info = httpx.get(f"{router.url}/collections/library", headers=headers)
+        assert info.status_code in (502, 503), info.text
+        _error(info, info.status_code)
+        index = httpx.put(
+            f"{router.url}/collections/library/index",
+            json={"field_name": "group", "field_schema": "keyword"},
+            headers=headers,
+        )
+        message = _error(index, 502)
+        assert "west/library-d2" in message
+        assert "repeat the request" in message
+        west.mode = "ok"
+        router.state.breaker.success("west")  # the circuit closes as after a good probe
+        index = httpx.put(
+            f"{router.url}/collections/library/index",
+            json={"field_name": "group", "field_schema": "keyword"},
+            headers=headers,
+        )
+        assert index.status_code == 200, index.text
+        for route in built.definition.domains:
+            schema = built.fleet.get(route.cluster).describe_collection(route.collection)
+            assert "group" in schema.payload_schema
+        info = httpx.get(f"{router.url}/collections/library", headers=headers)
+        assert info.json()["result"]["points_count"] == len(built.points)
+
+
+def test_concurrent_alias_changes_all_land(router: RouterThread) -> None:
+    names = [f"concurrent-{i}" for i in range(8)]
+
+    def create(alias: str) -> int:
+        action = {"create_alias": {"collection_name": "library", "alias_name": alias}}
+        return _change(router, [action]).status_code
+
+    with ThreadPoolExecutor(len(names)) as pool:
+        assert list(pool.map(create, names)) == [200] * len(names)
+    listed = {a.alias_name for a in _client(router).get_aliases().aliases}
+    assert set(names) <= listed
+    _change(router, [{"delete_alias": {"alias_name": a}} for a in names])
+    assert not set(names) & {a.alias_name for a in _client(router).get_aliases().aliases}
+
+
+def test_passthrough_limits_apply_and_a_hung_or_absent_upstream_is_a_clear_error(
+    built: Library,
+) -> None:
+    release = threading.Event()
+
+    def answer(request: Recorded, index: int) -> tuple[int, bytes]:
+        if request.path.startswith("/collections/plain/points/count"):
+            release.wait(30)
+        return 200, b'{"result":{"count":1},"status":"ok","time":0.0}'
+
+    with recording_server(answer, raw=True) as upstream:
+        fleet = Fleet.of_ports(
+            {"east": built.fleet.get("east"), "west": built.fleet.get("west")},
+            [ClusterConfig("upstream", url=upstream.url, api_key=UPSTREAM_KEY)],
+        )
+        config = replace(
+            make_state(built, keys=KEYS).config,
+            fleet=fleet,
+            default_cluster="upstream",
+            passthrough=frozenset({"plain"}),
+            aliases_cluster="east",
+        )
+        with RouterThread(RouterState(config)) as router:
+            headers = {"api-key": ADMIN}
+            deep = "[" * 200 + "]" * 200
+            refused = httpx.post(
+                f"{router.url}/collections/plain/points/scroll",
+                content=f'{{"filter": {deep}}}'.encode(),
+                headers={**headers, "Content-Type": "application/json"},
+            )
+            assert refused.status_code == 400, refused.text
+            assert upstream.requests == []  # refused before anything was forwarded
+            started = time.monotonic()
+            try:
+                hung = httpx.post(
+                    f"{router.url}/collections/plain/points/count?timeout=1",
+                    json={},
+                    headers=headers,
+                    timeout=30,
+                )
+            finally:
+                release.set()
+            assert "did not answer within 1s" in _error(hung, 504)
+            assert time.monotonic() - started < 10
+        upstream_url = upstream.url
+    config = replace(
+        config,
+        fleet=Fleet.of_ports(
+            {"east": built.fleet.get("east"), "west": built.fleet.get("west")},
+            [ClusterConfig("upstream", url=upstream_url, api_key=UPSTREAM_KEY)],
+        ),
+    )
+    with RouterThread(RouterState(config)) as router:  # the upstream server is gone
+        gone = httpx.post(
+            f"{router.url}/collections/plain/points/count", json={}, headers={"api-key": ADMIN}
+        )
+        message = _error(gone, 502)
+        assert "could not be reached" in message
+        assert UPSTREAM_KEY not in message
