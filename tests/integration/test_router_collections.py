@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from qdrant_client import AsyncQdrantClient, QdrantClient
 from qdrant_client.http import models
@@ -71,13 +72,17 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Library]:
     east = library.fleet.get("east")
     east.create_collection("plain", CollectionSpec(vector_size=DIM))
     east.upsert("plain", library.points[:10])
+    east.create_collection("plain2", CollectionSpec(vector_size=DIM))
+    east.upsert("plain2", library.points[10:20])
     yield library
     library.fleet.close()
 
 
 @pytest.fixture(scope="module")
 def router(built: Library) -> Iterator[RouterThread]:
-    state = make_state(built, keys=KEYS, passthrough=frozenset({"plain", "reference", "absent"}))
+    state = make_state(
+        built, keys=KEYS, passthrough=frozenset({"plain", "plain2", "reference", "absent"})
+    )
     with RouterThread(state) as running:
         yield running
 
@@ -117,7 +122,7 @@ def test_collection_exists_and_listing_as_qdrant_answers(
         assert client.collection_exists(name) is expected, name
     # allowlisted but absent: not listed, does not exist; the product's own never listed
     listed = {c.name for c in client.get_collections().collections}
-    assert listed == {"library", "plain", "reference"}
+    assert listed == {"library", "plain", "plain2", "reference"}
 
 
 def test_library_info_is_computed_from_the_homes(
@@ -538,3 +543,36 @@ def test_passthrough_limits_apply_and_a_hung_or_absent_upstream_is_a_clear_error
         message = _error(gone, 502)
         assert "could not be reached" in message
         assert UPSTREAM_KEY not in message
+
+
+def test_an_alias_moved_to_another_collection_never_serves_the_old_ones_answer(
+    router: RouterThread, built: Library
+) -> None:
+    client = _client(router)
+    query = built.points[3].vector or []
+
+    def point_to(collection: str) -> None:
+        actions: list[Any] = [
+            models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name="moving")),
+            models.CreateAliasOperation(
+                create_alias=models.CreateAlias(collection_name=collection, alias_name="moving")
+            ),
+        ]
+        assert client.update_collection_aliases(change_aliases_operations=actions)
+
+    try:
+        for collection, points in (
+            ("plain", built.points[:10]),
+            ("plain2", built.points[10:20]),
+            ("library", built.points),
+        ):
+            point_to(collection)
+            for _ in range(2):  # the second one may come from the cache
+                got = client.query_points("moving", query=query, limit=3).points
+                nearest = sorted(
+                    points,
+                    key=lambda p: -float(np.dot(p.vector or [], query)),
+                )[:3]
+                assert [p.id for p in got] == [p.id for p in nearest], collection
+    finally:
+        _change(router, [{"delete_alias": {"alias_name": "moving"}}])
