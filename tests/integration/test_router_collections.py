@@ -352,8 +352,16 @@ def test_hostile_aliases_are_refused(router: RouterThread) -> None:
         _change(router, [{"delete_alias": {"alias_name": "loop-a"}}])
 
 
-def test_async_client_sees_the_same(router: RouterThread, reference: QdrantClient) -> None:
-    async def run() -> tuple[bool, bool, int | None, int]:
+def test_async_client_sees_the_same(
+    router: RouterThread, reference: QdrantClient, built: Library
+) -> None:
+    alias = [
+        models.CreateAliasOperation(
+            create_alias=models.CreateAlias(collection_name="library", alias_name="async-books")
+        )
+    ]
+
+    async def run() -> tuple[bool, bool, int | None, set[tuple[str, str]], int]:
         client = AsyncQdrantClient(
             url=router.url, api_key=ADMIN, timeout=30, check_compatibility=False
         )
@@ -361,18 +369,42 @@ def test_async_client_sees_the_same(router: RouterThread, reference: QdrantClien
             exists = await client.collection_exists("library")
             missing = await client.collection_exists("missing")
             info = await client.get_collection("library")
-            aliases = await client.get_aliases()
-            return exists, missing, info.points_count, len(aliases.aliases)
+            await client.update_collection_aliases(change_aliases_operations=alias)
+            aliases = _alias_pairs(await client.get_aliases())
+            await client.create_payload_index("async-books", "text", INDEXES["text"])
+            counted = await client.count("async-books", exact=True)
+            await client.update_collection_aliases(
+                change_aliases_operations=[
+                    models.DeleteAliasOperation(
+                        delete_alias=models.DeleteAlias(alias_name="async-books")
+                    )
+                ]
+            )
+            return exists, missing, info.points_count, aliases, counted.count
         finally:
             await client.close()
 
-    exists, missing, points, aliases = asyncio.run(run())
+    exists, missing, points, aliases, counted = asyncio.run(run())
     assert (exists, missing) == (
         reference.collection_exists("library"),
         reference.collection_exists("missing"),
     )
     assert points == reference.get_collection("library").points_count
-    assert aliases == len(reference.get_aliases().aliases)
+    reference.update_collection_aliases(change_aliases_operations=alias)
+    try:
+        assert aliases == _alias_pairs(reference.get_aliases())
+    finally:
+        reference.update_collection_aliases(
+            change_aliases_operations=[
+                models.DeleteAliasOperation(
+                    delete_alias=models.DeleteAlias(alias_name="async-books")
+                )
+            ]
+        )
+    assert counted == reference.count("library", exact=True).count
+    for route in built.definition.domains:
+        schema = built.fleet.get(route.cluster).describe_collection(route.collection)
+        assert schema.payload_schema["text"].params == INDEXES["text"]
 
 
 # ------------------------------------------------------------------ pass-through proxy
@@ -576,3 +608,51 @@ def test_an_alias_moved_to_another_collection_never_serves_the_old_ones_answer(
                 assert [p.id for p in got] == [p.id for p in nearest], collection
     finally:
         _change(router, [{"delete_alias": {"alias_name": "moving"}}])
+
+
+def test_an_alias_of_a_proxied_collection_is_forwarded_under_the_collections_name(
+    built: Library,
+) -> None:
+    def answer(request: Recorded, index: int) -> tuple[int, bytes]:
+        if request.path.startswith("/collections/plain/exists"):
+            return 200, b'{"result":{"exists":true},"status":"ok","time":0.0}'
+        if request.path.startswith("/collections/shadow/exists"):
+            return 200, b'{"result":{"exists":false},"status":"ok","time":0.0}'
+        return 200, b'{"result":{"count":7},"status":"ok","time":0.0}'
+
+    with recording_server(answer, raw=True) as upstream:
+        fleet = Fleet.of_ports(
+            {"east": built.fleet.get("east"), "west": built.fleet.get("west")},
+            [ClusterConfig("upstream", url=upstream.url, api_key=UPSTREAM_KEY)],
+        )
+        config = replace(
+            make_state(built, keys=KEYS).config,
+            fleet=fleet,
+            default_cluster="upstream",
+            passthrough=frozenset({"plain"}),
+            aliases_cluster="east",
+        )
+        with RouterThread(RouterState(config)) as router:
+            action = {"create_alias": {"collection_name": "plain", "alias_name": "shadow"}}
+            try:
+                assert _change(router, [action]).status_code == 200
+                counted = httpx.post(
+                    f"{router.url}/collections/shadow/points/count?exact=true",
+                    content=b'{"exact": true}',
+                    headers={"api-key": ADMIN, "Content-Type": "application/json"},
+                )
+                listed = httpx.get(
+                    f"{router.url}/collections/shadow/aliases", headers={"api-key": ADMIN}
+                )
+            finally:
+                _change(router, [{"delete_alias": {"alias_name": "shadow"}}])
+    assert counted.content == b'{"result":{"count":7},"status":"ok","time":0.0}'
+    forwarded = [r for r in upstream.requests if "/points/" in r.path]
+    assert [(r.method, r.path, r.raw) for r in forwarded] == [
+        ("POST", "/collections/plain/points/count?exact=true", b'{"exact": true}')
+    ]
+    # the router's own aliases, not the cluster's: never forwarded
+    assert listed.json()["result"]["aliases"] == [
+        {"alias_name": "shadow", "collection_name": "plain"}
+    ]
+    assert not [r for r in upstream.requests if r.path.endswith("/aliases")]
