@@ -246,8 +246,16 @@ def test_create_and_delete_an_allowlisted_collection_on_the_embedded_default(
         headers={"api-key": ADMIN},
     )
     assert "already exists" in _error(named, 409)
+    alias = models.CreateAliasOperation(
+        create_alias=models.CreateAlias(collection_name="absent", alias_name="to-absent")
+    )
+    assert client.update_collection_aliases(change_aliases_operations=[alias])
+    assert client.collection_exists("to-absent")
     client.delete_collection("absent")
     assert not built.fleet.get("east").collection_exists("absent")
+    # its aliases went with it, as in Qdrant
+    assert "to-absent" not in {a.alias_name for a in client.get_aliases().aliases}
+    assert not client.collection_exists("to-absent")
     with pytest.raises(UnexpectedResponse) as refused:
         _client(router, READER).delete_collection("plain")
     assert refused.value.status_code == 403
@@ -644,10 +652,17 @@ def test_an_alias_of_a_proxied_collection_is_forwarded_under_the_collections_nam
                 listed = httpx.get(
                     f"{router.url}/collections/shadow/aliases", headers={"api-key": ADMIN}
                 )
+                dropped = httpx.delete(
+                    f"{router.url}/collections/plain", headers={"api-key": ADMIN}
+                )
+                assert dropped.status_code == 200
+                after = httpx.get(f"{router.url}/aliases", headers={"api-key": ADMIN})
+                assert after.json()["result"]["aliases"] == []  # gone with the collection
             finally:
                 _change(router, [{"delete_alias": {"alias_name": "shadow"}}])
     assert counted.content == b'{"result":{"count":7},"status":"ok","time":0.0}'
     forwarded = [r for r in upstream.requests if "/points/" in r.path]
+    assert ("DELETE", "/collections/plain") in [(r.method, r.path) for r in upstream.requests]
     assert [(r.method, r.path, r.raw) for r in forwarded] == [
         ("POST", "/collections/plain/points/count?exact=true", b'{"exact": true}')
     ]

@@ -27,7 +27,7 @@ from qdrant_client.http import models
 from librarian.core.fusion import FusionError
 from librarian.core.routing import RoutingError
 from librarian.router.auth import Need, authentication, erases_everything, require_manage
-from librarian.router.collections import CollectionEndpoints
+from librarian.router.collections import CollectionEndpoints, forget_aliases_of
 from librarian.router.library import View
 from librarian.router.limits import (
     Deadline,
@@ -481,6 +481,7 @@ def create_app(state: RouterState, *, reload_in_background: bool = True) -> web.
                 state.proxy,
                 functools.partial(_passthrough_target, state),
                 lambda request: request_timeout(request, state.config.settings.timeout),
+                functools.partial(forget_aliases_of, state),
             ),
         ],
         client_max_size=limits.max_body_bytes,

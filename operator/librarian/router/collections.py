@@ -34,7 +34,7 @@ from librarian.router.state import RouterState
 from librarian.storage.errors import CollectionExists, CollectionNotFound
 from librarian.storage.port import CollectionSpec, QdrantPort
 
-__all__ = ["CollectionEndpoints", "library_info", "reserved_field"]
+__all__ = ["CollectionEndpoints", "forget_aliases_of", "library_info", "reserved_field"]
 
 T = TypeVar("T")
 
@@ -274,6 +274,7 @@ class CollectionEndpoints:
                 "DomainMap (and its ClusterSpecializations) to remove it",
             )
         await self._on_default(request, lambda port: port.delete_collection(target), target)
+        await forget_aliases_of(self.state, target)
         return ok(True, started)
 
     # ------------------------------------------------------------ payload indexes
@@ -420,6 +421,14 @@ class CollectionEndpoints:
         if not held:
             raise missing
         return collection
+
+
+async def forget_aliases_of(state: RouterState, collection: str) -> None:
+    """Remove the aliases of a deleted collection, as Qdrant does when it deletes one."""
+    pairs = await state.aliases.listing(state.on_alias_cluster)
+    stale = [alias for alias, named in pairs if named == collection]
+    if stale:
+        await state.aliases.change(state.on_alias_cluster, [], stale)
 
 
 def _alias_json(alias: str, collection: str) -> dict[str, str]:

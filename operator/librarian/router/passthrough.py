@@ -105,12 +105,15 @@ def passthrough_middleware(
     proxy_of: Callable[[], PassthroughProxy | None],
     target_of: Target,
     timeout_of: Callable[[web.Request], float],
+    deleted: Callable[[str], Awaitable[None]],
 ) -> Any:
     """The middleware that forwards every request addressed to a pass-through collection.
 
     ``target_of(request)`` names the pass-through collection the request addresses
     (its alias resolved), or ``None`` (the library, or no collection at all);
-    ``proxy_of()`` is ``None`` while the default cluster has no server to forward to.
+    ``proxy_of()`` is ``None`` while the default cluster has no server to forward to;
+    ``deleted(collection)`` is awaited once the cluster has deleted a collection (its
+    aliases go with it, as in Qdrant).
     """
 
     @web.middleware
@@ -123,6 +126,11 @@ def passthrough_middleware(
         target = await target_of(request)
         if target is None:
             return await handler(request)
-        return await proxy.forward(request, target, timeout_of(request))
+        answer = await proxy.forward(request, target, timeout_of(request))
+        resource = request.match_info.route.resource
+        whole = resource is not None and resource.canonical == "/collections/{name}"
+        if whole and request.method == "DELETE" and answer.status == 200:
+            await deleted(target)
+        return answer
 
     return forwarding
