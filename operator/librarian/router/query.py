@@ -210,9 +210,14 @@ def partial_headers(failed: Sequence[str]) -> dict[str, str]:
 
 
 def cache_key(path: str, view: View, body: bytes) -> CacheKey:
-    """A result's cache key: the endpoint, the library version it was computed on, the body."""
-    version = view.library.definition.version if view.library else "-"
-    return (path, version, body)
+    """A result's cache key: the endpoint, what it was computed on (the library's version, or
+    the collection a pass-through name addresses: an alias may name another one later), the
+    body."""
+    if view.library is not None:
+        addressed = f"{view.library.name}@{view.library.definition.version}"
+    else:
+        addressed = "/".join(f"{r.cluster}/{r.collection}" for r in view.routes)
+    return (path, addressed, body)
 
 
 @dataclass(frozen=True)

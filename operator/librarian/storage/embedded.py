@@ -48,6 +48,7 @@ from librarian.storage.port import (
     QuantizationSpec,
     ScoredHit,
 )
+from librarian.storage.remote import quantization_config as remote_quantization
 
 T = TypeVar("T")
 
@@ -168,6 +169,105 @@ def _payload_selector(with_payload: bool | Sequence[str]) -> Any:
     if isinstance(with_payload, bool):
         return with_payload
     return edge.PayloadSelector.Include(list(with_payload))
+
+
+# ------------------------------------------------------------------ payload index schemas
+
+_FLUSH_INTERVAL_S = 5  # the engine flushes as Qdrant does by default
+_SCHEMA_TYPES = {
+    "keyword": edge.PayloadSchemaType.Keyword,
+    "integer": edge.PayloadSchemaType.Integer,
+    "float": edge.PayloadSchemaType.Float,
+    "geo": edge.PayloadSchemaType.Geo,
+    "text": edge.PayloadSchemaType.Text,
+    "bool": edge.PayloadSchemaType.Bool,
+    "datetime": edge.PayloadSchemaType.Datetime,
+    "uuid": edge.PayloadSchemaType.Uuid,
+}
+_PARAMS_CLASSES: dict[str, Any] = {
+    "keyword": edge.KeywordIndexParams,
+    "integer": edge.IntegerIndexParams,
+    "float": edge.FloatIndexParams,
+    "geo": edge.GeoIndexParams,
+    "text": edge.TextIndexParams,
+    "bool": edge.BoolIndexParams,
+    "datetime": edge.DatetimeIndexParams,
+    "uuid": edge.UuidIndexParams,
+}
+_MODEL_PARAMS: dict[str, Any] = {
+    "keyword": models.KeywordIndexParams,
+    "integer": models.IntegerIndexParams,
+    "float": models.FloatIndexParams,
+    "geo": models.GeoIndexParams,
+    "text": models.TextIndexParams,
+    "bool": models.BoolIndexParams,
+    "datetime": models.DatetimeIndexParams,
+    "uuid": models.UuidIndexParams,
+}
+_TOKENIZERS = {
+    "prefix": edge.TokenizerType.Prefix,
+    "whitespace": edge.TokenizerType.Whitespace,
+    "word": edge.TokenizerType.Word,
+    "multilingual": edge.TokenizerType.Multilingual,
+}
+# Plain fields copied as they are between qdrant-client's index params and the engine's.
+_PLAIN_FIELDS = (
+    "is_tenant",
+    "on_disk",
+    "enable_hnsw",
+    "prefix",
+    "lookup",
+    "range",
+    "is_principal",
+    "min_token_len",
+    "max_token_len",
+    "lowercase",
+    "ascii_folding",
+    "phrase_matching",
+)
+
+
+def _schema_name(value: Any) -> str:
+    return str(value).rsplit(".", 1)[-1].lower()
+
+
+def _edge_schema(
+    field_schema: models.PayloadSchemaType | models.PayloadSchemaParams | str,
+) -> Any:
+    """The engine's index schema for qdrant-client's (a type, or a type with parameters)."""
+    if isinstance(field_schema, models.PayloadSchemaType | str):
+        kind = models.PayloadSchemaType(field_schema).value
+        return _SCHEMA_TYPES[kind]
+    kind = str(getattr(field_schema.type, "value", field_schema.type))
+    given = field_schema.model_dump(exclude_none=True, exclude={"type"})
+    arguments: dict[str, Any] = {}
+    for name, value in given.items():
+        if name in _PLAIN_FIELDS:
+            arguments[name] = value
+        elif name == "tokenizer":
+            arguments[name] = _TOKENIZERS[str(getattr(value, "value", value))]
+        else:
+            raise ValueError(
+                f"the {name!r} parameter of a {kind} index is not supported on an embedded "
+                "cluster; create the index without it, or use a remote cluster"
+            )
+    return _PARAMS_CLASSES[kind](**arguments)
+
+
+def _index_params_model(data_type: Any, params: Any) -> Any:
+    """qdrant-client's index params for the engine's (``None`` when the index has none)."""
+    if params is None:
+        return None
+    kind = _schema_name(data_type)
+    fields: dict[str, Any] = {"type": kind}
+    for name in _PLAIN_FIELDS:
+        value = getattr(params, name, None)
+        if value is not None:
+            fields[name] = value
+    tokenizer = getattr(params, "tokenizer", None)
+    if tokenizer is not None:
+        fields["tokenizer"] = _schema_name(tokenizer)
+    return _MODEL_PARAMS[kind].model_validate(fields)
 
 
 class _Engine:
@@ -352,6 +452,76 @@ class EmbeddedQdrant:
             collection,
             edge.UpdateOperation.create_field_index(field_name, edge.PayloadSchemaType.Keyword),
         )
+
+    def describe_collection(self, collection: str) -> models.CollectionInfo:
+        spec = self._spec(collection)
+        with self._shard(collection) as shard:
+            info = self._call(collection, shard.info)
+        hnsw = spec.hnsw or HnswSpec()
+        optimizers = spec.optimizers or OptimizersSpec()
+        return models.CollectionInfo(
+            status=models.CollectionStatus.GREEN,
+            optimizer_status=models.OptimizersStatusOneOf.OK,
+            points_count=info.points_count,
+            indexed_vectors_count=info.indexed_vectors_count,
+            segments_count=info.segments_count,
+            config=models.CollectionConfig(
+                params=models.CollectionParams(
+                    vectors=models.VectorParams(
+                        size=spec.vector_size,
+                        distance=models.Distance(spec.distance),
+                        on_disk=spec.on_disk_vectors,
+                    ),
+                    shard_number=spec.shard_number or 1,
+                    replication_factor=spec.replication_factor or 1,
+                    on_disk_payload=spec.on_disk_payload
+                    if spec.on_disk_payload is not None
+                    else True,
+                ),
+                hnsw_config=models.HnswConfig(
+                    m=hnsw.m if hnsw.m is not None else DEFAULT_HNSW.m or 16,
+                    ef_construct=hnsw.ef_construct
+                    if hnsw.ef_construct is not None
+                    else DEFAULT_HNSW.ef_construct or 100,
+                    full_scan_threshold=hnsw.full_scan_threshold
+                    if hnsw.full_scan_threshold is not None
+                    else DEFAULT_HNSW.full_scan_threshold or 10_000,
+                    on_disk=hnsw.on_disk,
+                ),
+                optimizer_config=models.OptimizersConfig(
+                    deleted_threshold=optimizers.deleted_threshold,
+                    vacuum_min_vector_number=optimizers.vacuum_min_vector_number,
+                    default_segment_number=optimizers.default_segment_number or 0,
+                    max_segment_size=optimizers.max_segment_size,
+                    indexing_threshold=optimizers.indexing_threshold,
+                    flush_interval_sec=_FLUSH_INTERVAL_S,
+                ),
+                quantization_config=remote_quantization(spec.quantization),
+            ),
+            payload_schema={
+                key: models.PayloadIndexInfo(
+                    data_type=models.PayloadSchemaType(_schema_name(value.data_type)),
+                    params=_index_params_model(value.data_type, value.params),
+                    points=value.points,
+                )
+                for key, value in info.payload_schema.items()
+            },
+        )
+
+    def create_payload_index(
+        self,
+        collection: str,
+        field_name: str,
+        field_schema: models.PayloadSchemaType | models.PayloadSchemaParams,
+    ) -> None:
+        try:
+            schema = _edge_schema(field_schema)
+        except ValueError as error:
+            raise InvalidRequest(self._cluster, str(error), collection=collection) from None
+        self._update(collection, edge.UpdateOperation.create_field_index(field_name, schema))
+
+    def delete_payload_index(self, collection: str, field_name: str) -> None:
+        self._update(collection, edge.UpdateOperation.delete_field_index(field_name))
 
     def optimize(self, collection: str) -> None:
         """Build indexes now (the engine otherwise optimizes lazily)."""

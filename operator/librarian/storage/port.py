@@ -132,6 +132,25 @@ class QdrantPort(Protocol):
         """Create (idempotently) a keyword payload index on ``field_name``."""
         ...
 
+    def describe_collection(self, collection: str) -> models.CollectionInfo:
+        """Qdrant's full collection info (qdrant-client's model): status, counts, segments,
+        the real vector configuration and the payload schema with each index's parameters.
+        Raise CollectionNotFound if it does not exist."""
+        ...
+
+    def create_payload_index(
+        self,
+        collection: str,
+        field_name: str,
+        field_schema: models.PayloadSchemaType | models.PayloadSchemaParams,
+    ) -> None:
+        """Create (idempotently) a payload index of this schema."""
+        ...
+
+    def delete_payload_index(self, collection: str, field_name: str) -> None:
+        """Delete the payload index on ``field_name`` (a missing one is not an error)."""
+        ...
+
     def upsert(
         self,
         collection: str,

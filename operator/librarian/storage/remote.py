@@ -355,6 +355,28 @@ class RemoteQdrant:
             ),
         )
 
+    def describe_collection(self, collection: str) -> models.CollectionInfo:
+        return self._call(collection, lambda: self._client.get_collection(collection))
+
+    def create_payload_index(
+        self,
+        collection: str,
+        field_name: str,
+        field_schema: models.PayloadSchemaType | models.PayloadSchemaParams,
+    ) -> None:
+        self._call(
+            collection,
+            lambda: self._client.create_payload_index(
+                collection, field_name, field_schema, wait=True
+            ),
+        )
+
+    def delete_payload_index(self, collection: str, field_name: str) -> None:
+        self._call(
+            collection,
+            lambda: self._client.delete_payload_index(collection, field_name, wait=True),
+        )
+
     # ----------------------------------------------------------------- points
 
     def upsert(
