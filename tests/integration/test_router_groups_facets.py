@@ -285,6 +285,24 @@ def test_groups_found_deep_in_every_home(
     _same_groups(client.query_points_groups("library", **arguments), theirs)
 
 
+@pytest.mark.parametrize("threshold", [0.2, 0.6])
+def test_groups_above_a_score_threshold(
+    client: QdrantClient, reference: QdrantClient, threshold: float
+) -> None:
+    arguments: dict[str, Any] = {
+        "query": _vector(11),
+        "group_by": "tags",
+        "limit": 6,
+        "group_size": 4,
+        "score_threshold": threshold,
+        "with_payload": ["n", "tags"],
+    }
+    _same_groups(
+        client.query_points_groups("library", **arguments),
+        reference.query_points_groups("ref", **arguments),
+    )
+
+
 def test_a_stale_copy_that_ranks_first_is_not_a_group_member(
     client: QdrantClient, reference: QdrantClient
 ) -> None:
@@ -361,6 +379,14 @@ def test_groups_of_recommend_and_id_queries_resolve_the_examples_over_the_librar
         ),
         west_point,
         models.ContextQuery(context=[models.ContextPair(positive=east_point, negative=west_point)]),
+        models.DiscoverQuery(
+            discover=models.DiscoverInput(
+                target=west_point,
+                context=[models.ContextPair(positive=east_point, negative=_vector(12))],
+            )
+        ),
+        models.OrderByQuery(order_by=models.OrderBy(key="n", direction=models.Direction.DESC)),
+        models.OrderByQuery(order_by="n"),
     ]
     for query in queries:
         arguments: dict[str, Any] = {
@@ -538,7 +564,7 @@ def test_concurrent_clients_get_the_same_groups(
 BAD_GROUPS = [
     ({"limit": 0}, 422),
     ({"group_size": 0}, 422),
-    ({"group_by": ""}, 422),
+    ({"group_by": ""}, 400),
     ({"group_by": "a..b"}, 400),
     ({"prefetch": [{"query": [0.1] * DIM, "limit": 5}], "query": {"fusion": "rrf"}}, 400),
     ({"query": {"nearest": [0.1] * DIM, "mmr": {"diversity": 0.5}}}, 400),
@@ -659,6 +685,27 @@ def test_a_home_down_fails_exact_reads_instead_of_answering_less(
             )
     finally:
         west.mode = "ok"
+        router.state.breaker.success("west")
+
+
+def test_a_hung_home_times_out_exact_reads(served: tuple[Served, RouterThread]) -> None:
+    library, router = served
+    west = library.fleet.get("west")
+    assert isinstance(west, FlakyPort)
+    west.mode = "hung"
+    try:
+        for path, body in [
+            ("points/count", {"exact": True}),
+            ("facet", {"key": "tags"}),
+            ("points/query/groups", {"query": [0.2] * DIM, "group_by": "tags"}),
+        ]:
+            answer = httpx.post(
+                f"{router.url}/collections/library/{path}?timeout=1", json=body, timeout=60
+            )
+            assert answer.status_code == 504, (path, answer.text)
+    finally:
+        west.release()
+        assert west.wait_idle(60)
         router.state.breaker.success("west")
 
 

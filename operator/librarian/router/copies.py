@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from qdrant_client.http import models
+from qdrant_client.local.json_path_parser import parse_json_path
 
 from librarian.contracts.payload import LABEL_KEY, POINT_VERSION_KEY, TOMBSTONE_KEY
 from librarian.core.fusion import PointId
@@ -32,6 +33,7 @@ from librarian.storage.port import QdrantPort
 __all__ = [
     "VERSION_KEYS",
     "Newest",
+    "checked_path",
     "every_home",
     "higher_is_better",
     "is_newest",
@@ -53,6 +55,17 @@ _RETRIEVE_BATCH = 1_000
 def validation_error(field: str, message: str) -> ApiError:
     """Qdrant's answer to a request that parses but breaks a rule (HTTP 422)."""
     return ApiError(422, f"Validation error in JSON body: [{field}: {message}]")
+
+
+def checked_path(field: str, path: str) -> str:
+    """A payload key path (``a.b``, ``a[].b``, ``a[0]``) as Qdrant parses it; a 400 otherwise."""
+    try:
+        parse_json_path(path)
+    except ValueError:
+        raise ApiError(
+            400, f"Format error in JSON body: {field}: {path!r} is not a valid payload key path"
+        ) from None
+    return path
 
 
 def point_key(point_id: Any) -> PointId:

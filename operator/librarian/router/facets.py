@@ -26,7 +26,14 @@ from qdrant_client.http import models
 
 from librarian.contracts.payload import LABEL_KEY
 from librarian.core.fusion import PointId
-from librarian.router.copies import VERSION_KEYS, every_home, home_filter, point_key
+from librarian.router.copies import (
+    VERSION_KEYS,
+    checked_path,
+    every_home,
+    home_filter,
+    point_key,
+    validation_error,
+)
 from librarian.router.library import DomainRoute, View
 from librarian.router.qdrant_api import ApiError
 from librarian.router.state import RouterState
@@ -143,12 +150,8 @@ class Counting:
         point over the library."""
         limit = body.limit if body.limit is not None else 10
         if limit < 1:
-            raise ApiError(
-                422,
-                f"Validation error in JSON body: [limit: value {limit} invalid, must be 1 or larger]",
-            )
-        if not body.key:
-            raise ApiError(422, "Validation error in JSON body: [key: value must not be empty]")
+            raise validation_error("limit", f"value {limit} invalid, must be 1 or larger")
+        checked_path("key", body.key)
         exact = bool(body.exact)
         counts = await self._facet_counts(view, body, None, timeout)
         stale = await self.census(view, timeout, needed=exact)

@@ -25,11 +25,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from qdrant_client.http import models
-from qdrant_client.local.json_path_parser import parse_json_path
 from qdrant_client.local.payload_value_extractor import value_by_key
 
 from librarian.core.fusion import PointId
 from librarian.router.copies import (
+    checked_path,
     every_home,
     higher_is_better,
     home_filter,
@@ -41,7 +41,7 @@ from librarian.router.copies import (
     validation_error,
 )
 from librarian.router.library import DomainRoute, View
-from librarian.router.qdrant_api import ApiError, parse_point_id, record_json
+from librarian.router.qdrant_api import ApiError, id_order_key, parse_point_id, record_json
 from librarian.router.query import Querying
 from librarian.router.state import RouterState
 from librarian.storage.port import QdrantPort
@@ -176,14 +176,7 @@ def _validated(body: models.QueryGroupsRequest) -> tuple[int, int]:
         raise validation_error("limit", f"value {limit} invalid, must be 1 or larger")
     if group_size < 1:
         raise validation_error("group_size", f"value {group_size} invalid, must be 1 or larger")
-    if not body.group_by:
-        raise validation_error("group_by", "value must not be empty")
-    try:
-        parse_json_path(body.group_by)
-    except ValueError as error:
-        raise ApiError(
-            400, f"Bad request: invalid group_by path {body.group_by!r}: {error}"
-        ) from None
+    checked_path("group_by", body.group_by)
     if body.prefetch:
         raise ApiError(
             400,
@@ -278,19 +271,31 @@ class GroupedQueries:
             return lambda port: port.query_points(route.collection, request)
 
         answers = await every_home(self.state.upstream, view, operation, timeout, "a grouped query")
+        by_order = isinstance(base.query, models.OrderByQuery)
+
+        def rank(point: models.ScoredPoint) -> float:
+            """What the query orders by: the score, or the ordered value of ``order_by``."""
+            value = point.order_value if by_order else point.score
+            return float(value) if value is not None else 0.0
+
         higher = higher_is_better(
-            view, base.query, base.using, [[p.score for p in points] for _, points in answers]
+            view, base.query, base.using, [[rank(p) for p in points] for _, points in answers]
         )
         truncated = [
-            points[-1].score for route, points in answers if len(points) >= depth[route.key]
+            rank(points[-1]) for route, points in answers if len(points) >= depth[route.key]
         ]
         bound = (max if higher else min)(truncated) if truncated else None
 
-        def settled(score: float) -> bool:  # better than any hit a truncated home still holds
-            return bound is None or (score > bound if higher else score < bound)
+        def settled(value: float) -> bool:  # better than any hit a truncated home still holds
+            return bound is None or (value > bound if higher else value < bound)
 
-        hits = [_Hit(p, route) for route, points in answers for p in points if settled(p.score)]
-        hits.sort(key=lambda h: -h.point.score if higher else h.point.score)
+        hits = [_Hit(p, route) for route, points in answers for p in points if settled(rank(p))]
+        hits.sort(
+            key=lambda h: (
+                -rank(h.point) if higher else rank(h.point),
+                id_order_key(point_key(h.point.id)) if by_order else (0, 0, ""),
+            )
+        )
         newest = await newest_copies(self.state.upstream, view, (h.key for h in hits), timeout)
         seen: set[PointId] = set()
         kept = []
@@ -401,6 +406,7 @@ class GroupedQueries:
                 "id": hit.point.id,
                 "version": hit.point.version,
                 "score": hit.point.score,
+                "order_value": hit.point.order_value,
                 "payload": public(data.get("payload")) if payload is not False else None,
                 "vector": data.get("vector") if vector is not False else None,
             }
