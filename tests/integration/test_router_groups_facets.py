@@ -564,6 +564,8 @@ def test_concurrent_clients_get_the_same_groups(
 BAD_GROUPS = [
     ({"limit": 0}, 422),
     ({"group_size": 0}, 422),
+    ({"limit": -1}, 400),
+    ({"group_size": -3}, 400),
     ({"group_by": ""}, 400),
     ({"group_by": "a..b"}, 400),
     ({"prefetch": [{"query": [0.1] * DIM, "limit": 5}], "query": {"fusion": "rrf"}}, 400),
@@ -778,6 +780,33 @@ def test_matrix_of_a_tiny_selection_and_bad_sizes(
         )
         assert answer.status_code == 422
         assert field in answer.json()["status"]["error"]
+
+
+def test_an_absurd_matrix_sample_or_group_limit_is_refused_without_asking_for_it(
+    served: tuple[Served, RouterThread], reference: QdrantClient
+) -> None:
+    _, router = served
+    answer = httpx.post(
+        f"{router.url}/collections/library/points/search/matrix/pairs",
+        json={"sample": 10**9},
+        timeout=60,
+    )
+    assert answer.status_code == 400
+    assert "smaller sample" in answer.json()["status"]["error"]
+    answer = httpx.post(
+        f"{router.url}/collections/library/points/query/groups",
+        json={"query": [0.1] * DIM, "group_by": "tags", "limit": 10**12},
+        timeout=60,
+    )
+    assert answer.status_code == 400  # the router's own ceiling on any page
+    answer = httpx.post(
+        f"{router.url}/collections/library/points/query/groups",
+        json={"query": [0.1] * DIM, "group_by": "tags", "limit": 10_000},
+        timeout=60,
+    )
+    assert answer.status_code == 200  # every group there is: fewer than asked
+    theirs = reference.query_points_groups("ref", query=[0.1] * DIM, group_by="tags", limit=10_000)
+    assert [g["id"] for g in answer.json()["result"]["groups"]] == [g.id for g in theirs.groups]
 
 
 def test_bad_facet_and_refusals_keep_qdrant_error_format(

@@ -34,6 +34,7 @@ __all__ = [
     "VERSION_KEYS",
     "Newest",
     "checked_path",
+    "checked_size",
     "every_home",
     "higher_is_better",
     "is_newest",
@@ -55,6 +56,21 @@ _RETRIEVE_BATCH = 1_000
 def validation_error(field: str, message: str) -> ApiError:
     """Qdrant's answer to a request that parses but breaks a rule (HTTP 422)."""
     return ApiError(422, f"Validation error in JSON body: [{field}: {message}]")
+
+
+def checked_size(field: str, value: int | None, default: int, minimum: int) -> int:
+    """A size field as Qdrant checks it: a negative one does not parse (400), one below
+    ``minimum`` breaks its rule (422)."""
+    if value is None:
+        return default
+    if value < 0:
+        raise ApiError(
+            400,
+            f"Format error in JSON body: {field}: invalid value: integer `{value}`, expected usize",
+        )
+    if value < minimum:
+        raise validation_error(field, f"value {value} invalid, must be {minimum} or larger")
+    return value
 
 
 def checked_path(field: str, path: str) -> str:

@@ -29,10 +29,10 @@ from librarian.core.fusion import PointId
 from librarian.router.copies import (
     VERSION_KEYS,
     checked_path,
+    checked_size,
     every_home,
     home_filter,
     point_key,
-    validation_error,
 )
 from librarian.router.library import DomainRoute, View
 from librarian.router.qdrant_api import ApiError
@@ -148,9 +148,7 @@ class Counting:
     async def facet(self, view: View, body: models.FacetRequest, timeout: float) -> dict[str, Any]:
         """Qdrant's ``{"hits": [...]}``: the ``limit`` most frequent values, counted once per
         point over the library."""
-        limit = body.limit if body.limit is not None else 10
-        if limit < 1:
-            raise validation_error("limit", f"value {limit} invalid, must be 1 or larger")
+        limit = checked_size("limit", body.limit, 10, 1)
         checked_path("key", body.key)
         exact = bool(body.exact)
         counts = await self._facet_counts(view, body, None, timeout)

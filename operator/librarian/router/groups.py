@@ -30,6 +30,7 @@ from qdrant_client.local.payload_value_extractor import value_by_key
 from librarian.core.fusion import PointId
 from librarian.router.copies import (
     checked_path,
+    checked_size,
     every_home,
     higher_is_better,
     home_filter,
@@ -38,7 +39,6 @@ from librarian.router.copies import (
     point_key,
     public,
     resolve_query,
-    validation_error,
 )
 from librarian.router.library import DomainRoute, View
 from librarian.router.qdrant_api import ApiError, id_order_key, parse_point_id, record_json
@@ -170,12 +170,8 @@ class _Ranked:
 
 
 def _validated(body: models.QueryGroupsRequest) -> tuple[int, int]:
-    limit = body.limit if body.limit is not None else 10
-    group_size = body.group_size if body.group_size is not None else 3
-    if limit < 1:
-        raise validation_error("limit", f"value {limit} invalid, must be 1 or larger")
-    if group_size < 1:
-        raise validation_error("group_size", f"value {group_size} invalid, must be 1 or larger")
+    limit = checked_size("limit", body.limit, 10, 1)
+    group_size = checked_size("group_size", body.group_size, 3, 1)
     checked_path("group_by", body.group_by)
     if body.prefetch:
         raise ApiError(
@@ -310,7 +306,7 @@ class GroupedQueries:
     ) -> dict[GroupId, list[_Hit]]:
         """The groups in order of their best point, at least ``limit`` of them (or all there
         are), each with its settled hits so far."""
-        depth = max(4 * limit, 32)
+        depth = min(max(4 * limit, 32), MAX_HITS_PER_HOME)
         while True:
             hits, complete, _ = await self._ranked(
                 view, base, {r.key: depth for r in view.routes}, timeout
@@ -344,7 +340,7 @@ class GroupedQueries:
         scoped = base.model_copy(
             update={"filter": models.Filter(must=[f for f in (base.filter, in_group) if f])}
         )
-        depth = group_size + 4
+        depth = min(group_size + 4, MAX_HITS_PER_HOME)
         while True:
             hits, complete, _ = await self._ranked(
                 view, scoped, {r.key: depth for r in view.routes}, timeout

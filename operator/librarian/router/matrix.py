@@ -20,20 +20,23 @@ from qdrant_client.http import models
 from librarian.core.fusion import PointId
 from librarian.router.copies import (
     VERSION_KEYS,
+    checked_size,
     every_home,
     higher_is_better,
     home_filter,
     is_newest,
     newest_copies,
     point_key,
-    validation_error,
 )
 from librarian.router.library import DomainRoute, View
-from librarian.router.qdrant_api import id_order_key
+from librarian.router.qdrant_api import ApiError, id_order_key
 from librarian.router.state import RouterState
 from librarian.storage.port import QdrantPort
 
-__all__ = ["DistanceMatrix", "Matrix"]
+__all__ = ["MAX_SAMPLE", "DistanceMatrix", "Matrix"]
+
+MAX_SAMPLE = 10_000
+"""The largest sample a matrix draws over a library (each sampled point is a query per home)."""
 
 
 @dataclass(frozen=True)
@@ -80,12 +83,14 @@ class DistanceMatrix:
         self.rng = rng or np.random.default_rng()
 
     async def matrix(self, view: View, body: models.SearchMatrixRequest, timeout: float) -> Matrix:
-        sample = body.sample if body.sample is not None else 10
-        limit = body.limit if body.limit is not None else 3
-        if sample < 2:
-            raise validation_error("sample", f"value {sample} invalid, must be 2 or larger")
-        if limit < 1:
-            raise validation_error("limit", f"value {limit} invalid, must be 1 or larger")
+        sample = checked_size("sample", body.sample, 10, 2)
+        if sample > MAX_SAMPLE:
+            raise ApiError(
+                400,
+                f"Bad request: a distance matrix over a library samples at most {MAX_SAMPLE:,} "
+                f"points (each is scored by every home), not {sample:,}; ask for a smaller sample",
+            )
+        limit = checked_size("limit", body.limit, 3, 1)
         using = body.using or ""
         drawn = await self._sample(view, body.filter, using, sample, timeout)
         if len(drawn) < 2:
