@@ -29,7 +29,7 @@ import pytest
 from qdrant_client import AsyncQdrantClient, QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from librarian.contracts.payload import POINT_VERSION_KEY, TOMBSTONE_KEY
+from librarian.contracts.payload import LABEL_KEY, POINT_VERSION_KEY, TOMBSTONE_KEY
 from librarian.router import facets
 from librarian.router.library import DomainRoute, LibraryDefinition
 from librarian.storage.fleet import Fleet
@@ -91,7 +91,9 @@ def _band(points: list[PointRecord]) -> None:
         points[int(index)].payload["band"] = f"rare{rank}" if rank % 40 == 39 else band
 
 
-def _build(kind: str) -> Served:
+def _build(kind: str, layout: str) -> Served:
+    """Domains d0, d1 on ``east`` (their own collections, or labelled slices of one shared
+    collection when ``layout`` is "labelled"), d2 on ``west``; then the leftovers."""
     rng = np.random.default_rng(13)
     centres = rng.normal(size=(3, DIM)) * 2
     clouds = rng.integers(0, 3, N)
@@ -104,17 +106,28 @@ def _build(kind: str) -> Served:
     _band(live)
     east, west = _port(kind, "east"), _port(kind, "west")
     spec = CollectionSpec(vector_size=DIM)
+    labelled = layout == "labelled"
+    homes: dict[int, tuple[QdrantPort, str]] = {
+        0: (east, "library-source" if labelled else "library-d0"),
+        1: (east, "library-source" if labelled else "library-d1"),
+        2: (west, "library-d2"),
+    }
+    for port, collection in set(homes.values()):
+        port.create_collection(collection, spec)
+
+    def put(domain: int, point: PointRecord, version: int) -> None:
+        port, collection = homes[domain]
+        payload = {**point.payload, POINT_VERSION_KEY: version}
+        if labelled and domain < 2:
+            payload[LABEL_KEY] = f"d{domain}"
+        port.upsert(collection, [PointRecord(point.id, point.vector, payload)])
+
     routes = []
     for d in range(3):
-        port = east if d < 2 else west
-        collection = f"library-d{d}"
-        port.create_collection(collection, spec)
-        mine = [
-            PointRecord(p.id, p.vector, {**p.payload, POINT_VERSION_KEY: 10})
-            for p in live
-            if clouds[int(p.id)] == d
-        ]
-        port.upsert(collection, mine)
+        mine = [p for p in live if clouds[int(p.id)] == d]
+        for point in mine:
+            put(d, point, 10)
+        port, collection = homes[d]
         routes.append(
             DomainRoute(
                 domain_id=f"d{d}",
@@ -123,39 +136,21 @@ def _build(kind: str) -> Served:
                 collection=collection,
                 centroid=tuple(float(x) for x in centres[d] / np.linalg.norm(centres[d])),
                 size=len(mine),
-                specialized=True,
+                labelled_slice=labelled and d < 2,
+                specialized=not (labelled and d < 2),
                 versioned=True,
             )
         )
-    other = {0: "library-d2", 1: "library-d2", 2: "library-d0"}
-    ports = {"library-d0": east, "library-d1": east, "library-d2": west}
-    stale_home = other[int(clouds[STALE_ID])]
-    ports[stale_home].upsert(
-        stale_home,
-        [
-            PointRecord(
-                STALE_ID,
-                [1.0] * DIM,
-                {"group": "stale", "tags": ["t9"], "rank": 9, "n": -1, POINT_VERSION_KEY: 3},
-            )
-        ],
+    other = {0: 2, 1: 2, 2: 0}  # a domain on the other cluster
+    stale = {"group": "stale", "tags": ["t9"], "rank": 9, "n": -1}
+    put(other[int(clouds[STALE_ID])], PointRecord(STALE_ID, [1.0] * DIM, stale), 3)
+    put(
+        int(clouds[DELETED_ID]),
+        PointRecord(DELETED_ID, [1.0] * DIM, {TOMBSTONE_KEY: True}),
+        12,
     )
-    deleted_home = f"library-d{int(clouds[DELETED_ID])}"
-    ports[deleted_home].upsert(
-        deleted_home,
-        [PointRecord(DELETED_ID, [1.0] * DIM, {TOMBSTONE_KEY: True, POINT_VERSION_KEY: 12})],
-    )
-    leftover = other[int(clouds[DELETED_ID])]
-    ports[leftover].upsert(
-        leftover,
-        [
-            PointRecord(
-                DELETED_ID,
-                [-1.0] * DIM,
-                {"group": "ghost", "tags": ["t9"], "rank": 9, "n": -2, POINT_VERSION_KEY: 4},
-            )
-        ],
-    )
+    ghost = {"group": "ghost", "tags": ["t9"], "rank": 9, "n": -2}
+    put(other[int(clouds[DELETED_ID])], PointRecord(DELETED_ID, [-1.0] * DIM, ghost), 4)
     definition = LibraryDefinition(
         name="library", domains=tuple(routes), default_cluster="east", version="v1"
     )
@@ -167,9 +162,13 @@ def _build(kind: str) -> Served:
     )
 
 
-@pytest.fixture(scope="module", params=HOME_KINDS)
+@pytest.fixture(
+    scope="module",
+    params=[(kind, layout) for kind in HOME_KINDS for layout in ("specialized", "labelled")],
+    ids=lambda param: "-".join(param),
+)
 def served(request: pytest.FixtureRequest) -> Iterator[tuple[Served, RouterThread]]:
-    library = _build(request.param)
+    library = _build(*request.param)
     west = FlakyPort(library.fleet.get("west"))
     library.fleet = Fleet.of_ports({"east": library.fleet.get("east"), "west": west})
     settings = {"caching": {"enable_result_cache": False}, "routing_strategy": "accuracy_first"}
