@@ -760,9 +760,9 @@ class EmbeddedQdrant:
         assert flt is not None
         self._update(collection, edge.UpdateOperation.delete_points_by_filter(flt))
 
-    # Qdrant's own requests (query, facet, scroll with its selectors, payload indexes) are
-    # translated to the engine's objects by a module of their own; until it is part of this
-    # adapter, these refuse by name rather than answer otherwise than Qdrant would.
+    # Qdrant's own requests (query, facet, scroll with its selectors) are translated to the
+    # engine's objects by a module of their own; until it is part of this adapter, these
+    # refuse by name rather than answer otherwise than Qdrant would.
 
     def _not_translated(self, collection: str, what: str) -> InvalidRequest:
         return InvalidRequest(
@@ -783,17 +783,6 @@ class EmbeddedQdrant:
         self, collection: str, request: models.ScrollRequest
     ) -> tuple[list[models.Record], models.ExtendedPointId | None]:
         raise self._not_translated(collection, "scroll with Qdrant's selectors")
-
-    def create_payload_index(
-        self,
-        collection: str,
-        field_name: str,
-        field_schema: models.PayloadSchemaType | models.PayloadSchemaParams,
-    ) -> None:
-        raise self._not_translated(collection, "payload index of any schema")
-
-    def delete_payload_index(self, collection: str, field_name: str) -> None:
-        raise self._not_translated(collection, "payload index deletion")
 
     def close(self) -> None:
         """Let go of the engine; the last adapter on this path closes the shards."""

@@ -308,15 +308,4 @@ class QdrantPort(Protocol):
         Qdrant answers); payload and vector selectors honoured."""
         ...
 
-    def create_payload_index(
-        self,
-        collection: str,
-        field_name: str,
-        field_schema: models.PayloadSchemaType | models.PayloadSchemaParams,
-    ) -> None:
-        """Create (idempotently) a payload index of this schema."""
-        ...
-
-    def delete_payload_index(self, collection: str, field_name: str) -> None: ...
-
     def close(self) -> None: ...

@@ -676,25 +676,6 @@ class RemoteQdrant:
         )
         return list(records), next_offset
 
-    def create_payload_index(
-        self,
-        collection: str,
-        field_name: str,
-        field_schema: models.PayloadSchemaType | models.PayloadSchemaParams,
-    ) -> None:
-        self._call(
-            collection,
-            lambda: self._client.create_payload_index(
-                collection, field_name, field_schema, wait=True
-            ),
-        )
-
-    def delete_payload_index(self, collection: str, field_name: str) -> None:
-        self._call(
-            collection,
-            lambda: self._client.delete_payload_index(collection, field_name, wait=True),
-        )
-
     def close(self) -> None:
         self._client.close()
 
