@@ -819,3 +819,81 @@ def test_bad_facet_and_refusals_keep_qdrant_error_format(
     with pytest.raises(UnexpectedResponse) as refused:
         client.facet("library", key="group", limit=0)
     assert refused.value.status_code == 422
+
+
+# ---------------------------------------------------------------------- a named distance vector
+
+
+def _one_point_per_home_library() -> tuple[Served, QdrantClient]:
+    """Three homes of one point each, with a named Euclid vector beside the routing one (of the
+    same size: the router checks a query's size against the routing vector's): no home ever
+    returns two scores, so the order of a query on it comes from its configuration."""
+    config = {
+        "": models.VectorParams(size=4, distance=models.Distance.COSINE),
+        "far": models.VectorParams(size=4, distance=models.Distance.EUCLID),
+    }
+    reference = QdrantClient(":memory:")
+    reference.create_collection("ref", vectors_config=config)
+    rng = np.random.default_rng(5)
+    clients = {"east": QdrantClient(":memory:"), "west": QdrantClient(":memory:")}
+    routes, live = [], []
+    for d in range(3):
+        cluster = "east" if d < 2 else "west"
+        collection = f"tiny-d{d}"
+        clients[cluster].create_collection(collection, vectors_config=config)
+        vectors = {"": [float(x) for x in rng.normal(size=4)], "far": [float(d * 3), 0.0, 1.0, 0.0]}
+        payload = {"group": f"g{d}", "n": d}
+        clients[cluster].upsert(
+            collection,
+            [models.PointStruct(id=d, vector=vectors, payload={**payload, POINT_VERSION_KEY: 1})],
+        )
+        reference.upsert("ref", [models.PointStruct(id=d, vector=vectors, payload=payload)])
+        live.append(PointRecord(d, vectors[""], payload))
+        centre = np.asarray(vectors[""]) / np.linalg.norm(vectors[""])
+        routes.append(
+            DomainRoute(
+                f"d{d}",
+                f"d{d}",
+                cluster,
+                collection,
+                tuple(map(float, centre)),
+                1,
+                specialized=True,
+                versioned=True,
+            )
+        )
+    fleet = Fleet.of_ports(
+        {name: RemoteQdrant(name, client, serialize=True) for name, client in clients.items()}
+    )
+    definition = LibraryDefinition("tiny", tuple(routes), "east", "v1")
+    return Served(fleet, definition, live, {d: d for d in range(3)}), reference
+
+
+def test_a_named_distance_vector_ranks_lower_first_even_when_no_home_shows_an_order() -> None:
+    library, reference = _one_point_per_home_library()
+    try:
+        with (
+            RouterThread(make_state(library)) as router,
+            closing(QdrantClient(url=router.url, timeout=60, check_compatibility=False)) as client,
+        ):
+            arguments: dict[str, Any] = {
+                "query": [2.0, 0.0, 1.0, 0.0],
+                "using": "far",
+                "group_by": "group",
+                "limit": 2,
+                "group_size": 1,
+            }
+            ours = client.query_points_groups("tiny", **arguments)
+            theirs = reference.query_points_groups("ref", **arguments)
+            assert [g.id for g in theirs.groups] == ["g1", "g0"]  # distances 1, then 2
+            _same_groups(ours, theirs)
+            pairs = client.search_matrix_pairs("tiny", sample=3, limit=1, using="far").pairs
+            nearest = {int(p.a): (int(p.b), p.score) for p in pairs}
+            assert nearest == {
+                0: (1, pytest.approx(3.0)),
+                1: (0, pytest.approx(3.0)),
+                2: (1, pytest.approx(3.0)),
+            }
+    finally:
+        library.fleet.close()
+        reference.close()

@@ -309,13 +309,20 @@ async def resolve_query(
 # ---------------------------------------------------------------------- score order
 
 
-def higher_is_better(
-    view: View, query: Any, using: str | None, answers: Sequence[Sequence[float]] = ()
+async def higher_is_better(
+    upstream: Upstream,
+    view: View,
+    query: Any,
+    using: str | None,
+    answers: Sequence[Sequence[float]],
+    timeout: float,
 ) -> bool:
-    """Whether a query's better answers have higher scores.
+    """Whether a query's better answers have higher values.
 
-    ``order_by`` says so by its direction; otherwise a home's own ranked scores
-    tell (they come best first); failing that, the library's distance does.
+    ``order_by`` says so by its direction; otherwise the homes' own ranked
+    scores tell (they come best first); failing that (no home returned two
+    different scores), the distance configured for the queried vector does:
+    a distance (Euclid, Manhattan) ranks lower first, a similarity higher.
     """
     if isinstance(query, models.OrderByQuery):
         order = query.order_by
@@ -324,6 +331,14 @@ def higher_is_better(
         distinct = [s for i, s in enumerate(scores) if i == 0 or s != scores[i - 1]]
         if len(distinct) >= 2:
             return distinct[0] > distinct[1]
-    if using in (None, "") and isinstance(query, models.NearestQuery | models.RecommendQuery):
+    if using in (None, ""):
         return view.higher_is_better
-    return True
+    first = view.routes[0]
+    info = await upstream.call(
+        first, lambda port: port.describe_collection(first.collection), timeout
+    )
+    vectors = info.config.params.vectors
+    params = vectors.get(using) if isinstance(vectors, dict) else None
+    if params is None:  # a sparse vector: a dot product
+        return True
+    return params.distance not in (models.Distance.EUCLID, models.Distance.MANHATTAN)

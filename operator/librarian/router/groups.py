@@ -274,8 +274,13 @@ class GroupedQueries:
             value = point.order_value if by_order else point.score
             return float(value) if value is not None else 0.0
 
-        higher = higher_is_better(
-            view, base.query, base.using, [[rank(p) for p in points] for _, points in answers]
+        higher = await higher_is_better(
+            self.state.upstream,
+            view,
+            base.query,
+            base.using,
+            [[rank(p) for p in points] for _, points in answers],
+            timeout,
         )
         truncated = [
             rank(points[-1]) for route, points in answers if len(points) >= depth[route.key]

@@ -186,11 +186,13 @@ class DistanceMatrix:
             return run
 
         homes = await every_home(self.state.upstream, view, operation, timeout, "a distance matrix")
-        higher = higher_is_better(
+        higher = await higher_is_better(
+            self.state.upstream,
             view,
             models.NearestQuery(nearest=drawn[0].vector),
             using,
             [[p.score for p in row] for _, rows in homes for row in rows],
+            timeout,
         )
         neighbours = []
         for i in range(len(drawn)):
