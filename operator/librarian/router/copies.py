@@ -37,6 +37,7 @@ __all__ = [
     "checked_size",
     "every_home",
     "higher_is_better",
+    "home_filter",
     "is_newest",
     "newest_copies",
     "point_key",

@@ -161,7 +161,7 @@ class _Hit:
         return point_key(self.point.id)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Ranked:
     """The hits better than anything a home may still hold (each point once, newest copy)."""
 
@@ -238,8 +238,7 @@ class GroupedQueries:
             with_vector=False,
         )
         group_by = body.group_by
-        ranked = await self._ranked_groups(view, base, group_by, limit, timeout)
-        chosen = list(ranked)[:limit]
+        chosen = (await self._ranked_groups(view, base, group_by, limit, timeout))[:limit]
         members = await asyncio.gather(
             *(self._members(view, base, group_by, group, group_size, timeout) for group in chosen)
         )
@@ -256,9 +255,9 @@ class GroupedQueries:
 
     async def _ranked(
         self, view: View, base: models.QueryRequest, depth: dict[str, int], timeout: float
-    ) -> tuple[list[_Hit], bool, bool]:
+    ) -> _Ranked:
         """Every home's best ``depth`` hits merged: those better than what a home may still hold
-        (each point once, its newest copy), whether that is all there is, and the score order."""
+        (each point once, its newest copy), and whether that is all there is."""
 
         def operation(route: DomainRoute) -> Callable[[QdrantPort], list[models.ScoredPoint]]:
             request = base.model_copy(
@@ -304,24 +303,21 @@ class GroupedQueries:
             if hit.key not in seen and is_newest(newest, hit.point.id, hit.point.payload):
                 seen.add(hit.key)
                 kept.append(hit)
-        return kept, not truncated, higher
+        return _Ranked(kept, complete=not truncated)
 
     async def _ranked_groups(
         self, view: View, base: models.QueryRequest, group_by: str, limit: int, timeout: float
-    ) -> dict[GroupId, list[_Hit]]:
-        """The groups in order of their best point, at least ``limit`` of them (or all there
-        are), each with its settled hits so far."""
+    ) -> list[GroupId]:
+        """The groups in order of their best point: at least ``limit`` of them (or all there
+        are), each placed by a hit no home can still beat."""
         depth = min(max(4 * limit, 32), MAX_HITS_PER_HOME)
         while True:
-            hits, complete, _ = await self._ranked(
-                view, base, {r.key: depth for r in view.routes}, timeout
-            )
-            groups: dict[GroupId, list[_Hit]] = {}
-            for hit in hits:
-                for group in group_ids(hit.point.payload, group_by):
-                    groups.setdefault(group, []).append(hit)
-            if complete or len(groups) >= limit:
-                return groups
+            ranked = await self._ranked(view, base, {r.key: depth for r in view.routes}, timeout)
+            groups: dict[GroupId, None] = {}  # in the order of their best hit
+            for hit in ranked.hits:
+                groups.update(dict.fromkeys(group_ids(hit.point.payload, group_by)))
+            if ranked.complete or len(groups) >= limit:
+                return list(groups)
             if depth >= MAX_HITS_PER_HOME:
                 raise ApiError(
                     400,
@@ -347,11 +343,9 @@ class GroupedQueries:
         )
         depth = min(group_size + 4, MAX_HITS_PER_HOME)
         while True:
-            hits, complete, _ = await self._ranked(
-                view, scoped, {r.key: depth for r in view.routes}, timeout
-            )
-            members = [h for h in hits if group in group_ids(h.point.payload, group_by)]
-            if complete or len(members) >= group_size:
+            ranked = await self._ranked(view, scoped, {r.key: depth for r in view.routes}, timeout)
+            members = [h for h in ranked.hits if group in group_ids(h.point.payload, group_by)]
+            if ranked.complete or len(members) >= group_size:
                 return members[:group_size]
             if depth >= MAX_HITS_PER_HOME:
                 raise ApiError(
