@@ -26,6 +26,7 @@ from qdrant_client.http import models
 
 from librarian.core.fusion import FusionError
 from librarian.core.routing import RoutingError
+from librarian.router.aggregate_endpoints import AggregateEndpoints
 from librarian.router.auth import Need, authentication, erases_everything, require_manage
 from librarian.router.collections import CollectionEndpoints, forget_aliases_of
 from librarian.router.library import View
@@ -149,6 +150,7 @@ class PointEndpoints:
     def __init__(self, state: RouterState) -> None:
         self.state = state
         self.querying = Querying(state)
+        self.aggregates = AggregateEndpoints(state)
         self.writes = Writes(
             state.upstream,
             state.cache,
@@ -253,14 +255,6 @@ class PointEndpoints:
         async with request_deadline(self._timeout(request)):
             page = await self.querying.scroll(view, body, self._timeout(request))
         return ok(page, started)
-
-    async def points_count(self, request: web.Request) -> web.Response:
-        started = time.perf_counter()
-        view = await self.state.view(request.match_info["name"])
-        body = await parse_body(request, models.CountRequest)
-        async with request_deadline(self._timeout(request)):
-            count = await self.querying.count(view, body, self._timeout(request))
-        return ok({"count": count}, started)
 
     async def points_retrieve(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
@@ -438,7 +432,13 @@ def route_table(
         ("POST", f"{points}/search", Need.READ, p.points_search),
         ("POST", f"{points}/search/batch", Need.READ, p.points_search_batch),
         ("POST", f"{points}/scroll", Need.READ, p.points_scroll),
-        ("POST", f"{points}/count", Need.READ, p.points_count),
+        ("POST", f"{points}/count", Need.READ, p.aggregates.count),
+        ("POST", f"{points}/query/groups", Need.READ, p.aggregates.query_groups),
+        ("POST", f"{points}/search/groups", Need.READ, p.aggregates.search_groups),
+        ("POST", f"{points}/recommend/groups", Need.READ, p.aggregates.recommend_groups),
+        ("POST", f"{collection}/facet", Need.READ, p.aggregates.facet),
+        ("POST", f"{points}/search/matrix/pairs", Need.READ, p.aggregates.matrix_pairs),
+        ("POST", f"{points}/search/matrix/offsets", Need.READ, p.aggregates.matrix_offsets),
         ("POST", points, Need.READ, p.points_retrieve),
         ("PUT", points, Need.WRITE, p.points_upsert),
         ("POST", f"{points}/delete", Need.WRITE, p.points_delete),

@@ -760,6 +760,30 @@ class EmbeddedQdrant:
         assert flt is not None
         self._update(collection, edge.UpdateOperation.delete_points_by_filter(flt))
 
+    # Qdrant's own requests (query, facet, scroll with its selectors) are translated to the
+    # engine's objects by a module of their own; until it is part of this adapter, these
+    # refuse by name rather than answer otherwise than Qdrant would.
+
+    def _not_translated(self, collection: str, what: str) -> InvalidRequest:
+        return InvalidRequest(
+            self.cluster,
+            f"{what} is not translated for the embedded engine yet; use a remote cluster",
+            collection=collection,
+        )
+
+    def query_points(
+        self, collection: str, request: models.QueryRequest
+    ) -> list[models.ScoredPoint]:
+        raise self._not_translated(collection, "Qdrant's universal query")
+
+    def facet(self, collection: str, request: models.FacetRequest) -> list[models.FacetValueHit]:
+        raise self._not_translated(collection, "facet")
+
+    def scroll_points(
+        self, collection: str, request: models.ScrollRequest
+    ) -> tuple[list[models.Record], models.ExtendedPointId | None]:
+        raise self._not_translated(collection, "scroll with Qdrant's selectors")
+
     def close(self) -> None:
         """Let go of the engine; the last adapter on this path closes the shards."""
         with _ENGINES_GUARD:

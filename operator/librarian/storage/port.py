@@ -286,4 +286,26 @@ class QdrantPort(Protocol):
         """Delete by ids or by filter (exactly one of them)."""
         ...
 
+    def query_points(
+        self, collection: str, request: models.QueryRequest
+    ) -> list[models.ScoredPoint]:
+        """Qdrant's universal query on one collection: every query kind (nearest dense / sparse /
+        multivector / named via `using`, recommend, discover, context, order_by, fusion, rrf,
+        formula, sample, mmr), nested prefetch, params, score_threshold, limit/offset, with_payload
+        and with_vector selectors. `lookup_from` is resolved by the caller: InvalidRequest if
+        given."""
+        ...
+
+    def facet(self, collection: str, request: models.FacetRequest) -> list[models.FacetValueHit]:
+        """Counts of the values of `request.key` among points matching `request.filter` (Qdrant's
+        order: count desc, then value asc), at most `request.limit`; `exact` honoured."""
+        ...
+
+    def scroll_points(
+        self, collection: str, request: models.ScrollRequest
+    ) -> tuple[list[models.Record], models.ExtendedPointId | None]:
+        """One page of Qdrant's scroll: id order, or `order_by` (then the next offset is None, as
+        Qdrant answers); payload and vector selectors honoured."""
+        ...
+
     def close(self) -> None: ...
