@@ -30,6 +30,17 @@ import qdrant_edge as edge
 from qdrant_client.http import models
 
 from librarian.storage.edge_filters import UnsupportedFilter, to_edge_filter
+from librarian.storage.edge_queries import (
+    QdrantVector,
+    UnsupportedQuery,
+    to_edge_facet_request,
+    to_edge_index_schema,
+    to_edge_query_request,
+    to_edge_scroll_request,
+    to_facet_hit,
+    to_record,
+    to_scored_point,
+)
 from librarian.storage.errors import (
     ClusterUnreachable,
     CollectionExists,
@@ -258,7 +269,7 @@ class EmbeddedQdrant:
             return action()
         except QdrantError:
             raise
-        except UnsupportedFilter as error:
+        except (UnsupportedFilter, UnsupportedQuery) as error:
             raise InvalidRequest(self._cluster, str(error), collection=collection) from None
         except Exception as error:  # noqa: BLE001 - the engine's plain exceptions, translated
             raise InvalidRequest(
@@ -352,6 +363,20 @@ class EmbeddedQdrant:
             collection,
             edge.UpdateOperation.create_field_index(field_name, edge.PayloadSchemaType.Keyword),
         )
+
+    def create_payload_index(
+        self,
+        collection: str,
+        field_name: str,
+        field_schema: models.PayloadSchemaType | models.PayloadSchemaParams,
+    ) -> None:
+        """Create (idempotently) a payload index of this schema (the engine replaces an index
+        of another schema on the same field, as Qdrant does)."""
+        schema = self._call(collection, lambda: to_edge_index_schema(field_schema))
+        self._update(collection, edge.UpdateOperation.create_field_index(field_name, schema))
+
+    def delete_payload_index(self, collection: str, field_name: str) -> None:
+        self._update(collection, edge.UpdateOperation.delete_field_index(field_name))
 
     def optimize(self, collection: str) -> None:
         """Build indexes now (the engine otherwise optimizes lazily)."""
@@ -478,6 +503,66 @@ class EmbeddedQdrant:
             )
             for h in hits
         ]
+
+    def query_points(
+        self, collection: str, request: models.QueryRequest
+    ) -> list[models.ScoredPoint]:
+        """Qdrant's universal query on one collection (see :mod:`librarian.storage.edge_queries`);
+        points named by id in the query are read from this collection."""
+        with self._shard(collection) as shard:
+
+            def vector_of(point_id: models.ExtendedPointId, name: str) -> QdrantVector:
+                return self._stored_vector(shard, point_id, name)
+
+            edge_request = self._call(collection, lambda: to_edge_query_request(request, vector_of))
+            hits = self._call(collection, lambda: shard.query(edge_request))
+        selector = request.with_payload if request.with_payload is not None else False
+        return [
+            to_scored_point(hit, with_payload=selector, with_vector=request.with_vector)
+            for hit in hits
+        ]
+
+    @staticmethod
+    def _stored_vector(
+        shard: edge.EdgeShard, point_id: models.ExtendedPointId, name: str
+    ) -> QdrantVector:
+        """The vector ``name`` of a stored point, for a query that names the point by id."""
+        records = shard.retrieve([point_id], False, [name])
+        vectors = records[0].vector if records else None
+        if not records:
+            raise UnsupportedQuery(f"no point with id {point_id!r} found")
+        vector = vectors.get(name) if isinstance(vectors, dict) else vectors
+        if vector is None:
+            shown = repr(name) if name else "the unnamed vector"
+            raise UnsupportedQuery(f"point {point_id!r} has no vector {shown}")
+        output = to_record(records[0], with_payload=False, with_vector=[name]).vector
+        found = output.get(name) if isinstance(output, dict) else output
+        assert found is not None
+        return found
+
+    def facet(self, collection: str, request: models.FacetRequest) -> list[models.FacetValueHit]:
+        """Counts of the values of ``request.key`` among matching points (the engine, as
+        Qdrant, needs a payload index on the key)."""
+        edge_request = self._call(collection, lambda: to_edge_facet_request(request))
+        with self._shard(collection) as shard:
+            response = self._call(collection, lambda: shard.facet(edge_request))
+        return [to_facet_hit(hit) for hit in response.hits]
+
+    def scroll_points(
+        self, collection: str, request: models.ScrollRequest
+    ) -> tuple[list[models.Record], models.ExtendedPointId | None]:
+        """One page of Qdrant's scroll, in id order or ``order_by`` (then no next offset)."""
+        edge_request = self._call(collection, lambda: to_edge_scroll_request(request))
+        with self._shard(collection) as shard:
+            records, next_offset = self._call(collection, lambda: shard.scroll(edge_request))
+        selector = request.with_payload if request.with_payload is not None else True
+        page = [
+            to_record(record, with_payload=selector, with_vector=request.with_vector)
+            for record in records
+        ]
+        if request.order_by is not None or next_offset is None:
+            return page, None
+        return page, _point_id(next_offset)
 
     def sample(
         self, collection: str, limit: int, *, with_payload: bool = True
