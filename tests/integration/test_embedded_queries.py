@@ -1030,6 +1030,19 @@ def test_order_by_scroll(embedded: EmbeddedQdrant, reference: QdrantClient, seed
         assert_same_points(ours, theirs)
 
 
+def test_order_by_scroll_refusals_match_a_server(
+    embedded: EmbeddedQdrant, reference: QdrantClient
+) -> None:
+    # An offset cannot be combined with order_by (local mode refuses it too); ordering needs
+    # a range index on the key, as on a Qdrant server (local mode needs none).
+    with pytest.raises(InvalidRequest, match="Offset is not supported"):
+        embedded.scroll_points(COLLECTION, models.ScrollRequest(limit=3, offset=5, order_by="n"))
+    with pytest.raises(ValueError, match="Offset is not supported"):
+        reference.scroll(COLLECTION, limit=3, offset=5, order_by="n")
+    with pytest.raises(InvalidRequest, match="range index"):
+        embedded.scroll_points(COLLECTION, models.ScrollRequest(limit=3, order_by="text"))
+
+
 def test_id_order_scroll_pages(embedded: EmbeddedQdrant, reference: QdrantClient) -> None:
     rng = random.Random(4)
     flt = _filter(rng)
