@@ -23,6 +23,7 @@ import random
 import typing
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,7 +37,7 @@ from qdrant_client.http import models
 from librarian.storage import edge_queries
 from librarian.storage.embedded import SPEC_FILE, EmbeddedQdrant, spec_to_json
 from librarian.storage.errors import InvalidRequest
-from librarian.storage.port import CollectionSpec
+from librarian.storage.port import CollectionSpec, PointRecord
 
 COLLECTION = "mixed"
 POINTS = 150
@@ -971,6 +972,105 @@ def test_unknown_vector_name_is_refused(embedded: EmbeddedQdrant) -> None:
     ):
         with pytest.raises(InvalidRequest, match="absent"):
             embedded.query_points(COLLECTION, request)
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ([math.nan, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7], "NaN"),
+        (models.SparseVector(indices=[1], values=[math.inf]), "NaN or an infinity"),
+        ([0.1, 0.2], "dimension"),
+        ([[0.1] * SIZES[DENSE]], "multi"),
+        (
+            models.RecommendQuery(
+                recommend=models.RecommendInput(positive=[[0.1] * 8, [[0.1] * 8]])
+            ),
+            "mix dense, sparse and multi",
+        ),
+    ],
+)
+def test_hostile_vectors_are_refused(embedded: EmbeddedQdrant, query: Any, message: str) -> None:
+    request = models.QueryRequest(query=query, using=DENSE)
+    with pytest.raises(InvalidRequest, match=message):
+        embedded.query_points(COLLECTION, request)
+
+
+def test_prefetch_depth_is_bounded(embedded: EmbeddedQdrant) -> None:
+    prefetch = models.Prefetch(query=[0.1] * SIZES[DENSE], using=DENSE)
+    for _ in range(300):
+        prefetch = models.Prefetch(prefetch=prefetch, query=[0.1] * SIZES[DENSE], using=DENSE)
+    request = models.QueryRequest(prefetch=prefetch, query=[0.1] * SIZES[DENSE], using=DENSE)
+    with pytest.raises(InvalidRequest, match="depth"):
+        embedded.query_points(COLLECTION, request)
+
+
+def test_concurrent_queries_get_their_own_answers(
+    embedded: EmbeddedQdrant, points: list[Point]
+) -> None:
+    rng = random.Random(21)
+    requests = [
+        _request(rng, _example(rng, name, points), name, filter=None)
+        for name in (DENSE, SPARSE, MULTI, EUCLID)
+        for _ in range(5)
+    ]
+    expected = [embedded.query_points(COLLECTION, r) for r in requests]
+
+    def worker(order: list[int]) -> list[tuple[int, list[models.ScoredPoint]]]:
+        return [(i, embedded.query_points(COLLECTION, requests[i])) for i in order]
+
+    orders = [random.Random(seed).sample(range(len(requests)), len(requests)) for seed in range(4)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for answers in pool.map(worker, orders):
+            for i, answer in answers:
+                assert answer == expected[i]
+
+
+def test_single_unnamed_vector_collection(tmp_path: Path) -> None:
+    # The collections the adapter itself creates: one unnamed dense vector, which Qdrant
+    # returns as a plain list and reads by id from the unnamed vector.
+    rng = random.Random(31)
+    records = [
+        PointRecord(id=i, vector=_dense(rng, 6), payload={"n": i % 7, "color": rng.choice(COLORS)})
+        for i in range(60)
+    ]
+    port = EmbeddedQdrant("edge", tmp_path)
+    reference = QdrantClient(":memory:")
+    try:
+        port.create_collection("plain", CollectionSpec(vector_size=6, distance="Dot"))
+        port.upsert("plain", records)
+        reference.create_collection(
+            "plain", vectors_config=models.VectorParams(size=6, distance=models.Distance.DOT)
+        )
+        reference.upsert(
+            "plain",
+            [models.PointStruct(id=r.id, vector=r.vector, payload=r.payload) for r in records],
+        )
+        for request in (
+            models.QueryRequest(query=_dense(rng, 6), with_vector=True, with_payload=True),
+            models.QueryRequest(query=5, with_vector=[""], limit=4),
+            models.QueryRequest(
+                query=models.RecommendQuery(
+                    recommend=models.RecommendInput(positive=[1, _dense(rng, 6)], negative=[2])
+                ),
+                with_payload=["color"],
+            ),
+            models.QueryRequest(
+                prefetch=[
+                    models.Prefetch(query=3, limit=20),
+                    models.Prefetch(query=_dense(rng, 6), limit=20),
+                ],
+                query=models.FusionQuery(fusion=models.Fusion.DBSF),
+                with_vector=True,
+            ),
+        ):
+            ours = port.query_points("plain", request)
+            (theirs,) = reference.query_batch_points("plain", [request])
+            assert_same_ranking(ours, theirs.points, what=str(request))
+            assert_same_points(ours, theirs.points)
+            assert all(p.vector is None or isinstance(p.vector, list) for p in ours)
+    finally:
+        port.close()
+        reference.close()
 
 
 # ----------------------------------------------------------------- facets and scrolls

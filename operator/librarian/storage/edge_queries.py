@@ -18,6 +18,7 @@ naming it: a request is never answered with a part of it silently dropped.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -459,12 +460,21 @@ def _edge_vector(value: Any, what: str) -> Any:
     if isinstance(value, models.SparseVector):
         if len(value.indices) != len(value.values):
             raise UnsupportedQuery(f"{what}: sparse vector indices and values differ in length")
-        return edge.SparseVector(list(value.indices), [float(x) for x in value.values])
+        return edge.SparseVector(list(value.indices), _finite(value.values, what))
     if isinstance(value, list) and value and isinstance(value[0], list):
-        return [[float(x) for x in row] for row in value]
+        return [_finite(row, what) for row in value]
     if isinstance(value, list):
-        return [float(x) for x in value]
+        return _finite(value, what)
     raise UnsupportedQuery(f"{what}: {type(value).__name__} is not a vector")
+
+
+def _finite(values: Sequence[Any], what: str) -> list[float]:
+    """The numbers of a dense vector; NaN and infinities are refused (Qdrant's JSON cannot
+    carry them, and the engine would silently match nothing)."""
+    numbers = [float(x) for x in values]
+    if not all(math.isfinite(x) for x in numbers):
+        raise UnsupportedQuery(f"{what}: a vector holds NaN or an infinity")
+    return numbers
 
 
 # ----------------------------------------------------------------- formulas
