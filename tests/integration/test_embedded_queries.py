@@ -41,7 +41,13 @@ from qdrant_client.http import models
 from librarian.storage import edge_queries
 from librarian.storage.embedded import SPEC_FILE, EmbeddedQdrant, spec_to_json
 from librarian.storage.errors import InvalidRequest
-from librarian.storage.port import CollectionSpec, PointRecord
+from librarian.storage.port import (
+    CollectionSpec,
+    HnswSpec,
+    OptimizersSpec,
+    PointRecord,
+    QuantizationSpec,
+)
 
 COLLECTION = "mixed"
 POINTS = 150
@@ -410,6 +416,51 @@ def test_exact_and_approximate_params_do_not_change_answers_below_full_scan(
         models.SearchParams(indexed_only=False, acorn=models.AcornSearchParams(enable=True)),
     ):
         check(embedded, reference, _request(rng, _dense(rng, SIZES[DENSE]), DENSE, params=params))
+
+
+def test_search_params_reach_the_index(tmp_path: Path) -> None:
+    # Above the full-scan threshold, with an HNSW graph and binary quantization built:
+    # `exact` with quantization ignored gives local mode's exact answer; a tiny `hnsw_ef`
+    # without rescoring gives another (so the params are honoured, not dropped).
+    rng = random.Random(41)
+    records = [PointRecord(id=i, vector=_dense(rng, 16)) for i in range(3000)]
+    spec = CollectionSpec(
+        vector_size=16,
+        hnsw=HnswSpec(m=4, ef_construct=8, full_scan_threshold=10),
+        optimizers=OptimizersSpec(indexing_threshold=10, default_segment_number=1),
+        quantization=QuantizationSpec(kind="binary", always_ram=True),
+    )
+    port = EmbeddedQdrant("edge", tmp_path)
+    reference = QdrantClient(":memory:")
+    try:
+        port.create_collection("indexed", spec)
+        port.upsert("indexed", records)
+        port.optimize("indexed")
+        assert port.collection_info("indexed").indexed_vectors_count == len(records)
+        reference.create_collection(
+            "indexed", vectors_config=models.VectorParams(size=16, distance=models.Distance.COSINE)
+        )
+        reference.upsert(
+            "indexed", [models.PointStruct(id=r.id, vector=r.vector, payload={}) for r in records]
+        )
+        exact = models.SearchParams(
+            exact=True, quantization=models.QuantizationSearchParams(ignore=True)
+        )
+        rough = models.SearchParams(
+            hnsw_ef=1, quantization=models.QuantizationSearchParams(rescore=False)
+        )
+        differs = 0
+        for _ in range(20):
+            request = models.QueryRequest(query=_dense(rng, 16), limit=10, params=exact)
+            ours = port.query_points("indexed", request)
+            (theirs,) = reference.query_batch_points("indexed", [request])
+            assert_same_ranking(ours, theirs.points)
+            approximate = port.query_points("indexed", request.model_copy(update={"params": rough}))
+            differs += [p.id for p in approximate] != [p.id for p in ours]
+        assert differs > 10
+    finally:
+        port.close()
+        reference.close()
 
 
 @pytest.mark.parametrize("seed", range(5))
