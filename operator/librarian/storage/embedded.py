@@ -30,6 +30,17 @@ import qdrant_edge as edge
 from qdrant_client.http import models
 
 from librarian.storage.edge_filters import UnsupportedFilter, to_edge_filter
+from librarian.storage.edge_queries import (
+    QdrantVector,
+    UnsupportedQuery,
+    to_edge_facet_request,
+    to_edge_index_schema,
+    to_edge_query_request,
+    to_edge_scroll_request,
+    to_facet_hit,
+    to_record,
+    to_scored_point,
+)
 from librarian.storage.errors import (
     ClusterUnreachable,
     CollectionExists,
@@ -174,26 +185,6 @@ def _payload_selector(with_payload: bool | Sequence[str]) -> Any:
 # ------------------------------------------------------------------ payload index schemas
 
 _FLUSH_INTERVAL_S = 5  # the engine flushes as Qdrant does by default
-_SCHEMA_TYPES = {
-    "keyword": edge.PayloadSchemaType.Keyword,
-    "integer": edge.PayloadSchemaType.Integer,
-    "float": edge.PayloadSchemaType.Float,
-    "geo": edge.PayloadSchemaType.Geo,
-    "text": edge.PayloadSchemaType.Text,
-    "bool": edge.PayloadSchemaType.Bool,
-    "datetime": edge.PayloadSchemaType.Datetime,
-    "uuid": edge.PayloadSchemaType.Uuid,
-}
-_PARAMS_CLASSES: dict[str, Any] = {
-    "keyword": edge.KeywordIndexParams,
-    "integer": edge.IntegerIndexParams,
-    "float": edge.FloatIndexParams,
-    "geo": edge.GeoIndexParams,
-    "text": edge.TextIndexParams,
-    "bool": edge.BoolIndexParams,
-    "datetime": edge.DatetimeIndexParams,
-    "uuid": edge.UuidIndexParams,
-}
 _MODEL_PARAMS: dict[str, Any] = {
     "keyword": models.KeywordIndexParams,
     "integer": models.IntegerIndexParams,
@@ -204,13 +195,7 @@ _MODEL_PARAMS: dict[str, Any] = {
     "datetime": models.DatetimeIndexParams,
     "uuid": models.UuidIndexParams,
 }
-_TOKENIZERS = {
-    "prefix": edge.TokenizerType.Prefix,
-    "whitespace": edge.TokenizerType.Whitespace,
-    "word": edge.TokenizerType.Word,
-    "multilingual": edge.TokenizerType.Multilingual,
-}
-# Plain fields copied as they are between qdrant-client's index params and the engine's.
+# Plain fields copied as they are from the engine's index params to qdrant-client's.
 _PLAIN_FIELDS = (
     "is_tenant",
     "on_disk",
@@ -229,29 +214,6 @@ _PLAIN_FIELDS = (
 
 def _schema_name(value: Any) -> str:
     return str(value).rsplit(".", 1)[-1].lower()
-
-
-def _edge_schema(
-    field_schema: models.PayloadSchemaType | models.PayloadSchemaParams | str,
-) -> Any:
-    """The engine's index schema for qdrant-client's (a type, or a type with parameters)."""
-    if isinstance(field_schema, models.PayloadSchemaType | str):
-        kind = models.PayloadSchemaType(field_schema).value
-        return _SCHEMA_TYPES[kind]
-    kind = str(getattr(field_schema.type, "value", field_schema.type))
-    given = field_schema.model_dump(exclude_none=True, exclude={"type"})
-    arguments: dict[str, Any] = {}
-    for name, value in given.items():
-        if name in _PLAIN_FIELDS:
-            arguments[name] = value
-        elif name == "tokenizer":
-            arguments[name] = _TOKENIZERS[str(getattr(value, "value", value))]
-        else:
-            raise ValueError(
-                f"the {name!r} parameter of a {kind} index is not supported on an embedded "
-                "cluster; create the index without it, or use a remote cluster"
-            )
-    return _PARAMS_CLASSES[kind](**arguments)
 
 
 def _index_params_model(data_type: Any, params: Any) -> Any:
@@ -358,7 +320,7 @@ class EmbeddedQdrant:
             return action()
         except QdrantError:
             raise
-        except UnsupportedFilter as error:
+        except (UnsupportedFilter, UnsupportedQuery) as error:
             raise InvalidRequest(self._cluster, str(error), collection=collection) from None
         except Exception as error:  # noqa: BLE001 - the engine's plain exceptions, translated
             raise InvalidRequest(
@@ -514,10 +476,9 @@ class EmbeddedQdrant:
         field_name: str,
         field_schema: models.PayloadSchemaType | models.PayloadSchemaParams,
     ) -> None:
-        try:
-            schema = _edge_schema(field_schema)
-        except ValueError as error:
-            raise InvalidRequest(self._cluster, str(error), collection=collection) from None
+        """Create (idempotently) a payload index of this schema (the engine replaces an index
+        of another schema on the same field, as Qdrant does)."""
+        schema = self._call(collection, lambda: to_edge_index_schema(field_schema))
         self._update(collection, edge.UpdateOperation.create_field_index(field_name, schema))
 
     def delete_payload_index(self, collection: str, field_name: str) -> None:
@@ -649,6 +610,66 @@ class EmbeddedQdrant:
             for h in hits
         ]
 
+    def query_points(
+        self, collection: str, request: models.QueryRequest
+    ) -> list[models.ScoredPoint]:
+        """Qdrant's universal query on one collection (see :mod:`librarian.storage.edge_queries`);
+        points named by id in the query are read from this collection."""
+        with self._shard(collection) as shard:
+
+            def vector_of(point_id: models.ExtendedPointId, name: str) -> QdrantVector:
+                return self._stored_vector(shard, point_id, name)
+
+            edge_request = self._call(collection, lambda: to_edge_query_request(request, vector_of))
+            hits = self._call(collection, lambda: shard.query(edge_request))
+        selector = request.with_payload if request.with_payload is not None else False
+        return [
+            to_scored_point(hit, with_payload=selector, with_vector=request.with_vector)
+            for hit in hits
+        ]
+
+    @staticmethod
+    def _stored_vector(
+        shard: edge.EdgeShard, point_id: models.ExtendedPointId, name: str
+    ) -> QdrantVector:
+        """The vector ``name`` of a stored point, for a query that names the point by id."""
+        records = shard.retrieve([point_id], False, [name])
+        vectors = records[0].vector if records else None
+        if not records:
+            raise UnsupportedQuery(f"no point with id {point_id!r} found")
+        vector = vectors.get(name) if isinstance(vectors, dict) else vectors
+        if vector is None:
+            shown = repr(name) if name else "the unnamed vector"
+            raise UnsupportedQuery(f"point {point_id!r} has no vector {shown}")
+        output = to_record(records[0], with_payload=False, with_vector=[name]).vector
+        found = output.get(name) if isinstance(output, dict) else output
+        assert found is not None
+        return found
+
+    def facet(self, collection: str, request: models.FacetRequest) -> list[models.FacetValueHit]:
+        """Counts of the values of ``request.key`` among matching points (the engine, as
+        Qdrant, needs a payload index on the key)."""
+        edge_request = self._call(collection, lambda: to_edge_facet_request(request))
+        with self._shard(collection) as shard:
+            response = self._call(collection, lambda: shard.facet(edge_request))
+        return [to_facet_hit(hit) for hit in response.hits]
+
+    def scroll_points(
+        self, collection: str, request: models.ScrollRequest
+    ) -> tuple[list[models.Record], models.ExtendedPointId | None]:
+        """One page of Qdrant's scroll, in id order or ``order_by`` (then no next offset)."""
+        edge_request = self._call(collection, lambda: to_edge_scroll_request(request))
+        with self._shard(collection) as shard:
+            records, next_offset = self._call(collection, lambda: shard.scroll(edge_request))
+        selector = request.with_payload if request.with_payload is not None else True
+        page = [
+            to_record(record, with_payload=selector, with_vector=request.with_vector)
+            for record in records
+        ]
+        if request.order_by is not None or next_offset is None:
+            return page, None
+        return page, _point_id(next_offset)
+
     def sample(
         self, collection: str, limit: int, *, with_payload: bool = True
     ) -> list[PointRecord]:
@@ -759,30 +780,6 @@ class EmbeddedQdrant:
         flt = self._call(collection, lambda: to_edge_filter(points_filter))
         assert flt is not None
         self._update(collection, edge.UpdateOperation.delete_points_by_filter(flt))
-
-    # Qdrant's own requests (query, facet, scroll with its selectors) are translated to the
-    # engine's objects by a module of their own; until it is part of this adapter, these
-    # refuse by name rather than answer otherwise than Qdrant would.
-
-    def _not_translated(self, collection: str, what: str) -> InvalidRequest:
-        return InvalidRequest(
-            self.cluster,
-            f"{what} is not translated for the embedded engine yet; use a remote cluster",
-            collection=collection,
-        )
-
-    def query_points(
-        self, collection: str, request: models.QueryRequest
-    ) -> list[models.ScoredPoint]:
-        raise self._not_translated(collection, "Qdrant's universal query")
-
-    def facet(self, collection: str, request: models.FacetRequest) -> list[models.FacetValueHit]:
-        raise self._not_translated(collection, "facet")
-
-    def scroll_points(
-        self, collection: str, request: models.ScrollRequest
-    ) -> tuple[list[models.Record], models.ExtendedPointId | None]:
-        raise self._not_translated(collection, "scroll with Qdrant's selectors")
 
     def close(self) -> None:
         """Let go of the engine; the last adapter on this path closes the shards."""
