@@ -409,11 +409,18 @@ class GatedPort:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def query(self, *args: Any, **kwargs: Any) -> Any:
+    def _gated(self) -> None:
         self.entered.set()
         if not self.gate.wait(60):
             raise RuntimeError("the gate was never opened")
+
+    def query(self, *args: Any, **kwargs: Any) -> Any:
+        self._gated()
         return self.inner.query(*args, **kwargs)
+
+    def query_points(self, *args: Any, **kwargs: Any) -> Any:
+        self._gated()
+        return self.inner.query_points(*args, **kwargs)
 
 
 def test_latency_is_recorded_against_the_snapshot_the_request_used(tmp_path: Path) -> None:

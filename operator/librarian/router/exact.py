@@ -43,6 +43,7 @@ from qdrant_client.http import models
 from librarian.contracts.payload import LABEL_KEY, POINT_VERSION_KEY, RESERVED_KEYS, TOMBSTONE_KEY
 from librarian.core.fusion import Hit
 from librarian.core.query_fusion import distribution_based_score_fusion, reciprocal_rank_fusion
+from librarian.router.copies import checked_size
 from librarian.router.library import DomainRoute, View, combine_filters
 from librarian.router.mmr import detect_distance, mmr_order
 from librarian.router.qdrant_api import ApiError, id_order_key, parse_point_id, select_payload
@@ -99,20 +100,13 @@ class Ranked:
 
 
 def validate_page(limit: int | None, offset: int | None, *, what: str = "limit") -> tuple[int, int]:
-    """A query's (limit, offset) with Qdrant's bounds (limit at least 1); a 400 otherwise."""
-    limit = 10 if limit is None else limit
-    offset = offset or 0
-    if limit < 1:
-        raise ApiError(
-            400,
-            f"Validation error in JSON body: [{what}: value {limit} invalid, must be 1 or larger]",
-        )
-    if limit > MAX_COUNT:
-        raise ApiError(400, f"Wrong input: {what} must be at most {MAX_COUNT:,}, got {limit}")
-    if not 0 <= offset <= MAX_COUNT:
-        raise ApiError(
-            400, f"Wrong input: offset must be between 0 and {MAX_COUNT:,}, got {offset}"
-        )
+    """A query's (limit, offset) as Qdrant checks them: a negative one does not parse (400), a
+    limit below 1 breaks its rule (422); beyond :data:`MAX_COUNT` is refused (400)."""
+    limit = checked_size(what, limit, 10, 1)
+    offset = checked_size("offset", offset, 0, 0)
+    for name, value in ((what, limit), ("offset", offset)):
+        if value > MAX_COUNT:
+            raise ApiError(400, f"Wrong input: {name} must be at most {MAX_COUNT:,}, got {value}")
     return limit, offset
 
 

@@ -25,7 +25,13 @@ from qdrant_client.http import models
 
 from librarian.contracts.payload import LABEL_KEY
 from librarian.core.fusion import FusionError, Hit, PointId, fuse, fusion_name
-from librarian.router.exact import ExactQueries, home_query, scored_json, top_level_selector
+from librarian.router.exact import (
+    ExactQueries,
+    home_query,
+    scored_json,
+    top_level_selector,
+    validate_page,
+)
 from librarian.router.library import DomainRoute, Library, View, combine_filters
 from librarian.router.qdrant_api import (
     ApiError,
@@ -188,9 +194,14 @@ def partial_headers(failed: Sequence[str]) -> dict[str, str]:
 
 
 def cache_key(path: str, view: View, body: bytes) -> CacheKey:
-    """A result's cache key: the endpoint, the library version it was computed on, the body."""
-    version = view.library.definition.version if view.library else "-"
-    return (path, version, body)
+    """A result's cache key: the endpoint, what it was computed on (the library's version, or
+    the collection a pass-through name addresses: an alias may name another one later), the
+    body."""
+    if view.library is not None:
+        addressed = f"{view.library.name}@{view.library.definition.version}"
+    else:
+        addressed = "/".join(f"{r.cluster}/{r.collection}" for r in view.routes)
+    return (path, addressed, body)
 
 
 @dataclass(frozen=True)
@@ -538,12 +549,7 @@ class Querying:
             vector = dense(records[0].vector, view.vector_size)
         else:
             vector = dense(query, view.vector_size)
-        if body.limit is not None and body.limit < 1:
-            raise ApiError(
-                400,
-                f"Validation error in JSON body: [limit: value {body.limit} invalid, "
-                "must be 1 or larger]",
-            )
+        validate_page(body.limit, body.offset)  # Qdrant's 400 / 422 before any home is asked
         answer = await self.search(view, _query_search(body, vector, exclude, body.filter), timeout)
         return [
             point_json(h, body.with_payload, body.with_vector) for h in answer.hits

@@ -30,6 +30,17 @@ import qdrant_edge as edge
 from qdrant_client.http import models
 
 from librarian.storage.edge_filters import UnsupportedFilter, to_edge_filter
+from librarian.storage.edge_queries import (
+    QdrantVector,
+    UnsupportedQuery,
+    to_edge_facet_request,
+    to_edge_index_schema,
+    to_edge_query_request,
+    to_edge_scroll_request,
+    to_facet_hit,
+    to_record,
+    to_scored_point,
+)
 from librarian.storage.errors import (
     ClusterUnreachable,
     CollectionExists,
@@ -48,6 +59,7 @@ from librarian.storage.port import (
     QuantizationSpec,
     ScoredHit,
 )
+from librarian.storage.remote import quantization_config as remote_quantization
 
 T = TypeVar("T")
 
@@ -170,6 +182,56 @@ def _payload_selector(with_payload: bool | Sequence[str]) -> Any:
     return edge.PayloadSelector.Include(list(with_payload))
 
 
+# ------------------------------------------------------------------ payload index schemas
+
+_FLUSH_INTERVAL_S = 5  # the engine flushes as Qdrant does by default
+_MODEL_PARAMS: dict[str, Any] = {
+    "keyword": models.KeywordIndexParams,
+    "integer": models.IntegerIndexParams,
+    "float": models.FloatIndexParams,
+    "geo": models.GeoIndexParams,
+    "text": models.TextIndexParams,
+    "bool": models.BoolIndexParams,
+    "datetime": models.DatetimeIndexParams,
+    "uuid": models.UuidIndexParams,
+}
+# Plain fields copied as they are from the engine's index params to qdrant-client's.
+_PLAIN_FIELDS = (
+    "is_tenant",
+    "on_disk",
+    "enable_hnsw",
+    "prefix",
+    "lookup",
+    "range",
+    "is_principal",
+    "min_token_len",
+    "max_token_len",
+    "lowercase",
+    "ascii_folding",
+    "phrase_matching",
+)
+
+
+def _schema_name(value: Any) -> str:
+    return str(value).rsplit(".", 1)[-1].lower()
+
+
+def _index_params_model(data_type: Any, params: Any) -> Any:
+    """qdrant-client's index params for the engine's (``None`` when the index has none)."""
+    if params is None:
+        return None
+    kind = _schema_name(data_type)
+    fields: dict[str, Any] = {"type": kind}
+    for name in _PLAIN_FIELDS:
+        value = getattr(params, name, None)
+        if value is not None:
+            fields[name] = value
+    tokenizer = getattr(params, "tokenizer", None)
+    if tokenizer is not None:
+        fields["tokenizer"] = _schema_name(tokenizer)
+    return _MODEL_PARAMS[kind].model_validate(fields)
+
+
 class _Engine:
     """The open shards of one storage path, shared by every adapter on it in this process."""
 
@@ -258,7 +320,7 @@ class EmbeddedQdrant:
             return action()
         except QdrantError:
             raise
-        except UnsupportedFilter as error:
+        except (UnsupportedFilter, UnsupportedQuery) as error:
             raise InvalidRequest(self._cluster, str(error), collection=collection) from None
         except Exception as error:  # noqa: BLE001 - the engine's plain exceptions, translated
             raise InvalidRequest(
@@ -352,6 +414,75 @@ class EmbeddedQdrant:
             collection,
             edge.UpdateOperation.create_field_index(field_name, edge.PayloadSchemaType.Keyword),
         )
+
+    def describe_collection(self, collection: str) -> models.CollectionInfo:
+        spec = self._spec(collection)
+        with self._shard(collection) as shard:
+            info = self._call(collection, shard.info)
+        hnsw = spec.hnsw or HnswSpec()
+        optimizers = spec.optimizers or OptimizersSpec()
+        return models.CollectionInfo(
+            status=models.CollectionStatus.GREEN,
+            optimizer_status=models.OptimizersStatusOneOf.OK,
+            points_count=info.points_count,
+            indexed_vectors_count=info.indexed_vectors_count,
+            segments_count=info.segments_count,
+            config=models.CollectionConfig(
+                params=models.CollectionParams(
+                    vectors=models.VectorParams(
+                        size=spec.vector_size,
+                        distance=models.Distance(spec.distance),
+                        on_disk=spec.on_disk_vectors,
+                    ),
+                    shard_number=spec.shard_number or 1,
+                    replication_factor=spec.replication_factor or 1,
+                    on_disk_payload=spec.on_disk_payload
+                    if spec.on_disk_payload is not None
+                    else True,
+                ),
+                hnsw_config=models.HnswConfig(
+                    m=hnsw.m if hnsw.m is not None else DEFAULT_HNSW.m or 16,
+                    ef_construct=hnsw.ef_construct
+                    if hnsw.ef_construct is not None
+                    else DEFAULT_HNSW.ef_construct or 100,
+                    full_scan_threshold=hnsw.full_scan_threshold
+                    if hnsw.full_scan_threshold is not None
+                    else DEFAULT_HNSW.full_scan_threshold or 10_000,
+                    on_disk=hnsw.on_disk,
+                ),
+                optimizer_config=models.OptimizersConfig(
+                    deleted_threshold=optimizers.deleted_threshold,
+                    vacuum_min_vector_number=optimizers.vacuum_min_vector_number,
+                    default_segment_number=optimizers.default_segment_number or 0,
+                    max_segment_size=optimizers.max_segment_size,
+                    indexing_threshold=optimizers.indexing_threshold,
+                    flush_interval_sec=_FLUSH_INTERVAL_S,
+                ),
+                quantization_config=remote_quantization(spec.quantization),
+            ),
+            payload_schema={
+                key: models.PayloadIndexInfo(
+                    data_type=models.PayloadSchemaType(_schema_name(value.data_type)),
+                    params=_index_params_model(value.data_type, value.params),
+                    points=value.points,
+                )
+                for key, value in info.payload_schema.items()
+            },
+        )
+
+    def create_payload_index(
+        self,
+        collection: str,
+        field_name: str,
+        field_schema: models.PayloadSchemaType | models.PayloadSchemaParams,
+    ) -> None:
+        """Create (idempotently) a payload index of this schema (the engine replaces an index
+        of another schema on the same field, as Qdrant does)."""
+        schema = self._call(collection, lambda: to_edge_index_schema(field_schema))
+        self._update(collection, edge.UpdateOperation.create_field_index(field_name, schema))
+
+    def delete_payload_index(self, collection: str, field_name: str) -> None:
+        self._update(collection, edge.UpdateOperation.delete_field_index(field_name))
 
     def optimize(self, collection: str) -> None:
         """Build indexes now (the engine otherwise optimizes lazily)."""
@@ -479,6 +610,66 @@ class EmbeddedQdrant:
             for h in hits
         ]
 
+    def query_points(
+        self, collection: str, request: models.QueryRequest
+    ) -> list[models.ScoredPoint]:
+        """Qdrant's universal query on one collection (see :mod:`librarian.storage.edge_queries`);
+        points named by id in the query are read from this collection."""
+        with self._shard(collection) as shard:
+
+            def vector_of(point_id: models.ExtendedPointId, name: str) -> QdrantVector:
+                return self._stored_vector(shard, point_id, name)
+
+            edge_request = self._call(collection, lambda: to_edge_query_request(request, vector_of))
+            hits = self._call(collection, lambda: shard.query(edge_request))
+        selector = request.with_payload if request.with_payload is not None else False
+        return [
+            to_scored_point(hit, with_payload=selector, with_vector=request.with_vector)
+            for hit in hits
+        ]
+
+    @staticmethod
+    def _stored_vector(
+        shard: edge.EdgeShard, point_id: models.ExtendedPointId, name: str
+    ) -> QdrantVector:
+        """The vector ``name`` of a stored point, for a query that names the point by id."""
+        records = shard.retrieve([point_id], False, [name])
+        vectors = records[0].vector if records else None
+        if not records:
+            raise UnsupportedQuery(f"no point with id {point_id!r} found")
+        vector = vectors.get(name) if isinstance(vectors, dict) else vectors
+        if vector is None:
+            shown = repr(name) if name else "the unnamed vector"
+            raise UnsupportedQuery(f"point {point_id!r} has no vector {shown}")
+        output = to_record(records[0], with_payload=False, with_vector=[name]).vector
+        found = output.get(name) if isinstance(output, dict) else output
+        assert found is not None
+        return found
+
+    def facet(self, collection: str, request: models.FacetRequest) -> list[models.FacetValueHit]:
+        """Counts of the values of ``request.key`` among matching points (the engine, as
+        Qdrant, needs a payload index on the key)."""
+        edge_request = self._call(collection, lambda: to_edge_facet_request(request))
+        with self._shard(collection) as shard:
+            response = self._call(collection, lambda: shard.facet(edge_request))
+        return [to_facet_hit(hit) for hit in response.hits]
+
+    def scroll_points(
+        self, collection: str, request: models.ScrollRequest
+    ) -> tuple[list[models.Record], models.ExtendedPointId | None]:
+        """One page of Qdrant's scroll, in id order or ``order_by`` (then no next offset)."""
+        edge_request = self._call(collection, lambda: to_edge_scroll_request(request))
+        with self._shard(collection) as shard:
+            records, next_offset = self._call(collection, lambda: shard.scroll(edge_request))
+        selector = request.with_payload if request.with_payload is not None else True
+        page = [
+            to_record(record, with_payload=selector, with_vector=request.with_vector)
+            for record in records
+        ]
+        if request.order_by is not None or next_offset is None:
+            return page, None
+        return page, _point_id(next_offset)
+
     def sample(
         self, collection: str, limit: int, *, with_payload: bool = True
     ) -> list[PointRecord]:
@@ -589,40 +780,6 @@ class EmbeddedQdrant:
         flt = self._call(collection, lambda: to_edge_filter(points_filter))
         assert flt is not None
         self._update(collection, edge.UpdateOperation.delete_points_by_filter(flt))
-
-    # Qdrant's own operations (see QdrantPort): this adapter refuses them by name until it
-    # translates them to the engine's own requests; callers fall back to the narrow methods.
-
-    def _not_translated(self, operation: str, collection: str) -> InvalidRequest:
-        return InvalidRequest(
-            self._cluster,
-            f"{operation} is not translated for the embedded engine",
-            collection=collection,
-        )
-
-    def query_points(
-        self, collection: str, request: models.QueryRequest
-    ) -> list[models.ScoredPoint]:
-        raise self._not_translated("query_points", collection)
-
-    def facet(self, collection: str, request: models.FacetRequest) -> list[models.FacetValueHit]:
-        raise self._not_translated("facet", collection)
-
-    def scroll_points(
-        self, collection: str, request: models.ScrollRequest
-    ) -> tuple[list[models.Record], models.ExtendedPointId | None]:
-        raise self._not_translated("scroll_points", collection)
-
-    def create_payload_index(
-        self,
-        collection: str,
-        field_name: str,
-        field_schema: models.PayloadSchemaType | models.PayloadSchemaParams,
-    ) -> None:
-        raise self._not_translated("create_payload_index", collection)
-
-    def delete_payload_index(self, collection: str, field_name: str) -> None:
-        raise self._not_translated("delete_payload_index", collection)
 
     def close(self) -> None:
         """Let go of the engine; the last adapter on this path closes the shards."""

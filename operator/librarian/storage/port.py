@@ -132,6 +132,25 @@ class QdrantPort(Protocol):
         """Create (idempotently) a keyword payload index on ``field_name``."""
         ...
 
+    def describe_collection(self, collection: str) -> models.CollectionInfo:
+        """Qdrant's full collection info (qdrant-client's model): status, counts, segments,
+        the real vector configuration and the payload schema with each index's parameters.
+        Raise CollectionNotFound if it does not exist."""
+        ...
+
+    def create_payload_index(
+        self,
+        collection: str,
+        field_name: str,
+        field_schema: models.PayloadSchemaType | models.PayloadSchemaParams,
+    ) -> None:
+        """Create (idempotently) a payload index of this schema."""
+        ...
+
+    def delete_payload_index(self, collection: str, field_name: str) -> None:
+        """Delete the payload index on ``field_name`` (a missing one is not an error)."""
+        ...
+
     def upsert(
         self,
         collection: str,
@@ -267,41 +286,26 @@ class QdrantPort(Protocol):
         """Delete by ids or by filter (exactly one of them)."""
         ...
 
-    # Qdrant's own operations on ONE collection, in qdrant-client's models (every query kind,
-    # facets, scroll pages, payload indexes); the library's semantics are built above these.
-
     def query_points(
         self, collection: str, request: models.QueryRequest
     ) -> list[models.ScoredPoint]:
-        """Qdrant's universal query on one collection: every query kind (nearest dense / sparse
-        / multivector / named via ``using``, recommend, discover, context, order_by, fusion,
-        rrf, formula, sample, mmr), nested prefetch, params, score_threshold, limit/offset,
-        with_payload and with_vector selectors. ``lookup_from`` is resolved by the caller:
-        InvalidRequest if given."""
+        """Qdrant's universal query on one collection: every query kind (nearest dense / sparse /
+        multivector / named via `using`, recommend, discover, context, order_by, fusion, rrf,
+        formula, sample, mmr), nested prefetch, params, score_threshold, limit/offset, with_payload
+        and with_vector selectors. `lookup_from` is resolved by the caller: InvalidRequest if
+        given."""
         ...
 
     def facet(self, collection: str, request: models.FacetRequest) -> list[models.FacetValueHit]:
-        """Counts of the values of ``request.key`` among points matching ``request.filter``
-        (Qdrant's order: count desc, then value asc), at most ``request.limit``; ``exact``
-        honoured."""
+        """Counts of the values of `request.key` among points matching `request.filter` (Qdrant's
+        order: count desc, then value asc), at most `request.limit`; `exact` honoured."""
         ...
 
     def scroll_points(
         self, collection: str, request: models.ScrollRequest
     ) -> tuple[list[models.Record], models.ExtendedPointId | None]:
-        """One page of Qdrant's scroll: id order, or ``order_by`` (then the next offset is
-        None, as Qdrant answers); payload and vector selectors honoured."""
+        """One page of Qdrant's scroll: id order, or `order_by` (then the next offset is None, as
+        Qdrant answers); payload and vector selectors honoured."""
         ...
-
-    def create_payload_index(
-        self,
-        collection: str,
-        field_name: str,
-        field_schema: models.PayloadSchemaType | models.PayloadSchemaParams,
-    ) -> None:
-        """Create (idempotently) a payload index of this schema."""
-        ...
-
-    def delete_payload_index(self, collection: str, field_name: str) -> None: ...
 
     def close(self) -> None: ...

@@ -355,6 +355,28 @@ class RemoteQdrant:
             ),
         )
 
+    def describe_collection(self, collection: str) -> models.CollectionInfo:
+        return self._call(collection, lambda: self._client.get_collection(collection))
+
+    def create_payload_index(
+        self,
+        collection: str,
+        field_name: str,
+        field_schema: models.PayloadSchemaType | models.PayloadSchemaParams,
+    ) -> None:
+        self._call(
+            collection,
+            lambda: self._client.create_payload_index(
+                collection, field_name, field_schema, wait=True
+            ),
+        )
+
+    def delete_payload_index(self, collection: str, field_name: str) -> None:
+        self._call(
+            collection,
+            lambda: self._client.delete_payload_index(collection, field_name, wait=True),
+        )
+
     # ----------------------------------------------------------------- points
 
     def upsert(
@@ -601,7 +623,7 @@ class RemoteQdrant:
             lambda: self._client.delete(collection, points_selector=selector, wait=True),
         )
 
-    # ----------------------------------------------------------------- Qdrant's own operations
+    # ----------------------------------------------------------------- Qdrant's own requests
 
     def query_points(
         self, collection: str, request: models.QueryRequest
@@ -612,22 +634,16 @@ class RemoteQdrant:
                 "lookup_from is resolved by the caller, not sent to one collection",
                 collection=collection,
             )
-        response = self._call(
-            collection,
-            lambda: self._client.query_points(
-                collection,
-                query=request.query,
-                using=request.using,
-                prefetch=request.prefetch,
-                query_filter=request.filter,
-                search_params=request.params,
-                limit=request.limit if request.limit is not None else 10,
-                offset=request.offset,
-                score_threshold=request.score_threshold,
-                with_payload=request.with_payload if request.with_payload is not None else False,
-                with_vectors=request.with_vector if request.with_vector is not None else False,
-            ),
-        )
+        fields = request.model_dump(exclude_unset=True, exclude={"shard_key", "lookup_from"})
+        fields = {name: getattr(request, name) for name in fields}
+        if "filter" in fields:
+            fields["query_filter"] = fields.pop("filter")
+        if "params" in fields:
+            fields["search_params"] = fields.pop("params")
+        if "with_vector" in fields:
+            fields["with_vectors"] = fields.pop("with_vector")
+        fields.setdefault("with_payload", False)  # Qdrant's default for the query API
+        response = self._call(collection, lambda: self._client.query_points(collection, **fields))
         return list(response.points)
 
     def facet(self, collection: str, request: models.FacetRequest) -> list[models.FacetValueHit]:
@@ -653,31 +669,12 @@ class RemoteQdrant:
                 scroll_filter=request.filter,
                 limit=request.limit if request.limit is not None else 10,
                 offset=request.offset,
-                order_by=request.order_by,
                 with_payload=request.with_payload if request.with_payload is not None else True,
                 with_vectors=request.with_vector if request.with_vector is not None else False,
+                order_by=request.order_by,
             ),
         )
         return list(records), next_offset
-
-    def create_payload_index(
-        self,
-        collection: str,
-        field_name: str,
-        field_schema: models.PayloadSchemaType | models.PayloadSchemaParams,
-    ) -> None:
-        self._call(
-            collection,
-            lambda: self._client.create_payload_index(
-                collection, field_name, field_schema, wait=True
-            ),
-        )
-
-    def delete_payload_index(self, collection: str, field_name: str) -> None:
-        self._call(
-            collection,
-            lambda: self._client.delete_payload_index(collection, field_name, wait=True),
-        )
 
     def close(self) -> None:
         self._client.close()
