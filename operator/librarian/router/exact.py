@@ -46,10 +46,9 @@ from librarian.core.query_fusion import distribution_based_score_fusion, recipro
 from librarian.router.copies import checked_size
 from librarian.router.library import DomainRoute, View, combine_filters
 from librarian.router.mmr import detect_distance, mmr_order
-from librarian.router.qdrant_api import ApiError, id_order_key, parse_point_id, select_payload
+from librarian.router.qdrant_api import ApiError, id_order_key, parse_point_id
 from librarian.router.upstream import FanOut, Upstream, UpstreamUnavailable
 from librarian.services.versioning import is_tombstone, user_payload, version_of
-from librarian.storage.errors import InvalidRequest
 from librarian.storage.port import PointId, QdrantPort
 
 __all__ = [
@@ -165,25 +164,6 @@ def _id_of(value: Any) -> PointId:
 # ---------------------------------------------------------------------- a home's answer
 
 
-def _narrow_vector(request: models.QueryRequest) -> list[float] | None:
-    """The unnamed dense vector of a plain nearest query the narrow port call can serve."""
-    query = request.query
-    if isinstance(query, models.NearestQuery):
-        if query.mmr is not None:
-            return None
-        query = query.nearest
-    if request.using not in (None, "") or request.prefetch is not None or request.offset:
-        return None
-    if not isinstance(query, list) or not query or not isinstance(query[0], int | float):
-        return None
-    params = request.params
-    if params is not None and (params.quantization is not None or params.indexed_only):
-        return None
-    if not isinstance(request.with_vector, bool | None):
-        return None
-    return [float(x) for x in query] if top_level_selector(request.with_payload) else None
-
-
 def top_level_selector(selector: Any) -> bool:
     """Does this payload selector name top-level keys only (so that the router can apply it
     to a whole payload the way Qdrant does)?"""
@@ -198,45 +178,10 @@ def top_level_selector(selector: Any) -> bool:
 
 
 def home_query(
-    port: QdrantPort, collection: str, request: models.QueryRequest, higher_is_better: bool
+    port: QdrantPort, collection: str, request: models.QueryRequest
 ) -> list[models.ScoredPoint]:
-    """Ask one home by Qdrant's universal query; a plain nearest search an adapter does not
-    translate yet falls back to the narrow nearest call every adapter has (its answer is the
-    same but for named vectors, which such a search does not return)."""
-    vector = _narrow_vector(request)
-    try:
-        return port.query_points(collection, request)
-    except InvalidRequest:
-        if vector is None:
-            raise
-    params = request.params
-    hits = port.query(
-        collection,
-        vector,
-        limit=request.limit or 10,
-        query_filter=request.filter,
-        with_payload=True,
-        with_vectors=bool(request.with_vector),
-        hnsw_ef=params.hnsw_ef if params else None,
-        exact=bool(params and params.exact),
-    )
-    threshold = request.score_threshold
-    selector = request.with_payload
-    points = [
-        models.ScoredPoint(
-            id=h.id,
-            version=0,
-            score=h.score,
-            payload=select_payload(h.payload, selector if selector is not None else False),
-            vector=h.vector,
-        )
-        for h in hits
-    ]
-    if threshold is None:
-        return points
-    return [
-        p for p in points if (p.score >= threshold if higher_is_better else p.score <= threshold)
-    ]
+    """Ask one home Qdrant's universal query (its read filter already in ``request``)."""
+    return port.query_points(collection, request)
 
 
 # ---------------------------------------------------------------------- orders
@@ -558,14 +503,13 @@ class ExactQueries:
     ) -> FanOut[list[models.ScoredPoint]]:
         """Each unit's own request, its read filter added; the units' answers."""
         by_key = {view.routes[u].key: request for u, request in requests.items()}
-        higher = view.higher_is_better
 
         def operation(route: DomainRoute) -> Callable[[QdrantPort], list[models.ScoredPoint]]:
             request = by_key[route.key]
             request = request.model_copy(
                 update={"filter": combine_filters(request.filter, route.read_filter())}
             )
-            return lambda port: home_query(port, route.collection, request, higher)
+            return lambda port: home_query(port, route.collection, request)
 
         return await self.upstream.fan_out(view, list(requests), operation, timeout)
 
@@ -1027,33 +971,8 @@ def _scored(record: models.Record) -> models.ScoredPoint:
 def home_scroll(
     port: QdrantPort, collection: str, request: models.ScrollRequest
 ) -> list[models.Record]:
-    """One home's scroll page by Qdrant's own scroll; an id-order page an adapter does not
-    translate yet falls back to the narrow scroll (top-level payload selectors, the default
-    vector only)."""
-    try:
-        return port.scroll_points(collection, request)[0]
-    except InvalidRequest:
-        narrow = (
-            request.order_by is None
-            and top_level_selector(request.with_payload)
-            and isinstance(request.with_vector, bool | None)
-        )
-        if not narrow:
-            raise
-    offset = request.offset
-    records, _ = port.scroll(
-        collection,
-        limit=request.limit or 10,
-        offset=_id_of(offset) if offset is not None else None,
-        scroll_filter=request.filter,
-        with_vectors=bool(request.with_vector),
-        with_payload=True,
-    )
-    selector = request.with_payload if request.with_payload is not None else True
-    return [
-        models.Record(id=r.id, payload=select_payload(r.payload, selector), vector=r.vector)
-        for r in records
-    ]
+    """One home's scroll page by Qdrant's own scroll."""
+    return port.scroll_points(collection, request)[0]
 
 
 def _pairs(context: Any) -> list[models.ContextPair]:

@@ -407,7 +407,7 @@ class Querying:
             )
 
             def run(port: QdrantPort) -> list[Hit]:
-                hits = home_query(port, route.collection, request, view.higher_is_better)
+                hits = home_query(port, route.collection, request)
                 return [
                     Hit(_point_id(h.id), h.score, route.key, h.payload or {}, _jsonable(h.vector))
                     for h in hits
