@@ -225,7 +225,7 @@ def _plain(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class HttpCall:
-    """The REST request a gRPC call becomes."""
+    """The REST request a gRPC call becomes (``path`` percent-encoded)."""
 
     method: str
     path: str
@@ -909,7 +909,7 @@ class GrpcApi:
             params["timeout"] = f"{min(given, remaining):.6g}"
         answer = await self.http.call(
             call.method,
-            URL.build(path=call.path, query=params or None, encoded=False),
+            URL(call.path, encoded=True).with_query(params),
             _forwarded(context.invocation_metadata() or ()),
             body,
         )
