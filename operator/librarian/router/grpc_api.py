@@ -210,9 +210,13 @@ class Refused(Exception):
     """A gRPC request the router cannot carry to REST unchanged (INVALID_ARGUMENT)."""
 
 
+_CLAUSES = ("must", "should", "must_not")
+
+
 def _plain(value: Any) -> Any:
     """A value as JSON: models dumped the way the REST API reads them (unset fields left out)."""
     if isinstance(value, BaseModel):
+        _drop_empty_clauses(value)
         return value.model_dump(mode="json", exclude_none=True, by_alias=True)
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
@@ -221,6 +225,25 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "value") and hasattr(value, "name"):  # an enum
         return value.value
     return value
+
+
+def _drop_empty_clauses(model: BaseModel) -> None:
+    """Leave out every empty clause of every filter in ``model`` (a model just converted).
+
+    In Qdrant's gRPC API an empty repeated clause is an absent one, while REST
+    would read ``"should": []`` as a clause no point satisfies.
+    """
+    stack: list[Any] = [model]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, BaseModel):
+            if isinstance(item, models.Filter):
+                for clause in _CLAUSES:
+                    if getattr(item, clause) == []:
+                        setattr(item, clause, None)
+            stack.extend(getattr(item, name) for name in type(item).model_fields)
 
 
 @dataclass(frozen=True)
