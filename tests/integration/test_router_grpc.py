@@ -28,6 +28,7 @@ from typing import Any
 
 import grpc
 import httpx
+import jwt
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -571,7 +572,7 @@ def test_the_read_only_key_reads_and_its_writes_are_permission_denied(
     assert _run(kind, router, lambda c: c.retrieve("library", [7000])) == []
 
 
-def test_a_bearer_token_in_the_authorization_metadata_is_checked_as_rest(
+def test_bearer_tokens_and_jwts_in_the_metadata_are_checked_as_rest(
     router: RouterThread,
 ) -> None:
     channel = grpc.insecure_channel(f"127.0.0.1:{router.grpc_port}")
@@ -583,6 +584,22 @@ def test_a_bearer_token_in_the_authorization_metadata_is_checked_as_rest(
         with pytest.raises(grpc.RpcError) as raised:
             stub.Count(request, metadata=(("authorization", "Bearer forged"),), timeout=30)
         assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        reader = jwt.encode({"access": "r"}, ADMIN, algorithm="HS256")
+        bearer = (("authorization", f"Bearer {reader}"),)
+        assert stub.Count(request, metadata=bearer, timeout=30).result.count == 900
+        point = RestToGrpc.convert_point_struct(models.PointStruct(id=7001, vector=[0.1] * DIM))
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.Upsert(
+                pb.UpsertPoints(collection_name="library", points=[point]),
+                metadata=bearer,
+                timeout=30,
+            )
+        assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        expired = jwt.encode({"access": "m", "exp": 1}, ADMIN, algorithm="HS256")
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.Count(request, metadata=(("api-key", expired),), timeout=30)
+        assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "expired" in (raised.value.details() or "")
     finally:
         channel.close()
 

@@ -34,7 +34,8 @@ from pydantic import TypeAdapter
 from qdrant_client import QdrantClient, models
 from qdrant_client import grpc as pb
 
-from librarian.router.grpc_api import PARTIAL_METADATA, start_grpc_server
+from librarian.router import grpc_api
+from librarian.router.grpc_api import PARTIAL_METADATA, SERVED, start_grpc_server
 
 from .recording_server import Recorded, qdrant_error, qdrant_ok, recording_server
 
@@ -512,3 +513,38 @@ def test_a_rest_refusal_is_the_grpc_status_qdrant_answers_with() -> None:
         (codes.UNAVAILABLE, "refused with 503"),
         (codes.DEADLINE_EXCEEDED, "refused with 504"),
     ]
+
+
+def test_every_field_of_every_served_request_is_carried_to_rest() -> None:
+    """A field a newer client sends that the conversion does not know is refused, never
+    dropped: the list of carried fields is exactly the messages' fields today."""
+    requests = {
+        method.input_type.name
+        for module in (pb.points_service_pb2, pb.collections_service_pb2, pb.qdrant_pb2)
+        for service in module.DESCRIPTOR.services_by_name.values()
+        for method in service.methods
+        if method.name in SERVED.get(service.full_name, {})
+    }
+    assert requests <= set(grpc_api._CARRIED)
+    for name in requests:
+        assert grpc_api._CARRIED[name] == set(getattr(pb, name).DESCRIPTOR.fields_by_name), name
+
+
+def test_a_field_the_conversion_does_not_carry_is_refused_by_name(
+    over_grpc: _GrpcOverRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    carried = dict(grpc_api._CARRIED)
+    carried["CountPoints"] = carried["CountPoints"] - {"exact"}
+    monkeypatch.setattr(grpc_api, "_CARRIED", carried)
+    channel = grpc.insecure_channel(f"127.0.0.1:{over_grpc.port}")
+    before = len(over_grpc.requests)
+    try:
+        with pytest.raises(grpc.RpcError) as raised:
+            pb.PointsStub(channel).Count(
+                pb.CountPoints(collection_name="lib", exact=True), timeout=30
+            )
+    finally:
+        channel.close()
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "exact of CountPoints not supported" in raised.value.details()
+    assert len(over_grpc.requests) == before  # nothing reached REST

@@ -158,6 +158,7 @@ class InProcessHttp:
     ) -> HttpAnswer:
         loop = asyncio.get_running_loop()
         all_headers: CIMultiDict[str] = CIMultiDict(headers)
+        all_headers.setdefault("Host", "localhost")  # no socket to name it otherwise
         if body is not None:
             all_headers["Content-Type"] = "application/json"
             all_headers["Content-Length"] = str(len(body))
@@ -797,7 +798,8 @@ _CARRIED_TEXT: Mapping[str, str] = {
     "RecommendBatchPoints": "collection_name read_consistency timeout recommend_points",
     "RecommendPointGroups": f"{_READ} {_SELECT} positive negative positive_vectors "
     "negative_vectors strategy limit using lookup_from group_by group_size with_lookup",
-    "DiscoverPoints": f"{_READ} {_SELECT} target context limit offset using lookup_from",
+    "DiscoverPoints": f"{_READ} filter params with_payload with_vectors target context limit "
+    "offset using lookup_from",
     "DiscoverBatchPoints": "collection_name read_consistency timeout discover_points",
     "QueryPoints": f"{_READ} {_SELECT} prefetch query using limit offset lookup_from",
     "QueryBatchPoints": "collection_name read_consistency timeout query_points",
