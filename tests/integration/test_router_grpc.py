@@ -689,8 +689,9 @@ def test_a_method_not_served_is_unimplemented_by_name(router: RouterThread) -> N
         assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
         assert "qdrant.Collections/Create" in (raised.value.details() or "")
         with pytest.raises(grpc.RpcError) as raised:
-            client.search_matrix_pairs("library", sample=10, limit=2)
-        assert raised.value.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.NOT_FOUND)
+            client.create_snapshot("library")
+        assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert "qdrant.Snapshots/Create" in (raised.value.details() or "")
 
 
 def test_concurrent_clients_each_get_their_own_answer(

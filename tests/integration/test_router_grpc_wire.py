@@ -86,6 +86,8 @@ INFO = {
 
 def _result_for(method: str, path: str) -> Any:
     """The scripted REST result of each endpoint."""
+    if (method in ("DELETE", "PATCH") and path.count("/") == 2) or path == "/collections/aliases":
+        return True  # a collection deleted or updated, aliases changed
     answers: list[tuple[str, Any]] = [
         ("/points/query/batch", [{"points": SCORED}, {"points": []}]),
         ("/points/query/groups", {"groups": [{"id": "g1", "hits": SCORED}, {"id": 7, "hits": []}]}),
@@ -99,6 +101,12 @@ def _result_for(method: str, path: str) -> Any:
         ("/points/count", {"count": 42}),
         ("/points/batch", [UPDATE, UPDATE, UPDATE]),
         ("/exists", {"exists": True}),
+        ("/search/matrix/pairs", {"pairs": [{"a": 1, "b": UUID, "score": 0.5}]}),
+        (
+            "/search/matrix/offsets",
+            {"offsets_row": [0], "offsets_col": [1], "scores": [0.5], "ids": [1, UUID]},
+        ),
+        ("/aliases", {"aliases": [{"alias_name": "short", "collection_name": "lib"}]}),
     ]
     for suffix, result in answers:
         if path.endswith(suffix):
@@ -329,6 +337,38 @@ OPERATIONS: dict[str, Callable[[QdrantClient], Any]] = {
             models.DeleteOperation(delete=models.FilterSelector(filter=GROUP)),
         ],
     ),
+    "search matrix pairs": lambda c: c.search_matrix_pairs(
+        "lib", query_filter=GROUP, limit=2, sample=10, using="named"
+    ),
+    "search matrix offsets": lambda c: c.search_matrix_offsets("lib", limit=2, sample=10),
+    "create keyword index": lambda c: c.create_payload_index(
+        "lib", "group", models.PayloadSchemaType.KEYWORD
+    ),
+    "create text index": lambda c: c.create_payload_index(
+        "lib",
+        "text",
+        models.TextIndexParams(
+            type=models.TextIndexType.TEXT,
+            tokenizer=models.TokenizerType.WORD,
+            min_token_len=2,
+            lowercase=True,
+        ),
+    ),
+    "delete index": lambda c: c.delete_payload_index("lib", "group"),
+    "update collection": lambda c: c.update_collection(
+        "lib", optimizers_config=models.OptimizersConfigDiff(indexing_threshold=1000)
+    ),
+    "delete collection": lambda c: c.delete_collection("other"),
+    "update aliases": lambda c: c.update_collection_aliases(
+        [
+            models.CreateAliasOperation(
+                create_alias=models.CreateAlias(collection_name="lib", alias_name="short")
+            ),
+            models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name="old")),
+        ]
+    ),
+    "aliases": lambda c: c.get_aliases(),
+    "collection aliases": lambda c: c.get_collection_aliases("lib"),
     "collections": lambda c: c.get_collections(),
     "collection info": lambda c: c.get_collection("lib"),
     "collection exists": lambda c: c.collection_exists("lib"),

@@ -650,8 +650,50 @@ def _served_points() -> dict[str, Served]:
             ),
             lambda r, t: pb.GetResponse(result=_records(r), time=t),
         ),
+        "SearchMatrixPairs": Served(
+            lambda m: HttpCall(
+                "POST", _points(m, "/search/matrix/pairs"), _matrix_body(m), read(m)
+            ),
+            lambda r, t: pb.SearchMatrixPairsResponse(
+                result=_r2g.convert_search_matrix_pairs(
+                    models.SearchMatrixPairsResponse.model_validate(r)
+                ),
+                time=t,
+            ),
+        ),
+        "SearchMatrixOffsets": Served(
+            lambda m: HttpCall(
+                "POST", _points(m, "/search/matrix/offsets"), _matrix_body(m), read(m)
+            ),
+            lambda r, t: pb.SearchMatrixOffsetsResponse(
+                result=_r2g.convert_search_matrix_offsets(
+                    models.SearchMatrixOffsetsResponse.model_validate(r)
+                ),
+                time=t,
+            ),
+        ),
         **_served_writes(),
     }
+
+
+def _matrix_body(message: Any) -> dict[str, Any]:
+    return _body(
+        filter=_optional(message, "filter", _g2r.convert_filter),
+        sample=_optional(message, "sample"),
+        limit=_optional(message, "limit"),
+        using=_optional(message, "using"),
+        shard_key=_shard_key(message),
+    )
+
+
+def _field_schema(message: Any) -> Any:
+    """The schema of a CreateFieldIndexCollection: its index params, else its field type."""
+    if message.HasField("field_index_params"):
+        return _g2r.convert_payload_schema_params(message.field_index_params)
+    if message.HasField("field_type"):
+        name = pb.FieldType.Name(message.field_type).removeprefix("FieldType").lower()
+        return models.PayloadSchemaType(name)
+    raise Refused("field_type or field_index_params is required")
 
 
 def _served_writes() -> dict[str, Served]:
@@ -749,6 +791,21 @@ def _served_writes() -> dict[str, Served]:
             ),
             answered,
         ),
+        "CreateFieldIndex": Served(
+            lambda m: HttpCall(
+                "PUT",
+                f"{_collection(m)}/index",
+                _body(field_name=m.field_name, field_schema=_field_schema(m)),
+                write(m),
+            ),
+            answered,
+        ),
+        "DeleteFieldIndex": Served(
+            lambda m: HttpCall(
+                "DELETE", f"{_collection(m)}/index/{quote(m.field_name, safe='')}", None, write(m)
+            ),
+            answered,
+        ),
         "UpdateBatch": Served(
             operation(
                 "POST",
@@ -767,8 +824,40 @@ def _served_collections() -> dict[str, Served]:
         converted = _r2g.convert_collection_info(models.CollectionInfo.model_validate(result))
         return pb.GetCollectionInfoResponse(result=converted, time=time)
 
+    def timeout(m: Any) -> dict[str, str]:
+        return {"timeout": str(m.timeout)} if m.HasField("timeout") else {}
+
+    def done(result: Any, time: float) -> Any:
+        return pb.CollectionOperationResponse(result=bool(result), time=time)
+
+    def aliases(result: Any, time: float) -> Any:
+        listed = models.CollectionsAliasesResponse.model_validate(result)
+        return pb.ListAliasesResponse(
+            aliases=[_r2g.convert_alias_description(a) for a in listed.aliases], time=time
+        )
+
     return {
         "Get": Served(lambda m: HttpCall("GET", _collection(m)), info),
+        "Update": Served(
+            lambda m: HttpCall(
+                "PATCH", _collection(m), _plain(_g2r.convert_update_collection(m)), timeout(m)
+            ),
+            done,
+        ),
+        "Delete": Served(lambda m: HttpCall("DELETE", _collection(m), None, timeout(m)), done),
+        "UpdateAliases": Served(
+            lambda m: HttpCall(
+                "POST",
+                "/collections/aliases",
+                {"actions": [_plain(_g2r.convert_alias_operations(a)) for a in m.actions]},
+                timeout(m),
+            ),
+            done,
+        ),
+        "ListAliases": Served(lambda m: HttpCall("GET", "/aliases"), aliases),
+        "ListCollectionAliases": Served(
+            lambda m: HttpCall("GET", f"{_collection(m)}/aliases"), aliases
+        ),
         "List": Served(
             lambda m: HttpCall("GET", "/collections"),
             lambda r, t: pb.ListCollectionsResponse(
@@ -817,6 +906,16 @@ _CARRIED_TEXT: Mapping[str, str] = {
     "UpdatePointVectors": f"{_WRITE} points update_filter",
     "DeletePointVectors": f"{_WRITE} points_selector vectors",
     "UpdateBatchPoints": "collection_name wait ordering timeout operations",
+    "SearchMatrixPoints": f"{_READ} filter sample limit using",
+    "CreateFieldIndexCollection": "collection_name wait ordering timeout field_name field_type "
+    "field_index_params",
+    "DeleteFieldIndexCollection": "collection_name wait ordering timeout field_name",
+    "UpdateCollection": "collection_name timeout optimizers_config params hnsw_config "
+    "vectors_config quantization_config sparse_vectors_config strict_mode_config metadata",
+    "DeleteCollection": "collection_name timeout",
+    "ChangeAliases": "actions timeout",
+    "ListAliasesRequest": "",
+    "ListCollectionAliasesRequest": "collection_name",
     "GetCollectionInfoRequest": "collection_name",
     "ListCollectionsRequest": "",
     "CollectionExistsRequest": "collection_name",
