@@ -685,9 +685,9 @@ def test_what_cannot_be_carried_to_rest_is_refused_by_name(router: RouterThread)
 def test_a_method_not_served_is_unimplemented_by_name(router: RouterThread) -> None:
     with closing(_grpc_client(router)) as client:
         with pytest.raises(grpc.RpcError) as raised:
-            client.create_collection("new", models.VectorParams(size=4, distance="Dot"))
+            client.collection_cluster_info("library")
         assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
-        assert "qdrant.Collections/Create" in (raised.value.details() or "")
+        assert "qdrant.Collections/CollectionClusterInfo" in (raised.value.details() or "")
         with pytest.raises(grpc.RpcError) as raised:
             client.create_snapshot("library")
         assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED

@@ -86,8 +86,10 @@ INFO = {
 
 def _result_for(method: str, path: str) -> Any:
     """The scripted REST result of each endpoint."""
-    if (method in ("DELETE", "PATCH") and path.count("/") == 2) or path == "/collections/aliases":
-        return True  # a collection deleted or updated, aliases changed
+    if (method in ("PUT", "DELETE", "PATCH") and path.count("/") == 2) or (
+        path == "/collections/aliases"
+    ):
+        return True  # a collection created, deleted or updated, aliases changed
     answers: list[tuple[str, Any]] = [
         ("/points/query/batch", [{"points": SCORED}, {"points": []}]),
         ("/points/query/groups", {"groups": [{"id": "g1", "hits": SCORED}, {"id": 7, "hits": []}]}),
@@ -355,6 +357,26 @@ OPERATIONS: dict[str, Callable[[QdrantClient], Any]] = {
         ),
     ),
     "delete index": lambda c: c.delete_payload_index("lib", "group"),
+    "create collection": lambda c: c.create_collection(
+        "new",
+        vectors_config={
+            "dense": models.VectorParams(size=4, distance=models.Distance.DOT, on_disk=True),
+            "multi": models.VectorParams(
+                size=2,
+                distance=models.Distance.COSINE,
+                multivector_config=models.MultiVectorConfig(
+                    comparator=models.MultiVectorComparator.MAX_SIM
+                ),
+            ),
+        },
+        sparse_vectors_config={"sparse": models.SparseVectorParams(modifier=models.Modifier.IDF)},
+        shard_number=2,
+        hnsw_config=models.HnswConfigDiff(m=32),
+        quantization_config=models.ScalarQuantization(
+            scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True)
+        ),
+        metadata={"team": "search"},
+    ),
     "update collection": lambda c: c.update_collection(
         "lib", optimizers_config=models.OptimizersConfigDiff(indexing_threshold=1000)
     ),

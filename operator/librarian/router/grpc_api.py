@@ -838,6 +838,9 @@ def _served_collections() -> dict[str, Served]:
 
     return {
         "Get": Served(lambda m: HttpCall("GET", _collection(m)), info),
+        "Create": Served(
+            lambda m: HttpCall("PUT", _collection(m), _create_body(m), timeout(m)), done
+        ),
         "Update": Served(
             lambda m: HttpCall(
                 "PATCH", _collection(m), _plain(_g2r.convert_update_collection(m)), timeout(m)
@@ -913,6 +916,10 @@ _CARRIED_TEXT: Mapping[str, str] = {
     "UpdateCollection": "collection_name timeout optimizers_config params hnsw_config "
     "vectors_config quantization_config sparse_vectors_config strict_mode_config metadata",
     "DeleteCollection": "collection_name timeout",
+    "CreateCollection": "collection_name timeout hnsw_config wal_config optimizers_config "
+    "shard_number on_disk_payload vectors_config replication_factor write_consistency_factor "
+    "quantization_config sharding_method sparse_vectors_config strict_mode_config metadata "
+    "payload id_tracker",
     "ChangeAliases": "actions timeout",
     "ListAliasesRequest": "",
     "ListCollectionAliasesRequest": "collection_name",
@@ -933,6 +940,35 @@ def _check_carried(message: Any) -> None:
     unknown = sorted({f.name for f, _ in message.ListFields()} - carried)
     if unknown:
         raise Refused(f"{', '.join(unknown)} of {message.DESCRIPTOR.name} not supported")
+
+
+def _create_body(message: Any) -> dict[str, Any]:
+    """A CreateCollection as the REST body of ``PUT /collections/{name}``."""
+    return _body(
+        vectors=_optional(message, "vectors_config", _g2r.convert_vectors_config),
+        shard_number=_optional(message, "shard_number"),
+        replication_factor=_optional(message, "replication_factor"),
+        write_consistency_factor=_optional(message, "write_consistency_factor"),
+        on_disk_payload=_optional(message, "on_disk_payload"),
+        hnsw_config=_optional(message, "hnsw_config", _g2r.convert_hnsw_config_diff),
+        optimizers_config=_optional(
+            message, "optimizers_config", _g2r.convert_optimizers_config_diff
+        ),
+        wal_config=_optional(message, "wal_config", _g2r.convert_wal_config_diff),
+        quantization_config=_optional(
+            message, "quantization_config", _g2r.convert_quantization_config
+        ),
+        sparse_vectors=_optional(
+            message, "sparse_vectors_config", _g2r.convert_sparse_vector_config
+        ),
+        sharding_method=_optional(message, "sharding_method", _g2r.convert_sharding_method),
+        strict_mode_config=_optional(
+            message, "strict_mode_config", _g2r.convert_strict_mode_config
+        ),
+        metadata=_g2r.convert_payload(message.metadata) if len(message.metadata) else None,
+        payload=_optional(message, "payload", _g2r.convert_payload_storage_params),
+        id_tracker=_optional(message, "id_tracker", _g2r.convert_id_tracker_params),
+    )
 
 
 def _required(message: Any, name: str) -> Any:
