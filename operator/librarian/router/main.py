@@ -262,18 +262,19 @@ async def serve(
         runners.append(web.AppRunner(create_metrics_app(state), access_log=None, **options))
     grpc_server = None
     try:
-        for runner, listen in zip(runners, (port, metrics_port), strict=False):
+        for runner in runners:
             await runner.setup()
-            await web.TCPSite(runner, host, listen).start()
-        log.info("router listening on http://%s:%d", host, port)
-        if metrics_port is not None:
-            log.info("router metrics on http://%s:%d/metrics", host, metrics_port)
         rest = runners[0].server
-        if grpc_port and rest is not None:
+        if grpc_port and rest is not None:  # listening before the REST port answers probes
             grpc_server, _ = await start_grpc_server(
                 rest.request_handler, host, grpc_port, max_message_bytes=limits.max_body_bytes
             )
             log.info("router gRPC API on %s:%d", host, grpc_port)
+        for runner, listen in zip(runners, (port, metrics_port), strict=False):
+            await web.TCPSite(runner, host, listen).start()
+        log.info("router listening on http://%s:%d", host, port)
+        if metrics_port is not None:
+            log.info("router metrics on http://%s:%d/metrics", host, metrics_port)
         await (stop.wait() if stop else asyncio.Event().wait())
     finally:
         if grpc_server is not None:
