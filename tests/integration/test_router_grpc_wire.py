@@ -95,6 +95,10 @@ def _result_for(method: str, path: str) -> Any:
         ("/points/query/groups", {"groups": [{"id": "g1", "hits": SCORED}, {"id": 7, "hits": []}]}),
         ("/points/query", {"points": SCORED}),
         ("/points/search/batch", [SCORED, []]),
+        ("/points/recommend/batch", [SCORED, []]),
+        ("/points/discover/batch", [SCORED, []]),
+        ("/points/search/groups", {"groups": [{"id": "g1", "hits": SCORED}]}),
+        ("/points/recommend/groups", {"groups": [{"id": "g1", "hits": SCORED}]}),
         ("/points/search", SCORED),
         ("/points/recommend", SCORED),
         ("/points/discover", SCORED),
@@ -500,15 +504,78 @@ def test_search_recommend_and_discover_become_qdrant_s_rest_bodies(
             "/collections/lib/points/discover",
         ),
     ]
+    (
+        (_, search, search_body, _),
+        _,
+        (_, recommend, recommend_body, _),
+        (_, discover, discover_body, _),
+    ) = calls
+    grouped = {"group_by": "group", "group_size": 2, "limit": 3}
+    without_offset = {k: v for k, v in search_body.items() if k != "offset"}
+    batches = [
+        (
+            "SearchBatch",
+            pb.SearchBatchPoints(collection_name="lib", search_points=[search, search]),
+            {"searches": [search_body, search_body]},
+            "/collections/lib/points/search/batch",
+        ),
+        (
+            "RecommendBatch",
+            pb.RecommendBatchPoints(collection_name="lib", recommend_points=[recommend]),
+            {"searches": [recommend_body]},
+            "/collections/lib/points/recommend/batch",
+        ),
+        (
+            "DiscoverBatch",
+            pb.DiscoverBatchPoints(collection_name="lib", discover_points=[discover]),
+            {"searches": [discover_body]},
+            "/collections/lib/points/discover/batch",
+        ),
+    ]
+    groups = [
+        (
+            "SearchGroups",
+            pb.SearchPointGroups(
+                collection_name="lib",
+                vector=[0.5, 0.25],
+                vector_name="named",
+                score_threshold=0.2,
+                with_payload=pb.WithPayloadSelector(enable=True),
+                **grouped,
+            ),
+            {**without_offset, **grouped},
+            "/collections/lib/points/search/groups",
+        ),
+        (
+            "RecommendGroups",
+            pb.RecommendPointGroups(
+                collection_name="lib",
+                positive=[point(num=3)],
+                negative=[point(uuid=UUID)],
+                positive_vectors=[pb.Vector(dense=pb.DenseVector(data=[0.5, 0.25]))],
+                strategy=pb.RecommendStrategy.BestScore,
+                using="named",
+                **grouped,
+            ),
+            {**recommend_body, **grouped},
+            "/collections/lib/points/recommend/groups",
+        ),
+    ]
     channel = grpc.insecure_channel(f"127.0.0.1:{over_grpc.port}")
     try:
         stub = pb.PointsStub(channel)
-        for method, message, body, path in calls:
-            before = len(over_grpc.requests)
-            answer = getattr(stub, method)(message, timeout=30)
-            assert over_grpc.requests[before:] == [("POST", path, {}, _canonical(body))]
-            assert [p.score for p in answer.result] == [0.75, 0.5]
-            assert answer.result[1].id.uuid == UUID
+        for kind, sent in (("single", calls), ("batch", batches), ("groups", groups)):
+            for method, message, body, path in sent:
+                before = len(over_grpc.requests)
+                answer = getattr(stub, method)(message, timeout=30)
+                assert over_grpc.requests[before:] == [("POST", path, {}, _canonical(body))]
+                points = {
+                    "single": lambda a: a.result,
+                    "batch": lambda a: a.result[0].result,
+                    "groups": lambda a: a.result.groups[0].hits,
+                }[kind](answer)
+                assert [p.score for p in points] == [0.75, 0.5]
+                assert points[1].id.uuid == UUID
     finally:
         channel.close()
 
