@@ -509,6 +509,14 @@ def operator_command(
     help="Prometheus /metrics is served on this port, apart from the API.",
 )
 @click.option(
+    "--grpc-port",
+    type=click.IntRange(0, 65535),
+    default=6334,
+    show_default=True,
+    envvar="LIBRARIAN_ROUTER_GRPC_PORT",
+    help="Qdrant's gRPC API is served on this port (0: not served).",
+)
+@click.option(
     "--passthrough",
     multiple=True,
     metavar="COLLECTION",
@@ -535,10 +543,11 @@ def router_command(
     owner: str | None,
     library_name: str | None,
     metrics_port: int,
+    grpc_port: int,
     passthrough: tuple[str, ...],
     insecure: bool,
 ) -> None:
-    """Serve Qdrant's REST API for the library (the router's container command).
+    """Serve Qdrant's REST and gRPC APIs for the library (the router's container command).
 
     Callers authenticate as with Qdrant (``api-key`` header or a Bearer JWT)
     with the keys of LIBRARIAN_ROUTER_API_KEY and LIBRARIAN_ROUTER_READ_ONLY_API_KEY
@@ -590,7 +599,7 @@ def router_command(
         if domainmap:
             kubernetes_login(server)
         state = await prepare_router(settings, spec, access=access)
-        await serve(state, host, port, metrics_port=metrics_port)
+        await serve(state, host, port, metrics_port=metrics_port, grpc_port=grpc_port)
 
     try:
         asyncio.run(main())

@@ -185,6 +185,7 @@ def _payload_selector(with_payload: bool | Sequence[str]) -> Any:
 # ------------------------------------------------------------------ payload index schemas
 
 _FLUSH_INTERVAL_S = 5  # the engine flushes as Qdrant does by default
+_WAL_CAPACITY_MB = 32  # Qdrant's default write-ahead log segment size
 _MODEL_PARAMS: dict[str, Any] = {
     "keyword": models.KeywordIndexParams,
     "integer": models.IntegerIndexParams,
@@ -459,6 +460,9 @@ class EmbeddedQdrant:
                     flush_interval_sec=_FLUSH_INTERVAL_S,
                 ),
                 quantization_config=remote_quantization(spec.quantization),
+                wal_config=models.WalConfig(  # the engine's write-ahead log, at Qdrant's defaults
+                    wal_capacity_mb=_WAL_CAPACITY_MB, wal_segments_ahead=0
+                ),
             ),
             payload_schema={
                 key: models.PayloadIndexInfo(
