@@ -88,6 +88,9 @@ class CachingSettings(_Section):
     enable_result_cache: bool = True
     cache_ttl: Duration = 600.0
     max_entries: int = Field(10_000, ge=1)
+    # an answer is cached once the newest write of every home it read is this old
+    # (None: the request timeout, the longest a write of the router waits for a home)
+    settle_window: Duration | None = None
 
 
 class CircuitBreakerSettings(_Section):

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from librarian.core.routing import LibraryRouter
-from librarian.router.library import DomainRoute, Library, View
+from librarian.router.library import CollectionHome, DomainRoute, Library, View
 from librarian.router.load import LoadMeter
 from librarian.router.metrics import RouterMetrics
 from librarian.router.resilience import CircuitBreaker
@@ -46,6 +46,7 @@ from librarian.storage.fleet import Fleet
 from librarian.storage.port import QdrantPort
 
 __all__ = [
+    "READ_HOMES",
     "REQUEST_DEADLINE",
     "Deadline",
     "Failure",
@@ -81,6 +82,13 @@ REQUEST_DEADLINE: contextvars.ContextVar[Deadline | None] = contextvars.ContextV
 )
 """The deadline of the request being served: every upstream call it makes, its retries and
 its settling included, times out by then (a call after it fails at once, as a timeout)."""
+
+
+READ_HOMES: contextvars.ContextVar[set[CollectionHome] | None] = contextvars.ContextVar(
+    "librarian_read_homes", default=None
+)
+"""While an answer to be cached is computed: every home a call of it went to (the homes the
+answer depends on, see :mod:`librarian.router.generation`)."""
 
 
 class UpstreamError(Exception):
@@ -204,6 +212,9 @@ class Upstream:
         as an error).
         """
         cluster = route.cluster
+        reads = READ_HOMES.get()
+        if reads is not None:
+            reads.add(route.home)
         deadline = REQUEST_DEADLINE.get()
         if deadline is not None:
             timeout = min(timeout, deadline.remaining())

@@ -170,6 +170,49 @@ def _payload_selector(with_payload: bool | Sequence[str]) -> Any:
     return edge.PayloadSelector.Include(list(with_payload))
 
 
+_SCHEMAS = {
+    models.PayloadSchemaType.KEYWORD: edge.PayloadSchemaType.Keyword,
+    models.PayloadSchemaType.INTEGER: edge.PayloadSchemaType.Integer,
+    models.PayloadSchemaType.FLOAT: edge.PayloadSchemaType.Float,
+    models.PayloadSchemaType.GEO: edge.PayloadSchemaType.Geo,
+    models.PayloadSchemaType.TEXT: edge.PayloadSchemaType.Text,
+    models.PayloadSchemaType.BOOL: edge.PayloadSchemaType.Bool,
+    models.PayloadSchemaType.DATETIME: edge.PayloadSchemaType.Datetime,
+    models.PayloadSchemaType.UUID: edge.PayloadSchemaType.Uuid,
+}
+
+
+def _field_schema(cluster: str, collection: str, schema: Any) -> Any:
+    """A payload index schema as the engine takes it (a type, or integer parameters)."""
+    if isinstance(schema, models.PayloadSchemaType):
+        return _SCHEMAS[schema]
+    if isinstance(schema, models.IntegerIndexParams):
+        return edge.IntegerIndexParams(
+            lookup=schema.lookup,
+            range=schema.range,
+            is_principal=schema.is_principal,
+            on_disk=schema.on_disk,
+        )
+    raise InvalidRequest(
+        cluster,
+        f"payload index schema {type(schema).__name__} is not served",
+        collection=collection,
+    )
+
+
+def _selector_of(with_payload: Any) -> Any:
+    """Qdrant's ``with_payload`` (absent: all of it) as the engine's payload selector."""
+    if with_payload is None or isinstance(with_payload, bool):
+        return True if with_payload is None else with_payload
+    if isinstance(with_payload, list):
+        return edge.PayloadSelector.Include(list(with_payload))
+    if isinstance(with_payload, models.PayloadSelectorInclude):
+        return edge.PayloadSelector.Include(list(with_payload.include))
+    if isinstance(with_payload, models.PayloadSelectorExclude):
+        return edge.PayloadSelector.Exclude(list(with_payload.exclude))
+    return True
+
+
 class _Engine:
     """The open shards of one storage path, shared by every adapter on it in this process."""
 
@@ -353,6 +396,15 @@ class EmbeddedQdrant:
             edge.UpdateOperation.create_field_index(field_name, edge.PayloadSchemaType.Keyword),
         )
 
+    def create_payload_index(
+        self,
+        collection: str,
+        field_name: str,
+        field_schema: models.PayloadSchemaType | models.PayloadSchemaParams,
+    ) -> None:
+        schema = _field_schema(self._cluster, collection, field_schema)
+        self._update(collection, edge.UpdateOperation.create_field_index(field_name, schema))
+
     def optimize(self, collection: str) -> None:
         """Build indexes now (the engine otherwise optimizes lazily)."""
         with self._shard(collection) as shard:
@@ -423,6 +475,53 @@ class EmbeddedQdrant:
             for r in records
         ]
         return points, (_point_id(next_offset) if next_offset is not None else None)
+
+    def scroll_points(
+        self, collection: str, request: models.ScrollRequest
+    ) -> tuple[list[models.Record], models.ExtendedPointId | None]:
+        order_by = request.order_by
+        if isinstance(order_by, str):
+            order_by = models.OrderBy(key=order_by)
+        edge_order = None
+        if order_by is not None:
+            descending = order_by.direction == models.Direction.DESC
+            start = order_by.start_from
+            if start is not None and not isinstance(start, int | float):
+                raise InvalidRequest(
+                    self._cluster, "order_by.start_from must be a number", collection=collection
+                )
+            edge_order = edge.OrderBy(
+                order_by.key,
+                direction=edge.Direction.Desc if descending else edge.Direction.Asc,
+                start_from=start,
+            )
+        with_vector = request.with_vector if request.with_vector is not None else False
+        if not isinstance(with_vector, bool):
+            raise InvalidRequest(
+                self._cluster, "with_vector by name is not served here", collection=collection
+            )
+        edge_request = edge.ScrollRequest(
+            offset=request.offset if order_by is None else None,
+            limit=request.limit if request.limit is not None else 10,
+            filter=self._call(collection, lambda: to_edge_filter(request.filter)),
+            with_payload=_selector_of(request.with_payload),
+            with_vector=with_vector,
+            order_by=edge_order,
+        )
+        with self._shard(collection) as shard:
+            records, next_offset = self._call(collection, lambda: shard.scroll(edge_request))
+        points = [
+            models.Record(
+                id=_point_id(r.id),
+                payload=dict(r.payload) if r.payload is not None else None,
+                vector=_vector(r.vector),
+                order_value=r.order_value,
+            )
+            for r in records
+        ]
+        if order_by is not None or next_offset is None:
+            return points, None
+        return points, _point_id(next_offset)
 
     def scroll_keys(
         self,

@@ -132,6 +132,22 @@ class QdrantPort(Protocol):
         """Create (idempotently) a keyword payload index on ``field_name``."""
         ...
 
+    def create_payload_index(
+        self,
+        collection: str,
+        field_name: str,
+        field_schema: models.PayloadSchemaType | models.PayloadSchemaParams,
+    ) -> None:
+        """Create (idempotently) a payload index of this schema."""
+        ...
+
+    def scroll_points(
+        self, collection: str, request: models.ScrollRequest
+    ) -> tuple[list[models.Record], models.ExtendedPointId | None]:
+        """One page of Qdrant's scroll: id order, or ``order_by`` (then the next offset is
+        None, as Qdrant answers); payload and vector selectors honoured."""
+        ...
+
     def upsert(
         self,
         collection: str,

@@ -355,6 +355,19 @@ class RemoteQdrant:
             ),
         )
 
+    def create_payload_index(
+        self,
+        collection: str,
+        field_name: str,
+        field_schema: models.PayloadSchemaType | models.PayloadSchemaParams,
+    ) -> None:
+        self._call(
+            collection,
+            lambda: self._client.create_payload_index(
+                collection, field_name, field_schema, wait=True
+            ),
+        )
+
     # ----------------------------------------------------------------- points
 
     def upsert(
@@ -420,6 +433,22 @@ class RemoteQdrant:
             for r in records
         ]
         return points, (None if next_offset is None else _id(next_offset))
+
+    def scroll_points(
+        self, collection: str, request: models.ScrollRequest
+    ) -> tuple[list[models.Record], models.ExtendedPointId | None]:
+        return self._call(
+            collection,
+            lambda: self._client.scroll(
+                collection,
+                scroll_filter=request.filter,
+                limit=request.limit if request.limit is not None else 10,
+                offset=request.offset,
+                order_by=request.order_by,
+                with_payload=request.with_payload if request.with_payload is not None else True,
+                with_vectors=request.with_vector if request.with_vector is not None else False,
+            ),
+        )
 
     def scroll_keys(
         self,
