@@ -22,9 +22,12 @@ from qdrant_client import QdrantClient
 from qdrant_client.http import models
 
 from librarian.contracts.payload import POINT_VERSION_KEY
+from librarian.core.discovery import Domain
 from librarian.router.generation import DETECTS
+from librarian.services.labeling import label_points
+from librarian.storage.embedded import EmbeddedQdrant
 from librarian.storage.fleet import Fleet
-from librarian.storage.port import PointRecord
+from librarian.storage.port import CollectionSpec, PointRecord
 
 from .router_support import (
     DIM,
@@ -82,7 +85,12 @@ class Replicas:
 def _settings(**caching: Any) -> dict[str, Any]:
     return {
         "timeout": "10s",
-        "caching": {"settle_window": SETTLE_S, "cache_ttl": TTL_S, **caching},
+        "caching": {
+            "enable_result_cache": True,
+            "settle_window": SETTLE_S,
+            "cache_ttl": TTL_S,
+            **caching,
+        },
     }
 
 
@@ -422,3 +430,13 @@ def test_status_says_what_the_cache_sees(replicas: Replicas) -> None:
     for cluster, collection in (("east", "library-d0"), ("west", "library-d2")):
         schema = replicas.built.fleet.get(cluster).collection_info(collection).payload_schema
         assert schema[POINT_VERSION_KEY] == "integer"
+
+
+def test_labelling_a_source_collection_makes_the_version_index(tmp_path: Path) -> None:
+    port = EmbeddedQdrant("east", tmp_path / "east")
+    port.create_collection("source", CollectionSpec(vector_size=DIM))
+    port.upsert("source", [PointRecord(i, _vector(i), {}) for i in range(20)])
+    domain = Domain("d0", "domain 0", np.asarray(_vector(0)), 0.5, 20, 0.9)
+    label_points(port, "source", [domain], version=1)
+    assert port.collection_info("source").payload_schema[POINT_VERSION_KEY] == "integer"
+    port.close()

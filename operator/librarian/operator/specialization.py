@@ -40,6 +40,7 @@ from librarian.operator.jobs import JobSettings, build_migration_job
 from librarian.services.labeling import domain_filter
 from librarian.services.migration import CheckpointStore, MigrationPlan, clean_old_home
 from librarian.services.validation import validate_specialization
+from librarian.services.versioning import ensure_version_index
 from librarian.storage.collection_config import apply_collection_config
 from librarian.storage.errors import ClusterUnreachable, QdrantError
 
@@ -236,6 +237,7 @@ def _configure_blocking(
                 f"target collection {setup.target_collection} on {setup.target.name}: "
                 f"{outcome.describe()}; delete it or choose another target collection",
             )
+        ensure_version_index(target, setup.target_collection)
         return {
             "points": points,
             "appliedConfig": {

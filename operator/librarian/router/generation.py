@@ -24,8 +24,8 @@ What a generation sees, exactly:
   concurrent writes landing in the other order, an outbox replay, clocks skewed
   between replicas). Such a write lands within the write path's own timeout of
   the newest one, so an answer is cached only once the newest version of every
-  home it read is older than the *settle window* (the request timeout unless
-  configured): a write still in flight then can only raise the version.
+  home it read is older than the *settle window* (30 s by default, as the request
+  timeout): a write still in flight then can only raise the version.
 
 Lookups are made in parallel over the homes, within the request's deadline; a
 home that does not answer in time means no cache for that request.
@@ -35,26 +35,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from qdrant_client.http import models
 
 from librarian.contracts.payload import POINT_VERSION_KEY
 from librarian.core.hlc import decode_version
-from librarian.router.library import CollectionHome, View, home_route
+from librarian.router.library import CollectionHome, home_route
 from librarian.router.upstream import REQUEST_DEADLINE, Upstream
+from librarian.services.versioning import ensure_version_index
 from librarian.storage.port import QdrantPort
 
 __all__ = [
     "DETECTS",
+    "AnswerReads",
     "Generations",
     "HomeGeneration",
-    "ensure_version_index",
-    "read_homes",
 ]
 
 log = logging.getLogger("librarian.router")
+T = TypeVar("T")
 
 DETECTS = (
     "writes through any router replica (every write stamps a newer version), and any change "
@@ -72,14 +75,6 @@ class HomeGeneration:
 
     newest: int
     points: int
-
-
-def ensure_version_index(port: QdrantPort, collection: str) -> None:
-    """An integer index on the point version (the generation's ``order_by`` needs one), made
-    when the collection has none."""
-    schema = port.collection_info(collection).payload_schema
-    if schema.get(POINT_VERSION_KEY) != "integer":
-        port.create_payload_index(collection, POINT_VERSION_KEY, models.PayloadSchemaType.INTEGER)
 
 
 def _newest_version(port: QdrantPort, collection: str) -> int:
@@ -100,11 +95,6 @@ def _newest_version(port: QdrantPort, collection: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return 0
     return int(value)
-
-
-def read_homes(view: View) -> list[CollectionHome]:
-    """The homes a read of ``view`` may ask (each once): its routes' collections."""
-    return list(dict.fromkeys(route.home for route in view.routes))
 
 
 class Generations:
@@ -141,7 +131,7 @@ class Generations:
         wanted = list(dict.fromkeys(homes))
         budget = self._budget(timeout)
         outcomes = await asyncio.gather(
-            *(self.upstream.call(home_route(h), self._lookup(h), budget) for h in wanted),
+            *(self.upstream.call(home_route(h), self.lookup(h), budget) for h in wanted),
             return_exceptions=True,
         )
         found: dict[CollectionHome, HomeGeneration] = {}
@@ -152,7 +142,13 @@ class Generations:
             found[home] = outcome
         return found
 
-    def _lookup(self, home: CollectionHome) -> Callable[[QdrantPort], HomeGeneration]:
+    def watch(self) -> AnswerReads:
+        """A watch of the calls one answer makes (see :class:`AnswerReads`)."""
+        return AnswerReads(self)
+
+    def lookup(self, home: CollectionHome) -> Callable[[QdrantPort], HomeGeneration]:
+        """The operation reading ``home``'s generation (its version index made if missing)."""
+
         def run(port: QdrantPort) -> HomeGeneration:
             if home not in self._indexed:
                 ensure_version_index(port, home.collection)
@@ -182,3 +178,47 @@ class Generations:
         now: Mapping[CollectionHome, HomeGeneration],
     ) -> bool:
         return all(now.get(home) == generation for home, generation in cached.items())
+
+
+class AnswerReads:
+    """The generation of every home an answer reads, each read in the call that first reads
+    the home, just before it (so no extra round trip, and only the homes the answer depends
+    on: a routed search the domains it probed, a scroll, count or retrieve every home).
+
+    The generation kept for a home is read before any of the answer's reads of it: of two
+    calls to one home, the first whose lookup ends is kept, and the other's read of the
+    data starts only after its own lookup, later still. A lookup that fails leaves the home
+    unknown (the answer is then not cached) and does not fail the read.
+    """
+
+    def __init__(self, generations: Generations) -> None:
+        self._generations = generations
+        self._lock = threading.Lock()
+        self._found: dict[CollectionHome, HomeGeneration | None] = {}
+
+    def around(
+        self, home: CollectionHome, operation: Callable[[QdrantPort], T]
+    ) -> Callable[[QdrantPort], T]:
+        def run(port: QdrantPort) -> T:
+            with self._lock:
+                known = home in self._found
+            if not known:
+                generation: HomeGeneration | None
+                try:
+                    generation = self._generations.lookup(home)(port)
+                except Exception as error:  # noqa: BLE001 - the read goes on, uncached
+                    log.info("no generation for %s/%s: %s", *home, error)
+                    generation = None
+                with self._lock:
+                    self._found.setdefault(home, generation)
+            return operation(port)
+
+        return run
+
+    def generations(self) -> dict[CollectionHome, HomeGeneration] | None:
+        """Each home read and its generation; None when one of them is unknown."""
+        with self._lock:
+            found = dict(self._found)
+        if any(generation is None for generation in found.values()):
+            return None
+        return {home: generation for home, generation in found.items() if generation is not None}

@@ -30,7 +30,7 @@ from qdrant_client.http import models
 from librarian.contracts.payload import LABEL_KEY
 from librarian.core.fusion import FusionError, Hit, PointId, fuse, fusion_name
 from librarian.core.query_fusion import distribution_based_score_fusion, reciprocal_rank_fusion
-from librarian.router.generation import HomeGeneration, read_homes
+from librarian.router.generation import HomeGeneration
 from librarian.router.library import (
     CollectionHome,
     DomainRoute,
@@ -50,7 +50,7 @@ from librarian.router.qdrant_api import (
 )
 from librarian.router.resilience import CachedAnswer
 from librarian.router.state import RouterState, strategy_name
-from librarian.router.upstream import READ_HOMES
+from librarian.router.upstream import READ_WATCH
 from librarian.services.versioning import is_tombstone, user_payload, version_of
 from librarian.storage.port import PointRecord, QdrantPort
 
@@ -730,7 +730,6 @@ class Querying:
             metrics.cache_uncached.labels("not cacheable").inc()
             return await compute()
         entry = cache.peek(key)
-        known: dict[CollectionHome, HomeGeneration] = {}
         if isinstance(entry, CachedAnswer):
             depends = cast(Mapping[CollectionHome, HomeGeneration], entry.depends)
             now = await state.generations.read(depends, timeout)
@@ -742,44 +741,33 @@ class Querying:
             cache.discard(key)
             if now is not None:
                 metrics.cache_stale.inc()
-                known = now
         cache.record(hit=False)
         metrics.cache_misses.inc()
         metrics.cache_hit_rate.set(cache.hit_rate)
-        homes = read_homes(view)
-        missing = [h for h in homes if h not in known]
-        before = await state.generations.read(missing, timeout) if missing else {}
-        reads: set[CollectionHome] = set()
-        token = READ_HOMES.set(reads)
+        watch = state.generations.watch()
+        token = READ_WATCH.set(watch)
         try:
             result, headers = await compute()
         finally:
-            READ_HOMES.reset(token)
-        reason = self._uncacheable(before, known, reads, headers)
-        if reason is None:
-            generations = {**known, **(before or {})}
-            cache.put(key, CachedAnswer.of(result, {h: generations[h] for h in reads}))
-        else:
+            READ_WATCH.reset(token)
+        generations = watch.generations()
+        reason = self._uncacheable(generations, headers)
+        if reason is None and generations is not None:
+            cache.put(key, CachedAnswer.of(result, generations))
+        elif reason is not None:
             metrics.cache_uncached.labels(reason).inc()
         metrics.request_latency.observe(time.perf_counter() - started)
         return result, headers
 
     def _uncacheable(
-        self,
-        before: dict[CollectionHome, HomeGeneration] | None,
-        known: dict[CollectionHome, HomeGeneration],
-        reads: set[CollectionHome],
-        headers: dict[str, str],
+        self, generations: dict[CollectionHome, HomeGeneration] | None, headers: dict[str, str]
     ) -> str | None:
         """Why an answer just computed may not be cached (None: it may)."""
         if headers.get("X-Librarian-Partial"):
             return "partial"
-        if before is None:
+        if not generations:
             return "generation unknown"
-        generations = {**known, **before}
-        if not reads or not reads <= generations.keys():
-            return "generation unknown"
-        if not self.state.generations.settled(generations[h] for h in reads):
+        if not self.state.generations.settled(generations.values()):
             return "not settled"
         return None
 

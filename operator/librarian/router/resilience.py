@@ -88,11 +88,11 @@ class CachedAnswer:
     when it was read (before the result was computed)."""
 
     result: Any
-    depends: Mapping[Hashable, Hashable]
+    depends: Mapping[Any, Any]
     cost: int  # the result's JSON size: what it is charged against the byte budget
 
     @classmethod
-    def of(cls, result: Any, depends: Mapping[Hashable, Hashable]) -> CachedAnswer:
+    def of(cls, result: Any, depends: Mapping[Any, Any]) -> CachedAnswer:
         return cls(result, dict(depends), json_size(result))
 
 

@@ -34,7 +34,7 @@ from librarian.router.qdrant_api import ApiError
 from librarian.router.quality import RecallEstimator
 from librarian.router.registration import Registration
 from librarian.router.resilience import CircuitBreaker, ResultCache
-from librarian.router.upstream import READ_HOMES, REQUEST_DEADLINE, Upstream
+from librarian.router.upstream import READ_WATCH, REQUEST_DEADLINE, Upstream
 from librarian.settings import OrchestratorSettings
 from librarian.storage.errors import CollectionNotFound
 from librarian.storage.fleet import Fleet
@@ -121,11 +121,8 @@ class RouterState:
             hedging=config.strategy == "latency_optimized",
             workers_per_cluster=settings.limits.upstream_workers_per_cluster,
         )
-        settle = settings.caching.settle_window
         self.generations = Generations(
-            self.upstream,
-            wall_ms=config.wall_ms,
-            settle_s=settings.timeout if settle is None else settle,
+            self.upstream, wall_ms=config.wall_ms, settle_s=settings.caching.settle_window
         )
         node = config.node_id if config.node_id is not None else secrets.randbelow(MAX_NODE + 1)
         self.clock = HybridLogicalClock(node, config.wall_ms)
@@ -312,7 +309,7 @@ class RouterState:
         # background work outlives the request that started it: not bound by its deadline
         context = contextvars.copy_context()
         context.run(REQUEST_DEADLINE.set, None)
-        context.run(READ_HOMES.set, None)  # nor does it add to the homes the request reads
+        context.run(READ_WATCH.set, None)  # nor is it part of the answer the request caches
         task = asyncio.get_running_loop().create_task(_awaited(coroutine), context=context)
         self._background.add(task)
         task.add_done_callback(self._background.discard)

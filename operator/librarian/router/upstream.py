@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from librarian.core.routing import LibraryRouter
 from librarian.router.library import CollectionHome, DomainRoute, Library, View
@@ -46,11 +46,12 @@ from librarian.storage.fleet import Fleet
 from librarian.storage.port import QdrantPort
 
 __all__ = [
-    "READ_HOMES",
+    "READ_WATCH",
     "REQUEST_DEADLINE",
     "Deadline",
     "Failure",
     "FanOut",
+    "ReadWatch",
     "Upstream",
     "UpstreamError",
     "UpstreamTimeout",
@@ -84,11 +85,21 @@ REQUEST_DEADLINE: contextvars.ContextVar[Deadline | None] = contextvars.ContextV
 its settling included, times out by then (a call after it fails at once, as a timeout)."""
 
 
-READ_HOMES: contextvars.ContextVar[set[CollectionHome] | None] = contextvars.ContextVar(
-    "librarian_read_homes", default=None
+class ReadWatch(Protocol):
+    """Watches the calls an answer makes (see :mod:`librarian.router.generation`)."""
+
+    def around(
+        self, home: CollectionHome, operation: Callable[[QdrantPort], T]
+    ) -> Callable[[QdrantPort], T]:
+        """``operation`` on ``home``, preceded by what the watch needs to know of the home."""
+        ...
+
+
+READ_WATCH: contextvars.ContextVar[ReadWatch | None] = contextvars.ContextVar(
+    "librarian_read_watch", default=None
 )
-"""While an answer to be cached is computed: every home a call of it went to (the homes the
-answer depends on, see :mod:`librarian.router.generation`)."""
+"""While an answer to be cached is computed: what every call it makes goes through, so that
+the write generation of each home it reads is read first, in the same call."""
 
 
 class UpstreamError(Exception):
@@ -212,9 +223,9 @@ class Upstream:
         as an error).
         """
         cluster = route.cluster
-        reads = READ_HOMES.get()
-        if reads is not None:
-            reads.add(route.home)
+        watch = READ_WATCH.get()
+        if watch is not None:
+            operation = watch.around(route.home, operation)
         deadline = REQUEST_DEADLINE.get()
         if deadline is not None:
             timeout = min(timeout, deadline.remaining())
