@@ -9,8 +9,10 @@ window and the cache's time-to-live all read it): nothing sleeps.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,9 +151,12 @@ def _expected(reference: QdrantClient, body: dict[str, Any]) -> list[dict[str, A
 
 
 def _same(response: httpx.Response, expected: list[dict[str, Any]]) -> None:
-    """The router's points are the reference's: ranked ids with scores (ties in any order),
-    payloads and vectors where asked."""
-    got = response.json()["result"]["points"]
+    """The router's points are the reference's (see :func:`_same_points`)."""
+    _same_points(response.json()["result"]["points"], expected)
+
+
+def _same_points(got: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
+    """Ranked ids with scores (ties in any order), payloads and vectors where asked."""
     assert [p["score"] for p in got] == pytest.approx([p["score"] for p in expected], abs=1e-5)
     by_score: dict[float, set[Any]] = {}
     for point in expected:
@@ -246,6 +251,72 @@ def test_a_write_landing_below_the_newest_version_within_the_settle_window_is_se
     assert not _hit(after)
     assert after.json()["result"]["points"][1]["payload"] == late
     _same(after, _expected(replicas.reference, body))
+
+
+def test_concurrent_readers_never_keep_an_answer_older_than_an_acknowledged_write(
+    replicas: Replicas,
+) -> None:
+    """Clients hammer replica B with one query (computing and caching it concurrently) while
+    replica A overwrites its best point again and again: after each acknowledged write, B's
+    next answer is the new one."""
+    body = {"query": near(replicas.built, 1), "limit": 3, "with_payload": True}
+    top = _ask(replicas.b, body).json()["result"]["points"][0]["id"]
+    vector = next(p.vector for p in replicas.built.points if p.id == top)
+    assert vector is not None
+    stop = threading.Event()
+    served: list[int] = []
+
+    def hammer() -> None:
+        with httpx.Client(base_url=replicas.b.url, timeout=30) as http:
+            while not stop.is_set():
+                r = http.post(QUERY, json=body)
+                assert r.status_code == 200, r.text
+                served.append(int(_hit(r)))
+
+    with ThreadPoolExecutor(4) as pool:
+        readers = [pool.submit(hammer) for _ in range(4)]
+        try:
+            for round_ in range(6):
+                replicas.upsert(replicas.a, [_point(top, vector, round=round_)])
+                replicas.clock.settle()
+                after = _ask(replicas.b, body)
+                assert after.json()["result"]["points"][0]["payload"] == {"round": round_}
+                _same(after, _expected(replicas.reference, body))
+        finally:
+            stop.set()
+        for reader in readers:
+            reader.result()
+    assert sum(served) > 0  # the readers were served from the cache between the writes
+
+
+def test_search_and_batches_are_cached_and_seen_stale_alike(replicas: Replicas) -> None:
+    vector = near(replicas.built, 2)
+    search = {"vector": vector, "limit": 3, "with_payload": True}
+    batch = {"searches": [{"query": vector, "limit": 3, "with_payload": True}]}
+    urls = (
+        f"{replicas.b.url}/collections/library/points/search",
+        f"{replicas.b.url}/collections/library/points/query/batch",
+    )
+
+    def both() -> list[httpx.Response]:
+        return [
+            httpx.post(u, json=b, timeout=30) for u, b in zip(urls, (search, batch), strict=True)
+        ]
+
+    first = both()
+    assert [_hit(r) for r in both()] == [True, True]
+    top = first[0].json()["result"][0]["id"]
+    point = next(p for p in replicas.built.points if p.id == top)
+    assert point.vector is not None
+    replicas.upsert(replicas.a, [_point(top, point.vector, changed=True)])
+    replicas.clock.settle()
+    expected = _expected(replicas.reference, {"query": vector, "limit": 3, "with_payload": True})
+    found, batched = both()
+    assert not _hit(found)
+    assert not _hit(batched)
+    assert found.json()["result"][0]["payload"] == {"changed": True}
+    assert batched.json()["result"][0]["points"] == found.json()["result"]
+    _same_points(found.json()["result"], expected)
 
 
 def test_writes_straight_to_a_home_that_change_its_count_are_seen(replicas: Replicas) -> None:

@@ -16,6 +16,7 @@ every domain to estimate recall.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -72,7 +73,7 @@ __all__ = [
 log = logging.getLogger("librarian.router")
 
 MAX_COUNT = 1_000_000  # far above any sane page; keeps engines from allocating for absurd values
-CacheKey = tuple[str, str, bytes]
+CacheKey = tuple[str, str, bytes]  # endpoint, library version, digest of the request
 
 
 @dataclass(frozen=True)
@@ -233,10 +234,11 @@ def canonical_request(body: Any, query: Mapping[str, str] | None = None) -> byte
 
 
 def cache_key(path: str, view: View, body: Any, query: Mapping[str, str] | None = None) -> CacheKey:
-    """A result's cache key: the endpoint, the library version it was computed on, and the
-    request in its canonical form (:func:`canonical_request`)."""
+    """A result's cache key: the endpoint, the library version it was computed on, and a
+    digest of the request in its canonical form (:func:`canonical_request`), so that a key
+    costs a few bytes however large the request."""
     version = view.library.definition.version if view.library else "-"
-    return (path, version, canonical_request(body, query))
+    return (path, version, hashlib.sha256(canonical_request(body, query)).digest())
 
 
 @dataclass(frozen=True)
