@@ -23,6 +23,7 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: Any
+    raw: bytes = b""
 
 
 @dataclass
@@ -40,19 +41,26 @@ def qdrant_error(status: int, message: str) -> Answer:
 
 
 @contextmanager
-def recording_server(answer: Callable[[Recorded, int], Answer]) -> Iterator[Recorder]:
-    """Serve on 127.0.0.1; ``answer(request, index)`` decides each response."""
+def recording_server(
+    answer: Callable[[Recorded, int], Any], *, raw: bool = False
+) -> Iterator[Recorder]:
+    """Serve on 127.0.0.1; ``answer(request, index)`` decides each response: a status and a
+    JSON payload, or with ``raw`` a status and the body's exact bytes (a JSON content type)."""
     recorder = Recorder(url="")
+    as_bytes = raw
 
     class Handler(BaseHTTPRequestHandler):
         def _handle(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
-            body = json.loads(raw) if raw else None
-            request = Recorded(self.command, self.path, dict(self.headers), body)
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = None
+            request = Recorded(self.command, self.path, dict(self.headers), body, raw)
             recorder.requests.append(request)
             status, payload = answer(request, len(recorder.requests) - 1)
-            data = json.dumps(payload).encode()
+            data = payload if as_bytes else json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))

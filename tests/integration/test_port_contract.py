@@ -296,6 +296,95 @@ def test_retrieve_named_payload_keys_and_tombstone_filters(port: QdrantPort) -> 
     assert _tags(port, [1, 2]) == {2: "y"}
 
 
+_EVERY_INDEX: dict[str, models.PayloadSchemaType | models.PayloadSchemaParams] = {
+    "tag": models.PayloadSchemaType.KEYWORD,
+    "n": models.PayloadSchemaType.INTEGER,
+    "price": models.PayloadSchemaType.FLOAT,
+    "flag": models.PayloadSchemaType.BOOL,
+    "where": models.PayloadSchemaType.GEO,
+    "at": models.PayloadSchemaType.DATETIME,
+    "ref": models.PayloadSchemaType.UUID,
+    "body": models.TextIndexParams(
+        type=models.TextIndexType.TEXT,
+        tokenizer=models.TokenizerType.WORD,
+        min_token_len=2,
+        max_token_len=20,
+        lowercase=True,
+    ),
+    "tenant": models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True),
+    "rank": models.IntegerIndexParams(
+        type=models.IntegerIndexType.INTEGER, lookup=True, range=False
+    ),
+}
+
+
+@pytest.mark.filterwarnings("ignore:Payload indexes have no effect")
+def test_payload_indexes_of_every_schema_created_idempotently_and_deleted(
+    filled: QdrantPort,
+) -> None:
+    for field_name, schema in _EVERY_INDEX.items():
+        filled.create_payload_index("docs", field_name, schema)
+        filled.create_payload_index("docs", field_name, schema)  # idempotent
+    described = filled.describe_collection("docs")
+    assert described.points_count == 50
+    vectors = described.config.params.vectors
+    assert isinstance(vectors, models.VectorParams)
+    assert vectors.size == 8
+    if described.payload_schema:  # qdrant-client's local mode keeps no payload index
+        assert {k: v.data_type.value for k, v in described.payload_schema.items()} == {
+            k: (s.value if isinstance(s, models.PayloadSchemaType) else str(s.type.value))
+            for k, s in _EVERY_INDEX.items()
+        }
+        body = described.payload_schema["body"].params
+        assert isinstance(body, models.TextIndexParams)
+        assert (body.tokenizer, body.min_token_len, body.max_token_len, body.lowercase) == (
+            models.TokenizerType.WORD,
+            2,
+            20,
+            True,
+        )
+        rank = described.payload_schema["rank"].params
+        assert isinstance(rank, models.IntegerIndexParams)
+        assert (rank.lookup, rank.range) == (True, False)
+    filled.delete_payload_index("docs", "tag")
+    filled.delete_payload_index("docs", "tag")  # a missing index is not an error
+    assert "tag" not in filled.describe_collection("docs").payload_schema
+    # indexes change no answer
+    assert filled.count("docs", count_filter=models.Filter(must=[_match("group", "g1")])) == len(
+        [p for p in make_points(50) if p.payload.get("group") == "g1"]
+    )
+    with pytest.raises(CollectionNotFound):
+        filled.create_payload_index("absent", "tag", models.PayloadSchemaType.KEYWORD)
+
+
+def test_remote_payload_index_requests_carry_the_schema_as_given() -> None:
+    from librarian.storage.remote import RemoteQdrant
+
+    from .recording_server import qdrant_ok, recording_server
+
+    answer = qdrant_ok({"operation_id": 1, "status": "completed"})
+    with recording_server(lambda r, i: answer) as server:
+        port = RemoteQdrant.connect("remote", server.url, retries=0)
+        port.create_payload_index("docs", "body", _EVERY_INDEX["body"])
+        port.create_payload_index("docs", "at", models.PayloadSchemaType.DATETIME)
+        port.delete_payload_index("docs", "at")
+        port.close()
+    first, second, third = server.requests
+    assert (first.method, first.path.split("?")[0]) == ("PUT", "/collections/docs/index")
+    assert first.body == {
+        "field_name": "body",
+        "field_schema": {
+            "type": "text",
+            "tokenizer": "word",
+            "min_token_len": 2,
+            "max_token_len": 20,
+            "lowercase": True,
+        },
+    }
+    assert second.body == {"field_name": "at", "field_schema": "datetime"}
+    assert (third.method, third.path.split("?")[0]) == ("DELETE", "/collections/docs/index/at")
+
+
 def test_ordered_scroll_and_integer_index_give_the_newest_version(port: QdrantPort) -> None:
     """The newest value of an integer key, read the way the router reads a home's generation,
     agrees with every point's value; a page in id order goes on where it stopped."""

@@ -32,6 +32,7 @@ from librarian.operator.load_source import LoadSourceUnreachable, fetch_router_l
 from librarian.router import RouterConfig, RouterState
 from librarian.router.app import PointEndpoints, create_app, route_table
 from librarian.router.auth import InsecureBind, Need, RouterKeys, check_bind
+from librarian.router.collections import CollectionEndpoints
 from librarian.router.main import serve
 from librarian.router.status import StatusEndpoints
 from librarian.storage.port import CollectionSpec, PointRecord
@@ -328,7 +329,7 @@ def test_nothing_passes_through_before_the_library_is_known(built: Library) -> N
 def test_every_route_has_a_need_and_an_unlisted_one_is_refused(built: Library) -> None:
     state = make_state(built, keys=KEYS)
     app = create_app(state, reload_in_background=False)
-    table = route_table(StatusEndpoints(state), PointEndpoints(state))
+    table = route_table(StatusEndpoints(state), PointEndpoints(state), CollectionEndpoints(state))
     needs = {(method, path): need for method, path, need, _ in table}
     for route in app.router.routes():
         assert route.resource is not None

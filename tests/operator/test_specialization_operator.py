@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
+from qdrant_client.http import models
 
 from librarian.cli import main
 from librarian.contracts.metadata import FENCES_ANNOTATION
+from librarian.contracts.payload import LABEL_KEY
 from librarian.kube.fences import lease_body, lease_name
 from librarian.local.emulator import EmulatedCluster
 from librarian.services.labeling import domain_filter
@@ -94,9 +96,28 @@ async def _run_job(
 async def test_specialize_a_domain_end_to_end(cluster: EmulatedCluster, tmp_path: Path) -> None:
     domain_map = await _ready_domainmap(cluster, tmp_path)
     domain = max(domain_map["status"]["domains"], key=lambda d: d["size"])
+    general = EmbeddedQdrant("general", tmp_path / "general")
+    summary = models.TextIndexParams(
+        type=models.TextIndexType.TEXT, tokenizer=models.TokenizerType.WORD, lowercase=True
+    )
+    general.create_payload_index("packages", "summary", summary)  # as a client indexes the library
+    general.close()
     await cluster.create(specialization("biggest", domain["id"]))
     status = await _status(cluster, "biggest", {"Migrating"})
     assert status["progress"] == 75
+    # the new home got the source's payload indexes when it was created
+    fast = EmbeddedQdrant("fast", tmp_path / "fast")
+    general = EmbeddedQdrant("general", tmp_path / "general")
+    try:
+        copied = fast.describe_collection(status["targetCollection"]).payload_schema
+        held = general.describe_collection("packages").payload_schema
+        assert {k: (v.data_type, v.params) for k, v in copied.items()} == {
+            k: (v.data_type, v.params) for k, v in held.items()
+        }
+        assert {LABEL_KEY, "summary"} <= set(copied)
+    finally:
+        fast.close()
+        general.close()
     assert status["appliedConfig"]["action"] == "created"
     assert status["appliedConfig"]["collection"]["hnsw"]["m"] == 32  # latency strategy
     # While the Job runs, its checkpoint (points copied of total) shows up in the status.

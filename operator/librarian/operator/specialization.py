@@ -37,6 +37,7 @@ from librarian.operator.conditions import ConditionStatus, set_condition
 from librarian.operator.context import OperatorContext
 from librarian.operator.domainmap import PLURAL as DOMAINMAPS
 from librarian.operator.jobs import JobSettings, build_migration_job
+from librarian.services.domain_homes import copy_payload_indexes
 from librarian.services.labeling import domain_filter
 from librarian.services.migration import CheckpointStore, MigrationPlan, clean_old_home
 from librarian.services.validation import validate_specialization
@@ -237,7 +238,9 @@ def _configure_blocking(
                 f"target collection {setup.target_collection} on {setup.target.name}: "
                 f"{outcome.describe()}; delete it or choose another target collection",
             )
-        ensure_version_index(target, setup.target_collection)
+        # the home answers filters as its source does: the source's payload indexes, copied
+        copy_payload_indexes(source, setup.source_collection, target, setup.target_collection)
+        ensure_version_index(target, setup.target_collection)  # routers read its newest version
         return {
             "points": points,
             "appliedConfig": {

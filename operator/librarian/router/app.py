@@ -26,7 +26,9 @@ from qdrant_client.http import models
 
 from librarian.core.fusion import FusionError
 from librarian.core.routing import RoutingError
+from librarian.router.aggregate_endpoints import AggregateEndpoints
 from librarian.router.auth import Need, authentication, erases_everything, require_manage
+from librarian.router.collections import CollectionEndpoints, forget_aliases_of
 from librarian.router.library import View
 from librarian.router.limits import (
     Deadline,
@@ -35,6 +37,7 @@ from librarian.router.limits import (
     request_deadline,
 )
 from librarian.router.metrics import RouterMetrics
+from librarian.router.passthrough import passthrough_middleware
 from librarian.router.qdrant_api import (
     VALIDATED_KEY,
     ApiError,
@@ -147,6 +150,7 @@ class PointEndpoints:
     def __init__(self, state: RouterState) -> None:
         self.state = state
         self.querying = Querying(state)
+        self.aggregates = AggregateEndpoints(state)
         self.writes = Writes(
             state.upstream,
             state.cache,
@@ -253,14 +257,6 @@ class PointEndpoints:
         async with request_deadline(self._timeout(request)):
             page = await self.querying.scroll(view, body, self._timeout(request))
         return ok(page, started)
-
-    async def points_count(self, request: web.Request) -> web.Response:
-        started = time.perf_counter()
-        view = await self.state.view(request.match_info["name"])
-        body = await parse_body(request, models.CountRequest)
-        async with request_deadline(self._timeout(request)):
-            count = await self.querying.count(view, body, self._timeout(request))
-        return ok({"count": count}, started)
 
     async def points_retrieve(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
@@ -380,9 +376,30 @@ class PointEndpoints:
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+_MANAGED = frozenset({"PUT", "PATCH", "DELETE"})  # of a collection itself: management rights
+
+
+async def _passthrough_target(state: RouterState, request: web.Request) -> str | None:
+    """The pass-through collection a request addresses (alias resolved), or ``None``: the
+    library, a name that is not served, or the router's own alias endpoints."""
+    resource = request.match_info.route.resource
+    canonical = resource.canonical if resource is not None else ""
+    if canonical.endswith("/aliases"):
+        return None  # aliases are the router's own, whatever they name
+    try:
+        target = await state.target(request.match_info["name"])
+    except ApiError:
+        return None  # the handler answers (a 404, or the library's refusal)
+    library = state.library
+    if library is not None and target == library.name:
+        return None
+    if canonical == "/collections/{name}" and request.method in _MANAGED:
+        require_manage(request, f"{request.method} of a collection")
+    return target
+
 
 def route_table(
-    s: StatusEndpoints, p: PointEndpoints
+    s: StatusEndpoints, p: PointEndpoints, c: CollectionEndpoints
 ) -> tuple[tuple[str, str, Need, Handler], ...]:
     """Every route the router serves: method, path, the right it needs, its handler.
 
@@ -401,14 +418,29 @@ def route_table(
         ("GET", "/librarian/load", Need.READ_ANY, s.load),
         ("POST", "/librarian/predict", Need.READ_ANY, p.predict),
         ("POST", "/librarian/query", Need.READ_ANY, p.cross_cluster_query),
-        ("GET", "/collections", Need.READ_ANY, s.collections),
-        ("GET", collection, Need.READ, s.collection),
+        ("GET", "/collections", Need.READ_ANY, c.collections),
+        ("POST", "/collections/aliases", Need.READ_ANY, c.change_aliases),
+        ("GET", "/aliases", Need.READ_ANY, c.aliases),
+        ("GET", collection, Need.READ, c.info),
+        ("PUT", collection, Need.WRITE, c.create),
+        ("PATCH", collection, Need.WRITE, c.update),
+        ("DELETE", collection, Need.WRITE, c.delete),
+        ("GET", f"{collection}/exists", Need.READ, c.exists),
+        ("GET", f"{collection}/aliases", Need.READ, c.collection_aliases),
+        ("PUT", f"{collection}/index", Need.WRITE, c.create_index),
+        ("DELETE", f"{collection}/index/{{field_name}}", Need.WRITE, c.delete_index),
         ("POST", f"{points}/query", Need.READ, p.points_query),
         ("POST", f"{points}/query/batch", Need.READ, p.points_query_batch),
         ("POST", f"{points}/search", Need.READ, p.points_search),
         ("POST", f"{points}/search/batch", Need.READ, p.points_search_batch),
         ("POST", f"{points}/scroll", Need.READ, p.points_scroll),
-        ("POST", f"{points}/count", Need.READ, p.points_count),
+        ("POST", f"{points}/count", Need.READ, p.aggregates.count),
+        ("POST", f"{points}/query/groups", Need.READ, p.aggregates.query_groups),
+        ("POST", f"{points}/search/groups", Need.READ, p.aggregates.search_groups),
+        ("POST", f"{points}/recommend/groups", Need.READ, p.aggregates.recommend_groups),
+        ("POST", f"{collection}/facet", Need.READ, p.aggregates.facet),
+        ("POST", f"{points}/search/matrix/pairs", Need.READ, p.aggregates.matrix_pairs),
+        ("POST", f"{points}/search/matrix/offsets", Need.READ, p.aggregates.matrix_offsets),
         ("POST", points, Need.READ, p.points_retrieve),
         ("PUT", points, Need.WRITE, p.points_upsert),
         ("POST", f"{points}/delete", Need.WRITE, p.points_delete),
@@ -438,7 +470,7 @@ def create_app(state: RouterState, *, reload_in_background: bool = True) -> web.
 
     s = StatusEndpoints(state)
     p = PointEndpoints(state)
-    routes = route_table(s, p)
+    routes = route_table(s, p, CollectionEndpoints(state))
     needs = {(method, path): need for method, path, need, _ in routes}
     app = web.Application(
         middlewares=[
@@ -446,6 +478,12 @@ def create_app(state: RouterState, *, reload_in_background: bool = True) -> web.
             authentication(state.config.keys, needs),
             limits_middleware(
                 lambda: limits, library_dimension, lambda: state.config.settings.timeout
+            ),
+            passthrough_middleware(
+                state.proxy,
+                functools.partial(_passthrough_target, state),
+                lambda request: request_timeout(request, state.config.settings.timeout),
+                functools.partial(forget_aliases_of, state),
             ),
         ],
         client_max_size=limits.max_body_bytes,
@@ -471,6 +509,7 @@ def create_app(state: RouterState, *, reload_in_background: bool = True) -> web.
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await state.drain()
+        await state.close_proxy()
         state.close()
 
     app.cleanup_ctx.append(lifecycle)

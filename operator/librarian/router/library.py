@@ -102,6 +102,12 @@ class LibraryDefinition:
     default_cluster: str
     version: str  # changes whenever domains or their homes change
     moves: tuple[MoveFence, ...] = ()  # moves in flight (they change no route, only writes)
+    source: CollectionHome | None = None  # the collection the library was analysed from
+
+    @property
+    def source_home(self) -> CollectionHome:
+        """The library's source collection (the first domain's home when none is named)."""
+        return self.source if self.source is not None else self.domains[0].home
 
 
 @dataclass

@@ -85,7 +85,12 @@ def definition_from_catalog(
     )
     version = hashlib.sha256(fingerprint.encode()).hexdigest()[:12]
     return LibraryDefinition(
-        name=name, domains=tuple(routes), default_cluster=source[0], version=version, moves=moves
+        name=name,
+        domains=tuple(routes),
+        default_cluster=source[0],
+        version=version,
+        moves=moves,
+        source=CollectionHome(*source),
     )
 
 

@@ -73,7 +73,7 @@ __all__ = [
 log = logging.getLogger("librarian.router")
 
 MAX_COUNT = 1_000_000  # far above any sane page; keeps engines from allocating for absurd values
-CacheKey = tuple[str, str, bytes]  # endpoint, library version, digest of the request
+CacheKey = tuple[str, str, bytes]  # endpoint, what it addresses, digest of the request
 
 
 @dataclass(frozen=True)
@@ -234,11 +234,15 @@ def canonical_request(body: Any, query: Mapping[str, str] | None = None) -> byte
 
 
 def cache_key(path: str, view: View, body: Any, query: Mapping[str, str] | None = None) -> CacheKey:
-    """A result's cache key: the endpoint, the library version it was computed on, and a
-    digest of the request in its canonical form (:func:`canonical_request`), so that a key
+    """A result's cache key: the endpoint, what it was computed on (the library's version, or
+    the collection a pass-through name addresses: an alias may name another one later), and
+    a digest of the request in its canonical form (:func:`canonical_request`), so that a key
     costs a few bytes however large the request."""
-    version = view.library.definition.version if view.library else "-"
-    return (path, version, hashlib.sha256(canonical_request(body, query)).digest())
+    if view.library is not None:
+        addressed = f"{view.library.name}@{view.library.definition.version}"
+    else:
+        addressed = "/".join(f"{r.cluster}/{r.collection}" for r in view.routes)
+    return (path, addressed, hashlib.sha256(canonical_request(body, query)).digest())
 
 
 @dataclass(frozen=True)

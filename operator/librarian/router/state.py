@@ -23,20 +23,30 @@ from typing import Any, TypeVar
 
 from librarian.contracts.reserved import is_reserved_collection
 from librarian.core.hlc import EPOCH_MS, MAX_NODE, HybridLogicalClock, encode_version
+from librarian.router.aliases import AliasStore
 from librarian.router.auth import RouterKeys
 from librarian.router.cleanup import Homes
 from librarian.router.generation import Generations
-from librarian.router.library import DomainRoute, Library, LibraryDefinition, View, build_library
+from librarian.router.library import (
+    CollectionHome,
+    DomainRoute,
+    Library,
+    LibraryDefinition,
+    View,
+    build_library,
+    home_route,
+)
 from librarian.router.load import LoadMeter
 from librarian.router.metrics import RouterMetrics
 from librarian.router.outbox import Outbox
+from librarian.router.passthrough import PassthroughProxy
 from librarian.router.qdrant_api import ApiError
 from librarian.router.quality import RecallEstimator
 from librarian.router.registration import Registration
 from librarian.router.resilience import CircuitBreaker, ResultCache
 from librarian.router.upstream import READ_WATCH, REQUEST_DEADLINE, Upstream
 from librarian.settings import OrchestratorSettings
-from librarian.storage.errors import CollectionNotFound
+from librarian.storage.errors import CollectionNotFound, UnknownCluster
 from librarian.storage.fleet import Fleet
 
 __all__ = ["Loader", "RouterConfig", "RouterState", "strategy_name"]
@@ -84,6 +94,7 @@ class RouterConfig:
     insecure: bool = False  # told to serve without keys beyond loopback
     passthrough: frozenset[str] = frozenset()  # other collections of the default cluster served
     reserved: frozenset[str] = frozenset()  # the product's own collections (e.g. the catalog)
+    aliases_cluster: str | None = None  # where aliases are stored (default: the default cluster)
 
     @property
     def strategy(self) -> str:
@@ -139,6 +150,7 @@ class RouterState:
         self.touched_share: float | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._reload_lock = asyncio.Lock()
+        self._proxy: tuple[str, PassthroughProxy | None] | None = None
 
     # ------------------------------------------------------------------ library
 
@@ -349,24 +361,81 @@ class RouterState:
         """Of the default cluster's ``names``, those a client may see through the router."""
         return [n for n in names if self._passes_through(n, self.library)]
 
-    async def view(self, collection: str) -> View:
-        """What a request to ``collection`` addresses: the library, or a passthrough collection."""
+    @property
+    def aliases(self) -> AliasStore:
+        """Where the aliases served by this router are stored (see :mod:`~.aliases`)."""
         library = self.library
-        if library is not None and collection == library.name:
-            return View.of(library)
+        cluster = (
+            self.config.aliases_cluster
+            or self.config.default_cluster
+            or (library.definition.default_cluster if library is not None else "")
+        )
+        if not cluster:
+            raise self._not_loaded()
+        return AliasStore(cluster)
+
+    async def on_alias_cluster(self, operation: Callable[[Any], T]) -> T:
+        """Run a port call on the cluster that stores the aliases, within the request timeout."""
+        store = self.aliases
+        route = home_route(CollectionHome(store.cluster, store.collection))
+        return await self.upstream.call(route, operation, self.config.settings.timeout)
+
+    def passes_through(self, collection: str) -> bool:
+        """Whether ``collection`` is an allowlisted collection of the default cluster."""
+        return self._passes_through(collection, self.library)
+
+    async def target(self, name: str) -> str:
+        """The collection a request to ``name`` addresses, its alias resolved: the library's
+        name, or an allowlisted collection of the default cluster; a 404 otherwise."""
+        library = self.library
+        if library is not None and name == library.name:
+            return name
         if library is None or not self.config.default_cluster:
             # Until the library is known, neither is what it owns: nothing passes through.
             raise self._not_loaded()
-        if not self._passes_through(collection, library):
-            raise ApiError(404, f"Not found: Collection `{collection}` doesn't exist!")
+        aliased = await self.aliases.resolve(self.on_alias_cluster, name)
+        if aliased is not None:
+            if aliased == library.name:
+                return aliased
+            name = aliased
+        if not self._passes_through(name, library):
+            raise ApiError(404, f"Not found: Collection `{name}` doesn't exist!")
+        return name
+
+    def proxy(self) -> PassthroughProxy | None:
+        """The proxy to the default cluster's server (``None`` when it is embedded)."""
         cluster = self.config.default_cluster
-        route = DomainRoute(collection, collection, cluster, collection, (), 0)
+        if self._proxy is None or self._proxy[0] != cluster:
+            proxy = None
+            try:
+                config = self.config.fleet.config(cluster) if cluster else None
+            except UnknownCluster:
+                config = None  # ports given as they are: served through the port
+            if config is not None and config.url is not None and config.url != ":memory:":
+                proxy = PassthroughProxy(
+                    config.url, config.api_key, connect_timeout_s=config.timeout_s
+                )
+            self._proxy = (cluster, proxy)
+        return self._proxy[1]
+
+    async def close_proxy(self) -> None:
+        if self._proxy is not None and self._proxy[1] is not None:
+            await self._proxy[1].close()
+
+    async def view(self, collection: str) -> View:
+        """What a request to ``collection`` addresses: the library, or a passthrough collection."""
+        library = self.library
+        target = await self.target(collection)
+        if library is not None and target == library.name:
+            return View.of(library)
+        cluster = self.config.default_cluster
+        route = DomainRoute(target, target, cluster, target, (), 0)
         try:  # on the cluster's own threads, within the request timeout (a hung cluster holds no other)
             info = await self.upstream.call(
-                route, lambda port: port.collection_info(collection), self.config.settings.timeout
+                route, lambda port: port.collection_info(target), self.config.settings.timeout
             )
         except CollectionNotFound:
-            raise ApiError(404, f"Not found: Collection `{collection}` doesn't exist!") from None
+            raise ApiError(404, f"Not found: Collection `{target}` doesn't exist!") from None
         route = replace(route, size=info.points_count)
         return View((route,), None, info.vector_size, info.distance not in ("Euclid", "Manhattan"))
 

@@ -1,21 +1,16 @@
-"""What the router says about itself: status, load, health, metrics, the library's collection info.
+"""What the router says about itself: status, load, health and metrics.
 
 Why this exists: operators of the library, Kubernetes probes, Prometheus and
 rebalance policies each ask the router how it is doing. ``/librarian/status``
 and ``/librarian/load`` serve the typed report of
 :mod:`librarian.contracts.router_report` (the one a policy parses);
-``/collections/{library}`` answers with a collection info made up from the
-domains (points summed, one "segment" and "shard" per domain), so tools that
-inspect a collection before querying it work on the library too.
+the collection endpoints are in :mod:`~librarian.router.collections`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import importlib.metadata
 import time
-from collections.abc import Callable
-from typing import Any
 
 from aiohttp import web
 
@@ -28,12 +23,11 @@ from librarian.contracts.router_report import (
     RouterStatus,
 )
 from librarian.router.generation import DETECTS
-from librarian.router.library import DomainRoute, Library, View
-from librarian.router.qdrant_api import ok, request_timeout
+from librarian.router.library import Library
+from librarian.router.qdrant_api import ok
 from librarian.router.state import RouterState
-from librarian.storage.port import QdrantPort
 
-__all__ = ["StatusEndpoints", "collection_info", "router_status"]
+__all__ = ["StatusEndpoints", "router_status"]
 
 
 def _library_status(state: RouterState, library: Library) -> LibraryStatus:
@@ -103,41 +97,6 @@ def router_status(state: RouterState) -> RouterStatus:
     )
 
 
-async def collection_info(state: RouterState, view: View, timeout: float) -> dict[str, Any]:
-    """Qdrant's collection info for what ``view`` addresses (the library: summed over domains)."""
-
-    def operation(route: DomainRoute) -> Callable[[QdrantPort], int]:
-        if route.labelled_slice:
-            return lambda port: port.count(route.collection, count_filter=route.read_filter())
-        return lambda port: port.collection_info(route.collection).points_count
-
-    result = await state.upstream.fan_out(view, list(range(len(view.routes))), operation, timeout)
-    points = sum(result.results)
-    if view.library is not None:
-        distance: str = view.library.distance
-    else:
-        first = view.routes[0]
-        port = state.config.fleet.get(first.cluster)
-        distance = (await asyncio.to_thread(port.collection_info, first.collection)).distance
-    return {
-        "status": "green" if not result.failures else "yellow",
-        "optimizer_status": "ok",
-        "points_count": points,
-        "indexed_vectors_count": points,
-        "segments_count": len(view.routes),
-        "config": {
-            "params": {
-                "vectors": {"size": view.vector_size, "distance": distance},
-                "shard_number": len(view.routes),
-            },
-            "hnsw_config": {"m": 16, "ef_construct": 100, "full_scan_threshold": 10000},
-            "optimizer_config": {"default_segment_number": 0, "flush_interval_sec": 5},
-            "wal_config": {"wal_capacity_mb": 32, "wal_segments_ahead": 0},
-        },
-        "payload_schema": {},
-    }
-
-
 class StatusEndpoints:
     """aiohttp handlers of the service and status endpoints."""
 
@@ -177,21 +136,3 @@ class StatusEndpoints:
         """Per-domain and per-cluster query load seen by this router (what rebalancing reads)."""
         started = time.perf_counter()
         return ok(self.state.load.report().to_json(), started)
-
-    async def collections(self, request: web.Request) -> web.Response:
-        started = time.perf_counter()
-        names: list[str] = []
-        if self.state.library is not None:
-            names.append(self.state.library.name)
-        port = self.state.config.fleet.get(self.state.config.default_cluster)
-        lister = getattr(port, "list_collections", None)
-        if lister is not None:
-            found = self.state.visible_collections(await asyncio.to_thread(lister))
-            names += [n for n in found if n not in names]
-        return ok({"collections": [{"name": n} for n in names]}, started)
-
-    async def collection(self, request: web.Request) -> web.Response:
-        started = time.perf_counter()
-        view = await self.state.view(request.match_info["name"])
-        timeout = request_timeout(request, self.state.config.settings.timeout)
-        return ok(await collection_info(self.state, view, timeout), started)

@@ -1,6 +1,9 @@
 """Where each domain's points live now, how big they are, and removing them from an old home.
 
-Why this exists: rebalancing needs each domain's points, RAM and disk on the
+Why this exists: a new home must answer filters as its source does, so it gets
+the source collection's payload indexes (the label's keyword index among them,
+and every index a client created on the library, which the router creates on
+the source collection too); rebalancing needs each domain's points, RAM and disk on the
 cluster that serves it, and a move ends by copying over what the old home
 holds newer and deleting the domain from it — but only once the new home holds
 each of its points at the same or a newer version, decided by version as the
@@ -28,12 +31,14 @@ from librarian.services.home_sync import (
 from librarian.services.labeling import domain_filter
 from librarian.storage.errors import CollectionNotFound
 from librarian.storage.fleet import Fleet
+from librarian.storage.port import QdrantPort
 
 __all__ = [
     "DomainFootprint",
     "DomainHome",
     "NotVerified",
     "catch_up",
+    "copy_payload_indexes",
     "measure_homes",
     "remove_from_old_home",
 ]
@@ -142,3 +147,16 @@ def remove_from_old_home(
             f"older (e.g. {named}); nothing was deleted"
         )
     return remove_superseded(fleet.get(old.cluster), old.collection, removable, batch=batch)
+
+
+def copy_payload_indexes(
+    source: QdrantPort, source_collection: str, target: QdrantPort, target_collection: str
+) -> list[str]:
+    """Create on ``target_collection`` every payload index ``source_collection`` has, with its
+    schema and parameters (idempotent). Returns the indexed keys, sorted."""
+    schema = source.describe_collection(source_collection).payload_schema
+    for key, index in sorted(schema.items()):
+        target.create_payload_index(
+            target_collection, key, index.params if index.params is not None else index.data_type
+        )
+    return sorted(schema)

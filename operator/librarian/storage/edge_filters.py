@@ -21,6 +21,8 @@ import numpy as np
 import qdrant_edge as edge
 from qdrant_client.http import models
 
+__all__ = ["UnsupportedFilter", "to_edge_condition", "to_edge_filter", "to_rfc3339"]
+
 
 class UnsupportedFilter(ValueError):
     """The filter uses a condition the embedded adapter does not translate."""
@@ -51,6 +53,11 @@ def _conditions(value: Any) -> list[Any] | None:
         return None
     items = value if isinstance(value, list) else [value]
     return [_condition(item) for item in items]
+
+
+def to_edge_condition(condition: models.Condition) -> Any:
+    """The embedded engine's equivalent of one condition (formulas score by conditions)."""
+    return _condition(condition)
 
 
 def _condition(condition: Any) -> Any:
@@ -152,17 +159,17 @@ def _range(key: str, bounds: Any) -> Any:
         return edge.RangeFloat(gte=bounds.gte, gt=bounds.gt, lte=bounds.lte, lt=bounds.lt)
     if isinstance(bounds, models.DatetimeRange):
         return edge.RangeDateTime(
-            gte=_rfc3339(bounds.gte),
-            gt=_rfc3339(bounds.gt),
-            lte=_rfc3339(bounds.lte),
-            lt=_rfc3339(bounds.lt),
+            gte=to_rfc3339(bounds.gte),
+            gt=to_rfc3339(bounds.gt),
+            lte=to_rfc3339(bounds.lte),
+            lt=to_rfc3339(bounds.lt),
         )
     raise UnsupportedFilter(
         f"range {type(bounds).__name__} on {key!r} is not supported by the embedded engine"
     )
 
 
-def _rfc3339(moment: datetime | date | str | None) -> str | None:
+def to_rfc3339(moment: datetime | date | str | None) -> str | None:
     """The engine's datetime bound: RFC 3339 text, naive times taken as UTC (as Qdrant does)."""
     if moment is None or isinstance(moment, str):
         return moment

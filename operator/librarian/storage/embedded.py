@@ -30,6 +30,17 @@ import qdrant_edge as edge
 from qdrant_client.http import models
 
 from librarian.storage.edge_filters import UnsupportedFilter, to_edge_filter
+from librarian.storage.edge_queries import (
+    QdrantVector,
+    UnsupportedQuery,
+    to_edge_facet_request,
+    to_edge_index_schema,
+    to_edge_query_request,
+    to_edge_scroll_request,
+    to_facet_hit,
+    to_record,
+    to_scored_point,
+)
 from librarian.storage.errors import (
     ClusterUnreachable,
     CollectionExists,
@@ -48,6 +59,7 @@ from librarian.storage.port import (
     QuantizationSpec,
     ScoredHit,
 )
+from librarian.storage.remote import quantization_config as remote_quantization
 
 T = TypeVar("T")
 
@@ -170,47 +182,54 @@ def _payload_selector(with_payload: bool | Sequence[str]) -> Any:
     return edge.PayloadSelector.Include(list(with_payload))
 
 
-_SCHEMAS = {
-    models.PayloadSchemaType.KEYWORD: edge.PayloadSchemaType.Keyword,
-    models.PayloadSchemaType.INTEGER: edge.PayloadSchemaType.Integer,
-    models.PayloadSchemaType.FLOAT: edge.PayloadSchemaType.Float,
-    models.PayloadSchemaType.GEO: edge.PayloadSchemaType.Geo,
-    models.PayloadSchemaType.TEXT: edge.PayloadSchemaType.Text,
-    models.PayloadSchemaType.BOOL: edge.PayloadSchemaType.Bool,
-    models.PayloadSchemaType.DATETIME: edge.PayloadSchemaType.Datetime,
-    models.PayloadSchemaType.UUID: edge.PayloadSchemaType.Uuid,
+# ------------------------------------------------------------------ payload index schemas
+
+_FLUSH_INTERVAL_S = 5  # the engine flushes as Qdrant does by default
+_MODEL_PARAMS: dict[str, Any] = {
+    "keyword": models.KeywordIndexParams,
+    "integer": models.IntegerIndexParams,
+    "float": models.FloatIndexParams,
+    "geo": models.GeoIndexParams,
+    "text": models.TextIndexParams,
+    "bool": models.BoolIndexParams,
+    "datetime": models.DatetimeIndexParams,
+    "uuid": models.UuidIndexParams,
 }
+# Plain fields copied as they are from the engine's index params to qdrant-client's.
+_PLAIN_FIELDS = (
+    "is_tenant",
+    "on_disk",
+    "enable_hnsw",
+    "prefix",
+    "lookup",
+    "range",
+    "is_principal",
+    "min_token_len",
+    "max_token_len",
+    "lowercase",
+    "ascii_folding",
+    "phrase_matching",
+)
 
 
-def _field_schema(cluster: str, collection: str, schema: Any) -> Any:
-    """A payload index schema as the engine takes it (a type, or integer parameters)."""
-    if isinstance(schema, models.PayloadSchemaType):
-        return _SCHEMAS[schema]
-    if isinstance(schema, models.IntegerIndexParams):
-        return edge.IntegerIndexParams(
-            lookup=schema.lookup,
-            range=schema.range,
-            is_principal=schema.is_principal,
-            on_disk=schema.on_disk,
-        )
-    raise InvalidRequest(
-        cluster,
-        f"payload index schema {type(schema).__name__} is not served",
-        collection=collection,
-    )
+def _schema_name(value: Any) -> str:
+    return str(value).rsplit(".", 1)[-1].lower()
 
 
-def _selector_of(with_payload: Any) -> Any:
-    """Qdrant's ``with_payload`` (absent: all of it) as the engine's payload selector."""
-    if with_payload is None or isinstance(with_payload, bool):
-        return True if with_payload is None else with_payload
-    if isinstance(with_payload, list):
-        return edge.PayloadSelector.Include(list(with_payload))
-    if isinstance(with_payload, models.PayloadSelectorInclude):
-        return edge.PayloadSelector.Include(list(with_payload.include))
-    if isinstance(with_payload, models.PayloadSelectorExclude):
-        return edge.PayloadSelector.Exclude(list(with_payload.exclude))
-    return True
+def _index_params_model(data_type: Any, params: Any) -> Any:
+    """qdrant-client's index params for the engine's (``None`` when the index has none)."""
+    if params is None:
+        return None
+    kind = _schema_name(data_type)
+    fields: dict[str, Any] = {"type": kind}
+    for name in _PLAIN_FIELDS:
+        value = getattr(params, name, None)
+        if value is not None:
+            fields[name] = value
+    tokenizer = getattr(params, "tokenizer", None)
+    if tokenizer is not None:
+        fields["tokenizer"] = _schema_name(tokenizer)
+    return _MODEL_PARAMS[kind].model_validate(fields)
 
 
 class _Engine:
@@ -301,7 +320,7 @@ class EmbeddedQdrant:
             return action()
         except QdrantError:
             raise
-        except UnsupportedFilter as error:
+        except (UnsupportedFilter, UnsupportedQuery) as error:
             raise InvalidRequest(self._cluster, str(error), collection=collection) from None
         except Exception as error:  # noqa: BLE001 - the engine's plain exceptions, translated
             raise InvalidRequest(
@@ -396,14 +415,74 @@ class EmbeddedQdrant:
             edge.UpdateOperation.create_field_index(field_name, edge.PayloadSchemaType.Keyword),
         )
 
+    def describe_collection(self, collection: str) -> models.CollectionInfo:
+        spec = self._spec(collection)
+        with self._shard(collection) as shard:
+            info = self._call(collection, shard.info)
+        hnsw = spec.hnsw or HnswSpec()
+        optimizers = spec.optimizers or OptimizersSpec()
+        return models.CollectionInfo(
+            status=models.CollectionStatus.GREEN,
+            optimizer_status=models.OptimizersStatusOneOf.OK,
+            points_count=info.points_count,
+            indexed_vectors_count=info.indexed_vectors_count,
+            segments_count=info.segments_count,
+            config=models.CollectionConfig(
+                params=models.CollectionParams(
+                    vectors=models.VectorParams(
+                        size=spec.vector_size,
+                        distance=models.Distance(spec.distance),
+                        on_disk=spec.on_disk_vectors,
+                    ),
+                    shard_number=spec.shard_number or 1,
+                    replication_factor=spec.replication_factor or 1,
+                    on_disk_payload=spec.on_disk_payload
+                    if spec.on_disk_payload is not None
+                    else True,
+                ),
+                hnsw_config=models.HnswConfig(
+                    m=hnsw.m if hnsw.m is not None else DEFAULT_HNSW.m or 16,
+                    ef_construct=hnsw.ef_construct
+                    if hnsw.ef_construct is not None
+                    else DEFAULT_HNSW.ef_construct or 100,
+                    full_scan_threshold=hnsw.full_scan_threshold
+                    if hnsw.full_scan_threshold is not None
+                    else DEFAULT_HNSW.full_scan_threshold or 10_000,
+                    on_disk=hnsw.on_disk,
+                ),
+                optimizer_config=models.OptimizersConfig(
+                    deleted_threshold=optimizers.deleted_threshold,
+                    vacuum_min_vector_number=optimizers.vacuum_min_vector_number,
+                    default_segment_number=optimizers.default_segment_number or 0,
+                    max_segment_size=optimizers.max_segment_size,
+                    indexing_threshold=optimizers.indexing_threshold,
+                    flush_interval_sec=_FLUSH_INTERVAL_S,
+                ),
+                quantization_config=remote_quantization(spec.quantization),
+            ),
+            payload_schema={
+                key: models.PayloadIndexInfo(
+                    data_type=models.PayloadSchemaType(_schema_name(value.data_type)),
+                    params=_index_params_model(value.data_type, value.params),
+                    points=value.points,
+                )
+                for key, value in info.payload_schema.items()
+            },
+        )
+
     def create_payload_index(
         self,
         collection: str,
         field_name: str,
         field_schema: models.PayloadSchemaType | models.PayloadSchemaParams,
     ) -> None:
-        schema = _field_schema(self._cluster, collection, field_schema)
+        """Create (idempotently) a payload index of this schema (the engine replaces an index
+        of another schema on the same field, as Qdrant does)."""
+        schema = self._call(collection, lambda: to_edge_index_schema(field_schema))
         self._update(collection, edge.UpdateOperation.create_field_index(field_name, schema))
+
+    def delete_payload_index(self, collection: str, field_name: str) -> None:
+        self._update(collection, edge.UpdateOperation.delete_field_index(field_name))
 
     def optimize(self, collection: str) -> None:
         """Build indexes now (the engine otherwise optimizes lazily)."""
@@ -476,53 +555,6 @@ class EmbeddedQdrant:
         ]
         return points, (_point_id(next_offset) if next_offset is not None else None)
 
-    def scroll_points(
-        self, collection: str, request: models.ScrollRequest
-    ) -> tuple[list[models.Record], models.ExtendedPointId | None]:
-        order_by = request.order_by
-        if isinstance(order_by, str):
-            order_by = models.OrderBy(key=order_by)
-        edge_order = None
-        if order_by is not None:
-            descending = order_by.direction == models.Direction.DESC
-            start = order_by.start_from
-            if start is not None and not isinstance(start, int | float):
-                raise InvalidRequest(
-                    self._cluster, "order_by.start_from must be a number", collection=collection
-                )
-            edge_order = edge.OrderBy(
-                order_by.key,
-                direction=edge.Direction.Desc if descending else edge.Direction.Asc,
-                start_from=start,
-            )
-        with_vector = request.with_vector if request.with_vector is not None else False
-        if not isinstance(with_vector, bool):
-            raise InvalidRequest(
-                self._cluster, "with_vector by name is not served here", collection=collection
-            )
-        edge_request = edge.ScrollRequest(
-            offset=request.offset if order_by is None else None,
-            limit=request.limit if request.limit is not None else 10,
-            filter=self._call(collection, lambda: to_edge_filter(request.filter)),
-            with_payload=_selector_of(request.with_payload),
-            with_vector=with_vector,
-            order_by=edge_order,
-        )
-        with self._shard(collection) as shard:
-            records, next_offset = self._call(collection, lambda: shard.scroll(edge_request))
-        points = [
-            models.Record(
-                id=_point_id(r.id),
-                payload=dict(r.payload) if r.payload is not None else None,
-                vector=_vector(r.vector),
-                order_value=r.order_value,
-            )
-            for r in records
-        ]
-        if order_by is not None or next_offset is None:
-            return points, None
-        return points, _point_id(next_offset)
-
     def scroll_keys(
         self,
         collection: str,
@@ -577,6 +609,66 @@ class EmbeddedQdrant:
             )
             for h in hits
         ]
+
+    def query_points(
+        self, collection: str, request: models.QueryRequest
+    ) -> list[models.ScoredPoint]:
+        """Qdrant's universal query on one collection (see :mod:`librarian.storage.edge_queries`);
+        points named by id in the query are read from this collection."""
+        with self._shard(collection) as shard:
+
+            def vector_of(point_id: models.ExtendedPointId, name: str) -> QdrantVector:
+                return self._stored_vector(shard, point_id, name)
+
+            edge_request = self._call(collection, lambda: to_edge_query_request(request, vector_of))
+            hits = self._call(collection, lambda: shard.query(edge_request))
+        selector = request.with_payload if request.with_payload is not None else False
+        return [
+            to_scored_point(hit, with_payload=selector, with_vector=request.with_vector)
+            for hit in hits
+        ]
+
+    @staticmethod
+    def _stored_vector(
+        shard: edge.EdgeShard, point_id: models.ExtendedPointId, name: str
+    ) -> QdrantVector:
+        """The vector ``name`` of a stored point, for a query that names the point by id."""
+        records = shard.retrieve([point_id], False, [name])
+        vectors = records[0].vector if records else None
+        if not records:
+            raise UnsupportedQuery(f"no point with id {point_id!r} found")
+        vector = vectors.get(name) if isinstance(vectors, dict) else vectors
+        if vector is None:
+            shown = repr(name) if name else "the unnamed vector"
+            raise UnsupportedQuery(f"point {point_id!r} has no vector {shown}")
+        output = to_record(records[0], with_payload=False, with_vector=[name]).vector
+        found = output.get(name) if isinstance(output, dict) else output
+        assert found is not None
+        return found
+
+    def facet(self, collection: str, request: models.FacetRequest) -> list[models.FacetValueHit]:
+        """Counts of the values of ``request.key`` among matching points (the engine, as
+        Qdrant, needs a payload index on the key)."""
+        edge_request = self._call(collection, lambda: to_edge_facet_request(request))
+        with self._shard(collection) as shard:
+            response = self._call(collection, lambda: shard.facet(edge_request))
+        return [to_facet_hit(hit) for hit in response.hits]
+
+    def scroll_points(
+        self, collection: str, request: models.ScrollRequest
+    ) -> tuple[list[models.Record], models.ExtendedPointId | None]:
+        """One page of Qdrant's scroll, in id order or ``order_by`` (then no next offset)."""
+        edge_request = self._call(collection, lambda: to_edge_scroll_request(request))
+        with self._shard(collection) as shard:
+            records, next_offset = self._call(collection, lambda: shard.scroll(edge_request))
+        selector = request.with_payload if request.with_payload is not None else True
+        page = [
+            to_record(record, with_payload=selector, with_vector=request.with_vector)
+            for record in records
+        ]
+        if request.order_by is not None or next_offset is None:
+            return page, None
+        return page, _point_id(next_offset)
 
     def sample(
         self, collection: str, limit: int, *, with_payload: bool = True

@@ -90,9 +90,12 @@ class Fleet:
         self._lock = threading.Lock()
 
     @classmethod
-    def of_ports(cls, ports: Mapping[str, QdrantPort]) -> Fleet:
-        """A fleet of already connected ports (e.g. embedded engines a process holds open)."""
-        fleet = cls([])
+    def of_ports(
+        cls, ports: Mapping[str, QdrantPort], configs: Iterable[ClusterConfig] = ()
+    ) -> Fleet:
+        """A fleet of already connected ports (e.g. embedded engines a process holds open),
+        and of the clusters of ``configs`` (connected on first use)."""
+        fleet = cls(configs)
         fleet._ports = dict(ports)
         return fleet
 

@@ -132,6 +132,12 @@ class QdrantPort(Protocol):
         """Create (idempotently) a keyword payload index on ``field_name``."""
         ...
 
+    def describe_collection(self, collection: str) -> models.CollectionInfo:
+        """Qdrant's full collection info (qdrant-client's model): status, counts, segments,
+        the real vector configuration and the payload schema with each index's parameters.
+        Raise CollectionNotFound if it does not exist."""
+        ...
+
     def create_payload_index(
         self,
         collection: str,
@@ -141,11 +147,8 @@ class QdrantPort(Protocol):
         """Create (idempotently) a payload index of this schema."""
         ...
 
-    def scroll_points(
-        self, collection: str, request: models.ScrollRequest
-    ) -> tuple[list[models.Record], models.ExtendedPointId | None]:
-        """One page of Qdrant's scroll: id order, or ``order_by`` (then the next offset is
-        None, as Qdrant answers); payload and vector selectors honoured."""
+    def delete_payload_index(self, collection: str, field_name: str) -> None:
+        """Delete the payload index on ``field_name`` (a missing one is not an error)."""
         ...
 
     def upsert(
@@ -281,6 +284,28 @@ class QdrantPort(Protocol):
         points_filter: models.Filter | None = None,
     ) -> None:
         """Delete by ids or by filter (exactly one of them)."""
+        ...
+
+    def query_points(
+        self, collection: str, request: models.QueryRequest
+    ) -> list[models.ScoredPoint]:
+        """Qdrant's universal query on one collection: every query kind (nearest dense / sparse /
+        multivector / named via `using`, recommend, discover, context, order_by, fusion, rrf,
+        formula, sample, mmr), nested prefetch, params, score_threshold, limit/offset, with_payload
+        and with_vector selectors. `lookup_from` is resolved by the caller: InvalidRequest if
+        given."""
+        ...
+
+    def facet(self, collection: str, request: models.FacetRequest) -> list[models.FacetValueHit]:
+        """Counts of the values of `request.key` among points matching `request.filter` (Qdrant's
+        order: count desc, then value asc), at most `request.limit`; `exact` honoured."""
+        ...
+
+    def scroll_points(
+        self, collection: str, request: models.ScrollRequest
+    ) -> tuple[list[models.Record], models.ExtendedPointId | None]:
+        """One page of Qdrant's scroll: id order, or `order_by` (then the next offset is None, as
+        Qdrant answers); payload and vector selectors honoured."""
         ...
 
     def close(self) -> None: ...

@@ -355,6 +355,9 @@ class RemoteQdrant:
             ),
         )
 
+    def describe_collection(self, collection: str) -> models.CollectionInfo:
+        return self._call(collection, lambda: self._client.get_collection(collection))
+
     def create_payload_index(
         self,
         collection: str,
@@ -366,6 +369,12 @@ class RemoteQdrant:
             lambda: self._client.create_payload_index(
                 collection, field_name, field_schema, wait=True
             ),
+        )
+
+    def delete_payload_index(self, collection: str, field_name: str) -> None:
+        self._call(
+            collection,
+            lambda: self._client.delete_payload_index(collection, field_name, wait=True),
         )
 
     # ----------------------------------------------------------------- points
@@ -433,22 +442,6 @@ class RemoteQdrant:
             for r in records
         ]
         return points, (None if next_offset is None else _id(next_offset))
-
-    def scroll_points(
-        self, collection: str, request: models.ScrollRequest
-    ) -> tuple[list[models.Record], models.ExtendedPointId | None]:
-        return self._call(
-            collection,
-            lambda: self._client.scroll(
-                collection,
-                scroll_filter=request.filter,
-                limit=request.limit if request.limit is not None else 10,
-                offset=request.offset,
-                order_by=request.order_by,
-                with_payload=request.with_payload if request.with_payload is not None else True,
-                with_vectors=request.with_vector if request.with_vector is not None else False,
-            ),
-        )
 
     def scroll_keys(
         self,
@@ -629,6 +622,59 @@ class RemoteQdrant:
             collection,
             lambda: self._client.delete(collection, points_selector=selector, wait=True),
         )
+
+    # ----------------------------------------------------------------- Qdrant's own requests
+
+    def query_points(
+        self, collection: str, request: models.QueryRequest
+    ) -> list[models.ScoredPoint]:
+        if request.lookup_from is not None:
+            raise InvalidRequest(
+                self._cluster,
+                "lookup_from is resolved by the caller, not sent to one collection",
+                collection=collection,
+            )
+        fields = request.model_dump(exclude_unset=True, exclude={"shard_key", "lookup_from"})
+        fields = {name: getattr(request, name) for name in fields}
+        if "filter" in fields:
+            fields["query_filter"] = fields.pop("filter")
+        if "params" in fields:
+            fields["search_params"] = fields.pop("params")
+        if "with_vector" in fields:
+            fields["with_vectors"] = fields.pop("with_vector")
+        fields.setdefault("with_payload", False)  # Qdrant's default for the query API
+        response = self._call(collection, lambda: self._client.query_points(collection, **fields))
+        return list(response.points)
+
+    def facet(self, collection: str, request: models.FacetRequest) -> list[models.FacetValueHit]:
+        response = self._call(
+            collection,
+            lambda: self._client.facet(
+                collection,
+                key=request.key,
+                facet_filter=request.filter,
+                limit=request.limit if request.limit is not None else 10,
+                exact=bool(request.exact),
+            ),
+        )
+        return list(response.hits)
+
+    def scroll_points(
+        self, collection: str, request: models.ScrollRequest
+    ) -> tuple[list[models.Record], models.ExtendedPointId | None]:
+        records, next_offset = self._call(
+            collection,
+            lambda: self._client.scroll(
+                collection,
+                scroll_filter=request.filter,
+                limit=request.limit if request.limit is not None else 10,
+                offset=request.offset,
+                with_payload=request.with_payload if request.with_payload is not None else True,
+                with_vectors=request.with_vector if request.with_vector is not None else False,
+                order_by=request.order_by,
+            ),
+        )
+        return list(records), next_offset
 
     def close(self) -> None:
         self._client.close()

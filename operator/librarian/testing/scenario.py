@@ -63,6 +63,7 @@ from librarian.router.library import CollectionHome, DomainRoute, LibraryDefinit
 from librarian.router.outbox import CleanupKind
 from librarian.router.state import RouterState
 from librarian.services import migration
+from librarian.services.domain_homes import copy_payload_indexes
 from librarian.services.labeling import domain_filter
 from librarian.services.migration import MigrationFailed, MigrationPlan, migrate
 from librarian.services.versioning import is_tombstone, user_payload, version_of
@@ -760,6 +761,12 @@ class _Run:
         engines = self.library.engines
         engines[move.new.cluster].create_collection(
             move.new.collection, CollectionSpec(vector_size=DIM)
+        )
+        copy_payload_indexes(  # as the operator makes a new home
+            engines[move.old.cluster],
+            move.old.collection,
+            engines[move.new.cluster],
+            move.new.collection,
         )
         self.library.collections[move.new] = move.domain
         # as the operator does: the fence version is its clock when it asks for dual writes
