@@ -25,10 +25,14 @@ What a generation sees, exactly:
   between replicas). Such a write lands within the write path's own timeout of
   the newest one, so an answer is cached only once the newest version of every
   home it read is older than the *settle window* (30 s by default, as the request
-  timeout): a write still in flight then can only raise the version.
+  timeout): a write still in flight then can only raise the version. What lands
+  later still (an outbox replay after a longer outage, a write slower than its
+  own timeout) is not seen; the README lists it.
 
-Lookups are made in parallel over the homes, within the request's deadline; a
-home that does not answer in time means no cache for that request.
+A miss reads each home's generation in the call that first reads the home
+(:class:`AnswerReads`); a hit reads those of its homes in parallel, within a
+share of the request's deadline. A home that does not give it means no cache
+for that request.
 """
 
 from __future__ import annotations
