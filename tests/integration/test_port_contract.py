@@ -383,3 +383,34 @@ def test_remote_payload_index_requests_carry_the_schema_as_given() -> None:
     }
     assert second.body == {"field_name": "at", "field_schema": "datetime"}
     assert (third.method, third.path.split("?")[0]) == ("DELETE", "/collections/docs/index/at")
+
+
+def test_ordered_scroll_and_integer_index_give_the_newest_version(port: QdrantPort) -> None:
+    """The newest value of an integer key, read the way the router reads a home's generation,
+    agrees with every point's value; a page in id order goes on where it stopped."""
+    port.create_collection("docs", CollectionSpec(vector_size=8))
+    port.create_payload_index("docs", "stamp", models.PayloadSchemaType.INTEGER)
+    stamps = np.random.default_rng(3).permutation(50) * 1000 + 7
+    points = make_points(50)
+    port.upsert(
+        "docs",
+        [
+            PointRecord(p.id, p.vector, {"stamp": int(s)})
+            for p, s in zip(points, stamps, strict=True)
+        ],
+    )
+    port.upsert("docs", [PointRecord(1000, points[0].vector, {"other": 1})])  # no stamp
+    newest = models.OrderBy(key="stamp", direction=models.Direction.DESC)
+    records, next_offset = port.scroll_points(
+        "docs",
+        models.ScrollRequest(limit=3, order_by=newest, with_payload=["stamp"], with_vector=False),
+    )
+    assert [r.payload for r in records] == [{"stamp": int(s)} for s in sorted(stamps)[::-1][:3]]
+    assert records[0].order_value == int(stamps.max())
+    assert records[0].vector is None
+    assert next_offset is None  # an ordered scroll has no next offset, as Qdrant answers
+    first, offset = port.scroll_points("docs", models.ScrollRequest(limit=20, with_payload=False))
+    rest, end = port.scroll_points("docs", models.ScrollRequest(limit=100, offset=offset))
+    assert [r.id for r in first + rest] == [*sorted(p.id for p in points), 1000]
+    assert end is None
+    assert first[0].payload is None

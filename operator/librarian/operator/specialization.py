@@ -41,6 +41,7 @@ from librarian.services.domain_homes import copy_payload_indexes
 from librarian.services.labeling import domain_filter
 from librarian.services.migration import CheckpointStore, MigrationPlan, clean_old_home
 from librarian.services.validation import validate_specialization
+from librarian.services.versioning import ensure_version_index
 from librarian.storage.collection_config import apply_collection_config
 from librarian.storage.errors import ClusterUnreachable, QdrantError
 
@@ -239,6 +240,7 @@ def _configure_blocking(
             )
         # the home answers filters as its source does: the source's payload indexes, copied
         copy_payload_indexes(source, setup.source_collection, target, setup.target_collection)
+        ensure_version_index(target, setup.target_collection)  # routers read its newest version
         return {
             "points": points,
             "appliedConfig": {

@@ -24,6 +24,7 @@ from librarian.core.fusion import Hit, PointId
 
 __all__ = [
     "PARSED_KEY",
+    "VALIDATED_KEY",
     "ApiError",
     "SearchRequest",
     "SearchRequestBatch",
@@ -44,6 +45,9 @@ __all__ = [
 
 PARSED_KEY: web.RequestKey[Any] = web.RequestKey("librarian_parsed_json", object)
 """Where a request's JSON body is left once parsed and checked (see :mod:`librarian.router.limits`)."""
+
+VALIDATED_KEY: web.RequestKey[Any] = web.RequestKey("librarian_validated_body", object)
+"""Where a request's body is left once validated as its model (what the result cache keys by)."""
 
 
 class SearchRequest(BaseModel):
@@ -111,13 +115,15 @@ async def parse_body(request: web.Request, model: Any) -> Any:
     """The request body validated as ``model`` (a model or a union); a 400 in Qdrant's words."""
     data = await _parsed(request)
     try:
-        return _adapter(model).validate_python(data)
+        validated = _adapter(model).validate_python(data)
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
             for e in error.errors()[:5]
         )
         raise ApiError(400, f"Format error in JSON body: {problems}") from None
+    request[VALIDATED_KEY] = validated
+    return validated
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:

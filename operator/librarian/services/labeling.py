@@ -20,6 +20,7 @@ from qdrant_client.http import models
 
 from librarian.contracts.payload import LABEL_KEY, VERSION_KEY
 from librarian.core.discovery import Domain, assign
+from librarian.services.versioning import ensure_version_index
 from librarian.storage.port import PointId, QdrantPort
 
 ProgressCallback = Callable[[int, int], None]
@@ -66,6 +67,7 @@ def label_points(
     """Label every point of ``collection`` with its nearest domain (resumable, idempotent)."""
     port.create_keyword_index(collection, label_key)
     port.create_keyword_index(collection, version_key)
+    ensure_version_index(port, collection)
     total = port.count(collection)
     todo = unlabeled_filter(version, version_key)
     done = total - port.count(collection, count_filter=todo)
