@@ -28,13 +28,13 @@ from librarian.router.library import (
 )
 from librarian.router.outbox import Cleanup, CleanupKind
 from librarian.router.qdrant_api import ApiError, parse_point_id
-from librarian.router.query import dense
 from librarian.router.write_steps import (
     IN_PLACE_TRIES,
     Looked,
     WriteSteps,
     cleanup_of,
     no_reserved,
+    point_vectors,
 )
 from librarian.services.versioning import (
     and_filters,
@@ -43,10 +43,12 @@ from librarian.services.versioning import (
     live_filter,
     older_than,
     stamped,
+    user_payload,
     version_is,
     version_of,
 )
 from librarian.storage.port import PointRecord, QdrantPort
+from librarian.storage.vectors import as_named, from_named, routing_vector
 
 __all__ = ["InPlaceChanges"]
 
@@ -335,18 +337,27 @@ class InPlaceChanges(WriteSteps):
             await self._replace_payload(view, ids, {}, timeout)
         self.cache.clear()
 
+    async def upsert(self, view: View, records: list[PointRecord], timeout: float) -> None:
+        """A versioned upsert (made by :class:`librarian.router.writes.Writes`)."""
+        raise NotImplementedError
+
     async def update_vectors(self, view: View, body: models.UpdateVectors, timeout: float) -> None:
-        """New vectors for existing points, changed in place at a new version.
+        """New vectors (any of the point's named, sparse or multivectors) for existing points,
+        changed in place at a new version; the vectors a body leaves out are kept.
 
         Like a payload change, it is made on each point's newest copy, so it composes
         with concurrent writes, changes and deletes of the same points. The point stays
         in its domain (the search finds it there); an upsert of the point places it anew.
+        A point that had no routing vector (placed by its id) and gets one is placed
+        anew the way an upsert places it: its newest copy, with the new vectors, is
+        upserted into the domain nearest to the new routing vector (a payload change
+        of the same point made concurrently may be ordered before it).
         """
         if body.update_filter is not None:
             raise ApiError(
                 400, "Wrong input: update_filter is not served on a library collection yet"
             )
-        vectors = {parse_point_id(p.id): dense(p.vector, view.vector_size) for p in body.points}
+        vectors = {parse_point_id(p.id): point_vectors(p.vector, view) for p in body.points}
         if not view.routed:
             route = view.routes[0]
             points = [PointRecord(i, v) for i, v in vectors.items()]
@@ -359,6 +370,24 @@ class InPlaceChanges(WriteSteps):
         missing = [i for i in vectors if i not in current]
         if missing:
             raise ApiError(404, f"Not found: No point with id {missing[0]} found")
+        placing = [i for i, v in vectors.items() if routing_vector(v, view.vector) is not None]
+        if placing:
+            held = await self._current(view, placing, timeout, with_vectors=True)
+            moved = [
+                PointRecord(
+                    i,
+                    from_named({**as_named(held[i].vector), **as_named(vectors[i])}),
+                    user_payload(held[i].payload),
+                )
+                for i in placing
+                if i in held and held[i].dense(view.vector) is None
+            ]
+            if moved:
+                await self.upsert(view, moved, timeout)
+                for record in moved:
+                    del vectors[record.id]
+                if not vectors:
+                    return
 
         def change(collection: str, held: list[PointId], version: int, label: str | None) -> Ops:
             condition = and_filters(ids_filter(held), older_than(version), live_filter())
@@ -374,13 +403,13 @@ class InPlaceChanges(WriteSteps):
         self.cache.clear()
 
     async def _current(
-        self, view: View, ids: list[PointId], timeout: float
+        self, view: View, ids: list[PointId], timeout: float, *, with_vectors: bool = False
     ) -> dict[PointId, PointRecord]:
         """The newest live copy of each id (every home must answer)."""
         homes = view.homes()
 
         def read(home: CollectionHome) -> Callable[[QdrantPort], list[PointRecord]]:
-            return lambda port: port.retrieve(home.collection, ids, with_vectors=False)
+            return lambda port: port.retrieve(home.collection, ids, with_vectors=with_vectors)
 
         results = await asyncio.gather(
             *(self.upstream.call(home_route(h), read(h), timeout) for h in homes)

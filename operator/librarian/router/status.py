@@ -28,7 +28,7 @@ from librarian.contracts.router_report import (
     RouterStatus,
 )
 from librarian.router.library import DomainRoute, Library, View
-from librarian.router.qdrant_api import ok, request_timeout
+from librarian.router.qdrant_api import ok, request_timeout, vectors_config_json
 from librarian.router.state import RouterState
 from librarian.storage.port import QdrantPort
 
@@ -109,12 +109,11 @@ async def collection_info(state: RouterState, view: View, timeout: float) -> dic
 
     result = await state.upstream.fan_out(view, list(range(len(view.routes))), operation, timeout)
     points = sum(result.results)
-    if view.library is not None:
-        distance: str = view.library.distance
-    else:
+    spec = view.spec
+    if spec is None:
         first = view.routes[0]
         port = state.config.fleet.get(first.cluster)
-        distance = (await asyncio.to_thread(port.collection_info, first.collection)).distance
+        spec = (await asyncio.to_thread(port.collection_info, first.collection)).spec
     return {
         "status": "green" if not result.failures else "yellow",
         "optimizer_status": "ok",
@@ -123,7 +122,7 @@ async def collection_info(state: RouterState, view: View, timeout: float) -> dic
         "segments_count": len(view.routes),
         "config": {
             "params": {
-                "vectors": {"size": view.vector_size, "distance": distance},
+                **vectors_config_json(spec),  # the homes' real vectors, every one of them
                 "shard_number": len(view.routes),
             },
             "hnsw_config": {"m": 16, "ef_construct": 100, "full_scan_threshold": 10000},
