@@ -274,7 +274,7 @@ def routing_vector_name(spec: CollectionSpec, requested: str | None = None) -> s
     one (``""`` stands for the unnamed vector); :class:`RoutingVectorError` otherwise."""
     dense = spec.dense_vectors()
     routable = spec.routable_vectors()
-    choices = ", ".join(repr(n) if n else "the unnamed vector" for n in routable) or "none"
+    choices = ", ".join(repr(n) if n else "the unnamed vector" for n in sorted(routable)) or "none"
     if requested:
         if requested in routable:
             return requested
