@@ -424,3 +424,24 @@ def test_malformed_vectors_are_refused(port: QdrantPort, vector: Any, words: str
     with pytest.raises(InvalidRequest, match=words):
         port.upsert("shaped", [PointRecord(1, vector)])
     assert port.count("shaped") == 0
+
+
+def test_delete_vectors_removes_only_the_named_ones_like_local_mode(port: QdrantPort) -> None:
+    points = shaped_points(15, seed=6)
+    port.create_collection("shaped", SHAPED_SPEC)
+    port.upsert("shaped", points)
+    reference = _reference()
+    reference.upsert("shaped", reference_points(points))
+    port.delete_vectors("shaped", ["image", "keywords"], ids=[0, 1, 2])
+    reference.delete_vectors(
+        "shaped", ["image", "keywords"], points=models.PointIdsList(points=[0, 1, 2])
+    )
+    by_group = models.Filter(must=[_match("group", "g1")])
+    port.delete_vectors("shaped", ["colbert"], points_filter=by_group)
+    reference.delete_vectors("shaped", ["colbert"], points=models.FilterSelector(filter=by_group))
+    ids = [p.id for p in points]
+    expected = reference_vectors(reference, "shaped", ids)
+    got = {r.id: r.vector for r in port.retrieve("shaped", ids)}
+    for point_id in ids:
+        assert vectors_equal(got[point_id], expected[point_id], atol=1e-5), point_id
+    assert port.count("shaped") == 15  # the points stay

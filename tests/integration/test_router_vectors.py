@@ -289,3 +289,41 @@ def test_a_search_on_the_routing_vector_ranks_as_local_mode(shaped: Shaped) -> N
         with pytest.raises(UnexpectedResponse) as refused:
             client.query_points("library", query=[0.0] * 4, using="image", limit=3)
         assert refused.value.status_code == 400
+
+
+def test_deleting_vectors_keeps_the_rest_and_unroutes_a_point_without_its_routing_vector(
+    shaped: Shaped,
+) -> None:
+    built = shaped
+    points = _points(built, 24, 0, seed=6)
+    routed = [p for p in points if p.dense("text") is not None]
+    movers = routed[:6]
+    ids = [p.id for p in points]
+    with RouterThread(make_state(built)) as router, closing(client_of(router)) as client:
+        client.upsert("library", _structs(points))
+        built.reference.upsert("library", _structs(points))
+        for selector in (
+            models.PointIdsList(points=[p.id for p in routed[6:10]]),
+            models.FilterSelector(
+                filter=models.Filter(
+                    must=[models.FieldCondition(key="n", range=models.Range(gte=12, lt=18))]
+                )
+            ),
+        ):
+            client.delete_vectors("library", ["image", "keywords"], points=selector)
+            built.reference.delete_vectors("library", ["image", "keywords"], points=selector)
+        moved = models.PointIdsList(points=[p.id for p in movers])
+        client.delete_vectors("library", ["text"], points=moved)
+        built.reference.delete_vectors("library", ["text"], points=moved)
+        _same_as_reference(client, built, ids)
+        with pytest.raises(UnexpectedResponse) as unknown:
+            client.delete_vectors("library", ["nope"], points=moved)
+        assert unknown.value.status_code == 400
+        assert "Not existing vector name error: nope" in str(unknown.value)
+    homes = _live_homes(built, ids)
+    domain_ids = [d.domain_id for d in built.definition.domains]
+    for point in movers:  # now placed by id, once
+        assert homes[point.id] == [domain_ids.index(domain_for_unrouted(point.id, domain_ids))]
+    for point in points:
+        if point not in movers:
+            assert homes[point.id] == [_home_of(built, point)]

@@ -22,6 +22,8 @@ from librarian.core.collection_spec import (
 from librarian.core.tuning import DomainStats, estimate_footprint, tune_collection
 from librarian.core.unrouted import domain_for_unrouted
 from librarian.kube.spec import parse_domainmap_spec
+from librarian.router.loader import definition_from_catalog
+from librarian.services.catalog import CatalogEntry
 from librarian.storage.vectors import VectorError, checked_vectors, routing_vector, vectors_json
 
 NAMED = CollectionSpec(
@@ -149,3 +151,25 @@ def test_the_domainmap_spec_reads_the_source_vector() -> None:
     assert parse_domainmap_spec(base, name="m").source_vector is None
     named = {**base, "source": {**base["source"], "vector": "text"}}
     assert parse_domainmap_spec(named, name="m").source_vector == "text"
+
+
+def test_the_catalog_loader_passes_the_routing_vector_and_a_change_of_it_reloads() -> None:
+    entry = CatalogEntry(
+        owner="o",
+        domain_id="d1",
+        name="one",
+        centroid=[1.0, 0.0],
+        size=3,
+        radius=0.1,
+        cohesion=0.9,
+        keywords=(),
+        version=1,
+    )
+    plain = definition_from_catalog([entry], name="lib", source=("c", "docs"), homes={})
+    named = definition_from_catalog(
+        [entry], name="lib", source=("c", "docs"), homes={}, vector="text"
+    )
+    assert plain is not None
+    assert named is not None
+    assert (plain.vector, named.vector) == (None, "text")
+    assert plain.version != named.version  # the router rebuilds its routing model

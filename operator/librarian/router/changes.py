@@ -423,19 +423,75 @@ class InPlaceChanges(WriteSteps):
         return {i: r for i, r in newest.items() if not is_tombstone(r.payload)}
 
     async def delete_vectors(self, view: View, body: models.DeleteVectors, timeout: float) -> None:
-        """Deleting the library's only vector would leave a point no domain can hold: refused."""
-        if not view.routed:
-            route = view.routes[0]
+        """Remove named vectors from the selected points (the rest of each point stays).
+
+        Other vectors than the routing one are removed in place, at a new version, like a
+        payload change. Removing the routing vector leaves points placed by their id
+        (:mod:`librarian.core.unrouted`): each point's newest copy without the removed
+        vectors is upserted there, as an upsert of it would place it. The unnamed vector
+        cannot be removed (Qdrant refuses it too: delete the points instead).
+        """
+        names = list(body.vector)
+        if "" in names:
             raise ApiError(
                 400,
-                f"Wrong input: collection {route.collection!r} has one unnamed vector; "
-                "delete the points instead",
+                "Wrong input: the unnamed vector cannot be removed from a point. Delete the "
+                "points instead",
             )
-        raise ApiError(
-            400,
-            "Wrong input: a library places every point by its one dense vector; a point "
-            "without it cannot be placed. Delete the points, or update their vectors",
-        )
+        spec = view.spec
+        known = set(spec.dense_vectors()) | set(spec.sparse_vectors) if spec else set()
+        unknown = [n for n in names if n not in known]
+        if unknown or not names:
+            shown = unknown[0] if unknown else ""
+            raise ApiError(400, f"Wrong input: Not existing vector name error: {shown}")
+        if not view.routed:
+            route = view.routes[0]
+            ids = [parse_point_id(i) for i in body.points] if body.points is not None else None
+            await self._call(
+                route,
+                lambda port: port.delete_vectors(
+                    route.collection, names, ids=ids, points_filter=body.filter
+                ),
+                timeout,
+            )
+            self.cache.clear()
+            return
+        async for ids in self._selected(view, _selector(body.points, body.filter), timeout):
+            if view.vector in names:
+                await self._unroute(view, ids, names, timeout)
+            else:
+                await self._delete_vectors_in_place(view, ids, names, timeout)
+        self.cache.clear()
+
+    async def _delete_vectors_in_place(
+        self, view: View, ids: list[PointId], names: list[str], timeout: float
+    ) -> None:
+        def change(collection: str, held: list[PointId], version: int, label: str | None) -> Ops:
+            condition = and_filters(ids_filter(held), older_than(version), live_filter())
+            exact = and_filters(ids_filter(held), version_is(version))
+            mark = {POINT_VERSION_KEY: version, MERGED_KEY: True}
+            return [
+                _set_where(collection, mark, condition),
+                lambda port: port.delete_vectors(collection, names, points_filter=exact),
+            ]
+
+        await self._in_place(view, ids, change, timeout)
+
+    async def _unroute(
+        self, view: View, ids: list[PointId], names: list[str], timeout: float
+    ) -> None:
+        """The points without ``names`` (the routing vector among them), placed anew by id."""
+        held = await self._current(view, ids, timeout, with_vectors=True)
+        records = [
+            PointRecord(
+                i,
+                from_named({n: v for n, v in as_named(r.vector).items() if n not in names}),
+                user_payload(r.payload),
+            )
+            for i, r in held.items()
+        ]
+        if records:
+            await self.upsert(view, records, timeout)
 
 
 Ops = list[Callable[[QdrantPort], None]]

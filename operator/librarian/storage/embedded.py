@@ -536,6 +536,33 @@ class EmbeddedQdrant:
         condition = self._call(collection, lambda: to_edge_filter(update_filter))
         self._update(collection, edge.UpdateOperation.update_vectors(vectors, condition))
 
+    def delete_vectors(
+        self,
+        collection: str,
+        names: Sequence[str],
+        *,
+        ids: Sequence[PointId] | None = None,
+        points_filter: models.Filter | None = None,
+    ) -> None:
+        spec = self._spec(collection)
+        unknown = [
+            n for n in names if n not in spec.dense_vectors() and n not in spec.sparse_vectors
+        ]
+        if unknown:
+            raise InvalidRequest(
+                self._cluster,
+                f"Wrong input: Not existing vector name error: {unknown[0]}",
+                collection=collection,
+            )
+        if ids is not None and not ids:
+            return
+        if ids is not None and points_filter is None:
+            operation = edge.UpdateOperation.delete_vectors(list(ids), list(names))
+        else:
+            flt = self._edge_selection(collection, ids, points_filter)
+            operation = edge.UpdateOperation.delete_vectors_by_filter(flt, list(names))
+        self._update(collection, operation)
+
     def scroll(
         self,
         collection: str,

@@ -189,6 +189,18 @@ class QdrantPort(Protocol):
         ``update_filter`` when it is given."""
         ...
 
+    def delete_vectors(
+        self,
+        collection: str,
+        names: Sequence[str],
+        *,
+        ids: Sequence[PointId] | None = None,
+        points_filter: models.Filter | None = None,
+    ) -> None:
+        """Remove the named vectors (the rest of each point stays) from ``ids`` (those matching
+        ``points_filter`` too, when given), or from every point matching ``points_filter``."""
+        ...
+
     def scroll(
         self,
         collection: str,

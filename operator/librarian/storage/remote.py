@@ -514,6 +514,24 @@ class RemoteQdrant:
             ),
         )
 
+    def delete_vectors(
+        self,
+        collection: str,
+        names: Sequence[str],
+        *,
+        ids: Sequence[PointId] | None = None,
+        points_filter: models.Filter | None = None,
+    ) -> None:
+        if ids is not None and not ids:
+            return
+        selection = _selection(ids, points_filter)
+        self._call(
+            collection,
+            lambda: self._client.delete_vectors(
+                collection, vectors=list(names), points=selection, wait=True
+            ),
+        )
+
     def scroll(
         self,
         collection: str,
