@@ -280,12 +280,26 @@ def test_a_search_on_the_routing_vector_ranks_as_local_mode(shaped: Shaped) -> N
                 using="text",
                 limit=8,
                 search_params=models.SearchParams(exact=True),
+                with_vectors=True,
             ).points
             expected = built.reference.query_points(
-                "library", query=query, using="text", limit=8
+                "library", query=query, using="text", limit=8, with_vectors=True
             ).points
             assert [p.id for p in got] == [p.id for p in expected]
             assert [p.score for p in got] == pytest.approx([p.score for p in expected], rel=1e-4)
+            for hit, want in zip(got, expected, strict=True):
+                assert vectors_equal(hit.vector, want.vector, atol=1e-5)  # type: ignore[arg-type]
+        # the collection's info shows its real vectors
+        params = client.get_collection("library").config.params
+        reference = built.reference.get_collection("library").config.params
+        assert isinstance(params.vectors, dict)
+        assert isinstance(reference.vectors, dict)
+        assert {
+            n: (v.size, v.distance, v.multivector_config) for n, v in params.vectors.items()
+        } == {n: (v.size, v.distance, v.multivector_config) for n, v in reference.vectors.items()}
+        assert {n: v.modifier for n, v in (params.sparse_vectors or {}).items()} == {
+            n: v.modifier for n, v in (reference.sparse_vectors or {}).items()
+        }
         with pytest.raises(UnexpectedResponse) as refused:
             client.query_points("library", query=[0.0] * 4, using="image", limit=3)
         assert refused.value.status_code == 400
