@@ -8,15 +8,21 @@ from typing import Any
 from qdrant_client.http import models
 
 from librarian.contracts.payload import LABEL_KEY, VERSION_KEY
-from librarian.core.collection_spec import CollectionSpec, DenseVectorSpec, SparseVectorSpec
 from librarian.core.unrouted import domain_for_unrouted
-from librarian.demo.data import load_demo_data
 from librarian.local.emulator import EmulatedCluster
 from librarian.services.catalog import read_catalog
 from librarian.storage.embedded import EmbeddedQdrant
-from librarian.storage.port import PointRecord
 
-from .conftest import DOMAINMAPS, POINTS, ManualClock, domainmap, events_with, load_source, wait_for
+from .conftest import (
+    DOMAINMAPS,
+    POINTS,
+    ManualClock,
+    domainmap,
+    events_with,
+    load_named_source,
+    load_source,
+    wait_for,
+)
 
 
 def _condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
@@ -266,43 +272,6 @@ async def test_discovery_disabled_in_configuration(tmp_path: Path) -> None:
         assert "domain_discovery.enabled: false" in _condition(obj, "Ready")["message"]  # type: ignore[index]
 
 
-def _load_named_source(path: Path, n: int = POINTS) -> list[int]:
-    """The demo points under the named dense vector ``text``, next to another dense vector, a
-    sparse one and a multivector; every 10th point lacks ``text``. Returns those ids."""
-    data = load_demo_data(limit=n)
-    port = EmbeddedQdrant("general", path)
-    port.create_collection(
-        "packages",
-        CollectionSpec(
-            vectors={
-                "text": DenseVectorSpec(size=int(data.vectors.shape[1])),
-                "other": DenseVectorSpec(size=4, distance="Dot"),
-                "late": DenseVectorSpec(size=2, multivector="max_sim"),
-            },
-            sparse_vectors={"keywords": SparseVectorSpec(modifier="idf")},
-        ),
-    )
-    lacking = [i for i in range(n) if i % 10 == 9]
-    port.upsert(
-        "packages",
-        [
-            PointRecord(
-                id=i,
-                vector={
-                    **({} if i in lacking else {"text": [float(x) for x in data.vectors[i]]}),
-                    "other": [float(i % 7), 1.0, 0.0, 2.0],
-                    "late": [[1.0, float(i % 3)]],
-                    "keywords": models.SparseVector(indices=[i % 50], values=[1.0]),
-                },
-                payload={"text": data.texts[i]},
-            )
-            for i in range(n)
-        ],
-    )
-    port.close()
-    return lacking
-
-
 async def test_the_source_vector_is_chosen_in_the_spec_and_checked(
     cluster: EmulatedCluster, tmp_path: Path
 ) -> None:
@@ -310,7 +279,7 @@ async def test_the_source_vector_is_chosen_in_the_spec_and_checked(
     listing the dense vectors; ``text`` is analysed, and every point is labelled (those
     without ``text`` by their id, as the router places them)."""
     storage = tmp_path / "general"
-    lacking = _load_named_source(storage)
+    lacking = load_named_source(storage)
     await cluster.create(domainmap("packages", storage))
     obj = await _wait_condition(cluster, "packages", "Ready", "False", "InvalidSourceVector")
     message = _condition(obj, "Ready")["message"]  # type: ignore[index]
