@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -341,3 +342,96 @@ def test_deleting_vectors_keeps_the_rest_and_unroutes_a_point_without_its_routin
     for point in points:
         if point not in movers:
             assert homes[point.id] == [_home_of(built, point)]
+
+
+def test_batch_operations_of_every_shape_match_local_mode(shaped: Shaped) -> None:
+    built = shaped
+    points = _points(built, 18, 0, seed=7)
+    operations = [
+        models.UpsertOperation(upsert=models.PointsList(points=_structs(points))),
+        models.UpdateVectorsOperation(
+            update_vectors=models.UpdateVectors(
+                points=[
+                    models.PointVectors(
+                        id=points[1].id,
+                        vector={"keywords": models.SparseVector(indices=[4], values=[0.4])},
+                    ),
+                    models.PointVectors(id=points[2].id, vector={"colbert": [[1.0, 0.0, 1.0]]}),
+                ]
+            )
+        ),
+        models.DeleteVectorsOperation(
+            delete_vectors=models.DeleteVectors(points=[points[3].id], vector=["image"])
+        ),
+    ]
+    with RouterThread(make_state(built)) as router, closing(client_of(router)) as client:
+        client.batch_update_points("library", operations)
+        built.reference.batch_update_points("library", operations)
+        _same_as_reference(client, built, [p.id for p in points])
+
+
+def test_concurrent_updates_giving_one_point_its_routing_vector_leave_one_copy(
+    shaped: Shaped,
+) -> None:
+    """Several clients at once give the same id-placed points routing vectors near different
+    domains: each point ends in exactly one home, with the last routing vector and its other
+    vectors kept."""
+    built = shaped
+    points = [
+        PointRecord(
+            500 + i,
+            {
+                "image": [float(i), 1.0, 0.0, 0.0],
+                "keywords": models.SparseVector(indices=[i], values=[1.0]),
+            },
+            {"n": i},
+        )
+        for i in range(6)
+    ]
+    with RouterThread(make_state(built)) as router:
+        with closing(client_of(router)) as client:
+            client.upsert("library", _structs(points))
+        barrier = threading.Barrier(DOMAINS)
+        errors: list[BaseException] = []
+
+        def writer(domain: int) -> None:
+            try:
+                with closing(client_of(router)) as client:
+                    barrier.wait()
+                    for point in points:
+                        client.update_vectors(
+                            "library",
+                            [
+                                models.PointVectors(
+                                    id=point.id, vector={"text": _near(built, domain, point.id)}
+                                )
+                            ],
+                        )
+            except BaseException as error:  # noqa: BLE001 - reported below
+                errors.append(error)
+
+        threads = [threading.Thread(target=writer, args=(d,)) for d in range(DOMAINS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert not errors, errors
+        with closing(client_of(router)) as client:
+            final = {
+                r.id: r
+                for r in client.retrieve("library", [p.id for p in points], with_vectors=True)
+            }
+    homes = _live_homes(built, [p.id for p in points])
+    for point in points:
+        record = final[point.id]
+        vectors = record.vector
+        assert isinstance(vectors, dict)
+        assert set(vectors) == {"text", "image", "keywords"}
+        assert vectors_equal(
+            {"image": vectors["image"], "keywords": vectors["keywords"]},  # type: ignore[dict-item]
+            {k: v for k, v in (point.vector or {}).items()},  # type: ignore[union-attr]
+            atol=1e-6,
+        )
+        # one copy; the first update placed it, the later ones changed it in place (a point
+        # that has its routing vector keeps its domain when the vector changes)
+        assert len(homes[point.id]) == 1, homes
