@@ -34,7 +34,7 @@ from librarian.storage.fleet import Fleet
 from librarian.storage.port import PointId, PointRecord, QdrantPort
 from librarian.storage.vectors import vectors_equal
 
-from .router_support import RouterThread, client_of, make_state
+from .router_support import HeldCall, RouterThread, client_of, make_state
 from .vector_shapes import (
     SHAPED_SPEC,
     TEXT_DIM,
@@ -435,3 +435,58 @@ def test_concurrent_updates_giving_one_point_its_routing_vector_leave_one_copy(
         # one copy; the first update placed it, the later ones changed it in place (a point
         # that has its routing vector keeps its domain when the vector changes)
         assert len(homes[point.id]) == 1, homes
+
+
+def test_a_payload_change_that_overtakes_a_move_is_kept(shaped: Shaped) -> None:
+    """A point placed by id (on west) gets its routing vector (near a domain on east); the
+    move's write to east is held while another client changes the point's payload on west,
+    at a newer version. Both are acknowledged: the point ends in one home, east, with both
+    the new vector and the payload change (placing the stale copy again would drop it)."""
+    built = shaped
+    domain_ids = [d.domain_id for d in built.definition.domains]
+    point_id = next(i for i in range(700, 800) if domain_for_unrouted(i, domain_ids) == "d2")
+    east = built.fleet.get("east")
+    held = HeldCall(
+        east,
+        "upsert",
+        when=lambda collection, points, **_: any(p.id == point_id for p in points),
+    )
+    built.fleet = Fleet.of_ports({"east": held, "west": built.fleet.get("west")})  # type: ignore[dict-item]
+    text = _near(built, 0, 9)
+    with RouterThread(make_state(built)) as router, closing(client_of(router)) as client:
+        client.upsert(
+            "library",
+            [
+                models.PointStruct(
+                    id=point_id, vector={"image": [1.0, 2.0, 3.0, 4.0]}, payload={"a": 1}
+                )
+            ],
+        )
+        assert _live_homes(built, [point_id]) == {point_id: [2]}
+        held.armed = True
+        outcome: list[BaseException | None] = []
+
+        def move() -> None:
+            try:
+                with closing(client_of(router)) as other:
+                    other.update_vectors(
+                        "library", [models.PointVectors(id=point_id, vector={"text": text})]
+                    )
+                outcome.append(None)
+            except BaseException as error:  # noqa: BLE001 - reported below
+                outcome.append(error)
+
+        mover = threading.Thread(target=move)
+        mover.start()
+        assert held.entered.wait(30)
+        client.set_payload("library", {"late": True}, points=[point_id])
+        held.release.set()
+        mover.join(60)
+        assert outcome == [None]
+        [record] = client.retrieve("library", [point_id], with_vectors=True)
+    assert record.payload == {"a": 1, "late": True}
+    assert isinstance(record.vector, dict)
+    assert set(record.vector) == {"image", "text"}
+    unit = [float(x) for x in np.asarray(text) / np.linalg.norm(text)]  # Cosine: stored unit
+    assert vectors_equal(record.vector["text"], unit, atol=1e-5)  # type: ignore[arg-type]
+    assert _live_homes(built, [point_id]) == {point_id: [0]}

@@ -48,7 +48,7 @@ from librarian.services.versioning import (
     version_of,
 )
 from librarian.storage.port import PointRecord, QdrantPort
-from librarian.storage.vectors import as_named, from_named, routing_vector
+from librarian.storage.vectors import Vectors, as_named, from_named, routing_vector
 
 __all__ = ["InPlaceChanges"]
 
@@ -337,9 +337,51 @@ class InPlaceChanges(WriteSteps):
             await self._replace_payload(view, ids, {}, timeout)
         self.cache.clear()
 
-    async def upsert(self, view: View, records: list[PointRecord], timeout: float) -> None:
-        """A versioned upsert (made by :class:`librarian.router.writes.Writes`)."""
+    async def _upsert_once(
+        self, view: View, records: list[PointRecord], timeout: float
+    ) -> set[PointId]:
+        """One versioned upsert; the ids a newer change in place overtook (made by
+        :class:`librarian.router.writes.Writes`)."""
         raise NotImplementedError
+
+    async def _place_anew(
+        self,
+        view: View,
+        ids: list[PointId],
+        rebuild: Callable[[PointRecord], Vectors | None],
+        timeout: float,
+    ) -> set[PointId]:
+        """Upsert each point's newest copy with the vectors ``rebuild`` gives it (``None``:
+        leave that point alone), so the write path places it anew; returns the ids placed.
+
+        A change in place that overtook the upsert was made on the older copy: the point
+        is read again and placed again, so that change is kept (an ordinary upsert would
+        be written again as it was, replacing it).
+        """
+        placed: set[PointId] = set()
+        pending = ids
+        for _ in range(IN_PLACE_TRIES):
+            held = await self._current(view, pending, timeout, with_vectors=True)
+            records = [
+                PointRecord(i, vectors, user_payload(held[i].payload))
+                for i in pending
+                if i in held and (vectors := rebuild(held[i])) is not None
+            ]
+            if not records:
+                return placed
+            try:
+                overtaken = await self._upsert_once(view, records, timeout)
+            finally:
+                self.cache.clear()
+            placed |= {r.id for r in records}
+            pending = [r.id for r in records if r.id in overtaken]
+            if not pending:
+                return placed
+        raise ApiError(
+            503,
+            f"Service unavailable: the vector change of {len(pending)} point(s) kept being "
+            "overtaken by concurrent updates of the same points; retry it",
+        )
 
     async def update_vectors(self, view: View, body: models.UpdateVectors, timeout: float) -> None:
         """New vectors (any of the point's named, sparse or multivectors) for existing points,
@@ -350,8 +392,10 @@ class InPlaceChanges(WriteSteps):
         in its domain (the search finds it there); an upsert of the point places it anew.
         A point that had no routing vector (placed by its id) and gets one is placed
         anew the way an upsert places it: its newest copy, with the new vectors, is
-        upserted into the domain nearest to the new routing vector (a payload change
-        of the same point made concurrently may be ordered before it).
+        upserted into the domain nearest to the new routing vector (:meth:`_place_anew`).
+        A change in place of the same point that lands on the old copy between that
+        read and the upsert, at a lower version, is removed with the old copy: such a
+        move is a read-modify-write, not yet fenced against that interleaving.
         """
         if body.update_filter is not None:
             raise ApiError(
@@ -372,22 +416,17 @@ class InPlaceChanges(WriteSteps):
             raise ApiError(404, f"Not found: No point with id {missing[0]} found")
         placing = [i for i, v in vectors.items() if routing_vector(v, view.vector) is not None]
         if placing:
-            held = await self._current(view, placing, timeout, with_vectors=True)
-            moved = [
-                PointRecord(
-                    i,
-                    from_named({**as_named(held[i].vector), **as_named(vectors[i])}),
-                    user_payload(held[i].payload),
-                )
-                for i in placing
-                if i in held and held[i].dense(view.vector) is None
-            ]
-            if moved:
-                await self.upsert(view, moved, timeout)
-                for record in moved:
-                    del vectors[record.id]
-                if not vectors:
-                    return
+
+            def given(copy: PointRecord) -> Vectors | None:
+                """The copy with the new vectors, if it had no routing vector."""
+                if copy.dense(view.vector) is not None:
+                    return None
+                return from_named({**as_named(copy.vector), **as_named(vectors[copy.id])})
+
+            for point_id in await self._place_anew(view, placing, given, timeout):
+                del vectors[point_id]
+            if not vectors:
+                return
 
         def change(collection: str, held: list[PointId], version: int, label: str | None) -> Ops:
             condition = and_filters(ids_filter(held), older_than(version), live_filter())
@@ -481,17 +520,11 @@ class InPlaceChanges(WriteSteps):
         self, view: View, ids: list[PointId], names: list[str], timeout: float
     ) -> None:
         """The points without ``names`` (the routing vector among them), placed anew by id."""
-        held = await self._current(view, ids, timeout, with_vectors=True)
-        records = [
-            PointRecord(
-                i,
-                from_named({n: v for n, v in as_named(r.vector).items() if n not in names}),
-                user_payload(r.payload),
-            )
-            for i, r in held.items()
-        ]
-        if records:
-            await self.upsert(view, records, timeout)
+
+        def without(copy: PointRecord) -> Vectors:
+            return from_named({n: v for n, v in as_named(copy.vector).items() if n not in names})
+
+        await self._place_anew(view, ids, without, timeout)
 
 
 Ops = list[Callable[[QdrantPort], None]]
