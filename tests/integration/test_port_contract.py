@@ -10,6 +10,9 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client.http import models
 
+from librarian.core.collection_spec import with_source_vectors
+from librarian.storage.collection_config import apply_collection_config
+from librarian.storage.embedded import EmbeddedQdrant
 from librarian.storage.errors import CollectionExists, CollectionNotFound, InvalidRequest
 from librarian.storage.port import (
     CollectionSpec,
@@ -445,3 +448,35 @@ def test_delete_vectors_removes_only_the_named_ones_like_local_mode(port: Qdrant
     for point_id in ids:
         assert vectors_equal(got[point_id], expected[point_id], atol=1e-5), point_id
     assert port.count("shaped") == 15  # the points stay
+
+
+def test_a_named_collection_is_tuned_in_place_and_keeps_its_vectors(port: QdrantPort) -> None:
+    points = shaped_points(20, seed=8)
+    port.create_collection("shaped", SHAPED_SPEC)
+    port.upsert("shaped", points)
+    tuned = with_source_vectors(
+        CollectionSpec(
+            vector_size=6,
+            hnsw=HnswSpec(m=24, ef_construct=128),
+            quantization=QuantizationSpec(kind="scalar", always_ram=True),
+            optimizers=OptimizersSpec(indexing_threshold=1000),
+        ),
+        SHAPED_SPEC,
+        "text",
+    )
+    assert apply_collection_config(port, "shaped", tuned).action == "updated"
+    spec = port.collection_info("shaped").spec
+    assert spec.layout() == SHAPED_SPEC.layout()
+    if isinstance(port, EmbeddedQdrant):  # local mode takes index settings but keeps none
+        assert spec.hnsw is not None
+        assert spec.hnsw.m == 24
+        assert spec.vectors["text"].quantization == QuantizationSpec(kind="scalar", always_ram=True)
+    assert port.count("shaped") == 20
+    before = {p.id: p.vector for p in points}
+    after = {r.id: r.vector for r in port.retrieve("shaped", list(before))}
+    reference = _reference()
+    reference.upsert("shaped", reference_points(points))
+    expected = reference_vectors(reference, "shaped", list(before))
+    assert all(vectors_equal(after[i], expected[i], atol=1e-5) for i in before)
+    grown = CollectionSpec(vectors={**SHAPED_SPEC.vectors, "extra": SHAPED_SPEC.vectors["text"]})
+    assert apply_collection_config(port, "shaped", grown).action == "needs_migration"
