@@ -501,6 +501,13 @@ def operator_command(
 @click.option("--owner", help="Without --domainmap: the catalog owner (NAMESPACE/NAME).")
 @click.option("--library", "library_name", help="The library's collection name (default: source).")
 @click.option(
+    "--vector",
+    "source_vector",
+    metavar="NAME",
+    help="Without --domainmap: the source's dense vector to route on, as the DomainMap's "
+    "spec.source.vector (default: the unnamed one, or the only dense one).",
+)
+@click.option(
     "--metrics-port",
     type=click.IntRange(1, 65535),
     default=9090,
@@ -542,6 +549,7 @@ def router_command(
     catalog: str | None,
     owner: str | None,
     library_name: str | None,
+    source_vector: str | None,
     metrics_port: int,
     grpc_port: int,
     passthrough: tuple[str, ...],
@@ -585,6 +593,7 @@ def router_command(
             catalog=split_pair(catalog, "--catalog") if catalog else None,
             owner=owner,
             library_name=library_name,
+            vector=source_vector,
         )
         if not domainmap and not (clusters and source and catalog):
             raise ValueError(

@@ -62,6 +62,7 @@ class RouterSource:
     catalog: tuple[str, str] | None = None
     owner: str | None = None
     library_name: str | None = None
+    vector: str | None = None  # without a DomainMap: the dense vector to route on
 
 
 def parse_cluster(text: str) -> ClusterConfig:
@@ -121,6 +122,7 @@ async def prepare_router(
             source=source.source,
             catalog=source.catalog,
             owner=source.owner,
+            vector=source.vector,
         )
     config = RouterConfig(
         fleet=fleet,

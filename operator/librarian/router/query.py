@@ -193,7 +193,7 @@ def _query_search(
 
 
 def _as_query(prefetch: models.Prefetch, outer_filter: models.Filter | None) -> models.QueryRequest:
-    if prefetch.using not in (None, ""):
+    if prefetch.using not in (None, ""):  # only the unnamed routing vector, for now
         raise ApiError(400, f"Wrong input: named vector {prefetch.using!r} is not served")
     return models.QueryRequest(
         prefetch=prefetch.prefetch,
@@ -402,6 +402,7 @@ class Querying:
                     with_vectors=vectors,
                     hnsw_ef=search.hnsw_ef,
                     exact=search.exact,
+                    using=view.vector,
                 )
                 return [Hit(h.id, h.score, route.key, h.payload, h.vector) for h in hits]
 
@@ -506,7 +507,7 @@ class Querying:
             records = await self.retrieve(view, [point_id], True, True, timeout)
             if not records:
                 raise ApiError(404, f"Not found: No point with id {point_id} found")
-            return dense(records[0].vector, view.vector_size), point_id, None
+            return dense(records[0].dense(view.vector), view.vector_size), point_id, None
         if isinstance(query, list):
             return dense(query, view.vector_size), None, None
         raise ApiError(
@@ -519,11 +520,11 @@ class Querying:
         self, view: View, body: models.QueryRequest, timeout: float
     ) -> tuple[list[Hit], list[str]]:
         """A universal query (nearest, by id, or fusion of prefetches): hits and missing units."""
-        if body.using not in (None, ""):
+        if (body.using or "") != view.vector:
+            asked = f"named vector {body.using!r}" if body.using else "the unnamed vector"
+            routes = f"vector {view.vector!r}" if view.vector else "the unnamed vector"
             raise ApiError(
-                400,
-                f"Wrong input: named vector {body.using!r} is not served; "
-                "the library has one unnamed vector",
+                400, f"Wrong input: {asked} is not served; the library routes on {routes}"
             )
         vector, exclude, fusion = await self._resolve_query(view, body.query, timeout)
         _page(body)  # a bad limit or offset is refused before any domain is asked

@@ -437,7 +437,13 @@ class RouterState:
         except CollectionNotFound:
             raise ApiError(404, f"Not found: Collection `{target}` doesn't exist!") from None
         route = replace(route, size=info.points_count)
-        return View((route,), None, info.vector_size, info.distance not in ("Euclid", "Manhattan"))
+        return View(
+            (route,),
+            None,
+            info.vector_size or 0,
+            info.distance not in ("Euclid", "Manhattan"),
+            spec=info.spec,
+        )
 
 
 T = TypeVar("T")
