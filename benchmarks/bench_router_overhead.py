@@ -10,10 +10,13 @@ queries three ways:
   Qdrant's REST API served straight from the engine: what an application
   calling Qdrant directly pays;
 - ``library``: through the router's library collection: routing, fan-out to
-  the chosen domains, fusion.
+  the chosen domains, fusion;
+- ``one hop gRPC`` and ``library gRPC``: the same two through the router's
+  gRPC API (``prefer_grpc=True``), which hands each call to the REST code.
 
 Goal: p50 added latency (library minus one hop) <= 1 ms. Requests per
-CPU-second of the whole process (client and router share it) are printed.
+CPU-second of the whole process (client and router share it) are printed, and
+the gRPC paths' p50 as ratios to REST through the router and to one collection.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from qdrant_client import QdrantClient
 from debian_vectors import load_vectors
 from librarian.core.discovery import discover
 from librarian.router import RouterConfig, RouterState, create_app
+from librarian.router.grpc_api import start_grpc_server
 from librarian.router.library import DomainRoute, LibraryDefinition
 from librarian.settings import OrchestratorSettings
 from librarian.storage.embedded import EmbeddedQdrant
@@ -41,23 +45,34 @@ from librarian.storage.fleet import Fleet
 from librarian.storage.port import CollectionSpec, PointRecord
 
 
-def serve(state: RouterState) -> tuple[str, threading.Event]:
+def serve(state: RouterState) -> tuple[str, int, threading.Event]:
+    """The router on 127.0.0.1: its REST URL, its gRPC port, and the flag that stops it."""
     ready, stop_flag = threading.Event(), threading.Event()
     address: list[str] = []
+    grpc_port: list[int] = []
 
     async def run() -> None:
         runner = web.AppRunner(create_app(state, reload_in_background=False), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
+        assert runner.server is not None
+        grpc_server, port = await start_grpc_server(
+            runner.server.request_handler,
+            "127.0.0.1",
+            0,
+            max_message_bytes=state.config.settings.limits.max_body_bytes,
+        )
         address.append(f"http://127.0.0.1:{runner.addresses[0][1]}")
+        grpc_port.append(port)
         ready.set()
         await asyncio.to_thread(stop_flag.wait)
+        await grpc_server.stop(grace=None)
         await runner.cleanup()
 
     threading.Thread(target=lambda: asyncio.run(run()), daemon=True).start()
     ready.wait(120)
-    return address[0], stop_flag
+    return address[0], grpc_port[0], stop_flag
 
 
 def build(engine: EmbeddedQdrant, data: np.ndarray, seed: int) -> tuple[LibraryDefinition, int]:
@@ -121,14 +136,19 @@ def main() -> int:
         definition, domains = build(engine, data, seed=0)
 
         state = router_state(engine, definition)
-        url, stop = serve(state)
+        url, grpc_port, stop = serve(state)
         client = QdrantClient(url=url, timeout=60, check_compatibility=False)
+        grpc_client = QdrantClient(
+            url=url, prefer_grpc=True, grpc_port=grpc_port, timeout=60, check_compatibility=False
+        )
         rows = [[float(x) for x in q] for q in queries]
         for row in rows[:50]:  # warm up every path
             engine.query("whole", row, limit=10)
-            client.query_points("whole", query=row, limit=10)
-            client.query_points("library", query=row, limit=10)
-        timings: dict[str, list[float]] = {"direct": [], "one hop": [], "library": []}
+            for warm in (client, grpc_client):
+                warm.query_points("whole", query=row, limit=10)
+                warm.query_points("library", query=row, limit=10)
+        paths = ("direct", "one hop", "library", "one hop gRPC", "library gRPC")
+        timings: dict[str, list[float]] = {path: [] for path in paths}
         cpu: dict[str, float] = dict.fromkeys(timings, 0.0)
         for row in rows:  # interleaved, so drift on a shared machine hits every path alike
             for path in timings:
@@ -136,26 +156,36 @@ def main() -> int:
                 if path == "direct":
                     engine.query("whole", row, limit=10)
                 else:
-                    client.query_points(
-                        "whole" if path == "one hop" else "library", query=row, limit=10
+                    through = grpc_client if path.endswith("gRPC") else client
+                    through.query_points(
+                        "whole" if path.startswith("one hop") else "library", query=row, limit=10
                     )
                 timings[path].append(time.perf_counter() - t0)
                 cpu[path] += time.process_time() - c0
         print(f"{len(data):,} points, {domains} domains, {len(rows):,} queries (top-10, cache off)")
-        print(f"{'path':<10}{'p50 ms':>8}{'p95 ms':>8}{'req/CPU-s':>11}")
+        print(f"{'path':<14}{'p50 ms':>8}{'p95 ms':>8}{'req/CPU-s':>11}")
         for path, samples in timings.items():
             print(
-                f"{path:<10}{percentile(samples, 50):>8.3f}{percentile(samples, 95):>8.3f}{len(samples) / max(cpu[path], 1e-9):>11.0f}"
+                f"{path:<14}{percentile(samples, 50):>8.3f}{percentile(samples, 95):>8.3f}{len(samples) / max(cpu[path], 1e-9):>11.0f}"
             )
         added = percentile(timings["library"], 50) - percentile(timings["one hop"], 50)
         whole_hop = percentile(timings["library"], 50) - percentile(timings["direct"], 50)
         print(
             f"p50 added by the library vs one hop: {added:+.3f} ms; vs the in-process engine: {whole_hop:+.3f} ms"
         )
+        p50 = {path: percentile(samples, 50) for path, samples in timings.items()}
+        print(
+            "gRPC p50 / REST p50 through the router: "
+            f"library {p50['library gRPC'] / p50['library']:.2f}x, "
+            f"one hop {p50['one hop gRPC'] / p50['one hop']:.2f}x; "
+            f"gRPC library / gRPC one hop (one collection): "
+            f"{p50['library gRPC'] / p50['one hop gRPC']:.2f}x"
+        )
         print(f"routing: {state.library.router.describe() if state.library else {}}")
         ok = added <= 1.0
         print(f"goal p50 added latency <= 1 ms: {'met' if ok else 'MISSED'}")
         client.close()
+        grpc_client.close()
         stop.set()
         time.sleep(0.3)
         engine.close()

@@ -76,7 +76,7 @@ def upserts(args: argparse.Namespace) -> int:
         definition, domains = build(engine, data, args.seed)
 
         state = router_state(engine, definition)
-        url, stop = serve(state)
+        url, _, stop = serve(state)
         client = QdrantClient(url=url, timeout=120, check_compatibility=False)
         # Rewrite existing ids with the vector of another point: about as many change domain
         # as a random rewrite would; payloads are new each time.

@@ -501,12 +501,27 @@ def operator_command(
 @click.option("--owner", help="Without --domainmap: the catalog owner (NAMESPACE/NAME).")
 @click.option("--library", "library_name", help="The library's collection name (default: source).")
 @click.option(
+    "--vector",
+    "source_vector",
+    metavar="NAME",
+    help="Without --domainmap: the source's dense vector to route on, as the DomainMap's "
+    "spec.source.vector (default: the unnamed one, or the only dense one).",
+)
+@click.option(
     "--metrics-port",
     type=click.IntRange(1, 65535),
     default=9090,
     show_default=True,
     envvar="LIBRARIAN_ROUTER_METRICS_PORT",
     help="Prometheus /metrics is served on this port, apart from the API.",
+)
+@click.option(
+    "--grpc-port",
+    type=click.IntRange(0, 65535),
+    default=6334,
+    show_default=True,
+    envvar="LIBRARIAN_ROUTER_GRPC_PORT",
+    help="Qdrant's gRPC API is served on this port (0: not served).",
 )
 @click.option(
     "--passthrough",
@@ -534,11 +549,13 @@ def router_command(
     catalog: str | None,
     owner: str | None,
     library_name: str | None,
+    source_vector: str | None,
     metrics_port: int,
+    grpc_port: int,
     passthrough: tuple[str, ...],
     insecure: bool,
 ) -> None:
-    """Serve Qdrant's REST API for the library (the router's container command).
+    """Serve Qdrant's REST and gRPC APIs for the library (the router's container command).
 
     Callers authenticate as with Qdrant (``api-key`` header or a Bearer JWT)
     with the keys of LIBRARIAN_ROUTER_API_KEY and LIBRARIAN_ROUTER_READ_ONLY_API_KEY
@@ -576,6 +593,7 @@ def router_command(
             catalog=split_pair(catalog, "--catalog") if catalog else None,
             owner=owner,
             library_name=library_name,
+            vector=source_vector,
         )
         if not domainmap and not (clusters and source and catalog):
             raise ValueError(
@@ -590,7 +608,7 @@ def router_command(
         if domainmap:
             kubernetes_login(server)
         state = await prepare_router(settings, spec, access=access)
-        await serve(state, host, port, metrics_port=metrics_port)
+        await serve(state, host, port, metrics_port=metrics_port, grpc_port=grpc_port)
 
     try:
         asyncio.run(main())

@@ -85,9 +85,13 @@ class ClusterSpecializationSettings(_Section):
 
 
 class CachingSettings(_Section):
-    enable_result_cache: bool = True
+    # off by default: a miss costs more than no cache (benchmarks/bench_cache.py)
+    enable_result_cache: bool = False
     cache_ttl: Duration = 600.0
     max_entries: int = Field(10_000, ge=1)
+    # an answer is cached once the newest write of every home it read is this old: keep it
+    # at least the request timeout (the longest a write of the router waits for a home)
+    settle_window: Duration = 30.0
 
 
 class CircuitBreakerSettings(_Section):

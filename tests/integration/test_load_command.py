@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from librarian.cli import main
+from librarian.core.collection_spec import CollectionSpec, DenseVectorSpec
 from librarian.storage.embedded import EmbeddedQdrant
 
 from .recording_server import Recorded, qdrant_error, recording_server
@@ -228,3 +229,21 @@ def test_the_api_key_comes_from_the_named_variable_and_is_never_printed(
     assert key not in output
     assert server.requests
     assert server.requests[0].headers.get("api-key") == key
+
+
+def test_a_collection_with_named_vectors_is_refused_untouched(tmp_path: Path) -> None:
+    npy, _, _ = _files(tmp_path, rows=10)
+    storage = tmp_path / "s"
+    port = EmbeddedQdrant("check", storage)
+    try:
+        port.create_collection("c", CollectionSpec(vectors={"text": DenseVectorSpec(size=DIM)}))
+    finally:
+        port.close()
+    code, output = _load("--embedded", storage, "--collection", "c", "--npy", npy)
+    assert code != 0, output
+    assert "holds named vectors" in " ".join(output.split()), output
+    port = EmbeddedQdrant("check", storage)
+    try:
+        assert port.count("c") == 0
+    finally:
+        port.close()

@@ -13,9 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from qdrant_client import QdrantClient
+from qdrant_client.http import models
 
 from librarian.contracts.payload import LABEL_KEY, POINT_VERSION_KEY
+from librarian.core.collection_spec import with_source_vectors
 from librarian.core.hlc import encode_version
+from librarian.core.tuning import DomainStats, tune_collection
 from librarian.services.migration import (
     CHECKPOINT_COLLECTION,
     Checkpoint,
@@ -36,8 +40,17 @@ from librarian.services.versioning import (
 )
 from librarian.storage.embedded import EmbeddedQdrant
 from librarian.storage.port import CollectionSpec, PointId, PointRecord, QdrantPort
+from librarian.storage.vectors import vectors_equal
 
 from .conftest import make_points
+from .vector_shapes import (
+    SHAPED_SPEC,
+    TEXT_DIM,
+    reference_collection,
+    reference_points,
+    reference_vectors,
+    shaped_points,
+)
 
 DOMAIN, OTHER = "d-alpha", "d-beta"
 WALL_MS = 1_750_000_000_000
@@ -607,3 +620,97 @@ def test_killed_at_20_random_points_and_resumed(tmp_path: Path, overlap: bool) -
         assert len(remaining) == 300 - len(expected), run
         port.close()
     assert {"upsert", "scroll", "retrieve"} <= phases_hit, phases_hit
+
+
+# ----------------------------------------------------------------- every vector shape
+
+
+def _fill_shaped(port: QdrantPort, n: int = 120) -> list[PointRecord]:
+    """A source of points with named dense, sparse and multivectors (some lacking some), and a
+    home made as a specialization makes it: tuned on the routing vector, the source's layout."""
+    port.create_collection("source", SHAPED_SPEC)
+    points = [
+        replace(
+            p,
+            payload=stamped(
+                p.payload, version=_version(int(p.id)), label=DOMAIN if int(p.id) % 3 else OTHER
+            ),
+        )
+        for p in shaped_points(n, seed=11)
+    ]
+    port.upsert("source", points)
+    tuned = tune_collection(
+        DomainStats(points=n, dimension=TEXT_DIM, distance="Cosine"), "latency"
+    ).collection
+    port.create_collection("target", with_source_vectors(tuned, SHAPED_SPEC, "text"))
+    return [p for p in points if p.payload[LABEL_KEY] == DOMAIN]
+
+
+def test_a_move_copies_every_vector_of_every_point(port: QdrantPort) -> None:
+    expected = _fill_shaped(port)
+    home = port.collection_info("target").spec
+    assert home.layout() == SHAPED_SPEC.layout()
+    assert home.vectors["text"].hnsw is not None
+    assert home.vectors["text"].hnsw.m == 32  # the latency profile, on the routing vector
+    report = migrate(port, port, _plan(verify_sample=500))
+    assert report.verified
+    assert report.copied == len(expected) == report.target_count
+    moved = _all(port, "target")
+    assert set(moved) == {p.id for p in expected}
+    # Compared with an independent reference holding the same points.
+    reference = QdrantClient(":memory:")
+    reference_collection(reference, "ref")
+    reference.upsert("ref", reference_points(expected))
+    held = reference_vectors(reference, "ref", [p.id for p in expected])
+    for point in expected:
+        assert vectors_equal(moved[point.id].vector, held[point.id], atol=1e-5), point.id
+        assert moved[point.id].payload == point.payload
+    lacking = [
+        p.id for p in expected if set(p.vector or {}) != set(SHAPED_SPEC.vectors) | {"keywords"}
+    ]
+    assert lacking  # some points lack some vectors, and still do in their new home
+    assert all(set(moved[i].vector or {}) == set(held[i]) for i in lacking)
+
+
+@pytest.mark.parametrize(
+    "tampered_vector",
+    [
+        {"keywords": models.SparseVector(indices=[1, 2], values=[0.5, 0.5])},
+        {"colbert": [[9.0, 9.0, 9.0]]},
+        {"image": [0.0, 0.0, 0.0, 1.0]},
+    ],
+)
+def test_verification_compares_every_vector(port: QdrantPort, tampered_vector: Any) -> None:
+    """Same version, one vector changed (sparse, multi or a non-routing dense one): the
+    verification names the point and deletes nothing."""
+    expected = _fill_shaped(port)
+    migrate(port, port, _plan(verify_sample=500))
+    victim = expected[0].id
+    port.update_vectors("target", [PointRecord(victim, tampered_vector)])
+    _set_phase(port, "verifying")
+    with pytest.raises(MigrationFailed, match=r"1 point\(s\) differ") as failed:
+        migrate(port, port, _plan(cleanup=True, verify_sample=500), sleep=_no_sleep)
+    assert failed.value.differing == (victim,)
+    assert port.count("source") == 120
+
+
+def test_same_point_compares_vectors_by_name_and_kind() -> None:
+    sparse = models.SparseVector(indices=[3, 1], values=[0.3, 0.1])
+    base = PointRecord(1, {"a": [1.0, 2.0], "s": sparse, "m": [[1.0], [2.0]]}, {"k": 1})
+    same = PointRecord(
+        1,
+        {
+            "a": [1.0 + 1e-8, 2.0],
+            "s": models.SparseVector(indices=[1, 3], values=[0.1, 0.3]),
+            "m": [[1.0], [2.0]],
+        },
+        {"k": 1},
+    )
+    assert same_point(base, same)
+    assert not same_point(base, replace(same, vector={"a": [1.0, 2.0], "s": sparse}))
+    assert not same_point(base, replace(same, vector={**same.vector, "m": [[1.0]]}))  # type: ignore[dict-item]
+    assert not same_point(
+        base,
+        replace(same, vector={**same.vector, "s": models.SparseVector(indices=[1], values=[0.1])}),  # type: ignore[dict-item]
+    )
+    assert not same_point(base, replace(same, vector={**same.vector, "s": [0.1, 0.3]}))  # type: ignore[dict-item]

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import numpy as np
 import pytest
+from qdrant_client import QdrantClient
 from qdrant_client.http import models
 
+from librarian.core.collection_spec import with_source_vectors
+from librarian.storage.collection_config import apply_collection_config
+from librarian.storage.embedded import EmbeddedQdrant
 from librarian.storage.errors import CollectionExists, CollectionNotFound, InvalidRequest
 from librarian.storage.port import (
     CollectionSpec,
@@ -16,9 +21,18 @@ from librarian.storage.port import (
     PointRecord,
     QdrantPort,
     QuantizationSpec,
+    SparseVectorSpec,
 )
+from librarian.storage.vectors import vectors_equal
 
 from .conftest import make_points
+from .vector_shapes import (
+    SHAPED_SPEC,
+    reference_collection,
+    reference_points,
+    reference_vectors,
+    shaped_points,
+)
 
 
 def _match(key: str, value: object) -> models.FieldCondition:
@@ -383,3 +397,206 @@ def test_remote_payload_index_requests_carry_the_schema_as_given() -> None:
     }
     assert second.body == {"field_name": "at", "field_schema": "datetime"}
     assert (third.method, third.path.split("?")[0]) == ("DELETE", "/collections/docs/index/at")
+
+
+def test_ordered_scroll_and_integer_index_give_the_newest_version(port: QdrantPort) -> None:
+    """The newest value of an integer key, read the way the router reads a home's generation,
+    agrees with every point's value; a page in id order goes on where it stopped."""
+    port.create_collection("docs", CollectionSpec(vector_size=8))
+    port.create_payload_index("docs", "stamp", models.PayloadSchemaType.INTEGER)
+    stamps = np.random.default_rng(3).permutation(50) * 1000 + 7
+    points = make_points(50)
+    port.upsert(
+        "docs",
+        [
+            PointRecord(p.id, p.vector, {"stamp": int(s)})
+            for p, s in zip(points, stamps, strict=True)
+        ],
+    )
+    port.upsert("docs", [PointRecord(1000, points[0].vector, {"other": 1})])  # no stamp
+    newest = models.OrderBy(key="stamp", direction=models.Direction.DESC)
+    records, next_offset = port.scroll_points(
+        "docs",
+        models.ScrollRequest(limit=3, order_by=newest, with_payload=["stamp"], with_vector=False),
+    )
+    assert [r.payload for r in records] == [{"stamp": int(s)} for s in sorted(stamps)[::-1][:3]]
+    assert records[0].order_value == int(stamps.max())
+    assert records[0].vector is None
+    assert next_offset is None  # an ordered scroll has no next offset, as Qdrant answers
+    first, offset = port.scroll_points("docs", models.ScrollRequest(limit=20, with_payload=False))
+    rest, end = port.scroll_points("docs", models.ScrollRequest(limit=100, offset=offset))
+    assert [r.id for r in first + rest] == [*sorted(p.id for p in points), 1000]
+    assert end is None
+    assert first[0].payload is None
+
+
+# ----------------------------------------------------------------- every vector shape
+
+
+def test_full_vectors_config_is_created_and_reported(port: QdrantPort) -> None:
+    port.create_collection("shaped", SHAPED_SPEC)
+    spec = port.collection_info("shaped").spec
+    assert spec.layout() == SHAPED_SPEC.layout()
+    assert spec.vector_size is None
+    assert spec.named
+    assert spec.vectors["colbert"].multivector == "max_sim"
+    assert spec.vectors["image"].distance == "Dot"
+    assert spec.sparse_vectors["keywords"].modifier == "idf"
+    assert spec.default_vector() is None  # two plain dense vectors: the DomainMap must choose
+    info = port.collection_info("shaped")
+    assert (info.vector_size, info.distance) == (None, None)
+    # an unnamed dense vector next to a sparse one
+    port.create_collection(
+        "hybrid",
+        CollectionSpec(vector_size=5, distance="Euclid", sparse_vectors={"s": SparseVectorSpec()}),
+    )
+    hybrid = port.collection_info("hybrid")
+    assert (hybrid.vector_size, hybrid.distance) == (5, "Euclid")
+    assert set(hybrid.spec.sparse_vectors) == {"s"}
+    with pytest.raises(InvalidRequest, match="immutable"):
+        port.update_collection("shaped", CollectionSpec(vector_size=6))
+
+
+def _reference() -> QdrantClient:
+    client = QdrantClient(":memory:")
+    reference_collection(client, "shaped")
+    return client
+
+
+def test_every_vector_shape_round_trips_like_local_mode(port: QdrantPort) -> None:
+    points = shaped_points(40, seed=3)
+    port.create_collection("shaped", SHAPED_SPEC)
+    port.upsert("shaped", points)
+    reference = _reference()
+    reference.upsert("shaped", reference_points(points))
+    ids = [p.id for p in points]
+    expected = reference_vectors(reference, "shaped", ids)
+    got = {r.id: r.vector for r in port.retrieve("shaped", ids)}
+    assert got.keys() == expected.keys()
+    for point_id in ids:
+        assert vectors_equal(got[point_id], expected[point_id], atol=1e-5), point_id
+    scrolled: dict[object, Any] = {}
+    offset = None
+    while True:
+        page, offset = port.scroll("shaped", limit=9, offset=offset)
+        scrolled.update({p.id: p.vector for p in page})
+        if offset is None:
+            break
+    assert all(vectors_equal(scrolled[i], expected[i], atol=1e-5) for i in ids)
+    lacking = [p.id for p in points if "text" not in (p.vector or {})]
+    assert lacking
+    assert all("text" not in got[i] for i in lacking)
+    assert [r.dense("text") for r in port.retrieve("shaped", lacking)] == [None] * len(lacking)
+
+
+def test_update_vectors_replaces_and_adds_named_vectors_like_local_mode(port: QdrantPort) -> None:
+    points = shaped_points(12, seed=4)
+    port.create_collection("shaped", SHAPED_SPEC)
+    port.upsert("shaped", points)
+    reference = _reference()
+    reference.upsert("shaped", reference_points(points))
+    updates = [
+        PointRecord(8, {"text": [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]}),  # adds the missing vector
+        PointRecord(3, {"image": [0.5, 0.5, 0.5, 0.5], "colbert": [[1.0, 2.0, 3.0]]}),
+        PointRecord(6, {"keywords": models.SparseVector(indices=[9, 2], values=[0.25, 0.75])}),
+    ]
+    port.update_vectors("shaped", updates)
+    reference.update_vectors(
+        "shaped",
+        [models.PointVectors(id=u.id, vector=u.vector) for u in updates],  # type: ignore[arg-type]
+    )
+    ids = [p.id for p in points]
+    expected = reference_vectors(reference, "shaped", ids)
+    got = {r.id: r.vector for r in port.retrieve("shaped", ids)}
+    for point_id in ids:
+        assert vectors_equal(got[point_id], expected[point_id], atol=1e-5), point_id
+    sparse = got[6]["keywords"]  # type: ignore[index]
+    assert list(sparse.indices) == [2, 9]  # stored in index order, as Qdrant does
+
+
+def test_query_on_a_named_dense_vector_ranks_like_local_mode(port: QdrantPort) -> None:
+    points = shaped_points(60, seed=5)
+    port.create_collection("shaped", SHAPED_SPEC)
+    port.upsert("shaped", points)
+    reference = _reference()
+    reference.upsert("shaped", reference_points(points))
+    rng = np.random.default_rng(9)
+    for using, dim in (("text", 6), ("image", 4)):
+        query = [float(x) for x in rng.standard_normal(dim)]
+        hits = port.query("shaped", query, limit=10, using=using, exact=True)
+        expected = reference.query_points("shaped", query=query, using=using, limit=10).points
+        assert [h.id for h in hits] == [e.id for e in expected]
+        assert [h.score for h in hits] == pytest.approx([e.score for e in expected], rel=1e-4)
+    with pytest.raises(InvalidRequest):
+        port.query("shaped", [0.0] * 6, limit=3, using="nope")
+
+
+@pytest.mark.parametrize(
+    ("vector", "words"),
+    [
+        ({"nope": [1.0] * 6}, "Not existing vector name"),
+        ({"text": [1.0, 2.0]}, "dimension"),
+        ({"text": [float("nan")] * 6}, "NaN"),
+        ({"colbert": [1.0, 2.0, 3.0]}, "."),
+        ({"keywords": [1.0, 2.0]}, "sparse"),
+        ([1.0] * 6, "Unnamed vectors are not allowed"),
+    ],
+)
+def test_malformed_vectors_are_refused(port: QdrantPort, vector: Any, words: str) -> None:
+    port.create_collection("shaped", SHAPED_SPEC)
+    with pytest.raises(InvalidRequest, match=words):
+        port.upsert("shaped", [PointRecord(1, vector)])
+    assert port.count("shaped") == 0
+
+
+def test_delete_vectors_removes_only_the_named_ones_like_local_mode(port: QdrantPort) -> None:
+    points = shaped_points(15, seed=6)
+    port.create_collection("shaped", SHAPED_SPEC)
+    port.upsert("shaped", points)
+    reference = _reference()
+    reference.upsert("shaped", reference_points(points))
+    port.delete_vectors("shaped", ["image", "keywords"], ids=[0, 1, 2])
+    reference.delete_vectors(
+        "shaped", ["image", "keywords"], points=models.PointIdsList(points=[0, 1, 2])
+    )
+    by_group = models.Filter(must=[_match("group", "g1")])
+    port.delete_vectors("shaped", ["colbert"], points_filter=by_group)
+    reference.delete_vectors("shaped", ["colbert"], points=models.FilterSelector(filter=by_group))
+    ids = [p.id for p in points]
+    expected = reference_vectors(reference, "shaped", ids)
+    got = {r.id: r.vector for r in port.retrieve("shaped", ids)}
+    for point_id in ids:
+        assert vectors_equal(got[point_id], expected[point_id], atol=1e-5), point_id
+    assert port.count("shaped") == 15  # the points stay
+
+
+def test_a_named_collection_is_tuned_in_place_and_keeps_its_vectors(port: QdrantPort) -> None:
+    points = shaped_points(20, seed=8)
+    port.create_collection("shaped", SHAPED_SPEC)
+    port.upsert("shaped", points)
+    tuned = with_source_vectors(
+        CollectionSpec(
+            vector_size=6,
+            hnsw=HnswSpec(m=24, ef_construct=128),
+            quantization=QuantizationSpec(kind="scalar", always_ram=True),
+            optimizers=OptimizersSpec(indexing_threshold=1000),
+        ),
+        SHAPED_SPEC,
+        "text",
+    )
+    assert apply_collection_config(port, "shaped", tuned).action == "updated"
+    spec = port.collection_info("shaped").spec
+    assert spec.layout() == SHAPED_SPEC.layout()
+    if isinstance(port, EmbeddedQdrant):  # local mode takes index settings but keeps none
+        assert spec.hnsw is not None
+        assert spec.hnsw.m == 24
+        assert spec.vectors["text"].quantization == QuantizationSpec(kind="scalar", always_ram=True)
+    assert port.count("shaped") == 20
+    before = {p.id: p.vector for p in points}
+    after = {r.id: r.vector for r in port.retrieve("shaped", list(before))}
+    reference = _reference()
+    reference.upsert("shaped", reference_points(points))
+    expected = reference_vectors(reference, "shaped", list(before))
+    assert all(vectors_equal(after[i], expected[i], atol=1e-5) for i in before)
+    grown = CollectionSpec(vectors={**SHAPED_SPEC.vectors, "extra": SHAPED_SPEC.vectors["text"]})
+    assert apply_collection_config(port, "shaped", grown).action == "needs_migration"

@@ -166,7 +166,7 @@ def test_a_timeout_is_a_504_and_an_unreachable_cluster_a_502_whatever_the_messag
 
 def test_cache_hits_and_is_cleared_by_writes(library) -> None:
     built, _ = library
-    state = make_state(built)
+    state = make_state(built, settings={"caching": {"enable_result_cache": True}})
     with RouterThread(state) as router, httpx.Client(base_url=router.url) as http:
         body = {"query": _vector(3), "limit": 4}
         first = http.post("/collections/library/points/query", json=body)

@@ -63,7 +63,8 @@ def library(tmp_path: Path) -> Iterator[tuple[Library, FlakyPort]]:
 @pytest.fixture
 def router(library: tuple[Library, FlakyPort]) -> Iterator[RouterThread]:
     built, _ = library
-    with RouterThread(make_state(built, settings={"limits": LIMITS})) as served:
+    settings = {"limits": LIMITS, "caching": {"enable_result_cache": True}}
+    with RouterThread(make_state(built, settings=settings)) as served:
         yield served
 
 

@@ -30,11 +30,12 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from librarian.contracts.payload import POINT_VERSION_KEY, TOMBSTONE_KEY
+from librarian.core.collection_spec import CollectionSpec, DenseVectorSpec, SparseVectorSpec
 from librarian.router.library import DomainRoute, LibraryDefinition
 from librarian.storage.embedded import SPEC_FILE, EmbeddedQdrant, spec_to_json
 from librarian.storage.errors import InvalidRequest
 from librarian.storage.fleet import Fleet
-from librarian.storage.port import CollectionSpec, QdrantPort
+from librarian.storage.port import QdrantPort
 from librarian.storage.remote import RemoteQdrant
 
 from .router_support import FlakyPort, RouterThread, make_state
@@ -45,7 +46,7 @@ DIM, IMAGE_DIM, MULTI_DIM = 8, 4, 3
 POINTS = 300
 CONFIG: dict[str, Any] = {
     "vectors_config": {
-        "": models.VectorParams(size=DIM, distance=models.Distance.COSINE),
+        "dense": models.VectorParams(size=DIM, distance=models.Distance.COSINE),
         "image": models.VectorParams(size=IMAGE_DIM, distance=models.Distance.EUCLID),
         "colbert": models.VectorParams(
             size=MULTI_DIM,
@@ -65,6 +66,16 @@ def remote_homes(name: str) -> tuple[QdrantPort, QdrantClient]:
     return RemoteQdrant(name, client, serialize=True), client
 
 
+SPEC = CollectionSpec(
+    vectors={
+        "dense": DenseVectorSpec(size=DIM, distance="Cosine"),
+        "image": DenseVectorSpec(size=IMAGE_DIM, distance="Euclid"),
+        "colbert": DenseVectorSpec(size=MULTI_DIM, distance="Dot", multivector="max_sim"),
+    },
+    sparse_vectors={"text": SparseVectorSpec()},
+)
+"""The same collection as :data:`CONFIG`, in the product's own terms (the embedded homes)."""
+
 HOMES: Callable[[str], tuple[QdrantPort, QdrantClient]] = remote_homes
 
 
@@ -72,7 +83,7 @@ def _vectors(rng: np.random.Generator, centre: np.ndarray) -> dict[str, Any]:
     dense = centre + rng.normal(size=DIM) * 0.8
     indices = sorted(rng.choice(50, size=5, replace=False).tolist())
     return {
-        "": [float(x) for x in dense / np.linalg.norm(dense)],
+        "dense": [float(x) for x in dense / np.linalg.norm(dense)],
         "image": [float(x) for x in rng.normal(size=IMAGE_DIM)],
         "colbert": [[float(x) for x in rng.normal(size=MULTI_DIM)] for _ in range(2)],
         "text": models.SparseVector(indices=indices, values=[float(x) for x in rng.random(size=5)]),
@@ -114,7 +125,7 @@ def _embedded_cluster(
     vectors = CONFIG["vectors_config"]
     config = edge.EdgeConfig(
         vectors={
-            "": edge.EdgeVectorParams(size=DIM, distance=distance["Cosine"]),
+            "dense": edge.EdgeVectorParams(size=DIM, distance=distance["Cosine"]),
             "image": edge.EdgeVectorParams(size=IMAGE_DIM, distance=distance["Euclid"]),
             "colbert": edge.EdgeVectorParams(
                 size=vectors["colbert"].size,
@@ -131,7 +142,7 @@ def _embedded_cluster(
         batch = [edge.Point(p.id, _edge_vectors(p.vector), p.payload) for p in points]  # type: ignore[arg-type]
         shard.update(edge.UpdateOperation.upsert_points(batch))
         shard.close()
-        spec = json.dumps(spec_to_json(CollectionSpec(vector_size=DIM)))
+        spec = json.dumps(spec_to_json(SPEC))
         (folder / SPEC_FILE).write_text(spec)
     port = EmbeddedQdrant(name, root)
     for collection in collections:
@@ -237,7 +248,7 @@ def built(
         for d in range(3)
     )
     definition = LibraryDefinition(
-        name="library", domains=routes, default_cluster="east", version="v1"
+        name="library", domains=routes, default_cluster="east", version="v1", vector="dense"
     )
     flaky_west = FlakyPort(west)
     fleet = Fleet.of_ports({"east": east, "west": flaky_west})
@@ -335,11 +346,11 @@ LIVE_IDS = [i for i in range(POINTS) if i % 29 != 5]
 def _kinds(seed: int) -> list[tuple[str, dict[str, Any]]]:
     ids = [LIVE_IDS[(seed * 13 + k * 17) % len(LIVE_IDS)] for k in range(4)]
     return [
-        ("dense", {"query": _dense(seed)}),
+        ("dense", {"query": _dense(seed), "using": "dense"}),
         ("image-euclid", {"query": _dense(seed, IMAGE_DIM), "using": "image"}),
         ("sparse", {"query": _sparse(seed), "using": "text"}),
         ("multivector", {"query": _multi(seed), "using": "colbert"}),
-        ("by-id", {"query": ids[0]}),
+        ("by-id", {"query": ids[0], "using": "dense"}),
         ("by-id-image", {"query": ids[0], "using": "image"}),
         (
             "recommend-best",
@@ -350,7 +361,8 @@ def _kinds(seed: int) -> list[tuple[str, dict[str, Any]]]:
                         negative=[ids[2]],
                         strategy=models.RecommendStrategy.BEST_SCORE,
                     )
-                )
+                ),
+                "using": "dense",
             },
         ),
         (
@@ -385,7 +397,8 @@ def _kinds(seed: int) -> list[tuple[str, dict[str, Any]]]:
                         target=ids[0],
                         context=[models.ContextPair(positive=ids[1], negative=ids[2])],
                     )
-                )
+                ),
+                "using": "dense",
             },
         ),
         (
@@ -396,7 +409,8 @@ def _kinds(seed: int) -> list[tuple[str, dict[str, Any]]]:
                         models.ContextPair(positive=ids[1], negative=ids[2]),
                         models.ContextPair(positive=_dense(seed), negative=ids[3]),
                     ]
-                )
+                ),
+                "using": "dense",
             },
         ),
         (
@@ -435,7 +449,7 @@ def test_score_thresholds_cut_where_one_collection_does(
     client: QdrantClient, reference: QdrantClient, seed: int
 ) -> None:
     for kind, threshold in [
-        ({"query": _dense(seed)}, 0.3),
+        ({"query": _dense(seed), "using": "dense"}, 0.3),
         ({"query": _dense(seed, IMAGE_DIM), "using": "image"}, 2.0),
         ({"query": _sparse(seed), "using": "text"}, 0.4),
     ]:
@@ -449,7 +463,7 @@ def test_prefetch_rescoring_fusion_and_formula_are_global(
     client: QdrantClient, reference: QdrantClient
 ) -> None:
     hybrid = [
-        models.Prefetch(query=_dense(11), limit=25),
+        models.Prefetch(query=_dense(11), using="dense", limit=25),
         models.Prefetch(query=_sparse(12), using="text", limit=25),
     ]
     cases: list[dict[str, Any]] = [
@@ -465,6 +479,7 @@ def test_prefetch_rescoring_fusion_and_formula_are_global(
                 )
             ],
             "query": _dense(15),
+            "using": "dense",
         },
         {
             "prefetch": hybrid,
@@ -491,8 +506,8 @@ def test_nested_payload_selectors_and_vector_selectors(
         models.PayloadSelectorInclude(include=["nested.tag", "group"]),
         models.PayloadSelectorExclude(exclude=["nested.id", "n"]),
     ):
-        for using in (None, "image"):
-            query = _dense(21, DIM if using is None else IMAGE_DIM)
+        for using in ("dense", "image"):
+            query = _dense(21, DIM if using == "dense" else IMAGE_DIM)
             kwargs = {
                 "query": query,
                 "using": using,
@@ -591,6 +606,7 @@ def test_legacy_endpoints_answer_as_the_query_they_mean(
                 "limit": 5,
                 "offset": 2,
                 "with_payload": True,
+                "using": "dense",
             },
             {
                 "query": models.DiscoverQuery(
@@ -601,6 +617,7 @@ def test_legacy_endpoints_answer_as_the_query_they_mean(
                 ),
                 "limit": 5,
                 "offset": 2,
+                "using": "dense",
             },
         ),
         (
@@ -736,8 +753,8 @@ def test_routed_searches_probe_further_until_the_page_is_full(
             {"limit": 10, "offset": len(LIVE_IDS) - 5},  # deeper than the near domains
             {"limit": 400, "score_threshold": -0.2},  # more than the near domains hold
         ):
-            ours = c.query_points("library", query=near_d0, **kwargs).points
-            theirs = reference.query_points("ref", query=near_d0, **kwargs).points
+            ours = c.query_points("library", query=near_d0, using="dense", **kwargs).points
+            theirs = reference.query_points("ref", query=near_d0, using="dense", **kwargs).points
             _same(ours, theirs)
             assert ours
 
@@ -753,7 +770,7 @@ def test_a_home_that_is_down_leaves_an_answer_marked_partial(
                 for body in (
                     {"query": _dense(51, IMAGE_DIM), "using": "image", "limit": 8},
                     {"query": {"order_by": "rank"}, "limit": 8},
-                    {"query": _dense(52), "limit": 8},
+                    {"query": _dense(52), "using": "dense", "limit": 8},
                 ):
                     response = http.post("/collections/library/points/query", json=body)
                     assert response.status_code == 200, response.text
@@ -823,7 +840,7 @@ def test_mmr_picks_among_the_global_candidates(
     client: QdrantClient, reference: QdrantClient, diversity: float
 ) -> None:
     for kind in (
-        {"query": _dense(71)},
+        {"query": _dense(71), "using": "dense"},
         {"query": _dense(72, IMAGE_DIM), "using": "image"},
         {"query": LIVE_IDS[7], "using": "image"},
     ):
@@ -841,8 +858,9 @@ def test_mmr_picks_among_the_global_candidates(
             _same(ours, theirs)
     hybrid = [models.Prefetch(query=_sparse(73), using="text", limit=40)]
     query = models.NearestQuery(nearest=_dense(74), mmr=models.Mmr(diversity=diversity))
-    ours = client.query_points("library", prefetch=hybrid, query=query, limit=6).points
-    theirs = reference.query_points("ref", prefetch=hybrid, query=query, limit=6).points
+    asked = {"prefetch": hybrid, "query": query, "using": "dense", "limit": 6}
+    ours = client.query_points("library", **asked).points
+    theirs = reference.query_points("ref", **asked).points
     assert [p.id for p in ours] == [p.id for p in theirs]
 
 
@@ -854,12 +872,12 @@ def test_lookup_from_a_pass_through_collection(
         pytest.skip("a named-vector pass-through collection is made through the client")
     examples = [
         models.PointStruct(
-            id=i, vector={"": _dense(90 + i), "image": _dense(80 + i, IMAGE_DIM)}, payload={}
+            id=i, vector={"dense": _dense(90 + i), "image": _dense(80 + i, IMAGE_DIM)}, payload={}
         )
         for i in range(3)
     ]
     vectors = CONFIG["vectors_config"]
-    config = {"vectors_config": {"": vectors[""], "image": vectors["image"]}}
+    config = {"vectors_config": {"dense": vectors["dense"], "image": vectors["image"]}}
     for client in (served.east, reference):
         if not client.collection_exists("examples"):
             client.create_collection("examples", **config)
@@ -903,7 +921,7 @@ def test_a_hung_home_leaves_a_partial_answer_within_the_timeout(
 def test_idf_weighted_sparse_vectors_are_refused_over_several_homes() -> None:
     homes = [HOMES("east"), HOMES("west")]
     config: dict[str, Any] = {
-        "vectors_config": {"": models.VectorParams(size=DIM, distance=models.Distance.COSINE)},
+        "vectors_config": {"dense": models.VectorParams(size=DIM, distance=models.Distance.COSINE)},
         "sparse_vectors_config": {"text": models.SparseVectorParams(modifier=models.Modifier.IDF)},
     }
     rng = np.random.default_rng(3)
@@ -915,7 +933,7 @@ def test_idf_weighted_sparse_vectors_are_refused_over_several_homes() -> None:
             [
                 models.PointStruct(
                     id=d * 100 + i,
-                    vector={"": _dense(d * 100 + i), "text": _sparse(d * 100 + i)},
+                    vector={"dense": _dense(d * 100 + i), "text": _sparse(d * 100 + i)},
                     payload={POINT_VERSION_KEY: 1},
                 )
                 for i in range(20)
@@ -934,7 +952,7 @@ def test_idf_weighted_sparse_vectors_are_refused_over_several_homes() -> None:
             )
         )
     definition = LibraryDefinition(
-        name="idf", domains=tuple(routes), default_cluster="east", version="v1"
+        name="idf", domains=tuple(routes), default_cluster="east", version="v1", vector="dense"
     )
     fleet = Fleet.of_ports({"east": homes[0][0], "west": homes[1][0]})
     served = Served(fleet, definition, FlakyPort(homes[1][0]), homes[0][1])
@@ -945,13 +963,17 @@ def test_idf_weighted_sparse_vectors_are_refused_over_several_homes() -> None:
         ):
             for kwargs in (
                 {"query": _sparse(1), "using": "text"},
-                {"prefetch": [models.Prefetch(query=_sparse(2), using="text")], "query": _dense(3)},
+                {
+                    "prefetch": [models.Prefetch(query=_sparse(2), using="text")],
+                    "query": _dense(3),
+                    "using": "dense",
+                },
             ):
                 with pytest.raises(UnexpectedResponse) as refused:
                     c.query_points("idf", limit=5, **kwargs)
                 assert refused.value.status_code == 400
                 assert "IDF" in str(refused.value)
-            assert c.query_points("idf", query=_dense(4), limit=5).points  # dense is served
+            assert c.query_points("idf", query=_dense(4), using="dense", limit=5).points
     finally:
         fleet.close()
 
@@ -991,8 +1013,9 @@ def test_the_recall_estimate_covers_filtered_deep_and_threshold_pages(
             {"limit": 10, "score_threshold": 0.0, "query_filter": settled},
         ):
             compared = state.estimator.compared
-            ours = {p.id for p in c.query_points("library", query=near_d0, **kwargs).points}
-            theirs = {p.id for p in reference.query_points("ref", query=near_d0, **kwargs).points}
+            asked = {"query": near_d0, "using": "dense", **kwargs}
+            ours = {p.id for p in c.query_points("library", **asked).points}
+            theirs = {p.id for p in reference.query_points("ref", **asked).points}
             true_recalls.append(len(ours & theirs) / len(theirs))
             assert _poll(lambda compared=compared: state.estimator.compared > compared)
     assert state.estimator.estimate == pytest.approx(np.mean(true_recalls))

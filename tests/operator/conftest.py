@@ -12,7 +12,9 @@ from typing import Any
 os.environ.setdefault("LIBRARIAN_TIMER_TICK_SECONDS", "0.5")
 
 import pytest
+from qdrant_client.http import models
 
+from librarian.core.collection_spec import DenseVectorSpec, SparseVectorSpec
 from librarian.demo.data import load_demo_data
 from librarian.kube import client as kube_client
 from librarian.local.emulator import EmulatedCluster, load_crds
@@ -28,6 +30,7 @@ __all__ = [
     "ManualClock",
     "domainmap",
     "events_with",
+    "load_named_source",
     "load_source",
     "wait_for",
 ]
@@ -51,6 +54,43 @@ def load_source(path: Path, collection: str = "packages", n: int = POINTS) -> No
         ],
     )
     port.close()
+
+
+def load_named_source(path: Path, n: int = POINTS) -> list[int]:
+    """The demo points under the named dense vector ``text``, next to another dense vector, a
+    sparse one and a multivector; every 10th point lacks ``text``. Returns those ids."""
+    data = load_demo_data(limit=n)
+    port = EmbeddedQdrant("general", path)
+    port.create_collection(
+        "packages",
+        CollectionSpec(
+            vectors={
+                "text": DenseVectorSpec(size=int(data.vectors.shape[1])),
+                "other": DenseVectorSpec(size=4, distance="Dot"),
+                "late": DenseVectorSpec(size=2, multivector="max_sim"),
+            },
+            sparse_vectors={"keywords": SparseVectorSpec(modifier="idf")},
+        ),
+    )
+    lacking = [i for i in range(n) if i % 10 == 9]
+    port.upsert(
+        "packages",
+        [
+            PointRecord(
+                id=i,
+                vector={
+                    **({} if i in lacking else {"text": [float(x) for x in data.vectors[i]]}),
+                    "other": [float(i % 7), 1.0, 0.0, 2.0],
+                    "late": [[1.0, float(i % 3)]],
+                    "keywords": models.SparseVector(indices=[i % 50], values=[1.0]),
+                },
+                payload={"text": data.texts[i]},
+            )
+            for i in range(n)
+        ],
+    )
+    port.close()
+    return lacking
 
 
 def domainmap(name: str, storage: Path, **spec: Any) -> dict[str, Any]:

@@ -7,12 +7,22 @@ from typing import Any
 
 from qdrant_client.http import models
 
-from librarian.contracts.payload import VERSION_KEY
+from librarian.contracts.payload import LABEL_KEY, VERSION_KEY
+from librarian.core.unrouted import domain_for_unrouted
 from librarian.local.emulator import EmulatedCluster
 from librarian.services.catalog import read_catalog
 from librarian.storage.embedded import EmbeddedQdrant
 
-from .conftest import DOMAINMAPS, POINTS, ManualClock, domainmap, events_with, load_source, wait_for
+from .conftest import (
+    DOMAINMAPS,
+    POINTS,
+    ManualClock,
+    domainmap,
+    events_with,
+    load_named_source,
+    load_source,
+    wait_for,
+)
 
 
 def _condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
@@ -260,3 +270,55 @@ async def test_discovery_disabled_in_configuration(tmp_path: Path) -> None:
         await api.create(domainmap("off", tmp_path / "g"))
         obj = await _wait_condition(api, "off", "Ready", "False", "DiscoveryDisabled")
         assert "domain_discovery.enabled: false" in _condition(obj, "Ready")["message"]  # type: ignore[index]
+
+
+async def test_the_source_vector_is_chosen_in_the_spec_and_checked(
+    cluster: EmulatedCluster, tmp_path: Path
+) -> None:
+    """Several dense vectors: none chosen, a sparse one or an unknown one fail with a condition
+    listing the dense vectors; ``text`` is analysed, and every point is labelled (those
+    without ``text`` by their id, as the router places them)."""
+    storage = tmp_path / "general"
+    lacking = load_named_source(storage)
+    await cluster.create(domainmap("packages", storage))
+    obj = await _wait_condition(cluster, "packages", "Ready", "False", "InvalidSourceVector")
+    message = _condition(obj, "Ready")["message"]  # type: ignore[index]
+    assert "several dense vectors" in message
+    assert "'text'" in message
+    assert "'other'" in message
+    assert "'late'" not in message  # a multivector cannot be routed on
+    for wrong, words, generation in (
+        ("keywords", "is a sparse vector", 2),
+        ("late", "is a multivector", 3),
+        ("nope", "is not a vector of the collection", 4),
+    ):
+        await cluster.patch(
+            DOMAINMAPS, "default", "packages", {"spec": {"source": {"vector": wrong}}}
+        )
+        obj = await _wait_condition(
+            cluster,
+            "packages",
+            "Ready",
+            "False",
+            "InvalidSourceVector",
+            generation=generation,
+        )
+        message = _condition(obj, "Ready")["message"]  # type: ignore[index]
+        assert words in message
+        assert "'other', 'text'" in message
+    await cluster.patch(DOMAINMAPS, "default", "packages", {"spec": {"source": {"vector": "text"}}})
+    obj = await _wait_condition(cluster, "packages", "Ready", "True", "Analyzed", generation=5)
+    status = obj["status"]
+    assert status["labeling"] == {"labeled": POINTS, "total": POINTS, "enabled": True}
+    domain_ids = [d["id"] for d in status["domains"]]
+    port = EmbeddedQdrant("general", storage)
+    try:
+        records = port.retrieve("packages", lacking, with_vectors=False)
+        assert {r.id: r.payload[LABEL_KEY] for r in records} == {
+            i: domain_for_unrouted(i, domain_ids) for i in lacking
+        }
+        # labelling touched no vector
+        [record] = port.retrieve("packages", [lacking[0]])
+        assert set(record.vector or {}) == {"other", "late", "keywords"}
+    finally:
+        port.close()

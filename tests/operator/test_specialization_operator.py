@@ -21,8 +21,9 @@ from librarian.services.labeling import domain_filter
 from librarian.services.migration import Checkpoint, CheckpointStore
 from librarian.storage.embedded import EmbeddedQdrant
 from librarian.storage.port import CollectionSpec
+from librarian.storage.vectors import vectors_equal
 
-from .conftest import DOMAINMAPS, domainmap, events_with, load_source, wait_for
+from .conftest import DOMAINMAPS, domainmap, events_with, load_named_source, load_source, wait_for
 
 SPECS = "librarian.dev/v1alpha1/clusterspecializations"
 JOBS = "batch/v1/jobs"
@@ -307,3 +308,55 @@ async def test_a_move_goes_on_only_when_every_live_router_enforces_its_phase(
     status = await _move(cluster, "fenced", lambda s: (s.get("move") or {}).get("acknowledged"))
     assert status["move"]["phase"] == "done"
     await events_with(cluster, {"MoveSwitched", "MoveCompleted"})
+
+
+async def test_a_home_of_a_named_source_holds_every_vector(
+    cluster: EmulatedCluster, tmp_path: Path
+) -> None:
+    """A source with named dense, sparse and multivectors routed on ``text``: the home is made
+    with the source's full vectors config (tuned on ``text``) and the move copies every
+    vector of every point of the domain, those lacking ``text`` included."""
+    storage = tmp_path / "general"
+    load_named_source(storage)
+    body = domainmap(
+        "packages",
+        storage,
+        source={"cluster": "general", "collection": "packages", "vector": "text"},
+    )
+    body["spec"]["clusters"].append({"name": "fast", "embedded": str(tmp_path / "fast")})
+    await cluster.create(body)
+
+    async def ready() -> dict[str, Any] | None:
+        obj = await cluster.get(DOMAINMAPS, "default", "packages")
+        return obj if obj and (obj.get("status") or {}).get("phase") == "Ready" else None
+
+    domain_map = await wait_for(ready, 90)
+    domain = max(domain_map["status"]["domains"], key=lambda d: d["size"])
+    await cluster.create(specialization("named", domain["id"]))
+    status = await _status(cluster, "named", {"Migrating", "Failed"})
+    assert status["phase"] == "Migrating", status
+    applied = status["appliedConfig"]["collection"]
+    assert applied.get("vector_size") is None  # named vectors only
+    assert applied["vectors"]["text"]["hnsw"]["m"] == 32  # latency, on the routing vector
+    assert set(applied["sparse_vectors"]) == {"keywords"}
+    await _run_job(cluster, status["job"])
+    status = await _status(cluster, "named", {"Ready", "Failed"})
+    assert status["phase"] == "Ready", status
+    assert status["validation"]["queries"] > 0  # recall measured on ``text``
+    source = EmbeddedQdrant("general", storage)
+    fast = EmbeddedQdrant("fast", tmp_path / "fast")
+    try:
+        [home] = [c for c in fast.list_collections() if c.startswith("packages-")]
+        assert (
+            fast.collection_info(home).spec.layout()
+            == source.collection_info("packages").spec.layout()
+        )
+        selector = domain_filter(domain["id"])
+        originals, _ = source.scroll("packages", limit=1000, scroll_filter=selector)
+        copies = {p.id: p for p in fast.scroll(home, limit=1000, scroll_filter=selector)[0]}
+        assert len(copies) == len(originals) > 0
+        for original in originals:
+            assert vectors_equal(copies[original.id].vector, original.vector, atol=1e-6)
+    finally:
+        source.close()
+        fast.close()

@@ -166,20 +166,40 @@ def test_router_deployment_and_service() -> None:
         "search/library",
         "--metrics-port",
         "9090",
+        "--grpc-port",
+        "6334",
     ]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"http": 6333, "metrics": 9090}
+    assert ports == {"http": 6333, "grpc": 6334, "metrics": 9090}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     (service,) = _kind(docs, "Service", "router")
     assert service["spec"]["ports"] == [
         {"name": "http", "port": 6333, "targetPort": "http"},
+        {"name": "grpc", "port": 6334, "targetPort": "grpc", "appProtocol": "grpc"},
         {"name": "metrics", "port": 9090, "targetPort": "metrics"},
     ]
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
     operator_labels = _kind(docs, "Deployment", "operator")[0]["spec"]["template"]["metadata"]
     assert not service["spec"]["selector"].items() <= operator_labels["labels"].items()
+
+
+def test_the_router_s_grpc_port_follows_values_and_can_be_off() -> None:
+    docs = _render("--set", "router.grpc.port=7334")
+    container = _pod(docs, "router")["containers"][0]
+    assert container["args"][-2:] == ["--grpc-port", "7334"]
+    assert {"name": "grpc", "containerPort": 7334} in container["ports"]
+    (service,) = _kind(docs, "Service", "router")
+    assert {"name": "grpc", "port": 7334, "targetPort": "grpc", "appProtocol": "grpc"} in (
+        service["spec"]["ports"]
+    )
+    docs = _render("--set", "router.grpc.enabled=false")
+    container = _pod(docs, "router")["containers"][0]
+    assert container["args"][-2:] == ["--grpc-port", "0"]  # 0: the router serves no gRPC
+    assert "grpc" not in {p["name"] for p in container["ports"]}
+    (service,) = _kind(docs, "Service", "router")
+    assert "grpc" not in {p["name"] for p in service["spec"]["ports"]}
 
 
 def _router_env(docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -240,13 +260,13 @@ def test_the_chart_refuses_a_router_without_a_key_unless_told_insecure() -> None
     assert result.returncode == 0, result.stderr
 
 
-def test_the_router_network_policy_admits_its_metrics_port() -> None:
+def test_the_router_network_policy_admits_its_grpc_and_metrics_ports() -> None:
     docs = _render("--set", "networkPolicy.enabled=true")
     (policy,) = [
         d for d in _kind(docs, "NetworkPolicy") if d["metadata"]["name"].endswith("-router")
     ]
     (rule,) = policy["spec"]["ingress"]
-    assert [p["port"] for p in rule["ports"]] == [6333, 9090]
+    assert [p["port"] for p in rule["ports"]] == [6333, 6334, 9090]
 
 
 def test_pass_through_collections_are_listed_one_by_one() -> None:

@@ -48,6 +48,8 @@ def test_kustomize_base_renders_with_the_crds() -> None:
         "6333",
         "--metrics-port",
         "9090",
+        "--grpc-port",
+        "6334",
         "--domainmap",
         "default/packages",
     ]
@@ -69,11 +71,18 @@ def test_kustomize_base_renders_with_the_crds() -> None:
         assert keys[optional]["optional"] is True
     assert {p["name"]: p["containerPort"] for p in router["ports"]} == {
         "http": 6333,
+        "grpc": 6334,
         "metrics": 9090,
     }
     (service,) = [d for d in docs if d["kind"] == "Service"]
     assert service["spec"]["ports"][0]["port"] == 6333
-    assert service["spec"]["ports"][1] == {"name": "metrics", "port": 9090, "targetPort": "metrics"}
+    assert service["spec"]["ports"][1] == {
+        "name": "grpc",
+        "port": 6334,
+        "targetPort": "grpc",
+        "appProtocol": "grpc",
+    }
+    assert service["spec"]["ports"][2] == {"name": "metrics", "port": 9090, "targetPort": "metrics"}
     assert service["spec"]["selector"].items() <= (
         deployments["router"]["spec"]["template"]["metadata"]["labels"].items()
     )

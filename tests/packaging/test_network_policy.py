@@ -46,7 +46,8 @@ def test_on_by_default_with_ingress_from_the_release_namespace_only() -> None:
     _selects_router_pods(policy, docs)
     assert sorted(policy["spec"]["policyTypes"]) == ["Egress", "Ingress"]
     (ingress,) = policy["spec"]["ingress"]
-    assert ingress["ports"] == [{"port": 6333}, {"port": 9090}]  # the API and the metrics
+    # The REST and gRPC APIs and the metrics.
+    assert ingress["ports"] == [{"port": 6333}, {"port": 6334}, {"port": 9090}]
     assert ingress["from"] == [{"podSelector": {}}]  # pods of the release namespace
     dns, api_server, qdrant = _egress_ports(policy)
     assert dns == {(53, "UDP"), (53, "TCP")}
@@ -121,8 +122,17 @@ def test_plain_manifests_have_the_same_router_policy() -> None:
     _selects_router_pods(policy, docs)
     (ingress,) = policy["spec"]["ingress"]
     assert ingress["from"] == [{"podSelector": {}}]
-    assert [p["port"] for p in ingress["ports"]] == [6333]
+    assert [p["port"] for p in ingress["ports"]] == [6333, 6334]
     dns, api_server, qdrant = _egress_ports(policy)
     assert dns == {(53, "UDP"), (53, "TCP")}
     assert api_server == {(443, "TCP"), (6443, "TCP")}
     assert {6333, 6334} <= {port for port, _ in qdrant}
+
+
+def test_the_grpc_port_is_admitted_where_it_is_served() -> None:
+    policy = _router_policy(helm_template("--set", "router.grpc.port=7334"))
+    (ingress,) = policy["spec"]["ingress"]
+    assert {"port": 7334} in ingress["ports"]
+    policy = _router_policy(helm_template("--set", "router.grpc.enabled=false"))
+    (ingress,) = policy["spec"]["ingress"]
+    assert ingress["ports"] == [{"port": 6333}, {"port": 9090}]

@@ -75,9 +75,14 @@ class LoadReport(_Report):
 
 
 class CacheReport(_Report):
+    """The result cache: its entries, hit rate, and what makes an entry stale."""
+
     entries: int = Field(default=0, ge=0)
     hit_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     enabled: bool = False
+    size_bytes: int = Field(default=0, ge=0)
+    settle_window_seconds: float = Field(default=0.0, ge=0.0)
+    detects: str = ""  # which writes invalidate a cached answer (and which cannot)
 
 
 class QualityReport(_Report):

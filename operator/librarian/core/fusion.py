@@ -124,8 +124,8 @@ def weighted_score(
 
 
 def _unit_vector(vector: Any) -> np.ndarray[Any, np.dtype[np.float64]] | None:
-    if isinstance(vector, Mapping):  # named vectors: the unnamed/default one if present
-        vector = vector.get("") if "" in vector else next(iter(vector.values()), None)
+    if isinstance(vector, Mapping):  # named vectors: only the unnamed one is compared (any
+        vector = vector.get("")  # other may be sparse, multi, or not the one searched)
     if vector is None or not isinstance(vector, Sequence | np.ndarray) or not len(vector):
         return None
     array = np.asarray(vector, dtype=np.float64)

@@ -136,8 +136,11 @@ _PROFILES["custom"] = _PROFILES["balanced"]
 
 
 def estimate_footprint(spec: CollectionSpec, points: int) -> tuple[int, int]:
-    """Estimated (RAM, disk) bytes of ``points`` vectors under ``spec`` (vectors and graph)."""
-    dim = spec.vector_size
+    """Estimated (RAM, disk) bytes of ``points`` vectors under ``spec`` (vectors and graph).
+
+    Every plain dense vector counts (named ones by their sizes); multivectors and
+    sparse vectors, whose sizes vary per point, are left out."""
+    dim = sum(v.size for v in spec.dense_vectors().values() if v.multivector is None)
     raw = points * dim * 4
     m = spec.hnsw.m if spec.hnsw and spec.hnsw.m else 16
     graph = int(points * m * 2 * 4 * 1.1)  # level-0 links dominate

@@ -69,8 +69,14 @@ DOMAINMAPS = resource(api.DOMAINMAPS)
 SPECIALIZATIONS = resource(api.CLUSTERSPECIALIZATIONS)
 DEMO_SETTINGS = Settings.model_validate(
     # one query in five is also asked of every domain, so the router estimates its own recall
-    # from enough comparisons within the demo's few hundred queries
-    {"domain_library_orchestrator": {"shadow_fraction": 0.2}}
+    # from enough comparisons within the demo's few hundred queries; the result cache is on,
+    # as it pays where queries repeat (the demo asks some again)
+    {
+        "domain_library_orchestrator": {
+            "shadow_fraction": 0.2,
+            "caching": {"enable_result_cache": True},
+        }
+    }
 )
 
 

@@ -78,6 +78,7 @@ class DomainMapSpec:
     specialize: str = "manual"
     specialization_targets: tuple[tuple[str, str | None], ...] = ()  # (cluster, strategy)
     remove_labels_on_delete: bool = False
+    source_vector: str | None = None  # the dense vector to route on; None: the default one
 
     def cluster(self, name: str) -> ClusterRef:
         return next(c for c in self.clusters if c.name == name)
@@ -149,6 +150,7 @@ def parse_domainmap_spec(
         specialize=specialize,
         specialization_targets=tuple(targets),
         remove_labels_on_delete=bool((spec.get("cleanup") or {}).get("removeLabels", False)),
+        source_vector=str(source.get("vector") or "") or None,
     )
 
 

@@ -23,6 +23,7 @@ import kopf
 
 from librarian.contracts.api import DOMAINMAPS, GROUP, VERSION
 from librarian.contracts.metadata import DOMAIN_LABEL, DOMAINMAP_LABEL
+from librarian.core.collection_spec import RoutingVectorError, routing_vector_name
 from librarian.core.discovery import DiscoveryError, Domain
 from librarian.core.patterns import discover_patterns
 from librarian.core.placement import place_domains
@@ -102,12 +103,15 @@ def _analysed_within(status: Mapping[str, Any], now: datetime, interval_s: float
     return last is not None and (now - last).total_seconds() < interval_s
 
 
-def _classify(error: Exception, parsed: DomainMapSpec) -> _Failure:
-    if isinstance(error, CredentialRefused):
-        # Needs the user (label the Secret, change the configuration); retried in case they did.
-        return _Failure(error.rule, str(error), 60.0)
-    if isinstance(error, api.SecretNotFound):
-        return _Failure("SecretNotFound", str(error), 60.0)
+def _source_failure(error: Exception, parsed: DomainMapSpec) -> _Failure | None:
+    """The failures that are about the source collection itself (None: another kind)."""
+    if isinstance(error, RoutingVectorError):
+        return _Failure(
+            "InvalidSourceVector",
+            f"spec.source.vector of collection {parsed.source_collection!r} on cluster "
+            f"{parsed.source_cluster!r}: {error}; set spec.source.vector to one of them",
+            None,
+        )
     if isinstance(error, EmptySource):
         return _Failure("EmptySource", f"{error}", 60.0)
     if isinstance(error, CollectionNotFound):
@@ -119,6 +123,18 @@ def _classify(error: Exception, parsed: DomainMapSpec) -> _Failure:
                 60.0,
             )
         return _Failure("CollectionNotFound", str(error), 60.0)
+    return None
+
+
+def _classify(error: Exception, parsed: DomainMapSpec) -> _Failure:
+    if isinstance(error, CredentialRefused):
+        # Needs the user (label the Secret, change the configuration); retried in case they did.
+        return _Failure(error.rule, str(error), 60.0)
+    if isinstance(error, api.SecretNotFound):
+        return _Failure("SecretNotFound", str(error), 60.0)
+    source_failure = _source_failure(error, parsed)
+    if source_failure is not None:
+        return source_failure
     if isinstance(error, AuthenticationFailed):
         return _Failure("AuthenticationFailed", str(error), 120.0)
     if isinstance(error, ClusterUnreachable):
@@ -319,6 +335,8 @@ def _analyze_blocking(
         catalog = fleet.get(parsed.catalog_cluster)
         owner = owner_of(namespace, name)
         previous = [e.to_domain() for e in read_catalog(catalog, parsed.catalog_collection, owner)]
+        spec = source.collection_info(parsed.source_collection).spec
+        vector = routing_vector_name(spec, parsed.source_vector)
         outcome = analyze_collection(
             source,
             parsed.source_collection,
@@ -329,6 +347,7 @@ def _analyze_blocking(
             previous=previous,
             thresholds=parsed.thresholds,
             on_stage=lambda stage: reporter.report("Analyzing", stage),
+            vector=vector,
         )
         report = publish_domains(
             source,
@@ -345,6 +364,7 @@ def _analyze_blocking(
                 f"labelled {done:,} of {total:,} points",
                 {"labeling": {"labeled": done, "total": total, "enabled": True}},
             ),
+            vector=vector,
         )
         labeled = report.labeled if report is not None else None
         return outcome.result, previous, outcome.sampled, outcome.source_points, labeled

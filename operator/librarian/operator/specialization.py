@@ -21,6 +21,11 @@ import kopf
 
 from librarian.contracts.api import CLUSTERSPECIALIZATIONS, GROUP, VERSION
 from librarian.contracts.moves import MovePhase
+from librarian.core.collection_spec import (
+    RoutingVectorError,
+    routing_vector_name,
+    with_source_vectors,
+)
 from librarian.core.hlc import encode_version
 from librarian.core.tuning import DomainStats, TuningError, tune_collection
 from librarian.kube import client as api
@@ -41,6 +46,7 @@ from librarian.services.domain_homes import copy_payload_indexes
 from librarian.services.labeling import domain_filter
 from librarian.services.migration import CheckpointStore, MigrationPlan, clean_old_home
 from librarian.services.validation import validate_specialization
+from librarian.services.versioning import ensure_version_index
 from librarian.storage.collection_config import apply_collection_config
 from librarian.storage.errors import ClusterUnreachable, QdrantError
 
@@ -90,6 +96,7 @@ class _Setup:
     target: ClusterRef
     target_collection: str
     shared_source: bool = True  # the source is the DomainMap's (shared by every domain)
+    vector: str | None = None  # the DomainMap's spec.source.vector (None: the default one)
 
 
 def _status(
@@ -183,6 +190,7 @@ async def _setup(body: kopf.Body, context: OperatorContext) -> _Setup:
         target_collection,
         shared_source=(source_cluster, source_collection)
         == (dm_spec.source_cluster, dm_spec.source_collection),
+        vector=dm_spec.source_vector,
     )
 
 
@@ -215,11 +223,18 @@ def _configure_blocking(
             )
         parsed = setup.parsed
         try:
+            vector = routing_vector_name(info.spec, setup.vector)
+        except RoutingVectorError as error:
+            raise SpecializationFailed(
+                "InvalidSourceVector", f"spec.source.vector of the DomainMap: {error}"
+            ) from None
+        routing = info.spec.dense_vectors()[vector]
+        try:
             tuned = tune_collection(
                 DomainStats(
                     points=points,
-                    dimension=info.vector_size,
-                    distance=info.distance,
+                    dimension=routing.size,
+                    distance=routing.distance,
                     growth_per_day=parsed.growth_per_day,
                     queries_per_second=parsed.queries_per_second,
                     memory_budget_bytes=parsed.memory_budget_bytes,
@@ -229,21 +244,24 @@ def _configure_blocking(
             )
         except TuningError as error:
             raise SpecializationFailed("InvalidSpec", str(error)) from None
-        outcome = apply_collection_config(target, setup.target_collection, tuned.collection)
+        # The home holds every vector the points carry, tuned on the routing one.
+        home_spec = with_source_vectors(tuned.collection, info.spec, vector)
+        outcome = apply_collection_config(target, setup.target_collection, home_spec)
         if outcome.action == "needs_migration":
-            vector = any(c.field == "vector_size" for c in outcome.immutable)
+            layout = any(c.field in ("vector_size", "vectors") for c in outcome.immutable)
             raise SpecializationFailed(
-                "VectorSizeMismatch" if vector else "ImmutableConfigChange",
+                "VectorSizeMismatch" if layout else "ImmutableConfigChange",
                 f"target collection {setup.target_collection} on {setup.target.name}: "
                 f"{outcome.describe()}; delete it or choose another target collection",
             )
         # the home answers filters as its source does: the source's payload indexes, copied
         copy_payload_indexes(source, setup.source_collection, target, setup.target_collection)
+        ensure_version_index(target, setup.target_collection)  # routers read its newest version
         return {
             "points": points,
             "appliedConfig": {
                 "action": outcome.action,
-                "collection": asdict(tuned.collection),
+                "collection": asdict(home_spec),
                 "search": asdict(tuned.search),
                 "estimatedRamBytes": tuned.estimated_ram_bytes,
                 "rationale": list(tuned.rationale),
@@ -663,6 +681,9 @@ def _verify_blocking(
             setup.target_collection,
             setup.domain_id,
             hnsw_ef=hnsw_ef,
+            vector=routing_vector_name(
+                source.collection_info(setup.source_collection).spec, setup.vector
+            ),
         )
         return {
             "migration": {

@@ -45,12 +45,12 @@ from librarian.router.limits import (
     Deadline,
     bounded_gather,
     limits_middleware,
-    parsed_digest,
     request_deadline,
 )
 from librarian.router.metrics import RouterMetrics
 from librarian.router.passthrough import passthrough_middleware
 from librarian.router.qdrant_api import (
+    VALIDATED_KEY,
     ApiError,
     SearchRequest,
     SearchRequestBatch,
@@ -176,9 +176,11 @@ class PointEndpoints:
 
     async def _cached(self, request: web.Request, view: View, compute: Compute) -> web.Response:
         started = time.perf_counter()
-        key = cache_key(request.path, view, parsed_digest(request))
-        async with request_deadline(self._timeout(request)):
-            result, headers = await self.querying.cached(key, compute)
+        body = request.get(VALIDATED_KEY)
+        key = None if body is None else cache_key(request.path, view, body, request.query)
+        timeout = self._timeout(request)
+        async with request_deadline(timeout):
+            result, headers = await self.querying.cached(key, view, compute, timeout)
         return ok(result, started, headers=headers)
 
     def _batched(

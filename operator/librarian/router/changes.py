@@ -28,13 +28,13 @@ from librarian.router.library import (
 )
 from librarian.router.outbox import Cleanup, CleanupKind
 from librarian.router.qdrant_api import ApiError, parse_point_id
-from librarian.router.query import dense
 from librarian.router.write_steps import (
     IN_PLACE_TRIES,
     Looked,
     WriteSteps,
     cleanup_of,
     no_reserved,
+    point_vectors,
 )
 from librarian.services.versioning import (
     and_filters,
@@ -43,10 +43,12 @@ from librarian.services.versioning import (
     live_filter,
     older_than,
     stamped,
+    user_payload,
     version_is,
     version_of,
 )
 from librarian.storage.port import PointRecord, QdrantPort
+from librarian.storage.vectors import Vectors, as_named, from_named, routing_vector
 
 __all__ = ["InPlaceChanges"]
 
@@ -335,18 +337,71 @@ class InPlaceChanges(WriteSteps):
             await self._replace_payload(view, ids, {}, timeout)
         self.cache.clear()
 
+    async def _upsert_once(
+        self, view: View, records: list[PointRecord], timeout: float
+    ) -> set[PointId]:
+        """One versioned upsert; the ids a newer change in place overtook (made by
+        :class:`librarian.router.writes.Writes`)."""
+        raise NotImplementedError
+
+    async def _place_anew(
+        self,
+        view: View,
+        ids: list[PointId],
+        rebuild: Callable[[PointRecord], Vectors | None],
+        timeout: float,
+    ) -> set[PointId]:
+        """Upsert each point's newest copy with the vectors ``rebuild`` gives it (``None``:
+        leave that point alone), so the write path places it anew; returns the ids placed.
+
+        A change in place that overtook the upsert was made on the older copy: the point
+        is read again and placed again, so that change is kept (an ordinary upsert would
+        be written again as it was, replacing it).
+        """
+        placed: set[PointId] = set()
+        pending = ids
+        for _ in range(IN_PLACE_TRIES):
+            held = await self._current(view, pending, timeout, with_vectors=True)
+            records = [
+                PointRecord(i, vectors, user_payload(held[i].payload))
+                for i in pending
+                if i in held and (vectors := rebuild(held[i])) is not None
+            ]
+            if not records:
+                return placed
+            try:
+                overtaken = await self._upsert_once(view, records, timeout)
+            finally:
+                self.cache.clear()
+            placed |= {r.id for r in records}
+            pending = [r.id for r in records if r.id in overtaken]
+            if not pending:
+                return placed
+        raise ApiError(
+            503,
+            f"Service unavailable: the vector change of {len(pending)} point(s) kept being "
+            "overtaken by concurrent updates of the same points; retry it",
+        )
+
     async def update_vectors(self, view: View, body: models.UpdateVectors, timeout: float) -> None:
-        """New vectors for existing points, changed in place at a new version.
+        """New vectors (any of the point's named, sparse or multivectors) for existing points,
+        changed in place at a new version; the vectors a body leaves out are kept.
 
         Like a payload change, it is made on each point's newest copy, so it composes
         with concurrent writes, changes and deletes of the same points. The point stays
         in its domain (the search finds it there); an upsert of the point places it anew.
+        A point that had no routing vector (placed by its id) and gets one is placed
+        anew the way an upsert places it: its newest copy, with the new vectors, is
+        upserted into the domain nearest to the new routing vector (:meth:`_place_anew`).
+        A change in place of the same point that lands on the old copy between that
+        read and the upsert, at a lower version, is removed with the old copy: such a
+        move is a read-modify-write, not yet fenced against that interleaving.
         """
         if body.update_filter is not None:
             raise ApiError(
                 400, "Wrong input: update_filter is not served on a library collection yet"
             )
-        vectors = {parse_point_id(p.id): dense(p.vector, view.vector_size) for p in body.points}
+        vectors = {parse_point_id(p.id): point_vectors(p.vector, view) for p in body.points}
         if not view.routed:
             route = view.routes[0]
             points = [PointRecord(i, v) for i, v in vectors.items()]
@@ -359,6 +414,19 @@ class InPlaceChanges(WriteSteps):
         missing = [i for i in vectors if i not in current]
         if missing:
             raise ApiError(404, f"Not found: No point with id {missing[0]} found")
+        placing = [i for i, v in vectors.items() if routing_vector(v, view.vector) is not None]
+        if placing:
+
+            def given(copy: PointRecord) -> Vectors | None:
+                """The copy with the new vectors, if it had no routing vector."""
+                if copy.dense(view.vector) is not None:
+                    return None
+                return from_named({**as_named(copy.vector), **as_named(vectors[copy.id])})
+
+            for point_id in await self._place_anew(view, placing, given, timeout):
+                del vectors[point_id]
+            if not vectors:
+                return
 
         def change(collection: str, held: list[PointId], version: int, label: str | None) -> Ops:
             condition = and_filters(ids_filter(held), older_than(version), live_filter())
@@ -374,13 +442,13 @@ class InPlaceChanges(WriteSteps):
         self.cache.clear()
 
     async def _current(
-        self, view: View, ids: list[PointId], timeout: float
+        self, view: View, ids: list[PointId], timeout: float, *, with_vectors: bool = False
     ) -> dict[PointId, PointRecord]:
         """The newest live copy of each id (every home must answer)."""
         homes = view.homes()
 
         def read(home: CollectionHome) -> Callable[[QdrantPort], list[PointRecord]]:
-            return lambda port: port.retrieve(home.collection, ids, with_vectors=False)
+            return lambda port: port.retrieve(home.collection, ids, with_vectors=with_vectors)
 
         results = await asyncio.gather(
             *(self.upstream.call(home_route(h), read(h), timeout) for h in homes)
@@ -394,19 +462,69 @@ class InPlaceChanges(WriteSteps):
         return {i: r for i, r in newest.items() if not is_tombstone(r.payload)}
 
     async def delete_vectors(self, view: View, body: models.DeleteVectors, timeout: float) -> None:
-        """Deleting the library's only vector would leave a point no domain can hold: refused."""
-        if not view.routed:
-            route = view.routes[0]
+        """Remove named vectors from the selected points (the rest of each point stays).
+
+        Other vectors than the routing one are removed in place, at a new version, like a
+        payload change. Removing the routing vector leaves points placed by their id
+        (:mod:`librarian.core.unrouted`): each point's newest copy without the removed
+        vectors is upserted there, as an upsert of it would place it. The unnamed vector
+        cannot be removed (Qdrant refuses it too: delete the points instead).
+        """
+        names = list(body.vector)
+        if "" in names:
             raise ApiError(
                 400,
-                f"Wrong input: collection {route.collection!r} has one unnamed vector; "
-                "delete the points instead",
+                "Wrong input: the unnamed vector cannot be removed from a point. Delete the "
+                "points instead",
             )
-        raise ApiError(
-            400,
-            "Wrong input: a library places every point by its one dense vector; a point "
-            "without it cannot be placed. Delete the points, or update their vectors",
-        )
+        spec = view.spec
+        known = set(spec.dense_vectors()) | set(spec.sparse_vectors) if spec else set()
+        unknown = [n for n in names if n not in known]
+        if unknown or not names:
+            shown = unknown[0] if unknown else ""
+            raise ApiError(400, f"Wrong input: Not existing vector name error: {shown}")
+        if not view.routed:
+            route = view.routes[0]
+            ids = [parse_point_id(i) for i in body.points] if body.points is not None else None
+            await self._call(
+                route,
+                lambda port: port.delete_vectors(
+                    route.collection, names, ids=ids, points_filter=body.filter
+                ),
+                timeout,
+            )
+            self.cache.clear()
+            return
+        async for ids in self._selected(view, _selector(body.points, body.filter), timeout):
+            if view.vector in names:
+                await self._unroute(view, ids, names, timeout)
+            else:
+                await self._delete_vectors_in_place(view, ids, names, timeout)
+        self.cache.clear()
+
+    async def _delete_vectors_in_place(
+        self, view: View, ids: list[PointId], names: list[str], timeout: float
+    ) -> None:
+        def change(collection: str, held: list[PointId], version: int, label: str | None) -> Ops:
+            condition = and_filters(ids_filter(held), older_than(version), live_filter())
+            exact = and_filters(ids_filter(held), version_is(version))
+            mark = {POINT_VERSION_KEY: version, MERGED_KEY: True}
+            return [
+                _set_where(collection, mark, condition),
+                lambda port: port.delete_vectors(collection, names, points_filter=exact),
+            ]
+
+        await self._in_place(view, ids, change, timeout)
+
+    async def _unroute(
+        self, view: View, ids: list[PointId], names: list[str], timeout: float
+    ) -> None:
+        """The points without ``names`` (the routing vector among them), placed anew by id."""
+
+        def without(copy: PointRecord) -> Vectors:
+            return from_named({n: v for n, v in as_named(copy.vector).items() if n not in names})
+
+        await self._place_anew(view, ids, without, timeout)
 
 
 Ops = list[Callable[[QdrantPort], None]]

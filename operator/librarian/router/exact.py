@@ -47,7 +47,7 @@ from librarian.router.copies import checked_size
 from librarian.router.library import DomainRoute, View, combine_filters
 from librarian.router.mmr import detect_distance, mmr_order
 from librarian.router.qdrant_api import ApiError, id_order_key, parse_point_id
-from librarian.router.upstream import FanOut, Upstream, UpstreamUnavailable
+from librarian.router.upstream import FanOut, Upstream, UpstreamError, UpstreamUnavailable
 from librarian.services.versioning import is_tombstone, user_payload, version_of
 from librarian.storage.port import PointId, QdrantPort
 
@@ -434,14 +434,14 @@ class ExactQueries:
             vector = query.nearest
             if isinstance(vector, models.SparseVector):
                 return _Order("higher")
-            if request.using in (None, ""):
+            if (request.using or "") == view.vector:
                 return _Order("higher" if view.higher_is_better else "lower")
             return self._known_direction(view, request)
         if isinstance(query, models.RecommendQuery) and query.recommend.strategy in (
             None,
             models.RecommendStrategy.AVERAGE_VECTOR,
         ):  # a nearest search of the examples' average: the vector's own order
-            if request.using in (None, ""):
+            if (request.using or "") == view.vector:
                 return _Order("higher" if view.higher_is_better else "lower")
             return self._known_direction(view, request)
         return _Order("higher")  # recommend by scores, discover, context, feedback, formula
@@ -576,7 +576,15 @@ class ExactQueries:
         todo = {u: depth for u in units}
         while True:
             if todo:
-                result = await ask(todo)
+                try:
+                    result = await ask(todo)
+                except UpstreamError:
+                    if not answers:
+                        raise
+                    # out of time while asking deeper: the page so far, flagged as partial
+                    failed += [view.routes[u].key for u in todo]
+                    units, todo = [u for u in units if u not in todo], {}
+                    continue
                 for unit, points in result.answered:
                     answers[unit] = points
                     asked[unit] = todo[unit]
@@ -829,7 +837,7 @@ class ExactQueries:
         vectors = np.asarray(rows, dtype=np.float64)
         distance = (
             str(view.library.distance)
-            if view.library is not None and name == ""
+            if view.library is not None and name == view.vector
             else detect_distance(vector, vectors, [r.point.score for r in candidates])
         )
         if distance is None:

@@ -18,6 +18,7 @@ import numpy as np
 from qdrant_client.http import models
 
 from librarian.contracts.moves import MovePhase
+from librarian.core.collection_spec import CollectionSpec, routing_vector_name
 from librarian.core.routing import LibraryRouter, build_router
 from librarian.services.labeling import domain_filter
 from librarian.services.versioning import and_filters, live_filter
@@ -109,6 +110,8 @@ class LibraryDefinition:
         """The library's source collection (the first domain's home when none is named)."""
         return self.source if self.source is not None else self.domains[0].home
 
+    vector: str | None = None  # the dense vector to route on (DomainMap spec.source.vector)
+
 
 @dataclass
 class Library:
@@ -116,10 +119,12 @@ class Library:
 
     definition: LibraryDefinition
     router: LibraryRouter
-    vector_size: int
-    distance: Distance
+    vector_size: int  # of the routing vector
+    distance: Distance  # of the routing vector
     higher_is_better: bool
     sample_points: int
+    vector: str = ""  # the routing vector's name ("": the unnamed vector)
+    spec: CollectionSpec | None = None  # the homes' configuration: every vector they hold
 
     @property
     def name(self) -> str:
@@ -130,7 +135,10 @@ class Library:
         return self.definition.domains
 
     def nearest_domain(self, vectors: Sequence[Sequence[float]]) -> list[int]:
-        """The domain each vector belongs to (nearest centroid, as labelling assigns it)."""
+        """The domain each routing vector belongs to (nearest centroid, as labelling assigns
+        it)."""
+        if not vectors:
+            return []
         data = np.asarray(vectors, dtype=np.float32)
         data /= np.maximum(np.linalg.norm(data, axis=1, keepdims=True), 1e-12)
         return [int(i) for i in np.argmax(data @ self.router.centroids.T, axis=1)]
@@ -146,9 +154,11 @@ class View:
 
     routes: tuple[DomainRoute, ...]
     library: Library | None
-    vector_size: int
+    vector_size: int  # of the routing vector (0: the collection has no default dense vector)
     higher_is_better: bool
     moves: tuple[MoveFence, ...] = ()
+    vector: str = ""  # the routing vector's name ("": the unnamed vector)
+    spec: CollectionSpec | None = None  # every vector the collection holds, when known
 
     @classmethod
     def of(cls, library: Library) -> View:
@@ -158,6 +168,8 @@ class View:
             library.vector_size,
             library.higher_is_better,
             library.definition.moves,
+            library.vector,
+            library.spec,
         )
 
     @property
@@ -251,16 +263,19 @@ def build_library(
     definition = replace(definition, domains=counted)
     total = sum(max(route.size, 0) for route in definition.domains) or 1
     budget = min(sample_budget, total)
+    first = definition.domains[0]
+    info = fleet.get(first.cluster).collection_info(first.collection)
+    vector = routing_vector_name(info.spec, definition.vector)  # RoutingVectorError names them
+    routing = info.spec.dense_vectors()[vector]
     vectors: list[list[float]] = []
     labels: list[int] = []
     for index, route in enumerate(definition.domains):
         wanted = max(20, round(budget * route.size / total))
         for record in _sample(fleet.get(route.cluster), route, wanted):
-            if record.vector is not None:
-                vectors.append(record.vector)
+            dense = record.dense(vector)
+            if dense is not None:
+                vectors.append(dense)
                 labels.append(index)
-    first = definition.domains[0]
-    info = fleet.get(first.cluster).collection_info(first.collection)
     sizes = [route.size for route in definition.domains]
     centroids = [np.asarray(route.centroid, dtype=np.float32) for route in definition.domains]
     if not vectors:  # empty domains: centroids alone
@@ -278,8 +293,10 @@ def build_library(
     return Library(
         definition=definition,
         router=router,
-        vector_size=info.vector_size,
-        distance=info.distance,
-        higher_is_better=info.distance != "Euclid" and info.distance != "Manhattan",
+        vector_size=routing.size,
+        distance=routing.distance,
+        higher_is_better=routing.distance != "Euclid" and routing.distance != "Manhattan",
         sample_points=len(vectors),
+        vector=vector,
+        spec=info.spec,
     )

@@ -23,7 +23,6 @@ request within it.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -41,7 +40,6 @@ __all__ = [
     "bounded_gather",
     "check_json",
     "limits_middleware",
-    "parsed_digest",
     "request_deadline",
     "server_options",
 ]
@@ -199,14 +197,6 @@ def limits_middleware(
         return await handler(request)
 
     return limited
-
-
-def parsed_digest(request: web.Request) -> bytes:
-    """A digest of the request's parsed body: equal for equal requests however they are spaced."""
-    canonical = json.dumps(
-        request.get(PARSED_KEY, {}), sort_keys=True, separators=(",", ":"), default=str
-    )
-    return hashlib.sha256(canonical.encode()).digest()
 
 
 @asynccontextmanager

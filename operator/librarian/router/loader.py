@@ -56,8 +56,10 @@ def definition_from_catalog(
     homes: Homes,
     sizes: Mapping[str, int] | None = None,
     moves: tuple[MoveFence, ...] = (),
+    vector: str | None = None,
 ) -> LibraryDefinition | None:
-    """The library of one owner's catalog entries; specialized domains live at ``homes``."""
+    """The library of one owner's catalog entries; specialized domains live at ``homes``;
+    points routed on the dense ``vector`` (``None``: the collection's default one)."""
     if not entries:
         return None
     routes = []
@@ -82,6 +84,7 @@ def definition_from_catalog(
             (r.domain_id, r.cluster, r.collection, r.labelled_slice, e.version)
             for r, e in zip(routes, sorted(entries, key=lambda e: e.domain_id), strict=True)
         ]
+        + [vector]
     )
     version = hashlib.sha256(fingerprint.encode()).hexdigest()[:12]
     return LibraryDefinition(
@@ -91,6 +94,7 @@ def definition_from_catalog(
         version=version,
         moves=moves,
         source=CollectionHome(*source),
+        vector=vector,
     )
 
 
@@ -133,13 +137,17 @@ def catalog_loader(
     catalog: tuple[str, str],
     owner: str | None = None,
     homes: Homes | None = None,
+    vector: str | None = None,
 ) -> Callable[[], Awaitable[LibraryDefinition | None]]:
-    """A loader reading the catalog collection (no Kubernetes needed)."""
+    """A loader reading the catalog collection (no Kubernetes needed); points are routed on
+    the dense ``vector`` (``None``: the collection's default one)."""
 
     async def load() -> LibraryDefinition | None:
         port = fleet.get(catalog[0])
         entries = await asyncio.to_thread(read_catalog, port, catalog[1], owner)
-        return definition_from_catalog(entries, name=name, source=source, homes=homes or {})
+        return definition_from_catalog(
+            entries, name=name, source=source, homes=homes or {}, vector=vector
+        )
 
     return load
 
@@ -195,6 +203,7 @@ def kubernetes_loader(
             source=(parsed.source_cluster, parsed.source_collection),
             homes=homes,
             moves=moves_in_flight(items, name),
+            vector=parsed.source_vector,
         )
 
     return load

@@ -30,6 +30,7 @@ from librarian.kube.fleet_access import CredentialPolicy
 from librarian.kube.login import login
 from librarian.router.app import create_app, create_metrics_app
 from librarian.router.auth import RouterKeys, check_bind
+from librarian.router.grpc_api import start_grpc_server
 from librarian.router.library import LibraryDefinition
 from librarian.router.limits import server_options
 from librarian.router.loader import catalog_loader, kubernetes_fleet, kubernetes_loader
@@ -61,6 +62,7 @@ class RouterSource:
     catalog: tuple[str, str] | None = None
     owner: str | None = None
     library_name: str | None = None
+    vector: str | None = None  # without a DomainMap: the dense vector to route on
 
 
 def parse_cluster(text: str) -> ClusterConfig:
@@ -120,6 +122,7 @@ async def prepare_router(
             source=source.source,
             catalog=source.catalog,
             owner=source.owner,
+            vector=source.vector,
         )
     config = RouterConfig(
         fleet=fleet,
@@ -246,25 +249,38 @@ async def serve(
     stop: asyncio.Event | None = None,
     *,
     metrics_port: int | None = None,
+    grpc_port: int = 0,
 ) -> None:
-    """Serve until ``stop`` is set (or forever); Prometheus' ``/metrics`` on ``metrics_port``.
+    """Serve until ``stop`` is set (or forever); Prometheus' ``/metrics`` on ``metrics_port``;
+    Qdrant's gRPC API on ``grpc_port`` (0: not served), answered by the REST application.
 
     Without keys the router refuses a non-loopback ``host`` unless it was told ``insecure``.
     """
     check_bind(host, state.config.keys, insecure=state.config.insecure)
-    options = server_options(state.config.settings.limits)
+    limits = state.config.settings.limits
+    options = server_options(limits)
     runners = [web.AppRunner(create_app(state), access_log=None, **options)]
     if metrics_port is not None:
         runners.append(web.AppRunner(create_metrics_app(state), access_log=None, **options))
+    grpc_server = None
     try:
-        for runner, listen in zip(runners, (port, metrics_port), strict=False):
+        for runner in runners:
             await runner.setup()
+        rest = runners[0].server
+        if grpc_port and rest is not None:  # listening before the REST port answers probes
+            grpc_server, _ = await start_grpc_server(
+                rest.request_handler, host, grpc_port, max_message_bytes=limits.max_body_bytes
+            )
+            log.info("router gRPC API on %s:%d", host, grpc_port)
+        for runner, listen in zip(runners, (port, metrics_port), strict=False):
             await web.TCPSite(runner, host, listen).start()
         log.info("router listening on http://%s:%d", host, port)
         if metrics_port is not None:
             log.info("router metrics on http://%s:%d/metrics", host, metrics_port)
         await (stop.wait() if stop else asyncio.Event().wait())
     finally:
+        if grpc_server is not None:
+            await grpc_server.stop(grace=1.0)
         for runner in runners:
             await runner.cleanup()
         state.config.fleet.close()

@@ -80,6 +80,17 @@ class RouterMetrics:
         self.cache_hit_rate = Gauge(
             "librarian_router_cache_hit_rate", "Result cache hit rate", registry=r
         )
+        self.cache_stale = Counter(
+            "librarian_router_cache_stale",
+            "Cached answers not served: a home they read is at another write generation",
+            registry=r,
+        )
+        self.cache_uncached = Counter(
+            "librarian_router_cache_uncached",
+            "Answers computed but not cached, by reason",
+            ["reason"],
+            registry=r,
+        )
         self.estimated_recall = Gauge(
             "librarian_router_estimated_recall",
             "Recall@k of routed queries estimated from shadow queries",

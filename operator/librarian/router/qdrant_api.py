@@ -13,17 +13,21 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from qdrant_client.http import models
 
+from librarian.core.collection_spec import CollectionSpec
 from librarian.core.fusion import Hit, PointId
+from librarian.storage.remote import vectors_config
+from librarian.storage.vectors import Vectors, select_vectors, vectors_json
 
 __all__ = [
     "PARSED_KEY",
+    "VALIDATED_KEY",
     "ApiError",
     "SearchRequest",
     "SearchRequestBatch",
@@ -37,6 +41,7 @@ __all__ = [
     "record_json",
     "request_timeout",
     "select_payload",
+    "vectors_config_json",
     "wants_payload",
     "wants_vector",
 ]
@@ -44,6 +49,9 @@ __all__ = [
 
 PARSED_KEY: web.RequestKey[Any] = web.RequestKey("librarian_parsed_json", object)
 """Where a request's JSON body is left once parsed and checked (see :mod:`librarian.router.limits`)."""
+
+VALIDATED_KEY: web.RequestKey[Any] = web.RequestKey("librarian_validated_body", object)
+"""Where a request's body is left once validated as its model (what the result cache keys by)."""
 
 
 class SearchRequest(BaseModel):
@@ -111,13 +119,15 @@ async def parse_body(request: web.Request, model: Any) -> Any:
     """The request body validated as ``model`` (a model or a union); a 400 in Qdrant's words."""
     data = await _parsed(request)
     try:
-        return _adapter(model).validate_python(data)
+        validated = _adapter(model).validate_python(data)
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
             for e in error.errors()[:5]
         )
         raise ApiError(400, f"Format error in JSON body: {problems}") from None
+    request[VALIDATED_KEY] = validated
+    return validated
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
@@ -204,19 +214,34 @@ def point_json(hit: Hit, payload_selector: Any, vector_selector: Any) -> dict[st
         "version": hit.version,
         "score": hit.score,
         "payload": select_payload(hit.payload, payload_selector),
-        "vector": hit.vector if wants_vector(vector_selector) else None,
+        "vector": vectors_json(select_vectors(hit.vector, vector_selector)),
     }
 
 
 def record_json(
     point_id: PointId,
     payload: Mapping[str, Any] | None,
-    vector: Sequence[float] | None,
+    vector: Vectors | None,
     payload_selector: Any,
     vector_selector: Any,
 ) -> dict[str, Any]:
     return {
         "id": point_id,
         "payload": select_payload(payload, payload_selector),
-        "vector": list(vector) if vector is not None and wants_vector(vector_selector) else None,
+        "vector": vectors_json(select_vectors(vector, vector_selector)),
     }
+
+
+def vectors_config_json(spec: CollectionSpec) -> dict[str, Any]:
+    """A collection's ``vectors`` and ``sparse_vectors`` parameters as Qdrant renders them."""
+    dense, sparse = vectors_config(spec)
+    rendered: dict[str, Any] = {
+        "vectors": dense.model_dump(mode="json", exclude_none=True)
+        if isinstance(dense, models.VectorParams)
+        else {n: v.model_dump(mode="json", exclude_none=True) for n, v in dense.items()}
+    }
+    if sparse:
+        rendered["sparse_vectors"] = {
+            n: v.model_dump(mode="json", exclude_none=True) for n, v in sparse.items()
+        }
+    return rendered

@@ -7,20 +7,25 @@ domains a nearest-neighbour search goes to, asks them through the upstream
 layer, fuses their answers and applies offsets, limits and score thresholds as
 one collection would. Reads that need every domain (scroll, count, retrieve)
 merge by point id in Qdrant's id order. Results are cached under a key made of
-the endpoint, the library version and the request body; a share of routed
-queries is shadowed on every domain to estimate recall.
+the endpoint, the library version and the validated request in a canonical
+form, with the write generations of the homes they read
+(:mod:`librarian.router.generation`); a share of routed queries is shadowed on
+every domain to estimate recall.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+from pydantic import BaseModel
 from qdrant_client.http import models
 
 from librarian.contracts.payload import LABEL_KEY
@@ -32,7 +37,14 @@ from librarian.router.exact import (
     top_level_selector,
     validate_page,
 )
-from librarian.router.library import DomainRoute, Library, View, combine_filters
+from librarian.router.generation import HomeGeneration
+from librarian.router.library import (
+    CollectionHome,
+    DomainRoute,
+    Library,
+    View,
+    combine_filters,
+)
 from librarian.router.qdrant_api import (
     ApiError,
     SearchRequest,
@@ -41,8 +53,9 @@ from librarian.router.qdrant_api import (
     wants_payload,
     wants_vector,
 )
+from librarian.router.resilience import CachedAnswer
 from librarian.router.state import RouterState, strategy_name
-from librarian.router.upstream import FanOut
+from librarian.router.upstream import READ_WATCH, FanOut, UpstreamError
 from librarian.services.versioning import is_tombstone, user_payload, version_of
 from librarian.storage.port import PointRecord, QdrantPort
 
@@ -54,6 +67,7 @@ __all__ = [
     "Search",
     "bounded",
     "cache_key",
+    "canonical_request",
     "dense",
     "parse_cross_cluster",
     "partial_headers",
@@ -63,7 +77,7 @@ __all__ = [
 log = logging.getLogger("librarian.router")
 
 MAX_COUNT = 1_000_000  # far above any sane page; keeps engines from allocating for absurd values
-CacheKey = tuple[str, str, bytes]
+CacheKey = tuple[str, str, bytes]  # endpoint, what it addresses, digest of the request
 
 
 @dataclass(frozen=True)
@@ -193,15 +207,25 @@ def partial_headers(failed: Sequence[str]) -> dict[str, str]:
     return {"X-Librarian-Partial": ",".join(sorted(set(failed)))} if failed else {}
 
 
-def cache_key(path: str, view: View, body: bytes) -> CacheKey:
+def canonical_request(body: Any, query: Mapping[str, str] | None = None) -> bytes:
+    """A validated request in one canonical form: its model's JSON with sorted keys and no
+    spaces (key order and whitespace of the body do not matter, every field does), and the
+    query-string parameters but the timeout (which changes no answer)."""
+    data = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
+    params = sorted((k, v) for k, v in (query or {}).items() if k != "timeout")
+    return json.dumps([data, params], sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def cache_key(path: str, view: View, body: Any, query: Mapping[str, str] | None = None) -> CacheKey:
     """A result's cache key: the endpoint, what it was computed on (the library's version, or
-    the collection a pass-through name addresses: an alias may name another one later), the
-    body."""
+    the collection a pass-through name addresses: an alias may name another one later), and
+    a digest of the request in its canonical form (:func:`canonical_request`), so that a key
+    costs a few bytes however large the request."""
     if view.library is not None:
         addressed = f"{view.library.name}@{view.library.definition.version}"
     else:
         addressed = "/".join(f"{r.cluster}/{r.collection}" for r in view.routes)
-    return (path, addressed, body)
+    return (path, addressed, hashlib.sha256(canonical_request(body, query)).digest())
 
 
 @dataclass(frozen=True)
@@ -360,10 +384,15 @@ class Querying:
         assert library is not None
         ranking = [int(u) for u in np.argsort(-library.router.decide(search.vector).scores)]
         rest = [u for u in ranking if u not in units]
-        while len(answer.hits) < search.limit and rest:
+        while len(answer.hits) < search.limit and rest and not answer.failed:
             batch, rest = rest[: max(1, len(units))], rest[max(1, len(units)) :]
-            units = units + batch
-            answer = await self._search_units(view, search, units, timeout, fusion, weights)
+            try:
+                wider = await self._search_units(
+                    view, search, units + batch, timeout, fusion, weights
+                )
+            except UpstreamError:  # out of time: the page so far, flagged as partial
+                return units, replace(answer, failed=[view.routes[u].key for u in batch])
+            units, answer = units + batch, wider
         return units, answer
 
     async def _search_units(
@@ -404,6 +433,7 @@ class Querying:
                 limit=fetch,
                 with_payload=payload or view.routed,  # versions, to keep the newest copy
                 with_vector=search.with_vector if vectors else False,
+                using=view.vector or None,
             )
 
             def run(port: QdrantPort) -> list[Hit]:
@@ -524,7 +554,7 @@ class Querying:
         return (
             view.routed
             and vector_or_id
-            and body.using in (None, "")
+            and (body.using or "") == view.vector
             and body.prefetch is None
             and body.lookup_from is None
             and top_level_selector(body.with_payload)
@@ -546,7 +576,7 @@ class Querying:
             records = await self.retrieve(view, [exclude], True, True, timeout)
             if not records:
                 raise ApiError(404, f"Not found: No point with id {exclude} found")
-            vector = dense(records[0].vector, view.vector_size)
+            vector = dense(records[0].dense(view.vector), view.vector_size)
         else:
             vector = dense(query, view.vector_size)
         validate_page(body.limit, body.offset)  # Qdrant's 400 / 422 before any home is asked
@@ -662,24 +692,65 @@ class Querying:
 
     async def cached(
         self,
-        key: CacheKey,
+        key: CacheKey | None,
+        view: View,
         compute: Callable[[], Awaitable[tuple[Any, dict[str, str]]]],
+        timeout: float,
     ) -> tuple[Any, dict[str, str]]:
-        """A result from the cache, or computed (and cached unless partial); with its headers."""
+        """A result from the cache while the homes it read are at the generation it was
+        computed at; otherwise computed, and cached when it may be; with its headers.
+
+        Only a library's answers are cached (a plain collection's writes carry no
+        version: its generation cannot be known), never a partial one, and only when
+        every home it read gave its generation before it was computed.
+        """
         started = time.perf_counter()
         state = self.state
-        cached = state.cache.get(key)
-        if cached is not None:
-            state.metrics.cache_hits.inc()
-            state.metrics.cache_hit_rate.set(state.cache.hit_rate)
-            return cached, {"X-Librarian-Cache": "hit"}
-        state.metrics.cache_misses.inc()
-        state.metrics.cache_hit_rate.set(state.cache.hit_rate)
-        result, headers = await compute()
-        if not headers.get("X-Librarian-Partial"):
-            state.cache.put(key, result)
-        state.metrics.request_latency.observe(time.perf_counter() - started)
+        cache, metrics = state.cache, state.metrics
+        if key is None or not view.routed or not cache.enabled:
+            metrics.cache_uncached.labels("not cacheable").inc()
+            return await compute()
+        entry = cache.peek(key)
+        if isinstance(entry, CachedAnswer):
+            depends = cast(Mapping[CollectionHome, HomeGeneration], entry.depends)
+            now = await state.generations.read(depends, timeout)
+            if now is not None and state.generations.unchanged(depends, now):
+                cache.record(hit=True)
+                metrics.cache_hits.inc()
+                metrics.cache_hit_rate.set(cache.hit_rate)
+                return entry.result, {"X-Librarian-Cache": "hit"}
+            cache.discard(key)
+            if now is not None:
+                metrics.cache_stale.inc()
+        cache.record(hit=False)
+        metrics.cache_misses.inc()
+        metrics.cache_hit_rate.set(cache.hit_rate)
+        watch = state.generations.watch()
+        token = READ_WATCH.set(watch)
+        try:
+            result, headers = await compute()
+        finally:
+            READ_WATCH.reset(token)
+        generations = watch.generations()
+        reason = self._uncacheable(generations, headers)
+        if reason is None and generations is not None:
+            cache.put(key, CachedAnswer.of(result, generations))
+        elif reason is not None:
+            metrics.cache_uncached.labels(reason).inc()
+        metrics.request_latency.observe(time.perf_counter() - started)
         return result, headers
+
+    def _uncacheable(
+        self, generations: dict[CollectionHome, HomeGeneration] | None, headers: dict[str, str]
+    ) -> str | None:
+        """Why an answer just computed may not be cached (None: it may)."""
+        if headers.get("X-Librarian-Partial"):
+            return "partial"
+        if not generations:
+            return "generation unknown"
+        if not self.state.generations.settled(generations.values()):
+            return "not settled"
+        return None
 
 
 def _by_id(

@@ -3,7 +3,10 @@
 Why this exists: one slow or dead cluster must not make every query wait for
 its timeout, and repeated queries should not reach the clusters at all. The
 cache is bounded both in entries and in bytes (each result's JSON size), so
-large results cannot grow the router's memory without bound.
+large results cannot grow the router's memory without bound. An entry is a
+:class:`CachedAnswer`: the result and the write generations of the homes it
+was computed from (:mod:`librarian.router.generation`), which decide whether it
+may still be served.
 """
 
 from __future__ import annotations
@@ -11,13 +14,13 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from cachetools import TTLCache
 
-__all__ = ["CircuitBreaker", "ResultCache"]
+__all__ = ["CachedAnswer", "CircuitBreaker", "ResultCache", "json_size"]
 
 
 @dataclass
@@ -79,6 +82,24 @@ def json_size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), default=str))
 
 
+@dataclass(frozen=True)
+class CachedAnswer:
+    """A cached result and what it depends on: each home it read and that home's generation
+    when it was read (before the result was computed)."""
+
+    result: Any
+    depends: Mapping[Any, Any]
+    cost: int  # the result's JSON size: what it is charged against the byte budget
+
+    @classmethod
+    def of(cls, result: Any, depends: Mapping[Any, Any]) -> CachedAnswer:
+        return cls(result, dict(depends), json_size(result))
+
+
+def _cost(value: Any) -> int:
+    return value.cost if isinstance(value, CachedAnswer) else json_size(value)
+
+
 class ResultCache:
     """Query results by request key, each entry expiring after ``ttl_s``.
 
@@ -108,20 +129,35 @@ class ResultCache:
                 maxsize=max(max_bytes, 1),
                 ttl=ttl_s,
                 timer=clock,
-                getsizeof=lambda value: max(floor, json_size(value)),
+                getsizeof=lambda value: max(floor, _cost(value)),
             )
         self.hits = 0
         self.misses = 0
 
     def get(self, key: Hashable) -> Any | None:
+        """The entry under ``key`` (None when absent or expired), counted as a hit or a miss."""
+        value = self.peek(key)
+        self.record(hit=value is not None)
+        return value
+
+    def peek(self, key: Hashable) -> Any | None:
+        """The entry under ``key``, not counted (its caller decides whether it is served)."""
         if not self.enabled:
             return None
-        value = self._entries.get(key)
-        if value is None:
-            self.misses += 1
-        else:
+        return self._entries.get(key)
+
+    def record(self, *, hit: bool) -> None:
+        if hit:
             self.hits += 1
-        return value
+        else:
+            self.misses += 1
+
+    def discard(self, key: Hashable) -> None:
+        self._entries.pop(key, None)
+
+    def values(self) -> list[Any]:
+        """The entries held now (for reports and tests)."""
+        return list(self._entries.values())
 
     def put(self, key: Hashable, value: Any) -> None:
         if self.enabled:

@@ -26,6 +26,7 @@ from librarian.core.hlc import EPOCH_MS, MAX_NODE, HybridLogicalClock, encode_ve
 from librarian.router.aliases import AliasStore
 from librarian.router.auth import RouterKeys
 from librarian.router.cleanup import Homes
+from librarian.router.generation import Generations
 from librarian.router.library import (
     CollectionHome,
     DomainRoute,
@@ -43,7 +44,7 @@ from librarian.router.qdrant_api import ApiError
 from librarian.router.quality import RecallEstimator
 from librarian.router.registration import Registration
 from librarian.router.resilience import CircuitBreaker, ResultCache
-from librarian.router.upstream import REQUEST_DEADLINE, Upstream
+from librarian.router.upstream import READ_WATCH, REQUEST_DEADLINE, Upstream
 from librarian.settings import OrchestratorSettings
 from librarian.storage.errors import CollectionNotFound, UnknownCluster
 from librarian.storage.fleet import Fleet
@@ -115,6 +116,7 @@ class RouterState:
             max_entries=settings.caching.max_entries,
             max_bytes=settings.limits.cache_max_bytes,
             enabled=settings.caching.enable_result_cache,
+            clock=lambda: config.wall_ms() / 1000.0,
         )
         self.breaker = CircuitBreaker(
             settings.circuit_breaker.failure_threshold, settings.circuit_breaker.reset_timeout
@@ -129,6 +131,9 @@ class RouterState:
             load=self.load,
             hedging=config.strategy == "latency_optimized",
             workers_per_cluster=settings.limits.upstream_workers_per_cluster,
+        )
+        self.generations = Generations(
+            self.upstream, wall_ms=config.wall_ms, settle_s=settings.caching.settle_window
         )
         node = config.node_id if config.node_id is not None else secrets.randbelow(MAX_NODE + 1)
         self.clock = HybridLogicalClock(node, config.wall_ms)
@@ -316,6 +321,7 @@ class RouterState:
         # background work outlives the request that started it: not bound by its deadline
         context = contextvars.copy_context()
         context.run(REQUEST_DEADLINE.set, None)
+        context.run(READ_WATCH.set, None)  # nor is it part of the answer the request caches
         task = asyncio.get_running_loop().create_task(_awaited(coroutine), context=context)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -431,7 +437,13 @@ class RouterState:
         except CollectionNotFound:
             raise ApiError(404, f"Not found: Collection `{target}` doesn't exist!") from None
         route = replace(route, size=info.points_count)
-        return View((route,), None, info.vector_size, info.distance not in ("Euclid", "Manhattan"))
+        return View(
+            (route,),
+            None,
+            info.vector_size or 0,
+            info.distance not in ("Euclid", "Manhattan"),
+            spec=info.spec,
+        )
 
 
 T = TypeVar("T")

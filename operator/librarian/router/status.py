@@ -22,6 +22,7 @@ from librarian.contracts.router_report import (
     QualityReport,
     RouterStatus,
 )
+from librarian.router.generation import DETECTS
 from librarian.router.library import Library
 from librarian.router.qdrant_api import ok
 from librarian.router.state import RouterState
@@ -72,6 +73,9 @@ def router_status(state: RouterState) -> RouterStatus:
             entries=len(state.cache),
             hit_rate=round(state.cache.hit_rate, 4),
             enabled=state.cache.enabled,
+            size_bytes=state.cache.size_bytes,
+            settle_window_seconds=state.generations.settle_s,
+            detects=DETECTS,
         ),
         circuits=state.breaker.states(),
         quality=QualityReport(

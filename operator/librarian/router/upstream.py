@@ -28,10 +28,10 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from librarian.core.routing import LibraryRouter
-from librarian.router.library import DomainRoute, Library, View
+from librarian.router.library import CollectionHome, DomainRoute, Library, View
 from librarian.router.load import LoadMeter
 from librarian.router.metrics import RouterMetrics
 from librarian.router.resilience import CircuitBreaker
@@ -46,10 +46,12 @@ from librarian.storage.fleet import Fleet
 from librarian.storage.port import QdrantPort
 
 __all__ = [
+    "READ_WATCH",
     "REQUEST_DEADLINE",
     "Deadline",
     "Failure",
     "FanOut",
+    "ReadWatch",
     "Upstream",
     "UpstreamError",
     "UpstreamTimeout",
@@ -81,6 +83,23 @@ REQUEST_DEADLINE: contextvars.ContextVar[Deadline | None] = contextvars.ContextV
 )
 """The deadline of the request being served: every upstream call it makes, its retries and
 its settling included, times out by then (a call after it fails at once, as a timeout)."""
+
+
+class ReadWatch(Protocol):
+    """Watches the calls an answer makes (see :mod:`librarian.router.generation`)."""
+
+    def around(
+        self, home: CollectionHome, operation: Callable[[QdrantPort], T]
+    ) -> Callable[[QdrantPort], T]:
+        """``operation`` on ``home``, preceded by what the watch needs to know of the home."""
+        ...
+
+
+READ_WATCH: contextvars.ContextVar[ReadWatch | None] = contextvars.ContextVar(
+    "librarian_read_watch", default=None
+)
+"""While an answer to be cached is computed: what every call it makes goes through, so that
+the write generation of each home it reads is read first, in the same call."""
 
 
 class UpstreamError(Exception):
@@ -204,6 +223,9 @@ class Upstream:
         as an error).
         """
         cluster = route.cluster
+        watch = READ_WATCH.get()
+        if watch is not None:
+            operation = watch.around(route.home, operation)
         deadline = REQUEST_DEADLINE.get()
         if deadline is not None:
             timeout = min(timeout, deadline.remaining())

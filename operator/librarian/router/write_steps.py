@@ -27,12 +27,14 @@ from librarian.router.library import (
 )
 from librarian.router.outbox import Cleanup, CleanupKind, OutboxFull
 from librarian.router.qdrant_api import ApiError, parse_point_id
+from librarian.router.query import dense
 from librarian.router.resilience import ResultCache
 from librarian.router.upstream import Upstream
 from librarian.services.versioning import reserved_in
 from librarian.storage.port import PointRecord, QdrantPort
+from librarian.storage.vectors import VectorError, Vectors, checked_vectors
 
-__all__ = ["IN_PLACE_TRIES", "Looked", "WriteSteps", "cleanup_of", "no_reserved"]
+__all__ = ["IN_PLACE_TRIES", "Looked", "WriteSteps", "cleanup_of", "no_reserved", "point_vectors"]
 
 _ID_PAGE = 1000  # ids handled per step when a filter selects the points
 IN_PLACE_TRIES = 4  # a change overtaken by newer changes in place is made again, at most so often
@@ -49,6 +51,17 @@ def no_reserved(payload: Any, what: str = "payload") -> dict[str, Any]:
             f"(reserved: {', '.join(RESERVED_KEYS)}); rename them",
         )
     return value
+
+
+def point_vectors(vectors: Any, view: View) -> Vectors:
+    """A point's vectors (any shape: unnamed, named dense, sparse, multivector) checked against
+    the collection's vectors as Qdrant checks them; a 400 in Qdrant's words otherwise."""
+    if view.spec is None:  # only a collection whose configuration is unknown: the dense check
+        return dense(vectors, view.vector_size)
+    try:
+        return checked_vectors(vectors, view.spec)
+    except VectorError as error:
+        raise ApiError(400, str(error)) from None
 
 
 @dataclass

@@ -36,6 +36,7 @@ from qdrant_client.http import models
 
 from librarian.contracts.payload import LABEL_KEY
 from librarian.core.fusion import PointId
+from librarian.core.unrouted import domain_for_unrouted
 from librarian.router.changes import InPlaceChanges
 from librarian.router.cleanup import Copy, delete_where, unreachable
 from librarian.router.library import (
@@ -46,9 +47,14 @@ from librarian.router.library import (
 )
 from librarian.router.outbox import Cleanup, CleanupKind, OutboxFull
 from librarian.router.qdrant_api import ApiError, parse_point_id
-from librarian.router.query import dense
 from librarian.router.upstream import UpstreamTimeout, UpstreamUnavailable
-from librarian.router.write_steps import IN_PLACE_TRIES, Looked, cleanup_of, no_reserved
+from librarian.router.write_steps import (
+    IN_PLACE_TRIES,
+    Looked,
+    cleanup_of,
+    no_reserved,
+    point_vectors,
+)
 from librarian.services.versioning import (
     and_filters,
     ids_filter,
@@ -74,6 +80,21 @@ def _refuse_conditional(operations: Any) -> None:
         )
 
 
+def _batch_vectors(batch: models.Batch) -> list[Any]:
+    """Each point's vectors of a batch (a list per point, or a list per vector name)."""
+    vectors = batch.vectors
+    if isinstance(vectors, dict):
+        lengths = {len(values) for values in vectors.values()}
+        if lengths - {len(batch.ids)}:
+            raise ApiError(
+                400, "Wrong input: batch ids, vectors and payloads must have the same length"
+            )
+        return [
+            {name: values[i] for name, values in vectors.items()} for i in range(len(batch.ids))
+        ]
+    return list(vectors)
+
+
 def records_of(operations: Any, view: View) -> list[PointRecord]:
     """The points of an upsert body (a point list or a batch), validated against the view."""
     _refuse_conditional(operations)
@@ -81,15 +102,13 @@ def records_of(operations: Any, view: View) -> list[PointRecord]:
         return [
             PointRecord(
                 parse_point_id(p.id),
-                dense(p.vector, view.vector_size),
+                point_vectors(p.vector, view),
                 no_reserved(p.payload) if view.routed else dict(p.payload or {}),
             )
             for p in operations.points
         ]
     batch = operations.batch
-    vectors = batch.vectors
-    if not isinstance(vectors, list):
-        raise ApiError(400, "Wrong input: named vectors are not served by the library router")
+    vectors = _batch_vectors(batch)
     payloads = batch.payloads or [None] * len(batch.ids)
     if len(vectors) != len(batch.ids) or len(payloads) != len(batch.ids):
         raise ApiError(
@@ -98,7 +117,7 @@ def records_of(operations: Any, view: View) -> list[PointRecord]:
     return [
         PointRecord(
             parse_point_id(i),
-            dense(v, view.vector_size),
+            point_vectors(v, view),
             no_reserved(p) if view.routed else dict(p or {}),
         )
         for i, v, p in zip(batch.ids, vectors, payloads, strict=True)
@@ -114,11 +133,19 @@ class Writes(InPlaceChanges):
     """Every write operation of a library collection (and plain forwarding for the others)."""
 
     def _placed(self, view: View, records: Sequence[PointRecord]) -> dict[int, list[PointRecord]]:
-        """The records grouped by the unit (domain) that is to hold them."""
+        """The records grouped by the unit (domain) that is to hold them: the nearest to its
+        routing vector, or, for a point without one, the domain its id hashes to (as the
+        source's labelling places it: :mod:`librarian.core.unrouted`)."""
         assert view.library is not None
-        targets = view.library.nearest_domain([r.vector or [] for r in records])
+        routed = [(r, v) for r in records if (v := r.dense(view.vector)) is not None]
+        nearest = view.library.nearest_domain([v for _, v in routed])
+        unit_of = {id(r): unit for (r, _), unit in zip(routed, nearest, strict=True)}
+        domain_ids = [route.domain_id for route in view.routes]
         groups: dict[int, list[PointRecord]] = {}
-        for record, unit in zip(records, targets, strict=True):
+        for record in records:
+            unit = unit_of.get(id(record))
+            if unit is None:
+                unit = domain_ids.index(domain_for_unrouted(record.id, domain_ids))
             groups.setdefault(unit, []).append(record)
         return groups
 

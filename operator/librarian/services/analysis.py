@@ -40,12 +40,14 @@ def analyze_collection(
     previous: Sequence[Domain] | None = None,
     thresholds: Mapping[str, Any] | None = None,
     on_stage: Callable[[str], None] | None = None,
+    vector: str = "",
 ) -> AnalysisOutcome:
-    """Sample ``collection`` and discover its domains (ids matched to ``previous``)."""
+    """Sample ``collection`` and discover its domains (ids matched to ``previous``) on its dense
+    ``vector`` (``""``: the unnamed one)."""
     if on_stage:
         on_stage("sampling")
     source_points = port.count(collection)
-    sample = sample_points(port, collection, sample_size, text_field=text_field)
+    sample = sample_points(port, collection, sample_size, text_field=text_field, vector=vector)
     if on_stage:
         on_stage("discovering")
     result = discover(
@@ -76,8 +78,10 @@ def publish_domains(
     label: bool = True,
     batch_size: int = 1000,
     on_progress: ProgressCallback | None = None,
+    vector: str = "",
 ) -> LabelingReport | None:
-    """Label every source point (when ``label``) and write the catalog."""
+    """Label every source point (when ``label``; by its dense ``vector``) and write the
+    catalog."""
     report = None
     if label:
         report = label_points(
@@ -87,6 +91,7 @@ def publish_domains(
             version=version,
             batch_size=batch_size,
             on_progress=on_progress,
+            vector=vector,
         )
     write_catalog(
         catalog_port,

@@ -155,7 +155,7 @@ def read_catalog(
                         owner=str(p[OWNER_KEY]),
                         domain_id=str(p["domain_id"]),
                         name=str(p["name"]),
-                        centroid=list(point.vector or ()),
+                        centroid=list(point.dense() or ()),
                         size=int(p["size"]),
                         radius=float(p["radius"]),
                         cohesion=float(p["cohesion"]),

@@ -74,9 +74,7 @@ def measure_homes(fleet: Fleet, homes: Mapping[str, DomainHome]) -> dict[str, Do
         try:
             if key not in specs:
                 info = port.collection_info(home.collection)
-                specs[key] = info.spec or CollectionSpec(
-                    vector_size=info.vector_size, distance=info.distance
-                )
+                specs[key] = info.spec
             points = port.count(home.collection, count_filter=domain_filter(domain))
         except CollectionNotFound:
             measured[domain] = DomainFootprint(0, 0, 0, 0)
@@ -84,7 +82,8 @@ def measure_homes(fleet: Fleet, homes: Mapping[str, DomainHome]) -> dict[str, Do
         spec = specs[key]
         assert spec is not None
         memory, disk = estimate_footprint(spec, points)
-        measured[domain] = DomainFootprint(points, memory, disk, spec.vector_size)
+        dense = sum(v.size for v in spec.dense_vectors().values() if v.multivector is None)
+        measured[domain] = DomainFootprint(points, memory, disk, dense)
     return measured
 
 

@@ -20,6 +20,8 @@ from qdrant_client.http import models
 
 from librarian.contracts.payload import LABEL_KEY, VERSION_KEY
 from librarian.core.discovery import Domain, assign
+from librarian.core.unrouted import domain_for_unrouted
+from librarian.services.versioning import ensure_version_index
 from librarian.storage.port import PointId, QdrantPort
 
 ProgressCallback = Callable[[int, int], None]
@@ -62,10 +64,17 @@ def label_points(
     label_key: str = LABEL_KEY,
     version_key: str = VERSION_KEY,
     on_progress: ProgressCallback | None = None,
+    vector: str = "",
 ) -> LabelingReport:
-    """Label every point of ``collection`` with its nearest domain (resumable, idempotent)."""
+    """Label every point of ``collection`` with its nearest domain (resumable, idempotent).
+
+    Nearest by the dense ``vector`` (``""``: the unnamed one); a point that lacks it
+    goes to the domain its id hashes to, as the router places it
+    (:func:`librarian.core.unrouted.domain_for_unrouted`).
+    """
     port.create_keyword_index(collection, label_key)
     port.create_keyword_index(collection, version_key)
+    ensure_version_index(port, collection)
     total = port.count(collection)
     todo = unlabeled_filter(version, version_key)
     done = total - port.count(collection, count_filter=todo)
@@ -84,11 +93,18 @@ def label_points(
         )
         if not page:
             break
-        vectors = np.asarray([p.vector for p in page], dtype=np.float32)
-        nearest = assign(vectors, domains)
-        for index in np.unique(nearest):
-            ids = [page[i].id for i in np.flatnonzero(nearest == index)]
-            domain_id = domains[int(index)].id
+        chosen: dict[str, list[PointId]] = {}
+        routed = [p for p in page if p.dense(vector) is not None]
+        if routed:
+            vectors = np.asarray([p.dense(vector) for p in routed], dtype=np.float32)
+            nearest = assign(vectors, domains)
+            for point, index in zip(routed, nearest, strict=True):
+                chosen.setdefault(domains[int(index)].id, []).append(point.id)
+        domain_ids = [d.id for d in domains]
+        for point in page:
+            if point.dense(vector) is None:
+                chosen.setdefault(domain_for_unrouted(point.id, domain_ids), []).append(point.id)
+        for domain_id, ids in chosen.items():
             port.set_payload(collection, {label_key: domain_id, version_key: version}, ids)
             per_domain[domain_id] += len(ids)
         done += len(page)

@@ -192,6 +192,12 @@ def plan_load(
     if not port.collection_exists(collection):
         return LoadPlan(collection, vectors, payload_path, distance or "Cosine", create=True)
     info = port.collection_info(collection)
+    if info.spec.named or info.distance is None:
+        raise LoadRefused(
+            f"collection {collection!r} on cluster {port.cluster!r} holds named vectors; a "
+            f"vectors file loads into a collection with one unnamed dense vector: load into "
+            "another collection (--collection)"
+        )
     if info.vector_size != vectors.shape[1]:
         raise LoadRefused(
             f"collection {collection!r} on cluster {port.cluster!r} holds {info.vector_size}-d "

@@ -57,7 +57,6 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Literal, ParamSpec, TypeVar
 
-import numpy as np
 from qdrant_client.http import models
 
 from librarian.contracts.payload import LABEL_KEY
@@ -78,6 +77,7 @@ from librarian.services.labeling import domain_filter
 from librarian.services.versioning import and_filters, live_filter, older_than
 from librarian.storage.errors import QdrantError
 from librarian.storage.port import CollectionSpec, PointId, PointRecord, QdrantPort
+from librarian.storage.vectors import vectors_equal
 
 __all__ = [
     "CHECKPOINT_COLLECTION",
@@ -230,14 +230,13 @@ class CheckpointStore:
 
 
 def same_point(a: PointRecord, b: PointRecord) -> bool:
-    """Same id, payload exactly equal, vectors equal within float32 round-trip precision."""
+    """Same id, payload exactly equal, and every vector equal: the same names, dense vectors and
+    multivectors within float32 round-trip precision, sparse vectors index for index."""
     if a.id != b.id or a.payload != b.payload:
         return False
-    if a.vector is None or b.vector is None or a.vector == b.vector:
-        return a.vector == b.vector
-    return len(a.vector) == len(b.vector) and bool(
-        np.allclose(a.vector, b.vector, rtol=0, atol=1e-6)
-    )
+    if a.vector is None or b.vector is None:
+        return a.vector is b.vector
+    return vectors_equal(a.vector, b.vector, atol=1e-6)
 
 
 def source_selection(plan: MigrationPlan) -> models.Filter:

@@ -31,9 +31,14 @@ class Sample:
 
 
 def sample_points(
-    port: QdrantPort, collection: str, limit: int, *, text_field: str = "text"
+    port: QdrantPort, collection: str, limit: int, *, text_field: str = "text", vector: str = ""
 ) -> Sample:
-    """Draw up to ``limit`` random points (with vectors and their text) from ``collection``."""
+    """Draw up to ``limit`` random points (their dense ``vector`` and text) from ``collection``.
+
+    ``vector`` names the dense vector discovery works on (``""``: the unnamed one).
+    Sampled points that lack it are left out (they are placed by id, not by vector:
+    :mod:`librarian.core.unrouted`); a sample where none has it is refused.
+    """
     total = port.count(collection)  # raises CollectionNotFound naming cluster and collection
     if total == 0:
         raise EmptySource(
@@ -44,15 +49,16 @@ def sample_points(
     points = port.sample(collection, min(limit, total), with_payload=True)
     # In id order: the same points give the same domains whatever order the engine drew them.
     points.sort(key=lambda p: (isinstance(p.id, str), str(p.id) if isinstance(p.id, str) else p.id))
-    missing = [p.id for p in points if not p.vector]
-    if missing:
+    points = [p for p in points if p.dense(vector)]
+    if not points:
+        named = f"dense vector {vector!r}" if vector else "the unnamed dense vector"
         raise InvalidRequest(
             port.cluster,
-            f"{len(missing)} sampled point(s) have no default dense vector (e.g. id "
-            f"{missing[0]!r}); discovery needs the unnamed dense vector",
+            f"no sampled point has {named}; discovery needs it (choose another with "
+            "spec.source.vector)",
             collection=collection,
         )
-    vectors = np.asarray([p.vector for p in points], dtype=np.float32)
+    vectors = np.asarray([p.dense(vector) for p in points], dtype=np.float32)
     texts = [str(p.payload.get(text_field, "")) for p in points]
     return Sample(
         ids=[p.id for p in points],

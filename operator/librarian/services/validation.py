@@ -42,30 +42,43 @@ def validate_specialization(
     k: int = 10,
     hnsw_ef: int | None = None,
     label_key: str = LABEL_KEY,
+    vector: str = "",
 ) -> SpecializationValidation:
-    """Recall@k of the target against exact search in the source, and p50 latencies."""
+    """Recall@k of the target against exact search in the source, and p50 latencies, on the
+    dense ``vector`` (``""``: the unnamed one) the library routes on."""
     selector = domain_filter(domain_id, label_key)
-    sample = [p for p in target.sample(target_collection, queries, with_payload=False) if p.vector]
+    sampled = target.sample(target_collection, queries, with_payload=False)
+    sample = [p for p in sampled if p.dense(vector)]
     if not sample:
         return SpecializationValidation(0, 0.0, k, 0.0, 0.0)
     recalls: list[float] = []
     before: list[float] = []
     after: list[float] = []
     for point in sample:
-        vector = point.vector or []
+        query = point.dense(vector) or []
         start = time.perf_counter()
-        source.query(source_collection, vector, limit=k, query_filter=selector, with_payload=False)
+        source.query(
+            source_collection,
+            query,
+            limit=k,
+            query_filter=selector,
+            with_payload=False,
+            using=vector,
+        )
         before.append((time.perf_counter() - start) * 1000)
         exact = source.query(
             source_collection,
-            vector,
+            query,
             limit=k,
             query_filter=selector,
             with_payload=False,
             exact=True,
+            using=vector,
         )
         start = time.perf_counter()
-        got = target.query(target_collection, vector, limit=k, with_payload=False, hnsw_ef=hnsw_ef)
+        got = target.query(
+            target_collection, query, limit=k, with_payload=False, hnsw_ef=hnsw_ef, using=vector
+        )
         after.append((time.perf_counter() - start) * 1000)
         truth = {h.id for h in exact}
         recalls.append(len(truth & {h.id for h in got}) / max(len(truth), 1))

@@ -27,10 +27,11 @@ from librarian.contracts.payload import (
     RESERVED_KEYS,
     TOMBSTONE_KEY,
 )
-from librarian.storage.port import PointId
+from librarian.storage.port import PointId, QdrantPort
 
 __all__ = [
     "and_filters",
+    "ensure_version_index",
     "ids_filter",
     "is_merged",
     "is_tombstone",
@@ -146,3 +147,11 @@ def and_filters(*filters: models.Filter | None) -> models.Filter | None:
     if len(present) == 1:
         return present[0]
     return models.Filter(must=list(present))
+
+
+def ensure_version_index(port: QdrantPort, collection: str) -> None:
+    """An integer index on the point version, made when the collection has none: the router
+    reads a home's newest version with an ``order_by`` scroll, which needs one."""
+    schema = port.collection_info(collection).payload_schema
+    if schema.get(POINT_VERSION_KEY) != "integer":
+        port.create_payload_index(collection, POINT_VERSION_KEY, models.PayloadSchemaType.INTEGER)

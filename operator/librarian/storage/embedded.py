@@ -51,6 +51,7 @@ from librarian.storage.errors import (
 from librarian.storage.port import (
     CollectionInfo,
     CollectionSpec,
+    DenseVectorSpec,
     HnswSpec,
     KeyPage,
     OptimizersSpec,
@@ -58,8 +59,18 @@ from librarian.storage.port import (
     PointRecord,
     QuantizationSpec,
     ScoredHit,
+    SparseVectorSpec,
 )
 from librarian.storage.remote import quantization_config as remote_quantization
+from librarian.storage.remote import vectors_config as remote_vectors_config
+from librarian.storage.vectors import (
+    UNNAMED,
+    VectorError,
+    Vectors,
+    VectorValue,
+    checked_vectors,
+    from_named,
+)
 
 T = TypeVar("T")
 
@@ -76,6 +87,11 @@ _COMPRESSION = {
     "x32": edge.CompressionRatio.X32,
     "x64": edge.CompressionRatio.X64,
 }
+_DATATYPES = {
+    "float32": edge.VectorStorageDatatype.Float32,
+    "float16": edge.VectorStorageDatatype.Float16,
+    "uint8": edge.VectorStorageDatatype.Uint8,
+}
 # Qdrant's own defaults, used where a spec leaves HNSW fields unset.
 DEFAULT_HNSW = HnswSpec(m=16, ef_construct=100, full_scan_threshold=10_000)
 SPEC_FILE = "spec.json"
@@ -85,12 +101,67 @@ def spec_to_json(spec: CollectionSpec) -> dict[str, Any]:
     return asdict(spec)
 
 
+def _dense_from_json(data: Mapping[str, Any]) -> DenseVectorSpec:
+    hnsw = HnswSpec(**data["hnsw"]) if data.get("hnsw") else None
+    quantization = QuantizationSpec(**data["quantization"]) if data.get("quantization") else None
+    plain = {k: v for k, v in data.items() if k not in {"hnsw", "quantization"}}
+    return DenseVectorSpec(**plain, hnsw=hnsw, quantization=quantization)
+
+
 def spec_from_json(data: Mapping[str, Any]) -> CollectionSpec:
     hnsw = HnswSpec(**data["hnsw"]) if data.get("hnsw") else None
     quantization = QuantizationSpec(**data["quantization"]) if data.get("quantization") else None
     optimizers = OptimizersSpec(**data["optimizers"]) if data.get("optimizers") else None
-    plain = {k: v for k, v in data.items() if k not in {"hnsw", "quantization", "optimizers"}}
-    return CollectionSpec(**plain, hnsw=hnsw, quantization=quantization, optimizers=optimizers)
+    vectors = {n: _dense_from_json(v) for n, v in (data.get("vectors") or {}).items()}
+    sparse = {n: SparseVectorSpec(**v) for n, v in (data.get("sparse_vectors") or {}).items()}
+    nested = {"hnsw", "quantization", "optimizers", "vectors", "sparse_vectors"}
+    plain = {k: v for k, v in data.items() if k not in nested}
+    return CollectionSpec(
+        **plain,
+        hnsw=hnsw,
+        quantization=quantization,
+        optimizers=optimizers,
+        vectors=vectors,
+        sparse_vectors=sparse,
+    )
+
+
+def _layout_from_engine(config: Mapping[str, Any], stored: CollectionSpec) -> CollectionSpec:
+    """``stored`` with the vectors as the engine persisted them (its ``edge_config.json``):
+    names, sizes, distances, multivectors, datatypes, sparse modifiers."""
+    dense = config.get("vectors") or {}
+    sparse = {
+        name: SparseVectorSpec(
+            modifier=params.get("modifier"),
+            on_disk=params.get("on_disk"),
+            full_scan_threshold=params.get("full_scan_threshold"),
+            datatype=params.get("datatype"),
+        )
+        for name, params in (config.get("sparse_vectors") or {}).items()
+    }
+    if set(dense) == {UNNAMED}:
+        params = dense[UNNAMED]
+        return replace(
+            stored,
+            vector_size=int(params["size"]),
+            distance=params["distance"],
+            on_disk_vectors=params.get("on_disk"),
+            vectors={},
+            sparse_vectors=sparse,
+        )
+    stored_vectors = stored.vectors
+    vectors = {
+        name: replace(
+            stored_vectors.get(name) or DenseVectorSpec(size=int(params["size"])),
+            size=int(params["size"]),
+            distance=params["distance"],
+            on_disk=params.get("on_disk"),
+            multivector=(params.get("multivector_config") or {}).get("comparator"),
+            datatype=params.get("datatype"),
+        )
+        for name, params in dense.items()
+    }
+    return replace(stored, vector_size=None, vectors=vectors, sparse_vectors=sparse)
 
 
 def _hnsw(spec: HnswSpec | None) -> edge.HnswIndexConfig | None:
@@ -128,12 +199,43 @@ def _optimizers(spec: OptimizersSpec | None) -> edge.EdgeOptimizersConfig | None
     return edge.EdgeOptimizersConfig(**asdict(spec))
 
 
-def edge_config(spec: CollectionSpec) -> edge.EdgeConfig:
-    """The engine configuration equivalent to ``spec``."""
-    return edge.EdgeConfig(
-        vectors=edge.EdgeVectorParams(
-            size=spec.vector_size, distance=_DISTANCES[spec.distance], on_disk=spec.on_disk_vectors
+def _edge_dense(spec: DenseVectorSpec) -> edge.EdgeVectorParams:
+    return edge.EdgeVectorParams(
+        size=spec.size,
+        distance=_DISTANCES[spec.distance],
+        on_disk=spec.on_disk,
+        multivector_config=(
+            edge.MultiVectorConfig(edge.MultiVectorComparator.MaxSim)
+            if spec.multivector is not None
+            else None
         ),
+        datatype=_DATATYPES[spec.datatype] if spec.datatype is not None else None,
+        hnsw_config=_hnsw(spec.hnsw),
+        quantization_config=_quantization(spec.quantization),
+    )
+
+
+def _edge_sparse(spec: SparseVectorSpec) -> edge.EdgeSparseVectorParams:
+    return edge.EdgeSparseVectorParams(
+        full_scan_threshold=spec.full_scan_threshold,
+        on_disk=spec.on_disk,
+        modifier=edge.Modifier.Idf if spec.modifier == "idf" else None,
+        datatype=_DATATYPES[spec.datatype] if spec.datatype is not None else None,
+    )
+
+
+def edge_config(spec: CollectionSpec) -> edge.EdgeConfig:
+    """The engine configuration equivalent to ``spec`` (every dense and sparse vector)."""
+    vectors: Any
+    if spec.vector_size is not None:
+        vectors = edge.EdgeVectorParams(
+            size=spec.vector_size, distance=_DISTANCES[spec.distance], on_disk=spec.on_disk_vectors
+        )
+    else:
+        vectors = {name: _edge_dense(v) for name, v in spec.vectors.items()}
+    return edge.EdgeConfig(
+        vectors=vectors,
+        sparse_vectors={name: _edge_sparse(v) for name, v in spec.sparse_vectors.items()},
         on_disk_payload=spec.on_disk_payload,
         hnsw_config=_hnsw(spec.hnsw),
         quantization_config=_quantization(spec.quantization),
@@ -167,12 +269,35 @@ def _point_id(value: Any) -> PointId:
     return value  # type: ignore[no-any-return]
 
 
-def _vector(value: Any) -> list[float] | None:
+def _vector_value(value: Any) -> VectorValue:
+    if isinstance(value, edge.SparseVector):
+        return models.SparseVector(
+            indices=[int(i) for i in value.indices], values=[float(x) for x in value.values]
+        )
+    if value and isinstance(value[0], list):
+        return [[float(x) for x in row] for row in value]
+    return [float(x) for x in value]
+
+
+def _vector(value: Any) -> Vectors | None:
+    """The engine's vectors of a point as :data:`~librarian.storage.vectors.Vectors`."""
     if value is None:
         return None
-    if isinstance(value, dict):
-        value = value.get("")
-    return [float(x) for x in value] if value is not None else None
+    if not isinstance(value, dict):
+        return [float(x) for x in value]
+    return from_named({name: _vector_value(v) for name, v in value.items()})
+
+
+def _engine_vectors(vectors: Vectors) -> Any:
+    """Checked vectors as the engine takes them (sparse ones as its own ``SparseVector``)."""
+    if isinstance(vectors, list):
+        return vectors
+    return {
+        name: edge.SparseVector(list(v.indices), list(v.values))
+        if isinstance(v, models.SparseVector)
+        else v
+        for name, v in vectors.items()
+    }
 
 
 def _payload_selector(with_payload: bool | Sequence[str]) -> Any:
@@ -185,6 +310,7 @@ def _payload_selector(with_payload: bool | Sequence[str]) -> Any:
 # ------------------------------------------------------------------ payload index schemas
 
 _FLUSH_INTERVAL_S = 5  # the engine flushes as Qdrant does by default
+_WAL_CAPACITY_MB = 32  # Qdrant's default write-ahead log segment size
 _MODEL_PARAMS: dict[str, Any] = {
     "keyword": models.KeywordIndexParams,
     "integer": models.IntegerIndexParams,
@@ -344,10 +470,11 @@ class EmbeddedQdrant:
         return sorted(p.parent.name for p in self._root.glob(f"*/{SPEC_FILE}"))
 
     def create_collection(self, collection: str, spec: CollectionSpec) -> None:
-        if spec.distance not in _DISTANCES:
-            raise InvalidRequest(
-                self._cluster, f"unknown distance {spec.distance!r}", collection=collection
-            )
+        for vector in spec.dense_vectors().values():
+            if vector.distance not in _DISTANCES:
+                raise InvalidRequest(
+                    self._cluster, f"unknown distance {vector.distance!r}", collection=collection
+                )
         with self._lock(collection):
             folder = self._dir(collection)
             if (folder / SPEC_FILE).exists():
@@ -365,11 +492,11 @@ class EmbeddedQdrant:
     def update_collection(self, collection: str, spec: CollectionSpec) -> None:
         with self._lock(collection):
             current = self._spec(collection)
-            if (spec.vector_size, spec.distance) != (current.vector_size, current.distance):
+            if spec.layout() != current.layout():
                 raise InvalidRequest(
                     self._cluster,
-                    f"vector size and distance are immutable ({current.vector_size}, "
-                    f"{current.distance}); create a new collection and migrate",
+                    f"the vectors' layout is immutable ({_describe(current)}); create a new "
+                    "collection and migrate",
                     collection=collection,
                 )
             merged = replace(spec, shard_number=current.shard_number)
@@ -393,6 +520,9 @@ class EmbeddedQdrant:
 
     def collection_info(self, collection: str) -> CollectionInfo:
         spec = self._spec(collection)
+        engine_config = self._dir(collection) / "shard" / "edge_config.json"
+        if engine_config.exists():
+            spec = _layout_from_engine(json.loads(engine_config.read_text()), spec)
         with self._shard(collection) as shard:
             info = self._call(collection, shard.info)
         schema = {
@@ -402,8 +532,6 @@ class EmbeddedQdrant:
         return CollectionInfo(
             name=collection,
             points_count=info.points_count,
-            vector_size=spec.vector_size,
-            distance=spec.distance,
             indexed_vectors_count=info.indexed_vectors_count,
             payload_schema=schema,
             spec=spec,
@@ -417,6 +545,7 @@ class EmbeddedQdrant:
 
     def describe_collection(self, collection: str) -> models.CollectionInfo:
         spec = self._spec(collection)
+        dense, sparse = remote_vectors_config(spec)  # every vector, named, sparse and multi
         with self._shard(collection) as shard:
             info = self._call(collection, shard.info)
         hnsw = spec.hnsw or HnswSpec()
@@ -429,11 +558,8 @@ class EmbeddedQdrant:
             segments_count=info.segments_count,
             config=models.CollectionConfig(
                 params=models.CollectionParams(
-                    vectors=models.VectorParams(
-                        size=spec.vector_size,
-                        distance=models.Distance(spec.distance),
-                        on_disk=spec.on_disk_vectors,
-                    ),
+                    vectors=dense,
+                    sparse_vectors=sparse or None,
                     shard_number=spec.shard_number or 1,
                     replication_factor=spec.replication_factor or 1,
                     on_disk_payload=spec.on_disk_payload
@@ -459,6 +585,9 @@ class EmbeddedQdrant:
                     flush_interval_sec=_FLUSH_INTERVAL_S,
                 ),
                 quantization_config=remote_quantization(spec.quantization),
+                wal_config=models.WalConfig(  # the engine's write-ahead log, at Qdrant's defaults
+                    wal_capacity_mb=_WAL_CAPACITY_MB, wal_segments_ahead=0
+                ),
             ),
             payload_schema={
                 key: models.PayloadIndexInfo(
@@ -491,18 +620,27 @@ class EmbeddedQdrant:
 
     # ----------------------------------------------------------------- points
 
-    def _checked(self, collection: str, points: Sequence[PointRecord]) -> list[edge.Point]:
+    def _checked(self, collection: str, points: Sequence[PointRecord]) -> list[Any]:
+        """Each point's vectors checked against the collection's (the engine aborts on some
+        malformed ones instead of refusing them), in the engine's form."""
         spec = self._spec(collection)
+        checked: list[Any] = []
         for point in points:
-            if point.vector is None or len(point.vector) != spec.vector_size:
-                size = None if point.vector is None else len(point.vector)
+            if point.vector is None and not spec.named:
                 raise InvalidRequest(
                     self._cluster,
-                    f"point {point.id!r} has a vector of size {size}; the collection "
-                    f"expects {spec.vector_size}",
+                    f"point {point.id!r} has no vector; the collection expects "
+                    f"{spec.vector_size}-d vectors",
                     collection=collection,
                 )
-        return [edge.Point(p.id, list(p.vector or ()), dict(p.payload)) for p in points]
+            try:
+                vectors = checked_vectors(point.vector or {}, spec)
+            except VectorError as error:
+                raise InvalidRequest(
+                    self._cluster, f"point {point.id!r}: {error}", collection=collection
+                ) from None
+            checked.append(_engine_vectors(vectors))
+        return checked
 
     def upsert(
         self,
@@ -513,7 +651,8 @@ class EmbeddedQdrant:
     ) -> None:
         if not points:
             return
-        batch = self._checked(collection, points)
+        vectors = self._checked(collection, points)
+        batch = [edge.Point(p.id, v, dict(p.payload)) for p, v in zip(points, vectors, strict=True)]
         condition = self._call(collection, lambda: to_edge_filter(update_filter))
         self._update(collection, edge.UpdateOperation.upsert_points(batch, condition))
 
@@ -526,9 +665,37 @@ class EmbeddedQdrant:
     ) -> None:
         if not points:
             return
-        vectors = [edge.PointVectors(p.id, p.vector) for p in self._checked(collection, points)]
+        checked = self._checked(collection, points)
+        vectors = [edge.PointVectors(p.id, v) for p, v in zip(points, checked, strict=True)]
         condition = self._call(collection, lambda: to_edge_filter(update_filter))
         self._update(collection, edge.UpdateOperation.update_vectors(vectors, condition))
+
+    def delete_vectors(
+        self,
+        collection: str,
+        names: Sequence[str],
+        *,
+        ids: Sequence[PointId] | None = None,
+        points_filter: models.Filter | None = None,
+    ) -> None:
+        spec = self._spec(collection)
+        unknown = [
+            n for n in names if n not in spec.dense_vectors() and n not in spec.sparse_vectors
+        ]
+        if unknown:
+            raise InvalidRequest(
+                self._cluster,
+                f"Wrong input: Not existing vector name error: {unknown[0]}",
+                collection=collection,
+            )
+        if ids is not None and not ids:
+            return
+        if ids is not None and points_filter is None:
+            operation = edge.UpdateOperation.delete_vectors(list(ids), list(names))
+        else:
+            flt = self._edge_selection(collection, ids, points_filter)
+            operation = edge.UpdateOperation.delete_vectors_by_filter(flt, list(names))
+        self._update(collection, operation)
 
     def scroll(
         self,
@@ -589,10 +756,23 @@ class EmbeddedQdrant:
         with_vectors: bool = False,
         hnsw_ef: int | None = None,
         exact: bool = False,
+        using: str = "",
     ) -> list[ScoredHit]:
+        dense = self._spec(collection).dense_vectors().get(using)
+        if dense is None or dense.multivector is not None or len(vector) != dense.size:
+            expected = (
+                "no such plain dense vector"
+                if dense is None or dense.multivector
+                else (f"expected dim: {dense.size}, got {len(vector)}")
+            )
+            raise InvalidRequest(
+                self._cluster,
+                f"cannot search vector {using or 'unnamed'!r}: {expected}",
+                collection=collection,
+            )
         request = edge.QueryRequest(
             limit=limit,
-            query=edge.Query.Nearest([float(x) for x in vector]),
+            query=edge.Query.Nearest([float(x) for x in vector], using or None),
             filter=self._call(collection, lambda: to_edge_filter(query_filter)),
             with_payload=with_payload,
             with_vector=with_vectors,
@@ -797,3 +977,16 @@ class EmbeddedQdrant:
             engine.shards.clear()
         for shard in shards.values():
             shard.close()
+
+
+def _describe(spec: CollectionSpec) -> str:
+    """The vectors of ``spec`` in a few words (for messages)."""
+    dense = [
+        f"{name or 'unnamed'}: {v.size}-d {v.distance}{' multivector' if v.multivector else ''}"
+        for name, v in spec.dense_vectors().items()
+    ]
+    sparse = [f"{name}: sparse" for name in spec.sparse_vectors]
+    return ", ".join(dense + sparse) or "no vectors"
+
+
+__all__ = ["EmbeddedQdrant", "edge_config", "spec_from_json", "spec_to_json"]

@@ -29,17 +29,21 @@ from qdrant_client.http import models
 
 from librarian.core.collection_spec import (
     CollectionSpec,
+    DenseVectorSpec,
     Distance,
     HnswSpec,
     OptimizersSpec,
     QuantizationSpec,
+    SparseVectorSpec,
 )
+from librarian.storage.vectors import Vectors, routing_vector
 
 PointId = int | str
 
 __all__ = [
     "CollectionInfo",
     "CollectionSpec",
+    "DenseVectorSpec",
     "Distance",
     "HnswSpec",
     "KeyPage",
@@ -49,16 +53,28 @@ __all__ = [
     "QdrantPort",
     "QuantizationSpec",
     "ScoredHit",
+    "SparseVectorSpec",
+    "Vectors",
 ]
 
 
 @dataclass(frozen=True)
 class PointRecord:
-    """A point as the product moves it: id, dense vector (may be absent) and payload."""
+    """A point as the product moves it: id, all its vectors (absent when not asked for) and
+    payload.
+
+    ``vector`` is Qdrant's vector struct: the unnamed dense vector as a list, or
+    named vectors (dense lists, ``models.SparseVector``, multivectors as lists
+    of lists) by name; a point may lack some named vectors.
+    """
 
     id: PointId
-    vector: list[float] | None = None
+    vector: Vectors | None = None
     payload: dict[str, Any] = field(default_factory=dict)
+
+    def dense(self, name: str = "") -> list[float] | None:
+        """The plain dense vector ``name`` (``""``: the unnamed one), if the point has it."""
+        return routing_vector(self.vector, name)
 
 
 class KeyPage(NamedTuple):
@@ -77,20 +93,35 @@ class ScoredHit:
     id: PointId
     score: float
     payload: dict[str, Any] = field(default_factory=dict)
-    vector: list[float] | None = None
+    vector: Vectors | None = None
 
 
 @dataclass(frozen=True)
 class CollectionInfo:
-    """What the product needs to know about an existing collection."""
+    """What the product needs to know about an existing collection.
+
+    ``spec`` is the collection's current configuration, read from the collection
+    (its full vectors config included).
+    """
 
     name: str
     points_count: int
-    vector_size: int
-    distance: Distance
+    spec: CollectionSpec
     indexed_vectors_count: int | None = None
     payload_schema: Mapping[str, str] = field(default_factory=dict)
-    spec: CollectionSpec | None = None  # the collection's current configuration
+
+    @property
+    def vector_size(self) -> int | None:
+        """The size of the collection's default dense vector (the unnamed one, or the only
+        plain dense one); ``None`` when it has none or several."""
+        name = self.spec.default_vector()
+        return None if name is None else self.spec.dense_vectors()[name].size
+
+    @property
+    def distance(self) -> Distance | None:
+        """The distance of the default dense vector (see :attr:`vector_size`)."""
+        name = self.spec.default_vector()
+        return None if name is None else self.spec.dense_vectors()[name].distance
 
 
 @runtime_checkable
@@ -177,6 +208,18 @@ class QdrantPort(Protocol):
         ``update_filter`` when it is given."""
         ...
 
+    def delete_vectors(
+        self,
+        collection: str,
+        names: Sequence[str],
+        *,
+        ids: Sequence[PointId] | None = None,
+        points_filter: models.Filter | None = None,
+    ) -> None:
+        """Remove the named vectors (the rest of each point stays) from ``ids`` (those matching
+        ``points_filter`` too, when given), or from every point matching ``points_filter``."""
+        ...
+
     def scroll(
         self,
         collection: str,
@@ -218,8 +261,10 @@ class QdrantPort(Protocol):
         with_vectors: bool = False,
         hnsw_ef: int | None = None,
         exact: bool = False,
+        using: str = "",
     ) -> list[ScoredHit]:
-        """Nearest neighbours of ``vector``, best first."""
+        """Nearest neighbours of ``vector`` (of the dense vector ``using``; ``""``: the unnamed
+        one), best first."""
         ...
 
     def sample(

@@ -33,7 +33,7 @@ from librarian.storage.errors import (
 from librarian.storage.port import (
     CollectionInfo,
     CollectionSpec,
-    Distance,
+    DenseVectorSpec,
     HnswSpec,
     KeyPage,
     OptimizersSpec,
@@ -41,20 +41,135 @@ from librarian.storage.port import (
     PointRecord,
     QuantizationSpec,
     ScoredHit,
+    SparseVectorSpec,
 )
+from librarian.storage.vectors import Vectors, VectorValue, from_named
 
 T = TypeVar("T")
 _RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 
 
-def hnsw_diff(spec: CollectionSpec) -> models.HnswConfigDiff | None:
-    if spec.hnsw is None:
+def _hnsw_diff(hnsw: HnswSpec | None) -> models.HnswConfigDiff | None:
+    if hnsw is None:
         return None
     return models.HnswConfigDiff(
-        m=spec.hnsw.m,
-        ef_construct=spec.hnsw.ef_construct,
-        full_scan_threshold=spec.hnsw.full_scan_threshold,
-        on_disk=spec.hnsw.on_disk,
+        m=hnsw.m,
+        ef_construct=hnsw.ef_construct,
+        full_scan_threshold=hnsw.full_scan_threshold,
+        on_disk=hnsw.on_disk,
+    )
+
+
+def hnsw_diff(spec: CollectionSpec) -> models.HnswConfigDiff | None:
+    return _hnsw_diff(spec.hnsw)
+
+
+def _hnsw_spec(hnsw: models.HnswConfig | models.HnswConfigDiff | None) -> HnswSpec | None:
+    if hnsw is None:
+        return None
+    return HnswSpec(
+        m=hnsw.m,
+        ef_construct=hnsw.ef_construct,
+        full_scan_threshold=hnsw.full_scan_threshold,
+        on_disk=hnsw.on_disk,
+    )
+
+
+def vector_params(spec: DenseVectorSpec) -> models.VectorParams:
+    """Qdrant's parameters of one dense vector."""
+    return models.VectorParams(
+        size=spec.size,
+        distance=models.Distance(spec.distance),
+        on_disk=spec.on_disk,
+        multivector_config=(
+            models.MultiVectorConfig(comparator=models.MultiVectorComparator(spec.multivector))
+            if spec.multivector is not None
+            else None
+        ),
+        datatype=models.Datatype(spec.datatype) if spec.datatype is not None else None,
+        hnsw_config=_hnsw_diff(spec.hnsw),
+        quantization_config=quantization_config(spec.quantization),
+    )
+
+
+def sparse_params(spec: SparseVectorSpec) -> models.SparseVectorParams:
+    """Qdrant's parameters of one sparse vector."""
+    index = (
+        models.SparseIndexParams(
+            full_scan_threshold=spec.full_scan_threshold,
+            on_disk=spec.on_disk,
+            datatype=models.Datatype(spec.datatype) if spec.datatype is not None else None,
+        )
+        if (spec.full_scan_threshold, spec.on_disk, spec.datatype) != (None, None, None)
+        else None
+    )
+    return models.SparseVectorParams(
+        index=index, modifier=models.Modifier(spec.modifier) if spec.modifier else None
+    )
+
+
+def vectors_config(
+    spec: CollectionSpec,
+) -> tuple[
+    models.VectorParams | dict[str, models.VectorParams], dict[str, models.SparseVectorParams]
+]:
+    """Qdrant's ``vectors_config`` and ``sparse_vectors_config`` for ``spec``."""
+    dense: models.VectorParams | dict[str, models.VectorParams]
+    if spec.vector_size is not None:
+        dense = models.VectorParams(
+            size=spec.vector_size,
+            distance=models.Distance(spec.distance),
+            on_disk=spec.on_disk_vectors,
+        )
+    else:
+        dense = {name: vector_params(v) for name, v in spec.vectors.items()}
+    return dense, {name: sparse_params(v) for name, v in spec.sparse_vectors.items()}
+
+
+def _quantization_spec(quantization: Any) -> QuantizationSpec | None:
+    if isinstance(quantization, models.ScalarQuantization):
+        return QuantizationSpec(
+            kind="scalar",
+            quantile=quantization.scalar.quantile,
+            always_ram=quantization.scalar.always_ram,
+        )
+    if isinstance(quantization, models.ProductQuantization):
+        compression: Any = quantization.product.compression.value
+        return QuantizationSpec(
+            kind="product", always_ram=quantization.product.always_ram, compression=compression
+        )
+    if isinstance(quantization, models.BinaryQuantization):
+        return QuantizationSpec(kind="binary", always_ram=quantization.binary.always_ram)
+    return None
+
+
+def _dense_spec(params: models.VectorParams) -> DenseVectorSpec:
+    multivector: Any = (
+        params.multivector_config.comparator.value if params.multivector_config else None
+    )
+    datatype: Any = params.datatype.value if params.datatype is not None else None
+    return DenseVectorSpec(
+        size=int(params.size),
+        distance=params.distance.value,
+        on_disk=params.on_disk,
+        multivector=multivector,
+        datatype=datatype,
+        hnsw=_hnsw_spec(params.hnsw_config),
+        quantization=_quantization_spec(params.quantization_config),
+    )
+
+
+def _sparse_spec(params: models.SparseVectorParams) -> SparseVectorSpec:
+    index = params.index
+    datatype: Any = index.datatype.value if index is not None and index.datatype else None
+    modifier: Any = (
+        params.modifier.value if params.modifier not in (None, models.Modifier.NONE) else None
+    )
+    return SparseVectorSpec(
+        modifier=modifier,
+        on_disk=index.on_disk if index is not None else None,
+        full_scan_threshold=index.full_scan_threshold if index is not None else None,
+        datatype=datatype,
     )
 
 
@@ -92,31 +207,26 @@ def optimizers_diff(spec: CollectionSpec) -> models.OptimizersConfigDiff | None:
     )
 
 
-def spec_from_config(
-    config: models.CollectionConfig, vectors: models.VectorParams
-) -> CollectionSpec:
-    """Our description of a collection's current configuration, as Qdrant reports it."""
+def spec_from_config(config: models.CollectionConfig) -> CollectionSpec:
+    """Our description of a collection's current configuration, as Qdrant reports it (every
+    dense and sparse vector)."""
     hnsw = config.hnsw_config
     optimizers = config.optimizer_config
-    quantization = vectors.quantization_config or config.quantization_config
-    quant: QuantizationSpec | None = None
-    if isinstance(quantization, models.ScalarQuantization):
-        quant = QuantizationSpec(
-            kind="scalar",
-            quantile=quantization.scalar.quantile,
-            always_ram=quantization.scalar.always_ram,
-        )
-    elif isinstance(quantization, models.ProductQuantization):
-        compression: Any = quantization.product.compression.value
-        quant = QuantizationSpec(
-            kind="product", always_ram=quantization.product.always_ram, compression=compression
-        )
-    elif isinstance(quantization, models.BinaryQuantization):
-        quant = QuantizationSpec(kind="binary", always_ram=quantization.binary.always_ram)
+    vectors = config.params.vectors
+    unnamed = vectors if isinstance(vectors, models.VectorParams) else (vectors or {}).get("")
+    named = {} if unnamed is not None else dict(vectors or {})
+    quantization = (
+        unnamed.quantization_config if unnamed is not None else None
+    ) or config.quantization_config
     return CollectionSpec(
-        vector_size=int(vectors.size),
-        distance=vectors.distance.value,
-        on_disk_vectors=vectors.on_disk,
+        vector_size=int(unnamed.size) if unnamed is not None else None,
+        distance=unnamed.distance.value if unnamed is not None else "Cosine",
+        on_disk_vectors=unnamed.on_disk if unnamed is not None else None,
+        vectors={name: _dense_spec(params) for name, params in named.items()},
+        sparse_vectors={
+            name: _sparse_spec(params)
+            for name, params in (config.params.sparse_vectors or {}).items()
+        },
         on_disk_payload=config.params.on_disk_payload,
         hnsw=HnswSpec(
             m=hnsw.m,
@@ -124,7 +234,7 @@ def spec_from_config(
             full_scan_threshold=hnsw.full_scan_threshold,
             on_disk=hnsw.on_disk,
         ),
-        quantization=quant,
+        quantization=_quantization_spec(quantization),
         optimizers=OptimizersSpec(
             indexing_threshold=optimizers.indexing_threshold,
             default_segment_number=optimizers.default_segment_number,
@@ -141,14 +251,19 @@ def _id(value: Any) -> PointId:
     return value if isinstance(value, int | str) else str(value)
 
 
-def _vector(value: Any) -> list[float] | None:
+def _vector(value: Any) -> Vectors | None:
+    """The client's vectors of a point as :data:`~librarian.storage.vectors.Vectors`."""
     if value is None:
         return None
-    if isinstance(value, dict):
-        value = value.get("")
-    if value is None:
-        return None
-    return value if isinstance(value, list) else [float(x) for x in value]  # no copy for lists
+    if isinstance(value, list):
+        return value  # no copy for lists
+    if not isinstance(value, dict):
+        return [float(x) for x in value]
+    named: dict[str, VectorValue] = {
+        name: v if isinstance(v, models.SparseVector | list) else [float(x) for x in v]
+        for name, v in value.items()
+    }
+    return from_named(named)
 
 
 class RemoteQdrant:
@@ -254,7 +369,9 @@ class RemoteQdrant:
                 collection=collection,
             )
         message = str(error)
-        if "not found" in message.lower():
+        if message.startswith("Wrong input"):  # local mode's words for a malformed request
+            return InvalidRequest(cluster, message, collection=collection)
+        if "not found" in message.lower() and message.lower().startswith("collection"):
             return CollectionNotFound(cluster, "collection does not exist", collection=collection)
         if "already exists" in message.lower():
             return CollectionExists(cluster, "collection already exists", collection=collection)
@@ -273,15 +390,13 @@ class RemoteQdrant:
             raise CollectionExists(
                 self._cluster, "collection already exists", collection=collection
             )
+        dense, sparse = vectors_config(spec)
         self._call(
             collection,
             lambda: self._client.create_collection(
                 collection,
-                vectors_config=models.VectorParams(
-                    size=spec.vector_size,
-                    distance=models.Distance(spec.distance),
-                    on_disk=spec.on_disk_vectors,
-                ),
+                vectors_config=dense,
+                sparse_vectors_config=sparse or None,
                 hnsw_config=hnsw_diff(spec),
                 quantization_config=quantization_config(spec.quantization),
                 optimizers_config=optimizers_diff(spec),
@@ -292,19 +407,29 @@ class RemoteQdrant:
         )
 
     def update_collection(self, collection: str, spec: CollectionSpec) -> None:
-        current = self.collection_info(collection)
-        if (spec.vector_size, spec.distance) != (current.vector_size, current.distance):
+        current = self.collection_info(collection).spec
+        if spec.layout() != current.layout():
             raise InvalidRequest(
                 self._cluster,
-                f"vector size and distance are immutable ({current.vector_size}, "
-                f"{current.distance}); create a new collection and migrate",
+                "the vectors' layout (names, sizes, distances, kinds) is immutable; create a "
+                "new collection and migrate",
                 collection=collection,
             )
-        vectors = (
+        vectors: dict[str, models.VectorParamsDiff] | None = (
             {"": models.VectorParamsDiff(on_disk=spec.on_disk_vectors)}
-            if spec.on_disk_vectors is not None
+            if spec.on_disk_vectors is not None and not spec.named
             else None
         )
+        if spec.named:
+            vectors = {
+                name: models.VectorParamsDiff(
+                    on_disk=v.on_disk,
+                    hnsw_config=_hnsw_diff(v.hnsw),
+                    quantization_config=quantization_config(v.quantization),
+                )
+                for name, v in spec.vectors.items()
+                if (v.on_disk, v.hnsw, v.quantization) != (None, None, None)
+            } or None
         params = (
             models.CollectionParamsDiff(
                 replication_factor=spec.replication_factor, on_disk_payload=spec.on_disk_payload
@@ -329,22 +454,12 @@ class RemoteQdrant:
 
     def collection_info(self, collection: str) -> CollectionInfo:
         info = self._call(collection, lambda: self._client.get_collection(collection))
-        vectors = info.config.params.vectors
-        if isinstance(vectors, dict):
-            vectors = vectors.get("")
-        if vectors is None:
-            raise InvalidRequest(
-                self._cluster, "collection has no default dense vector", collection=collection
-            )
-        distance: Distance = vectors.distance.value
         return CollectionInfo(
             name=collection,
             points_count=int(info.points_count or 0),
-            vector_size=int(vectors.size),
-            distance=distance,
             indexed_vectors_count=info.indexed_vectors_count,
             payload_schema={k: str(v.data_type.value) for k, v in info.payload_schema.items()},
-            spec=spec_from_config(info.config, vectors),
+            spec=spec_from_config(info.config),
         )
 
     def create_keyword_index(self, collection: str, field_name: str) -> None:
@@ -389,7 +504,10 @@ class RemoteQdrant:
         if not points:
             return
         structs = [
-            models.PointStruct(id=p.id, vector=p.vector or [], payload=p.payload) for p in points
+            models.PointStruct(
+                id=p.id, vector=p.vector if p.vector is not None else {}, payload=p.payload
+            )
+            for p in points
         ]
         self._call(
             collection,
@@ -407,11 +525,32 @@ class RemoteQdrant:
     ) -> None:
         if not points:
             return
-        vectors = [models.PointVectors(id=p.id, vector=p.vector or []) for p in points]
+        vectors = [
+            models.PointVectors(id=p.id, vector=p.vector if p.vector is not None else {})
+            for p in points
+        ]
         self._call(
             collection,
             lambda: self._client.update_vectors(
                 collection, points=vectors, wait=True, update_filter=update_filter
+            ),
+        )
+
+    def delete_vectors(
+        self,
+        collection: str,
+        names: Sequence[str],
+        *,
+        ids: Sequence[PointId] | None = None,
+        points_filter: models.Filter | None = None,
+    ) -> None:
+        if ids is not None and not ids:
+            return
+        selection = _selection(ids, points_filter)
+        self._call(
+            collection,
+            lambda: self._client.delete_vectors(
+                collection, vectors=list(names), points=selection, wait=True
             ),
         )
 
@@ -480,12 +619,14 @@ class RemoteQdrant:
         with_vectors: bool = False,
         hnsw_ef: int | None = None,
         exact: bool = False,
+        using: str = "",
     ) -> list[ScoredHit]:
         response = self._call(
             collection,
             lambda: self._client.query_points(
                 collection,
                 query=[float(x) for x in vector],
+                using=using or None,
                 limit=limit,
                 query_filter=query_filter,
                 search_params=models.SearchParams(hnsw_ef=hnsw_ef, exact=exact),

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from librarian.router import RouterConfig, RouterState, create_app
 from librarian.router.app import create_metrics_app
+from librarian.router.grpc_api import start_grpc_server
 from librarian.router.library import LibraryDefinition
 from librarian.router.limits import server_options
 from librarian.settings import OrchestratorSettings
@@ -59,13 +60,16 @@ def static_loader(definition: LibraryDefinition) -> Callable[[], Awaitable[Libra
 
 
 class RouterThread:
-    """Runs a router app (and its metrics listener) on 127.0.0.1 in its own thread and loop."""
+    """Runs a router app (and its metrics listener) on 127.0.0.1 in its own thread and loop;
+    with ``grpc``, also its gRPC API (on :attr:`grpc_port`)."""
 
-    def __init__(self, state: RouterState) -> None:
+    def __init__(self, state: RouterState, *, grpc: bool = False) -> None:
         self.state = state
         self.loop = asyncio.new_event_loop()
         self.url = ""
         self.metrics_url = ""  # Prometheus' /metrics, on its own port as in a deployment
+        self.grpc = grpc
+        self.grpc_port = 0  # 0 until serving, and when gRPC is off
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -88,10 +92,20 @@ class RouterThread:
         metrics = web.AppRunner(create_metrics_app(self.state), access_log=None)
         await metrics.setup()
         await web.TCPSite(metrics, "127.0.0.1", 0).start()
+        grpc_server = None
+        if self.grpc and runner.server is not None:
+            grpc_server, self.grpc_port = await start_grpc_server(
+                runner.server.request_handler,
+                "127.0.0.1",
+                0,
+                max_message_bytes=self.state.config.settings.limits.max_body_bytes,
+            )
         self.url = f"http://127.0.0.1:{port}"
         self.metrics_url = f"http://127.0.0.1:{metrics.addresses[0][1]}/metrics"
         self._ready.set()
         await self._stop.wait()
+        if grpc_server is not None:
+            await grpc_server.stop(grace=1.0)
         await runner.cleanup()
         await metrics.cleanup()
 
