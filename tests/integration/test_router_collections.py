@@ -261,6 +261,37 @@ def test_create_and_delete_an_allowlisted_collection_on_the_embedded_default(
     assert refused.value.status_code == 403
 
 
+def test_an_allowlisted_collection_on_the_embedded_default_takes_every_vector_kind(
+    router: RouterThread, built: Library
+) -> None:
+    vectors = {
+        "text": models.VectorParams(size=4, distance=models.Distance.COSINE),
+        "colbert": models.VectorParams(
+            size=3,
+            distance=models.Distance.DOT,
+            multivector_config=models.MultiVectorConfig(
+                comparator=models.MultiVectorComparator.MAX_SIM
+            ),
+        ),
+    }
+    sparse = {"keywords": models.SparseVectorParams(modifier=models.Modifier.IDF)}
+    client = _client(router)
+    reference = QdrantClient(":memory:")
+    for each in (client, reference):
+        each.create_collection("absent", vectors_config=vectors, sparse_vectors_config=sparse)
+    try:
+        got = client.get_collection("absent").config.params
+        expected = reference.get_collection("absent").config.params
+        assert got.vectors == expected.vectors
+        assert got.sparse_vectors == expected.sparse_vectors
+        assert set(built.fleet.get("east").collection_info("absent").spec.vectors) == {
+            "text",
+            "colbert",
+        }
+    finally:
+        client.delete_collection("absent")
+
+
 def _alias_pairs(aliases: models.CollectionsAliasesResponse) -> set[tuple[str, str]]:
     return {(a.alias_name, a.collection_name) for a in aliases.aliases}
 

@@ -33,6 +33,7 @@ from librarian.router.query import Querying
 from librarian.router.state import RouterState
 from librarian.storage.errors import CollectionExists, CollectionNotFound
 from librarian.storage.port import CollectionSpec, QdrantPort
+from librarian.storage.remote import spec_from_create
 
 __all__ = ["CollectionEndpoints", "forget_aliases_of", "library_info", "reserved_field"]
 
@@ -116,26 +117,8 @@ async def library_info(
 
 
 def _spec_of(body: models.CreateCollection) -> CollectionSpec:
-    """The collection spec of a create request an embedded cluster can hold (one dense vector)."""
-    vectors = body.vectors
-    if isinstance(vectors, dict) and set(vectors) == {""}:
-        vectors = vectors[""]
-    if not isinstance(vectors, models.VectorParams) or body.sparse_vectors:
-        raise ApiError(
-            400,
-            "Bad request: a collection of an embedded default cluster holds one unnamed dense "
-            "vector; named, sparse and multi-vectors need a remote cluster",
-        )
-    if vectors.multivector_config is not None:
-        raise ApiError(400, "Bad request: multivectors need a remote default cluster")
-    return CollectionSpec(
-        vector_size=int(vectors.size),
-        distance=vectors.distance.value,
-        on_disk_vectors=vectors.on_disk,
-        on_disk_payload=body.on_disk_payload,
-        shard_number=body.shard_number,
-        replication_factor=body.replication_factor,
-    )
+    """The collection spec of a create request, for an embedded cluster (every vector kind)."""
+    return spec_from_create(body)
 
 
 class CollectionEndpoints:

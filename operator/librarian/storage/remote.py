@@ -247,6 +247,39 @@ def spec_from_config(config: models.CollectionConfig) -> CollectionSpec:
     )
 
 
+def spec_from_create(body: models.CreateCollection) -> CollectionSpec:
+    """Our description of the collection a create request asks for (every dense and sparse
+    vector; HNSW, quantization and optimizers where the request sets them)."""
+    vectors = body.vectors
+    unnamed = vectors if isinstance(vectors, models.VectorParams) else (vectors or {}).get("")
+    named = {} if unnamed is not None else dict(vectors or {})
+    hnsw = body.hnsw_config
+    optimizers = body.optimizers_config
+    return CollectionSpec(
+        vector_size=int(unnamed.size) if unnamed is not None else None,
+        distance=unnamed.distance.value if unnamed is not None else "Cosine",
+        on_disk_vectors=unnamed.on_disk if unnamed is not None else None,
+        vectors={name: _dense_spec(params) for name, params in named.items()},
+        sparse_vectors={
+            name: _sparse_spec(params) for name, params in (body.sparse_vectors or {}).items()
+        },
+        on_disk_payload=body.on_disk_payload,
+        hnsw=_hnsw_spec(hnsw) if hnsw is not None else None,
+        quantization=_quantization_spec(body.quantization_config),
+        optimizers=OptimizersSpec(
+            indexing_threshold=optimizers.indexing_threshold,
+            default_segment_number=optimizers.default_segment_number,
+            max_segment_size=optimizers.max_segment_size,
+            deleted_threshold=optimizers.deleted_threshold,
+            vacuum_min_vector_number=optimizers.vacuum_min_vector_number,
+        )
+        if optimizers is not None
+        else None,
+        shard_number=body.shard_number,
+        replication_factor=body.replication_factor,
+    )
+
+
 def _id(value: Any) -> PointId:
     return value if isinstance(value, int | str) else str(value)
 

@@ -61,10 +61,15 @@ def static_loader(definition: LibraryDefinition) -> Callable[[], Awaitable[Libra
 
 class RouterThread:
     """Runs a router app (and its metrics listener) on 127.0.0.1 in its own thread and loop;
-    with ``grpc``, also its gRPC API (on :attr:`grpc_port`)."""
+    with ``grpc``, also its gRPC API (on :attr:`grpc_port`). Ports are any free ones unless
+    given (as a client that expects Qdrant's own, 6333 and 6334, needs)."""
 
-    def __init__(self, state: RouterState, *, grpc: bool = False) -> None:
+    def __init__(
+        self, state: RouterState, *, grpc: bool = False, port: int = 0, grpc_port: int = 0
+    ) -> None:
         self.state = state
+        self._port = port  # 0: any free port
+        self._grpc_port = grpc_port
         self.loop = asyncio.new_event_loop()
         self.url = ""
         self.metrics_url = ""  # Prometheus' /metrics, on its own port as in a deployment
@@ -86,7 +91,7 @@ class RouterThread:
             **server_options(self.state.config.settings.limits),
         )
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", self._port)
         await site.start()
         port = runner.addresses[0][1]
         metrics = web.AppRunner(create_metrics_app(self.state), access_log=None)
@@ -97,7 +102,7 @@ class RouterThread:
             grpc_server, self.grpc_port = await start_grpc_server(
                 runner.server.request_handler,
                 "127.0.0.1",
-                0,
+                self._grpc_port,
                 max_message_bytes=self.state.config.settings.limits.max_body_bytes,
             )
         self.url = f"http://127.0.0.1:{port}"

@@ -1,0 +1,128 @@
+"""Congruence report: every operation of the official client through the router, judged.
+
+What it measures: a library of four domains on two embedded clusters, routed
+on the named vector ``text`` (points also carry ``image``, ``code``, a sparse
+and a multivector; some lack some), filled through the router; the same points
+in one collection of qdrant-client's local mode (the reference). Every case of
+``librarian.testing.congruence`` (reads of every query kind, groups, facets,
+matrices, scroll, count, retrieve, collection calls; writes, each followed by
+a comparison of the whole collection) runs on both, through each transport
+(REST and gRPC, sync and async clients), and is judged correct, refused (a
+4xx, with its reason) or wrong. The goal: wrong = 0.
+
+Run: ``python benchmarks/congruence_report.py [--transports rest,grpc,rest-async,grpc-async]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from qdrant_client import AsyncQdrantClient, QdrantClient
+
+from librarian.testing import congruence
+from librarian.testing.router import RouterThread, make_state
+
+TRANSPORTS = ("rest", "rest-async", "grpc", "grpc-async")
+
+
+class _Served:
+    def __init__(self, fleet: Any, definition: Any) -> None:
+        self.fleet = fleet
+        self.definition = definition
+
+
+@contextmanager
+def library_router(path: Path) -> Iterator[RouterThread]:
+    """A router with gRPC over a fresh, empty congruence library."""
+    fleet, definition = congruence.build_library(path)
+    state = make_state(
+        _Served(fleet, definition), settings={"caching": {"enable_result_cache": False}}
+    )
+    try:
+        with RouterThread(state, grpc=True) as router:
+            yield router
+    finally:
+        fleet.close()
+
+
+def client_for(router: RouterThread, transport: str) -> Any:
+    """The official client of ``transport`` pointed at ``router``."""
+    grpc = transport.startswith("grpc")
+    kind = AsyncQdrantClient if transport.endswith("async") else QdrantClient
+    return kind(
+        url=router.url,
+        grpc_port=router.grpc_port or 6334,
+        prefer_grpc=grpc,
+        timeout=60,
+        check_compatibility=False,
+    )
+
+
+def judge_transport(transport: str, points: list[Any]) -> list[congruence.Verdict]:
+    """Every case through one transport, on a library and a reference of their own."""
+    with tempfile.TemporaryDirectory() as workdir, library_router(Path(workdir)) as router:
+        client = client_for(router, transport)
+        congruence.fill(client, "library", points)
+        reference = congruence.reference_of("library", points)
+        cases = congruence.read_cases(points) + congruence.write_cases(points)
+        return congruence.judge_all(cases, reference, client, "library")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--transports", default=",".join(TRANSPORTS))
+    parser.add_argument("--points", type=int, default=400)
+    parser.add_argument("--reasons", action="store_true", help="print each refusal's reason")
+    args = parser.parse_args()
+    points = congruence.congruence_points(args.points)
+    transports = [t for t in args.transports.split(",") if t]
+    results: dict[str, list[tuple[str, int, int, int, list[str]]]] = {}
+    for transport in transports:
+        started = time.perf_counter()
+        results[transport] = congruence.summary(judge_transport(transport, points))
+        print(f"{transport}: judged in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    operations = list(dict.fromkeys(row[0] for rows in results.values() for row in rows))
+    header = "| operation | " + " | ".join(f"{t} ok / refused / wrong" for t in transports) + " |"
+    print(header)
+    print("|" + "---|" * (len(transports) + 1))
+    totals = {t: [0, 0, 0] for t in transports}
+    reasons: dict[str, list[str]] = {}
+    for operation in operations:
+        cells = []
+        for transport in transports:
+            row = next((r for r in results[transport] if r[0] == operation), None)
+            if row is None:
+                cells.append("-")
+                continue
+            _, ok, refused, wrong, why = row
+            totals[transport] = [
+                a + b for a, b in zip(totals[transport], (ok, refused, wrong), strict=True)
+            ]
+            cells.append(f"{ok} / {refused} / {wrong}")
+            for reason in why:
+                reasons.setdefault(operation, [])
+                if reason not in reasons[operation]:
+                    reasons[operation].append(f"[{transport}] {reason}")
+        print(f"| {operation} | " + " | ".join(cells) + " |")
+    print(
+        "| **total** | " + " | ".join("{} / {} / {}".format(*totals[t]) for t in transports) + " |"
+    )
+    if args.reasons and reasons:
+        print("\nNot correct, with the router's answer:")
+        for operation, why in reasons.items():
+            for reason in why:
+                print(f"- {operation}: {reason}")
+    wrong = sum(totals[t][2] for t in transports)
+    print(f"\nwrong answers: {wrong} (goal: 0)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
