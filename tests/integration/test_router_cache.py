@@ -374,7 +374,7 @@ def test_an_answer_depends_only_on_the_homes_it_read(tmp_path: Path) -> None:
 
 def test_partial_answers_are_never_cached(replicas: Replicas) -> None:
     body = {"query": near(replicas.built, 2), "limit": 5}
-    failing = FailsOnce(replicas.west.inner, "query")
+    failing = FailsOnce(replicas.west.inner, "query_points")
     replicas.west.inner = failing  # type: ignore[assignment]
     failing.armed = True
     partial = _ask(replicas.b, body)

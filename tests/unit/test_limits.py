@@ -69,6 +69,17 @@ def test_vector_dimension_only_on_the_library() -> None:
     check_json({"query": [0.1] * 5}, LIMITS)  # a passthrough collection: its own dimension
 
 
+def test_named_vectors_keep_their_own_dimension() -> None:
+    check_json({"query": {"nearest": [0.1] * 3}, "using": "image"}, LIMITS, 4)
+    check_json(
+        {"prefetch": [{"query": [0.1] * 7, "using": "small"}], "query": [0.1] * 4}, LIMITS, 4
+    )
+    check_json({"vector": {"name": "image", "vector": [0.1] * 3}, "limit": 2}, LIMITS, 4)
+    assert "got 3 (in query)" in _refused(
+        {"prefetch": [{"query": [0.1] * 7, "using": "small"}], "query": [0.1] * 3}, 4
+    )  # the unnamed vector next to a named one is still checked
+
+
 def test_cache_byte_budget_bounds_bytes_and_entries() -> None:
     result = {"points": [{"id": i, "payload": "x" * 100} for i in range(10)]}
     size = json_size(result)

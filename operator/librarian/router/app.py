@@ -29,6 +29,17 @@ from librarian.core.routing import RoutingError
 from librarian.router.aggregate_endpoints import AggregateEndpoints
 from librarian.router.auth import Need, authentication, erases_everything, require_manage
 from librarian.router.collections import CollectionEndpoints, forget_aliases_of
+from librarian.router.exact import record_json
+from librarian.router.legacy import (
+    DiscoverRequest,
+    DiscoverRequestBatch,
+    RecommendRequest,
+    RecommendRequestBatch,
+    discover_query,
+    plain_search,
+    recommend_query,
+    search_query,
+)
 from librarian.router.library import View
 from librarian.router.limits import (
     Deadline,
@@ -49,10 +60,7 @@ from librarian.router.qdrant_api import (
     parse_body,
     parse_point_id,
     point_json,
-    record_json,
     request_timeout,
-    wants_payload,
-    wants_vector,
 )
 from librarian.router.query import (
     Querying,
@@ -194,8 +202,7 @@ class PointEndpoints:
         timeout = self._timeout(request)
 
         async def compute() -> tuple[Any, dict[str, str]]:
-            hits, failed = await self.querying.query(view, body, timeout)
-            points = [point_json(h, body.with_payload, body.with_vector) for h in hits]
+            points, failed = await self.querying.query(view, body, timeout)
             return {"points": points}, partial_headers(failed)
 
         return await self._cached(request, view, compute)
@@ -209,17 +216,59 @@ class PointEndpoints:
             answers = await self._batched(
                 body.searches, functools.partial(self.querying.query, view), timeout
             )
-            result = [
-                {"points": [point_json(h, q.with_payload, q.with_vector) for h in hits]}
-                for q, (hits, _) in zip(body.searches, answers, strict=True)
-            ]
+            result = [{"points": points} for points, _ in answers]
             return result, partial_headers([key for _, missing in answers for key in missing])
 
         return await self._cached(request, view, compute)
 
+    async def _legacy(
+        self, request: web.Request, model: Any, as_query: Callable[[Any], models.QueryRequest]
+    ) -> web.Response:
+        """A legacy endpoint (recommend, discover, search by a named vector) answered by the
+        universal query it stands for, in its own shape (a list of points)."""
+        view = await self.state.view(request.match_info["name"])
+        body = as_query(await parse_body(request, model))
+        timeout = self._timeout(request)
+
+        async def compute() -> tuple[Any, dict[str, str]]:
+            points, failed = await self.querying.query(view, body, timeout)
+            return points, partial_headers(failed)
+
+        return await self._cached(request, view, compute)
+
+    async def _legacy_batch(
+        self, request: web.Request, model: Any, as_query: Callable[[Any], models.QueryRequest]
+    ) -> web.Response:
+        view = await self.state.view(request.match_info["name"])
+        queries = [as_query(one) for one in (await parse_body(request, model)).searches]
+        timeout = self._timeout(request)
+
+        async def compute() -> tuple[Any, dict[str, str]]:
+            answers = await self._batched(
+                queries, functools.partial(self.querying.query, view), timeout
+            )
+            missing = [key for _, failed in answers for key in failed]
+            return [points for points, _ in answers], partial_headers(missing)
+
+        return await self._cached(request, view, compute)
+
+    async def points_recommend(self, request: web.Request) -> web.Response:
+        return await self._legacy(request, RecommendRequest, recommend_query)
+
+    async def points_recommend_batch(self, request: web.Request) -> web.Response:
+        return await self._legacy_batch(request, RecommendRequestBatch, recommend_query)
+
+    async def points_discover(self, request: web.Request) -> web.Response:
+        return await self._legacy(request, DiscoverRequest, discover_query)
+
+    async def points_discover_batch(self, request: web.Request) -> web.Response:
+        return await self._legacy_batch(request, DiscoverRequestBatch, discover_query)
+
     async def points_search(self, request: web.Request) -> web.Response:
         view = await self.state.view(request.match_info["name"])
         body = await parse_body(request, SearchRequest)
+        if not plain_search(body):
+            return await self._legacy(request, SearchRequest, search_query)
         search = search_of(body, view)
         timeout = self._timeout(request)
 
@@ -233,6 +282,8 @@ class PointEndpoints:
     async def points_search_batch(self, request: web.Request) -> web.Response:
         view = await self.state.view(request.match_info["name"])
         body = await parse_body(request, SearchRequestBatch)
+        if not all(plain_search(s) for s in body.searches):
+            return await self._legacy_batch(request, SearchRequestBatch, search_query)
         searches = [search_of(s, view) for s in body.searches]
         timeout = self._timeout(request)
 
@@ -265,17 +316,10 @@ class PointEndpoints:
         ids = [parse_point_id(i) for i in body.ids]
         selector = body.with_payload if body.with_payload is not None else True
         async with request_deadline(self._timeout(request)):
-            records = await self.querying.retrieve(
-                view,
-                ids,
-                wants_payload(selector),
-                wants_vector(body.with_vector),
-                self._timeout(request),
+            records = await self.querying.exact.retrieve(
+                view, ids, selector, body.with_vector or False, self._timeout(request)
             )
-        return ok(
-            [record_json(r.id, r.payload, r.vector, selector, body.with_vector) for r in records],
-            started,
-        )
+        return ok([record_json(r) for r in records], started)
 
     # ------------------------------------------------------------ writing
 
@@ -433,6 +477,10 @@ def route_table(
         ("POST", f"{points}/query/batch", Need.READ, p.points_query_batch),
         ("POST", f"{points}/search", Need.READ, p.points_search),
         ("POST", f"{points}/search/batch", Need.READ, p.points_search_batch),
+        ("POST", f"{points}/recommend", Need.READ, p.points_recommend),
+        ("POST", f"{points}/recommend/batch", Need.READ, p.points_recommend_batch),
+        ("POST", f"{points}/discover", Need.READ, p.points_discover),
+        ("POST", f"{points}/discover/batch", Need.READ, p.points_discover_batch),
         ("POST", f"{points}/scroll", Need.READ, p.points_scroll),
         ("POST", f"{points}/count", Need.READ, p.aggregates.count),
         ("POST", f"{points}/query/groups", Need.READ, p.aggregates.query_groups),

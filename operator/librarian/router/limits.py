@@ -84,21 +84,31 @@ def check_json(data: Any, limits: LimitsSettings, vector_size: int | None = None
     ``vector_size`` is the library's dimension when the request addresses the
     library: a vector of another length is refused here, before any model is built.
     """
-    stack: list[tuple[Any, int]] = [(data, 1)]
+    stack: list[tuple[Any, int, int | None]] = [(data, 1, vector_size)]
     while stack:
-        value, depth = stack.pop()
+        value, depth, size = stack.pop()
         if depth > limits.max_json_depth:
             raise ApiError(
                 400, f"Wrong input: JSON nested deeper than {limits.max_json_depth} levels"
             )
         if isinstance(value, dict):
-            _check_object(value, limits, vector_size)
+            if _names_a_vector(value):
+                size = None  # a named vector has a size of its own: the collection checks it
+            _check_object(value, limits, size)
             children: Iterable[Any] = value.values()
         elif isinstance(value, list):
             children = value
         else:
             continue
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+        stack.extend(
+            (child, depth + 1, size) for child in children if isinstance(child, dict | list)
+        )
+
+
+def _names_a_vector(value: dict[str, Any]) -> bool:
+    """Does this object address a named vector (``using``, or a legacy ``{name, vector}``)?"""
+    using = value.get("using")
+    return (isinstance(using, str) and using != "") or ("name" in value and "vector" in value)
 
 
 def _check_object(value: dict[str, Any], limits: LimitsSettings, vector_size: int | None) -> None:

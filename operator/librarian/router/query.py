@@ -30,7 +30,13 @@ from qdrant_client.http import models
 
 from librarian.contracts.payload import LABEL_KEY
 from librarian.core.fusion import FusionError, Hit, PointId, fuse, fusion_name
-from librarian.core.query_fusion import distribution_based_score_fusion, reciprocal_rank_fusion
+from librarian.router.exact import (
+    ExactQueries,
+    home_query,
+    scored_json,
+    top_level_selector,
+    validate_page,
+)
 from librarian.router.generation import HomeGeneration
 from librarian.router.library import (
     CollectionHome,
@@ -42,16 +48,14 @@ from librarian.router.library import (
 from librarian.router.qdrant_api import (
     ApiError,
     SearchRequest,
-    id_order_key,
     parse_point_id,
     point_json,
-    record_json,
     wants_payload,
     wants_vector,
 )
 from librarian.router.resilience import CachedAnswer
 from librarian.router.state import RouterState, strategy_name
-from librarian.router.upstream import READ_WATCH
+from librarian.router.upstream import READ_WATCH, FanOut, UpstreamError
 from librarian.services.versioning import is_tombstone, user_payload, version_of
 from librarian.storage.port import PointRecord, QdrantPort
 
@@ -192,27 +196,6 @@ def _query_search(
     )
 
 
-def _as_query(prefetch: models.Prefetch, outer_filter: models.Filter | None) -> models.QueryRequest:
-    if prefetch.using not in (None, ""):  # only the unnamed routing vector, for now
-        raise ApiError(400, f"Wrong input: named vector {prefetch.using!r} is not served")
-    return models.QueryRequest(
-        prefetch=prefetch.prefetch,
-        query=prefetch.query,
-        filter=combine_filters(outer_filter, prefetch.filter),
-        params=prefetch.params,
-        score_threshold=prefetch.score_threshold,
-        limit=prefetch.limit,
-        with_payload=True,
-        with_vector=False,
-    )
-
-
-def _prefetches(body: models.QueryRequest) -> list[models.Prefetch]:
-    if isinstance(body.prefetch, list):
-        return body.prefetch
-    return [body.prefetch] if body.prefetch else []
-
-
 def _with_threshold(hits: list[Hit], threshold: float | None, higher_is_better: bool) -> list[Hit]:
     if threshold is None:
         return hits
@@ -334,6 +317,7 @@ class Querying:
 
     def __init__(self, state: RouterState) -> None:
         self.state = state
+        self.exact = ExactQueries(state.upstream, state.view)
 
     @property
     def _fusion(self) -> str:
@@ -374,9 +358,42 @@ class Querying:
                 400, "Wrong input: none of the requested clusters holds a domain of this library"
             )
         answer = await self._search_units(view, search, units, timeout, fusion, weights)
+        if view.routed and not clusters:
+            units, answer = await self._probe_further(
+                view, search, list(units), answer, timeout, strategy, fusion, weights
+            )
         if view.routed:
             self._account(view, units, search, answer, timeout)
         return answer
+
+    async def _probe_further(
+        self,
+        view: View,
+        search: Search,
+        units: list[int],
+        answer: Answer,
+        timeout: float,
+        strategy: str | None,
+        fusion: str | None,
+        weights: dict[str, float] | None,
+    ) -> tuple[list[int], Answer]:
+        """A routed page that came back short (a selective filter, a deep offset, a score
+        threshold) asks further domains, in routing order, twice as many each time, until the
+        page is full or every domain has answered (then it is exact)."""
+        library = view.library
+        assert library is not None
+        ranking = [int(u) for u in np.argsort(-library.router.decide(search.vector).scores)]
+        rest = [u for u in ranking if u not in units]
+        while len(answer.hits) < search.limit and rest and not answer.failed:
+            batch, rest = rest[: max(1, len(units))], rest[max(1, len(units)) :]
+            try:
+                wider = await self._search_units(
+                    view, search, units + batch, timeout, fusion, weights
+                )
+            except UpstreamError:  # out of time: the page so far, flagged as partial
+                return units, replace(answer, failed=[view.routes[u].key for u in batch])
+            units, answer = units + batch, wider
+        return units, answer
 
     async def _search_units(
         self,
@@ -388,34 +405,65 @@ class Querying:
         weights: dict[str, float] | None = None,
     ) -> Answer:
         fetch = search.depth + (1 if search.exclude_id is not None else 0)
-        payload = wants_payload(search.with_payload)
-        vectors = wants_vector(search.with_vector)
-
-        def operation(route: DomainRoute) -> Callable[[QdrantPort], list[Hit]]:
-            def run(port: QdrantPort) -> list[Hit]:
-                hits = port.query(
-                    route.collection,
-                    search.vector,
-                    limit=fetch,
-                    query_filter=combine_filters(search.query_filter, route.read_filter()),
-                    with_payload=payload or view.routed,  # versions, to keep the newest copy
-                    with_vectors=vectors,
-                    hnsw_ef=search.hnsw_ef,
-                    exact=search.exact,
-                    using=view.vector,
-                )
-                return [Hit(h.id, h.score, route.key, h.payload, h.vector) for h in hits]
-
-            return run
-
-        result = await self.state.upstream.fan_out(view, units, operation, timeout)
-        lists = _public_hits(_newest_hits(result.results), payload, versioned=view.routed)
+        while True:
+            lists, result, full = await self._unit_lists(view, search, units, fetch, timeout)
+            if not full:
+                break
+            fetch *= 2  # superseded copies left places a unit's next hits may take
         if search.exclude_id is not None:
             lists = [[h for h in hits if h.id != search.exclude_id] for hits in lists]
         routes = [view.routes[u] for u, _ in result.answered]
         fused = self._fuse(view, fusion or self._fusion, lists, search.depth, weights, routes)
         fused = _with_threshold(fused, search.score_threshold, view.higher_is_better)
         return Answer(fused[search.offset : search.depth], list(units), result.failed, lists)
+
+    async def _unit_lists(
+        self, view: View, search: Search, units: Sequence[int], fetch: int, timeout: float
+    ) -> tuple[list[list[Hit]], FanOut[list[Hit]], bool]:
+        """Each unit's ``fetch`` nearest hits without copies a newer copy (or tombstone) in any
+        home supersedes; and whether a unit that had more lost some of them so."""
+        payload = wants_payload(search.with_payload)
+        vectors = wants_vector(search.with_vector)
+
+        def operation(route: DomainRoute) -> Callable[[QdrantPort], list[Hit]]:
+            request = models.QueryRequest(
+                query=search.vector,
+                filter=combine_filters(search.query_filter, route.read_filter()),
+                params=models.SearchParams(hnsw_ef=search.hnsw_ef, exact=search.exact),
+                limit=fetch,
+                with_payload=payload or view.routed,  # versions, to keep the newest copy
+                with_vector=search.with_vector if vectors else False,
+                using=view.vector or None,
+            )
+
+            def run(port: QdrantPort) -> list[Hit]:
+                hits = home_query(port, route.collection, request)
+                return [
+                    Hit(_point_id(h.id), h.score, route.key, h.payload or {}, _jsonable(h.vector))
+                    for h in hits
+                ]
+
+            return run
+
+        result = await self.state.upstream.fan_out(view, units, operation, timeout)
+        lists = _newest_hits(result.results)
+        cut = False
+        # the homes this search asked (a routed search is approximate: homes it skipped are
+        # not asked for newer copies either, as the consistency model says); one home holds
+        # one copy of a point
+        asked = [view.routes[u] for u, _ in result.answered]
+        if view.routed and len({route.home for route in asked}) > 1:
+            ids = list(dict.fromkeys(h.id for hits in lists for h in hits))
+            newest = await self.exact.newest_versions(view, ids, timeout, asked) if ids else {}
+            kept = [
+                [h for h in hits if version_of(h.payload) >= newest.get(h.id, 0)] for hits in lists
+            ]
+            cut = any(
+                len(raw) >= fetch and len(mine) < len(raw)
+                for raw, mine in zip(result.results, kept, strict=True)
+            )
+            lists = kept
+        return _public_hits(lists, payload, versioned=view.routed), result, cut
 
     def _fuse(
         self,
@@ -480,6 +528,7 @@ class Querying:
         merged = self._fuse(
             view, "semantic_merge", [*answer.lists, *rest.lists], search.depth, None, []
         )
+        merged = _with_threshold(merged, search.score_threshold, view.higher_is_better)
         exhaustive = [h.id for h in merged[search.offset : search.depth]]
         estimator = self.state.estimator
         estimator.record([h.id for h in answer.hits], exhaustive, answer.lists)
@@ -490,106 +539,51 @@ class Querying:
 
     # ------------------------------------------------------------ universal query
 
-    async def _resolve_query(
-        self, view: View, query: Any, timeout: float
-    ) -> tuple[list[float] | None, PointId | None, Any]:
-        """A QueryRequest's ``query`` as (vector, id to exclude, fusion)."""
-        if query is None:
-            return None, None, None
-        if isinstance(query, models.FusionQuery):
-            return None, None, query.fusion
-        if isinstance(query, models.RrfQuery):
-            return None, None, query.rrf
+    def _routable(self, view: View, body: models.QueryRequest) -> bool:
+        """Is this a nearest search on the library's routing vector (the one query routed to a
+        few domains)? Everything else asks every home and is exact."""
+        query = body.query
         if isinstance(query, models.NearestQuery):
+            if query.mmr is not None:
+                return False
             query = query.nearest
-        if isinstance(query, (int, str)) and not isinstance(query, bool):
-            point_id = parse_point_id(query)
-            records = await self.retrieve(view, [point_id], True, True, timeout)
-            if not records:
-                raise ApiError(404, f"Not found: No point with id {point_id} found")
-            return dense(records[0].dense(view.vector), view.vector_size), point_id, None
-        if isinstance(query, list):
-            return dense(query, view.vector_size), None, None
-        raise ApiError(
-            400,
-            "Wrong input: the library router serves nearest, id and fusion queries, "
-            f"not {type(query).__name__}",
+        vector_or_id = (
+            isinstance(query, list) and bool(query) and isinstance(query[0], int | float)
+        ) or (isinstance(query, int | str) and not isinstance(query, bool))
+        params = body.params
+        return (
+            view.routed
+            and vector_or_id
+            and (body.using or "") == view.vector
+            and body.prefetch is None
+            and body.lookup_from is None
+            and top_level_selector(body.with_payload)
+            and isinstance(body.with_vector, bool | None)
+            and not (params and (params.quantization is not None or params.indexed_only))
         )
 
     async def query(
         self, view: View, body: models.QueryRequest, timeout: float
-    ) -> tuple[list[Hit], list[str]]:
-        """A universal query (nearest, by id, or fusion of prefetches): hits and missing units."""
-        if (body.using or "") != view.vector:
-            asked = f"named vector {body.using!r}" if body.using else "the unnamed vector"
-            routes = f"vector {view.vector!r}" if view.vector else "the unnamed vector"
-            raise ApiError(
-                400, f"Wrong input: {asked} is not served; the library routes on {routes}"
-            )
-        vector, exclude, fusion = await self._resolve_query(view, body.query, timeout)
-        _page(body)  # a bad limit or offset is refused before any domain is asked
-        prefetches = _prefetches(body)
-        if not prefetches:
-            if vector is None:
-                raise ApiError(
-                    400,
-                    "Wrong input: a fusion query needs prefetch; "
-                    "a query needs a vector or a point id",
-                )
-            answer = await self.search(
-                view, _query_search(body, vector, exclude, body.filter), timeout
-            )
-            return answer.hits, answer.failed
-        candidates, failed = await self._prefetch(view, prefetches, body.filter, timeout)
-        if vector is None:
-            return self._fused_prefetches(view, body, candidates, fusion), failed
-        ids = list(dict.fromkeys(h.id for hits in candidates for h in hits))
-        if not ids:
-            return [], failed
-        restrict = models.Filter(must=[models.HasIdCondition(has_id=ids)])
-        search = _query_search(body, vector, exclude, combine_filters(body.filter, restrict))
-        answer = await self.search(view, search, timeout)
-        return answer.hits, failed + answer.failed
-
-    async def _prefetch(
-        self,
-        view: View,
-        prefetches: Sequence[models.Prefetch],
-        outer_filter: models.Filter | None,
-        timeout: float,
-    ) -> tuple[list[list[Hit]], list[str]]:
-        """Each prefetch's hits (run one after the other), and every missing unit."""
-        candidates: list[list[Hit]] = []
-        failed: list[str] = []
-        for prefetch in prefetches:
-            hits, missing = await self.query(view, _as_query(prefetch, outer_filter), timeout)
-            candidates.append(hits)
-            failed += missing
-        return candidates, failed
-
-    def _fused_prefetches(
-        self, view: View, body: models.QueryRequest, candidates: list[list[Hit]], fusion: Any
-    ) -> list[Hit]:
-        """Prefetch results fused as Qdrant does (RRF or DBSF), or the first one's."""
-        limit, offset = _page(body)
-        depth = offset + limit
-        if isinstance(fusion, models.Rrf):
-            try:
-                fused = reciprocal_rank_fusion(
-                    candidates, limit=depth, k=fusion.k, weights=fusion.weights
-                )
-            except ValueError as error:
-                raise ApiError(400, f"Wrong input: {error}") from None
-        elif fusion == models.Fusion.RRF:
-            fused = reciprocal_rank_fusion(candidates, limit=depth)
-        elif fusion == models.Fusion.DBSF:
-            fused = distribution_based_score_fusion(candidates, limit=depth)
-        elif fusion is not None:
-            raise ApiError(400, f"Wrong input: fusion {fusion!r} is not one of rrf, dbsf")
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """A universal query: the page's points (Qdrant's JSON) and the units missing from it."""
+        if not self._routable(view, body):
+            ranked, failed = await self.exact.query(view, body, timeout)
+            return [scored_json(r.point) for r in ranked], failed
+        query = body.query.nearest if isinstance(body.query, models.NearestQuery) else body.query
+        exclude: PointId | None = None
+        if isinstance(query, int | str):
+            exclude = parse_point_id(query)
+            records = await self.retrieve(view, [exclude], True, True, timeout)
+            if not records:
+                raise ApiError(404, f"Not found: No point with id {exclude} found")
+            vector = dense(records[0].dense(view.vector), view.vector_size)
         else:
-            fused = candidates[0][:depth]
-        fused = _with_threshold(fused, body.score_threshold, view.higher_is_better)
-        return fused[offset : offset + limit]
+            vector = dense(query, view.vector_size)
+        validate_page(body.limit, body.offset)  # Qdrant's 400 / 422 before any home is asked
+        answer = await self.search(view, _query_search(body, vector, exclude, body.filter), timeout)
+        return [
+            point_json(h, body.with_payload, body.with_vector) for h in answer.hits
+        ], answer.failed
 
     # ------------------------------------------------------------ reads of every domain
 
@@ -599,36 +593,16 @@ class Querying:
     async def scroll(
         self, view: View, body: models.ScrollRequest, timeout: float
     ) -> dict[str, Any]:
-        """One page of every domain's points in Qdrant's id order, and the next page's offset."""
-        if body.order_by is not None:
-            raise ApiError(
-                400, "Wrong input: order_by is not served by the library router; scroll in id order"
-            )
-        limit = bounded(body.limit if body.limit is not None else 10, "limit")
-        offset = parse_point_id(body.offset) if body.offset is not None else None
-        selector = body.with_payload if body.with_payload is not None else True
-        payload, vectors = wants_payload(selector), wants_vector(body.with_vector)
-
-        def operation(route: DomainRoute) -> Callable[[QdrantPort], list[PointRecord]]:
-            def run(port: QdrantPort) -> list[PointRecord]:
-                records, _ = port.scroll(
-                    route.collection,
-                    limit=limit + 1,
-                    offset=offset,
-                    scroll_filter=combine_filters(body.filter, route.read_filter()),
-                    with_vectors=vectors,
-                    with_payload=payload or view.routed,
-                )
-                return records
-
-            return run
-
-        result = await self.state.upstream.fan_out(view, self._every(view), operation, timeout)
-        merged = _by_id(result.complete("scroll"), versioned=view.routed)
-        ordered = sorted(merged.values(), key=lambda r: id_order_key(r.id))
-        page, rest = ordered[:limit], ordered[limit:]
-        points = [record_json(r.id, r.payload, r.vector, selector, body.with_vector) for r in page]
-        return {"points": points, "next_page_offset": rest[0].id if rest else None}
+        """One page of every domain's points in Qdrant's id order (and the next page's offset),
+        or by an ``order_by`` value; each point's newest copy."""
+        page, following, _ = await self.exact.scroll(view, body, timeout)
+        points = []
+        for ranked in page:
+            record = scored_json(ranked.point)
+            record.pop("score", None)
+            record.pop("version", None)
+            points.append(record)
+        return {"points": points, "next_page_offset": following}
 
     async def count(self, view: View, body: models.CountRequest, timeout: float) -> int:
         """Points matching the filter in every domain."""
@@ -823,3 +797,16 @@ def _public_hits(lists: list[list[Hit]], payload: bool, *, versioned: bool) -> l
         [replace(h, payload=user_payload(h.payload) if payload else None) for h in hits]
         for hits in lists
     ]
+
+
+def _point_id(value: Any) -> PointId:
+    return value if isinstance(value, int) else str(value)
+
+
+def _jsonable(vector: Any) -> Any:
+    """A point's vector(s) as JSON values (sparse vectors as their indices and values)."""
+    if isinstance(vector, dict):
+        return {name: _jsonable(value) for name, value in vector.items()}
+    if isinstance(vector, models.SparseVector):
+        return vector.model_dump(mode="json")
+    return vector
