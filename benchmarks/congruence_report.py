@@ -6,7 +6,8 @@ and a multivector; some lack some), filled through the router; the same points
 in one collection of qdrant-client's local mode (the reference). Every case of
 ``librarian.testing.congruence`` (reads of every query kind, groups, facets,
 matrices, scroll, count, retrieve, collection calls; writes, each followed by
-a comparison of the whole collection) runs on both, through each transport
+a comparison of the whole collection; then the reads again, over the tombstones,
+moved points and changed payloads the writes left) runs on both, through each transport
 (REST and gRPC, sync and async clients), and is judged correct, refused (a
 4xx, with its reason) or wrong. The goal: wrong = 0.
 
@@ -19,65 +20,20 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from qdrant_client import AsyncQdrantClient, QdrantClient
-
 from librarian.testing import congruence
-from librarian.testing.router import RouterThread, make_state
-
-TRANSPORTS = ("rest", "rest-async", "grpc", "grpc-async")
-
-
-class _Served:
-    def __init__(self, fleet: Any, definition: Any) -> None:
-        self.fleet = fleet
-        self.definition = definition
-
-
-@contextmanager
-def library_router(path: Path) -> Iterator[RouterThread]:
-    """A router with gRPC over a fresh, empty congruence library."""
-    fleet, definition = congruence.build_library(path)
-    state = make_state(
-        _Served(fleet, definition), settings={"caching": {"enable_result_cache": False}}
-    )
-    try:
-        with RouterThread(state, grpc=True) as router:
-            yield router
-    finally:
-        fleet.close()
-
-
-def client_for(router: RouterThread, transport: str) -> Any:
-    """The official client of ``transport`` pointed at ``router``."""
-    grpc = transport.startswith("grpc")
-    kind = AsyncQdrantClient if transport.endswith("async") else QdrantClient
-    return kind(
-        url=router.url,
-        grpc_port=router.grpc_port or 6334,
-        prefer_grpc=grpc,
-        timeout=60,
-        check_compatibility=False,
-    )
 
 
 def judge_transport(transport: str, points: list[Any]) -> list[congruence.Verdict]:
-    """Every case through one transport, on a library and a reference of their own."""
-    with tempfile.TemporaryDirectory() as workdir, library_router(Path(workdir)) as router:
-        client = client_for(router, transport)
-        congruence.fill(client, "library", points)
-        reference = congruence.reference_of("library", points)
-        cases = congruence.read_cases(points) + congruence.write_cases(points)
-        return congruence.judge_all(cases, reference, client, "library")
+    with tempfile.TemporaryDirectory() as workdir:
+        return congruence.judge_transport(Path(workdir), transport, points)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--transports", default=",".join(TRANSPORTS))
+    parser.add_argument("--transports", default=",".join(congruence.TRANSPORTS))
     parser.add_argument("--points", type=int, default=400)
     parser.add_argument("--reasons", action="store_true", help="print each refusal's reason")
     args = parser.parse_args()

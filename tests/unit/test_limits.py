@@ -57,6 +57,9 @@ def test_limit_plus_offset() -> None:
     assert "limit + offset is 101" in _refused({"searches": [{"limit": 101}]})
     check_json({"limit": 90, "offset": 10}, LIMITS)
     check_json({"limit": True, "offset": "x"}, LIMITS)  # not numbers: left to the models
+    # a scroll's offset is the id of the point to start from, whatever its value
+    check_json({"limit": 90, "offset": 100_000}, LIMITS, scroll=True)
+    assert "limit + offset is 108" in _refused({"limit": 101, "offset": 7})
 
 
 def test_vector_dimension_only_on_the_library() -> None:

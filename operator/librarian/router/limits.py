@@ -78,12 +78,17 @@ def _check_vector(key: str, value: Any, vector_size: int) -> None:
         )
 
 
-def check_json(data: Any, limits: LimitsSettings, vector_size: int | None = None) -> None:
+def check_json(
+    data: Any, limits: LimitsSettings, vector_size: int | None = None, *, scroll: bool = False
+) -> None:
     """Refuse (400) a parsed body beyond the limits, without recursion.
 
     ``vector_size`` is the library's dimension when the request addresses the
     library: a vector of another length is refused here, before any model is built.
+    ``scroll``: the body is a scroll's, whose ``offset`` is a point id, not a count.
     """
+    if scroll and isinstance(data, dict) and "offset" in data:
+        data = {k: v for k, v in data.items() if k != "offset"}
     stack: list[tuple[Any, int, int | None]] = [(data, 1, vector_size)]
     while stack:
         value, depth, size = stack.pop()
@@ -192,7 +197,9 @@ def limits_middleware(
             raise ApiError(
                 400, f"Wrong input: JSON nested deeper than {limits.max_json_depth} levels"
             ) from None
-        check_json(data, limits, vector_size_of(request))
+        check_json(
+            data, limits, vector_size_of(request), scroll=request.path.endswith("/points/scroll")
+        )
         request[PARSED_KEY] = data
         return await handler(request)
 
