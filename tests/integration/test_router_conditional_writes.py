@@ -235,7 +235,31 @@ def test_batch_operations_and_update_vectors_with_update_filter(served: Served) 
         _same_as_reference(client, reference, ids)
 
 
-def test_a_filter_on_the_librarys_own_keys_is_refused_with_a_400(served: Served) -> None:
+def test_conditional_writes_over_grpc_answer_as_local_mode(served: Served) -> None:
+    built, reference = served.built, served.reference
+    ids = [1, 2, 3, 4, 20, 6000]
+    with RouterThread(make_state(built), grpc=True) as router:
+        client = QdrantClient(
+            url=router.url,
+            grpc_port=router.grpc_port,
+            prefer_grpc=True,
+            timeout=30,
+            check_compatibility=False,
+        )
+        with closing(client):
+            _both(client, reference, lambda c: c.delete("library", [20]))
+            points = _structs(_new_points(built, ids, seed=9, tag="grpc"))
+            for kwargs in (
+                {"update_mode": models.UpdateMode.INSERT_ONLY},
+                {"update_filter": GROUP_1, "update_mode": models.UpdateMode.UPDATE_ONLY},
+            ):
+                _both(client, reference, lambda c: c.upsert("library", points, **kwargs))  # type: ignore[arg-type]  # noqa: B023
+                _same_as_reference(client, reference, ids)
+
+
+def test_a_filter_on_the_librarys_own_keys_or_a_malformed_condition_is_a_400(
+    served: Served,
+) -> None:
     built = served.built
     with RouterThread(make_state(built)) as router:
         for path, body in (
@@ -259,6 +283,16 @@ def test_a_filter_on_the_librarys_own_keys_is_refused_with_a_400(served: Served)
             )
             assert response.status_code == 400, response.text
             assert "reserved by the library" in response.json()["status"]["error"]
+        point = {"id": 1, "vector": near(built, 0), "payload": {}}
+        for malformed in (
+            {"points": [point], "update_mode": "overwrite"},
+            {"points": [point], "update_filter": {"must": [{"key": "n", "near": 1}]}},
+        ):
+            response = httpx.put(
+                f"{router.url}/collections/library/points?wait=true", json=malformed, timeout=30
+            )
+            assert response.status_code == 400, response.text
+            assert "Format error in JSON body" in response.json()["status"]["error"]
     assert _copies(built, 1)[0][1].get(POINT_VERSION_KEY) is None  # unchanged
 
 
