@@ -27,6 +27,7 @@ import pytest
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
+from librarian.contracts.moves import MovePhase
 from librarian.contracts.payload import LABEL_KEY, POINT_VERSION_KEY
 from librarian.storage.port import PointId, PointRecord
 
@@ -39,7 +40,9 @@ from .router_support import (
     library_with_flaky_west,
     live_copies,
     make_state,
+    moving,
     near,
+    static_loader,
 )
 
 pytestmark = pytest.mark.timeout(300)
@@ -255,6 +258,37 @@ def test_conditional_writes_over_grpc_answer_as_local_mode(served: Served) -> No
             ):
                 _both(client, reference, lambda c: c.upsert("library", points, **kwargs))  # type: ignore[arg-type]  # noqa: B023
                 _same_as_reference(client, reference, ids)
+
+
+def test_during_a_move_a_conditional_write_reaches_both_homes(served: Served) -> None:
+    """While d2 is copied to a new home, both homes take a conditional write, decided on the
+    newest copy (the new home lags: it holds nothing yet)."""
+    built, reference = served.built, served.reference
+    state = make_state(built)
+    state.config.loader = static_loader(moving(built, MovePhase.DUAL_WRITE))
+    in_d2 = [p.id for p in built.points if _domain_of(built, p.id) == 2][:6]
+    with RouterThread(state) as router, closing(client_of(router)) as client:
+        points = [
+            models.PointStruct(id=i, vector=near(built, 2, 60 + k), payload={"tag": "moving"})
+            for k, i in enumerate([*in_d2, 9900])
+        ]
+        for kwargs in (
+            {"update_filter": GROUP_1},
+            {"update_mode": models.UpdateMode.INSERT_ONLY},
+        ):
+            _both(client, reference, lambda c: c.upsert("library", points, **kwargs))  # type: ignore[arg-type]  # noqa: B023
+            _same_as_reference(client, reference, [*in_d2, 9900])
+    west, east = built.fleet.get("west"), built.fleet.get("east")
+    written = [
+        i for i in [*in_d2, 9900] if reference.retrieve("library", [i])[0].payload.get("tag")
+    ]
+    assert 9900 in written
+    assert len(written) < len(in_d2) + 1  # the filter kept some
+    for point_id in written:
+        [old] = west.retrieve("library-d2", [point_id], with_vectors=False)
+        [new] = east.retrieve("library-d2-new", [point_id], with_vectors=False)
+        assert old.payload == new.payload
+        assert old.payload["tag"] == "moving"
 
 
 def test_a_filter_on_the_librarys_own_keys_or_a_malformed_condition_is_a_400(
