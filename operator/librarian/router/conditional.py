@@ -42,6 +42,7 @@ __all__ = [
     "condition_of",
     "evaluate_in",
     "filter_keys",
+    "refuse_reserved_keys",
     "seen_newest",
 ]
 
