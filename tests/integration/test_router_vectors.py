@@ -267,6 +267,33 @@ def test_vector_updates_of_every_shape_and_a_point_that_gets_its_routing_vector(
     assert homes[routed.id] == [_home_of(built, routed)]  # changed in place
 
 
+def test_vector_updates_with_update_filter_change_and_place_only_matching_points(
+    shaped: Shaped,
+) -> None:
+    """``update_filter`` decides on each point's newest copy: a matching point changes (one
+    that gets its routing vector moves), a point that does not match keeps its vectors and
+    its home, as local mode keeps them."""
+    built = shaped
+    points = _points(built, 27, 0, seed=4)
+    unrouted = [p for p in points if p.dense("text") is None]
+    assert [p.id for p in unrouted] == [8, 17, 26]
+    below_20 = models.Filter(must=[models.FieldCondition(key="n", range=models.Range(lt=20))])
+    targets = {p.id: (_home_of(built, p) + 1) % DOMAINS for p in unrouted}
+    updates = [
+        models.PointVectors(id=p.id, vector={"text": _near(built, targets[p.id], 80 + p.id)})
+        for p in unrouted
+    ] + [models.PointVectors(id=i, vector={"image": [0.5, -0.5, 0.25, 1.0]}) for i in (1, 21)]
+    with RouterThread(make_state(built)) as router, closing(client_of(router)) as client:
+        client.upsert("library", _structs(points))
+        built.reference.upsert("library", _structs(points))
+        before = {p.id: _home_of(built, p) for p in unrouted}
+        client.update_vectors("library", updates, update_filter=below_20)
+        built.reference.update_vectors("library", updates, update_filter=below_20)
+        _same_as_reference(client, built, [p.id for p in points])
+    homes = _live_homes(built, [p.id for p in unrouted])
+    assert homes == {8: [targets[8]], 17: [targets[17]], 26: [before[26]]}
+
+
 def test_a_search_on_the_routing_vector_ranks_as_local_mode(shaped: Shaped) -> None:
     built = shaped
     points = _points(built, 60, 0, seed=5)

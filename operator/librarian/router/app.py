@@ -29,6 +29,7 @@ from librarian.core.routing import RoutingError
 from librarian.router.aggregate_endpoints import AggregateEndpoints
 from librarian.router.auth import Need, authentication, erases_everything, require_manage
 from librarian.router.collections import CollectionEndpoints, forget_aliases_of
+from librarian.router.conditional import condition_of
 from librarian.router.exact import record_json
 from librarian.router.legacy import (
     DiscoverRequest,
@@ -327,9 +328,11 @@ class PointEndpoints:
         started = time.perf_counter()
         view = await self._writable_view(request)
         body = await parse_body(request, models.PointInsertOperations)
-        records = records_of(body.root if hasattr(body, "root") else body, view)
+        operations = body.root if hasattr(body, "root") else body
+        condition = condition_of(operations, routed=view.routed)
+        records = records_of(operations, view)
         async with self.state.writing(view):
-            await self.writes.upsert(view, records, self._timeout(request))
+            await self.writes.upsert(view, records, self._timeout(request), condition)
         return ok({"operation_id": 0, "status": "completed"}, started)
 
     async def points_delete(self, request: web.Request) -> web.Response:

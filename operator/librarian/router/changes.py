@@ -21,6 +21,7 @@ from qdrant_client.http import models
 from librarian.contracts.payload import MERGED_KEY, POINT_VERSION_KEY, RESERVED_KEYS
 from librarian.core.fusion import PointId
 from librarian.router.cleanup import Copy, delete_where
+from librarian.router.conditional import Condition, refuse_reserved_keys
 from librarian.router.library import (
     CollectionHome,
     View,
@@ -338,10 +339,15 @@ class InPlaceChanges(WriteSteps):
         self.cache.clear()
 
     async def _upsert_once(
-        self, view: View, records: list[PointRecord], timeout: float
+        self,
+        view: View,
+        records: list[PointRecord],
+        timeout: float,
+        condition: Condition | None = None,
+        kept: list[Cleanup] | None = None,
     ) -> set[PointId]:
-        """One versioned upsert; the ids a newer change in place overtook (made by
-        :class:`librarian.router.writes.Writes`)."""
+        """One versioned upsert (conditional, given a ``condition``); the ids to write again
+        (made by :class:`librarian.router.writes.Writes`)."""
         raise NotImplementedError
 
     async def _place_anew(
@@ -350,9 +356,11 @@ class InPlaceChanges(WriteSteps):
         ids: list[PointId],
         rebuild: Callable[[PointRecord], Vectors | None],
         timeout: float,
+        condition: Condition | None = None,
     ) -> set[PointId]:
         """Upsert each point's newest copy with the vectors ``rebuild`` gives it (``None``:
-        leave that point alone), so the write path places it anew; returns the ids placed.
+        leave that point alone), so the write path places it anew; returns the ids placed
+        (or, with a ``condition``, decided: written if the condition let them be).
 
         A change in place that overtook the upsert was made on the older copy: the point
         is read again and placed again, so that change is kept (an ordinary upsert would
@@ -370,7 +378,7 @@ class InPlaceChanges(WriteSteps):
             if not records:
                 return placed
             try:
-                overtaken = await self._upsert_once(view, records, timeout)
+                overtaken = await self._upsert_once(view, records, timeout, condition)
             finally:
                 self.cache.clear()
             placed |= {r.id for r in records}
@@ -396,17 +404,25 @@ class InPlaceChanges(WriteSteps):
         A change in place of the same point that lands on the old copy between that
         read and the upsert, at a lower version, is removed with the old copy: such a
         move is a read-modify-write, not yet fenced against that interleaving.
+
+        With ``update_filter`` only the points whose newest copy matches it change: the
+        engine holding that copy evaluates the filter in the same operation that changes
+        it; a point placed anew is written by a conditional upsert (``update_only`` with
+        the filter, decided on its newest copy).
         """
-        if body.update_filter is not None:
-            raise ApiError(
-                400, "Wrong input: update_filter is not served on a library collection yet"
-            )
+        update_filter = body.update_filter
+        if view.routed:
+            refuse_reserved_keys(update_filter)
         vectors = {parse_point_id(p.id): point_vectors(p.vector, view) for p in body.points}
         if not view.routed:
             route = view.routes[0]
             points = [PointRecord(i, v) for i, v in vectors.items()]
             await self._call(
-                route, lambda port: port.update_vectors(route.collection, points), timeout
+                route,
+                lambda port: port.update_vectors(
+                    route.collection, points, update_filter=update_filter
+                ),
+                timeout,
             )
             self.cache.clear()
             return
@@ -423,13 +439,20 @@ class InPlaceChanges(WriteSteps):
                     return None
                 return from_named({**as_named(copy.vector), **as_named(vectors[copy.id])})
 
-            for point_id in await self._place_anew(view, placing, given, timeout):
+            condition = (
+                Condition(update_filter, models.UpdateMode.UPDATE_ONLY)
+                if update_filter is not None
+                else None
+            )
+            for point_id in await self._place_anew(view, placing, given, timeout, condition):
                 del vectors[point_id]
             if not vectors:
                 return
 
         def change(collection: str, held: list[PointId], version: int, label: str | None) -> Ops:
-            condition = and_filters(ids_filter(held), older_than(version), live_filter())
+            condition = and_filters(
+                ids_filter(held), older_than(version), live_filter(), update_filter
+            )
             exact = and_filters(ids_filter(held), version_is(version))
             mark = {POINT_VERSION_KEY: version, MERGED_KEY: True}
             points = [PointRecord(i, vectors[i]) for i in held]

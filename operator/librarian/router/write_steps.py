@@ -9,6 +9,7 @@ carry out cleanups or queue them in the outbox, and turn a points selector
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,6 +118,15 @@ class WriteSteps:
             await self.homes.apply_or_queue(cleanups, self._settle_timeout(timeout))
         except OutboxFull:
             raise self._outbox_full() from None
+
+    async def _drop_kept(self, kept: list[Cleanup], timeout: float) -> None:
+        """Remove the copies a write kept while it was made again (older than what overtook
+        them; a no-op where it was made again over them). Best effort: such a copy is older
+        than the point's newest one, so no read serves it, and a later write removes it."""
+        if not kept:
+            return
+        with contextlib.suppress(Exception):
+            await self.homes.apply_or_queue(kept, self._settle_timeout(timeout))
 
     async def _call(
         self, route: DomainRoute, operation: Callable[[QdrantPort], None], timeout: float

@@ -39,6 +39,7 @@ from librarian.core.fusion import PointId
 from librarian.core.unrouted import domain_for_unrouted
 from librarian.router.changes import InPlaceChanges
 from librarian.router.cleanup import Copy, delete_where, unreachable
+from librarian.router.conditional import Condition, Seen, condition_of, evaluate_in, seen_newest
 from librarian.router.library import (
     CollectionHome,
     DomainRoute,
@@ -69,17 +70,6 @@ from librarian.storage.port import PointRecord, QdrantPort
 __all__ = ["Writes", "records_of"]
 
 
-def _refuse_conditional(operations: Any) -> None:
-    if getattr(operations, "update_filter", None) is not None or (
-        getattr(operations, "update_mode", None) not in (None, models.UpdateMode.UPSERT)
-    ):
-        raise ApiError(
-            400,
-            "Wrong input: update_filter and update_mode are not served on a library collection "
-            "yet; the library makes every write conditional on its own versions",
-        )
-
-
 def _batch_vectors(batch: models.Batch) -> list[Any]:
     """Each point's vectors of a batch (a list per point, or a list per vector name)."""
     vectors = batch.vectors
@@ -97,7 +87,6 @@ def _batch_vectors(batch: models.Batch) -> list[Any]:
 
 def records_of(operations: Any, view: View) -> list[PointRecord]:
     """The points of an upsert body (a point list or a batch), validated against the view."""
-    _refuse_conditional(operations)
     if isinstance(operations, models.PointsList):
         return [
             PointRecord(
@@ -151,34 +140,80 @@ class Writes(InPlaceChanges):
 
     # ------------------------------------------------------------ upsert
 
-    async def upsert(self, view: View, records: list[PointRecord], timeout: float) -> None:
-        """Each record into its nearest domain at a new version; older copies elsewhere removed."""
+    async def upsert(
+        self,
+        view: View,
+        records: list[PointRecord],
+        timeout: float,
+        condition: Condition | None = None,
+    ) -> None:
+        """Each record into its nearest domain at a new version; older copies elsewhere removed.
+
+        With a ``condition`` (Qdrant's ``update_filter`` / ``update_mode``) each point is
+        written only if its newest copy, as the look saw it, lets it be: see
+        :meth:`_conditional_once`.
+        """
         if not records:
             return
+        if condition is not None and condition.unconditional:
+            condition = None
         if not view.routed:
-            route = view.routes[0]
-            await self._call(route, lambda port: port.upsert(route.collection, records), timeout)
-            self.cache.clear()
+            await self._forward_upsert(view, records, condition, timeout)
             return
         pending = _last_wins(records)
-        for _ in range(IN_PLACE_TRIES):
-            try:
-                overtaken = await self._upsert_once(view, pending, timeout)
-            finally:
-                self.cache.clear()
-            if not overtaken:
-                return
-            pending = [r for r in pending if r.id in overtaken]  # written again, after them
+        kept: list[Cleanup] = []  # own copies left while they are written again
+        try:
+            for _ in range(IN_PLACE_TRIES):
+                try:
+                    overtaken = await self._upsert_once(view, pending, timeout, condition, kept)
+                finally:
+                    self.cache.clear()
+                if not overtaken:
+                    return
+                pending = [r for r in pending if r.id in overtaken]  # written again, after them
+        finally:
+            await self._drop_kept(kept, timeout)
         raise ApiError(
             503,
             f"Service unavailable: the write of {len(pending)} point(s) kept being overtaken by "
             "concurrent updates of the same points; retry it",
         )
 
+    async def _forward_upsert(
+        self,
+        view: View,
+        records: list[PointRecord],
+        condition: Condition | None,
+        timeout: float,
+    ) -> None:
+        """An upsert of a collection outside the library: one collection, Qdrant decides."""
+        route = view.routes[0]
+        update_filter = condition.update_filter if condition is not None else None
+        if condition is not None and condition.update_mode is not models.UpdateMode.UPSERT:
+            raise ApiError(
+                400,
+                f"Wrong input: update_mode {condition.update_mode.value} is served on library "
+                "collections only; on this collection use update_filter, or retrieve the "
+                "points first",
+            )
+        await self._call(
+            route,
+            lambda port: port.upsert(route.collection, records, update_filter=update_filter),
+            timeout,
+        )
+        self.cache.clear()
+
     async def _upsert_once(
-        self, view: View, records: list[PointRecord], timeout: float
+        self,
+        view: View,
+        records: list[PointRecord],
+        timeout: float,
+        condition: Condition | None = None,
+        kept: list[Cleanup] | None = None,
     ) -> set[PointId]:
         """One versioned write of ``records``; the ids a newer change in place overtook."""
+        if condition is not None:
+            return await self._conditional_once(view, records, condition, timeout, kept)
         looked = await self._look(view, [r.id for r in records], timeout)
         if looked.unreached and self.homes.outbox.full():
             raise self._outbox_full()
@@ -189,8 +224,128 @@ class Writes(InPlaceChanges):
         new_home = {
             p.id: view.write_homes(view.routes[u]) for u, points in groups.items() for p in points
         }
+        return await self._settle_landed(view, new_home, version, timeout, kept)
+
+    async def _conditional_once(
+        self,
+        view: View,
+        records: list[PointRecord],
+        condition: Condition,
+        timeout: float,
+        kept: list[Cleanup] | None = None,
+    ) -> set[PointId]:
+        """One conditional write of ``records``; the ids to decide and write again.
+
+        Every home is looked at (a home that does not answer may hold the newest copy:
+        the write is refused with a 503, as a change in place is). Each point's newest
+        copy decides: a tombstone or no copy is a point that does not exist; the client's
+        filter is evaluated by the engine of a home holding the newest live copy, on that
+        copy at the version the look saw (a copy changed since is decided again). The
+        points the condition admits are written like any write, at a new version, marked
+        as depending on what they replaced (``merged``: an older write that lands later
+        is made again after this one), and only where the new home holds nothing newer
+        than the copy the decision was made on. A look after writing takes back the
+        points for which a copy newer than that one, but older than this write, landed
+        meanwhile (the decision was made on a copy it replaces): they are decided again.
+        """
+        ids = [r.id for r in records]
+        looked = await self._look(view, ids, timeout)
+        if looked.unreached:
+            raise _undecidable(looked.unreached)
+        seen = seen_newest(looked.found, ids)
+        matched, changed = await self._evaluate(condition, seen, timeout)
+        chosen = [
+            r
+            for r in records
+            if r.id not in changed
+            and condition.admits(seen[r.id].live)
+            and (r.id in matched or not condition.needs_filter(seen[r.id].live))
+        ]
+        if not chosen:
+            return set(changed)
+        version = self.clock.tick(looked.highest)
+        based_on = {r.id: seen[r.id].version for r in chosen}
+        groups = self._placed(view, chosen)
+        await self._write_homes(view, groups, version, timeout, based_on=based_on)
+        self.cache.clear()
+        new_home = {
+            p.id: view.write_homes(view.routes[u]) for u, points in groups.items() for p in points
+        }
+        intervened = await self._intervened(view, new_home, based_on, version, timeout)
+        landed = {i: homes for i, homes in new_home.items() if i not in intervened}
+        again = set(changed) | intervened
+        if landed:
+            again |= await self._settle_landed(view, landed, version, timeout, kept)
+        return again
+
+    async def _evaluate(
+        self, condition: Condition, seen: dict[PointId, Seen], timeout: float
+    ) -> tuple[set[PointId], set[PointId]]:
+        """The ids the client's filter matches (on their newest copy, at the version seen)
+        and the ids whose newest copy changed before it could be evaluated."""
+        asked: dict[CollectionHome, dict[PointId, int]] = {}
+        for point_id, newest in seen.items():
+            if condition.needs_filter(newest.live):
+                asked.setdefault(newest.homes[0], {})[point_id] = newest.version
+        if not asked or condition.update_filter is None:
+            return set(), set()
+        flt = condition.update_filter
+        verdicts = await asyncio.gather(
+            *(
+                self.upstream.call(
+                    home_route(home), evaluate_in(home.collection, ids, flt), timeout
+                )
+                for home, ids in asked.items()
+            )
+        )
+        matched = {i for verdict in verdicts for i in verdict.matched}
+        changed = {i for verdict in verdicts for i in verdict.changed}
+        return matched, changed
+
+    async def _intervened(
+        self,
+        view: View,
+        new_home: dict[PointId, tuple[CollectionHome, ...]],
+        based_on: dict[PointId, int],
+        version: int,
+        timeout: float,
+    ) -> set[PointId]:
+        """The ids a copy newer than the one decided on, older than ``version``, reached
+        meanwhile: this write's own copies of them are taken back (to be decided again).
+        Every home must answer (one that does not may hold such a copy)."""
+        ids = list(new_home)
+        after, unreached = await self.homes.look(
+            list(view.homes()), ids, self._settle_timeout(timeout)
+        )
+        intervened = {
+            i
+            for copies in after.values()
+            for i, c in copies.items()
+            if i in based_on and based_on[i] < c.version < version
+        }
+        taking_back = list(new_home) if unreached else sorted(intervened, key=str)
+        if taking_back:
+            try:
+                await self._take_back({i: new_home[i] for i in taking_back}, version, timeout)
+            except Exception as error:
+                if unreachable(error):  # left where it landed: settled from the outbox
+                    await self._settle_later(new_home, version)
+                raise
+        if unreached:
+            raise _undecidable(unreached)
+        return intervened
+
+    async def _settle_landed(
+        self,
+        view: View,
+        new_home: dict[PointId, tuple[CollectionHome, ...]],
+        version: int,
+        timeout: float,
+        kept: list[Cleanup] | None = None,
+    ) -> set[PointId]:
+        """Settle a write that landed in ``new_home``; the ids a newer change overtook."""
         try:
-            return await self._settle(view, new_home, version, timeout)
+            return await self._settle(view, new_home, version, timeout, kept)
         except OutboxFull:  # not acknowledged: take this write back rather than leave two copies
             await self._take_back(new_home, version, timeout)
             raise self._outbox_full() from None
@@ -225,10 +380,20 @@ class Writes(InPlaceChanges):
             await self.upstream.call(home_route(home), delete_where(home.collection, flt), timeout)
 
     async def _write_homes(
-        self, view: View, groups: dict[int, list[PointRecord]], version: int, timeout: float
+        self,
+        view: View,
+        groups: dict[int, list[PointRecord]],
+        version: int,
+        timeout: float,
+        *,
+        based_on: dict[PointId, int] | None = None,
     ) -> None:
         """Each group into its domain's write homes, labelled and versioned, where the stored
         version is older; one call per cluster (its collections written one after the other).
+
+        ``based_on`` (a conditional write: each id's version its condition was decided on)
+        writes a point only where the stored version is at most that one, and marks it
+        ``merged``.
 
         A domain's own home must take the write. During a move the other home is second:
         if its cluster fails, a copy from the first home waits in the outbox (the write is
@@ -240,7 +405,14 @@ class Writes(InPlaceChanges):
             route = view.routes[unit]
             stamped_points = [
                 PointRecord(
-                    p.id, p.vector, stamped(p.payload, version=version, label=route.domain_id)
+                    p.id,
+                    p.vector,
+                    stamped(
+                        p.payload,
+                        version=version,
+                        label=route.domain_id,
+                        merged=based_on is not None,
+                    ),
                 )
                 for p in points
             ]
@@ -250,12 +422,12 @@ class Writes(InPlaceChanges):
                     _Batch(home.collection, stamped_points, primary)
                 )
                 first.setdefault(home.cluster, route if home == route.home else home_route(home))
-        condition = older_than(version)
 
         def write_all(batches: list[_Batch]) -> Callable[[QdrantPort], None]:
             def run(port: QdrantPort) -> None:
                 for batch in batches:
-                    port.upsert(batch.collection, batch.points, update_filter=condition)
+                    for points, condition in _conditioned(batch.points, version, based_on):
+                        port.upsert(batch.collection, points, update_filter=condition)
 
             return run
 
@@ -350,11 +522,16 @@ class Writes(InPlaceChanges):
         new_home: dict[PointId, tuple[CollectionHome, ...]],
         version: int,
         timeout: float,
+        kept: list[Cleanup] | None = None,
     ) -> set[PointId]:
         """Remove copies older than ``version`` from the other homes; yield to a newer write.
 
         Returns the ids a newer change in place holds (here or elsewhere): such a change
         was made on a copy without this write, so this write is to be made again, after it.
+        With ``kept``, this write's own copies of those ids stay until it is made again
+        (their removal is added to ``kept``, for when the caller is done): the change may
+        still be taken back (a conditional write that finds it decided on a replaced copy
+        does so), and the point must not be left without a live copy meanwhile.
         """
         homes = list(view.homes())
         ids = list(new_home)
@@ -408,6 +585,11 @@ class Writes(InPlaceChanges):
         # A newer write, delete or change won elsewhere: yield to it (a write that a change
         # overtook is made again after it, into its home, at a newer version).
         for home, lost in beaten.items():
+            again = lost & overtaken if kept is not None else set()
+            if again and kept is not None:
+                ordered = sorted(again, key=str)
+                kept.append(cleanup_of(home, CleanupKind.REMOVE_OLDER, ordered, version + 1))
+            lost = lost - again
             if not lost:
                 continue
             flt = and_filters(ids_filter(sorted(lost, key=str)), version_at_most(version))
@@ -587,8 +769,9 @@ class Writes(InPlaceChanges):
 
     async def _one(self, view: View, operation: Any, timeout: float) -> None:
         if isinstance(operation, models.UpsertOperation):
-            body = operation.upsert
-            await self.upsert(view, records_of(getattr(body, "root", body), view), timeout)
+            body = getattr(operation.upsert, "root", operation.upsert)
+            condition = condition_of(body, routed=view.routed)
+            await self.upsert(view, records_of(body, view), timeout, condition)
         elif isinstance(operation, models.DeleteOperation):
             selector = operation.delete
             await self.delete(view, getattr(selector, "root", selector), timeout)
@@ -617,6 +800,28 @@ class _Batch:
     collection: str
     points: list[PointRecord]
     copy_from: CollectionHome | None = None
+
+
+def _conditioned(
+    points: list[PointRecord], version: int, based_on: dict[PointId, int] | None
+) -> list[tuple[list[PointRecord], models.Filter]]:
+    """The points of one write with the condition on the stored copy each is written under:
+    older than ``version``, or (a conditional write) at most the version decided on."""
+    if based_on is None:
+        return [(points, older_than(version))]
+    by_version: dict[int, list[PointRecord]] = {}
+    for point in points:
+        by_version.setdefault(based_on[point.id], []).append(point)
+    return [(group, version_at_most(seen)) for seen, group in by_version.items()]
+
+
+def _undecidable(unreached: Sequence[CollectionHome]) -> ApiError:
+    clusters = ", ".join(sorted({h.cluster for h in unreached}))
+    return ApiError(
+        503,
+        f"Service unavailable: cannot decide a conditional write (update_filter, update_mode) "
+        f"while cluster(s) {clusters} do not answer; retry it",
+    )
 
 
 def _tombstones_in_moves(view: View, cleanups: list[Cleanup]) -> list[Cleanup]:
