@@ -77,7 +77,7 @@ def main() -> int:
                 print(f"- {operation}: {reason}")
     wrong = sum(totals[t][2] for t in transports)
     print(f"\nwrong answers: {wrong} (goal: 0)")
-    return 0
+    return 1 if wrong else 0
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Run every ``benchmarks/bench_*.py`` in turn; exit non-zero if any misses its goal."""
+"""Run every ``benchmarks/bench_*.py`` and the congruence report in turn; exit non-zero if any
+misses its goal."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 def main() -> int:
     failed = []
-    for script in sorted(Path(__file__).parent.glob("bench_*.py")):
+    here = Path(__file__).parent
+    for script in [*sorted(here.glob("bench_*.py")), here / "congruence_report.py"]:
         print(f"=== {script.name}", flush=True)
         if subprocess.run([sys.executable, str(script)], check=False).returncode != 0:
             failed.append(script.name)
