@@ -63,9 +63,9 @@ def main() -> int:
             ]
             cells.append(f"{ok} / {refused} / {wrong}")
             for reason in why:
-                reasons.setdefault(operation, [])
-                if reason not in reasons[operation]:
-                    reasons[operation].append(f"[{transport}] {reason}")
+                said = reasons.setdefault(operation, [])
+                if f"[{transport}] {reason}" not in said:
+                    said.append(f"[{transport}] {reason}")
         print(f"| {operation} | " + " | ".join(cells) + " |")
     print(
         "| **total** | " + " | ".join("{} / {} / {}".format(*totals[t]) for t in transports) + " |"

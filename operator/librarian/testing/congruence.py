@@ -447,6 +447,7 @@ def read_cases(points: Sequence[models.PointStruct], seed: int = 5) -> list[Case
         reads.prefetch_queries,
         reads.aggregates,
         reads.listings,
+        reads.beyond_a_library,
     ):
         build()
     return reads.cases
@@ -709,6 +710,43 @@ class _Reads:
             ],
         )
 
+    def beyond_a_library(self) -> None:
+        """Queries whose Qdrant semantics cannot be kept across homes: the router must refuse
+        them with a 400 that says why (local mode, one collection, answers them)."""
+        add, text = self.add, self.text
+        fused = [
+            models.Prefetch(query=text(), using=ROUTING_VECTOR, limit=20),
+            models.Prefetch(query=_query_vector(self.rng, "image"), using="image", limit=20),
+        ]
+        add(
+            "query groups: fused prefetch",
+            "query_points_groups",
+            compare=compare_groups,
+            prefetch=fused,
+            query=models.FusionQuery(fusion=models.Fusion.RRF),
+            group_by="group",
+            limit=3,
+        )
+        add(
+            "query: mmr on a multivector",
+            "query_points",
+            query=models.NearestQuery(
+                nearest=_query_vector(self.rng, "multi-text"),
+                mmr=models.Mmr(diversity=0.5, candidates_limit=20),
+            ),
+            using="multi-text",
+            limit=5,
+        )
+        add(
+            "query: formula over a fused prefetch",
+            "query_points",
+            query=models.FormulaQuery(formula=models.SumExpression(sum=["$score", 1.0])),
+            prefetch=models.Prefetch(
+                prefetch=fused, query=models.FusionQuery(fusion=models.Fusion.RRF), limit=20
+            ),
+            limit=5,
+        )
+
     def aggregates(self) -> None:
         rng = self.rng
         draw = self.draw
@@ -938,6 +976,11 @@ def write_cases(points: Sequence[models.PointStruct], seed: int = 9) -> list[Cas
         ),
     )
     add("delete payload index", "delete_payload_index", field_name="text")
+    add(
+        "update collection",
+        "update_collection",
+        optimizers_config=models.OptimizersConfigDiff(indexing_threshold=5000),
+    )
     return cases
 
 
