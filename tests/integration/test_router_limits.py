@@ -315,3 +315,39 @@ def test_a_hung_cluster_delays_only_the_requests_that_need_it(
         for future in stuck:
             assert future.result(60).status_code == 200
         assert state.breaker.state("east") == "closed"
+
+
+def _breaker_state(router: RouterThread, cluster: str) -> str:
+    return str(router.state.upstream.breaker.state(cluster))
+
+
+def test_a_request_out_of_its_own_time_is_not_a_failure_of_the_cluster(
+    library: tuple[Library, FlakyPort],
+) -> None:
+    """A call cut short by the request's deadline (``?timeout=``) says nothing about the
+    cluster: a busy client must not open the breaker of a cluster that answers within its
+    own timeout. The cluster's own timeout, exceeded, still counts."""
+    built, west = library
+    breaker = {"failure_threshold": 2, "reset_timeout": "1h"}
+    settings: dict[str, Any] = {
+        "limits": LIMITS,
+        "caching": {"enable_result_cache": False},
+        "circuit_breaker": breaker,
+    }
+    state = make_state(built, settings=settings)
+    with RouterThread(state) as router, httpx.Client(base_url=router.url, timeout=60) as http:
+        west.mode, west.delay_s = "slow", 0.4
+        for seed in range(4):
+            r = http.post("/collections/library/points/query?timeout=0.1", json=_query(seed))
+            assert r.status_code in (200, 504)
+        west.wait_idle(30)
+        west.mode = "ok"
+        assert _breaker_state(router, "west") == "closed"
+        _still_serving(router.url)
+    state = make_state(built, settings={**settings, "timeout": 0.1})
+    with RouterThread(state) as router, httpx.Client(base_url=router.url, timeout=60) as http:
+        west.mode = "slow"
+        for seed in range(3):
+            http.post("/collections/library/points/query", json=_query(seed))
+        west.wait_idle(30)
+        assert _breaker_state(router, "west") == "open"

@@ -131,6 +131,7 @@ class RouterState:
             load=self.load,
             hedging=config.strategy == "latency_optimized",
             workers_per_cluster=settings.limits.upstream_workers_per_cluster,
+            cluster_timeout_s=settings.timeout,
         )
         self.generations = Generations(
             self.upstream, wall_ms=config.wall_ms, settle_s=settings.caching.settle_window

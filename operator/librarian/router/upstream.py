@@ -177,8 +177,12 @@ class Upstream:
         load: LoadMeter,
         hedging: bool = False,
         workers_per_cluster: int = 8,
+        cluster_timeout_s: float = 30.0,
     ) -> None:
         self._fleet = fleet  # read at every call: the fleet may be replaced while serving
+        # A request whose client asked for less time than this (``?timeout=``) may run out of
+        # it on a healthy cluster: such timeouts are the request's, not the cluster's failures.
+        self.cluster_timeout_s = cluster_timeout_s
         self.breaker = breaker
         self.metrics = metrics
         self.load = load
@@ -227,6 +231,7 @@ class Upstream:
         if watch is not None:
             operation = watch.around(route.home, operation)
         deadline = REQUEST_DEADLINE.get()
+        cut_by_deadline = deadline is not None and deadline.seconds < self.cluster_timeout_s
         if deadline is not None:
             timeout = min(timeout, deadline.remaining())
         if not self.breaker.allow(cluster):
@@ -245,9 +250,9 @@ class Upstream:
             self.breaker.abandon(cluster)
             raise
         except (TimeoutError, ClusterUnreachable) as error:
-            if domain:
-                self._record_domain(route, time.perf_counter() - started, ok=False)
-            raise self._failure(cluster, error, timeout) from None
+            raise self._unanswered(
+                route, error, timeout, started, domain=domain, cut_by_deadline=cut_by_deadline
+            ) from None
         except Exception:
             if domain:
                 self._record_domain(route, time.perf_counter() - started, ok=False)
@@ -261,6 +266,31 @@ class Upstream:
         if target is not None:
             target[0].record_latency(target[1], elapsed)
         return result
+
+    def _unanswered(
+        self,
+        route: DomainRoute,
+        error: BaseException,
+        timeout: float,
+        started: float,
+        *,
+        domain: bool,
+        cut_by_deadline: bool,
+    ) -> UpstreamError:
+        """A call that timed out or found its cluster unreachable, typed: a failure of the
+        cluster, unless it timed out within a deadline the client set below the router's own
+        timeout (then the request ran out of time, not the cluster: its breaker does not
+        count it)."""
+        if cut_by_deadline and isinstance(error, TimeoutError):
+            self.breaker.abandon(route.cluster)
+            return UpstreamTimeout(
+                f"cluster {route.cluster!r} did not answer within the request's remaining "
+                f"{timeout:g}s",
+                clusters=[route.cluster],
+            )
+        if domain:
+            self._record_domain(route, time.perf_counter() - started, ok=False)
+        return self._failure(route.cluster, error, timeout)
 
     def _failure(self, cluster: str, error: BaseException, timeout: float) -> UpstreamError:
         """Count a cluster's failure (breaker, metrics) and type it."""
