@@ -575,6 +575,24 @@ def test_sample_is_distinct_matching_live_points(client: QdrantClient) -> None:
     assert len(seen) > 20  # random, not the same page each time
 
 
+def test_sample_ignores_offset_as_one_collection_does(
+    client: QdrantClient, reference: QdrantClient
+) -> None:
+    """A random sample has no order to skip into: Qdrant (and local mode) answer ``limit``
+    points whatever the offset, also when the collection holds no more than that."""
+    matching = reference.count("ref", count_filter=GROUP).count
+    sample = models.SampleQuery(sample=models.Sample.RANDOM)
+    for limit in (5, matching):
+        ours = client.query_points(
+            "library", query=sample, query_filter=GROUP, limit=limit, offset=3
+        ).points
+        theirs = reference.query_points(
+            "ref", query=sample, query_filter=GROUP, limit=limit, offset=3
+        ).points
+        assert len(ours) == len(theirs) == limit
+        assert len({p.id for p in ours}) == limit
+
+
 def test_legacy_endpoints_answer_as_the_query_they_mean(
     world: tuple[RouterThread, QdrantClient], reference: QdrantClient
 ) -> None:

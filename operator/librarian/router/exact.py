@@ -717,13 +717,15 @@ class ExactQueries:
         """A uniform random sample of the library's matching points: how many come from each
         unit is drawn in proportion to its matching points (without replacement), then each
         unit samples its share at random. A drawn copy that a newer one supersedes is left
-        out and its place drawn again (from what is left)."""
+        out and its place drawn again (from what is left). As in Qdrant, ``offset`` does not
+        apply to a random sample: skipping the first points of a random draw only shortens it."""
         units = list(pinned) if pinned is not None else list(range(len(view.routes)))
         requests = pinned or {u: request for u in units}
         drawn: dict[int, list[PointId]] = {u: [] for u in units}  # copies drawn, per unit
         kept: dict[PointId, Ranked] = {}
         failed: list[str] = []
-        wanted = offset + limit
+        del offset  # a random sample has no order to skip into
+        wanted = limit
         for _ in range(_SAMPLE_ROUNDS):
             need = wanted - len(kept)
             if need <= 0:
@@ -749,7 +751,7 @@ class ExactQueries:
                 kept.setdefault(_id_of(ranked.point.id), ranked)
         sample = list(kept.values())
         self.rng.shuffle(sample)
-        return sample[offset:wanted], failed
+        return sample[:wanted], failed
 
     async def _sample_round(
         self,
