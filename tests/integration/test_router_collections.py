@@ -292,6 +292,78 @@ def test_an_allowlisted_collection_on_the_embedded_default_takes_every_vector_ki
         client.delete_collection("absent")
 
 
+def test_mmr_over_multi_vectors_of_an_allowlisted_collection_as_one_collection(
+    router: RouterThread,
+) -> None:
+    """A plain collection's own index holds every candidate, so ``mmr`` on its multi-vectors
+    is answered (as by Qdrant), ranked and scored as local mode does."""
+    rng = np.random.default_rng(7)
+    vectors = {
+        "colbert": models.VectorParams(
+            size=3,
+            distance=models.Distance.COSINE,
+            multivector_config=models.MultiVectorConfig(
+                comparator=models.MultiVectorComparator.MAX_SIM
+            ),
+        )
+    }
+    sparse = {"keywords": models.SparseVectorParams()}
+
+    def sparse_vector() -> models.SparseVector:
+        indices = sorted(rng.choice(40, size=6, replace=False).tolist())
+        return models.SparseVector(indices=indices, values=rng.random(6).round(3).tolist())
+
+    points = [
+        models.PointStruct(
+            id=i,
+            vector={"colbert": rng.random((3, 3)).round(3).tolist(), "keywords": sparse_vector()},
+            payload={"n": i},
+        )
+        for i in range(60)
+    ]
+    client = _client(router)
+    reference = QdrantClient(":memory:")
+    for each in (client, reference):
+        each.create_collection("absent", vectors_config=vectors, sparse_vectors_config=sparse)
+        each.upsert("absent", points)
+    queries = [
+        ("colbert", rng.random((2, 3)).round(3).tolist(), models.Mmr()),
+        (
+            "colbert",
+            rng.random((4, 3)).round(3).tolist(),
+            models.Mmr(diversity=0.3, candidates_limit=30),
+        ),
+        ("colbert", rng.random((1, 3)).round(3).tolist(), models.Mmr(diversity=0.7)),
+    ]
+    try:
+        # the engine has no mmr on sparse vectors: a clear refusal, never another answer
+        refused = httpx.post(
+            f"{router.url}/collections/absent/points/query",
+            json={
+                "query": {"nearest": sparse_vector().model_dump(), "mmr": {}},
+                "using": "keywords",
+            },
+            headers={"api-key": ADMIN},
+        )
+        assert "sparse" in _error(refused, 400)
+        for using, vector, mmr in queries:
+            for offset in (0, 2):
+                asked = {
+                    "query": models.NearestQuery(nearest=vector, mmr=mmr),
+                    "using": using,
+                    "limit": 8,
+                    "offset": offset,
+                }
+                got = client.query_points("absent", **asked).points  # type: ignore[arg-type]
+                want = reference.query_points("absent", **asked).points  # type: ignore[arg-type]
+                assert [p.id for p in got] == [p.id for p in want], (using, mmr, offset)
+                assert np.allclose(
+                    [p.score for p in got], [p.score for p in want], rtol=1e-4, atol=1e-5
+                )
+    finally:
+        client.delete_collection("absent")
+
+
 def _alias_pairs(aliases: models.CollectionsAliasesResponse) -> set[tuple[str, str]]:
     return {(a.alias_name, a.collection_name) for a in aliases.aliases}
 

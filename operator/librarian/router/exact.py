@@ -814,6 +814,8 @@ class ExactQueries:
         assert query.mmr is not None
         vector = query.nearest
         if not (isinstance(vector, list) and vector and isinstance(vector[0], int | float)):
+            if _one_collection(view):  # its own index holds every candidate: it answers
+                return await self._in_one_collection(view, request, limit, offset, timeout)
             raise ApiError(
                 400,
                 "Wrong input: mmr over a library is served for dense vectors; sparse and "
@@ -849,6 +851,18 @@ class ExactQueries:
             )
         picked = mmr_order(vector, vectors, distance, diversity, offset + limit)[offset:]
         return [_with_vectors(candidates[i], request.with_vector) for i in picked], failed
+
+    async def _in_one_collection(
+        self, view: View, request: models.QueryRequest, limit: int, offset: int, timeout: float
+    ) -> tuple[list[Ranked], list[str]]:
+        """The whole query (offset included) asked of the one collection a plain view names."""
+        whole = request.model_copy(
+            update={"limit": limit, "offset": offset or None, "lookup_from": None}
+        )
+        answers = await self._ask(view, {0: whole}, timeout)
+        return [Ranked(p, unit, 0) for unit, points in answers.answered for p in points], (
+            answers.failed
+        )
 
     # ------------------------------------------------------------ prefetch
 
@@ -913,6 +927,11 @@ class ExactQueries:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _one_collection(view: View) -> bool:
+    """Does the view name one plain collection (no library, no copies, no move in flight)?"""
+    return not view.routed and len(view.routes) == 1 and len(view.homes()) == 1
 
 
 def _prefetches(request: models.QueryRequest | models.Prefetch) -> list[models.Prefetch]:
