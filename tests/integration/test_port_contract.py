@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from librarian.storage.port import (
     QuantizationSpec,
     SparseVectorSpec,
 )
+from librarian.storage.remote import spec_from_create
 from librarian.storage.vectors import vectors_equal
 
 from .conftest import make_points
@@ -600,3 +602,42 @@ def test_a_named_collection_is_tuned_in_place_and_keeps_its_vectors(port: Qdrant
     assert all(vectors_equal(after[i], expected[i], atol=1e-5) for i in before)
     grown = CollectionSpec(vectors={**SHAPED_SPEC.vectors, "extra": SHAPED_SPEC.vectors["text"]})
     assert apply_collection_config(port, "shaped", grown).action == "needs_migration"
+
+
+def test_an_unnamed_multivector_is_created_reported_and_queried_like_local_mode(
+    port: QdrantPort, tmp_path: Path
+) -> None:
+    """The unnamed vector may itself be a multivector (and of another datatype), as in
+    Qdrant: its points are taken, the config reported and the query answered as local mode
+    does, and an embedded engine still knows it after reopening."""
+    params = models.VectorParams(
+        size=3,
+        distance=models.Distance.DOT,
+        multivector_config=models.MultiVectorConfig(
+            comparator=models.MultiVectorComparator.MAX_SIM
+        ),
+        datatype=models.Datatype.FLOAT16,
+    )
+    spec = spec_from_create(models.CreateCollection(vectors=params))
+    rng = np.random.default_rng(11)
+    matrices = [rng.random((int(rng.integers(1, 4)), 3)).round(2).tolist() for _ in range(30)]
+    reference = QdrantClient(":memory:")
+    reference.create_collection("multi", vectors_config=params)
+    reference.upsert("multi", [models.PointStruct(id=i, vector=m) for i, m in enumerate(matrices)])
+    port.create_collection("multi", spec)
+    port.upsert("multi", [PointRecord(id=i, vector=m) for i, m in enumerate(matrices)])
+    described = port.describe_collection("multi").config.params.vectors
+    assert described == reference.get_collection("multi").config.params.vectors
+    assert port.collection_info("multi").spec.routable_vectors() == []  # not routable
+    query = models.QueryRequest(query=[[0.3, 0.1, 0.9], [0.5, 0.5, 0.2]], limit=7)
+    got = port.query_points("multi", query)
+    want = reference.query_points("multi", query=query.query, limit=7).points
+    assert [p.id for p in got] == [p.id for p in want]
+    assert np.allclose([p.score for p in got], [p.score for p in want], atol=1e-2)  # float16
+    if isinstance(port, EmbeddedQdrant):
+        port.close()
+        reopened = EmbeddedQdrant("edge", tmp_path / "edge")
+        try:
+            assert reopened.collection_info("multi").spec.layout() == spec.layout()
+        finally:
+            reopened.close()

@@ -146,6 +146,8 @@ def _layout_from_engine(config: Mapping[str, Any], stored: CollectionSpec) -> Co
             vector_size=int(params["size"]),
             distance=params["distance"],
             on_disk_vectors=params.get("on_disk"),
+            unnamed_multivector=(params.get("multivector_config") or {}).get("comparator"),
+            unnamed_datatype=params.get("datatype"),
             vectors={},
             sparse_vectors=sparse,
         )
@@ -228,9 +230,7 @@ def edge_config(spec: CollectionSpec) -> edge.EdgeConfig:
     """The engine configuration equivalent to ``spec`` (every dense and sparse vector)."""
     vectors: Any
     if spec.vector_size is not None:
-        vectors = edge.EdgeVectorParams(
-            size=spec.vector_size, distance=_DISTANCES[spec.distance], on_disk=spec.on_disk_vectors
-        )
+        vectors = _edge_dense(spec.dense_vectors()[UNNAMED])
     else:
         vectors = {name: _edge_dense(v) for name, v in spec.vectors.items()}
     return edge.EdgeConfig(

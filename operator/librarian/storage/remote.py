@@ -116,11 +116,7 @@ def vectors_config(
     """Qdrant's ``vectors_config`` and ``sparse_vectors_config`` for ``spec``."""
     dense: models.VectorParams | dict[str, models.VectorParams]
     if spec.vector_size is not None:
-        dense = models.VectorParams(
-            size=spec.vector_size,
-            distance=models.Distance(spec.distance),
-            on_disk=spec.on_disk_vectors,
-        )
+        dense = vector_params(spec.dense_vectors()[""])
     else:
         dense = {name: vector_params(v) for name, v in spec.vectors.items()}
     return dense, {name: sparse_params(v) for name, v in spec.sparse_vectors.items()}
@@ -222,6 +218,8 @@ def spec_from_config(config: models.CollectionConfig) -> CollectionSpec:
         vector_size=int(unnamed.size) if unnamed is not None else None,
         distance=unnamed.distance.value if unnamed is not None else "Cosine",
         on_disk_vectors=unnamed.on_disk if unnamed is not None else None,
+        unnamed_multivector=_dense_spec(unnamed).multivector if unnamed is not None else None,
+        unnamed_datatype=_dense_spec(unnamed).datatype if unnamed is not None else None,
         vectors={name: _dense_spec(params) for name, params in named.items()},
         sparse_vectors={
             name: _sparse_spec(params)
@@ -259,6 +257,8 @@ def spec_from_create(body: models.CreateCollection) -> CollectionSpec:
         vector_size=int(unnamed.size) if unnamed is not None else None,
         distance=unnamed.distance.value if unnamed is not None else "Cosine",
         on_disk_vectors=unnamed.on_disk if unnamed is not None else None,
+        unnamed_multivector=_dense_spec(unnamed).multivector if unnamed is not None else None,
+        unnamed_datatype=_dense_spec(unnamed).datatype if unnamed is not None else None,
         vectors={name: _dense_spec(params) for name, params in named.items()},
         sparse_vectors={
             name: _sparse_spec(params) for name, params in (body.sparse_vectors or {}).items()
