@@ -256,6 +256,19 @@ def test_conditional_upsert_overwrites_older_inserts_missing_keeps_newer(port: Q
     assert _tags(port, [2]) == {2: "next"}
 
 
+def test_update_modes_insert_only_new_points_or_update_only_existing_ones(
+    port: QdrantPort,
+) -> None:
+    port.create_collection("docs", CollectionSpec(vector_size=8))
+    port.upsert("docs", [PointRecord(i, [0.5] * 8, {"tag": "first"}) for i in (1, 2)])
+    written = [PointRecord(i, [0.25] * 8, {"tag": "insert"}) for i in (2, 3)]
+    port.upsert("docs", written, update_mode=models.UpdateMode.INSERT_ONLY)
+    assert _tags(port, [1, 2, 3]) == {1: "first", 2: "first", 3: "insert"}
+    written = [PointRecord(i, [0.25] * 8, {"tag": "update"}) for i in (3, 4)]
+    port.upsert("docs", written, update_mode=models.UpdateMode.UPDATE_ONLY)
+    assert _tags(port, [1, 2, 3, 4]) == {1: "first", 2: "first", 3: "update"}
+
+
 def test_conditional_vector_update_and_payload_operations(port: QdrantPort) -> None:
     port.create_collection("docs", CollectionSpec(vector_size=8))
     port.upsert("docs", [_versioned(1, 10, "a"), _versioned(2, 30, "b")])

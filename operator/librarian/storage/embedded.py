@@ -201,6 +201,13 @@ def _optimizers(spec: OptimizersSpec | None) -> edge.EdgeOptimizersConfig | None
     return edge.EdgeOptimizersConfig(**asdict(spec))
 
 
+_UPDATE_MODES = {
+    models.UpdateMode.UPSERT: edge.UpdateMode.Upsert,
+    models.UpdateMode.INSERT_ONLY: edge.UpdateMode.InsertOnly,
+    models.UpdateMode.UPDATE_ONLY: edge.UpdateMode.UpdateOnly,
+}
+
+
 def _edge_dense(spec: DenseVectorSpec) -> edge.EdgeVectorParams:
     return edge.EdgeVectorParams(
         size=spec.size,
@@ -648,13 +655,15 @@ class EmbeddedQdrant:
         points: Sequence[PointRecord],
         *,
         update_filter: models.Filter | None = None,
+        update_mode: models.UpdateMode | None = None,
     ) -> None:
         if not points:
             return
         vectors = self._checked(collection, points)
         batch = [edge.Point(p.id, v, dict(p.payload)) for p, v in zip(points, vectors, strict=True)]
         condition = self._call(collection, lambda: to_edge_filter(update_filter))
-        self._update(collection, edge.UpdateOperation.upsert_points(batch, condition))
+        mode = _UPDATE_MODES[update_mode] if update_mode is not None else None
+        self._update(collection, edge.UpdateOperation.upsert_points(batch, condition, mode))
 
     def update_vectors(
         self,

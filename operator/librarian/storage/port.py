@@ -188,12 +188,15 @@ class QdrantPort(Protocol):
         points: Sequence[PointRecord],
         *,
         update_filter: models.Filter | None = None,
+        update_mode: models.UpdateMode | None = None,
     ) -> None:
         """Insert or overwrite points; waits until they are applied.
 
         With ``update_filter`` the write is conditional (Qdrant's conditional
         upsert): a point that exists is overwritten only if it matches the
-        filter; a point that does not exist is inserted.
+        filter; a point that does not exist is inserted. ``update_mode``
+        (Qdrant's) ``insert_only`` leaves a point that exists alone,
+        ``update_only`` creates no point that does not exist.
         """
         ...
 

@@ -533,6 +533,7 @@ class RemoteQdrant:
         points: Sequence[PointRecord],
         *,
         update_filter: models.Filter | None = None,
+        update_mode: models.UpdateMode | None = None,
     ) -> None:
         if not points:
             return
@@ -545,7 +546,11 @@ class RemoteQdrant:
         self._call(
             collection,
             lambda: self._client.upsert(
-                collection, points=structs, wait=True, update_filter=update_filter
+                collection,
+                points=structs,
+                wait=True,
+                update_filter=update_filter,
+                update_mode=update_mode,
             ),
         )
 
