@@ -490,6 +490,15 @@ def test_prefetch_rescoring_fusion_and_formula_are_global(
                 defaults={"rank": 0.0},
             ),
         },
+        {  # a prefetch with no query: the points it names, unscored
+            "prefetch": models.Prefetch(
+                filter=models.Filter(must=[models.HasIdCondition(has_id=LIVE_IDS[:12])]),
+                limit=12,
+            ),
+            "query": models.FormulaQuery(
+                formula=models.MultExpression(mult=["n", 2.0]), defaults={"n": 0}
+            ),
+        },
     ]
     for case in cases:
         for page in ({"limit": 10}, {"limit": 6, "offset": 4, "query_filter": GROUP}):

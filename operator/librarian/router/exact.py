@@ -1116,7 +1116,8 @@ def _pinned_prefetches(
     scores depend on other candidates cannot be pinned so: refused."""
     pinned = []
     for inner, hits in zip(resolved, candidates, strict=True):
-        if inner.prefetch is not None or not isinstance(inner.query, _POINT_LOCAL):
+        point_local = inner.query is None or isinstance(inner.query, _POINT_LOCAL)
+        if inner.prefetch is not None or not point_local:  # no query: points by id, unscored
             raise ApiError(
                 400,
                 "Wrong input: a formula over a prefetch that is itself fused or re-scored "
