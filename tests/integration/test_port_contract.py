@@ -654,3 +654,36 @@ def test_an_unnamed_multivector_is_created_reported_and_queried_like_local_mode(
             assert reopened.collection_info("multi").spec.layout() == spec.layout()
         finally:
             reopened.close()
+
+
+def test_a_collection_with_no_vector_holds_payloads_like_local_mode(
+    port: QdrantPort, tmp_path: Path
+) -> None:
+    """Qdrant takes a collection with no vector at all (payloads only); so do both adapters,
+    and nothing about it shows a vector it was not given, also after reopening."""
+    reference = QdrantClient(":memory:")
+    reference.create_collection("bare", vectors_config={})
+    port.create_collection("bare", spec_from_create(models.CreateCollection(vectors={})))
+    points = [PointRecord(i, {}, {"n": i % 3}) for i in range(6)]
+    reference.upsert(
+        "bare", [models.PointStruct(id=p.id, vector={}, payload=p.payload) for p in points]
+    )
+    port.upsert("bare", points)
+    params = port.describe_collection("bare").config.params
+    assert params.vectors == reference.get_collection("bare").config.params.vectors == {}
+    assert not params.sparse_vectors
+    ids = [p.id for p in points]
+    got = sorted(port.retrieve("bare", ids), key=lambda r: str(r.id))
+    want = sorted(reference.retrieve("bare", ids, with_vectors=True), key=lambda r: str(r.id))
+    assert [(r.id, r.payload, r.vector or {}) for r in got] == [
+        (r.id, r.payload, r.vector) for r in want
+    ]
+    assert port.count("bare") == 6
+    if isinstance(port, EmbeddedQdrant):
+        port.close()
+        reopened = EmbeddedQdrant("edge", tmp_path / "edge")
+        try:
+            spec = reopened.collection_info("bare").spec
+            assert (spec.dense_vectors(), dict(spec.sparse_vectors)) == ({}, {})
+        finally:
+            reopened.close()

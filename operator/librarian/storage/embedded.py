@@ -138,6 +138,7 @@ def _layout_from_engine(config: Mapping[str, Any], stored: CollectionSpec) -> Co
             datatype=params.get("datatype"),
         )
         for name, params in (config.get("sparse_vectors") or {}).items()
+        if name != PAYLOAD_ONLY_VECTOR
     }
     if set(dense) == {UNNAMED}:
         params = dense[UNNAMED]
@@ -233,16 +234,26 @@ def _edge_sparse(spec: SparseVectorSpec) -> edge.EdgeSparseVectorParams:
     )
 
 
+PAYLOAD_ONLY_VECTOR = "librarian-payload-only"
+"""The engine needs a vector in every collection, Qdrant does not (a collection may hold
+payloads only): a collection created with no vector is given this sparse vector, which no
+point carries and which the collection's spec, and so every answer about it, leaves out."""
+
+
 def edge_config(spec: CollectionSpec) -> edge.EdgeConfig:
-    """The engine configuration equivalent to ``spec`` (every dense and sparse vector)."""
+    """The engine configuration equivalent to ``spec`` (every dense and sparse vector; the
+    :data:`PAYLOAD_ONLY_VECTOR` for a collection that has none)."""
     vectors: Any
     if spec.vector_size is not None:
         vectors = _edge_dense(spec.dense_vectors()[UNNAMED])
     else:
         vectors = {name: _edge_dense(v) for name, v in spec.vectors.items()}
+    sparse = {name: _edge_sparse(v) for name, v in spec.sparse_vectors.items()}
+    if not spec.dense_vectors() and not sparse:
+        sparse = {PAYLOAD_ONLY_VECTOR: edge.EdgeSparseVectorParams()}
     return edge.EdgeConfig(
         vectors=vectors,
-        sparse_vectors={name: _edge_sparse(v) for name, v in spec.sparse_vectors.items()},
+        sparse_vectors=sparse,
         on_disk_payload=spec.on_disk_payload,
         hnsw_config=_hnsw(spec.hnsw),
         quantization_config=_quantization(spec.quantization),
@@ -998,4 +1009,10 @@ def _describe(spec: CollectionSpec) -> str:
     return ", ".join(dense + sparse) or "no vectors"
 
 
-__all__ = ["EmbeddedQdrant", "edge_config", "spec_from_json", "spec_to_json"]
+__all__ = [
+    "PAYLOAD_ONLY_VECTOR",
+    "EmbeddedQdrant",
+    "edge_config",
+    "spec_from_json",
+    "spec_to_json",
+]
