@@ -679,6 +679,10 @@ def test_a_collection_with_no_vector_holds_payloads_like_local_mode(
         (r.id, r.payload, r.vector) for r in want
     ]
     assert port.count("bare") == 6
+    with pytest.raises(ValueError, match="Not existing vector name error"):
+        reference.upsert("bare", [models.PointStruct(id=9, vector=[0.1, 0.2])])
+    with pytest.raises(InvalidRequest, match="Not existing vector name error"):
+        port.upsert("bare", [PointRecord(9, [0.1, 0.2], {})])
     if isinstance(port, EmbeddedQdrant):
         port.close()
         reopened = EmbeddedQdrant("edge", tmp_path / "edge")
