@@ -147,6 +147,7 @@ def _embedded_cluster(
     port = EmbeddedQdrant(name, root)
     for collection in collections:
         port.create_payload_index(collection, "rank", models.PayloadSchemaType.FLOAT)
+        port.create_payload_index(collection, "ranks", models.PayloadSchemaType.INTEGER)
     return port
 
 
@@ -157,6 +158,7 @@ def _remote_cluster(
     for collection, points in collections.items():
         client.create_collection(collection, **CONFIG)
         client.create_payload_index(collection, "rank", models.PayloadSchemaType.FLOAT)
+        client.create_payload_index(collection, "ranks", models.PayloadSchemaType.INTEGER)
         client.upsert(collection, points)
     return port, client
 
@@ -185,6 +187,7 @@ def built(
     reference = QdrantClient(":memory:")
     reference.create_collection("ref", **CONFIG)
     reference.create_payload_index("ref", "rank", models.PayloadSchemaType.FLOAT)
+    reference.create_payload_index("ref", "ranks", models.PayloadSchemaType.INTEGER)
     live: list[models.PointStruct] = []
     for i in range(POINTS):
         domain = i % 3
@@ -193,6 +196,7 @@ def built(
             "n": i,
             "group": f"g{i % 4}",
             "rank": float(rng.integers(0, 40)),  # ties on purpose
+            "ranks": [i % 7, (i * 3) % 11],  # several values: a point ordered once per value
             "nested": {"id": i, "tag": f"t{i % 3}"},
         }
         other = homes[(domain + 1) % 3]
@@ -727,6 +731,20 @@ def test_scroll_by_a_payload_value_merges_every_home(
     assert ours_next is None
     assert theirs_next is None
     _records_same(ours, theirs)
+
+
+@pytest.mark.parametrize("direction", list(models.Direction))
+def test_scroll_by_a_field_of_several_values_gives_a_point_once_per_value(
+    client: QdrantClient, reference: QdrantClient, direction: models.Direction
+) -> None:
+    order_by = models.OrderBy(key="ranks", direction=direction)
+    for limit, scroll_filter in ((25, None), (400, GROUP)):
+        kwargs: dict[str, Any] = {"order_by": order_by, "scroll_filter": scroll_filter}
+        ours, _ = client.scroll("library", limit=limit, **kwargs)
+        theirs, _ = reference.scroll("ref", limit=limit, **kwargs)
+        assert limit < 400 or len(theirs) > len({r.id for r in theirs})  # some, twice
+        assert [(r.order_value, r.id) for r in ours] == [(r.order_value, r.id) for r in theirs]
+        assert [r.payload for r in ours] == [r.payload for r in theirs]
 
 
 @pytest.mark.parametrize(

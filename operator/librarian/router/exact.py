@@ -1076,8 +1076,11 @@ def _merge(
     versioned: bool,
     selector: Any,
 ) -> list[Ranked]:
-    """The units' answers as one ordered list: each id once (its newest live copy)."""
-    kept: dict[PointId, Ranked] = {}
+    """The units' answers as one ordered list: each id's newest live copy. A copy appears
+    once, or once per value when ordered by a field holding several (as Qdrant's
+    ``order_by`` answers), all from the unit that holds the kept copy."""
+    best: dict[PointId, tuple[int, int]] = {}  # the kept copy's (version, unit), by id
+    entries: list[tuple[int, models.ScoredPoint, int]] = []
     for unit in sorted(answers):
         for point in answers[unit]:
             point_id = _id_of(point.id)
@@ -1086,14 +1089,22 @@ def _merge(
                 is_tombstone(point.payload) or superseded.get(point_id, -1) > version
             ):
                 continue
-            held = kept.get(point_id)
-            if held is not None and held.version >= version:
-                continue
-            public = point.model_copy(
+            held = best.get(point_id)
+            if held is None or version > held[0]:
+                best[point_id] = (version, unit)
+            entries.append((unit, point, version))
+    kept = [
+        Ranked(
+            point.model_copy(
                 update={"payload": public_payload(point.payload, selector, versioned)}
-            )
-            kept[point_id] = Ranked(public, unit, version)
-    return sorted(kept.values(), key=lambda r: order.key(r.point))
+            ),
+            unit,
+            version,
+        )
+        for unit, point, version in entries
+        if best[_id_of(point.id)] == (version, unit)
+    ]
+    return sorted(kept, key=lambda r: order.key(r.point))
 
 
 def _held_by_unit(candidates: list[list[Ranked]]) -> dict[int, list[PointId]]:
