@@ -691,3 +691,23 @@ def test_a_collection_with_no_vector_holds_payloads_like_local_mode(
             assert (spec.dense_vectors(), dict(spec.sparse_vectors)) == ({}, {})
         finally:
             reopened.close()
+
+
+def test_a_vector_is_added_and_removed_like_local_mode(port: QdrantPort) -> None:
+    port.create_collection("docs", spec_from_create(models.CreateCollection(vectors={})))
+    reference = QdrantClient(":memory:")
+    reference.create_collection("docs", vectors_config={})
+    config = models.DenseVectorNameConfig(
+        dense=models.DenseVectorConfig(size=2, distance=models.Distance.EUCLID)
+    )
+    port.create_vector_name("docs", "added", config)
+    reference.create_vector_name("docs", "added", config)
+    wanted = reference.get_collection("docs").config.params.vectors
+    assert port.describe_collection("docs").config.params.vectors == wanted
+    assert port.collection_info("docs").spec.vectors["added"].size == 2
+    port.upsert("docs", [PointRecord(1, {"added": [3.0, 4.0]}, {})])
+    assert port.retrieve("docs", [1])[0].dense("added") == [3.0, 4.0]
+    port.delete_vector_name("docs", "added")
+    assert port.describe_collection("docs").config.params.vectors == {}
+    with pytest.raises(InvalidRequest, match="Not existing vector name error"):
+        port.upsert("docs", [PointRecord(2, {"added": [3.0, 4.0]}, {})])

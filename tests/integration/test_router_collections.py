@@ -364,6 +364,89 @@ def test_mmr_over_multi_vectors_of_an_allowlisted_collection_as_one_collection(
         client.delete_collection("absent")
 
 
+def test_vectors_are_added_to_and_removed_from_an_allowlisted_collection_as_in_qdrant(
+    built: Library,
+) -> None:
+    """``create_vector_name`` / ``delete_vector_name`` over REST and gRPC: the collection's
+    config, and the points' vectors, as local mode has them; a library's are refused."""
+    dense = models.DenseVectorNameConfig(
+        dense=models.DenseVectorConfig(
+            size=3,
+            distance=models.Distance.COSINE,
+            multivector_config=models.MultiVectorConfig(
+                comparator=models.MultiVectorComparator.MAX_SIM
+            ),
+        )
+    )
+    sparse = models.SparseVectorNameConfig(
+        sparse=models.SparseVectorConfig(modifier=models.Modifier.IDF)
+    )
+    points = [
+        models.PointStruct(
+            id=i,
+            vector={
+                "text": [1.0, float(i)],
+                "multi": [[1.0, 2.0, 3.0], [float(i), 1.0, 0.5]],
+                "keywords": models.SparseVector(indices=[1, i + 2], values=[0.5, 0.25]),
+            },
+        )
+        for i in range(5)
+    ]
+    state = make_state(built, keys=KEYS, passthrough=frozenset({"vectors"}))
+    reference = QdrantClient(":memory:")
+    with RouterThread(state, grpc=True) as router:
+        rest = _client(router)
+        over_grpc = QdrantClient(
+            url=router.url,
+            grpc_port=router.grpc_port,
+            prefer_grpc=True,
+            api_key=ADMIN,
+            timeout=30,
+            check_compatibility=False,
+        )
+
+        def params(client: QdrantClient) -> tuple[Any, Any]:
+            got = client.get_collection("vectors").config.params
+            return got.vectors, got.sparse_vectors or {}
+
+        def vectors(client: QdrantClient) -> list[Any]:
+            return [r.vector for r in client.retrieve("vectors", [1, 3], with_vectors=True)]
+
+        text = {"text": models.VectorParams(size=2, distance=models.Distance.DOT)}
+        for each in (rest, reference):
+            each.create_collection("vectors", vectors_config=text)
+        try:
+            for client in (rest, over_grpc):
+                for each in (client, reference):
+                    each.create_vector_name("vectors", "multi", dense)
+                    each.create_vector_name("vectors", "keywords", sparse)
+                    each.upsert("vectors", points)
+                assert params(client) == params(reference)
+                got, want = vectors(client), vectors(reference)
+                assert [v.keys() for v in got] == [v.keys() for v in want]
+                for mine, theirs in zip(got, want, strict=True):
+                    assert np.allclose(mine["multi"], theirs["multi"], atol=1e-6)
+                    assert mine["keywords"].indices == theirs["keywords"].indices
+                    assert np.allclose(mine["keywords"].values, theirs["keywords"].values)
+                for each in (client, reference):
+                    each.delete_vector_name("vectors", "multi")
+                    each.delete_vector_name("vectors", "keywords")
+                assert params(client) == params(reference)
+                assert vectors(client) == vectors(reference)  # only "text" is left
+            refused = httpx.put(
+                f"{router.url}/collections/library/vectors/more",
+                json={"sparse": {}},
+                headers={"api-key": ADMIN},
+            )
+            assert "source collection" in _error(refused, 400)
+            with pytest.raises(UnexpectedResponse) as unknown:
+                rest.delete_vector_name("vectors", "never-made")
+            assert unknown.value.status_code == 400
+        finally:
+            rest.delete_collection("vectors")
+            over_grpc.close()
+
+
 def _alias_pairs(aliases: models.CollectionsAliasesResponse) -> set[tuple[str, str]]:
     return {(a.alias_name, a.collection_name) for a in aliases.aliases}
 

@@ -60,6 +60,7 @@ from librarian.storage.port import (
     QuantizationSpec,
     ScoredHit,
     SparseVectorSpec,
+    VectorNameConfig,
 )
 from librarian.storage.remote import quantization_config as remote_quantization
 from librarian.storage.remote import vectors_config as remote_vectors_config
@@ -630,6 +631,94 @@ class EmbeddedQdrant:
 
     def delete_payload_index(self, collection: str, field_name: str) -> None:
         self._update(collection, edge.UpdateOperation.delete_field_index(field_name))
+
+    def create_vector_name(self, collection: str, name: str, config: VectorNameConfig) -> None:
+        with self._lock(collection):
+            spec = self._spec(collection)
+            if not name:
+                raise InvalidRequest(
+                    self._cluster,
+                    "Wrong input: a vector name must not be empty",
+                    collection=collection,
+                )
+            if spec.vector_size is not None:
+                raise InvalidRequest(
+                    self._cluster,
+                    "Wrong input: the collection has an unnamed vector; named vectors are added "
+                    "to a collection of named vectors",
+                    collection=collection,
+                )
+            if name in spec.vectors or name in spec.sparse_vectors:
+                raise InvalidRequest(
+                    self._cluster,
+                    f"Wrong input: Vector name {name} already exists",
+                    collection=collection,
+                )
+            operation, changed = self._vector_added(spec, name, config)
+            self._update(collection, operation)
+            (self._dir(collection) / SPEC_FILE).write_text(json.dumps(spec_to_json(changed)))
+
+    def _vector_added(
+        self, spec: CollectionSpec, name: str, config: VectorNameConfig
+    ) -> tuple[edge.UpdateOperation, CollectionSpec]:
+        """The engine's operation adding vector ``name``, and ``spec`` with it."""
+        if isinstance(config, models.DenseVectorNameConfig):
+            dense = config.dense
+            datatype = dense.datatype.value if dense.datatype is not None else None
+            if datatype is not None and datatype not in _DATATYPES:
+                raise InvalidRequest(
+                    self._cluster, f"Wrong input: datatype {datatype} not supported"
+                )
+            added = DenseVectorSpec(
+                size=dense.size,
+                distance=dense.distance.value,
+                multivector="max_sim" if dense.multivector_config is not None else None,
+                datatype=datatype,  # type: ignore[arg-type]
+            )
+            operation = edge.UpdateOperation.create_dense_vector(
+                name,
+                dense.size,
+                _DISTANCES[added.distance],
+                edge.MultiVectorConfig(edge.MultiVectorComparator.MaxSim)
+                if added.multivector is not None
+                else None,
+                _DATATYPES[datatype] if datatype is not None else None,
+            )
+            return operation, replace(spec, vectors={**spec.vectors, name: added})
+        sparse = config.sparse
+        idf = sparse.modifier == models.Modifier.IDF
+        sparse_datatype = sparse.datatype.value if sparse.datatype is not None else None
+        if sparse_datatype is not None and sparse_datatype not in _DATATYPES:
+            raise InvalidRequest(
+                self._cluster, f"Wrong input: datatype {sparse_datatype} not supported"
+            )
+        operation = edge.UpdateOperation.create_sparse_vector(
+            name,
+            edge.Modifier.Idf if idf else None,
+            _DATATYPES[sparse_datatype] if sparse_datatype is not None else None,
+        )
+        added_sparse = SparseVectorSpec(
+            modifier="idf" if idf else None,
+            datatype=sparse_datatype,  # type: ignore[arg-type]
+        )
+        return operation, replace(spec, sparse_vectors={**spec.sparse_vectors, name: added_sparse})
+
+    def delete_vector_name(self, collection: str, name: str) -> None:
+        with self._lock(collection):
+            spec = self._spec(collection)
+            if name not in spec.vectors and name not in spec.sparse_vectors:
+                raise InvalidRequest(
+                    self._cluster,
+                    f"Wrong input: Not existing vector name error: {name}",
+                    collection=collection,
+                )
+            self._update(collection, edge.UpdateOperation.delete_vector_name(name))
+            changed = replace(
+                spec,
+                vectors={n: v for n, v in spec.vectors.items() if n != name},
+                sparse_vectors={n: v for n, v in spec.sparse_vectors.items() if n != name},
+            )
+            (self._dir(collection) / SPEC_FILE).write_text(json.dumps(spec_to_json(changed)))
 
     def optimize(self, collection: str) -> None:
         """Build indexes now (the engine otherwise optimizes lazily)."""

@@ -39,6 +39,8 @@ from librarian.core.collection_spec import (
 from librarian.storage.vectors import Vectors, routing_vector
 
 PointId = int | str
+VectorNameConfig = models.DenseVectorNameConfig | models.SparseVectorNameConfig
+"""A vector to add to a collection: dense (size, distance, multivector, datatype) or sparse."""
 
 __all__ = [
     "CollectionInfo",
@@ -54,6 +56,7 @@ __all__ = [
     "QuantizationSpec",
     "ScoredHit",
     "SparseVectorSpec",
+    "VectorNameConfig",
     "Vectors",
 ]
 
@@ -180,6 +183,15 @@ class QdrantPort(Protocol):
 
     def delete_payload_index(self, collection: str, field_name: str) -> None:
         """Delete the payload index on ``field_name`` (a missing one is not an error)."""
+        ...
+
+    def create_vector_name(self, collection: str, name: str, config: VectorNameConfig) -> None:
+        """Add a named dense or sparse vector to an existing collection (Qdrant's
+        ``PUT /collections/{name}/vectors/{vector_name}``); points have none of it yet."""
+        ...
+
+    def delete_vector_name(self, collection: str, name: str) -> None:
+        """Remove a named vector, and every point's value of it, from a collection."""
         ...
 
     def upsert(

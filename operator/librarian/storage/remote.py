@@ -42,6 +42,7 @@ from librarian.storage.port import (
     QuantizationSpec,
     ScoredHit,
     SparseVectorSpec,
+    VectorNameConfig,
 )
 from librarian.storage.vectors import Vectors, VectorValue, from_named
 
@@ -524,6 +525,15 @@ class RemoteQdrant:
             collection,
             lambda: self._client.delete_payload_index(collection, field_name, wait=True),
         )
+
+    def create_vector_name(self, collection: str, name: str, config: VectorNameConfig) -> None:
+        self._call(
+            collection,
+            lambda: self._client.create_vector_name(collection, name, config, wait=True),
+        )
+
+    def delete_vector_name(self, collection: str, name: str) -> None:
+        self._call(collection, lambda: self._client.delete_vector_name(collection, name, wait=True))
 
     # ----------------------------------------------------------------- points
 
