@@ -35,7 +35,10 @@ from librarian.testing.router import RouterThread, make_state
 
 SUITE_COLLECTIONS = (
     "congruence_test_collection",
+    "congruence_test_collection_small",
     "congruence_secondary_collection",
+    "congruence_secondary_collection_small",
+    "congruence_search_matrix_missing_vectors",
     "lookup_collection",
     "test_collection",
     "test_uuid_input_collection",

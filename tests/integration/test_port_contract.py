@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from librarian.storage.port import (
     QuantizationSpec,
     SparseVectorSpec,
 )
+from librarian.storage.remote import spec_from_create
 from librarian.storage.vectors import vectors_equal
 
 from .conftest import make_points
@@ -252,6 +254,19 @@ def test_conditional_upsert_overwrites_older_inserts_missing_keeps_newer(port: Q
     assert _tags(port, [1, 2, 3, 4]) == {1: "write", 2: "newest", 3: "write", 4: "write"}
     port.upsert("docs", [_versioned(2, big + 1, "next")], update_filter=_older_than(big + 1))
     assert _tags(port, [2]) == {2: "next"}
+
+
+def test_update_modes_insert_only_new_points_or_update_only_existing_ones(
+    port: QdrantPort,
+) -> None:
+    port.create_collection("docs", CollectionSpec(vector_size=8))
+    port.upsert("docs", [PointRecord(i, [0.5] * 8, {"tag": "first"}) for i in (1, 2)])
+    written = [PointRecord(i, [0.25] * 8, {"tag": "insert"}) for i in (2, 3)]
+    port.upsert("docs", written, update_mode=models.UpdateMode.INSERT_ONLY)
+    assert _tags(port, [1, 2, 3]) == {1: "first", 2: "first", 3: "insert"}
+    written = [PointRecord(i, [0.25] * 8, {"tag": "update"}) for i in (3, 4)]
+    port.upsert("docs", written, update_mode=models.UpdateMode.UPDATE_ONLY)
+    assert _tags(port, [1, 2, 3, 4]) == {1: "first", 2: "first", 3: "update"}
 
 
 def test_conditional_vector_update_and_payload_operations(port: QdrantPort) -> None:
@@ -600,3 +615,99 @@ def test_a_named_collection_is_tuned_in_place_and_keeps_its_vectors(port: Qdrant
     assert all(vectors_equal(after[i], expected[i], atol=1e-5) for i in before)
     grown = CollectionSpec(vectors={**SHAPED_SPEC.vectors, "extra": SHAPED_SPEC.vectors["text"]})
     assert apply_collection_config(port, "shaped", grown).action == "needs_migration"
+
+
+def test_an_unnamed_multivector_is_created_reported_and_queried_like_local_mode(
+    port: QdrantPort, tmp_path: Path
+) -> None:
+    """The unnamed vector may itself be a multivector (and of another datatype), as in
+    Qdrant: its points are taken, the config reported and the query answered as local mode
+    does, and an embedded engine still knows it after reopening."""
+    params = models.VectorParams(
+        size=3,
+        distance=models.Distance.DOT,
+        multivector_config=models.MultiVectorConfig(
+            comparator=models.MultiVectorComparator.MAX_SIM
+        ),
+        datatype=models.Datatype.FLOAT16,
+    )
+    spec = spec_from_create(models.CreateCollection(vectors=params))
+    rng = np.random.default_rng(11)
+    matrices = [rng.random((int(rng.integers(1, 4)), 3)).round(2).tolist() for _ in range(30)]
+    reference = QdrantClient(":memory:")
+    reference.create_collection("multi", vectors_config=params)
+    reference.upsert("multi", [models.PointStruct(id=i, vector=m) for i, m in enumerate(matrices)])
+    port.create_collection("multi", spec)
+    port.upsert("multi", [PointRecord(id=i, vector=m) for i, m in enumerate(matrices)])
+    described = port.describe_collection("multi").config.params.vectors
+    assert described == reference.get_collection("multi").config.params.vectors
+    assert port.collection_info("multi").spec.routable_vectors() == []  # not routable
+    query = models.QueryRequest(query=[[0.3, 0.1, 0.9], [0.5, 0.5, 0.2]], limit=7)
+    got = port.query_points("multi", query)
+    want = reference.query_points("multi", query=query.query, limit=7).points
+    assert [p.id for p in got] == [p.id for p in want]
+    assert np.allclose([p.score for p in got], [p.score for p in want], atol=1e-2)  # float16
+    if isinstance(port, EmbeddedQdrant):
+        port.close()
+        reopened = EmbeddedQdrant("edge", tmp_path / "edge")
+        try:
+            assert reopened.collection_info("multi").spec.layout() == spec.layout()
+        finally:
+            reopened.close()
+
+
+def test_a_collection_with_no_vector_holds_payloads_like_local_mode(
+    port: QdrantPort, tmp_path: Path
+) -> None:
+    """Qdrant takes a collection with no vector at all (payloads only); so do both adapters,
+    and nothing about it shows a vector it was not given, also after reopening."""
+    reference = QdrantClient(":memory:")
+    reference.create_collection("bare", vectors_config={})
+    port.create_collection("bare", spec_from_create(models.CreateCollection(vectors={})))
+    points = [PointRecord(i, {}, {"n": i % 3}) for i in range(6)]
+    reference.upsert(
+        "bare", [models.PointStruct(id=p.id, vector={}, payload=p.payload) for p in points]
+    )
+    port.upsert("bare", points)
+    params = port.describe_collection("bare").config.params
+    assert params.vectors == reference.get_collection("bare").config.params.vectors == {}
+    assert not params.sparse_vectors
+    ids = [p.id for p in points]
+    got = sorted(port.retrieve("bare", ids), key=lambda r: str(r.id))
+    want = sorted(reference.retrieve("bare", ids, with_vectors=True), key=lambda r: str(r.id))
+    assert [(r.id, r.payload, r.vector or {}) for r in got] == [
+        (r.id, r.payload, r.vector) for r in want
+    ]
+    assert port.count("bare") == 6
+    with pytest.raises(ValueError, match="Not existing vector name error"):
+        reference.upsert("bare", [models.PointStruct(id=9, vector=[0.1, 0.2])])
+    with pytest.raises(InvalidRequest, match="Not existing vector name error"):
+        port.upsert("bare", [PointRecord(9, [0.1, 0.2], {})])
+    if isinstance(port, EmbeddedQdrant):
+        port.close()
+        reopened = EmbeddedQdrant("edge", tmp_path / "edge")
+        try:
+            spec = reopened.collection_info("bare").spec
+            assert (spec.dense_vectors(), dict(spec.sparse_vectors)) == ({}, {})
+        finally:
+            reopened.close()
+
+
+def test_a_vector_is_added_and_removed_like_local_mode(port: QdrantPort) -> None:
+    port.create_collection("docs", spec_from_create(models.CreateCollection(vectors={})))
+    reference = QdrantClient(":memory:")
+    reference.create_collection("docs", vectors_config={})
+    config = models.DenseVectorNameConfig(
+        dense=models.DenseVectorConfig(size=2, distance=models.Distance.EUCLID)
+    )
+    port.create_vector_name("docs", "added", config)
+    reference.create_vector_name("docs", "added", config)
+    wanted = reference.get_collection("docs").config.params.vectors
+    assert port.describe_collection("docs").config.params.vectors == wanted
+    assert port.collection_info("docs").spec.vectors["added"].size == 2
+    port.upsert("docs", [PointRecord(1, {"added": [3.0, 4.0]}, {})])
+    assert port.retrieve("docs", [1])[0].dense("added") == [3.0, 4.0]
+    port.delete_vector_name("docs", "added")
+    assert port.describe_collection("docs").config.params.vectors == {}
+    with pytest.raises(InvalidRequest, match="Not existing vector name error"):
+        port.upsert("docs", [PointRecord(2, {"added": [3.0, 4.0]}, {})])

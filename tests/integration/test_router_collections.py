@@ -292,6 +292,161 @@ def test_an_allowlisted_collection_on_the_embedded_default_takes_every_vector_ki
         client.delete_collection("absent")
 
 
+def test_mmr_over_multi_vectors_of_an_allowlisted_collection_as_one_collection(
+    router: RouterThread,
+) -> None:
+    """A plain collection's own index holds every candidate, so ``mmr`` on its multi-vectors
+    is answered (as by Qdrant), ranked and scored as local mode does."""
+    rng = np.random.default_rng(7)
+    vectors = {
+        "colbert": models.VectorParams(
+            size=3,
+            distance=models.Distance.COSINE,
+            multivector_config=models.MultiVectorConfig(
+                comparator=models.MultiVectorComparator.MAX_SIM
+            ),
+        )
+    }
+    sparse = {"keywords": models.SparseVectorParams()}
+
+    def sparse_vector() -> models.SparseVector:
+        indices = sorted(rng.choice(40, size=6, replace=False).tolist())
+        return models.SparseVector(indices=indices, values=rng.random(6).round(3).tolist())
+
+    points = [
+        models.PointStruct(
+            id=i,
+            vector={"colbert": rng.random((3, 3)).round(3).tolist(), "keywords": sparse_vector()},
+            payload={"n": i},
+        )
+        for i in range(60)
+    ]
+    client = _client(router)
+    reference = QdrantClient(":memory:")
+    for each in (client, reference):
+        each.create_collection("absent", vectors_config=vectors, sparse_vectors_config=sparse)
+        each.upsert("absent", points)
+    queries = [
+        ("colbert", rng.random((2, 3)).round(3).tolist(), models.Mmr()),
+        (
+            "colbert",
+            rng.random((4, 3)).round(3).tolist(),
+            models.Mmr(diversity=0.3, candidates_limit=30),
+        ),
+        ("colbert", rng.random((1, 3)).round(3).tolist(), models.Mmr(diversity=0.7)),
+    ]
+    try:
+        # the engine has no mmr on sparse vectors: a clear refusal, never another answer
+        refused = httpx.post(
+            f"{router.url}/collections/absent/points/query",
+            json={
+                "query": {"nearest": sparse_vector().model_dump(), "mmr": {}},
+                "using": "keywords",
+            },
+            headers={"api-key": ADMIN},
+        )
+        assert "sparse" in _error(refused, 400)
+        for using, vector, mmr in queries:
+            for offset in (0, 2):
+                asked = {
+                    "query": models.NearestQuery(nearest=vector, mmr=mmr),
+                    "using": using,
+                    "limit": 8,
+                    "offset": offset,
+                }
+                got = client.query_points("absent", **asked).points  # type: ignore[arg-type]
+                want = reference.query_points("absent", **asked).points  # type: ignore[arg-type]
+                assert [p.id for p in got] == [p.id for p in want], (using, mmr, offset)
+                assert np.allclose(
+                    [p.score for p in got], [p.score for p in want], rtol=1e-4, atol=1e-5
+                )
+    finally:
+        client.delete_collection("absent")
+
+
+def test_vectors_are_added_to_and_removed_from_an_allowlisted_collection_as_in_qdrant(
+    built: Library,
+) -> None:
+    """``create_vector_name`` / ``delete_vector_name`` over REST and gRPC: the collection's
+    config, and the points' vectors, as local mode has them; a library's are refused."""
+    dense = models.DenseVectorNameConfig(
+        dense=models.DenseVectorConfig(
+            size=3,
+            distance=models.Distance.COSINE,
+            multivector_config=models.MultiVectorConfig(
+                comparator=models.MultiVectorComparator.MAX_SIM
+            ),
+        )
+    )
+    sparse = models.SparseVectorNameConfig(
+        sparse=models.SparseVectorConfig(modifier=models.Modifier.IDF)
+    )
+    points = [
+        models.PointStruct(
+            id=i,
+            vector={
+                "text": [1.0, float(i)],
+                "multi": [[1.0, 2.0, 3.0], [float(i), 1.0, 0.5]],
+                "keywords": models.SparseVector(indices=[1, i + 2], values=[0.5, 0.25]),
+            },
+        )
+        for i in range(5)
+    ]
+    state = make_state(built, keys=KEYS, passthrough=frozenset({"vectors"}))
+    reference = QdrantClient(":memory:")
+    with RouterThread(state, grpc=True) as router:
+        rest = _client(router)
+        over_grpc = QdrantClient(
+            url=router.url,
+            grpc_port=router.grpc_port,
+            prefer_grpc=True,
+            api_key=ADMIN,
+            timeout=30,
+            check_compatibility=False,
+        )
+
+        def params(client: QdrantClient) -> tuple[Any, Any]:
+            got = client.get_collection("vectors").config.params
+            return got.vectors, got.sparse_vectors or {}
+
+        def vectors(client: QdrantClient) -> list[Any]:
+            return [r.vector for r in client.retrieve("vectors", [1, 3], with_vectors=True)]
+
+        text = {"text": models.VectorParams(size=2, distance=models.Distance.DOT)}
+        for each in (rest, reference):
+            each.create_collection("vectors", vectors_config=text)
+        try:
+            for client in (rest, over_grpc):
+                for each in (client, reference):
+                    each.create_vector_name("vectors", "multi", dense)
+                    each.create_vector_name("vectors", "keywords", sparse)
+                    each.upsert("vectors", points)
+                assert params(client) == params(reference)
+                got, want = vectors(client), vectors(reference)
+                assert [v.keys() for v in got] == [v.keys() for v in want]
+                for mine, theirs in zip(got, want, strict=True):
+                    assert np.allclose(mine["multi"], theirs["multi"], atol=1e-6)
+                    assert mine["keywords"].indices == theirs["keywords"].indices
+                    assert np.allclose(mine["keywords"].values, theirs["keywords"].values)
+                for each in (client, reference):
+                    each.delete_vector_name("vectors", "multi")
+                    each.delete_vector_name("vectors", "keywords")
+                assert params(client) == params(reference)
+                assert vectors(client) == vectors(reference)  # only "text" is left
+            refused = httpx.put(
+                f"{router.url}/collections/library/vectors/more",
+                json={"sparse": {}},
+                headers={"api-key": ADMIN},
+            )
+            assert "source collection" in _error(refused, 400)
+            with pytest.raises(UnexpectedResponse) as unknown:
+                rest.delete_vector_name("vectors", "never-made")
+            assert unknown.value.status_code == 400
+        finally:
+            rest.delete_collection("vectors")
+            over_grpc.close()
+
+
 def _alias_pairs(aliases: models.CollectionsAliasesResponse) -> set[tuple[str, str]]:
     return {(a.alias_name, a.collection_name) for a in aliases.aliases}
 

@@ -29,7 +29,7 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 
 from librarian.contracts.moves import MovePhase
 from librarian.contracts.payload import LABEL_KEY, POINT_VERSION_KEY
-from librarian.storage.port import PointId, PointRecord
+from librarian.storage.port import CollectionSpec, PointId, PointRecord
 
 from .router_support import (
     DIM,
@@ -152,6 +152,42 @@ def test_upsert_modes_and_filters_answer_as_local_mode(
     skipped = [i for i in ids if i not in written]
     assert written
     assert skipped or mode in (None, models.UpdateMode.UPSERT)
+
+
+@pytest.mark.parametrize("mode", MODES[1:], ids=lambda m: m.value)
+def test_upsert_modes_on_an_allowlisted_collection_answer_as_local_mode(
+    served: Served, mode: models.UpdateMode
+) -> None:
+    """A plain collection of the default cluster (one collection, its engine decides) takes
+    ``update_mode`` and ``update_filter`` as Qdrant does."""
+    built, reference = served.built, served.reference
+    east = built.fleet.get("east")
+    east.create_collection("plain", CollectionSpec(vector_size=DIM))
+    east.upsert("plain", built.points[:12])
+    reference.create_collection(
+        "plain", models.VectorParams(size=DIM, distance=models.Distance.COSINE)
+    )
+    reference.upsert("plain", _structs(built.points[:12]))
+    ids = [p.id for p in built.points[6:12]] + [7000, 7001]
+    state = make_state(built, passthrough=frozenset({"plain"}))
+    with RouterThread(state) as router, closing(client_of(router)) as client:
+        for update_filter in (None, GROUP_1):
+            tag = f"{mode.value}-{update_filter is not None}"
+            points = _structs(_new_points(built, ids, seed=3, tag=tag))
+
+            def write(
+                c: QdrantClient,
+                points: list[models.PointStruct] = points,
+                update_filter: models.Filter | None = update_filter,
+            ) -> None:
+                c.upsert("plain", points, update_filter=update_filter, update_mode=mode)
+
+            _both(client, reference, write)
+            every = [p.id for p in built.points[:12]] + [7000, 7001]
+            got = {r.id: r.payload for r in client.retrieve("plain", every)}
+            want = {r.id: r.payload for r in reference.retrieve("plain", every)}
+            assert got == want, tag
+    assert east.count("plain") == reference.count("plain").count
 
 
 def test_the_newest_copy_decides_not_an_older_one_awaiting_removal(served: Served) -> None:

@@ -353,6 +353,8 @@ def test_health_check_answers_the_service_root(kind: str, router: RouterThread) 
     info = _run(kind, router, lambda c: c.info(), key=None)  # open, as Qdrant's
     root = httpx.get(f"{router.url}/").json()
     assert (info.title, info.version) == (root["title"], root["version"])
+    with closing(QdrantClient(":memory:")) as local:
+        assert info.title == local.info().title  # a client identifies Qdrant by its title
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -147,6 +147,7 @@ def _embedded_cluster(
     port = EmbeddedQdrant(name, root)
     for collection in collections:
         port.create_payload_index(collection, "rank", models.PayloadSchemaType.FLOAT)
+        port.create_payload_index(collection, "ranks", models.PayloadSchemaType.INTEGER)
     return port
 
 
@@ -157,6 +158,7 @@ def _remote_cluster(
     for collection, points in collections.items():
         client.create_collection(collection, **CONFIG)
         client.create_payload_index(collection, "rank", models.PayloadSchemaType.FLOAT)
+        client.create_payload_index(collection, "ranks", models.PayloadSchemaType.INTEGER)
         client.upsert(collection, points)
     return port, client
 
@@ -185,6 +187,7 @@ def built(
     reference = QdrantClient(":memory:")
     reference.create_collection("ref", **CONFIG)
     reference.create_payload_index("ref", "rank", models.PayloadSchemaType.FLOAT)
+    reference.create_payload_index("ref", "ranks", models.PayloadSchemaType.INTEGER)
     live: list[models.PointStruct] = []
     for i in range(POINTS):
         domain = i % 3
@@ -193,6 +196,7 @@ def built(
             "n": i,
             "group": f"g{i % 4}",
             "rank": float(rng.integers(0, 40)),  # ties on purpose
+            "ranks": [i % 7, (i * 3) % 11],  # several values: a point ordered once per value
             "nested": {"id": i, "tag": f"t{i % 3}"},
         }
         other = homes[(domain + 1) % 3]
@@ -490,6 +494,15 @@ def test_prefetch_rescoring_fusion_and_formula_are_global(
                 defaults={"rank": 0.0},
             ),
         },
+        {  # a prefetch with no query: the points it names, unscored
+            "prefetch": models.Prefetch(
+                filter=models.Filter(must=[models.HasIdCondition(has_id=LIVE_IDS[:12])]),
+                limit=12,
+            ),
+            "query": models.FormulaQuery(
+                formula=models.MultExpression(mult=["n", 2.0]), defaults={"n": 0}
+            ),
+        },
     ]
     for case in cases:
         for page in ({"limit": 10}, {"limit": 6, "offset": 4, "query_filter": GROUP}):
@@ -573,6 +586,24 @@ def test_sample_is_distinct_matching_live_points(client: QdrantClient) -> None:
         assert all(i in LIVE_IDS for i in ids)
         seen.update(ids)
     assert len(seen) > 20  # random, not the same page each time
+
+
+def test_sample_ignores_offset_as_one_collection_does(
+    client: QdrantClient, reference: QdrantClient
+) -> None:
+    """A random sample has no order to skip into: Qdrant (and local mode) answer ``limit``
+    points whatever the offset, also when the collection holds no more than that."""
+    matching = reference.count("ref", count_filter=GROUP).count
+    sample = models.SampleQuery(sample=models.Sample.RANDOM)
+    for limit in (5, matching):
+        ours = client.query_points(
+            "library", query=sample, query_filter=GROUP, limit=limit, offset=3
+        ).points
+        theirs = reference.query_points(
+            "ref", query=sample, query_filter=GROUP, limit=limit, offset=3
+        ).points
+        assert len(ours) == len(theirs) == limit
+        assert len({p.id for p in ours}) == limit
 
 
 def test_legacy_endpoints_answer_as_the_query_they_mean(
@@ -700,6 +731,20 @@ def test_scroll_by_a_payload_value_merges_every_home(
     assert ours_next is None
     assert theirs_next is None
     _records_same(ours, theirs)
+
+
+@pytest.mark.parametrize("direction", list(models.Direction))
+def test_scroll_by_a_field_of_several_values_gives_a_point_once_per_value(
+    client: QdrantClient, reference: QdrantClient, direction: models.Direction
+) -> None:
+    order_by = models.OrderBy(key="ranks", direction=direction)
+    for limit, scroll_filter in ((25, None), (400, GROUP)):
+        kwargs: dict[str, Any] = {"order_by": order_by, "scroll_filter": scroll_filter}
+        ours, _ = client.scroll("library", limit=limit, **kwargs)
+        theirs, _ = reference.scroll("ref", limit=limit, **kwargs)
+        assert limit < 400 or len(theirs) > len({r.id for r in theirs})  # some, twice
+        assert [(r.order_value, r.id) for r in ours] == [(r.order_value, r.id) for r in theirs]
+        assert [r.payload for r in ours] == [r.payload for r in theirs]
 
 
 @pytest.mark.parametrize(

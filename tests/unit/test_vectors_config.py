@@ -141,6 +141,10 @@ def test_vectors_are_checked_as_qdrant_checks_them() -> None:
     assert checked_vectors([1, 2], unnamed) == [1.0, 2.0]
     with pytest.raises(VectorError, match="Not existing vector name error: a"):
         checked_vectors({"a": [1.0, 2.0]}, unnamed)
+    # a collection of payloads only has no vector of any name, the unnamed one included
+    with pytest.raises(VectorError, match="Not existing vector name error"):
+        checked_vectors([0.1, 0.2, 0.3], CollectionSpec())
+    assert checked_vectors({}, CollectionSpec()) == {}
 
 
 def test_the_domainmap_spec_reads_the_source_vector() -> None:

@@ -112,8 +112,8 @@ class SparseVectorSpec:
 class CollectionSpec:
     """What a collection should look like.
 
-    ``vector_size`` (with ``distance`` and ``on_disk_vectors``) describes the
-    unnamed dense vector; ``vectors`` the named dense ones instead (Qdrant has
+    ``vector_size`` (with ``distance``, ``on_disk_vectors``, ``unnamed_multivector``
+    and ``unnamed_datatype``) describes the unnamed dense vector; ``vectors`` the named dense ones instead (Qdrant has
     either, never both); ``sparse_vectors`` the named sparse ones. The vectors'
     layout and ``shard_number`` are immutable once the collection exists; the
     rest can be patched in place.
@@ -130,6 +130,8 @@ class CollectionSpec:
     replication_factor: int | None = None
     vectors: Mapping[str, DenseVectorSpec] = field(default_factory=dict)
     sparse_vectors: Mapping[str, SparseVectorSpec] = field(default_factory=dict)
+    unnamed_multivector: MultiVectorComparator | None = None
+    unnamed_datatype: VectorDatatype | None = None
 
     def __post_init__(self) -> None:
         if self.vector_size is not None and self.vectors:
@@ -139,6 +141,10 @@ class CollectionSpec:
             )
         if UNNAMED in self.vectors:
             raise ValueError("named vectors need a non-empty name; use vector_size instead")
+        if self.vector_size is None and (self.unnamed_multivector or self.unnamed_datatype):
+            raise ValueError(
+                "unnamed_multivector and unnamed_datatype describe vector_size's vector"
+            )
 
     @property
     def named(self) -> bool:
@@ -150,7 +156,11 @@ class CollectionSpec:
         if self.vector_size is not None:
             return {
                 UNNAMED: DenseVectorSpec(
-                    size=self.vector_size, distance=self.distance, on_disk=self.on_disk_vectors
+                    size=self.vector_size,
+                    distance=self.distance,
+                    on_disk=self.on_disk_vectors,
+                    multivector=self.unnamed_multivector,
+                    datatype=self.unnamed_datatype,
                 )
             }
         return dict(self.vectors)
@@ -174,8 +184,18 @@ class CollectionSpec:
         )
 
 
-IMMUTABLE_FIELDS = ("vector_size", "distance", "shard_number", "vectors")
+IMMUTABLE_FIELDS = (
+    "vector_size",
+    "distance",
+    "unnamed_multivector",
+    "unnamed_datatype",
+    "shard_number",
+    "vectors",
+)
 """Fields Qdrant cannot change in place: a change needs a new collection and a migration."""
+
+
+_UNNAMED_FIELDS = ("distance", "on_disk_vectors", "unnamed_multivector", "unnamed_datatype")
 
 
 @dataclass(frozen=True)
@@ -202,12 +222,14 @@ def diff_specs(
     for name in (
         "vector_size",
         "distance",
+        "unnamed_multivector",
+        "unnamed_datatype",
         "shard_number",
         "on_disk_vectors",
         "on_disk_payload",
         "replication_factor",
     ):
-        if desired.named and name in ("distance", "on_disk_vectors"):
+        if desired.named and name in _UNNAMED_FIELDS:
             continue  # these describe the unnamed vector; named ones are compared by layout
         want, have = getattr(desired, name), getattr(current, name)
         if name in ("shard_number", "replication_factor") and have is None:

@@ -476,6 +476,8 @@ def route_table(
         ("GET", f"{collection}/aliases", Need.READ, c.collection_aliases),
         ("PUT", f"{collection}/index", Need.WRITE, c.create_index),
         ("DELETE", f"{collection}/index/{{field_name}}", Need.WRITE, c.delete_index),
+        ("PUT", f"{collection}/vectors/{{vector_name}}", Need.WRITE, c.create_vector_name),
+        ("DELETE", f"{collection}/vectors/{{vector_name}}", Need.WRITE, c.delete_vector_name),
         ("POST", f"{points}/query", Need.READ, p.points_query),
         ("POST", f"{points}/query/batch", Need.READ, p.points_query_batch),
         ("POST", f"{points}/search", Need.READ, p.points_search),

@@ -32,7 +32,7 @@ from librarian.router.qdrant_api import ApiError, ok, parse_body, request_timeou
 from librarian.router.query import Querying
 from librarian.router.state import RouterState
 from librarian.storage.errors import CollectionExists, CollectionNotFound
-from librarian.storage.port import CollectionSpec, QdrantPort
+from librarian.storage.port import CollectionSpec, QdrantPort, VectorNameConfig
 from librarian.storage.remote import spec_from_create
 
 __all__ = ["CollectionEndpoints", "forget_aliases_of", "library_info", "reserved_field"]
@@ -311,6 +311,36 @@ class CollectionEndpoints:
                 lambda home: lambda port: port.delete_payload_index(home.collection, field_name),
             )
         return ok(_COMPLETED, started)
+
+    async def create_vector_name(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        config = await parse_body(request, VectorNameConfig)
+        name = request.match_info["vector_name"]
+        target = await self._plain_target(request, "adding a vector")
+        await self._on_default(
+            request, lambda port: port.create_vector_name(target, name, config), target
+        )
+        return ok(_COMPLETED, started)
+
+    async def delete_vector_name(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        name = request.match_info["vector_name"]
+        target = await self._plain_target(request, "removing a vector")
+        await self._on_default(request, lambda port: port.delete_vector_name(target, name), target)
+        return ok(_COMPLETED, started)
+
+    async def _plain_target(self, request: web.Request, change: str) -> str:
+        """The collection a change of its vectors addresses; the library's are its DomainMap's
+        (its source collection's vectors, copied to every home): refused."""
+        target, library = await self._target(request)
+        if library is not None:
+            raise ApiError(
+                400,
+                f"Bad request: {change} to library `{target}` is not served: its vectors are "
+                "those of its source collection, copied to every home; a library's vectors are "
+                "not changed through the router",
+            )
+        return target
 
     async def _on_every_home(
         self,

@@ -717,13 +717,15 @@ class ExactQueries:
         """A uniform random sample of the library's matching points: how many come from each
         unit is drawn in proportion to its matching points (without replacement), then each
         unit samples its share at random. A drawn copy that a newer one supersedes is left
-        out and its place drawn again (from what is left)."""
+        out and its place drawn again (from what is left). As in Qdrant, ``offset`` does not
+        apply to a random sample: skipping the first points of a random draw only shortens it."""
         units = list(pinned) if pinned is not None else list(range(len(view.routes)))
         requests = pinned or {u: request for u in units}
         drawn: dict[int, list[PointId]] = {u: [] for u in units}  # copies drawn, per unit
         kept: dict[PointId, Ranked] = {}
         failed: list[str] = []
-        wanted = offset + limit
+        del offset  # a random sample has no order to skip into
+        wanted = limit
         for _ in range(_SAMPLE_ROUNDS):
             need = wanted - len(kept)
             if need <= 0:
@@ -749,7 +751,7 @@ class ExactQueries:
                 kept.setdefault(_id_of(ranked.point.id), ranked)
         sample = list(kept.values())
         self.rng.shuffle(sample)
-        return sample[offset:wanted], failed
+        return sample[:wanted], failed
 
     async def _sample_round(
         self,
@@ -812,6 +814,8 @@ class ExactQueries:
         assert query.mmr is not None
         vector = query.nearest
         if not (isinstance(vector, list) and vector and isinstance(vector[0], int | float)):
+            if _one_collection(view):  # its own index holds every candidate: it answers
+                return await self._in_one_collection(view, request, limit, offset, timeout)
             raise ApiError(
                 400,
                 "Wrong input: mmr over a library is served for dense vectors; sparse and "
@@ -847,6 +851,18 @@ class ExactQueries:
             )
         picked = mmr_order(vector, vectors, distance, diversity, offset + limit)[offset:]
         return [_with_vectors(candidates[i], request.with_vector) for i in picked], failed
+
+    async def _in_one_collection(
+        self, view: View, request: models.QueryRequest, limit: int, offset: int, timeout: float
+    ) -> tuple[list[Ranked], list[str]]:
+        """The whole query (offset included) asked of the one collection a plain view names."""
+        whole = request.model_copy(
+            update={"limit": limit, "offset": offset or None, "lookup_from": None}
+        )
+        answers = await self._ask(view, {0: whole}, timeout)
+        return [Ranked(p, unit, 0) for unit, points in answers.answered for p in points], (
+            answers.failed
+        )
 
     # ------------------------------------------------------------ prefetch
 
@@ -911,6 +927,11 @@ class ExactQueries:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _one_collection(view: View) -> bool:
+    """Does the view name one plain collection (no library, no copies, no move in flight)?"""
+    return not view.routed and len(view.routes) == 1 and len(view.homes()) == 1
 
 
 def _prefetches(request: models.QueryRequest | models.Prefetch) -> list[models.Prefetch]:
@@ -1055,8 +1076,11 @@ def _merge(
     versioned: bool,
     selector: Any,
 ) -> list[Ranked]:
-    """The units' answers as one ordered list: each id once (its newest live copy)."""
-    kept: dict[PointId, Ranked] = {}
+    """The units' answers as one ordered list: each id's newest live copy. A copy appears
+    once, or once per value when ordered by a field holding several (as Qdrant's
+    ``order_by`` answers), all from the unit that holds the kept copy."""
+    best: dict[PointId, tuple[int, int]] = {}  # the kept copy's (version, unit), by id
+    entries: list[tuple[int, models.ScoredPoint, int]] = []
     for unit in sorted(answers):
         for point in answers[unit]:
             point_id = _id_of(point.id)
@@ -1065,14 +1089,22 @@ def _merge(
                 is_tombstone(point.payload) or superseded.get(point_id, -1) > version
             ):
                 continue
-            held = kept.get(point_id)
-            if held is not None and held.version >= version:
-                continue
-            public = point.model_copy(
+            held = best.get(point_id)
+            if held is None or version > held[0]:
+                best[point_id] = (version, unit)
+            entries.append((unit, point, version))
+    kept = [
+        Ranked(
+            point.model_copy(
                 update={"payload": public_payload(point.payload, selector, versioned)}
-            )
-            kept[point_id] = Ranked(public, unit, version)
-    return sorted(kept.values(), key=lambda r: order.key(r.point))
+            ),
+            unit,
+            version,
+        )
+        for unit, point, version in entries
+        if best[_id_of(point.id)] == (version, unit)
+    ]
+    return sorted(kept, key=lambda r: order.key(r.point))
 
 
 def _held_by_unit(candidates: list[list[Ranked]]) -> dict[int, list[PointId]]:
@@ -1095,7 +1127,8 @@ def _pinned_prefetches(
     scores depend on other candidates cannot be pinned so: refused."""
     pinned = []
     for inner, hits in zip(resolved, candidates, strict=True):
-        if inner.prefetch is not None or not isinstance(inner.query, _POINT_LOCAL):
+        point_local = inner.query is None or isinstance(inner.query, _POINT_LOCAL)
+        if inner.prefetch is not None or not point_local:  # no query: points by id, unscored
             raise ApiError(
                 400,
                 "Wrong input: a formula over a prefetch that is itself fused or re-scored "

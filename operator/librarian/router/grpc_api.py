@@ -688,6 +688,36 @@ def _field_schema(message: Any) -> Any:
     raise _Refused("field_type or field_index_params is required")
 
 
+def _vector_name_config(message: Any) -> dict[str, Any]:
+    """A CreateVectorNameRequest's vector as the REST body of
+    ``PUT /collections/{name}/vectors/{vector_name}``."""
+    if message.HasField("dense_config"):
+        dense = message.dense_config
+        return {
+            "dense": _body(
+                size=dense.size,
+                distance=_g2r.convert_distance(dense.distance),
+                multivector_config=_optional(
+                    dense, "multivector_config", _g2r.convert_multivector_config
+                ),
+                datatype=_optional(dense, "datatype", _g2r.convert_datatype),
+            )
+        }
+    if message.HasField("sparse_config"):
+        sparse = message.sparse_config
+        return {
+            "sparse": _body(
+                modifier=_optional(sparse, "modifier", _g2r.convert_modifier),
+                datatype=_optional(sparse, "datatype", _g2r.convert_datatype),
+            )
+        }
+    raise _Refused("dense_config or sparse_config is required")
+
+
+def _vector_name_path(message: Any) -> str:
+    return f"{_collection(message)}/vectors/{quote(message.vector_name, safe='')}"
+
+
 def _served_writes() -> dict[str, Served]:
     write = _write_params
 
@@ -790,6 +820,14 @@ def _served_writes() -> dict[str, Served]:
                 _body(field_name=m.field_name, field_schema=_field_schema(m)),
                 write(m),
             ),
+            answered,
+        ),
+        "CreateVectorName": Served(
+            lambda m: HttpCall("PUT", _vector_name_path(m), _vector_name_config(m), write(m)),
+            answered,
+        ),
+        "DeleteVectorName": Served(
+            lambda m: HttpCall("DELETE", _vector_name_path(m), None, write(m)),
             answered,
         ),
         "DeleteFieldIndex": Served(
@@ -905,6 +943,9 @@ _CARRIED_TEXT: Mapping[str, str] = {
     "CreateFieldIndexCollection": "collection_name wait ordering timeout field_name field_type "
     "field_index_params",
     "DeleteFieldIndexCollection": "collection_name wait ordering timeout field_name",
+    "CreateVectorNameRequest": "collection_name wait ordering timeout vector_name dense_config "
+    "sparse_config",
+    "DeleteVectorNameRequest": "collection_name wait ordering timeout vector_name",
     "UpdateCollection": "collection_name timeout optimizers_config params hnsw_config "
     "vectors_config quantization_config sparse_vectors_config strict_mode_config metadata",
     "DeleteCollection": "collection_name timeout",

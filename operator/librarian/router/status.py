@@ -27,7 +27,7 @@ from librarian.router.library import Library
 from librarian.router.qdrant_api import ok
 from librarian.router.state import RouterState
 
-__all__ = ["StatusEndpoints", "router_status"]
+__all__ = ["QDRANT_TITLE", "StatusEndpoints", "router_status"]
 
 
 def _library_status(state: RouterState, library: Library) -> LibraryStatus:
@@ -97,6 +97,11 @@ def router_status(state: RouterState) -> RouterStatus:
     )
 
 
+QDRANT_TITLE = "qdrant - vector search engine"
+"""The service root's title, as Qdrant (and qdrant-client's local mode) answers it: clients
+and tools identify a Qdrant server by it."""
+
+
 class StatusEndpoints:
     """aiohttp handlers of the service and status endpoints."""
 
@@ -107,7 +112,7 @@ class StatusEndpoints:
         client = importlib.metadata.version("qdrant-client").split(".")
         return web.json_response(
             {
-                "title": "qdrant-librarian router",
+                "title": QDRANT_TITLE,
                 "version": f"{client[0]}.{client[1]}.0",
                 "librarian_version": importlib.metadata.version("qdrant-librarian"),
             }

@@ -189,16 +189,12 @@ class Writes(InPlaceChanges):
         """An upsert of a collection outside the library: one collection, Qdrant decides."""
         route = view.routes[0]
         update_filter = condition.update_filter if condition is not None else None
-        if condition is not None and condition.update_mode is not models.UpdateMode.UPSERT:
-            raise ApiError(
-                400,
-                f"Wrong input: update_mode {condition.update_mode.value} is served on library "
-                "collections only; on this collection use update_filter, or retrieve the "
-                "points first",
-            )
+        update_mode = condition.update_mode if condition is not None else None
         await self._call(
             route,
-            lambda port: port.upsert(route.collection, records, update_filter=update_filter),
+            lambda port: port.upsert(
+                route.collection, records, update_filter=update_filter, update_mode=update_mode
+            ),
             timeout,
         )
         self.cache.clear()

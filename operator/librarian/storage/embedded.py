@@ -60,6 +60,7 @@ from librarian.storage.port import (
     QuantizationSpec,
     ScoredHit,
     SparseVectorSpec,
+    VectorNameConfig,
 )
 from librarian.storage.remote import quantization_config as remote_quantization
 from librarian.storage.remote import vectors_config as remote_vectors_config
@@ -138,6 +139,7 @@ def _layout_from_engine(config: Mapping[str, Any], stored: CollectionSpec) -> Co
             datatype=params.get("datatype"),
         )
         for name, params in (config.get("sparse_vectors") or {}).items()
+        if name != PAYLOAD_ONLY_VECTOR
     }
     if set(dense) == {UNNAMED}:
         params = dense[UNNAMED]
@@ -146,6 +148,8 @@ def _layout_from_engine(config: Mapping[str, Any], stored: CollectionSpec) -> Co
             vector_size=int(params["size"]),
             distance=params["distance"],
             on_disk_vectors=params.get("on_disk"),
+            unnamed_multivector=(params.get("multivector_config") or {}).get("comparator"),
+            unnamed_datatype=params.get("datatype"),
             vectors={},
             sparse_vectors=sparse,
         )
@@ -199,6 +203,13 @@ def _optimizers(spec: OptimizersSpec | None) -> edge.EdgeOptimizersConfig | None
     return edge.EdgeOptimizersConfig(**asdict(spec))
 
 
+_UPDATE_MODES = {
+    models.UpdateMode.UPSERT: edge.UpdateMode.Upsert,
+    models.UpdateMode.INSERT_ONLY: edge.UpdateMode.InsertOnly,
+    models.UpdateMode.UPDATE_ONLY: edge.UpdateMode.UpdateOnly,
+}
+
+
 def _edge_dense(spec: DenseVectorSpec) -> edge.EdgeVectorParams:
     return edge.EdgeVectorParams(
         size=spec.size,
@@ -224,18 +235,26 @@ def _edge_sparse(spec: SparseVectorSpec) -> edge.EdgeSparseVectorParams:
     )
 
 
+PAYLOAD_ONLY_VECTOR = "librarian-payload-only"
+"""The engine needs a vector in every collection, Qdrant does not (a collection may hold
+payloads only): a collection created with no vector is given this sparse vector, which no
+point carries and which the collection's spec, and so every answer about it, leaves out."""
+
+
 def edge_config(spec: CollectionSpec) -> edge.EdgeConfig:
-    """The engine configuration equivalent to ``spec`` (every dense and sparse vector)."""
+    """The engine configuration equivalent to ``spec`` (every dense and sparse vector; the
+    :data:`PAYLOAD_ONLY_VECTOR` for a collection that has none)."""
     vectors: Any
     if spec.vector_size is not None:
-        vectors = edge.EdgeVectorParams(
-            size=spec.vector_size, distance=_DISTANCES[spec.distance], on_disk=spec.on_disk_vectors
-        )
+        vectors = _edge_dense(spec.dense_vectors()[UNNAMED])
     else:
         vectors = {name: _edge_dense(v) for name, v in spec.vectors.items()}
+    sparse = {name: _edge_sparse(v) for name, v in spec.sparse_vectors.items()}
+    if not spec.dense_vectors() and not sparse:
+        sparse = {PAYLOAD_ONLY_VECTOR: edge.EdgeSparseVectorParams()}
     return edge.EdgeConfig(
         vectors=vectors,
-        sparse_vectors={name: _edge_sparse(v) for name, v in spec.sparse_vectors.items()},
+        sparse_vectors=sparse,
         on_disk_payload=spec.on_disk_payload,
         hnsw_config=_hnsw(spec.hnsw),
         quantization_config=_quantization(spec.quantization),
@@ -613,6 +632,94 @@ class EmbeddedQdrant:
     def delete_payload_index(self, collection: str, field_name: str) -> None:
         self._update(collection, edge.UpdateOperation.delete_field_index(field_name))
 
+    def create_vector_name(self, collection: str, name: str, config: VectorNameConfig) -> None:
+        with self._lock(collection):
+            spec = self._spec(collection)
+            if not name:
+                raise InvalidRequest(
+                    self._cluster,
+                    "Wrong input: a vector name must not be empty",
+                    collection=collection,
+                )
+            if spec.vector_size is not None:
+                raise InvalidRequest(
+                    self._cluster,
+                    "Wrong input: the collection has an unnamed vector; named vectors are added "
+                    "to a collection of named vectors",
+                    collection=collection,
+                )
+            if name in spec.vectors or name in spec.sparse_vectors:
+                raise InvalidRequest(
+                    self._cluster,
+                    f"Wrong input: Vector name {name} already exists",
+                    collection=collection,
+                )
+            operation, changed = self._vector_added(spec, name, config)
+            self._update(collection, operation)
+            (self._dir(collection) / SPEC_FILE).write_text(json.dumps(spec_to_json(changed)))
+
+    def _vector_added(
+        self, spec: CollectionSpec, name: str, config: VectorNameConfig
+    ) -> tuple[edge.UpdateOperation, CollectionSpec]:
+        """The engine's operation adding vector ``name``, and ``spec`` with it."""
+        if isinstance(config, models.DenseVectorNameConfig):
+            dense = config.dense
+            datatype = dense.datatype.value if dense.datatype is not None else None
+            if datatype is not None and datatype not in _DATATYPES:
+                raise InvalidRequest(
+                    self._cluster, f"Wrong input: datatype {datatype} not supported"
+                )
+            added = DenseVectorSpec(
+                size=dense.size,
+                distance=dense.distance.value,
+                multivector="max_sim" if dense.multivector_config is not None else None,
+                datatype=datatype,  # type: ignore[arg-type]
+            )
+            operation = edge.UpdateOperation.create_dense_vector(
+                name,
+                dense.size,
+                _DISTANCES[added.distance],
+                edge.MultiVectorConfig(edge.MultiVectorComparator.MaxSim)
+                if added.multivector is not None
+                else None,
+                _DATATYPES[datatype] if datatype is not None else None,
+            )
+            return operation, replace(spec, vectors={**spec.vectors, name: added})
+        sparse = config.sparse
+        idf = sparse.modifier == models.Modifier.IDF
+        sparse_datatype = sparse.datatype.value if sparse.datatype is not None else None
+        if sparse_datatype is not None and sparse_datatype not in _DATATYPES:
+            raise InvalidRequest(
+                self._cluster, f"Wrong input: datatype {sparse_datatype} not supported"
+            )
+        operation = edge.UpdateOperation.create_sparse_vector(
+            name,
+            edge.Modifier.Idf if idf else None,
+            _DATATYPES[sparse_datatype] if sparse_datatype is not None else None,
+        )
+        added_sparse = SparseVectorSpec(
+            modifier="idf" if idf else None,
+            datatype=sparse_datatype,  # type: ignore[arg-type]
+        )
+        return operation, replace(spec, sparse_vectors={**spec.sparse_vectors, name: added_sparse})
+
+    def delete_vector_name(self, collection: str, name: str) -> None:
+        with self._lock(collection):
+            spec = self._spec(collection)
+            if name not in spec.vectors and name not in spec.sparse_vectors:
+                raise InvalidRequest(
+                    self._cluster,
+                    f"Wrong input: Not existing vector name error: {name}",
+                    collection=collection,
+                )
+            self._update(collection, edge.UpdateOperation.delete_vector_name(name))
+            changed = replace(
+                spec,
+                vectors={n: v for n, v in spec.vectors.items() if n != name},
+                sparse_vectors={n: v for n, v in spec.sparse_vectors.items() if n != name},
+            )
+            (self._dir(collection) / SPEC_FILE).write_text(json.dumps(spec_to_json(changed)))
+
     def optimize(self, collection: str) -> None:
         """Build indexes now (the engine otherwise optimizes lazily)."""
         with self._shard(collection) as shard:
@@ -648,13 +755,15 @@ class EmbeddedQdrant:
         points: Sequence[PointRecord],
         *,
         update_filter: models.Filter | None = None,
+        update_mode: models.UpdateMode | None = None,
     ) -> None:
         if not points:
             return
         vectors = self._checked(collection, points)
         batch = [edge.Point(p.id, v, dict(p.payload)) for p, v in zip(points, vectors, strict=True)]
         condition = self._call(collection, lambda: to_edge_filter(update_filter))
-        self._update(collection, edge.UpdateOperation.upsert_points(batch, condition))
+        mode = _UPDATE_MODES[update_mode] if update_mode is not None else None
+        self._update(collection, edge.UpdateOperation.upsert_points(batch, condition, mode))
 
     def update_vectors(
         self,
@@ -989,4 +1098,10 @@ def _describe(spec: CollectionSpec) -> str:
     return ", ".join(dense + sparse) or "no vectors"
 
 
-__all__ = ["EmbeddedQdrant", "edge_config", "spec_from_json", "spec_to_json"]
+__all__ = [
+    "PAYLOAD_ONLY_VECTOR",
+    "EmbeddedQdrant",
+    "edge_config",
+    "spec_from_json",
+    "spec_to_json",
+]

@@ -39,6 +39,8 @@ from librarian.core.collection_spec import (
 from librarian.storage.vectors import Vectors, routing_vector
 
 PointId = int | str
+VectorNameConfig = models.DenseVectorNameConfig | models.SparseVectorNameConfig
+"""A vector to add to a collection: dense (size, distance, multivector, datatype) or sparse."""
 
 __all__ = [
     "CollectionInfo",
@@ -54,6 +56,7 @@ __all__ = [
     "QuantizationSpec",
     "ScoredHit",
     "SparseVectorSpec",
+    "VectorNameConfig",
     "Vectors",
 ]
 
@@ -182,18 +185,30 @@ class QdrantPort(Protocol):
         """Delete the payload index on ``field_name`` (a missing one is not an error)."""
         ...
 
+    def create_vector_name(self, collection: str, name: str, config: VectorNameConfig) -> None:
+        """Add a named dense or sparse vector to an existing collection (Qdrant's
+        ``PUT /collections/{name}/vectors/{vector_name}``); points have none of it yet."""
+        ...
+
+    def delete_vector_name(self, collection: str, name: str) -> None:
+        """Remove a named vector, and every point's value of it, from a collection."""
+        ...
+
     def upsert(
         self,
         collection: str,
         points: Sequence[PointRecord],
         *,
         update_filter: models.Filter | None = None,
+        update_mode: models.UpdateMode | None = None,
     ) -> None:
         """Insert or overwrite points; waits until they are applied.
 
         With ``update_filter`` the write is conditional (Qdrant's conditional
         upsert): a point that exists is overwritten only if it matches the
-        filter; a point that does not exist is inserted.
+        filter; a point that does not exist is inserted. ``update_mode``
+        (Qdrant's) ``insert_only`` leaves a point that exists alone,
+        ``update_only`` creates no point that does not exist.
         """
         ...
 

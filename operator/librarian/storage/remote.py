@@ -42,6 +42,7 @@ from librarian.storage.port import (
     QuantizationSpec,
     ScoredHit,
     SparseVectorSpec,
+    VectorNameConfig,
 )
 from librarian.storage.vectors import Vectors, VectorValue, from_named
 
@@ -116,11 +117,7 @@ def vectors_config(
     """Qdrant's ``vectors_config`` and ``sparse_vectors_config`` for ``spec``."""
     dense: models.VectorParams | dict[str, models.VectorParams]
     if spec.vector_size is not None:
-        dense = models.VectorParams(
-            size=spec.vector_size,
-            distance=models.Distance(spec.distance),
-            on_disk=spec.on_disk_vectors,
-        )
+        dense = vector_params(spec.dense_vectors()[""])
     else:
         dense = {name: vector_params(v) for name, v in spec.vectors.items()}
     return dense, {name: sparse_params(v) for name, v in spec.sparse_vectors.items()}
@@ -222,6 +219,8 @@ def spec_from_config(config: models.CollectionConfig) -> CollectionSpec:
         vector_size=int(unnamed.size) if unnamed is not None else None,
         distance=unnamed.distance.value if unnamed is not None else "Cosine",
         on_disk_vectors=unnamed.on_disk if unnamed is not None else None,
+        unnamed_multivector=_dense_spec(unnamed).multivector if unnamed is not None else None,
+        unnamed_datatype=_dense_spec(unnamed).datatype if unnamed is not None else None,
         vectors={name: _dense_spec(params) for name, params in named.items()},
         sparse_vectors={
             name: _sparse_spec(params)
@@ -259,6 +258,8 @@ def spec_from_create(body: models.CreateCollection) -> CollectionSpec:
         vector_size=int(unnamed.size) if unnamed is not None else None,
         distance=unnamed.distance.value if unnamed is not None else "Cosine",
         on_disk_vectors=unnamed.on_disk if unnamed is not None else None,
+        unnamed_multivector=_dense_spec(unnamed).multivector if unnamed is not None else None,
+        unnamed_datatype=_dense_spec(unnamed).datatype if unnamed is not None else None,
         vectors={name: _dense_spec(params) for name, params in named.items()},
         sparse_vectors={
             name: _sparse_spec(params) for name, params in (body.sparse_vectors or {}).items()
@@ -525,6 +526,15 @@ class RemoteQdrant:
             lambda: self._client.delete_payload_index(collection, field_name, wait=True),
         )
 
+    def create_vector_name(self, collection: str, name: str, config: VectorNameConfig) -> None:
+        self._call(
+            collection,
+            lambda: self._client.create_vector_name(collection, name, config, wait=True),
+        )
+
+    def delete_vector_name(self, collection: str, name: str) -> None:
+        self._call(collection, lambda: self._client.delete_vector_name(collection, name, wait=True))
+
     # ----------------------------------------------------------------- points
 
     def upsert(
@@ -533,6 +543,7 @@ class RemoteQdrant:
         points: Sequence[PointRecord],
         *,
         update_filter: models.Filter | None = None,
+        update_mode: models.UpdateMode | None = None,
     ) -> None:
         if not points:
             return
@@ -545,7 +556,11 @@ class RemoteQdrant:
         self._call(
             collection,
             lambda: self._client.upsert(
-                collection, points=structs, wait=True, update_filter=update_filter
+                collection,
+                points=structs,
+                wait=True,
+                update_filter=update_filter,
+                update_mode=update_mode,
             ),
         )
 

@@ -230,6 +230,8 @@ def checked_vectors(vectors: Any, spec: CollectionSpec) -> Vectors:
                 raise VectorError(f"Wrong input: Not existing vector name error: {name}")
             named[name] = _checked_value(value, name, spec)
         return from_named(named) if not spec.named else named
+    if not dense_names and not spec.sparse_vectors:  # payloads only: "" is no vector's name
+        raise VectorError("Wrong input: Not existing vector name error: ")
     if UNNAMED not in dense_names:
         named_ones = sorted(dense_names) or sorted(spec.sparse_vectors)
         raise VectorError(
