@@ -284,8 +284,8 @@ class Upstream:
         if cut_by_deadline and isinstance(error, TimeoutError):
             self.breaker.abandon(route.cluster)
             return UpstreamTimeout(
-                f"cluster {route.cluster!r} did not answer within the request's remaining "
-                f"{timeout:g}s",
+                f"cluster {route.cluster!r} did not answer within {timeout:g}s "
+                "(what remained of the request's time)",
                 clusters=[route.cluster],
             )
         if domain:
