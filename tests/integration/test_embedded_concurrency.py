@@ -251,6 +251,8 @@ def test_close_during_reads_is_safe(tmp_path: Path) -> None:
     assert all(isinstance(error, ClusterUnreachable) for _, error in outcomes), outcomes
     with pytest.raises(ClusterUnreachable):
         port.count(COLLECTION)
+    with pytest.raises(ClusterUnreachable):  # no handle is opened after close
+        port.create_collection("late", CollectionSpec(vector_size=DIM))
     reopened = EmbeddedQdrant("embedded", tmp_path)  # the shard was let go of cleanly
     try:
         assert reopened.count(COLLECTION) == POINTS

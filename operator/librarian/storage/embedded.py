@@ -19,6 +19,7 @@ them.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import time
@@ -284,6 +285,13 @@ def _load_shard(
             time.sleep(0.05)
 
 
+def _write_spec(folder: Path, spec: CollectionSpec) -> None:
+    """Write a collection's spec whole or not at all (readers read it without its lock)."""
+    partial = folder / f"{SPEC_FILE}.partial"
+    partial.write_text(json.dumps(spec_to_json(spec)))
+    os.replace(partial, folder / SPEC_FILE)
+
+
 def _point_id(value: Any) -> PointId:
     if type(value) is int:  # the common case, first
         return value
@@ -476,15 +484,19 @@ class EmbeddedQdrant:
 
     def _opened(self, collection: str) -> edge.EdgeShard:
         """The collection's shard, opened if it is not yet; call with its lock held to write."""
-        engine = self._engine
-        if engine is None or engine.closed:
-            raise ClusterUnreachable(self._cluster, "the embedded storage has been closed")
+        self._check_open()
         shard = self._shards.get(collection)
         if shard is None:
             self._spec(collection)  # raises CollectionNotFound
             shard = self._call(collection, lambda: _load_shard(self._dir(collection) / "shard"))
             self._shards[collection] = shard
         return shard
+
+    def _check_open(self) -> None:
+        """Refuse to open a shard once this adapter, or the last one on its path, closed."""
+        engine = self._engine
+        if engine is None or engine.closed:
+            raise ClusterUnreachable(self._cluster, "the embedded storage has been closed")
 
     def _call(self, collection: str | None, action: Callable[[], T]) -> T:
         try:
@@ -521,6 +533,7 @@ class EmbeddedQdrant:
                     self._cluster, f"unknown distance {vector.distance!r}", collection=collection
                 )
         with self._lock(collection).writing():
+            self._check_open()
             folder = self._dir(collection)
             if (folder / SPEC_FILE).exists():
                 raise CollectionExists(
@@ -532,10 +545,11 @@ class EmbeddedQdrant:
                 collection, lambda: edge.EdgeShard.create(str(folder / "shard"), edge_config(spec))
             )
             self._shards[collection] = shard
-            (folder / SPEC_FILE).write_text(json.dumps(spec_to_json(spec)))
+            _write_spec(folder, spec)
 
     def update_collection(self, collection: str, spec: CollectionSpec) -> None:
         with self._lock(collection).writing():
+            self._check_open()
             current = self._spec(collection)
             if spec.layout() != current.layout():
                 raise InvalidRequest(
@@ -554,7 +568,7 @@ class EmbeddedQdrant:
                 lambda: _load_shard(folder / "shard", edge_config(merged)),
             )
             self._shards[collection] = reopened
-            (folder / SPEC_FILE).write_text(json.dumps(spec_to_json(merged)))
+            _write_spec(folder, merged)
 
     def delete_collection(self, collection: str) -> None:
         with self._lock(collection).writing():
@@ -682,7 +696,7 @@ class EmbeddedQdrant:
                 )
             operation, changed = self._vector_added(spec, name, config)
             self._update(collection, operation)
-            (self._dir(collection) / SPEC_FILE).write_text(json.dumps(spec_to_json(changed)))
+            _write_spec(self._dir(collection), changed)
 
     def _vector_added(
         self, spec: CollectionSpec, name: str, config: VectorNameConfig
@@ -744,7 +758,7 @@ class EmbeddedQdrant:
                 vectors={n: v for n, v in spec.vectors.items() if n != name},
                 sparse_vectors={n: v for n, v in spec.sparse_vectors.items() if n != name},
             )
-            (self._dir(collection) / SPEC_FILE).write_text(json.dumps(spec_to_json(changed)))
+            _write_spec(self._dir(collection), changed)
 
     def optimize(self, collection: str) -> None:
         """Build indexes now (the engine otherwise optimizes lazily)."""
