@@ -5,8 +5,11 @@ real Qdrant engine that honours HNSW, quantization and optimizer settings,
 with no server to run. Each collection is one ``EdgeShard`` stored under
 ``<path>/<collection>/shard``, next to ``spec.json``, the
 :class:`CollectionSpec` it was created with (the engine keeps no collection
-metadata of its own). A lock per collection makes the adapter safe to share
-between threads (the router and the migration workers do). The engine lets
+metadata of its own). A readers-writer lock per collection makes the adapter
+safe to share between threads (the router and the migration workers do): reads
+of a collection run at once (the engine allows it and lets go of Python's
+interpreter lock while it works), while writes, optimization, loading and
+closing a shard have it to themselves. The engine lets
 one handle at a time open a shard, so every adapter on the same storage path
 in one process shares its handles (the router, the operator and an in-process
 migration can then work on one cluster at once); the last one to close closes
@@ -16,6 +19,7 @@ them.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import time
@@ -64,6 +68,7 @@ from librarian.storage.port import (
 )
 from librarian.storage.remote import quantization_config as remote_quantization
 from librarian.storage.remote import vectors_config as remote_vectors_config
+from librarian.storage.shared_lock import ReadWriteLock
 from librarian.storage.vectors import (
     UNNAMED,
     VectorError,
@@ -280,6 +285,13 @@ def _load_shard(
             time.sleep(0.05)
 
 
+def _write_spec(folder: Path, spec: CollectionSpec) -> None:
+    """Write a collection's spec whole or not at all (readers read it without its lock)."""
+    partial = folder / f"{SPEC_FILE}.partial"
+    partial.write_text(json.dumps(spec_to_json(spec)))
+    os.replace(partial, folder / SPEC_FILE)
+
+
 def _point_id(value: Any) -> PointId:
     if type(value) is int:  # the common case, first
         return value
@@ -382,9 +394,10 @@ class _Engine:
 
     def __init__(self) -> None:
         self.shards: dict[str, edge.EdgeShard] = {}
-        self.locks: dict[str, threading.RLock] = {}
+        self.locks: dict[str, ReadWriteLock] = {}
         self.guard = threading.Lock()
         self.users = 0
+        self.closed = False
 
 
 _ENGINES: dict[Path, _Engine] = {}
@@ -399,9 +412,10 @@ class EmbeddedQdrant:
     typo in a reader's configuration must not become an empty cluster).
     """
 
-    calls_overlap = False
-    """The engine keeps Python's interpreter lock for the whole of each call: two calls in
-    two threads take as long as one after the other (see :mod:`librarian.storage.port`)."""
+    calls_overlap = True
+    """Reads of a collection overlap, and so do calls on different collections: the engine
+    lets go of Python's interpreter lock while it works. Writes to one collection take turns
+    (see :mod:`librarian.storage.port`)."""
 
     def __init__(self, cluster: str, path: str | Path, *, create: bool = True) -> None:
         self._cluster = cluster
@@ -438,9 +452,9 @@ class EmbeddedQdrant:
             raise InvalidRequest(self._cluster, "invalid collection name", collection=collection)
         return self._root / collection
 
-    def _lock(self, collection: str) -> threading.RLock:
+    def _lock(self, collection: str) -> ReadWriteLock:
         with self._guard:
-            return self._locks.setdefault(collection, threading.RLock())
+            return self._locks.setdefault(collection, ReadWriteLock())
 
     def _spec(self, collection: str) -> CollectionSpec:
         spec_path = self._dir(collection) / SPEC_FILE
@@ -451,14 +465,38 @@ class EmbeddedQdrant:
         return spec_from_json(json.loads(spec_path.read_text()))
 
     @contextmanager
-    def _shard(self, collection: str) -> Iterator[edge.EdgeShard]:
-        with self._lock(collection):
-            shard = self._shards.get(collection)
-            if shard is None:
-                self._spec(collection)  # raises CollectionNotFound
-                shard = self._call(collection, lambda: _load_shard(self._dir(collection) / "shard"))
-                self._shards[collection] = shard
-            yield shard
+    def _shard(self, collection: str, *, exclusive: bool = False) -> Iterator[edge.EdgeShard]:
+        """The collection's open shard, held shared (reads) or ``exclusive`` (writes,
+        optimization) for the block; a shard not open yet is opened exclusively first."""
+        lock = self._lock(collection)
+        if exclusive:
+            with lock.writing():
+                yield self._opened(collection)
+            return
+        while True:
+            with lock.reading():
+                shard = self._shards.get(collection)
+                if shard is not None:
+                    yield shard
+                    return
+            with lock.writing():
+                self._opened(collection)
+
+    def _opened(self, collection: str) -> edge.EdgeShard:
+        """The collection's shard, opened if it is not yet; call with its lock held to write."""
+        self._check_open()
+        shard = self._shards.get(collection)
+        if shard is None:
+            self._spec(collection)  # raises CollectionNotFound
+            shard = self._call(collection, lambda: _load_shard(self._dir(collection) / "shard"))
+            self._shards[collection] = shard
+        return shard
+
+    def _check_open(self) -> None:
+        """Refuse to open a shard once this adapter, or the last one on its path, closed."""
+        engine = self._engine
+        if engine is None or engine.closed:
+            raise ClusterUnreachable(self._cluster, "the embedded storage has been closed")
 
     def _call(self, collection: str | None, action: Callable[[], T]) -> T:
         try:
@@ -473,7 +511,7 @@ class EmbeddedQdrant:
             ) from None
 
     def _update(self, collection: str, operation: edge.UpdateOperation) -> None:
-        with self._shard(collection) as shard:
+        with self._shard(collection, exclusive=True) as shard:
             self._call(collection, lambda: shard.update(operation))
 
     # ----------------------------------------------------------------- collections
@@ -494,7 +532,8 @@ class EmbeddedQdrant:
                 raise InvalidRequest(
                     self._cluster, f"unknown distance {vector.distance!r}", collection=collection
                 )
-        with self._lock(collection):
+        with self._lock(collection).writing():
+            self._check_open()
             folder = self._dir(collection)
             if (folder / SPEC_FILE).exists():
                 raise CollectionExists(
@@ -506,10 +545,11 @@ class EmbeddedQdrant:
                 collection, lambda: edge.EdgeShard.create(str(folder / "shard"), edge_config(spec))
             )
             self._shards[collection] = shard
-            (folder / SPEC_FILE).write_text(json.dumps(spec_to_json(spec)))
+            _write_spec(folder, spec)
 
     def update_collection(self, collection: str, spec: CollectionSpec) -> None:
-        with self._lock(collection):
+        with self._lock(collection).writing():
+            self._check_open()
             current = self._spec(collection)
             if spec.layout() != current.layout():
                 raise InvalidRequest(
@@ -528,10 +568,10 @@ class EmbeddedQdrant:
                 lambda: _load_shard(folder / "shard", edge_config(merged)),
             )
             self._shards[collection] = reopened
-            (folder / SPEC_FILE).write_text(json.dumps(spec_to_json(merged)))
+            _write_spec(folder, merged)
 
     def delete_collection(self, collection: str) -> None:
-        with self._lock(collection):
+        with self._lock(collection).writing():
             shard = self._shards.pop(collection, None)
             if shard is not None:
                 shard.close()
@@ -633,7 +673,7 @@ class EmbeddedQdrant:
         self._update(collection, edge.UpdateOperation.delete_field_index(field_name))
 
     def create_vector_name(self, collection: str, name: str, config: VectorNameConfig) -> None:
-        with self._lock(collection):
+        with self._lock(collection).writing():
             spec = self._spec(collection)
             if not name:
                 raise InvalidRequest(
@@ -656,7 +696,7 @@ class EmbeddedQdrant:
                 )
             operation, changed = self._vector_added(spec, name, config)
             self._update(collection, operation)
-            (self._dir(collection) / SPEC_FILE).write_text(json.dumps(spec_to_json(changed)))
+            _write_spec(self._dir(collection), changed)
 
     def _vector_added(
         self, spec: CollectionSpec, name: str, config: VectorNameConfig
@@ -704,7 +744,7 @@ class EmbeddedQdrant:
         return operation, replace(spec, sparse_vectors={**spec.sparse_vectors, name: added_sparse})
 
     def delete_vector_name(self, collection: str, name: str) -> None:
-        with self._lock(collection):
+        with self._lock(collection).writing():
             spec = self._spec(collection)
             if name not in spec.vectors and name not in spec.sparse_vectors:
                 raise InvalidRequest(
@@ -718,11 +758,11 @@ class EmbeddedQdrant:
                 vectors={n: v for n, v in spec.vectors.items() if n != name},
                 sparse_vectors={n: v for n, v in spec.sparse_vectors.items() if n != name},
             )
-            (self._dir(collection) / SPEC_FILE).write_text(json.dumps(spec_to_json(changed)))
+            _write_spec(self._dir(collection), changed)
 
     def optimize(self, collection: str) -> None:
         """Build indexes now (the engine otherwise optimizes lazily)."""
-        with self._shard(collection) as shard:
+        with self._shard(collection, exclusive=True) as shard:
             self._call(collection, shard.optimize)
 
     # ----------------------------------------------------------------- points
@@ -1082,10 +1122,13 @@ class EmbeddedQdrant:
             if _ENGINES.get(self._key) is engine:
                 del _ENGINES[self._key]
         with engine.guard:
-            shards = dict(engine.shards)
-            engine.shards.clear()
-        for shard in shards.values():
-            shard.close()
+            engine.closed = True  # no shard opens again here
+            collections = list(engine.shards)
+        for collection in collections:  # each once its readers and writer are done
+            with self._lock(collection).writing():
+                shard = engine.shards.pop(collection, None)
+                if shard is not None:
+                    shard.close()
 
 
 def _describe(spec: CollectionSpec) -> str:

@@ -14,9 +14,11 @@ models); adapters accept the subset the product uses: ``must`` / ``should`` /
 
 An adapter may say whether calls made from several threads at once overlap
 (``calls_overlap``: a remote cluster's calls wait on the network, so they do;
-the embedded engine keeps the interpreter lock for the whole of each call, so
-its calls only take turns). Callers that pipeline work in threads read it with
-a default of ``True`` and run one call after the other where it is ``False``.
+the embedded engine lets go of the interpreter lock while it works and lets
+reads of one collection, and calls on different collections, run at once,
+while writes to one collection take turns; qdrant-client's local mode does not
+overlap). Callers that pipeline work in threads read it with a default of
+``True`` and run one call after the other where it is ``False``.
 """
 
 from __future__ import annotations
