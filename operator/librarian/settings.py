@@ -113,6 +113,8 @@ class LimitsSettings(_Section):
     header_read_timeout: Duration = 30.0
     body_read_timeout: Duration = 30.0
     upstream_workers_per_cluster: int = Field(8, ge=1, le=256)
+    routing_workers: int = Field(2, ge=1, le=64)
+    routing_blas_threads: int = Field(1, ge=1, le=256)
 
 
 class OrchestratorSettings(_Section):

@@ -16,10 +16,12 @@ import httpx
 import numpy as np
 import pytest
 from qdrant_client import QdrantClient
+from qdrant_client.http import models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from librarian.contracts.payload import POINT_VERSION_KEY as RESERVED_VERSION
 from librarian.contracts.payload import TOMBSTONE_KEY as RESERVED_TOMBSTONE
+from librarian.core.routing import LibraryRouter
 from librarian.router.library import LibraryDefinition
 from librarian.storage.fleet import Fleet
 from librarian.storage.port import CollectionSpec, QdrantPort
@@ -31,6 +33,7 @@ from .router_support import (
     RouterThread,
     build_embedded_library,
     make_state,
+    near,
 )
 
 pytestmark = pytest.mark.timeout(300)
@@ -460,3 +463,58 @@ def test_latency_is_recorded_against_the_snapshot_the_request_used(tmp_path: Pat
     finally:
         west.gate.set()
         built.fleet.close()
+
+
+def test_a_slow_routing_decision_leaves_the_router_answering_others(
+    library, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decision held on its thread: health checks and reads needing no decision are
+    answered meanwhile, and the held search still answers as one collection would."""
+    built, _ = library
+    entered, release, stalled = threading.Event(), threading.Event(), threading.Event()
+    decide = LibraryRouter.decide
+
+    def held(self: LibraryRouter, query: Any, **options: Any) -> Any:
+        entered.set()
+        if not release.wait(timeout=30):
+            stalled.set()  # never released: the test could not run while it was held
+        return decide(self, query, **options)
+
+    query = near(built, 0)
+    with (
+        RouterThread(make_state(built)) as router,
+        httpx.Client(base_url=router.url, timeout=10) as searcher,
+        httpx.Client(base_url=router.url, timeout=10) as http,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        monkeypatch.setattr(LibraryRouter, "decide", held)
+        searching = pool.submit(
+            searcher.post,
+            "/collections/library/points/query",
+            json={"query": query, "limit": 5, "with_payload": False},
+        )
+        try:
+            assert entered.wait(timeout=30)
+            assert http.get("/healthz").status_code == 200
+            r = http.post("/collections/library/points", json={"ids": [3, 1], "with_payload": True})
+            assert r.status_code == 200
+            assert sorted(p["id"] for p in r.json()["result"]) == [1, 3]
+            assert not searching.done()  # the decision is still held
+        finally:
+            release.set()
+        answer = searching.result(timeout=30)
+    assert not stalled.is_set()
+    assert answer.status_code == 200
+    got = [(p["id"], p["score"]) for p in answer.json()["result"]["points"]]
+
+    reference = QdrantClient(":memory:")
+    reference.create_collection(
+        "ref", vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE)
+    )
+    reference.upsert(
+        "ref", [models.PointStruct(id=p.id, vector=p.vector, payload={}) for p in built.points]
+    )
+    expected = [(p.id, p.score) for p in reference.query_points("ref", query, limit=5).points]
+    reference.close()
+    assert [i for i, _ in got] == [i for i, _ in expected]
+    assert [s for _, s in got] == pytest.approx([s for _, s in expected], abs=1e-4)

@@ -30,6 +30,7 @@ from librarian.router.aggregate_endpoints import AggregateEndpoints
 from librarian.router.auth import Need, authentication, erases_everything, require_manage
 from librarian.router.collections import CollectionEndpoints, forget_aliases_of
 from librarian.router.conditional import condition_of
+from librarian.router.deciding import BlasThreadBound
 from librarian.router.exact import record_json
 from librarian.router.legacy import (
     DiscoverRequest,
@@ -409,7 +410,7 @@ class PointEndpoints:
         data = await json_object(request)
         vector = dense(data.get("vector"), library.vector_size)
         strategy = strategy_name(data.get("strategy"))
-        return ok(self.querying.predict(library, vector, strategy), started)
+        return ok(await self.querying.predict(library, vector, strategy), started)
 
     async def cross_cluster_query(self, request: web.Request) -> web.Response:
         """ExecuteCrossClusterQuery: vector, max results, target clusters, timeout, fusion, preferences."""
@@ -546,6 +547,7 @@ def create_app(state: RouterState, *, reload_in_background: bool = True) -> web.
         app.router.add_route(method, path, handler)
 
     async def lifecycle(app: web.Application) -> Any:
+        blas = BlasThreadBound(limits.routing_blas_threads)  # process-wide, while serving
         await state.reload()
         tasks = (
             [
@@ -564,6 +566,7 @@ def create_app(state: RouterState, *, reload_in_background: bool = True) -> web.
         await state.drain()
         await state.close_proxy()
         state.close()
+        blas.release()
 
     app.cleanup_ctx.append(lifecycle)
     return app

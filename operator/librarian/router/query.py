@@ -325,7 +325,7 @@ class Querying:
 
     # ------------------------------------------------------------ nearest search
 
-    def plan(
+    async def plan(
         self,
         view: View,
         vector: list[float],
@@ -335,7 +335,8 @@ class Querying:
         """The units a search for ``vector`` goes to (only those on ``clusters`` if given)."""
         if view.library is None:
             return [0]
-        units = view.library.router.decide(vector, strategy=strategy).units
+        decision = await self.state.decisions.decide(view.library.router, vector, strategy)
+        units = decision.units
         if clusters:
             units = [u for u in units if view.routes[u].cluster in clusters]
         return units
@@ -352,7 +353,7 @@ class Querying:
         weights: dict[str, float] | None = None,
     ) -> Answer:
         """A routed search: planned units only, fused, paged; shadowed now and then."""
-        units = self.plan(view, search.vector, strategy, clusters)
+        units = await self.plan(view, search.vector, strategy, clusters)
         if not units:
             raise ApiError(
                 400, "Wrong input: none of the requested clusters holds a domain of this library"
@@ -382,7 +383,10 @@ class Querying:
         page is full or every domain has answered (then it is exact)."""
         library = view.library
         assert library is not None
-        ranking = [int(u) for u in np.argsort(-library.router.decide(search.vector).scores)]
+        if len(answer.hits) >= search.limit or answer.failed:
+            return units, answer  # a full page (the common case) needs no ranking of the rest
+        decision = await self.state.decisions.decide(library.router, search.vector)
+        ranking = [int(u) for u in np.argsort(-decision.scores)]
         rest = [u for u in ranking if u not in units]
         while len(answer.hits) < search.limit and rest and not answer.failed:
             batch, rest = rest[: max(1, len(units))], rest[max(1, len(units)) :]
@@ -643,11 +647,11 @@ class Querying:
 
     # ------------------------------------------------------------ the library's own API
 
-    def predict(
+    async def predict(
         self, library: Library, vector: list[float], strategy: str | None
     ) -> dict[str, Any]:
         """PredictOptimalClusters: which domains (and clusters) a vector would be sent to."""
-        decision = library.router.decide(vector, strategy=strategy or None)
+        decision = await self.state.decisions.decide(library.router, vector, strategy or None)
         domains = [
             {
                 "index": u,

@@ -26,6 +26,7 @@ from librarian.core.hlc import EPOCH_MS, MAX_NODE, HybridLogicalClock, encode_ve
 from librarian.router.aliases import AliasStore
 from librarian.router.auth import RouterKeys
 from librarian.router.cleanup import Homes
+from librarian.router.deciding import Decisions
 from librarian.router.generation import Generations
 from librarian.router.library import (
     CollectionHome,
@@ -133,6 +134,7 @@ class RouterState:
             workers_per_cluster=settings.limits.upstream_workers_per_cluster,
             cluster_timeout_s=settings.timeout,
         )
+        self.decisions = Decisions(settings.limits.routing_workers)
         self.generations = Generations(
             self.upstream, wall_ms=config.wall_ms, settle_s=settings.caching.settle_window
         )
@@ -315,6 +317,7 @@ class RouterState:
                 log.warning("write-path upkeep failed: %s", error)
 
     def close(self) -> None:
+        self.decisions.close()
         self.upstream.close()
         self.outbox.close()
 
