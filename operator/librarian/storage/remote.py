@@ -204,43 +204,60 @@ def optimizers_diff(spec: CollectionSpec) -> models.OptimizersConfigDiff | None:
     )
 
 
+def _optimizers_spec(
+    optimizers: models.OptimizersConfig | models.OptimizersConfigDiff | None,
+) -> OptimizersSpec | None:
+    if optimizers is None:
+        return None
+    return OptimizersSpec(
+        indexing_threshold=optimizers.indexing_threshold,
+        default_segment_number=optimizers.default_segment_number,
+        max_segment_size=optimizers.max_segment_size,
+        deleted_threshold=optimizers.deleted_threshold,
+        vacuum_min_vector_number=optimizers.vacuum_min_vector_number,
+    )
+
+
+def _spec(
+    vectors: models.VectorParams | dict[str, models.VectorParams] | None,
+    sparse_vectors: dict[str, models.SparseVectorParams] | None,
+    *,
+    quantization: Any,
+    **rest: Any,
+) -> CollectionSpec:
+    """A collection spec from Qdrant's vectors parameters (an unnamed vector, or named ones)
+    and the collection-wide fields in ``rest``; the unnamed vector's own quantization wins
+    over the collection's ``quantization``."""
+    unnamed = vectors if isinstance(vectors, models.VectorParams) else (vectors or {}).get("")
+    named = {} if unnamed is not None else dict(vectors or {})
+    dense = _dense_spec(unnamed) if unnamed is not None else None
+    return CollectionSpec(
+        vector_size=dense.size if dense is not None else None,
+        distance=dense.distance if dense is not None else "Cosine",
+        on_disk_vectors=dense.on_disk if dense is not None else None,
+        unnamed_multivector=dense.multivector if dense is not None else None,
+        unnamed_datatype=dense.datatype if dense is not None else None,
+        vectors={name: _dense_spec(params) for name, params in named.items()},
+        sparse_vectors={
+            name: _sparse_spec(params) for name, params in (sparse_vectors or {}).items()
+        },
+        quantization=_quantization_spec(
+            (unnamed.quantization_config if unnamed is not None else None) or quantization
+        ),
+        **rest,
+    )
+
+
 def spec_from_config(config: models.CollectionConfig) -> CollectionSpec:
     """Our description of a collection's current configuration, as Qdrant reports it (every
     dense and sparse vector)."""
-    hnsw = config.hnsw_config
-    optimizers = config.optimizer_config
-    vectors = config.params.vectors
-    unnamed = vectors if isinstance(vectors, models.VectorParams) else (vectors or {}).get("")
-    named = {} if unnamed is not None else dict(vectors or {})
-    quantization = (
-        unnamed.quantization_config if unnamed is not None else None
-    ) or config.quantization_config
-    return CollectionSpec(
-        vector_size=int(unnamed.size) if unnamed is not None else None,
-        distance=unnamed.distance.value if unnamed is not None else "Cosine",
-        on_disk_vectors=unnamed.on_disk if unnamed is not None else None,
-        unnamed_multivector=_dense_spec(unnamed).multivector if unnamed is not None else None,
-        unnamed_datatype=_dense_spec(unnamed).datatype if unnamed is not None else None,
-        vectors={name: _dense_spec(params) for name, params in named.items()},
-        sparse_vectors={
-            name: _sparse_spec(params)
-            for name, params in (config.params.sparse_vectors or {}).items()
-        },
+    return _spec(
+        config.params.vectors,
+        config.params.sparse_vectors,
+        quantization=config.quantization_config,
         on_disk_payload=config.params.on_disk_payload,
-        hnsw=HnswSpec(
-            m=hnsw.m,
-            ef_construct=hnsw.ef_construct,
-            full_scan_threshold=hnsw.full_scan_threshold,
-            on_disk=hnsw.on_disk,
-        ),
-        quantization=_quantization_spec(quantization),
-        optimizers=OptimizersSpec(
-            indexing_threshold=optimizers.indexing_threshold,
-            default_segment_number=optimizers.default_segment_number,
-            max_segment_size=optimizers.max_segment_size,
-            deleted_threshold=optimizers.deleted_threshold,
-            vacuum_min_vector_number=optimizers.vacuum_min_vector_number,
-        ),
+        hnsw=_hnsw_spec(config.hnsw_config),
+        optimizers=_optimizers_spec(config.optimizer_config),
         shard_number=config.params.shard_number,
         replication_factor=config.params.replication_factor,
     )
@@ -249,33 +266,13 @@ def spec_from_config(config: models.CollectionConfig) -> CollectionSpec:
 def spec_from_create(body: models.CreateCollection) -> CollectionSpec:
     """Our description of the collection a create request asks for (every dense and sparse
     vector; HNSW, quantization and optimizers where the request sets them)."""
-    vectors = body.vectors
-    unnamed = vectors if isinstance(vectors, models.VectorParams) else (vectors or {}).get("")
-    named = {} if unnamed is not None else dict(vectors or {})
-    hnsw = body.hnsw_config
-    optimizers = body.optimizers_config
-    return CollectionSpec(
-        vector_size=int(unnamed.size) if unnamed is not None else None,
-        distance=unnamed.distance.value if unnamed is not None else "Cosine",
-        on_disk_vectors=unnamed.on_disk if unnamed is not None else None,
-        unnamed_multivector=_dense_spec(unnamed).multivector if unnamed is not None else None,
-        unnamed_datatype=_dense_spec(unnamed).datatype if unnamed is not None else None,
-        vectors={name: _dense_spec(params) for name, params in named.items()},
-        sparse_vectors={
-            name: _sparse_spec(params) for name, params in (body.sparse_vectors or {}).items()
-        },
+    return _spec(
+        body.vectors,
+        body.sparse_vectors,
+        quantization=body.quantization_config,
         on_disk_payload=body.on_disk_payload,
-        hnsw=_hnsw_spec(hnsw) if hnsw is not None else None,
-        quantization=_quantization_spec(body.quantization_config),
-        optimizers=OptimizersSpec(
-            indexing_threshold=optimizers.indexing_threshold,
-            default_segment_number=optimizers.default_segment_number,
-            max_segment_size=optimizers.max_segment_size,
-            deleted_threshold=optimizers.deleted_threshold,
-            vacuum_min_vector_number=optimizers.vacuum_min_vector_number,
-        )
-        if optimizers is not None
-        else None,
+        hnsw=_hnsw_spec(body.hnsw_config),
+        optimizers=_optimizers_spec(body.optimizers_config),
         shard_number=body.shard_number,
         replication_factor=body.replication_factor,
     )
