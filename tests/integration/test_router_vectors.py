@@ -421,7 +421,7 @@ def test_concurrent_updates_giving_one_point_its_routing_vector_leave_one_copy(
         with closing(client_of(router)) as client:
             client.upsert("library", _structs(points))
         barrier = threading.Barrier(DOMAINS)
-        errors: list[BaseException] = []
+        errors: list[Any] = []
 
         def writer(domain: int) -> None:
             try:
@@ -437,7 +437,9 @@ def test_concurrent_updates_giving_one_point_its_routing_vector_leave_one_copy(
                             ],
                         )
             except BaseException as error:  # noqa: BLE001 - reported below
-                errors.append(error)
+                errors.append(
+                    (error, getattr(error, "status_code", None), getattr(error, "content", b""))
+                )
 
         threads = [threading.Thread(target=writer, args=(d,)) for d in range(DOMAINS)]
         for thread in threads:
