@@ -48,6 +48,7 @@ from librarian.services.versioning import (
     version_is,
     version_of,
 )
+from librarian.storage.errors import CollectionNotFound, InvalidRequest
 from librarian.storage.port import PointRecord, QdrantPort
 from librarian.storage.vectors import Vectors, as_named, from_named, routing_vector
 
@@ -356,6 +357,7 @@ class InPlaceChanges(WriteSteps):
         ids: list[PointId],
         rebuild: Callable[[PointRecord], Vectors | None],
         timeout: float,
+        kept: list[Cleanup],
         condition: Condition | None = None,
     ) -> set[PointId]:
         """Upsert each point's newest copy with the vectors ``rebuild`` gives it (``None``:
@@ -364,7 +366,11 @@ class InPlaceChanges(WriteSteps):
 
         A change in place that overtook the upsert was made on the older copy: the point
         is read again and placed again, so that change is kept (an ordinary upsert would
-        be written again as it was, replacing it).
+        be written again as it was, replacing it). The upsert's own copy of such a point
+        stays meanwhile (its removal goes to ``kept``, for the caller to make once it is
+        done with the point): the change that overtook it may yet be taken back, having
+        been made on a copy this upsert replaces, and the point must never be left without
+        a live copy while each writer yields to the other.
         """
         placed: set[PointId] = set()
         pending = ids
@@ -378,7 +384,7 @@ class InPlaceChanges(WriteSteps):
             if not records:
                 return placed
             try:
-                overtaken = await self._upsert_once(view, records, timeout, condition)
+                overtaken = await self._upsert_once(view, records, timeout, condition, kept)
             finally:
                 self.cache.clear()
             placed |= {r.id for r in records}
@@ -444,25 +450,42 @@ class InPlaceChanges(WriteSteps):
                 if update_filter is not None
                 else None
             )
-            for point_id in await self._place_anew(view, placing, given, timeout, condition):
-                del vectors[point_id]
-            if not vectors:
-                return
+            kept: list[Cleanup] = []
+            try:
+                for point_id in await self._place_anew(
+                    view, placing, given, timeout, kept, condition
+                ):
+                    del vectors[point_id]
+                if vectors:
+                    await self._change_vectors_in_place(view, vectors, update_filter, timeout)
+            finally:
+                await self._drop_kept(kept, timeout)
+        else:
+            await self._change_vectors_in_place(view, vectors, update_filter, timeout)
+        self.cache.clear()
+
+    async def _change_vectors_in_place(
+        self,
+        view: View,
+        vectors: dict[PointId, Vectors],
+        update_filter: models.Filter | None,
+        timeout: float,
+    ) -> None:
+        if not vectors:
+            return
 
         def change(collection: str, held: list[PointId], version: int, label: str | None) -> Ops:
             condition = and_filters(
                 ids_filter(held), older_than(version), live_filter(), update_filter
             )
-            exact = and_filters(ids_filter(held), version_is(version))
             mark = {POINT_VERSION_KEY: version, MERGED_KEY: True}
             points = [PointRecord(i, vectors[i]) for i in held]
             return [
                 _set_where(collection, mark, condition),
-                lambda port: port.update_vectors(collection, points, update_filter=exact),
+                _vectors_where_marked(collection, points, version),
             ]
 
         await self._in_place(view, list(vectors), change, timeout)
-        self.cache.clear()
 
     async def _current(
         self, view: View, ids: list[PointId], timeout: float, *, with_vectors: bool = False
@@ -547,7 +570,11 @@ class InPlaceChanges(WriteSteps):
         def without(copy: PointRecord) -> Vectors:
             return from_named({n: v for n, v in as_named(copy.vector).items() if n not in names})
 
-        await self._place_anew(view, ids, without, timeout)
+        kept: list[Cleanup] = []
+        try:
+            await self._place_anew(view, ids, without, timeout, kept)
+        finally:
+            await self._drop_kept(kept, timeout)
 
 
 Ops = list[Callable[[QdrantPort], None]]
@@ -599,6 +626,42 @@ def _set_where(
     collection: str, payload: dict[str, Any], flt: models.Filter | None, key: str | None = None
 ) -> Callable[[QdrantPort], None]:
     return lambda port: port.set_payload(collection, payload, points_filter=flt, key=key)
+
+
+def _vectors_where_marked(
+    collection: str, points: list[PointRecord], version: int
+) -> Callable[[QdrantPort], None]:
+    """Give ``points`` their new vectors where the change marked them with ``version``.
+
+    Between the mark and this step a concurrent move may remove a marked copy from this
+    home (its newer copy lives elsewhere now). The engine refuses to update the vectors
+    of a point it does not hold, so such a refusal is answered by asking which points
+    still hold the mark and updating those again: a removed copy is gone whole (nothing
+    torn is left behind), and the settle step sees it overtaken. A refusal while every
+    point is still held is a real one and is raised.
+    """
+
+    def run(port: QdrantPort) -> None:
+        pending = points
+        while pending:
+            marked = and_filters(ids_filter([p.id for p in pending]), version_is(version))
+            try:
+                port.update_vectors(collection, pending, update_filter=marked)
+                return
+            except (InvalidRequest, CollectionNotFound):
+                held, _ = port.scroll(
+                    collection,
+                    limit=len(pending),
+                    scroll_filter=marked,
+                    with_payload=False,
+                    with_vectors=False,
+                )
+                still = {record.id for record in held}
+                if len(still) == len(pending):
+                    raise
+                pending = [p for p in pending if p.id in still]
+
+    return run
 
 
 def _overwrite_where(
