@@ -13,7 +13,7 @@ take the change, the lagging one first getting the newest copy.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from qdrant_client.http import models
@@ -121,6 +121,7 @@ class InPlaceChanges(WriteSteps):
         landed is made again, after it (bounded tries).
         """
         pending = list(ids)
+        attempts: set[int] = set()  # versions of this change's earlier tries
         for _ in range(IN_PLACE_TRIES):
             looked = await self._look(view, pending, timeout)
             if looked.unreached:
@@ -131,7 +132,7 @@ class InPlaceChanges(WriteSteps):
                     "do not answer",
                 )
             version = self.clock.tick(looked.highest)
-            targets, stale = _newest_copies(looked.found, pending)
+            targets, stale = _newest_copies(looked.found, pending, attempts)
             stale = await self._sync_move_pairs(view, looked.found, targets, stale, timeout)
             await self._queue_or_apply(stale, timeout)
             await asyncio.gather(
@@ -143,7 +144,10 @@ class InPlaceChanges(WriteSteps):
             changed = sorted(
                 {i for groups in targets.values() for g in groups.values() for i in g}, key=str
             )
-            pending = await self._settle_change(view, looked, targets, changed, version, timeout)
+            pending = await self._settle_change(
+                view, looked, targets, changed, version, attempts, timeout
+            )
+            attempts.add(version)
             if not pending:
                 return
         raise ApiError(
@@ -206,6 +210,7 @@ class InPlaceChanges(WriteSteps):
         targets: dict[CollectionHome, dict[str | None, list[PointId]]],
         changed: list[PointId],
         version: int,
+        attempts: set[int],
         timeout: float,
     ) -> list[PointId]:
         """Look at every home once the change is made; returns the ids to change again.
@@ -216,22 +221,27 @@ class InPlaceChanges(WriteSteps):
           was about to change);
         - a write of the point into another home, newer than the copy this change was
           made on, landed after the first look: the change was made on a copy that write
-          replaces. Its copy is taken back (removed where it still holds this version)
-          and the change is made on the newest copy. (The write's own look, after
-          writing, may have come before this change landed and missed it.)
+          replaces. The change is made again on the write's copy, passing over its own
+          copy (see :func:`_newest_copies`). (The write's own look, after writing, may have
+          come before this change landed and missed it.)
+
+        A copy is only ever removed for a newer copy that exists elsewhere, never taken
+        back: another writer may already have removed the write's copy for this one, and
+        taking this one back too would leave the point without any copy. So the copies of
+        earlier tries are removed here, once this try's copy (or a newer one) is seen.
         """
         if not changed:
             return []
         after, _ = await self.homes.look(list(view.homes()), changed, self._settle_timeout(timeout))
-        based_on = {
-            i: max((c[i].version for c in looked.found.values() if i in c), default=0)
-            for i in changed
-        }
         changed_in: dict[PointId, set[CollectionHome]] = {}
+        based_on: dict[PointId, int] = {}
         for home, groups in targets.items():
             for group in groups.values():
                 for i in group:
                     changed_in.setdefault(i, set()).add(home)
+                    base = looked.found.get(home, {}).get(i)
+                    if base is not None:
+                        based_on[i] = max(based_on.get(i, 0), base.version)
         overtaken = {
             i
             for copies in after.values()
@@ -244,11 +254,17 @@ class InPlaceChanges(WriteSteps):
             for i, c in copies.items()
             if home not in changed_in.get(i, set())
             and not c.tombstone
-            and based_on[i] < c.version < version
+            and c.version not in attempts
+            and based_on.get(i, 0) < c.version < version
         }
-        for home in {h for i in replaced for h in changed_in.get(i, set())}:
-            mine = sorted((i for i in replaced if home in changed_in[i]), key=str)
-            flt = and_filters(ids_filter(mine), version_is(version))
+        landed = {i for copies in after.values() for i, c in copies.items() if c.version >= version}
+        superseded: dict[tuple[CollectionHome, int], list[PointId]] = {}
+        for home, copies in after.items():
+            for i, c in copies.items():
+                if i in landed and c.version in attempts:
+                    superseded.setdefault((home, c.version), []).append(i)
+        for (home, earlier), held in superseded.items():
+            flt = and_filters(ids_filter(sorted(held, key=str)), version_is(earlier))
             await self._call(home_route(home), delete_where(home.collection, flt), timeout)
         return sorted(overtaken | replaced, key=str)
 
@@ -583,23 +599,31 @@ Change = Callable[[str, list[PointId], int, str | None], Ops]
 
 
 def _newest_copies(
-    found: dict[CollectionHome, dict[PointId, Copy]], ids: Sequence[PointId]
+    found: dict[CollectionHome, dict[PointId, Copy]],
+    ids: Sequence[PointId],
+    passed_over: Collection[int] = (),
 ) -> tuple[dict[CollectionHome, dict[str | None, list[PointId]]], list[Cleanup]]:
     """Where each id's newest live copy is (by home, then label), and removals of older copies.
 
     An id whose newest copy is a tombstone is deleted: nothing is changed, and its older
     live copies elsewhere are removed too.
+
+    Copies at a version in ``passed_over`` (a change's own earlier tries, made on a copy
+    that a write replaced) are neither changed nor removed: the change is made on the
+    newest other copy, and its earlier copies are removed once it lands. Only when no
+    other copy is left is the newest of them the one changed.
     """
-    newest = {
-        i: max((copies[i].version for copies in found.values() if i in copies), default=None)
-        for i in ids
-    }
+    newest: dict[PointId, int | None] = {}
+    for i in ids:
+        held = [copies[i].version for copies in found.values() if i in copies]
+        others = [v for v in held if v not in passed_over]
+        newest[i] = max(others or held, default=None)
     targets: dict[CollectionHome, dict[str | None, list[PointId]]] = {}
     stale: dict[tuple[CollectionHome, int], list[PointId]] = {}
     for home, copies in found.items():
         for point_id, copy in copies.items():
             top = newest.get(point_id)
-            if top is None:
+            if top is None or (copy.version in passed_over and copy.version != top):
                 continue
             if copy.version < top:
                 stale.setdefault((home, top), []).append(point_id)
