@@ -40,6 +40,7 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -214,6 +215,8 @@ def report(mode: str, results: dict[tuple[str, int], dict[str, Tally]]) -> list[
 
 
 def main() -> int:
+    # A stop request unwinds normally, so the server processes and burners are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=os.environ.get("LIBRARIAN_BENCH_DATA"))
     parser.add_argument("--queries", type=int, default=1000)
@@ -256,6 +259,7 @@ def main() -> int:
             missed: list[str] = []
             for mode in modes:
                 with burners(os.cpu_count() or 1) if mode == "busy" else _nothing():
+                    load_before = os.getloadavg()[0]
                     results = {
                         (transport, concurrency): asyncio.run(
                             measure(servers, transport, concurrency, rows, args.rounds)
@@ -263,6 +267,11 @@ def main() -> int:
                         for transport in transports
                         for concurrency in concurrencies
                     }
+                    load_after = os.getloadavg()[0]
+                print(
+                    f"[{mode}] the machine's 1-minute load average: {load_before:.1f} before, "
+                    f"{load_after:.1f} after ({os.cpu_count()} CPUs)"
+                )
                 found = report(mode, results)
                 if mode == "quiet":
                     missed = found
