@@ -47,7 +47,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from carried_load import Arrival, CarriedHour, carried_hour, split_hour
+from carried_load import Arrival, CarriedHour, carried_hour, landing_times, split_hour
 from librarian.core.load import ClusterCapacity, DomainLoad, Thresholds, analyze_load
 from librarian.core.mapping import estimate_memory_bytes
 from librarian.core.placement import place_domains
@@ -129,21 +129,6 @@ def observe(
             )
         )
     return loads
-
-
-def landing_times(proposal: Proposal, planned_at_s: float, rate: float) -> list[Arrival]:
-    """When each executable move of ``proposal`` switches reads: the planner's own timeline
-    (waves, start offsets, points / migration rate); a move without one (the naive rule's)
-    runs alone, one after the other, at the same rate."""
-    arrivals, clock = [], planned_at_s
-    for move in proposal.executable_moves:
-        if move.duration_s > 0:
-            at = planned_at_s + move.start_after_s + move.duration_s
-        else:
-            clock += move.points / rate
-            at = clock
-        arrivals.append(Arrival(at, move.domain, move.target or move.source))
-    return arrivals
 
 
 def main() -> int:
@@ -299,7 +284,7 @@ def main() -> int:
     ok = share >= GOAL_SHARE and planner["points"] < naive["points"]
     print(
         f"goal: the fleet under the planner carries max/mean <= {GOAL_RATIO} in >= "
-        f"{GOAL_SHARE:.0%} of the hours, moving fewer points than naive: "
+        f"{GOAL_SHARE:.0%} of the time, moving fewer points than naive: "
         f"{'met' if ok else 'MISSED'} ({share:.0%} of the hours; naive {shares['naive']:.0%}) "
         f"({time.perf_counter() - started:.1f}s)"
     )

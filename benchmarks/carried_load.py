@@ -4,9 +4,10 @@ Why this exists: judging a rebalancing policy on the placement "after acting"
 assumes moves land the moment they are planned, with the load of the hour
 they were planned on. A real policy measures an hour, plans at its end, and
 each move switches reads only when its migration finishes; until then the
-fleet carries the next hour's load on the old placement. These helpers split
-an hour at the moments moves land and weigh each placement by the time it
-served, so ``bench_rebalancing.py`` can judge the goal on what was carried.
+fleet carries the next hour's load on the old placement. These helpers say
+when each move lands, split an hour at those moments and weigh each placement
+by the time it served, so ``bench_rebalancing.py`` can judge the goal on what
+was carried.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Arrival", "CarriedHour", "Segment", "carried_hour", "split_hour"]
+from librarian.core.planner import Proposal
+
+__all__ = ["Arrival", "CarriedHour", "Segment", "carried_hour", "landing_times", "split_hour"]
 
 
 @dataclass(frozen=True)
@@ -94,3 +97,18 @@ def carried_hour(
         seconds=total,
         worst_ratio=max(ratio for _, ratio in ratios),
     )
+
+
+def landing_times(proposal: Proposal, planned_at_s: float, rate: float) -> list[Arrival]:
+    """When each executable move of ``proposal`` switches reads: the planner's own timeline
+    (waves, start offsets, points / migration rate); a move without one (the naive rule's)
+    runs alone, one after the other, at the same rate."""
+    arrivals, clock = [], planned_at_s
+    for move in proposal.executable_moves:
+        if move.duration_s > 0:
+            at = planned_at_s + move.start_after_s + move.duration_s
+        else:
+            clock += move.points / rate
+            at = clock
+        arrivals.append(Arrival(at, move.domain, move.target or move.source))
+    return arrivals

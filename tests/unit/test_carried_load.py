@@ -6,7 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import pytest
-from benchmarks.carried_load import Arrival, Segment, carried_hour, split_hour
+from benchmarks.carried_load import Arrival, Segment, carried_hour, landing_times, split_hour
+from benchmarks.naive_rebalance import naive_rebalance
+
+from librarian.core.load import analyze_load
+from librarian.core.planner import Constraints, plan_rebalance
+from tests.unit.test_planner import NOW, huge_domain_fleet
 
 PLACEMENT = {"x": "a", "y": "a", "z": "b"}
 QPS = {"x": 30.0, "y": 30.0, "z": 20.0}
@@ -65,3 +70,31 @@ def test_nonsense_is_refused() -> None:
         split_hour(PLACEMENT, [], 3600.0, 3600.0)
     with pytest.raises(ValueError, match="positive length"):
         carried_hour([], ratio, goal=1.3)
+
+
+def test_planned_moves_land_on_the_planners_timeline_one_after_the_other() -> None:
+    domains, caps = huge_domain_fleet()
+    proposal = plan_rebalance(
+        analyze_load(domains, caps),
+        caps,
+        strategy="load_based",
+        constraints=Constraints(migration_points_per_second=100.0),
+        now=NOW,
+    )
+    moves = proposal.executable_moves
+    assert len(moves) >= 2
+    arrivals = landing_times(proposal, 7200.0, 100.0)
+    assert [(a.domain, a.cluster) for a in arrivals] == [(m.domain, m.target) for m in moves]
+    # One migration at a time (the default): each lands when the previous ones are done.
+    assert [a.at_s for a in arrivals] == pytest.approx(
+        [7200.0 + sum(m.points for m in moves[: i + 1]) / 100.0 for i in range(len(moves))]
+    )
+
+
+def test_a_move_without_a_timeline_takes_its_points_at_the_rate() -> None:
+    domains, caps = huge_domain_fleet()
+    naive = naive_rebalance(analyze_load(domains, caps), caps)
+    [move] = naive.executable_moves
+    assert move.duration_s == 0.0
+    [arrival] = landing_times(naive, 3600.0, 5000.0)
+    assert arrival == Arrival(3600.0 + 2_000_000 / 5000.0, "huge", "c")
