@@ -283,9 +283,9 @@ def main() -> int:
     share = shares["planner"]
     ok = share >= GOAL_SHARE and planner["points"] < naive["points"]
     print(
-        f"goal: the fleet under the planner carries max/mean <= {GOAL_RATIO} in >= "
+        f"goal: the fleet under the planner carries max/mean <= {GOAL_RATIO} for >= "
         f"{GOAL_SHARE:.0%} of the time, moving fewer points than naive: "
-        f"{'met' if ok else 'MISSED'} ({share:.0%} of the hours; naive {shares['naive']:.0%}) "
+        f"{'met' if ok else 'MISSED'} ({share:.0%} of the time; naive {shares['naive']:.0%}) "
         f"({time.perf_counter() - started:.1f}s)"
     )
     return 0 if ok else 1
