@@ -30,15 +30,12 @@ from pathlib import Path
 import numpy as np
 from qdrant_client import QdrantClient
 
-from bench_router_overhead import build, percentile, serve
 from debian_vectors import load_vectors
 from librarian.contracts.payload import POINT_VERSION_KEY
 from librarian.core.hlc import encode_version
-from librarian.router import RouterConfig, RouterState
 from librarian.router.library import LibraryDefinition
-from librarian.settings import OrchestratorSettings
 from librarian.storage.embedded import EmbeddedQdrant
-from librarian.storage.fleet import Fleet
+from router_setup import build, percentile, router_state, serve
 
 
 def versioned(engine: EmbeddedQdrant, definition: LibraryDefinition) -> None:
@@ -49,18 +46,6 @@ def versioned(engine: EmbeddedQdrant, definition: LibraryDefinition) -> None:
         engine.set_payload(
             route.collection, {POINT_VERSION_KEY: encode_version(wall_ms, 0, d % 128)}
         )
-
-
-def router_state(
-    engine: EmbeddedQdrant, definition: LibraryDefinition, *, cache: bool
-) -> RouterState:
-    async def loader() -> LibraryDefinition:
-        return definition
-
-    settings = OrchestratorSettings.model_validate(
-        {"caching": {"enable_result_cache": cache}, "shadow_fraction": 0.0}
-    )
-    return RouterState(RouterConfig(Fleet.of_ports({"engine": engine}), "engine", loader, settings))
 
 
 def main() -> int:
@@ -77,7 +62,7 @@ def main() -> int:
         definition, domains = build(engine, data, seed=0)
         versioned(engine, definition)
         plain, caching = (router_state(engine, definition, cache=c) for c in (False, True))
-        (plain_url, stop_plain), (cache_url, stop_cache) = serve(plain), serve(caching)
+        (plain_url, _, stop_plain), (cache_url, _, stop_cache) = serve(plain), serve(caching)
         without = QdrantClient(url=plain_url, timeout=60, check_compatibility=False)
         cached = QdrantClient(url=cache_url, timeout=60, check_compatibility=False)
         rows = [[float(x) for x in q] for q in queries]

@@ -10,23 +10,31 @@ every hour carries some noise. Latency follows the planner's own model
 (p95 = service time / (1 - utilization)); memory is estimated from points; each cluster has room for twice an even
 share of the data (and for the largest domain).
 
-Every simulated hour both policies see the current load of their own
-placement and act on it:
+Every simulated hour both policies act as the operator does: at the end of
+the hour each reads the load it measured on its own placement and plans
+(unless its previous moves are still running: one proposal at a time):
 - the planner: ``plan_rebalance(strategy="hybrid")`` with the default
   thresholds and constraints (max/mean goal 1.3, at most 10 moves per run,
   capacity kept under 85%);
 - the naive rule: when imbalance > 0.3, move the hottest domain of the
   hottest cluster to the coolest cluster (``naive_rebalance.py`` here).
-Each applies its executable moves to its own copy of the placement.
+Moves are not instant: a move switches reads when its migration lands, on the
+planner's own timeline (waves, points / ``migration_points_per_second``, 5,000
+points/s by default, ``--migration-rate``); the naive rule's moves run one
+after the other at the same rate. Until then the fleet serves the next hour's
+load on the old placement (``carried_load.py`` splits each hour at the
+moments moves land).
 
-Printed for both: points moved, moves, max/mean cluster load at the end, the
-mean and p95 of max/mean over the hours after a warm-up (after acting, and
-"as found" before acting: what the fleet lived with during the hour), the
-share of hours within 1.3, hours with a capacity breach, and the ratio of
-points moved (planner / naive).
+Printed for both: points moved, moves, max/mean cluster load at the end, and
+what the fleet carried over the hours after a warm-up: the time-weighted mean
+and p95 of max/mean, the share of the time within 1.3, the worst stretch,
+hours with a capacity breach; beside it, the flattering view that judges
+each hour after acting, as if moves landed at once under the load they were
+planned on; and the ratio of points moved (planner / naive).
 
-Goal: the planner ends within max/mean 1.3, stays within it in >= 90% of the
-hours after the warm-up, and moves fewer points than the naive rule.
+Goal, judged on what the fleet carried: the planner keeps max/mean within
+1.3 for >= 90% of the time after the warm-up, and moves fewer points than the
+naive rule.
 """
 
 from __future__ import annotations
@@ -34,10 +42,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from carried_load import Arrival, CarriedHour, carried_hour, landing_times, split_hour
 from librarian.core.load import ClusterCapacity, DomainLoad, Thresholds, analyze_load
 from librarian.core.mapping import estimate_memory_bytes
 from librarian.core.placement import place_domains
@@ -127,6 +137,12 @@ def main() -> int:
     parser.add_argument("--hours", type=int, default=48)
     parser.add_argument("--domains", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=6, help="hours left out of the averages")
+    parser.add_argument(
+        "--migration-rate",
+        type=float,
+        default=Constraints().migration_points_per_second,
+        help="points/s a move copies (default: the planner's own estimate)",
+    )
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
@@ -151,24 +167,66 @@ def main() -> int:
     }
     caps = list(capacities.values())
     thresholds = Thresholds()
+    constraints = Constraints(migration_points_per_second=args.migration_rate)
     workload = Workload(sizes, rng, total_qps=total_qps)
     initial = place_domains({d: int(s) for d, s in zip(ids, sizes, strict=True)}, CLUSTERS)
     placements = {"planner": dict(initial), "naive": dict(initial)}
+    pending: dict[str, list[Arrival]] = {name: [] for name in placements}
     stats = {
-        name: {"points": 0, "moves": 0, "after": [], "found": [], "breaches": 0, "plan_s": 0.0}
+        name: {
+            "points": 0,
+            "moves": 0,
+            "after": [],
+            "carried": [],
+            "breaches": 0,
+            "plan_s": 0.0,
+            "skipped": 0,
+        }
         for name in placements
     }
-    clock = datetime(2024, 1, 1, tzinfo=UTC)
     print(
         f"fleet: {len(CLUSTERS)} clusters, {args.domains} domains, {int(sizes.sum()):,} points "
         f"(synthetic log-normal sizes, seed {args.seed}; largest domain "
         f"{int(sizes.max()):,}, median {int(np.median(sizes)):,}); {args.hours} hourly steps "
-        f"of drifting Zipf-like load, {total_qps:,.0f} queries/s on average"
+        f"of drifting Zipf-like load, {total_qps:,.0f} queries/s on average; moves copy "
+        f"{args.migration_rate:,.0f} points/s"
     )
     for hour in range(args.hours):
         qps = workload.qps(hour)
-        for name, placement in placements.items():
-            domains = observe(placement, ids, sizes, qps, workload, capacities)
+        start_s, end_s = hour * 3600.0, (hour + 1) * 3600.0
+
+        def ratio_of(placement: Mapping[str, str], qps: np.ndarray = qps) -> float:
+            return analyze_load(
+                observe(dict(placement), ids, sizes, qps, workload, capacities), caps
+            ).max_mean_ratio
+
+        for name in placements:
+            # The hour as the fleet lived it: this hour's load on the placement of the
+            # moment, reads switching only when each move's migration lands.
+            segments, landed, pending[name] = split_hour(
+                placements[name], pending[name], start_s, end_s
+            )
+            placements[name] = landed
+            carried = carried_hour(segments, ratio_of, GOAL_RATIO)
+            breached = any(
+                any(
+                    v.kind == "capacity"
+                    for v in analyze_load(
+                        observe(dict(s.placement), ids, sizes, qps, workload, capacities), caps
+                    ).violations
+                )
+                for s in segments
+            )
+            stats[name]["breaches"] += int(breached)
+            if hour >= args.warmup:
+                stats[name]["carried"].append(carried)
+            stats[name]["final"] = ratio_of(landed)
+            # At the end of the hour the policy reads what it measured and acts, unless
+            # its previous moves are still running (as the operator: one proposal at a time).
+            if pending[name]:
+                stats[name]["skipped"] += 1
+                continue
+            domains = observe(landed, ids, sizes, qps, workload, capacities)
             report = analyze_load(domains, caps, thresholds)
             tick = time.perf_counter()
             proposal: Proposal
@@ -178,53 +236,56 @@ def main() -> int:
                     caps,
                     strategy="hybrid",
                     thresholds=thresholds,
-                    constraints=Constraints(),
-                    now=clock + timedelta(hours=hour),
+                    constraints=constraints,
+                    now=datetime(2024, 1, 1, tzinfo=UTC) + timedelta(hours=hour + 1),
                 )
             else:
                 proposal = naive_rebalance(report, caps, thresholds=thresholds)
             stats[name]["plan_s"] += time.perf_counter() - tick
-            moved = apply_moves(domains, proposal.moves)
-            for domain in moved:
-                placement[domain.domain] = domain.cluster
+            pending[name] = landing_times(proposal, end_s, args.migration_rate)
             stats[name]["points"] += proposal.points_moved
             stats[name]["moves"] += len(proposal.executable_moves)
-            after = analyze_load(observe(placement, ids, sizes, qps, workload, capacities), caps)
-            if any(v.kind == "capacity" for v in after.violations):
-                stats[name]["breaches"] += 1
             if hour >= args.warmup:
-                stats[name]["after"].append(after.max_mean_ratio)
-                stats[name]["found"].append(report.max_mean_ratio)
-            stats[name]["final"] = after.max_mean_ratio
+                # The flattering view: moves land at once, under the load they were planned on.
+                instant = apply_moves(domains, proposal.moves)
+                stats[name]["after"].append(analyze_load(instant, caps).max_mean_ratio)
 
     print(
-        f"{'policy':<9}{'points moved':>14}{'moves':>7}{'final':>7}{'mean':>7}{'p95':>7}"
-        f"{'<=1.3':>7}{'found <=1.3':>13}{'cap. breach h':>15}{'plan ms':>9}"
+        f"{'policy':<9}{'points moved':>14}{'moves':>7}{'end':>6}{'carried':>9}{'p95':>6}"
+        f"{'<=1.3':>7}{'worst':>7}{'instant <=1.3':>15}{'cap. breach h':>15}{'plan ms':>9}"
     )
+    shares: dict[str, float] = {}
     for name, s in stats.items():
-        after, found = np.array(s["after"]), np.array(s["found"])
+        carried_hours: list[CarriedHour] = s["carried"]
+        means = np.array([c.mean_ratio for c in carried_hours])
+        shares[name] = sum(c.seconds_within for c in carried_hours) / sum(
+            c.seconds for c in carried_hours
+        )
+        after = np.array(s["after"]) if s["after"] else np.array([np.nan])
         print(
-            f"{name:<9}{s['points']:>14,}{s['moves']:>7}{s['final']:>7.2f}{after.mean():>7.2f}"
-            f"{np.percentile(after, 95):>7.2f}{np.mean(after <= GOAL_RATIO + 1e-9):>7.0%}"
-            f"{np.mean(found <= GOAL_RATIO + 1e-9):>13.0%}{s['breaches']:>15}"
+            f"{name:<9}{s['points']:>14,}{s['moves']:>7}{s['final']:>6.2f}{means.mean():>9.2f}"
+            f"{np.percentile(means, 95):>6.2f}{shares[name]:>7.0%}"
+            f"{max(c.worst_ratio for c in carried_hours):>7.2f}"
+            f"{np.mean(after <= GOAL_RATIO + 1e-9):>15.0%}{s['breaches']:>15}"
             f"{1e3 * s['plan_s'] / args.hours:>9.1f}"
         )
     planner, naive = stats["planner"], stats["naive"]
     ratio = planner["points"] / naive["points"] if naive["points"] else float("inf")
     print(
-        f"mean, p95, <=1.3: max/mean over hours {args.warmup}-{args.hours - 1} after acting; "
-        "found: before acting (what the fleet carried until then)"
+        f"carried, p95, <=1.3, worst: max/mean cluster load the fleet carried over hours "
+        f"{args.warmup}-{args.hours - 1} (each hour's load on the placement of each moment; a "
+        "policy acts at the end of an hour on what it measured, and a move switches reads when "
+        "its migration lands; <=1.3 is the share of that time within 1.3); end: at the end of "
+        "the last hour; instant <=1.3: the same judged after acting, moves landing at once "
+        "under the load they were planned on (not what the fleet lives with)"
     )
     print(f"points moved planner/naive: {ratio:.2f}")
-    share = float(np.mean(np.array(planner["after"]) <= GOAL_RATIO + 1e-9))
-    ok = (
-        planner["final"] <= GOAL_RATIO + 1e-9
-        and share >= GOAL_SHARE
-        and planner["points"] < naive["points"]
-    )
+    share = shares["planner"]
+    ok = share >= GOAL_SHARE and planner["points"] < naive["points"]
     print(
-        f"goal planner max/mean <= {GOAL_RATIO} at the end and in >= {GOAL_SHARE:.0%} of the "
-        f"hours, fewer points than naive: {'met' if ok else 'MISSED'} "
+        f"goal: the fleet under the planner carries max/mean <= {GOAL_RATIO} for >= "
+        f"{GOAL_SHARE:.0%} of the time, moving fewer points than naive: "
+        f"{'met' if ok else 'MISSED'} ({share:.0%} of the time; naive {shares['naive']:.0%}) "
         f"({time.perf_counter() - started:.1f}s)"
     )
     return 0 if ok else 1

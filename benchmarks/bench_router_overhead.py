@@ -1,195 +1,294 @@
-"""Router overhead: what routing through the library adds to a query, in one run.
+"""Router overhead: what serving the library costs against serving one collection, each in a
+server process of its own, measured from a client process over loopback.
 
-One embedded engine holds the Debian vectors twice: whole, in one collection,
-and split by discovery into one collection per domain (the library). With
-caching off, the official ``qdrant-client`` (sync, HTTP) runs the same 1,000
-queries three ways:
+Setup: the Debian vectors (1,000 held out as queries) on an embedded engine,
+whole in one collection and split by discovery into one collection per domain
+(the library). The engine's directory is copied, and two server processes are
+started (``router_process.py``), each with its own copy:
 
-- ``direct``: the engine called in-process (the upstream itself, no HTTP);
-- ``one hop``: through the router's pass-through to the whole collection, i.e.
-  Qdrant's REST API served straight from the engine: what an application
-  calling Qdrant directly pays;
-- ``library``: through the router's library collection: routing, fan-out to
-  the chosen domains, fusion;
-- ``one hop gRPC`` and ``library gRPC``: the same two through the router's
-  gRPC API (``prefer_grpc=True``), which hands each call to the REST code.
+- ``library``: the router serving the library collection (routing, fan-out
+  to the chosen domains, fusion; result cache off);
+- ``one collection``: the same router serving the whole collection as an
+  allowlisted pass-through, i.e. Qdrant's REST and gRPC API answered straight
+  from the same engine. It is the baseline because it runs the very same
+  server (HTTP and gRPC stack, body validation, rendering) on the same engine,
+  points and queries, so the difference is what the library adds; no Qdrant
+  server binary is part of this repository to put behind it instead.
 
-Goal: p50 added latency (library minus one hop) <= 1 ms. Requests per
-CPU-second of the whole process (client and router share it) are printed, and
-the gRPC paths' p50 as ratios to REST through the router and to one collection.
+This process is the client: the official ``AsyncQdrantClient`` sends the
+same top-10 queries to both servers over loopback with 1 and 32 concurrent
+requests, over REST and over gRPC (``prefer_grpc=True``), in rounds that
+alternate between the servers so drift on a shared machine hits both alike.
+Each server's CPU time (user + system, all its threads) is read from
+``/proc/<pid>/stat`` around each of its rounds.
+
+Printed per transport and concurrency: p50/p99 latency of each server,
+library/one-collection ratios, p50 added by the library, and requests per
+server CPU-second of each with their ratio. ``--busy`` runs everything a
+second time with one CPU burner per core and prints both.
+
+Goal (REST, 1 and 32 clients, the run without burners): the library's
+requests per server CPU-second >= 0.8x serving one collection through the
+router, and p50 added <= 1 ms.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import pickle
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
-import threading
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from aiohttp import web
-from qdrant_client import QdrantClient
+from qdrant_client import AsyncQdrantClient
 
 from debian_vectors import load_vectors
-from librarian.core.discovery import discover
-from librarian.router import RouterConfig, RouterState, create_app
-from librarian.router.grpc_api import start_grpc_server
-from librarian.router.library import DomainRoute, LibraryDefinition
-from librarian.settings import OrchestratorSettings
 from librarian.storage.embedded import EmbeddedQdrant
-from librarian.storage.fleet import Fleet
-from librarian.storage.port import CollectionSpec, PointRecord
+from process_cpu import process_cpu_seconds
+from router_setup import WHOLE, build, percentile
+
+__all__ = ["main"]
+
+HERE = Path(__file__).resolve().parent
+GOAL_CPU = 0.8
+GOAL_ADDED_MS = 1.0
+LIBRARY = "library"
+TARGETS = {"library": LIBRARY, "one collection": WHOLE}
 
 
-def serve(state: RouterState) -> tuple[str, int, threading.Event]:
-    """The router on 127.0.0.1: its REST URL, its gRPC port, and the flag that stops it."""
-    ready, stop_flag = threading.Event(), threading.Event()
-    address: list[str] = []
-    grpc_port: list[int] = []
+@dataclass
+class Server:
+    """A router process: its pid, ports and the pipe that stops it."""
 
-    async def run() -> None:
-        runner = web.AppRunner(create_app(state, reload_in_background=False), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        assert runner.server is not None
-        grpc_server, port = await start_grpc_server(
-            runner.server.request_handler,
-            "127.0.0.1",
-            0,
-            max_message_bytes=state.config.settings.limits.max_body_bytes,
+    process: subprocess.Popen[str]
+    pid: int
+    rest: int
+    grpc: int
+
+    def stop(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_server(engine_dir: Path, definition_file: Path) -> Server:
+    process = subprocess.Popen(
+        [sys.executable, str(HERE / "router_process.py"), str(engine_dir), str(definition_file)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=HERE,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line:
+        raise RuntimeError(f"the router process for {engine_dir} exited before serving")
+    ready = json.loads(line)
+    return Server(process, int(ready["pid"]), int(ready["rest"]), int(ready["grpc"]))
+
+
+@contextmanager
+def burners(count: int) -> Iterator[None]:
+    """``count`` processes spinning on a core each, while the block runs."""
+    spinning = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for process in spinning:
+            process.kill()
+        for process in spinning:
+            process.wait()
+
+
+@dataclass
+class Tally:
+    """What one server did in the rounds of one configuration."""
+
+    latencies: list[float] = field(default_factory=list)
+    cpu_s: float = 0.0
+
+    @property
+    def per_cpu_second(self) -> float:
+        return len(self.latencies) / max(self.cpu_s, 1e-9)
+
+
+async def drive(
+    client: AsyncQdrantClient, collection: str, rows: Sequence[list[float]], concurrency: int
+) -> list[float]:
+    """Send every row as a top-10 query, ``concurrency`` at a time; each one's latency."""
+    latencies: list[float] = []
+    queue = iter(rows)
+
+    async def worker() -> None:
+        for row in queue:
+            start = time.perf_counter()
+            await client.query_points(collection, query=row, limit=10)
+            latencies.append(time.perf_counter() - start)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies
+
+
+async def measure(
+    servers: dict[str, Server],
+    transport: str,
+    concurrency: int,
+    rows: Sequence[list[float]],
+    rounds: int,
+) -> dict[str, Tally]:
+    clients = {
+        name: AsyncQdrantClient(
+            url=f"http://127.0.0.1:{server.rest}",
+            grpc_port=server.grpc,
+            prefer_grpc=transport == "gRPC",
+            timeout=120,
+            check_compatibility=False,
         )
-        address.append(f"http://127.0.0.1:{runner.addresses[0][1]}")
-        grpc_port.append(port)
-        ready.set()
-        await asyncio.to_thread(stop_flag.wait)
-        await grpc_server.stop(grace=None)
-        await runner.cleanup()
+        for name, server in servers.items()
+    }
+    try:
+        for name, client in clients.items():  # warm up: connections, code paths
+            await drive(client, TARGETS[name], rows[:50], concurrency)
+        tallies = {name: Tally() for name in servers}
+        chunks = np.array_split(np.arange(len(rows)), rounds)
+        for index, chunk in enumerate(chunks):
+            order = list(servers) if index % 2 == 0 else list(reversed(servers))
+            for name in order:
+                pid = servers[name].pid
+                before = process_cpu_seconds(pid)
+                part = [rows[i] for i in chunk]
+                tallies[name].latencies += await drive(
+                    clients[name], TARGETS[name], part, concurrency
+                )
+                tallies[name].cpu_s += process_cpu_seconds(pid) - before
+        return tallies
+    finally:
+        for client in clients.values():
+            await client.close()
 
-    threading.Thread(target=lambda: asyncio.run(run()), daemon=True).start()
-    ready.wait(120)
-    return address[0], grpc_port[0], stop_flag
 
-
-def build(engine: EmbeddedQdrant, data: np.ndarray, seed: int) -> tuple[LibraryDefinition, int]:
-    """The whole collection and the library's domain collections on ``engine``."""
-    result = discover(data, seed=seed)
-    spec = CollectionSpec(vector_size=data.shape[1])
-    points = [PointRecord(i, [float(x) for x in v], {"n": i}) for i, v in enumerate(data)]
-    engine.create_collection("whole", spec)
-    engine.upsert("whole", points)
-    routes = []
-    for d, domain in enumerate(result.domains):
-        name = f"library-{domain.id}"
-        engine.create_collection(name, spec)
-        engine.upsert(name, [p for p in points if result.labels[p.id] == d])
-        routes.append(
-            DomainRoute(
-                domain.id,
-                domain.name,
-                "engine",
-                name,
-                tuple(map(float, domain.centroid)),
-                domain.size,
-                specialized=True,
-                versioned=True,
+def report(mode: str, results: dict[tuple[str, int], dict[str, Tally]]) -> list[str]:
+    """Print one table; return the goals missed (REST rows)."""
+    print(
+        f"[{mode}] {'transport':<9} {'clients':>7} {'server':<15}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'req/server-CPU-s':>18}"
+    )
+    missed = []
+    for (transport, concurrency), tallies in results.items():
+        for name, tally in tallies.items():
+            print(
+                f"[{mode}] {transport:<9} {concurrency:>7} {name:<15}"
+                f"{percentile(tally.latencies, 50):>8.2f}{percentile(tally.latencies, 99):>8.2f}"
+                f"{tally.per_cpu_second:>18.0f}"
             )
+        library, whole = tallies["library"], tallies["one collection"]
+        p50 = (percentile(library.latencies, 50), percentile(whole.latencies, 50))
+        p99 = (percentile(library.latencies, 99), percentile(whole.latencies, 99))
+        cpu = library.per_cpu_second / whole.per_cpu_second
+        added = p50[0] - p50[1]
+        print(
+            f"[{mode}] {transport:<9} {concurrency:>7} library/one collection: p50 "
+            f"{p50[0] / p50[1]:.2f}x, p99 {p99[0] / p99[1]:.2f}x, p50 added {added:+.2f} ms, "
+            f"requests per server CPU-second {cpu:.2f}x"
         )
-    return LibraryDefinition("library", tuple(routes), "engine", "v1"), len(result.domains)
-
-
-def router_state(engine: EmbeddedQdrant, definition: LibraryDefinition) -> RouterState:
-    """A router serving ``definition`` from ``engine`` and ``whole`` as it is (the one
-    collection compared with the library), its cache and shadow queries off."""
-
-    async def loader() -> LibraryDefinition:
-        return definition
-
-    settings = OrchestratorSettings.model_validate(
-        {"caching": {"enable_result_cache": False}, "shadow_fraction": 0.0}
-    )
-    fleet = Fleet.of_ports({"engine": engine})
-    return RouterState(
-        RouterConfig(fleet, "engine", loader, settings, passthrough=frozenset({"whole"}))
-    )
-
-
-def percentile(samples: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(samples) * 1e3, q))
+        if transport == "REST":
+            if cpu < GOAL_CPU:
+                missed.append(f"{concurrency} client(s): requests per CPU-second {cpu:.2f}x")
+            if added > GOAL_ADDED_MS:
+                missed.append(f"{concurrency} client(s): p50 added {added:+.2f} ms")
+    return missed
 
 
 def main() -> int:
+    # A stop request unwinds normally, so the server processes and burners are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=os.environ.get("LIBRARIAN_BENCH_DATA"))
     parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=6, help="alternations between the servers")
+    parser.add_argument("--clients", default="1,32", help="concurrent requests, comma-separated")
+    parser.add_argument("--transports", default="REST,gRPC")
+    parser.add_argument(
+        "--busy", action="store_true", help="also run with one CPU burner per core; print both"
+    )
     args = parser.parse_args()
     vectors = load_vectors(Path(args.data) if args.data else None)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     order = np.random.default_rng(0).permutation(len(vectors))
     queries, data = vectors[order[: args.queries]], vectors[order[args.queries :]]
+    rows = [[float(x) for x in q] for q in queries]
+    concurrencies = [int(c) for c in args.clients.split(",")]
+    transports = [t.strip() for t in args.transports.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        engine = EmbeddedQdrant("engine", Path(tmp) / "engine")
+        built = Path(tmp) / "engine"
+        engine = EmbeddedQdrant("engine", built)
         definition, domains = build(engine, data, seed=0)
-
-        state = router_state(engine, definition)
-        url, grpc_port, stop = serve(state)
-        client = QdrantClient(url=url, timeout=60, check_compatibility=False)
-        grpc_client = QdrantClient(
-            url=url, prefer_grpc=True, grpc_port=grpc_port, timeout=60, check_compatibility=False
-        )
-        rows = [[float(x) for x in q] for q in queries]
-        for row in rows[:50]:  # warm up every path
-            engine.query("whole", row, limit=10)
-            for warm in (client, grpc_client):
-                warm.query_points("whole", query=row, limit=10)
-                warm.query_points("library", query=row, limit=10)
-        paths = ("direct", "one hop", "library", "one hop gRPC", "library gRPC")
-        timings: dict[str, list[float]] = {path: [] for path in paths}
-        cpu: dict[str, float] = dict.fromkeys(timings, 0.0)
-        for row in rows:  # interleaved, so drift on a shared machine hits every path alike
-            for path in timings:
-                c0, t0 = time.process_time(), time.perf_counter()
-                if path == "direct":
-                    engine.query("whole", row, limit=10)
-                else:
-                    through = grpc_client if path.endswith("gRPC") else client
-                    through.query_points(
-                        "whole" if path.startswith("one hop") else "library", query=row, limit=10
-                    )
-                timings[path].append(time.perf_counter() - t0)
-                cpu[path] += time.process_time() - c0
-        print(f"{len(data):,} points, {domains} domains, {len(rows):,} queries (top-10, cache off)")
-        print(f"{'path':<14}{'p50 ms':>8}{'p95 ms':>8}{'req/CPU-s':>11}")
-        for path, samples in timings.items():
-            print(
-                f"{path:<14}{percentile(samples, 50):>8.3f}{percentile(samples, 95):>8.3f}{len(samples) / max(cpu[path], 1e-9):>11.0f}"
-            )
-        added = percentile(timings["library"], 50) - percentile(timings["one hop"], 50)
-        whole_hop = percentile(timings["library"], 50) - percentile(timings["direct"], 50)
-        print(
-            f"p50 added by the library vs one hop: {added:+.3f} ms; vs the in-process engine: {whole_hop:+.3f} ms"
-        )
-        p50 = {path: percentile(samples, 50) for path, samples in timings.items()}
-        print(
-            "gRPC p50 / REST p50 through the router: "
-            f"library {p50['library gRPC'] / p50['library']:.2f}x, "
-            f"one hop {p50['one hop gRPC'] / p50['one hop']:.2f}x; "
-            f"gRPC library / gRPC one hop (one collection): "
-            f"{p50['library gRPC'] / p50['one hop gRPC']:.2f}x"
-        )
-        print(f"routing: {state.library.router.describe() if state.library else {}}")
-        ok = added <= 1.0
-        print(f"goal p50 added latency <= 1 ms: {'met' if ok else 'MISSED'}")
-        client.close()
-        grpc_client.close()
-        stop.set()
-        time.sleep(0.3)
         engine.close()
-    return 0 if ok else 1
+        definition_file = Path(tmp) / "definition.pickle"
+        definition_file.write_bytes(pickle.dumps(definition))
+        copies = {}
+        for name in TARGETS:
+            copies[name] = Path(tmp) / name.replace(" ", "-")
+            shutil.copytree(built, copies[name])
+        servers: dict[str, Server] = {}
+        try:
+            for name, directory in copies.items():
+                servers[name] = start_server(directory, definition_file)
+            print(
+                f"{len(data):,} points, {domains} domains, {len(rows):,} queries (top-10, cache "
+                f"off); client pid {os.getpid()}, library server pid {servers['library'].pid}, "
+                f"one-collection server pid {servers['one collection'].pid}; "
+                f"{os.cpu_count()} CPUs"
+            )
+            modes = ["quiet", "busy"] if args.busy else ["quiet"]
+            missed: list[str] = []
+            for mode in modes:
+                with burners(os.cpu_count() or 1) if mode == "busy" else _nothing():
+                    load_before = os.getloadavg()[0]
+                    results = {
+                        (transport, concurrency): asyncio.run(
+                            measure(servers, transport, concurrency, rows, args.rounds)
+                        )
+                        for transport in transports
+                        for concurrency in concurrencies
+                    }
+                    load_after = os.getloadavg()[0]
+                print(
+                    f"[{mode}] the machine's 1-minute load average: {load_before:.1f} before, "
+                    f"{load_after:.1f} after ({os.cpu_count()} CPUs)"
+                )
+                found = report(mode, results)
+                if mode == "quiet":
+                    missed = found
+        finally:
+            for server in servers.values():
+                server.stop()
+    print(
+        f"goal (REST, no burners): library requests per server CPU-second >= {GOAL_CPU}x one "
+        f"collection's, p50 added <= {GOAL_ADDED_MS} ms: "
+        + ("met" if not missed else "MISSED (" + "; ".join(missed) + ")")
+    )
+    return 0 if not missed else 1
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 if __name__ == "__main__":
