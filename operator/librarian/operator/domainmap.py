@@ -235,7 +235,15 @@ async def analyze_domainmap(
         try:
             outcome = await asyncio.wait_for(
                 asyncio.to_thread(
-                    _analyze_blocking, parsed, configs, namespace, name, version, context, reporter
+                    _analyze_blocking,
+                    parsed,
+                    configs,
+                    namespace,
+                    name,
+                    version,
+                    context,
+                    reporter,
+                    _labeling_record(live),
                 ),
                 timeout=context.analysis_timeout_s,
             )
@@ -350,10 +358,13 @@ def _analyze_blocking(
     version: int,
     context: OperatorContext,
     reporter: _ProgressReporter,
+    previous_labeling: tuple[str, int] | None,
 ) -> tuple[Any, list[Domain], int, int, LabelingPlan | None]:
     fleet = context.fleet_factory(configs)
     try:
         source = fleet.get(parsed.source_cluster)
+        if previous_labeling is not None:  # an older analysis's plan and progress go
+            LabelingProgressStore(source).clear(*previous_labeling)
         catalog = fleet.get(parsed.catalog_cluster)
         owner = owner_of(namespace, name)
         previous = [e.to_domain() for e in read_catalog(catalog, parsed.catalog_collection, owner)]
@@ -709,7 +720,15 @@ async def cleanup_domainmap(
         configs = await resolve_clusters(
             parsed.clusters, namespace, policy=context.credential_policy
         )
-        await asyncio.to_thread(_cleanup_blocking, parsed, configs, namespace, name, context)
+        await asyncio.to_thread(
+            _cleanup_blocking,
+            parsed,
+            configs,
+            namespace,
+            name,
+            context,
+            _labeling_record(body.get("status") or {}),
+        )
     except (QdrantError, api.KubernetesApiError) as error:
         raise kopf.TemporaryError(f"cleanup failed: {error}", delay=30) from None
     kopf.info(
@@ -720,15 +739,27 @@ async def cleanup_domainmap(
     )
 
 
+def _labeling_record(status: Mapping[str, Any]) -> tuple[str, int] | None:
+    """The plan name and range count of the status's labeling run, if it had one."""
+    labeling = status.get("labeling") or {}
+    if not labeling.get("plan"):
+        return None
+    return str(labeling["plan"]), int(labeling.get("ranges") or 0)
+
+
 def _cleanup_blocking(
     parsed: DomainMapSpec,
     configs: list[ClusterConfig],
     namespace: str,
     name: str,
     context: OperatorContext,
+    labeling: tuple[str, int] | None = None,
 ) -> None:
     fleet = context.fleet_factory(configs)
     try:
+        if labeling is not None:
+            with contextlib.suppress(CollectionNotFound):
+                LabelingProgressStore(fleet.get(parsed.source_cluster)).clear(*labeling)
         delete_catalog(
             fleet.get(parsed.catalog_cluster), parsed.catalog_collection, owner_of(namespace, name)
         )

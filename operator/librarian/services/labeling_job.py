@@ -346,14 +346,15 @@ def _chosen_domains(
     when it lacks that vector (as the router places it)."""
     domains = list(plan.domains)
     chosen: dict[str, list[PointRecord]] = {}
-    routed = [p for p in page if p.dense(plan.vector) is not None]
+    dense = [(p, p.dense(plan.vector)) for p in page]
+    routed = [(p, v) for p, v in dense if v is not None]
     if routed:
-        vectors = np.asarray([p.dense(plan.vector) for p in routed], dtype=np.float32)
-        for point, index in zip(routed, assign(vectors, domains), strict=True):
+        vectors = np.asarray([v for _, v in routed], dtype=np.float32)
+        for (point, _), index in zip(routed, assign(vectors, domains), strict=True):
             chosen.setdefault(domains[int(index)].id, []).append(point)
     domain_ids = [d.id for d in domains]
-    for point in page:
-        if point.dense(plan.vector) is None:
+    for point, vector in dense:
+        if vector is None:
             chosen.setdefault(domain_for_unrouted(point.id, domain_ids), []).append(point)
     return chosen
 
