@@ -513,10 +513,12 @@ async def _start_labeling(
         f"worker(s) over {len(plan.ranges)} id range(s)"
     )
     conditions = status["conditions"]
-    was_ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True" for c in live.get("conditions") or []
-    )
-    if not was_ready:  # routers serve the previous version meanwhile when there is one
+    ready_before = next((c for c in live.get("conditions") or [] if c.get("type") == "Ready"), None)
+    if ready_before is not None and ready_before.get("status") == "True":
+        # The previous analysis stays Ready (routers serve it) until this one is labelled:
+        # Ready at a generation means that generation's domains label every point.
+        conditions = [dict(ready_before) if c.get("type") == "Ready" else c for c in conditions]
+    else:
         conditions = set_condition(
             conditions,
             "Ready",
