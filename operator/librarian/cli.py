@@ -1,4 +1,5 @@
-"""The ``librarian`` command: load, up, status, demo, operator, router, discover, migrate, config.
+"""The ``librarian`` command: load, up, status, demo, operator, router, discover, migrate, label,
+config.
 
 Why this exists: one entrypoint for people and for containers. The operator
 image runs ``librarian operator``; people run ``librarian discover`` on a
@@ -1045,6 +1046,70 @@ def migrate_command(
         f"verified={report.verified} ({report.verified_points:,} points by version), "
         f"removed from source {report.removed_from_source:,}, written around the library: "
         f"{report.unversioned:,} without a version, {report.unlabelled:,} without a label"
+    )
+
+
+# --------------------------------------------------------------------------- label
+
+
+@main.command("label")
+@click.option("--name", required=True, help="The labeling plan's name (the operator writes it).")
+@click.option("--source-url", help="Source cluster URL.")
+@click.option("--source-embedded", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--worker",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    envvar="JOB_COMPLETION_INDEX",
+    help="Which id range to label (an Indexed Job gives each pod its own).",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True)
+def label_command(
+    name: str,
+    source_url: str | None,
+    source_embedded: Path | None,
+    worker: int,
+    batch_size: int,
+) -> None:
+    """Label one id range of a DomainMap's source with its domains (resumable).
+
+    The plan (domains and id ranges) is read from the source cluster, where the
+    operator wrote it; the worker resumes from the last page it committed. The
+    API key comes from LIBRARIAN_SOURCE_API_KEY. Exit code 1: a cluster error (retry).
+    """
+    from librarian.operator.jobs import SOURCE_API_KEY_ENV
+    from librarian.services.labeling_job import LabelingProgressStore, label_range
+    from librarian.storage.fleet import ClusterConfig, FleetConfigError, connect
+
+    try:
+        config = ClusterConfig(
+            name="source",
+            url=source_url,
+            embedded=str(source_embedded) if source_embedded else None,
+            api_key=os.environ.get(SOURCE_API_KEY_ENV) or None,
+        )
+    except FleetConfigError as error:
+        raise click.UsageError(str(error)) from None
+    source = connect(config)
+    try:
+        store = LabelingProgressStore(source)
+        plan = store.load_plan(name)
+        end = label_range(
+            source,
+            plan,
+            worker,
+            store=store,
+            batch_size=batch_size,
+            on_progress=lambda p: console.print(f"range {worker}: labelled {p.labeled:,}"),
+        )
+    except QdrantError as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        source.close()
+    click.echo(
+        f"range {worker} of {len(plan.ranges)}: labelled {end.labeled:,} "
+        f"({end.skipped:,} rewritten or deleted meanwhile, left as written)"
     )
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,10 +16,12 @@ os.environ.setdefault("LIBRARIAN_TIMER_TICK_SECONDS", "0.5")
 import pytest
 from qdrant_client.http import models
 
+from librarian.cli import run_job_command
 from librarian.core.collection_spec import DenseVectorSpec, SparseVectorSpec
 from librarian.demo.data import load_demo_data
 from librarian.kube import client as kube_client
 from librarian.local.emulator import EmulatedCluster, load_crds
+from librarian.local.job_controller import play_job_controller
 from librarian.operator.context import OperatorContext
 from librarian.storage.embedded import EmbeddedQdrant
 from librarian.storage.port import CollectionSpec, PointRecord
@@ -30,6 +34,7 @@ __all__ = [
     "ManualClock",
     "domainmap",
     "events_with",
+    "labeling_jobs_played",
     "load_named_source",
     "load_source",
     "wait_for",
@@ -140,8 +145,45 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
+def _is_labeling(job: Mapping[str, Any]) -> bool:
+    labels = job["metadata"].get("labels") or {}
+    return labels.get("app.kubernetes.io/component") == "labeling"
+
+
+@contextlib.asynccontextmanager
+async def labeling_jobs_played(api: EmulatedCluster) -> AsyncIterator[None]:
+    """Play the Job controller for labeling Jobs (each pod's command in-process) while the
+    block runs; migration Jobs are left to the tests that play them."""
+    done: set[str] = set()
+
+    async def play() -> None:
+        while True:
+            await play_job_controller(api, None, done, run_job_command, selected=_is_labeling)
+            await asyncio.sleep(0.2)  # a rescan, as the Job controller's watch would wake it
+
+    player = asyncio.create_task(play())
+    try:
+        yield
+    finally:
+        player.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await player
+
+
 @pytest.fixture
 async def cluster(clock: ManualClock) -> AsyncIterator[EmulatedCluster]:
+    """The operator against the emulated API; labeling Jobs run as they are created."""
+    context = OperatorContext(progress_interval_s=0.2, clock=clock)
+    async with (
+        operator_against_emulator(load_crds(REPO / "crds"), context=context) as api,
+        labeling_jobs_played(api),
+    ):
+        yield api
+
+
+@pytest.fixture
+async def cluster_without_jobs(clock: ManualClock) -> AsyncIterator[EmulatedCluster]:
+    """The operator against the emulated API; the test plays every Job itself."""
     context = OperatorContext(progress_interval_s=0.2, clock=clock)
     async with operator_against_emulator(load_crds(REPO / "crds"), context=context) as api:
         yield api

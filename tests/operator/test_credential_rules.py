@@ -25,7 +25,15 @@ from librarian.operator.context import OperatorContext
 from librarian.operator.runtime import operator_in_thread
 from tests.integration.recording_server import Recorded, qdrant_error, recording_server
 
-from .conftest import DOMAINMAPS, REPO, domainmap, events_with, load_source, wait_for
+from .conftest import (
+    DOMAINMAPS,
+    REPO,
+    domainmap,
+    events_with,
+    labeling_jobs_played,
+    load_source,
+    wait_for,
+)
 
 LABEL = "librarian.dev/qdrant-credentials"
 SECRET_KEY = "secret-key-9vTq2LmZ"
@@ -179,6 +187,7 @@ async def test_no_job_once_the_secret_is_no_longer_labelled(tmp_path: Path) -> N
         async with (
             emulated_kubernetes(load_crds(REPO / "crds")) as api,
             operator_in_thread(api.url, context=context),
+            labeling_jobs_played(api),
         ):
             await api.create(_secret("remote-key", "default", SECRET_KEY, labelled=True))
             body = domainmap("packages", tmp_path / "general")
@@ -220,5 +229,7 @@ async def test_no_job_once_the_secret_is_no_longer_labelled(tmp_path: Path) -> N
             condition = await wait_for(refused, 60)
             assert "remote-key" in condition["message"]
             await events_with(api, {"SecretNotAllowed"})
-            assert await api.list_objects("batch/v1/jobs", "default") == []
+            jobs = await api.list_objects("batch/v1/jobs", "default")
+            components = [j["metadata"]["labels"]["app.kubernetes.io/component"] for j in jobs]
+            assert components == ["labeling"]  # the DomainMap's; no migration Job
     assert author.requests == []

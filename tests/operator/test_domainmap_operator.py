@@ -71,7 +71,10 @@ async def test_domainmap_is_analysed_labelled_and_catalogued(
     assert sum(d["size"] for d in status["domains"]) == 300  # the sample
     assert all("centroid" not in d for d in status["domains"])  # no vectors in etcd
     assert all(d["keywords"] for d in status["domains"])
-    assert status["labeling"] == {"labeled": POINTS, "total": POINTS, "enabled": True}
+    labeling = status["labeling"]
+    assert (labeling["labeled"], labeling["total"], labeling["enabled"]) == (POINTS, POINTS, True)
+    assert labeling["job"] == "packages-label-v1"
+    assert labeling["workersDone"] == labeling["ranges"] == labeling["workers"] == 4
     assert {c["type"] for c in status["conditions"]} >= {
         "Ready",
         "Analyzed",
@@ -309,7 +312,10 @@ async def test_the_source_vector_is_chosen_in_the_spec_and_checked(
     await cluster.patch(DOMAINMAPS, "default", "packages", {"spec": {"source": {"vector": "text"}}})
     obj = await _wait_condition(cluster, "packages", "Ready", "True", "Analyzed", generation=5)
     status = obj["status"]
-    assert status["labeling"] == {"labeled": POINTS, "total": POINTS, "enabled": True}
+    labeling = status["labeling"]
+    assert (labeling["labeled"], labeling["total"], labeling["enabled"]) == (POINTS, POINTS, True)
+    assert labeling["job"] == "packages-label-v1"
+    assert labeling["workersDone"] == labeling["ranges"] == labeling["workers"] == 4
     domain_ids = [d["id"] for d in status["domains"]]
     port = EmbeddedQdrant("general", storage)
     try:

@@ -34,7 +34,7 @@ from librarian.operator.runtime import operator_in_thread
 from tests.integration.recording_server import Recorded, qdrant_error, recording_server
 from tests.packaging.rbac_calls import OPERATOR, OPERATOR_CLUSTER_WIDE, merge, triples
 
-from .conftest import DOMAINMAPS, REPO, domainmap, load_source, wait_for
+from .conftest import DOMAINMAPS, REPO, domainmap, labeling_jobs_played, load_source, wait_for
 
 SENTINEL = "sentinel-api-key-7Qx9dZ2mLw4R"
 FORMS = (
@@ -103,6 +103,7 @@ async def test_the_api_key_never_leaves_its_secret(
                     credential_policy=CredentialPolicy.of(insecure_hosts={"127.0.0.1"}),
                 ),
             ),
+            labeling_jobs_played(api),  # with the key injected from the Secret
         ):
             await api.create(
                 {

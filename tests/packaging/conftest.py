@@ -77,3 +77,23 @@ def sample_migration_job(*, with_target_secret: bool = False) -> dict[str, Any]:
         source_secret=SecretRef("qdrant-general"),
         target_secret=SecretRef("qdrant-fast", "key") if with_target_secret else None,
     )
+
+
+def sample_labeling_job() -> dict[str, Any]:
+    """A DomainMap's labeling Job as the operator builds it (an Indexed Job of 4 pods)."""
+    from librarian.kube.spec import SecretRef
+    from librarian.operator.jobs import JobSettings, build_labeling_job
+
+    return build_labeling_job(
+        name="packages-label-v1",
+        namespace="default",
+        owner={
+            "apiVersion": "librarian.dev/v1alpha1",
+            "kind": "DomainMap",
+            "metadata": {"name": "packages", "uid": "0000-2222"},
+        },
+        args=["--name", "default/packages@v1", "--source-url", "https://qdrant:6333"],
+        settings=JobSettings(image="ghcr.io/qdrant-librarian/qdrant-librarian:0.1.0"),
+        workers=4,
+        source_secret=SecretRef("qdrant-general"),
+    )

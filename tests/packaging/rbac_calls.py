@@ -35,8 +35,9 @@ OPERATOR: Table = {
     ("", "events"): frozenset({"create"}),
     # api.read_secret_value: API keys named by apiKeySecretRef, never listed.
     ("", "secrets"): frozenset({"get"}),
-    # specialization.py: the migration Job is created, then read until it ends.
-    ("batch", "jobs"): frozenset({"get", "create"}),
+    # specialization.py: the migration Job is created, then read until it ends;
+    # domainmap.py: the labeling Job likewise, and a newer analysis deletes an older one's.
+    ("batch", "jobs"): frozenset({"get", "create", "delete"}),
     # kube/fences.py: a move waits until every router replica's Lease acknowledges its phase.
     ("coordination.k8s.io", "leases"): frozenset({"list"}),
 }

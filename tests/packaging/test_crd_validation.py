@@ -87,6 +87,13 @@ CASES: list[tuple[str, str, Mutation, str]] = [
         "'collection' is a required",
     ),
     ("DomainMap", "bad-url", _set("spec.clusters.0.url", "ftp://x"), "does not match"),
+    ("DomainMap", "no-labeling-workers", _set("spec.labeling.workers", 0), "less than the minimum"),
+    (
+        "DomainMap",
+        "too-many-workers",
+        _set("spec.labeling.workers", 65),
+        "greater than the maximum",
+    ),
     (
         "DomainMap",
         "source-not-in-fleet",

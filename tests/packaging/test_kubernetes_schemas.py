@@ -15,7 +15,13 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from .conftest import REPO, helm_template, kustomize, sample_migration_job
+from .conftest import (
+    REPO,
+    helm_template,
+    kustomize,
+    sample_labeling_job,
+    sample_migration_job,
+)
 from .crd_schema import load_crds, validate
 
 OLDEST_SUPPORTED = "1.30.0"  # CRD validation rules (CEL) are generally available from 1.29
@@ -114,6 +120,13 @@ def test_crds_are_valid_customresourcedefinitions(version: str) -> None:
 @pytest.mark.parametrize("version", VERSIONS)
 def test_the_migration_job_built_in_code_is_valid(version: str) -> None:
     job = sample_migration_job(with_target_secret=True)
+    _assert_valid([job], version)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_labeling_job_built_in_code_is_valid(version: str) -> None:
+    job = sample_labeling_job()
+    assert job["spec"]["completionMode"] == "Indexed"
     _assert_valid([job], version)
 
 

@@ -15,7 +15,13 @@ from typing import Any
 
 import pytest
 
-from .conftest import REPO, helm_template, kustomize, sample_migration_job
+from .conftest import (
+    REPO,
+    helm_template,
+    kustomize,
+    sample_labeling_job,
+    sample_migration_job,
+)
 from .test_helm import _sidecar_snippets
 from .test_kubernetes_schemas import RENDERS
 
@@ -159,6 +165,12 @@ def test_migration_job_is_restricted_and_has_no_api_token() -> None:
     ((_, pod),) = _pods([_migration_job()])
     assert restricted_violations(pod) == []
     assert pod["automountServiceAccountToken"] is False  # it never calls the Kubernetes API
+
+
+def test_labeling_job_is_restricted_and_has_no_api_token() -> None:
+    ((_, pod),) = _pods([sample_labeling_job()])
+    assert restricted_violations(pod) == []
+    assert pod["automountServiceAccountToken"] is False
 
 
 def test_documented_sidecar_is_restricted_on_its_own() -> None:

@@ -82,3 +82,47 @@ async def test_finished_jobs_are_not_run_again() -> None:
         finished = {**_job("old", []), "status": {"succeeded": 1}}
         await api.create(finished)
         assert await play_job_controller(api, "team", set(), run) == 0
+
+
+def _indexed(name: str, completions: int) -> dict[str, Any]:
+    job = _job(name, [{"name": "PLAIN", "value": "1"}])
+    job["metadata"]["labels"] = {"app.kubernetes.io/component": "labeling"}
+    job["spec"].update(
+        {"completionMode": "Indexed", "completions": completions, "parallelism": completions}
+    )
+    return job
+
+
+async def test_an_indexed_job_runs_every_index_and_fails_if_one_does() -> None:
+    ran: list[tuple[str, str]] = []
+
+    def run(args: Sequence[str], environment: Mapping[str, str]) -> tuple[bool, str]:
+        index = environment["JOB_COMPLETION_INDEX"]
+        ran.append((args[1], index))
+        assert environment["PLAIN"] == "1"
+        failing = args[1] == "half" and index == "1"
+        return not failing, "range 1 failed" if failing else ""
+
+    async with emulated_kubernetes(packaged_crds(), namespaces=["team"]) as api:
+        await api.create(_indexed("all", 3))
+        await api.create(_indexed("half", 2))
+        await api.create(_job("migration", []))
+        done: set[str] = set()
+        labeling_only = play_job_controller(
+            api,
+            "team",
+            done,
+            run,
+            selected=lambda job: "labels" in job["metadata"],
+        )
+        assert await labeling_only == 2
+        jobs = {j["metadata"]["name"]: j for j in await api.list_objects(JOBS, "team")}
+    assert sorted(ran) == [("all", "0"), ("all", "1"), ("all", "2"), ("half", "0"), ("half", "1")]
+    assert jobs["all"]["status"]["succeeded"] == 3
+    assert jobs["all"]["status"]["completedIndexes"] == "0,1,2"
+    assert jobs["all"]["status"]["conditions"][0]["type"] == "Complete"
+    half = jobs["half"]["status"]
+    assert (half["succeeded"], half["failed"], half["completedIndexes"]) == (1, 1, "0")
+    assert half["conditions"][0]["type"] == "Failed"
+    assert half["conditions"][0]["message"] == "index 1: range 1 failed"
+    assert "status" not in jobs["migration"] or not jobs["migration"]["status"]  # not selected

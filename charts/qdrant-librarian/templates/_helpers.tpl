@@ -100,10 +100,11 @@ holds the same table, and an operator test checks the calls it really makes agai
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
-# Migration Jobs: created, then followed; owner references garbage-collect them.
+# Migration and labeling Jobs: created, then followed; owner references garbage-collect
+# them; a newer analysis deletes an older analysis's labeling Job.
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [get, create]
+  verbs: [get, create, delete]
 # A move waits until every router replica's Lease acknowledges its phase.
 - apiGroups: [coordination.k8s.io]
   resources: [leases]

@@ -72,6 +72,7 @@ class DomainMapSpec:
     thresholds: Mapping[str, Any] = field(default_factory=dict)
     labeling_enabled: bool = True
     labeling_batch_size: int = 1000
+    labeling_workers: int = 4  # pods of the labeling Job, one id range each
     catalog_cluster: str = ""
     catalog_collection: str = ""
     drift_threshold: float = 0.05
@@ -129,6 +130,9 @@ def parse_domainmap_spec(
     if catalog.get("cluster") and catalog_cluster not in seen:
         problems.append(f"spec.catalog.cluster {catalog_cluster!r} is not in spec.clusters")
     specialize, targets = _specialization(spec, seen, problems)
+    workers = labeling.get("workers", 4)
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
+        problems.append(f"spec.labeling.workers must be an integer from 1 to 64, not {workers!r}")
     if problems:
         raise SpecError(problems)
     return DomainMapSpec(
@@ -144,6 +148,7 @@ def parse_domainmap_spec(
         thresholds=thresholds,
         labeling_enabled=bool(labeling.get("enabled", True)),
         labeling_batch_size=int(labeling.get("batchSize") or defaults.batch_size),
+        labeling_workers=int(labeling.get("workers") or 4),
         catalog_cluster=catalog_cluster,
         catalog_collection=str(catalog.get("collection") or f"{PRODUCT_PREFIX}catalog-{name}"),
         drift_threshold=float((spec.get("drift") or {}).get("threshold", 0.05)),

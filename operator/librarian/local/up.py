@@ -8,7 +8,7 @@ alone, exactly as a cluster would run it. In one process this runs:
   the state directory (:mod:`librarian.local.state`) with the given manifests
   applied over it (:mod:`librarian.local.manifests`);
 * the operator, unchanged, in its own thread;
-* the Job controller's part: each migration Job's own command runs in-process
+* the Job controller's part: each Job's own command (migrations, labeling) runs in-process
   (:mod:`librarian.local.job_controller`) — the entry point hands its runner in;
 * one router per DomainMap, following it as in a cluster (re-read as soon as
   the DomainMap or a ClusterSpecialization changes), behind one address
@@ -212,7 +212,7 @@ def _display_order(body: Mapping[str, Any]) -> tuple[int, str]:
 
 @dataclass
 class _JobPlayer:
-    """Runs migration Jobs as they are created, one at a time, until asked to stop."""
+    """Runs Jobs (migrations, labeling) as they are created, one at a time, until asked to stop."""
 
     api: EmulatedCluster
     run: CommandRunner

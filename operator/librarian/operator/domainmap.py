@@ -31,12 +31,19 @@ from librarian.kube import client as api
 from librarian.kube.fleet_access import CredentialRefused, resolve_clusters
 from librarian.kube.naming import kubernetes_name
 from librarian.kube.spec import DomainMapSpec, SpecDefaults, SpecError, parse_domainmap_spec
-from librarian.operator.conditions import parse_timestamp
+from librarian.operator.conditions import parse_timestamp, set_condition
 from librarian.operator.context import OperatorContext
 from librarian.operator.domainmap_status import analyzed_status, failed_status, progress_status
+from librarian.operator.labeling import labeling_job, labeling_progress
 from librarian.services.analysis import analyze_collection, publish_domains
 from librarian.services.catalog import delete_catalog, read_catalog
-from librarian.services.labeling import remove_labels
+from librarian.services.labeling import remove_labels, unlabeled_filter
+from librarian.services.labeling_job import (
+    LabelingPlan,
+    LabelingProgressStore,
+    labeling_name,
+    plan_labeling,
+)
 from librarian.services.sampling import EmptySource
 from librarian.storage.errors import (
     AuthenticationFailed,
@@ -52,6 +59,8 @@ __all__ = [
     "analyze_domainmap",
     "cleanup_domainmap",
     "context_from",
+    "follow_labeling",
+    "labeling_in_flight",
     "owner_of",
 ]
 
@@ -76,7 +85,11 @@ def analysis_due(
     now: datetime,
     defaults: SpecDefaults | None = None,
 ) -> bool:
-    """True when the DomainMap has not been analysed at this generation or its interval passed."""
+    """True when the DomainMap has not been analysed at this generation or its interval passed.
+
+    Not while this generation's labeling Job runs: the labeling timer follows it."""
+    if status.get("observedGeneration") == generation and labeling_in_flight(status):
+        return False
     if status.get("observedGeneration") != generation or status.get("phase") != "Ready":
         return True
     last = parse_timestamp(status.get("lastAnalysisTime"))
@@ -222,14 +235,22 @@ async def analyze_domainmap(
         try:
             outcome = await asyncio.wait_for(
                 asyncio.to_thread(
-                    _analyze_blocking, parsed, configs, namespace, name, version, context, reporter
+                    _analyze_blocking,
+                    parsed,
+                    configs,
+                    namespace,
+                    name,
+                    version,
+                    context,
+                    reporter,
+                    _labeling_record(live),
                 ),
                 timeout=context.analysis_timeout_s,
             )
         except Exception as error:  # noqa: BLE001 - classified below; unknown ones re-raised
             _fail(body, patch, _classify(error, parsed), generation=generation, now=context.clock())
             return
-    result, previous, sampled, source_points, labeled = outcome
+    result, previous, sampled, source_points, plan = outcome
     patterns = discover_patterns(previous, result.domains, drift_threshold=parsed.drift_threshold)
     status = analyzed_status(
         body.get("status"),
@@ -238,14 +259,13 @@ async def analyze_domainmap(
         version=version,
         sampled=sampled,
         source_points=source_points,
-        labeled=labeled,
+        labeled=0 if plan is not None else None,
         catalog=(parsed.catalog_cluster, parsed.catalog_collection),
         confidence_threshold=parsed.confidence_threshold,
         generation=generation,
         now=context.clock(),
     )
     status["message"] = ""
-    patch.status.update(status)
     kopf.info(
         body,
         reason="Analyzed",
@@ -254,12 +274,6 @@ async def analyze_domainmap(
     )
     if patterns.drifted:
         kopf.event(body, type="Normal", reason="Drifted", message=patterns.summary())
-    if parsed.specialize == "auto":
-        # Publish the domains now (kopf writes the patch only after this handler), so the
-        # children find their domain at once instead of retrying.
-        with contextlib.suppress(api.KubernetesApiError):
-            await api.patch_status(GROUP, VERSION, PLURAL, namespace, name, status)
-        await _specialize_domains(body, parsed, result.domains, context)
     if result.confidence < parsed.confidence_threshold:
         kopf.warn(
             body,
@@ -267,24 +281,40 @@ async def analyze_domainmap(
             message=f"confidence {result.confidence:.2f} is below "
             f"{parsed.confidence_threshold:.2f}",
         )
+    if plan is not None:
+        await _start_labeling(body, patch, parsed, plan, status, live, context)
+        return
+    patch.status.update(status)
+    if parsed.specialize == "auto":
+        # Publish the domains now (kopf writes the patch only after this handler), so the
+        # children find their domain at once instead of retrying.
+        with contextlib.suppress(api.KubernetesApiError):
+            await api.patch_status(GROUP, VERSION, PLURAL, namespace, name, status)
+        await _specialize_domains(body, parsed, status["domains"], context)
     logger.info("DomainMap %s/%s analysed: %d domains", namespace, name, len(result.domains))
 
 
 async def _specialize_domains(
-    body: kopf.Body, parsed: DomainMapSpec, domains: Sequence[Domain], context: OperatorContext
+    body: kopf.Body,
+    parsed: DomainMapSpec,
+    domains: Sequence[Mapping[str, Any]],
+    context: OperatorContext,
 ) -> None:
-    """Create (idempotently) one owned ClusterSpecialization per domain."""
+    """Create (idempotently) one owned ClusterSpecialization per domain (the status's
+    summaries: id, name, size)."""
     namespace, name = body.meta.namespace or "default", body.meta.name or ""
     strategies = dict(parsed.specialization_targets)
     placement = place_domains(
-        {d.id: d.size for d in domains}, [cluster for cluster, _ in parsed.specialization_targets]
+        {str(d["id"]): int(d["size"]) for d in domains},
+        [cluster for cluster, _ in parsed.specialization_targets],
     )
     created = 0
     for domain in domains:
-        cluster = placement[domain.id]
+        domain_id, domain_name = str(domain["id"]), str(domain["name"])
+        cluster = placement[domain_id]
         spec: dict[str, Any] = {
             "domainMap": name,
-            "domain": domain.id,
+            "domain": domain_id,
             "target": {"cluster": cluster},
         }
         if strategies.get(cluster):
@@ -293,9 +323,9 @@ async def _specialize_domains(
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "ClusterSpecialization",
             "metadata": {
-                "name": kubernetes_name(name, domain.name),
+                "name": kubernetes_name(name, domain_name),
                 "namespace": namespace,
-                "labels": {DOMAINMAP_LABEL: name, DOMAIN_LABEL: domain.id},
+                "labels": {DOMAINMAP_LABEL: name, DOMAIN_LABEL: domain_id},
                 "ownerReferences": [
                     {
                         "apiVersion": f"{GROUP}/{VERSION}",
@@ -328,10 +358,13 @@ def _analyze_blocking(
     version: int,
     context: OperatorContext,
     reporter: _ProgressReporter,
-) -> tuple[Any, list[Domain], int, int, int | None]:
+    previous_labeling: tuple[str, int] | None,
+) -> tuple[Any, list[Domain], int, int, LabelingPlan | None]:
     fleet = context.fleet_factory(configs)
     try:
         source = fleet.get(parsed.source_cluster)
+        if previous_labeling is not None:  # an older analysis's plan and progress go
+            LabelingProgressStore(source).clear(*previous_labeling)
         catalog = fleet.get(parsed.catalog_cluster)
         owner = owner_of(namespace, name)
         previous = [e.to_domain() for e in read_catalog(catalog, parsed.catalog_collection, owner)]
@@ -349,7 +382,9 @@ def _analyze_blocking(
             on_stage=lambda stage: reporter.report("Analyzing", stage),
             vector=vector,
         )
-        report = publish_domains(
+        # The catalog first: the labeling Job's workers read the domains from their plan, and
+        # the routers place new writes by the catalog meanwhile.
+        publish_domains(
             source,
             parsed.source_collection,
             catalog,
@@ -357,17 +392,23 @@ def _analyze_blocking(
             owner,
             outcome.result,
             version,
-            label=parsed.labeling_enabled,
-            batch_size=parsed.labeling_batch_size,
-            on_progress=lambda done, total: reporter.report(
-                "Labeling",
-                f"labelled {done:,} of {total:,} points",
-                {"labeling": {"labeled": done, "total": total, "enabled": True}},
-            ),
+            label=False,
             vector=vector,
         )
-        labeled = report.labeled if report is not None else None
-        return outcome.result, previous, outcome.sampled, outcome.source_points, labeled
+        plan = None
+        if parsed.labeling_enabled:
+            plan = plan_labeling(
+                source,
+                parsed.source_collection,
+                outcome.result.domains,
+                name=labeling_name(owner, version),
+                version=version,
+                workers=parsed.labeling_workers,
+                sample_ids=outcome.sample_ids,
+                vector=vector,
+            )
+            LabelingProgressStore(source).save_plan(plan)
+        return outcome.result, previous, outcome.sampled, outcome.source_points, plan
     finally:
         fleet.close()
 
@@ -421,6 +462,250 @@ class _ProgressReporter:
             future.result(timeout=15)
 
 
+def labeling_in_flight(status: Mapping[str, Any]) -> bool:
+    """Whether the DomainMap's labeling Job runs (the labeling timer follows it only then)."""
+    return status.get("phase") == "Labeling" and bool((status.get("labeling") or {}).get("job"))
+
+
+async def _start_labeling(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    parsed: DomainMapSpec,
+    plan: LabelingPlan,
+    status: dict[str, Any],
+    live: Mapping[str, Any],
+    context: OperatorContext,
+) -> None:
+    """Create the labeling Job of ``plan``; the status says Labeling until it is done."""
+    namespace, name = body.meta.namespace or "default", body.meta.name or ""
+    generation, now = body.meta.get("generation"), context.clock()
+    source = parsed.cluster(parsed.source_cluster)
+    if source.url and source.api_key_env and not source.secret:
+        message = (
+            f"cluster {source.name!r} takes its API key from the operator's environment "
+            "(apiKeyEnv); the labeling Job needs apiKeySecretRef"
+        )
+        _fail(
+            body,
+            patch,
+            _Failure("LabelingNeedsSecret", message, None),
+            generation=generation,
+            now=now,
+        )
+    previous = (live.get("labeling") or {}).get("job")
+    job = labeling_job(
+        body={"metadata": {"name": name, "namespace": namespace, "uid": body.meta.uid}},
+        parsed=parsed,
+        plan_name=plan.name,
+        version=plan.version,
+        image=context.image,
+    )
+    job_name = str(job["metadata"]["name"])
+    jobs = f"/apis/batch/v1/namespaces/{namespace}/jobs"
+    try:
+        if previous and previous != job_name:  # an older analysis's labels are not wanted now
+            await api.delete_object(f"{jobs}/{previous}")
+        await api.create_object(jobs, job)
+    except api.KubernetesApiError as error:
+        _fail(body, patch, _classify(error, parsed), generation=generation, now=now)
+    message = (
+        f"Job {job_name} labels {plan.total:,} points with {parsed.labeling_workers} "
+        f"worker(s) over {len(plan.ranges)} id range(s)"
+    )
+    conditions = status["conditions"]
+    ready_before = next((c for c in live.get("conditions") or [] if c.get("type") == "Ready"), None)
+    if ready_before is not None and ready_before.get("status") == "True":
+        # The previous analysis stays Ready (routers serve it) until this one is labelled:
+        # Ready at a generation means that generation's domains label every point.
+        conditions = [dict(ready_before) if c.get("type") == "Ready" else c for c in conditions]
+    else:
+        conditions = set_condition(
+            conditions,
+            "Ready",
+            "Unknown",
+            "Labeling",
+            message,
+            observed_generation=generation,
+            now=now,
+        )
+    conditions = set_condition(
+        conditions,
+        "Labeled",
+        "False",
+        "LabelingRunning",
+        message,
+        observed_generation=generation,
+        now=now,
+    )
+    status.update(
+        {
+            "phase": "Labeling",
+            "conditions": conditions,
+            "message": message,
+            "labeling": {
+                "enabled": True,
+                "job": job_name,
+                "plan": plan.name,
+                "workers": parsed.labeling_workers,
+                "ranges": len(plan.ranges),
+                **labeling_progress([None] * len(plan.ranges), total=plan.total, now=0.0),
+            },
+        }
+    )
+    patch.status.update(status)
+    kopf.info(body, reason="Labeling", message=message)
+
+
+def _job_outcome(job: Mapping[str, Any]) -> tuple[str, str]:
+    """("running" | "succeeded" | "failed", the failure's reason and message)."""
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") == "Complete":
+            return "succeeded", ""
+        if condition.get("type") == "Failed":
+            return "failed", f"{condition.get('reason', 'Failed')}: {condition.get('message', '')}"
+    return "running", ""
+
+
+def _labeling_blocking(
+    parsed: DomainMapSpec,
+    configs: list[ClusterConfig],
+    context: OperatorContext,
+    labeling: Mapping[str, Any],
+    *,
+    final: bool,
+) -> dict[str, Any]:
+    """The workers' progress as status fields; once the Job is done, the exact count of
+    points carrying this version's label too."""
+    fleet = context.fleet_factory(configs)
+    try:
+        source = fleet.get(parsed.source_cluster)
+        store = LabelingProgressStore(source)
+        ranges = int(labeling.get("ranges") or 0)
+        progress = labeling_progress(
+            store.progress(str(labeling["plan"]), ranges),
+            total=int(labeling.get("total") or 0),
+            now=time.time(),
+        )
+        if final:
+            plan = store.load_plan(str(labeling["plan"]))
+            total = source.count(plan.collection)
+            todo = unlabeled_filter(plan.version, plan.version_key)
+            progress["total"] = total
+            progress["labeled"] = total - source.count(plan.collection, count_filter=todo)
+        return progress
+    finally:
+        fleet.close()
+
+
+async def follow_labeling(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    context: OperatorContext,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+) -> None:
+    """While Labeling: copy the workers' progress into the status; when the Job is done, go
+    Ready (and specialize, when asked) or say why it failed."""
+    namespace, name = body.meta.namespace or "default", body.meta.name or ""
+    generation, status = body.meta.get("generation"), body.get("status") or {}
+    labeling = dict(status.get("labeling") or {})
+    job_name = str(labeling["job"])
+    try:
+        parsed = parse_domainmap_spec(body.spec, name=name, defaults=context.spec_defaults)
+        job = await api.get_json(f"/apis/batch/v1/namespaces/{namespace}/jobs/{job_name}")
+    except api.NotFound:
+        failure = _Failure(
+            "LabelingJobMissing",
+            f"the labeling Job {job_name} disappeared; change the spec to label again",
+            None,
+        )
+        _report_labeling_failure(body, patch, failure, generation, context)
+        return
+    except (SpecError, api.KubernetesApiError):
+        return  # a new spec is analysed by the change handlers; the API is retried next tick
+    outcome, detail = _job_outcome(job)
+    try:
+        configs = await resolve_clusters(
+            [parsed.cluster(parsed.source_cluster)], namespace, policy=context.credential_policy
+        )
+        progress = await asyncio.to_thread(
+            _labeling_blocking, parsed, configs, context, labeling, final=outcome == "succeeded"
+        )
+    except (QdrantError, api.KubernetesApiError) as error:
+        if outcome == "running":
+            return  # progress is best effort; the Job's outcome decides
+        logger.warning("labeling of %s/%s: cannot read its progress: %s", namespace, name, error)
+        progress = {}
+    labeling.update(progress)
+    summary = (
+        f"labelled {labeling.get('labeled', 0):,} of {labeling.get('total', 0):,} points "
+        f"({labeling.get('workersDone', 0)} of {labeling.get('ranges', 0)} range(s) done, "
+        f"{labeling.get('pointsPerSecond', 0.0):,.0f} points/s)"
+    )
+    if outcome == "running":
+        patch.status["labeling"] = labeling
+        patch.status["message"] = f"Job {job_name}: {summary}"
+        return
+    if outcome == "failed":
+        patch.status["labeling"] = labeling
+        failure = _Failure(
+            "LabelingFailed",
+            f"the labeling Job {job_name} failed ({detail.strip(': ')}); {summary}; the labels "
+            "written stay; see the Job's logs, fix, and change the spec to label again",
+            None,
+        )
+        _report_labeling_failure(body, patch, failure, generation, context)
+        return
+    now = context.clock()
+    conditions = status.get("conditions") or []
+    analyzed: Mapping[str, Any] = next((c for c in conditions if c.get("type") == "Analyzed"), {})
+    message = str(analyzed.get("message") or summary)
+    conditions = set_condition(
+        conditions, "Ready", "True", "Analyzed", message, observed_generation=generation, now=now
+    )
+    conditions = set_condition(
+        conditions,
+        "Labeled",
+        "True",
+        "Labeled",
+        f"Job {job_name}: {summary}",
+        observed_generation=generation,
+        now=now,
+    )
+    ready = {"phase": "Ready", "conditions": conditions, "labeling": labeling, "message": ""}
+    patch.status.update(ready)
+    kopf.info(body, reason="Labeled", message=f"Job {job_name}: {summary}")
+    if parsed.specialize == "auto":
+        with contextlib.suppress(api.KubernetesApiError):
+            await api.patch_status(GROUP, VERSION, PLURAL, namespace, name, ready)
+        await _specialize_domains(body, parsed, status.get("domains") or [], context)
+
+
+def _report_labeling_failure(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    failure: _Failure,
+    generation: int | None,
+    context: OperatorContext,
+) -> None:
+    now = context.clock()
+    failed = failed_status(
+        body.get("status"), failure.reason, failure.message, generation=generation, now=now
+    )
+    failed["conditions"] = set_condition(
+        failed["conditions"],
+        "Labeled",
+        "False",
+        failure.reason,
+        failure.message,
+        observed_generation=generation,
+        now=now,
+    )
+    patch.status.update(failed)
+    kopf.event(body, type="Warning", reason=failure.reason, message=failure.message)
+
+
 async def cleanup_domainmap(
     body: kopf.Body,
     context: OperatorContext,
@@ -437,7 +722,15 @@ async def cleanup_domainmap(
         configs = await resolve_clusters(
             parsed.clusters, namespace, policy=context.credential_policy
         )
-        await asyncio.to_thread(_cleanup_blocking, parsed, configs, namespace, name, context)
+        await asyncio.to_thread(
+            _cleanup_blocking,
+            parsed,
+            configs,
+            namespace,
+            name,
+            context,
+            _labeling_record(body.get("status") or {}),
+        )
     except (QdrantError, api.KubernetesApiError) as error:
         raise kopf.TemporaryError(f"cleanup failed: {error}", delay=30) from None
     kopf.info(
@@ -448,15 +741,27 @@ async def cleanup_domainmap(
     )
 
 
+def _labeling_record(status: Mapping[str, Any]) -> tuple[str, int] | None:
+    """The plan name and range count of the status's labeling run, if it had one."""
+    labeling = status.get("labeling") or {}
+    if not labeling.get("plan"):
+        return None
+    return str(labeling["plan"]), int(labeling.get("ranges") or 0)
+
+
 def _cleanup_blocking(
     parsed: DomainMapSpec,
     configs: list[ClusterConfig],
     namespace: str,
     name: str,
     context: OperatorContext,
+    labeling: tuple[str, int] | None = None,
 ) -> None:
     fleet = context.fleet_factory(configs)
     try:
+        if labeling is not None:
+            with contextlib.suppress(CollectionNotFound):
+                LabelingProgressStore(fleet.get(parsed.source_cluster)).clear(*labeling)
         delete_catalog(
             fleet.get(parsed.catalog_cluster), parsed.catalog_collection, owner_of(namespace, name)
         )

@@ -38,6 +38,9 @@ TERMINAL_REASONS = frozenset(
         "InsecureTransport",
         "AuthenticationFailed",
         "InvalidSource",
+        "LabelingFailed",
+        "LabelingJobMissing",
+        "LabelingNeedsSecret",
     }
 )
 

@@ -24,6 +24,8 @@ from librarian.operator.domainmap import (
     analyze_domainmap,
     cleanup_domainmap,
     context_from,
+    follow_labeling,
+    labeling_in_flight,
 )
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "credentials_from",
     "domainmap_changed",
     "domainmap_deleted",
+    "domainmap_labeling_watch",
     "domainmap_reanalysis",
     "domainmap_resumed",
     "login",
@@ -130,6 +133,25 @@ async def domainmap_reanalysis(
         return  # a new generation: the update handler analyses it
     if analysis_due(body.spec, status, generation, context.clock(), context.spec_defaults):
         await analyze_domainmap(body, patch, context, logger)
+
+
+def _labeling(status: kopf.Status, **_: Any) -> bool:
+    """Is a DomainMap's labeling Job running?"""
+    return labeling_in_flight(status)
+
+
+@kopf.timer(
+    GROUP,
+    VERSION,
+    PLURAL,
+    interval=TIMER_TICK_S,
+    initial_delay=TIMER_TICK_S,
+    when=_labeling,  # only while its labeling Job runs
+)
+async def domainmap_labeling_watch(
+    *, body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any
+) -> None:
+    await follow_labeling(body, patch, context_from(memo), logger)
 
 
 @kopf.on.create(GROUP, VERSION, specialization.PLURAL)

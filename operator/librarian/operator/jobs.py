@@ -1,11 +1,12 @@
-"""The migration Job: a ``batch/v1`` Job that runs ``librarian migrate`` for one specialization.
+"""The operator's Jobs: ``librarian migrate`` for one specialization, ``librarian label`` for a
+DomainMap's analysis (an Indexed Job: one completion index per id range, run in parallel).
 
 Why this exists: data moves run outside the operator (a crash or a restart of
 the operator must not stop or duplicate them, and they need their own
 resources and deadline). The Job uses the operator's image, gets API keys only
 as environment variables from Secrets, runs as a numeric non-root user under
 the "restricted" Pod Security Standard, and is owned by its
-ClusterSpecialization so it is garbage-collected with it.
+ClusterSpecialization (the labeling Job by its DomainMap) so it is garbage-collected with it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from librarian.contracts.metadata import SPECIALIZATION_LABEL
+from librarian.contracts.metadata import DOMAINMAP_LABEL, SPECIALIZATION_LABEL
 from librarian.kube.spec import SecretRef
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "SOURCE_API_KEY_ENV",
     "TARGET_API_KEY_ENV",
     "JobSettings",
+    "build_labeling_job",
     "build_migration_job",
 ]
 
@@ -63,37 +65,30 @@ def _secret_env(name: str, ref: SecretRef | None) -> list[dict[str, Any]]:
     return [{"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
 
 
-def build_migration_job(
+def _job(
     *,
     name: str,
     namespace: str,
     owner: Mapping[str, Any],
+    command: str,
     args: Sequence[str],
     settings: JobSettings,
-    source_secret: SecretRef | None = None,
-    target_secret: SecretRef | None = None,
-    labels: Mapping[str, str] | None = None,
+    env: list[dict[str, Any]],
+    labels: Mapping[str, str],
+    spec: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The Job manifest; ``owner`` is the ClusterSpecialization body (apiVersion, kind, metadata)."""
     meta = owner["metadata"]
-    job_labels = {
-        "app.kubernetes.io/name": "qdrant-librarian",
-        "app.kubernetes.io/component": "migration",
-        SPECIALIZATION_LABEL: str(meta["name"]),
-        **(labels or {}),
-    }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        # The migration talks to Qdrant only, never to the Kubernetes API: no token in the pod.
+        # The Job talks to Qdrant only, never to the Kubernetes API: no token in the pod.
         "automountServiceAccountToken": False,
         "securityContext": dict(RESTRICTED_POD),
         "containers": [
             {
-                "name": "migrate",
+                "name": command,
                 "image": settings.image,
-                "args": ["migrate", *args],
-                "env": _secret_env(SOURCE_API_KEY_ENV, source_secret)
-                + _secret_env(TARGET_API_KEY_ENV, target_secret),
+                "args": [command, *args],
+                "env": env,
                 "resources": dict(settings.resources),
                 "securityContext": dict(RESTRICTED_CONTAINER),
                 "workingDir": "/tmp",
@@ -110,7 +105,7 @@ def build_migration_job(
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": job_labels,
+            "labels": dict(labels),
             "ownerReferences": [
                 {
                     "apiVersion": owner["apiVersion"],
@@ -123,9 +118,75 @@ def build_migration_job(
             ],
         },
         "spec": {
+            **(spec or {}),
             "backoffLimit": settings.backoff_limit,
             "activeDeadlineSeconds": settings.active_deadline_s,
             "ttlSecondsAfterFinished": settings.ttl_after_finished_s,
-            "template": {"metadata": {"labels": job_labels}, "spec": pod_spec},
+            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
         },
     }
+
+
+def build_migration_job(
+    *,
+    name: str,
+    namespace: str,
+    owner: Mapping[str, Any],
+    args: Sequence[str],
+    settings: JobSettings,
+    source_secret: SecretRef | None = None,
+    target_secret: SecretRef | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The Job manifest; ``owner`` is the ClusterSpecialization body (apiVersion, kind, metadata)."""
+    job_labels = {
+        "app.kubernetes.io/name": "qdrant-librarian",
+        "app.kubernetes.io/component": "migration",
+        SPECIALIZATION_LABEL: str(owner["metadata"]["name"]),
+        **(labels or {}),
+    }
+    return _job(
+        name=name,
+        namespace=namespace,
+        owner=owner,
+        command="migrate",
+        args=args,
+        settings=settings,
+        env=_secret_env(SOURCE_API_KEY_ENV, source_secret)
+        + _secret_env(TARGET_API_KEY_ENV, target_secret),
+        labels=job_labels,
+    )
+
+
+def build_labeling_job(
+    *,
+    name: str,
+    namespace: str,
+    owner: Mapping[str, Any],
+    args: Sequence[str],
+    settings: JobSettings,
+    workers: int,
+    source_secret: SecretRef | None = None,
+) -> dict[str, Any]:
+    """The labeling Job: ``workers`` pods at once, pod ``i`` labelling id range ``i`` (Kubernetes
+    gives it as ``JOB_COMPLETION_INDEX``); ``owner`` is the DomainMap body.
+
+    A pod that dies is replaced (up to the backoff limit) and resumes its range from the
+    last page it committed.
+    """
+    job_labels = {
+        "app.kubernetes.io/name": "qdrant-librarian",
+        "app.kubernetes.io/component": "labeling",
+        DOMAINMAP_LABEL: str(owner["metadata"]["name"]),
+    }
+    return _job(
+        name=name,
+        namespace=namespace,
+        owner=owner,
+        command="label",
+        args=args,
+        settings=settings,
+        env=_secret_env(SOURCE_API_KEY_ENV, source_secret),
+        labels=job_labels,
+        spec={"completionMode": "Indexed", "completions": workers, "parallelism": workers},
+    )

@@ -16,7 +16,7 @@ from librarian.core.discovery import DiscoveryResult, Domain, discover
 from librarian.services.catalog import write_catalog
 from librarian.services.labeling import LabelingReport, ProgressCallback, label_points
 from librarian.services.sampling import sample_points
-from librarian.storage.port import QdrantPort
+from librarian.storage.port import PointId, QdrantPort
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class AnalysisOutcome:
     sampled: int
     dimension: int
     source_points: int
+    sample_ids: tuple[PointId, ...] = ()  # the sampled points' ids (labeling ranges cut at them)
 
 
 def analyze_collection(
@@ -63,6 +64,7 @@ def analyze_collection(
         sampled=len(sample.ids),
         dimension=int(sample.vectors.shape[1]),
         source_points=source_points,
+        sample_ids=tuple(sample.ids),
     )
 
 
