@@ -286,5 +286,10 @@ def test_a_fusion_over_several_keys_is_refused_with_the_way_out(tmp_path: Path) 
         with pytest.raises(InvalidRequest, match="query one shard key at a time"):
             port.query_points("docs", request)
         assert len(port.query_points("docs", request, shard_keys=["p1"])) == 4
+        sample = models.QueryRequest(
+            query=models.SampleQuery(sample=models.Sample.RANDOM), limit=12
+        )
+        drawn = [p.id for p in port.query_points("docs", sample)]
+        assert len(set(drawn)) == 12
     finally:
         port.close()

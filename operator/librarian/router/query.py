@@ -341,6 +341,26 @@ class Querying:
             units = [u for u in units if view.routes[u].cluster in clusters]
         return units
 
+    async def plan_partitions(
+        self,
+        view: View,
+        vector: list[float],
+        strategy: str | None = None,
+        clusters: Sequence[str] | None = None,
+    ) -> tuple[list[int], dict[int, tuple[str, ...]]]:
+        """The domains a search for ``vector`` goes to, and in each whose home is sharded by
+        partition the shard keys of the partitions chosen (the routing units are partitions;
+        a domain that is not sharded so is one unit, searched whole)."""
+        library = view.library
+        partitions = library.partition_routing if library is not None else None
+        if partitions is None:
+            return await self.plan(view, vector, strategy, clusters), {}
+        decision = await self.state.decisions.decide(partitions.router, vector, strategy)
+        units, keys = partitions.selection(decision.units)
+        if clusters:
+            units = [u for u in units if view.routes[u].cluster in clusters]
+        return units, {u: k for u, k in keys.items() if u in units}
+
     async def search(
         self,
         view: View,
@@ -352,13 +372,14 @@ class Querying:
         clusters: Sequence[str] | None = None,
         weights: dict[str, float] | None = None,
     ) -> Answer:
-        """A routed search: planned units only, fused, paged; shadowed now and then."""
-        units = await self.plan(view, search.vector, strategy, clusters)
+        """A routed search: planned units only (the chosen partitions of each domain's home),
+        fused, paged; shadowed now and then."""
+        units, keys = await self.plan_partitions(view, search.vector, strategy, clusters)
         if not units:
             raise ApiError(
                 400, "Wrong input: none of the requested clusters holds a domain of this library"
             )
-        answer = await self._search_units(view, search, units, timeout, fusion, weights)
+        answer = await self._search_units(view, search, units, timeout, fusion, weights, keys)
         if view.routed and not clusters:
             units, answer = await self._probe_further(
                 view, search, list(units), answer, timeout, strategy, fusion, weights
@@ -407,10 +428,16 @@ class Querying:
         timeout: float,
         fusion: str | None = None,
         weights: dict[str, float] | None = None,
+        keys: Mapping[int, tuple[str, ...]] | None = None,
     ) -> Answer:
+        """Search ``units`` (each home once: only ``keys``' shard keys of a domain that has them,
+        the whole domain otherwise)."""
         fetch = search.depth + (1 if search.exclude_id is not None else 0)
+        chosen = {view.routes[u].key: k for u, k in (keys or {}).items()}
         while True:
-            lists, result, full = await self._unit_lists(view, search, units, fetch, timeout)
+            lists, result, full = await self._unit_lists(
+                view, search, units, fetch, timeout, chosen
+            )
             if not full:
                 break
             fetch *= 2  # superseded copies left places a unit's next hits may take
@@ -422,7 +449,13 @@ class Querying:
         return Answer(fused[search.offset : search.depth], list(units), result.failed, lists)
 
     async def _unit_lists(
-        self, view: View, search: Search, units: Sequence[int], fetch: int, timeout: float
+        self,
+        view: View,
+        search: Search,
+        units: Sequence[int],
+        fetch: int,
+        timeout: float,
+        keys: Mapping[str, tuple[str, ...]] | None = None,
     ) -> tuple[list[list[Hit]], FanOut[list[Hit]], bool]:
         """Each unit's ``fetch`` nearest hits without copies a newer copy (or tombstone) in any
         home supersedes; and whether a unit that had more lost some of them so."""
@@ -438,6 +471,7 @@ class Querying:
                 with_payload=payload or view.routed,  # versions, to keep the newest copy
                 with_vector=search.with_vector if vectors else False,
                 using=view.vector or None,
+                shard_key=list((keys or {}).get(route.key, ())) or None,
             )
 
             def run(port: QdrantPort) -> list[Hit]:
@@ -650,8 +684,23 @@ class Querying:
     async def predict(
         self, library: Library, vector: list[float], strategy: str | None
     ) -> dict[str, Any]:
-        """PredictOptimalClusters: which domains (and clusters) a vector would be sent to."""
-        decision = await self.state.decisions.decide(library.router, vector, strategy or None)
+        """PredictOptimalClusters: which domains (and clusters) a vector would be sent to, and
+        in each domain whose home is sharded by partition, which partitions (shard keys); a
+        domain searched whole has ``partitions: null``."""
+        partitioned = library.partition_routing
+        if partitioned is None:
+            decision = await self.state.decisions.decide(library.router, vector, strategy or None)
+            units, keys = list(decision.units), dict[int, tuple[str, ...]]()
+            shares = {u: float(decision.scores[u]) for u in units}
+        else:
+            decision = await self.state.decisions.decide(
+                partitioned.router, vector, strategy or None
+            )
+            units, keys = partitioned.selection(decision.units)
+            shares = {}
+            for unit in decision.units:
+                domain = partitioned.units[unit][0]
+                shares[domain] = shares.get(domain, 0.0) + float(decision.scores[unit])
         domains = [
             {
                 "index": u,
@@ -659,9 +708,10 @@ class Querying:
                 "name": library.domains[u].name,
                 "cluster": library.domains[u].cluster,
                 "collection": library.domains[u].collection,
-                "share": round(float(decision.scores[u]), 4),
+                "share": round(shares[u], 4),
+                "partitions": list(keys[u]) if u in keys else None,
             }
-            for u in decision.units
+            for u in units
         ]
         return {
             "domains": domains,

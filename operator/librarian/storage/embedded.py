@@ -1358,8 +1358,9 @@ class EmbeddedQdrant:
         """Qdrant's universal query on one collection (see :mod:`librarian.storage.edge_queries`);
         points named by id in the query are read from this collection. Over several shards
         each answers the whole request and the hits merge by score (by order value for
-        ``order_by``), as Qdrant merges its shards'; a fusion, MMR or random sample at the top
-        of the request needs the candidates of every shard at once, so it is refused there."""
+        ``order_by``; a random sample at random), as Qdrant merges its shards'; a fusion or MMR
+        at the top of the request needs the candidates of every shard at once, so it is refused
+        there (the router fuses its homes' candidates itself)."""
         if request.shard_key is not None:
             if shard_keys is not None:
                 raise InvalidRequest(
@@ -1391,7 +1392,10 @@ class EmbeddedQdrant:
                 hits.extend(self._call(collection, partial(shard.query, edge_request)))
         if len(selected) > 1:
             order_by = _order_by(request.query)
-            if order_by is not None:
+            if isinstance(request.query, models.SampleQuery):  # a random page of all of them
+                random.shuffle(hits)
+                hits = hits[offset : offset + limit]
+            elif order_by is not None:
                 hits = _by_order_value(hits, limit, offset, order_by)
             else:
                 ascending = self._ascending(collection, request.using, request.query)
@@ -1415,13 +1419,13 @@ class EmbeddedQdrant:
 
     def _check_mergeable(self, collection: str, request: models.QueryRequest) -> None:
         query = request.query
-        unmergeable = isinstance(
-            query, models.FusionQuery | models.RrfQuery | models.SampleQuery
-        ) or (isinstance(query, models.NearestQuery) and query.mmr is not None)
+        unmergeable = isinstance(query, models.FusionQuery | models.RrfQuery) or (
+            isinstance(query, models.NearestQuery) and query.mmr is not None
+        )
         if unmergeable:
             raise InvalidRequest(
                 self._cluster,
-                "Wrong input: a fusion, MMR or random sample over several shard keys needs "
+                "Wrong input: a fusion or MMR over several shard keys needs "
                 "every key's candidates together; query one shard key at a time, or fuse the "
                 "answers of plain queries on the caller's side",
                 collection=collection,

@@ -1068,11 +1068,17 @@ class RemoteQdrant:
         if "with_vector" in fields:
             fields["with_vectors"] = fields.pop("with_vector")
         fields.setdefault("with_payload", False)  # Qdrant's default for the query API
+        fallback: models.ShardKeyWithFallback | None = None
+        if shard_keys is None and request.shard_key is not None:  # the request's own selector
+            named = request.shard_key
+            if isinstance(named, models.ShardKeyWithFallback):
+                fallback = named if self._local_shard_keys is None else None
+            else:
+                shard_keys = [str(k) for k in (named if isinstance(named, list) else [named])]
+        selector = fallback if fallback is not None else self._selector(collection, shard_keys)
         response = self._call(
             collection,
-            lambda: self._client.query_points(
-                collection, shard_key_selector=self._selector(collection, shard_keys), **fields
-            ),
+            lambda: self._client.query_points(collection, shard_key_selector=selector, **fields),
         )
         return list(response.points)
 
