@@ -117,6 +117,10 @@ def sharded(tmp_path: Path) -> Iterator[tuple[Library, _Recording, QdrantClient,
         reference.close()
 
 
+def west_count(built: Library, key: str) -> int:
+    return built.fleet.get("west").count("library-d2", shard_keys=[key])
+
+
 def _keys_of(west: QdrantPort, point_id: int) -> list[str]:
     return [
         key
@@ -165,6 +169,16 @@ def test_a_routed_search_asks_the_home_once_with_the_chosen_partitions(sharded: 
         asked = [keys for collection, keys in recording.asked if collection == "library-d2"]
         assert len(asked) == 1  # one call to the home
         assert sorted(asked[0]) == sorted(chosen)
+        # the share of points touched counts the chosen partitions, not their whole domain
+        sizes = {key: west_count(built, key) for key in (f"d2-p{i}" for i in range(PARTS))}
+        others = [d for d in predicted["domains"] if d["id"] != "d2"]
+        whole = sum(
+            r.size for r in built.definition.domains if r.domain_id in {d["id"] for d in others}
+        )
+        total = sum(r.size for r in built.definition.domains)
+        assert state.touched_share == pytest.approx(
+            (whole + sum(sizes[k] for k in chosen)) / total, abs=0.02
+        )
         status = http.get("/librarian/status").json()["result"]
         domains = {d["id"]: d for d in status["library"]["domains"]}
         assert domains["d2"]["shardedByPartition"] is True

@@ -381,11 +381,14 @@ class Querying:
             )
         answer = await self._search_units(view, search, units, timeout, fusion, weights, keys)
         if view.routed and not clusters:
+            asked = len(units)
             units, answer = await self._probe_further(
                 view, search, list(units), answer, timeout, strategy, fusion, weights
             )
+            if len(units) != asked:
+                keys = {}  # a widened search asked whole domains
         if view.routed:
-            self._account(view, units, search, answer, timeout)
+            self._account(view, units, search, answer, timeout, keys)
         return answer
 
     async def _probe_further(
@@ -532,9 +535,16 @@ class Querying:
         )
 
     def _account(
-        self, view: View, units: Sequence[int], search: Search, answer: Answer, timeout: float
+        self,
+        view: View,
+        units: Sequence[int],
+        search: Search,
+        answer: Answer,
+        timeout: float,
+        keys: Mapping[int, tuple[str, ...]] | None = None,
     ) -> None:
-        """Metrics of a routed search; maybe a shadow search of every domain."""
+        """Metrics of a routed search (the points it touched: its whole domains and its chosen
+        partitions); maybe a shadow search of everything it skipped."""
         state = self.state
         library = view.library
         assert library is not None
@@ -543,23 +553,55 @@ class Querying:
         metrics.domains_probed.observe(len(units))
         if len({view.routes[u].cluster for u in units}) > 1:
             metrics.cross_cluster_queries.inc()
-        sizes = library.router.sizes
-        share = float(sizes[list(units)].sum()) / max(float(sizes.sum()), 1.0)
+        keys = keys or {}
+        partitions = library.partition_routing
+        if partitions is not None:
+            sizes = partitions.router.sizes
+            touched = [
+                i
+                for i, (domain, key) in enumerate(partitions.units)
+                if domain in units and (domain not in keys or key in keys[domain])
+            ]
+        else:
+            sizes, touched = library.router.sizes, list(units)
+        share = float(sizes[touched].sum()) / max(float(sizes.sum()), 1.0)
         state.touched_share = (
             share if state.touched_share is None else 0.95 * state.touched_share + 0.05 * share
         )
         metrics.routing_efficiency.set(1.0 - state.touched_share)
-        if len(units) < len(view.routes) and state.estimator.should_shadow():
-            state.spawn(self._shadow(view, units, search, answer, timeout))
+        if (len(units) < len(view.routes) or keys) and state.estimator.should_shadow():
+            state.spawn(self._shadow(view, units, search, answer, timeout, keys))
 
     async def _shadow(
-        self, view: View, units: Sequence[int], search: Search, answer: Answer, timeout: float
+        self,
+        view: View,
+        units: Sequence[int],
+        search: Search,
+        answer: Answer,
+        timeout: float,
+        keys: Mapping[int, tuple[str, ...]] | None = None,
     ) -> None:
-        """Ask the domains the routed search skipped; compare the answers (recall estimate)."""
+        """Ask what the routed search skipped (whole domains, and the other partitions of the
+        domains it searched in part); compare the answers (recall estimate)."""
         skipped = set(units)
         everything = [u for u in range(len(view.routes)) if u not in skipped]
+        rest_keys: dict[int, tuple[str, ...]] = {}
+        for unit, chosen in (keys or {}).items():
+            others = tuple(p.id for p in view.routes[unit].partitions if p.id not in chosen)
+            placement = (
+                view.library.placements.get(view.routes[unit].home) if view.library else None
+            )
+            held = set(placement.keys) if placement is not None else set()
+            others = tuple(k for k in others if k in held)
+            if others:
+                everything.append(unit)
+                rest_keys[unit] = others
+        if not everything:
+            return
         try:
-            rest = await self._search_units(view, search, everything, timeout)
+            rest = await self._search_units(
+                view, search, everything, timeout, keys=rest_keys or None
+            )
         except Exception as error:  # noqa: BLE001 - a shadow query must never fail a request
             log.info("shadow query failed: %s", error)
             return
