@@ -11,9 +11,10 @@ of a collection run at once (the engine allows it and lets go of Python's
 interpreter lock while it works), while writes, optimization, loading and
 closing a shard have it to themselves. A collection with custom sharding
 (:attr:`CollectionSpec.shard_keys`) has one engine shard per shard key under
-``<path>/<collection>/keys/<key, hex-encoded>``, created on the key's first
-write (a key nobody wrote to is empty and costs nothing); reads over several
-keys merge the shards' answers as Qdrant merges its shards'. The engine lets
+``<path>/<collection>/keys/<key, hex-encoded>``, all created with the
+collection (a shard missing on disk, from an interrupted create, is made on
+its key's first write); reads over several keys merge the shards' answers as
+Qdrant merges its shards'. The engine lets
 one handle at a time open a shard, so every adapter on the same storage path
 in one process shares its handles (the router, the operator and an in-process
 migration can then work on one cluster at once); the last one to close closes
@@ -712,9 +713,12 @@ class EmbeddedQdrant:
                     lambda: edge.EdgeShard.create(str(folder / "shard"), edge_config(spec)),
                 )
                 self._shards[collection] = {None: shard}
-            else:  # each key's shard is created on its first write
+            else:  # one shard per key, made now: a first write must not wait for one
                 (folder / _KEYS_DIR).mkdir(parents=True)
                 self._shards[collection] = {}
+                _write_spec(folder, spec)
+                for key in spec.shard_keys:
+                    self._created(collection, key)
             _write_spec(folder, spec)
 
     def update_collection(self, collection: str, spec: CollectionSpec) -> None:
