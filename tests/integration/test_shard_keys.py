@@ -18,6 +18,7 @@ from librarian.storage.port import CollectionSpec, PointRecord, QdrantPort
 from librarian.storage.remote import RemoteQdrant
 
 from .conftest import make_points
+from .recording_server import Answer, Recorded, qdrant_ok, recording_server
 
 KEYS = ("p0", "p1", "p2")
 SHARDED = CollectionSpec(vector_size=8, distance="Cosine", shard_keys=KEYS)
@@ -293,3 +294,47 @@ def test_a_fusion_over_several_keys_is_refused_with_the_way_out(tmp_path: Path) 
         assert len(set(drawn)) == 12
     finally:
         port.close()
+
+
+def _server_answer(request: Recorded, index: int) -> Answer:
+    """Qdrant's answers to the calls a custom-sharded write makes (point 7 lives under p0)."""
+    path = request.path.split("?")[0]
+    if path.endswith("/exists"):
+        return qdrant_ok({"exists": False})
+    if path == "/collections/docs/points" and request.method == "POST":  # retrieve
+        return qdrant_ok([{"id": 7, "payload": None, "vector": None, "shard_key": "p0"}])
+    if path == "/collections/docs/points/scroll":
+        return qdrant_ok(
+            {"points": [{"id": 7, "payload": None, "vector": None}], "next_page_offset": None}
+        )
+    if path == "/collections/docs/points/count":
+        return qdrant_ok({"count": 3})
+    if path.startswith("/collections/docs/points"):
+        return qdrant_ok({"operation_id": index, "status": "completed"})
+    return qdrant_ok(True)
+
+
+def test_a_server_gets_custom_sharding_keys_and_a_move_as_qdrant_takes_them() -> None:
+    """The requests a remote Qdrant receives: the collection with custom sharding and its keys,
+    a write under its key, a point held under another key written then deleted from there
+    (judged there when the write is conditional), reads with their selector."""
+    with recording_server(_server_answer) as server:
+        port = RemoteQdrant.connect("remote", server.url, retries=0)
+        port.create_collection("docs", SHARDED)
+        port.upsert("docs", [_versioned(4, "moved")], shard_key="p1", update_filter=_older_than(4))
+        assert port.count("docs", shard_keys=["p1", "p2"]) == 3
+        port.close()
+    requests = [(r.method, r.path.split("?")[0], r.body) for r in server.requests]
+    created = next(b for m, p, b in requests if (m, p) == ("PUT", "/collections/docs"))
+    assert created["sharding_method"] == "custom"
+    keys = [b["shard_key"] for m, p, b in requests if (m, p) == ("PUT", "/collections/docs/shards")]
+    assert keys == list(KEYS)
+    scrolled = next(b for m, p, b in requests if p == "/collections/docs/points/scroll")
+    assert scrolled["shard_key"] == "p0"  # the condition is judged where the point is
+    writes = [b for m, p, b in requests if (m, p) == ("PUT", "/collections/docs/points")]
+    assert [w["shard_key"] for w in writes] == ["p1"]
+    assert "update_filter" not in writes[0]  # it matched where it was: moved as it is
+    deleted = next(b for m, p, b in requests if p == "/collections/docs/points/delete")
+    assert deleted == {"points": [7], "shard_key": "p0"}
+    counted = next(b for m, p, b in requests if p == "/collections/docs/points/count")
+    assert counted["shard_key"] == ["p1", "p2"]
