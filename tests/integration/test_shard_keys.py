@@ -327,8 +327,8 @@ def test_a_server_gets_custom_sharding_keys_and_a_move_as_qdrant_takes_them() ->
     requests = [(r.method, r.path.split("?")[0], r.body) for r in server.requests]
     created = next(b for m, p, b in requests if (m, p) == ("PUT", "/collections/docs"))
     assert created["sharding_method"] == "custom"
-    keys = [b["shard_key"] for m, p, b in requests if (m, p) == ("PUT", "/collections/docs/shards")]
-    assert keys == list(KEYS)
+    keys = [b for m, p, b in requests if (m, p) == ("PUT", "/collections/docs/shards")]
+    assert keys == [{"shard_key": key, "shards_number": 1} for key in KEYS]
     scrolled = next(b for m, p, b in requests if p == "/collections/docs/points/scroll")
     assert scrolled["shard_key"] == "p0"  # the condition is judged where the point is
     writes = [b for m, p, b in requests if (m, p) == ("PUT", "/collections/docs/points")]

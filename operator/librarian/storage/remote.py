@@ -444,11 +444,11 @@ class RemoteQdrant:
         )
         if self._local_shard_keys is not None:
             self._local_shard_keys[collection] = spec.shard_keys
-        elif custom:
+        elif custom:  # one shard per key: a key is one partition, a small part of a domain
             for key in spec.shard_keys or ():
                 self._call(
                     collection,
-                    lambda key=key: self._client.create_shard_key(collection, key),  # type: ignore[misc]
+                    lambda key=key: self._client.create_shard_key(collection, key, shards_number=1),  # type: ignore[misc]
                 )
 
     def _shard_keys_of(self, collection: str, sharding: Any) -> tuple[str, ...] | None:
