@@ -880,6 +880,65 @@ def _live_resources(url: str) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- migrate
 
 
+def _placement(
+    opened: list[tuple[Any, Any]],
+    target: Any,
+    target_collection: str,
+    domain_id: str,
+    *,
+    catalog: tuple[str | None, Path | None, str | None, str | None],
+    vector: str,
+) -> Any:
+    """The partition placement of a target sharded by partition (``None`` for any other)."""
+    from librarian.core.collection_spec import RoutingVectorError, routing_vector_name
+    from librarian.operator.jobs import CATALOG_API_KEY_ENV
+    from librarian.services.placement import read_placement
+    from librarian.storage.errors import CollectionNotFound
+    from librarian.storage.fleet import ClusterConfig, connect
+
+    url, embedded, collection, owner = catalog
+    try:
+        spec = target.collection_info(target_collection).spec
+    except CollectionNotFound:
+        return None
+    if spec.shard_keys is None:
+        return None
+    try:
+        vector = routing_vector_name(spec, vector or None)
+    except RoutingVectorError as error:
+        raise click.UsageError(f"--routing-vector: {error}") from None
+    if not collection or not owner or not (url or embedded):
+        raise click.UsageError(
+            f"{target_collection} has one shard key per partition: give --catalog-collection, "
+            "--catalog-owner and --catalog-url or --catalog-embedded so each point goes under "
+            "its partition's key"
+        )
+    wanted = (url, str(embedded) if embedded else None)
+    port = next((p for config, p in opened if (config.url, config.embedded) == wanted), None)
+    own = port is None
+    if port is None:  # the catalog lives on a third cluster
+        port = connect(
+            ClusterConfig(
+                name="catalog",
+                url=url,
+                embedded=wanted[1],
+                api_key=os.environ.get(CATALOG_API_KEY_ENV) or None,
+            )
+        )
+    try:
+        placement = read_placement(port, collection, owner, domain_id, vector)
+        placement = placement.restricted(spec.shard_keys) if placement is not None else None
+    finally:
+        if own:
+            port.close()
+    if placement is None:
+        raise click.ClickException(
+            f"the catalog {collection} holds no partitions of domain {domain_id}; "
+            f"{target_collection} cannot place its points"
+        )
+    return placement
+
+
 @main.command("migrate")
 @click.option("--name", required=True, help="Unique migration name (checkpoint key).")
 @click.option("--domain", "domain_id", required=True, help="Domain id (the label value).")
@@ -934,6 +993,19 @@ def _live_resources(url: str) -> list[dict[str, Any]]:
     help="Checks of differing points (with a growing pause between: in-flight writes land) "
     "before the migration fails naming them.",
 )
+@click.option("--catalog-url", help="The catalog's cluster URL (a target sharded by partition).")
+@click.option("--catalog-embedded", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--catalog-collection",
+    help="The catalog collection holding the domain's partitions: each point is written under "
+    "the shard key of its partition (a target created with one shard key per partition).",
+)
+@click.option("--catalog-owner", help="The catalog's owner (the DomainMap, namespace/name).")
+@click.option(
+    "--routing-vector",
+    default="",
+    help="The dense vector points are placed by (default: the unnamed one).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
 def migrate_command(
@@ -954,6 +1026,11 @@ def migrate_command(
     fence_version: int | None,
     dedicated_source: bool,
     verify_tries: int,
+    catalog_url: str | None,
+    catalog_embedded: Path | None,
+    catalog_collection: str | None,
+    catalog_owner: str | None,
+    routing_vector: str,
     as_json: bool,
 ) -> None:
     """Move one domain's points to its collection: copy, catch up, verify, clean up (resumable).
@@ -1004,10 +1081,19 @@ def migrate_command(
     same = (source_url, source_embedded) == (target_url, target_embedded)
     target = source if same else connect(target_config)
     try:
+        placement = _placement(
+            [(target_config, target), (source_config, source)],
+            target,
+            target_collection,
+            domain_id,
+            catalog=(catalog_url, catalog_embedded, catalog_collection, catalog_owner),
+            vector=routing_vector,
+        )
         report = migrate(
             source,
             target,
             plan,
+            placement=placement,
             now=time.time,
             on_progress=None
             if as_json

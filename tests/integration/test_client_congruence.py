@@ -32,11 +32,16 @@ ALLOWED_REFUSALS: dict[str, str] = {
 }
 
 
-@pytest.mark.parametrize("transport", congruence.TRANSPORTS)
+@pytest.mark.parametrize(
+    ("transport", "sharded"),
+    [*((t, False) for t in congruence.TRANSPORTS), ("rest", True)],
+    ids=[*congruence.TRANSPORTS, "rest-sharded-homes"],
+)
 def test_every_operation_is_answered_as_one_collection_answers(
-    transport: str, tmp_path: Path
+    transport: str, sharded: bool, tmp_path: Path
 ) -> None:
-    verdicts = congruence.judge_transport(tmp_path, transport, POINTS)
+    """(``rest-sharded-homes``: every home sharded by partition, writes placed by key.)"""
+    verdicts = congruence.judge_transport(tmp_path, transport, POINTS, sharded=sharded)
     wrong = [f"{v.case.operation}: {v.detail}" for v in verdicts if v.outcome == "wrong"]
     assert wrong == []
     refused = [v for v in verdicts if v.outcome == "refused"]

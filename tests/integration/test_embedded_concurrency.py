@@ -168,9 +168,10 @@ def test_two_readers_are_inside_the_engine_at_once_and_a_write_waits_for_them(
     adapter: EmbeddedQdrant,
 ) -> None:
     adapter.count(COLLECTION)  # the shard is open
-    shards: dict[str, Any] = adapter._shards  # instrumenting the engine behind the adapter
-    meeting = _MeetingShard(shards[COLLECTION], readers=2)
-    shards[COLLECTION] = meeting
+    # instrumenting the engine behind the adapter (the collection's one shard has no key)
+    shards: dict[Any, Any] = adapter._shards[COLLECTION]
+    meeting = _MeetingShard(shards[None], readers=2)
+    shards[None] = meeting
     lock = adapter._lock(COLLECTION)
     vector = _queries(1)[0]
     try:
@@ -185,7 +186,7 @@ def test_two_readers_are_inside_the_engine_at_once_and_a_write_waits_for_them(
             first, second = (r.result(timeout=DEADLINE_S) for r in readers)
             write.result(timeout=DEADLINE_S)
     finally:
-        shards[COLLECTION] = meeting._shard
+        shards[None] = meeting._shard
     assert [h.id for h in first] == [h.id for h in second]
     assert meeting.inside_at_update == [0]  # the write ran with no reader inside
     assert adapter.retrieve(COLLECTION, [1])[0].payload["seen"] is True

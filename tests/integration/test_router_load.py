@@ -131,6 +131,8 @@ def test_queries_to_one_domain_make_it_the_hottest(library: Library) -> None:
             "points",
             "specialized",
             "circuit",
+            "partitions",
+            "shardedByPartition",
         }
         # what a rebalance policy reads is what the router serves
         seen = asyncio.run(fetch_router_load([router.url]))

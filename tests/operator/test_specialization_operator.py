@@ -136,6 +136,8 @@ async def test_specialize_a_domain_end_to_end(cluster: EmulatedCluster, tmp_path
     fast.close()
     job = await _run_job(cluster, status["job"])
     assert job["metadata"]["ownerReferences"][0]["kind"] == "ClusterSpecialization"
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--catalog-collection" in args  # the Job places points by the catalog's partitions
     status = await _status(cluster, "biggest", {"Ready", "Failed"})
     assert status["phase"] == "Ready", status
     assert status["progress"] == 100, status
@@ -151,6 +153,14 @@ async def test_specialize_a_domain_end_to_end(cluster: EmulatedCluster, tmp_path
         expected = source.count("packages", count_filter=domain_filter(domain["id"]))
         assert target.count(status["targetCollection"]) == expected == migration["targetCount"]
         assert source.count("packages") == 400  # no cleanup asked: the source is intact
+        # one shard key per partition of the domain, each point under its partition's key
+        partitions = status["partitions"]
+        assert partitions
+        assert all(p.startswith(f"{domain['id']}-p") for p in partitions)
+        home = status["targetCollection"]
+        assert target.collection_info(home).spec.shard_keys == tuple(partitions)
+        per_key = [target.count(home, shard_keys=[key]) for key in partitions]
+        assert sum(per_key) == expected
     finally:
         source.close()
         target.close()

@@ -115,6 +115,10 @@ class DomainStatus(_Report):
     points: int
     specialized: bool
     circuit: str  # closed, open or half-open
+    # The domain's partitions: shard keys of its home when it is sharded by partition
+    # (searches ask only the chosen ones), else the catalog's cells of a domain searched whole.
+    partitions: list[str] = Field(default_factory=list)
+    sharded_by_partition: bool = False
 
 
 class LibraryStatus(_Report):

@@ -117,6 +117,11 @@ class CollectionSpec:
     either, never both); ``sparse_vectors`` the named sparse ones. The vectors'
     layout and ``shard_number`` are immutable once the collection exists; the
     rest can be patched in place.
+
+    ``shard_keys`` asks for Qdrant's custom sharding with these shard keys (one
+    shard each; a point lives under the key it is written with); ``None`` is
+    Qdrant's automatic sharding. The keys are fixed when the collection is
+    created.
     """
 
     vector_size: int | None = None
@@ -132,8 +137,14 @@ class CollectionSpec:
     sparse_vectors: Mapping[str, SparseVectorSpec] = field(default_factory=dict)
     unnamed_multivector: MultiVectorComparator | None = None
     unnamed_datatype: VectorDatatype | None = None
+    shard_keys: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.shard_keys is not None:
+            keys = tuple(self.shard_keys)
+            object.__setattr__(self, "shard_keys", keys)  # a list (e.g. from JSON) becomes a tuple
+            if len(set(keys)) != len(keys) or not all(isinstance(k, str) and k for k in keys):
+                raise ValueError("shard keys are distinct non-empty strings")
         if self.vector_size is not None and self.vectors:
             raise ValueError(
                 "a collection has either one unnamed dense vector (vector_size) or named "
@@ -145,6 +156,11 @@ class CollectionSpec:
             raise ValueError(
                 "unnamed_multivector and unnamed_datatype describe vector_size's vector"
             )
+
+    @property
+    def custom_sharded(self) -> bool:
+        """Whether points are placed by shard key (Qdrant's custom sharding)."""
+        return self.shard_keys is not None
 
     @property
     def named(self) -> bool:
@@ -191,6 +207,7 @@ IMMUTABLE_FIELDS = (
     "unnamed_datatype",
     "shard_number",
     "vectors",
+    "shard_keys",
 )
 """Fields Qdrant cannot change in place: a change needs a new collection and a migration."""
 
@@ -225,6 +242,7 @@ def diff_specs(
         "unnamed_multivector",
         "unnamed_datatype",
         "shard_number",
+        "shard_keys",
         "on_disk_vectors",
         "on_disk_payload",
         "replication_factor",

@@ -19,6 +19,7 @@ from librarian.contracts.metadata import DOMAINMAP_LABEL, SPECIALIZATION_LABEL
 from librarian.kube.spec import SecretRef
 
 __all__ = [
+    "CATALOG_API_KEY_ENV",
     "RESTRICTED_CONTAINER",
     "RESTRICTED_POD",
     "SOURCE_API_KEY_ENV",
@@ -30,6 +31,7 @@ __all__ = [
 
 SOURCE_API_KEY_ENV = "LIBRARIAN_SOURCE_API_KEY"
 TARGET_API_KEY_ENV = "LIBRARIAN_TARGET_API_KEY"
+CATALOG_API_KEY_ENV = "LIBRARIAN_CATALOG_API_KEY"
 RESTRICTED_POD = {
     "runAsNonRoot": True,
     "runAsUser": 10001,
@@ -136,6 +138,7 @@ def build_migration_job(
     settings: JobSettings,
     source_secret: SecretRef | None = None,
     target_secret: SecretRef | None = None,
+    catalog_secret: SecretRef | None = None,
     labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The Job manifest; ``owner`` is the ClusterSpecialization body (apiVersion, kind, metadata)."""
@@ -153,7 +156,8 @@ def build_migration_job(
         args=args,
         settings=settings,
         env=_secret_env(SOURCE_API_KEY_ENV, source_secret)
-        + _secret_env(TARGET_API_KEY_ENV, target_secret),
+        + _secret_env(TARGET_API_KEY_ENV, target_secret)
+        + _secret_env(CATALOG_API_KEY_ENV, catalog_secret),
         labels=job_labels,
     )
 

@@ -33,12 +33,14 @@ from librarian.contracts.metadata import (
     SUPERSEDED_ANNOTATION,
 )
 from librarian.contracts.moves import MovePhase
+from librarian.core.collection_spec import routing_vector_name
 from librarian.kube import client as api
 from librarian.kube.naming import kubernetes_name
 from librarian.operator.context import OperatorContext
 from librarian.operator.move_record import MoveRecord, MoveState
 from librarian.services.domain_homes import DomainHome, NotVerified, catch_up, remove_from_old_home
 from librarian.services.labeling import domain_filter
+from librarian.services.placement import Placement, read_placement
 from librarian.storage.errors import CollectionNotFound, QdrantError
 from librarian.storage.fleet import ClusterConfig
 
@@ -60,6 +62,10 @@ class MoveTarget:
     execution_strategy: str
     grace_s: float
     clusters: list[ClusterConfig]
+    # The DomainMap's catalog (cluster, collection) and routing vector: a new home sharded by
+    # partition is caught up with each point under its partition's shard key.
+    catalog: tuple[str, str] | None = None
+    vector: str = ""
 
 
 def _path(namespace: str, name: str | None = None) -> str:
@@ -206,12 +212,30 @@ def _clean_blocking(
         raise NotVerified(f"domain {move.domain}: the new home is not known yet")
     fleet = context.fleet_factory(where.clusters)
     try:
-        caught_up = catch_up(fleet, move.domain, old, new)
+        placement = _placement(fleet, where, move.domain, new)
+        caught_up = catch_up(fleet, move.domain, old, new, placement=placement)
         if (old.cluster, old.collection) == (where.source_cluster, where.source_collection):
             return caught_up, 0  # the DomainMap's source keeps every point it was given
         return caught_up, remove_from_old_home(fleet, move.domain, old, new)
     finally:
         fleet.close()
+
+
+def _placement(fleet: Any, where: MoveTarget, domain: str, home: DomainHome) -> Placement | None:
+    """Where a new home sharded by partition puts each of ``domain``'s points (``None``: it is
+    not sharded so)."""
+    try:
+        spec = fleet.get(home.cluster).collection_info(home.collection).spec
+    except CollectionNotFound:
+        return None
+    keys = spec.shard_keys
+    if keys is None or where.catalog is None:
+        return None
+    cluster, collection = where.catalog
+    owner = f"{where.namespace}/{where.domain_map}"
+    vector = routing_vector_name(spec, where.vector or None)
+    placement = read_placement(fleet.get(cluster), collection, owner, domain, vector)
+    return placement.restricted(keys) if placement is not None else None
 
 
 async def _routers_left_old_home(move: MoveRecord, where: MoveTarget) -> str | None:

@@ -246,6 +246,10 @@ def _where(body: kopf.Body, policy: PolicySpec, library: LibraryView) -> MoveTar
         execution_strategy=policy.execution_strategy,
         grace_s=policy.grace_s,
         clusters=library.clusters,
+        catalog=(library.spec.catalog_cluster, library.spec.catalog_collection)
+        if library.spec.catalog_collection
+        else None,
+        vector=library.spec.source_vector or "",
     )
 
 

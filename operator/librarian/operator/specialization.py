@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,10 +41,12 @@ from librarian.kube.spec import (
 from librarian.operator.conditions import ConditionStatus, set_condition
 from librarian.operator.context import OperatorContext
 from librarian.operator.domainmap import PLURAL as DOMAINMAPS
+from librarian.operator.domainmap import owner_of
 from librarian.operator.jobs import JobSettings, build_migration_job
 from librarian.services.domain_homes import copy_payload_indexes
 from librarian.services.labeling import domain_filter
 from librarian.services.migration import CheckpointStore, MigrationPlan, clean_old_home
+from librarian.services.placement import Placement, read_placement
 from librarian.services.validation import validate_specialization
 from librarian.services.versioning import ensure_version_index
 from librarian.storage.collection_config import apply_collection_config
@@ -97,6 +99,9 @@ class _Setup:
     target_collection: str
     shared_source: bool = True  # the source is the DomainMap's (shared by every domain)
     vector: str | None = None  # the DomainMap's spec.source.vector (None: the default one)
+    # The DomainMap's catalog (its cluster, collection and owner): the domain's partitions,
+    # one shard key each in the home.
+    catalog: tuple[ClusterRef, str, str] | None = None
 
 
 def _status(
@@ -191,6 +196,15 @@ async def _setup(body: kopf.Body, context: OperatorContext) -> _Setup:
         shared_source=(source_cluster, source_collection)
         == (dm_spec.source_cluster, dm_spec.source_collection),
         vector=dm_spec.source_vector,
+        catalog=(
+            (
+                clusters[dm_spec.catalog_cluster],
+                dm_spec.catalog_collection,
+                owner_of(namespace, parsed.domain_map),
+            )
+            if dm_spec.catalog_collection and dm_spec.catalog_cluster in clusters
+            else None
+        ),
     )
 
 
@@ -244,8 +258,12 @@ def _configure_blocking(
             )
         except TuningError as error:
             raise SpecializationFailed("InvalidSpec", str(error)) from None
-        # The home holds every vector the points carry, tuned on the routing one.
+        # The home holds every vector the points carry, tuned on the routing one, and one
+        # shard key per partition of the domain (a routed query searches only those it chose).
         home_spec = with_source_vectors(tuned.collection, info.spec, vector)
+        placement = _placement(setup, fleet, vector)
+        if placement is not None:
+            home_spec = replace(home_spec, shard_keys=placement.keys)
         outcome = apply_collection_config(target, setup.target_collection, home_spec)
         if outcome.action == "needs_migration":
             layout = any(c.field in ("vector_size", "vectors") for c in outcome.immutable)
@@ -259,6 +277,7 @@ def _configure_blocking(
         ensure_version_index(target, setup.target_collection)  # routers read its newest version
         return {
             "points": points,
+            "partitions": list(placement.keys) if placement is not None else [],
             "appliedConfig": {
                 "action": outcome.action,
                 "collection": asdict(home_spec),
@@ -269,6 +288,28 @@ def _configure_blocking(
         }
     finally:
         fleet.close()
+
+
+def _job_clusters(setup: _Setup) -> list[ClusterRef]:
+    """The clusters a specialization reads and writes: source, target and the catalog's."""
+    refs = [setup.source, setup.target]
+    if setup.catalog is not None and setup.catalog[0].name not in {r.name for r in refs}:
+        refs.append(setup.catalog[0])
+    return refs
+
+
+def _placement(setup: _Setup, fleet: Any, vector: str) -> Placement | None:
+    """The domain's partitions from the DomainMap's catalog (``None``: none stored); a home
+    that exists keeps its shard keys (a new analysis' partitions among them), or none."""
+    if setup.catalog is None:
+        return None
+    cluster, collection, owner = setup.catalog
+    placement = read_placement(fleet.get(cluster.name), collection, owner, setup.domain_id, vector)
+    target = fleet.get(setup.target.name)
+    if placement is None or not target.collection_exists(setup.target_collection):
+        return placement
+    keys = target.collection_info(setup.target_collection).spec.shard_keys
+    return placement.restricted(keys) if keys is not None else None
 
 
 def _migrate_args(
@@ -296,6 +337,15 @@ def _migrate_args(
     args.append("--verify" if verify else "--no-verify")
     args += ["--fence-version", str(fence_version)]
     args.append("--shared-source" if setup.shared_source else "--dedicated-source")
+    if setup.catalog is not None:  # a home sharded by partition places each point by it
+        cluster, collection, owner = setup.catalog
+        if cluster.url:
+            args += ["--catalog-url", cluster.url]
+        else:
+            args += ["--catalog-embedded", str(cluster.embedded)]
+        args += ["--catalog-collection", collection, "--catalog-owner", owner]
+        if setup.vector:
+            args += ["--routing-vector", setup.vector]
     # no --cleanup: the old home is cleaned by the operator once no router writes it any more
     return args  # progress lines in the Job's log; the operator reads the checkpoint
 
@@ -314,7 +364,7 @@ async def start_specialization(
             message=f"domain {setup.domain_name} ({setup.domain_id}) -> "
             f"{setup.target.name}/{setup.target_collection}",
         )
-        for ref in (setup.source, setup.target):
+        for ref in _job_clusters(setup):
             if ref.url and ref.api_key_env and not ref.secret:
                 raise SpecializationFailed(
                     "MigrationNeedsSecret",
@@ -322,7 +372,7 @@ async def start_specialization(
                     "(apiKeyEnv); a migration Job needs apiKeySecretRef",
                 )
         configs = await resolve_clusters(
-            [setup.source, setup.target], namespace, policy=context.credential_policy
+            _job_clusters(setup), namespace, policy=context.credential_policy
         )
         configured = await asyncio.to_thread(_configure_blocking, setup, configs, context)
         kopf.info(
@@ -415,9 +465,7 @@ async def _start_copy_when_fenced(
         return False
     # The Job gets the keys from the Secrets themselves: check again that they may be used
     # (a Secret's label may have been removed since the move started).
-    await resolve_clusters(
-        [setup.source, setup.target], namespace, policy=context.credential_policy
-    )
+    await resolve_clusters(_job_clusters(setup), namespace, policy=context.credential_policy)
     settings = JobSettings(
         image=setup.parsed.image or context.image,
         backoff_limit=setup.parsed.backoff_limit,
@@ -435,6 +483,7 @@ async def _start_copy_when_fenced(
         settings=settings,
         source_secret=setup.source.secret,
         target_secret=setup.target.secret,
+        catalog_secret=setup.catalog[0].secret if setup.catalog is not None else None,
     )
     await api.create_object(f"/apis/batch/v1/namespaces/{namespace}/jobs", job)
     kopf.info(body, reason="Migrating", message=f"Job {job['metadata']['name']} started")

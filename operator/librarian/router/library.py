@@ -6,12 +6,17 @@ domain that is not specialized yet still lives in the labelled source
 collection (reached with a filter on its label); once its ClusterSpecialization
 is Ready it lives in its own collection. A reload builds a new snapshot and
 swaps it in; requests in flight keep the one they started with.
+
+A specialized home is custom-sharded with one shard key per partition of its
+domain (:mod:`librarian.services.placement`): the snapshot keeps each such
+home's placement (where writes put a point) and a second routing model over
+partitions, so a search asks each home once for only the partitions it chose.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -21,7 +26,9 @@ from librarian.contracts.moves import MovePhase
 from librarian.core.collection_spec import CollectionSpec, routing_vector_name
 from librarian.core.routing import LibraryRouter, build_router
 from librarian.services.labeling import domain_filter
+from librarian.services.placement import Placement
 from librarian.services.versioning import and_filters, live_filter
+from librarian.storage.errors import CollectionNotFound
 from librarian.storage.fleet import Fleet
 from librarian.storage.port import Distance, PointRecord, QdrantPort
 
@@ -32,9 +39,12 @@ __all__ = [
     "LibraryDefinition",
     "MoveFence",
     "MovePhase",
+    "PartitionRef",
+    "PartitionRouting",
     "View",
     "build_library",
     "combine_filters",
+    "home_placements",
     "home_route",
 ]
 
@@ -44,6 +54,14 @@ class CollectionHome(NamedTuple):
 
     cluster: str
     collection: str
+
+
+class PartitionRef(NamedTuple):
+    """A partition of a domain as the catalog stores it: its id (a shard key of the domain's
+    specialized home) and its centroid."""
+
+    id: str
+    centroid: tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -59,6 +77,7 @@ class DomainRoute:
     labelled_slice: bool = False  # still in the source collection, selected by its label
     specialized: bool = False
     versioned: bool = False  # a library domain: versioned points, tombstones to leave out
+    partitions: tuple[PartitionRef, ...] = ()  # the domain's partitions (from the catalog)
 
     def slice_filter(self) -> models.Filter | None:
         return domain_filter(self.domain_id) if self.labelled_slice else None
@@ -113,6 +132,28 @@ class LibraryDefinition:
     vector: str | None = None  # the dense vector to route on (DomainMap spec.source.vector)
 
 
+@dataclass(frozen=True)
+class PartitionRouting:
+    """The routing model over partitions: a unit is a partition of a domain whose home is
+    sharded by partition (``key`` set), or a whole domain that is not (``key`` ``None``)."""
+
+    router: LibraryRouter
+    units: tuple[tuple[int, str | None], ...]  # (domain index, shard key or None) per unit
+
+    def selection(self, chosen: Sequence[int]) -> tuple[list[int], dict[int, tuple[str, ...]]]:
+        """The domains the chosen units are in (in the order first chosen), and for each domain
+        whose home is sharded by partition, the shard keys chosen in it."""
+        domains: list[int] = []
+        keys: dict[int, list[str]] = {}
+        for unit in chosen:
+            domain, key = self.units[unit]
+            if domain not in domains:
+                domains.append(domain)
+            if key is not None:
+                keys.setdefault(domain, []).append(key)
+        return domains, {d: tuple(k) for d, k in keys.items()}
+
+
 @dataclass
 class Library:
     """A routable snapshot of a :class:`LibraryDefinition`."""
@@ -125,6 +166,9 @@ class Library:
     sample_points: int
     vector: str = ""  # the routing vector's name ("": the unnamed vector)
     spec: CollectionSpec | None = None  # the homes' configuration: every vector they hold
+    # Homes sharded by partition: where a write puts each point.
+    placements: Mapping[CollectionHome, Placement] = field(default_factory=dict)
+    partition_routing: PartitionRouting | None = None  # routing over partitions, if any
 
     @property
     def name(self) -> str:
@@ -241,6 +285,97 @@ def _sample(port: QdrantPort, route: DomainRoute, limit: int) -> list[PointRecor
     return records
 
 
+def home_placements(
+    definition: LibraryDefinition, fleet: Fleet, vector: str
+) -> dict[CollectionHome, Placement]:
+    """The homes sharded by partition (a specialized domain's, or a move's), each with the
+    placement of the domain it holds: its partitions that are shard keys of the home."""
+    by_id = {route.domain_id: route for route in definition.domains}
+    serving: dict[CollectionHome, DomainRoute] = {}
+    for route in definition.domains:
+        if route.specialized:
+            serving.setdefault(route.home, route)
+    for move in definition.moves:
+        moving = by_id.get(move.domain_id)
+        if moving is not None:
+            for home in (move.source, move.target):
+                if home != definition.source_home:
+                    serving.setdefault(home, moving)
+    placements: dict[CollectionHome, Placement] = {}
+    for home, route in serving.items():
+        try:
+            keys = fleet.get(home.cluster).collection_info(home.collection).spec.shard_keys
+        except CollectionNotFound:
+            continue  # a move's home not created yet
+        held = [p for p in route.partitions if keys is not None and p.id in keys]
+        if held:
+            placements[home] = Placement(
+                domain_id=route.domain_id,
+                vector=vector,
+                keys=tuple(p.id for p in held),
+                centroids=np.asarray([p.centroid for p in held], dtype=np.float32),
+            )
+    return placements
+
+
+def _partition_routing(
+    definition: LibraryDefinition,
+    placements: Mapping[CollectionHome, Placement],
+    vectors: list[list[float]],
+    labels: list[int],
+    routing_options: Mapping[str, Any],
+) -> PartitionRouting | None:
+    """The routing model over partitions (``None`` when no home is sharded by partition):
+    each sampled point is in the partition its home places it in; a partition's size is its
+    share of its domain's sample times the domain's size."""
+    sharded = {
+        index: placements[route.home]
+        for index, route in enumerate(definition.domains)
+        if route.specialized and route.home in placements
+    }
+    if not sharded:
+        return None
+    units: list[tuple[int, str | None]] = []
+    first_unit: dict[int, int] = {}
+    centroids: list[np.ndarray[Any, np.dtype[np.float32]]] = []
+    for index, route in enumerate(definition.domains):
+        first_unit[index] = len(units)
+        placement = sharded.get(index)
+        if placement is None:
+            units.append((index, None))
+            centroids.append(np.asarray(route.centroid, dtype=np.float32))
+        else:
+            units += [(index, key) for key in placement.keys]
+            centroids += list(placement.centroids)
+    data = np.asarray(vectors, dtype=np.float32)
+    domain_labels = np.asarray(labels)
+    unit_labels = np.asarray([first_unit[d] for d in labels], dtype=np.int64)
+    for index, placement in sharded.items():
+        rows = np.flatnonzero(domain_labels == index)
+        if len(rows):
+            keys = placement.keys_of_vectors(data[rows])
+            offset = {key: i for i, key in enumerate(placement.keys)}
+            unit_labels[rows] = [first_unit[index] + offset[k] for k in keys]
+    sizes = []
+    for unit, (index, key) in enumerate(units):
+        domain_size = definition.domains[index].size
+        if key is None:
+            sizes.append(domain_size)
+            continue
+        in_domain = int(np.count_nonzero(domain_labels == index)) or 1
+        sizes.append(round(domain_size * np.count_nonzero(unit_labels == unit) / in_domain))
+    router = build_router(
+        data,
+        unit_labels,
+        centroids,
+        unit_sizes=sizes,
+        sample_fraction=0.8,
+        min_sample=0,
+        **routing_options,
+    )
+    return PartitionRouting(router, tuple(units))
+
+
 def build_library(
     definition: LibraryDefinition,
     fleet: Fleet,
@@ -290,6 +425,7 @@ def build_library(
         min_sample=0,
         **routing_options,
     )
+    placements = home_placements(definition, fleet, vector)
     return Library(
         definition=definition,
         router=router,
@@ -299,4 +435,8 @@ def build_library(
         sample_points=len(vectors),
         vector=vector,
         spec=info.spec,
+        placements=placements,
+        partition_routing=_partition_routing(
+            definition, placements, vectors, labels, routing_options
+        ),
     )

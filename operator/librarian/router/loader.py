@@ -32,8 +32,9 @@ from librarian.router.library import (
     LibraryDefinition,
     MoveFence,
     MovePhase,
+    PartitionRef,
 )
-from librarian.services.catalog import CatalogEntry, read_catalog
+from librarian.services.catalog import CatalogEntry, CatalogPartition, read_catalog, read_partitions
 from librarian.storage.fleet import ClusterConfig, Fleet
 
 __all__ = [
@@ -57,11 +58,18 @@ def definition_from_catalog(
     sizes: Mapping[str, int] | None = None,
     moves: tuple[MoveFence, ...] = (),
     vector: str | None = None,
+    partitions: Sequence[CatalogPartition] = (),
 ) -> LibraryDefinition | None:
     """The library of one owner's catalog entries; specialized domains live at ``homes``;
-    points routed on the dense ``vector`` (``None``: the collection's default one)."""
+    points routed on the dense ``vector`` (``None``: the collection's default one); each
+    domain knows its ``partitions`` (the shard keys of its specialized home)."""
     if not entries:
         return None
+    cells: dict[str, list[PartitionRef]] = {}
+    for partition in partitions:
+        cells.setdefault(partition.domain_id, []).append(
+            PartitionRef(partition.partition_id, tuple(float(x) for x in partition.centroid))
+        )
     routes = []
     for entry in sorted(entries, key=lambda e: e.domain_id):
         home = homes.get(entry.domain_id)
@@ -77,11 +85,19 @@ def definition_from_catalog(
                 labelled_slice=home is None,
                 specialized=home is not None,
                 versioned=True,
+                partitions=tuple(cells.get(entry.domain_id, ())),
             )
         )
     fingerprint = json.dumps(
         [
-            (r.domain_id, r.cluster, r.collection, r.labelled_slice, e.version)
+            (
+                r.domain_id,
+                r.cluster,
+                r.collection,
+                r.labelled_slice,
+                e.version,
+                [p.id for p in r.partitions],
+            )
             for r, e in zip(routes, sorted(entries, key=lambda e: e.domain_id), strict=True)
         ]
         + [vector]
@@ -145,8 +161,14 @@ def catalog_loader(
     async def load() -> LibraryDefinition | None:
         port = fleet.get(catalog[0])
         entries = await asyncio.to_thread(read_catalog, port, catalog[1], owner)
+        partitions = await asyncio.to_thread(read_partitions, port, catalog[1], owner)
         return definition_from_catalog(
-            entries, name=name, source=source, homes=homes or {}, vector=vector
+            entries,
+            name=name,
+            source=source,
+            homes=homes or {},
+            vector=vector,
+            partitions=partitions,
         )
 
     return load
@@ -197,6 +219,9 @@ def kubernetes_loader(
         entries = await asyncio.to_thread(
             read_catalog, fleet.get(catalog_cluster), catalog_collection, f"{namespace}/{name}"
         )
+        partitions = await asyncio.to_thread(
+            read_partitions, fleet.get(catalog_cluster), catalog_collection, f"{namespace}/{name}"
+        )
         return definition_from_catalog(
             entries,
             name=library_name or parsed.source_collection,
@@ -204,6 +229,7 @@ def kubernetes_loader(
             homes=homes,
             moves=moves_in_flight(items, name),
             vector=parsed.source_vector,
+            partitions=partitions,
         )
 
     return load

@@ -341,6 +341,26 @@ class Querying:
             units = [u for u in units if view.routes[u].cluster in clusters]
         return units
 
+    async def plan_partitions(
+        self,
+        view: View,
+        vector: list[float],
+        strategy: str | None = None,
+        clusters: Sequence[str] | None = None,
+    ) -> tuple[list[int], dict[int, tuple[str, ...]]]:
+        """The domains a search for ``vector`` goes to, and in each whose home is sharded by
+        partition the shard keys of the partitions chosen (the routing units are partitions;
+        a domain that is not sharded so is one unit, searched whole)."""
+        library = view.library
+        partitions = library.partition_routing if library is not None else None
+        if partitions is None:
+            return await self.plan(view, vector, strategy, clusters), {}
+        decision = await self.state.decisions.decide(partitions.router, vector, strategy)
+        units, keys = partitions.selection(decision.units)
+        if clusters:
+            units = [u for u in units if view.routes[u].cluster in clusters]
+        return units, {u: k for u, k in keys.items() if u in units}
+
     async def search(
         self,
         view: View,
@@ -352,19 +372,23 @@ class Querying:
         clusters: Sequence[str] | None = None,
         weights: dict[str, float] | None = None,
     ) -> Answer:
-        """A routed search: planned units only, fused, paged; shadowed now and then."""
-        units = await self.plan(view, search.vector, strategy, clusters)
+        """A routed search: planned units only (the chosen partitions of each domain's home),
+        fused, paged; shadowed now and then."""
+        units, keys = await self.plan_partitions(view, search.vector, strategy, clusters)
         if not units:
             raise ApiError(
                 400, "Wrong input: none of the requested clusters holds a domain of this library"
             )
-        answer = await self._search_units(view, search, units, timeout, fusion, weights)
+        answer = await self._search_units(view, search, units, timeout, fusion, weights, keys)
         if view.routed and not clusters:
+            asked = len(units)
             units, answer = await self._probe_further(
                 view, search, list(units), answer, timeout, strategy, fusion, weights
             )
+            if len(units) != asked:
+                keys = {}  # a widened search asked whole domains
         if view.routed:
-            self._account(view, units, search, answer, timeout)
+            self._account(view, units, search, answer, timeout, keys)
         return answer
 
     async def _probe_further(
@@ -407,10 +431,16 @@ class Querying:
         timeout: float,
         fusion: str | None = None,
         weights: dict[str, float] | None = None,
+        keys: Mapping[int, tuple[str, ...]] | None = None,
     ) -> Answer:
+        """Search ``units`` (each home once: only ``keys``' shard keys of a domain that has them,
+        the whole domain otherwise)."""
         fetch = search.depth + (1 if search.exclude_id is not None else 0)
+        chosen = {view.routes[u].key: k for u, k in (keys or {}).items()}
         while True:
-            lists, result, full = await self._unit_lists(view, search, units, fetch, timeout)
+            lists, result, full = await self._unit_lists(
+                view, search, units, fetch, timeout, chosen
+            )
             if not full:
                 break
             fetch *= 2  # superseded copies left places a unit's next hits may take
@@ -422,7 +452,13 @@ class Querying:
         return Answer(fused[search.offset : search.depth], list(units), result.failed, lists)
 
     async def _unit_lists(
-        self, view: View, search: Search, units: Sequence[int], fetch: int, timeout: float
+        self,
+        view: View,
+        search: Search,
+        units: Sequence[int],
+        fetch: int,
+        timeout: float,
+        keys: Mapping[str, tuple[str, ...]] | None = None,
     ) -> tuple[list[list[Hit]], FanOut[list[Hit]], bool]:
         """Each unit's ``fetch`` nearest hits without copies a newer copy (or tombstone) in any
         home supersedes; and whether a unit that had more lost some of them so."""
@@ -438,6 +474,7 @@ class Querying:
                 with_payload=payload or view.routed,  # versions, to keep the newest copy
                 with_vector=search.with_vector if vectors else False,
                 using=view.vector or None,
+                shard_key=list((keys or {}).get(route.key, ())) or None,
             )
 
             def run(port: QdrantPort) -> list[Hit]:
@@ -498,9 +535,16 @@ class Querying:
         )
 
     def _account(
-        self, view: View, units: Sequence[int], search: Search, answer: Answer, timeout: float
+        self,
+        view: View,
+        units: Sequence[int],
+        search: Search,
+        answer: Answer,
+        timeout: float,
+        keys: Mapping[int, tuple[str, ...]] | None = None,
     ) -> None:
-        """Metrics of a routed search; maybe a shadow search of every domain."""
+        """Metrics of a routed search (the points it touched: its whole domains and its chosen
+        partitions); maybe a shadow search of everything it skipped."""
         state = self.state
         library = view.library
         assert library is not None
@@ -509,23 +553,55 @@ class Querying:
         metrics.domains_probed.observe(len(units))
         if len({view.routes[u].cluster for u in units}) > 1:
             metrics.cross_cluster_queries.inc()
-        sizes = library.router.sizes
-        share = float(sizes[list(units)].sum()) / max(float(sizes.sum()), 1.0)
+        keys = keys or {}
+        partitions = library.partition_routing
+        if partitions is not None:
+            sizes = partitions.router.sizes
+            touched = [
+                i
+                for i, (domain, key) in enumerate(partitions.units)
+                if domain in units and (domain not in keys or key in keys[domain])
+            ]
+        else:
+            sizes, touched = library.router.sizes, list(units)
+        share = float(sizes[touched].sum()) / max(float(sizes.sum()), 1.0)
         state.touched_share = (
             share if state.touched_share is None else 0.95 * state.touched_share + 0.05 * share
         )
         metrics.routing_efficiency.set(1.0 - state.touched_share)
-        if len(units) < len(view.routes) and state.estimator.should_shadow():
-            state.spawn(self._shadow(view, units, search, answer, timeout))
+        if (len(units) < len(view.routes) or keys) and state.estimator.should_shadow():
+            state.spawn(self._shadow(view, units, search, answer, timeout, keys))
 
     async def _shadow(
-        self, view: View, units: Sequence[int], search: Search, answer: Answer, timeout: float
+        self,
+        view: View,
+        units: Sequence[int],
+        search: Search,
+        answer: Answer,
+        timeout: float,
+        keys: Mapping[int, tuple[str, ...]] | None = None,
     ) -> None:
-        """Ask the domains the routed search skipped; compare the answers (recall estimate)."""
+        """Ask what the routed search skipped (whole domains, and the other partitions of the
+        domains it searched in part); compare the answers (recall estimate)."""
         skipped = set(units)
         everything = [u for u in range(len(view.routes)) if u not in skipped]
+        rest_keys: dict[int, tuple[str, ...]] = {}
+        for unit, chosen in (keys or {}).items():
+            others = tuple(p.id for p in view.routes[unit].partitions if p.id not in chosen)
+            placement = (
+                view.library.placements.get(view.routes[unit].home) if view.library else None
+            )
+            held = set(placement.keys) if placement is not None else set()
+            others = tuple(k for k in others if k in held)
+            if others:
+                everything.append(unit)
+                rest_keys[unit] = others
+        if not everything:
+            return
         try:
-            rest = await self._search_units(view, search, everything, timeout)
+            rest = await self._search_units(
+                view, search, everything, timeout, keys=rest_keys or None
+            )
         except Exception as error:  # noqa: BLE001 - a shadow query must never fail a request
             log.info("shadow query failed: %s", error)
             return
@@ -650,8 +726,23 @@ class Querying:
     async def predict(
         self, library: Library, vector: list[float], strategy: str | None
     ) -> dict[str, Any]:
-        """PredictOptimalClusters: which domains (and clusters) a vector would be sent to."""
-        decision = await self.state.decisions.decide(library.router, vector, strategy or None)
+        """PredictOptimalClusters: which domains (and clusters) a vector would be sent to, and
+        in each domain whose home is sharded by partition, which partitions (shard keys); a
+        domain searched whole has ``partitions: null``."""
+        partitioned = library.partition_routing
+        if partitioned is None:
+            decision = await self.state.decisions.decide(library.router, vector, strategy or None)
+            units, keys = list(decision.units), dict[int, tuple[str, ...]]()
+            shares = {u: float(decision.scores[u]) for u in units}
+        else:
+            decision = await self.state.decisions.decide(
+                partitioned.router, vector, strategy or None
+            )
+            units, keys = partitioned.selection(decision.units)
+            shares = {}
+            for unit in decision.units:
+                domain = partitioned.units[unit][0]
+                shares[domain] = shares.get(domain, 0.0) + float(decision.scores[unit])
         domains = [
             {
                 "index": u,
@@ -659,9 +750,10 @@ class Querying:
                 "name": library.domains[u].name,
                 "cluster": library.domains[u].cluster,
                 "collection": library.domains[u].collection,
-                "share": round(float(decision.scores[u]), 4),
+                "share": round(shares[u], 4),
+                "partitions": list(keys[u]) if u in keys else None,
             }
-            for u in decision.units
+            for u in units
         ]
         return {
             "domains": domains,

@@ -35,6 +35,7 @@ from librarian.router.library import (
     LibraryDefinition,
     View,
     build_library,
+    home_placements,
     home_route,
 )
 from librarian.router.load import LoadMeter
@@ -170,6 +171,7 @@ class RouterState:
             if library is None:
                 return False
             current = self.library
+            self.upstream.place_writes(library.placements)
             if current is not None and library.router is current.router:
                 self.library = library  # only a move's phase changed: reads and cache stand
                 log.info("library %s: moves %s", library.name, View.of(library).fences())
@@ -187,7 +189,11 @@ class RouterState:
             self.load_error = None
             if self.library.definition.moves != definition.moves:
                 # a move changed phase: the same routing model, writes follow the new phase
-                return replace(self.library, definition=definition)
+                # (into its homes, placed by partition where they are sharded so)
+                placements = await asyncio.to_thread(
+                    home_placements, definition, self.config.fleet, self.library.vector
+                )
+                return replace(self.library, definition=definition, placements=placements)
             return None
         return await asyncio.to_thread(
             build_library,

@@ -46,6 +46,8 @@ def _library_status(state: RouterState, library: Library) -> LibraryStatus:
                 points=r.size,
                 specialized=r.specialized,
                 circuit=state.breaker.state(r.cluster),
+                partitions=[p.id for p in r.partitions],
+                sharded_by_partition=r.specialized and r.home in library.placements,
             )
             for r in library.domains
         ],

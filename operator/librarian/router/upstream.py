@@ -25,7 +25,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
@@ -35,6 +35,7 @@ from librarian.router.library import CollectionHome, DomainRoute, Library, View
 from librarian.router.load import LoadMeter
 from librarian.router.metrics import RouterMetrics
 from librarian.router.resilience import CircuitBreaker
+from librarian.services.placement import Placement
 from librarian.storage.errors import (
     AuthenticationFailed,
     ClusterUnreachable,
@@ -43,6 +44,7 @@ from librarian.storage.errors import (
     QdrantError,
 )
 from librarian.storage.fleet import Fleet
+from librarian.storage.placing import Placer, PlacingPort
 from librarian.storage.port import QdrantPort
 
 __all__ = [
@@ -190,6 +192,22 @@ class Upstream:
         self.workers_per_cluster = workers_per_cluster
         self._pools: dict[str, ThreadPoolExecutor] = {}
         self._pools_lock = threading.Lock()
+        # Homes sharded by partition, by cluster and collection: every call's writes into one
+        # put each point under its partition's shard key (replaced whole at each reload).
+        self.placers: Mapping[str, Mapping[str, Placer]] = {}
+
+    def place_writes(self, placements: Mapping[CollectionHome, Placement]) -> None:
+        """Follow a library snapshot's homes sharded by partition (see :attr:`placers`)."""
+        by_cluster: dict[str, dict[str, Placer]] = {}
+        for home, placement in placements.items():
+            by_cluster.setdefault(home.cluster, {})[home.collection] = placement.split
+        self.placers = by_cluster
+
+    def port(self, cluster: str) -> QdrantPort:
+        """The cluster's port, its writes into homes sharded by partition placed by key."""
+        port = self._fleet().get(cluster)
+        placers = self.placers.get(cluster)
+        return PlacingPort(port, placers) if placers else port
 
     def pool(self, cluster: str) -> ThreadPoolExecutor:
         """The cluster's own threads: at most ``workers_per_cluster`` of its calls run at once."""
@@ -240,7 +258,7 @@ class Upstream:
             raise UpstreamUnavailable(
                 f"circuit open after repeated failures of cluster {cluster!r}", clusters=[cluster]
             )
-        port = self._fleet().get(cluster)
+        port = self.port(cluster)
         target = _unit_of(library, unit)
         hedge = target[0].hedge_after(target[1]) if target and self.hedging else None
         started = time.perf_counter()

@@ -173,6 +173,61 @@ def read_catalog(
     return sorted(entries, key=lambda e: (e.owner, e.domain_id))
 
 
+@dataclass(frozen=True)
+class CatalogPartition:
+    """A partition as the catalog stores it: a cell of one domain, and its centroid."""
+
+    owner: str
+    partition_id: str
+    domain_id: str
+    centroid: list[float]
+    size: int
+
+
+def read_partitions(
+    port: QdrantPort,
+    catalog_collection: str,
+    owner: str | None,
+    domain_id: str | None = None,
+) -> list[CatalogPartition]:
+    """The partitions of ``owner`` (``None``: every owner's; of one domain, or all), by id;
+    empty when there is no catalog or it holds none."""
+    flt = (
+        _owner_filter(owner, "partition")
+        if owner
+        else models.Filter(
+            must=[models.FieldCondition(key="kind", match=models.MatchValue(value="partition"))]
+        )
+    )
+    if domain_id is not None:
+        flt.must = [
+            *(flt.must or []),
+            models.FieldCondition(key="domain_id", match=models.MatchValue(value=domain_id)),
+        ]
+    partitions: list[CatalogPartition] = []
+    offset = None
+    try:
+        while True:
+            page, offset = port.scroll(
+                catalog_collection, limit=256, offset=offset, scroll_filter=flt
+            )
+            partitions += [
+                CatalogPartition(
+                    owner=str(point.payload[OWNER_KEY]),
+                    partition_id=str(point.payload["partition_id"]),
+                    domain_id=str(point.payload["domain_id"]),
+                    centroid=list(point.dense() or ()),
+                    size=int(point.payload["size"]),
+                )
+                for point in page
+            ]
+            if offset is None:
+                break
+    except CollectionNotFound:
+        return []
+    return sorted(partitions, key=lambda p: (p.domain_id, p.partition_id))
+
+
 def delete_catalog(port: QdrantPort, catalog_collection: str, owner: str) -> None:
     """Remove ``owner``'s entries; drop the collection when nothing else is left in it."""
     try:

@@ -29,6 +29,7 @@ from librarian.services.home_sync import (
     superseded,
 )
 from librarian.services.labeling import domain_filter
+from librarian.services.placement import Placement
 from librarian.storage.errors import CollectionNotFound
 from librarian.storage.fleet import Fleet
 from librarian.storage.port import QdrantPort
@@ -88,7 +89,13 @@ def measure_homes(fleet: Fleet, homes: Mapping[str, DomainHome]) -> dict[str, Do
 
 
 def catch_up(
-    fleet: Fleet, domain: str, old: DomainHome, new: DomainHome, *, batch: int = 512
+    fleet: Fleet,
+    domain: str,
+    old: DomainHome,
+    new: DomainHome,
+    *,
+    batch: int = 512,
+    placement: Placement | None = None,
 ) -> int:
     """Copy the domain's points the old home holds newer than the new one (or the new one lacks).
 
@@ -113,6 +120,7 @@ def catch_up(
         newer,
         as_copied=lambda point: point if point.payload.get(LABEL_KEY) == domain else None,
         batch=batch,
+        placement=placement,
     )
 
 

@@ -25,6 +25,7 @@ from typing import NamedTuple, TypeVar
 from qdrant_client.http import models
 
 from librarian.contracts.payload import POINT_VERSION_KEY, TOMBSTONE_KEY
+from librarian.services.placement import Placement, placed_upsert
 from librarian.services.versioning import (
     and_filters,
     ids_filter,
@@ -272,8 +273,10 @@ def copy_points(
     *,
     as_copied: Callable[[PointRecord], PointRecord | None],
     batch: int,
+    placement: Placement | None = None,
 ) -> int:
-    """Copy ``ids`` as the source holds them now, each only over an older copy.
+    """Copy ``ids`` as the source holds them now, each only over an older copy (under its
+    partition's shard key when the target is placed by partition).
 
     ``as_copied`` turns a source point into what the target is to hold (``None``:
     it left the selection since it was listed: not copied). Points are grouped
@@ -292,7 +295,7 @@ def copy_points(
             condition = per_version(
                 {v: [p.id for p in group] for v, group in call.items()}, older_than
             )
-            target.upsert(target_collection, points, update_filter=condition)
+            placed_upsert(target, target_collection, points, placement, update_filter=condition)
             written += len(points)
     return written
 

@@ -74,6 +74,7 @@ from librarian.services.home_sync import (
     superseded,
 )
 from librarian.services.labeling import domain_filter
+from librarian.services.placement import Placement, placed_upsert
 from librarian.services.versioning import and_filters, live_filter, older_than
 from librarian.storage.errors import QdrantError
 from librarian.storage.port import CollectionSpec, PointId, PointRecord, QdrantPort
@@ -309,8 +310,12 @@ def migrate(
     now: Callable[[], float] | None = None,
     on_progress: ProgressCallback | None = None,
     sleep: Callable[[float], None] | None = None,
+    placement: Placement | None = None,
 ) -> MigrationReport:
     """Run (or resume) ``plan``; returns where it ended. Safe to call again at any time.
+
+    With ``placement`` (a target sharded by partition) every point is written under its
+    partition's shard key.
 
     Raises :class:`MigrationFailed` when points still differ after
     ``plan.verify_tries`` checks (the checkpoint records them; nothing is deleted).
@@ -323,6 +328,7 @@ def migrate(
         now or (lambda: 0.0),
         on_progress,
         sleep if sleep is not None else time.sleep,
+        placement,
     )
     return run.run()
 
@@ -339,8 +345,10 @@ class _Migration:
         clock: Callable[[], float],
         on_progress: ProgressCallback | None,
         sleep: Callable[[float], None],
+        placement: Placement | None = None,
     ) -> None:
         self.source, self.target, self.plan = source, target, plan
+        self.placement = placement
         self.store, self.clock, self.on_progress, self.sleep = store, clock, on_progress, sleep
         self.source_selection = source_selection(plan)
         self.target_selection = target_selection(plan)
@@ -430,7 +438,9 @@ class _Migration:
         def write(page: list[PointRecord]) -> None:
             if plan.dedicated_source:  # the selection's unlabelled points get the label
                 page = [p for p in map(self.as_copied, page) if p is not None]
-            self.target.upsert(plan.target_collection, page, update_filter=condition)
+            placed_upsert(
+                self.target, plan.target_collection, page, self.placement, update_filter=condition
+            )
 
         overlap = _calls_overlap(self.source) and _calls_overlap(self.target)
         workers = workers if overlap else 1
@@ -491,6 +501,7 @@ class _Migration:
             difference.copy,
             as_copied=self.as_copied,
             batch=plan.batch_size,
+            placement=self.placement,
         )
         removed = remove_superseded(
             self.target, plan.target_collection, difference.remove, batch=plan.batch_size

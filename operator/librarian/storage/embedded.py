@@ -9,7 +9,12 @@ metadata of its own). A readers-writer lock per collection makes the adapter
 safe to share between threads (the router and the migration workers do): reads
 of a collection run at once (the engine allows it and lets go of Python's
 interpreter lock while it works), while writes, optimization, loading and
-closing a shard have it to themselves. The engine lets
+closing a shard have it to themselves. A collection with custom sharding
+(:attr:`CollectionSpec.shard_keys`) has one engine shard per shard key under
+``<path>/<collection>/keys/<key, hex-encoded>``, all created with the
+collection (a shard missing on disk, from an interrupted create, is made on
+its key's first write); reads over several keys merge the shards' answers as
+Qdrant merges its shards'. The engine lets
 one handle at a time open a shard, so every adapter on the same storage path
 in one process shares its handles (the router, the operator and an in-process
 migration can then work on one cluster at once); the last one to close closes
@@ -20,17 +25,20 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import qdrant_edge as edge
+from pydantic import TypeAdapter
 from qdrant_client.http import models
 
 from librarian.storage.edge_filters import UnsupportedFilter, to_edge_filter
@@ -285,6 +293,18 @@ def _load_shard(
             time.sleep(0.05)
 
 
+def _index_schema_model(
+    value: str | Mapping[str, Any],
+) -> models.PayloadSchemaType | models.PayloadSchemaParams:
+    """A payload index schema as stored in a collection's folder, as qdrant-client's model."""
+    if isinstance(value, str):
+        return models.PayloadSchemaType(value)
+    params: models.PayloadSchemaParams = TypeAdapter(models.PayloadSchemaParams).validate_python(
+        dict(value)
+    )
+    return params
+
+
 def _write_spec(folder: Path, spec: CollectionSpec) -> None:
     """Write a collection's spec whole or not at all (readers read it without its lock)."""
     partial = folder / f"{SPEC_FILE}.partial"
@@ -369,6 +389,23 @@ _PLAIN_FIELDS = (
 )
 
 
+@dataclass(frozen=True)
+class _SummedIndex:
+    """A payload index as the engine describes it, with its points summed over shards."""
+
+    data_type: Any
+    params: Any
+    points: int
+
+
+def _schema_type(model: models.PayloadSchemaType | models.PayloadSchemaParams) -> str:
+    return model.value if isinstance(model, models.PayloadSchemaType) else str(model.type.value)
+
+
+def _schema_params(model: models.PayloadSchemaType | models.PayloadSchemaParams) -> Any:
+    return None if isinstance(model, models.PayloadSchemaType) else model
+
+
 def _schema_name(value: Any) -> str:
     return str(value).rsplit(".", 1)[-1].lower()
 
@@ -389,11 +426,27 @@ def _index_params_model(data_type: Any, params: Any) -> Any:
     return _MODEL_PARAMS[kind].model_validate(fields)
 
 
+ShardKey = str | None
+"""An engine shard's shard key (``None``: the one shard of a collection without custom
+sharding)."""
+
+_KEYS_DIR = "keys"
+_INDEXES_FILE = "payload_indexes.json"
+_EVERY_VALUE = 2**31 - 1  # a facet limit that asks a shard for all its values
+
+
+def _id_order(point_id: Any) -> tuple[int, int]:
+    """Qdrant's id order: numeric ids first, then UUIDs by their 128-bit value."""
+    if isinstance(point_id, int):
+        return (0, point_id)
+    return (1, uuid.UUID(str(point_id)).int)
+
+
 class _Engine:
     """The open shards of one storage path, shared by every adapter on it in this process."""
 
     def __init__(self) -> None:
-        self.shards: dict[str, edge.EdgeShard] = {}
+        self.shards: dict[str, dict[ShardKey, edge.EdgeShard]] = {}
         self.locks: dict[str, ReadWriteLock] = {}
         self.guard = threading.Lock()
         self.users = 0
@@ -464,33 +517,139 @@ class EmbeddedQdrant:
             )
         return spec_from_json(json.loads(spec_path.read_text()))
 
+    def _key_dir(self, collection: str, key: ShardKey) -> Path:
+        """Where the engine shard of ``key`` lives (``None``: a collection's only shard)."""
+        if key is None:
+            return self._dir(collection) / "shard"
+        return self._dir(collection) / _KEYS_DIR / key.encode().hex()
+
+    def _selected(
+        self, collection: str, spec: CollectionSpec, shard_keys: Sequence[str] | None
+    ) -> list[ShardKey]:
+        """The shard keys a selector names (every key when it is ``None``), checked."""
+        if spec.shard_keys is None:
+            if shard_keys is not None:
+                raise InvalidRequest(
+                    self._cluster,
+                    "Wrong input: shard_key: the collection has no custom sharding; query it without "
+                    "a shard key",
+                    collection=collection,
+                )
+            return [None]
+        if shard_keys is None:
+            return list(spec.shard_keys)
+        known = set(spec.shard_keys)
+        chosen: list[ShardKey] = []
+        for key in dict.fromkeys(shard_keys):
+            if key not in known:
+                raise InvalidRequest(
+                    self._cluster, f"Shard key {key} not found", collection=collection
+                )
+            chosen.append(key)
+        return chosen
+
     @contextmanager
-    def _shard(self, collection: str, *, exclusive: bool = False) -> Iterator[edge.EdgeShard]:
-        """The collection's open shard, held shared (reads) or ``exclusive`` (writes,
-        optimization) for the block; a shard not open yet is opened exclusively first."""
+    def _shards_of(
+        self,
+        collection: str,
+        shard_keys: Sequence[str] | None = None,
+        *,
+        exclusive: bool = False,
+    ) -> Iterator[list[tuple[ShardKey, edge.EdgeShard]]]:
+        """The open engine shards of the selected keys (keys never written to have none), held
+        shared (reads) or ``exclusive`` (writes, optimization) for the block."""
         lock = self._lock(collection)
         if exclusive:
             with lock.writing():
-                yield self._opened(collection)
+                opened = self._opened(collection)
+                keys = self._selected(collection, self._spec(collection), shard_keys)
+                yield [(key, opened[key]) for key in keys if key in opened]
             return
         while True:
             with lock.reading():
-                shard = self._shards.get(collection)
-                if shard is not None:
-                    yield shard
+                opened_now = self._shards.get(collection)
+                if opened_now is not None:
+                    keys = self._selected(collection, self._spec(collection), shard_keys)
+                    yield [(key, opened_now[key]) for key in keys if key in opened_now]
                     return
             with lock.writing():
                 self._opened(collection)
 
-    def _opened(self, collection: str) -> edge.EdgeShard:
-        """The collection's shard, opened if it is not yet; call with its lock held to write."""
+    @contextmanager
+    def _shard(self, collection: str, *, exclusive: bool = False) -> Iterator[edge.EdgeShard]:
+        """The one shard of a collection without custom sharding (see :meth:`_shards_of`)."""
+        with self._shards_of(collection, exclusive=exclusive) as selected:
+            yield selected[0][1]
+
+    def _opened(self, collection: str) -> dict[ShardKey, edge.EdgeShard]:
+        """Every shard of the collection, opened if they are not yet; call with its lock held to
+        write."""
         self._check_open()
-        shard = self._shards.get(collection)
-        if shard is None:
-            self._spec(collection)  # raises CollectionNotFound
-            shard = self._call(collection, lambda: _load_shard(self._dir(collection) / "shard"))
-            self._shards[collection] = shard
+        opened = self._shards.get(collection)
+        if opened is None:
+            spec = self._spec(collection)  # raises CollectionNotFound
+            opened = {}
+            if spec.shard_keys is None:
+                folder = self._key_dir(collection, None)
+                opened[None] = self._call(collection, lambda: _load_shard(folder))
+            else:
+                for key in spec.shard_keys:
+                    folder = self._key_dir(collection, key)
+                    if folder.is_dir():
+                        opened[key] = self._call(collection, partial(_load_shard, folder))
+            self._shards[collection] = opened
+        return opened
+
+    def _created(self, collection: str, key: str) -> edge.EdgeShard:
+        """The shard of ``key``, created (with the collection's payload indexes) on its first
+        write; call with the collection's lock held to write."""
+        opened = self._opened(collection)
+        shard = opened.get(key)
+        if shard is not None:
+            return shard
+        spec = self._spec(collection)
+        folder = self._key_dir(collection, key)
+        shutil.rmtree(folder, ignore_errors=True)  # leftovers of an interrupted create
+        folder.mkdir(parents=True)
+        shard = self._call(
+            collection, lambda: edge.EdgeShard.create(str(folder), edge_config(spec))
+        )
+        for field_name, schema in self._payload_indexes(collection).items():
+            operation = edge.UpdateOperation.create_field_index(field_name, schema)
+            self._call(collection, partial(shard.update, operation))
+        opened[key] = shard
         return shard
+
+    def _payload_indexes(self, collection: str) -> dict[str, Any]:
+        """The payload indexes of a custom-sharded collection, as the engine takes them (a shard
+        created later gets them too)."""
+        path = self._dir(collection) / _INDEXES_FILE
+        if not path.exists():
+            return {}
+        stored: dict[str, Any] = json.loads(path.read_text())
+        return {
+            name: to_edge_index_schema(_index_schema_model(value)) for name, value in stored.items()
+        }
+
+    def _remember_index(
+        self,
+        collection: str,
+        field_name: str,
+        schema: models.PayloadSchemaType | models.PayloadSchemaParams | None,
+    ) -> None:
+        """Record (``None``: forget) a payload index of a custom-sharded collection."""
+        folder = self._dir(collection)
+        path = folder / _INDEXES_FILE
+        stored: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+        if schema is None:
+            stored.pop(field_name, None)
+        elif isinstance(schema, models.PayloadSchemaType):
+            stored[field_name] = schema.value
+        else:
+            stored[field_name] = schema.model_dump(mode="json", exclude_none=True)
+        partial = folder / f"{_INDEXES_FILE}.partial"
+        partial.write_text(json.dumps(stored))
+        os.replace(partial, path)
 
     def _check_open(self) -> None:
         """Refuse to open a shard once this adapter, or the last one on its path, closed."""
@@ -510,9 +669,16 @@ class EmbeddedQdrant:
                 self._cluster, f"the engine refused the request: {error}", collection=collection
             ) from None
 
-    def _update(self, collection: str, operation: edge.UpdateOperation) -> None:
-        with self._shard(collection, exclusive=True) as shard:
-            self._call(collection, lambda: shard.update(operation))
+    def _update(
+        self,
+        collection: str,
+        operation: edge.UpdateOperation,
+        shard_keys: Sequence[str] | None = None,
+    ) -> None:
+        """Apply ``operation`` to every selected shard (every shard by default)."""
+        with self._shards_of(collection, shard_keys, exclusive=True) as selected:
+            for _, shard in selected:
+                self._call(collection, partial(shard.update, operation))
 
     # ----------------------------------------------------------------- collections
 
@@ -540,11 +706,19 @@ class EmbeddedQdrant:
                     self._cluster, "collection already exists", collection=collection
                 )
             shutil.rmtree(folder, ignore_errors=True)  # leftovers of an interrupted create
-            (folder / "shard").mkdir(parents=True)
-            shard = self._call(
-                collection, lambda: edge.EdgeShard.create(str(folder / "shard"), edge_config(spec))
-            )
-            self._shards[collection] = shard
+            if spec.shard_keys is None:
+                (folder / "shard").mkdir(parents=True)
+                shard = self._call(
+                    collection,
+                    lambda: edge.EdgeShard.create(str(folder / "shard"), edge_config(spec)),
+                )
+                self._shards[collection] = {None: shard}
+            else:  # one shard per key, made now: a first write must not wait for one
+                (folder / _KEYS_DIR).mkdir(parents=True)
+                self._shards[collection] = {}
+                _write_spec(folder, spec)
+                for key in spec.shard_keys:
+                    self._created(collection, key)
             _write_spec(folder, spec)
 
     def update_collection(self, collection: str, spec: CollectionSpec) -> None:
@@ -558,22 +732,27 @@ class EmbeddedQdrant:
                     "collection and migrate",
                     collection=collection,
                 )
-            merged = replace(spec, shard_number=current.shard_number)
+            merged = replace(spec, shard_number=current.shard_number, shard_keys=current.shard_keys)
             folder = self._dir(collection)
-            shard = self._shards.pop(collection, None)
-            if shard is not None:
+            for shard in (self._shards.pop(collection, None) or {}).values():
                 shard.close()
-            reopened = self._call(
-                collection,
-                lambda: _load_shard(folder / "shard", edge_config(merged)),
+            keys: list[ShardKey] = (
+                [None]
+                if current.shard_keys is None
+                else [k for k in current.shard_keys if self._key_dir(collection, k).is_dir()]
             )
+            reopened: dict[ShardKey, edge.EdgeShard] = {}
+            for key in keys:
+                path = self._key_dir(collection, key)
+                reopened[key] = self._call(
+                    collection, partial(_load_shard, path, edge_config(merged))
+                )
             self._shards[collection] = reopened
             _write_spec(folder, merged)
 
     def delete_collection(self, collection: str) -> None:
         with self._lock(collection).writing():
-            shard = self._shards.pop(collection, None)
-            if shard is not None:
+            for shard in (self._shards.pop(collection, None) or {}).values():
                 shard.close()
             shutil.rmtree(self._dir(collection), ignore_errors=True)
 
@@ -582,19 +761,53 @@ class EmbeddedQdrant:
         engine_config = self._dir(collection) / "shard" / "edge_config.json"
         if engine_config.exists():
             spec = _layout_from_engine(json.loads(engine_config.read_text()), spec)
-        with self._shard(collection) as shard:
-            info = self._call(collection, shard.info)
+        points, indexed, _, payload_schema = self._shard_totals(collection)
         schema = {
             key: str(value.data_type).rsplit(".", 1)[-1].lower()
-            for key, value in info.payload_schema.items()
+            for key, value in payload_schema.items()
         }
         return CollectionInfo(
             name=collection,
-            points_count=info.points_count,
-            indexed_vectors_count=info.indexed_vectors_count,
+            points_count=points,
+            indexed_vectors_count=indexed,
             payload_schema=schema,
             spec=spec,
         )
+
+    def _shard_totals(self, collection: str) -> tuple[int, int, int, dict[str, Any]]:
+        """Points, indexed vectors and segments summed over the collection's shards, and its
+        payload schema (with each index's points summed)."""
+        with self._shards_of(collection) as selected:
+            infos = [self._call(collection, shard.info) for _, shard in selected]
+        schema: dict[str, Any] = {}
+        for info in infos:
+            for key, value in info.payload_schema.items():
+                seen = schema.get(key)
+                schema[key] = (
+                    value
+                    if seen is None
+                    else _SummedIndex(seen.data_type, seen.params, seen.points + value.points)
+                )
+        if not infos:  # a custom-sharded collection nobody wrote to yet
+            schema = {
+                name: _SummedIndex(_schema_type(model), _schema_params(model), 0)
+                for name, model in self._stored_index_models(collection).items()
+            }
+        return (
+            sum(i.points_count for i in infos),
+            sum(i.indexed_vectors_count for i in infos),
+            sum(i.segments_count for i in infos),
+            schema,
+        )
+
+    def _stored_index_models(
+        self, collection: str
+    ) -> dict[str, models.PayloadSchemaType | models.PayloadSchemaParams]:
+        path = self._dir(collection) / _INDEXES_FILE
+        if not path.exists():
+            return {}
+        stored: dict[str, Any] = json.loads(path.read_text())
+        return {name: _index_schema_model(value) for name, value in stored.items()}
 
     def create_keyword_index(self, collection: str, field_name: str) -> None:
         self._update(
@@ -605,21 +818,23 @@ class EmbeddedQdrant:
     def describe_collection(self, collection: str) -> models.CollectionInfo:
         spec = self._spec(collection)
         dense, sparse = remote_vectors_config(spec)  # every vector, named, sparse and multi
-        with self._shard(collection) as shard:
-            info = self._call(collection, shard.info)
+        points, indexed, segments, payload_schema = self._shard_totals(collection)
         hnsw = spec.hnsw or HnswSpec()
         optimizers = spec.optimizers or OptimizersSpec()
         return models.CollectionInfo(
             status=models.CollectionStatus.GREEN,
             optimizer_status=models.OptimizersStatusOneOf.OK,
-            points_count=info.points_count,
-            indexed_vectors_count=info.indexed_vectors_count,
-            segments_count=info.segments_count,
+            points_count=points,
+            indexed_vectors_count=indexed,
+            segments_count=segments,
             config=models.CollectionConfig(
                 params=models.CollectionParams(
                     vectors=dense,
                     sparse_vectors=sparse or None,
                     shard_number=spec.shard_number or 1,
+                    sharding_method=models.ShardingMethod.CUSTOM
+                    if spec.shard_keys is not None
+                    else None,
                     replication_factor=spec.replication_factor or 1,
                     on_disk_payload=spec.on_disk_payload
                     if spec.on_disk_payload is not None
@@ -654,7 +869,7 @@ class EmbeddedQdrant:
                     params=_index_params_model(value.data_type, value.params),
                     points=value.points,
                 )
-                for key, value in info.payload_schema.items()
+                for key, value in payload_schema.items()
             },
         )
 
@@ -667,10 +882,16 @@ class EmbeddedQdrant:
         """Create (idempotently) a payload index of this schema (the engine replaces an index
         of another schema on the same field, as Qdrant does)."""
         schema = self._call(collection, lambda: to_edge_index_schema(field_schema))
-        self._update(collection, edge.UpdateOperation.create_field_index(field_name, schema))
+        with self._lock(collection).writing():
+            if self._spec(collection).shard_keys is not None:
+                self._remember_index(collection, field_name, field_schema)
+            self._update(collection, edge.UpdateOperation.create_field_index(field_name, schema))
 
     def delete_payload_index(self, collection: str, field_name: str) -> None:
-        self._update(collection, edge.UpdateOperation.delete_field_index(field_name))
+        with self._lock(collection).writing():
+            if self._spec(collection).shard_keys is not None:
+                self._remember_index(collection, field_name, None)
+            self._update(collection, edge.UpdateOperation.delete_field_index(field_name))
 
     def create_vector_name(self, collection: str, name: str, config: VectorNameConfig) -> None:
         with self._lock(collection).writing():
@@ -762,8 +983,9 @@ class EmbeddedQdrant:
 
     def optimize(self, collection: str) -> None:
         """Build indexes now (the engine otherwise optimizes lazily)."""
-        with self._shard(collection, exclusive=True) as shard:
-            self._call(collection, shard.optimize)
+        with self._shards_of(collection, exclusive=True) as selected:
+            for _, shard in selected:
+                self._call(collection, shard.optimize)
 
     # ----------------------------------------------------------------- points
 
@@ -789,6 +1011,50 @@ class EmbeddedQdrant:
             checked.append(_engine_vectors(vectors))
         return checked
 
+    def _sharded(self, collection: str) -> bool:
+        return self._spec(collection).shard_keys is not None
+
+    def _located(
+        self,
+        collection: str,
+        selected: Sequence[tuple[ShardKey, edge.EdgeShard]],
+        ids: Sequence[PointId],
+    ) -> dict[PointId, ShardKey]:
+        """Which of the selected shards holds each of ``ids`` (ids held nowhere are left out)."""
+        where: dict[PointId, ShardKey] = {}
+        wanted: list[Any] = list(dict.fromkeys(ids))
+        for key, shard in selected:
+            if not wanted:
+                break
+            found = self._call(collection, partial(shard.retrieve, wanted, False, False))
+            held = {_point_id(r.id) for r in found}
+            for point_id in held:
+                where[point_id] = key
+            wanted = [i for i in wanted if i not in held]
+        return where
+
+    def _write_key(self, collection: str, shard_key: str | None) -> ShardKey:
+        """The shard a write goes to: ``shard_key`` on a custom-sharded collection (where it is
+        required, as Qdrant requires it), none otherwise."""
+        spec = self._spec(collection)
+        if spec.shard_keys is None:
+            if shard_key is not None:
+                raise InvalidRequest(
+                    self._cluster,
+                    "Wrong input: the collection has no custom sharding; write without a shard key",
+                    collection=collection,
+                )
+            return None
+        if shard_key is None:
+            raise InvalidRequest(
+                self._cluster,
+                "Wrong input: Shard key not specified (the collection has custom sharding: "
+                "every write names the shard key its points go under)",
+                collection=collection,
+            )
+        self._selected(collection, spec, [shard_key])  # refuses an unknown key
+        return shard_key
+
     def upsert(
         self,
         collection: str,
@@ -796,14 +1062,104 @@ class EmbeddedQdrant:
         *,
         update_filter: models.Filter | None = None,
         update_mode: models.UpdateMode | None = None,
+        shard_key: str | None = None,
     ) -> None:
+        """Insert or overwrite points (see the port); under ``shard_key`` on a custom-sharded
+        collection, where a point held under another key moves (one copy, judged where it is)."""
+        target = self._write_key(collection, shard_key)
         if not points:
             return
         vectors = self._checked(collection, points)
         batch = [edge.Point(p.id, v, dict(p.payload)) for p, v in zip(points, vectors, strict=True)]
         condition = self._call(collection, lambda: to_edge_filter(update_filter))
         mode = _UPDATE_MODES[update_mode] if update_mode is not None else None
-        self._update(collection, edge.UpdateOperation.upsert_points(batch, condition, mode))
+        if target is None:
+            self._update(collection, edge.UpdateOperation.upsert_points(batch, condition, mode))
+            return
+        with self._lock(collection).writing():
+            opened = self._opened(collection)
+            elsewhere = self._located(
+                collection,
+                [(k, s) for k, s in opened.items() if k != target],
+                [p.id for p in points],
+            )
+            staying = [p for p in batch if p.id not in elsewhere]
+            moving = self._movable(collection, opened, elsewhere, condition, update_mode)
+            shard = self._created(collection, target)
+            if staying:
+                operation = edge.UpdateOperation.upsert_points(staying, condition, mode)
+                self._call(collection, lambda: shard.update(operation))
+            moved = [p for p in batch if p.id in moving]
+            if moved:
+                operation = edge.UpdateOperation.upsert_points(moved, None, None)
+                self._call(collection, lambda: shard.update(operation))
+            by_key: dict[ShardKey, list[Any]] = {}
+            for point_id in moving:
+                by_key.setdefault(elsewhere[point_id], []).append(point_id)
+            for key, ids in by_key.items():
+                removal = edge.UpdateOperation.delete_points(ids)
+                self._call(collection, partial(opened[key].update, removal))
+
+    def _movable(
+        self,
+        collection: str,
+        opened: Mapping[ShardKey, edge.EdgeShard],
+        elsewhere: Mapping[PointId, ShardKey],
+        condition: edge.Filter | None,
+        update_mode: models.UpdateMode | None,
+    ) -> set[PointId]:
+        """The points held under another key that a write moves: none for ``insert_only`` (they
+        exist), else those matching the write's condition where they are."""
+        if not elsewhere or update_mode == models.UpdateMode.INSERT_ONLY:
+            return set()
+        if condition is None:
+            return set(elsewhere)
+        movable: set[PointId] = set()
+        by_key: dict[ShardKey, list[Any]] = {}
+        for point_id, key in elsewhere.items():
+            by_key.setdefault(key, []).append(point_id)
+        for key, ids in by_key.items():
+            request = edge.ScrollRequest(
+                limit=len(ids),
+                filter=edge.Filter(must=[edge.HasIdCondition(set(ids)), condition]),
+                with_payload=False,
+                with_vector=False,
+            )
+            records, _ = self._call(collection, partial(opened[key].scroll, request))
+            movable.update(_point_id(r.id) for r in records)
+        return movable
+
+    def _by_location(
+        self,
+        collection: str,
+        ids: Sequence[PointId],
+        shard_keys: Sequence[str] | None,
+        make: Callable[[list[Any]], edge.UpdateOperation],
+    ) -> None:
+        """Apply the id-based operation ``make(ids)`` in the shard holding each point; ids held
+        nowhere go to one shard, which refuses them as one collection would."""
+        with self._shards_of(collection, shard_keys, exclusive=True) as selected:
+            if len(selected) == 1 and selected[0][0] is None:
+                only = selected[0][1]
+                self._call(collection, lambda: only.update(make(list(ids))))
+                return
+            where = self._located(collection, selected, ids)
+            shards = dict(selected)
+            by_key: dict[ShardKey, list[Any]] = {}
+            for point_id in dict.fromkeys(ids):
+                if point_id in where:
+                    by_key.setdefault(where[point_id], []).append(point_id)
+            missing: list[Any] = [i for i in dict.fromkeys(ids) if i not in where]
+            if missing:
+                if not selected:
+                    raise InvalidRequest(
+                        self._cluster, f"No point with id {missing[0]}", collection=collection
+                    )
+                first = selected[0][1]
+                self._call(collection, lambda: first.update(make(missing)))
+            for key, held in by_key.items():
+                operation = make(held)
+                self._call(collection, partial(shards[key].update, operation))
 
     def update_vectors(
         self,
@@ -811,13 +1167,19 @@ class EmbeddedQdrant:
         points: Sequence[PointRecord],
         *,
         update_filter: models.Filter | None = None,
+        shard_keys: Sequence[str] | None = None,
     ) -> None:
         if not points:
             return
         checked = self._checked(collection, points)
-        vectors = [edge.PointVectors(p.id, v) for p, v in zip(points, checked, strict=True)]
+        vectors = {p.id: edge.PointVectors(p.id, v) for p, v in zip(points, checked, strict=True)}
         condition = self._call(collection, lambda: to_edge_filter(update_filter))
-        self._update(collection, edge.UpdateOperation.update_vectors(vectors, condition))
+        self._by_location(
+            collection,
+            [p.id for p in points],
+            shard_keys,
+            lambda ids: edge.UpdateOperation.update_vectors([vectors[i] for i in ids], condition),
+        )
 
     def delete_vectors(
         self,
@@ -826,6 +1188,7 @@ class EmbeddedQdrant:
         *,
         ids: Sequence[PointId] | None = None,
         points_filter: models.Filter | None = None,
+        shard_keys: Sequence[str] | None = None,
     ) -> None:
         spec = self._spec(collection)
         unknown = [
@@ -840,11 +1203,44 @@ class EmbeddedQdrant:
         if ids is not None and not ids:
             return
         if ids is not None and points_filter is None:
-            operation = edge.UpdateOperation.delete_vectors(list(ids), list(names))
-        else:
-            flt = self._edge_selection(collection, ids, points_filter)
-            operation = edge.UpdateOperation.delete_vectors_by_filter(flt, list(names))
-        self._update(collection, operation)
+            self._by_location(
+                collection,
+                ids,
+                shard_keys,
+                lambda held: edge.UpdateOperation.delete_vectors(held, list(names)),
+            )
+            return
+        flt = self._edge_selection(collection, ids, points_filter)
+        operation = edge.UpdateOperation.delete_vectors_by_filter(flt, list(names))
+        self._update(collection, operation, shard_keys)
+
+    def _scrolled(
+        self,
+        collection: str,
+        request: edge.ScrollRequest,
+        shard_keys: Sequence[str] | None,
+    ) -> tuple[list[Any], Any]:
+        """One page in id order over the selected shards, and the next offset (the engine's
+        records; ``None`` at the end)."""
+        with self._shards_of(collection, shard_keys) as selected:
+            if len(selected) == 1:
+                only = selected[0][1]
+                return self._call(collection, lambda: only.scroll(request))
+            limit = request.limit or 0
+            wider = edge.ScrollRequest(
+                offset=request.offset,
+                limit=limit + 1,
+                filter=request.filter,
+                with_payload=request.with_payload,
+                with_vector=request.with_vector,
+            )
+            records: list[Any] = []
+            for _, shard in selected:
+                page, _ = self._call(collection, partial(shard.scroll, wider))
+                records.extend(page)
+        records.sort(key=lambda r: _id_order(_point_id(r.id)))
+        next_offset = records[limit].id if len(records) > limit else None
+        return records[:limit], next_offset
 
     def scroll(
         self,
@@ -855,6 +1251,7 @@ class EmbeddedQdrant:
         scroll_filter: models.Filter | None = None,
         with_vectors: bool = True,
         with_payload: bool | Sequence[str] = True,
+        shard_keys: Sequence[str] | None = None,
     ) -> tuple[list[PointRecord], PointId | None]:
         request = edge.ScrollRequest(
             offset=offset,
@@ -863,8 +1260,7 @@ class EmbeddedQdrant:
             with_payload=_payload_selector(with_payload),
             with_vector=with_vectors,
         )
-        with self._shard(collection) as shard:
-            records, next_offset = self._call(collection, lambda: shard.scroll(request))
+        records, next_offset = self._scrolled(collection, request, shard_keys)
         points = [
             PointRecord(id=_point_id(r.id), vector=_vector(r.vector), payload=dict(r.payload or {}))
             for r in records
@@ -879,6 +1275,7 @@ class EmbeddedQdrant:
         limit: int,
         offset: PointId | None = None,
         scroll_filter: models.Filter | None = None,
+        shard_keys: Sequence[str] | None = None,
     ) -> KeyPage:
         request = edge.ScrollRequest(
             offset=offset,
@@ -887,12 +1284,22 @@ class EmbeddedQdrant:
             with_payload=_payload_selector(keys),
             with_vector=False,
         )
-        with self._shard(collection) as shard:
-            records, next_offset = self._call(collection, lambda: shard.scroll(request))
+        records, next_offset = self._scrolled(collection, request, shard_keys)
         ids = [_point_id(r.id) for r in records]
         # The engine hands out a new payload dict on every read: no copy needed.
         payloads = [r.payload or {} for r in records]
         return KeyPage(ids, payloads, _point_id(next_offset) if next_offset is not None else None)
+
+    def _ascending(self, collection: str, using: str | None, query: Any) -> bool:
+        """Whether the best hits have the lowest scores: a nearest query on a distance metric
+        (Qdrant reports Euclid and Manhattan distances, smallest first)."""
+        plain_nearest = isinstance(query, list | models.NearestQuery) or (
+            isinstance(query, models.NearestQuery) and query.mmr is None
+        )
+        if not plain_nearest:
+            return False
+        vector = self._spec(collection).dense_vectors().get(using or "")
+        return vector is not None and vector.distance in ("Euclid", "Manhattan")
 
     def query(
         self,
@@ -906,6 +1313,7 @@ class EmbeddedQdrant:
         hnsw_ef: int | None = None,
         exact: bool = False,
         using: str = "",
+        shard_keys: Sequence[str] | None = None,
     ) -> list[ScoredHit]:
         dense = self._spec(collection).dense_vectors().get(using)
         if dense is None or dense.multivector is not None or len(vector) != dense.size:
@@ -927,8 +1335,13 @@ class EmbeddedQdrant:
             with_vector=with_vectors,
             params=edge.SearchParams(hnsw_ef=hnsw_ef, exact=exact),
         )
-        with self._shard(collection) as shard:
-            hits = self._call(collection, lambda: shard.query(request))
+        ascending = dense.distance in ("Euclid", "Manhattan")
+        with self._shards_of(collection, shard_keys) as selected:
+            hits: list[Any] = []
+            for _, shard in selected:
+                hits.extend(self._call(collection, partial(shard.query, request)))
+        if len(selected) > 1:
+            hits = _best(hits, limit, 0, ascending)
         return [
             ScoredHit(
                 id=_point_id(h.id),
@@ -940,29 +1353,102 @@ class EmbeddedQdrant:
         ]
 
     def query_points(
-        self, collection: str, request: models.QueryRequest
+        self,
+        collection: str,
+        request: models.QueryRequest,
+        *,
+        shard_keys: Sequence[str] | None = None,
     ) -> list[models.ScoredPoint]:
         """Qdrant's universal query on one collection (see :mod:`librarian.storage.edge_queries`);
-        points named by id in the query are read from this collection."""
-        with self._shard(collection) as shard:
+        points named by id in the query are read from this collection. Over several shards
+        each answers the whole request and the hits merge by score (by order value for
+        ``order_by``; a random sample at random), as Qdrant merges its shards'; a fusion or MMR
+        at the top of the request needs the candidates of every shard at once, so it is refused
+        there (the router fuses its homes' candidates itself)."""
+        if request.shard_key is not None:
+            if shard_keys is not None:
+                raise InvalidRequest(
+                    self._cluster,
+                    "Wrong input: the shard key is given twice",
+                    collection=collection,
+                )
+            shard_keys = self._selector(collection, request.shard_key)
+            request = request.model_copy(update={"shard_key": None})
+        with self._shards_of(collection, shard_keys) as selected:
+            if len(selected) > 1:
+                self._check_mergeable(collection, request)
+            limit = request.limit if request.limit is not None else 10
+            offset = request.offset or 0
+            per_shard = (
+                request
+                if len(selected) <= 1
+                else request.model_copy(update={"limit": limit + offset, "offset": 0})
+            )
+            hits: list[Any] = []
+            for _, shard in selected:
 
-            def vector_of(point_id: models.ExtendedPointId, name: str) -> QdrantVector:
-                return self._stored_vector(shard, point_id, name)
+                def vector_of(point_id: models.ExtendedPointId, name: str) -> QdrantVector:
+                    return self._stored_vector(collection, selected, point_id, name)
 
-            edge_request = self._call(collection, lambda: to_edge_query_request(request, vector_of))
-            hits = self._call(collection, lambda: shard.query(edge_request))
+                edge_request = self._call(
+                    collection, lambda: to_edge_query_request(per_shard, vector_of)
+                )
+                hits.extend(self._call(collection, partial(shard.query, edge_request)))
+        if len(selected) > 1:
+            order_by = _order_by(request.query)
+            if isinstance(request.query, models.SampleQuery):  # a random page of all of them
+                random.shuffle(hits)
+                hits = hits[offset : offset + limit]
+            elif order_by is not None:
+                hits = _by_order_value(hits, limit, offset, order_by)
+            else:
+                ascending = self._ascending(collection, request.using, request.query)
+                hits = _best(hits, limit, offset, ascending)
         selector = request.with_payload if request.with_payload is not None else False
         return [
             to_scored_point(hit, with_payload=selector, with_vector=request.with_vector)
             for hit in hits
         ]
 
-    @staticmethod
+    def _selector(self, collection: str, shard_key: Any) -> list[str]:
+        """The keys a request's own ``shard_key`` names."""
+        if isinstance(shard_key, models.ShardKeyWithFallback):
+            raise InvalidRequest(
+                self._cluster,
+                "Wrong input: a shard key with a fallback is not supported here; name the keys",
+                collection=collection,
+            )
+        keys = shard_key if isinstance(shard_key, list) else [shard_key]
+        return [str(k) for k in keys]
+
+    def _check_mergeable(self, collection: str, request: models.QueryRequest) -> None:
+        query = request.query
+        unmergeable = isinstance(query, models.FusionQuery | models.RrfQuery) or (
+            isinstance(query, models.NearestQuery) and query.mmr is not None
+        )
+        if unmergeable:
+            raise InvalidRequest(
+                self._cluster,
+                "Wrong input: a fusion or MMR over several shard keys needs "
+                "every key's candidates together; query one shard key at a time, or fuse the "
+                "answers of plain queries on the caller's side",
+                collection=collection,
+            )
+
     def _stored_vector(
-        shard: edge.EdgeShard, point_id: models.ExtendedPointId, name: str
+        self,
+        collection: str,
+        selected: Sequence[tuple[ShardKey, edge.EdgeShard]],
+        point_id: models.ExtendedPointId,
+        name: str,
     ) -> QdrantVector:
-        """The vector ``name`` of a stored point, for a query that names the point by id."""
-        records = shard.retrieve([point_id], False, [name])
+        """The vector ``name`` of a stored point, for a query that names the point by id (read
+        in whichever selected shard holds it)."""
+        records: list[Any] = []
+        for _, shard in selected:
+            records = self._call(collection, partial(shard.retrieve, [point_id], False, [name]))
+            if records:
+                break
         vectors = records[0].vector if records else None
         if not records:
             raise UnsupportedQuery(f"no point with id {point_id!r} found")
@@ -975,49 +1461,107 @@ class EmbeddedQdrant:
         assert found is not None
         return found
 
-    def facet(self, collection: str, request: models.FacetRequest) -> list[models.FacetValueHit]:
+    def facet(
+        self,
+        collection: str,
+        request: models.FacetRequest,
+        *,
+        shard_keys: Sequence[str] | None = None,
+    ) -> list[models.FacetValueHit]:
         """Counts of the values of ``request.key`` among matching points (the engine, as
-        Qdrant, needs a payload index on the key)."""
-        edge_request = self._call(collection, lambda: to_edge_facet_request(request))
-        with self._shard(collection) as shard:
-            response = self._call(collection, lambda: shard.facet(edge_request))
-        return [to_facet_hit(hit) for hit in response.hits]
+        Qdrant, needs a payload index on the key); over several shards every value's counts
+        are summed, so the top values are exact."""
+        if request.shard_key is not None:
+            shard_keys = self._selector(collection, request.shard_key)
+            request = request.model_copy(update={"shard_key": None})
+        with self._shards_of(collection, shard_keys) as selected:
+            if len(selected) == 1:
+                edge_request = self._call(collection, lambda: to_edge_facet_request(request))
+                only = selected[0][1]
+                response = self._call(collection, lambda: only.facet(edge_request))
+                return [to_facet_hit(hit) for hit in response.hits]
+            every = request.model_copy(update={"limit": _EVERY_VALUE})
+            edge_request = self._call(collection, lambda: to_edge_facet_request(every))
+            counts: dict[Any, int] = {}
+            for _, shard in selected:
+                response = self._call(collection, partial(shard.facet, edge_request))
+                for hit in response.hits:
+                    value = to_facet_hit(hit)
+                    counts[value.value] = counts.get(value.value, 0) + value.count
+        limit = request.limit if request.limit is not None else 10
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], _value_order(item[0])))
+        return [models.FacetValueHit(value=v, count=c) for v, c in ranked[:limit]]
 
     def scroll_points(
-        self, collection: str, request: models.ScrollRequest
+        self,
+        collection: str,
+        request: models.ScrollRequest,
+        *,
+        shard_keys: Sequence[str] | None = None,
     ) -> tuple[list[models.Record], models.ExtendedPointId | None]:
         """One page of Qdrant's scroll, in id order or ``order_by`` (then no next offset)."""
+        if request.shard_key is not None:
+            shard_keys = self._selector(collection, request.shard_key)
+            request = request.model_copy(update={"shard_key": None})
         edge_request = self._call(collection, lambda: to_edge_scroll_request(request))
-        with self._shard(collection) as shard:
-            records, next_offset = self._call(collection, lambda: shard.scroll(edge_request))
         selector = request.with_payload if request.with_payload is not None else True
-        page = [
+        records: list[Any]
+        next_offset: Any
+        if request.order_by is None:
+            records, next_offset = self._scrolled(collection, edge_request, shard_keys)
+        else:
+            with self._shards_of(collection, shard_keys) as selected:
+                records = []
+                for _, shard in selected:
+                    page, _ = self._call(collection, partial(shard.scroll, edge_request))
+                    records.extend(page)
+            if len(selected) > 1:
+                records = _by_order_value(records, edge_request.limit or 0, 0, request.order_by)
+            next_offset = None
+        rendered = [
             to_record(record, with_payload=selector, with_vector=request.with_vector)
             for record in records
         ]
         if request.order_by is not None or next_offset is None:
-            return page, None
-        return page, _point_id(next_offset)
+            return rendered, None
+        return rendered, _point_id(next_offset)
 
     def sample(
-        self, collection: str, limit: int, *, with_payload: bool = True
+        self,
+        collection: str,
+        limit: int,
+        *,
+        with_payload: bool = True,
+        shard_keys: Sequence[str] | None = None,
     ) -> list[PointRecord]:
         request = edge.QueryRequest(
             limit=limit, query=edge.Sample.Random, with_payload=with_payload, with_vector=True
         )
-        with self._shard(collection) as shard:
-            hits = self._call(collection, lambda: shard.query(request))
+        with self._shards_of(collection, shard_keys) as selected:
+            hits: list[Any] = []
+            for _, shard in selected:
+                hits.extend(self._call(collection, partial(shard.query, request)))
+        if len(selected) > 1 and len(hits) > limit:
+            hits = random.sample(hits, limit)
         return [
             PointRecord(id=_point_id(h.id), vector=_vector(h.vector), payload=dict(h.payload or {}))
             for h in hits
         ]
 
-    def count(self, collection: str, *, count_filter: models.Filter | None = None) -> int:
+    def count(
+        self,
+        collection: str,
+        *,
+        count_filter: models.Filter | None = None,
+        shard_keys: Sequence[str] | None = None,
+    ) -> int:
         request = edge.CountRequest(
             filter=self._call(collection, lambda: to_edge_filter(count_filter)), exact=True
         )
-        with self._shard(collection) as shard:
-            return int(self._call(collection, lambda: shard.count(request)))
+        with self._shards_of(collection, shard_keys) as selected:
+            return sum(
+                int(self._call(collection, partial(shard.count, request))) for _, shard in selected
+            )
 
     def retrieve(
         self,
@@ -1026,14 +1570,22 @@ class EmbeddedQdrant:
         *,
         with_vectors: bool = True,
         with_payload: bool | Sequence[str] = True,
+        shard_keys: Sequence[str] | None = None,
     ) -> list[PointRecord]:
         if not ids:
             return []
         selector = _payload_selector(with_payload)
-        with self._shard(collection) as shard:
-            records = self._call(
-                collection, lambda: shard.retrieve(list(ids), selector, with_vectors)
-            )
+        records: list[Any] = []
+        with self._shards_of(collection, shard_keys) as selected:
+            for _, shard in selected:
+                records.extend(
+                    self._call(
+                        collection, partial(shard.retrieve, list(ids), selector, with_vectors)
+                    )
+                )
+        if len(selected) > 1:  # the order one collection answers in: the ids' own
+            found = {_point_id(r.id): r for r in records}
+            records = [found[i] for i in dict.fromkeys(_point_id(i) for i in ids) if i in found]
         return [
             PointRecord(id=_point_id(r.id), vector=_vector(r.vector), payload=dict(r.payload or {}))
             for r in records
@@ -1047,15 +1599,21 @@ class EmbeddedQdrant:
         *,
         points_filter: models.Filter | None = None,
         key: str | None = None,
+        shard_keys: Sequence[str] | None = None,
     ) -> None:
         if ids is not None and not ids:
             return
         if ids is not None and points_filter is None:
-            operation = edge.UpdateOperation.set_payload(list(ids), dict(payload), key)
-        else:
-            flt = self._edge_selection(collection, ids, points_filter)
-            operation = edge.UpdateOperation.set_payload_by_filter(flt, dict(payload), key)
-        self._update(collection, operation)
+            self._by_location(
+                collection,
+                ids,
+                shard_keys,
+                lambda held: edge.UpdateOperation.set_payload(held, dict(payload), key),
+            )
+            return
+        flt = self._edge_selection(collection, ids, points_filter)
+        operation = edge.UpdateOperation.set_payload_by_filter(flt, dict(payload), key)
+        self._update(collection, operation, shard_keys)
 
     def overwrite_payload(
         self,
@@ -1063,10 +1621,13 @@ class EmbeddedQdrant:
         payload: Mapping[str, Any],
         *,
         points_filter: models.Filter,
+        shard_keys: Sequence[str] | None = None,
     ) -> None:
         flt = self._edge_selection(collection, None, points_filter)
         self._update(
-            collection, edge.UpdateOperation.overwrite_payload_by_filter(flt, dict(payload))
+            collection,
+            edge.UpdateOperation.overwrite_payload_by_filter(flt, dict(payload)),
+            shard_keys,
         )
 
     def _edge_selection(
@@ -1085,9 +1646,12 @@ class EmbeddedQdrant:
         keys: Sequence[str],
         *,
         points_filter: models.Filter | None = None,
+        shard_keys: Sequence[str] | None = None,
     ) -> None:
         flt = self._call(collection, lambda: to_edge_filter(points_filter)) or edge.Filter()
-        self._update(collection, edge.UpdateOperation.delete_payload_by_filter(flt, list(keys)))
+        self._update(
+            collection, edge.UpdateOperation.delete_payload_by_filter(flt, list(keys)), shard_keys
+        )
 
     def delete_points(
         self,
@@ -1095,6 +1659,7 @@ class EmbeddedQdrant:
         *,
         ids: Sequence[PointId] | None = None,
         points_filter: models.Filter | None = None,
+        shard_keys: Sequence[str] | None = None,
     ) -> None:
         if (ids is None) == (points_filter is None):
             raise InvalidRequest(
@@ -1104,11 +1669,11 @@ class EmbeddedQdrant:
             )
         if ids is not None:
             if ids:
-                self._update(collection, edge.UpdateOperation.delete_points(list(ids)))
+                self._update(collection, edge.UpdateOperation.delete_points(list(ids)), shard_keys)
             return
         flt = self._call(collection, lambda: to_edge_filter(points_filter))
         assert flt is not None
-        self._update(collection, edge.UpdateOperation.delete_points_by_filter(flt))
+        self._update(collection, edge.UpdateOperation.delete_points_by_filter(flt), shard_keys)
 
     def close(self) -> None:
         """Let go of the engine; the last adapter on this path closes the shards."""
@@ -1126,9 +1691,42 @@ class EmbeddedQdrant:
             collections = list(engine.shards)
         for collection in collections:  # each once its readers and writer are done
             with self._lock(collection).writing():
-                shard = engine.shards.pop(collection, None)
-                if shard is not None:
+                for shard in (engine.shards.pop(collection, None) or {}).values():
                     shard.close()
+
+
+def _best(hits: list[Any], limit: int, offset: int, ascending: bool) -> list[Any]:
+    """The page ``offset``..``offset + limit`` of hits from several shards, best first (a
+    stable sort: equal scores keep the shards' order)."""
+    ranked = sorted(hits, key=lambda h: h.score if ascending else -h.score)
+    return ranked[offset : offset + limit]
+
+
+def _order_by(query: Any) -> Any:
+    """The ``order_by`` of an order-by query (``None`` for any other)."""
+    return query.order_by if isinstance(query, models.OrderByQuery) else None
+
+
+def _by_order_value(records: list[Any], limit: int, offset: int, order_by: Any) -> list[Any]:
+    """Records of several shards in ``order_by``'s order (ascending unless it says otherwise)."""
+    descending = (
+        isinstance(order_by, models.OrderBy) and order_by.direction == models.Direction.DESC
+    )
+    ranked = sorted(
+        records,
+        key=lambda r: (r.order_value is None, r.order_value or 0),
+        reverse=descending,
+    )
+    return ranked[offset : offset + limit]
+
+
+def _value_order(value: Any) -> tuple[int, Any]:
+    """Qdrant's order of facet values of one kind (booleans, numbers, then strings)."""
+    if isinstance(value, bool):
+        return (0, value)
+    if isinstance(value, int | float):
+        return (1, value)
+    return (2, str(value))
 
 
 def _describe(spec: CollectionSpec) -> str:

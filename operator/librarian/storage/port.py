@@ -19,6 +19,21 @@ reads of one collection, and calls on different collections, run at once,
 while writes to one collection take turns; qdrant-client's local mode does not
 overlap). Callers that pipeline work in threads read it with a default of
 ``True`` and run one call after the other where it is ``False``.
+
+Shard keys (Qdrant's custom sharding, :attr:`CollectionSpec.shard_keys`): a
+write to a custom-sharded collection names the one key its points go under
+(``shard_key``; none is refused, as Qdrant refuses it); reads, counts,
+retrieves, scrolls, payload changes and deletes take a selector
+(``shard_keys``: the keys to look in; ``None``: every key). A point id lives
+under one key at a time: Qdrant itself would keep a second copy when an id is
+written under another key, so an upsert under key B of a point held under key
+A moves it (the adapter deletes it from A), and a conditional upsert is judged
+against the point where it is. Reads over several keys answer as one
+collection holding the same points would (top-k by score over every selected
+key, counts summed, scrolls in id order). On a collection without custom
+sharding a selector is refused and ``shard_key`` must be ``None``. qdrant-client's
+local mode has no sharding at all: it keeps every point in one place and
+ignores selectors, so there a selector does not narrow a read.
 """
 
 from __future__ import annotations
@@ -41,6 +56,8 @@ from librarian.core.collection_spec import (
 from librarian.storage.vectors import Vectors, routing_vector
 
 PointId = int | str
+ShardKeys = Sequence[str] | None
+"""A shard-key selector: the keys to look in (``None``: every key, or no custom sharding)."""
 VectorNameConfig = models.DenseVectorNameConfig | models.SparseVectorNameConfig
 """A vector to add to a collection: dense (size, distance, multivector, datatype) or sparse."""
 
@@ -57,6 +74,7 @@ __all__ = [
     "QdrantPort",
     "QuantizationSpec",
     "ScoredHit",
+    "ShardKeys",
     "SparseVectorSpec",
     "VectorNameConfig",
     "Vectors",
@@ -203,6 +221,7 @@ class QdrantPort(Protocol):
         *,
         update_filter: models.Filter | None = None,
         update_mode: models.UpdateMode | None = None,
+        shard_key: str | None = None,
     ) -> None:
         """Insert or overwrite points; waits until they are applied.
 
@@ -220,6 +239,7 @@ class QdrantPort(Protocol):
         points: Sequence[PointRecord],
         *,
         update_filter: models.Filter | None = None,
+        shard_keys: ShardKeys = None,
     ) -> None:
         """Replace the vectors of existing points (payload untouched); only those matching
         ``update_filter`` when it is given."""
@@ -232,6 +252,7 @@ class QdrantPort(Protocol):
         *,
         ids: Sequence[PointId] | None = None,
         points_filter: models.Filter | None = None,
+        shard_keys: ShardKeys = None,
     ) -> None:
         """Remove the named vectors (the rest of each point stays) from ``ids`` (those matching
         ``points_filter`` too, when given), or from every point matching ``points_filter``."""
@@ -246,6 +267,7 @@ class QdrantPort(Protocol):
         scroll_filter: models.Filter | None = None,
         with_vectors: bool = True,
         with_payload: bool | Sequence[str] = True,
+        shard_keys: ShardKeys = None,
     ) -> tuple[list[PointRecord], PointId | None]:
         """One page in id order, and the offset of the next page (``None`` at the end).
 
@@ -261,6 +283,7 @@ class QdrantPort(Protocol):
         limit: int,
         offset: PointId | None = None,
         scroll_filter: models.Filter | None = None,
+        shard_keys: ShardKeys = None,
     ) -> KeyPage:
         """The page :meth:`scroll` returns with no vectors and only the payload ``keys``, as
         ids and payloads: listings of millions of ids (by version, by label) build no point
@@ -279,18 +302,30 @@ class QdrantPort(Protocol):
         hnsw_ef: int | None = None,
         exact: bool = False,
         using: str = "",
+        shard_keys: ShardKeys = None,
     ) -> list[ScoredHit]:
         """Nearest neighbours of ``vector`` (of the dense vector ``using``; ``""``: the unnamed
         one), best first."""
         ...
 
     def sample(
-        self, collection: str, limit: int, *, with_payload: bool = True
+        self,
+        collection: str,
+        limit: int,
+        *,
+        with_payload: bool = True,
+        shard_keys: ShardKeys = None,
     ) -> list[PointRecord]:
         """A random sample of points with vectors (Qdrant's Query API random sample)."""
         ...
 
-    def count(self, collection: str, *, count_filter: models.Filter | None = None) -> int:
+    def count(
+        self,
+        collection: str,
+        *,
+        count_filter: models.Filter | None = None,
+        shard_keys: ShardKeys = None,
+    ) -> int:
         """Exact count of points matching the filter."""
         ...
 
@@ -301,6 +336,7 @@ class QdrantPort(Protocol):
         *,
         with_vectors: bool = True,
         with_payload: bool | Sequence[str] = True,
+        shard_keys: ShardKeys = None,
     ) -> list[PointRecord]:
         """The points that exist among ``ids`` (missing ids are skipped).
 
@@ -316,6 +352,7 @@ class QdrantPort(Protocol):
         *,
         points_filter: models.Filter | None = None,
         key: str | None = None,
+        shard_keys: ShardKeys = None,
     ) -> None:
         """Merge ``payload`` into the payload of ``ids`` (those matching ``points_filter``
         too, when given), or of every point matching ``points_filter``; under the nested
@@ -328,12 +365,18 @@ class QdrantPort(Protocol):
         payload: Mapping[str, Any],
         *,
         points_filter: models.Filter,
+        shard_keys: ShardKeys = None,
     ) -> None:
         """Replace the whole payload of the points matching ``points_filter`` by ``payload``."""
         ...
 
     def delete_payload_keys(
-        self, collection: str, keys: Sequence[str], *, points_filter: models.Filter | None = None
+        self,
+        collection: str,
+        keys: Sequence[str],
+        *,
+        points_filter: models.Filter | None = None,
+        shard_keys: ShardKeys = None,
     ) -> None:
         """Remove payload ``keys`` from matching points (all points when no filter)."""
         ...
@@ -344,12 +387,17 @@ class QdrantPort(Protocol):
         *,
         ids: Sequence[PointId] | None = None,
         points_filter: models.Filter | None = None,
+        shard_keys: ShardKeys = None,
     ) -> None:
         """Delete by ids or by filter (exactly one of them)."""
         ...
 
     def query_points(
-        self, collection: str, request: models.QueryRequest
+        self,
+        collection: str,
+        request: models.QueryRequest,
+        *,
+        shard_keys: ShardKeys = None,
     ) -> list[models.ScoredPoint]:
         """Qdrant's universal query on one collection: every query kind (nearest dense / sparse /
         multivector / named via `using`, recommend, discover, context, order_by, fusion, rrf,
@@ -358,13 +406,23 @@ class QdrantPort(Protocol):
         given."""
         ...
 
-    def facet(self, collection: str, request: models.FacetRequest) -> list[models.FacetValueHit]:
+    def facet(
+        self,
+        collection: str,
+        request: models.FacetRequest,
+        *,
+        shard_keys: ShardKeys = None,
+    ) -> list[models.FacetValueHit]:
         """Counts of the values of `request.key` among points matching `request.filter` (Qdrant's
         order: count desc, then value asc), at most `request.limit`; `exact` honoured."""
         ...
 
     def scroll_points(
-        self, collection: str, request: models.ScrollRequest
+        self,
+        collection: str,
+        request: models.ScrollRequest,
+        *,
+        shard_keys: ShardKeys = None,
     ) -> tuple[list[models.Record], models.ExtendedPointId | None]:
         """One page of Qdrant's scroll: id order, or `order_by` (then the next offset is None, as
         Qdrant answers); payload and vector selectors honoured."""

@@ -15,6 +15,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import httpx
@@ -318,6 +319,9 @@ class RemoteQdrant:
         self._retries = max(0, retries)
         self._backoff_s = backoff_s
         self._sleep = sleep
+        # Local mode has no sharding: the keys a collection was created with are kept here so
+        # writes are checked as a server checks them (reads cannot be narrowed there).
+        self._local_shard_keys: dict[str, tuple[str, ...] | None] | None = {} if serialize else None
 
     @classmethod
     def connect(
@@ -422,10 +426,12 @@ class RemoteQdrant:
                 self._cluster, "collection already exists", collection=collection
             )
         dense, sparse = vectors_config(spec)
+        custom = spec.shard_keys is not None and self._local_shard_keys is None
         self._call(
             collection,
             lambda: self._client.create_collection(
                 collection,
+                sharding_method=models.ShardingMethod.CUSTOM if custom else None,
                 vectors_config=dense,
                 sparse_vectors_config=sparse or None,
                 hnsw_config=hnsw_diff(spec),
@@ -436,6 +442,58 @@ class RemoteQdrant:
                 on_disk_payload=spec.on_disk_payload,
             ),
         )
+        if self._local_shard_keys is not None:
+            self._local_shard_keys[collection] = spec.shard_keys
+        elif custom:  # one shard per key: a key is one partition, a small part of a domain
+            for key in spec.shard_keys or ():
+                self._call(
+                    collection,
+                    lambda key=key: self._client.create_shard_key(collection, key, shards_number=1),  # type: ignore[misc]
+                )
+
+    def _shard_keys_of(self, collection: str, sharding: Any) -> tuple[str, ...] | None:
+        """The collection's shard keys (``None`` without custom sharding)."""
+        if self._local_shard_keys is not None:
+            return self._local_shard_keys.get(collection)
+        if sharding != models.ShardingMethod.CUSTOM:
+            return None
+        listed = self._call(collection, lambda: self._client.list_shard_keys(collection))
+        return tuple(str(d.key) for d in listed.shard_keys or [])
+
+    def _selector(
+        self, collection: str, shard_keys: Sequence[str] | None
+    ) -> list[models.ShardKey] | None:
+        """The selector sent with a read or delete (``None``: every key). A server checks the
+        keys itself; local mode's are checked here."""
+        if shard_keys is None:
+            return None
+        if self._local_shard_keys is None:
+            return list(dict.fromkeys(shard_keys))
+        known = self._known_keys(collection)
+        if known is None:
+            raise InvalidRequest(
+                self._cluster,
+                "Wrong input: shard_key: the collection has no custom sharding; query it "
+                "without a shard key",
+                collection=collection,
+            )
+        unknown = [k for k in shard_keys if k not in known]
+        if unknown:
+            raise InvalidRequest(
+                self._cluster, f"Shard key {unknown[0]} not found", collection=collection
+            )
+        if self._local_shard_keys is not None:
+            return None  # local mode cannot narrow a read: it holds every point in one place
+        return list(dict.fromkeys(shard_keys))
+
+    def _known_keys(self, collection: str) -> tuple[str, ...] | None:
+        """Local mode's record of a collection's shard keys."""
+        assert self._local_shard_keys is not None
+        if collection not in self._local_shard_keys and not self.collection_exists(collection):
+            raise CollectionNotFound(
+                self._cluster, "collection does not exist", collection=collection
+            )
+        return self._local_shard_keys.get(collection)
 
     def update_collection(self, collection: str, spec: CollectionSpec) -> None:
         current = self.collection_info(collection).spec
@@ -481,6 +539,8 @@ class RemoteQdrant:
         )
 
     def delete_collection(self, collection: str) -> None:
+        if self._local_shard_keys is not None:
+            self._local_shard_keys.pop(collection, None)
         self._call(collection, lambda: self._client.delete_collection(collection))
 
     def collection_info(self, collection: str) -> CollectionInfo:
@@ -490,7 +550,10 @@ class RemoteQdrant:
             points_count=int(info.points_count or 0),
             indexed_vectors_count=info.indexed_vectors_count,
             payload_schema={k: str(v.data_type.value) for k, v in info.payload_schema.items()},
-            spec=spec_from_config(info.config),
+            spec=replace(
+                spec_from_config(info.config),
+                shard_keys=self._shard_keys_of(collection, info.config.params.sharding_method),
+            ),
         )
 
     def create_keyword_index(self, collection: str, field_name: str) -> None:
@@ -534,6 +597,33 @@ class RemoteQdrant:
 
     # ----------------------------------------------------------------- points
 
+    def _write_key(self, collection: str, shard_key: str | None) -> str | None:
+        """The key a write goes under: required on a custom-sharded collection (Qdrant refuses
+        a write without it), refused on any other (a server checks it itself)."""
+        if self._local_shard_keys is None:
+            return shard_key
+        known = self._known_keys(collection)
+        if known is None:
+            if shard_key is not None:
+                raise InvalidRequest(
+                    self._cluster,
+                    "Wrong input: the collection has no custom sharding; write without a shard key",
+                    collection=collection,
+                )
+            return None
+        if shard_key is None:
+            raise InvalidRequest(
+                self._cluster,
+                "Wrong input: Shard key not specified (the collection has custom sharding: "
+                "every write names the shard key its points go under)",
+                collection=collection,
+            )
+        if shard_key not in known:
+            raise InvalidRequest(
+                self._cluster, f"Shard key {shard_key} not found", collection=collection
+            )
+        return shard_key
+
     def upsert(
         self,
         collection: str,
@@ -541,25 +631,108 @@ class RemoteQdrant:
         *,
         update_filter: models.Filter | None = None,
         update_mode: models.UpdateMode | None = None,
+        shard_key: str | None = None,
     ) -> None:
+        """Insert or overwrite points (see the port). Under ``shard_key`` on a server, a point
+        held under another key moves: written under ``shard_key`` (if the write's condition
+        holds where it is), then deleted from its old key, so one copy remains."""
+        target = self._write_key(collection, shard_key)
         if not points:
             return
-        structs = [
-            models.PointStruct(
+        structs = {
+            p.id: models.PointStruct(
                 id=p.id, vector=p.vector if p.vector is not None else {}, payload=p.payload
             )
             for p in points
-        ]
-        self._call(
-            collection,
-            lambda: self._client.upsert(
+        }
+        selector = target if self._local_shard_keys is None else None
+        elsewhere = self._held_elsewhere(collection, list(structs), selector)
+        moving = self._movable(collection, elsewhere, update_filter, update_mode)
+        staying = [struct for point_id, struct in structs.items() if point_id not in elsewhere]
+        if staying:
+            self._call(
                 collection,
-                points=structs,
-                wait=True,
-                update_filter=update_filter,
-                update_mode=update_mode,
+                lambda: self._client.upsert(
+                    collection,
+                    points=staying,
+                    wait=True,
+                    update_filter=update_filter,
+                    update_mode=update_mode,
+                    shard_key_selector=selector,
+                ),
+            )
+        if moving:
+            moved = [structs[i] for i in moving]
+            self._call(
+                collection,
+                lambda: self._client.upsert(
+                    collection, points=moved, wait=True, shard_key_selector=selector
+                ),
+            )
+            by_key: dict[str, list[PointId]] = {}
+            for point_id in moving:
+                by_key.setdefault(elsewhere[point_id], []).append(point_id)
+            for key, ids in by_key.items():
+                self._call(
+                    collection,
+                    lambda key=key, ids=ids: self._client.delete(  # type: ignore[misc]
+                        collection,
+                        points_selector=models.PointIdsList(points=list(ids)),
+                        wait=True,
+                        shard_key_selector=key,
+                    ),
+                )
+
+    def _held_elsewhere(
+        self, collection: str, ids: list[PointId], target: str | None
+    ) -> dict[PointId, str]:
+        """The points among ``ids`` held under a shard key other than ``target``, by id."""
+        if target is None:
+            return {}
+        records = self._call(
+            collection,
+            lambda: self._client.retrieve(
+                collection, ids=ids, with_payload=False, with_vectors=False
             ),
         )
+        return {
+            _id(r.id): str(r.shard_key)
+            for r in records
+            if r.shard_key is not None and str(r.shard_key) != target
+        }
+
+    def _movable(
+        self,
+        collection: str,
+        elsewhere: Mapping[PointId, str],
+        update_filter: models.Filter | None,
+        update_mode: models.UpdateMode | None,
+    ) -> list[PointId]:
+        """The points held under another key that a write moves: none for ``insert_only`` (they
+        exist), else those matching the write's condition where they are."""
+        if not elsewhere or update_mode == models.UpdateMode.INSERT_ONLY:
+            return []
+        if update_filter is None:
+            return list(elsewhere)
+        by_key: dict[str, list[PointId]] = {}
+        for point_id, key in elsewhere.items():
+            by_key.setdefault(key, []).append(point_id)
+        movable: list[PointId] = []
+        for key, ids in by_key.items():
+            condition = models.Filter(must=[models.HasIdCondition(has_id=list(ids)), update_filter])
+            records, _ = self._call(
+                collection,
+                lambda key=key, ids=ids, condition=condition: self._client.scroll(  # type: ignore[misc]
+                    collection,
+                    scroll_filter=condition,
+                    limit=len(ids),
+                    with_payload=False,
+                    with_vectors=False,
+                    shard_key_selector=key,
+                ),
+            )
+            movable.extend(_id(r.id) for r in records)
+        return movable
 
     def update_vectors(
         self,
@@ -567,6 +740,7 @@ class RemoteQdrant:
         points: Sequence[PointRecord],
         *,
         update_filter: models.Filter | None = None,
+        shard_keys: Sequence[str] | None = None,
     ) -> None:
         if not points:
             return
@@ -577,7 +751,11 @@ class RemoteQdrant:
         self._call(
             collection,
             lambda: self._client.update_vectors(
-                collection, points=vectors, wait=True, update_filter=update_filter
+                collection,
+                shard_key_selector=self._selector(collection, shard_keys),
+                points=vectors,
+                wait=True,
+                update_filter=update_filter,
             ),
         )
 
@@ -588,6 +766,7 @@ class RemoteQdrant:
         *,
         ids: Sequence[PointId] | None = None,
         points_filter: models.Filter | None = None,
+        shard_keys: Sequence[str] | None = None,
     ) -> None:
         if ids is not None and not ids:
             return
@@ -595,7 +774,11 @@ class RemoteQdrant:
         self._call(
             collection,
             lambda: self._client.delete_vectors(
-                collection, vectors=list(names), points=selection, wait=True
+                collection,
+                shard_key_selector=self._selector(collection, shard_keys),
+                vectors=list(names),
+                points=selection,
+                wait=True,
             ),
         )
 
@@ -608,12 +791,14 @@ class RemoteQdrant:
         scroll_filter: models.Filter | None = None,
         with_vectors: bool = True,
         with_payload: bool | Sequence[str] = True,
+        shard_keys: Sequence[str] | None = None,
     ) -> tuple[list[PointRecord], PointId | None]:
         selector = with_payload if isinstance(with_payload, bool) else list(with_payload)
         records, next_offset = self._call(
             collection,
             lambda: self._client.scroll(
                 collection,
+                shard_key_selector=self._selector(collection, shard_keys),
                 scroll_filter=scroll_filter,
                 limit=limit,
                 offset=offset,
@@ -635,11 +820,13 @@ class RemoteQdrant:
         limit: int,
         offset: PointId | None = None,
         scroll_filter: models.Filter | None = None,
+        shard_keys: Sequence[str] | None = None,
     ) -> KeyPage:
         records, next_offset = self._call(
             collection,
             lambda: self._client.scroll(
                 collection,
+                shard_key_selector=self._selector(collection, shard_keys),
                 scroll_filter=scroll_filter,
                 limit=limit,
                 offset=offset,
@@ -665,11 +852,13 @@ class RemoteQdrant:
         hnsw_ef: int | None = None,
         exact: bool = False,
         using: str = "",
+        shard_keys: Sequence[str] | None = None,
     ) -> list[ScoredHit]:
         response = self._call(
             collection,
             lambda: self._client.query_points(
                 collection,
+                shard_key_selector=self._selector(collection, shard_keys),
                 query=[float(x) for x in vector],
                 using=using or None,
                 limit=limit,
@@ -690,12 +879,18 @@ class RemoteQdrant:
         ]
 
     def sample(
-        self, collection: str, limit: int, *, with_payload: bool = True
+        self,
+        collection: str,
+        limit: int,
+        *,
+        with_payload: bool = True,
+        shard_keys: Sequence[str] | None = None,
     ) -> list[PointRecord]:
         response = self._call(
             collection,
             lambda: self._client.query_points(
                 collection,
+                shard_key_selector=self._selector(collection, shard_keys),
                 query=models.SampleQuery(sample=models.Sample.RANDOM),
                 limit=limit,
                 with_payload=with_payload,
@@ -707,10 +902,21 @@ class RemoteQdrant:
             for h in response.points
         ]
 
-    def count(self, collection: str, *, count_filter: models.Filter | None = None) -> int:
+    def count(
+        self,
+        collection: str,
+        *,
+        count_filter: models.Filter | None = None,
+        shard_keys: Sequence[str] | None = None,
+    ) -> int:
         result = self._call(
             collection,
-            lambda: self._client.count(collection, count_filter=count_filter, exact=True),
+            lambda: self._client.count(
+                collection,
+                shard_key_selector=self._selector(collection, shard_keys),
+                count_filter=count_filter,
+                exact=True,
+            ),
         )
         return int(result.count)
 
@@ -721,6 +927,7 @@ class RemoteQdrant:
         *,
         with_vectors: bool = True,
         with_payload: bool | Sequence[str] = True,
+        shard_keys: Sequence[str] | None = None,
     ) -> list[PointRecord]:
         if not ids:
             return []
@@ -728,7 +935,11 @@ class RemoteQdrant:
         records = self._call(
             collection,
             lambda: self._client.retrieve(
-                collection, ids=list(ids), with_vectors=with_vectors, with_payload=selector
+                collection,
+                shard_key_selector=self._selector(collection, shard_keys),
+                ids=list(ids),
+                with_vectors=with_vectors,
+                with_payload=selector,
             ),
         )
         return [
@@ -744,6 +955,7 @@ class RemoteQdrant:
         *,
         points_filter: models.Filter | None = None,
         key: str | None = None,
+        shard_keys: Sequence[str] | None = None,
     ) -> None:
         if ids is not None and not ids:
             return
@@ -751,7 +963,12 @@ class RemoteQdrant:
         self._call(
             collection,
             lambda: self._client.set_payload(
-                collection, dict(payload), points=selection, key=key, wait=True
+                collection,
+                dict(payload),
+                points=selection,
+                key=key,
+                wait=True,
+                shard_key_selector=self._selector(collection, shard_keys),
             ),
         )
 
@@ -761,12 +978,17 @@ class RemoteQdrant:
         payload: Mapping[str, Any],
         *,
         points_filter: models.Filter,
+        shard_keys: Sequence[str] | None = None,
     ) -> None:
         selection = models.FilterSelector(filter=points_filter)
         self._call(
             collection,
             lambda: self._client.overwrite_payload(
-                collection, dict(payload), points=selection, wait=True
+                collection,
+                dict(payload),
+                points=selection,
+                wait=True,
+                shard_key_selector=self._selector(collection, shard_keys),
             ),
         )
 
@@ -776,11 +998,18 @@ class RemoteQdrant:
         keys: Sequence[str],
         *,
         points_filter: models.Filter | None = None,
+        shard_keys: Sequence[str] | None = None,
     ) -> None:
         selector = models.FilterSelector(filter=points_filter or models.Filter())
         self._call(
             collection,
-            lambda: self._client.delete_payload(collection, list(keys), points=selector, wait=True),
+            lambda: self._client.delete_payload(
+                collection,
+                list(keys),
+                points=selector,
+                wait=True,
+                shard_key_selector=self._selector(collection, shard_keys),
+            ),
         )
 
     def delete_points(
@@ -789,6 +1018,7 @@ class RemoteQdrant:
         *,
         ids: Sequence[PointId] | None = None,
         points_filter: models.Filter | None = None,
+        shard_keys: Sequence[str] | None = None,
     ) -> None:
         if (ids is None) == (points_filter is None):
             raise InvalidRequest(
@@ -806,13 +1036,22 @@ class RemoteQdrant:
             selector = models.FilterSelector(filter=points_filter)
         self._call(
             collection,
-            lambda: self._client.delete(collection, points_selector=selector, wait=True),
+            lambda: self._client.delete(
+                collection,
+                shard_key_selector=self._selector(collection, shard_keys),
+                points_selector=selector,
+                wait=True,
+            ),
         )
 
     # ----------------------------------------------------------------- Qdrant's own requests
 
     def query_points(
-        self, collection: str, request: models.QueryRequest
+        self,
+        collection: str,
+        request: models.QueryRequest,
+        *,
+        shard_keys: Sequence[str] | None = None,
     ) -> list[models.ScoredPoint]:
         if request.lookup_from is not None:
             raise InvalidRequest(
@@ -829,14 +1068,32 @@ class RemoteQdrant:
         if "with_vector" in fields:
             fields["with_vectors"] = fields.pop("with_vector")
         fields.setdefault("with_payload", False)  # Qdrant's default for the query API
-        response = self._call(collection, lambda: self._client.query_points(collection, **fields))
+        fallback: models.ShardKeyWithFallback | None = None
+        if shard_keys is None and request.shard_key is not None:  # the request's own selector
+            named = request.shard_key
+            if isinstance(named, models.ShardKeyWithFallback):
+                fallback = named if self._local_shard_keys is None else None
+            else:
+                shard_keys = [str(k) for k in (named if isinstance(named, list) else [named])]
+        selector = fallback if fallback is not None else self._selector(collection, shard_keys)
+        response = self._call(
+            collection,
+            lambda: self._client.query_points(collection, shard_key_selector=selector, **fields),
+        )
         return list(response.points)
 
-    def facet(self, collection: str, request: models.FacetRequest) -> list[models.FacetValueHit]:
+    def facet(
+        self,
+        collection: str,
+        request: models.FacetRequest,
+        *,
+        shard_keys: Sequence[str] | None = None,
+    ) -> list[models.FacetValueHit]:
         response = self._call(
             collection,
             lambda: self._client.facet(
                 collection,
+                shard_key_selector=self._selector(collection, shard_keys),
                 key=request.key,
                 facet_filter=request.filter,
                 limit=request.limit if request.limit is not None else 10,
@@ -846,12 +1103,17 @@ class RemoteQdrant:
         return list(response.hits)
 
     def scroll_points(
-        self, collection: str, request: models.ScrollRequest
+        self,
+        collection: str,
+        request: models.ScrollRequest,
+        *,
+        shard_keys: Sequence[str] | None = None,
     ) -> tuple[list[models.Record], models.ExtendedPointId | None]:
         records, next_offset = self._call(
             collection,
             lambda: self._client.scroll(
                 collection,
+                shard_key_selector=self._selector(collection, shard_keys),
                 scroll_filter=request.filter,
                 limit=request.limit if request.limit is not None else 10,
                 offset=request.offset,

@@ -1143,11 +1143,16 @@ def collection_spec() -> Any:
     )
 
 
-def build_library(path: Any, name: str = "library", seed: int = 13) -> tuple[Any, Any]:
+def build_library(
+    path: Any, name: str = "library", seed: int = 13, *, sharded: bool = False
+) -> tuple[Any, Any]:
     """Empty homes of a library routed on ``text``: one domain per centre, the first two on
-    an embedded cluster ``east``, the others on ``west``. Returns ``(fleet, definition)``;
-    points are to be written through the router, which places them."""
-    from librarian.router.library import DomainRoute, LibraryDefinition
+    an embedded cluster ``east``, the others on ``west`` (``sharded``: each home with one
+    shard key per partition, three cells around the domain's centre). Returns ``(fleet,
+    definition)``; points are to be written through the router, which places them."""
+    from dataclasses import replace
+
+    from librarian.router.library import DomainRoute, LibraryDefinition, PartitionRef
     from librarian.storage.embedded import EmbeddedQdrant
     from librarian.storage.fleet import Fleet
 
@@ -1156,11 +1161,21 @@ def build_library(path: Any, name: str = "library", seed: int = 13) -> tuple[Any
     west = EmbeddedQdrant("west", path / "west")
     spec = collection_spec()
     routes = []
+    rng = np.random.default_rng(seed)
     for domain, centre in enumerate(centres):
         port = east if domain < 2 else west
         collection = f"{name}-d{domain}"
-        port.create_collection(collection, spec)
         unit = centre / np.linalg.norm(centre)
+        partitions: tuple[PartitionRef, ...] = ()
+        if sharded:
+            cells = unit + rng.normal(size=(3, len(unit))) * 0.3
+            cells /= np.linalg.norm(cells, axis=1, keepdims=True)
+            partitions = tuple(
+                PartitionRef(f"d{domain}-p{i}", tuple(float(x) for x in cell))
+                for i, cell in enumerate(cells)
+            )
+        keys = tuple(p.id for p in partitions) or None
+        port.create_collection(collection, replace(spec, shard_keys=keys))
         routes.append(
             DomainRoute(
                 domain_id=f"d{domain}",
@@ -1171,6 +1186,7 @@ def build_library(path: Any, name: str = "library", seed: int = 13) -> tuple[Any
                 size=0,
                 specialized=True,
                 versioned=True,
+                partitions=partitions,
             )
         )
     definition = LibraryDefinition(
@@ -1236,14 +1252,14 @@ def client_for(router: Any, transport: str) -> Any:
 
 
 def judge_transport(
-    path: Any, transport: str, points: Sequence[models.PointStruct]
+    path: Any, transport: str, points: Sequence[models.PointStruct], *, sharded: bool = False
 ) -> list[Verdict]:
-    """Every case through one transport, on a fresh library under ``path`` and a reference of
-    its own: the reads, the writes, then the reads again (over the tombstones, moved points
-    and changed payloads the writes left)."""
+    """Every case through one transport, on a fresh library under ``path`` (``sharded``: its
+    homes sharded by partition) and a reference of its own: the reads, the writes, then the
+    reads again (over the tombstones, moved points and changed payloads the writes left)."""
     from librarian.testing.router import RouterThread, make_state
 
-    fleet, definition = build_library(path)
+    fleet, definition = build_library(path, sharded=sharded)
     state = make_state(
         _Served(fleet, definition), settings={"caching": {"enable_result_cache": False}}
     )

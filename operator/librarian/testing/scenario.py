@@ -59,13 +59,20 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from librarian.contracts.moves import MovePhase
 from librarian.contracts.payload import LABEL_KEY, POINT_VERSION_KEY
 from librarian.core.hlc import encode_version
-from librarian.router.library import CollectionHome, DomainRoute, LibraryDefinition, MoveFence
+from librarian.router.library import (
+    CollectionHome,
+    DomainRoute,
+    LibraryDefinition,
+    MoveFence,
+    PartitionRef,
+)
 from librarian.router.outbox import CleanupKind
 from librarian.router.state import RouterState
 from librarian.services import migration
 from librarian.services.domain_homes import copy_payload_indexes
 from librarian.services.labeling import domain_filter
 from librarian.services.migration import MigrationFailed, MigrationPlan, migrate
+from librarian.services.placement import Placement
 from librarian.services.versioning import is_tombstone, user_payload, version_of
 from librarian.storage.embedded import EmbeddedQdrant
 from librarian.storage.fleet import Fleet
@@ -130,6 +137,8 @@ class ScenarioConfig:
     outage: bool = True  # stop a cluster and bring it back
     hang: bool = True  # hang a cluster and heal it
     move: bool = True  # move a domain to the other cluster
+    # Every home sharded by partition (3 shard keys a domain): writes placed by key.
+    sharded: bool = False
 
 
 @dataclass(frozen=True)
@@ -235,18 +244,46 @@ class _Library:
         return self.definition
 
 
-def _build_library(path: Path, seed: int) -> _Library:
+PARTITIONS: Final = 3
+
+
+def _home_spec(partitions: Sequence[PartitionRef]) -> CollectionSpec:
+    """A domain's home: one shard key per partition when it has partitions."""
+    keys = tuple(p.id for p in partitions) or None
+    return CollectionSpec(vector_size=DIM, shard_keys=keys)
+
+
+def _placement(route: DomainRoute) -> Placement | None:
+    """Where a home sharded by partition puts each of the domain's points (as the router)."""
+    if not route.partitions:
+        return None
+    return Placement(
+        domain_id=route.domain_id,
+        vector="",
+        keys=tuple(p.id for p in route.partitions),
+        centroids=np.asarray([p.centroid for p in route.partitions], dtype=np.float32),
+    )
+
+
+def _build_library(path: Path, seed: int, sharded: bool = False) -> _Library:
     rng = np.random.default_rng(seed)
     centroids = rng.normal(size=(3, DIM))
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
     engines = {name: EmbeddedQdrant(name, path / name) for name in CLUSTERS}
-    spec = CollectionSpec(vector_size=DIM)
     routes = []
     collections: dict[CollectionHome, str] = {}
     for d in range(3):
         cluster = "east" if d < 2 else "west"
         collection = f"{LIBRARY}-d{d}"
-        engines[cluster].create_collection(collection, spec)
+        partitions: tuple[PartitionRef, ...] = ()
+        if sharded:  # three cells around the domain's centre, one shard key each
+            cells = centroids[d] + rng.normal(size=(PARTITIONS, DIM)) * 0.3
+            cells /= np.linalg.norm(cells, axis=1, keepdims=True)
+            partitions = tuple(
+                PartitionRef(f"d{d}-p{i}", tuple(float(x) for x in cell))
+                for i, cell in enumerate(cells)
+            )
+        engines[cluster].create_collection(collection, _home_spec(partitions))
         collections[CollectionHome(cluster, collection)] = f"d{d}"
         routes.append(
             DomainRoute(
@@ -258,6 +295,7 @@ def _build_library(path: Path, seed: int) -> _Library:
                 size=0,
                 specialized=True,
                 versioned=True,
+                partitions=partitions,
             )
         )
     flaky = {name: FlakyPort(engine) for name, engine in engines.items()}
@@ -499,6 +537,7 @@ def run_mover(
     kill_after: int,
     attempts: int = 4,
     backoff: Callable[[], object] = lambda: None,
+    placement: Placement | None = None,
 ) -> list[str]:
     """The move's copy as the operator's migration Job runs it: the first run is killed at
     its ``kill_after``-th port call (source and target together), then the Job is run again
@@ -513,7 +552,7 @@ def run_mover(
     notes: list[str] = []
     killer = _Killer(kill_after)
     try:
-        report = migrate(killer.wrap(source), killer.wrap(target), plan)
+        report = migrate(killer.wrap(source), killer.wrap(target), plan, placement=placement)
         notes.append(f"not killed: finished in {killer.calls} calls ({report.phase})")
     except _Killed as killed:
         notes.append(f"killed at call {kill_after} ({killer.killed_in}): {killed}")
@@ -521,7 +560,7 @@ def run_mover(
         if attempt > 1:
             backoff()
         try:
-            report = migrate(source, target, plan)
+            report = migrate(source, target, plan, placement=placement)
         except MigrationFailed as error:
             notes.append(f"run {attempt} failed: {error}")
             continue
@@ -625,7 +664,7 @@ class _Run:
     def __init__(self, config: ScenarioConfig, path: Path) -> None:
         self.config = config
         self.schedule = Schedule.draw(config)
-        self.library = _build_library(path, config.seed)
+        self.library = _build_library(path, config.seed, config.sharded)
         self.state: RouterState = make_state(
             self.library,
             settings={"timeout": config.request_timeout_s},
@@ -759,8 +798,9 @@ class _Run:
         """One domain to the other cluster, as the operator moves it, with clients writing."""
         move = _Move.of(self.library.definition, plan.move_domain)
         engines = self.library.engines
+        moving = next(r for r in self.library.definition.domains if r.domain_id == move.domain)
         engines[move.new.cluster].create_collection(
-            move.new.collection, CollectionSpec(vector_size=DIM)
+            move.new.collection, _home_spec(moving.partitions)
         )
         copy_payload_indexes(  # as the operator makes a new home
             engines[move.old.cluster],
@@ -780,6 +820,7 @@ class _Run:
                 move.plan(),
                 kill_after=plan.kill_after,
                 backoff=lambda: self.traffic.wait_for(self.traffic.done + plan.switch_after),
+                placement=_placement(moving),
             )
         except MoveFailed as failed:
             self._roll_back(move, failed.notes)
