@@ -17,6 +17,7 @@ from benchmarks.bench_fleet_cost import (
     coverage_prefix,
     exact_top_k,
     hash_shards,
+    kmeans_partitions,
     merge_top_k,
     recall_at_k,
     smallest_reaching,
@@ -148,7 +149,7 @@ def test_engine_shards_searched_and_merged_give_the_exact_top_k(tmp_path: Path) 
     try:
         for shard in range(3):
             members = np.flatnonzero(shard_of == shard).astype(np.int64)
-            assert store.create(data[members], members, index_everything=False) == shard
+            assert store.create(data[members], members, hnsw_everywhere=False) == shard
         truth, truth_scores = exact_top_k(data, queries, 10)
         for row, query in enumerate(queries):
             merged = merge_top_k([store.search(s, query.tolist(), 10, None) for s in range(3)], 10)
@@ -156,3 +157,17 @@ def test_engine_shards_searched_and_merged_give_the_exact_top_k(tmp_path: Path) 
             np.testing.assert_allclose(merged.scores, truth_scores[row], atol=1e-5)
     finally:
         store.close()
+
+
+def test_kmeans_partitions_are_compact_nearest_cells_nested_in_the_nearest_domain() -> None:
+    data = _unit_rows(2_000, 8, 10)
+    domains = _unit_rows(3, 8, 11)
+    labels, domain_of = kmeans_partitions(data, 40, domains, seed=0, per_cell=20)
+    count = len(domain_of)
+    assert sorted(set(labels.tolist())) == list(range(count))  # every cell holds points
+    centres = np.stack([data[labels == p].mean(axis=0) for p in range(count)])
+    assert set(domain_of.tolist()) <= {0, 1, 2}
+    # Each point sits in the cell of its nearest fitted centre: its own cell's mean is at
+    # least as close as most others' (Voronoi cells of the centres, checked loosely).
+    own = np.einsum("ij,ij->i", data, centres[labels])
+    assert np.mean(own >= np.median(data @ centres.T, axis=1)) > 0.99
