@@ -75,8 +75,11 @@ __all__ = [
     "TARGET_RECALL",
     "EngineShards",
     "Hits",
+    "Layout",
+    "Tuner",
     "coverage_prefix",
     "exact_top_k",
+    "flat_layout",
     "hash_shards",
     "kmeans_partitions",
     "merge_top_k",
@@ -582,7 +585,7 @@ class Tuner:
         self.truth = truth
         self.kth = kth
         self.data = data
-        self._cache: dict[tuple[int, int, int | None], Hits] = {}
+        self._cache: dict[tuple[int, int, int, int | None], Hits] = {}
         self._orders: list[tuple[FloatArray, IntArray]] | None = None
         if router is not None:
             engine_strategy = "domain_affinity" if strategy == "centroid" else "hybrid"
@@ -604,7 +607,7 @@ class Tuner:
                 shards = layout.plan(self.queries[row], depth)
             parts = []
             for shard in shards:
-                key = (row, shard, ef)
+                key = (id(layout.store), row, shard, ef)  # layouts may share a tuner
                 if key not in self._cache:
                     self._cache[key] = layout.store.search(shard, self.vectors[row], K, ef)
                 parts.append(self._cache[key])

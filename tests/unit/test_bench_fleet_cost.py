@@ -7,6 +7,7 @@ fails here instead of printing a flattering table.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,10 @@ import pytest
 from benchmarks.bench_fleet_cost import (
     EngineShards,
     Hits,
+    Tuner,
     coverage_prefix,
     exact_top_k,
+    flat_layout,
     hash_shards,
     kmeans_partitions,
     merge_top_k,
@@ -171,3 +174,28 @@ def test_kmeans_partitions_are_compact_nearest_cells_nested_in_the_nearest_domai
     # least as close as most others' (Voronoi cells of the centres, checked loosely).
     own = np.einsum("ij,ij->i", data, centres[labels])
     assert np.mean(own >= np.median(data @ centres.T, axis=1)) > 0.99
+
+
+def test_layouts_sharing_a_tuner_are_judged_on_their_own_shards(tmp_path: Path) -> None:
+    """Shard 0 of one layout is not shard 0 of another: each recall is the layout's own."""
+    data, queries = _unit_rows(1_000, 8, 12), _unit_rows(20, 8, 13)
+    truth, scores = exact_top_k(data, queries, 10)
+    tuner = Tuner(queries, truth, scores[:, -1], data)
+    whole = flat_layout("one collection", data, 1, tmp_path, hnsw_everywhere=False)
+    even = np.arange(0, len(data), 2, dtype=np.int64)
+    halves = EngineShards(tmp_path / "half")
+    halves.create(data[even], even, hnsw_everywhere=False)
+    half = replace(whole, name="half", store=halves)
+    try:
+        assert tuner.recall(whole, 10, None) == 1.0
+        expected = recall_at_k(
+            [merge_top_k([halves.search(0, q.tolist(), 10, 10)], 10).ids for q in queries],
+            truth,
+            scores[:, -1],
+            tuner.exact,
+        )
+        assert tuner.recall(half, 10, None) == pytest.approx(expected)
+        assert expected < 0.8
+    finally:
+        whole.store.close()
+        halves.close()
