@@ -84,6 +84,7 @@ __all__ = [
     "kmeans_partitions",
     "merge_top_k",
     "recall_at_k",
+    "shard_switch_cost",
     "smallest_reaching",
     "synthetic_vectors",
 ]
@@ -673,6 +674,21 @@ def measure(layouts: Sequence[Layout], tuner: Tuner, rounds: int = 5) -> list[Ro
     return rows
 
 
+def shard_switch_cost(store: EngineShards, shards: int, vector: list[float]) -> tuple[float, float]:
+    """CPU-seconds per search of one shard asked again and again, and of a different shard
+    each time (every engine shard has its own worker threads: a shard not asked for a while
+    has to wake them)."""
+    calls = max(200, 2 * shards)
+    started = time.process_time()
+    for _ in range(calls):
+        store.search(0, vector, K, None)
+    same = (time.process_time() - started) / calls
+    started = time.process_time()
+    for call in range(calls):
+        store.search(call % shards, vector, K, None)
+    return same, (time.process_time() - started) / calls
+
+
 def print_table(title: str, rows: Sequence[Row], total: int) -> bool:
     """The table with ratios to random shards and to one collection; whether the goal holds."""
     by_name = {row.layout.name: row for row in rows}
@@ -771,6 +787,11 @@ def run_dataset(
             f"{DEFAULT_HNSW.ef_construct}{', HNSW everywhere' if args.hnsw_everywhere else ''})",
             rows,
             len(data),
+        )
+        same, switching = shard_switch_cost(library.store, len(sizes), plain.vectors[0])
+        print(
+            f"engine CPU per search of a library shard: {same * 1e3:.3f} ms asking one shard again "
+            f"and again, {switching * 1e3:.3f} ms asking each of its {len(sizes)} shards in turn"
         )
         for layout in {id(layout.store): layout for layout in layouts}.values():
             layout.store.close()

@@ -23,6 +23,7 @@ from benchmarks.bench_fleet_cost import (
     kmeans_partitions,
     merge_top_k,
     recall_at_k,
+    shard_switch_cost,
     smallest_reaching,
     synthetic_vectors,
 )
@@ -199,3 +200,17 @@ def test_layouts_sharing_a_tuner_are_judged_on_their_own_shards(tmp_path: Path) 
     finally:
         whole.store.close()
         halves.close()
+
+
+def test_shard_switch_cost_measures_both_patterns(tmp_path: Path) -> None:
+    data = _unit_rows(300, 8, 14)
+    store = EngineShards(tmp_path)
+    try:
+        for shard in range(3):
+            rows = np.arange(shard * 100, (shard + 1) * 100, dtype=np.int64)
+            store.create(data[rows], rows, hnsw_everywhere=False)
+        same, switching = shard_switch_cost(store, 3, data[0].tolist())
+        assert same > 0
+        assert switching > 0
+    finally:
+        store.close()
