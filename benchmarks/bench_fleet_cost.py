@@ -168,7 +168,7 @@ def smallest_reaching(
 ) -> tuple[Any, float, dict[Any, float]]:
     """The first of ``candidates`` (ordered cheapest first) whose recall reaches ``goal``.
 
-    Galloping from the cheapest (candidates 1, 2, 4, 8... apart), then a binary
+    Galloping from the cheapest (steps growing by half each time), then a binary
     search inside the last step, assuming recall does not fall as the candidates
     grow: the costly end is only evaluated when the cheap ones all miss. Every
     evaluation is returned. When none reaches the goal, the last candidate and its
@@ -188,7 +188,7 @@ def smallest_reaching(
     while recall(high) < goal:
         if high == last:
             return candidates[high], recall(high), seen
-        low, high, step = high, min(last, high + step), step * 2
+        low, high, step = high, min(last, high + step), math.ceil(step * 1.5)
     while high - low > 1:
         middle = (low + high) // 2
         if recall(middle) >= goal:
