@@ -29,7 +29,7 @@ from librarian.cli import main
 from librarian.kube.fleet_access import CredentialPolicy
 from librarian.local.emulator import EmulatedCluster, emulated_kubernetes, load_crds
 from librarian.operator.context import OperatorContext
-from librarian.operator.jobs import SOURCE_API_KEY_ENV, TARGET_API_KEY_ENV
+from librarian.operator.jobs import CATALOG_API_KEY_ENV, SOURCE_API_KEY_ENV, TARGET_API_KEY_ENV
 from librarian.operator.runtime import operator_in_thread
 from tests.integration.recording_server import Recorded, qdrant_error, recording_server
 from tests.packaging.rbac_calls import OPERATOR, OPERATOR_CLUSTER_WIDE, merge, triples
@@ -154,12 +154,21 @@ async def test_the_api_key_never_leaves_its_secret(
             assert job is not None
             container = job["spec"]["template"]["spec"]["containers"][0]
             refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
-            assert refs == {SOURCE_API_KEY_ENV: secret_ref, TARGET_API_KEY_ENV: secret_ref}
+            # the catalog (the domains' partitions, for placement) lives on the source cluster
+            assert refs == {
+                SOURCE_API_KEY_ENV: secret_ref,
+                TARGET_API_KEY_ENV: secret_ref,
+                CATALOG_API_KEY_ENV: secret_ref,
+            }
             result = await asyncio.to_thread(
                 CliRunner().invoke,
                 main,
                 container["args"],
-                env={SOURCE_API_KEY_ENV: SENTINEL, TARGET_API_KEY_ENV: SENTINEL},
+                env={
+                    SOURCE_API_KEY_ENV: SENTINEL,
+                    TARGET_API_KEY_ENV: SENTINEL,
+                    CATALOG_API_KEY_ENV: SENTINEL,
+                },
             )
             assert result.exit_code == 0, result.output
             assert _leaks(result.output) == []
