@@ -71,6 +71,12 @@ async def test_domainmap_is_analysed_labelled_and_catalogued(
     assert sum(d["size"] for d in status["domains"]) == 300  # the sample
     assert all("centroid" not in d for d in status["domains"])  # no vectors in etcd
     assert all(d["keywords"] for d in status["domains"])
+    choice = status["domainCountChoice"]  # why this many domains, in the status
+    assert choice["criterion"] == "stability"
+    assert choice["final"] == status["domainCount"]
+    best = max(c["score"] for c in choice["candidates"])
+    assert choice["chosen"] in {c["k"] for c in choice["candidates"] if c["score"] >= best - 0.05}
+    assert f"k={choice['chosen']}" in choice["summary"]
     assert status["labeling"] == {"labeled": POINTS, "total": POINTS, "enabled": True}
     assert {c["type"] for c in status["conditions"]} >= {
         "Ready",
