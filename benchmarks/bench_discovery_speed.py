@@ -9,8 +9,8 @@ memory each allocates (tracemalloc).
 
 Two baselines are printed: KMeans with k = the default upper bound on domains
 (32: what one would run without automatic selection, the goal's baseline,
-hybrid <= 1.5x), and KMeans with the k hybrid chose (on GloVe, silhouette
-favours very few domains, which makes that KMeans nearly free: reported as is).
+hybrid <= 1.5x), and KMeans with the k hybrid chose (on GloVe the automatic
+count is small, which makes that KMeans nearly free: reported as is).
 """
 
 from __future__ import annotations
