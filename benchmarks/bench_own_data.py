@@ -11,7 +11,8 @@ specialized collection, and sends the held-out queries through
 point (numpy, cosine) and the mean number of domains the router probed per
 query (from its ``librarian_router_domains_probed`` histogram), then stops
 ``up`` with SIGTERM. The DomainMap asks for 8 to 16 domains: left to itself,
-discovery's silhouette finds 2 on GloVe, which would say little about routing.
+discovery finds only a few on GloVe (word vectors have few reproducible
+groups), which would say little about routing.
 
 Goal: recall@10 >= 0.90 while probing fewer domains than the library has.
 """

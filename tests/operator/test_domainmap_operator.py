@@ -75,6 +75,12 @@ async def test_domainmap_is_analysed_labelled_and_catalogued(
     assert (labeling["labeled"], labeling["total"], labeling["enabled"]) == (POINTS, POINTS, True)
     assert labeling["job"] == "packages-label-v1"
     assert labeling["workersDone"] == labeling["ranges"] == labeling["workers"] == 4
+    choice = status["domainCountChoice"]  # why this many domains, in the status
+    assert choice["criterion"] == "stability"
+    assert choice["final"] == status["domainCount"]
+    best = max(c["score"] for c in choice["candidates"])
+    assert choice["chosen"] in {c["k"] for c in choice["candidates"] if c["score"] >= best - 0.05}
+    assert f"k={choice['chosen']}" in choice["summary"]
     assert {c["type"] for c in status["conditions"]} >= {
         "Ready",
         "Analyzed",

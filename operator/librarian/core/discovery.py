@@ -13,9 +13,9 @@ unit length (Qdrant's ``Cosine`` distance does the same).
 Strategies (``STRATEGIES``):
 
 * ``hybrid`` (default): k-means pre-clustering of a bounded sample with the
-  number of domains chosen automatically (silhouette, preferring the fewest
-  domains within 3% of the best score), density refinement of outliers (a
-  point whose k nearest neighbours mostly sit in another domain moves there),
+  number of domains chosen automatically (see below), density refinement of
+  outliers (a point whose k nearest neighbours mostly sit in another domain
+  moves there),
   then merging of domains whose centroids are more similar than
   ``merge_similarity`` and dissolving of domains smaller than
   ``min_domain_size``.
@@ -26,6 +26,28 @@ Strategies (``STRATEGIES``):
 * ``semantic_flow``: the input is a stream in time order, cut into windows;
   centroids follow the stream (decayed running means), domains emerge when
   many points fit no centroid, and fade when nothing reaches them.
+
+The number of domains (unless ``n_domains`` forces it) is the candidate k
+whose k-means partition is most reproducible beyond what structureless data
+would give: for each k, k-means is fitted on two disjoint halves of a bounded
+sample and both fits label the whole sample; their agreement (normalised
+mutual information, averaged over a few seeded splits) is the stability. The
+same is measured on a Gaussian reference with the sample's mean and
+covariance (projected to the sphere), which has no clusters but the same
+elongation — where any k, above all k = 2, can look stable. The score is the
+stability corrected for that chance level, like a kappa: ``1 - (1 -
+stability) / (1 - reference stability)`` (1: perfectly reproducible, 0: no
+better than structureless data). The size prior breaks near-ties: among
+candidates within ``stability_tolerance`` of the best, the fewest domains win
+(domains are placement units — each may become a collection of its own —
+while the finer routing cells are the partitions); the bounds
+``min_domains``, ``max_domains`` and ``n / min_domain_size`` set the range.
+Silhouette, used before, collapses to 2 on word vectors, whose only robust
+split is their elongation. :class:`DomainCountChoice` says what was chosen
+and why.
+
+Memory: rows that are already unit length (what a Cosine collection stores)
+are used without a copy; work arrays are bounded blocks or bounded samples.
 
 Domain ids are deterministic (a hash of the seed and the rounded centroid)
 and, when ``previous`` domains are given, matched to them (Hungarian
@@ -46,7 +68,7 @@ from scipy import sparse
 from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import HDBSCAN, AgglomerativeClustering, KMeans
 from sklearn.decomposition import PCA
-from sklearn.metrics import silhouette_score
+from sklearn.metrics import normalized_mutual_info_score
 
 from librarian.core.keywords import class_keywords, domain_names
 
@@ -71,7 +93,8 @@ class DiscoveryBounds:
     merge_similarity: float = 0.95  # centroids more similar than this are one domain
     sample_size: int = 20_000  # points used to fit; the rest are assigned to the nearest domain
     selection_sample: int = 4_000  # points used to choose the number of domains
-    silhouette_tolerance: float = 0.03  # prefer fewer domains within this share of the best score
+    stability_resamples: int = 2  # seeded half/half splits per candidate number of domains
+    stability_tolerance: float = 0.01  # prefer fewer domains within this much of the best score
     refine_neighbors: int = 20  # k of the k-nearest-neighbour density refinement (0: off)
     refine_rounds: int = 3
     refine_share: float = 0.3  # share of points (smallest centroid margin) treated as outliers
@@ -104,6 +127,12 @@ class DiscoveryBounds:
             problems.append(f"merge_similarity must be in (0, 1] (got {self.merge_similarity})")
         if self.sample_size < 10 or self.selection_sample < 10:
             problems.append("sample_size and selection_sample must be >= 10")
+        if self.stability_resamples < 1:
+            problems.append(f"stability_resamples must be >= 1 (got {self.stability_resamples})")
+        if not 0.0 <= self.stability_tolerance <= 1.0:
+            problems.append(
+                f"stability_tolerance must be in [0, 1] (got {self.stability_tolerance})"
+            )
         if not 0.0 < self.decay <= 1.0:
             problems.append(f"decay must be in (0, 1] (got {self.decay})")
         if self.partition_size < 1 or self.max_partitions_per_domain < 1:
@@ -137,6 +166,36 @@ class Partition:
 
 
 @dataclass(frozen=True)
+class DomainCountChoice:
+    """How the number of domains was chosen, for the status: criterion, scores, result.
+
+    ``criterion`` is ``stability`` (automatic), ``forced`` (``n_domains``),
+    ``bounds`` (the bounds leave one possible count) or ``strategy`` (the
+    strategy finds its own count: dbscan, semantic_flow's emerging domains).
+    ``scores`` maps each candidate k to its chance-corrected stability; ``chosen`` is the
+    k the clustering started from and ``final`` the count after merging
+    near-duplicate and dissolving too small domains.
+    """
+
+    criterion: str
+    chosen: int
+    final: int = 0
+    scores: tuple[tuple[int, float], ...] = ()
+    reason: str = ""
+
+    def summary(self) -> str:
+        """One line: the criterion, the candidates' scores and the decision."""
+        text = f"{self.criterion}: chose k={self.chosen}"
+        if self.final and self.final != self.chosen:
+            text += f", {self.final} after merging and pruning"
+        if self.reason:
+            text += f" ({self.reason})"
+        if self.scores:
+            text += "; scores " + " ".join(f"{k}:{score:+.3f}" for k, score in self.scores)
+        return text
+
+
+@dataclass(frozen=True)
 class DiscoveryResult:
     """What :func:`discover` found."""
 
@@ -147,9 +206,21 @@ class DiscoveryResult:
     partitions: list[Partition] = field(default_factory=list)
     partition_labels: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     tree: dict[str, list[str]] = field(default_factory=dict)
+    domain_count: DomainCountChoice | None = None
 
 
 # --------------------------------------------------------------------------- input
+
+# Rows per block when scanning the input: bounds the temporaries of a scan to a
+# few MiB whatever the input's size.
+_SCAN_ELEMENTS = 1 << 19
+# A row whose norm is within this of 1 is used as is (float32 rounding of a
+# normalised row is ~1e-7; Qdrant's Cosine collections store unit rows).
+_UNIT_TOLERANCE = 1e-4
+
+
+def _rows_per_block(width: int, budget: int = _SCAN_ELEMENTS) -> int:
+    return max(1, budget // max(width, 1))
 
 
 def _bounds(thresholds: Mapping[str, Any]) -> DiscoveryBounds:
@@ -165,7 +236,12 @@ def _bounds(thresholds: Mapping[str, Any]) -> DiscoveryBounds:
 
 
 def prepare_vectors(vectors: Any, *, expected_dim: int | None = None) -> FloatArray:
-    """Check the input and return it as unit-length float32 rows."""
+    """Check the input and return it as unit-length float32 rows.
+
+    A C-contiguous float32 input whose rows are already unit length is
+    returned as is (never modified); otherwise one normalised copy is made.
+    Checks run in bounded blocks, so they add no input-sized temporaries.
+    """
     try:
         array = np.asarray(vectors, dtype=np.float32)
     except (TypeError, ValueError) as error:
@@ -183,14 +259,21 @@ def prepare_vectors(vectors: Any, *, expected_dim: int | None = None) -> FloatAr
             f"wrong vector size: got {array.shape[1]} dimensions, the domains have "
             f"{expected_dim}; analyse vectors of the same embedding model"
         )
-    finite = np.isfinite(array).all(axis=1)
+    array = np.ascontiguousarray(array)
+    n = len(array)
+    step = _rows_per_block(array.shape[1])
+    finite = np.empty(n, dtype=bool)
+    norms = np.empty(n, dtype=np.float32)
+    for start in range(0, n, step):
+        block = array[start : start + step]
+        finite[start : start + step] = np.isfinite(block).all(axis=1)
+        norms[start : start + step] = np.sqrt(np.einsum("ij,ij->i", block, block))
     if not finite.all():
         bad = np.flatnonzero(~finite)
         raise DiscoveryError(
             f"{len(bad)} vector(s) contain NaN or infinite values (first rows: "
             f"{bad[:5].tolist()}); drop or re-embed them"
         )
-    norms = np.linalg.norm(array, axis=1)
     zero = norms < 1e-12
     if zero.any():
         bad = np.flatnonzero(zero)
@@ -198,7 +281,16 @@ def prepare_vectors(vectors: Any, *, expected_dim: int | None = None) -> FloatAr
             f"{len(bad)} zero vector(s) have no direction (first rows: {bad[:5].tolist()}); "
             "drop or re-embed them"
         )
-    return np.ascontiguousarray(array / norms[:, None], dtype=np.float32)
+    if bool(np.all(np.abs(norms - 1.0) <= _UNIT_TOLERANCE)):
+        return array
+    unit = np.empty_like(array)
+    for start in range(0, n, step):
+        np.divide(
+            array[start : start + step],
+            norms[start : start + step, None],
+            out=unit[start : start + step],
+        )
+    return unit
 
 
 def _check_texts(texts: Sequence[str] | None, n: int) -> list[str] | None:
@@ -245,49 +337,120 @@ def _kmeans(vectors: FloatArray, k: int, seed: int, *, n_init: int = 1) -> IntAr
     return np.asarray(model.fit_predict(vectors), dtype=np.int64)
 
 
-def _knn(vectors: FloatArray, rows: IntArray, k: int, chunk: int = 512) -> IntArray:
-    """The ``k`` nearest neighbours (cosine, excluding itself) of ``vectors[rows]``."""
+def _knn(vectors: FloatArray, rows: IntArray, k: int) -> IntArray:
+    """The ``k`` nearest neighbours (cosine, excluding itself) of ``vectors[rows]``.
+
+    Queries go in blocks of a bounded number of similarities (a few MiB), so
+    the temporaries do not grow with the number of rows.
+    """
     k = min(k, len(vectors) - 1)
     out = np.empty((len(rows), k), dtype=np.int64)
+    chunk = _rows_per_block(len(vectors))
     for start in range(0, len(rows), chunk):
         block = rows[start : start + chunk]
         sims = vectors[block] @ vectors.T
         sims[np.arange(len(block)), block] = -np.inf
-        out[start : start + chunk] = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        out[start : start + chunk] = np.argpartition(sims, len(vectors) - k, axis=1)[:, -k:]
     return out
 
 
 # --------------------------------------------------------------------------- choosing k
 
 
-def _choose_k(vectors: FloatArray, bounds: DiscoveryBounds, seed: int) -> int:
+# Dimensions kept (principal axes of the selection sample) when comparing domain counts: the
+# clusters a count is judged on live there, and k-means on them is several times cheaper.
+_SELECTION_DIMS = 64
+
+
+def _reference_like(sample: FloatArray, seed: int) -> tuple[FloatArray, FloatArray]:
+    """Structureless data shaped like ``sample`` — a Gaussian with its mean and covariance,
+    projected to the unit sphere (the null against which stability is judged) — and the
+    sample's principal axes, strongest first."""
+    mean = sample.mean(axis=0, dtype=np.float64)
+    _, spread, axes = np.linalg.svd(sample - mean.astype(np.float32), full_matrices=False)
+    scale = spread / np.sqrt(max(len(sample) - 1, 1))
+    noise = np.random.default_rng(seed).standard_normal((len(sample), len(spread)))
+    reference = _unit((mean + (noise * scale) @ axes).astype(np.float32))
+    return reference, axes.astype(np.float32)
+
+
+def _stability(sample: FloatArray, k: int, splits: Sequence[IntArray], seed: int) -> float:
+    """Mean agreement (normalised mutual information) on ``sample`` of k-means fitted on
+    each split's halves."""
+    agreement = []
+    for index, order in enumerate(splits):
+        half = len(order) // 2
+        first = _kmeans_centroids(sample[order[:half]], k, seed + 2 * index)
+        second = _kmeans_centroids(sample[order[half:]], k, seed + 2 * index + 1)
+        agreement.append(
+            normalized_mutual_info_score(_nearest(sample, first), _nearest(sample, second))
+        )
+    return float(np.mean(agreement))
+
+
+def _kmeans_centroids(vectors: FloatArray, k: int, seed: int) -> FloatArray:
+    model = KMeans(n_clusters=k, n_init=1, random_state=seed, max_iter=30)
+    labels, count = _compact(np.asarray(model.fit_predict(vectors), dtype=np.int64))
+    return _centroids(vectors, labels, count)
+
+
+def _choose_k(vectors: FloatArray, bounds: DiscoveryBounds, seed: int) -> DomainCountChoice:
+    """The number of domains: forced, fixed by the bounds, or the most stable beyond chance."""
     n = len(vectors)
     if bounds.n_domains is not None:
-        return bounds.n_domains
+        return DomainCountChoice("forced", bounds.n_domains, reason="n_domains is set")
     high = min(bounds.max_domains, max(1, n // max(bounds.min_domain_size, 1)))
     low = min(bounds.min_domains, high)
     if high <= max(low, 1) or high < 2:
-        return max(low, 1)
+        only = max(low, 1)
+        return DomainCountChoice(
+            "bounds",
+            only,
+            reason=f"min_domains, max_domains and min_domain_size allow only {only} for {n} points",
+        )
     rng = np.random.default_rng(seed)
-    pick = rng.choice(n, min(n, bounds.selection_sample), replace=False)
-    subset = vectors[pick]
-    score_rows = rng.choice(len(subset), min(len(subset), 2000), replace=False)
+    sample = vectors[np.sort(rng.choice(n, min(n, bounds.selection_sample), replace=False))]
     low = max(low, 2)
-    candidates = sorted({round(x) for x in np.geomspace(low, high, num=10)})
-    scored = subset[score_rows]
-    distances = np.clip(1.0 - scored @ scored.T, 0.0, 2.0)  # cosine, computed once
-    np.fill_diagonal(distances, 0.0)
+    half = len(sample) // 2
+    # Every count up to 10 (where one domain more or less matters most), then a geometric grid.
+    dense = set(range(low, min(high, 10) + 1))
+    coarse = {round(x) for x in np.geomspace(min(high, 10), high, num=5)}
+    candidates = sorted((dense | coarse) - {0, 1})
+    candidates = [k for k in candidates if k < half] or [low]
+    reference, axes = _reference_like(sample, seed + 1)
+    if sample.shape[1] > _SELECTION_DIMS:  # both on the same principal axes
+        basis = np.ascontiguousarray(axes[:_SELECTION_DIMS].T)
+        sample, reference = sample @ basis, reference @ basis
+    # Small samples give noisy agreements but cost little: give them more splits (at most 4x).
+    resamples = bounds.stability_resamples * int(
+        np.clip(bounds.selection_sample // max(len(sample), 1), 1, 4)
+    )
+    splits = [rng.permutation(len(sample)) for _ in range(resamples)]
     scores: dict[int, float] = {}
     for k in candidates:
-        labels = _kmeans(subset, k, seed)[score_rows]
-        if len(np.unique(labels)) < 2:
+        if k >= half:
             continue
-        scores[k] = float(silhouette_score(distances, labels, metric="precomputed"))
+        instability = 1.0 - _stability(sample, k, splits, seed)
+        chance = 1.0 - _stability(reference, k, splits, seed)
+        scores[k] = 1.0 - instability / max(chance, 1e-3)
     if not scores:
-        return low
+        return DomainCountChoice("bounds", low, reason=f"too few points ({n}) to compare counts")
     best = max(scores.values())
-    floor = best - abs(best) * bounds.silhouette_tolerance
-    return min(k for k, score in scores.items() if score >= floor)
+    chosen = min(k for k, score in scores.items() if score >= best - bounds.stability_tolerance)
+    best_k = max(scores, key=lambda k: scores[k])
+    reason = (
+        f"best chance-corrected stability {best:+.3f} at k={best_k} among {low}..{high}"
+        if chosen == best_k
+        else f"fewest domains within {bounds.stability_tolerance:g} of the best chance-corrected "
+        "stability "
+        f"{best:+.3f} (k={best_k}), among {low}..{high}"
+    )
+    return DomainCountChoice(
+        "stability",
+        chosen,
+        scores=tuple((k, round(score, 4)) for k, score in sorted(scores.items())),
+        reason=reason,
+    )
 
 
 # --------------------------------------------------------------------------- refinement
@@ -354,22 +517,27 @@ def _merge_and_prune(
 # --------------------------------------------------------------------------- strategies
 
 
-def _fit_kmeans(vectors: FloatArray, bounds: DiscoveryBounds, seed: int) -> IntArray:
-    k = _choose_k(vectors, bounds, seed)
-    return _kmeans(vectors, k, seed)
+def _fit_kmeans(
+    vectors: FloatArray, bounds: DiscoveryBounds, seed: int
+) -> tuple[IntArray, DomainCountChoice]:
+    choice = _choose_k(vectors, bounds, seed)
+    return _kmeans(vectors, choice.chosen, seed), choice
 
 
-def _fit_hybrid(vectors: FloatArray, bounds: DiscoveryBounds, seed: int) -> IntArray:
-    labels = _fit_kmeans(vectors, bounds, seed)
+def _fit_hybrid(
+    vectors: FloatArray, bounds: DiscoveryBounds, seed: int
+) -> tuple[IntArray, DomainCountChoice]:
+    labels, choice = _fit_kmeans(vectors, bounds, seed)
     labels, k = _compact(labels)
     if len(vectors) <= bounds.refine_sample:
-        return _refine_by_density(vectors, labels, k, bounds)
+        return _refine_by_density(vectors, labels, k, bounds), choice
     rows = np.sort(
         np.random.default_rng(seed).choice(len(vectors), bounds.refine_sample, replace=False)
     )
-    refined = _refine_by_density(vectors[rows], labels[rows], k, bounds)
+    subset = vectors[rows]
+    refined = _refine_by_density(subset, labels[rows], k, bounds)
     refined, k = _compact(refined)
-    return _nearest(vectors, _centroids(vectors[rows], refined, k))
+    return _nearest(vectors, _centroids(subset, refined, k)), choice
 
 
 def _fit_dbscan(vectors: FloatArray, bounds: DiscoveryBounds, seed: int) -> IntArray:
@@ -399,9 +567,11 @@ def _fit_dbscan(vectors: FloatArray, bounds: DiscoveryBounds, seed: int) -> IntA
 
 def _fit_hierarchical(
     vectors: FloatArray, bounds: DiscoveryBounds, seed: int
-) -> tuple[IntArray, IntArray]:
-    """Domains by Ward agglomeration of micro-clusters; returns (labels, parent group per domain)."""
-    k = _choose_k(vectors, bounds, seed)
+) -> tuple[IntArray, IntArray, DomainCountChoice]:
+    """Domains by Ward agglomeration of micro-clusters; returns (labels, parent group per
+    domain, how the count was chosen)."""
+    choice = _choose_k(vectors, bounds, seed)
+    k = choice.chosen
     micro_k = min(len(vectors), max(3 * k, 8))
     micro = _kmeans(vectors, micro_k, seed)
     micro, micro_k = _compact(micro)
@@ -412,18 +582,20 @@ def _fit_hierarchical(
     labels, k = _compact(labels)
     groups = max(1, round(np.sqrt(k)))
     if groups >= k:
-        return labels, np.zeros(k, dtype=np.int64)
+        return labels, np.zeros(k, dtype=np.int64), choice
     domain_centres = _centroids(vectors, labels, k)
     parents = AgglomerativeClustering(n_clusters=groups, linkage="ward").fit_predict(domain_centres)
-    return labels, np.asarray(parents, dtype=np.int64)
+    return labels, np.asarray(parents, dtype=np.int64), choice
 
 
-def _fit_semantic_flow(vectors: FloatArray, bounds: DiscoveryBounds, seed: int) -> IntArray:
+def _fit_semantic_flow(
+    vectors: FloatArray, bounds: DiscoveryBounds, seed: int
+) -> tuple[IntArray, DomainCountChoice]:
     n = len(vectors)
     window = bounds.window or max(bounds.min_domain_size * 2, n // 5)
     first = vectors[:window]
-    k = _choose_k(first, replace(bounds, n_domains=bounds.n_domains), seed)
-    labels = _kmeans(first, min(k, len(first)), seed, n_init=3)
+    choice = _choose_k(first, bounds, seed)
+    labels = _kmeans(first, min(choice.chosen, len(first)), seed, n_init=3)
     labels, k = _compact(labels)
     centroids = _centroids(first, labels, k).astype(np.float64)
     weights = np.bincount(labels, minlength=k).astype(np.float64)
@@ -453,7 +625,14 @@ def _fit_semantic_flow(vectors: FloatArray, bounds: DiscoveryBounds, seed: int) 
         alive = weights >= 1.0  # a domain nothing has reached for several windows fades
         if alive.sum() >= 1 and not alive.all():
             centroids, weights = centroids[alive], weights[alive]
-    return _nearest(vectors, _unit(centroids))
+    emerged = len(centroids) - choice.chosen
+    if emerged > 0:
+        choice = replace(
+            choice,
+            reason=(choice.reason + "; " if choice.reason else "")
+            + f"in the first window, then {emerged} emerged from the stream",
+        )
+    return _nearest(vectors, _unit(centroids)), choice
 
 
 # --------------------------------------------------------------------------- ids
@@ -530,35 +709,66 @@ def _partitions(
     return partitions, partition_labels
 
 
+def _own_similarity(vectors: FloatArray, labels: IntArray, centroids: FloatArray) -> FloatArray:
+    """Each row's cosine similarity to its own centroid, in bounded blocks (no n x d gather)."""
+    out = np.empty(len(vectors), dtype=np.float32)
+    step = _rows_per_block(vectors.shape[1])
+    for start in range(0, len(vectors), step):
+        block = vectors[start : start + step]
+        out[start : start + step] = np.einsum(
+            "ij,ij->i", block, centroids[labels[start : start + step]]
+        )
+    return out
+
+
 def _confidence(
     vectors: FloatArray, labels: IntArray, centroids: FloatArray, margin: float, seed: int = 0
 ) -> float:
     """Share of points at least ``margin`` closer to their own domain than to any other."""
     if len(centroids) < 2:
         return 1.0
+    rows = np.arange(len(vectors))
     if len(vectors) > 50_000:  # an estimate on a bounded sample
-        rows = np.random.default_rng(seed).choice(len(vectors), 50_000, replace=False)
-        vectors, labels = vectors[rows], labels[rows]
-    sims = vectors @ centroids.T
-    own = sims[np.arange(len(vectors)), labels]
-    sims[np.arange(len(vectors)), labels] = -np.inf
-    return float(np.mean(own - sims.max(axis=1) >= margin))
+        rows = np.sort(np.random.default_rng(seed).choice(len(vectors), 50_000, replace=False))
+    confident = 0
+    step = _rows_per_block(len(centroids) + vectors.shape[1])
+    for start in range(0, len(rows), step):
+        block = rows[start : start + step]
+        sims = vectors[block] @ centroids.T
+        own = sims[np.arange(len(block)), labels[block]]
+        sims[np.arange(len(block)), labels[block]] = -np.inf
+        confident += int(np.count_nonzero(own - sims.max(axis=1) >= margin))
+    return confident / len(rows)
 
 
 def _fit(
     strategy: str, sample: FloatArray, bounds: DiscoveryBounds, seed: int
-) -> tuple[IntArray, IntArray | None]:
-    """The labels of ``sample`` by ``strategy``, and each domain's parent group (hierarchical
-    only, else None)."""
+) -> tuple[IntArray, IntArray | None, DomainCountChoice]:
+    """The labels of ``sample`` by ``strategy``, each domain's parent group (hierarchical
+    only, else None) and how the number of domains was chosen."""
     if strategy == "kmeans":
-        return _fit_kmeans(sample, bounds, seed), None
+        labels, choice = _fit_kmeans(sample, bounds, seed)
+        return labels, None, choice
     if strategy == "hybrid":
-        return _fit_hybrid(sample, bounds, seed), None
+        labels, choice = _fit_hybrid(sample, bounds, seed)
+        return labels, None, choice
     if strategy == "dbscan":
-        return _fit_dbscan(sample, bounds, seed), None
+        labels = _fit_dbscan(sample, bounds, seed)
+        found = len(np.unique(labels))
+        return (
+            labels,
+            None,
+            DomainCountChoice(
+                "strategy",
+                found,
+                reason="density clusters of HDBSCAN (noise joins its nearest domain), "
+                f"at most max_domains={bounds.max_domains}",
+            ),
+        )
     if strategy == "hierarchical":
         return _fit_hierarchical(sample, bounds, seed)
-    return _fit_semantic_flow(sample, bounds, seed), None
+    labels, choice = _fit_semantic_flow(sample, bounds, seed)
+    return labels, None, choice
 
 
 def _domains(
@@ -571,7 +781,7 @@ def _domains(
 ) -> tuple[list[Domain], dict[str, list[str]]]:
     """One :class:`Domain` per label, and the tree of parent groups (empty without groups)."""
     names = domain_names(keywords)
-    member_sims = np.einsum("ij,ij->i", data, centroids[labels])
+    member_sims = _own_similarity(data, labels, centroids)
     sizes = np.bincount(labels, minlength=len(centroids))
     tree: dict[str, list[str]] = {}
     domains = []
@@ -629,13 +839,11 @@ def discover(
 
     rng = np.random.default_rng(seed)
     streaming = strategy == "semantic_flow"
-    if n > bounds.sample_size and not streaming:
-        fit_rows = np.sort(rng.choice(n, bounds.sample_size, replace=False))
-    else:
-        fit_rows = np.arange(n)
-    sample = data[fit_rows]
+    sampled = n > bounds.sample_size and not streaming
+    # Every row fits when the input is small: then the sample is the input itself (no copy).
+    sample = data[np.sort(rng.choice(n, bounds.sample_size, replace=False))] if sampled else data
 
-    sample_labels, parents = _fit(strategy, sample, bounds, seed)
+    sample_labels, parents, choice = _fit(strategy, sample, bounds, seed)
     if parents is None:
         sample_labels, centroids = _merge_and_prune(sample, sample_labels, bounds)
         group_of = None
@@ -645,11 +853,8 @@ def discover(
         group_of = parents
     k = len(centroids)
 
-    if len(fit_rows) == n:
-        labels = sample_labels
-    else:
-        labels = _nearest(data, centroids)
-        centroids = _centroids(data, labels, k)
+    labels = _nearest(data, centroids) if sampled else sample_labels
+    del sample
     labels, k = _compact(labels)
     centroids = _centroids(data, labels, k)
 
@@ -669,6 +874,7 @@ def discover(
         partitions=partitions,
         partition_labels=partition_labels,
         tree=tree,
+        domain_count=replace(choice, final=k),
     )
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "HISTORY_LIMIT",
     "TERMINAL_REASONS",
     "analyzed_status",
+    "domain_count_status",
     "domain_summaries",
     "failed_status",
     "history_summary",
@@ -62,6 +63,22 @@ def domain_summaries(result: DiscoveryResult) -> list[dict[str, Any]]:
         }
         for index, d in enumerate(result.domains)
     ]
+
+
+def domain_count_status(result: DiscoveryResult) -> dict[str, Any] | None:
+    """How the number of domains was chosen: criterion, chosen and final count, each
+    candidate's score and a one-line explanation (None when discovery did not say)."""
+    choice = result.domain_count
+    if choice is None:
+        return None
+    return {
+        "criterion": choice.criterion,
+        "chosen": choice.chosen,
+        "final": choice.final or len(result.domains),
+        "candidates": [{"k": k, "score": round(score, 4)} for k, score in choice.scores],
+        "reason": choice.reason,
+        "summary": choice.summary(),
+    }
 
 
 def analyzed_status(
@@ -128,6 +145,7 @@ def analyzed_status(
         "maxDrift": round(patterns.max_drift, 4),
     }
     history = [*(current.get("history") or []), entry][-HISTORY_LIMIT:]
+    domain_count = domain_count_status(result)
     return {
         "phase": "Ready",
         "conditions": conditions,
@@ -136,6 +154,7 @@ def analyzed_status(
         "domainCount": count,
         "confidence": round(result.confidence, 4),
         "strategy": result.strategy,
+        **({"domainCountChoice": domain_count} if domain_count is not None else {}),
         "version": version,
         "lastAnalysisTime": timestamp(now),
         "sampled": sampled,

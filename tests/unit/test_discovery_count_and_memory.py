@@ -1,0 +1,128 @@
+"""Discovery's automatic domain count (and its explanation) and its memory on top of the input."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from sklearn.metrics import normalized_mutual_info_score
+
+from librarian.core.discovery import discover, prepare_vectors
+from librarian.operator.domainmap_status import domain_count_status
+
+from .conftest import make_blobs
+
+
+def uneven_clusters(
+    count: int, dim: int = 32, seed: int = 0
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """Separated clusters of different sizes (100 to 300 points) and spreads."""
+    rng = np.random.default_rng(seed)
+    axes = np.linalg.qr(rng.standard_normal((dim, dim)))[0][:count]
+    sizes = np.linspace(100, 300, count).astype(int)
+    spreads = np.linspace(0.04, 0.1, count)
+    rows = [
+        a + s * rng.standard_normal((n, dim)) for a, n, s in zip(axes, sizes, spreads, strict=True)
+    ]
+    vectors = np.concatenate(rows)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors.astype(np.float32), np.repeat(np.arange(count), sizes)
+
+
+@pytest.mark.parametrize("count", [3, 6, 8])
+def test_uneven_clusters_are_counted_and_the_choice_explains_itself(count: int) -> None:
+    vectors, truth = uneven_clusters(count)
+    result = discover(vectors, seed=0, min_domain_size=10)
+    assert len(result.domains) == count
+    assert normalized_mutual_info_score(truth, result.labels) > 0.95
+    choice = result.domain_count
+    assert choice is not None
+    assert choice.criterion == "stability"
+    scores = dict(choice.scores)
+    assert scores[choice.chosen] >= max(scores.values()) - 0.01  # the best, up to near-ties
+    assert scores[2] < scores[choice.chosen]
+    assert choice.final == len(result.domains)
+
+
+def test_unclustered_data_is_not_split_for_its_elongation() -> None:
+    """On a structureless elongated cloud, the split along the long axis is stable but no more
+    than in the Gaussian reference: its chance-corrected stability is low."""
+    rng = np.random.default_rng(3)
+    scale = np.geomspace(3.0, 0.3, 16)
+    vectors = (rng.standard_normal((1500, 16)) * scale + 4.0 * np.eye(16)[0]).astype(np.float32)
+    choice = discover(vectors, seed=0, min_domain_size=10).domain_count
+    assert choice is not None
+    scores = dict(choice.scores)
+    assert max(scores.values()) < 0.2  # nothing is much more reproducible than chance structure
+    assert abs(scores[2]) < 0.2
+
+
+def test_the_choice_says_how_the_count_was_reached() -> None:
+    vectors, _, _ = make_blobs(centres=5, per=60)
+    forced = discover(vectors, n_domains=3, min_domains=1).domain_count
+    assert forced is not None
+    assert (forced.criterion, forced.chosen, forced.final, forced.scores) == ("forced", 3, 3, ())
+    only = discover(vectors, min_domains=1, max_domains=1).domain_count
+    assert only is not None
+    assert (only.criterion, only.chosen) == ("bounds", 1)
+    automatic = discover(vectors, seed=0, min_domain_size=10)
+    choice = automatic.domain_count
+    assert choice is not None
+    assert choice.criterion == "stability"
+    assert choice.chosen == 5
+    assert [k for k, _ in choice.scores] == sorted(k for k, _ in choice.scores)
+    assert "k=5" in choice.summary()
+    assert "5:+" in choice.summary()
+    status = domain_count_status(automatic)
+    assert status is not None
+    assert status["criterion"] == "stability"
+    assert status["chosen"] == 5
+    assert status["final"] == len(automatic.domains)
+    assert [c["k"] for c in status["candidates"]] == [k for k, _ in choice.scores]
+    assert status["summary"] == choice.summary()
+    assert discover(vectors, seed=0, min_domain_size=10).domain_count == choice  # seeded
+
+
+def test_unit_rows_are_used_in_place_and_the_input_is_never_modified() -> None:
+    vectors, _, _ = make_blobs(centres=3, per=50)
+    before = vectors.copy()
+    prepared = prepare_vectors(vectors)
+    assert np.shares_memory(prepared, vectors)  # already unit: no copy
+    scaled = vectors * np.float32(5.0)
+    scaled_before = scaled.copy()
+    unit = prepare_vectors(scaled)
+    assert not np.shares_memory(unit, scaled)
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(unit, vectors, atol=1e-6)
+    discover(vectors, seed=0)
+    discover(scaled, seed=0)
+    np.testing.assert_array_equal(vectors, before)
+    np.testing.assert_array_equal(scaled, scaled_before)
+
+
+def _peak_during_discover(vectors: npt.NDArray[np.float32], **thresholds: int) -> int:
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        discover(vectors, seed=0, **thresholds)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.slow
+def test_hybrid_peak_memory_on_top_of_a_mid_size_input_is_bounded() -> None:
+    """60,000 x 64 unit rows (15 MB, three times the fitting sample): the sampled fit, the
+    density refinement and the assignment of every row all run. tracemalloc counts numpy's
+    buffers exactly, so the bound is deterministic; an input-sized copy or gather would
+    break it. The choice of k is kept cheap (it works on a bounded sample anyway)."""
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((12, 64)).astype(np.float32)
+    vectors = centres[rng.integers(0, 12, 60_000)] + 0.4 * rng.standard_normal((60_000, 64)).astype(
+        np.float32
+    )
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    peak = _peak_during_discover(vectors, selection_sample=2000, stability_resamples=1)
+    assert peak <= 2.0 * vectors.nbytes
