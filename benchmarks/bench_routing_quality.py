@@ -68,7 +68,9 @@ GOAL_RECALL = 0.95
 GOAL_RATIO = 1.2
 TOUCHED_GOAL = {"glove": 0.10, "text": 0.15}
 Point = tuple[float, float, float, str]  # recall, touched, units per query, setting
-COVERAGES = np.concatenate([np.arange(0.30, 0.995, 0.005), [0.995, 0.998, 0.999, 1.0]])
+COVERAGES = np.round(
+    np.concatenate([np.arange(0.3, 0.99, 0.005), np.arange(0.99, 0.9999, 0.0005), [0.9999, 1.0]]), 4
+)
 
 
 def glove(size: int, seed: int) -> np.ndarray:
@@ -389,7 +391,7 @@ def curve_points(
         for coverage in COVERAGES:
             lengths = coverage_lengths(scores, float(coverage))
             recall, touched, per_query = curves[name].at(lengths)
-            points[name].append((recall, touched, per_query, f"coverage={coverage:.3f}"))
+            points[name].append((recall, touched, per_query, f"coverage={coverage:.4f}"))
     points["faiss-ivf"] = [(*lists_at(p), f"nprobe={p}") for p in probe_grid(units)]
     return points
 
@@ -398,13 +400,16 @@ def print_curves(
     points: dict[str, list[Point]], units: int, calibrated: float, max_touched: float
 ) -> None:
     shown = {f"nprobe={p}" for p in probe_grid(units)}
-    shown |= {f"coverage={c:.3f}" for c in (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995)}
-    shown |= {"coverage=0.999", f"coverage={calibrated:.3f}"}
+    shown |= {
+        f"coverage={c:.4f}"
+        for c in (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.992, 0.994, 0.996, 0.998, 0.999)
+    }
+    shown.add(f"coverage={calibrated:.4f}")
     print(f"{'routing':<17}{'setting':<16}{'recall@10':>10}{'touched':>9}{'units/q':>9}")
     for name, found in points.items():
         for recall, touched, per_query, setting in found:
             if setting in shown and touched <= max_touched + 0.05:
-                mark = " (calibrated)" if setting == f"coverage={calibrated:.3f}" else ""
+                mark = " (calibrated)" if setting == f"coverage={calibrated:.4f}" else ""
                 print(
                     f"{name:<17}{setting:<16}{recall:>10.3f}{touched:>8.1%}{per_query:>9.1f}{mark}"
                 )
