@@ -7,7 +7,7 @@ import pytest
 from qdrant_client.http import models
 
 from librarian.contracts.payload import LABEL_KEY, VERSION_KEY
-from librarian.core.discovery import discover
+from librarian.core.discovery import DiscoveryBounds, discover, partition_count
 from librarian.demo.data import load_demo_data
 from librarian.services.analysis import analyze_collection, publish_domains
 from librarian.services.catalog import delete_catalog, read_catalog, write_catalog
@@ -172,3 +172,12 @@ def test_analyze_and_publish(packages: QdrantPort) -> None:
     again = analyze_collection(packages, "packages", sample_size=400, seed=1, previous=previous)
     kept = {d.id for d in again.result.domains} & {d.id for d in previous}
     assert len(kept) >= len(previous) // 2  # re-analysis keeps ids where domains match
+
+
+def test_partition_count_follows_the_collection_not_the_sample(packages: QdrantPort) -> None:
+    bounds = {"min_partition_size": 20, "n_domains": 2}
+    outcome = analyze_collection(packages, "packages", sample_size=400, seed=0, thresholds=bounds)
+    of_sample = partition_count(400, DiscoveryBounds(**bounds))
+    of_collection = partition_count(400, DiscoveryBounds(**bounds, population=N))
+    assert (of_sample, of_collection) == (20, 30)  # 400 vs 600 points, 20 each
+    assert 0.9 * of_collection <= len(outcome.result.partitions) <= of_collection

@@ -158,6 +158,12 @@ CASES: list[tuple[str, str, Mutation, str]] = [
     ),
     (
         "DomainMap",
+        "zero-partitions",
+        _set("spec.bounds", {"partitions": 0, "minPartitionSize": 100}),
+        "less than the minimum",
+    ),
+    (
+        "DomainMap",
         "duplicate-cluster",
         _set("spec.clusters.2", {"name": "fast", "embedded": ".demo/bulk"}),
         "Duplicate value",

@@ -21,7 +21,7 @@ def router() -> LibraryRouter:
     means = rng.normal(size=(6, 12))
     vectors = means[rng.integers(0, 6, 1200)] + rng.normal(size=(1200, 12)) * 0.5
     vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
-    result = discover(vectors, seed=0, partition_size=100)
+    result = discover(vectors, seed=0, min_partition_size=100)
     return build_router(vectors, result.partition_labels, result.partitions)
 
 

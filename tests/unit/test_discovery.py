@@ -103,7 +103,7 @@ def test_vanished_domain_id_is_never_reused() -> None:
 
 def test_partitions_nest_inside_domains() -> None:
     vectors, _, _ = make_blobs(centres=3, per=300)
-    result = discover(vectors, seed=0, partition_size=100)
+    result = discover(vectors, seed=0, min_partition_size=100)
     assert len(result.partitions) > len(result.domains)
     assert len(result.partition_labels) == len(vectors)
     owner = np.array([p.domain for p in result.partitions])

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from librarian.core.discovery import DiscoveryBounds
 from librarian.kube.spec import SpecError, parse_domainmap_spec
 
 
@@ -57,6 +58,8 @@ def test_bounds_and_secret_ref() -> None:
         ({"interval": "5 minutes"}, "spec.interval"),
         ({"bounds": {"minDomains": 9, "maxDomains": 3}}, "larger than spec.bounds.maxDomains"),
         ({"bounds": {"colour": 1}}, "spec.bounds.colour is unknown"),
+        ({"bounds": {"partitions": 0}}, "spec.bounds.partitions must be a whole number >= 1"),
+        ({"bounds": {"maxPartitions": 2.5}}, "spec.bounds.maxPartitions must be a whole number"),
         (
             {"clusters": [{"name": "general", "url": "http://q", "apiKey": "x"}]},
             "API keys never go in a spec",
@@ -145,3 +148,16 @@ def test_analysis_due_rules() -> None:
     assert analysis_due(_spec(interval="5m"), ready, 3, now)  # new generation
     assert analysis_due(_spec(interval="5m"), {**ready, "phase": "Pending"}, 2, now)
     assert not analysis_due(_spec(strategy="x"), {**ready, "lastAnalysisTime": None}, 2, now)
+
+
+def test_partition_bounds_reach_discovery() -> None:
+    parsed = parse_domainmap_spec(
+        _spec(bounds={"partitions": 600, "maxPartitions": 800, "minPartitionSize": 250}),
+        name="x",
+    )
+    assert parsed.thresholds == {
+        "partitions": 600,
+        "max_partitions": 800,
+        "min_partition_size": 250,
+    }
+    DiscoveryBounds(**parsed.thresholds).validate()  # every key is a discovery threshold

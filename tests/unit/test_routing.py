@@ -29,7 +29,7 @@ def _quality(router, vectors, labels, queries, sizes):
 def library():
     data = _library()
     queries, vectors = data[:200], data[200:]
-    result = discover(vectors, seed=0, partition_size=100)
+    result = discover(vectors, seed=0, min_partition_size=100)
     return vectors, queries, result
 
 

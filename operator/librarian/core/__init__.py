@@ -20,6 +20,7 @@ from librarian.core.discovery import (
     assign,
     assign_partitions,
     discover,
+    partition_count,
 )
 from librarian.core.forecast import (
     Forecast,
@@ -86,6 +87,7 @@ __all__ = [
     "forecast_series",
     "fuse",
     "mean_absolute_percentage_error",
+    "partition_count",
     "plan_rebalance",
     "predict_domain_metrics",
     "validate_domain_mapping",

@@ -3,9 +3,14 @@
 Why this exists: it is the first thing users meet. Given (a sample of) the
 vectors of one big mixed collection — and optionally each point's text — it
 returns readable, placeable domains (stable id, name, centroid, radius, size,
-cohesion, keywords), a label per vector, a confidence, and a finer partition
-nested inside each domain for routing. Pure: numpy / scikit-learn only, no
-I/O, no clock; all randomness comes from ``seed``.
+cohesion, keywords), a label per vector, a confidence, and the finer routing
+partitions nested inside the domains: as many in all as an IVF index would
+have lists for the collection's size (:func:`partition_count`), fitted by a
+sampled spherical k-means as IVF training does (faiss's k-means fits no
+better and no faster on the same sample and iterations; scikit-learn's
+k-means++ and 100 iterations are several times slower at thousands of cells).
+Pure: numpy / scikit-learn only, no I/O, no clock; all randomness comes from
+``seed``.
 
 Vectors are compared by cosine similarity: every input row is normalised to
 unit length (Qdrant's ``Cosine`` distance does the same).
@@ -52,7 +57,8 @@ are used without a copy; work arrays are bounded blocks or bounded samples.
 Domain ids are deterministic (a hash of the seed and the rounded centroid)
 and, when ``previous`` domains are given, matched to them (Hungarian
 assignment on centroid similarity, floor ``id_match_similarity``) so that
-re-analysis keeps ids stable; a new domain never reuses an old id.
+re-analysis keeps ids stable; a new domain never reuses an old id. Partition
+ids follow the same rules within their domain (``previous_partitions``).
 """
 
 from __future__ import annotations
@@ -99,8 +105,13 @@ class DiscoveryBounds:
     refine_rounds: int = 3
     refine_share: float = 0.3  # share of points (smallest centroid margin) treated as outliers
     refine_sample: int = 15_000  # points refined by density; the rest follow their nearest centroid
-    partition_size: int = 400  # target points per routing partition inside a domain
-    max_partitions_per_domain: int = 16
+    # Routing partitions (see :func:`partition_count`): about 4·sqrt(points) in all, as IVF
+    # indexes use, no more than ``max_partitions`` nor than one per ``min_partition_size``
+    # points (an average: k-means cells vary in size); ``partitions`` forces the total.
+    partitions: int | None = None
+    max_partitions: int = 4096
+    min_partition_size: int = 100  # the smallest partition worth its own shard, on average
+    population: int | None = None  # points of the collection the input was sampled from
     confidence_margin: float = (
         0.02  # a point is confidently placed when this much closer to its domain
     )
@@ -112,31 +123,35 @@ class DiscoveryBounds:
     keywords: int = 8
 
     def validate(self) -> None:
-        problems = []
-        if self.min_domains < 1:
-            problems.append(f"min_domains must be >= 1 (got {self.min_domains})")
+        whole = {
+            "min_domains": self.min_domains,
+            "n_domains": self.n_domains,
+            "min_domain_size": self.min_domain_size,
+            "stability_resamples": self.stability_resamples,
+            "min_partition_size": self.min_partition_size,
+            "max_partitions": self.max_partitions,
+            "partitions": self.partitions,
+            "population": self.population,
+        }
+        problems = [
+            f"{name} must be >= 1 (got {value})"
+            for name, value in whole.items()
+            if value is not None and value < 1
+        ]
         if self.max_domains < self.min_domains:
             problems.append(
                 f"max_domains ({self.max_domains}) must be >= min_domains ({self.min_domains})"
             )
-        if self.n_domains is not None and self.n_domains < 1:
-            problems.append(f"n_domains must be >= 1 (got {self.n_domains})")
-        if self.min_domain_size < 1:
-            problems.append(f"min_domain_size must be >= 1 (got {self.min_domain_size})")
         if not 0.0 < self.merge_similarity <= 1.0:
             problems.append(f"merge_similarity must be in (0, 1] (got {self.merge_similarity})")
         if self.sample_size < 10 or self.selection_sample < 10:
             problems.append("sample_size and selection_sample must be >= 10")
-        if self.stability_resamples < 1:
-            problems.append(f"stability_resamples must be >= 1 (got {self.stability_resamples})")
         if not 0.0 <= self.stability_tolerance <= 1.0:
             problems.append(
                 f"stability_tolerance must be in [0, 1] (got {self.stability_tolerance})"
             )
         if not 0.0 < self.decay <= 1.0:
             problems.append(f"decay must be in (0, 1] (got {self.decay})")
-        if self.partition_size < 1 or self.max_partitions_per_domain < 1:
-            problems.append("partition_size and max_partitions_per_domain must be >= 1")
         if problems:
             raise DiscoveryError("bad discovery thresholds: " + "; ".join(problems))
 
@@ -674,37 +689,174 @@ def _assign_ids(
 # --------------------------------------------------------------------------- assembly
 
 
+PARTITIONS_PER_SQRT = 4.0  # IVF practice: about 4·sqrt(n) lists for n points
+FIT_POINTS_PER_PARTITION = 256  # k-means fits on at most this many members per partition
+MIN_ROWS_PER_PARTITION = 10  # an automatic partition has at least this many analysed rows
+
+
+def partition_count(rows: int, bounds: DiscoveryBounds, *, domains: int = 1) -> int:
+    """How many routing partitions ``rows`` analysed vectors get in all.
+
+    The count follows the size of the data, as an IVF index's number of lists
+    does: about ``4·sqrt(points)``, where ``points`` is ``bounds.population``
+    (the collection the rows were sampled from) or else ``rows``. Fewer
+    partitions make each probe touch more points than it needs to; more make
+    each one too small to be worth a shard of its own, so the count never
+    exceeds ``points / min_partition_size`` nor ``max_partitions``, and a sample
+    keeps at least ``MIN_ROWS_PER_PARTITION`` rows per partition to fit it.
+    ``bounds.partitions`` forces the count. Every domain has at least one.
+    """
+    if bounds.partitions is not None:
+        wanted = bounds.partitions
+    else:
+        points = bounds.population or rows
+        wanted = min(
+            round(PARTITIONS_PER_SQRT * np.sqrt(points)),
+            bounds.max_partitions,
+            points // bounds.min_partition_size,
+            rows // MIN_ROWS_PER_PARTITION,
+        )
+    return int(min(rows, max(domains, wanted)))
+
+
+def _apportion(total: int, sizes: IntArray) -> IntArray:
+    """``total`` partitions split across domains in proportion to their ``sizes``.
+
+    Largest remainders, at least one (even past ``total``) and at most ``size`` per
+    domain; ties go to the lower index so the split is deterministic.
+    """
+    share = total * sizes / max(int(sizes.sum()), 1)
+    counts = np.minimum(np.maximum(np.floor(share), 1), sizes).astype(np.int64)
+    while counts.sum() < total:
+        room = np.flatnonzero(counts < sizes)
+        if not len(room):
+            break
+        remainder = share[room] - counts[room]
+        picked = room[np.argsort(-remainder, kind="stable")[: total - int(counts.sum())]]
+        counts[picked] += 1
+    while counts.sum() > total:  # the floor of one per domain overshot: take from the largest
+        spare = np.flatnonzero(counts > 1)
+        if not len(spare):
+            break
+        counts[spare[int(np.argmax((counts - share)[spare]))]] -= 1
+    return counts
+
+
+def _cell_centroids(vectors: FloatArray, k: int, seed: int, iterations: int = 20) -> FloatArray:
+    """Spherical k-means centroids of ``k`` cells over ``vectors``.
+
+    Lloyd iterations from ``k`` distinct random members, fitted on at most
+    ``FIT_POINTS_PER_PARTITION`` members per cell (as IVF training samples); a
+    cell left empty restarts at the member worst served by its centroid.
+    Seeded: the same input gives the same cells.
+    """
+    rng = np.random.default_rng(seed)
+    if len(vectors) > FIT_POINTS_PER_PARTITION * k:
+        rows = rng.choice(len(vectors), FIT_POINTS_PER_PARTITION * k, replace=False)
+        vectors = vectors[np.sort(rows)]
+    centroids = vectors[np.sort(rng.choice(len(vectors), k, replace=False))].copy()
+    labels: IntArray | None = None
+    for _ in range(iterations):
+        assigned, similarity = _nearest_with_similarity(vectors, centroids)
+        if labels is not None and np.array_equal(assigned, labels):
+            break
+        labels = assigned
+        centroids = _centroids(vectors, labels, k)
+        empty = np.flatnonzero(np.bincount(labels, minlength=k) == 0)
+        if len(empty):
+            worst = np.argsort(similarity, kind="stable")[: len(empty)]
+            centroids[empty] = vectors[worst]
+    return centroids
+
+
+def _nearest_with_similarity(
+    vectors: FloatArray, centroids: FloatArray, chunk: int = 16_384
+) -> tuple[IntArray, FloatArray]:
+    """The nearest centroid of every row and its cosine similarity."""
+    nearest = np.empty(len(vectors), dtype=np.int64)
+    similarity = np.empty(len(vectors), dtype=np.float32)
+    for start in range(0, len(vectors), chunk):
+        sims = vectors[start : start + chunk] @ centroids.T
+        best = np.argmax(sims, axis=1)
+        nearest[start : start + chunk] = best
+        similarity[start : start + chunk] = sims[np.arange(len(sims)), best]
+    return nearest, similarity
+
+
+def _partition_ids(
+    centroids: FloatArray,
+    domain_id: str,
+    previous: Sequence[Partition],
+    taken: set[str],
+    seed: int,
+    floor: float,
+) -> list[str]:
+    """Ids of one domain's partitions: a ``previous`` partition's id where its centroid
+    matches (Hungarian assignment, similarity >= ``floor``), else a content hash of the
+    seed and the rounded centroid that no id in ``taken`` has."""
+    ids: list[str | None] = [None] * len(centroids)
+    if previous:
+        old = _unit(np.stack([np.asarray(p.centroid, dtype=np.float32) for p in previous]))
+        similarity = centroids @ old.T
+        rows, cols = linear_sum_assignment(-similarity)
+        for r, c in zip(rows, cols, strict=True):
+            if similarity[r, c] >= floor:
+                ids[r] = previous[c].id
+    taken |= {i for i in ids if i is not None}
+    result: list[str] = []
+    for index, current in enumerate(ids):
+        salt = 0
+        while current is None or (ids[index] is None and current in taken):
+            current = f"{domain_id}-p{_content_id(centroids[index], seed, salt)[2:]}"
+            salt += 1
+        taken.add(current)
+        result.append(current)
+    return result
+
+
 def _partitions(
-    vectors: FloatArray, labels: IntArray, ids: Sequence[str], bounds: DiscoveryBounds, seed: int
+    vectors: FloatArray,
+    labels: IntArray,
+    ids: Sequence[str],
+    bounds: DiscoveryBounds,
+    seed: int,
+    previous: Sequence[Partition] = (),
+    previous_domains: Sequence[Domain] = (),
 ) -> tuple[list[Partition], IntArray]:
-    """Sub-cells per domain: k-means on a bounded sample of members, then nearest cell."""
+    """Routing cells nested in the domains: ``partition_count`` of them split across the
+    domains by size, each domain's fitted by spherical k-means on a bounded sample of
+    its members, then every member assigned to its nearest cell."""
+    sizes = np.bincount(labels, minlength=len(ids)).astype(np.int64)
+    counts = _apportion(partition_count(len(vectors), bounds, domains=len(ids)), sizes)
+    old_domain = {index: domain.id for index, domain in enumerate(previous_domains)}
+    previous_of: dict[str, list[Partition]] = {}
+    for partition in previous:
+        previous_of.setdefault(old_domain.get(partition.domain, ""), []).append(partition)
+    taken = {p.id for p in previous}
     partitions: list[Partition] = []
     partition_labels = np.zeros(len(vectors), dtype=np.int64)
-    rng = np.random.default_rng(seed)
     for d, domain_id in enumerate(ids):
         members = np.flatnonzero(labels == d)
-        wanted = int(
-            np.clip(
-                round(len(members) / bounds.partition_size), 1, bounds.max_partitions_per_domain
-            )
-        )
-        wanted = min(wanted, len(members))
-        if wanted == 1:
+        wanted = int(counts[d])
+        if wanted <= 1:
             local = np.zeros(len(members), dtype=np.int64)
-        elif len(members) > min(bounds.sample_size, 500 * wanted):
-            fit_size = min(bounds.sample_size, 500 * wanted)  # ~500 points per cell to fit
-            fitted = np.sort(rng.choice(members, fit_size, replace=False))
-            fitted_labels, count = _compact(_kmeans(vectors[fitted], wanted, seed))
-            local = _nearest(vectors[members], _centroids(vectors[fitted], fitted_labels, count))
         else:
-            local = _kmeans(vectors[members], wanted, seed)
+            local = _nearest(vectors[members], _cell_centroids(vectors[members], wanted, seed))
         local, count = _compact(local)
         centres = _centroids(vectors[members], local, count)
-        sizes = np.bincount(local, minlength=count)
+        cell_sizes = np.bincount(local, minlength=count)
+        names = _partition_ids(
+            centres,
+            domain_id,
+            previous_of.get(domain_id, []),
+            taken,
+            seed,
+            bounds.id_match_similarity,
+        )
         for p in range(count):
             partition_labels[members[local == p]] = len(partitions)
             partitions.append(
-                Partition(id=f"{domain_id}-p{p}", domain=d, centroid=centres[p], size=int(sizes[p]))
+                Partition(id=names[p], domain=d, centroid=centres[p], size=int(cell_sizes[p]))
             )
     return partitions, partition_labels
 
@@ -813,13 +965,15 @@ def discover(
     texts: Sequence[str] | None = None,
     seed: int = 0,
     previous: Sequence[Domain] | None = None,
+    previous_partitions: Sequence[Partition] | None = None,
     **thresholds: Any,
 ) -> DiscoveryResult:
     """Find the domains in ``vectors`` (rows = points) and label every vector.
 
     ``texts`` (one per vector) give keywords and names; ``previous`` domains
-    keep their ids where a new domain matches them; ``thresholds`` are the
-    fields of :class:`DiscoveryBounds`.
+    keep their ids where a new domain matches them, and ``previous_partitions``
+    (whose ``domain`` indexes ``previous``) theirs where a partition of the same
+    domain matches them; ``thresholds`` are the fields of :class:`DiscoveryBounds`.
     """
     if strategy not in STRATEGIES:
         raise DiscoveryError(f"unknown strategy {strategy!r}; accepted: {', '.join(STRATEGIES)}")
@@ -865,7 +1019,9 @@ def discover(
         else [() for _ in range(k)]
     )
     domains, tree = _domains(data, labels, centroids, ids, keywords, group_of)
-    partitions, partition_labels = _partitions(data, labels, ids, bounds, seed)
+    partitions, partition_labels = _partitions(
+        data, labels, ids, bounds, seed, previous_partitions or (), previous or ()
+    )
     return DiscoveryResult(
         domains=domains,
         labels=labels,

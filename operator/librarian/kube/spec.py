@@ -100,6 +100,9 @@ _BOUNDS = {
     "maxDomains": "max_domains",
     "minDomainSize": "min_domain_size",
     "mergeSimilarity": "merge_similarity",
+    "partitions": "partitions",
+    "maxPartitions": "max_partitions",
+    "minPartitionSize": "min_partition_size",
 }
 
 
@@ -259,6 +262,10 @@ def _bounds(bounds: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
         problems.append(
             f"spec.bounds.minDomains ({low}) is larger than spec.bounds.maxDomains ({high})"
         )
+    for key in ("partitions", "maxPartitions", "minPartitionSize"):
+        value = bounds.get(key)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            problems.append(f"spec.bounds.{key} must be a whole number >= 1 (got {value!r})")
     similarity = thresholds.get("merge_similarity")
     if similarity is not None and not 0 < float(similarity) <= 1:
         problems.append("spec.bounds.mergeSimilarity must be in (0, 1]")

@@ -51,13 +51,17 @@ def analyze_collection(
     sample = sample_points(port, collection, sample_size, text_field=text_field, vector=vector)
     if on_stage:
         on_stage("discovering")
+    # The number of routing partitions follows the collection's size, not the sample's.
+    bounds = dict(thresholds or {})
+    if source_points:
+        bounds.setdefault("population", source_points)
     result = discover(
         sample.vectors,
         strategy=strategy,
         texts=sample.texts,
         seed=seed,
         previous=previous or None,
-        **dict(thresholds or {}),
+        **bounds,
     )
     return AnalysisOutcome(
         result=result,
