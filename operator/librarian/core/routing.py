@@ -29,10 +29,11 @@ when neighbour profiles are kept, one with the sample (float32, batched when
 several queries are decided at once); the profiles are stored sparse (the
 units of each sample point's few neighbours), the best units are ranked by a
 partial sort and the coverage rule is a cumulative sum. At build time the
-sample is shrunk, down to no sample at all, while the calibrated share of
-points touched stays within ``profile_tolerance`` of the whole sample's: with
-hundreds of fine units the profiles add little and the decision becomes one
-centroid product. The neighbours of the sample points are found exactly, in
+sample grows from none to the whole sample (1/8, 1/4, 1/2, all)
+only while each step lowers the calibrated share of points touched by more
+than ``profile_tolerance``: with hundreds of fine units the profiles add little,
+the decision becomes one centroid product and the build skips most of the
+neighbour search. The neighbours of the sample points are found exactly, in
 blocks of bounded memory, against at most ``reference_limit`` points.
 
 Pure: numpy only, seeded randomness, no clock (latencies and loads are passed in).
@@ -88,8 +89,8 @@ class RoutingOptions:
     centroid_prior: float = 0.02  # weight of the centroid softmax in the blend
     calibration_queries: int = 500  # held-aside points used to calibrate the threshold
     reference_limit: int = 200_000  # points a neighbour profile is computed against
-    # Extra share of points touched (relative, at the calibrated recall) accepted to keep a
-    # smaller sample, or none; None keeps the whole sample.
+    # The sample grows (none, 1/8, 1/4, 1/2, all) while each step lowers the calibrated share
+    # of points touched by more than this (relative); None: the whole sample, always.
     profile_tolerance: float | None = 0.02
     block_bytes: int = 128 << 20  # memory of one block of scores while building
     min_units: int = 1
@@ -545,7 +546,7 @@ def build_router(
     sample_size = int(
         min(n, settings.max_sample, max(settings.min_sample, settings.sample_fraction * n))
     )
-    sample = np.sort(order[:sample_size])
+    sample = order[:sample_size]  # random order: each prefix is a uniform sub-sample
     held_aside = order[sample_size : sample_size + settings.calibration_queries]
     if len(held_aside) < min(50, settings.calibration_queries):
         # Small libraries: calibrate on sample points (their own row excluded below).
@@ -561,62 +562,51 @@ def build_router(
     position = np.full(n, -1, dtype=np.int64)
     position[reference] = np.arange(len(reference))
     reference_rows = _unit_rows(source[reference])
-    sample_vectors = _unit_rows(source[sample])
+
+    def neighbour_units(ids: IntArray, rows: FloatArray) -> IntArray:
+        nearest = _top_neighbours(
+            rows, reference_rows, k, position[ids], block_bytes=settings.block_bytes
+        )
+        return assigned[reference[nearest]]
+
     calibration_vectors = _unit_rows(source[held_aside])
-    found = [
-        _top_neighbours(rows, reference_rows, k, position[ids], block_bytes=settings.block_bytes)
-        for rows, ids in ((sample_vectors, sample), (calibration_vectors, held_aside))
-    ]
-    del reference_rows
-    sample_units, truth = (assigned[reference[nearest]] for nearest in found)
-    router = LibraryRouter(
-        options=settings,
-        centroids=centroids,
-        sizes=sizes,
-        sample_vectors=sample_vectors,
-        sample_units=sample_units,
-    )
-    _calibrate(router, calibration_vectors, truth)
-    if settings.profile_tolerance is not None and settings.strategy not in (
+    truth = neighbour_units(held_aside, calibration_vectors)
+    sample_vectors = _unit_rows(source[sample])
+    grow = settings.profile_tolerance is not None and settings.strategy not in (
         "domain_affinity",
         "accuracy_first",
-    ):
-        router = _smallest_sample(router, calibration_vectors, truth, rng)
-    return router
-
-
-def _smallest_sample(
-    router: LibraryRouter, queries: FloatArray, truth_units: IntArray, rng: np.random.Generator
-) -> LibraryRouter:
-    """The router with the smallest sample (none, 1/8, 1/4, 1/2 of it, or all) whose
-    calibrated share of points touched is within ``profile_tolerance`` of the whole sample's.
-
-    The sample's product is most of a decision's cost; with many fine units the
-    profiles add little over the centroids, and the decision then skips it.
-    """
-    tolerance = router.options.profile_tolerance
-    whole = router.calibration.get("touched")
-    if tolerance is None or whole is None or not len(router.sample_vectors):
-        return router
-    sample = len(router.sample_vectors)
-    shuffled = rng.permutation(sample)
-    for size in (0, sample // 8, sample // 4, sample // 2):
-        if size and size < router.options.sample_neighbours:
-            continue
-        keep = np.sort(shuffled[:size])
-        smaller = LibraryRouter(
-            options=router.options,
-            centroids=router.centroids,
-            sizes=router.sizes,
-            sample_vectors=router.sample_vectors[keep],
-            sample_units=router.sample_units[keep],
+    )
+    steps = _sample_steps(len(sample), settings.sample_neighbours) if grow else [len(sample)]
+    units_found = np.empty((len(sample), k), dtype=np.int64)
+    best: LibraryRouter | None = None
+    for done, size in zip([0, *steps], steps, strict=False):
+        units_found[done:size] = neighbour_units(sample[done:size], sample_vectors[done:size])
+        router = LibraryRouter(
+            options=settings,
+            centroids=centroids,
+            sizes=sizes,
+            sample_vectors=sample_vectors[:size],
+            sample_units=units_found[:size],
         )
-        _calibrate(smaller, queries, truth_units)
-        if smaller.calibration["touched"] <= whole * (1 + tolerance):
-            smaller.calibration["whole_sample_touched"] = whole
-            smaller.calibration["whole_sample_points"] = float(sample)
-            return smaller
-    return router
+        _calibrate(router, calibration_vectors, truth)
+        if best is not None and not _pays(router, best, settings.profile_tolerance or 0.0):
+            break
+        best = router
+    assert best is not None
+    best.calibration["sample_points_tried"] = float(size)
+    return best
+
+
+def _sample_steps(sample: int, neighbours: int) -> list[int]:
+    """Sample sizes tried in turn: none, then 1/8, 1/4, 1/2 and all of the sample."""
+    steps = [0] + [size for size in (sample // 8, sample // 4, sample // 2) if size >= neighbours]
+    return [*dict.fromkeys([*steps, sample])]
+
+
+def _pays(larger: LibraryRouter, smaller: LibraryRouter, tolerance: float) -> bool:
+    """Does the larger sample touch fewer points than the smaller one by more than
+    ``tolerance`` (relative), both calibrated to the same recall?"""
+    return larger.calibration["touched"] < smaller.calibration["touched"] * (1 - tolerance)
 
 
 def _calibrate(router: LibraryRouter, queries: FloatArray, truth_units: IntArray) -> None:
