@@ -33,7 +33,11 @@ def _fine_units(vectors: np.ndarray, units: int, seed: int) -> tuple[np.ndarray,
 # ---------------------------------------------------------------- the plain formula
 
 
-def _reference_scores(router: LibraryRouter, queries: np.ndarray, strategy: str) -> np.ndarray:
+def _reference_scores(
+    router: LibraryRouter, queries: np.ndarray, strategy: str, cells: int = 0
+) -> np.ndarray:
+    """The plain formula; with ``cells``, a sample point of none of the query's ``cells``
+    best units (by centroid; a point's unit is its nearest centroid) is never a neighbour."""
     options = router.options
     q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
     logits = (q @ router.centroids.T) / options.temperature
@@ -42,6 +46,13 @@ def _reference_scores(router: LibraryRouter, queries: np.ndarray, strategy: str)
     if strategy == "domain_affinity" or not len(router.sample_vectors):
         return prior
     sims = q @ router.sample_vectors.T
+    if cells:
+        best = np.argsort(-logits, axis=1)[:, :cells]
+        home = np.argmax(router.sample_vectors @ router.centroids.T, axis=1)
+        inside = np.zeros(logits.shape, dtype=bool)
+        for row, units in enumerate(best):
+            inside[row, units] = True
+        sims[~inside[:, home]] = -np.inf
     m = min(options.sample_neighbours, sims.shape[1])
     top = np.argsort(-sims, axis=1)[:, :m]
     top_sims = np.take_along_axis(sims, top, axis=1)
@@ -94,6 +105,7 @@ def test_scores_equal_the_plain_formula(fine: dict[str, Any], strategy: str) -> 
         list(fine["centres"]),
         profile_tolerance=None,
         strategy=strategy,
+        sample_cells=0,
     )
     assert len(router.sample_vectors) > router.options.sample_neighbours
     batched = router.scores_many(fine["queries"])
@@ -101,6 +113,16 @@ def test_scores_equal_the_plain_formula(fine: dict[str, Any], strategy: str) -> 
     np.testing.assert_allclose(batched, expected, rtol=1e-4, atol=1e-6)
     one = router.scores(fine["queries"][7])
     np.testing.assert_allclose(one, expected[7], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("cells", [8, 32])
+def test_scores_searching_the_best_cells_equal_the_plain_formula_restricted_to_them(
+    fine: dict[str, Any], cells: int
+) -> None:
+    router = build_router(fine["data"], fine["labels"], list(fine["centres"]), sample_cells=cells)
+    assert router.unit_count > cells
+    expected = _reference_scores(router, fine["queries"], "hybrid", cells)
+    np.testing.assert_allclose(router.scores_many(fine["queries"]), expected, rtol=1e-4, atol=1e-6)
 
 
 def test_decisions_equal_the_unit_by_unit_rule(fine: dict[str, Any]) -> None:

@@ -89,9 +89,12 @@ class RoutingOptions:
     centroid_prior: float = 0.02  # weight of the centroid softmax in the blend
     calibration_queries: int = 500  # held-aside points used to calibrate the threshold
     reference_limit: int = 200_000  # points a neighbour profile is computed against
+    # A query's sample neighbours are searched among the sample points of its best units (by
+    # centroid) only; 0: the whole sample.
+    sample_cells: int = 32
     # The sample grows (none, 1/8, 1/4, 1/2, all) while each step lowers the calibrated share
     # of points touched by more than this (relative); None: the whole sample, always.
-    profile_tolerance: float | None = 0.02
+    profile_tolerance: float | None = None
     block_bytes: int = 128 << 20  # memory of one block of scores while building
     min_units: int = 1
     max_units: int | None = None
@@ -118,6 +121,8 @@ class RoutingOptions:
             found.append("max_units must be >= min_units")
         if not 0.0 <= self.slack < 1.0:
             found.append("slack must be in [0, 1)")
+        if self.sample_cells < 0:
+            found.append("sample_cells must be >= 0 (0: the whole sample)")
         if self.profile_tolerance is not None and self.profile_tolerance < 0:
             found.append("profile_tolerance must be >= 0 (or None to keep the whole sample)")
         if self.block_bytes < 1 << 20:
@@ -253,6 +258,11 @@ class LibraryRouter:
         self.sample_units = np.asarray(sample_units, dtype=np.int64)
         if self.sample_units.shape[:1] != self.sample_vectors.shape[:1]:
             raise RoutingError("sample_units needs one row of neighbour units per sample point")
+        # the unit whose centroid is nearest to each sample point (its cell)
+        self._sample_cell = np.empty(len(self.sample_vectors), dtype=np.int64)
+        for start in range(0, len(self.sample_vectors), 2048):
+            block = self.sample_vectors[start : start + 2048] @ self.centroids.T
+            self._sample_cell[start : start + 2048] = np.argmax(block, axis=1)
         self.coverage = 1.0  # calibrated by build_router
         self.calibration: dict[str, float] = {}
         self.latency = LatencyTracker(len(centroids), options.ewma_alpha)
@@ -288,19 +298,11 @@ class LibraryRouter:
         prior = _softmax(logits)
         if (strategy or options.strategy) == "domain_affinity" or not len(self.sample_vectors):
             return prior
-        sims = q @ self.sample_vectors.T
-        sample = sims.shape[1]
-        m = min(options.sample_neighbours, sample)
-        top = np.argpartition(sims, sample - m, axis=1)[:, sample - m :] if m < sample else None
-        top_sims = sims if top is None else np.take_along_axis(sims, top, axis=1)
+        top, top_sims = self._nearest_sample(q, logits)
         top_sims -= top_sims.max(axis=1, keepdims=True)
         top_sims /= np.float32(options.temperature)
-        weights = np.exp(top_sims)
-        neighbour_units = (
-            np.broadcast_to(self.sample_units, (len(q), *self.sample_units.shape))
-            if top is None
-            else self.sample_units[top]
-        )  # queries x m x profile size
+        weights = np.exp(top_sims)  # a padded place (-inf) weighs nothing
+        neighbour_units = self.sample_units[top]  # queries x m x profile size
         units = self.unit_count
         cells = neighbour_units + (np.arange(len(q)) * units)[:, None, None]
         shares = np.broadcast_to(weights[:, :, None], neighbour_units.shape)
@@ -309,6 +311,40 @@ class LibraryRouter:
         blended /= np.maximum(blended.sum(axis=1, keepdims=True), 1e-12)
         mixed = (1 - options.centroid_prior) * blended + options.centroid_prior * prior
         return np.asarray(mixed, dtype=np.float32)
+
+    def _nearest_sample(self, q: FloatArray, logits: FloatArray) -> tuple[IntArray, FloatArray]:
+        """Each query's ``sample_neighbours`` most similar sample points and their
+        similarities (padded with -inf when fewer points were searched).
+
+        With ``sample_cells`` set and more units than that, only the sample points
+        of the query's ``sample_cells`` best units (by centroid) are searched.
+        """
+        wanted = self.options.sample_neighbours
+        sample = len(self.sample_vectors)
+        cells = self.options.sample_cells
+        if not cells or cells >= self.unit_count:
+            sims = q @ self.sample_vectors.T
+            m = min(wanted, sample)
+            if m == sample:
+                return np.broadcast_to(np.arange(sample), sims.shape), sims
+            top = np.argpartition(sims, sample - m, axis=1)[:, sample - m :]
+            return top, np.take_along_axis(sims, top, axis=1)
+        units = self.unit_count
+        best_cells = np.argpartition(logits, units - cells, axis=1)[:, units - cells :]
+        chosen = np.zeros((len(q), units), dtype=bool)
+        chosen[np.arange(len(q))[:, None], best_cells] = True
+        top = np.zeros((len(q), wanted), dtype=np.int64)
+        top_sims = np.full((len(q), wanted), -np.inf, dtype=np.float32)
+        for row in range(len(q)):
+            candidates = np.flatnonzero(chosen[row, self._sample_cell])
+            if not len(candidates):
+                candidates = np.arange(sample)  # the best cells hold no sample point
+            sims = self.sample_vectors[candidates] @ q[row]
+            m = min(wanted, len(candidates))
+            pick = np.argpartition(sims, len(sims) - m)[len(sims) - m :]
+            top[row, :m] = candidates[pick]
+            top_sims[row, :m] = sims[pick]
+        return top, top_sims
 
     # ------------------------------------------------------------------ decisions
 
