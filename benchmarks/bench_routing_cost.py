@@ -8,7 +8,7 @@ every point. For each size this prints, in one run:
   its ratio to one HNSW search of the real engine (the embedded ``qdrant_edge``
   adapter, index built) over the same points, one query at a time;
 - the held-out recall@10 and share of points touched of the router as built
-  (its sample neighbours searched among its best units' sample points) and of
+  (its sample neighbours searched among the sample points of its best units) and of
   the same router searching its whole sample (the plain formula), both at the
   calibrated coverage;
 - ``build_router``'s CPU seconds (``time.process_time`` of a forked child),
@@ -246,7 +246,7 @@ def measure(
     traced = _build_in_child(points, labels, centres, traced=True)
     router: LibraryRouter = build["router"]
     whole = LibraryRouter(
-        options=replace(router.options, sample_cells=0),
+        options=replace(router.options, sample_candidates=0),
         centroids=router.centroids,
         sizes=router.sizes,
         sample_vectors=router.sample_vectors,

@@ -34,10 +34,11 @@ def _fine_units(vectors: np.ndarray, units: int, seed: int) -> tuple[np.ndarray,
 
 
 def _reference_scores(
-    router: LibraryRouter, queries: np.ndarray, strategy: str, cells: int = 0
+    router: LibraryRouter, queries: np.ndarray, strategy: str, budget: int = 0
 ) -> np.ndarray:
-    """The plain formula; with ``cells``, a sample point of none of the query's ``cells``
-    best units (by centroid; a point's unit is its nearest centroid) is never a neighbour."""
+    """The plain formula; with ``budget``, only the sample points of the query's best units
+    (by centroid, best first, until they hold ``budget`` points; a point's unit is its
+    nearest centroid) may be its neighbours."""
     options = router.options
     q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
     logits = (q @ router.centroids.T) / options.temperature
@@ -46,13 +47,16 @@ def _reference_scores(
     if strategy == "domain_affinity" or not len(router.sample_vectors):
         return prior
     sims = q @ router.sample_vectors.T
-    if cells:
-        best = np.argsort(-logits, axis=1)[:, :cells]
+    if budget:
         home = np.argmax(router.sample_vectors @ router.centroids.T, axis=1)
-        inside = np.zeros(logits.shape, dtype=bool)
-        for row, units in enumerate(best):
-            inside[row, units] = True
-        sims[~inside[:, home]] = -np.inf
+        held = np.bincount(home, minlength=router.unit_count)
+        for row in range(len(q)):
+            taken: list[int] = []
+            for unit in np.argsort(-logits[row], kind="stable"):
+                if sum(held[taken]) >= budget:
+                    break
+                taken.append(int(unit))
+            sims[row, ~np.isin(home, taken)] = -np.inf
     m = min(options.sample_neighbours, sims.shape[1])
     top = np.argsort(-sims, axis=1)[:, :m]
     top_sims = np.take_along_axis(sims, top, axis=1)
@@ -105,7 +109,7 @@ def test_scores_equal_the_plain_formula(fine: dict[str, Any], strategy: str) -> 
         list(fine["centres"]),
         profile_tolerance=None,
         strategy=strategy,
-        sample_cells=0,
+        sample_candidates=0,
     )
     assert len(router.sample_vectors) > router.options.sample_neighbours
     batched = router.scores_many(fine["queries"])
@@ -115,13 +119,15 @@ def test_scores_equal_the_plain_formula(fine: dict[str, Any], strategy: str) -> 
     np.testing.assert_allclose(one, expected[7], rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("cells", [8, 32])
+@pytest.mark.parametrize("budget", [40, 300])
 def test_scores_searching_the_best_cells_equal_the_plain_formula_restricted_to_them(
-    fine: dict[str, Any], cells: int
+    fine: dict[str, Any], budget: int
 ) -> None:
-    router = build_router(fine["data"], fine["labels"], list(fine["centres"]), sample_cells=cells)
-    assert router.unit_count > cells
-    expected = _reference_scores(router, fine["queries"], "hybrid", cells)
+    router = build_router(
+        fine["data"], fine["labels"], list(fine["centres"]), sample_candidates=budget
+    )
+    assert len(router.sample_vectors) > budget
+    expected = _reference_scores(router, fine["queries"], "hybrid", budget)
     np.testing.assert_allclose(router.scores_many(fine["queries"]), expected, rtol=1e-4, atol=1e-6)
 
 

@@ -90,8 +90,8 @@ class RoutingOptions:
     calibration_queries: int = 500  # held-aside points used to calibrate the threshold
     reference_limit: int = 200_000  # points a neighbour profile is computed against
     # A query's sample neighbours are searched among the sample points of its best units (by
-    # centroid) only; 0: the whole sample.
-    sample_cells: int = 32
+    # centroid) until they hold this many; 0: the whole sample.
+    sample_candidates: int = 2_048
     # The sample grows (none, 1/8, 1/4, 1/2, all) while each step lowers the calibrated share
     # of points touched by more than this (relative); None: the whole sample, always.
     profile_tolerance: float | None = None
@@ -121,8 +121,8 @@ class RoutingOptions:
             found.append("max_units must be >= min_units")
         if not 0.0 <= self.slack < 1.0:
             found.append("slack must be in [0, 1)")
-        if self.sample_cells < 0:
-            found.append("sample_cells must be >= 0 (0: the whole sample)")
+        if self.sample_candidates < 0:
+            found.append("sample_candidates must be >= 0 (0: the whole sample)")
         if self.profile_tolerance is not None and self.profile_tolerance < 0:
             found.append("profile_tolerance must be >= 0 (or None to keep the whole sample)")
         if self.block_bytes < 1 << 20:
@@ -263,6 +263,7 @@ class LibraryRouter:
         for start in range(0, len(self.sample_vectors), 2048):
             block = self.sample_vectors[start : start + 2048] @ self.centroids.T
             self._sample_cell[start : start + 2048] = np.argmax(block, axis=1)
+        self._cell_sizes = np.bincount(self._sample_cell, minlength=len(self.centroids))
         self.coverage = 1.0  # calibrated by build_router
         self.calibration: dict[str, float] = {}
         self.latency = LatencyTracker(len(centroids), options.ewma_alpha)
@@ -316,13 +317,14 @@ class LibraryRouter:
         """Each query's ``sample_neighbours`` most similar sample points and their
         similarities (padded with -inf when fewer points were searched).
 
-        With ``sample_cells`` set and more units than that, only the sample points
-        of the query's ``sample_cells`` best units (by centroid) are searched.
+        With ``sample_candidates`` below the sample's size, only the sample points of
+        the query's best units (by centroid, best first, until they hold at least
+        that many; a sample point belongs to its nearest centroid's unit) are searched.
         """
         wanted = self.options.sample_neighbours
         sample = len(self.sample_vectors)
-        cells = self.options.sample_cells
-        if not cells or cells >= self.unit_count:
+        budget = self.options.sample_candidates
+        if not budget or budget >= sample:
             sims = q @ self.sample_vectors.T
             m = min(wanted, sample)
             if m == sample:
@@ -330,15 +332,22 @@ class LibraryRouter:
             top = np.argpartition(sims, sample - m, axis=1)[:, sample - m :]
             return top, np.take_along_axis(sims, top, axis=1)
         units = self.unit_count
-        best_cells = np.argpartition(logits, units - cells, axis=1)[:, units - cells :]
-        chosen = np.zeros((len(q), units), dtype=bool)
-        chosen[np.arange(len(q))[:, None], best_cells] = True
+        # enough of the best units to hold the budget when cells are of even size, twice over
+        guess = min(units, 2 * budget * units // sample + 1)
+        best = np.argpartition(logits, units - guess, axis=1)[:, units - guess :]
         top = np.zeros((len(q), wanted), dtype=np.int64)
         top_sims = np.full((len(q), wanted), -np.inf, dtype=np.float32)
+        chosen = np.zeros(units, dtype=bool)
         for row in range(len(q)):
-            candidates = np.flatnonzero(chosen[row, self._sample_cell])
-            if not len(candidates):
-                candidates = np.arange(sample)  # the best cells hold no sample point
+            cells = best[row][np.argsort(-logits[row, best[row]], kind="stable")]
+            held = np.cumsum(self._cell_sizes[cells])
+            if held[-1] < budget and guess < units:  # uneven cells: rank every unit
+                cells = np.argsort(-logits[row], kind="stable")
+                held = np.cumsum(self._cell_sizes[cells])
+            taken = cells[: int(np.searchsorted(held, budget)) + 1]
+            chosen[taken] = True
+            candidates = np.flatnonzero(chosen[self._sample_cell])
+            chosen[taken] = False
             sims = self.sample_vectors[candidates] @ q[row]
             m = min(wanted, len(candidates))
             pick = np.argpartition(sims, len(sims) - m)[len(sims) - m :]
