@@ -188,20 +188,24 @@ class Engine:
         self.port.close()
 
 
-def _curve(
-    router: LibraryRouter, points: np.ndarray, labels: np.ndarray, queries: np.ndarray
-) -> tuple[float, float]:
-    """Held-out recall@10 and mean share of points touched at the calibrated coverage."""
-    truth = np.concatenate(
+def _truth(points: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Each query's exact top-10 among ``points``."""
+    return np.concatenate(
         [
             np.argpartition(-(queries[s : s + 50] @ points.T), 10, axis=1)[:, :10]
             for s in range(0, len(queries), 50)
         ]
     )
+
+
+def _curve(
+    router: LibraryRouter, labels: np.ndarray, queries: np.ndarray, truth: np.ndarray
+) -> tuple[float, float]:
+    """Held-out recall@10 and mean share of points touched at the calibrated coverage."""
     sizes = np.bincount(labels, minlength=router.unit_count)
     routes = router.route_many(queries)
     recall = np.mean([np.isin(labels[t], r).mean() for t, r in zip(truth, routes, strict=True)])
-    touched = np.mean([sizes[r].sum() / len(points) for r in routes])
+    touched = np.mean([sizes[r].sum() / len(labels) for r in routes])
     return float(recall), float(touched)
 
 
@@ -242,9 +246,15 @@ def measure(
     busy: int,
 ) -> list[float]:
     n = len(points)
+    print(f"\n== {name}: {n} points x {points.shape[1]}-d; {_load()}", flush=True)
     build = _build_in_child(points, labels, centres, traced=False)
-    traced = _build_in_child(points, labels, centres, traced=True)
     router: LibraryRouter = build["router"]
+    print(
+        f"   {router.unit_count} units, {len(router.sample_vectors)} sample points; build: "
+        f"{build['cpu']:.1f} CPU-s, peak RSS added {build['rss_mib']:.0f} MiB (VmHWM of a "
+        f"forked child, reset before the build)",
+        flush=True,
+    )
     whole = LibraryRouter(
         options=replace(router.options, sample_candidates=0),
         centroids=router.centroids,
@@ -253,35 +263,29 @@ def measure(
         sample_units=router.sample_units,
     )
     whole.coverage = router.coverage
-    recall, touched = _curve(router, points, labels, queries)
-    whole_recall, whole_touched = _curve(whole, points, labels, queries)
+    truth = _truth(points, queries)
+    recall, touched = _curve(router, labels, queries, truth)
+    whole_recall, whole_touched = _curve(whole, labels, queries, truth)
+    print(
+        f"   routed as built: recall@10 {recall:.3f}, touched {touched:.3f}; whole "
+        f"sample (plain formula): recall@10 {whole_recall:.3f}, touched "
+        f"{whole_touched:.3f} (coverage {router.coverage})",
+        flush=True,
+    )
     measured = min(n, engine_points)
     with tempfile.TemporaryDirectory() as folder:
         engine = Engine(points[:measured], folder)
         try:
             scale = math.log(n) / math.log(measured)
             engine_cpu = engine.search_cpu(queries) * scale
-            print(
-                f"\n== {name}: {n} points x {points.shape[1]}-d, {router.unit_count} units, "
-                f"{len(router.sample_vectors)} sample points; {_load()}"
-            )
             if measured < n:
                 print(
                     f"   engine search measured on {measured} points, x{scale:.2f} "
                     f"(log {n} / log {measured}) to extrapolate to {n}"
                 )
-            print(
-                f"   routed as built: recall@10 {recall:.3f}, touched {touched:.3f}; whole "
-                f"sample (plain formula): recall@10 {whole_recall:.3f}, touched "
-                f"{whole_touched:.3f} (coverage {router.coverage})"
-            )
-            print(
-                f"   build: {build['cpu']:.1f} CPU-s, peak RSS added {build['rss_mib']:.0f} MiB "
-                f"(VmHWM of a forked child), tracemalloc peak {traced['traced_mib']:.0f} MiB"
-            )
             print(HEADER)
             row, ratio = _timings("quiet", router, queries, engine_cpu, build)
-            print(row, flush=True)
+            print(row + f"   [{_load()}]", flush=True)
             ratios = [ratio]
             if busy:
                 burners = [
@@ -302,6 +306,8 @@ def measure(
                         burner.wait()
         finally:
             engine.close()
+    traced = _build_in_child(points, labels, centres, traced=True)
+    print(f"   build: tracemalloc peak {traced['traced_mib']:.0f} MiB", flush=True)
     return ratios
 
 

@@ -474,6 +474,7 @@ class LibraryRouter:
             "strategy": self.options.strategy,
             "units": self.unit_count,
             "sample_points": len(self.sample_vectors),
+            "sample_candidates": self.options.sample_candidates,
             "coverage": round(self.coverage, 4),
             "target_recall": self.options.target_recall,
             **{f"calibration_{key}": round(value, 4) for key, value in self.calibration.items()},
