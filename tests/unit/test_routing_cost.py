@@ -124,10 +124,20 @@ def test_scores_searching_the_best_cells_equal_the_plain_formula_restricted_to_t
     fine: dict[str, Any], budget: int
 ) -> None:
     router = build_router(
-        fine["data"], fine["labels"], list(fine["centres"]), sample_candidates=budget
+        fine["data"],
+        fine["labels"],
+        list(fine["centres"]),
+        sample_candidates=budget,
+        whole_sample_work=0,
     )
     assert len(router.sample_vectors) > budget
     expected = _reference_scores(router, fine["queries"], "hybrid", budget)
+    np.testing.assert_allclose(router.scores_many(fine["queries"]), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_a_cheap_whole_sample_is_searched_whole(fine: dict[str, Any]) -> None:
+    router = build_router(fine["data"], fine["labels"], list(fine["centres"]), sample_candidates=40)
+    expected = _reference_scores(router, fine["queries"], "hybrid")
     np.testing.assert_allclose(router.scores_many(fine["queries"]), expected, rtol=1e-4, atol=1e-6)
 
 

@@ -92,6 +92,8 @@ class RoutingOptions:
     # A query's sample neighbours are searched among the sample points of its best units (by
     # centroid) until they hold this many; 0: the whole sample.
     sample_candidates: int = 2_048
+    # ... unless the whole sample's product is this cheap (sample points x dimensions)
+    whole_sample_work: int = 1 << 21
     # The sample grows (none, 1/8, 1/4, 1/2, all) while each step lowers the calibrated share
     # of points touched by more than this (relative); None: the whole sample, always.
     profile_tolerance: float | None = None
@@ -317,14 +319,15 @@ class LibraryRouter:
         """Each query's ``sample_neighbours`` most similar sample points and their
         similarities (padded with -inf when fewer points were searched).
 
-        With ``sample_candidates`` below the sample's size, only the sample points of
-        the query's best units (by centroid, best first, until they hold at least
-        that many; a sample point belongs to its nearest centroid's unit) are searched.
+        With ``sample_candidates`` below the sample's size (and the whole sample's
+        product dearer than ``whole_sample_work``), only the sample points of the
+        query's best units (by centroid, best first, until they hold at least that
+        many; a sample point belongs to its nearest centroid's unit) are searched.
         """
         wanted = self.options.sample_neighbours
         sample = len(self.sample_vectors)
         budget = self.options.sample_candidates
-        if not budget or budget >= sample:
+        if not budget or budget >= sample or sample * q.shape[1] <= self.options.whole_sample_work:
             sims = q @ self.sample_vectors.T
             m = min(wanted, sample)
             if m == sample:
