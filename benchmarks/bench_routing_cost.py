@@ -4,7 +4,8 @@ The routing decision must cost a small share of what it saves: a search over
 every point. For each size this prints, in one run:
 
 - the routing decision's CPU time per query (``hybrid``, one query at a time
-  and in batches of 32), BLAS held to one thread as the router holds it, and
+  and in batches of 32; and the centroid product alone, ``domain_affinity``,
+  the floor of any decision), BLAS held to one thread as the router holds it, and
   its ratio to one HNSW search of the real engine (the embedded ``qdrant_edge``
   adapter, index built) over the same points, one query at a time;
 - the held-out recall@10 and share of points touched of the router as built
@@ -146,17 +147,19 @@ def _build_in_child(
     return result
 
 
-def _decision_cpu(router: LibraryRouter, queries: np.ndarray, batch: int) -> float:
+def _decision_cpu(
+    router: LibraryRouter, queries: np.ndarray, batch: int, strategy: str | None = None
+) -> float:
     """CPU seconds per query of ``router``'s decisions (BLAS on one thread)."""
     with threadpool_limits(limits=1, user_api="blas"):
-        router.decide_many(queries[:batch])  # warm
+        router.decide_many(queries[:batch], strategy=strategy)  # warm
         started = time.process_time()
         if batch == 1:
             for query in queries:
-                router.decide(query)
+                router.decide(query, strategy=strategy)
         else:
             for start in range(0, len(queries), batch):
-                router.decide_many(queries[start : start + batch])
+                router.decide_many(queries[start : start + batch], strategy=strategy)
         return (time.process_time() - started) / len(queries)
 
 
@@ -223,9 +226,13 @@ def _timings(
 ) -> tuple[str, float]:
     single = _decision_cpu(router, queries, 1)
     batched = _decision_cpu(router, queries, 32)
+    alone = _decision_cpu(router, queries, 1, "domain_affinity")
+    alone_batched = _decision_cpu(router, queries, 32, "domain_affinity")
     row = (
         f"{name:<26} {single * 1e6:>9.0f} {batched * 1e6:>9.0f} {engine_cpu * 1e6:>9.0f} "
         f"{single / engine_cpu:>7.3f} {batched / engine_cpu:>7.3f} {build['cpu']:>8.1f}"
+        f"\n{'  centroids only':<26} {alone * 1e6:>9.0f} {alone_batched * 1e6:>9.0f} "
+        f"{engine_cpu * 1e6:>9.0f} {alone / engine_cpu:>7.3f} {alone_batched / engine_cpu:>7.3f}"
     )
     return row, single / engine_cpu
 
