@@ -11,7 +11,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from librarian.core.discovery import discover
-from librarian.core.routing import LibraryRouter, RouteDecision, build_router
+from librarian.core.routing import LibraryRouter, RouteDecision, RoutingError, build_router
 from librarian.router.deciding import BlasThreadBound, Decisions, blas_threads
 
 
@@ -109,3 +109,64 @@ async def test_the_event_loop_runs_other_work_while_a_decision_is_held() -> None
 async def _other_work() -> str:
     await asyncio.sleep(0)
     return "answered"
+
+
+async def _held_then(
+    decisions: Decisions, router: LibraryRouter, vectors: list[list[float]]
+) -> list[asyncio.Future[RouteDecision]]:
+    """Hold the only routing thread, ask for ``vectors``' decisions meanwhile, let it go."""
+    held = _HeldRouter()
+    holding = asyncio.ensure_future(decisions.decide(held, [0.0], None))  # type: ignore[arg-type]
+    assert await asyncio.to_thread(held.entered.wait, 30)
+    waiting = [asyncio.ensure_future(decisions.decide(router, v, None)) for v in vectors]
+    await asyncio.sleep(0)  # let each ask reach the queue
+    held.release.set()
+    await asyncio.wait_for(holding, timeout=30)
+    await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), timeout=30)
+    return waiting
+
+
+async def test_decisions_asked_while_the_thread_is_busy_are_scored_as_one_batch(
+    router: LibraryRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches: list[int] = []
+    decide_many = router.decide_many
+
+    def spied(queries: Any, **options: Any) -> list[RouteDecision]:
+        batches.append(len(queries))
+        return decide_many(queries, **options)
+
+    monkeypatch.setattr(router, "decide_many", spied)
+    rng = np.random.default_rng(4)
+    vectors = [[float(x) for x in rng.normal(size=12)] for _ in range(10)]
+    decisions = Decisions(1)
+    try:
+        answered = await _held_then(decisions, router, vectors)
+    finally:
+        decisions.close()
+    assert batches == [10]
+    for vector, future in zip(vectors, answered, strict=True):
+        expected = router.decide(vector)
+        got = future.result()
+        assert got.units == expected.units
+        np.testing.assert_allclose(got.scores, expected.scores, rtol=1e-5, atol=1e-7)
+
+
+async def test_a_bad_vector_in_a_batch_fails_alone(router: LibraryRouter) -> None:
+    rng = np.random.default_rng(6)
+    vectors = [[float(x) for x in rng.normal(size=12)] for _ in range(4)]
+    vectors.insert(2, [1.0, 0.0, 0.0])
+    decisions = Decisions(1, max_batch=8)
+    try:
+        answered = await _held_then(decisions, router, vectors)
+    finally:
+        decisions.close()
+    with pytest.raises(RoutingError, match="12 dimensions, got 3"):
+        answered[2].result()
+    for index in (0, 1, 3, 4):
+        assert answered[index].result().units == router.decide(vectors[index]).units
+
+
+def test_a_batch_holds_at_least_one_decision() -> None:
+    with pytest.raises(ValueError, match="at least one decision"):
+        Decisions(1, max_batch=0)

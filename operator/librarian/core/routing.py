@@ -24,6 +24,18 @@ Strategies:
   ``latency_budget_s`` is skipped when the recall it adds is below ``slack``;
   :meth:`LibraryRouter.hedge_after` says when to send a hedged request.
 
+Cost: a decision is one product of the query with the unit centroids and,
+when neighbour profiles are kept, one with the sample (float32, batched when
+several queries are decided at once); the profiles are stored sparse (the
+units of each sample point's few neighbours), the best units are ranked by a
+partial sort and the coverage rule is a cumulative sum. At build time the
+sample grows from none to the whole sample (1/8, 1/4, 1/2, all)
+only while each step lowers the calibrated share of points touched by more
+than ``profile_tolerance``: with hundreds of fine units the profiles add little,
+the decision becomes one centroid product and the build skips most of the
+neighbour search. The neighbours of the sample points are found exactly, in
+blocks of bounded memory, against at most ``reference_limit`` points.
+
 Pure: numpy only, seeded randomness, no clock (latencies and loads are passed in).
 """
 
@@ -71,12 +83,21 @@ class RoutingOptions:
     k: int = 10  # the neighbours a query is assumed to ask for
     sample_fraction: float = 0.2  # share of points kept in the router's sample index
     min_sample: int = 2_000
-    max_sample: int = 50_000
+    max_sample: int = 16_000  # the decision's cost and the build's grow with it
     sample_neighbours: int = 20  # sample points blended into a query's profile
     temperature: float = 0.07  # softness of the similarity weights of those points
     centroid_prior: float = 0.02  # weight of the centroid softmax in the blend
     calibration_queries: int = 500  # held-aside points used to calibrate the threshold
     reference_limit: int = 200_000  # points a neighbour profile is computed against
+    # A query's sample neighbours are searched among the sample points of its best units (by
+    # centroid) until they hold this many; 0: the whole sample.
+    sample_candidates: int = 2_048
+    # ... unless the whole sample's product is this cheap (sample points x dimensions)
+    whole_sample_work: int = 1 << 21
+    # The sample grows (none, 1/8, 1/4, 1/2, all) while each step lowers the calibrated share
+    # of points touched by more than this (relative); None: the whole sample, always.
+    profile_tolerance: float | None = None
+    block_bytes: int = 128 << 20  # memory of one block of scores while building
     min_units: int = 1
     max_units: int | None = None
     slack: float = 0.02  # recall a load/latency strategy may give up per skipped unit
@@ -102,6 +123,12 @@ class RoutingOptions:
             found.append("max_units must be >= min_units")
         if not 0.0 <= self.slack < 1.0:
             found.append("slack must be in [0, 1)")
+        if self.sample_candidates < 0:
+            found.append("sample_candidates must be >= 0 (0: the whole sample)")
+        if self.profile_tolerance is not None and self.profile_tolerance < 0:
+            found.append("profile_tolerance must be >= 0 (or None to keep the whole sample)")
+        if self.block_bytes < 1 << 20:
+            found.append("block_bytes must be at least 1 MiB")
         return found
 
 
@@ -155,31 +182,67 @@ def _centroid_of(unit: Any) -> npt.NDArray[Any] | None:
 
 
 def _top_neighbours(
-    queries: FloatArray, reference: FloatArray, k: int, exclude: IntArray | None, chunk: int = 1024
+    queries: FloatArray,
+    reference: FloatArray,
+    k: int,
+    exclude: IntArray | None,
+    block_bytes: int = 128 << 20,
 ) -> IntArray:
-    """Indices into ``reference`` of each query's ``k`` most similar rows."""
+    """Indices into ``reference`` of each query's ``k`` most similar rows (exact).
+
+    Queries are scored in blocks whose scores and partition indices fit in
+    ``block_bytes``; ``exclude[i]`` (>= 0) is a reference row query ``i`` may not pick.
+    """
     k = min(k, len(reference) - (0 if exclude is None else 1))
     out = np.empty((len(queries), k), dtype=np.int64)
-    for start in range(0, len(queries), chunk):
-        sims = queries[start : start + chunk] @ reference.T
+    width = len(reference)
+    # float32 scores, plus int64 partition indices when k > 1
+    per_row = width * (4 if k == 1 else 12)
+    rows_per_block = max(1, min(len(queries), block_bytes // per_row))
+    scores = np.empty((rows_per_block, width), dtype=np.float32)
+    for start in range(0, len(queries), rows_per_block):
+        stop = min(start + rows_per_block, len(queries))
+        block = scores[: stop - start]
+        np.matmul(queries[start:stop], reference.T, out=block)
         if exclude is not None:
-            rows = np.arange(sims.shape[0])
-            valid = exclude[start : start + chunk] >= 0
-            sims[rows[valid], exclude[start : start + chunk][valid]] = -np.inf
-        out[start : start + chunk] = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            own = exclude[start:stop]
+            valid = own >= 0
+            block[np.flatnonzero(valid), own[valid]] = -np.inf
+        if k == 1:
+            out[start:stop, 0] = np.argmax(block, axis=1)
+        else:
+            out[start:stop] = np.argpartition(block, width - k, axis=1)[:, width - k :]
     return out
 
 
 def _profiles(neighbour_labels: IntArray, units: int) -> FloatArray:
-    """Share of each row's neighbours in each unit."""
+    """Share of each row's neighbours in each unit (dense; the router keeps them sparse)."""
     rows, k = neighbour_labels.shape
     profile = np.zeros((rows, units), dtype=np.float32)
     np.add.at(profile, (np.repeat(np.arange(rows), k), neighbour_labels.ravel()), 1.0 / k)
     return profile
 
 
+def _softmax(logits: npt.NDArray[Any]) -> FloatArray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return np.asarray(shifted / shifted.sum(axis=1, keepdims=True), dtype=np.float32)
+
+
+def _chosen_count(cumulative: npt.NDArray[np.float64], coverage: float, least: int) -> int:
+    """How many units the coverage rule takes from ``cumulative`` (masses in best-first
+    order): the first count of at least ``least`` whose mass reaches ``coverage``, else all."""
+    if least > len(cumulative):
+        return len(cumulative)
+    reached = np.flatnonzero(cumulative[least - 1 :] >= coverage)
+    return least + int(reached[0]) if len(reached) else len(cumulative)
+
+
 class LibraryRouter:
-    """Routes queries to units; build it with :func:`build_router`."""
+    """Routes queries to units; build it with :func:`build_router`.
+
+    ``sample_units[i]`` are the units of sample point ``i``'s nearest
+    neighbours (its neighbour profile: each holds an equal share).
+    """
 
     def __init__(
         self,
@@ -188,13 +251,21 @@ class LibraryRouter:
         centroids: FloatArray,
         sizes: npt.NDArray[np.int64],
         sample_vectors: FloatArray,
-        sample_profiles: FloatArray,
+        sample_units: IntArray,
     ) -> None:
         self.options = options
-        self.centroids = centroids
+        self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         self.sizes = sizes
-        self.sample_vectors = sample_vectors
-        self.sample_profiles = sample_profiles
+        self.sample_vectors = np.ascontiguousarray(sample_vectors, dtype=np.float32)
+        self.sample_units = np.asarray(sample_units, dtype=np.int64)
+        if self.sample_units.shape[:1] != self.sample_vectors.shape[:1]:
+            raise RoutingError("sample_units needs one row of neighbour units per sample point")
+        # the unit whose centroid is nearest to each sample point (its cell)
+        self._sample_cell = np.empty(len(self.sample_vectors), dtype=np.int64)
+        for start in range(0, len(self.sample_vectors), 2048):
+            block = self.sample_vectors[start : start + 2048] @ self.centroids.T
+            self._sample_cell[start : start + 2048] = np.argmax(block, axis=1)
+        self._cell_sizes = np.bincount(self._sample_cell, minlength=len(self.centroids))
         self.coverage = 1.0  # calibrated by build_router
         self.calibration: dict[str, float] = {}
         self.latency = LatencyTracker(len(centroids), options.ewma_alpha)
@@ -204,6 +275,11 @@ class LibraryRouter:
     def unit_count(self) -> int:
         return len(self.centroids)
 
+    @property
+    def sample_profiles(self) -> FloatArray:
+        """The neighbour profiles as a dense (sample points x units) array."""
+        return _profiles(self.sample_units, self.unit_count)
+
     # ------------------------------------------------------------------ scores
 
     def scores(self, query: npt.ArrayLike, *, strategy: str | None = None) -> FloatArray:
@@ -212,6 +288,7 @@ class LibraryRouter:
         return np.asarray(rows[0], dtype=np.float32)
 
     def scores_many(self, queries: npt.ArrayLike, strategy: str | None = None) -> FloatArray:
+        """:meth:`scores` of every row of ``queries`` (one product per matrix for the batch)."""
         q = _unit_rows(queries)
         if q.ndim != 2 or q.shape[1] != self.centroids.shape[1]:
             raise RoutingError(
@@ -219,23 +296,67 @@ class LibraryRouter:
                 f"{q.shape[-1] if q.ndim else 0}"
             )
         options = self.options
-        prior = self._softmax((q @ self.centroids.T) / options.temperature)
+        logits = q @ self.centroids.T
+        logits /= np.float32(options.temperature)
+        prior = _softmax(logits)
         if (strategy or options.strategy) == "domain_affinity" or not len(self.sample_vectors):
             return prior
-        sims = q @ self.sample_vectors.T
-        m = min(options.sample_neighbours, sims.shape[1])
-        top = np.argpartition(-sims, m - 1, axis=1)[:, :m]
-        top_sims = np.take_along_axis(sims, top, axis=1)
-        weights = np.exp((top_sims - top_sims.max(axis=1, keepdims=True)) / options.temperature)
-        blended = np.einsum("qm,qmu->qu", weights, self.sample_profiles[top])
+        top, top_sims = self._nearest_sample(q, logits)
+        top_sims -= top_sims.max(axis=1, keepdims=True)
+        top_sims /= np.float32(options.temperature)
+        weights = np.exp(top_sims)  # a padded place (-inf) weighs nothing
+        neighbour_units = self.sample_units[top]  # queries x m x profile size
+        units = self.unit_count
+        cells = neighbour_units + (np.arange(len(q)) * units)[:, None, None]
+        shares = np.broadcast_to(weights[:, :, None], neighbour_units.shape)
+        summed = np.bincount(cells.ravel(), weights=shares.ravel(), minlength=len(q) * units)
+        blended = summed.reshape(len(q), units).astype(np.float64)
         blended /= np.maximum(blended.sum(axis=1, keepdims=True), 1e-12)
         mixed = (1 - options.centroid_prior) * blended + options.centroid_prior * prior
         return np.asarray(mixed, dtype=np.float32)
 
-    @staticmethod
-    def _softmax(logits: npt.NDArray[Any]) -> FloatArray:
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return np.asarray(shifted / shifted.sum(axis=1, keepdims=True), dtype=np.float32)
+    def _nearest_sample(self, q: FloatArray, logits: FloatArray) -> tuple[IntArray, FloatArray]:
+        """Each query's ``sample_neighbours`` most similar sample points and their
+        similarities (padded with -inf when fewer points were searched).
+
+        With ``sample_candidates`` below the sample's size (and the whole sample's
+        product dearer than ``whole_sample_work``), only the sample points of the
+        query's best units (by centroid, best first, until they hold at least that
+        many; a sample point belongs to its nearest centroid's unit) are searched.
+        """
+        wanted = self.options.sample_neighbours
+        sample = len(self.sample_vectors)
+        budget = self.options.sample_candidates
+        if not budget or budget >= sample or sample * q.shape[1] <= self.options.whole_sample_work:
+            sims = q @ self.sample_vectors.T
+            m = min(wanted, sample)
+            if m == sample:
+                return np.broadcast_to(np.arange(sample), sims.shape), sims
+            top = np.argpartition(sims, sample - m, axis=1)[:, sample - m :]
+            return top, np.take_along_axis(sims, top, axis=1)
+        units = self.unit_count
+        # enough of the best units to hold the budget when cells are of even size, twice over
+        guess = min(units, 2 * budget * units // sample + 1)
+        best = np.argpartition(logits, units - guess, axis=1)[:, units - guess :]
+        top = np.zeros((len(q), wanted), dtype=np.int64)
+        top_sims = np.full((len(q), wanted), -np.inf, dtype=np.float32)
+        chosen = np.zeros(units, dtype=bool)
+        for row in range(len(q)):
+            cells = best[row][np.argsort(-logits[row, best[row]], kind="stable")]
+            held = np.cumsum(self._cell_sizes[cells])
+            if held[-1] < budget and guess < units:  # uneven cells: rank every unit
+                cells = np.argsort(-logits[row], kind="stable")
+                held = np.cumsum(self._cell_sizes[cells])
+            taken = cells[: int(np.searchsorted(held, budget)) + 1]
+            chosen[taken] = True
+            candidates = np.flatnonzero(chosen[self._sample_cell])
+            chosen[taken] = False
+            sims = self.sample_vectors[candidates] @ q[row]
+            m = min(wanted, len(candidates))
+            pick = np.argpartition(sims, len(sims) - m)[len(sims) - m :]
+            top[row, :m] = candidates[pick]
+            top_sims[row, :m] = sims[pick]
+        return top, top_sims
 
     # ------------------------------------------------------------------ decisions
 
@@ -247,19 +368,62 @@ class LibraryRouter:
         coverage: float | None = None,
     ) -> RouteDecision:
         """The units to probe for ``query``, best first, with the estimated recall."""
+        strategy = self._strategy(strategy)
+        scores = self.scores(query, strategy=strategy)
+        return self._decide(scores, strategy, self.coverage if coverage is None else coverage)
+
+    def decide_many(
+        self, queries: npt.ArrayLike, *, strategy: str | None = None
+    ) -> list[RouteDecision]:
+        """:meth:`decide` for every row of ``queries``, scored as one batch."""
+        strategy = self._strategy(strategy)
+        return [
+            self._decide(row, strategy, self.coverage)
+            for row in self.scores_many(queries, strategy)
+        ]
+
+    def _strategy(self, strategy: str | None) -> str:
         strategy = strategy or self.options.strategy
         if strategy not in STRATEGIES:
             raise RoutingError(
                 f"strategy {strategy!r} is unknown; accepted: {', '.join(STRATEGIES)}"
             )
-        scores = self.scores(query, strategy=strategy)
-        return self._decide(scores, strategy, self.coverage if coverage is None else coverage)
+        return strategy
 
     def _decide(self, scores: FloatArray, strategy: str, coverage: float) -> RouteDecision:
+        if strategy == "accuracy_first":
+            order = np.argsort(-scores, kind="stable")
+            return RouteDecision([int(u) for u in order], 1.0, scores)
+        if self._avoids_any(strategy):
+            return self._decide_avoiding(scores, strategy, coverage)
+        options = self.options
+        total = len(scores)
+        limit = min(options.max_units or total, total)
+        least = min(options.min_units, limit)
+        candidates = min(total, max(4 * least, 32))
+        while True:
+            order = _best_first(scores, candidates)
+            cumulative = np.cumsum(scores[order], dtype=np.float64)
+            count = min(_chosen_count(cumulative, coverage, least), limit)
+            if count < len(order) or len(order) >= limit:
+                break
+            candidates *= 8  # the coverage was not reached among the candidates: widen
+        mass = float(cumulative[count - 1]) if count else 0.0
+        return RouteDecision([int(u) for u in order[:count]], min(1.0, mass), scores)
+
+    def _avoids_any(self, strategy: str) -> bool:
+        """Would ``strategy`` skip some unit now (for load or latency)?"""
+        if strategy == "load_balancing":
+            total = self.load.sum()
+            return bool(total > 0 and (self.load > 1.5 * total / len(self.load)).any())
+        if strategy == "latency_optimized":
+            slow = self.latency.seen & (self.latency.mean > self.options.latency_budget_s)
+            return bool(slow.any())
+        return False
+
+    def _decide_avoiding(self, scores: FloatArray, strategy: str, coverage: float) -> RouteDecision:
         options = self.options
         order = np.argsort(-scores, kind="stable")
-        if strategy == "accuracy_first":
-            return RouteDecision([int(u) for u in order], 1.0, scores)
         chosen: list[int] = []
         skipped: list[int] = []
         mass = 0.0
@@ -291,11 +455,7 @@ class LibraryRouter:
         return self.decide(query_vector).units
 
     def route_many(self, queries: npt.ArrayLike, strategy: str | None = None) -> list[list[int]]:
-        strategy = strategy or self.options.strategy
-        return [
-            self._decide(row, strategy, self.coverage).units
-            for row in self.scores_many(queries, strategy)
-        ]
+        return [decision.units for decision in self.decide_many(queries, strategy=strategy)]
 
     # ------------------------------------------------------------------ feedback
 
@@ -317,10 +477,22 @@ class LibraryRouter:
             "strategy": self.options.strategy,
             "units": self.unit_count,
             "sample_points": len(self.sample_vectors),
+            "sample_candidates": self.options.sample_candidates,
             "coverage": round(self.coverage, 4),
             "target_recall": self.options.target_recall,
             **{f"calibration_{key}": round(value, 4) for key, value in self.calibration.items()},
         }
+
+
+def _best_first(scores: FloatArray, count: int) -> IntArray:
+    """The first units of the stable best-first order of ``scores``: at least ``count``
+    of them (every unit tied with the last one is included), in that order."""
+    total = len(scores)
+    if count >= total:
+        return np.argsort(-scores, kind="stable")
+    threshold = np.partition(scores, total - count)[total - count]
+    candidates = np.flatnonzero(scores >= threshold)  # ascending: ties keep index order
+    return candidates[np.argsort(-scores[candidates], kind="stable")]
 
 
 def _options(overrides: dict[str, Any]) -> RoutingOptions:
@@ -337,6 +509,44 @@ def _options(overrides: dict[str, Any]) -> RoutingOptions:
     return options
 
 
+def _member_means(
+    source: npt.NDArray[Any], assigned: IntArray, units: int, block_rows: int
+) -> FloatArray:
+    """The mean of each unit's (unit-normalised) members, summed block by block."""
+    sums = np.zeros((units, source.shape[1]), dtype=np.float64)
+    for start in range(0, len(source), block_rows):
+        rows = _unit_rows(source[start : start + block_rows])
+        labels = assigned[start : start + block_rows]
+        order = np.argsort(labels, kind="stable")
+        present, first = np.unique(labels[order], return_index=True)
+        sums[present] += np.add.reduceat(rows[order], first, axis=0)
+    counts = np.bincount(assigned, minlength=units)[:, None]
+    return np.asarray(sums / np.maximum(counts, 1), dtype=np.float32)
+
+
+def _centroids(
+    units: Sequence[Any], source: npt.NDArray[Any], assigned: IntArray, block_bytes: int
+) -> FloatArray:
+    """Every unit's unit-length centroid (its own, or the mean of its members)."""
+    dim = source.shape[1]
+    centroids = np.zeros((len(units), dim), dtype=np.float32)
+    missing = []
+    for index, unit in enumerate(units):
+        centroid = _centroid_of(unit)
+        if centroid is None:
+            missing.append(index)
+            continue
+        if centroid.shape != (dim,):
+            raise RoutingError(
+                f"unit {index} has a {centroid.shape[0]}-d centroid; vectors are {dim}-d"
+            )
+        centroids[index] = centroid
+    if missing:
+        block_rows = max(1, block_bytes // (dim * 4))
+        centroids[missing] = _member_means(source, assigned, len(units), block_rows)[missing]
+    return _unit_rows(centroids)
+
+
 def build_router(
     vectors: npt.ArrayLike,
     labels: npt.ArrayLike,
@@ -351,33 +561,29 @@ def build_router(
     ``vectors[i]``. ``vectors`` may be the whole library or a sample of it; pass
     ``unit_sizes`` (points per unit in the whole library) in the latter case.
     Options: the fields of :class:`RoutingOptions`.
+
+    Memory: besides ``vectors`` (not copied when float32), the sample, the
+    reference points (at most ``reference_limit`` rows) and one block of scores
+    (``block_bytes``).
     """
     unit_sizes = options.pop("unit_sizes", None)
     settings = _options(options)
-    data = _unit_rows(vectors)
+    source = np.asarray(vectors)
+    if not np.issubdtype(source.dtype, np.floating):
+        source = source.astype(np.float32)
     assigned = np.asarray(labels, dtype=np.int64)
-    if data.ndim != 2 or len(data) == 0:
+    if source.ndim != 2 or len(source) == 0:
         raise RoutingError("vectors must be a non-empty 2-D array (one row per point)")
-    if assigned.shape != (len(data),):
+    if assigned.shape != (len(source),):
         raise RoutingError(
-            f"labels must have one entry per vector ({len(data)}), got {assigned.shape}"
+            f"labels must have one entry per vector ({len(source)}), got {assigned.shape}"
         )
     if not len(units):
         raise RoutingError("no units to route to; run discovery first")
     if assigned.min() < 0 or assigned.max() >= len(units):
         raise RoutingError(f"labels must be indices into units (0..{len(units) - 1})")
-    centroids = np.zeros((len(units), data.shape[1]), dtype=np.float32)
-    for index, unit in enumerate(units):
-        centroid = _centroid_of(unit)
-        if centroid is None or centroid.shape != (data.shape[1],):
-            members = data[assigned == index]
-            if centroid is not None:
-                raise RoutingError(
-                    f"unit {index} has a {centroid.shape[0]}-d centroid; vectors are {data.shape[1]}-d"
-                )
-            centroid = members.mean(axis=0) if len(members) else np.zeros(data.shape[1])
-        centroids[index] = centroid
-    centroids = _unit_rows(centroids)
+    n = len(source)
+    centroids = _centroids(units, source, assigned, settings.block_bytes)
     sizes = (
         np.asarray(unit_sizes, dtype=np.int64)
         if unit_sizes is not None
@@ -385,12 +591,11 @@ def build_router(
     )
 
     rng = np.random.default_rng(settings.seed)
-    n = len(data)
     order = rng.permutation(n)
     sample_size = int(
         min(n, settings.max_sample, max(settings.min_sample, settings.sample_fraction * n))
     )
-    sample = np.sort(order[:sample_size])
+    sample = order[:sample_size]  # random order: each prefix is a uniform sub-sample
     held_aside = order[sample_size : sample_size + settings.calibration_queries]
     if len(held_aside) < min(50, settings.calibration_queries):
         # Small libraries: calibrate on sample points (their own row excluded below).
@@ -405,39 +610,85 @@ def build_router(
     k = max(1, round(settings.k * len(reference) / population))
     position = np.full(n, -1, dtype=np.int64)
     position[reference] = np.arange(len(reference))
+    reference_rows = _unit_rows(source[reference])
 
-    def neighbour_labels(rows: IntArray) -> IntArray:
-        nearest = _top_neighbours(data[rows], data[reference], k, exclude=position[rows])
+    def neighbour_units(ids: IntArray, rows: FloatArray) -> IntArray:
+        nearest = _top_neighbours(
+            rows, reference_rows, k, position[ids], block_bytes=settings.block_bytes
+        )
         return assigned[reference[nearest]]
 
-    router = LibraryRouter(
-        options=settings,
-        centroids=centroids,
-        sizes=sizes,
-        sample_vectors=data[sample],
-        sample_profiles=_profiles(neighbour_labels(sample), len(units)),
+    calibration_vectors = _unit_rows(source[held_aside])
+    truth = neighbour_units(held_aside, calibration_vectors)
+    sample_vectors = _unit_rows(source[sample])
+    grow = settings.profile_tolerance is not None and settings.strategy not in (
+        "domain_affinity",
+        "accuracy_first",
     )
-    _calibrate(router, data[held_aside], neighbour_labels(held_aside))
-    return router
+    steps = _sample_steps(len(sample), settings.sample_neighbours) if grow else [len(sample)]
+    units_found = np.empty((len(sample), k), dtype=np.int64)
+    best: LibraryRouter | None = None
+    for done, size in zip([0, *steps], steps, strict=False):
+        units_found[done:size] = neighbour_units(sample[done:size], sample_vectors[done:size])
+        router = LibraryRouter(
+            options=settings,
+            centroids=centroids,
+            sizes=sizes,
+            sample_vectors=sample_vectors[:size],
+            sample_units=units_found[:size],
+        )
+        _calibrate(router, calibration_vectors, truth)
+        if best is not None and not _pays(router, best, settings.profile_tolerance or 0.0):
+            break
+        best = router
+    assert best is not None
+    best.calibration["sample_points_tried"] = float(size)
+    return best
+
+
+def _sample_steps(sample: int, neighbours: int) -> list[int]:
+    """Sample sizes tried in turn: none, then 1/8, 1/4, 1/2 and all of the sample."""
+    steps = [0] + [size for size in (sample // 8, sample // 4, sample // 2) if size >= neighbours]
+    return [*dict.fromkeys([*steps, sample])]
+
+
+def _pays(larger: LibraryRouter, smaller: LibraryRouter, tolerance: float) -> bool:
+    """Does the larger sample touch fewer points than the smaller one by more than
+    ``tolerance`` (relative), both calibrated to the same recall?"""
+    return larger.calibration["touched"] < smaller.calibration["touched"] * (1 - tolerance)
 
 
 def _calibrate(router: LibraryRouter, queries: FloatArray, truth_units: IntArray) -> None:
-    """Pick the smallest coverage whose measured recall on ``queries`` meets the target."""
+    """Pick the smallest coverage whose measured recall on ``queries`` meets the target.
+
+    Every coverage is judged on the same best-first orders: the units a coverage
+    takes are a prefix of the query's order, found from the cumulative scores.
+    """
     options = router.options
     if options.strategy == "accuracy_first" or not len(queries):
         router.coverage = 1.0
         return
     scores = router.scores_many(queries, options.strategy)
+    rows, units = scores.shape
+    order = np.argsort(-scores, axis=1, kind="stable")
+    cumulative = np.cumsum(np.take_along_axis(scores, order, axis=1), axis=1, dtype=np.float64)
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.broadcast_to(np.arange(units), order.shape), axis=1)
+    truth_rank = np.take_along_axis(rank, truth_units, axis=1)
     total = float(router.sizes.sum()) or 1.0
+    touched_so_far = np.cumsum(router.sizes[order], axis=1) / total
+    limit = min(options.max_units or units, units)
+    least = min(options.min_units, limit)
+    reached_any = cumulative[:, least - 1 :]
     best: tuple[float, float, float] | None = None
     for coverage in (*np.round(np.arange(0.5, 0.99, 0.01), 2), 0.99, 0.995, 0.999, 1.0):
-        recalls, touched = [], []
-        for row, truth in zip(scores, truth_units, strict=True):
-            chosen = router._decide(row, options.strategy, float(coverage)).units
-            recalls.append(float(np.isin(truth, chosen).mean()))
-            touched.append(float(router.sizes[chosen].sum()) / total)
-        best = (float(coverage), float(np.mean(recalls)), float(np.mean(touched)))
-        if best[1] >= options.target_recall:
+        reached = reached_any >= float(coverage)
+        count = np.where(reached.any(axis=1), least + reached.argmax(axis=1), units)
+        count = np.minimum(count, limit)
+        recall = float((truth_rank < count[:, None]).mean(axis=1).mean())
+        touched = float(touched_so_far[np.arange(rows), count - 1].mean())
+        best = (float(coverage), recall, touched)
+        if recall >= options.target_recall:
             break
     assert best is not None
     router.coverage = best[0]
