@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 from qdrant_client.http import models
@@ -9,11 +11,20 @@ from qdrant_client.http import models
 from librarian.contracts.payload import LABEL_KEY, VERSION_KEY
 from librarian.core.discovery import DiscoveryBounds, discover, partition_count
 from librarian.demo.data import load_demo_data
+from librarian.router.loader import catalog_loader
 from librarian.services.analysis import analyze_collection, publish_domains
-from librarian.services.catalog import delete_catalog, read_catalog, write_catalog
+from librarian.services.catalog import (
+    delete_catalog,
+    labels_pending,
+    mark_labelled,
+    read_catalog,
+    read_partitions,
+    write_catalog,
+)
 from librarian.services.labeling import label_points, remove_labels
 from librarian.services.sampling import EmptySource, sample_points
 from librarian.storage.errors import CollectionNotFound
+from librarian.storage.fleet import Fleet
 from librarian.storage.port import CollectionSpec, PointRecord, QdrantPort
 
 N = 600
@@ -152,6 +163,43 @@ def test_catalog_round_trip_and_stale_entries(port: QdrantPort) -> None:
     delete_catalog(port, "catalog", "team-b")
     assert not port.collection_exists("catalog")
     assert read_catalog(port, "catalog") == []
+
+
+def test_a_version_whose_labels_are_being_written_is_marked_until_they_are(
+    port: QdrantPort,
+) -> None:
+    """Routers read labelled slices of the source: a catalog published before a labeling
+    Job wrote its labels says so, and a router's loader waits it out."""
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((300, 16)).astype(np.float32)
+    result = discover(vectors, n_domains=3, min_domains=1)
+    fleet = Fleet.of_ports({"general": port})
+    load = catalog_loader(
+        fleet, name="docs", source=("general", "docs"), catalog=("general", "catalog"), owner="a"
+    )
+    write_catalog(port, "catalog", "a", result.domains, 1, partitions=result.partitions)
+    assert not labels_pending(port, "catalog", "a")  # labelled before it was published
+    assert asyncio.run(load()) is not None
+    write_catalog(
+        port, "catalog", "a", result.domains, 2, partitions=result.partitions, labelled=False
+    )
+    write_catalog(port, "catalog", "b", result.domains[:1], 2)
+    assert labels_pending(port, "catalog", "a")
+    assert not labels_pending(port, "catalog", "b")
+    assert asyncio.run(load()) is None  # keep serving what is loaded
+    # the marker is not a domain nor a partition
+    assert len(read_catalog(port, "catalog", owner="a")) == len(result.domains)
+    assert len(read_partitions(port, "catalog", "a")) == len(result.partitions)
+    mark_labelled(port, "catalog", "a", 1)  # an older version's Job: not this one
+    assert labels_pending(port, "catalog", "a")
+    mark_labelled(port, "catalog", "a", 2)
+    assert not labels_pending(port, "catalog", "a")
+    loaded = asyncio.run(load())
+    assert loaded is not None
+    assert {r.domain_id for r in loaded.domains} == {d.id for d in result.domains}
+    write_catalog(port, "catalog", "a", result.domains, 3, labelled=False)
+    write_catalog(port, "catalog", "a", result.domains, 4)  # a newer analysis labelled in place
+    assert not labels_pending(port, "catalog", "a")
 
 
 def test_analyze_and_publish(packages: QdrantPort) -> None:

@@ -36,7 +36,7 @@ from librarian.operator.context import OperatorContext
 from librarian.operator.domainmap_status import analyzed_status, failed_status, progress_status
 from librarian.operator.labeling import labeling_job, labeling_progress
 from librarian.services.analysis import analyze_collection, publish_domains
-from librarian.services.catalog import delete_catalog, read_catalog
+from librarian.services.catalog import delete_catalog, mark_labelled, read_catalog
 from librarian.services.labeling import remove_labels, unlabeled_filter
 from librarian.services.labeling_job import (
     LabelingPlan,
@@ -393,6 +393,7 @@ def _analyze_blocking(
             outcome.result,
             version,
             label=False,
+            labelled=not parsed.labeling_enabled,
             vector=vector,
         )
         plan = None
@@ -575,9 +576,11 @@ def _labeling_blocking(
     labeling: Mapping[str, Any],
     *,
     final: bool,
+    owner: str,
 ) -> dict[str, Any]:
     """The workers' progress as status fields; once the Job is done, the exact count of
-    points carrying this version's label too."""
+    points carrying this version's label too, and the catalog says the labels are written
+    (routers serve the new domains from then on)."""
     fleet = context.fleet_factory(configs)
     try:
         source = fleet.get(parsed.source_cluster)
@@ -594,6 +597,8 @@ def _labeling_blocking(
             todo = unlabeled_filter(plan.version, plan.version_key)
             progress["total"] = total
             progress["labeled"] = total - source.count(plan.collection, count_filter=todo)
+            catalog = fleet.get(parsed.catalog_cluster)
+            mark_labelled(catalog, parsed.catalog_collection, owner, plan.version)
         return progress
     finally:
         fleet.close()
@@ -626,11 +631,18 @@ async def follow_labeling(
         return  # a new spec is analysed by the change handlers; the API is retried next tick
     outcome, detail = _job_outcome(job)
     try:
+        clusters = dict.fromkeys([parsed.source_cluster, parsed.catalog_cluster])
         configs = await resolve_clusters(
-            [parsed.cluster(parsed.source_cluster)], namespace, policy=context.credential_policy
+            [parsed.cluster(c) for c in clusters], namespace, policy=context.credential_policy
         )
         progress = await asyncio.to_thread(
-            _labeling_blocking, parsed, configs, context, labeling, final=outcome == "succeeded"
+            _labeling_blocking,
+            parsed,
+            configs,
+            context,
+            labeling,
+            final=outcome == "succeeded",
+            owner=owner_of(namespace, name),
         )
     except (QdrantError, api.KubernetesApiError) as error:
         if outcome == "running":

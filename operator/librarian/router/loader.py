@@ -34,7 +34,13 @@ from librarian.router.library import (
     MovePhase,
     PartitionRef,
 )
-from librarian.services.catalog import CatalogEntry, CatalogPartition, read_catalog, read_partitions
+from librarian.services.catalog import (
+    CatalogEntry,
+    CatalogPartition,
+    labels_pending,
+    read_catalog,
+    read_partitions,
+)
 from librarian.storage.fleet import ClusterConfig, Fleet
 
 __all__ = [
@@ -160,6 +166,8 @@ def catalog_loader(
 
     async def load() -> LibraryDefinition | None:
         port = fleet.get(catalog[0])
+        if await asyncio.to_thread(labels_pending, port, catalog[1], owner):
+            return None  # its labels are being written: keep serving what is loaded
         entries = await asyncio.to_thread(read_catalog, port, catalog[1], owner)
         partitions = await asyncio.to_thread(read_partitions, port, catalog[1], owner)
         return definition_from_catalog(
@@ -216,8 +224,13 @@ def kubernetes_loader(
         catalog = status.get("catalog") or {}
         catalog_cluster = catalog.get("cluster") or parsed.catalog_cluster or parsed.source_cluster
         catalog_collection = catalog.get("collection") or parsed.catalog_collection
+        owner = f"{namespace}/{name}"
+        if await asyncio.to_thread(
+            labels_pending, fleet.get(catalog_cluster), catalog_collection, owner
+        ):
+            return None  # its labels are being written: keep serving what is loaded
         entries = await asyncio.to_thread(
-            read_catalog, fleet.get(catalog_cluster), catalog_collection, f"{namespace}/{name}"
+            read_catalog, fleet.get(catalog_cluster), catalog_collection, owner
         )
         partitions = await asyncio.to_thread(
             read_partitions, fleet.get(catalog_cluster), catalog_collection, f"{namespace}/{name}"

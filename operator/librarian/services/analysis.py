@@ -82,12 +82,14 @@ def publish_domains(
     version: int,
     *,
     label: bool = True,
+    labelled: bool = True,
     batch_size: int = 1000,
     on_progress: ProgressCallback | None = None,
     vector: str = "",
 ) -> LabelingReport | None:
     """Label every source point (when ``label``; by its dense ``vector``) and write the
-    catalog."""
+    catalog; ``labelled=False`` publishes it with the labels still to be written by a
+    labeling Job (see :func:`librarian.services.catalog.write_catalog`)."""
     report = None
     if label:
         report = label_points(
@@ -107,5 +109,6 @@ def publish_domains(
         version,
         partitions=result.partitions,
         source=(port.cluster, collection),
+        labelled=labelled or label,
     )
     return report

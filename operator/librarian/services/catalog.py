@@ -24,6 +24,7 @@ from librarian.storage.port import CollectionSpec, PointRecord, QdrantPort
 
 _NAMESPACE = uuid.UUID("6f1c3a52-5d0e-4b43-9a52-0c8e0b7f4a11")
 OWNER_KEY = "owner"
+_PENDING_LABELS = "labels_pending"  # the kind of the marker of a version not labelled yet
 
 
 def catalog_point_id(owner: str, entry_id: str) -> str:
@@ -78,8 +79,14 @@ def write_catalog(
     *,
     partitions: Sequence[Partition] = (),
     source: tuple[str, str] | None = None,
+    labelled: bool = True,
 ) -> None:
-    """Store ``domains`` (and partitions) of ``owner`` at ``version``; drop stale entries."""
+    """Store ``domains`` (and partitions) of ``owner`` at ``version``; drop stale entries.
+
+    ``labelled=False``: the source's points do not carry this version's labels yet (a
+    labeling Job is to write them); the entries hold a marker saying so, which routers
+    wait out (:func:`labels_pending`) until :func:`mark_labelled` removes it.
+    """
     if not domains:
         raise ValueError("write_catalog needs at least one domain")
     dim = len(domains[0].centroid)
@@ -123,11 +130,45 @@ def write_catalog(
         )
         for p in partitions
     ]
+    if not labelled:
+        points.append(
+            PointRecord(
+                id=catalog_point_id(owner, _PENDING_LABELS),
+                vector=[1.0] + [0.0] * (dim - 1),
+                payload={"kind": _PENDING_LABELS, OWNER_KEY: owner, "version": version},
+            )
+        )
     for start in range(0, len(points), 256):
         port.upsert(catalog_collection, points[start : start + 256])
     stale = _owner_filter(owner)
     stale.must_not = [models.FieldCondition(key="version", match=models.MatchValue(value=version))]
     port.delete_points(catalog_collection, points_filter=stale)
+
+
+def labels_pending(port: QdrantPort, catalog_collection: str, owner: str | None = None) -> bool:
+    """Whether the domains ``owner`` published are still being written onto the source's
+    points as labels: a labelled slice read meanwhile would miss the points not labelled
+    yet, so a router keeps serving the library it has (or none) until they are."""
+    if not port.collection_exists(catalog_collection):
+        return False
+    flt = (
+        _owner_filter(owner, _PENDING_LABELS)
+        if owner
+        else models.Filter(
+            must=[models.FieldCondition(key="kind", match=models.MatchValue(value=_PENDING_LABELS))]
+        )
+    )
+    return port.count(catalog_collection, count_filter=flt) > 0
+
+
+def mark_labelled(port: QdrantPort, catalog_collection: str, owner: str, version: int) -> None:
+    """Every source point carries the labels of ``version``: routers may serve it now."""
+    flt = _owner_filter(owner, _PENDING_LABELS)
+    flt.must = [
+        *(flt.must or []),
+        models.FieldCondition(key="version", match=models.MatchValue(value=version)),
+    ]
+    port.delete_points(catalog_collection, points_filter=flt)
 
 
 def read_catalog(
