@@ -76,6 +76,7 @@ from librarian.storage.port import (
 )
 from librarian.storage.remote import quantization_config as remote_quantization
 from librarian.storage.remote import vectors_config as remote_vectors_config
+from librarian.storage.shard_keys import checked_selector, checked_write_key
 from librarian.storage.shared_lock import ReadWriteLock
 from librarian.storage.vectors import (
     UNNAMED,
@@ -527,26 +528,10 @@ class EmbeddedQdrant:
         self, collection: str, spec: CollectionSpec, shard_keys: Sequence[str] | None
     ) -> list[ShardKey]:
         """The shard keys a selector names (every key when it is ``None``), checked."""
-        if spec.shard_keys is None:
-            if shard_keys is not None:
-                raise InvalidRequest(
-                    self._cluster,
-                    "Wrong input: shard_key: the collection has no custom sharding; query it without "
-                    "a shard key",
-                    collection=collection,
-                )
-            return [None]
-        if shard_keys is None:
-            return list(spec.shard_keys)
-        known = set(spec.shard_keys)
-        chosen: list[ShardKey] = []
-        for key in dict.fromkeys(shard_keys):
-            if key not in known:
-                raise InvalidRequest(
-                    self._cluster, f"Shard key {key} not found", collection=collection
-                )
-            chosen.append(key)
-        return chosen
+        chosen = checked_selector(self._cluster, collection, spec.shard_keys, shard_keys)
+        if chosen is not None:
+            return list(chosen)
+        return list(spec.shard_keys) if spec.shard_keys is not None else [None]
 
     @contextmanager
     def _shards_of(
@@ -1036,24 +1021,8 @@ class EmbeddedQdrant:
     def _write_key(self, collection: str, shard_key: str | None) -> ShardKey:
         """The shard a write goes to: ``shard_key`` on a custom-sharded collection (where it is
         required, as Qdrant requires it), none otherwise."""
-        spec = self._spec(collection)
-        if spec.shard_keys is None:
-            if shard_key is not None:
-                raise InvalidRequest(
-                    self._cluster,
-                    "Wrong input: the collection has no custom sharding; write without a shard key",
-                    collection=collection,
-                )
-            return None
-        if shard_key is None:
-            raise InvalidRequest(
-                self._cluster,
-                "Wrong input: Shard key not specified (the collection has custom sharding: "
-                "every write names the shard key its points go under)",
-                collection=collection,
-            )
-        self._selected(collection, spec, [shard_key])  # refuses an unknown key
-        return shard_key
+        known = self._spec(collection).shard_keys
+        return checked_write_key(self._cluster, collection, known, shard_key)
 
     def upsert(
         self,

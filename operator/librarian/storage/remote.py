@@ -45,6 +45,7 @@ from librarian.storage.port import (
     SparseVectorSpec,
     VectorNameConfig,
 )
+from librarian.storage.shard_keys import checked_selector, checked_write_key
 from librarian.storage.vectors import Vectors, VectorValue, from_named
 
 T = TypeVar("T")
@@ -465,26 +466,10 @@ class RemoteQdrant:
     ) -> list[models.ShardKey] | None:
         """The selector sent with a read or delete (``None``: every key). A server checks the
         keys itself; local mode's are checked here."""
-        if shard_keys is None:
-            return None
-        if self._local_shard_keys is None:
-            return list(dict.fromkeys(shard_keys))
-        known = self._known_keys(collection)
-        if known is None:
-            raise InvalidRequest(
-                self._cluster,
-                "Wrong input: shard_key: the collection has no custom sharding; query it "
-                "without a shard key",
-                collection=collection,
-            )
-        unknown = [k for k in shard_keys if k not in known]
-        if unknown:
-            raise InvalidRequest(
-                self._cluster, f"Shard key {unknown[0]} not found", collection=collection
-            )
-        if self._local_shard_keys is not None:
-            return None  # local mode cannot narrow a read: it holds every point in one place
-        return list(dict.fromkeys(shard_keys))
+        if shard_keys is None or self._local_shard_keys is None:
+            return None if shard_keys is None else list(dict.fromkeys(shard_keys))
+        checked_selector(self._cluster, collection, self._known_keys(collection), shard_keys)
+        return None  # local mode cannot narrow a read: it holds every point in one place
 
     def _known_keys(self, collection: str) -> tuple[str, ...] | None:
         """Local mode's record of a collection's shard keys."""
@@ -603,26 +588,7 @@ class RemoteQdrant:
         if self._local_shard_keys is None:
             return shard_key
         known = self._known_keys(collection)
-        if known is None:
-            if shard_key is not None:
-                raise InvalidRequest(
-                    self._cluster,
-                    "Wrong input: the collection has no custom sharding; write without a shard key",
-                    collection=collection,
-                )
-            return None
-        if shard_key is None:
-            raise InvalidRequest(
-                self._cluster,
-                "Wrong input: Shard key not specified (the collection has custom sharding: "
-                "every write names the shard key its points go under)",
-                collection=collection,
-            )
-        if shard_key not in known:
-            raise InvalidRequest(
-                self._cluster, f"Shard key {shard_key} not found", collection=collection
-            )
-        return shard_key
+        return checked_write_key(self._cluster, collection, known, shard_key)
 
     def upsert(
         self,
