@@ -225,3 +225,16 @@ def test_each_step_of_the_sample_pays_its_tolerance() -> None:
     assert centroid_only.calibration["touched"] > whole.calibration["touched"]
     assert len(grown.sample_vectors) > 0
     assert grown.calibration["touched"] < centroid_only.calibration["touched"]
+
+
+@pytest.mark.parametrize("points", [1, 2, 4, 12])
+def test_a_library_of_a_few_points_builds_a_router(points: int) -> None:
+    """A library smaller than the neighbours asked for (the router's sample of a small
+    library): every point has as many neighbours as the others can give, at least one."""
+    rng = np.random.default_rng(points)
+    vectors = rng.standard_normal((points, 8)).astype(np.float32)
+    labels = np.arange(points) % 3 if points > 2 else np.zeros(points, dtype=np.int64)
+    units = max(1, int(labels.max()) + 1)
+    router = build_router(vectors, labels, [None] * units, k=10, min_sample=0)
+    decision = router.decide(vectors[0])
+    assert decision.units and set(decision.units) <= set(range(units))

@@ -193,7 +193,7 @@ def _top_neighbours(
     Queries are scored in blocks whose scores and partition indices fit in
     ``block_bytes``; ``exclude[i]`` (>= 0) is a reference row query ``i`` may not pick.
     """
-    k = min(k, len(reference) - (0 if exclude is None else 1))
+    k = _neighbour_count(k, len(reference), exclude is not None)
     out = np.empty((len(queries), k), dtype=np.int64)
     width = len(reference)
     # float32 scores, plus int64 partition indices when k > 1
@@ -213,6 +213,12 @@ def _top_neighbours(
         else:
             out[start:stop] = np.argpartition(block, width - k, axis=1)[:, width - k :]
     return out
+
+
+def _neighbour_count(k: int, reference_rows: int, excluding: bool) -> int:
+    """How many neighbours a query can have among ``reference_rows`` (one less when its own
+    row may be among them), at least one: a library of one point is its own neighbour."""
+    return max(1, min(k, reference_rows - (1 if excluding else 0)))
 
 
 def _profiles(neighbour_labels: IntArray, units: int) -> FloatArray:
@@ -607,7 +613,7 @@ def build_router(
     # The top-k of the whole library corresponds to the top-k' of a uniform reference subset
     # (``vectors`` may itself be a sample of a library of ``sum(unit_sizes)`` points).
     population = max(int(sizes.sum()), n)
-    k = max(1, round(settings.k * len(reference) / population))
+    k = _neighbour_count(round(settings.k * len(reference) / population), len(reference), True)
     position = np.full(n, -1, dtype=np.int64)
     position[reference] = np.arange(len(reference))
     reference_rows = _unit_rows(source[reference])
