@@ -237,4 +237,5 @@ def test_a_library_of_a_few_points_builds_a_router(points: int) -> None:
     units = max(1, int(labels.max()) + 1)
     router = build_router(vectors, labels, [None] * units, k=10, min_sample=0)
     decision = router.decide(vectors[0])
-    assert decision.units and set(decision.units) <= set(range(units))
+    assert decision.units
+    assert set(decision.units) <= set(range(units))
