@@ -19,6 +19,7 @@ from librarian.services.catalog import (
     mark_labelled,
     read_catalog,
     read_partitions,
+    read_previous,
     write_catalog,
 )
 from librarian.services.labeling import label_points, remove_labels
@@ -220,6 +221,35 @@ def test_analyze_and_publish(packages: QdrantPort) -> None:
     again = analyze_collection(packages, "packages", sample_size=400, seed=1, previous=previous)
     kept = {d.id for d in again.result.domains} & {d.id for d in previous}
     assert len(kept) >= len(previous) // 2  # re-analysis keeps ids where domains match
+
+
+def test_a_re_analysis_keeps_the_partition_ids_the_catalog_holds(packages: QdrantPort) -> None:
+    """Partitions are the shard keys of specialized homes: a re-analysis takes the last
+    published ones back from the catalog so that matching cells keep their ids."""
+    bounds = {"n_domains": 3, "min_partition_size": 60}
+    first = analyze_collection(packages, "packages", sample_size=N, seed=0, thresholds=bounds)
+    write_catalog(
+        packages, "catalog", "dm", first.result.domains, 1, partitions=first.result.partitions
+    )
+    domains, partitions = read_previous(packages, "catalog", "dm")
+    assert [d.id for d in domains] == sorted(d.id for d in first.result.domains)
+    assert {p.id for p in partitions} == {p.id for p in first.result.partitions}
+    by_id = {p.id: p for p in first.result.partitions}
+    for partition in partitions:  # each points at its own domain in the list it came with
+        assert domains[partition.domain].id == first.result.domains[by_id[partition.id].domain].id
+        np.testing.assert_allclose(partition.centroid, by_id[partition.id].centroid, atol=1e-6)
+    packages.delete_points("packages", ids=list(range(N - 30, N)))  # the data moved a little
+
+    def again(**previous: object) -> set[str]:
+        outcome = analyze_collection(
+            packages, "packages", sample_size=N, seed=0, thresholds=bounds, **previous
+        )
+        return {p.id for p in outcome.result.partitions}
+
+    old_ids = {p.id for p in partitions}
+    kept = again(previous=domains, previous_partitions=partitions) & old_ids
+    assert not again(previous=domains) & old_ids  # without them every cell's id is new
+    assert len(kept) >= len(old_ids) // 2
 
 
 def test_partition_count_follows_the_collection_not_the_sample(packages: QdrantPort) -> None:

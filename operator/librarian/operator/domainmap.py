@@ -36,7 +36,7 @@ from librarian.operator.context import OperatorContext
 from librarian.operator.domainmap_status import analyzed_status, failed_status, progress_status
 from librarian.operator.labeling import labeling_job, labeling_progress
 from librarian.services.analysis import analyze_collection, publish_domains
-from librarian.services.catalog import delete_catalog, mark_labelled, read_catalog
+from librarian.services.catalog import delete_catalog, mark_labelled, read_previous
 from librarian.services.labeling import remove_labels, unlabeled_filter
 from librarian.services.labeling_job import (
     LabelingPlan,
@@ -367,7 +367,7 @@ def _analyze_blocking(
             LabelingProgressStore(source).clear(*previous_labeling)
         catalog = fleet.get(parsed.catalog_cluster)
         owner = owner_of(namespace, name)
-        previous = [e.to_domain() for e in read_catalog(catalog, parsed.catalog_collection, owner)]
+        previous, previous_partitions = read_previous(catalog, parsed.catalog_collection, owner)
         spec = source.collection_info(parsed.source_collection).spec
         vector = routing_vector_name(spec, parsed.source_vector)
         outcome = analyze_collection(
@@ -378,6 +378,7 @@ def _analyze_blocking(
             text_field=parsed.text_field,
             seed=parsed.seed,
             previous=previous,
+            previous_partitions=previous_partitions,
             thresholds=parsed.thresholds,
             on_stage=lambda stage: reporter.report("Analyzing", stage),
             vector=vector,

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from librarian.core.discovery import DiscoveryResult, Domain, discover
+from librarian.core.discovery import DiscoveryResult, Domain, Partition, discover
 from librarian.services.catalog import write_catalog
 from librarian.services.labeling import LabelingReport, ProgressCallback, label_points
 from librarian.services.sampling import sample_points
@@ -39,12 +39,14 @@ def analyze_collection(
     text_field: str = "text",
     seed: int = 0,
     previous: Sequence[Domain] | None = None,
+    previous_partitions: Sequence[Partition] | None = None,
     thresholds: Mapping[str, Any] | None = None,
     on_stage: Callable[[str], None] | None = None,
     vector: str = "",
 ) -> AnalysisOutcome:
-    """Sample ``collection`` and discover its domains (ids matched to ``previous``) on its dense
-    ``vector`` (``""``: the unnamed one)."""
+    """Sample ``collection`` and discover its domains (ids matched to ``previous``, and the
+    partitions' to ``previous_partitions``) on its dense ``vector`` (``""``: the unnamed
+    one)."""
     if on_stage:
         on_stage("sampling")
     source_points = port.count(collection)
@@ -61,6 +63,7 @@ def analyze_collection(
         texts=sample.texts,
         seed=seed,
         previous=previous or None,
+        previous_partitions=previous_partitions or None,
         **bounds,
     )
     return AnalysisOutcome(

@@ -225,6 +225,26 @@ class CatalogPartition:
     size: int
 
 
+def read_previous(
+    port: QdrantPort, catalog_collection: str, owner: str
+) -> tuple[list[Domain], list[Partition]]:
+    """The domains and partitions ``owner`` published last, as discovery takes them back to
+    keep their ids (each partition's ``domain`` indexes the domains); empty when none."""
+    domains = [entry.to_domain() for entry in read_catalog(port, catalog_collection, owner)]
+    index = {domain.id: i for i, domain in enumerate(domains)}
+    partitions = [
+        Partition(
+            id=p.partition_id,
+            domain=index[p.domain_id],
+            centroid=np.asarray(p.centroid, dtype=np.float32),
+            size=p.size,
+        )
+        for p in read_partitions(port, catalog_collection, owner)
+        if p.domain_id in index
+    ]
+    return domains, partitions
+
+
 def read_partitions(
     port: QdrantPort,
     catalog_collection: str,
