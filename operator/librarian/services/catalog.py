@@ -14,6 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from qdrant_client.http import models
@@ -61,13 +62,17 @@ class CatalogEntry:
         )
 
 
-def _owner_filter(owner: str, kind: str | None = None) -> models.Filter:
-    must: list[models.Condition] = [
-        models.FieldCondition(key=OWNER_KEY, match=models.MatchValue(value=owner))
-    ]
-    if kind:
-        must.append(models.FieldCondition(key="kind", match=models.MatchValue(value=kind)))
-    return models.Filter(must=must)
+def _owner_filter(owner: str | None, kind: str | None = None, **equal: Any) -> models.Filter:
+    """The catalog points of ``owner`` (``None``: every owner's), of one ``kind``, whose
+    other payload fields equal ``equal``."""
+    fields = {OWNER_KEY: owner, "kind": kind, **equal}
+    return models.Filter(
+        must=[
+            models.FieldCondition(key=key, match=models.MatchValue(value=value))
+            for key, value in fields.items()
+            if value is not None
+        ]
+    )
 
 
 def write_catalog(
@@ -151,23 +156,13 @@ def labels_pending(port: QdrantPort, catalog_collection: str, owner: str | None 
     yet, so a router keeps serving the library it has (or none) until they are."""
     if not port.collection_exists(catalog_collection):
         return False
-    flt = (
-        _owner_filter(owner, _PENDING_LABELS)
-        if owner
-        else models.Filter(
-            must=[models.FieldCondition(key="kind", match=models.MatchValue(value=_PENDING_LABELS))]
-        )
-    )
+    flt = _owner_filter(owner or None, _PENDING_LABELS)
     return port.count(catalog_collection, count_filter=flt) > 0
 
 
 def mark_labelled(port: QdrantPort, catalog_collection: str, owner: str, version: int) -> None:
     """Every source point carries the labels of ``version``: routers may serve it now."""
-    flt = _owner_filter(owner, _PENDING_LABELS)
-    flt.must = [
-        *(flt.must or []),
-        models.FieldCondition(key="version", match=models.MatchValue(value=version)),
-    ]
+    flt = _owner_filter(owner, _PENDING_LABELS, version=version)
     port.delete_points(catalog_collection, points_filter=flt)
 
 
@@ -176,13 +171,7 @@ def read_catalog(
 ) -> list[CatalogEntry]:
     """The domains in the catalog (of one owner, or all); empty when there is no catalog."""
     try:
-        flt = (
-            _owner_filter(owner, "domain")
-            if owner
-            else models.Filter(
-                must=[models.FieldCondition(key="kind", match=models.MatchValue(value="domain"))]
-            )
-        )
+        flt = _owner_filter(owner or None, "domain")
         entries: list[CatalogEntry] = []
         offset = None
         while True:
@@ -253,18 +242,7 @@ def read_partitions(
 ) -> list[CatalogPartition]:
     """The partitions of ``owner`` (``None``: every owner's; of one domain, or all), by id;
     empty when there is no catalog or it holds none."""
-    flt = (
-        _owner_filter(owner, "partition")
-        if owner
-        else models.Filter(
-            must=[models.FieldCondition(key="kind", match=models.MatchValue(value="partition"))]
-        )
-    )
-    if domain_id is not None:
-        flt.must = [
-            *(flt.must or []),
-            models.FieldCondition(key="domain_id", match=models.MatchValue(value=domain_id)),
-        ]
+    flt = _owner_filter(owner or None, "partition", domain_id=domain_id)
     partitions: list[CatalogPartition] = []
     offset = None
     try:
