@@ -15,12 +15,18 @@ Curves printed, on the same queries:
   (``nprobe``), as an IVF index probes its lists;
 * ``hybrid``: the router's default strategy (neighbour profiles plus a
   centroid prior), probing units best first until the estimated share reaches
-  a coverage threshold; its build-time calibrated threshold is marked;
+  a coverage threshold;
 * ``domain_affinity``: the router's centroid-only strategy with the same
   coverage rule;
 * ``faiss-ivf``: ``IndexIVFFlat`` (inner product on unit vectors) with as
   many lists as there are partitions, trained on the same points; recall from
   its real searches, touched = the sizes of the lists it probes.
+
+Then the calibrated point: what the hybrid router, calibrated at build time for
+``--target-recall`` (default 0.95), does on the held-out queries, beside what
+its calibration expected and the least touched share the same coverage rule
+needs to reach the target on those queries (found exactly, not on the grid).
+Goal: within 1.2x of that least share, with recall at least the target - 0.01.
 
 Then, for recall@10 0.95, the touched share each needs and the ratio of the
 library's best routing to IVF. Goal: the ratio <= 1.2 and touched <= 10% on
@@ -211,13 +217,35 @@ class Curve:
         )
 
 
-def coverage_lengths(scores: np.ndarray, coverage: float) -> np.ndarray:
-    """Units each query probes under the router's rule: best first until the estimated share
-    reaches ``coverage``."""
-    mass = np.cumsum(np.sort(scores, axis=1)[:, ::-1], axis=1)
-    return np.minimum(
-        (mass < coverage - 1e-9).sum(axis=1) + 1, scores.shape[1]
-    )  # first prefix at or over the threshold
+def masses(scores: np.ndarray) -> np.ndarray:
+    """Each query's cumulative scores over its units best first, summed as the router does
+    (float64, in its stable best-first order)."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    return np.cumsum(np.take_along_axis(scores, order, axis=1), axis=1, dtype=np.float64)
+
+
+def coverage_lengths(mass: np.ndarray, coverage: float) -> np.ndarray:
+    """Units each query probes under the router's rule: the shortest best-first prefix whose
+    cumulative score (``mass``, from :func:`masses`) reaches ``coverage``, else all."""
+    return np.minimum((mass < coverage).sum(axis=1) + 1, mass.shape[1])
+
+
+def least_touched_reaching(curve: Curve, mass: np.ndarray, target: float) -> Point | None:
+    """On these queries, the coverage rule's point with the least touched share that reaches
+    ``target``: recall and touched only grow with the coverage, so a bisection over the
+    cumulative scores (where decisions change) finds it exactly."""
+    candidates = np.unique(mass)
+    low, high = 0, len(candidates) - 1
+    if curve.at(coverage_lengths(mass, float(candidates[high])))[0] < target:
+        return None
+    while low < high:
+        middle = (low + high) // 2
+        if curve.at(coverage_lengths(mass, float(candidates[middle])))[0] >= target:
+            high = middle
+        else:
+            low = middle + 1
+    coverage = float(candidates[high])
+    return (*curve.at(coverage_lengths(mass, coverage)), f"coverage={coverage:.6f}")
 
 
 def cheapest(points: list[Point]) -> Point | None:
@@ -290,6 +318,12 @@ def main() -> int:
         default=100_000,
         help="points the hybrid router's neighbour profiles are computed against (memory)",
     )
+    parser.add_argument(
+        "--target-recall",
+        type=float,
+        default=GOAL_RECALL,
+        help="the recall@10 the hybrid router calibrates its coverage for",
+    )
     args = parser.parse_args()
     vectors = glove(args.glove, args.seed) if args.glove else load_vectors(args.data)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -319,7 +353,12 @@ def main() -> int:
 
     started = time.perf_counter()
     router = build_router(
-        data, labels, result.partitions, seed=args.seed, reference_limit=args.reference_limit
+        data,
+        labels,
+        result.partitions,
+        seed=args.seed,
+        reference_limit=args.reference_limit,
+        target_recall=args.target_recall,
     )
     router_built = time.perf_counter() - started
     started = time.perf_counter()
@@ -361,7 +400,14 @@ def main() -> int:
 
     lists_at, ivf_built = ivf_curve(data, queries, truth, units, args.seed)
     points = curve_points(curves, hybrid_scores, affinity_scores, lists_at, len(queries), units)
-    print_curves(points, units, router.coverage, args.max_touched)
+    print_curves(points, units, args.max_touched)
+    calibrated = [len(decision.units) for decision in router.decide_many(queries)]
+    print_calibrated(
+        router.calibration,
+        (*curves["hybrid"].at(np.asarray(calibrated)), f"coverage={router.coverage:.6f}"),
+        least_touched_reaching(curves["hybrid"], masses(hybrid_scores), args.target_recall),
+        args.target_recall,
+    )
     goal = {name: cheapest(found) for name, found in points.items()}
     goal["faiss-ivf"] = ivf_at_goal(lists_at, units)
     print(
@@ -388,31 +434,49 @@ def curve_points(
         recall, touched, per_query = curves["centroid"].at(np.full(queries, probes))
         points["centroid"].append((recall, touched, per_query, f"nprobe={probes}"))
     for name, scores in (("hybrid", hybrid_scores), ("domain_affinity", affinity_scores)):
+        mass = masses(scores)
         for coverage in COVERAGES:
-            lengths = coverage_lengths(scores, float(coverage))
+            lengths = coverage_lengths(mass, float(coverage))
             recall, touched, per_query = curves[name].at(lengths)
             points[name].append((recall, touched, per_query, f"coverage={coverage:.4f}"))
     points["faiss-ivf"] = [(*lists_at(p), f"nprobe={p}") for p in probe_grid(units)]
     return points
 
 
-def print_curves(
-    points: dict[str, list[Point]], units: int, calibrated: float, max_touched: float
-) -> None:
+def print_curves(points: dict[str, list[Point]], units: int, max_touched: float) -> None:
     shown = {f"nprobe={p}" for p in probe_grid(units)}
     shown |= {
         f"coverage={c:.4f}"
         for c in (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.992, 0.994, 0.996, 0.998, 0.999)
     }
-    shown.add(f"coverage={calibrated:.4f}")
     print(f"{'routing':<17}{'setting':<16}{'recall@10':>10}{'touched':>9}{'units/q':>9}")
     for name, found in points.items():
         for recall, touched, per_query, setting in found:
             if setting in shown and touched <= max_touched + 0.05:
-                mark = " (calibrated)" if setting == f"coverage={calibrated:.4f}" else ""
-                print(
-                    f"{name:<17}{setting:<16}{recall:>10.3f}{touched:>8.1%}{per_query:>9.1f}{mark}"
-                )
+                print(f"{name:<17}{setting:<16}{recall:>10.3f}{touched:>8.1%}{per_query:>9.1f}")
+
+
+def print_calibrated(
+    expected: dict[str, float], got: Point, least: Point | None, target: float
+) -> None:
+    """The hybrid router's calibrated point (its own decisions on the held-out queries), what
+    its calibration expected, and the least touched share the same coverage rule needs to
+    reach the target on these queries."""
+    recall, touched, per_query, setting = got
+    print(
+        f"\ncalibrated point (hybrid, target recall@10 {target}, {setting}): recall {recall:.3f}, "
+        f"{touched:.1%} touched, {per_query:.1f} units/q; the calibration expected recall "
+        f"{expected.get('recall', float('nan')):.3f}, {expected.get('touched', float('nan')):.1%} "
+        f"touched, {expected.get('units_per_query', float('nan')):.1f} units/q"
+    )
+    if least is None:
+        print(f"  the coverage rule does not reach {target} on these queries")
+        return
+    print(
+        f"  least touched reaching {target} on these queries: {least[1]:.1%} ({least[3]}, "
+        f"recall {least[0]:.3f}); calibrated / least = {touched / least[1]:.2f}x; "
+        f"recall - target = {recall - target:+.3f}"
+    )
 
 
 def verdict(

@@ -184,6 +184,13 @@ def test_a_routed_search_asks_the_home_once_with_the_chosen_partitions(sharded: 
         assert domains["d2"]["shardedByPartition"] is True
         assert domains["d2"]["partitions"] == [f"d2-p{i}" for i in range(PARTS)]
         assert domains["d0"]["shardedByPartition"] is False
+        # the model over partitions reports its calibration beside the one over domains
+        over_partitions = status["library"]["routing"]["partitions"]
+        assert over_partitions["units"] == 2 + PARTS
+        assert over_partitions["calibration_recall"] >= over_partitions["target_recall"]
+        assert 0.0 < over_partitions["calibration_touched"] <= 1.0
+        assert 1.0 <= over_partitions["calibration_units_per_query"] <= 2 + PARTS
+        assert status["library"]["routing"]["units"] == 3
 
 
 def test_writes_go_under_their_partition_and_move_with_their_vector(sharded: Any) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import time
+from typing import Any
 
 from aiohttp import web
 
@@ -30,13 +31,23 @@ from librarian.router.state import RouterState
 __all__ = ["QDRANT_TITLE", "StatusEndpoints", "router_status"]
 
 
+def _routing_report(library: Library) -> dict[str, Any]:
+    """The routing model over domains, with the one over partitions (when a home is sharded
+    by partition) under ``partitions``: each says its calibrated coverage and the recall,
+    share of points touched and units per query its calibration expects."""
+    report = library.router.describe()
+    if library.partition_routing is not None:
+        report["partitions"] = library.partition_routing.router.describe()
+    return report
+
+
 def _library_status(state: RouterState, library: Library) -> LibraryStatus:
     return LibraryStatus(
         name=library.name,
         version=library.definition.version,
         vector_size=library.vector_size,
         distance=library.distance,
-        routing=library.router.describe(),
+        routing=_routing_report(library),
         domains=[
             DomainStatus(
                 id=r.domain_id,
