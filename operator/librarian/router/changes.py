@@ -362,9 +362,10 @@ class InPlaceChanges(WriteSteps):
         timeout: float,
         condition: Condition | None = None,
         kept: list[Cleanup] | None = None,
+        attempts: dict[PointId, dict[int, int]] | None = None,
     ) -> set[PointId]:
-        """One versioned upsert (conditional, given a ``condition``); the ids to write again
-        (made by :class:`librarian.router.writes.Writes`)."""
+        """One versioned upsert (conditional, given a ``condition``, ``attempts`` its earlier
+        tries); the ids to write again (made by :class:`librarian.router.writes.Writes`)."""
         raise NotImplementedError
 
     async def _place_anew(
@@ -389,6 +390,7 @@ class InPlaceChanges(WriteSteps):
         a live copy while each writer yields to the other.
         """
         placed: set[PointId] = set()
+        attempts: dict[PointId, dict[int, int]] = {}  # a conditional placement's earlier tries
         pending = ids
         for _ in range(IN_PLACE_TRIES):
             held = await self._current(view, pending, timeout, with_vectors=True)
@@ -400,7 +402,9 @@ class InPlaceChanges(WriteSteps):
             if not records:
                 return placed
             try:
-                overtaken = await self._upsert_once(view, records, timeout, condition, kept)
+                overtaken = await self._upsert_once(
+                    view, records, timeout, condition, kept, attempts
+                )
             finally:
                 self.cache.clear()
             placed |= {r.id for r in records}
