@@ -24,6 +24,7 @@ from qdrant_client import QdrantClient, models
 from librarian.router import RouterState
 from librarian.router.conditional import Condition
 from librarian.router.library import View
+from librarian.router.qdrant_api import ApiError
 from librarian.storage.port import PointRecord
 
 from .router_support import (
@@ -294,3 +295,30 @@ async def test_a_conditional_write_racing_a_vector_change_keeps_one_serial_order
     assert step.acknowledged("vectors")
     assert step.acknowledged("conditional")
     race.assert_as_reference([NEW_ID])
+
+
+async def test_a_write_out_of_tries_withdraws_a_copy_decided_on_a_replaced_one(
+    race: Race, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one try only, the later write finds the closing copy between its decision and
+    its own copy and cannot decide again: it answers 503, and its copy (made on a copy
+    that was replaced) is withdrawn by giving the closing copy a newer version first, so
+    the point never lacks a copy and holds what the acknowledged write left."""
+    monkeypatch.setattr("librarian.router.writes.IN_PLACE_TRIES", 1)
+    await _stepped(race)
+    await _open_point(race, NEW_ID, 0)
+    race.upsert("close", _point(race.built, NEW_ID, 1, "closed", open=False), IF_OPEN)
+    race.upsert("late", _point(race.built, NEW_ID, 2, "late", open=True), IF_OPEN)
+    step = race.stepper
+    assert await step.run("close", "write")
+    assert await step.run("late", "write")
+    await step.finish("close")
+    await step.finish("late")
+    assert step.acknowledged("close")
+    late_error = step.writers["late"].error
+    assert isinstance(late_error, ApiError)
+    assert late_error.status == 503
+    race.assert_as_reference([NEW_ID])
+    served = newest_copy(race.built, NEW_ID)
+    assert served is not None
+    assert served[0]["tag"] == "closed"

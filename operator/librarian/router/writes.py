@@ -196,11 +196,52 @@ class Writes(InPlaceChanges):
             if not again:
                 return
             pending = [r for r in pending if r.id in again]
+        unsettled = await self._withdraw(view, [r.id for r in pending], attempts, timeout)
+        if not unsettled:
+            return
         raise ApiError(
             503,
-            f"Service unavailable: the write of {len(pending)} point(s) kept being overtaken by "
-            "concurrent updates of the same points; retry it",
+            f"Service unavailable: the write of {len(unsettled)} point(s) kept being overtaken "
+            "by concurrent updates of the same points; retry it",
         )
+
+    async def _withdraw(
+        self,
+        view: View,
+        ids: list[PointId],
+        attempts: dict[PointId, dict[int, int]],
+        timeout: float,
+    ) -> set[PointId]:
+        """After the last try: the ids whose write neither stands nor was withdrawn.
+
+        A try's copy still there may have been decided on a copy another write replaced;
+        it is withdrawn the way a decision not to write is made (the newest copy someone
+        else made gets a new version, then this write's copies, older now, are removed),
+        never by removing it outright. A try that stands after all is settled and done.
+        """
+        try:
+            looked = await self._look(view, ids, timeout)
+            if looked.unreached:
+                return set(ids)
+            own = {i: set(attempts.get(i, {})) for i in ids}
+            seen = seen_newest(looked.found, ids, own)
+            standing = _standing(looked.found, ids, seen, attempts)
+            stood = {i for held in standing.values() for i in held}
+            for attempt, homes_of in standing.items():
+                await self._settle_landed(view, homes_of, attempt, timeout)
+            held = [
+                i
+                for i in ids
+                if i not in stood
+                and any(
+                    c.version in own[i] for copies in looked.found.values() if (c := copies.get(i))
+                )
+            ]
+            if held:
+                await self._restamp(view, looked, seen, held, own, timeout)
+            return set(ids) - stood
+        finally:
+            self.cache.clear()
 
     async def _forward_upsert(
         self,
@@ -450,8 +491,11 @@ class Writes(InPlaceChanges):
         """Settle a write that landed in ``new_home``; the ids a newer change overtook."""
         try:
             return await self._settle(view, new_home, version, timeout, kept)
-        except OutboxFull:  # not acknowledged: take this write back rather than leave two copies
-            await self._take_back(new_home, version, timeout)
+        except OutboxFull:
+            # Not acknowledged, but its copy stays: older copies elsewhere may be gone already
+            # (removed for it), so taking it back could leave the point with no copy. A read
+            # serves the newest copy; an older one left in a home that did not answer is
+            # removed by the next write of the point there.
             raise self._outbox_full() from None
         except Exception as error:
             if unreachable(error):  # it landed: settled from the outbox once all homes answer
@@ -470,18 +514,6 @@ class Writes(InPlaceChanges):
         queued = [cleanup_of(h, CleanupKind.SETTLE, ids, version) for h, ids in by_home.items()]
         with contextlib.suppress(OutboxFull):
             await asyncio.to_thread(self.homes.outbox.add, queued)
-
-    async def _take_back(
-        self, new_home: dict[PointId, tuple[CollectionHome, ...]], version: int, timeout: float
-    ) -> None:
-        """Remove this write's own copies (only where they are still this version)."""
-        by_home: dict[CollectionHome, list[PointId]] = {}
-        for point_id, homes in new_home.items():
-            for home in homes:
-                by_home.setdefault(home, []).append(point_id)
-        for home, ids in by_home.items():
-            flt = and_filters(ids_filter(ids), version_is(version))
-            await self.upstream.call(home_route(home), delete_where(home.collection, flt), timeout)
 
     async def _write_homes(
         self,
