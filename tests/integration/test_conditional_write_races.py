@@ -21,10 +21,12 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 
+from librarian.contracts.moves import MovePhase
 from librarian.router import RouterState
 from librarian.router.conditional import Condition
 from librarian.router.library import View
 from librarian.router.qdrant_api import ApiError
+from librarian.services.home_sync import compare, copy_points, list_versions, remove_superseded
 from librarian.storage.port import PointRecord
 
 from .router_support import (
@@ -32,7 +34,9 @@ from .router_support import (
     Library,
     build_embedded_library,
     make_state,
+    moving,
     near,
+    static_loader,
 )
 from .stepped_writes import Stepper, live_copy_count, newest_copy, stepped_writes
 
@@ -98,9 +102,8 @@ class Race:
             np.testing.assert_allclose(vector, want.vector, atol=1e-5)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def race(tmp_path: Path) -> Iterator[Race]:
-    built = build_embedded_library(tmp_path)
+def _reference(built: Library) -> QdrantClient:
+    """Local mode holding the library's points in one collection."""
     reference = QdrantClient(":memory:")
     reference.create_collection(
         "library", models.VectorParams(size=DIM, distance=models.Distance.COSINE)
@@ -109,6 +112,13 @@ def race(tmp_path: Path) -> Iterator[Race]:
         "library",
         [models.PointStruct(id=p.id, vector=p.vector, payload=p.payload) for p in built.points],  # type: ignore[arg-type]
     )
+    return reference
+
+
+@pytest.fixture
+def race(tmp_path: Path) -> Iterator[Race]:
+    built = build_embedded_library(tmp_path)
+    reference = _reference(built)
     state = make_state(built)
     try:
         yield Race(built, state, reference)
@@ -322,3 +332,59 @@ async def test_a_write_out_of_tries_withdraws_a_copy_decided_on_a_replaced_one(
     served = newest_copy(race.built, NEW_ID)
     assert served is not None
     assert served[0]["tag"] == "closed"
+
+
+async def test_during_a_move_a_withdrawn_decision_and_the_catch_up_leave_both_homes_equal(
+    tmp_path: Path,
+) -> None:
+    """While d2 is copied to a new home (both homes written), the closing write lands in
+    d2's old home but the new home misses it; the later write, decided on the open copy,
+    finds the closing copy and gives it a newer version where it is. The move's catch-up
+    then reconciles from a listing taken before that: it must neither undo the newer
+    version nor leave the two homes different."""
+    built = build_embedded_library(tmp_path / "lib")
+    reference = _reference(built)
+    state = make_state(built)
+    state.config.loader = static_loader(moving(built, MovePhase.DUAL_WRITE))
+    race = Race(built, state, reference)
+    try:
+        await _stepped(race)
+        point_id = NEW_ID
+        await _open_point(race, point_id, 2)
+        race.upsert("close", _point(built, point_id, 2, "closed", open=False), IF_OPEN)
+        race.upsert("late", _point(built, point_id, 0, "late", open=True), IF_OPEN)
+        step = race.stepper
+        assert await step.run("close", "write")
+        assert await step.run("late", "write")
+        await step.finish("close")
+        west, east = built.fleet.get("west"), built.fleet.get("east")
+        # the new home missed the closing write (its copy waits in the outbox)
+        east.delete_points("library-d2-new", ids=[point_id])
+        listed = (
+            list_versions(west, "library-d2", None),
+            list_versions(east, "library-d2-new", None),
+        )
+        await step.finish("late")
+        assert step.acknowledged("close")
+        assert step.acknowledged("late")
+        fence = min(step.writers["close"].ticks)
+        difference = compare(listed[0].held, listed[1].held, fence=fence)
+        assert point_id in difference.copy  # the new home lacks it: the catch-up copies it
+        copy_points(
+            west,
+            "library-d2",
+            east,
+            "library-d2-new",
+            difference.copy,
+            as_copied=lambda record: record,
+            batch=100,
+        )
+        remove_superseded(east, "library-d2-new", difference.remove, batch=100)
+        race.assert_as_reference([point_id])
+        [old] = west.retrieve("library-d2", [point_id], with_vectors=False)
+        [new] = east.retrieve("library-d2-new", [point_id], with_vectors=False)
+        assert old.payload == new.payload
+        assert old.payload["tag"] == "closed"
+    finally:
+        state.upstream.close()
+        built.fleet.close()
