@@ -351,11 +351,12 @@ class Writes(InPlaceChanges):
             and condition.admits(seen[r.id].live)
             and (r.id in matched or not condition.needs_filter(seen[r.id].live))
         ]
+        chosen_ids = {r.id for r in chosen}
         declined = [
             r.id
             for r in undecided
             if r.id not in changed
-            and r not in chosen
+            and r.id not in chosen_ids
             and any(
                 c.version in own[r.id]
                 for copies in looked.found.values()
