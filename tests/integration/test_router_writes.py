@@ -320,6 +320,35 @@ def test_the_outbox_survives_a_restart_and_refuses_writes_when_full(
     assert [d for d, _ in live_copies(copies[9402])] == ["d2"]  # refused: left where it was
 
 
+def test_a_write_whose_settling_cannot_be_queued_keeps_the_point(library) -> None:
+    """The outbox fills between a write's first look and its settling (west does not
+    answer): the write is refused, but the older copy it already removed from another
+    home must not leave the point without a copy (its own copy, newer, stays)."""
+    built, west = library
+    east = built.fleet.get("east")
+    point_id = next(
+        p.id for p in built.points if east.retrieve("library-d0", [p.id], with_vectors=False)
+    )
+    state = make_state(built, outbox_max_entries=1)
+    with RouterThread(state) as router, closing(client_of(router)) as client:
+        west.mode = "down"
+        moved = models.PointStruct(id=point_id, vector=near(built, 1, 5), payload={"tag": "moved"})
+        with pytest.raises(UnexpectedResponse) as refused:
+            client.upsert("library", [moved])
+        assert refused.value.status_code == 503
+        assert b"outbox" in refused.value.content
+        west.mode = "ok"
+        state.breaker.success("west")
+        live = live_copies(_copies(built, [point_id])[point_id])
+        assert live, "the point was left without a copy"
+        # in doubt, so either the write or the copy it replaced, and served as such
+        [record] = client.retrieve("library", [point_id])
+        assert record.payload in (
+            {"tag": "moved"},
+            next(p.payload for p in built.points if p.id == point_id),
+        )
+
+
 def test_tombstones_are_compacted_after_their_retention(library) -> None:
     built, _ = library
     wall = Wall()

@@ -13,7 +13,7 @@ take the change, the lagging one first getting the newest copy.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from qdrant_client.http import models
@@ -362,9 +362,10 @@ class InPlaceChanges(WriteSteps):
         timeout: float,
         condition: Condition | None = None,
         kept: list[Cleanup] | None = None,
+        attempts: dict[PointId, dict[int, int]] | None = None,
     ) -> set[PointId]:
-        """One versioned upsert (conditional, given a ``condition``); the ids to write again
-        (made by :class:`librarian.router.writes.Writes`)."""
+        """One versioned upsert (conditional, given a ``condition``, ``attempts`` its earlier
+        tries); the ids to write again (made by :class:`librarian.router.writes.Writes`)."""
         raise NotImplementedError
 
     async def _place_anew(
@@ -375,10 +376,14 @@ class InPlaceChanges(WriteSteps):
         timeout: float,
         kept: list[Cleanup],
         condition: Condition | None = None,
+        redo: Callable[[PointRecord], Vectors | None] | None = None,
     ) -> set[PointId]:
         """Upsert each point's newest copy with the vectors ``rebuild`` gives it (``None``:
         leave that point alone), so the write path places it anew; returns the ids placed
-        (or, with a ``condition``, decided: written if the condition let them be).
+        (or, with a ``condition``, decided: written if the condition let them be). A point
+        a conditional placement decides again gets its vectors from ``redo`` (by default
+        ``rebuild``): its earlier copy is still there, so the change cannot be left to a
+        change in place any more.
 
         A change in place that overtook the upsert was made on the older copy: the point
         is read again and placed again, so that change is kept (an ordinary upsert would
@@ -389,18 +394,27 @@ class InPlaceChanges(WriteSteps):
         a live copy while each writer yields to the other.
         """
         placed: set[PointId] = set()
+        attempts: dict[PointId, dict[int, int]] = {}  # a conditional placement's earlier tries
         pending = ids
         for _ in range(IN_PLACE_TRIES):
-            held = await self._current(view, pending, timeout, with_vectors=True)
+            # A conditional placement decided again reads the newest copy someone else made
+            # (its own earlier copy stays until a newer one lands) and places that one.
+            held = await self._current(
+                view, pending, timeout, with_vectors=True, passed_over=attempts
+            )
             records = [
                 PointRecord(i, vectors, user_payload(held[i].payload))
                 for i in pending
-                if i in held and (vectors := rebuild(held[i])) is not None
+                if i in held
+                and (vectors := (redo or rebuild)(held[i]) if i in attempts else rebuild(held[i]))
+                is not None
             ]
             if not records:
                 return placed
             try:
-                overtaken = await self._upsert_once(view, records, timeout, condition, kept)
+                overtaken = await self._upsert_once(
+                    view, records, timeout, condition, kept, attempts
+                )
             finally:
                 self.cache.clear()
             placed |= {r.id for r in records}
@@ -459,6 +473,10 @@ class InPlaceChanges(WriteSteps):
                 """The copy with the new vectors, if it had no routing vector."""
                 if copy.dense(view.vector) is not None:
                     return None
+                return merged(copy)
+
+            def merged(copy: PointRecord) -> Vectors:
+                """The copy with the new vectors."""
                 return from_named({**as_named(copy.vector), **as_named(vectors[copy.id])})
 
             condition = (
@@ -469,7 +487,7 @@ class InPlaceChanges(WriteSteps):
             kept: list[Cleanup] = []
             try:
                 for point_id in await self._place_anew(
-                    view, placing, given, timeout, kept, condition
+                    view, placing, given, timeout, kept, condition, merged
                 ):
                     del vectors[point_id]
                 if vectors:
@@ -504,9 +522,16 @@ class InPlaceChanges(WriteSteps):
         await self._in_place(view, list(vectors), change, timeout)
 
     async def _current(
-        self, view: View, ids: list[PointId], timeout: float, *, with_vectors: bool = False
+        self,
+        view: View,
+        ids: list[PointId],
+        timeout: float,
+        *,
+        with_vectors: bool = False,
+        passed_over: Mapping[PointId, Collection[int]] | None = None,
     ) -> dict[PointId, PointRecord]:
-        """The newest live copy of each id (every home must answer)."""
+        """The newest live copy of each id (every home must answer); copies at a version in
+        ``passed_over[id]`` (a write's own earlier tries) are not read."""
         homes = view.homes()
 
         def read(home: CollectionHome) -> Callable[[QdrantPort], list[PointRecord]]:
@@ -518,6 +543,8 @@ class InPlaceChanges(WriteSteps):
         newest: dict[PointId, PointRecord] = {}
         for records in results:
             for record in records:
+                if passed_over and version_of(record.payload) in passed_over.get(record.id, ()):
+                    continue
                 held = newest.get(record.id)
                 if held is None or version_of(record.payload) > version_of(held.payload):
                     newest[record.id] = record

@@ -15,7 +15,7 @@ evaluation of the client's filter in a home.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,12 +130,23 @@ class Seen:
 
 
 def seen_newest(
-    found: dict[CollectionHome, dict[PointId, Copy]], ids: Sequence[PointId]
+    found: dict[CollectionHome, dict[PointId, Copy]],
+    ids: Sequence[PointId],
+    passed_over: Mapping[PointId, Collection[int]] | None = None,
 ) -> dict[PointId, Seen]:
-    """Each id's newest copy over the homes a look reached (version 0, not live: no copy)."""
+    """Each id's newest copy over the homes a look reached (version 0, not live: no copy).
+
+    Copies at a version in ``passed_over[id]`` (a conditional write's own earlier tries)
+    are not what the write decides on: it decides on the newest copy someone else made.
+    """
     seen: dict[PointId, Seen] = {}
     for point_id in ids:
-        copies = [(home, c[point_id]) for home, c in found.items() if point_id in c]
+        own = passed_over.get(point_id, ()) if passed_over else ()
+        copies = [
+            (home, c[point_id])
+            for home, c in found.items()
+            if point_id in c and c[point_id].version not in own
+        ]
         if not copies:
             seen[point_id] = Seen(0, False, ())
             continue

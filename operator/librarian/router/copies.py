@@ -152,7 +152,7 @@ async def newest_copies(
                 for record in port.retrieve(
                     route.collection, batch, with_vectors=False, with_payload=VERSION_KEYS
                 ):
-                    if route.labelled_slice and record.payload.get(LABEL_KEY) != route.domain_id:
+                    if not route.holds_label(record.payload.get(LABEL_KEY)):
                         continue
                     copy = Newest(version_of(record.payload), is_tombstone(record.payload))
                     found.append((point_key(record.id), copy))

@@ -88,7 +88,7 @@ class Counting:
                         scroll_filter=route.slice_filter(),
                     )
                     for point_id, payload in zip(page.ids, page.payloads, strict=True):
-                        if route.labelled_slice and payload.get(LABEL_KEY) != route.domain_id:
+                        if not route.holds_label(payload.get(LABEL_KEY)):
                             continue
                         listed.append((point_key(point_id), payload))
                     if len(listed) > budget:

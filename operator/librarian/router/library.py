@@ -23,6 +23,7 @@ import numpy as np
 from qdrant_client.http import models
 
 from librarian.contracts.moves import MovePhase
+from librarian.contracts.payload import LABEL_KEY
 from librarian.core.collection_spec import CollectionSpec, routing_vector_name
 from librarian.core.routing import LibraryRouter, build_router
 from librarian.services.labeling import domain_filter
@@ -78,9 +79,29 @@ class DomainRoute:
     specialized: bool = False
     versioned: bool = False  # a library domain: versioned points, tombstones to leave out
     partitions: tuple[PartitionRef, ...] = ()  # the domain's partitions (from the catalog)
+    # Set on one labelled slice of a library: every domain id of its snapshot. That slice
+    # also holds the source's points labelled with none of them (labels a re-analysis
+    # writes while routers still serve the previous snapshot), so no read misses them.
+    strays_outside: tuple[str, ...] = ()
 
     def slice_filter(self) -> models.Filter | None:
-        return domain_filter(self.domain_id) if self.labelled_slice else None
+        if not self.labelled_slice:
+            return None
+        own = domain_filter(self.domain_id)
+        if not self.strays_outside:
+            return own
+        known = models.FieldCondition(
+            key=LABEL_KEY, match=models.MatchAny(any=list(self.strays_outside))
+        )
+        return models.Filter(should=[own, models.Filter(must_not=[known])])
+
+    def holds_label(self, label: Any) -> bool:
+        """Whether a point of this unit's collection labelled ``label`` is one of its points."""
+        if not self.labelled_slice:
+            return True
+        return label == self.domain_id or (
+            bool(self.strays_outside) and label not in self.strays_outside
+        )
 
     def read_filter(self) -> models.Filter | None:
         """What every read of this unit adds to the client's filter: its slice, no tombstones."""

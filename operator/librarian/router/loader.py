@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from librarian.contracts.api import GROUP, VERSION
@@ -94,6 +95,10 @@ def definition_from_catalog(
                 partitions=tuple(cells.get(entry.domain_id, ())),
             )
         )
+    slices = [i for i, r in enumerate(routes) if r.labelled_slice]
+    if slices:  # the source's points labelled by no domain here are read with the first slice
+        known = tuple(r.domain_id for r in routes)
+        routes[slices[0]] = replace(routes[slices[0]], strays_outside=known)
     fingerprint = json.dumps(
         [
             (

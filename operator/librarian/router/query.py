@@ -710,9 +710,7 @@ class Querying:
                     route.collection, ids, with_vectors=vectors, with_payload=True
                 )
                 return [  # tombstones kept: a newer one hides an older live copy elsewhere
-                    r
-                    for r in records
-                    if not route.labelled_slice or r.payload.get(LABEL_KEY) == route.domain_id
+                    r for r in records if route.holds_label(r.payload.get(LABEL_KEY))
                 ]
 
             return run

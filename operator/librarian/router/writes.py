@@ -34,7 +34,7 @@ from typing import Any
 
 from qdrant_client.http import models
 
-from librarian.contracts.payload import LABEL_KEY
+from librarian.contracts.payload import LABEL_KEY, MERGED_KEY, POINT_VERSION_KEY
 from librarian.core.fusion import PointId
 from librarian.core.unrouted import domain_for_unrouted
 from librarian.router.changes import InPlaceChanges
@@ -161,6 +161,9 @@ class Writes(InPlaceChanges):
             await self._forward_upsert(view, records, condition, timeout)
             return
         pending = _last_wins(records)
+        if condition is not None:
+            await self._conditional_upsert(view, pending, condition, timeout)
+            return
         kept: list[Cleanup] = []  # own copies left while they are written again
         try:
             for _ in range(IN_PLACE_TRIES):
@@ -178,6 +181,67 @@ class Writes(InPlaceChanges):
             f"Service unavailable: the write of {len(pending)} point(s) kept being overtaken by "
             "concurrent updates of the same points; retry it",
         )
+
+    async def _conditional_upsert(
+        self, view: View, records: list[PointRecord], condition: Condition, timeout: float
+    ) -> None:
+        """Decide and write ``records`` until each decision stands (bounded tries)."""
+        attempts: dict[PointId, dict[int, int]] = {}
+        pending = records
+        for _ in range(IN_PLACE_TRIES):
+            try:
+                again = await self._conditional_once(view, pending, condition, timeout, attempts)
+            finally:
+                self.cache.clear()
+            if not again:
+                return
+            pending = [r for r in pending if r.id in again]
+        unsettled = await self._withdraw(view, [r.id for r in pending], attempts, timeout)
+        if not unsettled:
+            return
+        raise ApiError(
+            503,
+            f"Service unavailable: the write of {len(unsettled)} point(s) kept being overtaken "
+            "by concurrent updates of the same points; retry it",
+        )
+
+    async def _withdraw(
+        self,
+        view: View,
+        ids: list[PointId],
+        attempts: dict[PointId, dict[int, int]],
+        timeout: float,
+    ) -> set[PointId]:
+        """After the last try: the ids whose write neither stands nor was withdrawn.
+
+        A try's copy still there may have been decided on a copy another write replaced;
+        it is withdrawn the way a decision not to write is made (the newest copy someone
+        else made gets a new version, then this write's copies, older now, are removed),
+        never by removing it outright. A try that stands after all is settled and done.
+        """
+        try:
+            looked = await self._look(view, ids, timeout)
+            if looked.unreached:
+                return set(ids)
+            own = {i: set(attempts.get(i, {})) for i in ids}
+            seen = seen_newest(looked.found, ids, own)
+            standing = _standing(looked.found, ids, seen, attempts)
+            stood = {i for held in standing.values() for i in held}
+            for attempt, homes_of in standing.items():
+                await self._settle_landed(view, homes_of, attempt, timeout)
+            held = [
+                i
+                for i in ids
+                if i not in stood
+                and any(
+                    c.version in own[i] for copies in looked.found.values() if (c := copies.get(i))
+                )
+            ]
+            if held:
+                await self._restamp(view, looked, seen, held, own, timeout)
+            return set(ids) - stood
+        finally:
+            self.cache.clear()
 
     async def _forward_upsert(
         self,
@@ -206,10 +270,14 @@ class Writes(InPlaceChanges):
         timeout: float,
         condition: Condition | None = None,
         kept: list[Cleanup] | None = None,
+        attempts: dict[PointId, dict[int, int]] | None = None,
     ) -> set[PointId]:
-        """One versioned write of ``records``; the ids a newer change in place overtook."""
+        """One versioned write of ``records``; the ids a newer change in place overtook
+        (with a ``condition``: the ids to decide again, ``attempts`` its earlier tries)."""
         if condition is not None:
-            return await self._conditional_once(view, records, condition, timeout, kept)
+            return await self._conditional_once(
+                view, records, condition, timeout, {} if attempts is None else attempts
+            )
         looked = await self._look(view, [r.id for r in records], timeout)
         if looked.unreached and self.homes.outbox.full():
             raise self._outbox_full()
@@ -228,51 +296,136 @@ class Writes(InPlaceChanges):
         records: list[PointRecord],
         condition: Condition,
         timeout: float,
-        kept: list[Cleanup] | None = None,
+        attempts: dict[PointId, dict[int, int]],
     ) -> set[PointId]:
         """One conditional write of ``records``; the ids to decide and write again.
 
         Every home is looked at (a home that does not answer may hold the newest copy:
         the write is refused with a 503, as a change in place is). Each point's newest
-        copy decides: a tombstone or no copy is a point that does not exist; the client's
-        filter is evaluated by the engine of a home holding the newest live copy, on that
-        copy at the version the look saw (a copy changed since is decided again). The
-        points the condition admits are written like any write, at a new version, marked
-        as depending on what they replaced (``merged``: an older write that lands later
-        is made again after this one), and only where the new home holds nothing newer
-        than the copy the decision was made on. A look after writing takes back the
-        points for which a copy newer than that one, but older than this write, landed
-        meanwhile (the decision was made on a copy it replaces): they are decided again.
+        copy made by someone else decides (this write's own earlier tries, ``attempts``:
+        id -> {version: the version it was decided on}, are passed over): a tombstone or
+        no copy is a point that does not exist; the client's filter is evaluated by the
+        engine of a home holding the newest live copy, on that copy at the version the
+        look saw (a copy changed since is decided again). The points the condition
+        admits are written like any write, at a new version, marked as depending on what
+        they replaced (``merged``: an older write that lands later is made again after
+        this one), and only where the new home holds nothing newer than the copy the
+        decision was made on (or an earlier try of this write).
+
+        A copy is only ever removed for a newer copy that exists, never taken back: the
+        writer of a copy this write finds between its decision and its own copy may at
+        the same moment give way to this write's copy, and taking it back too would leave
+        the point with no copy. So:
+
+        - a try finding such a copy (the decision was made on a copy it replaces) leaves
+          its own copy and decides again, on that copy;
+        - a try finding a newer copy gives way to it (removes its own copy) and decides
+          again, on it, as a plain write does;
+        - an earlier try whose copy is still there with nothing newer than what it was
+          decided on, but this write's own copies, stands;
+        - a decision not to write, while an earlier try's copy (newer than the copy now
+          decided on) is still there, gives the decided-on copy a new version, then
+          removes the earlier try's copy (older than it now).
         """
         ids = [r.id for r in records]
         looked = await self._look(view, ids, timeout)
         if looked.unreached:
             raise _undecidable(looked.unreached)
-        seen = seen_newest(looked.found, ids)
-        matched, changed = await self._evaluate(condition, seen, timeout)
+        own = {i: set(attempts.get(i, {})) for i in ids}
+        seen = seen_newest(looked.found, ids, own)
+        standing = _standing(looked.found, ids, seen, attempts)
+        again: set[PointId] = set()
+        for attempt, homes_of in standing.items():
+            again |= await self._settle_landed(view, homes_of, attempt, timeout)
+        undecided = [r for r in records if not any(r.id in s for s in standing.values())]
+        if not undecided:
+            return again
+        matched, changed = await self._evaluate(
+            condition, {r.id: seen[r.id] for r in undecided}, timeout
+        )
+        again |= changed
         chosen = [
             r
-            for r in records
+            for r in undecided
             if r.id not in changed
             and condition.admits(seen[r.id].live)
             and (r.id in matched or not condition.needs_filter(seen[r.id].live))
         ]
+        chosen_ids = {r.id for r in chosen}
+        declined = [
+            r.id
+            for r in undecided
+            if r.id not in changed
+            and r.id not in chosen_ids
+            and any(
+                c.version in own[r.id]
+                for copies in looked.found.values()
+                if (c := copies.get(r.id))
+            )
+        ]
+        if declined:
+            again |= await self._restamp(view, looked, seen, declined, own, timeout)
         if not chosen:
-            return set(changed)
+            return again
         version = self.clock.tick(looked.highest)
         based_on = {r.id: seen[r.id].version for r in chosen}
         groups = self._placed(view, chosen)
-        await self._write_homes(view, groups, version, timeout, based_on=based_on)
+        await self._write_homes(view, groups, version, timeout, based_on=based_on, passed_over=own)
+        for point_id, base in based_on.items():
+            attempts.setdefault(point_id, {})[version] = base
         self.cache.clear()
         new_home = {
             p.id: view.write_homes(view.routes[u]) for u, points in groups.items() for p in points
         }
-        intervened = await self._intervened(view, new_home, based_on, version, timeout)
+        intervened = await self._intervened(view, new_home, based_on, version, own, timeout)
         landed = {i: homes for i, homes in new_home.items() if i not in intervened}
-        again = set(changed) | intervened
-        if landed:
-            again |= await self._settle_landed(view, landed, version, timeout, kept)
+        again |= intervened
+        if landed:  # no ``kept``: a newer copy that exists is given way to
+            again |= await self._settle_landed(view, landed, version, timeout)
         return again
+
+    async def _restamp(
+        self,
+        view: View,
+        looked: Looked,
+        seen: dict[PointId, Seen],
+        ids: list[PointId],
+        own: dict[PointId, set[int]],
+        timeout: float,
+    ) -> set[PointId]:
+        """Give the copies decided on (not to be written over) a new version, where they
+        are still that version; then remove this write's earlier copies of those ids,
+        older now. Returns the ids whose decided-on copy changed meanwhile (to decide
+        again: their earlier copies stay)."""
+        version = self.clock.tick(looked.highest)
+        by_home: dict[tuple[CollectionHome, int], list[PointId]] = {}
+        for home, copies in looked.found.items():
+            for i in ids:
+                if i in copies and copies[i].version == seen[i].version:
+                    by_home.setdefault((home, seen[i].version), []).append(i)
+        mark = {POINT_VERSION_KEY: version, MERGED_KEY: True}
+        for (home, decided), held in by_home.items():
+            flt = and_filters(ids_filter(held), version_is(decided))
+            await self.upstream.call(
+                home_route(home), _set_where(home.collection, mark, flt), timeout
+            )
+        after, _ = await self.homes.look(list(view.homes()), ids, self._settle_timeout(timeout))
+        restamped = {
+            i for copies in after.values() for i, c in copies.items() if c.version == version
+        }
+        for home, copies in after.items():
+            earlier = [
+                i for i in sorted(restamped, key=str) if i in copies and copies[i].version in own[i]
+            ]
+            if earlier:
+                versions = sorted({copies[i].version for i in earlier})
+                flt = and_filters(
+                    ids_filter(earlier), models.Filter(should=[version_is(v) for v in versions])
+                )
+                await self.upstream.call(
+                    home_route(home), delete_where(home.collection, flt), timeout
+                )
+        return set(ids) - restamped
 
     async def _evaluate(
         self, condition: Condition, seen: dict[PointId, Seen], timeout: float
@@ -304,32 +457,29 @@ class Writes(InPlaceChanges):
         new_home: dict[PointId, tuple[CollectionHome, ...]],
         based_on: dict[PointId, int],
         version: int,
+        own: dict[PointId, set[int]],
         timeout: float,
     ) -> set[PointId]:
-        """The ids a copy newer than the one decided on, older than ``version``, reached
-        meanwhile: this write's own copies of them are taken back (to be decided again).
-        Every home must answer (one that does not may hold such a copy)."""
+        """The ids a copy newer than the one decided on, older than ``version`` (and not
+        this write's own), reached meanwhile: the decision was made on a copy that one
+        replaces, and is made again (this write's copies stay until a newer one lands).
+        Every home must answer (one that does not may hold such a copy): otherwise the
+        write is settled from the outbox and answered with a 503, in doubt."""
         ids = list(new_home)
         after, unreached = await self.homes.look(
             list(view.homes()), ids, self._settle_timeout(timeout)
         )
-        intervened = {
+        if unreached:
+            await self._settle_later(new_home, version)
+            raise _undecidable(unreached)
+        return {
             i
             for copies in after.values()
             for i, c in copies.items()
-            if i in based_on and based_on[i] < c.version < version
+            if i in based_on
+            and c.version not in own.get(i, ())
+            and based_on[i] < c.version < version
         }
-        taking_back = list(new_home) if unreached else sorted(intervened, key=str)
-        if taking_back:
-            try:
-                await self._take_back({i: new_home[i] for i in taking_back}, version, timeout)
-            except Exception as error:
-                if unreachable(error):  # left where it landed: settled from the outbox
-                    await self._settle_later(new_home, version)
-                raise
-        if unreached:
-            raise _undecidable(unreached)
-        return intervened
 
     async def _settle_landed(
         self,
@@ -342,8 +492,11 @@ class Writes(InPlaceChanges):
         """Settle a write that landed in ``new_home``; the ids a newer change overtook."""
         try:
             return await self._settle(view, new_home, version, timeout, kept)
-        except OutboxFull:  # not acknowledged: take this write back rather than leave two copies
-            await self._take_back(new_home, version, timeout)
+        except OutboxFull:
+            # Not acknowledged, but its copy stays: older copies elsewhere may be gone already
+            # (removed for it), so taking it back could leave the point with no copy. A read
+            # serves the newest copy; an older one left in a home that did not answer is
+            # removed by the next write of the point there.
             raise self._outbox_full() from None
         except Exception as error:
             if unreachable(error):  # it landed: settled from the outbox once all homes answer
@@ -363,18 +516,6 @@ class Writes(InPlaceChanges):
         with contextlib.suppress(OutboxFull):
             await asyncio.to_thread(self.homes.outbox.add, queued)
 
-    async def _take_back(
-        self, new_home: dict[PointId, tuple[CollectionHome, ...]], version: int, timeout: float
-    ) -> None:
-        """Remove this write's own copies (only where they are still this version)."""
-        by_home: dict[CollectionHome, list[PointId]] = {}
-        for point_id, homes in new_home.items():
-            for home in homes:
-                by_home.setdefault(home, []).append(point_id)
-        for home, ids in by_home.items():
-            flt = and_filters(ids_filter(ids), version_is(version))
-            await self.upstream.call(home_route(home), delete_where(home.collection, flt), timeout)
-
     async def _write_homes(
         self,
         view: View,
@@ -383,13 +524,14 @@ class Writes(InPlaceChanges):
         timeout: float,
         *,
         based_on: dict[PointId, int] | None = None,
+        passed_over: dict[PointId, set[int]] | None = None,
     ) -> None:
         """Each group into its domain's write homes, labelled and versioned, where the stored
         version is older; one call per cluster (its collections written one after the other).
 
         ``based_on`` (a conditional write: each id's version its condition was decided on)
         writes a point only where the stored version is at most that one, and marks it
-        ``merged``.
+        ``merged``; ``passed_over`` (its earlier tries' versions) may be written over too.
 
         A domain's own home must take the write. During a move the other home is second:
         if its cluster fails, a copy from the first home waits in the outbox (the write is
@@ -422,7 +564,9 @@ class Writes(InPlaceChanges):
         def write_all(batches: list[_Batch]) -> Callable[[QdrantPort], None]:
             def run(port: QdrantPort) -> None:
                 for batch in batches:
-                    for points, condition in _conditioned(batch.points, version, based_on):
+                    for points, condition in _conditioned(
+                        batch.points, version, based_on, passed_over
+                    ):
                         port.upsert(batch.collection, points, update_filter=condition)
 
             return run
@@ -799,16 +943,60 @@ class _Batch:
 
 
 def _conditioned(
-    points: list[PointRecord], version: int, based_on: dict[PointId, int] | None
+    points: list[PointRecord],
+    version: int,
+    based_on: dict[PointId, int] | None,
+    passed_over: dict[PointId, set[int]] | None = None,
 ) -> list[tuple[list[PointRecord], models.Filter]]:
     """The points of one write with the condition on the stored copy each is written under:
-    older than ``version``, or (a conditional write) at most the version decided on."""
+    older than ``version``, or (a conditional write) at most the version decided on, or one
+    of the write's own earlier tries (``passed_over``)."""
     if based_on is None:
         return [(points, older_than(version))]
-    by_version: dict[int, list[PointRecord]] = {}
+    by_version: dict[tuple[int, tuple[int, ...]], list[PointRecord]] = {}
     for point in points:
-        by_version.setdefault(based_on[point.id], []).append(point)
-    return [(group, version_at_most(seen)) for seen, group in by_version.items()]
+        earlier = tuple(sorted((passed_over or {}).get(point.id, ())))
+        by_version.setdefault((based_on[point.id], earlier), []).append(point)
+    return [
+        (group, version_at_most(seen) if not earlier else _seen_or_own(seen, earlier))
+        for (seen, earlier), group in by_version.items()
+    ]
+
+
+def _seen_or_own(seen: int, earlier: tuple[int, ...]) -> models.Filter:
+    return models.Filter(should=[version_at_most(seen), *(version_is(v) for v in earlier)])
+
+
+def _set_where(
+    collection: str, payload: dict[str, Any], flt: models.Filter | None
+) -> Callable[[QdrantPort], None]:
+    return lambda port: port.set_payload(collection, payload, points_filter=flt)
+
+
+def _standing(
+    found: dict[CollectionHome, dict[PointId, Copy]],
+    ids: Sequence[PointId],
+    seen: dict[PointId, Seen],
+    attempts: dict[PointId, dict[int, int]],
+) -> dict[int, dict[PointId, tuple[CollectionHome, ...]]]:
+    """The earlier tries that stand, by version: a copy of the try is still there and no
+    copy but the write's own is newer than the one the try was decided on (whatever found
+    it made on a replaced copy has given way since). Each with the homes holding it."""
+    standing: dict[int, dict[PointId, tuple[CollectionHome, ...]]] = {}
+    for point_id in ids:
+        tries = attempts.get(point_id, {})
+        held = [
+            (home, c.version)
+            for home, copies in found.items()
+            if (c := copies.get(point_id)) is not None and c.version in tries and not c.tombstone
+        ]
+        if not held:
+            continue
+        latest = max(version for _, version in held)
+        if seen[point_id].version <= tries[latest]:
+            homes = tuple(home for home, version in held if version == latest)
+            standing.setdefault(latest, {})[point_id] = homes
+    return standing
 
 
 def _undecidable(unreached: Sequence[CollectionHome]) -> ApiError:
