@@ -7,7 +7,8 @@ limit is a setting (``domain_library_orchestrator.limits``); a request beyond on
 is refused early, in Qdrant's error format, before it costs more:
 
 * the body is read within ``body_read_timeout`` (else 408) and is at most
-  ``max_body_bytes`` (else 413, enforced by aiohttp's ``client_max_size``);
+  ``max_body_bytes`` (else 413: on its declared length before reading it, and by aiohttp's
+  ``client_max_size`` while reading a body of undeclared length);
 * the JSON is parsed once, checked without recursion (depth, list sizes,
   ``limit + offset``, the library's vector dimension), and only then turned
   into models by the handlers;
@@ -181,6 +182,14 @@ def limits_middleware(
         if request.method not in _BODY_METHODS:
             return await handler(request)
         limits = limits_of()
+        declared = request.content_length
+        if declared is not None and declared > limits.max_body_bytes:
+            # Refused on its declared length, before reading a byte of it.
+            raise ApiError(
+                413,
+                f"Payload too large: the body is {declared} bytes, over the limit of "
+                f"{limits.max_body_bytes} bytes (limits.max_body_bytes)",
+            )
         try:
             async with asyncio.timeout(limits.body_read_timeout):
                 raw = await request.read()
