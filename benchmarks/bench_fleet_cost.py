@@ -15,7 +15,20 @@ recall@10:
   queries are routed by :func:`librarian.core.routing.build_router` (``centroid``:
   the nearest partitions by centroid, ``hybrid``: neighbour profiles with their
   coverage rule) to the chosen partitions, searched through the engine and
-  merged.
+  merged. The routed partitions sit on shards three ways (``--placements``):
+  ``partition``, a shard per partition (the product's layout today: a shard key
+  per partition); ``home``, one shard per domain holding all its partitions,
+  each point carrying its partition id in a keyword payload field with a
+  payload index, a query asking each domain once with a ``must`` match-any
+  filter on the chosen partitions (no filter when it chose all of them);
+  ``groups``, a few shards per domain, each holding a group of nearby
+  partitions (k-means of the partition centroids, about the square root of the
+  domain's partition count per domain), filtered the same way. For the filtered
+  placements the benchmark checks which path the engine takes: a filter kept
+  under Qdrant's full-scan threshold (estimated from the payload index) is
+  answered by scoring only the kept points, exactly, so it prints the share of
+  filtered searches equal to brute force over the kept points and their CPU
+  against the same shard searched unfiltered.
 
 Queries are 1,000 held-out vectors (not in the collection); the truth is their
 exact top-10 by brute force (ties within 1e-5 of the 10th score count as hits).
@@ -27,7 +40,9 @@ another in one process (nothing else runs in it), in interleaved rounds so
 that drift on a shared machine hits all alike, and the benchmark prints per
 query: the fleet's CPU-seconds (``time.process_time``, which counts the
 engine's own threads) spent searching and merging, the routing decision's CPU
-apart, shards and collections visited, points held by the visited shards, p50
+apart, shards visited (and of them asked with a partition filter) and
+collections visited, points of the chosen partitions (touched) and held by the
+visited shards, p50
 latency with shards searched one after another and with the shards searched
 at once (the decision, the slowest shard, the merge), and ratios to random
 shards and to one collection.
@@ -62,10 +77,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import qdrant_edge as edge
+from qdrant_client.http import models
 from threadpoolctl import threadpool_limits
 
 from librarian.core.discovery import discover
 from librarian.core.routing import LibraryRouter, build_router
+from librarian.storage.edge_filters import to_edge_filter
+from librarian.storage.edge_queries import to_edge_index_schema
 from librarian.storage.embedded import DEFAULT_HNSW, edge_config
 from librarian.storage.port import CollectionSpec, HnswSpec, OptimizersSpec
 
@@ -285,6 +303,31 @@ def glove_vectors() -> FloatArray:
 # --------------------------------------------------------------------------- the shard layer
 
 
+PARTITION_FIELD = "partition"
+
+
+def partition_key(partition: int) -> str:
+    """A partition's id as the keyword its points carry."""
+    return f"p{partition}"
+
+
+def partition_filter(partitions: Sequence[int]) -> edge.Filter:
+    """The engine filter keeping the points of ``partitions`` (as the product would send it:
+    a qdrant-client filter translated by the embedded adapter's translator)."""
+    flt = to_edge_filter(
+        models.Filter(
+            must=[
+                models.FieldCondition(
+                    key=PARTITION_FIELD,
+                    match=models.MatchAny(any=[partition_key(p) for p in partitions]),
+                )
+            ]
+        )
+    )
+    assert flt is not None
+    return flt
+
+
 class EngineShards:
     """Shards on the real engine (``qdrant-edge``, as the embedded adapter runs it): one engine
     shard per shard, configured as the adapter configures a collection, indexes built.
@@ -299,8 +342,21 @@ class EngineShards:
         self._path = path
         self._shards: list[edge.EdgeShard] = []
 
-    def create(self, vectors: FloatArray, ids: IntArray, *, hnsw_everywhere: bool) -> int:
-        """A new shard holding ``vectors`` under the point ids ``ids``, indexed; its number."""
+    def create(
+        self,
+        vectors: FloatArray,
+        ids: IntArray,
+        *,
+        hnsw_everywhere: bool,
+        partitions: IntArray | None = None,
+        tenant: bool = False,
+    ) -> int:
+        """A new shard holding ``vectors`` under the point ids ``ids``, indexed; its number.
+
+        With ``partitions`` (one per point), each point carries its partition id in the
+        :data:`PARTITION_FIELD` payload field, under a keyword payload index (``tenant``: the
+        index is declared ``is_tenant``, so the optimizer stores a tenant's points together).
+        """
         folder = self._path / f"shard-{len(self._shards)}"
         folder.mkdir(parents=True)
         spec = CollectionSpec(vector_size=vectors.shape[1])
@@ -311,23 +367,45 @@ class EngineShards:
                 optimizers=OptimizersSpec(indexing_threshold=1),
             )
         shard = edge.EdgeShard.create(str(folder), edge_config(spec))
-        for start in range(0, len(ids), 2_000):
-            points = [
-                edge.Point(int(i), row.tolist(), {})
-                for i, row in zip(
-                    ids[start : start + 2_000], vectors[start : start + 2_000], strict=True
+        if partitions is not None:
+            schema = models.KeywordIndexParams(
+                type=models.KeywordIndexType.KEYWORD, is_tenant=tenant or None
+            )
+            shard.update(
+                edge.UpdateOperation.create_field_index(
+                    PARTITION_FIELD, to_edge_index_schema(schema)
                 )
+            )
+        for start in range(0, len(ids), 2_000):
+            block = slice(start, start + 2_000)
+            payloads: list[dict[str, Any]] = (
+                [{PARTITION_FIELD: partition_key(int(p))} for p in partitions[block]]
+                if partitions is not None
+                else [{} for _ in ids[block]]
+            )
+            points = [
+                edge.Point(int(i), row.tolist(), payload)
+                for i, row, payload in zip(ids[block], vectors[block], payloads, strict=True)
             ]
             shard.update(edge.UpdateOperation.upsert_points(points, None, None))
         shard.optimize()
         self._shards.append(shard)
         return len(self._shards) - 1
 
-    def search(self, shard: int, vector: list[float], k: int, hnsw_ef: int | None) -> Hits:
+    def search(
+        self,
+        shard: int,
+        vector: list[float],
+        k: int,
+        hnsw_ef: int | None,
+        partitions: Sequence[int] | None = None,
+    ) -> Hits:
+        """The shard's top ``k``; with ``partitions``, only among the points of those
+        partitions (a ``must`` match-any on :data:`PARTITION_FIELD`)."""
         request = edge.QueryRequest(
             limit=k,
             query=edge.Query.Nearest(vector, None),
-            filter=None,
+            filter=None if partitions is None else partition_filter(partitions),
             with_payload=False,
             with_vector=False,
             params=edge.SearchParams(hnsw_ef=hnsw_ef, exact=False),
@@ -351,6 +429,33 @@ class EngineShards:
 # --------------------------------------------------------------------------- layouts
 
 
+Visit = tuple[int, tuple[int, ...] | None]
+"""One shard asked by a query, and the partitions its filter keeps (``None``: no filter)."""
+
+
+def every_unit_its_shard(units: list[int]) -> list[Visit]:
+    """The visits of a layout whose routing units are its shards: each unit's shard, unfiltered."""
+    return [(unit, None) for unit in units]
+
+
+def grouped_visits(shard_of_unit: IntArray) -> Callable[[list[int]], list[Visit]]:
+    """The visits of a layout holding several units (partitions) per shard: each shard holding a
+    chosen unit once (in the order of its best unit), filtered to the chosen units, unfiltered
+    when every unit it holds is chosen."""
+    held = np.bincount(shard_of_unit)
+
+    def visit(units: list[int]) -> list[Visit]:
+        chosen: dict[int, list[int]] = {}
+        for unit in units:
+            chosen.setdefault(int(shard_of_unit[unit]), []).append(unit)
+        return [
+            (shard, None if len(picked) == held[shard] else tuple(sorted(picked)))
+            for shard, picked in chosen.items()
+        ]
+
+    return visit
+
+
 @dataclass
 class Outcome:
     """What one query cost."""
@@ -362,21 +467,26 @@ class Outcome:
     fanout_s: float
     shards: int
     collections: int
-    points: int
+    points: int  # points a query may be answered from: of the chosen units
+    held: int  # points held by the shards visited
+    filtered: int  # shards asked with a partition filter
 
 
 @dataclass
 class Layout:
-    """A way to serve the points: shards, and which of them a query visits at a depth."""
+    """A way to serve the points: shards, the routing units they hold (a unit is a shard, or a
+    partition inside a shard), and which units a query picks at a depth."""
 
     name: str
     store: EngineShards
+    unit_sizes: IntArray
     shard_sizes: IntArray
     shard_collection: IntArray  # the collection each shard belongs to
     built: Built
-    plan: Callable[[FloatArray, Any], list[int]]  # (query, depth) -> shards, best first
+    plan: Callable[[FloatArray, Any], list[int]]  # (query, depth) -> units, best first
     depths: Sequence[Any]
     depth_name: str
+    visit: Callable[[list[int]], list[Visit]] = every_unit_its_shard
     ef: int | None = None
     depth: Any = None
     tuned_recall: float = 0.0
@@ -384,16 +494,18 @@ class Layout:
 
     def run(self, query: FloatArray, vector: list[float]) -> Outcome:
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        shards = self.plan(query, self.depth)
+        units = self.plan(query, self.depth)
+        visits = self.visit(units)
         cpu1, wall1 = time.process_time(), time.perf_counter()
         parts, slowest = [], 0.0
-        for shard in shards:
+        for shard, partitions in visits:
             started = time.perf_counter()
-            parts.append(self.store.search(shard, vector, K, self.ef))
+            parts.append(self.store.search(shard, vector, K, self.ef, partitions))
             slowest = max(slowest, time.perf_counter() - started)
         merge_started = time.perf_counter()
         merged = merge_top_k(parts, K)
         cpu2, wall2 = time.process_time(), time.perf_counter()
+        shards = [shard for shard, _ in visits]
         return Outcome(
             hits=merged,
             search_cpu=cpu2 - cpu1,
@@ -402,7 +514,9 @@ class Layout:
             fanout_s=(wall1 - wall0) + slowest + (wall2 - merge_started),
             shards=len(shards),
             collections=len(set(self.shard_collection[shards].tolist())),
-            points=int(self.shard_sizes[shards].sum()),
+            points=int(self.unit_sizes[units].sum()),
+            held=int(self.shard_sizes[shards].sum()),
+            filtered=sum(partitions is not None for _, partitions in visits),
         )
 
 
@@ -425,16 +539,29 @@ class Built:
 
 
 def _build_shards(
-    store: EngineShards, data: FloatArray, groups: IntArray, count: int, hnsw_everywhere: bool
+    store: EngineShards,
+    data: FloatArray,
+    groups: IntArray,
+    count: int,
+    hnsw_everywhere: bool,
+    partitions: IntArray | None = None,
+    tenant: bool = False,
 ) -> Built:
-    """Shard ``s`` holds the rows with ``groups == s`` (point id = row)."""
+    """Shard ``s`` holds the rows with ``groups == s`` (point id = row); with ``partitions`` (one
+    per row), each point carries its partition, under a payload index."""
     sizes = np.bincount(groups, minlength=count).astype(np.int64)
     with _timed() as spent:
         order = np.argsort(groups, kind="stable")
         bounds = np.concatenate([[0], np.cumsum(sizes)])
         for shard in range(count):
             rows = order[bounds[shard] : bounds[shard + 1]]
-            store.create(data[rows], rows.astype(np.int64), hnsw_everywhere=hnsw_everywhere)
+            store.create(
+                data[rows],
+                rows.astype(np.int64),
+                hnsw_everywhere=hnsw_everywhere,
+                partitions=None if partitions is None else partitions[rows],
+                tenant=tenant,
+            )
     indexed = sum(store.indexed(shard) for shard in range(count))
     return Built(sizes, spent[0], spent[1], indexed)
 
@@ -450,6 +577,7 @@ def flat_layout(
     return Layout(
         name=name,
         store=store,
+        unit_sizes=built.sizes,
         shard_sizes=built.sizes,
         shard_collection=np.zeros(shards, dtype=np.int64),
         built=built,
@@ -459,16 +587,68 @@ def flat_layout(
     )
 
 
+@dataclass(frozen=True)
+class Placement:
+    """The library's points on engine shards one way: which shard holds each partition, the
+    domain (home) of each shard, and whether a query filters a shard to its chosen partitions."""
+
+    name: str
+    store: EngineShards
+    built: Built
+    shard_of_partition: IntArray
+    shard_domain: IntArray
+
+
+PLACEMENTS = ("partition", "home", "groups")
+"""``partition``: a shard per partition; ``home``: one shard per domain holding all its
+partitions, filtered by the partition payload index; ``groups``: a few shards per domain, each
+holding a group of nearby partitions (about the square root of the domain's partition count),
+filtered the same way."""
+
+
 @dataclass
 class Library:
-    """Partitions (with their domain) and the shards holding them."""
+    """Partitions (with their domain) and the placements of their points on shards."""
 
     partition_labels: IntArray
     partition_domain: IntArray
+    partition_sizes: IntArray
     domains: int
-    store: EngineShards
-    built: Built
+    placements: list[Placement]
     discovery_s: float
+
+
+def partition_groups(
+    data: FloatArray, labels: IntArray, partition_domain: IntArray, seed: int
+) -> IntArray:
+    """A group for each partition: inside each domain, its partitions' centroids clustered by
+    k-means into about the square root of the domain's partition count (nearby partitions share
+    a group; a group never spans two domains). Groups are numbered from 0 across domains."""
+    from sklearn.cluster import KMeans
+
+    count = len(partition_domain)
+    order = np.argsort(labels, kind="stable")
+    sizes = np.bincount(labels, minlength=count)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    sums = np.add.reduceat(data[order].astype(np.float64), starts[sizes > 0], axis=0)
+    totals = np.zeros((count, data.shape[1]))
+    totals[sizes > 0] = sums
+    centroids = _unit(totals)
+    group = np.zeros(count, dtype=np.int64)
+    next_group = 0
+    for domain in np.unique(partition_domain):
+        members = np.flatnonzero(partition_domain == domain)
+        wanted = max(1, round(math.sqrt(len(members))))
+        if wanted == 1:
+            local = np.zeros(len(members), dtype=np.int64)
+        else:
+            with threadpool_limits(limits=1):  # a few hundred centroids: threads only cost
+                model = KMeans(n_clusters=wanted, n_init=3, random_state=seed)
+                model.fit(centroids[members])
+            _, local = np.unique(model.labels_, return_inverse=True)
+        group[members] = next_group + local
+        next_group += int(local.max()) + 1
+    return group
 
 
 def kmeans_partitions(
@@ -500,6 +680,8 @@ def build_library(
     seed: int,
     path: Path,
     hnsw_everywhere: bool,
+    placements_wanted: Sequence[str] = PLACEMENTS,
+    tenant: bool = False,
 ) -> Library:
     with _timed() as discovery_spent:
         thresholds: dict[str, Any] = {}
@@ -515,25 +697,78 @@ def build_library(
         else:
             labels = np.asarray(result.partition_labels, dtype=np.int64)
             domain_of = np.array([p.domain for p in result.partitions], dtype=np.int64)
-    store = EngineShards(path / "library")
-    built = _build_shards(store, data, labels, len(domain_of), hnsw_everywhere)
-    return Library(labels, domain_of, len(result.domains), store, built, discovery_spent[0])
+    return place_library(
+        data,
+        labels,
+        domain_of,
+        len(result.domains),
+        discovery_spent[0],
+        seed,
+        path,
+        hnsw_everywhere,
+        placements_wanted,
+        tenant,
+    )
 
 
-def library_layout(
+def place_library(
+    data: FloatArray,
+    labels: IntArray,
+    domain_of: IntArray,
+    domains: int,
+    discovery_s: float,
+    seed: int,
+    path: Path,
+    hnsw_everywhere: bool,
+    placements_wanted: Sequence[str] = PLACEMENTS,
+    tenant: bool = False,
+) -> Library:
+    """The library's points (partition ``labels``, each partition in domain ``domain_of``) on
+    shards, once per placement wanted."""
+    count = len(domain_of)
+    placements = []
+    for name in placements_wanted:
+        if name == "partition":
+            shard_of_partition = np.arange(count, dtype=np.int64)
+        elif name == "home":
+            shard_of_partition = domain_of.astype(np.int64)
+        else:
+            shard_of_partition = partition_groups(data, labels, domain_of, seed)
+        shards = int(shard_of_partition.max()) + 1
+        shard_domain = np.zeros(shards, dtype=np.int64)
+        shard_domain[shard_of_partition] = domain_of
+        store = EngineShards(path / f"library-{name}")
+        built = _build_shards(
+            store,
+            data,
+            shard_of_partition[labels],
+            shards,
+            hnsw_everywhere,
+            partitions=None if name == "partition" else labels,
+            tenant=tenant,
+        )
+        placements.append(Placement(name, store, built, shard_of_partition, shard_domain))
+    return Library(
+        labels,
+        domain_of,
+        np.bincount(labels, minlength=count).astype(np.int64),
+        domains,
+        placements,
+        discovery_s,
+    )
+
+
+def library_layouts(
     library: Library, data: FloatArray, strategy: str, seed: int
-) -> tuple[Layout, LibraryRouter, float]:
-    """The library routed by ``build_router`` with ``strategy`` (``centroid`` or ``hybrid``)."""
+) -> tuple[list[Layout], LibraryRouter, float]:
+    """The library routed by ``build_router`` with ``strategy`` (``centroid`` or ``hybrid``) to
+    its partitions, one layout per placement of their points."""
     engine_strategy = "domain_affinity" if strategy == "centroid" else "hybrid"
+    units = len(library.partition_sizes)
     with _timed() as spent:
         router = build_router(
-            data,
-            library.partition_labels,
-            [None] * len(library.built.sizes),
-            strategy=engine_strategy,
-            seed=seed,
+            data, library.partition_labels, [None] * units, strategy=engine_strategy, seed=seed
         )
-    units = len(library.built.sizes)
 
     if strategy == "centroid":
 
@@ -552,17 +787,27 @@ def library_layout(
 
         depths = COVERAGE_CANDIDATES
         depth_name = "coverage"
-    layout = Layout(
-        name=f"library {strategy}",
-        store=library.store,
-        shard_sizes=library.built.sizes,
-        shard_collection=library.partition_domain,
-        built=library.built,
-        plan=plan,
-        depths=depths,
-        depth_name=depth_name,
-    )
-    return layout, router, spent[0]
+    layouts = [
+        Layout(
+            name=f"library {strategy}"
+            + ("" if placement.name == "partition" else f"/{placement.name}"),
+            store=placement.store,
+            unit_sizes=library.partition_sizes,
+            shard_sizes=placement.built.sizes,
+            shard_collection=placement.shard_domain,
+            built=placement.built,
+            plan=plan,
+            depths=depths,
+            depth_name=depth_name,
+            visit=(
+                every_unit_its_shard
+                if placement.name == "partition"
+                else grouped_visits(placement.shard_of_partition)
+            ),
+        )
+        for placement in library.placements
+    ]
+    return layouts, router, spent[0]
 
 
 # --------------------------------------------------------------------------- tuning
@@ -586,7 +831,7 @@ class Tuner:
         self.truth = truth
         self.kth = kth
         self.data = data
-        self._cache: dict[tuple[int, int, int, int | None], Hits] = {}
+        self._cache: dict[tuple[int, int, int, int | None, tuple[int, ...] | None], Hits] = {}
         self._orders: list[tuple[FloatArray, IntArray]] | None = None
         if router is not None:
             engine_strategy = "domain_affinity" if strategy == "centroid" else "hybrid"
@@ -601,16 +846,18 @@ class Tuner:
         found = []
         for row in range(len(self.queries)):
             if self._orders is not None and layout.depth_name == "coverage":
-                shards = [int(u) for u in coverage_prefix(*self._orders[row], float(depth))]
+                units = [int(u) for u in coverage_prefix(*self._orders[row], float(depth))]
             elif self._orders is not None:
-                shards = [int(u) for u in self._orders[row][1][: int(depth)]]
+                units = [int(u) for u in self._orders[row][1][: int(depth)]]
             else:
-                shards = layout.plan(self.queries[row], depth)
+                units = layout.plan(self.queries[row], depth)
             parts = []
-            for shard in shards:
-                key = (id(layout.store), row, shard, ef)  # layouts may share a tuner
+            for shard, partitions in layout.visit(units):
+                key = (id(layout.store), row, shard, ef, partitions)  # layouts may share a tuner
                 if key not in self._cache:
-                    self._cache[key] = layout.store.search(shard, self.vectors[row], K, ef)
+                    self._cache[key] = layout.store.search(
+                        shard, self.vectors[row], K, ef, partitions
+                    )
                 parts.append(self._cache[key])
             found.append(merge_top_k(parts, K).ids)
         return recall_at_k(found, self.truth, self.kth, self.exact)
@@ -642,6 +889,8 @@ class Row:
     shards: float
     collections: float
     points: float
+    held: float
+    filtered: float
     p50_serial: float
     p50_fanout: float
 
@@ -667,6 +916,8 @@ def measure(layouts: Sequence[Layout], tuner: Tuner, rounds: int = 5) -> list[Ro
                 shards=statistics.fmean(o.shards for o in done),
                 collections=statistics.fmean(o.collections for o in done),
                 points=statistics.fmean(o.points for o in done),
+                held=statistics.fmean(o.held for o in done),
+                filtered=statistics.fmean(o.filtered for o in done),
                 p50_serial=statistics.median(o.serial_s for o in done),
                 p50_fanout=statistics.median(o.fanout_s for o in done),
             )
@@ -689,6 +940,65 @@ def shard_switch_cost(store: EngineShards, shards: int, vector: list[float]) -> 
     return same, (time.process_time() - started) / calls
 
 
+@dataclass(frozen=True)
+class PathCheck:
+    """How a layout's filtered shard searches behave in the engine."""
+
+    queries: int
+    searches: int
+    mean_points: float
+    exact: float  # share of filtered searches equal to the exact top-k of the kept points
+    filtered_cpu: float  # CPU-seconds per filtered search
+    unfiltered_cpu: float  # CPU-seconds per search of the same shard without the filter
+
+
+def filtered_path_check(
+    layout: Layout, tuner: Tuner, labels: IntArray, queries: int = 200
+) -> PathCheck:
+    """Whether the engine answers a partition filter by scoring only the kept points (Qdrant's
+    planner: a filter whose cardinality, estimated from the payload index, is under the full-scan
+    threshold is answered by a plain scan of the matching points, exactly) or by walking the
+    graph, and what the filter saves against an unfiltered search of the same shard."""
+    searches = kept = exact = 0
+    filtered_cpu = unfiltered_cpu = 0.0
+    for row in range(min(queries, len(tuner.queries))):
+        vector = tuner.vectors[row]
+        for shard, partitions in layout.visit(layout.plan(tuner.queries[row], layout.depth)):
+            if partitions is None:
+                continue
+            # Warm the shard first (a shard not asked for a while pays to wake its threads),
+            # then time both searches, alternating which goes first.
+            layout.store.search(shard, vector, K, layout.ef)
+            timed: dict[bool, float] = {}
+            for with_filter in (True, False) if searches % 2 else (False, True):
+                started = time.process_time()
+                answer = layout.store.search(
+                    shard, vector, K, layout.ef, partitions if with_filter else None
+                )
+                timed[with_filter] = time.process_time() - started
+                if with_filter:
+                    hits = answer
+            filtered_cpu += timed[True]
+            unfiltered_cpu += timed[False]
+            rows = np.flatnonzero(np.isin(labels, partitions))
+            kept += len(rows)
+            best = np.sort(tuner.data[rows] @ tuner.queries[row])[::-1][:K]
+            exact += int(
+                len(hits.scores) == len(best)
+                and bool(np.all(np.abs(hits.scores - best) <= TIE_TOLERANCE * 10))
+            )
+            searches += 1
+    every = max(1, searches)
+    return PathCheck(
+        queries=min(queries, len(tuner.queries)),
+        searches=searches,
+        mean_points=kept / every,
+        exact=exact / every,
+        filtered_cpu=filtered_cpu / every,
+        unfiltered_cpu=unfiltered_cpu / every,
+    )
+
+
 def print_table(title: str, rows: Sequence[Row], total: int) -> bool:
     """The table with ratios to random shards and to one collection; whether the goal holds."""
     by_name = {row.layout.name: row for row in rows}
@@ -699,8 +1009,9 @@ def print_table(title: str, rows: Sequence[Row], total: int) -> bool:
 
     print(f"\n{title}")
     print(
-        f"{'layout':<19}{'setting':>17}{'recall@10':>10}{'fleet ms':>9}{'search':>8}{'route':>7}"
-        f"{'shards':>8}{'colls':>6}{'touched':>8}{'hnsw':>6}{'p50 ser':>8}{'p50 fan':>8}{'/rand':>7}{'/one':>7}"
+        f"{'layout':<25}{'setting':>15}{'recall@10':>10}{'fleet ms':>9}{'search':>8}{'route':>7}"
+        f"{'shards':>7}{'filt':>5}{'colls':>6}{'touched':>8}{'held':>7}{'hnsw':>5}"
+        f"{'p50 ser':>8}{'p50 fan':>8}{'/rand':>6}{'/one':>6}"
     )
     for row in rows:
         layout = row.layout
@@ -708,12 +1019,12 @@ def print_table(title: str, rows: Sequence[Row], total: int) -> bool:
             f"ef={layout.ef}" if layout.depth is None else f"{layout.depth_name}={layout.depth:g}"
         )
         print(
-            f"{layout.name:<19}{setting:>17}{row.recall:>10.3f}{fleet(row) * 1e3:>9.3f}"
-            f"{row.search_cpu * 1e3:>8.3f}{row.routing_cpu * 1e3:>7.3f}{row.shards:>8.1f}"
-            f"{row.collections:>6.1f}{row.points / total:>8.1%}"
-            f"{layout.built.indexed / total:>6.0%}{row.p50_serial * 1e3:>8.2f}"
-            f"{row.p50_fanout * 1e3:>8.2f}{fleet(row) / fleet(sharded):>7.2f}"
-            f"{fleet(row) / fleet(one):>7.2f}"
+            f"{layout.name:<25}{setting:>15}{row.recall:>10.3f}{fleet(row) * 1e3:>9.3f}"
+            f"{row.search_cpu * 1e3:>8.3f}{row.routing_cpu * 1e3:>7.3f}{row.shards:>7.1f}"
+            f"{row.filtered:>5.1f}{row.collections:>6.1f}{row.points / total:>8.1%}"
+            f"{row.held / total:>7.1%}{layout.built.indexed / total:>5.0%}"
+            f"{row.p50_serial * 1e3:>8.2f}{row.p50_fanout * 1e3:>8.2f}"
+            f"{fleet(row) / fleet(sharded):>6.2f}{fleet(row) / fleet(one):>6.2f}"
         )
     library = [row for row in rows if row.layout.name.startswith("library")]
     reaching = [row for row in library if row.recall >= TARGET_RECALL]
@@ -751,25 +1062,40 @@ def run_dataset(
                 flush=True,
             )
         library = build_library(
-            data, args.partitions, args.partitioner, args.seed, path, args.hnsw_everywhere
+            data,
+            args.partitions,
+            args.partitioner,
+            args.seed,
+            path,
+            args.hnsw_everywhere,
+            args.placements,
+            args.tenant,
         )
-        sizes = library.built.sizes
+        sizes = library.partition_sizes
         print(
             f"built library: discovery {library.discovery_s:.1f}s, {library.domains} domains, "
-            f"{len(sizes)} partitions (sizes {sizes.min()}..{sizes.max()}), shards in "
-            f"{library.built.seconds:.1f}s ({library.built.cpu:.1f} CPU-s), "
-            f"{library.built.indexed / len(data):.0%} of points HNSW-indexed",
+            f"{len(sizes)} partitions (sizes {sizes.min()}..{sizes.max()})",
             flush=True,
         )
+        for placement in library.placements:
+            held = placement.built.sizes
+            print(
+                f"  a shard per {placement.name}: {len(held)} shards (sizes {held.min()}.."
+                f"{held.max()}) in {placement.built.seconds:.1f}s ({placement.built.cpu:.1f} "
+                f"CPU-s), {placement.built.indexed / len(data):.0%} of points HNSW-indexed",
+                flush=True,
+            )
         tuners = {}
         plain = Tuner(queries, truth, scores[:, -1], data)
         for layout in layouts:
             tuners[layout.name] = plain
         for strategy in args.strategies:
-            layout, router, router_s = library_layout(library, data, strategy, args.seed)
+            routed, router, router_s = library_layouts(library, data, strategy, args.seed)
             print(f"router {strategy}: built in {router_s:.1f}s", flush=True)
-            layouts.append(layout)
-            tuners[layout.name] = Tuner(queries, truth, scores[:, -1], data, router, strategy)
+            tuner = Tuner(queries, truth, scores[:, -1], data, router, strategy)
+            for layout in routed:
+                layouts.append(layout)
+                tuners[layout.name] = tuner
         for layout in layouts:
             with _timed() as spent:
                 tune(layout, tuners[layout.name])
@@ -788,13 +1114,31 @@ def run_dataset(
             rows,
             len(data),
         )
-        same, switching = shard_switch_cost(library.store, len(sizes), plain.vectors[0])
-        print(
-            f"engine CPU per search of a library shard: {same * 1e3:.3f} ms asking one shard again "
-            f"and again, {switching * 1e3:.3f} ms asking each of its {len(sizes)} shards in turn"
-        )
-        for layout in {id(layout.store): layout for layout in layouts}.values():
-            layout.store.close()
+        by_placement = {p.name: p for p in library.placements}
+        if "partition" in by_placement:
+            same, switching = shard_switch_cost(
+                by_placement["partition"].store, len(sizes), plain.vectors[0]
+            )
+            print(
+                f"engine CPU per search of a library shard: {same * 1e3:.3f} ms asking one shard "
+                f"again and again, {switching * 1e3:.3f} ms asking each of its {len(sizes)} "
+                "shards in turn"
+            )
+        threshold = (DEFAULT_HNSW.full_scan_threshold or 10_000) * 1024 // (4 * data.shape[1])
+        for layout in layouts:
+            if layout.visit is every_unit_its_shard or not layout.name.startswith("library"):
+                continue
+            check = filtered_path_check(layout, plain, library.partition_labels)
+            print(
+                f"{layout.name}: {check.searches} filtered shard searches (first "
+                f"{check.queries} queries) keep {check.mean_points:,.0f} points on average (the "
+                f"engine scans instead of walking the graph below {threshold:,} points a "
+                f"segment); {check.exact:.1%} equal the exact top-{K} of the kept points; CPU "
+                f"{check.filtered_cpu * 1e3:.3f} ms filtered vs {check.unfiltered_cpu * 1e3:.3f} ms "
+                "for the same shard unfiltered"
+            )
+        for store in {id(layout.store): layout.store for layout in layouts}.values():
+            store.close()
     print(f"peak RSS so far: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     return met
 
@@ -822,6 +1166,17 @@ def main() -> int:
         action="store_true",
         help="index every shard however small and search its graph (default: Qdrant's "
         "thresholds: small segments are not indexed and are scanned)",
+    )
+    parser.add_argument(
+        "--placements",
+        default=",".join(PLACEMENTS),
+        type=lambda s: s.split(","),
+        help="how the library's points sit on shards: partition (a shard per partition), home "
+        "(a shard per domain, filtered to the chosen partitions), groups (a few shards per "
+        "domain of nearby partitions, filtered)",
+    )
+    parser.add_argument(
+        "--tenant", action="store_true", help="declare the partition payload index is_tenant"
     )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workdir", default=None, help="where the shards are stored")

@@ -18,10 +18,15 @@ from benchmarks.bench_fleet_cost import (
     Tuner,
     coverage_prefix,
     exact_top_k,
+    filtered_path_check,
     flat_layout,
+    grouped_visits,
     hash_shards,
     kmeans_partitions,
+    library_layouts,
     merge_top_k,
+    partition_groups,
+    place_library,
     recall_at_k,
     shard_switch_cost,
     smallest_reaching,
@@ -214,3 +219,71 @@ def test_shard_switch_cost_measures_both_patterns(tmp_path: Path) -> None:
         assert switching > 0
     finally:
         store.close()
+
+
+def test_grouped_visits_ask_each_shard_once_filtered_to_the_chosen_partitions() -> None:
+    shard_of_partition = np.array([0, 0, 1, 1, 1, 2], dtype=np.int64)
+    visit = grouped_visits(shard_of_partition)
+    assert visit([3, 0, 4, 1]) == [(1, (3, 4)), (0, None)]  # shard 0: both its partitions
+    assert visit([5]) == [(2, None)]
+    assert visit([2]) == [(1, (2,))]
+    assert visit([]) == []
+
+
+def test_a_partition_filter_gives_the_exact_top_k_of_the_kept_partitions(tmp_path: Path) -> None:
+    """One shard holding several partitions, asked for some of them, answers what brute force
+    over those partitions' points answers (the engine scans the points the index keeps)."""
+    data, queries = _unit_rows(3_000, 16, 20), _unit_rows(15, 16, 21)
+    partitions = np.random.default_rng(22).integers(0, 12, len(data)).astype(np.int64)
+    ids = np.arange(len(data), dtype=np.int64)
+    store = EngineShards(tmp_path)
+    try:
+        store.create(data, ids, hnsw_everywhere=False, partitions=partitions)
+        for row, query in enumerate(queries):
+            kept = sorted({row % 12, (row * 5 + 3) % 12})
+            rows = np.flatnonzero(np.isin(partitions, kept))
+            truth, truth_scores = exact_top_k(data[rows], query[None, :], 10)
+            answer = store.search(0, query.tolist(), 10, None, kept)
+            np.testing.assert_array_equal(answer.ids, rows[truth[0]])
+            np.testing.assert_allclose(answer.scores, truth_scores[0], atol=1e-5)
+        assert len(store.search(0, queries[0].tolist(), 10, None, [99]).ids) == 0
+    finally:
+        store.close()
+
+
+def test_partition_groups_stay_inside_their_domain_and_number_about_the_square_root() -> None:
+    data = _unit_rows(4_000, 8, 23)
+    labels = np.random.default_rng(24).integers(0, 30, len(data)).astype(np.int64)
+    domain_of = np.array([0] * 16 + [1] * 9 + [2] * 5, dtype=np.int64)
+    group = partition_groups(data, labels, domain_of, seed=0)
+    assert sorted(set(group.tolist())) == list(range(int(group.max()) + 1))
+    for g in range(int(group.max()) + 1):
+        assert len(set(domain_of[group == g].tolist())) == 1
+    per_domain = [len(set(group[domain_of == d].tolist())) for d in range(3)]
+    assert per_domain == [4, 3, 2]
+
+
+def test_every_placement_of_the_library_answers_alike_at_one_probe_depth(tmp_path: Path) -> None:
+    """The same routed partitions, whether each is a shard, or a domain's partitions share a
+    shard (filtered), or groups of them do, give the same recall (small shards are scanned
+    exactly, so the answers are the same points)."""
+    data, queries = _unit_rows(3_000, 8, 25), _unit_rows(40, 8, 26)
+    truth, scores = exact_top_k(data, queries, 10)
+    labels = np.argmax(data @ data[:30].T, axis=1).astype(np.int64)  # 30 cells
+    domain_of = np.arange(30, dtype=np.int64) % 4
+    library = place_library(data, labels, domain_of, 4, 0.0, 0, tmp_path, hnsw_everywhere=False)
+    try:
+        assert [p.name for p in library.placements] == ["partition", "home", "groups"]
+        layouts, router, _ = library_layouts(library, data, "centroid", 0)
+        tuner = Tuner(queries, truth, scores[:, -1], data, router, "centroid")
+        for depth in (1, 3, 8):
+            recalls = {layout.name: tuner.recall(layout, None, depth) for layout in layouts}
+            assert len(set(recalls.values())) == 1, recalls
+        home = layouts[1]
+        home.depth = 3
+        check = filtered_path_check(home, tuner, library.partition_labels, queries=10)
+        if check.searches:
+            assert check.exact == 1.0
+    finally:
+        for placement in library.placements:
+            placement.store.close()
