@@ -431,3 +431,19 @@ async def test_failed_jobs_are_retried_then_reported_with_how_to_retry(
     done = await _status_when(api, lambda s: s.get("phase") == "Ready")
     assert done["labeling"]["labeled"] == POINTS
     assert _condition(done, "Labeled")["status"] == "True"
+
+
+async def test_a_cluster_keyed_from_the_operators_environment_cannot_be_analysed_by_a_job(
+    cluster_without_jobs: EmulatedCluster,
+) -> None:
+    api = cluster_without_jobs
+    body = domainmap("remote", Path("unused"))
+    body["spec"]["clusters"] = [
+        {"name": "general", "url": "https://general.example:6333", "apiKeyEnv": "GENERAL_KEY"}
+    ]
+    await api.create(body)
+    failed = await _status_when(api, lambda s: s.get("phase") == "Failed", name="remote")
+    ready = _condition(failed, "Ready")
+    assert ready["reason"] == "AnalysisNeedsSecret"
+    assert "apiKeySecretRef" in ready["message"]
+    assert await api.list_objects(JOBS, "default") == []

@@ -174,8 +174,6 @@ def _classify(error: Exception, parsed: DomainMapSpec) -> _Failure:
         return _Failure("InvalidSource", f"cannot analyse the source: {error}", None)
     if isinstance(error, QdrantError):
         return _Failure("QdrantRequestFailed", str(error), 60.0)
-    if isinstance(error, TimeoutError):
-        return _Failure("AnalysisTimeout", "analysis took longer than its time limit", 120.0)
     if isinstance(error, api.KubernetesApiError):
         return _Failure("KubernetesApiError", str(error), 30.0)
     raise error
