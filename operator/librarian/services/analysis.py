@@ -1,9 +1,9 @@
 """Analysing a source collection and publishing its domains.
 
-Why this exists: the operator's handlers and the CLI run the same two steps —
-sample the source and discover its domains, then label every point and write
-the catalog. Keeping that glue here keeps handlers thin and gives one place to
-test it against a real engine.
+Why this exists: the analysis Job (:mod:`librarian.services.analysis_job`) and
+the CLI run the same two steps — sample the source and discover its domains,
+then label every point and write the catalog. Keeping that glue here gives one
+place to test it against a real engine.
 """
 
 from __future__ import annotations
