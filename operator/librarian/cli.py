@@ -1,5 +1,5 @@
-"""The ``librarian`` command: load, up, status, demo, operator, router, discover, migrate, label,
-config.
+"""The ``librarian`` command: load, up, status, demo, operator, router, discover, migrate,
+analyze, label, config.
 
 Why this exists: one entrypoint for people and for containers. The operator
 image runs ``librarian operator``; people run ``librarian discover`` on a
@@ -1133,6 +1133,76 @@ def migrate_command(
         f"removed from source {report.removed_from_source:,}, written around the library: "
         f"{report.unversioned:,} without a version, {report.unlabelled:,} without a label"
     )
+
+
+# --------------------------------------------------------------------------- analyze
+
+
+@main.command("analyze")
+@click.option("--name", required=True, help="The analysis request's name (the operator writes it).")
+@click.option("--source-url", help="Source cluster URL.")
+@click.option("--source-embedded", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--catalog-url", help="Catalog cluster URL (default: the source cluster).")
+@click.option("--catalog-embedded", type=click.Path(file_okay=False, path_type=Path))
+def analyze_command(
+    name: str,
+    source_url: str | None,
+    source_embedded: Path | None,
+    catalog_url: str | None,
+    catalog_embedded: Path | None,
+) -> None:
+    """Sample a DomainMap's source, discover its domains and publish them to the catalog.
+
+    The request (the spec's analysis parameters) is read from the source
+    cluster, where the operator wrote it; progress is recorded there too. The
+    catalog is published in one atomic step at the end: a run killed before it
+    leaves the previous publication served, and runs again from the start. A run
+    the operator replaced meanwhile publishes nothing (exit code 0). API keys come from
+    LIBRARIAN_SOURCE_API_KEY and LIBRARIAN_CATALOG_API_KEY. Exit code 1: a
+    cluster error (retry).
+    """
+    from librarian.operator.jobs import CATALOG_API_KEY_ENV, SOURCE_API_KEY_ENV
+    from librarian.services.analysis_job import AnalysisStore, NoAnalysisRequest, run_analysis
+    from librarian.storage.fleet import ClusterConfig, FleetConfigError, connect
+
+    separate_catalog = bool(catalog_url or catalog_embedded)
+    try:
+        source_config = ClusterConfig(
+            name="source",
+            url=source_url,
+            embedded=str(source_embedded) if source_embedded else None,
+            api_key=os.environ.get(SOURCE_API_KEY_ENV) or None,
+        )
+        catalog_config = (
+            ClusterConfig(
+                name="catalog",
+                url=catalog_url,
+                embedded=str(catalog_embedded) if catalog_embedded else None,
+                api_key=os.environ.get(CATALOG_API_KEY_ENV) or None,
+            )
+            if separate_catalog
+            else source_config
+        )
+    except FleetConfigError as error:
+        raise click.UsageError(str(error)) from None
+    source = connect(source_config)
+    catalog = connect(catalog_config) if separate_catalog else source
+    try:
+        store = AnalysisStore(source)
+        request = store.load_request(name)
+        end = run_analysis(source, catalog, request, store=store)
+    except NoAnalysisRequest as error:
+        # The operator removes the request of an analysis it replaced, and of a DomainMap
+        # that went: nothing is left to do (a failure would only make the Job retry).
+        click.echo(f"analysis {name}: Superseded: {error}")
+        return
+    except QdrantError as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        source.close()
+        if catalog is not source:
+            catalog.close()
+    click.echo(f"analysis {name}: {end.phase}: {end.message}")
 
 
 # --------------------------------------------------------------------------- label

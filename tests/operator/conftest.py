@@ -37,6 +37,8 @@ __all__ = [
     "labeling_jobs_played",
     "load_named_source",
     "load_source",
+    "play_job",
+    "run_analysis_job",
     "wait_for",
 ]
 
@@ -145,20 +147,20 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
-def _is_labeling(job: Mapping[str, Any]) -> bool:
+def _is_domainmap_job(job: Mapping[str, Any]) -> bool:
     labels = job["metadata"].get("labels") or {}
-    return labels.get("app.kubernetes.io/component") == "labeling"
+    return labels.get("app.kubernetes.io/component") in ("analysis", "labeling")
 
 
 @contextlib.asynccontextmanager
 async def labeling_jobs_played(api: EmulatedCluster) -> AsyncIterator[None]:
-    """Play the Job controller for labeling Jobs (each pod's command in-process) while the
-    block runs; migration Jobs are left to the tests that play them."""
+    """Play the Job controller for analysis and labeling Jobs (each pod's command
+    in-process) while the block runs; migration Jobs are left to the tests that play them."""
     done: set[str] = set()
 
     async def play() -> None:
         while True:
-            await play_job_controller(api, None, done, run_job_command, selected=_is_labeling)
+            await play_job_controller(api, None, done, run_job_command, selected=_is_domainmap_job)
             await asyncio.sleep(0.2)  # a rescan, as the Job controller's watch would wake it
 
     player = asyncio.create_task(play())
@@ -170,9 +172,38 @@ async def labeling_jobs_played(api: EmulatedCluster) -> AsyncIterator[None]:
             await player
 
 
+async def play_job(api: EmulatedCluster, job_name: str) -> None:
+    """Run the Job ``job_name``'s pods in-process and set its outcome, as Kubernetes would."""
+    ran = await play_job_controller(
+        api,
+        "default",
+        set(),
+        run_job_command,
+        selected=lambda job: job["metadata"]["name"] == job_name,
+    )
+    assert ran == 1, f"Job {job_name} was not there to run"
+
+
+async def run_analysis_job(api: EmulatedCluster, name: str, *, not_named: str = "") -> str:
+    """Wait for the DomainMap ``name``'s analysis Job (other than ``not_named``), run it and
+    mark it complete; returns its name."""
+
+    async def started() -> str | None:
+        obj = await api.get(DOMAINMAPS, "default", name)
+        status = (obj or {}).get("status") or {}
+        job = (status.get("analysis") or {}).get("job")
+        running = status.get("phase") == "Analyzing" and job and job != not_named
+        return str(job) if running else None
+
+    job_name: str = await wait_for(started, 90)
+    await play_job(api, job_name)
+    return job_name
+
+
 @pytest.fixture
 async def cluster(clock: ManualClock) -> AsyncIterator[EmulatedCluster]:
-    """The operator against the emulated API; labeling Jobs run as they are created."""
+    """The operator against the emulated API; analysis and labeling Jobs run as they are
+    created."""
     context = OperatorContext(progress_interval_s=0.2, clock=clock)
     async with (
         operator_against_emulator(load_crds(REPO / "crds"), context=context) as api,

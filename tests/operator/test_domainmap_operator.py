@@ -225,7 +225,7 @@ async def test_timer_reanalyses_when_interval_passes(
             obj = await cluster.get(DOMAINMAPS, "default", "ticking")
             return bool(obj and obj["status"].get("version", 0) >= version)
 
-        await wait_for(reanalysed, 60)
+        await wait_for(reanalysed, 180)  # an analysis Job, then a labeling Job, on a busy machine
     obj = await cluster.get(DOMAINMAPS, "default", "ticking")
     assert obj is not None
     assert obj["status"]["observedGeneration"] == 1  # same spec, new analyses

@@ -27,7 +27,15 @@ from librarian.services.labeling_job import (
 from librarian.storage.embedded import EmbeddedQdrant
 from librarian.storage.port import PointId, QdrantPort
 
-from .conftest import DOMAINMAPS, POINTS, domainmap, events_with, load_source, wait_for
+from .conftest import (
+    DOMAINMAPS,
+    POINTS,
+    domainmap,
+    events_with,
+    load_source,
+    run_analysis_job,
+    wait_for,
+)
 
 JOBS = "batch/v1/jobs"
 
@@ -80,6 +88,7 @@ async def test_labeling_job_runs_per_worker_reports_progress_and_resumes_a_kille
     storage = tmp_path / "general"
     load_source(storage)
     await api.create(domainmap("packages", storage, labeling={"workers": 3, "batchSize": 40}))
+    analysis = await run_analysis_job(api, "packages")
     status = await _status_when(api, "packages", lambda s: s.get("phase") == "Labeling")
     labeling = status["labeling"]
     assert (labeling["workers"], labeling["ranges"], labeling["labeled"]) == (3, 3, 0)
@@ -91,7 +100,8 @@ async def test_labeling_job_runs_per_worker_reports_progress_and_resumes_a_kille
     assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 3, 3)
     assert job["metadata"]["ownerReferences"][0]["kind"] == "DomainMap"
     container = spec["template"]["spec"]["containers"][0]
-    assert container["args"][:3] == ["label", "--name", "default/packages@v1"]
+    plan_name = f"default/packages@v1/{analysis}"
+    assert container["args"][:3] == ["label", "--name", plan_name]
 
     # Pod 0 runs to the end, as Kubernetes would run it.
     ok, output = run_job_command(container["args"], {"JOB_COMPLETION_INDEX": "0"})
@@ -99,7 +109,7 @@ async def test_labeling_job_runs_per_worker_reports_progress_and_resumes_a_kille
     port = EmbeddedQdrant("general", storage)
     try:
         store = LabelingProgressStore(port)
-        plan = store.load_plan("default/packages@v1")
+        plan = store.load_plan(plan_name)
         first = store.load_range(plan.name, 0)
         assert first is not None
         assert first.done
@@ -165,41 +175,6 @@ async def test_labeling_job_runs_per_worker_reports_progress_and_resumes_a_kille
         assert {p.payload[VERSION_KEY] for p in points} == {1}
     finally:
         port.close()
-
-
-async def test_a_failed_labeling_job_becomes_a_condition(
-    cluster_without_jobs: EmulatedCluster, tmp_path: Path
-) -> None:
-    api = cluster_without_jobs
-    storage = tmp_path / "general"
-    load_source(storage)
-    await api.create(domainmap("packages", storage, labeling={"workers": 2}))
-    status = await _status_when(api, "packages", lambda s: s.get("phase") == "Labeling")
-    await api.patch(
-        JOBS,
-        "default",
-        status["labeling"]["job"],
-        {
-            "status": {
-                "failed": 7,
-                "conditions": [
-                    {
-                        "type": "Failed",
-                        "status": "True",
-                        "reason": "BackoffLimitExceeded",
-                        "message": "Job has reached the specified backoff limit",
-                    }
-                ],
-            }
-        },
-    )
-    failed = await _status_when(api, "packages", lambda s: s.get("phase") == "Failed")
-    ready = _condition({"status": failed}, "Ready")
-    assert (ready["status"], ready["reason"]) == ("False", "LabelingFailed")
-    assert "BackoffLimitExceeded" in ready["message"]
-    assert "labelled 0 of 400 points" in ready["message"]
-    assert _condition({"status": failed}, "Labeled")["reason"] == "LabelingFailed"
-    await events_with(api, {"LabelingFailed"})
 
 
 async def test_invalid_worker_counts_are_refused(

@@ -146,8 +146,10 @@ def test_up_serves_stops_on_sigterm_and_resumes_without_redoing_anything(
     assert stored["status"]["phase"] == "Ready"
     jobs = sorted((root / ".librarian/resources/default/jobs.batch").glob("*.json"))
     labeling = [j for j in jobs if "-label-v" in j.name]
-    assert len(labeling) == 1  # the DomainMap's labeling Job; one migration Job per domain
-    assert len(jobs) - len(labeling) == len(library["domains"]) > 1
+    analysis = [j for j in jobs if "-analyze-g" in j.name]
+    # The DomainMap's analysis Job and labeling Job; one migration Job per domain.
+    assert (len(analysis), len(labeling)) == (1, 1)
+    assert len(jobs) - len(labeling) - len(analysis) == len(library["domains"]) > 1
     assert not list((root / ".librarian").rglob(".*.json.*"))  # no temporary file left behind
 
     second = start_up([], cwd=root, port=free_port(), output=root / "second.log")  # no -f: resumes

@@ -100,8 +100,9 @@ holds the same table, and an operator test checks the calls it really makes agai
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
-# Migration and labeling Jobs: created, then followed; owner references garbage-collect
-# them; a newer analysis deletes an older analysis's labeling Job.
+# Migration, analysis and labeling Jobs: created, then followed; owner references
+# garbage-collect them; a newer spec deletes the analysis Job it replaces, a newer analysis
+# an older analysis's labeling Job, and a retry the Job that failed.
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, create, delete]

@@ -41,3 +41,7 @@ LIBRARY_LOADED_ANNOTATION = f"{GROUP}/library-loaded"
 CREDENTIALS_LABEL = f"{GROUP}/qdrant-credentials"
 """On a Secret, set to ``"true"`` by its owner: its keys may be sent to a Qdrant cluster
 that a DomainMap of the same namespace names. Unlabelled Secrets are never used."""
+
+RETRY_ANNOTATION = f"{GROUP}/retry"
+"""Set (to any new value) by a user on a DomainMap whose analysis or labeling Job failed
+after its retries: the operator runs it again."""

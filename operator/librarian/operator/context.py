@@ -18,6 +18,7 @@ from librarian.core.load import Thresholds
 from librarian.kube.fleet_access import CredentialPolicy
 from librarian.kube.policy_spec import PolicyDefaults
 from librarian.kube.spec import SpecDefaults
+from librarian.operator.analysis import RetryPolicy
 from librarian.settings import Settings
 from librarian.storage.fleet import ClusterConfig, Fleet
 
@@ -45,8 +46,9 @@ class OperatorContext:
         )
     )
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-    analysis_timeout_s: float = 1800.0
     progress_interval_s: float = 2.0
+    job_retry: RetryPolicy = field(default_factory=RetryPolicy)
+    """How a failed analysis or labeling Job is created again."""
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     rebalance_defaults: PolicyDefaults = field(default_factory=PolicyDefaults)
     credential_policy: CredentialPolicy = field(default_factory=CredentialPolicy)

@@ -1,11 +1,13 @@
-"""What the operator does for one DomainMap: analyse, publish, report; and clean up.
+"""What the operator does for one DomainMap: analyse, label, report; retry; and clean up.
 
 Why this exists: the kopf handlers stay thin — they pass the object here. This
-module parses the spec, resolves API keys, runs the blocking Qdrant and
-numpy work in a thread with a timeout, and turns every outcome (success, bad
-spec, missing Secret, unreachable cluster, missing source) into a status with
-a typed condition and an Event. It decides what may pass (retry later) and
-what needs the user (a permanent error), and never puts a secret in a message.
+module parses the spec, resolves API keys, starts the analysis Job (sampling
+and discovery run there, not in the operator) and then the labeling Job,
+follows both into the status, retries a failed Job a few times, and turns
+every outcome (success, bad spec, missing Secret, unreachable cluster,
+missing source, a failed Job) into a status with a typed condition and an
+Event. It decides what may pass (retry later) and what needs the user (a
+permanent error), and never puts a secret in a message.
 """
 
 from __future__ import annotations
@@ -16,34 +18,42 @@ import logging
 import time
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import kopf
 
 from librarian.contracts.api import DOMAINMAPS, GROUP, VERSION
-from librarian.contracts.metadata import DOMAIN_LABEL, DOMAINMAP_LABEL
+from librarian.contracts.metadata import DOMAIN_LABEL, DOMAINMAP_LABEL, RETRY_ANNOTATION
 from librarian.core.collection_spec import RoutingVectorError, routing_vector_name
-from librarian.core.discovery import DiscoveryError, Domain
-from librarian.core.patterns import discover_patterns
+from librarian.core.discovery import DiscoveryError
 from librarian.core.placement import place_domains
 from librarian.kube import client as api
 from librarian.kube.fleet_access import CredentialRefused, resolve_clusters
 from librarian.kube.naming import kubernetes_name
 from librarian.kube.spec import DomainMapSpec, SpecDefaults, SpecError, parse_domainmap_spec
-from librarian.operator.conditions import parse_timestamp, set_condition
+from librarian.operator.analysis import (
+    analysis_job,
+    analysis_job_name,
+    analysis_request,
+    needs_secret,
+    retry_hint,
+)
+from librarian.operator.conditions import parse_timestamp, set_condition, timestamp
 from librarian.operator.context import OperatorContext
 from librarian.operator.domainmap_status import analyzed_status, failed_status, progress_status
 from librarian.operator.labeling import labeling_job, labeling_progress
-from librarian.services.analysis import analyze_collection, publish_domains
-from librarian.services.catalog import delete_catalog, mark_labelled, read_previous
-from librarian.services.labeling import remove_labels, unlabeled_filter
-from librarian.services.labeling_job import (
-    LabelingPlan,
-    LabelingProgressStore,
-    labeling_name,
-    plan_labeling,
+from librarian.services.analysis_job import AnalysisProgress, AnalysisStore
+from librarian.services.catalog import (
+    CatalogHead,
+    claim_publication,
+    delete_catalog,
+    discard_publication,
+    mark_labelled,
+    read_head,
 )
+from librarian.services.labeling import remove_labels, unlabeled_filter
+from librarian.services.labeling_job import LabelingProgressStore
 from librarian.services.sampling import EmptySource
 from librarian.storage.errors import (
     AuthenticationFailed,
@@ -56,12 +66,15 @@ from librarian.storage.fleet import ClusterConfig
 __all__ = [
     "PLURAL",
     "analysis_due",
+    "analysis_in_flight",
     "analyze_domainmap",
     "cleanup_domainmap",
     "context_from",
+    "follow_analysis",
     "follow_labeling",
     "labeling_in_flight",
     "owner_of",
+    "retry_domainmap",
 ]
 
 PLURAL = DOMAINMAPS
@@ -87,8 +100,13 @@ def analysis_due(
 ) -> bool:
     """True when the DomainMap has not been analysed at this generation or its interval passed.
 
-    Not while this generation's labeling Job runs: the labeling timer follows it."""
+    Not while this generation's analysis or labeling Job runs: their timers follow them."""
     if status.get("observedGeneration") == generation and labeling_in_flight(status):
+        return False
+    if (
+        analysis_in_flight(status)
+        and (status.get("analysis") or {}).get("generation") == generation
+    ):
         return False
     if status.get("observedGeneration") != generation or status.get("phase") != "Ready":
         return True
@@ -156,8 +174,6 @@ def _classify(error: Exception, parsed: DomainMapSpec) -> _Failure:
         return _Failure("InvalidSource", f"cannot analyse the source: {error}", None)
     if isinstance(error, QdrantError):
         return _Failure("QdrantRequestFailed", str(error), 60.0)
-    if isinstance(error, TimeoutError):
-        return _Failure("AnalysisTimeout", "analysis took longer than its time limit", 120.0)
     if isinstance(error, api.KubernetesApiError):
         return _Failure("KubernetesApiError", str(error), 30.0)
     raise error
@@ -188,7 +204,8 @@ async def analyze_domainmap(
     context: OperatorContext,
     logger: logging.Logger | logging.LoggerAdapter[Any],
 ) -> None:
-    """Analyse the DomainMap's source, label it, write the catalog and the status."""
+    """Start the DomainMap's analysis Job for its generation (replacing one of an older
+    generation); :func:`follow_analysis` takes it from there."""
     meta, namespace, name = body.meta, body.meta.namespace or "default", body.meta.name or ""
     generation = meta.get("generation")
     now = context.clock()
@@ -211,14 +228,6 @@ async def analyze_domainmap(
         _fail(body, patch, _Failure("InvalidSpec", message, None), generation=generation, now=now)
         return
     async with context.lock(owner_of(namespace, name)):
-        try:
-            configs = await resolve_clusters(
-                parsed.clusters, namespace, policy=context.credential_policy
-            )
-        except api.KubernetesApiError as error:
-            _fail(body, patch, _classify(error, parsed), generation=generation, now=now)
-            return
-        loop = asyncio.get_running_loop()
         live = await _live_status(namespace, name, body.get("status") or {})
         if live.get("observedGeneration") == generation and _analysed_within(
             live, now, parsed.interval_s
@@ -229,60 +238,371 @@ async def analyze_domainmap(
                 "DomainMap %s/%s already analysed at generation %s", namespace, name, generation
             )
             return
-        reporter = _ProgressReporter(body, context, generation, loop)
-        await reporter.send("Analyzing", f"sampling {parsed.source_collection}", force=True)
-        version = int(live.get("version") or 0) + 1
-        try:
-            outcome = await asyncio.wait_for(
-                asyncio.to_thread(
-                    _analyze_blocking,
-                    parsed,
-                    configs,
-                    namespace,
-                    name,
-                    version,
-                    context,
-                    reporter,
-                    _labeling_record(live),
-                ),
-                timeout=context.analysis_timeout_s,
+        running = live.get("analysis") or {}
+        if analysis_in_flight(live) and running.get("generation") == generation:
+            return  # this generation's Job runs: the analysis timer follows it
+        await _start_analysis(body, patch, parsed, live, context, attempt=1)
+
+
+async def _start_analysis(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    parsed: DomainMapSpec,
+    live: Mapping[str, Any],
+    context: OperatorContext,
+    *,
+    attempt: int,
+) -> None:
+    """Write the request, claim the catalog for it and create the analysis Job; an older
+    analysis Job is deleted and can no longer publish."""
+    namespace, name = body.meta.namespace or "default", body.meta.name or ""
+    generation, now = body.meta.get("generation"), context.clock()
+    blocked = needs_secret(parsed, [parsed.source_cluster, parsed.catalog_cluster])
+    if blocked is not None:
+        message = (
+            f"cluster {blocked.name!r} takes its API key from the operator's environment "
+            "(apiKeyEnv); the analysis Job needs apiKeySecretRef"
+        )
+        _fail(
+            body,
+            patch,
+            _Failure("AnalysisNeedsSecret", message, None),
+            generation=generation,
+            now=now,
+        )
+    previous = dict(live.get("analysis") or {})
+    serial = int(previous.get("jobs") or 0) + 1 if previous.get("generation") == generation else 1
+    job_name = analysis_job_name(name, generation, serial)
+    version = int(live.get("version") or 0) + 1
+    owner = owner_of(namespace, name)
+    old_job = str(previous.get("job") or "")
+    jobs = f"/apis/batch/v1/namespaces/{namespace}/jobs"
+    try:
+        configs = await resolve_clusters(
+            parsed.clusters, namespace, policy=context.credential_policy
+        )
+        await asyncio.to_thread(
+            _prepare_analysis_blocking,
+            parsed,
+            configs,
+            context,
+            owner=owner,
+            job_name=job_name,
+            version=version,
+            generation=generation,
+            replaced=old_job if old_job and old_job != job_name else None,
+            previous_labeling=_labeling_record(live),
+        )
+        if old_job and old_job != job_name:  # it can no longer publish: it goes
+            with contextlib.suppress(api.NotFound):
+                await api.delete_object(f"{jobs}/{old_job}")
+        labeling_job_now = (live.get("labeling") or {}).get("job")
+        if labeling_in_flight(live) and labeling_job_now:  # its plan is gone: so is its Job
+            with contextlib.suppress(api.NotFound):
+                await api.delete_object(f"{jobs}/{labeling_job_now}")
+        job = analysis_job(
+            body={"metadata": {"name": name, "namespace": namespace, "uid": body.meta.uid}},
+            parsed=parsed,
+            job_name=job_name,
+            image=context.image,
+        )
+        await api.create_object(jobs, job)
+    except Exception as error:  # noqa: BLE001 - classified below; unknown ones re-raised
+        _fail(body, patch, _classify(error, parsed), generation=generation, now=context.clock())
+        return
+    message = f"Job {job_name} samples {parsed.source_collection} and discovers its domains"
+    status = progress_status(live, "Analyzing", message, generation=generation, now=now)
+    status["analysis"] = {
+        "job": job_name,
+        "generation": generation,
+        "version": version,
+        "attempt": attempt,
+        "jobs": serial,
+        "retryAt": None,
+        "lastFailure": previous.get("lastFailure") if attempt > 1 else None,
+        **AnalysisProgress(sample_target=parsed.sample_size).as_status(),
+    }
+    patch.status.update(status)
+    kopf.info(body, reason="Analyzing", message=message)
+
+
+def _prepare_analysis_blocking(
+    parsed: DomainMapSpec,
+    configs: list[ClusterConfig],
+    context: OperatorContext,
+    *,
+    owner: str,
+    job_name: str,
+    version: int,
+    generation: int | None,
+    replaced: str | None,
+    previous_labeling: tuple[str, int] | None,
+) -> None:
+    """Check the source, store the request and claim the catalog for ``job_name``."""
+    fleet = context.fleet_factory(configs)
+    try:
+        source = fleet.get(parsed.source_cluster)
+        catalog = fleet.get(parsed.catalog_cluster)
+        spec = source.collection_info(parsed.source_collection).spec
+        vector = routing_vector_name(spec, parsed.source_vector)
+        if source.count(parsed.source_collection) == 0:
+            raise EmptySource(
+                source.cluster,
+                "the source collection is empty; load points before discovery",
+                collection=parsed.source_collection,
             )
-        except Exception as error:  # noqa: BLE001 - classified below; unknown ones re-raised
-            _fail(body, patch, _classify(error, parsed), generation=generation, now=context.clock())
-            return
-    result, previous, sampled, source_points, plan = outcome
-    patterns = discover_patterns(previous, result.domains, drift_threshold=parsed.drift_threshold)
+        store = AnalysisStore(source)
+        store.save_request(
+            analysis_request(
+                parsed,
+                owner=owner,
+                job_name=job_name,
+                version=version,
+                generation=generation,
+                vector=vector,
+            )
+        )
+        claim_publication(
+            catalog,
+            parsed.catalog_collection,
+            owner,
+            job_name,
+            spec.dense_vectors()[vector].size,
+        )
+        if replaced is not None:  # its entries and request go; it cannot publish any more
+            discard_publication(catalog, parsed.catalog_collection, owner, replaced)
+            store.clear(replaced)
+        if previous_labeling is not None:  # an older analysis's plan and progress go
+            LabelingProgressStore(source).clear(*previous_labeling)
+    finally:
+        fleet.close()
+
+
+def analysis_in_flight(status: Mapping[str, Any]) -> bool:
+    """Whether the DomainMap's analysis Job runs (the analysis timer follows it only then)."""
+    return status.get("phase") == "Analyzing" and bool((status.get("analysis") or {}).get("job"))
+
+
+def _analysis_blocking(
+    parsed: DomainMapSpec,
+    configs: list[ClusterConfig],
+    context: OperatorContext,
+    job_name: str,
+    owner: str,
+) -> tuple[AnalysisProgress | None, CatalogHead | None]:
+    """The Job's recorded progress, and the catalog's head (what is published)."""
+    fleet = context.fleet_factory(configs)
+    try:
+        progress = AnalysisStore(fleet.get(parsed.source_cluster)).load_progress(job_name)
+        head = read_head(fleet.get(parsed.catalog_cluster), parsed.catalog_collection, owner)
+        return progress, head
+    finally:
+        fleet.close()
+
+
+async def follow_analysis(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    context: OperatorContext,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+) -> None:
+    """While Analyzing: copy the Job's progress into ``status.analysis``; once it has
+    published, fill the status from its report and start labeling (or go Ready); a failed
+    Job is retried (:class:`RetryPolicy`), then reported."""
+    namespace, name = body.meta.namespace or "default", body.meta.name or ""
+    generation, status = body.meta.get("generation"), body.get("status") or {}
+    analysis = dict(status.get("analysis") or {})
+    if analysis.get("generation") != generation:
+        return  # a new spec: the change handler replaces the Job
+    try:
+        parsed = parse_domainmap_spec(body.spec, name=name, defaults=context.spec_defaults)
+    except SpecError:
+        return  # reported by the change handlers
+    async with context.lock(owner_of(namespace, name)):
+        live = await _live_status(namespace, name, status)
+        if (
+            not analysis_in_flight(live)
+            or (live.get("analysis") or {}).get("job") != analysis["job"]
+        ):
+            return  # another handler moved on meanwhile
+        await _follow_analysis_locked(body, patch, parsed, live, context, logger)
+
+
+async def _follow_analysis_locked(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    parsed: DomainMapSpec,
+    live: Mapping[str, Any],
+    context: OperatorContext,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+) -> None:
+    namespace, name = body.meta.namespace or "default", body.meta.name or ""
+    generation, now = body.meta.get("generation"), context.clock()
+    analysis = dict(live.get("analysis") or {})
+    job_name = str(analysis["job"])
+    retry_at = parse_timestamp(analysis.get("retryAt"))
+    if retry_at is not None:
+        if now >= retry_at:
+            await _start_analysis(
+                body, patch, parsed, live, context, attempt=int(analysis.get("attempt") or 1) + 1
+            )
+        return
+    try:
+        job = await api.get_json(f"/apis/batch/v1/namespaces/{namespace}/jobs/{job_name}")
+        outcome, detail = _job_outcome(job)
+    except api.NotFound:
+        outcome, detail = "missing", f"the analysis Job {job_name} disappeared"
+    except api.KubernetesApiError:
+        return  # the API is retried next tick
+    try:
+        clusters = [parsed.source_cluster, parsed.catalog_cluster]
+        configs = await resolve_clusters(
+            [parsed.cluster(c) for c in dict.fromkeys(clusters)],
+            namespace,
+            policy=context.credential_policy,
+        )
+        progress, head = await asyncio.to_thread(
+            _analysis_blocking, parsed, configs, context, job_name, owner_of(namespace, name)
+        )
+    except (QdrantError, api.KubernetesApiError) as error:
+        if outcome == "running":
+            return  # progress is best effort; the Job's outcome decides
+        logger.warning("analysis of %s/%s: cannot read its outcome: %s", namespace, name, error)
+        progress, head = None, None
+    if progress is not None:
+        analysis.update(progress.as_status())
+    published = head is not None and head.publication == job_name
+    if outcome == "running" and not published:
+        message = f"Job {job_name}: {analysis.get('message') or 'starting'}"
+        patch.status["analysis"] = analysis
+        patch.status["message"] = message
+        return
+    if published and head is not None:
+        await _analysis_published(body, patch, parsed, live, analysis, head, context, logger)
+        return
+    if outcome == "succeeded":
+        detail = f"it ended without publishing ({analysis.get('message') or 'no progress'})"
+    reason = "AnalysisJobMissing" if outcome == "missing" else "AnalysisFailed"
+    _job_failed(
+        body,
+        patch,
+        context,
+        kind="analysis",
+        record=analysis,
+        reason=reason,
+        detail=f"the analysis Job {job_name} failed ({detail.strip(': ')})"
+        if outcome != "missing"
+        else detail,
+        generation=generation,
+    )
+
+
+def _job_failed(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    context: OperatorContext,
+    *,
+    kind: str,
+    record: dict[str, Any],
+    reason: str,
+    detail: str,
+    generation: int | None,
+) -> None:
+    """A failed (or vanished) analysis or labeling Job: another Job after a delay while
+    retries are left (``status.<kind>.retryAt``), else the failure with how to retry."""
+    namespace, name = body.meta.namespace or "default", body.meta.name or ""
+    now = context.clock()
+    attempt = int(record.get("attempt") or 1)
+    delay = context.job_retry.delay_s(attempt)
+    record["lastFailure"] = detail
+    condition = "Analyzed" if kind == "analysis" else "Labeled"
+    if delay is not None:
+        retry_at = now + timedelta(seconds=delay)
+        record["retryAt"] = timestamp(retry_at)
+        message = (
+            f"{detail}; attempt {attempt} of {context.job_retry.retries + 1}: another Job "
+            f"starts at {timestamp(retry_at)}"
+        )
+        conditions = set_condition(
+            (body.get("status") or {}).get("conditions") or [],
+            condition,
+            "False",
+            f"{reason}Retrying" if reason.endswith("Failed") else "JobRetrying",
+            message,
+            observed_generation=generation,
+            now=now,
+        )
+        patch.status.update({kind: record, "message": message, "conditions": conditions})
+        kopf.event(body, type="Warning", reason=reason, message=message)
+        return
+    record["retryAt"] = None
+    message = (
+        f"{detail}; {attempt} attempt(s) failed, no retry is left; {retry_hint(namespace, name)}"
+    )
+    patch.status[kind] = record
+    failure = _Failure(reason, message, None)
+    _report_job_failure(body, patch, failure, condition, generation, context)
+
+
+async def _analysis_published(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    parsed: DomainMapSpec,
+    live: Mapping[str, Any],
+    analysis: dict[str, Any],
+    head: CatalogHead,
+    context: OperatorContext,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+) -> None:
+    """The Job published: the status takes the report's fields; labeling starts (or the
+    DomainMap is Ready)."""
+    namespace, name = body.meta.namespace or "default", body.meta.name or ""
+    generation = body.meta.get("generation")
+    report = head.report
+    version = head.version
+    labeling = report.get("labeling")
     status = analyzed_status(
-        body.get("status"),
-        result=result,
-        patterns=patterns,
+        live,
+        report=report,
         version=version,
-        sampled=sampled,
-        source_points=source_points,
-        labeled=0 if plan is not None else None,
+        labeled=0 if labeling else None,
         catalog=(parsed.catalog_cluster, parsed.catalog_collection),
         confidence_threshold=parsed.confidence_threshold,
         generation=generation,
         now=context.clock(),
     )
     status["message"] = ""
+    status["analysis"] = {**analysis, "phase": "Published", "retryAt": None}
+    patterns = report.get("patterns") or {}
     kopf.info(
         body,
         reason="Analyzed",
-        message=f"{len(result.domains)} domains, confidence {result.confidence:.2f}, "
-        f"version {version}; {patterns.summary()}",
+        message=f"{report['domainCount']} domains, confidence {report['confidence']:.2f}, "
+        f"version {version}; {patterns.get('summary') or 'first analysis'}",
     )
-    if patterns.drifted:
-        kopf.event(body, type="Normal", reason="Drifted", message=patterns.summary())
-    if result.confidence < parsed.confidence_threshold:
+    if patterns.get("drifted"):
+        kopf.event(body, type="Normal", reason="Drifted", message=str(patterns.get("summary")))
+    if float(report["confidence"]) < parsed.confidence_threshold:
         kopf.warn(
             body,
             reason="LowConfidence",
-            message=f"confidence {result.confidence:.2f} is below "
+            message=f"confidence {report['confidence']:.2f} is below "
             f"{parsed.confidence_threshold:.2f}",
         )
-    if plan is not None:
-        await _start_labeling(body, patch, parsed, plan, status, live, context)
+    if labeling:
+        await _start_labeling(
+            body,
+            patch,
+            parsed,
+            status,
+            live,
+            context,
+            plan=str(labeling["plan"]),
+            ranges=int(labeling["ranges"]),
+            total=int(labeling["total"]),
+            version=version,
+            attempt=1,
+        )
         return
     patch.status.update(status)
     if parsed.specialize == "auto":
@@ -291,7 +611,7 @@ async def analyze_domainmap(
         with contextlib.suppress(api.KubernetesApiError):
             await api.patch_status(GROUP, VERSION, PLURAL, namespace, name, status)
         await _specialize_domains(body, parsed, status["domains"], context)
-    logger.info("DomainMap %s/%s analysed: %d domains", namespace, name, len(result.domains))
+    logger.info("DomainMap %s/%s analysed: %d domains", namespace, name, report["domainCount"])
 
 
 async def _specialize_domains(
@@ -350,120 +670,6 @@ async def _specialize_domains(
         )
 
 
-def _analyze_blocking(
-    parsed: DomainMapSpec,
-    configs: list[ClusterConfig],
-    namespace: str,
-    name: str,
-    version: int,
-    context: OperatorContext,
-    reporter: _ProgressReporter,
-    previous_labeling: tuple[str, int] | None,
-) -> tuple[Any, list[Domain], int, int, LabelingPlan | None]:
-    fleet = context.fleet_factory(configs)
-    try:
-        source = fleet.get(parsed.source_cluster)
-        if previous_labeling is not None:  # an older analysis's plan and progress go
-            LabelingProgressStore(source).clear(*previous_labeling)
-        catalog = fleet.get(parsed.catalog_cluster)
-        owner = owner_of(namespace, name)
-        previous, previous_partitions = read_previous(catalog, parsed.catalog_collection, owner)
-        spec = source.collection_info(parsed.source_collection).spec
-        vector = routing_vector_name(spec, parsed.source_vector)
-        outcome = analyze_collection(
-            source,
-            parsed.source_collection,
-            strategy=parsed.strategy,
-            sample_size=parsed.sample_size,
-            text_field=parsed.text_field,
-            seed=parsed.seed,
-            previous=previous,
-            previous_partitions=previous_partitions,
-            thresholds=parsed.thresholds,
-            on_stage=lambda stage: reporter.report("Analyzing", stage),
-            vector=vector,
-        )
-        # The catalog first: the labeling Job's workers read the domains from their plan, and
-        # the routers place new writes by the catalog meanwhile.
-        publish_domains(
-            source,
-            parsed.source_collection,
-            catalog,
-            parsed.catalog_collection,
-            owner,
-            outcome.result,
-            version,
-            label=False,
-            labelled=not parsed.labeling_enabled,
-            vector=vector,
-        )
-        plan = None
-        if parsed.labeling_enabled:
-            plan = plan_labeling(
-                source,
-                parsed.source_collection,
-                outcome.result.domains,
-                name=labeling_name(owner, version),
-                version=version,
-                workers=parsed.labeling_workers,
-                sample_ids=outcome.sample_ids,
-                vector=vector,
-            )
-            LabelingProgressStore(source).save_plan(plan)
-        return outcome.result, previous, outcome.sampled, outcome.source_points, plan
-    finally:
-        fleet.close()
-
-
-class _ProgressReporter:
-    """Patches progress into the status from the worker thread, at most every few seconds."""
-
-    def __init__(
-        self,
-        body: kopf.Body,
-        context: OperatorContext,
-        generation: int | None,
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        self._body = body
-        self._context = context
-        self._generation = generation
-        self._loop = loop
-        self._last = 0.0
-
-    async def send(
-        self,
-        phase: str,
-        message: str,
-        extra: Mapping[str, Any] | None = None,
-        *,
-        force: bool = False,
-    ) -> None:
-        if not force and time.monotonic() - self._last < self._context.progress_interval_s:
-            return
-        self._last = time.monotonic()
-        status = progress_status(
-            self._body.get("status"),
-            phase,
-            message,
-            generation=self._generation,
-            now=self._context.clock(),
-        )
-        status.update(extra or {})
-        meta = self._body.meta
-        with contextlib.suppress(api.KubernetesApiError):  # best effort; kopf writes the final
-            await api.patch_status(
-                GROUP, VERSION, PLURAL, meta.namespace or "default", meta.name or "", status
-            )
-
-    def report(self, phase: str, message: str, extra: Mapping[str, Any] | None = None) -> None:
-        if time.monotonic() - self._last < self._context.progress_interval_s:
-            return
-        future = asyncio.run_coroutine_threadsafe(self.send(phase, message, extra), self._loop)
-        with contextlib.suppress(Exception):  # progress never stops the work
-            future.result(timeout=15)
-
-
 def labeling_in_flight(status: Mapping[str, Any]) -> bool:
     """Whether the DomainMap's labeling Job runs (the labeling timer follows it only then)."""
     return status.get("phase") == "Labeling" and bool((status.get("labeling") or {}).get("job"))
@@ -473,18 +679,23 @@ async def _start_labeling(
     body: kopf.Body,
     patch: kopf.Patch,
     parsed: DomainMapSpec,
-    plan: LabelingPlan,
     status: dict[str, Any],
     live: Mapping[str, Any],
     context: OperatorContext,
+    *,
+    plan: str,
+    ranges: int,
+    total: int,
+    version: int,
+    attempt: int,
 ) -> None:
     """Create the labeling Job of ``plan``; the status says Labeling until it is done."""
     namespace, name = body.meta.namespace or "default", body.meta.name or ""
     generation, now = body.meta.get("generation"), context.clock()
-    source = parsed.cluster(parsed.source_cluster)
-    if source.url and source.api_key_env and not source.secret:
+    blocked = needs_secret(parsed, [parsed.source_cluster])
+    if blocked is not None:
         message = (
-            f"cluster {source.name!r} takes its API key from the operator's environment "
+            f"cluster {blocked.name!r} takes its API key from the operator's environment "
             "(apiKeyEnv); the labeling Job needs apiKeySecretRef"
         )
         _fail(
@@ -494,27 +705,32 @@ async def _start_labeling(
             generation=generation,
             now=now,
         )
-    previous = (live.get("labeling") or {}).get("job")
+    before = dict(live.get("labeling") or {})
+    previous = before.get("job")
+    same_plan = before.get("plan") == plan
+    serial = int(before.get("jobs") or 1) + 1 if same_plan and previous else 1
     job = labeling_job(
         body={"metadata": {"name": name, "namespace": namespace, "uid": body.meta.uid}},
         parsed=parsed,
-        plan_name=plan.name,
-        version=plan.version,
+        plan_name=plan,
+        version=version,
         image=context.image,
+        serial=serial,
     )
     job_name = str(job["metadata"]["name"])
     jobs = f"/apis/batch/v1/namespaces/{namespace}/jobs"
     try:
-        if previous and previous != job_name:  # an older analysis's labels are not wanted now
-            await api.delete_object(f"{jobs}/{previous}")
+        if previous and previous != job_name:  # an older Job (or analysis) is not wanted now
+            with contextlib.suppress(api.NotFound):
+                await api.delete_object(f"{jobs}/{previous}")
         await api.create_object(jobs, job)
     except api.KubernetesApiError as error:
         _fail(body, patch, _classify(error, parsed), generation=generation, now=now)
     message = (
-        f"Job {job_name} labels {plan.total:,} points with {parsed.labeling_workers} "
-        f"worker(s) over {len(plan.ranges)} id range(s)"
+        f"Job {job_name} labels {total:,} points with {parsed.labeling_workers} "
+        f"worker(s) over {ranges} id range(s)"
     )
-    conditions = status["conditions"]
+    conditions = status.get("conditions") or live.get("conditions") or []
     ready_before = next((c for c in live.get("conditions") or [] if c.get("type") == "Ready"), None)
     if ready_before is not None and ready_before.get("status") == "True":
         # The previous analysis stays Ready (routers serve it) until this one is labelled:
@@ -547,10 +763,15 @@ async def _start_labeling(
             "labeling": {
                 "enabled": True,
                 "job": job_name,
-                "plan": plan.name,
+                "plan": plan,
+                "version": version,
                 "workers": parsed.labeling_workers,
-                "ranges": len(plan.ranges),
-                **labeling_progress([None] * len(plan.ranges), total=plan.total, now=0.0),
+                "ranges": ranges,
+                "attempt": attempt,
+                "jobs": serial,
+                "retryAt": None,
+                "lastFailure": before.get("lastFailure") if attempt > 1 else None,
+                **labeling_progress([None] * ranges, total=total, now=0.0),
             },
         }
     )
@@ -612,25 +833,28 @@ async def follow_labeling(
     logger: logging.Logger | logging.LoggerAdapter[Any],
 ) -> None:
     """While Labeling: copy the workers' progress into the status; when the Job is done, go
-    Ready (and specialize, when asked) or say why it failed."""
+    Ready (and specialize, when asked); a failed Job is retried (:class:`RetryPolicy`), then
+    reported."""
     namespace, name = body.meta.namespace or "default", body.meta.name or ""
     generation, status = body.meta.get("generation"), body.get("status") or {}
     labeling = dict(status.get("labeling") or {})
     job_name = str(labeling["job"])
     try:
         parsed = parse_domainmap_spec(body.spec, name=name, defaults=context.spec_defaults)
-        job = await api.get_json(f"/apis/batch/v1/namespaces/{namespace}/jobs/{job_name}")
-    except api.NotFound:
-        failure = _Failure(
-            "LabelingJobMissing",
-            f"the labeling Job {job_name} disappeared; change the spec to label again",
-            None,
-        )
-        _report_labeling_failure(body, patch, failure, generation, context)
+    except SpecError:
+        return  # a new spec is analysed by the change handlers
+    retry_at = parse_timestamp(labeling.get("retryAt"))
+    if retry_at is not None:
+        if context.clock() >= retry_at:
+            await _restart_labeling(body, patch, parsed, status, context, manual=False)
         return
-    except (SpecError, api.KubernetesApiError):
-        return  # a new spec is analysed by the change handlers; the API is retried next tick
-    outcome, detail = _job_outcome(job)
+    try:
+        job = await api.get_json(f"/apis/batch/v1/namespaces/{namespace}/jobs/{job_name}")
+        outcome, detail = _job_outcome(job)
+    except api.NotFound:
+        outcome, detail = "missing", f"the labeling Job {job_name} disappeared"
+    except api.KubernetesApiError:
+        return  # the API is retried next tick
     try:
         clusters = dict.fromkeys([parsed.source_cluster, parsed.catalog_cluster])
         configs = await resolve_clusters(
@@ -660,15 +884,23 @@ async def follow_labeling(
         patch.status["labeling"] = labeling
         patch.status["message"] = f"Job {job_name}: {summary}"
         return
-    if outcome == "failed":
-        patch.status["labeling"] = labeling
-        failure = _Failure(
-            "LabelingFailed",
-            f"the labeling Job {job_name} failed ({detail.strip(': ')}); {summary}; the labels "
-            "written stay; see the Job's logs, fix, and change the spec to label again",
-            None,
+    if outcome in ("failed", "missing"):
+        failed = outcome == "failed"
+        _job_failed(
+            body,
+            patch,
+            context,
+            kind="labeling",
+            record=labeling,
+            reason="LabelingFailed" if failed else "LabelingJobMissing",
+            detail=(
+                f"the labeling Job {job_name} failed ({detail.strip(': ')}); {summary}; the "
+                "labels written stay"
+                if failed
+                else f"{detail}; {summary}"
+            ),
+            generation=generation,
         )
-        _report_labeling_failure(body, patch, failure, generation, context)
         return
     now = context.clock()
     conditions = status.get("conditions") or []
@@ -695,10 +927,85 @@ async def follow_labeling(
         await _specialize_domains(body, parsed, status.get("domains") or [], context)
 
 
-def _report_labeling_failure(
+async def _restart_labeling(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    parsed: DomainMapSpec,
+    status: Mapping[str, Any],
+    context: OperatorContext,
+    *,
+    manual: bool,
+) -> None:
+    """Another labeling Job for the same plan: its workers resume their ranges where the
+    failed one left them."""
+    labeling = dict(status.get("labeling") or {})
+    attempt = 1 if manual else int(labeling.get("attempt") or 1) + 1
+    current = {k: v for k, v in status.items() if k != "phase"}
+    await _start_labeling(
+        body,
+        patch,
+        parsed,
+        dict(current),
+        status,
+        context,
+        plan=str(labeling["plan"]),
+        ranges=int(labeling.get("ranges") or 0),
+        total=int(labeling.get("total") or 0),
+        version=int(labeling.get("version") or status.get("version") or 0),
+        attempt=attempt,
+    )
+
+
+async def retry_domainmap(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    context: OperatorContext,
+    value: str | None,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+) -> None:
+    """The user asked for a retry (:data:`RETRY_ANNOTATION` set to ``value``): a DomainMap
+    whose analysis or labeling Job failed after its retries runs it again, with fresh
+    retries; anything else is left as it is. Each value is honoured once."""
+    namespace, name = body.meta.namespace or "default", body.meta.name or ""
+    status = body.get("status") or {}
+    if not value or status.get("retryHandled") == value:
+        return
+    patch.status["retryHandled"] = value
+    reason = _ready_reason(status)
+    if status.get("phase") != "Failed" or reason not in _RETRYABLE:
+        logger.info(
+            "DomainMap %s/%s: retry %r asked, nothing failed to retry", namespace, name, value
+        )
+        return
+    try:
+        parsed = parse_domainmap_spec(body.spec, name=name, defaults=context.spec_defaults)
+    except SpecError:
+        return
+    kopf.info(body, reason="Retrying", message=f"retry asked ({RETRY_ANNOTATION}={value})")
+    if reason in ("LabelingFailed", "LabelingJobMissing"):
+        await _restart_labeling(body, patch, parsed, status, context, manual=True)
+        return
+    async with context.lock(owner_of(namespace, name)):
+        await _start_analysis(body, patch, parsed, status, context, attempt=1)
+
+
+_RETRYABLE = frozenset(
+    {"AnalysisFailed", "AnalysisJobMissing", "LabelingFailed", "LabelingJobMissing"}
+)
+
+
+def _ready_reason(status: Mapping[str, Any]) -> str:
+    ready: Mapping[str, Any] = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {}
+    )
+    return str(ready.get("reason") or "")
+
+
+def _report_job_failure(
     body: kopf.Body,
     patch: kopf.Patch,
     failure: _Failure,
+    condition: str,
     generation: int | None,
     context: OperatorContext,
 ) -> None:
@@ -708,7 +1015,7 @@ def _report_labeling_failure(
     )
     failed["conditions"] = set_condition(
         failed["conditions"],
-        "Labeled",
+        condition,
         "False",
         failure.reason,
         failure.message,
@@ -743,6 +1050,7 @@ async def cleanup_domainmap(
             name,
             context,
             _labeling_record(body.get("status") or {}),
+            (body.get("status") or {}).get("analysis", {}).get("job"),
         )
     except (QdrantError, api.KubernetesApiError) as error:
         raise kopf.TemporaryError(f"cleanup failed: {error}", delay=30) from None
@@ -769,12 +1077,16 @@ def _cleanup_blocking(
     name: str,
     context: OperatorContext,
     labeling: tuple[str, int] | None = None,
+    analysis: str | None = None,
 ) -> None:
     fleet = context.fleet_factory(configs)
     try:
         if labeling is not None:
             with contextlib.suppress(CollectionNotFound):
                 LabelingProgressStore(fleet.get(parsed.source_cluster)).clear(*labeling)
+        if analysis:
+            with contextlib.suppress(CollectionNotFound):
+                AnalysisStore(fleet.get(parsed.source_cluster)).clear(str(analysis))
         delete_catalog(
             fleet.get(parsed.catalog_cluster), parsed.catalog_collection, owner_of(namespace, name)
         )

@@ -13,9 +13,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from librarian.core.discovery import DiscoveryResult
-from librarian.core.patterns import PatternReport
 from librarian.operator.conditions import set_condition, timestamp
+from librarian.services.analysis_job import domain_count_status, domain_summaries
 
 __all__ = [
     "HISTORY_LIMIT",
@@ -42,66 +41,36 @@ TERMINAL_REASONS = frozenset(
         "LabelingFailed",
         "LabelingJobMissing",
         "LabelingNeedsSecret",
+        "AnalysisFailed",
+        "AnalysisJobMissing",
+        "AnalysisNeedsSecret",
     }
 )
-
-
-def domain_summaries(result: DiscoveryResult) -> list[dict[str, Any]]:
-    partitions: dict[int, int] = {}
-    for partition in result.partitions:
-        partitions[partition.domain] = partitions.get(partition.domain, 0) + 1
-    return [
-        {
-            "id": d.id,
-            "name": d.name,
-            "size": d.size,
-            "radius": round(d.radius, 4),
-            "cohesion": round(d.cohesion, 4),
-            "keywords": list(d.keywords[:8]),
-            "partitions": partitions.get(index, 0),
-            **({"parent": d.parent} if d.parent else {}),
-        }
-        for index, d in enumerate(result.domains)
-    ]
-
-
-def domain_count_status(result: DiscoveryResult) -> dict[str, Any] | None:
-    """How the number of domains was chosen: criterion, chosen and final count, each
-    candidate's score and a one-line explanation (None when discovery did not say)."""
-    choice = result.domain_count
-    if choice is None:
-        return None
-    return {
-        "criterion": choice.criterion,
-        "chosen": choice.chosen,
-        "final": choice.final or len(result.domains),
-        "candidates": [{"k": k, "score": round(score, 4)} for k, score in choice.scores],
-        "reason": choice.reason,
-        "summary": choice.summary(),
-    }
 
 
 def analyzed_status(
     current: Mapping[str, Any] | None,
     *,
-    result: DiscoveryResult,
-    patterns: PatternReport,
+    report: Mapping[str, Any],
     version: int,
-    sampled: int,
-    source_points: int,
     labeled: int | None,
     catalog: tuple[str, str],
     confidence_threshold: float,
     generation: int | None,
     now: datetime,
 ) -> dict[str, Any]:
-    """Status after a successful analysis (phase Ready)."""
+    """Status after a successful analysis (phase Ready), from the report the analysis
+    published (:func:`librarian.services.analysis_job.analysis_report`)."""
     current = current or {}
     conditions = current.get("conditions") or []
-    count = len(result.domains)
+    count = int(report["domainCount"])
+    confidence = float(report["confidence"])
+    sampled, source_points = int(report["sampled"]), int(report["sourcePoints"])
+    patterns = report.get("patterns") or {}
+    drifted = bool(patterns.get("drifted"))
     message = (
         f"{count} domains in {source_points:,} points (sampled {sampled:,}), "
-        f"confidence {result.confidence:.2f}, version {version}"
+        f"confidence {confidence:.2f}, version {version}"
     )
     conditions = set_condition(
         conditions, "Ready", "True", "Analyzed", message, observed_generation=generation, now=now
@@ -118,19 +87,19 @@ def analyzed_status(
     conditions = set_condition(
         conditions,
         "Drifted",
-        "True" if patterns.drifted else "False",
-        "DomainsDrifted" if patterns.drifted else "Stable",
-        patterns.summary(),
+        "True" if drifted else "False",
+        "DomainsDrifted" if drifted else "Stable",
+        str(patterns.get("summary") or "first analysis"),
         observed_generation=generation,
         now=now,
     )
-    low = result.confidence < confidence_threshold
+    low = confidence < confidence_threshold
     conditions = set_condition(
         conditions,
         "LowConfidence",
         "True" if low else "False",
         "BelowThreshold" if low else "AboveThreshold",
-        f"confidence {result.confidence:.2f} vs threshold {confidence_threshold:.2f}"
+        f"confidence {confidence:.2f} vs threshold {confidence_threshold:.2f}"
         + ("; consider a different strategy or bounds" if low else ""),
         observed_generation=generation,
         now=now,
@@ -139,21 +108,21 @@ def analyzed_status(
         "version": version,
         "time": timestamp(now),
         "domainCount": count,
-        "confidence": round(result.confidence, 4),
-        "emerging": len(patterns.emerging),
-        "vanished": len(patterns.vanished),
-        "maxDrift": round(patterns.max_drift, 4),
+        "confidence": confidence,
+        "emerging": len(patterns.get("emerging") or []),
+        "vanished": len(patterns.get("vanished") or []),
+        "maxDrift": float(patterns.get("maxDrift") or 0.0),
     }
     history = [*(current.get("history") or []), entry][-HISTORY_LIMIT:]
-    domain_count = domain_count_status(result)
+    domain_count = report.get("domainCountChoice")
     return {
         "phase": "Ready",
         "conditions": conditions,
         "observedGeneration": generation,
-        "domains": domain_summaries(result),
+        "domains": list(report["domains"]),
         "domainCount": count,
-        "confidence": round(result.confidence, 4),
-        "strategy": result.strategy,
+        "confidence": confidence,
+        "strategy": report["strategy"],
         **({"domainCountChoice": domain_count} if domain_count is not None else {}),
         "version": version,
         "lastAnalysisTime": timestamp(now),
@@ -167,10 +136,10 @@ def analyzed_status(
         "catalog": {"cluster": catalog[0], "collection": catalog[1]},
         "history": history,
         "patterns": {
-            "emerging": patterns.emerging,
-            "vanished": patterns.vanished,
-            "maxDrift": round(patterns.max_drift, 4),
-            "growth": {c.id: round(c.growth, 4) for c in patterns.changes},
+            "emerging": list(patterns.get("emerging") or []),
+            "vanished": list(patterns.get("vanished") or []),
+            "maxDrift": float(patterns.get("maxDrift") or 0.0),
+            "growth": dict(patterns.get("growth") or {}),
         },
     }
 

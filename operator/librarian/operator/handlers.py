@@ -14,18 +14,21 @@ from typing import Any
 import kopf
 
 from librarian.contracts.api import GROUP, VERSION
-from librarian.contracts.metadata import FINALIZER
+from librarian.contracts.metadata import FINALIZER, RETRY_ANNOTATION
 from librarian.kube.client import Credentials, remember_credentials
 from librarian.kube.credentials import to_pem
 from librarian.operator import rebalance, specialization
 from librarian.operator.domainmap import (
     PLURAL,
     analysis_due,
+    analysis_in_flight,
     analyze_domainmap,
     cleanup_domainmap,
     context_from,
+    follow_analysis,
     follow_labeling,
     labeling_in_flight,
+    retry_domainmap,
 )
 
 __all__ = [
@@ -33,11 +36,13 @@ __all__ = [
     "TIMER_TICK_S",
     "configure",
     "credentials_from",
+    "domainmap_analysis_watch",
     "domainmap_changed",
     "domainmap_deleted",
     "domainmap_labeling_watch",
     "domainmap_reanalysis",
     "domainmap_resumed",
+    "domainmap_retry",
     "login",
     "rebalance_tick",
     "specialization_changed",
@@ -133,6 +138,49 @@ async def domainmap_reanalysis(
         return  # a new generation: the update handler analyses it
     if analysis_due(body.spec, status, generation, context.clock(), context.spec_defaults):
         await analyze_domainmap(body, patch, context, logger)
+
+
+def _analyzing(status: kopf.Status, **_: Any) -> bool:
+    """Is a DomainMap's analysis Job running?"""
+    return analysis_in_flight(status)
+
+
+@kopf.timer(
+    GROUP,
+    VERSION,
+    PLURAL,
+    interval=TIMER_TICK_S,
+    initial_delay=TIMER_TICK_S,
+    when=_analyzing,  # only while its analysis Job runs
+)
+async def domainmap_analysis_watch(
+    *, body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any
+) -> None:
+    await follow_analysis(body, patch, context_from(memo), logger)
+
+
+def _retry_asked(annotations: kopf.Annotations, status: kopf.Status, **_: Any) -> bool:
+    """Has a user set the retry annotation to a value not acted on yet?"""
+    value = annotations.get(RETRY_ANNOTATION)
+    return bool(value) and value != status.get("retryHandled")
+
+
+# A timer, not a change handler: kopf leaves the annotations of its own prefix out of the
+# changes it detects.
+@kopf.timer(
+    GROUP,
+    VERSION,
+    PLURAL,
+    interval=TIMER_TICK_S,
+    initial_delay=TIMER_TICK_S,
+    when=_retry_asked,
+)
+async def domainmap_retry(
+    *, body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any
+) -> None:
+    """A user asked for a retry of the failed analysis or labeling Job."""
+    value = body.metadata.annotations.get(RETRY_ANNOTATION)
+    await retry_domainmap(body, patch, context_from(memo), value, logger)
 
 
 def _labeling(status: kopf.Status, **_: Any) -> bool:

@@ -1,12 +1,14 @@
-"""The operator's Jobs: ``librarian migrate`` for one specialization, ``librarian label`` for a
-DomainMap's analysis (an Indexed Job: one completion index per id range, run in parallel).
+"""The operator's Jobs: ``librarian migrate`` for one specialization, ``librarian analyze`` for a
+DomainMap's analysis (sampling, discovery, publishing; one pod) and ``librarian label`` for its
+labels (an Indexed Job: one completion index per id range, run in parallel).
 
 Why this exists: data moves run outside the operator (a crash or a restart of
 the operator must not stop or duplicate them, and they need their own
 resources and deadline). The Job uses the operator's image, gets API keys only
 as environment variables from Secrets, runs as a numeric non-root user under
 the "restricted" Pod Security Standard, and is owned by its
-ClusterSpecialization (the labeling Job by its DomainMap) so it is garbage-collected with it.
+ClusterSpecialization (the analysis and labeling Jobs by their DomainMap) so it is
+garbage-collected with it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ __all__ = [
     "SOURCE_API_KEY_ENV",
     "TARGET_API_KEY_ENV",
     "JobSettings",
+    "build_analysis_job",
     "build_labeling_job",
     "build_migration_job",
 ]
@@ -193,4 +196,38 @@ def build_labeling_job(
         env=_secret_env(SOURCE_API_KEY_ENV, source_secret),
         labels=job_labels,
         spec={"completionMode": "Indexed", "completions": workers, "parallelism": workers},
+    )
+
+
+def build_analysis_job(
+    *,
+    name: str,
+    namespace: str,
+    owner: Mapping[str, Any],
+    args: Sequence[str],
+    settings: JobSettings,
+    source_secret: SecretRef | None = None,
+    catalog_secret: SecretRef | None = None,
+) -> dict[str, Any]:
+    """The analysis Job: one pod sampling the source, discovering its domains and publishing
+    them to the catalog; ``owner`` is the DomainMap body.
+
+    A pod that dies is replaced (up to the backoff limit) and starts the analysis again:
+    nothing is published until its last step, which is atomic.
+    """
+    job_labels = {
+        "app.kubernetes.io/name": "qdrant-librarian",
+        "app.kubernetes.io/component": "analysis",
+        DOMAINMAP_LABEL: str(owner["metadata"]["name"]),
+    }
+    return _job(
+        name=name,
+        namespace=namespace,
+        owner=owner,
+        command="analyze",
+        args=args,
+        settings=settings,
+        env=_secret_env(SOURCE_API_KEY_ENV, source_secret)
+        + _secret_env(CATALOG_API_KEY_ENV, catalog_secret),
+        labels=job_labels,
     )

@@ -26,8 +26,9 @@ __all__ = [
 ]
 
 
-def labeling_job_name(name: str, version: int) -> str:
-    return f"{name[:40]}-label-v{version}"
+def labeling_job_name(name: str, version: int, serial: int = 1) -> str:
+    """The ``serial``-th labeling Job of analysis ``version`` (a retry is a new Job)."""
+    return f"{name[:40]}-label-v{version}" + (f"-{serial}" if serial > 1 else "")
 
 
 def labeling_job(
@@ -37,6 +38,7 @@ def labeling_job(
     plan_name: str,
     version: int,
     image: str,
+    serial: int = 1,
 ) -> dict[str, Any]:
     """The Job labelling the DomainMap's source by plan ``plan_name``, one pod per range."""
     meta = body["metadata"]
@@ -48,7 +50,7 @@ def labeling_job(
         args += ["--source-embedded", str(source.embedded)]
     args += ["--batch-size", str(parsed.labeling_batch_size)]
     return build_labeling_job(
-        name=labeling_job_name(str(meta["name"]), version),
+        name=labeling_job_name(str(meta["name"]), version, serial),
         namespace=str(meta.get("namespace") or "default"),
         owner={
             "apiVersion": f"{GROUP}/{VERSION}",

@@ -38,9 +38,7 @@ from librarian.router.library import (
 from librarian.services.catalog import (
     CatalogEntry,
     CatalogPartition,
-    labels_pending,
-    read_catalog,
-    read_partitions,
+    read_published,
 )
 from librarian.storage.fleet import ClusterConfig, Fleet
 
@@ -171,17 +169,16 @@ def catalog_loader(
 
     async def load() -> LibraryDefinition | None:
         port = fleet.get(catalog[0])
-        if await asyncio.to_thread(labels_pending, port, catalog[1], owner):
+        published = await asyncio.to_thread(read_published, port, catalog[1], owner)
+        if published.pending:
             return None  # its labels are being written: keep serving what is loaded
-        entries = await asyncio.to_thread(read_catalog, port, catalog[1], owner)
-        partitions = await asyncio.to_thread(read_partitions, port, catalog[1], owner)
         return definition_from_catalog(
-            entries,
+            published.entries,
             name=name,
             source=source,
             homes=homes or {},
             vector=vector,
-            partitions=partitions,
+            partitions=published.partitions,
         )
 
     return load
@@ -230,24 +227,19 @@ def kubernetes_loader(
         catalog_cluster = catalog.get("cluster") or parsed.catalog_cluster or parsed.source_cluster
         catalog_collection = catalog.get("collection") or parsed.catalog_collection
         owner = f"{namespace}/{name}"
-        if await asyncio.to_thread(
-            labels_pending, fleet.get(catalog_cluster), catalog_collection, owner
-        ):
+        published = await asyncio.to_thread(
+            read_published, fleet.get(catalog_cluster), catalog_collection, owner
+        )
+        if published.pending:
             return None  # its labels are being written: keep serving what is loaded
-        entries = await asyncio.to_thread(
-            read_catalog, fleet.get(catalog_cluster), catalog_collection, owner
-        )
-        partitions = await asyncio.to_thread(
-            read_partitions, fleet.get(catalog_cluster), catalog_collection, f"{namespace}/{name}"
-        )
         return definition_from_catalog(
-            entries,
+            published.entries,
             name=library_name or parsed.source_collection,
             source=(parsed.source_cluster, parsed.source_collection),
             homes=homes,
             moves=moves_in_flight(items, name),
             vector=parsed.source_vector,
-            partitions=partitions,
+            partitions=published.partitions,
         )
 
     return load

@@ -1,9 +1,9 @@
 """Analysing a source collection and publishing its domains.
 
-Why this exists: the operator's handlers and the CLI run the same two steps —
-sample the source and discover its domains, then label every point and write
-the catalog. Keeping that glue here keeps handlers thin and gives one place to
-test it against a real engine.
+Why this exists: the analysis Job (:mod:`librarian.services.analysis_job`) and
+the CLI run the same two steps — sample the source and discover its domains,
+then label every point and write the catalog. Keeping that glue here gives one
+place to test it against a real engine.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from librarian.core.discovery import DiscoveryResult, Domain, Partition, discover
 from librarian.services.catalog import write_catalog
 from librarian.services.labeling import LabelingReport, ProgressCallback, label_points
-from librarian.services.sampling import sample_points
+from librarian.services.sampling import SampleProgress, sample_points
 from librarian.storage.port import PointId, QdrantPort
 
 
@@ -43,14 +43,25 @@ def analyze_collection(
     thresholds: Mapping[str, Any] | None = None,
     on_stage: Callable[[str], None] | None = None,
     vector: str = "",
+    on_sampled: SampleProgress | None = None,
+    sample_chunk: int | None = None,
 ) -> AnalysisOutcome:
     """Sample ``collection`` and discover its domains (ids matched to ``previous``, and the
     partitions' to ``previous_partitions``) on its dense ``vector`` (``""``: the unnamed
-    one)."""
+    one). ``sample_chunk`` draws the sample that many points at a time, telling
+    ``on_sampled`` how many are drawn."""
     if on_stage:
         on_stage("sampling")
     source_points = port.count(collection)
-    sample = sample_points(port, collection, sample_size, text_field=text_field, vector=vector)
+    sample = sample_points(
+        port,
+        collection,
+        sample_size,
+        text_field=text_field,
+        vector=vector,
+        chunk=sample_chunk,
+        on_progress=on_sampled,
+    )
     if on_stage:
         on_stage("discovering")
     # The number of routing partitions follows the collection's size, not the sample's.
