@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from qdrant_client import models
+from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from librarian.contracts.moves import MovePhase
@@ -260,6 +260,43 @@ def test_a_delete_leaves_a_tombstone_no_older_write_or_read_gets_past(library) -
         client.upsert("library", [models.PointStruct(id=9000, vector=near(built, 0, 2))])
         assert [r.id for r in client.retrieve("library", [9000])] == [9000]
         assert domain == "d0"
+
+
+def test_a_search_whose_nearest_points_are_tombstones_answers_the_live_points(library) -> None:
+    """Deleted points keep their vectors in their homes (as tombstones): a search around
+    them ranks the live points exactly as one collection without them does, scores included,
+    whether the search is exact or not, with and without a filter."""
+    built, _ = library
+    query = near(built, 0, 7)
+    reference = QdrantClient(":memory:")
+    reference.create_collection(
+        "ref", vectors_config=models.VectorParams(size=len(query), distance=models.Distance.COSINE)
+    )
+    reference.upsert(
+        "ref",
+        [models.PointStruct(id=p.id, vector=p.vector, payload=p.payload) for p in built.points],
+    )
+    with RouterThread(make_state(built)) as router, closing(client_of(router)) as client:
+        nearest = [h.id for h in client.query_points("library", query=query, limit=6).points]
+        client.delete("library", points_selector=nearest)
+        reference.delete("ref", points_selector=nearest)
+        copies = _copies(built, nearest)
+        assert all(payload[TOMBSTONE_KEY] is True for c in copies.values() for _, payload in c)
+        group = models.Filter(
+            must=[models.FieldCondition(key="group", match=models.MatchAny(any=["g0", "g1"]))]
+        )
+        for exact, query_filter in [(False, None), (True, None), (False, group), (True, group)]:
+            params = models.SearchParams(exact=exact)
+            got = client.query_points(
+                "library", query=query, limit=8, search_params=params, query_filter=query_filter
+            ).points
+            want = reference.query_points(
+                "ref", query=query, limit=8, search_params=params, query_filter=query_filter
+            ).points
+            assert [h.id for h in got] == [h.id for h in want]
+            assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=1e-5)
+            assert [h.payload for h in got] == [h.payload for h in want]
+            assert not set(nearest) & {h.id for h in got}
 
 
 def test_a_dead_cluster_does_not_stop_writes_to_the_others_and_its_cleanup_waits(

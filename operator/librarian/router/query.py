@@ -464,21 +464,48 @@ class Querying:
         home supersedes; and whether a unit that had more lost some of them so."""
         payload = wants_payload(search.with_payload)
         vectors = wants_vector(search.with_vector)
+        # Validated once (the vector is most of it); each home's copy only differs in its
+        # filter and shard keys.
+        shared = models.QueryRequest(
+            query=search.vector,
+            params=models.SearchParams(hnsw_ef=search.hnsw_ef, exact=search.exact),
+            limit=fetch,
+            with_payload=payload or view.routed,  # versions, to keep the newest copy
+            with_vector=search.with_vector if vectors else False,
+            using=view.vector or None,
+        )
 
         def operation(route: DomainRoute) -> Callable[[QdrantPort], list[Hit]]:
-            request = models.QueryRequest(
-                query=search.vector,
-                filter=combine_filters(search.query_filter, route.read_filter()),
-                params=models.SearchParams(hnsw_ef=search.hnsw_ef, exact=search.exact),
-                limit=fetch,
-                with_payload=payload or view.routed,  # versions, to keep the newest copy
-                with_vector=search.with_vector if vectors else False,
-                using=view.vector or None,
-                shard_key=list((keys or {}).get(route.key, ())) or None,
+            shard_key = list((keys or {}).get(route.key, ())) or None
+            request = shared.model_copy(
+                update={
+                    "filter": combine_filters(search.query_filter, route.read_filter()),
+                    "shard_key": shard_key,
+                }
+            )
+            # A versioned home is first asked without the filter that leaves its tombstones
+            # out: that filter reads every candidate's payload, and when none of the nearest
+            # points is a tombstone the nearest live points are those same points. Only a
+            # page holding a tombstone is asked again, filtered.
+            unfiltered = (
+                shared.model_copy(
+                    update={
+                        "filter": combine_filters(search.query_filter, route.slice_filter()),
+                        "shard_key": shard_key,
+                    }
+                )
+                if route.versioned and shared.with_payload is True
+                else None
             )
 
             def run(port: QdrantPort) -> list[Hit]:
-                hits = home_query(port, route.collection, request)
+                hits = None
+                if unfiltered is not None:
+                    hits = home_query(port, route.collection, unfiltered)
+                    if any(is_tombstone(h.payload) for h in hits):
+                        hits = None
+                if hits is None:
+                    hits = home_query(port, route.collection, request)
                 return [
                     Hit(_point_id(h.id), h.score, route.key, h.payload or {}, _jsonable(h.vector))
                     for h in hits

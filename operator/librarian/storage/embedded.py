@@ -490,6 +490,7 @@ class EmbeddedQdrant:
         self._shards = engine.shards
         self._locks = engine.locks
         self._guard = engine.guard
+        self._specs: dict[str, tuple[tuple[int, int, int], CollectionSpec]] = {}
 
     # ----------------------------------------------------------------- plumbing
 
@@ -511,12 +512,24 @@ class EmbeddedQdrant:
             return self._locks.setdefault(collection, ReadWriteLock())
 
     def _spec(self, collection: str) -> CollectionSpec:
+        """The collection's spec, parsed again only when its file was replaced (every call
+        reads it: one ``stat`` instead of reading and parsing the file each time)."""
         spec_path = self._dir(collection) / SPEC_FILE
-        if not spec_path.exists():
+        try:
+            stat = os.stat(spec_path)
+        except FileNotFoundError:
             raise CollectionNotFound(
                 self._cluster, "collection does not exist", collection=collection
-            )
-        return spec_from_json(json.loads(spec_path.read_text()))
+            ) from None
+        # The spec file is only ever replaced whole (a new file), so its identity, time and
+        # size tell whether the parsed spec is still the file's.
+        version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        held = self._specs.get(collection)
+        if held is not None and held[0] == version:
+            return held[1]
+        spec = spec_from_json(json.loads(spec_path.read_text()))
+        self._specs[collection] = (version, spec)
+        return spec
 
     def _key_dir(self, collection: str, key: ShardKey) -> Path:
         """Where the engine shard of ``key`` lives (``None``: a collection's only shard)."""
