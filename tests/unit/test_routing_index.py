@@ -1,0 +1,194 @@
+"""Routing at build time: which strategy pays, and the fast centroid scoring for many units.
+
+The references below are written the direct way (a full product with every
+centroid, a unit-by-unit coverage loop, a fresh SVD); the router's fast paths
+must choose the same units, and the strategy chosen at build must follow the
+data: centroids alone where the neighbours hold no structure the centroids
+miss, neighbour profiles where they do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from librarian.core.routing import LibraryRouter, build_router
+
+
+def _unit_rows(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _mixture(n: int, dim: int, centres: int, noise: float, seed: int) -> dict[str, Any]:
+    """Points around seeded random centres; the units are the mixture's components."""
+    rng = np.random.default_rng(seed)
+    means = _unit_rows(rng.standard_normal((centres, dim)))
+    component = rng.integers(0, centres, n)
+    points = _unit_rows(means[component] + noise * rng.standard_normal((n, dim)) / np.sqrt(dim))
+    return {"data": points[200:], "queries": points[:200], "labels": component[200:]}
+
+
+def _overlapping(seed: int) -> dict[str, Any]:
+    """Few overlapping clouds cut into fine cells: a query's neighbours straddle cells."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(12, 24))
+    vectors = _unit_rows(means[rng.integers(0, 12, 4_200)] * 0.6 + rng.normal(size=(4_200, 24)))
+    data = vectors[200:]
+    centres = data[np.random.default_rng(1).choice(len(data), 6, replace=False)]
+    return {"data": data, "queries": vectors[:200], "labels": np.argmax(data @ centres.T, axis=1)}
+
+
+def _full_scan_scores(router: LibraryRouter, queries: np.ndarray) -> np.ndarray:
+    logits = (_unit_rows(queries) @ router.centroids.T) / router.options.temperature
+    weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+def _chosen(router: LibraryRouter, scores: np.ndarray, coverage: float) -> list[int]:
+    """The coverage rule, unit by unit: best first (ties by index) until the mass is reached."""
+    chosen: list[int] = []
+    mass = 0.0
+    for unit in np.argsort(-scores, kind="stable"):
+        if mass >= coverage and len(chosen) >= router.options.min_units:
+            break
+        chosen.append(int(unit))
+        mass += float(scores[unit])
+    return chosen
+
+
+def _index_scores(router: LibraryRouter, queries: np.ndarray) -> np.ndarray:
+    """The fast formula written out: every unit scored in the leading directions of a fresh
+    SVD of the centroids (plus the router's fitted corrections), the best re-scored exactly."""
+    index = router.unit_index
+    assert index is not None
+    temperature = router.options.temperature
+    _, _, directions = np.linalg.svd(router.centroids.astype(np.float64), full_matrices=False)
+    basis = directions[: index.dims].T
+    q = _unit_rows(queries).astype(np.float64)
+    logits = (q @ basis) @ (router.centroids @ basis).T / temperature + index.correction
+    exact = q @ router.centroids.T / temperature
+    for row in range(len(q)):
+        best = np.argsort(-logits[row])[: router.unit_index_rerank]
+        logits[row, best] = exact[row, best]
+    weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+# ---------------------------------------------------------------- the strategy chosen
+
+
+def test_centroids_are_chosen_where_the_profiles_add_nothing() -> None:
+    data = _mixture(6_200, 32, 40, noise=0.5, seed=3)
+    router = build_router(data["data"], data["labels"], [None] * 40)
+    described = router.describe()
+    assert router.options.strategy == "domain_affinity"
+    assert len(router.sample_vectors) == 0  # the sample is not kept
+    assert described["strategy_chosen_by"] == "build"
+    hybrid, centroid = described["strategy_touched_hybrid"], described["strategy_touched_centroid"]
+    assert hybrid > centroid * (1 - router.options.hybrid_margin)
+
+
+def test_hybrid_is_chosen_where_the_profiles_pay() -> None:
+    data = _overlapping(seed=3)
+    router = build_router(data["data"], data["labels"], [None] * 6)
+    described = router.describe()
+    assert router.options.strategy == "hybrid"
+    assert len(router.sample_vectors) > 0
+    hybrid, centroid = described["strategy_touched_hybrid"], described["strategy_touched_centroid"]
+    assert hybrid <= centroid * (1 - router.options.hybrid_margin)
+    assert router.calibration["recall"] >= router.options.target_recall
+
+
+def test_a_configured_strategy_is_kept() -> None:
+    data = _mixture(6_200, 32, 40, noise=0.5, seed=3)
+    router = build_router(data["data"], data["labels"], [None] * 40, strategy="hybrid")
+    assert router.options.strategy == "hybrid"
+    assert len(router.sample_vectors) > 0
+    assert router.describe()["strategy_chosen_by"] == "configuration"
+
+
+def test_asking_for_auto_per_query_means_the_builds_choice() -> None:
+    data = _mixture(6_200, 32, 40, noise=0.5, seed=3)
+    router = build_router(data["data"], data["labels"], [None] * 40)
+    query = data["queries"][0]
+    assert router.decide(query, strategy="auto").units == router.decide(query).units
+
+
+# ---------------------------------------------------------------- the unit index
+
+
+@pytest.fixture(scope="module")
+def many_units() -> dict[str, Any]:
+    """600 units of 128-d vectors, the index tried whatever the size (``unit_index_work=0``)."""
+    data = _mixture(12_200, 128, 600, noise=1.0, seed=5)
+    router = build_router(
+        data["data"],
+        data["labels"],
+        [None] * 600,
+        strategy="domain_affinity",
+        unit_index_work=0,
+    )
+    return {**data, "router": router}
+
+
+def test_the_unit_index_is_kept_when_it_chooses_as_the_full_scan(
+    many_units: dict[str, Any],
+) -> None:
+    router: LibraryRouter = many_units["router"]
+    assert router.unit_index is not None
+    assert 0 < router.unit_index_rerank <= router.unit_count // 4
+    assert router.calibration["unit_index_agreement"] >= 0.999
+    assert "re-scored" in router.describe()["unit_index"]
+
+
+def test_the_unit_index_chooses_the_full_scans_units(many_units: dict[str, Any]) -> None:
+    router: LibraryRouter = many_units["router"]
+    queries = many_units["queries"]
+    expected = [_chosen(router, row, router.coverage) for row in _full_scan_scores(router, queries)]
+    batched = [d.units for d in router.decide_many(queries)]
+    # the build checked 99.9% agreement on its calibration queries; these are others
+    assert np.mean([a == b for a, b in zip(batched, expected, strict=True)]) >= 0.98
+    assert [router.decide(q).units for q in queries[:50]] == batched[:50]
+
+
+def test_the_unit_index_scores_equal_its_formula(many_units: dict[str, Any]) -> None:
+    router: LibraryRouter = many_units["router"]
+    queries = many_units["queries"]
+    expected = _index_scores(router, queries)
+    np.testing.assert_allclose(router.scores_many(queries), expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(router.scores(queries[3]), expected[3], rtol=1e-4, atol=1e-6)
+
+
+def test_the_full_scan_is_kept_when_the_index_misses() -> None:
+    """Units unrelated to the geometry (random labels): every centroid is near the mean, the
+    rule takes most units in an order set by tiny differences, which the index cannot keep."""
+    rng = np.random.default_rng(7)
+    vectors = _unit_rows(rng.standard_normal((6_200, 128)))
+    data, queries = vectors[200:], vectors[:200]
+    labels = rng.integers(0, 300, len(data))
+    router = build_router(data, labels, [None] * 300, strategy="domain_affinity", unit_index_work=0)
+    assert router.unit_index is not None  # tried, and not kept
+    assert router.unit_index_rerank == 0
+    assert router.describe()["unit_index"] == "full scan"
+    np.testing.assert_allclose(
+        router.scores_many(queries), _full_scan_scores(router, queries), rtol=1e-4, atol=1e-7
+    )
+    expected = [_chosen(router, row, router.coverage) for row in _full_scan_scores(router, queries)]
+    assert [d.units for d in router.decide_many(queries)] == expected
+
+
+def test_batched_decisions_with_ties_follow_the_unit_by_unit_rule(
+    many_units: dict[str, Any],
+) -> None:
+    router: LibraryRouter = many_units["router"]
+    units = router.unit_count
+    tied = np.full((3, units), 1.0 / units, dtype=np.float32)
+    tied[1, :40] = 2.0 / units  # 40 tied best units: more than the first candidates
+    tied[1] /= tied[1].sum()
+    tied[2, [5, 9]] = 0.3  # two tied best units, the rule settled among them
+    tied[2] /= tied[2].sum()
+    for coverage in (0.05, 0.5, 0.95):
+        decided = router._decide_batch(tied, "domain_affinity", coverage)
+        assert [d.units for d in decided] == [_chosen(router, row, coverage) for row in tied]
