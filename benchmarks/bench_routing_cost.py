@@ -24,8 +24,11 @@ issue's figures), units from one seeded Lloyd step (``--points-per-unit``);
 centres on the unit sphere, units = mixture components. Building the engine's
 HNSW index over 1M x 384 points is too slow for a shared machine, so for the
 synthetic set the engine search is measured on its first ``--engine-points``
-points and scaled to N by log(N)/log(measured) (a graph search's hops grow
-with the log of the points; printed as extrapolated).
+points (a comma-separated list: one engine per size) and extrapolated to N: with
+one size, scaled by log(N)/log(measured); with several, by the least-squares
+line a + b log(n) through the measured searches (a graph search's hops grow
+with the log of the points). Every measured size and the extrapolation are
+printed.
 
 ``--busy N`` starts N CPU-burning processes after the quiet measurements and
 repeats the decision, search and build timings under that load. The load
@@ -44,6 +47,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -249,7 +253,7 @@ def measure(
     labels: np.ndarray,
     centres: np.ndarray,
     queries: np.ndarray,
-    engine_points: int,
+    engine_points: list[int],
     busy: int,
 ) -> list[float]:
     n = len(points)
@@ -273,22 +277,34 @@ def measure(
     truth = _truth(points, queries)
     recall, touched = _curve(router, labels, queries, truth)
     whole_recall, whole_touched = _curve(whole, labels, queries, truth)
+    print(f"   router: {router.describe()}", flush=True)
     print(
         f"   routed as built: recall@10 {recall:.3f}, touched {touched:.3f}; whole "
         f"sample (plain formula): recall@10 {whole_recall:.3f}, touched "
         f"{whole_touched:.3f} (coverage {router.coverage})",
         flush=True,
     )
-    measured = min(n, engine_points)
+    sizes = sorted({min(n, size) for size in engine_points})
+    smaller = _searches(points, queries, sizes[:-1])
+    measured = sizes[-1]
     with tempfile.TemporaryDirectory() as folder:
         engine = Engine(points[:measured], folder)
         try:
+            searched = engine.search_cpu(queries)
+            print(f"   engine search on {measured} points: {searched * 1e6:.0f} us", flush=True)
             scale = math.log(n) / math.log(measured)
-            engine_cpu = engine.search_cpu(queries) * scale
+            fitted = _fit(sizes, [*smaller, searched]) if len(sizes) > 1 else None
+            if fitted is not None:
+                scale = fitted(n) / fitted(measured)
+                print(f"   extrapolated to {n} points: {fitted(n) * 1e6:.0f} us", flush=True)
+            engine_cpu = searched * scale
             if measured < n:
+                how = (
+                    "the fitted a + b log n" if fitted is not None else f"log {n} / log {measured}"
+                )
                 print(
                     f"   engine search measured on {measured} points, x{scale:.2f} "
-                    f"(log {n} / log {measured}) to extrapolate to {n}"
+                    f"({how}) to extrapolate to {n}"
                 )
             print(HEADER)
             row, ratio = _timings("quiet", router, queries, engine_cpu, build)
@@ -318,11 +334,37 @@ def measure(
     return ratios
 
 
+def _searches(points: np.ndarray, queries: np.ndarray, sizes: list[int]) -> list[float]:
+    """The engine's search CPU per query over the first ``sizes`` points (one engine at a
+    time), each printed."""
+    measured = []
+    for size in sizes:
+        with tempfile.TemporaryDirectory() as folder:
+            engine = Engine(points[:size], folder)
+            try:
+                measured.append(engine.search_cpu(queries))
+            finally:
+                engine.close()
+        print(f"   engine search on {size} points: {measured[-1] * 1e6:.0f} us", flush=True)
+    return measured
+
+
+def _fit(sizes: list[int], seconds: list[float]) -> Callable[[int], float]:
+    """The least-squares line a + b log(size) through the measured searches (printed)."""
+    slope, intercept = np.polyfit(np.log(sizes), seconds, 1)
+    print(f"   fit: search us = {intercept * 1e6:.0f} + {slope * 1e6:.1f} ln(n)", flush=True)
+    return lambda size: float(intercept + slope * math.log(size))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="50000", help="GloVe sizes, comma separated")
     parser.add_argument("--synthetic", type=int, default=0, help="N x 384 synthetic points")
-    parser.add_argument("--engine-points", type=int, default=50_000)
+    parser.add_argument(
+        "--engine-points",
+        default="50000",
+        help="synthetic set: points the engine search is measured on (comma separated: fit)",
+    )
     parser.add_argument("--points-per-unit", type=int, default=400)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--busy", type=int, default=0, help="CPU-burning processes")
@@ -340,7 +382,7 @@ def main() -> int:
                 points, max(2, len(points) // args.points_per_unit), args.seed
             )
             ratios = measure(
-                f"GloVe {len(points)}", points, labels, centres, queries, len(points), args.busy
+                f"GloVe {len(points)}", points, labels, centres, queries, [len(points)], args.busy
             )
             worst = max(worst, *ratios)
     if args.synthetic:
@@ -356,7 +398,7 @@ def main() -> int:
             component,
             centres,
             queries,
-            args.engine_points,
+            [int(size) for size in args.engine_points.split(",") if size],
             args.busy,
         )
         worst = max(worst, *ratios)

@@ -13,9 +13,13 @@ Curves printed, on the same queries:
 
 * ``centroid``: the nearest partition centroids, a fixed number of probes
   (``nprobe``), as an IVF index probes its lists;
-* ``hybrid``: the router's default strategy (neighbour profiles plus a
+* ``hybrid``: the router's hybrid strategy (neighbour profiles plus a
   centroid prior), probing units best first until the estimated share reaches
-  a coverage threshold;
+  a coverage threshold; its build-time calibrated point is printed below the curves;
+* ``auto``: the router's default, which keeps ``hybrid`` only where it
+  touches clearly fewer points than centroids alone on its calibration
+  queries (the choice and both figures are printed), with its unit index
+  when the build kept one;
 * ``domain_affinity``: the router's centroid-only strategy with the same
   coverage rule;
 * ``faiss-ivf``: ``IndexIVFFlat`` (inner product on unit vectors) with as
@@ -356,11 +360,30 @@ def main() -> int:
         data,
         labels,
         result.partitions,
+        strategy="hybrid",
         seed=args.seed,
         reference_limit=args.reference_limit,
         target_recall=args.target_recall,
     )
     router_built = time.perf_counter() - started
+    auto = build_router(
+        data,
+        labels,
+        result.partitions,
+        seed=args.seed,
+        reference_limit=args.reference_limit,
+        target_recall=args.target_recall,
+    )
+    described = auto.describe()
+    print(
+        f"auto strategy: {described['strategy']} (calibrated touched: hybrid "
+        f"{described.get('strategy_touched_hybrid')}, centroid "
+        f"{described.get('strategy_touched_centroid')}); coverage {auto.coverage}; unit index: "
+        f"{described['unit_index']}"
+    )
+    auto_scores = np.concatenate(
+        [auto.scores_many(queries[s : s + 100]) for s in range(0, len(queries), 100)]
+    )
     started = time.perf_counter()
     hybrid_scores = np.concatenate(
         [router.scores_many(queries[s : s + 100]) for s in range(0, len(queries), 100)]
@@ -378,6 +401,9 @@ def main() -> int:
             np.argsort(-affinity_scores, axis=1, kind="stable"),
             sizes,
             args.max_touched,
+        ),
+        "auto": Curve(
+            "auto", np.argsort(-auto_scores, axis=1, kind="stable"), sizes, args.max_touched
         ),
     }
     truth_units = labels[truth]
@@ -399,7 +425,9 @@ def main() -> int:
         curve.measure(engine, truth, needs[name])
 
     lists_at, ivf_built = ivf_curve(data, queries, truth, units, args.seed)
-    points = curve_points(curves, hybrid_scores, affinity_scores, lists_at, len(queries), units)
+    points = curve_points(
+        curves, hybrid_scores, affinity_scores, auto_scores, lists_at, len(queries), units
+    )
     print_curves(points, units, args.max_touched)
     calibrated = [len(decision.units) for decision in router.decide_many(queries)]
     print_calibrated(
@@ -423,6 +451,7 @@ def curve_points(
     curves: dict[str, Curve],
     hybrid_scores: np.ndarray,
     affinity_scores: np.ndarray,
+    auto_scores: np.ndarray,
     lists_at: Callable[[int], tuple[float, float, float]],
     queries: int,
     units: int,
@@ -433,7 +462,8 @@ def curve_points(
     for probes in range(1, units + 1):
         recall, touched, per_query = curves["centroid"].at(np.full(queries, probes))
         points["centroid"].append((recall, touched, per_query, f"nprobe={probes}"))
-    for name, scores in (("hybrid", hybrid_scores), ("domain_affinity", affinity_scores)):
+    adaptive = (("hybrid", hybrid_scores), ("domain_affinity", affinity_scores))
+    for name, scores in (*adaptive, ("auto", auto_scores)):
         mass = masses(scores)
         for coverage in COVERAGES:
             lengths = coverage_lengths(mass, float(coverage))

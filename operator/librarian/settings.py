@@ -28,6 +28,7 @@ CONFIG_ENV = "LIBRARIAN_CONFIG"
 DiscoveryStrategy = Literal["kmeans", "dbscan", "hierarchical", "semantic_flow", "hybrid"]
 OptimizationStrategy = Literal["latency", "throughput", "accuracy", "balanced", "custom"]
 RoutingStrategy = Literal[
+    "auto",  # hybrid or domain_affinity, chosen when the routing model is built
     "hybrid",
     "domain_affinity",
     "load_balancing",
@@ -119,7 +120,7 @@ class LimitsSettings(_Section):
 
 class OrchestratorSettings(_Section):
     enabled: bool = True
-    routing_strategy: RoutingStrategy = "hybrid"
+    routing_strategy: RoutingStrategy = "auto"
     fusion_algorithm: FusionAlgorithm = "semantic_merge"
     timeout: Duration = 30.0
     caching: CachingSettings = CachingSettings()

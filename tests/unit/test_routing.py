@@ -147,7 +147,7 @@ def test_latency_tracker_follows_a_shift() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"strategy": "random"}, "strategy 'random' is unknown; accepted: hybrid"),
+        ({"strategy": "random"}, "strategy 'random' is unknown; accepted: auto, hybrid"),
         ({"target_recall": 1.5}, "target_recall must be in"),
         ({"nprobe": 3}, "unknown routing option"),
         ({"temperature": 0}, "temperature must be > 0"),

@@ -21,7 +21,17 @@ coverages that matter differ in the fourth decimal).
 
 Strategies:
 
-- ``hybrid`` (default): neighbour profiles plus a small centroid prior.
+- ``auto`` (default, chosen at build time): ``hybrid`` when its neighbour
+  profiles pay on this library, else ``domain_affinity``. Both are calibrated
+  to the target recall on the same held-aside queries; ``hybrid`` is kept only
+  when it touches at least ``hybrid_margin`` (10%) fewer points. Its decision
+  costs several times the centroids' (a product with the sample on top of the
+  one with the centroids), and on fine units (hundreds to thousands) the
+  profiles often add nothing, while on text with coarse units they save a
+  third of the points or more; below 10% the saving is within what 500
+  calibration queries can tell apart. The choice and both figures are kept
+  in :attr:`LibraryRouter.strategy_choice` and shown in :meth:`describe`.
+- ``hybrid``: neighbour profiles plus a small centroid prior.
 - ``domain_affinity``: centroid similarity only (calibrated the same way).
 - ``accuracy_first``: every unit, best first.
 - ``load_balancing``: like ``hybrid``, but a unit under more than its share of
@@ -57,9 +67,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from librarian.core.unit_index import ProjectedUnitIndex
+
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 
+AUTO = "auto"  # build-time only: hybrid or domain_affinity, whichever pays on this library
 STRATEGIES = (
     "hybrid",
     "domain_affinity",
@@ -69,6 +82,7 @@ STRATEGIES = (
 )
 
 __all__ = [
+    "AUTO",
     "STRATEGIES",
     "LatencyTracker",
     "LibraryRouter",
@@ -87,7 +101,10 @@ class RoutingError(ValueError):
 class RoutingOptions:
     """Every knob of :func:`build_router`; each has a default that works on real embeddings."""
 
-    strategy: str = "hybrid"
+    # ``auto``: hybrid when, calibrated to the same recall on the same queries, it touches at
+    # least ``hybrid_margin`` (relative) fewer points than centroids alone; else domain_affinity
+    strategy: str = AUTO
+    hybrid_margin: float = 0.10
     target_recall: float = 0.96  # recall@k the calibrated coverage threshold aims for
     k: int = 10  # the neighbours a query is assumed to ask for
     sample_fraction: float = 0.2  # share of points kept in the router's sample index
@@ -107,6 +124,11 @@ class RoutingOptions:
     # of points touched by more than this (relative); None: the whole sample, always.
     profile_tolerance: float | None = None
     block_bytes: int = 128 << 20  # memory of one block of scores while building
+    # From this many unit-centroid products per query (units x dimensions), a two-level index
+    # over the centroids is tried: kept when the units it chooses equal the full scan's on at
+    # least ``unit_index_agreement`` of the calibration queries.
+    unit_index_work: int = 1 << 19
+    unit_index_agreement: float = 0.999
     min_units: int = 1
     max_units: int | None = None
     slack: float = 0.02  # recall a load/latency strategy may give up per skipped unit
@@ -116,9 +138,9 @@ class RoutingOptions:
 
     def problems(self) -> list[str]:
         found = []
-        if self.strategy not in STRATEGIES:
+        if self.strategy not in (AUTO, *STRATEGIES):
             found.append(
-                f"strategy {self.strategy!r} is unknown; accepted: {', '.join(STRATEGIES)}"
+                f"strategy {self.strategy!r} is unknown; accepted: {AUTO}, {', '.join(STRATEGIES)}"
             )
         if not 0.0 < self.target_recall <= 1.0:
             found.append("target_recall must be in (0, 1]")
@@ -138,6 +160,14 @@ class RoutingOptions:
             found.append("profile_tolerance must be >= 0 (or None to keep the whole sample)")
         if self.block_bytes < 1 << 20:
             found.append("block_bytes must be at least 1 MiB")
+        return found + self._share_problems()
+
+    def _share_problems(self) -> list[str]:
+        found = []
+        if not 0.0 <= self.hybrid_margin < 1.0:
+            found.append("hybrid_margin must be in [0, 1)")
+        if not 0.0 < self.unit_index_agreement <= 1.0:
+            found.append("unit_index_agreement must be in (0, 1]")
         return found
 
 
@@ -238,9 +268,13 @@ def _profiles(neighbour_labels: IntArray, units: int) -> FloatArray:
     return profile
 
 
-def _softmax(logits: npt.NDArray[Any]) -> FloatArray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return np.asarray(shifted / shifted.sum(axis=1, keepdims=True), dtype=np.float32)
+def _softmax(logits: npt.NDArray[Any], in_place: bool = False) -> FloatArray:
+    """Row-wise softmax (overwriting ``logits`` when ``in_place``)."""
+    shifted = logits if in_place else logits.copy()
+    shifted -= logits.max(axis=1, keepdims=True)
+    np.exp(shifted, out=shifted)
+    shifted /= shifted.sum(axis=1, keepdims=True)
+    return np.asarray(shifted, dtype=np.float32)
 
 
 def _chosen_count(cumulative: npt.NDArray[np.float64], coverage: float, least: int) -> int:
@@ -268,19 +302,41 @@ class LibraryRouter:
         sample_vectors: FloatArray,
         sample_units: IntArray,
     ) -> None:
+        if options.strategy == AUTO:  # built without a choice: hybrid when there is a sample
+            options = replace(
+                options, strategy="hybrid" if len(sample_vectors) else "domain_affinity"
+            )
         self.options = options
+        # how the strategy was chosen: by the configuration, or at build time (with the
+        # share of points each candidate touched at the target recall)
+        self.strategy_choice: dict[str, Any] = {"chosen_by": "configuration"}
         self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         self.sizes = sizes
-        self.sample_vectors = np.ascontiguousarray(sample_vectors, dtype=np.float32)
-        self.sample_units = np.asarray(sample_units, dtype=np.int64)
-        if self.sample_units.shape[:1] != self.sample_vectors.shape[:1]:
+        units = len(self.centroids)
+        # an index over the centroids (many units of many dimensions only); used once the
+        # builder has checked it (``unit_index_rerank`` units scored exactly; 0: the full scan)
+        self.unit_index: ProjectedUnitIndex | None = None
+        dims = self.centroids.shape[1]
+        if units >= 256 and units * dims >= options.unit_index_work and dims >= 96:
+            self.unit_index = ProjectedUnitIndex(self.centroids, options.temperature, dims // 6)
+        self.unit_index_rerank = 0
+        sample_vectors = np.asarray(sample_vectors, dtype=np.float32)
+        sample_units = np.asarray(sample_units, dtype=np.int64)
+        if sample_units.shape[:1] != sample_vectors.shape[:1]:
             raise RoutingError("sample_units needs one row of neighbour units per sample point")
         # the unit whose centroid is nearest to each sample point (its cell)
-        self._sample_cell = np.empty(len(self.sample_vectors), dtype=np.int64)
-        for start in range(0, len(self.sample_vectors), 2048):
-            block = self.sample_vectors[start : start + 2048] @ self.centroids.T
-            self._sample_cell[start : start + 2048] = np.argmax(block, axis=1)
-        self._cell_sizes = np.bincount(self._sample_cell, minlength=len(self.centroids))
+        cell = np.empty(len(sample_vectors), dtype=np.int64)
+        for start in range(0, len(sample_vectors), 2048):
+            block = sample_vectors[start : start + 2048] @ self.centroids.T
+            cell[start : start + 2048] = np.argmax(block, axis=1)
+        # The sample is stored cell by cell: the sample points of a run of cells are one slice.
+        stored = np.argsort(cell, kind="stable")
+        self.sample_vectors = np.ascontiguousarray(sample_vectors[stored])
+        self.sample_units = np.ascontiguousarray(sample_units[stored])
+        self._sample_cell = cell[stored]
+        self._cell_sizes = np.bincount(cell, minlength=units)
+        self._cell_start = np.zeros(units, dtype=np.int64)  # first stored row of each cell
+        self._cell_start[1:] = np.cumsum(self._cell_sizes)[:-1]
         self.coverage = 1.0  # calibrated by build_router
         self.calibration: dict[str, float] = {}
         self.latency = LatencyTracker(len(centroids), options.ewma_alpha)
@@ -311,11 +367,10 @@ class LibraryRouter:
                 f"{q.shape[-1] if q.ndim else 0}"
             )
         options = self.options
-        logits = q @ self.centroids.T
-        logits /= np.float32(options.temperature)
-        prior = _softmax(logits)
+        logits = self._unit_logits(q)
         if (strategy or options.strategy) == "domain_affinity" or not len(self.sample_vectors):
-            return prior
+            return _softmax(logits, in_place=True)
+        prior = _softmax(logits)
         top, top_sims = self._nearest_sample(q, logits)
         top_sims -= top_sims.max(axis=1, keepdims=True)
         top_sims /= np.float32(options.temperature)
@@ -329,6 +384,15 @@ class LibraryRouter:
         blended /= np.maximum(blended.sum(axis=1, keepdims=True), 1e-12)
         mixed = (1 - options.centroid_prior) * blended + options.centroid_prior * prior
         return np.asarray(mixed, dtype=np.float32)
+
+    def _unit_logits(self, q: FloatArray) -> FloatArray:
+        """Each query's similarity to every unit centroid over the temperature (through the
+        unit index when the builder kept it)."""
+        if self.unit_index is not None and self.unit_index_rerank:
+            return self.unit_index.logits(q, self.unit_index_rerank)
+        logits = q @ self.centroids.T
+        logits /= np.float32(self.options.temperature)
+        return logits
 
     def _nearest_sample(self, q: FloatArray, logits: FloatArray) -> tuple[IntArray, FloatArray]:
         """Each query's ``sample_neighbours`` most similar sample points and their
@@ -355,7 +419,6 @@ class LibraryRouter:
         best = np.argpartition(logits, units - guess, axis=1)[:, units - guess :]
         top = np.zeros((len(q), wanted), dtype=np.int64)
         top_sims = np.full((len(q), wanted), -np.inf, dtype=np.float32)
-        chosen = np.zeros(units, dtype=bool)
         for row in range(len(q)):
             cells = best[row][np.argsort(-logits[row, best[row]], kind="stable")]
             held = np.cumsum(self._cell_sizes[cells])
@@ -363,15 +426,33 @@ class LibraryRouter:
                 cells = np.argsort(-logits[row], kind="stable")
                 held = np.cumsum(self._cell_sizes[cells])
             taken = cells[: int(np.searchsorted(held, budget)) + 1]
-            chosen[taken] = True
-            candidates = np.flatnonzero(chosen[self._sample_cell])
-            chosen[taken] = False
-            sims = self.sample_vectors[candidates] @ q[row]
+            candidates, sims = self._search_cells(taken, q[row])
             m = min(wanted, len(candidates))
             pick = np.argpartition(sims, len(sims) - m)[len(sims) - m :]
             top[row, :m] = candidates[pick]
             top_sims[row, :m] = sims[pick]
         return top, top_sims
+
+    def _search_cells(self, cells: IntArray, query: FloatArray) -> tuple[IntArray, FloatArray]:
+        """The stored rows of the sample points of ``cells`` and their similarity to
+        ``query``: one product per run of cells that are neighbours in storage."""
+        starts = self._cell_start[cells]
+        stops = starts + self._cell_sizes[cells]
+        order = np.argsort(starts)
+        starts, stops = starts[order], stops[order]
+        breaks = np.flatnonzero(starts[1:] != stops[:-1]) + 1
+        run_starts = starts[np.concatenate([[0], breaks])]
+        run_stops = stops[np.concatenate([breaks - 1, [len(stops) - 1]])]
+        rows = np.concatenate(
+            [np.arange(a, b) for a, b in zip(run_starts.tolist(), run_stops.tolist(), strict=True)]
+        )
+        sims = np.concatenate(
+            [
+                self.sample_vectors[a:b] @ query
+                for a, b in zip(run_starts.tolist(), run_stops.tolist(), strict=True)
+            ]
+        )
+        return rows.astype(np.int64), np.asarray(sims, dtype=np.float32)
 
     # ------------------------------------------------------------------ decisions
 
@@ -392,12 +473,50 @@ class LibraryRouter:
     ) -> list[RouteDecision]:
         """:meth:`decide` for every row of ``queries``, scored as one batch."""
         strategy = self._strategy(strategy)
-        return [
-            self._decide(row, strategy, self.coverage)
-            for row in self.scores_many(queries, strategy)
-        ]
+        scores = self.scores_many(queries, strategy)
+        if strategy == "accuracy_first" or self._avoids_any(strategy):
+            return [self._decide(row, strategy, self.coverage) for row in scores]
+        return self._decide_batch(scores, strategy, self.coverage)
+
+    def _decide_batch(
+        self, scores: FloatArray, strategy: str, coverage: float
+    ) -> list[RouteDecision]:
+        """:meth:`_decide` for every row of ``scores`` (the plain coverage rule), the best
+        units of all rows ranked at once; a row whose rule is not settled among them (the
+        coverage not reached, or a tie with the first unit left out) is decided alone."""
+        options = self.options
+        rows, total = scores.shape
+        limit = min(options.max_units or total, total)
+        least = min(options.min_units, limit)
+        candidates = min(total, max(4 * least, 32))
+        if candidates >= total or not rows:
+            return [self._decide(row, strategy, coverage) for row in scores]
+        best = np.argpartition(scores, total - candidates, axis=1)[:, total - candidates :]
+        values = np.take_along_axis(scores, best, axis=1)
+        order = np.lexsort((best, -values), axis=1)  # best first; ties in index order
+        best = np.take_along_axis(best, order, axis=1)
+        values = np.take_along_axis(values, order, axis=1)
+        cumulative = np.cumsum(values, axis=1, dtype=np.float64)
+        reached = cumulative[:, least - 1 :] >= coverage
+        found = reached.any(axis=1)
+        count = np.minimum(np.where(found, least + reached.argmax(axis=1), candidates), limit)
+        last = np.arange(rows), count - 1
+        # settled: the rule stopped among the candidates, on a unit better than every unit
+        # left out (so the candidates' order is a prefix of the whole stable order)
+        settled = (found | (count >= limit)) & (values[last] > values[:, -1])
+        masses = np.minimum(cumulative[last], 1.0).tolist()
+        decisions = []
+        for row in range(rows):
+            if settled[row]:
+                units = best[row, : count[row]].tolist()
+                decisions.append(RouteDecision(units, masses[row], scores[row]))
+            else:
+                decisions.append(self._decide(scores[row], strategy, coverage))
+        return decisions
 
     def _strategy(self, strategy: str | None) -> str:
+        if strategy == AUTO:  # asked for the build's choice
+            strategy = None
         strategy = strategy or self.options.strategy
         if strategy not in STRATEGIES:
             raise RoutingError(
@@ -490,9 +609,15 @@ class LibraryRouter:
     def describe(self) -> dict[str, Any]:
         return {
             "strategy": self.options.strategy,
+            **{f"strategy_{key}": value for key, value in self.strategy_choice.items()},
             "units": self.unit_count,
             "sample_points": len(self.sample_vectors),
             "sample_candidates": self.options.sample_candidates,
+            "unit_index": (
+                f"{self.unit_index_rerank} best of {self.unit_index.dims} dims re-scored"
+                if self.unit_index is not None and self.unit_index_rerank
+                else "full scan"
+            ),
             "coverage": round(self.coverage, 6),
             "target_recall": self.options.target_recall,
             **{f"calibration_{key}": round(value, 4) for key, value in self.calibration.items()},
@@ -582,7 +707,7 @@ def build_router(
     (``block_bytes``).
     """
     unit_sizes = options.pop("unit_sizes", None)
-    settings = _options(options)
+    settings, choose = _hybrid_if_auto(_options(options))
     source = np.asarray(vectors)
     if not np.issubdtype(source.dtype, np.floating):
         source = source.astype(np.float32)
@@ -666,7 +791,92 @@ def build_router(
         best = router
     assert best is not None
     best.calibration["sample_points_tried"] = float(size)
+    if choose:
+        best = _choose_strategy(best, calibration_vectors, truth, truth_weights)
+    _fit_unit_index(best, calibration_vectors)
     return best
+
+
+def _rerank_steps(units: int) -> list[int]:
+    """Units re-scored exactly in turn by the unit index: 8, 16, 32, ... up to a quarter of
+    them (past that the full scan costs about as much)."""
+    steps, rerank = [], 8
+    while rerank <= units // 4:
+        steps.append(rerank)
+        rerank *= 2
+    return steps
+
+
+def _fit_unit_index(router: LibraryRouter, calibration: FloatArray) -> None:
+    """Keep the router's unit index with the fewest re-scored units whose chosen units equal the
+    full scan's on ``unit_index_agreement`` of held-out queries (at the calibrated coverage), or
+    none. The index's corrections are fitted on half of ``calibration`` and the agreement is
+    judged on the other half, so it is not judged on the queries it was fitted to. The share
+    that agreed is kept in the calibration figures."""
+    index = router.unit_index
+    strategy = router.options.strategy
+    if index is None or len(calibration) < 2 or strategy == "accuracy_first":
+        return
+    index.fit_correction(calibration[0::2])
+    queries = calibration[1::2]
+
+    def chosen() -> list[list[int]]:
+        scores = router.scores_many(queries, strategy)
+        return [router._decide(row, strategy, router.coverage).units for row in scores]
+
+    router.unit_index_rerank = 0
+    exact = chosen()
+    for rerank in _rerank_steps(router.unit_count):
+        router.unit_index_rerank = rerank
+        agreed = float(np.mean([a == b for a, b in zip(chosen(), exact, strict=True)]))
+        if agreed >= router.options.unit_index_agreement:
+            router.calibration["unit_index_agreement"] = agreed
+            return
+    router.unit_index_rerank = 0
+
+
+def _hybrid_if_auto(settings: RoutingOptions) -> tuple[RoutingOptions, bool]:
+    """The options to build with (``auto`` builds ``hybrid`` first) and whether to choose."""
+    if settings.strategy == AUTO:
+        return replace(settings, strategy="hybrid"), True
+    return settings, False
+
+
+def _choose_strategy(
+    hybrid: LibraryRouter,
+    queries: FloatArray,
+    truth_units: IntArray,
+    truth_weights: npt.NDArray[np.float64] | None,
+) -> LibraryRouter:
+    """``hybrid`` or the same units routed by centroids alone (no sample kept), whichever
+    :attr:`RoutingOptions.hybrid_margin` says pays; both calibrated on ``queries`` against the
+    same weighted truth."""
+    options = hybrid.options
+    centroid = LibraryRouter(
+        options=replace(options, strategy="domain_affinity"),
+        centroids=hybrid.centroids,
+        sizes=hybrid.sizes,
+        sample_vectors=hybrid.sample_vectors[:0],
+        sample_units=hybrid.sample_units[:0],
+    )
+    _calibrate(centroid, queries, truth_units, truth_weights)
+    hybrid_touched = hybrid.calibration["touched"]
+    centroid_touched = centroid.calibration["touched"]
+    target = options.target_recall
+    if not len(hybrid.sample_vectors):
+        keep_hybrid = False
+    elif centroid.calibration["recall"] < target <= hybrid.calibration["recall"]:
+        keep_hybrid = True  # centroids alone never reached the target recall
+    else:
+        keep_hybrid = hybrid_touched <= centroid_touched * (1 - options.hybrid_margin)
+    chosen = hybrid if keep_hybrid else centroid
+    chosen.strategy_choice = {
+        "chosen_by": "build",
+        "touched_hybrid": round(hybrid_touched, 4),
+        "touched_centroid": round(centroid_touched, 4),
+        "hybrid_margin": options.hybrid_margin,
+    }
+    return chosen
 
 
 def _sample_steps(sample: int, neighbours: int) -> list[int]:

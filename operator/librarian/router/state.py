@@ -101,7 +101,7 @@ class RouterConfig:
     @property
     def strategy(self) -> str:
         name = self.settings.routing_strategy
-        return strategy_name(name) or "hybrid"
+        return strategy_name(name) or "auto"
 
 
 class RouterState:
