@@ -59,6 +59,36 @@ def test_unclustered_data_is_not_split_for_its_elongation() -> None:
     assert abs(scores[2]) < 0.2
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_structureless_data_keeps_the_fewest_domains_the_bounds_allow(seed: int) -> None:
+    """Without clusters every count's stability is chance level; the count whose score won by
+    noise (3 and 24 for two of these draws before the floor) must not be taken: the bounds'
+    minimum is kept, and the choice says why."""
+    vectors = np.random.default_rng(seed).standard_normal((1500, 16)).astype(np.float32)
+    result = discover(vectors, seed=0, min_domain_size=10)
+    choice = result.domain_count
+    assert choice is not None
+    assert max(score for _, score in choice.scores) < 0.2
+    assert (choice.criterion, choice.chosen, len(result.domains)) == ("stability", 2, 2)
+    assert "min_stability=0.2" in choice.reason
+    assert "structureless" in choice.summary()
+    single = discover(vectors, seed=0, min_domain_size=10, min_domains=1)
+    assert single.domain_count is not None
+    assert (single.domain_count.chosen, len(single.domains)) == (1, 1)
+
+
+def test_clustered_data_clears_the_structure_floor() -> None:
+    """Well-separated clusters of known count score far above the floor and keep their count
+    even when the floor is raised to a strict level."""
+    vectors, truth = uneven_clusters(5)
+    result = discover(vectors, seed=0, min_domain_size=10, min_stability=0.6)
+    choice = result.domain_count
+    assert choice is not None
+    assert dict(choice.scores)[5] > 0.6
+    assert (choice.chosen, len(result.domains)) == (5, 5)
+    assert normalized_mutual_info_score(truth, result.labels) > 0.95
+
+
 def test_the_choice_says_how_the_count_was_reached() -> None:
     vectors, _, _ = make_blobs(centres=5, per=60)
     forced = discover(vectors, n_domains=3, min_domains=1).domain_count

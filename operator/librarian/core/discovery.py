@@ -47,6 +47,10 @@ candidates within ``stability_tolerance`` of the best, the fewest domains win
 (domains are placement units — each may become a collection of its own —
 while the finer routing cells are the partitions); the bounds
 ``min_domains``, ``max_domains`` and ``n / min_domain_size`` set the range.
+When no candidate reaches ``min_stability`` (on the kappa scale, 0.2 is only
+"slight" agreement), the data shows no structure that structureless data
+would not: it keeps the fewest domains the bounds allow rather than the
+count that won by noise.
 Silhouette, used before, collapses to 2 on word vectors, whose only robust
 split is their elongation. :class:`DomainCountChoice` says what was chosen
 and why.
@@ -75,6 +79,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import HDBSCAN, AgglomerativeClustering, KMeans
 from sklearn.decomposition import PCA
 from sklearn.metrics import normalized_mutual_info_score
+from threadpoolctl import threadpool_limits
 
 from librarian.core.keywords import class_keywords, domain_names
 
@@ -101,6 +106,9 @@ class DiscoveryBounds:
     selection_sample: int = 4_000  # points used to choose the number of domains
     stability_resamples: int = 2  # seeded half/half splits per candidate number of domains
     stability_tolerance: float = 0.01  # prefer fewer domains within this much of the best score
+    # Below this chance-corrected stability no count is better supported than structureless
+    # data (on a kappa scale, 0.2 is "slight" agreement): keep the fewest domains allowed.
+    min_stability: float = 0.2
     refine_neighbors: int = 20  # k of the k-nearest-neighbour density refinement (0: off)
     refine_rounds: int = 3
     refine_share: float = 0.3  # share of points (smallest centroid margin) treated as outliers
@@ -146,6 +154,8 @@ class DiscoveryBounds:
             problems.append(f"merge_similarity must be in (0, 1] (got {self.merge_similarity})")
         if self.sample_size < 10 or self.selection_sample < 10:
             problems.append("sample_size and selection_sample must be >= 10")
+        if not -1.0 <= self.min_stability <= 1.0:
+            problems.append(f"min_stability must be in [-1, 1] (got {self.min_stability})")
         if not 0.0 <= self.stability_tolerance <= 1.0:
             problems.append(
                 f"stability_tolerance must be in [0, 1] (got {self.stability_tolerance})"
@@ -425,6 +435,7 @@ def _choose_k(vectors: FloatArray, bounds: DiscoveryBounds, seed: int) -> Domain
         )
     rng = np.random.default_rng(seed)
     sample = vectors[np.sort(rng.choice(n, min(n, bounds.selection_sample), replace=False))]
+    fewest = low  # what the bounds allow when the data shows no structure
     low = max(low, 2)
     half = len(sample) // 2
     # Every count up to 10 (where one domain more or less matters most), then a geometric grid.
@@ -442,24 +453,35 @@ def _choose_k(vectors: FloatArray, bounds: DiscoveryBounds, seed: int) -> Domain
     )
     splits = [rng.permutation(len(sample)) for _ in range(resamples)]
     scores: dict[int, float] = {}
-    for k in candidates:
-        if k >= half:
-            continue
-        instability = 1.0 - _stability(sample, k, splits, seed)
-        chance = 1.0 - _stability(reference, k, splits, seed)
-        scores[k] = 1.0 - instability / max(chance, 1e-3)
+    # Each fit is small (half the selection sample, on at most _SELECTION_DIMS axes): one
+    # thread does it as fast as several, while many threads wait on each other at every
+    # Lloyd iteration, which on a busy machine costs several times the work itself.
+    with threadpool_limits(limits=1):
+        for k in candidates:
+            if k >= half:
+                continue
+            instability = 1.0 - _stability(sample, k, splits, seed)
+            chance = 1.0 - _stability(reference, k, splits, seed)
+            scores[k] = 1.0 - instability / max(chance, 1e-3)
     if not scores:
         return DomainCountChoice("bounds", low, reason=f"too few points ({n}) to compare counts")
     best = max(scores.values())
     chosen = min(k for k, score in scores.items() if score >= best - bounds.stability_tolerance)
     best_k = max(scores, key=lambda k: scores[k])
-    reason = (
-        f"best chance-corrected stability {best:+.3f} at k={best_k} among {low}..{high}"
-        if chosen == best_k
-        else f"fewest domains within {bounds.stability_tolerance:g} of the best chance-corrected "
-        "stability "
-        f"{best:+.3f} (k={best_k}), among {low}..{high}"
-    )
+    if best < bounds.min_stability:
+        chosen = fewest
+        reason = (
+            f"no count is more reproducible than structureless data: the best chance-corrected "
+            f"stability {best:+.3f} (k={best_k}) is below min_stability={bounds.min_stability:g}, "
+            f"so the fewest domains the bounds allow ({fewest})"
+        )
+    elif chosen == best_k:
+        reason = f"best chance-corrected stability {best:+.3f} at k={best_k} among {low}..{high}"
+    else:
+        reason = (
+            f"fewest domains within {bounds.stability_tolerance:g} of the best chance-corrected "
+            f"stability {best:+.3f} (k={best_k}), among {low}..{high}"
+        )
     return DomainCountChoice(
         "stability",
         chosen,
@@ -835,29 +857,34 @@ def _partitions(
     taken = {p.id for p in previous}
     partitions: list[Partition] = []
     partition_labels = np.zeros(len(vectors), dtype=np.int64)
-    for d, domain_id in enumerate(ids):
-        members = np.flatnonzero(labels == d)
-        wanted = int(counts[d])
-        if wanted <= 1:
-            local = np.zeros(len(members), dtype=np.int64)
-        else:
-            local = _nearest(vectors[members], _cell_centroids(vectors[members], wanted, seed))
-        local, count = _compact(local)
-        centres = _centroids(vectors[members], local, count)
-        cell_sizes = np.bincount(local, minlength=count)
-        names = _partition_ids(
-            centres,
-            domain_id,
-            previous_of.get(domain_id, []),
-            taken,
-            seed,
-            bounds.id_match_similarity,
-        )
-        for p in range(count):
-            partition_labels[members[local == p]] = len(partitions)
-            partitions.append(
-                Partition(id=names[p], domain=d, centroid=centres[p], size=int(cell_sizes[p]))
+    # One BLAS thread: each Lloyd step is a modest product (a block of members by the
+    # domain's cells) then a single-threaded argmax, and on a shared machine more BLAS
+    # threads mostly wait on each other (100k GloVe rows, 400 cells: half the CPU time
+    # and a third of the wall time on one thread, the same centroids).
+    with threadpool_limits(limits=1):
+        for d, domain_id in enumerate(ids):
+            members = np.flatnonzero(labels == d)
+            wanted = int(counts[d])
+            if wanted <= 1:
+                local = np.zeros(len(members), dtype=np.int64)
+            else:
+                local = _nearest(vectors[members], _cell_centroids(vectors[members], wanted, seed))
+            local, count = _compact(local)
+            centres = _centroids(vectors[members], local, count)
+            cell_sizes = np.bincount(local, minlength=count)
+            names = _partition_ids(
+                centres,
+                domain_id,
+                previous_of.get(domain_id, []),
+                taken,
+                seed,
+                bounds.id_match_similarity,
             )
+            for p in range(count):
+                partition_labels[members[local == p]] = len(partitions)
+                partitions.append(
+                    Partition(id=names[p], domain=d, centroid=centres[p], size=int(cell_sizes[p]))
+                )
     return partitions, partition_labels
 
 
