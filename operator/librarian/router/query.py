@@ -465,16 +465,25 @@ class Querying:
         payload = wants_payload(search.with_payload)
         vectors = wants_vector(search.with_vector)
 
+        placements = view.library.placements if view.library is not None else {}
+
         def operation(route: DomainRoute) -> Callable[[QdrantPort], list[Hit]]:
+            chosen = (keys or {}).get(route.key, ())
+            placement = placements.get(route.home)
+            by_field = placement is not None and placement.by_field
+            read = route.read_filter()
+            if by_field and chosen:  # the chosen partitions' condition joins the read filter
+                assert placement is not None
+                read = combine_filters(read, placement.read_filter(chosen))
             request = models.QueryRequest(
                 query=search.vector,
-                filter=combine_filters(search.query_filter, route.read_filter()),
+                filter=combine_filters(search.query_filter, read),
                 params=models.SearchParams(hnsw_ef=search.hnsw_ef, exact=search.exact),
                 limit=fetch,
                 with_payload=payload or view.routed,  # versions, to keep the newest copy
                 with_vector=search.with_vector if vectors else False,
                 using=view.vector or None,
-                shard_key=list((keys or {}).get(route.key, ())) or None,
+                shard_key=None if by_field else list(chosen) or None,
             )
 
             def run(port: QdrantPort) -> list[Hit]:
