@@ -472,3 +472,34 @@ def test_the_partition_condition_is_left_out_when_every_partition_is_chosen() ->
     assert some is not None
     assert _partition_conditions(some) == [list(KEYS[:2])]
     assert Placement("d2", "", KEYS, cells).read_filter(KEYS[:2]) is None  # shard keys: none
+
+
+def test_points_marked_by_an_earlier_analysis_stay_in_routed_searches(placed: Any) -> None:
+    """A point whose partition is none of the catalog's (an earlier analysis' id) is kept by
+    every partition-filtered read of its home, so a re-analysis loses no point."""
+    built, recording, reference, cells = placed
+    stray = _unit(cells[0] + 0.01 * np.random.default_rng(9).normal(size=DIM))
+    recording.upsert(HOME, [PointRecord(8000, stray, {"n": 8000, PARTITION_KEY: "d2-gone"})])
+    reference.upsert("all", [models.PointStruct(id=8000, vector=stray, payload={"n": 8000})])
+    state = make_state(built, settings={"routing_strategy": "hybrid"})
+    with RouterThread(state) as router, httpx.Client(base_url=router.url) as http:
+        vector = [float(x) for x in cells[0]]
+        predicted = http.post(
+            "/librarian/predict", json={"vector": vector, "strategy": "hybrid"}
+        ).json()["result"]
+        [two] = [d for d in predicted["domains"] if d["id"] == "d2"]
+        assert set(two["partitions"]) < set(KEYS)  # a search of some partitions only
+        recording.asked.clear()
+        response = http.post(
+            "/collections/library/points/query", json={"query": vector, "limit": 3}
+        )
+        assert response.status_code == 200, response.text
+        ours = response.json()["result"]["points"]
+        theirs = reference.query_points("all", vector, limit=3).points
+        assert [p["id"] for p in ours] == [p.id for p in theirs]
+        assert 8000 in [p.id for p in theirs]
+        np.testing.assert_allclose([p["score"] for p in ours], [p.score for p in theirs], atol=1e-4)
+        [(_, flt)] = [(k, f) for c, k, f in recording.asked if c == HOME]
+        assert sorted(map(sorted, _partition_conditions(flt))) == sorted(
+            [sorted(two["partitions"]), sorted(KEYS)]  # the chosen, or none of the current
+        )

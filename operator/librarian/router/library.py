@@ -334,13 +334,18 @@ def home_placements(
         keys = info.spec.shard_keys
         held = [p for p in route.partitions if by_field or (keys is not None and p.id in keys)]
         if held:
-            placements[home] = Placement(
+            placement = Placement(
                 domain_id=route.domain_id,
                 vector=vector,
                 keys=tuple(p.id for p in held),
                 centroids=np.asarray([p.centroid for p in held], dtype=np.float32),
                 by_field=by_field,
             )
+            if by_field:  # points marked by an earlier analysis' partitions stay readable
+                outside = models.Filter(must_not=[placement.current()])
+                strays = fleet.get(home.cluster).count(home.collection, count_filter=outside)
+                placement = replace(placement, strays=strays > 0)
+            placements[home] = placement
     return placements
 
 

@@ -79,6 +79,9 @@ class Placement:
     keys: tuple[str, ...]
     centroids: npt.NDArray[np.float32]  # one row per key
     by_field: bool = False  # the partition is a payload field, not a shard key
+    # Some points of the home carry no partition among ``keys`` (marked by an earlier
+    # analysis' partitions, or unmarked): every partition-filtered read keeps them too.
+    strays: bool = False
 
     @classmethod
     def of(
@@ -111,6 +114,7 @@ class Placement:
             keys=tuple(self.keys[i] for i in kept),
             centroids=self.centroids[kept],
             by_field=self.by_field,
+            strays=self.strays,
         )
 
     def keys_of_vectors(self, vectors: Any) -> list[str]:
@@ -159,13 +163,16 @@ class Placement:
         (``None`` when they are every partition of the placement: the whole home)."""
         if not self.by_field or not set(self.keys) - set(chosen):
             return None
-        return models.Filter(
-            must=[
-                models.FieldCondition(
-                    key=PARTITION_KEY, match=models.MatchAny(any=list(dict.fromkeys(chosen)))
-                )
-            ]
+        kept = models.FieldCondition(
+            key=PARTITION_KEY, match=models.MatchAny(any=list(dict.fromkeys(chosen)))
         )
+        if not self.strays:
+            return models.Filter(must=[kept])
+        return models.Filter(should=[kept, models.Filter(must_not=[self.current()])])
+
+    def current(self) -> models.FieldCondition:
+        """The condition a point marked with one of this placement's partitions matches."""
+        return models.FieldCondition(key=PARTITION_KEY, match=models.MatchAny(any=list(self.keys)))
 
 
 def read_placement(
