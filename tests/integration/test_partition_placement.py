@@ -367,3 +367,39 @@ def test_the_migrate_command_marks_partitions_in_a_home_placed_by_field(tmp_path
         assert _fields_held(port) == {p.id: centres.expected_key(p.vector) for p in mine}
     finally:
         port.close()
+
+
+def test_a_moves_catch_up_marks_the_partition_in_a_new_home_placed_by_field(
+    tmp_path: Path,
+) -> None:
+    """The operator's clean-up of a move reads the new home's layout and catches it up with
+    every point marked with its partition (a home of neither layout gets no placement)."""
+    from librarian.operator.moves import MoveTarget, _placement
+    from librarian.services.domain_homes import DomainHome, catch_up
+    from librarian.storage.fleet import Fleet
+
+    port = EmbeddedQdrant("edge", tmp_path / "edge")
+    fleet = Fleet.of_ports({"edge": port})
+    try:
+        mine, centres = _fill_by_field(port)
+        where = MoveTarget(
+            namespace="default",
+            policy="p",
+            domain_map="library",
+            source_cluster="edge",
+            source_collection="source",
+            execution_strategy="immediate",
+            grace_s=0.0,
+            clusters=[],
+            catalog=("edge", "catalog"),
+        )
+        new = DomainHome("edge", "target")
+        placement = _placement(fleet, where, DOMAIN, new)
+        assert placement is not None
+        assert placement.by_field
+        assert catch_up(fleet, DOMAIN, DomainHome("edge", "source"), new, placement=placement)
+        assert _fields_held(port) == {p.id: centres.expected_key(p.vector) for p in mine}
+        port.create_collection("plain", CollectionSpec(vector_size=8))
+        assert _placement(fleet, where, DOMAIN, DomainHome("edge", "plain")) is None
+    finally:
+        fleet.close()
