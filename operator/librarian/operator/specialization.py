@@ -283,6 +283,8 @@ def _configure_blocking(
         ensure_version_index(target, setup.target_collection)  # routers read its newest version
         if placement is not None and placement.by_field:
             ensure_partition_index(target, setup.target_collection)
+            if not placed_by_field(target.collection_info(setup.target_collection)):
+                placement = None  # a store that keeps no payload index: the home is unplaced
         return {
             "points": points,
             "partitions": list(placement.keys) if placement is not None else [],
