@@ -997,12 +997,13 @@ def _placement(
     help="Checks of differing points (with a growing pause between: in-flight writes land) "
     "before the migration fails naming them.",
 )
-@click.option("--catalog-url", help="The catalog's cluster URL (a target sharded by partition).")
+@click.option("--catalog-url", help="The catalog's cluster URL (a target placed by partition).")
 @click.option("--catalog-embedded", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--catalog-collection",
-    help="The catalog collection holding the domain's partitions: each point is written under "
-    "the shard key of its partition (a target created with one shard key per partition).",
+    help="The catalog collection holding the domain's partitions: each point is written marked "
+    "with its partition (in the partition field of a target with that payload index, or under "
+    "its shard key in a target created with one shard key per partition).",
 )
 @click.option("--catalog-owner", help="The catalog's owner (the DomainMap, namespace/name).")
 @click.option(

@@ -105,7 +105,7 @@ class _Setup:
     shared_source: bool = True  # the source is the DomainMap's (shared by every domain)
     vector: str | None = None  # the DomainMap's spec.source.vector (None: the default one)
     # The DomainMap's catalog (its cluster, collection and owner): the domain's partitions,
-    # one shard key each in the home.
+    # each point of the home marked with its own.
     catalog: tuple[ClusterRef, str, str] | None = None
 
 
@@ -366,7 +366,7 @@ def _migrate_args(
     args.append("--verify" if verify else "--no-verify")
     args += ["--fence-version", str(fence_version)]
     args.append("--shared-source" if setup.shared_source else "--dedicated-source")
-    if setup.catalog is not None:  # a home sharded by partition places each point by it
+    if setup.catalog is not None:  # a home placed by partition marks each point with it
         cluster, collection, owner = setup.catalog
         if cluster.url:
             args += ["--catalog-url", cluster.url]

@@ -59,8 +59,8 @@ class CollectionHome(NamedTuple):
 
 
 class PartitionRef(NamedTuple):
-    """A partition of a domain as the catalog stores it: its id (a shard key of the domain's
-    specialized home) and its centroid."""
+    """A partition of a domain as the catalog stores it: its id (the partition field's value,
+    or a shard key, in the domain's specialized home) and its centroid."""
 
     id: str
     centroid: tuple[float, ...]
@@ -157,14 +157,14 @@ class LibraryDefinition:
 @dataclass(frozen=True)
 class PartitionRouting:
     """The routing model over partitions: a unit is a partition of a domain whose home is
-    sharded by partition (``key`` set), or a whole domain that is not (``key`` ``None``)."""
+    placed by partition (``key`` set), or a whole domain that is not (``key`` ``None``)."""
 
     router: LibraryRouter
-    units: tuple[tuple[int, str | None], ...]  # (domain index, shard key or None) per unit
+    units: tuple[tuple[int, str | None], ...]  # (domain index, partition or None) per unit
 
     def selection(self, chosen: Sequence[int]) -> tuple[list[int], dict[int, tuple[str, ...]]]:
         """The domains the chosen units are in (in the order first chosen), and for each domain
-        whose home is sharded by partition, the shard keys chosen in it."""
+        whose home is placed by partition, the partitions chosen in it."""
         domains: list[int] = []
         keys: dict[int, list[str]] = {}
         for unit in chosen:
