@@ -889,19 +889,22 @@ def _placement(
     catalog: tuple[str | None, Path | None, str | None, str | None],
     vector: str,
 ) -> Any:
-    """The partition placement of a target sharded by partition (``None`` for any other)."""
+    """The partition placement of a target placed by partition: its indexed partition field,
+    or one shard key per partition (``None`` for any other target)."""
     from librarian.core.collection_spec import RoutingVectorError, routing_vector_name
     from librarian.operator.jobs import CATALOG_API_KEY_ENV
-    from librarian.services.placement import read_placement
+    from librarian.services.placement import placed_by_field, read_placement
     from librarian.storage.errors import CollectionNotFound
     from librarian.storage.fleet import ClusterConfig, connect
 
     url, embedded, collection, owner = catalog
     try:
-        spec = target.collection_info(target_collection).spec
+        info = target.collection_info(target_collection)
     except CollectionNotFound:
         return None
-    if spec.shard_keys is None:
+    spec = info.spec
+    by_field = placed_by_field(info)
+    if spec.shard_keys is None and not by_field:
         return None
     try:
         vector = routing_vector_name(spec, vector or None)
@@ -909,9 +912,9 @@ def _placement(
         raise click.UsageError(f"--routing-vector: {error}") from None
     if not collection or not owner or not (url or embedded):
         raise click.UsageError(
-            f"{target_collection} has one shard key per partition: give --catalog-collection, "
-            "--catalog-owner and --catalog-url or --catalog-embedded so each point goes under "
-            "its partition's key"
+            f"{target_collection} is placed by partition: give --catalog-collection, "
+            "--catalog-owner and --catalog-url or --catalog-embedded so each point is marked "
+            "with its partition"
         )
     wanted = (url, str(embedded) if embedded else None)
     port = next((p for config, p in opened if (config.url, config.embedded) == wanted), None)
@@ -926,8 +929,9 @@ def _placement(
             )
         )
     try:
-        placement = read_placement(port, collection, owner, domain_id, vector)
-        placement = placement.restricted(spec.shard_keys) if placement is not None else None
+        placement = read_placement(port, collection, owner, domain_id, vector, by_field=by_field)
+        if placement is not None and spec.shard_keys is not None:
+            placement = placement.restricted(spec.shard_keys)
     finally:
         if own:
             port.close()
@@ -993,12 +997,13 @@ def _placement(
     help="Checks of differing points (with a growing pause between: in-flight writes land) "
     "before the migration fails naming them.",
 )
-@click.option("--catalog-url", help="The catalog's cluster URL (a target sharded by partition).")
+@click.option("--catalog-url", help="The catalog's cluster URL (a target placed by partition).")
 @click.option("--catalog-embedded", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--catalog-collection",
-    help="The catalog collection holding the domain's partitions: each point is written under "
-    "the shard key of its partition (a target created with one shard key per partition).",
+    help="The catalog collection holding the domain's partitions: each point is written marked "
+    "with its partition (in the partition field of a target with that payload index, or under "
+    "its shard key in a target created with one shard key per partition).",
 )
 @click.option("--catalog-owner", help="The catalog's owner (the DomainMap, namespace/name).")
 @click.option(

@@ -33,15 +33,23 @@ ALLOWED_REFUSALS: dict[str, str] = {
 
 
 @pytest.mark.parametrize(
-    ("transport", "sharded"),
-    [*((t, False) for t in congruence.TRANSPORTS), ("rest", True)],
-    ids=[*congruence.TRANSPORTS, "rest-sharded-homes"],
+    ("transport", "sharded", "by_field"),
+    [
+        *((t, False, False) for t in congruence.TRANSPORTS),
+        ("rest", True, False),
+        ("rest", True, True),
+    ],
+    ids=[*congruence.TRANSPORTS, "rest-sharded-homes", "rest-partition-field-homes"],
 )
 def test_every_operation_is_answered_as_one_collection_answers(
-    transport: str, sharded: bool, tmp_path: Path
+    transport: str, sharded: bool, by_field: bool, tmp_path: Path
 ) -> None:
-    """(``rest-sharded-homes``: every home sharded by partition, writes placed by key.)"""
-    verdicts = congruence.judge_transport(tmp_path, transport, POINTS, sharded=sharded)
+    """(``rest-sharded-homes``: every home sharded by partition, writes placed by key;
+    ``rest-partition-field-homes``: every home one shard, each point's partition in the
+    indexed partition field.)"""
+    verdicts = congruence.judge_transport(
+        tmp_path, transport, POINTS, sharded=sharded, by_field=by_field
+    )
     wrong = [f"{v.case.operation}: {v.detail}" for v in verdicts if v.outcome == "wrong"]
     assert wrong == []
     refused = [v for v in verdicts if v.outcome == "refused"]

@@ -113,6 +113,18 @@ def test_the_scenario_sees_a_write_path_that_leaves_stale_copies(
 
 
 @pytest.mark.parametrize("seed", [3, 11])
+def test_homes_placed_by_partition_field_keep_every_invariant(seed: int, tmp_path: Path) -> None:
+    """The same clients, faults and move with every home one shard whose points carry their
+    partition in the indexed field (the move's copy marks it too): the history stays
+    linearizable, one live copy per point, the moved domain's homes agree by (id, version)."""
+    result = run_scenario(ScenarioConfig(seed=seed, sharded=True, partition_field=True), tmp_path)
+    print(result.report())
+    events = "\n".join(result.events)
+    assert ": dualWrite" in events, events
+    assert result.ok, result.report()
+
+
+@pytest.mark.parametrize("seed", [3, 11])
 def test_homes_sharded_by_partition_keep_every_invariant(seed: int, tmp_path: Path) -> None:
     """The same clients, faults and move with every home sharded by partition (writes placed
     under their partition's shard key, the move's copy too): the history stays linearizable,

@@ -13,11 +13,16 @@ import pytest
 from click.testing import CliRunner
 
 from librarian.cli import main
-from librarian.contracts.payload import LABEL_KEY
+from librarian.contracts.payload import LABEL_KEY, PARTITION_KEY
 from librarian.core.discovery import Domain, Partition, assign_partitions
 from librarian.services.catalog import read_partitions, write_catalog
 from librarian.services.migration import CHECKPOINT_COLLECTION, MigrationPlan, migrate, same_point
-from librarian.services.placement import Placement, placed_upsert, read_placement
+from librarian.services.placement import (
+    Placement,
+    ensure_partition_index,
+    placed_upsert,
+    read_placement,
+)
 from librarian.storage.embedded import EmbeddedQdrant
 from librarian.storage.placing import PlacingPort
 from librarian.storage.port import CollectionSpec, PointRecord, QdrantPort
@@ -259,3 +264,142 @@ def test_the_migrate_command_places_by_the_catalog_or_says_what_it_needs(tmp_pat
         assert held == {p.id: centres.expected_key(p.vector) for p in mine}
     finally:
         port.close()
+
+
+# Homes placed by field: one shard, each point's partition in the indexed reserved field.
+
+
+def _fill_by_field(port: EmbeddedQdrant) -> tuple[list[PointRecord], _Centres]:
+    mine, centres = _fill(port)
+    port.delete_collection("target")
+    port.create_collection("target", CollectionSpec(vector_size=8))
+    ensure_partition_index(port, "target")
+    return mine, centres
+
+
+def _fields_held(port: EmbeddedQdrant) -> dict[object, str]:
+    page, _ = port.scroll("target", limit=1000, with_vectors=False)
+    return {record.id: record.payload[PARTITION_KEY] for record in page}
+
+
+def _field_placement(port: QdrantPort) -> Placement:
+    placement = read_placement(port, "catalog", OWNER, DOMAIN, "", by_field=True)
+    assert placement is not None
+    return placement
+
+
+def test_the_migration_marks_each_point_with_its_partition_and_verifies(tmp_path: Path) -> None:
+    port = EmbeddedQdrant("edge", tmp_path / "edge")
+    try:
+        mine, centres = _fill_by_field(port)
+        report = migrate(port, port, _plan(), placement=_field_placement(port))
+        assert report.verified, report
+        assert report.copied == len(mine) == report.target_count
+        assert _fields_held(port) == {p.id: centres.expected_key(p.vector) for p in mine}
+        assert port.collection_info("target").spec.shard_keys is None
+        again = migrate(port, port, _plan(), placement=_field_placement(port))  # idempotent
+        assert again.phase == "verified"
+        assert port.count("target") == len(mine)
+    finally:
+        port.close()
+
+
+def test_a_killed_migration_into_a_home_placed_by_field_resumes(tmp_path: Path) -> None:
+    port = EmbeddedQdrant("edge", tmp_path / "edge")
+    try:
+        mine, centres = _fill_by_field(port)
+        killed = _KilledAfter(port, 4)
+        with pytest.raises(RuntimeError, match="killed"):
+            migrate(port, killed, _plan(workers=1), placement=_field_placement(port))  # type: ignore[arg-type]
+        report = migrate(port, port, _plan(workers=1), placement=_field_placement(port))
+        assert report.verified
+        assert _fields_held(port) == {p.id: centres.expected_key(p.vector) for p in mine}
+        stored = {p.id: p for p in port.scroll("target", limit=1000)[0]}
+        for point in mine:
+            expected = PointRecord(
+                point.id,
+                point.vector,
+                {**point.payload, PARTITION_KEY: centres.expected_key(point.vector)},
+            )
+            assert same_point(expected, stored[point.id])
+    finally:
+        port.close()
+
+
+def test_the_catch_up_rewrites_the_field_of_a_point_that_changed_partition(
+    tmp_path: Path,
+) -> None:
+    port = EmbeddedQdrant("edge", tmp_path / "edge")
+    try:
+        mine, centres = _fill_by_field(port)
+        placement = _field_placement(port)
+        migrate(port, port, _plan(verify=False), placement=placement)
+        moved = mine[5]
+        before = centres.expected_key(moved.vector)
+        other = next(i for i, k in enumerate(centres.keys) if k != before)
+        changed = PointRecord(moved.id, [float(x) for x in centres.centroids[other]], moved.payload)
+        port.upsert("source", [changed])
+        port.delete_collection(CHECKPOINT_COLLECTION)  # a new run compares everything again
+        report = migrate(port, port, _plan(), placement=placement)
+        assert report.verified
+        assert _fields_held(port)[moved.id] == centres.keys[other]
+        assert port.count("target") == len(mine)
+    finally:
+        port.close()
+
+
+def test_the_migrate_command_marks_partitions_in_a_home_placed_by_field(tmp_path: Path) -> None:
+    port = EmbeddedQdrant("edge", tmp_path / "edge")
+    try:
+        mine, centres = _fill_by_field(port)
+    finally:
+        port.close()
+    path = tmp_path / "edge"
+    refused = CliRunner().invoke(main, _migrate_args(path))
+    assert refused.exit_code == 2
+    assert "--catalog-collection" in refused.output
+    catalog = ["--catalog-embedded", str(path), "--catalog-collection", "catalog"]
+    result = CliRunner().invoke(main, _migrate_args(path, *catalog, "--catalog-owner", OWNER))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.strip().splitlines()[-1])["verified"]
+    port = EmbeddedQdrant("edge", path)
+    try:
+        assert _fields_held(port) == {p.id: centres.expected_key(p.vector) for p in mine}
+    finally:
+        port.close()
+
+
+def test_a_moves_catch_up_marks_the_partition_in_a_new_home_placed_by_field(
+    tmp_path: Path,
+) -> None:
+    """The operator's clean-up of a move reads the new home's layout and catches it up with
+    every point marked with its partition (a home of neither layout gets no placement)."""
+    from librarian.operator.moves import MoveTarget, _placement
+    from librarian.services.domain_homes import DomainHome, catch_up
+    from librarian.storage.fleet import Fleet
+
+    port = EmbeddedQdrant("edge", tmp_path / "edge")
+    fleet = Fleet.of_ports({"edge": port})
+    try:
+        mine, centres = _fill_by_field(port)
+        where = MoveTarget(
+            namespace="default",
+            policy="p",
+            domain_map="library",
+            source_cluster="edge",
+            source_collection="source",
+            execution_strategy="immediate",
+            grace_s=0.0,
+            clusters=[],
+            catalog=("edge", "catalog"),
+        )
+        new = DomainHome("edge", "target")
+        placement = _placement(fleet, where, DOMAIN, new)
+        assert placement is not None
+        assert placement.by_field
+        assert catch_up(fleet, DOMAIN, DomainHome("edge", "source"), new, placement=placement)
+        assert _fields_held(port) == {p.id: centres.expected_key(p.vector) for p in mine}
+        port.create_collection("plain", CollectionSpec(vector_size=8))
+        assert _placement(fleet, where, DOMAIN, DomainHome("edge", "plain")) is None
+    finally:
+        fleet.close()

@@ -132,6 +132,7 @@ def test_queries_to_one_domain_make_it_the_hottest(library: Library) -> None:
             "specialized",
             "circuit",
             "partitions",
+            "partitionLayout",
             "shardedByPartition",
         }
         # what a rebalance policy reads is what the router serves

@@ -14,7 +14,7 @@ from qdrant_client.http import models
 
 from librarian.cli import main
 from librarian.contracts.metadata import FENCES_ANNOTATION
-from librarian.contracts.payload import LABEL_KEY
+from librarian.contracts.payload import LABEL_KEY, PARTITION_KEY
 from librarian.kube.fences import lease_body, lease_name
 from librarian.local.emulator import EmulatedCluster
 from librarian.services.labeling import domain_filter
@@ -112,10 +112,14 @@ async def test_specialize_a_domain_end_to_end(cluster: EmulatedCluster, tmp_path
     try:
         copied = fast.describe_collection(status["targetCollection"]).payload_schema
         held = general.describe_collection("packages").payload_schema
+        # the source's indexes, and the home's own keyword index of each point's partition
+        partition_index = copied.pop(PARTITION_KEY)
+        assert partition_index.data_type == models.PayloadSchemaType.KEYWORD
         assert {k: (v.data_type, v.params) for k, v in copied.items()} == {
             k: (v.data_type, v.params) for k, v in held.items()
         }
         assert {LABEL_KEY, "summary"} <= set(copied)
+        assert status["partitionLayout"] == "field"
     finally:
         fast.close()
         general.close()
@@ -153,14 +157,24 @@ async def test_specialize_a_domain_end_to_end(cluster: EmulatedCluster, tmp_path
         expected = source.count("packages", count_filter=domain_filter(domain["id"]))
         assert target.count(status["targetCollection"]) == expected == migration["targetCount"]
         assert source.count("packages") == 400  # no cleanup asked: the source is intact
-        # one shard key per partition of the domain, each point under its partition's key
+        # one shard; each point marked with its partition of the domain in the indexed field
         partitions = status["partitions"]
         assert partitions
         assert all(p.startswith(f"{domain['id']}-p") for p in partitions)
         home = status["targetCollection"]
-        assert target.collection_info(home).spec.shard_keys == tuple(partitions)
-        per_key = [target.count(home, shard_keys=[key]) for key in partitions]
-        assert sum(per_key) == expected
+        assert target.collection_info(home).spec.shard_keys is None
+        per_partition = [
+            target.count(
+                home,
+                count_filter=models.Filter(
+                    must=[
+                        models.FieldCondition(key=PARTITION_KEY, match=models.MatchValue(value=p))
+                    ]
+                ),
+            )
+            for p in partitions
+        ]
+        assert sum(per_partition) == expected  # every point in exactly one of them
     finally:
         source.close()
         target.close()

@@ -25,4 +25,16 @@ MERGED_KEY = "librarian_merged"
 vector update applied to the copy it found); a write with an older version that arrives
 later is then applied again, after it, rather than dropped."""
 
-RESERVED_KEYS = (LABEL_KEY, VERSION_KEY, POINT_VERSION_KEY, TOMBSTONE_KEY, MERGED_KEY)
+PARTITION_KEY = "librarian_partition"
+"""The id of the partition of its domain a point of a specialized home is in (the one nearest
+its routing vector; keyword-indexed there): a routed search keeps only the partitions it chose
+with a filter on it."""
+
+RESERVED_KEYS = (
+    LABEL_KEY,
+    VERSION_KEY,
+    POINT_VERSION_KEY,
+    TOMBSTONE_KEY,
+    MERGED_KEY,
+    PARTITION_KEY,
+)

@@ -115,10 +115,13 @@ class DomainStatus(_Report):
     points: int
     specialized: bool
     circuit: str  # closed, open or half-open
-    # The domain's partitions: shard keys of its home when it is sharded by partition
+    # The domain's partitions: marked on each point of its home when it is placed by partition
     # (searches ask only the chosen ones), else the catalog's cells of a domain searched whole.
     partitions: list[str] = Field(default_factory=list)
-    sharded_by_partition: bool = False
+    # How the home marks partitions: "field" (an indexed payload field), "shardKeys" (one
+    # shard key per partition: a home made before the field), "" (not placed by partition).
+    partition_layout: str = ""
+    sharded_by_partition: bool = False  # partition_layout == "shardKeys"
 
 
 class LibraryStatus(_Report):

@@ -40,7 +40,7 @@ from librarian.operator.context import OperatorContext
 from librarian.operator.move_record import MoveRecord, MoveState
 from librarian.services.domain_homes import DomainHome, NotVerified, catch_up, remove_from_old_home
 from librarian.services.labeling import domain_filter
-from librarian.services.placement import Placement, read_placement
+from librarian.services.placement import Placement, placed_by_field, read_placement
 from librarian.storage.errors import CollectionNotFound, QdrantError
 from librarian.storage.fleet import ClusterConfig
 
@@ -63,7 +63,7 @@ class MoveTarget:
     grace_s: float
     clusters: list[ClusterConfig]
     # The DomainMap's catalog (cluster, collection) and routing vector: a new home sharded by
-    # partition is caught up with each point under its partition's shard key.
+    # partition is caught up with each point marked with its partition.
     catalog: tuple[str, str] | None = None
     vector: str = ""
 
@@ -222,20 +222,26 @@ def _clean_blocking(
 
 
 def _placement(fleet: Any, where: MoveTarget, domain: str, home: DomainHome) -> Placement | None:
-    """Where a new home sharded by partition puts each of ``domain``'s points (``None``: it is
-    not sharded so)."""
+    """How a new home placed by partition marks each of ``domain``'s points: its partition
+    field, or its shard key (``None``: it is not placed by partition)."""
     try:
-        spec = fleet.get(home.cluster).collection_info(home.collection).spec
+        info = fleet.get(home.cluster).collection_info(home.collection)
     except CollectionNotFound:
         return None
+    spec = info.spec
     keys = spec.shard_keys
-    if keys is None or where.catalog is None:
+    by_field = placed_by_field(info)
+    if (keys is None and not by_field) or where.catalog is None:
         return None
     cluster, collection = where.catalog
     owner = f"{where.namespace}/{where.domain_map}"
     vector = routing_vector_name(spec, where.vector or None)
-    placement = read_placement(fleet.get(cluster), collection, owner, domain, vector)
-    return placement.restricted(keys) if placement is not None else None
+    placement = read_placement(
+        fleet.get(cluster), collection, owner, domain, vector, by_field=by_field
+    )
+    if placement is None or keys is None:
+        return placement
+    return placement.restricted(keys)
 
 
 async def _routers_left_old_home(move: MoveRecord, where: MoveTarget) -> str | None:

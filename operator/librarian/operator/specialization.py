@@ -46,7 +46,12 @@ from librarian.operator.jobs import JobSettings, build_migration_job
 from librarian.services.domain_homes import copy_payload_indexes
 from librarian.services.labeling import domain_filter
 from librarian.services.migration import CheckpointStore, MigrationPlan, clean_old_home
-from librarian.services.placement import Placement, read_placement
+from librarian.services.placement import (
+    Placement,
+    ensure_partition_index,
+    placed_by_field,
+    read_placement,
+)
 from librarian.services.validation import validate_specialization
 from librarian.services.versioning import ensure_version_index
 from librarian.storage.collection_config import apply_collection_config
@@ -100,7 +105,7 @@ class _Setup:
     shared_source: bool = True  # the source is the DomainMap's (shared by every domain)
     vector: str | None = None  # the DomainMap's spec.source.vector (None: the default one)
     # The DomainMap's catalog (its cluster, collection and owner): the domain's partitions,
-    # one shard key each in the home.
+    # each point of the home marked with its own.
     catalog: tuple[ClusterRef, str, str] | None = None
 
 
@@ -258,11 +263,12 @@ def _configure_blocking(
             )
         except TuningError as error:
             raise SpecializationFailed("InvalidSpec", str(error)) from None
-        # The home holds every vector the points carry, tuned on the routing one, and one
-        # shard key per partition of the domain (a routed query searches only those it chose).
+        # The home holds every vector the points carry, tuned on the routing one, and marks
+        # each point's partition in an indexed payload field (a routed query keeps only the
+        # partitions it chose); a home made with one shard key per partition keeps its keys.
         home_spec = with_source_vectors(tuned.collection, info.spec, vector)
         placement = _placement(setup, fleet, vector)
-        if placement is not None:
+        if placement is not None and not placement.by_field:
             home_spec = replace(home_spec, shard_keys=placement.keys)
         outcome = apply_collection_config(target, setup.target_collection, home_spec)
         if outcome.action == "needs_migration":
@@ -275,9 +281,14 @@ def _configure_blocking(
         # the home answers filters as its source does: the source's payload indexes, copied
         copy_payload_indexes(source, setup.source_collection, target, setup.target_collection)
         ensure_version_index(target, setup.target_collection)  # routers read its newest version
+        if placement is not None and placement.by_field:
+            ensure_partition_index(target, setup.target_collection)
+            if not placed_by_field(target.collection_info(setup.target_collection)):
+                placement = None  # a store that keeps no payload index: the home is unplaced
         return {
             "points": points,
             "partitions": list(placement.keys) if placement is not None else [],
+            "partitionLayout": _layout(placement),
             "appliedConfig": {
                 "action": outcome.action,
                 "collection": asdict(home_spec),
@@ -299,17 +310,35 @@ def _job_clusters(setup: _Setup) -> list[ClusterRef]:
 
 
 def _placement(setup: _Setup, fleet: Any, vector: str) -> Placement | None:
-    """The domain's partitions from the DomainMap's catalog (``None``: none stored); a home
-    that exists keeps its shard keys (a new analysis' partitions among them), or none."""
+    """The domain's partitions from the DomainMap's catalog (``None``: none stored), marked in
+    the home's partition field. A home that exists keeps its layout: one placed by field (or
+    still empty) by field; one sharded by partition its shard keys (a new analysis' partitions
+    among them: custom sharding cannot be undone in place, a move to a new collection lays it
+    out by field); one with neither holds points unmarked, so it stays unplaced."""
     if setup.catalog is None:
         return None
     cluster, collection, owner = setup.catalog
-    placement = read_placement(fleet.get(cluster.name), collection, owner, setup.domain_id, vector)
+    placement = read_placement(
+        fleet.get(cluster.name), collection, owner, setup.domain_id, vector, by_field=True
+    )
     target = fleet.get(setup.target.name)
     if placement is None or not target.collection_exists(setup.target_collection):
         return placement
-    keys = target.collection_info(setup.target_collection).spec.shard_keys
-    return placement.restricted(keys) if keys is not None else None
+    info = target.collection_info(setup.target_collection)
+    keys = info.spec.shard_keys
+    if keys is not None:
+        sharded = placement.restricted(keys)
+        return replace(sharded, by_field=False) if sharded is not None else None
+    if placed_by_field(info) or info.points_count == 0:
+        return placement
+    return None
+
+
+def _layout(placement: Placement | None) -> str:
+    """How the home marks partitions, for the status: ``field``, ``shardKeys`` or ``none``."""
+    if placement is None:
+        return "none"
+    return "field" if placement.by_field else "shardKeys"
 
 
 def _migrate_args(
@@ -337,7 +366,7 @@ def _migrate_args(
     args.append("--verify" if verify else "--no-verify")
     args += ["--fence-version", str(fence_version)]
     args.append("--shared-source" if setup.shared_source else "--dedicated-source")
-    if setup.catalog is not None:  # a home sharded by partition places each point by it
+    if setup.catalog is not None:  # a home placed by partition marks each point with it
         cluster, collection, owner = setup.catalog
         if cluster.url:
             args += ["--catalog-url", cluster.url]

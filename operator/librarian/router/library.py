@@ -7,9 +7,10 @@ collection (reached with a filter on its label); once its ClusterSpecialization
 is Ready it lives in its own collection. A reload builds a new snapshot and
 swaps it in; requests in flight keep the one they started with.
 
-A specialized home is custom-sharded with one shard key per partition of its
-domain (:mod:`librarian.services.placement`): the snapshot keeps each such
-home's placement (where writes put a point) and a second routing model over
+A specialized home marks each point with the partition of its domain it is in
+(:mod:`librarian.services.placement`: an indexed payload field, or a shard key
+per partition in a home created before that layout): the snapshot keeps each
+such home's placement (how writes mark a point) and a second routing model over
 partitions, so a search asks each home once for only the partitions it chose.
 """
 
@@ -27,7 +28,7 @@ from librarian.contracts.payload import LABEL_KEY
 from librarian.core.collection_spec import CollectionSpec, routing_vector_name
 from librarian.core.routing import LibraryRouter, build_router
 from librarian.services.labeling import domain_filter
-from librarian.services.placement import Placement
+from librarian.services.placement import Placement, placed_by_field
 from librarian.services.versioning import and_filters, live_filter
 from librarian.storage.errors import CollectionNotFound
 from librarian.storage.fleet import Fleet
@@ -58,8 +59,8 @@ class CollectionHome(NamedTuple):
 
 
 class PartitionRef(NamedTuple):
-    """A partition of a domain as the catalog stores it: its id (a shard key of the domain's
-    specialized home) and its centroid."""
+    """A partition of a domain as the catalog stores it: its id (the partition field's value,
+    or a shard key, in the domain's specialized home) and its centroid."""
 
     id: str
     centroid: tuple[float, ...]
@@ -156,14 +157,14 @@ class LibraryDefinition:
 @dataclass(frozen=True)
 class PartitionRouting:
     """The routing model over partitions: a unit is a partition of a domain whose home is
-    sharded by partition (``key`` set), or a whole domain that is not (``key`` ``None``)."""
+    placed by partition (``key`` set), or a whole domain that is not (``key`` ``None``)."""
 
     router: LibraryRouter
-    units: tuple[tuple[int, str | None], ...]  # (domain index, shard key or None) per unit
+    units: tuple[tuple[int, str | None], ...]  # (domain index, partition or None) per unit
 
     def selection(self, chosen: Sequence[int]) -> tuple[list[int], dict[int, tuple[str, ...]]]:
         """The domains the chosen units are in (in the order first chosen), and for each domain
-        whose home is sharded by partition, the shard keys chosen in it."""
+        whose home is placed by partition, the partitions chosen in it."""
         domains: list[int] = []
         keys: dict[int, list[str]] = {}
         for unit in chosen:
@@ -309,8 +310,9 @@ def _sample(port: QdrantPort, route: DomainRoute, limit: int) -> list[PointRecor
 def home_placements(
     definition: LibraryDefinition, fleet: Fleet, vector: str
 ) -> dict[CollectionHome, Placement]:
-    """The homes sharded by partition (a specialized domain's, or a move's), each with the
-    placement of the domain it holds: its partitions that are shard keys of the home."""
+    """The homes placed by partition (a specialized domain's, or a move's), each with the
+    placement of the domain it holds: on a home placed by field every partition of the domain;
+    on one sharded by partition, its partitions that are shard keys of the home."""
     by_id = {route.domain_id: route for route in definition.domains}
     serving: dict[CollectionHome, DomainRoute] = {}
     for route in definition.domains:
@@ -325,17 +327,25 @@ def home_placements(
     placements: dict[CollectionHome, Placement] = {}
     for home, route in serving.items():
         try:
-            keys = fleet.get(home.cluster).collection_info(home.collection).spec.shard_keys
+            info = fleet.get(home.cluster).collection_info(home.collection)
         except CollectionNotFound:
             continue  # a move's home not created yet
-        held = [p for p in route.partitions if keys is not None and p.id in keys]
+        by_field = placed_by_field(info)
+        keys = info.spec.shard_keys
+        held = [p for p in route.partitions if by_field or (keys is not None and p.id in keys)]
         if held:
-            placements[home] = Placement(
+            placement = Placement(
                 domain_id=route.domain_id,
                 vector=vector,
                 keys=tuple(p.id for p in held),
                 centroids=np.asarray([p.centroid for p in held], dtype=np.float32),
+                by_field=by_field,
             )
+            if by_field:  # points marked by an earlier analysis' partitions stay readable
+                outside = models.Filter(must_not=[placement.current()])
+                strays = fleet.get(home.cluster).count(home.collection, count_filter=outside)
+                placement = replace(placement, strays=strays > 0)
+            placements[home] = placement
     return placements
 
 

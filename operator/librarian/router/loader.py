@@ -67,7 +67,7 @@ def definition_from_catalog(
 ) -> LibraryDefinition | None:
     """The library of one owner's catalog entries; specialized domains live at ``homes``;
     points routed on the dense ``vector`` (``None``: the collection's default one); each
-    domain knows its ``partitions`` (the shard keys of its specialized home)."""
+    domain knows its ``partitions`` (how its specialized home marks its points)."""
     if not entries:
         return None
     cells: dict[str, list[PartitionRef]] = {}

@@ -349,7 +349,7 @@ class Querying:
         clusters: Sequence[str] | None = None,
     ) -> tuple[list[int], dict[int, tuple[str, ...]]]:
         """The domains a search for ``vector`` goes to, and in each whose home is sharded by
-        partition the shard keys of the partitions chosen (the routing units are partitions;
+        partition the ids of the partitions chosen (the routing units are partitions;
         a domain that is not sharded so is one unit, searched whole)."""
         library = view.library
         partitions = library.partition_routing if library is not None else None
@@ -433,8 +433,9 @@ class Querying:
         weights: dict[str, float] | None = None,
         keys: Mapping[int, tuple[str, ...]] | None = None,
     ) -> Answer:
-        """Search ``units`` (each home once: only ``keys``' shard keys of a domain that has them,
-        the whole domain otherwise)."""
+        """Search ``units`` (each home once: only ``keys``' partitions of a domain that has them,
+        by a condition on the partition field or a shard key selector, the whole domain
+        otherwise)."""
         fetch = search.depth + (1 if search.exclude_id is not None else 0)
         chosen = {view.routes[u].key: k for u, k in (keys or {}).items()}
         while True:
@@ -475,11 +476,22 @@ class Querying:
             using=view.vector or None,
         )
 
+        placements = view.library.placements if view.library is not None else {}
+
         def operation(route: DomainRoute) -> Callable[[QdrantPort], list[Hit]]:
-            shard_key = list((keys or {}).get(route.key, ())) or None
+            chosen = (keys or {}).get(route.key, ())
+            placement = placements.get(route.home)
+            by_field = placement is not None and placement.by_field
+            read, slice_only = route.read_filter(), route.slice_filter()
+            if by_field and chosen:  # the chosen partitions' condition joins the read filter
+                assert placement is not None
+                partitions = placement.read_filter(chosen)
+                read = combine_filters(read, partitions)
+                slice_only = combine_filters(slice_only, partitions)
+            shard_key = None if by_field else list(chosen) or None
             request = shared.model_copy(
                 update={
-                    "filter": combine_filters(search.query_filter, route.read_filter()),
+                    "filter": combine_filters(search.query_filter, read),
                     "shard_key": shard_key,
                 }
             )
@@ -490,7 +502,7 @@ class Querying:
             unfiltered = (
                 shared.model_copy(
                     update={
-                        "filter": combine_filters(search.query_filter, route.slice_filter()),
+                        "filter": combine_filters(search.query_filter, slice_only),
                         "shard_key": shard_key,
                     }
                 )
@@ -752,7 +764,7 @@ class Querying:
         self, library: Library, vector: list[float], strategy: str | None
     ) -> dict[str, Any]:
         """PredictOptimalClusters: which domains (and clusters) a vector would be sent to, and
-        in each domain whose home is sharded by partition, which partitions (shard keys); a
+        in each domain whose home is placed by partition, which partitions; a
         domain searched whole has ``partitions: null``."""
         partitioned = library.partition_routing
         if partitioned is None:

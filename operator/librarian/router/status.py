@@ -24,7 +24,7 @@ from librarian.contracts.router_report import (
     RouterStatus,
 )
 from librarian.router.generation import DETECTS
-from librarian.router.library import Library
+from librarian.router.library import DomainRoute, Library
 from librarian.router.qdrant_api import ok
 from librarian.router.state import RouterState
 
@@ -58,11 +58,20 @@ def _library_status(state: RouterState, library: Library) -> LibraryStatus:
                 specialized=r.specialized,
                 circuit=state.breaker.state(r.cluster),
                 partitions=[p.id for p in r.partitions],
-                sharded_by_partition=r.specialized and r.home in library.placements,
+                partition_layout=_partition_layout(library, r),
+                sharded_by_partition=_partition_layout(library, r) == "shardKeys",
             )
             for r in library.domains
         ],
     )
+
+
+def _partition_layout(library: Library, route: DomainRoute) -> str:
+    """How a domain's home marks partitions: ``field``, ``shardKeys``, or ``""`` (not so)."""
+    placement = library.placements.get(route.home) if route.specialized else None
+    if placement is None:
+        return ""
+    return "field" if placement.by_field else "shardKeys"
 
 
 def authentication_note(state: RouterState) -> str:

@@ -192,22 +192,33 @@ class Upstream:
         self.workers_per_cluster = workers_per_cluster
         self._pools: dict[str, ThreadPoolExecutor] = {}
         self._pools_lock = threading.Lock()
-        # Homes sharded by partition, by cluster and collection: every call's writes into one
-        # put each point under its partition's shard key (replaced whole at each reload).
-        self.placers: Mapping[str, Mapping[str, Placer]] = {}
+        # Homes placed by partition, by cluster and collection: every call's writes into one
+        # mark each point with its partition (replaced whole at each reload); the homes whose
+        # partition is the payload field (not a shard key).
+        # One mapping, swapped whole: a call never sees one snapshot's placers and another's
+        # layouts.
+        self.placers: Mapping[str, tuple[Mapping[str, Placer], frozenset[str]]] = {}
 
     def place_writes(self, placements: Mapping[CollectionHome, Placement]) -> None:
-        """Follow a library snapshot's homes sharded by partition (see :attr:`placers`)."""
+        """Follow a library snapshot's homes placed by partition (see :attr:`placers`)."""
         by_cluster: dict[str, dict[str, Placer]] = {}
+        by_field: dict[str, set[str]] = {}
         for home, placement in placements.items():
-            by_cluster.setdefault(home.cluster, {})[home.collection] = placement.split
-        self.placers = by_cluster
+            by_cluster.setdefault(home.cluster, {})[home.collection] = placement.writes
+            if placement.by_field:
+                by_field.setdefault(home.cluster, set()).add(home.collection)
+        self.placers = {
+            cluster: (placers, frozenset(by_field.get(cluster, ())))
+            for cluster, placers in by_cluster.items()
+        }
 
     def port(self, cluster: str) -> QdrantPort:
-        """The cluster's port, its writes into homes sharded by partition placed by key."""
+        """The cluster's port, its writes into homes placed by partition marked with it."""
         port = self._fleet().get(cluster)
-        placers = self.placers.get(cluster)
-        return PlacingPort(port, placers) if placers else port
+        placing = self.placers.get(cluster)
+        if not placing:
+            return port
+        return PlacingPort(port, *placing)
 
     def pool(self, cluster: str) -> ThreadPoolExecutor:
         """The cluster's own threads: at most ``workers_per_cluster`` of its calls run at once."""

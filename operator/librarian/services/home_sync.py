@@ -275,8 +275,8 @@ def copy_points(
     batch: int,
     placement: Placement | None = None,
 ) -> int:
-    """Copy ``ids`` as the source holds them now, each only over an older copy (under its
-    partition's shard key when the target is placed by partition).
+    """Copy ``ids`` as the source holds them now, each only over an older copy (marked with
+    its partition when the target is placed by partition).
 
     ``as_copied`` turns a source point into what the target is to hold (``None``:
     it left the selection since it was listed: not copied). Points are grouped

@@ -314,8 +314,8 @@ def migrate(
 ) -> MigrationReport:
     """Run (or resume) ``plan``; returns where it ended. Safe to call again at any time.
 
-    With ``placement`` (a target sharded by partition) every point is written under its
-    partition's shard key.
+    With ``placement`` (a target placed by partition) every point is written marked with its
+    partition: its partition field, or under its shard key on a home sharded so.
 
     Raises :class:`MigrationFailed` when points still differ after
     ``plan.verify_tries`` checks (the checkpoint records them; nothing is deleted).
@@ -595,6 +595,8 @@ class _Migration:
 
     def _same(self, original: PointRecord | None, copy: PointRecord | None) -> bool:
         expected = self.as_copied(original) if original is not None else None
+        if expected is not None and self.placement is not None and self.placement.by_field:
+            [expected] = self.placement.marked([expected])  # the copy carries its partition
         return expected is not None and copy is not None and same_point(expected, copy)
 
     def recheck(self, ids: Sequence[PointId]) -> Difference:

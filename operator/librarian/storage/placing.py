@@ -1,8 +1,10 @@
-"""A port that writes points into custom-sharded collections under the key each belongs to.
+"""A port that writes points into specialized homes marked with the partition each is in.
 
-Why this exists: a specialized home keeps one shard key per partition of its
-domain, and every write into it must name the key of the point's partition. The
-router's write paths (upserts, conditional copies, tombstones, vector updates,
+Why this exists: a specialized home marks every point with the partition of its
+domain nearest the point's routing vector, in the reserved payload field
+:data:`~librarian.contracts.payload.PARTITION_KEY` (or, in a home created before
+that layout, by the shard key it goes under). The router's write paths
+(upserts, conditional copies, tombstones, vector updates, payload overwrites,
 the clean-up of old homes) are many and were written against plain ports; this
 wrapper places their points once, by a placement function per collection (the
 partition nearest each point's routing vector, decided above this layer), so
@@ -10,34 +12,47 @@ no write path can forget it. Calls on other collections, and writes that name a
 shard key themselves, pass through unchanged.
 
 A vector update can move a point to another partition: the wrapper reads the
-point, applies the new vectors and writes it whole under its new key (the
-port's upsert then removes the copy under the old key), judging the update's
-condition where the point is.
+point, applies the new vectors and writes it whole, vectors and partition in
+one upsert (on a home sharded by key, under its new key: the port's upsert then
+removes the copy under the old key), judging the update's condition where the
+point is. An overwrite of a home placed by field keeps each point's partition
+field: it overwrites the points of each partition with the partition added.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from qdrant_client.http import models
 
-from librarian.storage.port import PointRecord, QdrantPort
+from librarian.contracts.payload import PARTITION_KEY
+from librarian.storage.port import PointRecord, QdrantPort, ShardKeys
 from librarian.storage.vectors import Vectors, as_named, from_named
 
 __all__ = ["Placer", "PlacingPort"]
 
-Placer = Callable[[Sequence[PointRecord]], Mapping[str, Sequence[PointRecord]]]
-"""Groups points by the shard key each goes under."""
+Placer = Callable[[Sequence[PointRecord]], Mapping[str | None, Sequence[PointRecord]]]
+"""Groups points by the shard key their upsert names (``None``: no key; on a home placed by
+field, the points come back marked with their partition)."""
+
+_OVERWRITE_PASSES = 8  # partitions a point may move to while its payload is overwritten
+_LISTED = 1000  # ids per page when listing the partitions an overwrite touches
 
 
 class PlacingPort:
-    """``port`` with the upserts and vector updates of ``placers``' collections placed by key
-    (see the module's docstring)."""
+    """``port`` with the writes into ``placers``' collections placed by partition (see the
+    module's docstring); ``by_field`` are those whose partition is the payload field."""
 
-    def __init__(self, port: QdrantPort, placers: Mapping[str, Placer]) -> None:
+    def __init__(
+        self,
+        port: QdrantPort,
+        placers: Mapping[str, Placer],
+        by_field: Collection[str] = (),
+    ) -> None:
         self._port = port
         self._placers = placers
+        self._by_field = frozenset(by_field)
 
     @property
     def calls_overlap(self) -> bool:
@@ -106,8 +121,85 @@ class PlacingPort:
             PointRecord(p.id, _merged(stored[p.id].vector, p.vector), stored[p.id].payload)
             for p in points
         ]
+        if collection in self._by_field:
+            # one upsert rewrites vectors and partition; only a point still there and still
+            # matching the condition (a concurrent write or delete wins over this rewrite)
+            for key, group in placer(updated).items():
+                self._port.upsert(
+                    collection,
+                    group,
+                    shard_key=key,
+                    update_filter=update_filter,
+                    update_mode=models.UpdateMode.UPDATE_ONLY,
+                )
+            return
         for key, group in placer(updated).items():
             self._port.upsert(collection, group, shard_key=key)
+
+    def overwrite_payload(
+        self,
+        collection: str,
+        payload: Mapping[str, Any],
+        *,
+        points_filter: models.Filter,
+        shard_keys: ShardKeys = None,
+    ) -> None:
+        if collection not in self._by_field:
+            self._port.overwrite_payload(
+                collection, payload, points_filter=points_filter, shard_keys=shard_keys
+            )
+            return
+        done: list[str] = []
+        done_unmarked = False
+        for _ in range(_OVERWRITE_PASSES):
+            rest = _outside(points_filter, done, done_unmarked)
+            values, unmarked = self._partitions_of(collection, rest)
+            if not values and not unmarked:
+                return
+            for value in values:
+                self._port.overwrite_payload(
+                    collection,
+                    {**payload, PARTITION_KEY: value},
+                    points_filter=models.Filter(
+                        must=[
+                            rest,
+                            models.FieldCondition(
+                                key=PARTITION_KEY, match=models.MatchValue(value=value)
+                            ),
+                        ]
+                    ),
+                )
+            if unmarked:
+                self._port.overwrite_payload(
+                    collection,
+                    {k: v for k, v in payload.items() if k != PARTITION_KEY},
+                    points_filter=models.Filter(must=[rest, _unmarked()]),
+                )
+            done += values
+            done_unmarked = done_unmarked or unmarked
+        raise RuntimeError(
+            f"the points of {collection} kept moving between partitions while their payload "
+            "was overwritten"
+        )
+
+    def _partitions_of(self, collection: str, flt: models.Filter) -> tuple[list[str], bool]:
+        """The partitions the points matching ``flt`` are in, and whether some carry none."""
+        values: dict[str, None] = {}
+        unmarked = False
+        offset: Any = None
+        while True:
+            page = self._port.scroll_keys(
+                collection, keys=[PARTITION_KEY], limit=_LISTED, offset=offset, scroll_filter=flt
+            )
+            for held in page.payloads:
+                value = held.get(PARTITION_KEY)
+                if isinstance(value, str):
+                    values[value] = None
+                else:
+                    unmarked = True
+            offset = page.next_offset
+            if offset is None:
+                return list(values), unmarked
 
     # Everything else is the wrapped port's.
 
@@ -171,9 +263,6 @@ class PlacingPort:
     def set_payload(self, *args: Any, **kwargs: Any) -> None:
         self._port.set_payload(*args, **kwargs)
 
-    def overwrite_payload(self, *args: Any, **kwargs: Any) -> None:
-        self._port.overwrite_payload(*args, **kwargs)
-
     def delete_payload_keys(self, *args: Any, **kwargs: Any) -> None:
         self._port.delete_payload_keys(*args, **kwargs)
 
@@ -201,3 +290,19 @@ def _merged(stored: Vectors | None, given: Vectors | None) -> Vectors | None:
     if isinstance(given, list) or stored is None or isinstance(stored, list):
         return given
     return from_named({**as_named(stored), **as_named(given)})
+
+
+def _unmarked() -> models.IsEmptyCondition:
+    return models.IsEmptyCondition(is_empty=models.PayloadField(key=PARTITION_KEY))
+
+
+def _outside(flt: models.Filter, done: Sequence[str], done_unmarked: bool) -> models.Filter:
+    """``flt`` without the points of the partitions ``done`` (and the unmarked points)."""
+    excluded: list[models.Condition] = []
+    if done:
+        excluded.append(
+            models.FieldCondition(key=PARTITION_KEY, match=models.MatchAny(any=list(done)))
+        )
+    if done_unmarked:
+        excluded.append(_unmarked())
+    return models.Filter(must=[flt], must_not=excluded) if excluded else flt

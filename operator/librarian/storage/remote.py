@@ -356,6 +356,12 @@ class RemoteQdrant:
     def cluster(self) -> str:
         return self._cluster
 
+    @property
+    def tenant_indexes(self) -> bool:
+        """Whether a keyword index may be declared ``is_tenant`` (a Qdrant server; local mode
+        keeps no payload index layout)."""
+        return self._local_shard_keys is None
+
     # ----------------------------------------------------------------- error handling
 
     def _call(self, collection: str | None, action: Callable[[], T]) -> T:

@@ -1144,15 +1144,22 @@ def collection_spec() -> Any:
 
 
 def build_library(
-    path: Any, name: str = "library", seed: int = 13, *, sharded: bool = False
+    path: Any,
+    name: str = "library",
+    seed: int = 13,
+    *,
+    sharded: bool = False,
+    by_field: bool = False,
 ) -> tuple[Any, Any]:
     """Empty homes of a library routed on ``text``: one domain per centre, the first two on
-    an embedded cluster ``east``, the others on ``west`` (``sharded``: each home with one
-    shard key per partition, three cells around the domain's centre). Returns ``(fleet,
+    an embedded cluster ``east``, the others on ``west`` (``sharded``: each home placed by
+    partition, three cells around the domain's centre: one shard key per partition, or with
+    ``by_field`` one shard with the indexed partition field). Returns ``(fleet,
     definition)``; points are to be written through the router, which places them."""
     from dataclasses import replace
 
     from librarian.router.library import DomainRoute, LibraryDefinition, PartitionRef
+    from librarian.services.placement import ensure_partition_index
     from librarian.storage.embedded import EmbeddedQdrant
     from librarian.storage.fleet import Fleet
 
@@ -1175,7 +1182,9 @@ def build_library(
                 for i, cell in enumerate(cells)
             )
         keys = tuple(p.id for p in partitions) or None
-        port.create_collection(collection, replace(spec, shard_keys=keys))
+        port.create_collection(collection, replace(spec, shard_keys=None if by_field else keys))
+        if partitions and by_field:
+            ensure_partition_index(port, collection)
         routes.append(
             DomainRoute(
                 domain_id=f"d{domain}",
@@ -1252,14 +1261,20 @@ def client_for(router: Any, transport: str) -> Any:
 
 
 def judge_transport(
-    path: Any, transport: str, points: Sequence[models.PointStruct], *, sharded: bool = False
+    path: Any,
+    transport: str,
+    points: Sequence[models.PointStruct],
+    *,
+    sharded: bool = False,
+    by_field: bool = False,
 ) -> list[Verdict]:
     """Every case through one transport, on a fresh library under ``path`` (``sharded``: its
-    homes sharded by partition) and a reference of its own: the reads, the writes, then the
-    reads again (over the tombstones, moved points and changed payloads the writes left)."""
+    homes placed by partition, ``by_field`` in the partition field) and a reference of its
+    own: the reads, the writes, then the reads again (over the tombstones, moved points and
+    changed payloads the writes left)."""
     from librarian.testing.router import RouterThread, make_state
 
-    fleet, definition = build_library(path, sharded=sharded)
+    fleet, definition = build_library(path, sharded=sharded, by_field=by_field)
     state = make_state(
         _Served(fleet, definition), settings={"caching": {"enable_result_cache": False}}
     )

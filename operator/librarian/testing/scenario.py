@@ -72,7 +72,7 @@ from librarian.services import migration
 from librarian.services.domain_homes import copy_payload_indexes
 from librarian.services.labeling import domain_filter
 from librarian.services.migration import MigrationFailed, MigrationPlan, migrate
-from librarian.services.placement import Placement
+from librarian.services.placement import Placement, ensure_partition_index
 from librarian.services.versioning import is_tombstone, user_payload, version_of
 from librarian.storage.embedded import EmbeddedQdrant
 from librarian.storage.fleet import Fleet
@@ -137,8 +137,10 @@ class ScenarioConfig:
     outage: bool = True  # stop a cluster and bring it back
     hang: bool = True  # hang a cluster and heal it
     move: bool = True  # move a domain to the other cluster
-    # Every home sharded by partition (3 shard keys a domain): writes placed by key.
+    # Every home placed by partition (3 partitions a domain): writes placed by shard key, or
+    # with ``partition_field`` marked in the indexed partition field of a one-shard home.
     sharded: bool = False
+    partition_field: bool = False
 
 
 @dataclass(frozen=True)
@@ -247,14 +249,25 @@ class _Library:
 PARTITIONS: Final = 3
 
 
-def _home_spec(partitions: Sequence[PartitionRef]) -> CollectionSpec:
-    """A domain's home: one shard key per partition when it has partitions."""
+def _home_spec(partitions: Sequence[PartitionRef], by_field: bool = False) -> CollectionSpec:
+    """A domain's home: one shard key per partition when it has partitions (one shard when
+    they are marked ``by_field``)."""
     keys = tuple(p.id for p in partitions) or None
-    return CollectionSpec(vector_size=DIM, shard_keys=keys)
+    return CollectionSpec(vector_size=DIM, shard_keys=None if by_field else keys)
 
 
-def _placement(route: DomainRoute) -> Placement | None:
-    """Where a home sharded by partition puts each of the domain's points (as the router)."""
+def _create_home(
+    engine: QdrantPort, collection: str, partitions: Sequence[PartitionRef], by_field: bool
+) -> None:
+    """Create a domain's home as the operator does (with its partition index when placed by
+    field)."""
+    engine.create_collection(collection, _home_spec(partitions, by_field))
+    if partitions and by_field:
+        ensure_partition_index(engine, collection)
+
+
+def _placement(route: DomainRoute, by_field: bool = False) -> Placement | None:
+    """How a home placed by partition marks each of the domain's points (as the router)."""
     if not route.partitions:
         return None
     return Placement(
@@ -262,10 +275,13 @@ def _placement(route: DomainRoute) -> Placement | None:
         vector="",
         keys=tuple(p.id for p in route.partitions),
         centroids=np.asarray([p.centroid for p in route.partitions], dtype=np.float32),
+        by_field=by_field,
     )
 
 
-def _build_library(path: Path, seed: int, sharded: bool = False) -> _Library:
+def _build_library(
+    path: Path, seed: int, sharded: bool = False, by_field: bool = False
+) -> _Library:
     rng = np.random.default_rng(seed)
     centroids = rng.normal(size=(3, DIM))
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
@@ -283,7 +299,7 @@ def _build_library(path: Path, seed: int, sharded: bool = False) -> _Library:
                 PartitionRef(f"d{d}-p{i}", tuple(float(x) for x in cell))
                 for i, cell in enumerate(cells)
             )
-        engines[cluster].create_collection(collection, _home_spec(partitions))
+        _create_home(engines[cluster], collection, partitions, by_field)
         collections[CollectionHome(cluster, collection)] = f"d{d}"
         routes.append(
             DomainRoute(
@@ -664,7 +680,9 @@ class _Run:
     def __init__(self, config: ScenarioConfig, path: Path) -> None:
         self.config = config
         self.schedule = Schedule.draw(config)
-        self.library = _build_library(path, config.seed, config.sharded)
+        self.library = _build_library(
+            path, config.seed, config.sharded, config.sharded and config.partition_field
+        )
         self.state: RouterState = make_state(
             self.library,
             settings={"timeout": config.request_timeout_s},
@@ -799,9 +817,8 @@ class _Run:
         move = _Move.of(self.library.definition, plan.move_domain)
         engines = self.library.engines
         moving = next(r for r in self.library.definition.domains if r.domain_id == move.domain)
-        engines[move.new.cluster].create_collection(
-            move.new.collection, _home_spec(moving.partitions)
-        )
+        by_field = self.config.sharded and self.config.partition_field
+        _create_home(engines[move.new.cluster], move.new.collection, moving.partitions, by_field)
         copy_payload_indexes(  # as the operator makes a new home
             engines[move.old.cluster],
             move.old.collection,
@@ -820,7 +837,7 @@ class _Run:
                 move.plan(),
                 kill_after=plan.kill_after,
                 backoff=lambda: self.traffic.wait_for(self.traffic.done + plan.switch_after),
-                placement=_placement(moving),
+                placement=_placement(moving, by_field),
             )
         except MoveFailed as failed:
             self._roll_back(move, failed.notes)
