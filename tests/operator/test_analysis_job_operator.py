@@ -22,6 +22,7 @@ import pytest
 from librarian.cli import run_job_command
 from librarian.contracts.metadata import RETRY_ANNOTATION
 from librarian.core.discovery import discover
+from librarian.kube.fleet_access import CredentialPolicy
 from librarian.kube.spec import parse_domainmap_spec
 from librarian.local.emulator import EmulatedCluster, load_crds
 from librarian.operator.analysis import RetryPolicy
@@ -434,16 +435,24 @@ async def test_failed_jobs_are_retried_then_reported_with_how_to_retry(
 
 
 async def test_a_cluster_keyed_from_the_operators_environment_cannot_be_analysed_by_a_job(
-    cluster_without_jobs: EmulatedCluster,
+    clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    api = cluster_without_jobs
-    body = domainmap("remote", Path("unused"))
-    body["spec"]["clusters"] = [
-        {"name": "general", "url": "https://general.example:6333", "apiKeyEnv": "GENERAL_KEY"}
-    ]
-    await api.create(body)
-    failed = await _status_when(api, lambda s: s.get("phase") == "Failed", name="remote")
-    ready = _condition(failed, "Ready")
-    assert ready["reason"] == "AnalysisNeedsSecret"
-    assert "apiKeySecretRef" in ready["message"]
-    assert await api.list_objects(JOBS, "default") == []
+    monkeypatch.setenv("GENERAL_KEY", "a-key-only-the-operator-has")
+    # The operator may use the key (its policy allows the variable), but a Job's pod does not
+    # have the operator's environment: the analysis needs the key from a Secret.
+    context = OperatorContext(
+        progress_interval_s=0.2,
+        clock=clock,
+        credential_policy=CredentialPolicy.of(allowed_api_key_env={"GENERAL_KEY"}),
+    )
+    async with operator_against_emulator(load_crds(REPO / "crds"), context=context) as api:
+        body = domainmap("remote", Path("unused"))
+        body["spec"]["clusters"] = [
+            {"name": "general", "url": "https://general.example:6333", "apiKeyEnv": "GENERAL_KEY"}
+        ]
+        await api.create(body)
+        failed = await _status_when(api, lambda s: s.get("phase") == "Failed", name="remote")
+        ready = _condition(failed, "Ready")
+        assert ready["reason"] == "AnalysisNeedsSecret"
+        assert "apiKeySecretRef" in ready["message"]
+        assert await api.list_objects(JOBS, "default") == []

@@ -314,7 +314,7 @@ async def test_a_move_goes_on_only_when_every_live_router_enforces_its_phase(
     assert ready["reason"] == "FenceWaiting"
     jobs = await cluster.list_objects(JOBS, "default")
     migrations = [
-        j for j in jobs if j["metadata"]["labels"]["app.kubernetes.io/component"] != "labeling"
+        j for j in jobs if j["metadata"]["labels"]["app.kubernetes.io/component"] == "migration"
     ]
     assert migrations == []  # nothing copied before the fence
     await _ack(cluster, "router-a", {"fenced": "dualWrite"})

@@ -257,6 +257,13 @@ async def _start_analysis(
     analysis Job is deleted and can no longer publish."""
     namespace, name = body.meta.namespace or "default", body.meta.name or ""
     generation, now = body.meta.get("generation"), context.clock()
+    try:  # the credential rules first: a refused key says so, whatever else is missing
+        configs = await resolve_clusters(
+            parsed.clusters, namespace, policy=context.credential_policy
+        )
+    except Exception as error:  # noqa: BLE001 - classified below; unknown ones re-raised
+        _fail(body, patch, _classify(error, parsed), generation=generation, now=now)
+        return
     blocked = needs_secret(parsed, [parsed.source_cluster, parsed.catalog_cluster])
     if blocked is not None:
         message = (
@@ -278,9 +285,6 @@ async def _start_analysis(
     old_job = str(previous.get("job") or "")
     jobs = f"/apis/batch/v1/namespaces/{namespace}/jobs"
     try:
-        configs = await resolve_clusters(
-            parsed.clusters, namespace, policy=context.credential_policy
-        )
         await asyncio.to_thread(
             _prepare_analysis_blocking,
             parsed,
