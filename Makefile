@@ -43,7 +43,7 @@ lint: $(STAMP)
 
 ## make test: lint, then every test suite
 test: lint tools
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q -p no:cacheprovider
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q -p no:cacheprovider --durations=25
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
