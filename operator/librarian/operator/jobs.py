@@ -145,12 +145,7 @@ def build_migration_job(
     labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The Job manifest; ``owner`` is the ClusterSpecialization body (apiVersion, kind, metadata)."""
-    job_labels = {
-        "app.kubernetes.io/name": "qdrant-librarian",
-        "app.kubernetes.io/component": "migration",
-        SPECIALIZATION_LABEL: str(owner["metadata"]["name"]),
-        **(labels or {}),
-    }
+    job_labels = {**_job_labels("migration", SPECIALIZATION_LABEL, owner), **(labels or {})}
     return _job(
         name=name,
         namespace=namespace,
@@ -163,6 +158,15 @@ def build_migration_job(
         + _secret_env(CATALOG_API_KEY_ENV, catalog_secret),
         labels=job_labels,
     )
+
+
+def _job_labels(component: str, owner_label: str, owner: Mapping[str, Any]) -> dict[str, str]:
+    """The labels every Job of the operator carries: what it is and which resource owns it."""
+    return {
+        "app.kubernetes.io/name": "qdrant-librarian",
+        "app.kubernetes.io/component": component,
+        owner_label: str(owner["metadata"]["name"]),
+    }
 
 
 def build_labeling_job(
@@ -181,11 +185,7 @@ def build_labeling_job(
     A pod that dies is replaced (up to the backoff limit) and resumes its range from the
     last page it committed.
     """
-    job_labels = {
-        "app.kubernetes.io/name": "qdrant-librarian",
-        "app.kubernetes.io/component": "labeling",
-        DOMAINMAP_LABEL: str(owner["metadata"]["name"]),
-    }
+    job_labels = _job_labels("labeling", DOMAINMAP_LABEL, owner)
     return _job(
         name=name,
         namespace=namespace,
@@ -215,11 +215,7 @@ def build_analysis_job(
     A pod that dies is replaced (up to the backoff limit) and starts the analysis again:
     nothing is published until its last step, which is atomic.
     """
-    job_labels = {
-        "app.kubernetes.io/name": "qdrant-librarian",
-        "app.kubernetes.io/component": "analysis",
-        DOMAINMAP_LABEL: str(owner["metadata"]["name"]),
-    }
+    job_labels = _job_labels("analysis", DOMAINMAP_LABEL, owner)
     return _job(
         name=name,
         namespace=namespace,
