@@ -943,18 +943,18 @@ def test_lookup_from_a_pass_through_collection(
 def test_a_hung_home_leaves_a_partial_answer_within_the_timeout(
     built: tuple[Served, QdrantClient, np.ndarray],
 ) -> None:
+    """West stays hung until the test releases it, so an answer at all proves the deadline
+    cut it off; the deadline is long enough for the healthy home on a loaded machine."""
     served, _, _ = built
-    settings = {**NO_CACHE, "timeout": "500ms"}
+    settings = {**NO_CACHE, "timeout": "4s"}
     with (
         RouterThread(make_state(served, settings=settings)) as router,
         httpx.Client(base_url=router.url, timeout=60) as http,
     ):
         served.west.mode = "hung"
         try:
-            started = time.monotonic()
             body = {"query": _dense(91, IMAGE_DIM), "using": "image", "limit": 5}
             response = http.post("/collections/library/points/query", json=body)
-            assert time.monotonic() - started < 5
             assert response.status_code == 200, response.text
             assert response.headers["X-Librarian-Partial"] == "west/library-d2"
             assert response.json()["result"]["points"]

@@ -170,14 +170,25 @@ class FlakyPort:
 
     def __init__(self, inner: QdrantPort) -> None:
         self.inner = inner
-        self.mode = "ok"
+        self._released = threading.Event()
+        self._mode = "ok"
         self.delay_s = 0.0
         self.reason = "connection refused"
         self.calls = 0
         self._busy = 0
         self._blocked = 0
-        self._released = threading.Event()
         self._idle = threading.Condition()
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, mode: str) -> None:
+        """Setting ``"hung"`` again after a :meth:`release` hangs again."""
+        if mode == "hung":
+            self._released.clear()
+        self._mode = mode
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.inner, name)
