@@ -206,7 +206,9 @@ async def cluster(clock: ManualClock) -> AsyncIterator[EmulatedCluster]:
     created."""
     context = OperatorContext(progress_interval_s=0.2, clock=clock)
     async with (
-        operator_against_emulator(load_crds(REPO / "crds"), context=context) as api,
+        operator_against_emulator(
+            load_crds(REPO / "crds"), context=context, record_requests=True
+        ) as api,
         labeling_jobs_played(api),
     ):
         yield api

@@ -152,7 +152,7 @@ def _library_reads(api: EmulatedCluster) -> int:
     """How often the operator has read a DomainMap for a policy so far."""
     return sum(
         1
-        for r in list(api.emulator)
+        for r in api.requests()
         if r.headers.get("User-Agent", "").startswith("qdrant-librarian/")
         and r.method.value == "GET"
         and r.resource is not None
@@ -275,7 +275,7 @@ async def test_approve_mode_runs_nothing_before_approval_then_moves_safely(
     assert sample("librarian_rebalance_moves_in_flight", labels) == 0
     # Every call the operator made for it is granted by the chart's Role.
     made = set()
-    for request in list(cluster.emulator):
+    for request in cluster.requests():
         agent = request.headers.get("User-Agent", "")
         if not agent.startswith(OPERATOR_AGENTS) or request.resource is None:
             continue

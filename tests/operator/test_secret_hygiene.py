@@ -94,7 +94,7 @@ async def test_the_api_key_never_leaves_its_secret(
     secret_ref = {"name": "qdrant-keys", "key": "api-key"}
     with recording_server(_rejecting_qdrant) as remote:
         async with (
-            emulated_kubernetes(load_crds(REPO / "crds")) as api,
+            emulated_kubernetes(load_crds(REPO / "crds"), record_requests=True) as api,
             operator_in_thread(
                 api.url,
                 context=OperatorContext(
@@ -195,7 +195,7 @@ async def test_the_api_key_never_leaves_its_secret(
                 *await api.list_objects(JOBS, "default"),
             ]
             events = api.events()
-            requests = list(api.emulator)
+            requests = api.requests()
 
     # The key was really read and used: the remote cluster got it, in a header only.
     assert remote.requests

@@ -10,6 +10,12 @@ source), and adds what a real API server does that the emulator does not:
 (bumped when ``spec`` changes), so ``observedGeneration`` means something, and
 names from ``generateName`` (kopf's Events use it).
 
+kmock logs every request it serves and, to route each new one, scans that log
+(once per reaction it tries), so a long run slows down quadratically: after a
+few hundred requests each one took tens of milliseconds. The emulator keeps
+only the latest requests in kmock's log; whoever needs every request (an audit
+of what the operator sent) asks for a recording, which costs an append.
+
 ``librarian up`` needs two things more: to learn of every change (it persists
 objects and prints phases) — listeners get each created, updated or deleted
 object once the API has applied it — and to start from stored objects
@@ -71,6 +77,9 @@ HISTORY_KEPT = 4
 EVENTS_KEPT = 1000
 """Events kept; older ones are dropped, as a real API server expires them."""
 
+REQUESTS_KEPT = 64
+"""Requests kept in kmock's own log (it scans the log to route every request)."""
+
 
 def resource_name(resource: Any) -> str:
     """``group/version/plural`` (``version/plural`` for the core group) of a kmock resource."""
@@ -102,6 +111,23 @@ class LibrarianKubernetesEmulator(KubernetesEmulator):
         """Call ``listener`` with every change from now on."""
         listeners: list[ChangeListener] = self.__dict__.setdefault("_listeners", [])
         listeners.append(listener)
+
+    def record_requests(self) -> list[kmock.Request]:
+        """A list that receives every request from now on, in the order they arrive."""
+        recordings: list[list[kmock.Request]] = self.__dict__.setdefault("_recordings", [])
+        recorded: list[kmock.Request] = []
+        recordings.append(recorded)
+        return recorded
+
+    def _forget_old_requests(self) -> None:
+        """Keep kmock's log (and each reaction's) to the latest :data:`REQUESTS_KEPT`.
+
+        The request being served is among the latest, so routing it still finds it.
+        """
+        logs = [self._requests, *(payload._requests for payload in self._payloads)]
+        for log_ in logs:
+            if len(log_) > 2 * REQUESTS_KEPT:
+                del log_[:-REQUESTS_KEPT]
 
     def _changed_key(self, request: kmock.Request) -> tuple[Any, str | None, str] | None:
         if request.resource is None:
@@ -141,6 +167,9 @@ class LibrarianKubernetesEmulator(KubernetesEmulator):
                 del self.objects[old]
 
     async def _handle(self, request: kmock.Request) -> Any:
+        for recorded in self.__dict__.get("_recordings", ()):
+            recorded.append(request)
+        self._forget_old_requests()
         data = request.data
         if request.resource is not None and isinstance(data, dict):
             metadata = (
@@ -181,6 +210,13 @@ class EmulatedCluster:
 
     url: str
     emulator: LibrarianKubernetesEmulator
+    recorded: list[kmock.Request] | None = None
+
+    def requests(self) -> list[kmock.Request]:
+        """Every request served since the API started (when started with ``record_requests``)."""
+        if self.recorded is None:
+            raise RuntimeError("start the emulated API with record_requests=True to audit requests")
+        return list(self.recorded)
 
     def _path(self, resource: str, namespace: str | None, name: str | None = None) -> str:
         group_version, plural = resource.rsplit("/", 1)
@@ -280,9 +316,15 @@ async def emulated_kubernetes(
     crds: Iterable[Mapping[str, Any]] = (),
     *,
     namespaces: Iterable[str] = ("default",),
+    record_requests: bool = False,
 ) -> AsyncIterator[EmulatedCluster]:
-    """Start the emulated API on 127.0.0.1 with our CRDs declared and stored."""
+    """Start the emulated API on 127.0.0.1 with our CRDs declared and stored.
+
+    ``record_requests`` keeps every request for :meth:`EmulatedCluster.requests`
+    (for audits in tests; a long-running API should not keep them all).
+    """
     emulator = LibrarianKubernetesEmulator()
+    recorded = emulator.record_requests() if record_requests else None
     for resource, info in BUILTIN_RESOURCES.items():
         emulator.resources[resource] = ResourceInfo(verbs=ALL_VERBS, **info)
     crd_list = [dict(c) for c in crds]
@@ -298,7 +340,9 @@ async def emulated_kubernetes(
             subresources=set((version.get("subresources") or {}).keys()),
         )
     async with emulator, kmock.Server(emulator) as server:
-        cluster = EmulatedCluster(url=str(server.url).rstrip("/"), emulator=emulator)
+        cluster = EmulatedCluster(
+            url=str(server.url).rstrip("/"), emulator=emulator, recorded=recorded
+        )
         for namespace in namespaces:  # kmock cannot parse POST /api/v1/namespaces: store directly
             emulator.objects[kmock.resource("", "v1", "namespaces"), None, namespace] = {
                 "apiVersion": "v1",

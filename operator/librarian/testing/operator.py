@@ -64,10 +64,13 @@ async def operator_against_emulator(
     crds: Iterable[Mapping[str, Any]] | None = None,
     *,
     context: OperatorContext | None = None,
+    record_requests: bool = False,
 ) -> AsyncIterator[EmulatedCluster]:
     """The emulated API with the CRDs (the packaged ones by default) and the operator running."""
     async with (
-        emulated_kubernetes(packaged_crds() if crds is None else crds) as api,
+        emulated_kubernetes(
+            packaged_crds() if crds is None else crds, record_requests=record_requests
+        ) as api,
         operator_in_thread(api.url, context=context),
     ):
         yield api
