@@ -30,6 +30,10 @@ line a + b log(n) through the measured searches (a graph search's hops grow
 with the log of the points). Every measured size and the extrapolation are
 printed.
 
+``--strategy`` builds the router with a given strategy (default ``auto``, chosen
+at build: ``--strategy hybrid`` measures the build that searches the sample's
+neighbours even where ``auto`` can tell that they would not pay).
+
 ``--busy N`` starts N CPU-burning processes after the quiet measurements and
 repeats the decision, search and build timings under that load. The load
 average is printed with each table.
@@ -115,7 +119,11 @@ def _status_kib(field: str) -> int:
 
 
 def _build_in_child(
-    points: np.ndarray, labels: np.ndarray, centres: np.ndarray, traced: bool
+    points: np.ndarray,
+    labels: np.ndarray,
+    centres: np.ndarray,
+    traced: bool,
+    options: dict[str, Any],
 ) -> dict[str, Any]:
     """Build the router in a forked child: CPU seconds, peak memory, the router itself."""
     reader, writer = multiprocessing.Pipe(duplex=False)
@@ -127,7 +135,7 @@ def _build_in_child(
             if traced:
                 tracemalloc.start()
             started = time.process_time()
-            router = build_router(points, labels, list(centres))
+            router = build_router(points, labels, list(centres), **options)
             cpu = time.process_time() - started
             peak = tracemalloc.get_traced_memory()[1] if traced else 0
             grown = _status_kib("VmHWM") - before
@@ -255,10 +263,11 @@ def measure(
     queries: np.ndarray,
     engine_points: list[int],
     busy: int,
+    options: dict[str, Any],
 ) -> list[float]:
     n = len(points)
     print(f"\n== {name}: {n} points x {points.shape[1]}-d; {_load()}", flush=True)
-    build = _build_in_child(points, labels, centres, traced=False)
+    build = _build_in_child(points, labels, centres, traced=False, options=options)
     router: LibraryRouter = build["router"]
     print(
         f"   {router.unit_count} units, {len(router.sample_vectors)} sample points; build: "
@@ -317,7 +326,9 @@ def measure(
                 ]
                 try:
                     busy_engine = engine.search_cpu(queries) * scale
-                    busy_build = _build_in_child(points, labels, centres, traced=False)
+                    busy_build = _build_in_child(
+                        points, labels, centres, traced=False, options=options
+                    )
                     row, ratio = _timings(
                         f"busy ({busy} burners)", router, queries, busy_engine, busy_build
                     )
@@ -329,7 +340,7 @@ def measure(
                         burner.wait()
         finally:
             engine.close()
-    traced = _build_in_child(points, labels, centres, traced=True)
+    traced = _build_in_child(points, labels, centres, traced=True, options=options)
     print(f"   build: tracemalloc peak {traced['traced_mib']:.0f} MiB", flush=True)
     return ratios
 
@@ -369,7 +380,11 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--busy", type=int, default=0, help="CPU-burning processes")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--strategy", default="auto", help="the router's strategy (auto: chosen at build)"
+    )
     args = parser.parse_args()
+    options = {"strategy": args.strategy}
     rng = np.random.default_rng(args.seed)
     worst = 0.0
     sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -382,7 +397,14 @@ def main() -> int:
                 points, max(2, len(points) // args.points_per_unit), args.seed
             )
             ratios = measure(
-                f"GloVe {len(points)}", points, labels, centres, queries, [len(points)], args.busy
+                f"GloVe {len(points)}",
+                points,
+                labels,
+                centres,
+                queries,
+                [len(points)],
+                args.busy,
+                options,
             )
             worst = max(worst, *ratios)
     if args.synthetic:
@@ -400,6 +422,7 @@ def main() -> int:
             queries,
             [int(size) for size in args.engine_points.split(",") if size],
             args.busy,
+            options,
         )
         worst = max(worst, *ratios)
     print(f"\nworst single-query decision / search: {worst:.3f} (goal <= {GOAL})")

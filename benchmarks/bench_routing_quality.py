@@ -306,6 +306,11 @@ def ivf_at_goal(at: Callable[[int], tuple[float, float, float]], lists: int) -> 
     return recall, touched, probes, f"nprobe={low}"
 
 
+def _not_built(least: float | None) -> str:
+    """How the router's status says hybrid was not built: the least it could have touched."""
+    return "" if least is None else f"not built, an oracle touches at least {least}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=os.environ.get("LIBRARIAN_BENCH_DATA"))
@@ -377,7 +382,8 @@ def main() -> int:
     described = auto.describe()
     print(
         f"auto strategy: {described['strategy']} (calibrated touched: hybrid "
-        f"{described.get('strategy_touched_hybrid')}, centroid "
+        f"{described.get('strategy_touched_hybrid', '')}"
+        f"{_not_built(described.get('strategy_touched_hybrid_at_least'))}, centroid "
         f"{described.get('strategy_touched_centroid')}); coverage {auto.coverage}; unit index: "
         f"{described['unit_index']}"
     )

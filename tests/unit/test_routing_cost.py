@@ -176,7 +176,7 @@ def test_max_units_caps_the_decision(fine: dict[str, Any]) -> None:
         assert len(units) == 4
 
 
-@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("k", [1, 3, 7])  # 7: the whole row sorted, not chunks
 def test_exact_neighbours_in_small_blocks_equal_one_full_sort(k: int) -> None:
     rng = np.random.default_rng(k)
     reference = _clouds(3_000, 16, 10, seed=k)

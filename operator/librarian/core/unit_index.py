@@ -82,13 +82,31 @@ class ProjectedUnitIndex:
             correction = np.where(counted > 0, top + np.log(mean), 0.0)
         self.correction[:] = correction
 
-    def logits(self, queries: FloatArray, rerank: int) -> FloatArray:
+    def logits(
+        self,
+        queries: FloatArray,
+        rerank: int,
+        replaced: tuple[IntArray, FloatArray] | None = None,
+    ) -> FloatArray:
         """Each query's logit for every unit: exact for its ``rerank`` best units in the
-        projected space, the corrected projected logit for the others."""
+        projected space, the corrected projected logit for the others. With ``replaced`` =
+        (units, centroids), unit ``units[i]`` has centroid ``centroids[i]`` for query ``i``
+        (projected and exact alike)."""
         out = self.projected_logits(queries)
         units = out.shape[1]
         rerank = min(rerank, units)
+        if replaced is not None:
+            own, centroids = replaced
+            rows = np.arange(len(queries))
+            projected = np.einsum("ij,ij->i", queries @ self.basis, centroids @ self.basis)
+            out[rows, own] = projected / self.temperature + self.correction[own]
         best = np.argpartition(out, units - rerank, axis=1)[:, units - rerank :]
+        if replaced is not None:
+            exact = np.matmul(self.centroids[best], queries[:, :, None])[:, :, 0]
+            mine = best == own[:, None]
+            exact[mine] = np.einsum("ij,ij->i", queries, centroids)[np.nonzero(mine)[0]]
+            np.put_along_axis(out, best, exact / self.temperature, axis=1)
+            return out
         if len(queries) == 1:
             exact = self.centroids[best[0]] @ queries[0]
             out[0, best[0]] = exact / self.temperature
