@@ -24,8 +24,18 @@ Each server's CPU time (user + system, all its threads) is read from
 
 Printed per transport and concurrency: p50/p99 latency of each server,
 library/one-collection ratios, p50 added by the library, and requests per
-server CPU-second of each with their ratio. ``--busy`` runs everything a
-second time with one CPU burner per core and prints both.
+server CPU-second of each with their ratio; then each server's CPU per request
+by part, from the CPU the kernel counts per thread (``/proc/<pid>/task``),
+each thread charged to what it does: the event loop (HTTP and gRPC, parsing,
+planning, fusion, rendering), the routing threads (the routing decision), the
+threads calling the homes (request building, the engine's search in the
+calling thread, conversion of its answer), the engine's own search threads,
+the rest, and what the process' count holds beyond the threads' (threads
+that ended, and the difference between the kernel's tick-based process count
+and its per-thread nanosecond counts); with the library's difference in each,
+i.e. where the gap is.
+``--busy`` runs everything a second time with one CPU burner per core and
+prints both.
 
 Goal (REST, 1 and 32 clients, the run without burners): the library's
 requests per server CPU-second >= 0.8x serving one collection through the
@@ -55,7 +65,7 @@ from qdrant_client import AsyncQdrantClient
 
 from debian_vectors import load_vectors
 from librarian.storage.embedded import EmbeddedQdrant
-from process_cpu import process_cpu_seconds
+from process_cpu import PARTS, part_of, process_cpu_seconds, thread_cpu_seconds, thread_names
 from router_setup import WHOLE, build, percentile
 
 __all__ = ["main"]
@@ -75,6 +85,14 @@ class Server:
     pid: int
     rest: int
     grpc: int
+
+    def python_threads(self) -> dict[int, str]:
+        """The server's Python threads by thread id, as it names them."""
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.process.stdin.write("threads\n")
+        self.process.stdin.flush()
+        return {int(tid): name for tid, name in json.loads(self.process.stdout.readline()).items()}
 
     def stop(self) -> None:
         assert self.process.stdin is not None
@@ -102,6 +120,14 @@ def start_server(engine_dir: Path, definition_file: Path) -> Server:
     return Server(process, int(ready["pid"]), int(ready["rest"]), int(ready["grpc"]))
 
 
+def charge(server: Server, spent: dict[int, float], tally: Tally) -> None:
+    """Add the CPU seconds ``spent`` by each thread of ``server`` to ``tally``'s parts."""
+    python, kernel = server.python_threads(), thread_names(server.pid)
+    for tid, seconds in spent.items():
+        part = part_of(python.get(tid), kernel.get(tid, ""))
+        tally.parts[part] = tally.parts.get(part, 0.0) + seconds
+
+
 @contextmanager
 def burners(count: int) -> Iterator[None]:
     """``count`` processes spinning on a core each, while the block runs."""
@@ -121,6 +147,7 @@ class Tally:
 
     latencies: list[float] = field(default_factory=list)
     cpu_s: float = 0.0
+    parts: dict[str, float] = field(default_factory=dict)  # CPU seconds by part (PARTS)
 
     @property
     def per_cpu_second(self) -> float:
@@ -170,12 +197,20 @@ async def measure(
             order = list(servers) if index % 2 == 0 else list(reversed(servers))
             for name in order:
                 pid = servers[name].pid
-                before = process_cpu_seconds(pid)
+                before, threads_before = process_cpu_seconds(pid), thread_cpu_seconds(pid)
                 part = [rows[i] for i in chunk]
                 tallies[name].latencies += await drive(
                     clients[name], TARGETS[name], part, concurrency
                 )
-                tallies[name].cpu_s += process_cpu_seconds(pid) - before
+                threads_after = thread_cpu_seconds(pid)
+                used = process_cpu_seconds(pid) - before
+                tallies[name].cpu_s += used
+                spent = {t: s - threads_before.get(t, 0.0) for t, s in threads_after.items()}
+                charge(servers[name], spent, tallies[name])
+                ended = used - sum(spent.values())
+                tallies[name].parts["unattributed"] = (
+                    tallies[name].parts.get("unattributed", 0.0) + ended
+                )
         return tallies
     finally:
         for client in clients.values():
@@ -205,6 +240,25 @@ def report(mode: str, results: dict[tuple[str, int], dict[str, Tally]]) -> list[
             f"[{mode}] {transport:<9} {concurrency:>7} library/one collection: p50 "
             f"{p50[0] / p50[1]:.2f}x, p99 {p99[0] / p99[1]:.2f}x, p50 added {added:+.2f} ms, "
             f"requests per server CPU-second {cpu:.2f}x"
+        )
+        per_request = {
+            part: (
+                1e3 * library.parts.get(part, 0.0) / len(library.latencies),
+                1e3 * whole.parts.get(part, 0.0) / len(whole.latencies),
+            )
+            for part in PARTS
+        }
+        totals = (
+            1e3 * library.cpu_s / len(library.latencies),
+            1e3 * whole.cpu_s / len(whole.latencies),
+        )
+        print(
+            f"[{mode}] {transport:<9} {concurrency:>7} server CPU ms per request, library vs one "
+            f"collection (difference): total {totals[0]:.2f} vs {totals[1]:.2f} "
+            f"({totals[0] - totals[1]:+.2f}); "
+            + "; ".join(
+                f"{part} {a:.2f} vs {b:.2f} ({a - b:+.2f})" for part, (a, b) in per_request.items()
+            )
         )
         if transport == "REST":
             if cpu < GOAL_CPU:

@@ -2,7 +2,8 @@
 
 Why this exists: the router benchmarks charge each server process for the CPU
 it spent serving (all its threads, user and system), not for the wall time a
-client waited, and the server runs in a process of its own.
+client waited, and the server runs in a process of its own. Per thread, the
+same counters tell which part of the server spent it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["cpu_seconds_of_stat", "process_cpu_seconds"]
+__all__ = [
+    "PARTS",
+    "cpu_seconds_of_stat",
+    "part_of",
+    "process_cpu_seconds",
+    "thread_cpu_seconds",
+    "thread_names",
+]
 
 
 def cpu_seconds_of_stat(stat: str, ticks_per_second: int) -> float:
@@ -29,3 +37,47 @@ def process_cpu_seconds(pid: int) -> float:
     return cpu_seconds_of_stat(
         Path(f"/proc/{pid}/stat").read_text(), os.sysconf(os.sysconf_names["SC_CLK_TCK"])
     )
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds each live thread of process ``pid`` has run, by thread id (a thread that
+    ended since is missing): the scheduler's own count in nanoseconds
+    (``/proc/<pid>/task/<tid>/schedstat``), as clock ticks are too coarse to split a few
+    milliseconds of a request between threads."""
+    seconds: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            seconds[int(task.name)] = int((task / "schedstat").read_text().split()[0]) / 1e9
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended while the directory was read
+    return seconds
+
+
+def thread_names(pid: int) -> dict[int, str]:
+    """The kernel's name of each live thread of process ``pid`` (threads started by native
+    libraries name themselves there; Python's keep the process' name)."""
+    names: dict[int, str] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            names[int(task.name)] = (task / "comm").read_text().strip()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return names
+
+
+PARTS = ("event loop", "routing", "home calls", "engine threads", "other", "unattributed")
+
+
+def part_of(python_name: str | None, kernel_name: str) -> str:
+    """Which part of a router a thread's CPU is charged to, from the name Python gives it
+    (``None``: a native thread) and the kernel's: the event loop, the routing decision's
+    threads, the threads calling the homes, the embedded engine's search threads, or other."""
+    if python_name == "MainThread":
+        return "event loop"
+    if python_name is not None and python_name.startswith("routing"):
+        return "routing"
+    if python_name is not None and python_name.startswith("upstream"):
+        return "home calls"
+    if python_name is None and kernel_name.startswith("edge-"):
+        return "engine threads"
+    return "other"

@@ -9,7 +9,10 @@ one's CPU time from ``/proc``.
 
 Usage: ``python router_process.py ENGINE_DIR DEFINITION_PICKLE``. It prints
 one JSON line (``{"pid", "rest", "grpc"}``) once it serves on 127.0.0.1, and
-stops when its standard input closes.
+stops when its standard input closes. Each line ``threads`` on its standard
+input is answered with one JSON line naming its Python threads by thread id
+(``{"<id>": "<name>"}``), so that the CPU the kernel counts per thread can be
+charged to what each thread does.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import os
 import pickle
 import sys
+import threading
 from pathlib import Path
 
 from librarian.router.library import LibraryDefinition
@@ -34,7 +38,10 @@ async def serve(engine_dir: Path, definition: LibraryDefinition) -> None:
         state = router_state(engine, definition, passthrough=frozenset({WHOLE}))
         runner, grpc_server, rest_port, grpc_port = await start(state)
         print(json.dumps({"pid": os.getpid(), "rest": rest_port, "grpc": grpc_port}), flush=True)
-        await asyncio.to_thread(sys.stdin.read)  # until the parent closes our stdin
+        while line := await asyncio.to_thread(sys.stdin.readline):  # until stdin closes
+            if line.strip() == "threads":
+                names = {str(t.native_id): t.name for t in threading.enumerate()}
+                print(json.dumps(names), flush=True)
         await grpc_server.stop(grace=None)
         await runner.cleanup()
     finally:

@@ -179,7 +179,11 @@ class PointEndpoints:
     async def _cached(self, request: web.Request, view: View, compute: Compute) -> web.Response:
         started = time.perf_counter()
         body = request.get(VALIDATED_KEY)
-        key = None if body is None else cache_key(request.path, view, body, request.query)
+        # The key digests the whole request (its vector's JSON is most of a search's cost on
+        # the event loop): made only for an answer that may be cached, a library's with the
+        # cache on.
+        cacheable = body is not None and view.routed and self.state.cache.enabled
+        key = cache_key(request.path, view, body, request.query) if cacheable else None
         timeout = self._timeout(request)
         async with request_deadline(timeout):
             result, headers = await self.querying.cached(key, view, compute, timeout)

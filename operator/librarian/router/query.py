@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -140,9 +141,12 @@ def dense(vector: Any, vector_size: int) -> list[float]:
             400,
             f"Wrong input: Vector dimension error: expected dim: {vector_size}, got {len(vector)}",
         )
-    if not all(np.isfinite(vector)):
+    numbers = [float(x) for x in vector]
+    # finite unless the sum is not (a NaN or an infinity makes it so; an overflow of finite
+    # numbers is told apart number by number)
+    if not math.isfinite(sum(numbers)) and not all(math.isfinite(x) for x in numbers):
         raise ApiError(400, "Wrong input: vector contains NaN or infinite values")
-    return [float(x) for x in vector]
+    return numbers
 
 
 def _hnsw_ef(params: models.SearchParams | None) -> int | None:

@@ -472,7 +472,10 @@ def _finite(values: Sequence[Any], what: str) -> list[float]:
     """The numbers of a dense vector; NaN and infinities are refused (Qdrant's JSON cannot
     carry them, and the engine would silently match nothing)."""
     numbers = [float(x) for x in values]
-    if not all(math.isfinite(x) for x in numbers):
+    # A sum of finite numbers is finite unless it overflows, and one NaN or infinity makes
+    # it NaN or infinite: summing is one C loop, so only a sum that is not finite is looked
+    # at number by number.
+    if not math.isfinite(sum(numbers)) and not all(math.isfinite(x) for x in numbers):
         raise UnsupportedQuery(f"{what}: a vector holds NaN or an infinity")
     return numbers
 
