@@ -160,6 +160,22 @@ def test_hybrid_peak_memory_on_top_of_a_mid_size_input_is_bounded() -> None:
     assert peak <= 2.0 * vectors.nbytes
 
 
+@pytest.mark.slow
+def test_a_domain_holding_most_rows_is_partitioned_within_the_memory_goal() -> None:
+    """Heavily overlapping clouds: discovery keeps few domains, each holding tens of
+    thousands of rows cut into hundreds of partitions. Gathering a domain's rows more
+    than once, or scoring a block of rows against every partition at a fixed row count,
+    took 3.8x the input on top of it here; the goal is 1.3x, with the default choice of k."""
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((24, 64)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    vectors = centres[rng.integers(0, 24, 60_000)] + 0.35 * rng.standard_normal(
+        (60_000, 64)
+    ).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    assert _peak_during_discover(vectors) <= 1.3 * vectors.nbytes
+
+
 def test_the_structureless_reference_has_the_samples_principal_axes_and_variances() -> None:
     """The reference is drawn along the sample's principal axes with their variances: the
     axes and spreads match an SVD of the centred sample (up to each axis' sign), and the

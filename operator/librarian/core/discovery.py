@@ -344,8 +344,10 @@ def _unit(rows: npt.NDArray[Any]) -> FloatArray:
     return np.asarray(rows / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
-def _nearest(vectors: FloatArray, centroids: FloatArray, chunk: int = 65_536) -> IntArray:
+def _nearest(vectors: FloatArray, centroids: FloatArray) -> IntArray:
+    """The nearest centroid of every row, scanned in blocks of a few MiB of similarities."""
     out = np.empty(len(vectors), dtype=np.int64)
+    chunk = _rows_per_block(len(centroids))
     for start in range(0, len(vectors), chunk):
         out[start : start + chunk] = np.argmax(vectors[start : start + chunk] @ centroids.T, axis=1)
     return out
@@ -809,11 +811,12 @@ def _cell_centroids(vectors: FloatArray, k: int, seed: int, iterations: int = 20
 
 
 def _nearest_with_similarity(
-    vectors: FloatArray, centroids: FloatArray, chunk: int = 16_384
+    vectors: FloatArray, centroids: FloatArray
 ) -> tuple[IntArray, FloatArray]:
-    """The nearest centroid of every row and its cosine similarity."""
+    """The nearest centroid of every row and its cosine similarity (blocks of a few MiB)."""
     nearest = np.empty(len(vectors), dtype=np.int64)
     similarity = np.empty(len(vectors), dtype=np.float32)
+    chunk = _rows_per_block(len(centroids))
     for start in range(0, len(vectors), chunk):
         sims = vectors[start : start + chunk] @ centroids.T
         best = np.argmax(sims, axis=1)
@@ -881,13 +884,15 @@ def _partitions(
     with threadpool_limits(limits=1):
         for d, domain_id in enumerate(ids):
             members = np.flatnonzero(labels == d)
+            member_vectors = vectors[members]  # gathered once: a domain may be most rows
             wanted = int(counts[d])
             if wanted <= 1:
                 local = np.zeros(len(members), dtype=np.int64)
             else:
-                local = _nearest(vectors[members], _cell_centroids(vectors[members], wanted, seed))
+                local = _nearest(member_vectors, _cell_centroids(member_vectors, wanted, seed))
             local, count = _compact(local)
-            centres = _centroids(vectors[members], local, count)
+            centres = _centroids(member_vectors, local, count)
+            del member_vectors
             cell_sizes = np.bincount(local, minlength=count)
             names = _partition_ids(
                 centres,
