@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import resource
 import statistics
 import sys
@@ -1140,7 +1141,7 @@ def run_dataset(
         truth, scores = exact_top_k(data, queries, K)
     print(
         f"\n=== {title}: {len(data):,} points x {data.shape[1]}, {len(queries):,} held-out "
-        f"queries (exact top-{K} in {spent[0]:.1f}s)",
+        f"queries (exact top-{K} in {spent[0]:.1f}s); load average (1, 5, 15 min): {_load()}",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="fleet-cost-", dir=args.workdir) as folder:
@@ -1235,7 +1236,12 @@ def run_dataset(
         for store in {id(layout.store): layout.store for layout in layouts}.values():
             store.close()
     print(f"peak RSS so far: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print(f"load average (1, 5, 15 min) at the end: {_load()}")
     return met
+
+
+def _load() -> str:
+    return ", ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
 def _split(
