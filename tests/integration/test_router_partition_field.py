@@ -23,11 +23,22 @@ from qdrant_client import QdrantClient, models
 
 from librarian.contracts.payload import PARTITION_KEY, TOMBSTONE_KEY
 from librarian.router.library import DomainRoute, LibraryDefinition, PartitionRef
-from librarian.services.placement import Placement, ensure_partition_index
+from librarian.services.placement import (
+    GRAPH_SHARE,
+    Placement,
+    ensure_partition_index,
+    searched_by_graph,
+)
 from librarian.storage.embedded import EmbeddedQdrant
 from librarian.storage.fleet import Fleet
 from librarian.storage.placing import PlacingPort
-from librarian.storage.port import CollectionSpec, PointRecord, QdrantPort
+from librarian.storage.port import (
+    CollectionSpec,
+    HnswSpec,
+    OptimizersSpec,
+    PointRecord,
+    QdrantPort,
+)
 
 from .recording_server import Recorded, qdrant_ok, recording_server
 from .router_support import DIM, Library, RouterThread, client_of, library_points, make_state
@@ -60,10 +71,29 @@ def _nearest(cells: np.ndarray, vectors: Any) -> list[int]:
     return [int(i) for i in np.argmax(np.asarray(vectors) @ cells.T, axis=1)]
 
 
+Placed = tuple[Library, _Recording, QdrantClient, np.ndarray]
+
+
 @pytest.fixture
-def placed(tmp_path: Path) -> Iterator[tuple[Library, _Recording, QdrantClient, np.ndarray]]:
+def placed(tmp_path: Path) -> Iterator[Placed]:
     """Domains 0/1 in their own collections on east; domain 2 on west in one shard, each point
-    carrying its partition (nearest partition centroid) in the indexed field."""
+    carrying its partition (nearest partition centroid) in the indexed field. The home is too
+    small for the engine to index: it is scanned."""
+    yield from _placed(tmp_path, CollectionSpec(vector_size=DIM))
+
+
+@pytest.fixture
+def placed_in_graph(tmp_path: Path) -> Iterator[Placed]:
+    """The same library, domain 2's home indexed however small: its points are in a graph."""
+    spec = CollectionSpec(
+        vector_size=DIM,
+        hnsw=HnswSpec(full_scan_threshold=1),
+        optimizers=OptimizersSpec(indexing_threshold=1),
+    )
+    yield from _placed(tmp_path, spec)
+
+
+def _placed(tmp_path: Path, home_spec: CollectionSpec) -> Iterator[Placed]:
     points, clouds, centres = library_points()
     east = EmbeddedQdrant("east", tmp_path / "east")
     west = EmbeddedQdrant("west", tmp_path / "west")
@@ -87,7 +117,7 @@ def placed(tmp_path: Path) -> Iterator[tuple[Library, _Recording, QdrantClient, 
             east.create_collection(collection, CollectionSpec(vector_size=DIM))
             east.upsert(collection, mine)
         else:
-            west.create_collection(collection, CollectionSpec(vector_size=DIM))
+            west.create_collection(collection, home_spec)
             ensure_partition_index(west, collection)
             nearest = _nearest(cells, [p.vector for p in mine])
             west.upsert(
@@ -101,6 +131,7 @@ def placed(tmp_path: Path) -> Iterator[tuple[Library, _Recording, QdrantClient, 
                 PartitionRef(key, tuple(float(x) for x in cell))
                 for key, cell in zip(KEYS, cells, strict=True)
             )
+            west.optimize(collection)
         routes.append(
             DomainRoute(
                 domain_id=f"d{d}",
@@ -132,7 +163,9 @@ def _partition_of(west: QdrantPort, point_id: int) -> list[Any]:
 
 
 def _partition_conditions(flt: models.Filter | None) -> list[list[str]]:
-    """The ``partition in [...]`` conditions anywhere in ``flt``."""
+    """The partition conditions anywhere in ``flt``: each ``should`` of single-value matches on
+    the partition field (the chosen partitions, as reads send them) and each match-any on it
+    (every partition of a placement, which points marked by an earlier analysis lack)."""
     found: list[list[str]] = []
 
     def walk(node: Any) -> None:
@@ -140,9 +173,17 @@ def _partition_conditions(flt: models.Filter | None) -> list[list[str]]:
             assert isinstance(node.match, models.MatchAny)
             found.append([str(v) for v in node.match.any])
         elif isinstance(node, models.Filter):
+            should = node.should if isinstance(node.should, list) else []
+            values = [
+                c for c in should if isinstance(c, models.FieldCondition) and c.key == PARTITION_KEY
+            ]
+            if values:
+                assert all(isinstance(c.match, models.MatchValue) for c in values)
+                found.append([str(c.match.value) for c in values])  # type: ignore[union-attr]
             for part in (node.must, node.should, node.must_not):
                 for item in part if isinstance(part, list) else [part] if part else []:
-                    walk(item)
+                    if not any(item is c for c in values):
+                        walk(item)
 
     walk(flt)
     return found
@@ -461,6 +502,82 @@ def test_the_partition_index_is_declared_is_tenant_on_a_server() -> None:
         "field_name": PARTITION_KEY,
         "field_schema": {"type": "keyword", "is_tenant": True},
     }
+
+
+def test_a_home_whose_points_are_in_a_graph_is_asked_whole(placed_in_graph: Placed) -> None:
+    """A search of a home answering from its HNSW graph sends no partition condition (the
+    graph search of the whole home costs the engine less than scoring the chosen partitions),
+    and answers as one collection does over every point of the domains it asked."""
+    built, recording, reference, cells = placed_in_graph
+    info = recording.collection_info(HOME)
+    assert searched_by_graph(info.points_count, info.indexed_vectors_count)
+    state = make_state(built, settings={"routing_strategy": "hybrid"})
+    in_home = {r.id for r in recording.scroll(HOME, limit=2000)[0]}
+    by_domain: dict[str, set[Any]] = {"d2": in_home}
+    for d in ("d0", "d1"):
+        by_domain[d] = {r.id for r in built.fleet.get("east").scroll(f"library-{d}", limit=2000)[0]}
+    narrowed = 0
+    with RouterThread(state) as router, httpx.Client(base_url=router.url) as http:
+        for probe in range(PARTS):
+            vector = [float(x) for x in cells[probe]]
+            predicted = http.post(
+                "/librarian/predict", json={"vector": vector, "strategy": "hybrid"}
+            ).json()["result"]
+            [two] = [d for d in predicted["domains"] if d["id"] == "d2"]
+            narrowed += set(two["partitions"]) < set(KEYS)
+            recording.asked.clear()
+            response = http.post(
+                "/collections/library/points/query",
+                json={"query": vector, "limit": 5, "with_payload": True},
+            )
+            assert response.status_code == 200, response.text
+            [(keys, flt)] = [(k, f) for c, k, f in recording.asked if c == HOME]
+            assert keys is None
+            assert _partition_conditions(flt) == []
+            kept = set().union(*(by_domain[d["id"]] for d in predicted["domains"]))
+            theirs = reference.query_points(
+                "all",
+                vector,
+                limit=5,
+                query_filter=models.Filter(must=[models.HasIdCondition(has_id=sorted(kept))]),
+            ).points
+            ours = response.json()["result"]["points"]
+            assert [p["id"] for p in ours] == [p.id for p in theirs]
+            np.testing.assert_allclose(
+                [p["score"] for p in ours], [p.score for p in theirs], atol=1e-4
+            )
+    assert narrowed  # the router chose some partitions only, and still asked the home whole
+
+
+def test_a_home_answers_from_its_graph_when_nearly_all_its_points_are_indexed() -> None:
+    assert not searched_by_graph(0, 0)
+    assert not searched_by_graph(1_000, None)
+    assert not searched_by_graph(1_000, 0)
+    assert not searched_by_graph(1_000, round(GRAPH_SHARE * 1_000) - 1)
+    assert searched_by_graph(1_000, round(GRAPH_SHARE * 1_000))
+    assert searched_by_graph(1_000, 2_000)  # two named vectors per point
+
+
+def test_the_chosen_partitions_are_kept_by_one_match_each() -> None:
+    """The condition a scanned home is read with: a ``should`` of one single-value match per
+    chosen partition (the engine scores only their points), without repeats; with points
+    marked by an earlier analysis, those too; none on a home answering from its graph."""
+    cells = np.eye(PARTS, DIM, dtype=np.float32)
+    by_field = Placement("d2", "", KEYS, cells, by_field=True)
+    chosen = [KEYS[2], KEYS[0], KEYS[2]]
+    value = lambda key: models.FieldCondition(  # noqa: E731
+        key=PARTITION_KEY, match=models.MatchValue(value=key)
+    )
+    assert by_field.read_filter(chosen) == models.Filter(should=[value(KEYS[2]), value(KEYS[0])])
+    strays = Placement("d2", "", KEYS, cells, by_field=True, strays=True)
+    assert strays.read_filter(chosen) == models.Filter(
+        should=[value(KEYS[2]), value(KEYS[0]), models.Filter(must_not=[strays.current()])]
+    )
+    graph = Placement("d2", "", KEYS, cells, by_field=True, strays=True, graph=True)
+    assert graph.read_filter(chosen) is None
+    kept = graph.restricted(KEYS[:2])
+    assert kept is not None
+    assert (kept.keys, kept.graph, kept.strays) == (KEYS[:2], True, True)
 
 
 def test_the_partition_condition_is_left_out_when_every_partition_is_chosen() -> None:

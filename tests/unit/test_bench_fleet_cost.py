@@ -287,3 +287,30 @@ def test_every_placement_of_the_library_answers_alike_at_one_probe_depth(tmp_pat
     finally:
         for placement in library.placements:
             placement.store.close()
+
+
+def test_a_home_in_a_graph_is_asked_whole_and_a_scanned_one_filtered(tmp_path: Path) -> None:
+    """The benchmark asks its homes what the router asks them: a home the engine scans with
+    the chosen partitions' condition, a home whose points are in an HNSW graph with none (its
+    answer is then the whole home's top-k, a superset of the chosen partitions')."""
+    data, queries = _unit_rows(2_000, 8, 27), _unit_rows(5, 8, 28)
+    partitions = np.random.default_rng(29).integers(0, 6, len(data)).astype(np.int64)
+    ids = np.arange(len(data), dtype=np.int64)
+    store = EngineShards(tmp_path)
+    try:
+        scanned = store.create(data, ids, hnsw_everywhere=False, partitions=partitions)
+        graph = store.create(data, ids, hnsw_everywhere=True, partitions=partitions)
+        assert not store.asks_whole(scanned)
+        assert store.asks_whole(graph)
+        for query in queries:
+            vector = query.tolist()
+            assert store.request(scanned, vector, 10, None, [1, 4]).filter is not None
+            assert store.request(graph, vector, 10, None, [1, 4]).filter is None
+            assert store.request(graph, vector, 10, None, [1, 4], scanned=True).filter is not None
+            kept = store.search(scanned, vector, 10, None, [1, 4])
+            assert set(partitions[kept.ids].tolist()) <= {1, 4}
+            whole = store.search(graph, vector, 10, None, [1, 4])
+            truth, _ = exact_top_k(data, query[None, :], 10)
+            assert len(set(whole.ids.tolist()) & set(truth[0].tolist())) >= 9
+    finally:
+        store.close()

@@ -28,7 +28,7 @@ from librarian.contracts.payload import LABEL_KEY
 from librarian.core.collection_spec import CollectionSpec, routing_vector_name
 from librarian.core.routing import LibraryRouter, build_router
 from librarian.services.labeling import domain_filter
-from librarian.services.placement import Placement, placed_by_field
+from librarian.services.placement import Placement, placed_by_field, searched_by_graph
 from librarian.services.versioning import and_filters, live_filter
 from librarian.storage.errors import CollectionNotFound
 from librarian.storage.fleet import Fleet
@@ -340,6 +340,7 @@ def home_placements(
                 keys=tuple(p.id for p in held),
                 centroids=np.asarray([p.centroid for p in held], dtype=np.float32),
                 by_field=by_field,
+                graph=by_field and searched_by_graph(info.points_count, info.indexed_vectors_count),
             )
             if by_field:  # points marked by an earlier analysis' partitions stay readable
                 outside = models.Filter(must_not=[placement.current()])

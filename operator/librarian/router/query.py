@@ -57,6 +57,7 @@ from librarian.router.qdrant_api import (
 from librarian.router.resilience import CachedAnswer
 from librarian.router.state import RouterState, strategy_name
 from librarian.router.upstream import READ_WATCH, FanOut, UpstreamError
+from librarian.services.placement import Placement
 from librarian.services.versioning import is_tombstone, user_payload, version_of
 from librarian.storage.port import PointRecord, QdrantPort
 
@@ -70,9 +71,11 @@ __all__ = [
     "cache_key",
     "canonical_request",
     "dense",
+    "home_requests",
     "parse_cross_cluster",
     "partial_headers",
     "search_of",
+    "shared_home_request",
 ]
 
 log = logging.getLogger("librarian.router")
@@ -316,6 +319,58 @@ def parse_cross_cluster(
 # ---------------------------------------------------------------------- execution
 
 
+def shared_home_request(
+    search: Search, fetch: int, *, using: str, routed: bool
+) -> models.QueryRequest:
+    """The nearest-neighbour request every home a search asks gets, before its own filter and
+    shard keys: ``fetch`` hits, the search's ``hnsw_ef`` and ``exact``, the payload when the
+    client wants it or the library is versioned (each copy's version picks the newest)."""
+    vectors = wants_vector(search.with_vector)
+    return models.QueryRequest(
+        query=search.vector,
+        params=models.SearchParams(hnsw_ef=search.hnsw_ef, exact=search.exact),
+        limit=fetch,
+        with_payload=wants_payload(search.with_payload) or routed,
+        with_vector=search.with_vector if vectors else False,
+        using=using or None,
+    )
+
+
+def home_requests(
+    shared: models.QueryRequest,
+    query_filter: models.Filter | None,
+    route: DomainRoute,
+    placement: Placement | None,
+    chosen: Sequence[str],
+) -> tuple[models.QueryRequest, models.QueryRequest | None]:
+    """What one home is asked for a search: ``shared`` with the client's filter AND the home's
+    read filter, keeping only the ``chosen`` partitions (a condition on the partition field of
+    a home placed by field, the shard keys of a home sharded by partition; the whole home when
+    none is chosen); and, on a versioned home, the request asked first, without the filter
+    that leaves tombstones out (``None`` elsewhere)."""
+    by_field = placement is not None and placement.by_field
+    read, slice_only = route.read_filter(), route.slice_filter()
+    if by_field and chosen:  # the chosen partitions' condition joins the read filter
+        assert placement is not None
+        partitions = placement.read_filter(chosen)
+        read = combine_filters(read, partitions)
+        slice_only = combine_filters(slice_only, partitions)
+    shard_key = None if by_field else list(chosen) or None
+    request = shared.model_copy(
+        update={"filter": combine_filters(query_filter, read), "shard_key": shard_key}
+    )
+    # A versioned home is first asked without the filter that leaves its tombstones out:
+    # that filter reads every candidate's payload, and when none of the nearest points is a
+    # tombstone the nearest live points are those same points. Only a page holding a
+    # tombstone is asked again, filtered.
+    if not (route.versioned and shared.with_payload is True):
+        return request, None
+    first = shared.model_copy(
+        update={"filter": combine_filters(query_filter, slice_only), "shard_key": shard_key}
+    )
+    return request, first
+
+
 class Querying:
     """Runs the reads of one router: plan, fan out, fuse, page; cache and shadow."""
 
@@ -468,50 +523,18 @@ class Querying:
         """Each unit's ``fetch`` nearest hits without copies a newer copy (or tombstone) in any
         home supersedes; and whether a unit that had more lost some of them so."""
         payload = wants_payload(search.with_payload)
-        vectors = wants_vector(search.with_vector)
         # Validated once (the vector is most of it); each home's copy only differs in its
         # filter and shard keys.
-        shared = models.QueryRequest(
-            query=search.vector,
-            params=models.SearchParams(hnsw_ef=search.hnsw_ef, exact=search.exact),
-            limit=fetch,
-            with_payload=payload or view.routed,  # versions, to keep the newest copy
-            with_vector=search.with_vector if vectors else False,
-            using=view.vector or None,
-        )
-
+        shared = shared_home_request(search, fetch, using=view.vector, routed=view.routed)
         placements = view.library.placements if view.library is not None else {}
 
         def operation(route: DomainRoute) -> Callable[[QdrantPort], list[Hit]]:
-            chosen = (keys or {}).get(route.key, ())
-            placement = placements.get(route.home)
-            by_field = placement is not None and placement.by_field
-            read, slice_only = route.read_filter(), route.slice_filter()
-            if by_field and chosen:  # the chosen partitions' condition joins the read filter
-                assert placement is not None
-                partitions = placement.read_filter(chosen)
-                read = combine_filters(read, partitions)
-                slice_only = combine_filters(slice_only, partitions)
-            shard_key = None if by_field else list(chosen) or None
-            request = shared.model_copy(
-                update={
-                    "filter": combine_filters(search.query_filter, read),
-                    "shard_key": shard_key,
-                }
-            )
-            # A versioned home is first asked without the filter that leaves its tombstones
-            # out: that filter reads every candidate's payload, and when none of the nearest
-            # points is a tombstone the nearest live points are those same points. Only a
-            # page holding a tombstone is asked again, filtered.
-            unfiltered = (
-                shared.model_copy(
-                    update={
-                        "filter": combine_filters(search.query_filter, slice_only),
-                        "shard_key": shard_key,
-                    }
-                )
-                if route.versioned and shared.with_payload is True
-                else None
+            request, unfiltered = home_requests(
+                shared,
+                search.query_filter,
+                route,
+                placements.get(route.home),
+                (keys or {}).get(route.key, ()),
             )
 
             def run(port: QdrantPort) -> list[Hit]:

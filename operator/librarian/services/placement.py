@@ -10,8 +10,14 @@ rule, read from the catalog where discovery stored the partitions.
 A home marks partitions one of two ways. Its layout (``by_field``): every point
 carries its partition id in the reserved payload field
 :data:`~librarian.contracts.payload.PARTITION_KEY`, under a keyword payload
-index, in one shard; a routed read adds a ``partition in [chosen]`` condition.
-Homes created before that layout use Qdrant's custom sharding with one shard key
+index, in one shard; a routed read of a home the engine still scans (its
+points not yet in an HNSW graph) adds a condition keeping the chosen partitions
+(one ``should`` match per partition: the engine answers it by scoring only the
+kept points, exactly, and a ``should`` of single values costs it less than one
+match-any). A home whose points are in an HNSW graph is asked whole: a graph
+search of the whole home costs the engine less than scoring the chosen
+partitions' points, and its answer holds theirs (the fleet-cost benchmark
+measured both). Homes created before that layout use Qdrant's custom sharding with one shard key
 per partition (a write names its point's key; a read selects the chosen keys);
 they keep working so until they are specialized into a new collection. The
 fleet-cost benchmark measured the field an order of magnitude cheaper per query
@@ -39,13 +45,19 @@ from librarian.services.catalog import CatalogPartition, read_partitions
 from librarian.storage.port import CollectionInfo, PointId, PointRecord, QdrantPort
 
 __all__ = [
+    "GRAPH_SHARE",
     "Placement",
     "ensure_partition_index",
     "partition_index_schema",
     "placed_by_field",
     "placed_upsert",
     "read_placement",
+    "searched_by_graph",
 ]
+
+GRAPH_SHARE = 0.9
+"""The share of a home's points that must sit in HNSW-indexed segments for a read to ask the
+home whole (the rest, in segments still scanned, are few enough not to matter)."""
 
 
 def partition_index_schema(port: QdrantPort) -> models.KeywordIndexParams:
@@ -62,6 +74,13 @@ def partition_index_schema(port: QdrantPort) -> models.KeywordIndexParams:
 def ensure_partition_index(port: QdrantPort, collection: str) -> None:
     """Index the partition field of ``collection`` (idempotent)."""
     port.create_payload_index(collection, PARTITION_KEY, partition_index_schema(port))
+
+
+def searched_by_graph(points: int, indexed_vectors: int | None) -> bool:
+    """Whether a home holding ``points`` with ``indexed_vectors`` vectors in HNSW-indexed
+    segments answers a nearest search from its graph (so a search of the whole home costs the
+    engine less than scoring the chosen partitions' points)."""
+    return points > 0 and (indexed_vectors or 0) >= GRAPH_SHARE * points
 
 
 def placed_by_field(info: CollectionInfo) -> bool:
@@ -82,6 +101,9 @@ class Placement:
     # Some points of the home carry no partition among ``keys`` (marked by an earlier
     # analysis' partitions, or unmarked): every partition-filtered read keeps them too.
     strays: bool = False
+    # The home's points are in an HNSW graph (see :func:`searched_by_graph`): reads ask it
+    # whole, without the partition condition.
+    graph: bool = False
 
     @classmethod
     def of(
@@ -115,6 +137,7 @@ class Placement:
             centroids=self.centroids[kept],
             by_field=self.by_field,
             strays=self.strays,
+            graph=self.graph,
         )
 
     def keys_of_vectors(self, vectors: Any) -> list[str]:
@@ -159,16 +182,19 @@ class Placement:
         return {key: group for key, group in self.split(points).items()}
 
     def read_filter(self, chosen: Sequence[str]) -> models.Filter | None:
-        """On a home placed by field, the condition that keeps only the ``chosen`` partitions
-        (``None`` when they are every partition of the placement: the whole home)."""
-        if not self.by_field or not set(self.keys) - set(chosen):
+        """On a home placed by field that the engine scans, the condition that keeps only the
+        ``chosen`` partitions: one ``should`` match of each (and the points marked with none
+        of the placement's partitions, when there are such). ``None`` (the whole home) when
+        they are every partition of the placement, or when the home answers from its graph."""
+        if not self.by_field or self.graph or not set(self.keys) - set(chosen):
             return None
-        kept = models.FieldCondition(
-            key=PARTITION_KEY, match=models.MatchAny(any=list(dict.fromkeys(chosen)))
-        )
-        if not self.strays:
-            return models.Filter(must=[kept])
-        return models.Filter(should=[kept, models.Filter(must_not=[self.current()])])
+        kept: list[models.Condition] = [
+            models.FieldCondition(key=PARTITION_KEY, match=models.MatchValue(value=key))
+            for key in dict.fromkeys(chosen)
+        ]
+        if self.strays:
+            kept.append(models.Filter(must_not=[self.current()]))
+        return models.Filter(should=kept)
 
     def current(self) -> models.FieldCondition:
         """The condition a point marked with one of this placement's partitions matches."""
