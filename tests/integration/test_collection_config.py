@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
+
 from qdrant_client.http import models
 
 from librarian.core.collection_spec import diff_specs
 from librarian.core.tuning import DomainStats, tune_collection
-from librarian.storage.collection_config import apply_collection_config
+from librarian.services.migration import Checkpoint, CheckpointStore
+from librarian.storage.collection_config import apply_collection_config, create_if_missing
 from librarian.storage.embedded import EmbeddedQdrant
 from librarian.storage.port import CollectionSpec, HnswSpec, QdrantPort
 from librarian.storage.remote import RemoteQdrant
@@ -98,3 +104,53 @@ def test_patch_request_that_reaches_a_remote_cluster() -> None:
     assert body.params.replication_factor == 2
     assert body.optimizers_config is not None
     assert body.optimizers_config.indexing_threshold == 1000
+
+
+class _ExistsCheckRacesACreator:
+    """A port whose existence check answers just before another process creates the
+    collection: the check says missing, and the create then finds it there."""
+
+    def __init__(self, inner: QdrantPort, other: Callable[[str], None]) -> None:
+        self._inner = inner
+        self._other = other
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def collection_exists(self, collection: str) -> bool:
+        exists = self._inner.collection_exists(collection)
+        if not exists:
+            self._other(collection)
+        return exists
+
+
+def test_a_collection_another_process_creates_meanwhile_is_not_an_error(port: QdrantPort) -> None:
+    spec = CollectionSpec(vector_size=1)
+    racing = cast(
+        QdrantPort,
+        _ExistsCheckRacesACreator(port, lambda name: port.create_collection(name, spec)),
+    )
+    assert create_if_missing(racing, "records", spec) is False  # exists: created by the other
+    assert port.collection_exists("records")
+    # the operator's record stores shared by every DomainMap on a cluster go on
+    CheckpointStore(racing, "checkpoints").save("move-1", Checkpoint(copied=7))
+    loaded = CheckpointStore(port, "checkpoints").load("move-1")
+    assert loaded is not None
+    assert loaded.copied == 7
+    assert apply_collection_config(racing, "tuned", spec).action in ("updated", "unchanged")
+    assert create_if_missing(port, "fresh", spec) is True
+    assert create_if_missing(port, "fresh", spec) is False
+
+
+def test_creators_at_the_same_moment_all_succeed_and_one_created_it(port: QdrantPort) -> None:
+    spec = CollectionSpec(vector_size=1)
+    start = threading.Barrier(6)
+
+    def create() -> bool:
+        start.wait(30)
+        return create_if_missing(port, "shared", spec)
+
+    with ThreadPoolExecutor(6) as pool:
+        created = list(pool.map(lambda _: create(), range(6)))
+    assert created.count(True) == 1  # the others saw it exist, or lost the race to create it
+    assert port.collection_exists("shared")

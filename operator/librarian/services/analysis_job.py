@@ -38,6 +38,7 @@ from librarian.services.catalog import (
 )
 from librarian.services.labeling_job import LabelingPlan, LabelingProgressStore, split_ids
 from librarian.services.migration import CHECKPOINT_COLLECTION
+from librarian.storage.collection_config import create_if_missing
 from librarian.storage.errors import QdrantError
 from librarian.storage.port import CollectionSpec, PointRecord, QdrantPort
 
@@ -148,8 +149,7 @@ class AnalysisStore:
         return found[0].payload if found else None
 
     def _save(self, key: str, payload: Mapping[str, Any]) -> None:
-        if not self._port.collection_exists(self._collection):
-            self._port.create_collection(self._collection, CollectionSpec(vector_size=1))
+        create_if_missing(self._port, self._collection, CollectionSpec(vector_size=1))
         point = PointRecord(id=self._id(key), vector=[1.0], payload=dict(payload))
         self._port.upsert(self._collection, [point])
 

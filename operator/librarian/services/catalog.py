@@ -31,6 +31,7 @@ import numpy as np
 from qdrant_client.http import models
 
 from librarian.core.discovery import Domain, Partition
+from librarian.storage.collection_config import create_if_missing
 from librarian.storage.errors import CollectionNotFound
 from librarian.storage.port import CollectionSpec, PointRecord, QdrantPort
 
@@ -186,8 +187,7 @@ def _of_publication(owner: str, publication: str | None) -> models.Filter:
 
 
 def _ensure_collection(port: QdrantPort, catalog_collection: str, dimension: int) -> None:
-    if not port.collection_exists(catalog_collection):
-        port.create_collection(catalog_collection, CollectionSpec(vector_size=dimension))
+    if create_if_missing(port, catalog_collection, CollectionSpec(vector_size=dimension)):
         port.create_keyword_index(catalog_collection, OWNER_KEY)
         port.create_keyword_index(catalog_collection, PUBLICATION_KEY)
 

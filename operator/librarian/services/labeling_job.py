@@ -45,6 +45,7 @@ from librarian.core.unrouted import domain_for_unrouted
 from librarian.services.labeling import unlabeled_filter
 from librarian.services.migration import CHECKPOINT_COLLECTION
 from librarian.services.versioning import ensure_version_index, version_of
+from librarian.storage.collection_config import create_if_missing
 from librarian.storage.errors import QdrantError
 from librarian.storage.port import CollectionSpec, PointId, PointRecord, QdrantPort
 
@@ -239,8 +240,8 @@ class LabelingProgressStore:
         return str(uuid.uuid5(_NAMESPACE, key))
 
     def _ensure(self) -> None:
-        if not self._exists and not self._port.collection_exists(self._collection):
-            self._port.create_collection(self._collection, CollectionSpec(vector_size=1))
+        if not self._exists:
+            create_if_missing(self._port, self._collection, CollectionSpec(vector_size=1))
         self._exists = True
 
     def _load(self, key: str) -> dict[str, Any] | None:

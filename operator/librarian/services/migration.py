@@ -76,6 +76,7 @@ from librarian.services.home_sync import (
 from librarian.services.labeling import domain_filter
 from librarian.services.placement import Placement, placed_upsert
 from librarian.services.versioning import and_filters, live_filter, older_than
+from librarian.storage.collection_config import create_if_missing
 from librarian.storage.errors import QdrantError
 from librarian.storage.port import CollectionSpec, PointId, PointRecord, QdrantPort
 from librarian.storage.vectors import vectors_equal
@@ -211,8 +212,8 @@ class CheckpointStore:
         return Checkpoint(**known)
 
     def save(self, name: str, checkpoint: Checkpoint) -> None:
-        if not self._exists and not self._port.collection_exists(self._collection):
-            self._port.create_collection(self._collection, CollectionSpec(vector_size=1))
+        if not self._exists:
+            create_if_missing(self._port, self._collection, CollectionSpec(vector_size=1))
         self._exists = True
         self._port.upsert(
             self._collection,

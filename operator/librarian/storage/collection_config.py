@@ -4,7 +4,9 @@ Why this exists: a specialization's config must actually reach the target.
 A new collection is created with it; an existing one gets its mutable fields
 patched; a change to an immutable field (vector size, distance, shard number)
 is never silently ignored — it is reported as needing a new collection and a
-migration, and nothing is changed.
+migration, and nothing is changed. Creating a collection that several
+processes may create at once (the operator's record collections, shared by
+every DomainMap on a cluster) treats "it already exists" as done.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from librarian.core.collection_spec import ConfigChange, diff_specs
-from librarian.storage.errors import InvalidRequest
+from librarian.storage.errors import CollectionExists, InvalidRequest
 from librarian.storage.port import CollectionSpec, QdrantPort
 
 Action = Literal["created", "updated", "unchanged", "needs_migration"]
@@ -36,12 +38,26 @@ class ApplyOutcome:
         return self.action
 
 
+def create_if_missing(port: QdrantPort, collection: str, spec: CollectionSpec) -> bool:
+    """Create ``collection`` unless it exists; True when this call created it.
+
+    Another process creating it at the same moment is not an error: the
+    collection exists, which is what the caller wanted.
+    """
+    if port.collection_exists(collection):
+        return False
+    try:
+        port.create_collection(collection, spec)
+    except CollectionExists:
+        return False
+    return True
+
+
 def apply_collection_config(
     port: QdrantPort, collection: str, desired: CollectionSpec
 ) -> ApplyOutcome:
     """Create ``collection`` with ``desired``, or bring an existing one to it where possible."""
-    if not port.collection_exists(collection):
-        port.create_collection(collection, desired)
+    if create_if_missing(port, collection, desired):
         return ApplyOutcome("created")
     current = port.collection_info(collection).spec
     if current is None:
