@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -26,6 +28,22 @@ def make_blobs(
     truth = np.repeat(np.arange(centres), per)
     texts = [f"{TOPICS[t % len(TOPICS)]} package {i}" for i, t in enumerate(truth)]
     return vectors.astype(np.float32), truth, texts
+
+
+def unit_rows(rows: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def make_mixture(
+    n: int, dim: int, centres: int, noise: float, seed: int, *, queries: int
+) -> dict[str, Any]:
+    """Points around seeded random centres, the first ``queries`` held out as queries;
+    the units are the mixture's components."""
+    rng = np.random.default_rng(seed)
+    means = unit_rows(rng.standard_normal((centres, dim)))
+    component = rng.integers(0, centres, n)
+    points = unit_rows(means[component] + noise * rng.standard_normal((n, dim)) / np.sqrt(dim))
+    return {"data": points[queries:], "queries": points[:queries], "labels": component[queries:]}
 
 
 @pytest.fixture

@@ -24,18 +24,7 @@ from librarian.core.routing import (
     build_router,
 )
 
-
-def _unit_rows(rows: np.ndarray) -> np.ndarray:
-    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
-
-
-def _mixture(n: int, dim: int, centres: int, noise: float, seed: int) -> dict[str, Any]:
-    """Points around seeded random centres; the units are the mixture's components."""
-    rng = np.random.default_rng(seed)
-    means = _unit_rows(rng.standard_normal((centres, dim)))
-    component = rng.integers(0, centres, n)
-    points = _unit_rows(means[component] + noise * rng.standard_normal((n, dim)) / np.sqrt(dim))
-    return {"data": points[1_000:], "queries": points[:1_000], "labels": component[1_000:]}
+from .conftest import make_mixture, unit_rows
 
 
 def _paired(seed: int) -> dict[str, Any]:
@@ -43,7 +32,7 @@ def _paired(seed: int) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     means = rng.normal(size=(12, 24))
     which = rng.integers(0, 12, 4_200)
-    vectors = _unit_rows(means[which] * 0.6 + rng.normal(size=(4_200, 24)))
+    vectors = unit_rows(means[which] * 0.6 + rng.normal(size=(4_200, 24)))
     return {"data": vectors[200:], "labels": (which % 6)[200:]}
 
 
@@ -101,7 +90,7 @@ def test_truth_on_a_subset_is_its_exact_nearest_rows_weighted_for_the_library() 
 @pytest.fixture(scope="module")
 def large() -> dict[str, Any]:
     """A library of 40,000 points in 400 fine units, 1,000 held-out queries."""
-    return _mixture(41_000, 32, 400, noise=1.2, seed=8)
+    return make_mixture(41_000, 32, 400, noise=1.2, seed=8, queries=1000)
 
 
 def test_a_truth_on_part_of_the_library_errs_on_the_safe_side(large: dict[str, Any]) -> None:
@@ -153,7 +142,7 @@ def test_hybrid_is_not_built_when_even_an_oracle_could_not_pay() -> None:
     """Well separated units: one unit per query reaches the target, so nothing can touch
     10% less; the build says so without searching the sample's neighbours, and a hybrid
     router built anyway confirms it (it touches no less than the bound)."""
-    data = _mixture(8_000, 32, 40, noise=0.5, seed=3)
+    data = make_mixture(8_000, 32, 40, noise=0.5, seed=3, queries=1000)
     auto = build_router(data["data"], data["labels"], [None] * 40)
     described = auto.describe()
     assert described["strategy"] == "domain_affinity"
@@ -175,6 +164,6 @@ def test_hybrid_is_not_built_when_even_an_oracle_could_not_pay() -> None:
 
 def test_a_capped_number_of_units_still_compares_both() -> None:
     """With ``max_units`` hybrid may miss the target where centroids reach it: no shortcut."""
-    data = _mixture(8_000, 32, 40, noise=0.5, seed=3)
+    data = make_mixture(8_000, 32, 40, noise=0.5, seed=3, queries=1000)
     auto = build_router(data["data"], data["labels"], [None] * 40, max_units=3)
     assert "strategy_touched_hybrid" in auto.describe()

@@ -16,18 +16,7 @@ import pytest
 
 from librarian.core.routing import LibraryRouter, build_router
 
-
-def _unit_rows(rows: np.ndarray) -> np.ndarray:
-    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
-
-
-def _mixture(n: int, dim: int, centres: int, noise: float, seed: int) -> dict[str, Any]:
-    """Points around seeded random centres; the units are the mixture's components."""
-    rng = np.random.default_rng(seed)
-    means = _unit_rows(rng.standard_normal((centres, dim)))
-    component = rng.integers(0, centres, n)
-    points = _unit_rows(means[component] + noise * rng.standard_normal((n, dim)) / np.sqrt(dim))
-    return {"data": points[200:], "queries": points[:200], "labels": component[200:]}
+from .conftest import make_mixture, unit_rows
 
 
 def _paired(seed: int) -> dict[str, Any]:
@@ -37,12 +26,12 @@ def _paired(seed: int) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     means = rng.normal(size=(12, 24))
     which = rng.integers(0, 12, 4_200)
-    vectors = _unit_rows(means[which] * 0.6 + rng.normal(size=(4_200, 24)))
+    vectors = unit_rows(means[which] * 0.6 + rng.normal(size=(4_200, 24)))
     return {"data": vectors[200:], "queries": vectors[:200], "labels": (which % 6)[200:]}
 
 
 def _full_scan_scores(router: LibraryRouter, queries: np.ndarray) -> np.ndarray:
-    logits = (_unit_rows(queries) @ router.centroids.T) / router.options.temperature
+    logits = (unit_rows(queries) @ router.centroids.T) / router.options.temperature
     weights = np.exp(logits - logits.max(axis=1, keepdims=True))
     return weights / weights.sum(axis=1, keepdims=True)
 
@@ -67,7 +56,7 @@ def _index_scores(router: LibraryRouter, queries: np.ndarray) -> np.ndarray:
     temperature = router.options.temperature
     _, _, directions = np.linalg.svd(router.centroids.astype(np.float64), full_matrices=False)
     basis = directions[: index.dims].T
-    q = _unit_rows(queries).astype(np.float64)
+    q = unit_rows(queries).astype(np.float64)
     logits = (q @ basis) @ (router.centroids @ basis).T / temperature + index.correction
     exact = q @ router.centroids.T / temperature
     for row in range(len(q)):
@@ -81,7 +70,7 @@ def _index_scores(router: LibraryRouter, queries: np.ndarray) -> np.ndarray:
 
 
 def test_centroids_are_chosen_where_the_profiles_add_nothing() -> None:
-    data = _mixture(6_200, 32, 40, noise=0.5, seed=3)
+    data = make_mixture(6_200, 32, 40, noise=0.5, seed=3, queries=200)
     router = build_router(data["data"], data["labels"], [None] * 40)
     described = router.describe()
     assert router.options.strategy == "domain_affinity"
@@ -105,7 +94,7 @@ def test_hybrid_is_chosen_where_the_profiles_pay() -> None:
 
 
 def test_a_configured_strategy_is_kept() -> None:
-    data = _mixture(6_200, 32, 40, noise=0.5, seed=3)
+    data = make_mixture(6_200, 32, 40, noise=0.5, seed=3, queries=200)
     router = build_router(data["data"], data["labels"], [None] * 40, strategy="hybrid")
     assert router.options.strategy == "hybrid"
     assert len(router.sample_vectors) > 0
@@ -113,7 +102,7 @@ def test_a_configured_strategy_is_kept() -> None:
 
 
 def test_asking_for_auto_per_query_means_the_builds_choice() -> None:
-    data = _mixture(6_200, 32, 40, noise=0.5, seed=3)
+    data = make_mixture(6_200, 32, 40, noise=0.5, seed=3, queries=200)
     router = build_router(data["data"], data["labels"], [None] * 40)
     query = data["queries"][0]
     assert router.decide(query, strategy="auto").units == router.decide(query).units
@@ -125,7 +114,7 @@ def test_asking_for_auto_per_query_means_the_builds_choice() -> None:
 @pytest.fixture(scope="module")
 def many_units() -> dict[str, Any]:
     """600 units of 128-d vectors, the index tried whatever the size (``unit_index_work=0``)."""
-    data = _mixture(12_200, 128, 600, noise=1.0, seed=5)
+    data = make_mixture(12_200, 128, 600, noise=1.0, seed=5, queries=200)
     router = build_router(
         data["data"],
         data["labels"],
@@ -226,7 +215,7 @@ def test_the_full_scan_is_kept_when_the_index_misses() -> None:
     """Units unrelated to the geometry (random labels): every centroid is near the mean, the
     rule takes most units in an order set by tiny differences, which the index cannot keep."""
     rng = np.random.default_rng(7)
-    vectors = _unit_rows(rng.standard_normal((6_200, 128)))
+    vectors = unit_rows(rng.standard_normal((6_200, 128)))
     data, queries = vectors[200:], vectors[:200]
     labels = rng.integers(0, 300, len(data))
     router = build_router(data, labels, [None] * 300, strategy="domain_affinity", unit_index_work=0)
