@@ -244,10 +244,16 @@ def _migrate_args(path: Path, *catalog: str) -> list[str]:
     ]
 
 
-def test_the_migrate_command_places_by_the_catalog_or_says_what_it_needs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout", ["shard key", "field"])
+def test_the_migrate_command_places_by_the_catalog_or_says_what_it_needs(
+    tmp_path: Path, layout: str
+) -> None:
+    """The command refuses without a catalog, then marks every point's partition in the
+    target home's layout (a shard key per partition, or the indexed reserved field)."""
+    fill = _fill if layout == "shard key" else _fill_by_field
     port = EmbeddedQdrant("edge", tmp_path / "edge")
     try:
-        mine, centres = _fill(port)
+        mine, centres = fill(port)
     finally:
         port.close()
     path = tmp_path / "edge"
@@ -260,7 +266,7 @@ def test_the_migrate_command_places_by_the_catalog_or_says_what_it_needs(tmp_pat
     assert json.loads(result.output.strip().splitlines()[-1])["verified"]
     port = EmbeddedQdrant("edge", path)
     try:
-        held = _keys_held(port, centres.keys)
+        held = _keys_held(port, centres.keys) if layout == "shard key" else _fields_held(port)
         assert held == {p.id: centres.expected_key(p.vector) for p in mine}
     finally:
         port.close()
@@ -344,27 +350,6 @@ def test_the_catch_up_rewrites_the_field_of_a_point_that_changed_partition(
         assert report.verified
         assert _fields_held(port)[moved.id] == centres.keys[other]
         assert port.count("target") == len(mine)
-    finally:
-        port.close()
-
-
-def test_the_migrate_command_marks_partitions_in_a_home_placed_by_field(tmp_path: Path) -> None:
-    port = EmbeddedQdrant("edge", tmp_path / "edge")
-    try:
-        mine, centres = _fill_by_field(port)
-    finally:
-        port.close()
-    path = tmp_path / "edge"
-    refused = CliRunner().invoke(main, _migrate_args(path))
-    assert refused.exit_code == 2
-    assert "--catalog-collection" in refused.output
-    catalog = ["--catalog-embedded", str(path), "--catalog-collection", "catalog"]
-    result = CliRunner().invoke(main, _migrate_args(path, *catalog, "--catalog-owner", OWNER))
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output.strip().splitlines()[-1])["verified"]
-    port = EmbeddedQdrant("edge", path)
-    try:
-        assert _fields_held(port) == {p.id: centres.expected_key(p.vector) for p in mine}
     finally:
         port.close()
 
