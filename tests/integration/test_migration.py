@@ -7,6 +7,7 @@ import json
 import logging
 import random
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -556,12 +557,16 @@ class Killed(Exception):
 
 
 class Flaky:
-    """A port that dies on its ``fail_at``-th call; an upsert dies half-way through."""
+    """A port that dies on the ``n``-th call of the operation ``fail_at`` = (name, n) names; an
+    upsert dies half-way through. Counting per operation keeps a kill point on the same step
+    when a pipelined copy interleaves its reads and writes differently from run to run."""
 
-    def __init__(self, inner: QdrantPort, fail_at: int, *, overlap: bool = False) -> None:
+    def __init__(
+        self, inner: QdrantPort, fail_at: tuple[str, int] | None, *, overlap: bool = False
+    ) -> None:
         self.inner = inner
         self.calls_overlap = overlap
-        self.calls = 0
+        self.calls: Counter[str] = Counter()
         self.fail_at = fail_at
         self.killed_during: str | None = None
         self._lock = threading.Lock()  # the copy may call from several threads
@@ -573,8 +578,8 @@ class Flaky:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             with self._lock:
-                self.calls += 1
-                dies = self.calls == self.fail_at
+                self.calls[name] += 1
+                dies = (name, self.calls[name]) == self.fail_at
             if dies:
                 self.killed_during = name
                 if name == "upsert" and len(args) > 1 and len(args[1]) > 1:
@@ -592,11 +597,13 @@ def test_killed_at_20_random_points_and_resumed(tmp_path: Path, overlap: bool) -
     plan = _plan(cleanup=True, fence_version=FENCE, checkpoint_every_s=0)
     probe = EmbeddedQdrant("probe", tmp_path / "probe")
     expected = _fill_versioned(probe)
-    counter = Flaky(probe, fail_at=-1)
+    counter = Flaky(probe, fail_at=None, overlap=overlap)
     migrate(counter, counter, plan)  # type: ignore[arg-type]
-    total_calls = counter.calls
     probe.close()
-    kill_points = sorted(rng.sample(range(1, total_calls + 1), 20))
+    every_call = [(name, n) for name, count in counter.calls.items() for n in range(1, count + 1)]
+    must_hit = ("upsert", "scroll", "retrieve")
+    kill_points = [rng.choice([c for c in every_call if c[0] == name]) for name in must_hit]
+    kill_points += rng.sample([c for c in every_call if c not in kill_points], 20 - len(must_hit))
     phases_hit: set[str] = set()
     for run, fail_at in enumerate(kill_points):
         port = EmbeddedQdrant("edge", tmp_path / f"run{run}")
@@ -604,7 +611,7 @@ def test_killed_at_20_random_points_and_resumed(tmp_path: Path, overlap: bool) -
         flaky = Flaky(port, fail_at, overlap=overlap)
         with pytest.raises(Killed):
             migrate(flaky, flaky, plan)  # type: ignore[arg-type]
-        assert flaky.killed_during is not None
+        assert flaky.killed_during == fail_at[0], run
         phases_hit.add(flaky.killed_during)
         state = CheckpointStore(port).load("default/alpha")
         if state is None or state.phase not in ("cleaning", "done"):
