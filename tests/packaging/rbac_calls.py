@@ -31,6 +31,10 @@ OPERATOR: Table = {
     ("librarian.dev", "domainmaps/status"): frozenset({"patch"}),
     ("librarian.dev", "clusterspecializations/status"): frozenset({"patch"}),
     ("librarian.dev", "rebalancepolicies/status"): frozenset({"patch"}),
+    # kopf follows QdrantFleets (list, watch, patch); kube/fleets.py reads a DomainMap's
+    # fleetRef (get); operator/fleet.py writes each cluster's reachability (status).
+    ("librarian.dev", "qdrantfleets"): frozenset({"get", "list", "watch", "patch"}),
+    ("librarian.dev", "qdrantfleets/status"): frozenset({"patch"}),
     # kopf posts Events (kopf.info / kopf.event / kopf.warn and handler logs).
     ("", "events"): frozenset({"create"}),
     # api.read_secret_value: API keys named by apiKeySecretRef, never listed.
@@ -58,6 +62,8 @@ PEERING_CLUSTER: Table = {
 ROUTER: Table = {
     ("librarian.dev", "domainmaps"): frozenset({"get", "list", "watch"}),
     ("librarian.dev", "clusterspecializations"): frozenset({"get", "list", "watch"}),
+    # kube/fleets.py: the QdrantFleet of the DomainMap's spec.fleetRef.
+    ("librarian.dev", "qdrantfleets"): frozenset({"get"}),
     ("", "secrets"): frozenset({"get"}),
     # router/registration.py: each replica creates, then renews, its own Lease.
     ("coordination.k8s.io", "leases"): frozenset({"create", "patch"}),

@@ -96,6 +96,14 @@ holds the same table, and an operator test checks the calls it really makes agai
 - apiGroups: [librarian.dev]
   resources: [domainmaps/status, clusterspecializations/status, rebalancepolicies/status]
   verbs: [patch]
+# QdrantFleets: kopf follows them (list, watch, patch for its annotations); a DomainMap's
+# fleetRef is read (get); the fleet's status reports each cluster's reachability.
+- apiGroups: [librarian.dev]
+  resources: [qdrantfleets]
+  verbs: [get, list, watch, patch]
+- apiGroups: [librarian.dev]
+  resources: [qdrantfleets/status]
+  verbs: [patch]
 # Events for every step of the work (kopf posts them).
 - apiGroups: [""]
   resources: [events]
@@ -131,6 +139,10 @@ holds the same table, and an operator test checks the calls it really makes agai
 - apiGroups: [librarian.dev]
   resources: [domainmaps, clusterspecializations]
   verbs: [get, list, watch]
+# The QdrantFleet a DomainMap names in spec.fleetRef (its clusters), read only.
+- apiGroups: [librarian.dev]
+  resources: [qdrantfleets]
+  verbs: [get]
 {{- with .Values.router.credentialSecrets }}
 # API keys of the DomainMap's clusters: only the Secrets named in router.credentialSecrets
 # (an empty resourceNames would mean every Secret, so no rule at all without names).
