@@ -227,22 +227,35 @@ async def _load_spec(body: kopf.Body, context: OperatorContext) -> DomainMapSpec
     )
 
 
-def _record_cluster_source(
-    body: kopf.Body, patch: kopf.Patch, context: OperatorContext, fleet_generation: int | None
+async def _record_cluster_source(
+    body: kopf.Body, patch: kopf.Patch, context: OperatorContext, attempt: list[int | None]
 ) -> None:
-    """Set the Deprecated condition (inline clusters) and ``status.fleet`` (the fleet's name
-    and the generation this attempt read) on top of whatever the handler patched."""
+    """Set the Deprecated condition (inline clusters) on top of whatever the handler patched,
+    and, when an analysis was attempted (``attempt`` holds the fleet generation it read, None
+    when the fleet could not be read), ``status.fleet``."""
     fleet_ref = fleet_ref_of(body.spec)
-    conditions = patch.status.get("conditions") or (body.get("status") or {}).get("conditions")
-    patch.status["conditions"] = cluster_source_conditions(
-        conditions,
-        fleet_ref=None if body.spec.get("clusters") else fleet_ref,
-        generation=body.meta.get("generation"),
-        now=context.clock(),
-    )
-    if fleet_ref is not None:
+    source = None if body.spec.get("clusters") else fleet_ref
+    conditions = patch.status.get("conditions")
+    if conditions is None:
+        namespace, name = body.meta.namespace or "default", body.meta.name or ""
+        current = (body.get("status") or {}).get("conditions") or []
+        wanted = ("True", "InlineClusters") if source is None else ("False", "FleetRef")
+        deprecated: Mapping[str, Any] = next(
+            (c for c in current if c.get("type") == "Deprecated"), {}
+        )
+        if (deprecated.get("status"), deprecated.get("reason")) != wanted:
+            live = await _live_status(namespace, name, body.get("status") or {})
+            conditions = live.get("conditions") or []
+    if conditions is not None:
+        patch.status["conditions"] = cluster_source_conditions(
+            conditions,
+            fleet_ref=source,
+            generation=body.meta.get("generation"),
+            now=context.clock(),
+        )
+    if fleet_ref is not None and attempt:
         recorded = dict(patch.status.get("fleet") or {})
-        patch.status["fleet"] = {**recorded, "name": fleet_ref, "generation": fleet_generation}
+        patch.status["fleet"] = {**recorded, "name": fleet_ref, "generation": attempt[0]}
 
 
 async def analyze_domainmap(
@@ -253,11 +266,11 @@ async def analyze_domainmap(
 ) -> None:
     """Start the DomainMap's analysis Job for its generation (replacing one of an older
     generation); :func:`follow_analysis` takes it from there."""
-    read: list[int | None] = [None]
+    attempt: list[int | None] = []
     try:
-        await _analyze_domainmap(body, patch, context, logger, read, force=False)
+        await _analyze_domainmap(body, patch, context, logger, attempt, force=False)
     finally:
-        _record_cluster_source(body, patch, context, read[0])
+        await _record_cluster_source(body, patch, context, attempt)
 
 
 def fleet_change_pending(
@@ -290,11 +303,11 @@ async def fleet_changed(
         message=f"QdrantFleet {fleet_ref_of(body.spec)!r} is at generation {value}: "
         "analysing with its clusters",
     )
-    read: list[int | None] = [None]
+    attempt: list[int | None] = []
     try:
-        await _analyze_domainmap(body, patch, context, logger, read, force=True)
+        await _analyze_domainmap(body, patch, context, logger, attempt, force=True)
     finally:
-        _record_cluster_source(body, patch, context, read[0])
+        await _record_cluster_source(body, patch, context, attempt)
 
 
 async def _analyze_domainmap(
@@ -302,10 +315,12 @@ async def _analyze_domainmap(
     patch: kopf.Patch,
     context: OperatorContext,
     logger: logging.Logger | logging.LoggerAdapter[Any],
-    fleet_generation: list[int | None],
+    attempt: list[int | None],
     *,
     force: bool,
 ) -> None:
+    """Analyse (see :func:`analyze_domainmap`; ``force``: even if this generation was);
+    ``attempt`` gets the fleet generation an attempted analysis read."""
     meta, namespace, name = body.meta, body.meta.namespace or "default", body.meta.name or ""
     generation = meta.get("generation")
     now = context.clock()
@@ -329,6 +344,7 @@ async def _analyze_domainmap(
         return
     except FleetNotFound as error:
         # Retried; creating the fleet also annotates this DomainMap (see fleet_changed).
+        attempt.append(None)
         _fail(
             body, patch, _Failure("FleetNotFound", str(error), 30.0), generation=generation, now=now
         )
@@ -343,10 +359,10 @@ async def _analyze_domainmap(
             now=now,
         )
         return
-    fleet_generation[0] = parsed.fleet_generation
     async with context.lock(owner_of(namespace, name)):
         live = await _live_status(namespace, name, body.get("status") or {})
         if force:
+            attempt.append(parsed.fleet_generation)
             await _start_analysis(body, patch, parsed, live, context, attempt=1)
             return
         if live.get("observedGeneration") == generation and _analysed_within(
@@ -361,6 +377,7 @@ async def _analyze_domainmap(
         running = live.get("analysis") or {}
         if analysis_in_flight(live) and running.get("generation") == generation:
             return  # this generation's Job runs: the analysis timer follows it
+        attempt.append(parsed.fleet_generation)
         await _start_analysis(body, patch, parsed, live, context, attempt=1)
 
 
