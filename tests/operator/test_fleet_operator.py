@@ -25,6 +25,7 @@ from tests.integration.recording_server import Recorded, qdrant_error, recording
 from .conftest import DOMAINMAPS, POINTS, REPO, domainmap, events_with, load_source, wait_for
 
 FLEETS = "librarian.dev/v1alpha1/qdrantfleets"
+SPECS = "librarian.dev/v1alpha1/clusterspecializations"
 SECRET_KEY = "fleet-secret-key-7QzWm3Lp"
 
 
@@ -234,3 +235,43 @@ async def test_the_credential_rules_hold_through_a_fleet() -> None:
             assert await wait_for(reached, 60) == {SECRET_KEY}
     for text in (json.dumps(objects), json.dumps(fleets), json.dumps(events)):
         assert SECRET_KEY not in text
+
+
+async def test_a_specialization_reaches_the_clusters_of_the_fleet(
+    cluster: EmulatedCluster, tmp_path: Path
+) -> None:
+    """A ClusterSpecialization of a fleetRef DomainMap targets the fleet's clusters: a
+    cluster of the fleet gets a migration Job; one outside it is named as unknown."""
+    storage = tmp_path / "general"
+    load_source(storage)
+    clusters = [
+        {"name": "general", "embedded": str(storage)},
+        {"name": "fast", "embedded": str(tmp_path / "fast")},
+    ]
+    await cluster.create(_fleet("qdrant", clusters))
+    await cluster.create(_by_fleet("packages", "qdrant"))
+    obj = await _wait(cluster, DOMAINMAPS, "packages", "Analyzed", status="True")
+    domain = max(obj["status"]["domains"], key=lambda d: d["size"])["id"]
+    for name, target in (("to-fast", "fast"), ("to-mars", "mars")):
+        await cluster.create(
+            {
+                "apiVersion": "librarian.dev/v1alpha1",
+                "kind": "ClusterSpecialization",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"domainMap": "packages", "domain": domain, "target": {"cluster": target}},
+            }
+        )
+
+    async def phase(name: str, wanted: str) -> dict[str, Any] | None:
+        found = await cluster.get(SPECS, "default", name)
+        status = (found or {}).get("status") or {}
+        return status if status.get("phase") == wanted else None
+
+    moving = await wait_for(lambda: phase("to-fast", "Migrating"), 90)
+    assert moving["targetCollection"]
+    assert await cluster.get("batch/v1/jobs", "default", moving["job"]) is not None
+    failed = await wait_for(lambda: phase("to-mars", "Failed"), 90)
+    assert (
+        "target cluster 'mars' is not in DomainMap packages's clusters (general, fast)"
+        in (failed["message"])
+    )
