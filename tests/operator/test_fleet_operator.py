@@ -275,3 +275,28 @@ async def test_a_specialization_reaches_the_clusters_of_the_fleet(
         "target cluster 'mars' is not in DomainMap packages's clusters (general, fast)"
         in (failed["message"])
     )
+
+
+async def test_the_fleet_reports_each_clusters_reachability(
+    cluster: EmulatedCluster, tmp_path: Path
+) -> None:
+    storage = tmp_path / "general"
+    load_source(storage, n=20)
+    alive = {"name": "general", "embedded": str(storage)}
+    dead = {"name": "dead", "url": "http://127.0.0.1:9", "timeoutSeconds": 1, "retries": 0}
+    await cluster.create(_fleet("mixed", [alive, dead]))
+    fleet = await _wait(cluster, FLEETS, "mixed", "ClusterUnreachable", status="False")
+    status = fleet["status"]
+    assert (status["phase"], status["clusterCount"]) == ("Degraded", 2)
+    reports = {r["name"]: r for r in status["clusters"]}
+    assert reports["general"]["reachable"] is True
+    assert (reports["dead"]["reachable"], reports["dead"]["reason"]) == (
+        False,
+        "ClusterUnreachable",
+    )
+    assert status["message"].startswith("dead: ")
+    assert "cluster 'dead'" in reports["dead"]["message"]
+
+    await cluster.patch(FLEETS, "default", "mixed", {"spec": {"clusters": [alive]}})
+    fleet = await _wait(cluster, FLEETS, "mixed", "Reachable", status="True")
+    assert (fleet["status"]["phase"], fleet["status"]["observedGeneration"]) == ("Ready", 2)

@@ -77,7 +77,8 @@ async def check_fleet(
             patch.status.update(desired)
             kopf.warn(body, reason="InvalidSpec", message=message)
         return
-    reports = [await _reachability(ref, namespace, context) for ref in refs]
+    # All at once: a fleet of slow clusters takes one timeout, not one per cluster.
+    reports = list(await asyncio.gather(*(_reachability(r, namespace, context) for r in refs)))
     unreachable = [r for r in reports if not r["reachable"]]
     if unreachable:
         reason = "ClusterUnreachable"
