@@ -21,8 +21,10 @@ from librarian.local.emulator import EmulatedCluster, emulated_kubernetes, load_
 from librarian.operator.context import OperatorContext
 from librarian.operator.runtime import operator_in_thread
 from tests.integration.recording_server import Recorded, qdrant_error, recording_server
+from tests.packaging.rbac_calls import OPERATOR, OPERATOR_CLUSTER_WIDE, merge, triples
 
 from .conftest import DOMAINMAPS, POINTS, REPO, domainmap, events_with, load_source, wait_for
+from .test_secret_hygiene import OPERATOR_AGENTS, _verb
 
 FLEETS = "librarian.dev/v1alpha1/qdrantfleets"
 SPECS = "librarian.dev/v1alpha1/clusterspecializations"
@@ -156,12 +158,36 @@ async def test_a_missing_fleet_recovers_and_a_fleet_change_reaches_the_domainmap
     assert obj["metadata"]["generation"] == 1
     await events_with(cluster, {"FleetChanged"})
 
+    _assert_operator_calls_are_granted(cluster)
+
     # A fleet whose spec breaks the rules says so, and its DomainMaps say why they fail.
     await cluster.patch(FLEETS, "default", "later", {"spec": {"clusters": [{"name": "general"}]}})
     fleet = await _wait(cluster, FLEETS, "later", "InvalidSpec", status="False")
     assert "needs exactly one of url (remote Qdrant) or embedded" in fleet["status"]["message"]
     obj = await _wait(cluster, DOMAINMAPS, "waiting", "InvalidSpec", status="False")
     assert "QdrantFleet 'later': spec.clusters[0] (general)" in obj["status"]["message"]
+
+
+def _assert_operator_calls_are_granted(api: EmulatedCluster) -> None:
+    """Every call the operator made for fleets (and DomainMaps) is in the RBAC table the
+    chart and the manifests grant."""
+    made = set()
+    for request in api.requests():
+        if not request.headers.get("User-Agent", "").startswith(OPERATOR_AGENTS):
+            continue
+        if request.resource is None or request.resource.plural is None:
+            continue  # discovery: open to every authenticated user
+        resource = request.resource.plural + (
+            f"/{request.subresource}" if request.subresource else ""
+        )
+        verb = _verb(request.method.value, request.name, dict(request.params))
+        made.add((request.resource.group or "", resource, verb))
+    assert made - triples(merge(OPERATOR, OPERATOR_CLUSTER_WIDE)) == set()
+    assert {
+        ("librarian.dev", "qdrantfleets", "get"),
+        ("librarian.dev", "qdrantfleets/status", "patch"),
+        ("librarian.dev", "domainmaps", "patch"),
+    } <= made
 
 
 def _not_found(request: Recorded, index: int) -> tuple[int, dict[str, Any]]:
