@@ -650,20 +650,20 @@ def demo_command(manifest: Path, policy: Path, timeout: float) -> None:
     """
     _require_local("demo")
     import asyncio
-    import logging
 
+    from librarian.demo.output import log_to_file
     from librarian.demo.report import print_report
     from librarian.demo.runner import DemoError, DemoScenario, run_demo
 
-    logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("kopf").setLevel(logging.ERROR)
+    scenario = DemoScenario(manifest=manifest, policy=policy, timeout_s=timeout)
+    log = log_to_file(scenario.root / "demo.log")
     # Bound to the real stdout now: a Job's command runs under CliRunner, which swaps sys.stdout.
     out = Console(file=sys.stdout, width=max(Console().width, 120))
-    scenario = DemoScenario(manifest=manifest, policy=policy, timeout_s=timeout)
+    out.print(f"[dim]The operator's, the router's and the Jobs' logs go to {log}[/dim]")
     try:
         report = asyncio.run(run_demo(scenario, console=out, run_command=run_job_command))
     except DemoError as error:
-        raise click.ClickException(str(error)) from None
+        raise click.ClickException(f"{error} (the logs are in {log})") from None
     print_report(report, out)
 
 
