@@ -63,6 +63,12 @@ SITES: tuple[Site, ...] = (
     Site("manifests/argocd/application.yaml", rf"^    targetRevision: v(?P<v>{_VERSION})$"),
     Site("charts/qdrant-librarian/README.md", rf"{re.escape(IMAGE)}:(?P<v>{_VERSION})$", 0, False),
     Site("README.md", rf"^qdrant-librarian (?P<v>{_VERSION}) is installed in ", 0, False),
+    # The guide's release commands and its Argo CD pin.
+    Site("README.md", rf"{re.escape(IMAGE)}:(?P<v>{_VERSION})$", 0, False),
+    Site("README.md", rf"dist/qdrant-librarian-(?P<v>{_VERSION})\.tgz", 0, False),
+    Site("README.md", rf"--version (?P<v>{_VERSION})`", 0, False),
+    Site("README.md", rf"(?:git tag|git push origin) v(?P<v>{_VERSION})(?: |$)", 0, False),
+    Site("README.md", rf"`targetRevision: v(?P<v>{_VERSION})`", 0, False),
 )
 
 

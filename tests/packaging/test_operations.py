@@ -10,10 +10,12 @@ read from real ``helm template`` output.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from .conftest import CHART, ROUTER_KEYS, helm_template, run, tool
 from .exported_metrics import exported_series, metric_names
@@ -373,3 +375,21 @@ def test_pod_annotations_and_labels() -> None:
 def test_pod_labels_may_not_take_the_selector(component: str) -> None:
     error = _helm_error("--set", f"{component}.podLabels.app\\.kubernetes\\.io/component=other")
     assert f"{component}.podLabels may not set app.kubernetes.io/component" in error
+
+
+def test_the_guides_list_the_alerts_the_chart_renders() -> None:
+    rendered = set(_rules(helm_template(*MONITORING)))
+    readme = (CHART.parents[1] / "README.md").read_text()
+    section = readme.split("## Monitoring: dashboard and alerts\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    assert {row.split("`")[1] for row in rows} == rendered
+    chart_readme = (CHART / "README.md").read_text()
+    assert set(re.findall(r"`(Librarian\w+)`", chart_readme)) == rendered
+    # The thresholds the guide quotes are the chart's defaults.
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["metrics"]["prometheusRule"]
+    for key in ("partialAnswersRatio", "recallMargin", "outboxBacklogSeconds"):
+        assert f"`{key}`" in section, key
+    assert "(1%)" in section
+    assert defaults["partialAnswersRatio"] == 0.01
+    assert f"`recallMargin` ({defaults['recallMargin']})" in section
+    assert f"`outboxBacklogSeconds` ({defaults['outboxBacklogSeconds']})" in section

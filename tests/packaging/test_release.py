@@ -137,6 +137,17 @@ def test_set_version_rewrites_every_place(checkout: Path) -> None:
     for guide in ("README.md", "charts/qdrant-librarian/README.md"):
         text = (checkout / guide).read_text()
         assert not re.search(rf"{IMAGE}:(?!2\.3\.4-rc\.1)\d", text), guide
+    # The guide's release commands and Argo CD pin name the new version, and no other.
+    readme = (checkout / "README.md").read_text()
+    for title in ("Releases and versions", "Deploy with Argo CD"):
+        section = readme.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+        assert old_version(section) == set(), title
+        assert "2.3.4-rc.1" in section, title
+
+
+def old_version(text: str) -> set[str]:
+    """The concrete versions a text names (x.y.z), other than the one just set."""
+    return set(re.findall(r"\b\d+\.\d+\.\d+\b", text)) - {"2.3.4"}
 
 
 def test_a_place_left_behind_is_named(checkout: Path) -> None:
