@@ -132,6 +132,8 @@ async def test_domainmap_is_analysed_labelled_and_catalogued(
         return await cluster.get(DOMAINMAPS, "default", "packages") is None
 
     await wait_for(gone, 150)  # the emulator may only drop it after kopf resyncs (~55 s)
+    # Its series are gone with it: no alert keeps firing on a library that was deleted.
+    assert REGISTRY.get_sample_value("librarian_discovery_drifted", labels) is None
     port = EmbeddedQdrant("general", storage)
     try:
         assert read_catalog(port, "librarian-catalog-packages") == []

@@ -8,12 +8,13 @@ without reading every DomainMap's status.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import Gauge
 
-__all__ = ["DOMAINS", "DRIFTED", "MAX_DRIFT", "record_analysis"]
+__all__ = ["DOMAINS", "DRIFTED", "MAX_DRIFT", "forget", "record_analysis"]
 
 _LABELS = ["namespace", "domainmap"]
 
@@ -38,3 +39,11 @@ def record_analysis(namespace: str, name: str, report: Mapping[str, Any]) -> Non
     MAX_DRIFT.labels(namespace, name).set(float(patterns.get("maxDrift") or 0.0))
     DRIFTED.labels(namespace, name).set(1.0 if patterns.get("drifted") else 0.0)
     DOMAINS.labels(namespace, name).set(float(report.get("domainCount") or 0))
+
+
+def forget(namespace: str, name: str) -> None:
+    """Drop a deleted DomainMap's series, so no alert fires on a library that is gone."""
+    for gauge in (MAX_DRIFT, DRIFTED, DOMAINS):
+        # Never analysed by this process: older prometheus_client releases raise KeyError.
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, name)

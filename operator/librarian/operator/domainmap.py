@@ -1039,6 +1039,7 @@ async def cleanup_domainmap(
 ) -> None:
     """Remove what the operator created: catalog entries, and labels when asked."""
     namespace, name = body.meta.namespace or "default", body.meta.name or ""
+    discovery_metrics.forget(namespace, name)
     try:
         parsed = parse_domainmap_spec(body.spec, name=name, defaults=context.spec_defaults)
     except SpecError:
