@@ -7,7 +7,8 @@ is installed; without either it says so and still packages the chart), and
 packages the chart with ``helm package`` into ``dist/``. Pushing is the
 user's step: it prints the ``docker push`` and ``helm push`` commands.
 
-Usage: python tools/release.py [--registry REGISTRY] [--dist DIR] [--skip-image] [--root DIR]
+Usage: python tools/release.py [--registry REGISTRY] [--dist DIR] [--root DIR]
+                               [--skip-image | --require-image]
 """
 
 from __future__ import annotations
@@ -93,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout to release")
     parser.add_argument("--dist", type=Path, help="where the chart goes (default: ROOT/dist)")
     parser.add_argument("--skip-image", action="store_true", help="package the chart only")
+    parser.add_argument(
+        "--require-image",
+        action="store_true",
+        help="exit 1 (after packaging the chart) when no image could be built, e.g. in CI",
+    )
     args = parser.parse_args(argv)
 
     root: Path = args.root
@@ -129,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     shown = archive.relative_to(root) if archive.is_relative_to(root) else archive
     print(f"  helm push {shown} oci://{args.registry}/charts")
     print(f"  git tag v{version} && git push origin v{version}   # the Argo CD Application's pin")
+    if args.require_image and engine is None:
+        print("no image was built and --require-image was given", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -219,6 +219,19 @@ def test_release_packages_the_chart_and_says_the_image_was_not_built(tmp_path: P
     )
     assert rendered.returncode == 0, rendered.stderr
 
+    # In CI, a release without its image is a failure, though the chart is still packaged.
+    strict = subprocess.run(
+        [sys.executable, str(RELEASE), "--dist", str(tmp_path / "strict"), "--require-image"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "PATH": str(bin_dir)},
+    )
+    assert strict.returncode == 1
+    assert "no image was built and --require-image was given" in strict.stderr
+    assert (tmp_path / "strict" / archive.name).exists()
+
 
 def test_release_refuses_a_version_that_disagrees(checkout: Path) -> None:
     """With one file behind, the release stops before building or packaging anything."""
