@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from set_version import IMAGE, current_version, disagreements
 
-__all__ = ["container_engine", "main", "package_chart"]
+__all__ = ["build_image", "container_engine", "main", "package_chart"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
