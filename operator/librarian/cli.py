@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from librarian import __version__
 from librarian.core.discovery import STRATEGIES, DiscoveryError, DiscoveryResult, discover
 from librarian.settings import ConfigError, Settings, load_settings, settings_as_yaml
 from librarian.storage.errors import QdrantError
@@ -50,6 +51,9 @@ console = Console(stderr=True)
     multiple=True,
     metavar="SECTION.KEY=VALUE",
     help="Override one configuration key, e.g. --set domain_discovery.strategy=kmeans.",
+)
+@click.version_option(
+    __version__, "--version", prog_name="librarian", message="%(prog)s %(version)s"
 )
 @click.pass_context
 def main(ctx: click.Context, config_path: Path | None, overrides: tuple[str, ...]) -> None:

@@ -162,3 +162,31 @@ resolve a DomainMap's API keys. Rendered only when set, so a config file's stay 
   value: {{ toJson . | quote }}
 {{- end }}
 {{- end -}}
+
+{{/*
+A pod template's metadata: the selector labels plus podLabels, and podAnnotations plus the
+configuration's checksum. Call with (dict "root" $ "selector" SELECTOR_LABELS "values" .Values.X
+"name" "X").
+*/}}
+{{- define "librarian.podMetadata" -}}
+{{- $selector := .selector | fromYaml -}}
+{{- range $key, $_ := .values.podLabels -}}
+{{- if hasKey $selector $key -}}
+{{- fail (printf "%s.podLabels may not set %s: the Deployment selects its pods by it" $.name $key) -}}
+{{- end -}}
+{{- end -}}
+labels:
+  {{- .selector | nindent 2 }}
+  {{- with .values.podLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- if or .root.Values.config .values.podAnnotations }}
+annotations:
+  {{- with .values.podAnnotations }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+  {{- if .root.Values.config }}
+  checksum/config: {{ include (print .root.Template.BasePath "/configmap.yaml") .root | sha256sum }}
+  {{- end }}
+{{- end }}
+{{- end -}}

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from librarian import __version__
 from librarian.core.load import Thresholds
 from librarian.kube.fleet_access import CredentialPolicy
 from librarian.kube.policy_spec import PolicyDefaults
@@ -42,7 +43,7 @@ class OperatorContext:
     )
     image: str = field(
         default_factory=lambda: os.environ.get(
-            "LIBRARIAN_IMAGE", "ghcr.io/qdrant-librarian/qdrant-librarian:0.1.0"
+            "LIBRARIAN_IMAGE", f"ghcr.io/qdrant-librarian/qdrant-librarian:{__version__}"
         )
     )
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))

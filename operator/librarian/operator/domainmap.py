@@ -32,6 +32,7 @@ from librarian.kube import client as api
 from librarian.kube.fleet_access import CredentialRefused, resolve_clusters
 from librarian.kube.naming import kubernetes_name
 from librarian.kube.spec import DomainMapSpec, SpecDefaults, SpecError, parse_domainmap_spec
+from librarian.operator import discovery_metrics
 from librarian.operator.analysis import (
     analysis_job,
     analysis_job_name,
@@ -584,6 +585,7 @@ async def _analysis_published(
         message=f"{report['domainCount']} domains, confidence {report['confidence']:.2f}, "
         f"version {version}; {patterns.get('summary') or 'first analysis'}",
     )
+    discovery_metrics.record_analysis(namespace, name, report)
     if patterns.get("drifted"):
         kopf.event(body, type="Normal", reason="Drifted", message=str(patterns.get("summary")))
     if float(report["confidence"]) < parsed.confidence_threshold:
@@ -1037,6 +1039,7 @@ async def cleanup_domainmap(
 ) -> None:
     """Remove what the operator created: catalog entries, and labels when asked."""
     namespace, name = body.meta.namespace or "default", body.meta.name or ""
+    discovery_metrics.forget(namespace, name)
     try:
         parsed = parse_domainmap_spec(body.spec, name=name, defaults=context.spec_defaults)
     except SpecError:
