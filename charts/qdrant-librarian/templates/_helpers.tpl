@@ -96,6 +96,12 @@ holds the same table, and an operator test checks the calls it really makes agai
 - apiGroups: [librarian.dev]
   resources: [domainmaps/status, clusterspecializations/status, rebalancepolicies/status]
   verbs: [patch]
+# Owner references of the Jobs (and of ClusterSpecializations made by specialize: auto) set
+# blockOwnerDeletion, which clusters enforcing OwnerReferencesPermissionEnforcement
+# (OpenShift) allow only to whoever may update the owner's finalizers. Never called itself.
+- apiGroups: [librarian.dev]
+  resources: [clusterspecializations/finalizers, domainmaps/finalizers]
+  verbs: [update]
 # Events for every step of the work (kopf posts them).
 - apiGroups: [""]
   resources: [events]
