@@ -60,6 +60,8 @@ RENDERS: dict[str, list[str]] = {
         "router.domainMap=search/library",
         "--set",
         "router.service.type=LoadBalancer",
+        "--set",
+        "jobs.caBundle.configMap=internal-ca",
     ],
     "cluster-wide-peering": [
         "--set",
