@@ -302,3 +302,14 @@ def test_the_plain_manifests_start_the_operator_with_the_built_in_job_pods() -> 
     text = (REPO / "manifests/base/deployment.yaml").read_text()
     (example,) = re.findall(r"#   value: '(.*)'", text)
     assert job_pod_from_env({JOB_POD_TEMPLATE_ENV: example}).node_selector == {"workload": "batch"}
+
+
+def test_the_operator_admits_exactly_the_volume_kinds_of_the_restricted_profile() -> None:
+    from librarian.kube.job_pod import RESTRICTED_VOLUME_SOURCES
+
+    from .test_pod_security import ALLOWED_VOLUMES
+
+    assert set(RESTRICTED_VOLUME_SOURCES) == ALLOWED_VOLUMES
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    volume = schema["properties"]["jobs"]["properties"]["extraVolumes"]["items"]
+    assert set(volume["properties"]) - {"name"} == ALLOWED_VOLUMES

@@ -24,7 +24,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -36,6 +36,7 @@ __all__ = [
     "CA_BUNDLE_VOLUME",
     "JOB_POD_TEMPLATE_ENV",
     "OVERRIDABLE",
+    "RESTRICTED_VOLUME_SOURCES",
     "CaBundleRef",
     "JobPodError",
     "JobPodSettings",
@@ -155,7 +156,7 @@ class CaBundleRef:
     secret: str | None = None
 
     def volume(self) -> dict[str, Any]:
-        """The pod volume holding the bundle as ``ca.crt``, read-only."""
+        """The pod volume presenting the bundle as ``ca.crt`` (the Job mounts it read-only)."""
         items = [{"key": self.key, "path": "ca.crt"}]
         if self.config_map:
             return {
@@ -180,8 +181,6 @@ class JobPodSettings:
     extra_volumes: tuple[Mapping[str, Any], ...] = ()
     extra_volume_mounts: tuple[Mapping[str, Any], ...] = ()
     ca_bundle: CaBundleRef | None = None
-    given: frozenset[str] = field(default=frozenset(), compare=False)
-    """The keys the parsed document set (camelCase)."""
 
 
 def _problem_path(where: str, key: str) -> str:
@@ -521,7 +520,7 @@ def parse_job_pod(
         )
     if problems:
         raise JobPodError(problems)
-    return JobPodSettings(**values, given=frozenset(given))
+    return JobPodSettings(**values)
 
 
 def merge_job_pod(
