@@ -225,6 +225,7 @@ def _helm_fails(*args: str) -> str:
         (["--set", "jobs.colour=blue"], "colour"),
         (["--set", "jobs.resources.limits.memory=lots"], "memory"),
         (["--set", "jobs.nodeSelector.gpu=true"], "gpu"),
+        (["--set", "jobs.podAnnotations.bad key=x"], "bad key"),
         (["--set", "jobs.tolerations[0].operator=Sometimes"], "operator"),
         (["--set", "jobs.tolerations[0].effect=Never"], "effect"),
         (["--set", "jobs.affinity.nodeAfinity.x=1"], "nodeAfinity"),
