@@ -131,3 +131,23 @@ async def test_the_router_pass_through_trusts_the_internal_ca(
         async with aiohttp.ClientSession() as plain:
             with pytest.raises(aiohttp.ClientConnectorCertificateError):
                 await plain.get(f"{server.url}/collections")
+
+
+async def test_the_operator_reads_routers_behind_the_internal_ca(
+    internal_ca: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A RebalancePolicy's routerUrls over https: verified with the same bundle."""
+    from librarian.operator.load_source import LoadSourceUnreachable, fetch_router_load
+
+    def status(request: Recorded, index: int) -> tuple[int, dict[str, object]]:
+        domains = [{"id": "d1", "qps": 2.0, "queries": 8, "p95Ms": 3.0}]
+        return qdrant_ok({"load": {"domains": domains}, "quality": {"estimatedRecall": 0.97}})
+
+    with recording_server(status, tls=_server_tls(internal_ca)) as router:
+        monkeypatch.delenv(CA_BUNDLE_ENV, raising=False)
+        with pytest.raises(LoadSourceUnreachable, match="Certificate"):
+            await fetch_router_load([router.url])
+        monkeypatch.setenv(CA_BUNDLE_ENV, str(internal_ca["ca.crt"]))
+        load = await fetch_router_load([router.url])
+        assert load.domains["d1"].queries == 8
+        assert [r.path for r in router.requests] == ["/librarian/status"]
