@@ -461,17 +461,26 @@ def operator_command(
     import asyncio
     import logging
 
+    from librarian.kube.job_pod import job_pod_from_env
     from librarian.operator.context import OperatorContext
     from librarian.operator.runtime import run_operator
+    from librarian.storage.tls import qdrant_ssl_context
 
     level = os.environ.get("LIBRARIAN_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        # Checked before anything runs: a bad jobs.* value or an unreadable CA bundle stops
+        # the operator with a message naming it, instead of failing every Job later.
+        job_pod = job_pod_from_env()
+        qdrant_ssl_context()
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
     asyncio.run(
         run_operator(
             server_url=server,
             namespaces=namespaces,
             liveness_endpoint=liveness or None,
-            context=OperatorContext.from_settings(settings),
+            context=OperatorContext.from_settings(settings, job_pod=job_pod),
         )
     )
 
@@ -587,6 +596,7 @@ def router_command(
         serve,
         split_pair,
     )
+    from librarian.storage.tls import qdrant_ssl_context
 
     level = os.environ.get("LIBRARIAN_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -606,6 +616,7 @@ def router_command(
             )
         access = access_options(os.environ, insecure=insecure, passthrough=passthrough)
         check_bind(host, access["keys"], insecure=insecure)
+        qdrant_ssl_context()  # a CA bundle that cannot be read stops the router at start
     except ValueError as error:
         raise click.UsageError(str(error)) from None
 

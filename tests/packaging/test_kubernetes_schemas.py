@@ -77,6 +77,8 @@ RENDERS: dict[str, list[str]] = {
         "router.podAnnotations.sidecar\\.istio\\.io/inject=false",
         "--set",
         "operator.podLabels.team=search",
+        "--set",
+        "jobs.caBundle.configMap=internal-ca",
     ],
     "cluster-wide-peering": [
         "--set",

@@ -310,6 +310,7 @@ async def _start_analysis(
             parsed=parsed,
             job_name=job_name,
             image=context.image,
+            pod=context.job_pod,
         )
         await api.create_object(jobs, job)
     except Exception as error:  # noqa: BLE001 - classified below; unknown ones re-raised
@@ -721,6 +722,7 @@ async def _start_labeling(
         plan_name=plan,
         version=version,
         image=context.image,
+        pod=context.job_pod,
         serial=serial,
     )
     job_name = str(job["metadata"]["name"])
