@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from librarian.demo.output import QuietWatch, log_to_file, progress_lines
+from librarian.demo.output import NOISY, QuietWatch, log_to_file, progress_lines
 
 
 class _Clock:
@@ -74,17 +74,19 @@ def test_logs_go_to_the_file_not_the_terminal(
         logging.getLogger("kopf.objects").error("ServerDisconnectedError, retrying")
         logging.getLogger("kopf.objects").info("Handler succeeded")  # kopf's chatter: left out
         logging.getLogger("librarian.router.auth").warning("serves without authentication")
+        logging.getLogger("httpx").info("HTTP Request: POST /collections/x/points/query")
         for handler in root.handlers:
             handler.flush()
         text = path.read_text()
         assert "ServerDisconnectedError, retrying" in text
         assert "serves without authentication" in text
         assert "Handler succeeded" not in text
+        assert "HTTP Request" not in text
         captured = capsys.readouterr()
         assert "retrying" not in captured.err + captured.out
     finally:
         for handler in root.handlers:
             handler.close()
         root.handlers[:], root.level = saved[0], saved[1]
-        logging.getLogger("kopf").setLevel(logging.NOTSET)
-        logging.getLogger("aiohttp.access").setLevel(logging.NOTSET)
+        for noisy in NOISY:
+            logging.getLogger(noisy).setLevel(logging.NOTSET)

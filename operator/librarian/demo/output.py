@@ -27,21 +27,22 @@ from rich.markup import escape
 __all__ = ["QuietWatch", "log_to_file", "progress_lines"]
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+NOISY = ("kopf", "aiohttp.access", "httpx")  # a record per handler run or per request
 
 
 def log_to_file(path: Path, level: int = logging.INFO) -> Path:
     """Send every log record of the process (kopf, the operator, the router, the Jobs) to
     ``path`` instead of the terminal; ``path``, made absolute.
 
-    Records below WARNING from kopf and aiohttp's access log are left out: they repeat each
-    handler run and each request.
+    Records below WARNING from kopf, aiohttp's access log and httpx (qdrant-client's
+    transport) are left out: they repeat each handler run and each request.
     """
     path = path.resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, mode="w", encoding="utf-8")
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logging.basicConfig(level=level, handlers=[handler], force=True)
-    for noisy in ("kopf", "aiohttp.access"):
+    for noisy in NOISY:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return path
 
