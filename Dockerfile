@@ -8,7 +8,7 @@
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY requirements ./requirements
 COPY operator ./operator
 RUN pip install --prefix=/install -c requirements/constraints.txt .

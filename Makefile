@@ -6,10 +6,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 HELM   := $(BIN)/helm
 IMAGE  ?= qdrant-librarian:dev
+# Where `make release` says to push the chart (helm push ... oci://$(REGISTRY)/charts).
+REGISTRY ?= ghcr.io/qdrant-librarian
 
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: lock demo test lint unit integration operator packaging bench tools clean e2e image
+.PHONY: lock demo test lint unit integration operator packaging bench tools clean e2e image release
 
 LOCK   := requirements/constraints.txt
 
@@ -62,9 +64,17 @@ bench: $(STAMP)
 image:
 	docker build -t $(IMAGE) .
 
+## make release: the same version everywhere (VERSION=X.Y.Z sets a new one first), the image
+## (docker or podman) and the chart packaged into dist/; prints the push commands (your step)
+release: tools
+ifdef VERSION
+	$(PY) tools/set_version.py $(VERSION)
+endif
+	PATH="$(abspath $(BIN)):$$PATH" $(PY) tools/release.py --registry $(REGISTRY)
+
 ## make e2e: a real kind cluster with two Qdrant servers (needs Docker and kind; see README)
 e2e: tools
 	IMAGE=qdrant-librarian:e2e bash hack/e2e-kind.sh
 
 clean:
-	rm -rf $(VENV) .demo .bench
+	rm -rf $(VENV) .demo .bench dist

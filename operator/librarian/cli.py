@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from librarian import __version__
 from librarian.core.discovery import STRATEGIES, DiscoveryError, DiscoveryResult, discover
 from librarian.settings import ConfigError, Settings, load_settings, settings_as_yaml
 from librarian.storage.errors import QdrantError
@@ -50,6 +51,9 @@ console = Console(stderr=True)
     multiple=True,
     metavar="SECTION.KEY=VALUE",
     help="Override one configuration key, e.g. --set domain_discovery.strategy=kmeans.",
+)
+@click.version_option(
+    __version__, "--version", prog_name="librarian", message="%(prog)s %(version)s"
 )
 @click.pass_context
 def main(ctx: click.Context, config_path: Path | None, overrides: tuple[str, ...]) -> None:
@@ -457,17 +461,26 @@ def operator_command(
     import asyncio
     import logging
 
+    from librarian.kube.job_pod import job_pod_from_env
     from librarian.operator.context import OperatorContext
     from librarian.operator.runtime import run_operator
+    from librarian.storage.tls import qdrant_ssl_context
 
     level = os.environ.get("LIBRARIAN_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        # Checked before anything runs: a bad jobs.* value or an unreadable CA bundle stops
+        # the operator with a message naming it, instead of failing every Job later.
+        job_pod = job_pod_from_env()
+        qdrant_ssl_context()
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
     asyncio.run(
         run_operator(
             server_url=server,
             namespaces=namespaces,
             liveness_endpoint=liveness or None,
-            context=OperatorContext.from_settings(settings),
+            context=OperatorContext.from_settings(settings, job_pod=job_pod),
         )
     )
 
@@ -583,6 +596,7 @@ def router_command(
         serve,
         split_pair,
     )
+    from librarian.storage.tls import qdrant_ssl_context
 
     level = os.environ.get("LIBRARIAN_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -602,6 +616,7 @@ def router_command(
             )
         access = access_options(os.environ, insecure=insecure, passthrough=passthrough)
         check_bind(host, access["keys"], insecure=insecure)
+        qdrant_ssl_context()  # a CA bundle that cannot be read stops the router at start
     except ValueError as error:
         raise click.UsageError(str(error)) from None
 
@@ -650,20 +665,20 @@ def demo_command(manifest: Path, policy: Path, timeout: float) -> None:
     """
     _require_local("demo")
     import asyncio
-    import logging
 
+    from librarian.demo.output import log_to_file
     from librarian.demo.report import print_report
     from librarian.demo.runner import DemoError, DemoScenario, run_demo
 
-    logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("kopf").setLevel(logging.ERROR)
+    scenario = DemoScenario(manifest=manifest, policy=policy, timeout_s=timeout)
+    log = log_to_file(scenario.root / "demo.log")
     # Bound to the real stdout now: a Job's command runs under CliRunner, which swaps sys.stdout.
     out = Console(file=sys.stdout, width=max(Console().width, 120))
-    scenario = DemoScenario(manifest=manifest, policy=policy, timeout_s=timeout)
+    out.print(f"[dim]The operator's, the router's and the Jobs' logs go to {log}[/dim]")
     try:
         report = asyncio.run(run_demo(scenario, console=out, run_command=run_job_command))
     except DemoError as error:
-        raise click.ClickException(str(error)) from None
+        raise click.ClickException(f"{error} (the logs are in {log})") from None
     print_report(report, out)
 
 

@@ -7,6 +7,7 @@ It stands in for a remote Qdrant so tests can check the exact requests
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -42,10 +43,14 @@ def qdrant_error(status: int, message: str) -> Answer:
 
 @contextmanager
 def recording_server(
-    answer: Callable[[Recorded, int], Any], *, raw: bool = False
+    answer: Callable[[Recorded, int], Any],
+    *,
+    raw: bool = False,
+    tls: ssl.SSLContext | None = None,
 ) -> Iterator[Recorder]:
     """Serve on 127.0.0.1; ``answer(request, index)`` decides each response: a status and a
-    JSON payload, or with ``raw`` a status and the body's exact bytes (a JSON content type)."""
+    JSON payload, or with ``raw`` a status and the body's exact bytes (a JSON content type).
+    With ``tls`` (a server context) it serves https at ``https://localhost:<port>``."""
     recorder = Recorder(url="")
     as_bytes = raw
 
@@ -74,6 +79,9 @@ def recording_server(
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     recorder.url = f"http://127.0.0.1:{server.server_address[1]}"
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+        recorder.url = f"https://localhost:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -197,6 +197,7 @@ def test_shadow_queries_estimate_recall_and_metrics_report_it(library) -> None:
         settings={
             "routing_strategy": "hybrid",
             "shadow_fraction": 1.0,
+            "target_recall": 0.93,
             "caching": {"enable_result_cache": False},
         },
     )
@@ -223,8 +224,11 @@ def test_shadow_queries_estimate_recall_and_metrics_report_it(library) -> None:
             "librarian_router_cache_hit_rate",
             "librarian_router_routing_efficiency",
             'librarian_router_queries_total{strategy="hybrid"}',
+            "librarian_router_target_recall 0.93",  # what estimated_recall is held against
         ):
             assert name in metrics, name
+        shadowed = f"librarian_router_shadow_queries_total {float(quality['shadowQueries'])}"
+        assert shadowed in metrics.splitlines()
         assert http.get("/healthz").status_code == 200
         assert http.get("/readyz").status_code == 200
 

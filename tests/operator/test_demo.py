@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from librarian.cli import main, run_job_command
-from librarian.demo.report import print_report
+from librarian.demo.report import DemoReport, print_report
 from librarian.demo.runner import DemoError, DemoScenario, run_demo
 from librarian.kube import client as kube_client
 
@@ -33,27 +34,56 @@ def _write(path: Path, body: dict[str, Any]) -> Path:
     return path
 
 
-async def test_demo_reaches_ready_and_labels_every_point(tmp_path: Path) -> None:
+def _scenario(folder: Path) -> DemoScenario:
     manifest = yaml.safe_load((REPO / "manifests/examples/domainmap.yaml").read_text())
     for cluster in manifest["spec"]["clusters"]:
-        cluster["embedded"] = str(tmp_path / cluster["name"])
+        cluster["embedded"] = str(folder / cluster["name"])
     manifest["spec"]["sampleSize"] = POINTS
     manifest["spec"]["bounds"]["maxDomains"] = 6
     policy = yaml.safe_load((REPO / "manifests/examples/rebalancepolicy.yaml").read_text())
-    scenario = DemoScenario(
-        manifest=_write(tmp_path / "domainmap.yaml", manifest),
-        policy=_write(tmp_path / "rebalancepolicy.yaml", policy),
-        root=tmp_path / "demo",
+    folder.mkdir(parents=True, exist_ok=True)
+    return DemoScenario(
+        manifest=_write(folder / "domainmap.yaml", manifest),
+        policy=_write(folder / "rebalancepolicy.yaml", policy),
+        root=folder / "demo",
         points=POINTS,
         queries=100,
         repeated=20,
         skewed_queries=150,
         load_window_s=3.0,
         timeout_s=240,
+        quiet_s=1.0,
     )
+
+
+def _outcome(report: DemoReport) -> tuple[object, ...]:
+    """What must not change from one run to the next on the same data: the domains found and
+    where each went, and the moves made."""
+    assert report.rebalancing is not None
+    return (
+        sorted((d["id"], d["name"]) for d in report.status["domains"]),
+        sorted(Counter(report.labels.values()).items()),
+        sorted(
+            (i["spec"]["domain"], i["spec"]["target"]["cluster"]) for i in report.specializations
+        ),
+        [(m["domain"], m["source"], m["target"]) for m in report.rebalancing.moves],
+    )
+
+
+async def test_demo_reaches_ready_and_labels_every_point(tmp_path: Path) -> None:
+    """The whole story, twice on the same data: the second run finds the same domains, places
+    them alike and makes the same moves."""
     output = io.StringIO()
     console = Console(file=output, width=160)
-    report = await run_demo(scenario, console=console, run_command=run_job_command)
+    report = await run_demo(
+        _scenario(tmp_path / "first"), console=console, run_command=run_job_command
+    )
+    again = await run_demo(
+        _scenario(tmp_path / "second"),
+        console=Console(file=io.StringIO()),
+        run_command=run_job_command,
+    )
+    assert _outcome(again) == _outcome(report)
     # Nothing left open in this loop: an open Kubernetes client session would be
     # reported as "Unclosed client session" when the process exits.
     assert asyncio.get_running_loop() not in kube_client._sessions
@@ -94,7 +124,9 @@ async def test_demo_reaches_ready_and_labels_every_point(tmp_path: Path) -> None
     assert rebalancing.verdict["lastAnalysis"]
     assert not rebalancing.verdict["moves"]
     # The state up kept: every resource, the policy among them.
-    stored = {p.parent.name for p in (tmp_path / "demo/state/resources/default").glob("*/*.json")}
+    stored = {
+        p.parent.name for p in (tmp_path / "first/demo/state/resources/default").glob("*/*.json")
+    }
     assert {"domainmaps.librarian.dev", "rebalancepolicies.librarian.dev"} <= stored
     print_report(report, console)
     text = output.getvalue()
@@ -108,6 +140,11 @@ async def test_demo_reaches_ready_and_labels_every_point(tmp_path: Path) -> None
     assert "Rebalancing: the same skewed queries" in text
     assert "max/mean cluster load" in text
     assert "The policy on the new placement (switched to observe): Balanced=" in text
+    flat = " ".join(text.split())
+    for move in rebalancing.moves:  # each move is shown with the planner's reason for it
+        assert move["reason"]
+        assert move["reason"] in flat
+        assert f"({move['domain']}), {move['points']:,} points," in text
 
 
 async def test_demo_outside_the_repository_says_where_to_run(tmp_path: Path) -> None:

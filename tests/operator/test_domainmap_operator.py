@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+from prometheus_client import REGISTRY
 from qdrant_client.http import models
 
 from librarian.contracts.payload import LABEL_KEY, VERSION_KEY
@@ -109,6 +111,19 @@ async def test_domainmap_is_analysed_labelled_and_catalogued(
     assert obj["status"]["version"] == 2
     assert len(obj["status"]["history"]) == 2
     assert first_ids & {d["id"] for d in obj["status"]["domains"]}
+    # The second analysis's drift and domains are on the operator's /metrics, as in its status.
+    drifted = _condition(obj, "Drifted")
+    assert drifted is not None
+    labels = {"namespace": "default", "domainmap": "packages"}
+    assert REGISTRY.get_sample_value("librarian_discovery_max_drift", labels) == pytest.approx(
+        obj["status"]["patterns"]["maxDrift"]
+    )
+    assert REGISTRY.get_sample_value("librarian_discovery_drifted", labels) == (
+        1.0 if drifted["status"] == "True" else 0.0
+    )
+    assert REGISTRY.get_sample_value("librarian_discovery_domains", labels) == float(
+        obj["status"]["domainCount"]
+    )
 
     # Deleting removes the catalog but keeps the labels (removeLabels is false).
     await cluster.delete(DOMAINMAPS, "default", "packages")
@@ -117,6 +132,8 @@ async def test_domainmap_is_analysed_labelled_and_catalogued(
         return await cluster.get(DOMAINMAPS, "default", "packages") is None
 
     await wait_for(gone, 150)  # the emulator may only drop it after kopf resyncs (~55 s)
+    # Its series are gone with it: no alert keeps firing on a library that was deleted.
+    assert REGISTRY.get_sample_value("librarian_discovery_drifted", labels) is None
     port = EmbeddedQdrant("general", storage)
     try:
         assert read_catalog(port, "librarian-catalog-packages") == []

@@ -35,6 +35,12 @@ OPERATOR: Table = {
     # fleetRef (get); operator/fleet.py writes each cluster's reachability (status).
     ("librarian.dev", "qdrantfleets"): frozenset({"get", "list", "watch", "patch"}),
     ("librarian.dev", "qdrantfleets/status"): frozenset({"patch"}),
+    # jobs.py and domainmap.py: the owner references of Jobs and of auto-created
+    # ClusterSpecializations set blockOwnerDeletion; where the API server enforces
+    # OwnerReferencesPermissionEnforcement (OpenShift), creating it needs update on the
+    # owner's finalizers. Checked by admission, never a request the operator sends.
+    ("librarian.dev", "clusterspecializations/finalizers"): frozenset({"update"}),
+    ("librarian.dev", "domainmaps/finalizers"): frozenset({"update"}),
     # kopf posts Events (kopf.info / kopf.event / kopf.warn and handler logs).
     ("", "events"): frozenset({"create"}),
     # api.read_secret_value: API keys named by apiKeySecretRef, never listed.
@@ -44,6 +50,13 @@ OPERATOR: Table = {
     ("batch", "jobs"): frozenset({"get", "create", "delete"}),
     # kube/fences.py: a move waits until every router replica's Lease acknowledges its phase.
     ("coordination.k8s.io", "leases"): frozenset({"list"}),
+}
+
+# Granted for admission only (see above): the one update the operator holds, on owners'
+# finalizers, so blockOwnerDeletion may be set on the Jobs they own.
+OWNER_FINALIZERS: Table = {
+    ("librarian.dev", "clusterspecializations/finalizers"): frozenset({"update"}),
+    ("librarian.dev", "domainmaps/finalizers"): frozenset({"update"}),
 }
 
 # Watching the whole cluster, kopf follows CRDs being added and removed.

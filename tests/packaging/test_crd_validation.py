@@ -321,6 +321,33 @@ CASES: list[tuple[str, str, Mutation, str]] = [
         "a maintenance window's start and end differ",
     ),
 ]
+# spec.job: the migration Job's pod settings; the operator refuses each of these too.
+CASES += [
+    (
+        "ClusterSpecialization",
+        "job-node-selector-not-a-string",
+        _set("spec.job", {"nodeSelector": {"gpu": True}}),
+        "is not of type 'string'",
+    ),
+    (
+        "ClusterSpecialization",
+        "job-bad-quantity",
+        _set("spec.job", {"resources": {"limits": {"memory": "lots"}}}),
+        "does not match",
+    ),
+    (
+        "ClusterSpecialization",
+        "job-bad-toleration-operator",
+        _set("spec.job", {"tolerations": [{"key": "a", "operator": "Sometimes"}]}),
+        "is not one of",
+    ),
+    (
+        "ClusterSpecialization",
+        "job-pull-secret-without-name",
+        _set("spec.job", {"imagePullSecrets": [{}]}),
+        "'name' is a required",
+    ),
+]
 
 
 @pytest.mark.parametrize(
@@ -494,3 +521,18 @@ def test_substring_behaves_as_on_the_api_server() -> None:
     assert _program('"Sat 01:00-05:00".substring(10)').evaluate({}) == "05:00"
     with pytest.raises(celpy.CELEvalError):
         _program('"05:00".substring(3, 9)').evaluate({})
+
+
+def test_a_job_override_within_the_schema_is_accepted() -> None:
+    doc = _example("ClusterSpecialization")
+    doc["spec"]["job"] = {
+        "resources": {"requests": {"cpu": "500m", "memory": 1073741824}, "limits": {"cpu": 2}},
+        "nodeSelector": {"pool": "highmem"},
+        "tolerations": [{"key": "highmem", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}},
+        "podAnnotations": {"team": "search"},
+        "imagePullSecrets": [{"name": "registry"}],
+    }
+    assert validate(doc, OURS["ClusterSpecialization"]) == []
+    parsed = parse_specialization_spec(doc["spec"])
+    assert parsed.job.node_selector == {"pool": "highmem"}

@@ -23,6 +23,7 @@ from .conftest import (
     sample_migration_job,
 )
 from .crd_schema import load_crds, validate
+from .prometheus_rule_schema import prometheus_rule_errors
 
 OLDEST_SUPPORTED = "1.30.0"  # CRD validation rules (CEL) are generally available from 1.29
 VERSIONS = sorted({OLDEST_SUPPORTED, kubernetes_validate.latest_version()})
@@ -60,6 +61,24 @@ RENDERS: dict[str, list[str]] = {
         "router.domainMap=search/library",
         "--set",
         "router.service.type=LoadBalancer",
+        "--set",
+        "metrics.prometheusRule.enabled=true",
+        "--set",
+        "metrics.prometheusRule.alertLabels.team=search",
+        "--set",
+        "metrics.grafanaDashboard.enabled=true",
+        "--set",
+        "router.replicas=3",
+        "--set",
+        "router.podDisruptionBudget.enabled=true",
+        "--set",
+        "router.podDisruptionBudget.minAvailable=2",
+        "--set-string",
+        "router.podAnnotations.sidecar\\.istio\\.io/inject=false",
+        "--set",
+        "operator.podLabels.team=search",
+        "--set",
+        "jobs.caBundle.configMap=internal-ca",
     ],
     "cluster-wide-peering": [
         "--set",
@@ -81,6 +100,8 @@ def kubernetes_errors(doc: dict[str, Any], version: str) -> list[str]:
     crd = CRDS.get((api_version.split("/")[0], kind))
     if crd is not None:
         return [f"{where}: {e}" for e in validate(doc, crd)]
+    if (api_version, kind) == ("monitoring.coreos.com/v1", "PrometheusRule"):
+        return [f"{where} {e}" for e in prometheus_rule_errors(doc)]
     if (api_version, kind) in NO_SCHEMA:
         return []
     try:

@@ -8,6 +8,7 @@ from .conftest import helm_template
 from .rbac_calls import (
     OPERATOR,
     OPERATOR_CLUSTER_WIDE,
+    OWNER_FINALIZERS,
     PEERING_CLUSTER,
     PEERING_NAMESPACED,
     ROUTER,
@@ -217,7 +218,8 @@ DELETABLE = {("librarian.dev", "clusterspecializations"), ("batch", "jobs")}
 
 
 def test_least_privilege_everywhere() -> None:
-    """No rendering grants wildcards, update, Secret listing, or delete beyond DELETABLE."""
+    """No rendering grants wildcards, update (but on owners' finalizers), Secret listing, or
+    delete beyond DELETABLE."""
     for args in ([], ["--set", "rbac.clusterWide=true", "--set", "replicaCount=2"]):
         for doc in helm_template(*args):
             if doc["kind"] not in ("Role", "ClusterRole"):
@@ -225,7 +227,9 @@ def test_least_privilege_everywhere() -> None:
             component = doc["metadata"]["labels"]["app.kubernetes.io/component"]
             for group, resource, verb in granted(doc["rules"]):
                 assert "*" not in (group, resource, verb)
-                assert verb not in ("update", "deletecollection", "escalate", "bind")
+                assert verb not in ("deletecollection", "escalate", "bind")
+                if verb == "update":
+                    assert (group, resource) in OWNER_FINALIZERS, (group, resource)
                 assert not (resource == "secrets" and verb in ("list", "watch"))
                 if verb == "delete":
                     assert component == "operator"
@@ -286,3 +290,42 @@ def test_plain_manifests_grant_exactly_the_verbs_used() -> None:
     assert not [
         d for d in docs if d["kind"] == "ClusterRole" and _secret_rules(d)
     ]  # no Secret of any namespace is readable through a ClusterRole
+
+
+def test_the_operator_may_set_block_owner_deletion_where_it_is_enforced() -> None:
+    """OwnerReferencesPermissionEnforcement (OpenShift) admits a Job whose owner reference
+    sets blockOwnerDeletion only from whoever may update the owner's finalizers: every
+    rendering (namespaced, per watched namespace, cluster-wide) and the plain manifests grant
+    exactly that update, for both kinds that own Jobs."""
+    from .conftest import REPO, kustomize, sample_labeling_job, sample_migration_job
+
+    needed = triples(OWNER_FINALIZERS)
+    renderings = (
+        [],
+        ["--set", "operator.watchNamespaces={a,b}"],
+        ["--set", "rbac.clusterWide=true"],
+    )
+    for args in renderings:
+        roles = [
+            d
+            for d in helm_template(*args)
+            if d["kind"] in ("Role", "ClusterRole")
+            and d["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"
+            and granted(d["rules"]) & triples(OPERATOR)
+            and not granted(d["rules"]) <= triples(SECRETS)
+        ]
+        assert roles, args
+        for role in roles:
+            assert needed <= granted(role["rules"]), (args, role["metadata"])
+    (cluster_role,) = _of(kustomize(REPO / "manifests/base"), "ClusterRole", "operator")
+    assert needed <= granted(cluster_role["rules"])
+    # ...and those are the owners of the Jobs the operator creates, with blockOwnerDeletion.
+    owners = {
+        (ref["kind"], ref["blockOwnerDeletion"])
+        for job in (sample_migration_job(), sample_labeling_job())
+        for ref in job["metadata"]["ownerReferences"]
+    }
+    assert owners == {("ClusterSpecialization", True), ("DomainMap", True)}
+    assert {("librarian.dev", f"{kind.lower()}s/finalizers") for kind, _ in owners} == set(
+        OWNER_FINALIZERS
+    )

@@ -12,9 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmarks import bench_fleet_cost
 from benchmarks.bench_fleet_cost import (
+    EF_CANDIDATES,
+    Built,
     EngineShards,
     Hits,
+    Layout,
     Tuner,
     coverage_prefix,
     exact_top_k,
@@ -31,6 +35,7 @@ from benchmarks.bench_fleet_cost import (
     shard_switch_cost,
     smallest_reaching,
     synthetic_vectors,
+    tune,
 )
 
 from librarian.core.routing import build_router
@@ -314,3 +319,75 @@ def test_a_home_in_a_graph_is_asked_whole_and_a_scanned_one_filtered(tmp_path: P
             assert len(set(whole.ids.tolist()) & set(truth[0].tolist())) >= 9
     finally:
         store.close()
+
+
+class _RecallTable:
+    """A tuner whose recall at (hnsw_ef, depth) is read from a table: deeper or a larger
+    hnsw_ef never lowers it."""
+
+    def __init__(self, table: dict[tuple[int | None, int], float]) -> None:
+        self.table = table
+        self.asked: list[tuple[int | None, int]] = []
+
+    def recall(self, layout: object, ef: int | None, depth: int) -> float:
+        self.asked.append((ef, depth))
+        return self.table.get((ef, depth), 0.0)
+
+
+def _table(needed: dict[int | None, int]) -> dict[tuple[int | None, int], float]:
+    """Recall 0.96 from the depth each hnsw_ef needs, 0.5 below it."""
+    return {(ef, d): 0.96 if d >= need else 0.5 for ef, need in needed.items() for d in DEPTHS}
+
+
+DEPTHS = list(range(1, 31))
+
+
+def _routed_layout(indexed: int) -> Layout:
+    return Layout(
+        name="library centroid/home",
+        store=None,  # type: ignore[arg-type]
+        unit_sizes=np.ones(30, dtype=np.int64),
+        shard_sizes=np.ones(3, dtype=np.int64),
+        shard_collection=np.arange(3),
+        built=Built(np.ones(3, dtype=np.int64), 0.0, 0.0, indexed),
+        plan=lambda query, depth: [],
+        depths=DEPTHS,
+        depth_name="nprobe",
+    )
+
+
+def test_the_library_is_tuned_by_the_cheapest_pair_of_hnsw_ef_and_depth(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With graph-searched shards, each hnsw_ef gets its smallest depth reaching the target and
+    the pair with the least probed CPU wins, not the default hnsw_ef nor the shallowest probe."""
+    needed: dict[int | None, int] = {ef: max(2, 26 - ef // 8) for ef in EF_CANDIDATES}
+    needed[None] = 12
+    cost = {ef: abs((ef or 100) - 48) + 1 for ef in needed}  # cheapest in the middle
+    probed: list[tuple[int | None, int]] = []
+
+    def probe(layout: Layout, tuner: object, ef: int | None, depth: int) -> float:
+        probed.append((ef, depth))
+        assert depth == needed[ef], "only the smallest depth reaching the target is probed"
+        return float(cost[ef])
+
+    monkeypatch.setattr(bench_fleet_cost, "probe_cpu", probe)
+    layout = _routed_layout(indexed=100)
+    tune(layout, _RecallTable(_table(needed)))  # type: ignore[arg-type]
+    cheapest = min(probed, key=lambda pair: cost[pair[0]])
+    assert (layout.ef, layout.depth) == cheapest == (48, needed[48])
+    assert layout.ef is not None
+    assert layout.tuned_recall >= 0.95
+    assert (None, 12) in probed  # the engine's default was a candidate too
+
+
+def test_a_library_on_scanned_shards_is_tuned_by_depth_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hnsw_ef changes nothing on scanned shards: no hnsw_ef is tried or probed."""
+    monkeypatch.setattr(bench_fleet_cost, "probe_cpu", pytest.fail)
+    tuner = _RecallTable(_table({None: 7}))
+    layout = _routed_layout(indexed=0)
+    tune(layout, tuner)  # type: ignore[arg-type]
+    assert (layout.ef, layout.depth) == (None, 7)
+    assert {ef for ef, _ in tuner.asked} == {None}

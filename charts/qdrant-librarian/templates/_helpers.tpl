@@ -104,6 +104,12 @@ holds the same table, and an operator test checks the calls it really makes agai
 - apiGroups: [librarian.dev]
   resources: [qdrantfleets/status]
   verbs: [patch]
+# Owner references of the Jobs (and of ClusterSpecializations made by specialize: auto) set
+# blockOwnerDeletion, which clusters enforcing OwnerReferencesPermissionEnforcement
+# (OpenShift) allow only to whoever may update the owner's finalizers. Never called itself.
+- apiGroups: [librarian.dev]
+  resources: [clusterspecializations/finalizers, domainmaps/finalizers]
+  verbs: [update]
 # Events for every step of the work (kopf posts them).
 - apiGroups: [""]
   resources: [events]
@@ -172,5 +178,103 @@ resolve a DomainMap's API keys. Rendered only when set, so a config file's stay 
 {{- with .Values.operator.insecureHosts }}
 - name: LIBRARIAN__CREDENTIALS__INSECURE_HOSTS
   value: {{ toJson . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
+A pod template's metadata: the selector labels plus podLabels, and podAnnotations plus the
+configuration's checksum. Call with (dict "root" $ "selector" SELECTOR_LABELS "values" .Values.X
+"name" "X").
+*/}}
+{{- define "librarian.podMetadata" -}}
+{{- $selector := .selector | fromYaml -}}
+{{- range $key, $_ := .values.podLabels -}}
+{{- if hasKey $selector $key -}}
+{{- fail (printf "%s.podLabels may not set %s: the Deployment selects its pods by it" $.name $key) -}}
+{{- end -}}
+{{- end -}}
+labels:
+  {{- .selector | nindent 2 }}
+  {{- with .values.podLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- if or .root.Values.config .values.podAnnotations }}
+annotations:
+  {{- with .values.podAnnotations }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+  {{- if .root.Values.config }}
+  checksum/config: {{ include (print .root.Template.BasePath "/configmap.yaml") .root | sha256sum }}
+  {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The operator's Job pod settings (jobs.*) as one JSON document for LIBRARIAN_JOB_POD_TEMPLATE:
+an environment variable of the pod template, so changing a value rolls the operator. The
+operator checks it at start (a bad key stops it with a message naming the key); what a
+schema cannot say is refused here.
+*/}}
+{{- define "librarian.jobPodTemplate" -}}
+{{- $jobs := deepCopy .Values.jobs -}}
+{{- if not $jobs.imagePullSecrets -}}
+{{- $_ := set $jobs "imagePullSecrets" (.Values.imagePullSecrets | default list) -}}
+{{- end -}}
+{{- with $jobs.caBundle -}}
+{{- if and .configMap .secret -}}
+{{- fail "jobs.caBundle: name a ConfigMap (configMap) or a Secret (secret) holding the CA certificates, not both" -}}
+{{- end -}}
+{{- end -}}
+{{- $volumes := list "tmp" "librarian-ca-bundle" -}}
+{{- range $jobs.extraVolumes -}}
+{{- if has .name $volumes -}}
+{{- fail (printf "jobs.extraVolumes: the name %q is taken (the operator's own volumes are tmp and librarian-ca-bundle, and each name appears once)" .name) -}}
+{{- end -}}
+{{- $volumes = append $volumes .name -}}
+{{- end -}}
+{{- range $jobs.extraVolumeMounts -}}
+{{- if not (has .name (rest (rest $volumes))) -}}
+{{- fail (printf "jobs.extraVolumeMounts: %q is not a volume of jobs.extraVolumes (add it there, or fix the name)" .name) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $jobs -}}
+{{- end -}}
+
+{{/* The CA bundle (jobs.caBundle) for a pod: its volume, when one is named. */}}
+{{- define "librarian.caBundleVolume" -}}
+{{- with .Values.jobs.caBundle }}
+{{- if or .configMap .secret }}
+- name: librarian-ca-bundle
+  {{- if .configMap }}
+  configMap:
+    name: {{ .configMap | quote }}
+    items:
+      - key: {{ .key | default "ca.crt" | quote }}
+        path: ca.crt
+  {{- else }}
+  secret:
+    secretName: {{ .secret | quote }}
+    items:
+      - key: {{ .key | default "ca.crt" | quote }}
+        path: ca.crt
+  {{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The CA bundle's mount, read-only, at the path every pod of the product uses. */}}
+{{- define "librarian.caBundleMount" -}}
+{{- if or .Values.jobs.caBundle.configMap .Values.jobs.caBundle.secret }}
+- name: librarian-ca-bundle
+  mountPath: /etc/librarian-ca
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* The environment naming the CA bundle to the Qdrant clients (trusted besides the public CAs). */}}
+{{- define "librarian.caBundleEnv" -}}
+{{- if or .Values.jobs.caBundle.configMap .Values.jobs.caBundle.secret }}
+- name: LIBRARIAN_CA_BUNDLE
+  value: /etc/librarian-ca/ca.crt
 {{- end }}
 {{- end -}}

@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from librarian.contracts.api import REBALANCEPOLICIES, resource
 from librarian.demo.workload import perturbed, query_client, router_load, router_status
@@ -189,6 +190,7 @@ async def run_rebalancing(
     served_by = await router_status(http, url, library)
     assert served_by.library is not None
     homes = {d.id: d.cluster for d in served_by.library.domains}
+    names = {d.id: d.name for d in served_by.library.domains}
     window = served_by.load.window_seconds
     served = Counter(homes.values())
     policy = yaml.safe_load(await asyncio.to_thread(policy_path.read_text))
@@ -226,7 +228,7 @@ async def run_rebalancing(
             lambda: _analysed(policy_now()), timeout_s, f"RebalancePolicy {name} analysed"
         )
     before = dict(analysed.get("load") or {})
-    status = await _follow_policy(watch, policy_now, name, timeout_s, console)
+    status = await _follow_policy(watch, policy_now, name, timeout_s, console, names)
     await _router_follows(http, url, library, status, timeout_s)
     started = loop.time()
     calls_after = await load.counted(1, clusters)
@@ -300,9 +302,14 @@ async def _follow_policy(
     name: str,
     timeout_s: float,
     console: Console,
+    names: Mapping[str, str],
 ) -> dict[str, Any]:
-    """Follow the policy until it has nothing left to move; print what it does. Its last status."""
+    """Follow the policy until it has nothing left to move; print what it does (each move of a
+    proposal with the reason the planner gave, ``names`` naming the domains). Its last status."""
     said: set[str] = set()
+
+    def domain(key: str) -> str:
+        return f"{names[key]} ({key})" if key in names else key
 
     def settled() -> dict[str, Any] | None:
         status = policy_now() or {}
@@ -315,12 +322,18 @@ async def _follow_policy(
                 f"{proposal['before']['maxMeanRatio']:.2f} -> "
                 f"{proposal['after']['maxMeanRatio']:.2f}"
             )
+            for move in proposal["moves"]:
+                where = f"{move['source']} -> {move['target'] or '(advice)'}"
+                console.print(
+                    f"     {domain(move['domain'])}, {move['points']:,} points, {where}: "
+                    f"{escape(move['reason'])}"
+                )
         for move in status.get("history") or []:
             key = f"{move['domain']}:{move['state']}"
             if key not in said:
                 said.add(key)
                 console.print(
-                    f"   Move {move['domain']} {move['source']} -> {move['target']}: "
+                    f"   Move {domain(move['domain'])} {move['source']} -> {move['target']}: "
                     f"{move['state']} — {move.get('message', '')}"
                 )
         done = status.get("phase") in ("Balanced", "Observing") and not status.get("moves")

@@ -52,6 +52,7 @@ from librarian.contracts import api
 from librarian.contracts.api import resource
 from librarian.contracts.payload import LABEL_KEY
 from librarian.demo.data import DemoData, load_demo_data, load_demo_sections
+from librarian.demo.output import QuietWatch, progress_lines
 from librarian.demo.rebalancing import RebalancingFailed, run_rebalancing
 from librarian.demo.report import DemoReport
 from librarian.demo.workload import router_status, run_router_workload
@@ -101,6 +102,7 @@ class DemoScenario:
     skewed_queries: int = 400  # per pass of the skewed load
     load_window_s: float = 10.0  # the router's load window the policy reads
     timeout_s: float = 600.0  # for each wait
+    quiet_s: float = 5.0  # a progress line when a step has printed nothing for this long
     host: str = "127.0.0.1"
     port: int = 0  # 0: any free port
 
@@ -213,6 +215,15 @@ def _specialized(
     return check
 
 
+def _finished_of(watch: ResourceWatch, namespace: str, expected: int) -> Callable[[], str]:
+    def detail() -> str:
+        items = watch.items(SPECIALIZATIONS, namespace)
+        phases = Counter((i.get("status") or {}).get("phase", "Pending") for i in items)
+        return f"{phases['Ready'] + phases['Failed']} of {expected} finished"
+
+    return detail
+
+
 async def _serving(
     http: aiohttp.ClientSession, url: str, library: str, specialized: int, timeout_s: float
 ) -> None:
@@ -288,12 +299,15 @@ async def run_demo(
         if _shown(line):
             console.print(f"   [dim]{escape(line)}[/dim]")
 
+    quiet = QuietWatch(scenario.quiet_s)
     try:
         async with (
+            progress_lines(console, quiet),
             local_library(config, run_command=run_command, write=write) as running,
             aiohttp.ClientSession() as http,
         ):
             watch = ResourceWatch(running.api)
+            quiet.step("analysing and labelling the source collection")
             library = next(
                 e.name for e in running.libraries if e.domainmap == f"{namespace}/{name}"
             )
@@ -307,18 +321,28 @@ async def run_demo(
                     + ", ".join(t["cluster"] for t in manifest["spec"]["specialization"]["targets"])
                     + " (librarian up runs their migration Jobs; each shown once Ready)"
                 )
+                quiet.step(
+                    "specializing",
+                    _finished_of(watch, namespace, status["domainCount"]),
+                )
                 specializations = await watch.until(
                     _specialized(watch, namespace, status["domainCount"]),
                     scenario.timeout_s,
                     "every ClusterSpecialization finished",
                 )
             ready = sum(1 for i in specializations if i["status"]["phase"] == "Ready")
+            quiet.step(f"waiting for the router to serve {ready} specialized domains")
             await _serving(http, running.url, library, ready, scenario.timeout_s)
             console.print(
                 f"[bold]4.[/bold] Querying library '{library}' at {running.url} through "
                 "qdrant-client"
             )
             ids = list(range(len(data.records)))
+            answered = [0]
+            quiet.step(
+                "querying",
+                lambda: f"{answered[0]} of {scenario.queries} queries answered and checked",
+            )
             router_report = await run_router_workload(
                 http,
                 running.url,
@@ -327,6 +351,7 @@ async def run_demo(
                 data.vectors,
                 queries=scenario.queries,
                 repeated=scenario.repeated,
+                progress=lambda done: answered.__setitem__(0, done),
             )
             rebalance_report = None
             if scenario.policy is not None:
@@ -334,6 +359,7 @@ async def run_demo(
                     "[bold]5.[/bold] Skewing the query load so one cluster runs hot; "
                     "a RebalancePolicy moves domains off it"
                 )
+                quiet.step("rebalancing")
                 rebalance_report = await run_rebalancing(
                     running.api,
                     watch,

@@ -13,7 +13,7 @@ policy reads too: the demo knows the router only through its address.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,11 +93,13 @@ async def run_router_workload(
     queries: int = 300,
     repeated: int = 50,
     seed: int = 0,
+    progress: Callable[[int], None] | None = None,
 ) -> RouterReport:
     """``queries`` perturbed-point queries through the client, then ``repeated`` of them again.
 
     The repeated ones are answered from the router's cache; recall and
-    latency are those of the first ``queries``.
+    latency are those of the first ``queries``. ``progress`` is told how many of them have
+    been answered, after each.
     """
     rng = np.random.default_rng(seed)
     asked = perturbed(vectors, rng.choice(len(vectors), queries, replace=False), rng)
@@ -120,6 +122,8 @@ async def run_router_workload(
                 json={"vector": row.tolist()},
             )
             probed.append(len(decision["domains"]))
+            if progress is not None:
+                progress(len(probed))
         for row in asked[:repeated]:  # a repeated burst: served from the cache
             await client.query_points(library, query=row.tolist(), limit=10)
     finally:

@@ -16,6 +16,7 @@ from typing import Any
 from librarian.contracts.reserved import PRODUCT_PREFIX
 from librarian.core.discovery import STRATEGIES
 from librarian.core.durations import DurationError, parse_duration
+from librarian.kube.job_pod import OVERRIDABLE, JobPodError, JobPodSettings, parse_job_pod
 
 __all__ = [
     "CA_BUNDLE_KINDS",
@@ -492,6 +493,8 @@ class SpecializationSpec:
     image: str | None
     source_cluster: str | None = None  # copy from here instead of the DomainMap's source
     source_collection: str | None = None
+    job: JobPodSettings = field(default_factory=JobPodSettings)
+    """``spec.job``: the migration Job's pod settings over the operator-wide ones."""
 
 
 _OVERRIDE_NAMES = {
@@ -558,6 +561,11 @@ def parse_specialization_spec(
     budget = _memory_budget(load, problems)
     migration = spec.get("migration") or {}
     grace_s, deadline_s = _migration_times(migration, problems)
+    job = JobPodSettings()
+    try:
+        job = parse_job_pod(spec.get("job"), where="spec.job", allowed=OVERRIDABLE)
+    except JobPodError as error:
+        problems.extend(error.problems)
     if problems:
         raise SpecError(problems)
     return SpecializationSpec(
@@ -580,6 +588,7 @@ def parse_specialization_spec(
         image=migration.get("image"),
         source_cluster=source.get("cluster") or None,
         source_collection=source.get("collection") or None,
+        job=job,
     )
 
 

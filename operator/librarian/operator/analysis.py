@@ -20,6 +20,7 @@ from typing import Any
 
 from librarian.contracts.api import GROUP, VERSION
 from librarian.contracts.metadata import RETRY_ANNOTATION
+from librarian.kube.job_pod import JobPodSettings
 from librarian.kube.spec import ClusterRef, DomainMapSpec
 from librarian.operator.jobs import JobSettings, build_analysis_job
 from librarian.services.analysis_job import AnalysisRequest
@@ -81,6 +82,7 @@ def analysis_job(
     parsed: DomainMapSpec,
     job_name: str,
     image: str,
+    pod: JobPodSettings | None = None,
 ) -> dict[str, Any]:
     """The Job running the analysis request ``job_name`` (one pod)."""
     meta = body["metadata"]
@@ -98,7 +100,7 @@ def analysis_job(
             "metadata": {"name": meta["name"], "uid": meta.get("uid")},
         },
         args=args,
-        settings=JobSettings(image=image),
+        settings=JobSettings(image=image, pod=pod or JobPodSettings()),
         source_secret=source.secret,
         catalog_secret=catalog.secret if catalog.name != source.name else None,
     )

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from librarian import __version__
 from librarian.core.load import Thresholds
 from librarian.kube.fleet_access import CredentialPolicy
+from librarian.kube.job_pod import JobPodSettings
 from librarian.kube.policy_spec import PolicyDefaults
 from librarian.kube.spec import SpecDefaults
 from librarian.operator.analysis import RetryPolicy
@@ -42,7 +44,7 @@ class OperatorContext:
     )
     image: str = field(
         default_factory=lambda: os.environ.get(
-            "LIBRARIAN_IMAGE", "ghcr.io/qdrant-librarian/qdrant-librarian:0.1.0"
+            "LIBRARIAN_IMAGE", f"ghcr.io/qdrant-librarian/qdrant-librarian:{__version__}"
         )
     )
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
@@ -52,13 +54,19 @@ class OperatorContext:
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     rebalance_defaults: PolicyDefaults = field(default_factory=PolicyDefaults)
     credential_policy: CredentialPolicy = field(default_factory=CredentialPolicy)
+    job_pod: JobPodSettings = field(default_factory=JobPodSettings)
+    """The pod settings of every Job (the chart's ``jobs`` values; see
+    :func:`librarian.kube.job_pod.job_pod_from_env`)."""
 
     def lock(self, key: str) -> asyncio.Lock:
         return self.locks.setdefault(key, asyncio.Lock())
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> OperatorContext:
-        """Defaults and switches from the multi-cluster-managers configuration."""
+    def from_settings(
+        cls, settings: Settings, job_pod: JobPodSettings | None = None
+    ) -> OperatorContext:
+        """Defaults and switches from the multi-cluster-managers configuration, and the Job
+        pod settings (the chart's ``jobs`` values)."""
         discovery = settings.domain_discovery
         rebalancing = settings.adaptive_rebalancing
         return cls(
@@ -69,6 +77,7 @@ class OperatorContext:
                 confidence_threshold=discovery.confidence_threshold,
             ),
             discovery_enabled=discovery.enabled,
+            job_pod=job_pod or JobPodSettings(),
             credential_policy=CredentialPolicy.of(
                 settings.credentials.allowed_api_key_env, settings.credentials.insecure_hosts
             ),

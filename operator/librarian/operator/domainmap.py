@@ -44,6 +44,7 @@ from librarian.kube.spec import (
     domainmap_interval,
     fleet_ref_of,
 )
+from librarian.operator import discovery_metrics
 from librarian.operator.analysis import (
     analysis_job,
     analysis_job_name,
@@ -446,6 +447,7 @@ async def _start_analysis(
             parsed=parsed,
             job_name=job_name,
             image=context.image,
+            pod=context.job_pod,
         )
         await api.create_object(jobs, job)
     except Exception as error:  # noqa: BLE001 - classified below; unknown ones re-raised
@@ -721,6 +723,7 @@ async def _analysis_published(
         message=f"{report['domainCount']} domains, confidence {report['confidence']:.2f}, "
         f"version {version}; {patterns.get('summary') or 'first analysis'}",
     )
+    discovery_metrics.record_analysis(namespace, name, report)
     if patterns.get("drifted"):
         kopf.event(body, type="Normal", reason="Drifted", message=str(patterns.get("summary")))
     if float(report["confidence"]) < parsed.confidence_threshold:
@@ -856,6 +859,7 @@ async def _start_labeling(
         plan_name=plan,
         version=version,
         image=context.image,
+        pod=context.job_pod,
         serial=serial,
     )
     job_name = str(job["metadata"]["name"])
@@ -1174,6 +1178,7 @@ async def cleanup_domainmap(
 ) -> None:
     """Remove what the operator created: catalog entries, and labels when asked."""
     namespace, name = body.meta.namespace or "default", body.meta.name or ""
+    discovery_metrics.forget(namespace, name)
     try:
         parsed = await _load_spec(body, context)
     except SpecError:

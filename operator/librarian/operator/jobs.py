@@ -8,7 +8,10 @@ resources and deadline). The Job uses the operator's image, gets API keys only
 as environment variables from Secrets, runs as a numeric non-root user under
 the "restricted" Pod Security Standard, and is owned by its
 ClusterSpecialization (the analysis and labeling Jobs by their DomainMap) so it is
-garbage-collected with it.
+garbage-collected with it. Where it runs (pull secrets, node selector, tolerations,
+affinity), its resources, annotations, extra volumes and CA bundle come from
+:class:`~librarian.kube.job_pod.JobPodSettings` (the chart's ``jobs`` values, and a
+ClusterSpecialization's ``spec.job``); the operator's own volumes, mounts and labels stay.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from librarian.contracts.metadata import DOMAINMAP_LABEL, SPECIALIZATION_LABEL
+from librarian.kube.job_pod import CA_BUNDLE_DIR, CA_BUNDLE_FILE, CA_BUNDLE_VOLUME, JobPodSettings
 from librarian.kube.spec import SecretRef
+from librarian.storage.tls import CA_BUNDLE_ENV
 
 __all__ = [
     "CATALOG_API_KEY_ENV",
@@ -62,6 +67,19 @@ class JobSettings:
         }
     )
     service_account: str | None = None
+    pod: JobPodSettings = field(default_factory=JobPodSettings)
+    """Pull secrets, placement, resources, annotations, volumes and CA bundle (``jobs.*`` of
+    the chart, merged with a ClusterSpecialization's ``spec.job``); its resources, when set,
+    replace ``resources``."""
+
+
+def _plain(value: Any) -> Any:
+    """A deep copy made of plain dicts and lists (the manifest is serialised as JSON)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _secret_env(name: str, ref: SecretRef | None) -> list[dict[str, Any]]:
@@ -83,6 +101,17 @@ def _job(
     spec: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     meta = owner["metadata"]
+    pod = settings.pod
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes += [_plain(v) for v in pod.extra_volumes]
+    mounts += [_plain(m) for m in pod.extra_volume_mounts]
+    env = list(env)
+    if pod.ca_bundle is not None:
+        # The Job's Qdrant clients trust the internal CA besides the public ones.
+        volumes.append(pod.ca_bundle.volume())
+        mounts.append({"name": CA_BUNDLE_VOLUME, "mountPath": CA_BUNDLE_DIR, "readOnly": True})
+        env.append({"name": CA_BUNDLE_ENV, "value": CA_BUNDLE_FILE})
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         # The Job talks to Qdrant only, never to the Kubernetes API: no token in the pod.
@@ -94,16 +123,28 @@ def _job(
                 "image": settings.image,
                 "args": [command, *args],
                 "env": env,
-                "resources": dict(settings.resources),
+                "resources": _plain(pod.resources if pod.resources else settings.resources),
                 "securityContext": dict(RESTRICTED_CONTAINER),
                 "workingDir": "/tmp",
-                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                "volumeMounts": mounts,
             }
         ],
-        "volumes": [{"name": "tmp", "emptyDir": {}}],
+        "volumes": volumes,
     }
     if settings.service_account:
         pod_spec["serviceAccountName"] = settings.service_account
+    if pod.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": name} for name in pod.image_pull_secrets]
+    if pod.node_selector:
+        pod_spec["nodeSelector"] = dict(pod.node_selector)
+    if pod.tolerations:
+        pod_spec["tolerations"] = _plain(pod.tolerations)
+    if pod.affinity:
+        pod_spec["affinity"] = _plain(pod.affinity)
+    # The operator's labels win over jobs.podLabels (which may not name them anyway).
+    pod_meta: dict[str, Any] = {"labels": {**(pod.pod_labels or {}), **labels}}
+    if pod.pod_annotations:
+        pod_meta["annotations"] = dict(pod.pod_annotations)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -127,7 +168,7 @@ def _job(
             "backoffLimit": settings.backoff_limit,
             "activeDeadlineSeconds": settings.active_deadline_s,
             "ttlSecondsAfterFinished": settings.ttl_after_finished_s,
-            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+            "template": {"metadata": pod_meta, "spec": pod_spec},
         },
     }
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from librarian.contracts.api import GROUP, VERSION
+from librarian.kube.job_pod import JobPodSettings
 from librarian.kube.spec import ClusterRef, DomainMapSpec
 from librarian.operator.jobs import JobSettings, build_labeling_job
 from librarian.services.labeling_job import RangeProgress
@@ -39,6 +40,7 @@ def labeling_job(
     version: int,
     image: str,
     serial: int = 1,
+    pod: JobPodSettings | None = None,
 ) -> dict[str, Any]:
     """The Job labelling the DomainMap's source by plan ``plan_name``, one pod per range."""
     meta = body["metadata"]
@@ -58,7 +60,7 @@ def labeling_job(
             "metadata": {"name": meta["name"], "uid": meta.get("uid")},
         },
         args=args,
-        settings=JobSettings(image=image),
+        settings=JobSettings(image=image, pod=pod or JobPodSettings()),
         workers=parsed.labeling_workers,
         source_secret=source.secret,
     )

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from librarian.contracts.router_keys import ENV_API_KEY, ENV_READ_ONLY_API_KEY
 from librarian.contracts.router_report import RouterStatus
 from librarian.kube.client import USER_AGENT
+from librarian.storage.tls import qdrant_ssl_context
 
 __all__ = ["DomainTraffic", "LoadSourceUnreachable", "RouterLoad", "fetch_router_load"]
 
@@ -112,6 +113,12 @@ async def fetch_router_load(
         return RouterLoad()
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     headers = {"User-Agent": USER_AGENT, **({"api-key": api_key} if api_key else {})}
-    async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
+    # Routers served over https with a certificate of the internal CA (LIBRARIAN_CA_BUNDLE)
+    # are verified as Qdrant clusters are: that CA besides the public ones.
+    context = qdrant_ssl_context() if any(u.startswith("https://") for u in urls) else None
+    connector = aiohttp.TCPConnector(ssl=context) if context is not None else None
+    async with aiohttp.ClientSession(
+        timeout=timeout, headers=headers, connector=connector
+    ) as session:
         reports = await asyncio.gather(*(_fetch(session, url) for url in urls))
     return _merge(reports)

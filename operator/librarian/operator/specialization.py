@@ -32,6 +32,7 @@ from librarian.kube import client as api
 from librarian.kube.fences import read_leases, waiting_routers
 from librarian.kube.fleet_access import CredentialRefused, resolve_clusters
 from librarian.kube.fleets import FleetNotFound, load_domainmap_spec
+from librarian.kube.job_pod import JobPodError, JobPodSettings, merge_job_pod
 from librarian.kube.spec import (
     ClusterRef,
     SpecError,
@@ -152,6 +153,7 @@ async def _setup(body: kopf.Body, context: OperatorContext) -> _Setup:
     except SpecError as error:
         message = "invalid spec: " + "; ".join(error.problems)
         raise SpecializationFailed("InvalidSpec", message) from None
+    _job_pod(parsed, context)  # spec.job over the operator's jobs values: refused before any work
     domain_map = await _get_domain_map(namespace, parsed.domain_map)
     try:
         dm_spec = await load_domainmap_spec(
@@ -221,6 +223,15 @@ async def _setup(body: kopf.Body, context: OperatorContext) -> _Setup:
             else None
         ),
     )
+
+
+def _job_pod(parsed: SpecializationSpec, context: OperatorContext) -> JobPodSettings:
+    """The migration Job's pod settings: ``spec.job`` merged over the operator's."""
+    try:
+        return merge_job_pod(context.job_pod, parsed.job)
+    except JobPodError as error:
+        message = "invalid spec: " + "; ".join(error.problems)
+        raise SpecializationFailed("InvalidSpec", message) from None
 
 
 async def _get_domain_map(namespace: str, name: str) -> dict[str, Any]:
@@ -509,6 +520,7 @@ async def _start_copy_when_fenced(
         image=setup.parsed.image or context.image,
         backoff_limit=setup.parsed.backoff_limit,
         active_deadline_s=int(setup.parsed.active_deadline_s),
+        pod=_job_pod(setup.parsed, context),
     )
     job = build_migration_job(
         name=job_name(name, body.meta.get("generation")),

@@ -96,6 +96,16 @@ class RouterMetrics:
             "Recall@k of routed queries estimated from shadow queries",
             registry=r,
         )
+        self.shadow_queries = Counter(
+            "librarian_router_shadow_queries",
+            "Routed answers compared with an exhaustive search (what estimated_recall is made of)",
+            registry=r,
+        )
+        self.target_recall = Gauge(
+            "librarian_router_target_recall",
+            "Recall@k the routing is calibrated to reach (the configured target_recall)",
+            registry=r,
+        )
         self.routing_efficiency = Gauge(
             "librarian_router_routing_efficiency",
             "Share of the library's points a routed query did not have to touch (moving average)",

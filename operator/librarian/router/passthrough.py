@@ -26,6 +26,7 @@ from aiohttp import web
 from yarl import URL
 
 from librarian.router.qdrant_api import ApiError
+from librarian.storage.tls import qdrant_ssl_context
 
 __all__ = ["PassthroughProxy", "passthrough_middleware"]
 
@@ -47,8 +48,13 @@ class PassthroughProxy:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            # Over https, the same trust as the Qdrant clients: the public CAs plus the
+            # internal CA bundle, when one is mounted (LIBRARIAN_CA_BUNDLE).
+            context = qdrant_ssl_context() if self._base.startswith("https://") else None
             self._session = aiohttp.ClientSession(
-                auto_decompress=False, skip_auto_headers=("Accept-Encoding",)
+                auto_decompress=False,
+                skip_auto_headers=("Accept-Encoding",),
+                connector=aiohttp.TCPConnector(ssl=context) if context is not None else None,
             )
         return self._session
 

@@ -678,6 +678,7 @@ class Querying:
         exhaustive = [h.id for h in merged[search.offset : search.depth]]
         estimator = self.state.estimator
         estimator.record([h.id for h in answer.hits], exhaustive, answer.lists)
+        self.state.metrics.shadow_queries.inc()
         if estimator.estimate is not None:
             self.state.metrics.estimated_recall.set(estimator.estimate)
         if self._fusion == "learned" and estimator.compared % 25 == 0:

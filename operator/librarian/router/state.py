@@ -125,6 +125,8 @@ class RouterState:
         )
         self.estimator = RecallEstimator(fraction=settings.shadow_fraction, seed=config.seed)
         self.metrics = RouterMetrics()
+        # What estimated_recall is held against (dashboards and alerts compare the two).
+        self.metrics.target_recall.set(settings.target_recall)
         self.load = LoadMeter(window_s=config.load_window_s)
         self.upstream = Upstream(
             lambda: self.config.fleet,

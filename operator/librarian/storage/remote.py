@@ -46,6 +46,7 @@ from librarian.storage.port import (
     VectorNameConfig,
 )
 from librarian.storage.shard_keys import checked_selector, checked_write_key
+from librarian.storage.tls import CaBundleError, qdrant_ssl_context
 from librarian.storage.vectors import Vectors, VectorValue, from_named
 
 T = TypeVar("T")
@@ -334,7 +335,10 @@ class RemoteQdrant:
         timeout_s: float = 10.0,
         retries: int = 3,
         backoff_s: float = 0.5,
+        ca_bundle: str | None = None,
     ) -> RemoteQdrant:
+        """A client of the cluster at ``url``; over https it trusts the public CAs and those of
+        ``ca_bundle`` (default: the file named by ``LIBRARIAN_CA_BUNDLE``, if any)."""
         if url == ":memory:":
             return cls(
                 cluster,
@@ -344,11 +348,20 @@ class RemoteQdrant:
                 serialize=True,
             )
         else:
+            tls: dict[str, Any] = {}
+            if url.startswith("https://"):
+                try:
+                    context = qdrant_ssl_context(ca_bundle)
+                except CaBundleError as error:
+                    raise ClusterUnreachable(cluster, str(error)) from None
+                if context is not None:
+                    tls["verify"] = context
             client = QdrantClient(
                 url=url,
                 api_key=api_key,
                 timeout=max(1, round(timeout_s)),
                 check_compatibility=False,
+                **tls,
             )
         return cls(cluster, client, retries=retries, backoff_s=backoff_s)
 
