@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from librarian.kube.fleets import fleet_clusters
+from librarian.kube.job_pod import CaBundleRef
 from librarian.kube.spec import (
-    CaBundleRef,
     FleetClusters,
     SpecError,
     domainmap_interval,
@@ -59,12 +59,17 @@ def test_fleetref_gives_the_same_clusters_as_inline() -> None:
 
 def test_a_fleet_cluster_carries_its_ca_bundle() -> None:
     clusters = [
-        {**CLUSTERS[0], "caBundleRef": {"kind": "ConfigMap", "name": "internal-ca"}},
-        {**CLUSTERS[1], "caBundleRef": {"kind": "Secret", "name": "ca", "key": "bundle.pem"}},
+        {**CLUSTERS[0], "caBundle": {"configMap": "internal-ca"}},
+        {**CLUSTERS[1], "caBundle": {"secret": "ca", "key": "bundle.pem"}},
     ]
     parsed = parse_fleet_spec({"clusters": clusters}, name="qdrant")
-    assert parsed[0].ca_bundle == CaBundleRef("ConfigMap", "internal-ca", "ca.crt")
-    assert parsed[1].ca_bundle == CaBundleRef("Secret", "ca", "bundle.pem")
+    assert parsed[0].ca_bundle == CaBundleRef(key="ca.crt", config_map="internal-ca")
+    assert parsed[1].ca_bundle == CaBundleRef(key="bundle.pem", secret="ca")
+    # what a Job's pod mounts to trust it
+    assert parsed[1].ca_bundle.volume()["secret"] == {
+        "secretName": "ca",
+        "items": [{"key": "bundle.pem", "path": "ca.crt"}],
+    }
 
 
 @pytest.mark.parametrize(
@@ -80,12 +85,12 @@ def test_a_fleet_cluster_carries_its_ca_bundle() -> None:
             "not both",
         ),
         (
-            [{"name": "a", "url": "https://q", "caBundleRef": {"kind": "Pod", "name": "x"}}],
-            "caBundleRef.kind must be ConfigMap or Secret",
+            [{"name": "a", "url": "https://q", "caBundle": {"configMap": "a", "secret": "b"}}],
+            "spec.clusters[0].caBundle: set configMap or secret, not both",
         ),
         (
-            [{"name": "a", "url": "https://q", "caBundleRef": {"kind": "ConfigMap"}}],
-            "caBundleRef.name is required",
+            [{"name": "a", "url": "https://q", "caBundle": {"configMap": "Not_A_Name"}}],
+            "'Not_A_Name' is not a valid ConfigMap or Secret name",
         ),
     ],
 )
@@ -136,8 +141,8 @@ def test_a_fleetref_without_its_fleet_is_not_parsed_as_empty() -> None:
 
 
 def test_ca_bundles_belong_to_a_fleet_only() -> None:
-    inline = [{**CLUSTERS[0], "caBundleRef": {"kind": "ConfigMap", "name": "ca"}}]
-    with pytest.raises(SpecError, match="caBundleRef is accepted in a QdrantFleet only"):
+    inline = [{**CLUSTERS[0], "caBundle": {"configMap": "ca"}}]
+    with pytest.raises(SpecError, match="caBundle is accepted in a QdrantFleet only"):
         parse_domainmap_spec(
             _domainmap(
                 fleetRef=None, clusters=inline, catalog=None, specialize=None, specialization=None

@@ -16,11 +16,15 @@ from typing import Any
 from librarian.contracts.reserved import PRODUCT_PREFIX
 from librarian.core.discovery import STRATEGIES
 from librarian.core.durations import DurationError, parse_duration
-from librarian.kube.job_pod import OVERRIDABLE, JobPodError, JobPodSettings, parse_job_pod
+from librarian.kube.job_pod import (
+    OVERRIDABLE,
+    CaBundleRef,
+    JobPodError,
+    JobPodSettings,
+    parse_job_pod,
+)
 
 __all__ = [
-    "CA_BUNDLE_KINDS",
-    "CaBundleRef",
     "ClusterRef",
     "DomainMapSpec",
     "FleetClusters",
@@ -52,22 +56,6 @@ class SecretRef:
     namespace: str | None = None  # only ever accepted when it is the resource's own
 
 
-CA_BUNDLE_KINDS = ("ConfigMap", "Secret")
-"""Where a cluster's CA bundle may live (``caBundleRef.kind``)."""
-
-
-@dataclass(frozen=True)
-class CaBundleRef:
-    """A QdrantFleet cluster's CA bundle: PEM certificates under ``key`` of a ConfigMap or
-    Secret in the fleet's namespace, to trust an https Qdrant signed by an internal CA.
-
-    Carried as written; whoever connects (a Job's pod, a client) mounts or reads it."""
-
-    kind: str
-    name: str
-    key: str = "ca.crt"
-
-
 @dataclass(frozen=True)
 class ClusterRef:
     """A fleet entry as written in the spec (API key not resolved yet)."""
@@ -79,7 +67,10 @@ class ClusterRef:
     api_key_env: str | None = None
     timeout_s: float = 10.0
     retries: int = 3
-    ca_bundle: CaBundleRef | None = None  # only a QdrantFleet's clusters carry one
+    ca_bundle: CaBundleRef | None = None
+    """A QdrantFleet cluster's CA bundle (``caBundle``: PEM certificates in a ConfigMap or
+    Secret of the fleet's namespace, named as ``jobs.caBundle`` names one), carried for
+    whoever connects to it: its ``volume()`` presents it to a pod as ``ca.crt``."""
 
 
 @dataclass(frozen=True)
@@ -262,7 +253,7 @@ def _domainmap_clusters(
 
 def parse_fleet_spec(spec: Mapping[str, Any], *, name: str) -> tuple[ClusterRef, ...]:
     """Validate the ``spec`` of QdrantFleet ``name``: its clusters, as a DomainMap's
-    ``spec.clusters`` takes them, plus each one's optional ``caBundleRef``.
+    ``spec.clusters`` takes them, plus each one's optional ``caBundle``.
 
     Raises :class:`SpecError` listing every problem (paths start with ``spec.clusters``)."""
     problems: list[str] = []
@@ -291,7 +282,7 @@ def _clusters(
 ) -> list[ClusterRef]:
     """The fleet entries; an entry without a name is reported and left out.
 
-    ``ca_bundles``: whether an entry may carry ``caBundleRef`` (a QdrantFleet's may)."""
+    ``ca_bundles``: whether an entry may carry ``caBundle`` (a QdrantFleet's may)."""
     if not raw_clusters:
         problems.append(f"{where} must list at least one cluster (url or embedded)")
     clusters: list[ClusterRef] = []
@@ -307,14 +298,12 @@ def _clusters(
             problems.append(f"{where}.name {cluster_name!r} appears twice; names must be unique")
         seen.add(cluster_name)
         cluster = _cluster(raw, where, cluster_name, problems)
-        if "caBundleRef" in raw:
+        if raw.get("caBundle") is not None:
             if ca_bundles:
-                cluster = replace(
-                    cluster, ca_bundle=_ca_bundle(raw["caBundleRef"], where, problems)
-                )
+                cluster = replace(cluster, ca_bundle=_ca_bundle(raw["caBundle"], where, problems))
             else:
                 problems.append(
-                    f"{where}.caBundleRef is accepted in a QdrantFleet only: move the clusters "
+                    f"{where}.caBundle is accepted in a QdrantFleet only: move the clusters "
                     "to a QdrantFleet and name it in spec.fleetRef"
                 )
         clusters.append(cluster)
@@ -322,19 +311,12 @@ def _clusters(
 
 
 def _ca_bundle(raw: Any, where: str, problems: list[str]) -> CaBundleRef | None:
-    if not isinstance(raw, Mapping):
-        problems.append(f"{where}.caBundleRef must be an object with kind, name and key")
+    """A cluster's ``caBundle``, checked as the chart's ``jobs.caBundle`` is."""
+    try:
+        return parse_job_pod({"caBundle": raw}, where=where, allowed=("caBundle",)).ca_bundle
+    except JobPodError as error:
+        problems.extend(error.problems)
         return None
-    kind, name = str(raw.get("kind") or ""), str(raw.get("name") or "")
-    if kind not in CA_BUNDLE_KINDS:
-        problems.append(
-            f"{where}.caBundleRef.kind must be {' or '.join(CA_BUNDLE_KINDS)}, not {kind!r}"
-        )
-    if not name:
-        problems.append(f"{where}.caBundleRef.name is required: the {kind or 'ConfigMap'}")
-    if kind not in CA_BUNDLE_KINDS or not name:
-        return None
-    return CaBundleRef(kind, name, str(raw.get("key") or "ca.crt"))
 
 
 def _cluster(raw: Mapping[str, Any], where: str, name: str, problems: list[str]) -> ClusterRef:
