@@ -248,3 +248,14 @@ def test_the_example_policy_names_the_router_each_install_creates() -> None:
             namespace,
         ), install
         assert service_port(service, ref.port) == 6333, install
+
+
+def test_argo_cd_installs_where_the_readme_applies() -> None:
+    namespace = readme_namespace()
+    app = yaml.safe_load((REPO / "manifests/argocd/application.yaml").read_text())["spec"]
+    assert app["destination"]["namespace"] == namespace
+    values = app["source"]["helm"].get("valuesObject") or {}
+    assert "watchNamespaces" not in (values.get("operator") or {})  # the release namespace
+    docs = helm_template(namespace=namespace, release=app["source"]["helm"]["releaseName"])
+    assert _watched(docs) == [namespace]
+    assert _operator_grants(docs, namespace) >= NEEDED_IN_WATCHED
