@@ -408,6 +408,7 @@ def test_a_minimal_policy_observes_with_the_hybrid_strategy() -> None:
         ({"mode": "auto", "loadSource": {"routerRef": {"name": "qdrant-librarian-router"}}}, True),
         ({"loadSource": {}}, False),  # names no router
         ({"loadSource": {"routerRef": {"name": "Router.x"}}}, False),  # not a Service name
+        ({"loadSource": {"routerRef": {"name": "6333-router"}}}, False),  # starts with a letter
         ({"loadSource": {"routerRef": {"name": "r", "port": 70000}}}, False),
         ({"mode": "approve"}, True),
     ],

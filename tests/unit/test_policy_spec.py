@@ -171,6 +171,7 @@ def test_a_router_may_be_named_by_its_service() -> None:
         ({}, "spec.loadSource needs routerRef (the router's Service) or routerUrls"),
         ({"routerRef": {"name": "Lib_Router"}}, "spec.loadSource.routerRef.name must be a Service"),
         ({"routerRef": {}}, "spec.loadSource.routerRef.name must be a Service name"),
+        ({"routerRef": {"name": "6333-router"}}, "routerRef.name must be a Service name"),
         ({"routerRef": {"name": "r", "port": 0}}, "routerRef.port must be a port number"),
         ({"routerRef": {"name": "r", "port": "http"}}, "routerRef.port must be a port number"),
         ({"routerRef": {"name": "r", "namespace": "A"}}, "routerRef.namespace must be a namespace"),

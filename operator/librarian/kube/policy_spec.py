@@ -33,7 +33,8 @@ MODES = ("observe", "approve", "auto")
 _EXECUTION_STRATEGIES = tuple(s for s in OPTIMIZATION_STRATEGIES if s != "custom")
 DEFAULT_ROUTER_PORT = 6333
 """The router's REST port when a routerRef names none and the Service has no port named http."""
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # a namespace name
+_SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # a Service name starts with a letter
 
 
 @dataclass(frozen=True)
@@ -298,10 +299,10 @@ def _router_ref(raw: Any, problems: list[str]) -> RouterRef | None:
         problems.append(f"{where}.{unknown[0]} is unknown; accepted: name, namespace, port")
     name, namespace, port = raw.get("name"), raw.get("namespace"), raw.get("port")
     checked = len(problems)
-    if not isinstance(name, str) or not _DNS_LABEL.match(name) or len(name) > 63:
+    if not isinstance(name, str) or not _SERVICE_NAME.match(name) or len(name) > 63:
         problems.append(
-            f"{where}.name must be a Service name (lower-case letters, digits and '-', at most "
-            f"63), got {name!r}"
+            f"{where}.name must be a Service name (a lower-case letter, then letters, digits "
+            f"and '-', at most 63), got {name!r}"
         )
     if namespace is not None and (
         not isinstance(namespace, str) or not _DNS_LABEL.match(namespace) or len(namespace) > 63
