@@ -48,6 +48,8 @@ OPERATOR: Table = {
     ("", "pods"): frozenset({"list"}),
     # kube/fences.py: a move waits until every router replica's Lease acknowledges its phase.
     ("coordination.k8s.io", "leases"): frozenset({"list"}),
+    # router_ref.py: the Service a RebalancePolicy's routerRef names, read for its port.
+    ("", "services"): frozenset({"get"}),
 }
 
 # Granted for admission only (see above): the one update the operator holds, on owners'

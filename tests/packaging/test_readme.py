@@ -64,7 +64,7 @@ def test_get_output_matches_the_printer_columns(command: str, kind: str) -> None
     headers = [
         block.split("\n", 2)[1].split()
         for block in re.split(r"(?m)^[ ]*\$ ", README)
-        if re.match(rf"kubectl (-n \S+ )?get {command}( -w)?\n", block)
+        if re.match(rf"kubectl (-n \S+ )?get {command}( -n \S+)?( -w)?\n", block)
     ]
     assert len(headers) >= 2, f"the README shows `kubectl get {command}` twice"
     for header in headers:
@@ -75,14 +75,16 @@ def test_get_output_matches_the_printer_columns(command: str, kind: str) -> None
 
 
 def test_helm_notes_shown_are_the_real_notes() -> None:
+    from .test_namespaces import readme_namespace, readme_release
+
     result = run(
         tool("helm"),
         "install",
         "--dry-run=client",
-        "librarian",
+        readme_release(),
         str(CHART),
         "-n",
-        "qdrant-librarian",
+        readme_namespace(),
         *ROUTER_KEYS,
     )
     assert result.returncode == 0, result.stderr

@@ -121,6 +121,11 @@ holds the same table, and an operator test checks the calls it really makes agai
 - apiGroups: [coordination.k8s.io]
   resources: [leases]
   verbs: [list]
+# A RebalancePolicy's spec.loadSource.routerRef: the router's Service, read to check it
+# exists and to take its port.
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get]
 {{- end -}}
 
 {{/* Secrets, never in a ClusterRole: only in the Roles of the namespaces it may read. */}}
