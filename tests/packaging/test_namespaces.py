@@ -25,7 +25,7 @@ from .rbac_calls import granted
 
 README = (REPO / "README.md").read_text()
 EXAMPLES = sorted((REPO / "manifests/examples").glob("*.yaml"))
-INSTALLS = ("Install with kubectl apply", "Install with Helm")
+INSTALLS = ("Install with kubectl apply", "Install with Helm", "Your first library")
 
 # What the operator must be allowed in every namespace it watches (besides kopf's own).
 NEEDED_IN_WATCHED = {

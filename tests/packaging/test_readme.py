@@ -29,10 +29,18 @@ def _section(title: str) -> str:
     return README.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
 
 
-def test_the_install_sections_exist_in_order_after_the_usage() -> None:
+def test_the_install_sections_come_first_in_order_then_the_concepts() -> None:
+    """What it is, how to install it, a first library and what to do when it fails, before
+    the concepts and the reference."""
     positions = [README.index(f"## {title}\n") for title in SECTIONS]
     assert positions == sorted(positions)
-    assert README.index("## Command line") < positions[0]
+    first_steps = [
+        README.index(f"## {title}\n")
+        for title in ("Your first library", "Troubleshooting", "Compatibility")
+    ]
+    assert positions[0] < first_steps[0] < first_steps[1] < first_steps[2]
+    for concept in ("Domain discovery", "Query routing", "Rebalancing", "Command line"):
+        assert first_steps[-1] < README.index(f"## {concept}")
 
 
 def test_kubectl_apply_output_lists_every_object_of_the_base() -> None:
