@@ -17,7 +17,8 @@ import pytest
 from librarian.kube.job_pod import JOB_POD_TEMPLATE_ENV, job_pod_from_env
 from librarian.local.emulator import EmulatedCluster, load_crds
 from librarian.operator.context import OperatorContext
-from librarian.testing import operator_against_emulator
+from librarian.operator.job_pods import JOB_NAME_LABEL
+from librarian.testing import operator_against_emulator, wait_for
 
 from .conftest import REPO, ManualClock, labeling_jobs_played
 from .test_specialization_operator import JOBS, _ready_domainmap, _status, specialization
@@ -155,3 +156,93 @@ async def test_a_bad_override_is_an_invalid_spec_condition_and_no_job(
         if j["metadata"]["labels"]["app.kubernetes.io/component"] == "migration"
     ]
     assert migration_jobs == []
+
+
+def _pod(job: str, status: dict[str, Any]) -> dict[str, Any]:
+    """A pod of Job ``job`` as the Job controller makes it, in ``status``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{job}-x7k2p",
+            "namespace": "default",
+            "labels": {JOB_NAME_LABEL: job},
+        },
+        "spec": {"containers": [{"name": "migrate", "image": "registry.internal/librarian:0.1.0"}]},
+        "status": status,
+    }
+
+
+PULL_BACKOFF = {
+    "phase": "Pending",
+    "containerStatuses": [
+        {
+            "name": "migrate",
+            "ready": False,
+            "restartCount": 0,
+            "image": "registry.internal/librarian:0.1.0",
+            "imageID": "",
+            "state": {
+                "waiting": {
+                    "reason": "ImagePullBackOff",
+                    "message": 'Back-off pulling image "registry.internal/librarian:0.1.0"',
+                }
+            },
+        }
+    ],
+}
+RUNNING = {
+    "phase": "Running",
+    "containerStatuses": [
+        {
+            "name": "migrate",
+            "ready": True,
+            "restartCount": 0,
+            "image": "registry.internal/librarian:0.1.0",
+            "imageID": "registry.internal/librarian@sha256:0",
+            "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
+        }
+    ],
+}
+
+
+async def _condition(
+    api: EmulatedCluster, name: str, type_: str, status: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    async def shown() -> tuple[dict[str, Any], dict[str, Any]] | None:
+        obj = await api.get("librarian.dev/v1alpha1/clusterspecializations", "default", name)
+        current = (obj or {}).get("status") or {}
+        for condition in current.get("conditions") or []:
+            if condition["type"] == type_ and condition["status"] == status:
+                return current, condition
+        return None
+
+    return await wait_for(shown, 90)  # type: ignore[no-any-return]
+
+
+async def test_a_job_whose_pod_cannot_pull_its_image_shows_stalled_until_it_runs(
+    cluster: EmulatedCluster, tmp_path: Path
+) -> None:
+    """The Job neither fails nor runs while its image cannot be pulled: the specialization
+    says so (Stalled, the pod's reason, what to check) and says it no more once the pod runs."""
+    domain_map = await _ready_domainmap(cluster, tmp_path)
+    domain = domain_map["status"]["domains"][0]
+    await cluster.create(specialization("pulling", domain["id"]))
+    status = await _status(cluster, "pulling", {"Migrating", "Failed"})
+    assert status["phase"] == "Migrating", status
+    assert not any(c["type"] == "Stalled" for c in status["conditions"])  # nothing to say yet
+    job = status["job"]
+    await cluster.create(_pod(job, PULL_BACKOFF))
+    status, stalled = await _condition(cluster, "pulling", "Stalled", "True")
+    assert stalled["reason"] == "ImagePullBackOff"
+    assert f"pod {job}-x7k2p of Job {job} cannot start" in stalled["message"]
+    assert "imagePullSecrets" in stalled["message"]
+    assert status["message"] == stalled["message"]
+    assert status["phase"] == "Migrating"  # still waiting for the Job: not failed
+    warnings = [e for e in cluster.events("default") if e.get("reason") == "ImagePullBackOff"]
+    assert warnings
+    assert warnings[0]["type"] == "Warning"
+    await cluster.patch("v1/pods", "default", f"{job}-x7k2p", {"status": RUNNING})
+    status, running = await _condition(cluster, "pulling", "Stalled", "False")
+    assert running["reason"] == "JobRunning"
+    assert status["message"] == f"Job {job} is running"

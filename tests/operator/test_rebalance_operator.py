@@ -16,12 +16,25 @@ import pytest
 from aiohttp import web
 from prometheus_client import REGISTRY
 
+from librarian.local.crds import load_crds
 from librarian.local.emulator import EmulatedCluster
+from librarian.operator.context import OperatorContext
+from librarian.operator.router_ref import cluster_service_url
 from librarian.services.labeling import domain_filter
 from librarian.storage.embedded import EmbeddedQdrant
+from librarian.testing.operator import operator_against_emulator
 from tests.packaging.rbac_calls import OPERATOR, OPERATOR_CLUSTER_WIDE, merge, triples
 
-from .conftest import DOMAINMAPS, ManualClock, domainmap, events_with, load_source, wait_for
+from .conftest import (
+    DOMAINMAPS,
+    REPO,
+    ManualClock,
+    domainmap,
+    events_with,
+    labeling_jobs_played,
+    load_source,
+    wait_for,
+)
 from .test_secret_hygiene import OPERATOR_AGENTS, _verb
 from .test_specialization_operator import SPECS, _run_job, _status, specialization
 
@@ -36,8 +49,10 @@ class FakeRouter:
         self.qps: dict[str, float] = {}
         self.load: Callable[[], dict[str, float]] | None = None  # or a load that changes
         self.url = ""
+        self.asked = 0  # load reports served
 
     async def status(self, request: web.Request) -> web.Response:
+        self.asked += 1
         if self.load is not None:
             self.qps = self.load()
         domains = [
@@ -467,3 +482,94 @@ async def test_stop_cancels_the_moves_not_started_and_lets_the_running_one_finis
         first["metadata"]["name"]
     ]
     await events_with(cluster, {"Stopped"})
+
+
+ROUTER_SERVICE = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {"name": "librarian-router", "namespace": "default"},
+    "spec": {"ports": [{"name": "metrics", "port": 9090}, {"name": "http", "port": 8080}]},
+}
+
+
+@pytest.fixture
+async def cluster_with_router_service(
+    clock: ManualClock, router: FakeRouter
+) -> AsyncIterator[EmulatedCluster]:
+    """The operator against the emulated API, reaching the fake router as the Service
+    ``default/librarian-router`` on port 8080 (any other Service, namespace or port is
+    its cluster DNS name, which does not resolve here)."""
+
+    def service_url(name: str, namespace: str, port: int) -> str:
+        if (name, namespace, port) == ("librarian-router", "default", 8080):
+            return router.url
+        return cluster_service_url(name, namespace, port)
+
+    context = OperatorContext(progress_interval_s=0.2, clock=clock, service_url=service_url)
+    async with (
+        operator_against_emulator(load_crds(REPO / "crds"), context=context) as api,
+        labeling_jobs_played(api),
+    ):
+        yield api
+
+
+def _ready_is(reason: str) -> Callable[[dict[str, Any]], bool]:
+    def check(status: dict[str, Any]) -> bool:
+        ready = [c for c in status.get("conditions") or [] if c["type"] == "Ready"]
+        return bool(ready) and ready[0]["reason"] == reason
+
+    return check
+
+
+async def test_a_router_named_by_its_service_is_read_or_reported_missing(
+    cluster_with_router_service: EmulatedCluster, tmp_path: Path, router: FakeRouter
+) -> None:
+    api = cluster_with_router_service
+    await _library_on_fast(api, tmp_path, count=0)
+    by_service = {"mode": "observe", "analysisInterval": "1s"}
+    ref = {"name": "librarian-router"}
+    await api.create(policy("by-service", router, loadSource={"routerRef": ref}, **by_service))
+    await api.create(
+        policy(
+            "elsewhere",
+            router,
+            loadSource={"routerRef": {**ref, "namespace": "search"}},
+            **by_service,
+        )
+    )
+    for name, where in (("by-service", "default"), ("elsewhere", "search")):
+        status = await _policy_status(api, name, _ready_is("RouterNotFound"))
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert ready["status"] == "False"
+        assert f"Service {where}/librarian-router" in ready["message"]
+        assert "does not exist" in ready["message"]
+        assert "routerRef.name" in ready["message"]  # what to fix
+    assert router.asked == 0
+    # The Service appears: its port named http is where the operator reads the load.
+    await api.create(ROUTER_SERVICE)
+    status = await _policy_status(api, "by-service", _ready_is("Analyzed"))
+    assert router.asked > 0
+    assert status["load"]["clusters"]
+    assert status["observedGeneration"] == 1
+    # A port the Service does not have is named, with the ports it has.
+    await api.create(
+        policy(
+            "wrong-port",
+            router,
+            loadSource={"routerRef": {**ref, "port": 7000}},
+            **by_service,
+        )
+    )
+    status = await _policy_status(api, "wrong-port", _ready_is("RouterNotFound"))
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert "has no port 7000 (its ports: metrics 9090, http 8080)" in ready["message"]
+
+    async def warned() -> set[str] | None:  # a Warning Event for each policy, posted after
+        names = {
+            e["involvedObject"]["name"]
+            for e in api.events("default")
+            if e.get("reason") == "RouterNotFound" and e.get("type") == "Warning"
+        }
+        return names if {"by-service", "elsewhere", "wrong-port"} <= names else None
+
+    await wait_for(warned, 30)

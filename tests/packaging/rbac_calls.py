@@ -48,8 +48,12 @@ OPERATOR: Table = {
     # specialization.py: the migration Job is created, then read until it ends;
     # domainmap.py: the labeling Job likewise, and a newer analysis deletes an older one's.
     ("batch", "jobs"): frozenset({"get", "create", "delete"}),
+    # job_pods.py: a running Job's pods, listed by its job-name label, to say why it is stuck.
+    ("", "pods"): frozenset({"list"}),
     # kube/fences.py: a move waits until every router replica's Lease acknowledges its phase.
     ("coordination.k8s.io", "leases"): frozenset({"list"}),
+    # router_ref.py: the Service a RebalancePolicy's routerRef names, read for its port.
+    ("", "services"): frozenset({"get"}),
 }
 
 # Granted for admission only (see above): the one update the operator holds, on owners'

@@ -63,7 +63,49 @@ CASES = [
     ),
     (_obj(phase="Ready", observedGeneration=1, conditions=_ready("False", "Broken")), "Degraded"),
     (_obj(phase="Ready", observedGeneration=1), "Progressing"),
+    (
+        _obj(
+            phase="Migrating",
+            observedGeneration=1,
+            conditions=[
+                *_ready("False", "Migrating"),
+                {"type": "Stalled", "status": "True", "reason": "ImagePullBackOff", "message": "m"},
+            ],
+        ),
+        "Degraded",
+    ),
+    (
+        _obj(
+            phase="Migrating",
+            observedGeneration=1,
+            conditions=[
+                *_ready("False", "Migrating"),
+                {"type": "Stalled", "status": "False", "reason": "JobRunning", "message": "m"},
+            ],
+        ),
+        "Progressing",
+    ),
 ]
+
+
+def test_a_stalled_job_is_degraded_with_the_pods_reason() -> None:
+    obj = _obj(
+        phase="Labeling",
+        observedGeneration=1,
+        conditions=[
+            *_ready("True"),
+            {
+                "type": "Stalled",
+                "status": "True",
+                "reason": "Unschedulable",
+                "message": "pod p of Job j is not scheduled",
+            },
+        ],
+    )
+    assert health(CHECKS[0].read_text(), obj) == (
+        "Degraded",
+        "Unschedulable: pod p of Job j is not scheduled",
+    )
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda p: p.parent.name)

@@ -309,7 +309,13 @@ CASES: list[tuple[str, str, Mutation, str]] = [
         "RebalancePolicy",
         "auto-without-load-source",
         lambda doc: (_set("spec.mode", "auto")(doc), _drop("spec.loadSource")(doc)),
-        "spec.mode auto needs spec.loadSource.routerUrls or spec.strategy capacity_based",
+        "spec.mode auto needs spec.loadSource.routerRef or routerUrls, or spec.strategy capacity_based",
+    ),
+    (
+        "RebalancePolicy",
+        "load-source-without-router",
+        _set("spec.loadSource", {}),
+        "spec.loadSource needs routerRef (the router's Service) or routerUrls",
     ),
     (
         "RebalancePolicy",
@@ -470,6 +476,11 @@ def test_a_minimal_policy_observes_with_the_hybrid_strategy() -> None:
         ({"mode": "auto", "strategy": "capacity_based"}, True),
         ({"mode": "auto"}, False),
         ({"mode": "auto", "loadSource": {"routerUrls": ["http://r:6333"]}}, True),
+        ({"mode": "auto", "loadSource": {"routerRef": {"name": "qdrant-librarian-router"}}}, True),
+        ({"loadSource": {}}, False),  # names no router
+        ({"loadSource": {"routerRef": {"name": "Router.x"}}}, False),  # not a Service name
+        ({"loadSource": {"routerRef": {"name": "6333-router"}}}, False),  # starts with a letter
+        ({"loadSource": {"routerRef": {"name": "r", "port": 70000}}}, False),
         ({"mode": "approve"}, True),
     ],
 )

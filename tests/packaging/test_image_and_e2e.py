@@ -146,5 +146,10 @@ def test_e2e_policy_is_valid_and_reads_the_charts_router() -> None:
         if d["kind"] == "Service"
         and d["metadata"]["labels"]["app.kubernetes.io/component"] == "router"
     ]
-    port = service["spec"]["ports"][0]["port"]
-    assert parsed.router_urls == (f"http://{service['metadata']['name']}.{namespace}.svc:{port}",)
+    # By its Service: the operator reads it and takes its port named http.
+    from librarian.operator.router_ref import service_port
+
+    assert parsed.router_ref is not None
+    assert parsed.router_ref.name == service["metadata"]["name"]
+    assert (parsed.router_ref.namespace or namespace) == service["metadata"]["namespace"]
+    assert service_port(service, parsed.router_ref.port) == 6333

@@ -51,7 +51,7 @@ def test_kustomize_base_renders_with_the_crds() -> None:
         "--grpc-port",
         "6334",
         "--domainmap",
-        "default/packages",
+        "qdrant-librarian/packages",
     ]
     assert router["readinessProbe"]["httpGet"]["path"] == "/readyz"
     # The router's key comes from the Secret the README names; without it, no router starts.

@@ -68,8 +68,23 @@ def test_default_is_namespaced_with_exactly_the_verbs_the_operator_uses() -> Non
 
 def test_watched_namespaces_each_get_a_role() -> None:
     docs = helm_template("--set", "operator.watchNamespaces={team-a,team-b}")
-    roles = _of(docs, "Role", "operator")
+    roles = [
+        r for r in _of(docs, "Role", "operator") if not r["metadata"]["name"].endswith("-service")
+    ]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    # The release namespace is not watched: only the router's Service may be read there
+    # (a policy's routerRef names it).
+    (service,) = [r for r in _of(docs, "Role", "operator") if r not in roles]
+    assert service["metadata"]["namespace"] == "ops"
+    assert service["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["services"],
+            "resourceNames": ["lib-qdrant-librarian-router"],
+            "verbs": ["get"],
+        }
+    ]
+    _bound(docs, service, "RoleBinding")
     for role in roles:
         assert granted(role["rules"]) == triples(OPERATOR)
         _bound(docs, role, "RoleBinding")
@@ -271,13 +286,13 @@ def test_plain_manifests_grant_exactly_the_verbs_used() -> None:
     (router,) = _of(docs, "ClusterRole", "router")
     assert granted(router["rules"]) == triples(without(ROUTER, SECRETS))
     _bound(docs, router, "ClusterRoleBinding")
-    # Secrets: namespaced Roles in the example DomainMap's namespace; the router's by name.
+    # Secrets: namespaced Roles where the README applies the examples; the router's by name.
     (operator_secrets,) = _of(docs, "Role", "operator")
-    assert operator_secrets["metadata"]["namespace"] == "default"
+    assert operator_secrets["metadata"]["namespace"] == "qdrant-librarian"
     assert granted(operator_secrets["rules"]) == triples(SECRETS)
     _bound(docs, operator_secrets, "RoleBinding")
     (router_secrets,) = _of(docs, "Role", "router")
-    assert router_secrets["metadata"]["namespace"] == "default"
+    assert router_secrets["metadata"]["namespace"] == "qdrant-librarian"
     assert _secret_rules(router_secrets) == [
         {
             "apiGroups": [""],
@@ -313,6 +328,8 @@ def test_the_operator_may_set_block_owner_deletion_where_it_is_enforced() -> Non
             and d["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"
             and granted(d["rules"]) & triples(OPERATOR)
             and not granted(d["rules"]) <= triples(SECRETS)
+            # the release namespace's Role for the router Service alone (not watched there)
+            and not granted(d["rules"]) <= {("", "services", "get")}
         ]
         assert roles, args
         for role in roles:

@@ -29,10 +29,18 @@ def _section(title: str) -> str:
     return README.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
 
 
-def test_the_install_sections_exist_in_order_after_the_usage() -> None:
+def test_the_install_sections_come_first_in_order_then_the_concepts() -> None:
+    """What it is, how to install it, a first library and what to do when it fails, before
+    the concepts and the reference."""
     positions = [README.index(f"## {title}\n") for title in SECTIONS]
     assert positions == sorted(positions)
-    assert README.index("## Command line") < positions[0]
+    first_steps = [
+        README.index(f"## {title}\n")
+        for title in ("Your first library", "Troubleshooting", "Compatibility")
+    ]
+    assert positions[0] < first_steps[0] < first_steps[1] < first_steps[2]
+    for concept in ("Domain discovery", "Query routing", "Rebalancing", "Command line"):
+        assert first_steps[-1] < README.index(f"## {concept}")
 
 
 def test_kubectl_apply_output_lists_every_object_of_the_base() -> None:
@@ -64,7 +72,7 @@ def test_get_output_matches_the_printer_columns(command: str, kind: str) -> None
     headers = [
         block.split("\n", 2)[1].split()
         for block in re.split(r"(?m)^[ ]*\$ ", README)
-        if re.match(rf"kubectl (-n \S+ )?get {command}( -w)?\n", block)
+        if re.match(rf"kubectl (-n \S+ )?get {command}( -n \S+)?( -w)?\n", block)
     ]
     assert len(headers) >= 2, f"the README shows `kubectl get {command}` twice"
     for header in headers:
@@ -75,14 +83,16 @@ def test_get_output_matches_the_printer_columns(command: str, kind: str) -> None
 
 
 def test_helm_notes_shown_are_the_real_notes() -> None:
+    from .test_namespaces import readme_namespace, readme_release
+
     result = run(
         tool("helm"),
         "install",
         "--dry-run=client",
-        "librarian",
+        readme_release(),
         str(CHART),
         "-n",
-        "qdrant-librarian",
+        readme_namespace(),
         *ROUTER_KEYS,
     )
     assert result.returncode == 0, result.stderr

@@ -143,3 +143,47 @@ def test_the_operator_configuration_gives_the_policy_defaults() -> None:
     assert parsed.interval_s == 300
     assert parsed.thresholds.load_imbalance == 0.2
     assert parsed.thresholds.latency_degradation_ms == 250
+
+
+def test_a_router_may_be_named_by_its_service() -> None:
+    from librarian.kube.policy_spec import RouterRef
+
+    spec = {"domainMap": "packages", "mode": "auto"}
+    parsed = parse_policy_spec({**spec, "loadSource": {"routerRef": {"name": "lib-router"}}})
+    assert (parsed.router_ref, parsed.router_urls) == (RouterRef("lib-router"), ())
+    both = parse_policy_spec(
+        {
+            **spec,
+            "loadSource": {
+                "routerUrls": ["http://r:6333"],
+                "routerRef": {"name": "lib-router", "namespace": "search", "port": 8080},
+            },
+        }
+    )
+    assert both.router_ref == RouterRef("lib-router", "search", 8080)
+    assert both.router_urls == ("http://r:6333",)
+    assert parse_policy_spec({"domainMap": "packages"}).router_ref is None
+
+
+@pytest.mark.parametrize(
+    ("load_source", "expected"),
+    [
+        ({}, "spec.loadSource needs routerRef (the router's Service) or routerUrls"),
+        ({"routerRef": {"name": "Lib_Router"}}, "spec.loadSource.routerRef.name must be a Service"),
+        ({"routerRef": {}}, "spec.loadSource.routerRef.name must be a Service name"),
+        ({"routerRef": {"name": "6333-router"}}, "routerRef.name must be a Service name"),
+        ({"routerRef": {"name": "r", "port": 0}}, "routerRef.port must be a port number"),
+        ({"routerRef": {"name": "r", "port": "http"}}, "routerRef.port must be a port number"),
+        ({"routerRef": {"name": "r", "namespace": "A"}}, "routerRef.namespace must be a namespace"),
+        ({"routerRef": "lib-router"}, "spec.loadSource.routerRef must be an object"),
+    ],
+)
+def test_a_bad_router_ref_is_named(load_source: dict[str, object], expected: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_policy_spec({"domainMap": "packages", "loadSource": load_source})
+    assert any(expected in problem for problem in caught.value.problems), caught.value.problems
+
+
+def test_auto_mode_accepts_a_router_ref_as_its_load_source() -> None:
+    with pytest.raises(SpecError, match="spec.mode auto needs spec.loadSource.routerRef or"):
+        parse_policy_spec({"domainMap": "packages", "mode": "auto"})

@@ -120,10 +120,20 @@ holds the same table, and an operator test checks the calls it really makes agai
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, create, delete]
+# While a Job runs, its pods are read to say why it cannot start (ImagePullBackOff,
+# Unschedulable) as the owner's Stalled condition.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
 # A move waits until every router replica's Lease acknowledges its phase.
 - apiGroups: [coordination.k8s.io]
   resources: [leases]
   verbs: [list]
+# A RebalancePolicy's spec.loadSource.routerRef: the router's Service, read to check it
+# exists and to take its port.
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get]
 {{- end -}}
 
 {{/* Secrets, never in a ClusterRole: only in the Roles of the namespaces it may read. */}}

@@ -194,6 +194,7 @@ async def run_rebalancing(
     window = served_by.load.window_seconds
     served = Counter(homes.values())
     policy = yaml.safe_load(await asyncio.to_thread(policy_path.read_text))
+    policy["metadata"]["namespace"] = namespace  # the DomainMap's, as kubectl apply -n would
     name = policy["metadata"]["name"]
     capacity = {
         c["cluster"]: float(c.get("maxQueriesPerSecond") or "inf")

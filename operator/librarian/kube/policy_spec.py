@@ -9,6 +9,7 @@ with its field path and how to fix it, so a bad policy gets one clear
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,10 +20,21 @@ from librarian.core.planner import STRATEGIES, Constraints, PlanError, parse_win
 from librarian.core.tuning import OPTIMIZATION_STRATEGIES
 from librarian.kube.spec import SpecError, parse_quantity
 
-__all__ = ["MODES", "PolicyDefaults", "PolicySpec", "parse_policy_spec"]
+__all__ = [
+    "DEFAULT_ROUTER_PORT",
+    "MODES",
+    "PolicyDefaults",
+    "PolicySpec",
+    "RouterRef",
+    "parse_policy_spec",
+]
 
 MODES = ("observe", "approve", "auto")
 _EXECUTION_STRATEGIES = tuple(s for s in OPTIMIZATION_STRATEGIES if s != "custom")
+DEFAULT_ROUTER_PORT = 6333
+"""The router's REST port when a routerRef names none and the Service has no port named http."""
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # a namespace name
+_SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # a Service name starts with a letter
 
 
 @dataclass(frozen=True)
@@ -34,6 +46,15 @@ class PolicyDefaults:
     interval_s: float = 900.0
     thresholds: Thresholds = field(default_factory=Thresholds)
     prediction: bool = True
+
+
+@dataclass(frozen=True)
+class RouterRef:
+    """``spec.loadSource.routerRef``: a router's Service, resolved by the operator to its URL."""
+
+    name: str
+    namespace: str | None = None  # None: the policy's namespace
+    port: int | None = None  # None: the Service's port named http, else DEFAULT_ROUTER_PORT
 
 
 @dataclass(frozen=True)
@@ -50,6 +71,7 @@ class PolicySpec:
     horizon_s: float
     execution_strategy: str
     grace_s: float
+    router_ref: RouterRef | None = None
 
 
 def _duration(value: Any, where: str, default: float, problems: list[str]) -> float:
@@ -216,17 +238,24 @@ def parse_policy_spec(
             f"spec.constraints: {', '.join(sorted(both))} is listed as a pinned domain and an "
             "excluded cluster; pinnedDomains takes domain ids, excludedClusters cluster names"
         )
-    urls = tuple(str(u) for u in (spec.get("loadSource") or {}).get("routerUrls") or [])
+    load_source = spec.get("loadSource")
+    urls = tuple(str(u) for u in (load_source or {}).get("routerUrls") or [])
     for index, url in enumerate(urls):
         if not url.startswith(("http://", "https://")):
             problems.append(
                 f"spec.loadSource.routerUrls[{index}] must start with http:// or https://, "
                 f"got {url!r}"
             )
-    if mode == "auto" and not urls and strategy != "capacity_based":
+    router_ref = _router_ref((load_source or {}).get("routerRef"), problems)
+    if load_source is not None and not urls and router_ref is None:
         problems.append(
-            "spec.mode auto needs spec.loadSource.routerUrls or spec.strategy capacity_based: "
-            "without the router's figures only capacity can be judged"
+            "spec.loadSource needs routerRef (the router's Service) or routerUrls; "
+            "leave loadSource out when no router serves the DomainMap"
+        )
+    if mode == "auto" and not urls and router_ref is None and strategy != "capacity_based":
+        problems.append(
+            "spec.mode auto needs spec.loadSource.routerRef or routerUrls, or spec.strategy "
+            "capacity_based: without the router's figures only capacity can be judged"
         )
     prediction = spec.get("prediction") or {}
     horizon_s = _duration(prediction.get("horizon"), "spec.prediction.horizon", 6 * 3600, problems)
@@ -253,4 +282,36 @@ def parse_policy_spec(
         horizon_s=horizon_s,
         execution_strategy=execution_strategy,
         grace_s=grace_s,
+        router_ref=router_ref,
     )
+
+
+def _router_ref(raw: Any, problems: list[str]) -> RouterRef | None:
+    """``spec.loadSource.routerRef``: a Service name, its namespace and port, each checked."""
+    if raw is None:
+        return None
+    where = "spec.loadSource.routerRef"
+    if not isinstance(raw, Mapping):
+        problems.append(f"{where} must be an object with name, namespace and port, got {raw!r}")
+        return None
+    unknown = sorted(set(raw) - {"name", "namespace", "port"})
+    if unknown:
+        problems.append(f"{where}.{unknown[0]} is unknown; accepted: name, namespace, port")
+    name, namespace, port = raw.get("name"), raw.get("namespace"), raw.get("port")
+    checked = len(problems)
+    if not isinstance(name, str) or not _SERVICE_NAME.match(name) or len(name) > 63:
+        problems.append(
+            f"{where}.name must be a Service name (a lower-case letter, then letters, digits "
+            f"and '-', at most 63), got {name!r}"
+        )
+    if namespace is not None and (
+        not isinstance(namespace, str) or not _DNS_LABEL.match(namespace) or len(namespace) > 63
+    ):
+        problems.append(f"{where}.namespace must be a namespace name, got {namespace!r}")
+    if port is not None and (
+        isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535
+    ):
+        problems.append(f"{where}.port must be a port number from 1 to 65535, got {port!r}")
+    if len(problems) > checked:
+        return None
+    return RouterRef(str(name), namespace, port)

@@ -61,7 +61,9 @@ BUILTIN_RESOURCES: dict[str, dict[str, Any]] = {
     "v1/namespaces": {"kind": "Namespace", "namespaced": False},
     "v1/events": {"kind": "Event", "namespaced": True},
     "v1/secrets": {"kind": "Secret", "namespaced": True},
+    "v1/services": {"kind": "Service", "namespaced": True},
     "batch/v1/jobs": {"kind": "Job", "namespaced": True, "subresources": {"status"}},
+    "v1/pods": {"kind": "Pod", "namespaced": True, "subresources": {"status"}},
     "coordination.k8s.io/v1/leases": {"kind": "Lease", "namespaced": True},
     "apiextensions.k8s.io/v1/customresourcedefinitions": {
         "kind": "CustomResourceDefinition",

@@ -21,6 +21,7 @@ from librarian.kube.job_pod import JobPodSettings
 from librarian.kube.policy_spec import PolicyDefaults
 from librarian.kube.spec import SpecDefaults
 from librarian.operator.analysis import RetryPolicy
+from librarian.operator.router_ref import ServiceUrl, cluster_service_url
 from librarian.settings import Settings
 from librarian.storage.fleet import ClusterConfig, Fleet
 
@@ -57,6 +58,8 @@ class OperatorContext:
     job_pod: JobPodSettings = field(default_factory=JobPodSettings)
     """The pod settings of every Job (the chart's ``jobs`` values; see
     :func:`librarian.kube.job_pod.job_pod_from_env`)."""
+    service_url: ServiceUrl = cluster_service_url
+    """How a Service a policy's routerRef names is reached (its cluster DNS name)."""
 
     def lock(self, key: str) -> asyncio.Lock:
         return self.locks.setdefault(key, asyncio.Lock())

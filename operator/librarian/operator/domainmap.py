@@ -60,6 +60,7 @@ from librarian.operator.domainmap_status import (
     failed_status,
     progress_status,
 )
+from librarian.operator.job_pods import job_outcome, show_stalled
 from librarian.operator.labeling import labeling_job, labeling_progress
 from librarian.services.analysis_job import AnalysisProgress, AnalysisStore
 from librarian.services.catalog import (
@@ -592,7 +593,7 @@ async def _follow_analysis_locked(
         return
     try:
         job = await api.get_json(f"/apis/batch/v1/namespaces/{namespace}/jobs/{job_name}")
-        outcome, detail = _job_outcome(job)
+        outcome, detail = job_outcome(job)
     except api.NotFound:
         outcome, detail = "missing", f"the analysis Job {job_name} disappeared"
     except api.KubernetesApiError:
@@ -616,9 +617,10 @@ async def _follow_analysis_locked(
         analysis.update(progress.as_status())
     published = head is not None and head.publication == job_name
     if outcome == "running" and not published:
+        stalled = await show_stalled(body, patch, namespace, job_name, now)
         message = f"Job {job_name}: {analysis.get('message') or 'starting'}"
         patch.status["analysis"] = analysis
-        patch.status["message"] = message
+        patch.status["message"] = stalled.message if stalled else message
         return
     if published and head is not None:
         await _analysis_published(body, patch, parsed, live, analysis, head, context, logger)
@@ -924,18 +926,6 @@ async def _start_labeling(
     kopf.info(body, reason="Labeling", message=message)
 
 
-def _job_outcome(job: Mapping[str, Any]) -> tuple[str, str]:
-    """("running" | "succeeded" | "failed", the failure's reason and message)."""
-    for condition in (job.get("status") or {}).get("conditions") or []:
-        if condition.get("status") != "True":
-            continue
-        if condition.get("type") == "Complete":
-            return "succeeded", ""
-        if condition.get("type") == "Failed":
-            return "failed", f"{condition.get('reason', 'Failed')}: {condition.get('message', '')}"
-    return "running", ""
-
-
 def _labeling_blocking(
     parsed: DomainMapSpec,
     configs: list[ClusterConfig],
@@ -995,7 +985,7 @@ async def follow_labeling(
         return
     try:
         job = await api.get_json(f"/apis/batch/v1/namespaces/{namespace}/jobs/{job_name}")
-        outcome, detail = _job_outcome(job)
+        outcome, detail = job_outcome(job)
     except api.NotFound:
         outcome, detail = "missing", f"the labeling Job {job_name} disappeared"
     except api.KubernetesApiError:
@@ -1026,8 +1016,9 @@ async def follow_labeling(
         f"{labeling.get('pointsPerSecond', 0.0):,.0f} points/s)"
     )
     if outcome == "running":
+        stalled = await show_stalled(body, patch, namespace, job_name, context.clock())
         patch.status["labeling"] = labeling
-        patch.status["message"] = f"Job {job_name}: {summary}"
+        patch.status["message"] = stalled.message if stalled else f"Job {job_name}: {summary}"
         return
     if outcome in ("failed", "missing"):
         failed = outcome == "failed"

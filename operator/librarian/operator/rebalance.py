@@ -61,6 +61,7 @@ from librarian.operator.policy_status import (
     load_status,
     proposal_status,
 )
+from librarian.operator.router_ref import RouterNotFound, router_urls
 from librarian.services.domain_homes import DomainHome, measure_homes
 from librarian.storage.errors import QdrantError
 from librarian.storage.fleet import ClusterConfig
@@ -187,10 +188,22 @@ def _domain_loads(
 
 
 async def analyse(
-    policy: PolicySpec, library: LibraryView, status: Mapping[str, Any], context: OperatorContext
+    policy: PolicySpec,
+    library: LibraryView,
+    status: Mapping[str, Any],
+    context: OperatorContext,
+    *,
+    namespace: str = "default",
 ) -> Analysis:
-    """Measure (routers, collections), then the pure analysis of :mod:`librarian.core.rebalancing`."""
-    traffic = await fetch_router_load(policy.router_urls, api_key=caller_key())
+    """Measure (routers, collections), then the pure analysis of :mod:`librarian.core.rebalancing`.
+
+    The routers are the policy's routerUrls and the Service its routerRef names (in
+    ``namespace``, the policy's, unless the ref says otherwise).
+    """
+    urls = await router_urls(
+        policy.router_urls, policy.router_ref, namespace, service_url=context.service_url
+    )
+    traffic = await fetch_router_load(urls, api_key=caller_key())
     footprints = await asyncio.to_thread(_footprints, context, library)
     domains, capacities = judged_fleet(
         _domain_loads(library, traffic, footprints),
@@ -556,9 +569,10 @@ async def _analyse_if_due(
     """3. Analysis when due: measure, forecast, propose."""
     if not request.due:
         return
+    namespace = request.body.meta.namespace or "default"
     try:
-        analysed = await analyse(policy, library, request.status, context)
-    except (LoadSourceUnreachable, QdrantError) as error:
+        analysed = await analyse(policy, library, request.status, context, namespace=namespace)
+    except (LoadSourceUnreachable, RouterNotFound, QdrantError) as error:
         work.failure = _analysis_failed(request.body, request.status, error)
         work.update.update({"analysisFailed": True, "lastAttempt": timestamp(now)})
         return
@@ -674,7 +688,7 @@ def _analysis_failed(
     reason = (
         "LoadSourceUnreachable"
         if isinstance(error, LoadSourceUnreachable)
-        else (type(error).__name__)
+        else (type(error).__name__)  # RouterNotFound, or the QdrantError's kind
     )
     if status.get("message") != str(error):
         kopf.event(body, type="Warning", reason=reason, message=str(error))

@@ -43,6 +43,7 @@ from librarian.operator.conditions import ConditionStatus, set_condition
 from librarian.operator.context import OperatorContext
 from librarian.operator.domainmap import PLURAL as DOMAINMAPS
 from librarian.operator.domainmap import owner_of
+from librarian.operator.job_pods import job_outcome, show_stalled
 from librarian.operator.jobs import JobSettings, build_migration_job
 from librarian.services.domain_homes import copy_payload_indexes
 from librarian.services.labeling import domain_filter
@@ -707,20 +708,6 @@ def _failed(body: kopf.Body, patch: kopf.Patch, error: SpecializationFailed, now
     raise kopf.PermanentError(f"{error.reason}: {error}")
 
 
-def _job_state(job: Mapping[str, Any]) -> tuple[str, str]:
-    status = job.get("status") or {}
-    for condition in status.get("conditions") or []:
-        if condition.get("status") != "True":
-            continue
-        if condition.get("type") == "Complete":
-            return "succeeded", ""
-        if condition.get("type") == "Failed":
-            return "failed", f"{condition.get('reason', 'Failed')}: {condition.get('message', '')}"
-    if status.get("succeeded"):
-        return "succeeded", ""
-    return "running", ""
-
-
 def _read_checkpoint(setup: _Setup, configs: list[Any], context: OperatorContext, key: str) -> Any:
     fleet = context.fleet_factory(configs)
     try:
@@ -870,8 +857,9 @@ async def follow_specialization(
                 context.clock(),
             )
         raise kopf.TemporaryError(str(error), delay=15) from None
-    state, detail = _job_state(job)
+    state, detail = job_outcome(job)
     if state == "running":
+        await show_stalled(body, patch, namespace, status["job"], context.clock())
         await _report_progress(body, patch, context, namespace, name)
         return
     if state == "failed":

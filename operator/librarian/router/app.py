@@ -52,6 +52,7 @@ from librarian.router.limits import (
 from librarian.router.metrics import RouterMetrics
 from librarian.router.passthrough import passthrough_middleware
 from librarian.router.qdrant_api import (
+    LIBRARY_CHECK_KEY,
     VALIDATED_KEY,
     ApiError,
     SearchRequest,
@@ -547,6 +548,14 @@ def create_app(state: RouterState, *, reload_in_background: bool = True) -> web.
         client_max_size=limits.max_body_bytes,
     )
     app[STATE_KEY] = state
+
+    async def addresses_the_library(name: str) -> bool:
+        try:
+            return state.library is not None and await state.target(name) == state.library.name
+        except ApiError:
+            return False  # not served: the handler answers its 404
+
+    app[LIBRARY_CHECK_KEY] = addresses_the_library
     for method, path, _, handler in routes:
         app.router.add_route(method, path, handler)
 

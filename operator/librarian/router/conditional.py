@@ -15,15 +15,16 @@ evaluation of the client's filter in a home.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from qdrant_client.http import models
 
-from librarian.contracts.payload import POINT_VERSION_KEY, RESERVED_KEYS, TOMBSTONE_KEY
+from librarian.contracts.payload import POINT_VERSION_KEY, TOMBSTONE_KEY
 from librarian.core.fusion import PointId
 from librarian.router.cleanup import Copy
+from librarian.router.filter_keys import ReservedKeyInFilter, reserved_filter_keys
 from librarian.router.library import CollectionHome
 from librarian.router.qdrant_api import ApiError
 from librarian.services.versioning import (
@@ -41,7 +42,6 @@ __all__ = [
     "Seen",
     "condition_of",
     "evaluate_in",
-    "filter_keys",
     "refuse_reserved_keys",
     "seen_newest",
 ]
@@ -69,34 +69,6 @@ class Condition:
         return exists and self.update_filter is not None and self.admits(exists)
 
 
-def filter_keys(flt: Any) -> Iterator[str]:
-    """Every payload key a filter's conditions name (nested filters included)."""
-    if flt is None:
-        return
-    if isinstance(flt, list):
-        for item in flt:
-            yield from filter_keys(item)
-        return
-    if isinstance(flt, models.Filter):
-        for part in (flt.must, flt.should, flt.must_not):
-            yield from filter_keys(part)
-        if flt.min_should is not None:
-            yield from filter_keys(flt.min_should.conditions)
-        return
-    if isinstance(flt, models.FieldCondition):
-        yield flt.key
-    elif isinstance(flt, models.IsEmptyCondition):
-        yield flt.is_empty.key
-    elif isinstance(flt, models.IsNullCondition):
-        yield flt.is_null.key
-    elif isinstance(flt, models.NestedCondition):
-        yield flt.nested.key
-
-
-def _reserved(key: str) -> bool:
-    return key.split(".", 1)[0].split("[", 1)[0] in RESERVED_KEYS
-
-
 def condition_of(operations: Any, *, routed: bool) -> Condition:
     """The condition an upsert body (points list or batch) carries; a 400 for a filter that
     names the library's reserved keys on a library collection (they are not the client's)."""
@@ -110,13 +82,9 @@ def condition_of(operations: Any, *, routed: bool) -> Condition:
 
 def refuse_reserved_keys(flt: models.Filter | None) -> None:
     """A 400 if the client's ``update_filter`` names a key the library reserves."""
-    reserved = sorted({k for k in filter_keys(flt) if _reserved(k)})
+    reserved = reserved_filter_keys(flt)
     if reserved:
-        raise ApiError(
-            400,
-            f"Wrong input: update_filter names {', '.join(reserved)}, reserved by the library "
-            f"(reserved: {', '.join(RESERVED_KEYS)}); filter on the client's own keys",
-        )
+        raise ApiError(400, str(ReservedKeyInFilter(reserved)))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -22,10 +22,12 @@ from qdrant_client.http import models
 
 from librarian.core.collection_spec import CollectionSpec
 from librarian.core.fusion import Hit, PointId
+from librarian.router.filter_keys import ReservedKeyInFilter, reserved_filter_keys
 from librarian.storage.remote import vectors_config
 from librarian.storage.vectors import Vectors, select_vectors, vectors_json
 
 __all__ = [
+    "LIBRARY_CHECK_KEY",
     "PARSED_KEY",
     "VALIDATED_KEY",
     "ApiError",
@@ -51,6 +53,11 @@ PARSED_KEY: web.RequestKey[Any] = web.RequestKey("librarian_parsed_json", object
 """Where a request's JSON body is left once parsed and checked (see :mod:`librarian.router.limits`)."""
 
 VALIDATED_KEY: web.RequestKey[Any] = web.RequestKey("librarian_validated_body", object)
+# Whether a collection name addresses the library (alias resolved), for checks that apply to
+# it and not to pass-through collections.
+LIBRARY_CHECK_KEY: web.AppKey[Callable[[str], Awaitable[bool]]] = web.AppKey(
+    "librarian_library_check"
+)
 """Where a request's body is left once validated as its model (what the result cache keys by)."""
 
 
@@ -115,8 +122,19 @@ async def _parsed(request: web.Request) -> Any:
         raise ApiError(400, f"Format error in JSON body: {error}") from None
 
 
+async def _addresses_the_library(request: web.Request) -> bool:
+    """Whether the request's collection is the library (not a pass-through collection served
+    by the same handlers); the application tells (:data:`LIBRARY_CHECK_KEY`), by default yes."""
+    check = request.config_dict.get(LIBRARY_CHECK_KEY)
+    return True if check is None else await check(request.match_info["name"])
+
+
 async def parse_body(request: web.Request, model: Any) -> Any:
-    """The request body validated as ``model`` (a model or a union); a 400 in Qdrant's words."""
+    """The request body validated as ``model`` (a model or a union); a 400 in Qdrant's words.
+
+    A body sent to a collection the router serves itself (pass-through collections never get
+    here) may not filter on the library's reserved keys (see :mod:`librarian.router.filter_keys`).
+    """
     data = await _parsed(request)
     try:
         validated = _adapter(model).validate_python(data)
@@ -126,6 +144,10 @@ async def parse_body(request: web.Request, model: Any) -> Any:
             for e in error.errors()[:5]
         )
         raise ApiError(400, f"Format error in JSON body: {problems}") from None
+    if "name" in request.match_info:
+        reserved = reserved_filter_keys(validated)
+        if reserved and await _addresses_the_library(request):
+            raise ApiError(400, str(ReservedKeyInFilter(reserved)))
     request[VALIDATED_KEY] = validated
     return validated
 

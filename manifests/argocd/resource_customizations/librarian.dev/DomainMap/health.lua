@@ -3,7 +3,8 @@
 -- observedGeneration and phase.
 -- Healthy: Ready=True for the current generation. Progressing: no status yet,
 -- the current generation not yet observed, or work under way. Degraded:
--- Ready=False with a reason that needs a person, or phase Failed.
+-- Ready=False with a reason that needs a person, phase Failed, or Stalled=True (a Job
+-- whose pod cannot start: ImagePullBackOff, Unschedulable, ...).
 -- A RebalancePolicy whose proposal waits for a person's approval is Suspended,
 -- one executing moves is Progressing, and one with a proposal it only shows
 -- (observe mode, or outside a maintenance window) is Healthy with the proposal
@@ -23,12 +24,15 @@ local observed = obj.status.observedGeneration
 local phase = obj.status.phase
 local ready = nil
 local proposal = nil
+local stalled = nil
 if obj.status.conditions ~= nil then
   for _, condition in ipairs(obj.status.conditions) do
     if condition.type == "Ready" then
       ready = condition
     elseif condition.type == "ProposalPending" and condition.status == "True" then
       proposal = condition
+    elseif condition.type == "Stalled" and condition.status == "True" then
+      stalled = condition
     end
   end
 end
@@ -41,6 +45,11 @@ end
 if generation ~= nil and observed ~= generation then
   hs.status = "Progressing"
   hs.message = "Waiting for the operator to observe generation " .. tostring(generation)
+  return hs
+end
+if stalled ~= nil then
+  hs.status = "Degraded"
+  hs.message = (stalled.reason or "Stalled") .. ": " .. (stalled.message or "")
   return hs
 end
 if phase == "Executing" then
