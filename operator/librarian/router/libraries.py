@@ -10,7 +10,8 @@ names:
 * ``/collections/{name}/...`` goes to the library of that name. A name that no
   library has goes to the first loaded library (the primary), whose router
   answers it as a single router would: a pass-through collection of its default
-  cluster, one of its aliases, or Qdrant's 404. Two libraries with one name are
+  cluster, one of its aliases, or Qdrant's 404 (which then lists the libraries
+  served). Two libraries with one name are
   refused with 409 naming both DomainMaps: answering from either could be the
   wrong data with a 200.
 * ``GET /collections`` lists every router's collections, each name once.
@@ -48,7 +49,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import generate_latest
@@ -66,6 +66,7 @@ __all__ = ["LibraryConflict", "LibrarySet", "ServedLibrary"]
 log = logging.getLogger("librarian.router")
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+FrontRoute = tuple[str, str, Need, Callable[[web.Request], Awaitable[web.StreamResponse]]]
 
 # Answered for one library only: a report of another would mislead.
 _ONE_LIBRARY_ONLY = frozenset(
@@ -192,6 +193,9 @@ class LibrarySet:
             f"{s.name or '(not loaded)'} ({s.domainmap})" for s in self._libraries.values()
         )
 
+    def _names(self) -> str:
+        return ", ".join(sorted({s.name for s in self._libraries.values() if s.name}))
+
     def _chosen(self, request: web.Request) -> ServedLibrary:
         """The library ``?library=`` names; without it the only one (or the primary)."""
         wanted = request.query.get("library")
@@ -213,9 +217,14 @@ class LibrarySet:
 
     # ------------------------------------------------------------------ the front
 
-    def app(self) -> web.Application:
-        """The front application: one REST API for every library."""
-        routes: tuple[tuple[str, str, Need, Callable[[web.Request], Awaitable[Any]]], ...] = (
+    def app(self, extra: Sequence[FrontRoute] = ()) -> web.Application:
+        """The front application: one REST API for every library.
+
+        ``extra``: routes the front answers itself (method, path, the right it needs,
+        handler), matched before the libraries' routes.
+        """
+        routes: tuple[FrontRoute, ...] = (
+            *extra,
             ("GET", "/healthz", Need.OPEN, self._healthz),
             ("GET", "/livez", Need.OPEN, self._healthz),
             ("GET", "/readyz", Need.OPEN, self._readyz),
@@ -302,14 +311,23 @@ class LibrarySet:
         if len(claimants) > 1:
             conflict = LibraryConflict(name, tuple(sorted(s.domainmap for s in claimants)))
             return error_response(409, conflict.message, time.perf_counter())
-        served = claimants[0] if claimants else self._primary()
-        if served is None:
+        if claimants:
+            return await self._dispatch(claimants[0], request)
+        started = time.perf_counter()
+        primary = self._primary()
+        if primary is None:
+            return error_response(
+                404, f"Not found: Collection `{name}` doesn't exist! ({self._known()})", started
+            )
+        response = await self._dispatch(primary, request)
+        if response.status == 404 and len(self._libraries) > 1:
+            # Not a pass-through collection or an alias either: say what is served here.
             return error_response(
                 404,
-                f"Not found: Collection `{name}` doesn't exist! ({self._not_ready_text()})",
-                time.perf_counter(),
+                f"Not found: Collection `{name}` doesn't exist! (libraries: {self._names()})",
+                started,
             )
-        return await self._dispatch(served, request)
+        return response
 
     async def _other(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -320,17 +338,18 @@ class LibrarySet:
 
     # ------------------------------------------------------------------ metrics
 
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Every library's metrics, each sample labelled with its library and DomainMap."""
+        return web.Response(
+            body=generate_latest(_LabelledLibraries(self)),
+            content_type="text/plain",
+            charset="utf-8",
+        )
+
     def metrics_app(self) -> web.Application:
         """Prometheus' ``/metrics`` of every library, on a listener of its own."""
-        collector = _LabelledLibraries(self)
-
-        async def metrics(request: web.Request) -> web.Response:
-            return web.Response(
-                body=generate_latest(collector), content_type="text/plain", charset="utf-8"
-            )
-
         app = web.Application()
-        app.router.add_get("/metrics", metrics)
+        app.router.add_get("/metrics", self.metrics)
         return app
 
     # ------------------------------------------------------------------ following
