@@ -29,6 +29,7 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 from librarian.core.discovery import Domain
 from librarian.kube.client import Credentials, close_session, remember_credentials
 from librarian.local.emulator import EmulatedCluster, emulated_kubernetes, load_crds
+from librarian.operator.load_source import LoadSourceUnreachable, fetch_router_load
 from librarian.router.libraries import LibrarySet
 from librarian.router.main import domainmap_router, serve_libraries
 from librarian.services.catalog import write_catalog
@@ -72,7 +73,7 @@ def _points(seed: int, n: int = 240) -> tuple[list[PointRecord], np.ndarray]:
     return points, centres / np.linalg.norm(centres, axis=1, keepdims=True)
 
 
-def publish(path: Path, owner: str, collection: str, seed: int) -> Published:
+def publish(path: Path, owner: str, collection: str, seed: int, prefix: str = "d") -> Published:
     """A source collection labelled by three domains, and their catalog, on an embedded cluster."""
     points, centres = _points(seed)
     port = EmbeddedQdrant("general", path)
@@ -81,7 +82,7 @@ def publish(path: Path, owner: str, collection: str, seed: int) -> Published:
         port.upsert(collection, points)
         domains = [
             Domain(
-                id=f"d{i}",
+                id=f"{prefix}{i}",
                 name=f"domain {i}",
                 centroid=centres[i].astype(np.float32),
                 radius=0.5,
@@ -97,7 +98,9 @@ def publish(path: Path, owner: str, collection: str, seed: int) -> Published:
     return Published(collection, points)
 
 
-def domainmap(name: str, collection: str, path: Path, *, analysed: bool = True) -> dict[str, Any]:
+def domainmap(
+    name: str, collection: str, path: Path, *, analysed: bool = True, prefix: str = "d"
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "apiVersion": "librarian.dev/v1alpha1",
         "kind": "DomainMap",
@@ -109,7 +112,7 @@ def domainmap(name: str, collection: str, path: Path, *, analysed: bool = True) 
     }
     if analysed:
         body["status"] = {
-            "domains": [{"id": f"d{i}"} for i in range(3)],
+            "domains": [{"id": f"{prefix}{i}"} for i in range(3)],
             "catalog": {"cluster": "general", "collection": CATALOG},
         }
     return body
@@ -212,10 +215,10 @@ def _same(got: list[models.ScoredPoint], want: list[models.ScoredPoint]) -> None
 
 async def test_one_router_answers_each_library_like_its_own_collection(tmp_path: Path) -> None:
     books = publish(tmp_path / "a", "default/books", "books", seed=1)
-    papers = publish(tmp_path / "b", "default/papers", "papers", seed=2)
+    papers = publish(tmp_path / "b", "default/papers", "papers", seed=2, prefix="p")
     async with kubernetes() as api:
         await api.create(domainmap("books", "books", tmp_path / "a"))
-        await api.create(domainmap("papers", "papers", tmp_path / "b"))
+        await api.create(domainmap("papers", "papers", tmp_path / "b", prefix="p"))
         await api.create(domainmap("later", "later", tmp_path / "c", analysed=False))
         async with (
             running_router(
@@ -292,6 +295,12 @@ async def test_one_router_answers_each_library_like_its_own_collection(tmp_path:
             assert "?library=NAME" in ambiguous.json()["status"]["error"]
             unknown = await http.get("/librarian/status", params={"library": "nope"})
             assert unknown.status_code == 404
+            # what a RebalancePolicy reads: its own DomainMap's load, or a clear refusal
+            load = await fetch_router_load([router.url], library="default/papers")
+            assert set(load.domains) == {"p0", "p1", "p2"}
+            assert all(traffic.queries > 0 for traffic in load.domains.values())
+            with pytest.raises(LoadSourceUnreachable, match="HTTP 400"):
+                await fetch_router_load([router.url])
 
             # the metrics of every library, each labelled with its own
             async with TestClient(TestServer(router.libraries.metrics_app())) as metrics:

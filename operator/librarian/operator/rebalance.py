@@ -181,10 +181,23 @@ def _domain_loads(
 
 
 async def analyse(
-    policy: PolicySpec, library: LibraryView, status: Mapping[str, Any], context: OperatorContext
+    policy: PolicySpec,
+    library: LibraryView,
+    status: Mapping[str, Any],
+    context: OperatorContext,
+    *,
+    namespace: str | None = None,
 ) -> Analysis:
-    """Measure (routers, collections), then the pure analysis of :mod:`librarian.core.rebalancing`."""
-    traffic = await fetch_router_load(policy.router_urls, api_key=caller_key())
+    """Measure (routers, collections), then the pure analysis of :mod:`librarian.core.rebalancing`.
+
+    ``namespace``: the policy's (and its DomainMap's), which names the library to a router
+    serving several.
+    """
+    traffic = await fetch_router_load(
+        policy.router_urls,
+        api_key=caller_key(),
+        library=f"{namespace}/{policy.domain_map}" if namespace else None,
+    )
     footprints = await asyncio.to_thread(_footprints, context, library)
     domains, capacities = judged_fleet(
         _domain_loads(library, traffic, footprints),
@@ -551,7 +564,8 @@ async def _analyse_if_due(
     if not request.due:
         return
     try:
-        analysed = await analyse(policy, library, request.status, context)
+        namespace = (request.body.get("metadata") or {}).get("namespace")
+        analysed = await analyse(policy, library, request.status, context, namespace=namespace)
     except (LoadSourceUnreachable, QdrantError) as error:
         work.failure = _analysis_failed(request.body, request.status, error)
         work.update.update({"analysisFailed": True, "lastAttempt": timestamp(now)})

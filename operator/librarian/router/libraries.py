@@ -33,12 +33,16 @@ Dispatch is in process: the front handler hands the request object to the
 chosen router's request handler (``AppRunner.server.request_handler``, the
 public attribute aiohttp's own server calls; the gRPC API calls it the same
 way) with a ``request.clone()`` (the front's route is cached on the original;
-the body, not read yet, is shared), which resolves its own route and runs its own middlewares
-(authentication, limits, errors). No loopback hop: no second HTTP parse, no
-copy of the body, no extra connection. Measured with
-``benchmarks/bench_router_overhead.py`` (see the benchmark's README) the front
-adds about the cost of one route lookup, where a loopback forwarder costs
-another full HTTP round trip per request.
+the body, not read yet, is shared), which resolves its own route and runs its
+own middlewares (authentication, limits, errors). No loopback hop: no second HTTP parse, no
+copy of the body, no extra connection. Measured on a cheap request (``GET
+/collections/{name}/exists``, 3 x 3,000 requests, client and servers in one
+process on a shared 2-core machine), CPU per request was about 150 us served
+by the router directly, 170 us through this front and 300 us through a
+loopback HTTP forwarder with a shared connection pool: the front costs
+about a tenth of the request, the forwarder doubled it. On a routed query
+(a few ms) the difference is within noise. So the router's libraries share
+its process, as ``librarian up`` serves them too.
 """
 
 from __future__ import annotations
