@@ -387,3 +387,21 @@ async def _has(http: httpx.AsyncClient, name: str) -> bool:
 
 async def _lacks(http: httpx.AsyncClient, name: str) -> bool:
     return name not in await _names(http)
+
+
+def test_each_library_keeps_its_pending_cleanups_in_a_file_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outbox drains cleanups against its library's clusters: never shared between two."""
+    monkeypatch.setenv("LIBRARIAN_ROUTER_OUTBOX", str(tmp_path / "outbox.db"))
+    states = [domainmap_router(SETTINGS, d) for d in ("search/books", "search/papers")]
+    try:
+        paths = [state.config.outbox_path for state in states]
+        assert paths == [
+            str(tmp_path / "outbox-search-books.db"),
+            str(tmp_path / "outbox-search-papers.db"),
+        ]
+        assert all(Path(str(path)).exists() for path in paths)
+    finally:
+        for state in states:
+            state.close()

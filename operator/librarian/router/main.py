@@ -21,6 +21,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -153,7 +154,12 @@ def domainmap_router(
     load_window_s: float = 60.0,
     access: Mapping[str, Any] | None = None,
 ) -> RouterState:
-    """The router state following ``domainmap`` (NAMESPACE/NAME), as ``--domainmap`` builds it."""
+    """The router state following ``domainmap`` (NAMESPACE/NAME) in a router of several.
+
+    Each library keeps its pending cleanups in a file of its own: the
+    ``LIBRARIAN_ROUTER_OUTBOX`` path with ``-NAMESPACE-NAME`` before its suffix (an
+    outbox holds cleanups for its library's clusters only).
+    """
     namespace, _, name = domainmap.rpartition("/")
     return _following_domainmap(
         settings,
@@ -163,6 +169,7 @@ def domainmap_router(
         seed,
         load_window_s,
         access or {},
+        outbox_of=f"{namespace or 'default'}-{name}",
     )
 
 
@@ -253,12 +260,19 @@ def _following_domainmap(
     seed: int,
     load_window_s: float,
     access: Mapping[str, Any],
+    *,
+    outbox_of: str | None = None,
 ) -> RouterState:
     """A router that resolves the DomainMap's fleet on its first successful load.
 
     Until the DomainMap exists (and is analysed) the router serves, answers
     ``/readyz`` with 503 and the reason, and keeps trying at every reload.
+    ``outbox_of``: the outbox file is this library's own (see :func:`domainmap_router`).
     """
+    options = write_path_options()
+    if outbox_of and "outbox_path" in options:
+        path = Path(options["outbox_path"])
+        options["outbox_path"] = str(path.with_name(f"{path.stem}-{outbox_of}{path.suffix}"))
     config = RouterConfig(
         fleet=Fleet([]),
         default_cluster="",
@@ -266,7 +280,7 @@ def _following_domainmap(
         settings=settings.domain_library_orchestrator,
         seed=seed,
         load_window_s=load_window_s,
-        **write_path_options(),
+        **options,
         **access,
     )
     follow: list[Any] = []
