@@ -329,10 +329,10 @@ async def _is_ready(http: httpx.AsyncClient) -> bool:
 
 async def test_two_libraries_with_one_name_are_refused_naming_both(tmp_path: Path) -> None:
     publish(tmp_path / "a", "default/first", "books", seed=1)
-    publish(tmp_path / "b", "default/second", "books", seed=2)
+    publish(tmp_path / "b", "default/second", "books", seed=2, prefix="s")
     async with kubernetes() as api:
         await api.create(domainmap("first", "books", tmp_path / "a"))
-        await api.create(domainmap("second", "books", tmp_path / "b"))
+        await api.create(domainmap("second", "books", tmp_path / "b", prefix="s"))
         async with (
             running_router(domainmaps=["default/first", "default/second"]) as router,
             httpx.AsyncClient(base_url=router.url, timeout=30) as http,
@@ -346,6 +346,15 @@ async def test_two_libraries_with_one_name_are_refused_naming_both(tmp_path: Pat
             status, text = await readyz(http)
             assert status == 503
             assert "not unique" in text
+            # a report names one library: by its DomainMap when the collection is ambiguous
+            ambiguous = await http.get("/librarian/status", params={"library": "books"})
+            assert ambiguous.status_code == 400
+            assert "NAMESPACE/NAME" in ambiguous.json()["status"]["error"]
+            for wanted in ("second", "default/second"):
+                report = await http.get("/librarian/status", params={"library": wanted})
+                assert report.status_code == 200
+                domains = report.json()["result"]["library"]["domains"]
+                assert [d["id"] for d in domains] == ["s0", "s1", "s2"]
 
 
 async def test_all_domainmaps_follows_creation_and_deletion(tmp_path: Path) -> None:

@@ -100,9 +100,14 @@ class ServedLibrary:
             raise RuntimeError(f"the router of {self.domainmap} is not set up")
         return server.request_handler
 
-    def answers_to(self, wanted: str) -> bool:
-        """Whether ``?library=wanted`` names this one: its collection or its DomainMap."""
-        return wanted in (self.name, self.domainmap, self.domainmap.rpartition("/")[2])
+    def named(self, wanted: str) -> bool:
+        """Whether ``?library=wanted`` names this one exactly: its collection or its
+        DomainMap as NAMESPACE/NAME."""
+        return wanted in (self.name, self.domainmap)
+
+    def named_short(self, wanted: str) -> bool:
+        """Whether ``wanted`` is its DomainMap's name without the namespace."""
+        return wanted == self.domainmap.rpartition("/")[2]
 
 
 @dataclass(frozen=True)
@@ -116,8 +121,8 @@ class LibraryConflict:
     def message(self) -> str:
         return (
             f"Conflict: collection `{self.name}` is the library of several DomainMaps "
-            f"({', '.join(self.domainmaps)}); give each a distinct source collection or "
-            "spec.library name, or serve them from different routers"
+            f"({', '.join(self.domainmaps)}); give one of them another source collection, "
+            "or serve them from different routers"
         )
 
 
@@ -204,9 +209,16 @@ class LibrarySet:
         """The library ``?library=`` names; without it the only one (or the primary)."""
         wanted = request.query.get("library")
         if wanted:
-            for served in self._libraries.values():
-                if served.answers_to(wanted):
-                    return served
+            for named in (ServedLibrary.named, ServedLibrary.named_short):
+                found = [s for s in self._libraries.values() if named(s, wanted)]
+                if len(found) == 1:
+                    return found[0]
+                if len(found) > 1:
+                    raise _Refusal(
+                        400,
+                        f"Bad request: {wanted!r} names several libraries: name one as "
+                        f"NAMESPACE/NAME (libraries: {self._known()})",
+                    )
             raise _Refusal(404, f"Not found: no library {wanted!r} (libraries: {self._known()})")
         if len(self._libraries) > 1 and request.path in _ONE_LIBRARY_ONLY:
             raise _Refusal(
