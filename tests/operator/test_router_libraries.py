@@ -369,6 +369,12 @@ async def test_all_domainmaps_follows_creation_and_deletion(tmp_path: Path) -> N
             await until(lambda: _is_ready(http), "the first library is ready")
             assert await _names(http) == {"books"}
 
+            # a DomainMap created later and not analysed yet: followed, but a ready router
+            # stays in its Service meanwhile
+            await api.create(domainmap("draft", "draft", tmp_path / "d", analysed=False))
+            await until(lambda: "default/draft" in router.libraries, "the draft is followed")
+            assert (await readyz(http))[0] == 200
+
             await api.create(domainmap("papers", "papers", tmp_path / "b"))
             await until(lambda: _has(http, "papers"), "the new DomainMap is served")
             query = {"query": books.points[0].vector, "limit": 1}
