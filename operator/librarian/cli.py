@@ -490,8 +490,18 @@ def operator_command(
 @click.option("--port", type=click.IntRange(1, 65535), default=6333, show_default=True)
 @click.option(
     "--domainmap",
+    "domainmaps",
+    multiple=True,
     envvar="LIBRARIAN_DOMAINMAP",
-    help="Serve this DomainMap's library (NAMESPACE/NAME), following its ClusterSpecializations.",
+    help="Serve this DomainMap's library (NAMESPACE/NAME), following its ClusterSpecializations "
+    "(repeatable: each library under its own collection name, at the same ports).",
+)
+@click.option(
+    "--all-domainmaps",
+    "all_domainmaps",
+    metavar="NAMESPACE",
+    envvar="LIBRARIAN_ALL_DOMAINMAPS",
+    help="Serve every DomainMap of NAMESPACE, following those created and deleted while it runs.",
 )
 @click.option(
     "--server",
@@ -556,7 +566,8 @@ def router_command(
     settings: Settings,
     host: str,
     port: int,
-    domainmap: str | None,
+    domainmaps: tuple[str, ...],
+    all_domainmaps: str | None,
     server: str | None,
     clusters: tuple[str, ...],
     source: str | None,
@@ -578,7 +589,9 @@ def router_command(
 
     With --domainmap the router follows the DomainMap and its
     ClusterSpecializations: a specialized domain is read from its own
-    collection. Without Kubernetes (--cluster, --source, --catalog) it reads
+    collection. Given several --domainmap (or --all-domainmaps NAMESPACE) it
+    serves each library under its own collection name; /readyz waits for
+    every one, /metrics labels each sample with its library. Without Kubernetes (--cluster, --source, --catalog) it reads
     the catalog only and serves every domain from the source collection;
     specialized collections are not used. Clusters, source and catalog must
     exist when it starts.
@@ -587,20 +600,29 @@ def router_command(
     import logging
 
     from librarian.router.auth import check_bind
+    from librarian.router.libraries import LibrarySet
     from librarian.router.main import (
         RouterSource,
         access_options,
         clusters_of,
+        domainmap_router,
         kubernetes_login,
         prepare_router,
         serve,
+        serve_libraries,
         split_pair,
     )
     from librarian.storage.tls import qdrant_ssl_context
 
     level = os.environ.get("LIBRARIAN_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    domainmap = domainmaps[0] if len(domainmaps) == 1 and not all_domainmaps else None
+    several = len(domainmaps) > 1 or all_domainmaps is not None
     try:
+        if all_domainmaps is not None and domainmaps:
+            raise ValueError("give --domainmap or --all-domainmaps, not both")
+        if len(set(domainmaps)) != len(domainmaps):
+            raise ValueError("each --domainmap once: " + ", ".join(domainmaps))
         spec = RouterSource(
             domainmap=domainmap,
             clusters=clusters_of(clusters),
@@ -610,9 +632,15 @@ def router_command(
             library_name=library_name,
             vector=source_vector,
         )
-        if not domainmap and not (clusters and source and catalog):
+        if not (domainmap or several) and not (clusters and source and catalog):
             raise ValueError(
-                "give --domainmap NAMESPACE/NAME, or --cluster, --source and --catalog"
+                "give --domainmap NAMESPACE/NAME (repeatable), --all-domainmaps NAMESPACE, "
+                "or --cluster, --source and --catalog"
+            )
+        if several and library_name:
+            raise ValueError(
+                "--library names one library: with several DomainMaps each is served under "
+                "its own source collection's name"
             )
         access = access_options(os.environ, insecure=insecure, passthrough=passthrough)
         check_bind(host, access["keys"], insecure=insecure)
@@ -621,8 +649,26 @@ def router_command(
         raise click.UsageError(str(error)) from None
 
     async def main() -> None:
-        if domainmap:
+        if domainmap or several:
             kubernetes_login(server)
+        if several:
+            libraries = LibrarySet(
+                keys=access["keys"],
+                insecure=insecure,
+                max_body_bytes=settings.domain_library_orchestrator.limits.max_body_bytes,
+            )
+            await serve_libraries(
+                libraries,
+                host,
+                port,
+                settings=settings,
+                domainmaps=[d if "/" in d else f"default/{d}" for d in domainmaps],
+                follow_namespace=all_domainmaps,
+                make_state=lambda d: domainmap_router(settings, d, access=access),
+                metrics_port=metrics_port,
+                grpc_port=grpc_port,
+            )
+            return
         state = await prepare_router(settings, spec, access=access)
         await serve(state, host, port, metrics_port=metrics_port, grpc_port=grpc_port)
 

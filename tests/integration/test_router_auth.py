@@ -27,12 +27,13 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 
 from librarian.cli import main
 from librarian.contracts.router_keys import caller_key
-from librarian.local.gateway import Gateway, LibraryEndpoint
+from librarian.local.up import front_app
 from librarian.operator.load_source import LoadSourceUnreachable, fetch_router_load
 from librarian.router import RouterConfig, RouterState
 from librarian.router.app import PointEndpoints, create_app, route_table
 from librarian.router.auth import InsecureBind, Need, RouterKeys, check_bind
 from librarian.router.collections import CollectionEndpoints
+from librarian.router.libraries import LibrarySet
 from librarian.router.main import serve
 from librarian.router.status import StatusEndpoints
 from librarian.storage.port import CollectionSpec, PointRecord
@@ -428,14 +429,16 @@ def test_keys_come_from_the_environment() -> None:
     assert READER not in repr(KEYS)
 
 
-def test_the_up_gateway_checks_its_own_listings_and_forwards_credentials(
-    router: RouterThread, built: Library
-) -> None:
-    endpoint = LibraryEndpoint("library", "default/library", router.url, router.metrics_url)
-    gateway = Gateway([endpoint], list, keys=KEYS)
+def test_up_s_address_checks_its_own_listings_and_hands_credentials_on(tmp_path: Path) -> None:
+    """``up`` serves its libraries as a router of several does: the front checks what it
+    answers itself, each library's router the requests handed to it."""
+    built = build_embedded_library(tmp_path)
+    allowlist = frozenset({"reference", CATALOG})
 
     async def calls() -> dict[str, tuple[int, int]]:
-        runner = web.AppRunner(gateway.app())
+        libraries = LibrarySet(keys=KEYS)
+        await libraries.add("default/library", make_state(built, keys=KEYS, passthrough=allowlist))
+        runner = web.AppRunner(front_app(libraries, list))
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         url = f"http://127.0.0.1:{runner.addresses[0][1]}"
@@ -468,6 +471,7 @@ def test_the_up_gateway_checks_its_own_listings_and_forwards_credentials(
             assert "LIBRARIAN_ROUTER_READ_ONLY_API_KEY" in " ".join(status[0].output.split())
         finally:
             await runner.cleanup()
+            await libraries.close()
         return answers
 
     answers = asyncio.run(calls())
@@ -475,5 +479,5 @@ def test_the_up_gateway_checks_its_own_listings_and_forwards_credentials(
     assert answers["/librarian/resources"] == (401, 200)
     assert answers["/metrics"] == (401, 200)
     assert answers["/collections/library/points/query"] == (401, 200)
-    assert answers["listed"] == (2, 0)  # the gateway lists through the router with its key
+    assert answers["listed"] == (2, 0)  # the library and its router's pass-through collection
     assert answers["status"] == (1, 0)

@@ -1,9 +1,11 @@
-"""``librarian router`` without Kubernetes: what it serves is said, and bad paths fail at once."""
+"""``librarian router`` without Kubernetes: what it serves is said, and bad paths fail at once;
+asked for several libraries in a way that cannot be served, it says so before starting."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from librarian.cli import main
@@ -57,3 +59,18 @@ def test_help_and_readme_say_every_domain_is_served_from_the_source() -> None:
     assert "serves every domain from the source collection" in help_text
     assert "specialized collections are not used" in help_text
     assert "serves every domain from the source collection" in " ".join(README.split())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--domainmap", "a/b", "--all-domainmaps", "a"], "not both"),
+        (["--domainmap", "a/b", "--domainmap", "a/b"], "each --domainmap once"),
+        (["--domainmap", "a/b", "--domainmap", "a/c", "--library", "x"], "--library names one"),
+        (["--all-domainmaps", "a", "--library", "x"], "--library names one"),
+    ],
+)
+def test_several_libraries_are_asked_for_unambiguously(args: list[str], message: str) -> None:
+    code, output = _router(*args)
+    assert code == 2  # a usage error, before anything starts
+    assert message in output

@@ -99,6 +99,10 @@ def test_config_and_embedded_storage_render() -> None:
         (["--set", "replicaCount=0"], "replicaCount"),
         (["--set", "operator.replicas=2"], "replicas"),
         (["--set", "router.domainMap=Not/A Name"], "domainMap"),
+        (["--set", "router.domainMaps={ok,Not/A Name}"], "domainMaps"),
+        (["--set", "router.domainMaps={same,same}"], "domainMaps"),
+        (["--set", "router.allDomainMaps=yes"], "allDomainMaps"),
+        (["--set", "router.credentialSecrets={a/b/c}"], "credentialSecrets"),
         (["--set", "router.port=70000"], "port"),
         (["--set", "metrics.serviceMonitor.interval=often"], "interval"),
         (["--set", "image.pullPolicy=Sometimes"], "pullPolicy"),
@@ -354,3 +358,32 @@ def test_sidecar_snippet_is_a_router_container_on_localhost() -> None:
         assert container["securityContext"]["runAsNonRoot"] is True
         assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert "http://localhost:6333" in (CHART / "README.md").read_text()
+
+
+def test_one_router_serves_the_listed_domainmaps() -> None:
+    docs = _render("--set", "router.domainMaps={packages,search/articles}")
+    args = _pod(docs, "router")["containers"][0]["args"]
+    served = [args[i + 1] for i, arg in enumerate(args) if arg == "--domainmap"]
+    assert served == ["ops/packages", "search/articles"]  # a bare name: release namespace
+    assert "--all-domainmaps" not in args
+    # router.domainMap alone still works, and stays one DomainMap
+    args = _pod(_render("--set", "router.domainMap=search/library"), "router")["containers"][0]
+    assert [a for a in args["args"] if a == "--domainmap"] == ["--domainmap"]
+    assert args["args"][args["args"].index("--domainmap") + 1] == "search/library"
+
+
+def test_one_router_serves_every_domainmap_of_a_namespace() -> None:
+    args = _pod(_render("--set", "router.allDomainMaps=true"), "router")["containers"][0]["args"]
+    assert args[args.index("--all-domainmaps") + 1] == "ops"  # default: the release namespace
+    assert "--domainmap" not in args
+    docs = _render(
+        "--set", "router.allDomainMaps=true", "--set", "router.allDomainMapsNamespace=search"
+    )
+    args = _pod(docs, "router")["containers"][0]["args"]
+    assert args[args.index("--all-domainmaps") + 1] == "search"
+    result = run(
+        tool("helm"), "template", "lib", str(CHART), *ROUTER_KEYS,
+        "--set", "router.allDomainMaps=true", "--set", "router.domainMaps={packages}",
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "leave router.domainMaps empty" in result.stderr

@@ -90,6 +90,20 @@ RENDERS: dict[str, list[str]] = {
     ],
     "namespaced-peering": ["--set", "replicaCount=2", "--set", "operator.watchNamespaces={a,b}"],
     "minimal": ["--set", "router.enabled=false", "--set", "metrics.enabled=false"],
+    "router-of-several-libraries": [
+        "--set",
+        "router.domainMaps={packages,search/articles}",
+        "--set",
+        "router.credentialSecrets={qdrant-key,search/articles-key}",
+    ],
+    "router-of-every-library": [
+        "--set",
+        "router.allDomainMaps=true",
+        "--set",
+        "router.allDomainMapsNamespace=search",
+        "--set",
+        "router.credentialSecrets={qdrant-key}",
+    ],
 }
 
 

@@ -122,3 +122,43 @@ def test_the_notes_print_the_rendered_router_and_namespaces(values: tuple[str, .
 def test_the_warning_appears_only_when_the_secret_cannot_be_read() -> None:
     assert "WARNING" not in _notes(*CASES["cluster-wide"])
     assert "WARNING" in _notes(*CASES["cluster-wide-library-elsewhere"])
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        (),
+        ("--set", "router.domainMaps={packages,search/docs}"),
+        ("--set", "router.allDomainMaps=true", "--set", "router.allDomainMapsNamespace=search"),
+    ],
+    ids=["one", "several", "all-of-a-namespace"],
+)
+def test_the_notes_name_the_libraries_the_router_serves_and_its_sidecar_serves_the_same(
+    values: tuple[str, ...],
+) -> None:
+    notes = _notes(*values)
+    docs = helm_template(*values, namespace=NAMESPACE, release=RELEASE)
+    (router,) = [
+        d
+        for d in docs
+        if d["kind"] == "Deployment"
+        and d["metadata"]["labels"]["app.kubernetes.io/component"] == "router"
+    ]
+    args = router["spec"]["template"]["spec"]["containers"][0]["args"]
+    served = [args[i + 1] for i, a in enumerate(args) if a == "--domainmap"]
+    every = [args[i + 1] for i, a in enumerate(args) if a == "--all-domainmaps"]
+    (said,) = re.findall(
+        r"^The query router serves (.*?)(?: \(each library|$| in the)", notes, re.M
+    )
+    if every:
+        assert said == f"every DomainMap of {every[0]}"
+    elif len(served) > 1:
+        assert said == f"DomainMaps {', '.join(served)}"
+    else:
+        assert said == f"DomainMap {served[0]}"
+    (sidecar,) = re.findall(r'args: (\["router", .*\])', notes)
+    sidecar_args = yaml.safe_load(sidecar)
+    for flag in ("--domainmap", "--all-domainmaps"):
+        wanted = [args[i + 1] for i, a in enumerate(args) if a == flag]
+        got = [sidecar_args[i + 1] for i, a in enumerate(sidecar_args) if a == flag]
+        assert got == wanted, flag

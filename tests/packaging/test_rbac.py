@@ -346,3 +346,38 @@ def test_the_operator_may_set_block_owner_deletion_where_it_is_enforced() -> Non
     assert {("librarian.dev", f"{kind.lower()}s/finalizers") for kind, _ in owners} == set(
         OWNER_FINALIZERS
     )
+
+
+def test_a_router_of_several_libraries_reads_in_each_of_their_namespaces() -> None:
+    """One Role (and RoleBinding to the router's account) per namespace of its DomainMaps;
+    a bare Secret name is readable in each, NAMESPACE/NAME only in that namespace."""
+    docs = helm_template(
+        "--set", "router.domainMaps={packages,search/articles,search/papers}",
+        "--set", "router.credentialSecrets={shared,search/articles-key,elsewhere/unused}",
+    )  # fmt: skip
+    roles = {r["metadata"]["namespace"]: r for r in _of(docs, "Role", "router")}
+    assert sorted(roles) == ["ops", "search"]
+    (router,) = _of(docs, "Deployment", "router")
+    account = router["spec"]["template"]["spec"]["serviceAccountName"]
+    for role in roles.values():
+        assert granted(role["rules"]) == triples(ROUTER)
+        assert _bound(docs, role, "RoleBinding")["subjects"][0]["name"] == account
+    assert _secret_rules(roles["ops"])[0]["resourceNames"] == ["shared"]
+    assert _secret_rules(roles["search"])[0]["resourceNames"] == ["shared", "articles-key"]
+
+
+def test_a_router_of_every_library_lists_domainmaps_in_its_namespace_only() -> None:
+    docs = helm_template(
+        "--set", "router.allDomainMaps=true", "--set", "router.allDomainMapsNamespace=search"
+    )  # fmt: skip
+    (role,) = _of(docs, "Role", "router")
+    assert role["metadata"]["namespace"] == "search"
+    assert granted(role["rules"]) == triples(without(ROUTER, SECRETS))
+    assert {"list", "watch"} <= set(
+        next(r for r in role["rules"] if "domainmaps" in r["resources"])["verbs"]
+    )
+    assert not [
+        d
+        for d in docs
+        if d["kind"] in ("ClusterRole", "ClusterRoleBinding") and "router" in d["metadata"]["name"]
+    ]

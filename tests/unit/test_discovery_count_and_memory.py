@@ -257,3 +257,51 @@ def test_a_near_tie_is_not_decided_by_one_lucky_split() -> None:
         assert one is not None
         noisy.append(one.chosen)
     assert noisy != [12, 12]  # the construction is a real near-tie, not an easy count
+
+
+def _many_topics(seed: int, topics: int = 120, n: int = 6000, spread: float = 0.15) -> np.ndarray:
+    """``topics`` overlapping clouds on the unit sphere: more clusters than the bounds allow."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((topics, 48))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    points = centres[rng.integers(0, topics, n)] + spread * rng.standard_normal((n, 48))
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    return points.astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_structure_finer_than_the_bounds_takes_the_most_domains_not_the_fewest(seed: int) -> None:
+    """120 topics, at most 16 domains: every count is below the structure floor, but the
+    scores rise with k all the way to 16. That is structure the bounds cut short, not none:
+    the largest count is kept (the fewest, 2, would leave nothing to route between) and the
+    choice says to raise max_domains."""
+    choice = discover(_many_topics(seed), seed=0, min_domain_size=10, max_domains=16).domain_count
+    assert choice is not None
+    scores = dict(choice.scores)
+    assert max(scores.values()) < 0.2  # under the floor: the old rule kept 2
+    assert choice.chosen == 16
+    assert "raise it to let discovery look further" in choice.reason
+    strict = discover(
+        _many_topics(seed), seed=0, min_domain_size=10, max_domains=16, finer_trend=1.0
+    ).domain_count
+    assert strict is not None
+    assert strict.chosen == 2  # with the trend rule off, the floor keeps the fewest
+
+
+@pytest.mark.parametrize(
+    ("scores", "finer"),
+    [
+        ({2: -0.04, 3: -0.02, 4: -0.03, 8: 0.0, 10: 0.01, 16: 0.05, 32: 0.13}, True),
+        ({2: 0.02, 3: 0.00, 4: -0.05, 8: -0.04, 10: -0.02, 16: -0.01, 32: 0.004}, False),  # noise
+        ({2: -0.04, 3: 0.13, 4: -0.03, 8: 0.0, 10: 0.12, 16: 0.01, 32: 0.14}, False),  # no trend
+        ({2: -0.04, 3: -0.02, 4: -0.03, 8: 0.0, 10: 0.15, 16: 0.13, 32: 0.05}, False),  # peaks
+    ],
+    ids=["rising", "noise", "scattered", "peak-inside"],
+)
+def test_finer_structure_needs_a_rising_trend_to_the_largest_count(
+    scores: dict[int, float], finer: bool
+) -> None:
+    from librarian.core.discovery import DiscoveryBounds, _finer_than_the_bounds
+
+    best_k = max(scores, key=lambda k: scores[k])
+    assert _finer_than_the_bounds(scores, best_k, DiscoveryBounds()) is finer

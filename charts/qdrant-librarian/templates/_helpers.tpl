@@ -66,12 +66,50 @@ app.kubernetes.io/component: router
 {{- default (include "librarian.fullname" .) .Values.operator.peeringName -}}
 {{- end -}}
 
-{{/* The router's DomainMap as NAMESPACE/NAME (a bare NAME is in the release namespace). */}}
+{{/*
+The router's (first) DomainMap as NAMESPACE/NAME (a bare NAME is in the release namespace);
+with router.allDomainMaps, router.domainMap.
+*/}}
 {{- define "librarian.routerDomainMap" -}}
-{{- if contains "/" .Values.router.domainMap -}}
+{{- $listed := include "librarian.routerDomainMaps" . | fromJsonArray -}}
+{{- if $listed -}}
+{{- first $listed -}}
+{{- else if contains "/" .Values.router.domainMap -}}
 {{- .Values.router.domainMap -}}
 {{- else -}}
 {{- printf "%s/%s" .Release.Namespace .Values.router.domainMap -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The DomainMaps the router serves, as a JSON list of NAMESPACE/NAME: router.domainMaps when
+set, else router.domainMap (empty with router.allDomainMaps).
+*/}}
+{{- define "librarian.routerDomainMaps" -}}
+{{- $names := list -}}
+{{- if not .Values.router.allDomainMaps -}}
+{{- range (default (list .Values.router.domainMap) .Values.router.domainMaps) -}}
+{{- $names = append $names (ternary . (printf "%s/%s" $.Release.Namespace .) (contains "/" .)) -}}
+{{- end -}}
+{{- end -}}
+{{- $names | uniq | toJson -}}
+{{- end -}}
+
+{{/* The namespace whose every DomainMap the router serves (router.allDomainMaps). */}}
+{{- define "librarian.routerAllDomainMapsNamespace" -}}
+{{- default .Release.Namespace .Values.router.allDomainMapsNamespace -}}
+{{- end -}}
+
+{{/* The namespaces the router reads DomainMaps, ClusterSpecializations and Secrets in (JSON). */}}
+{{- define "librarian.routerNamespaces" -}}
+{{- if .Values.router.allDomainMaps -}}
+{{- list (include "librarian.routerAllDomainMapsNamespace" .) | toJson -}}
+{{- else -}}
+{{- $namespaces := list -}}
+{{- range (include "librarian.routerDomainMaps" . | fromJsonArray) -}}
+{{- $namespaces = append $namespaces (splitList "/" . | first) -}}
+{{- end -}}
+{{- $namespaces | uniq | toJson -}}
 {{- end -}}
 {{- end -}}
 
@@ -151,7 +189,10 @@ holds the same table, and an operator test checks the calls it really makes agai
 {{- end -}}
 
 {{- define "librarian.routerRules" -}}
-# The router follows one DomainMap and its ClusterSpecializations, read only.
+{{- $namespace := .namespace -}}
+{{- with .root -}}
+# The router follows its DomainMaps (with router.allDomainMaps: lists and watches every one
+# of the namespace) and their ClusterSpecializations, read only.
 - apiGroups: [librarian.dev]
   resources: [domainmaps, clusterspecializations]
   verbs: [get, list, watch]
@@ -159,9 +200,18 @@ holds the same table, and an operator test checks the calls it really makes agai
 - apiGroups: [librarian.dev]
   resources: [qdrantfleets]
   verbs: [get]
-{{- with .Values.router.credentialSecrets }}
-# API keys of the DomainMap's clusters: only the Secrets named in router.credentialSecrets
-# (an empty resourceNames would mean every Secret, so no rule at all without names).
+{{- $secrets := list }}
+{{- range .Values.router.credentialSecrets }}
+{{- if not (contains "/" .) }}
+{{- $secrets = append $secrets . }}
+{{- else if eq (splitList "/" . | first) $namespace }}
+{{- $secrets = append $secrets (splitList "/" . | last) }}
+{{- end }}
+{{- end }}
+{{- with ($secrets | uniq) }}
+# API keys of the DomainMaps' clusters: only the Secrets named in router.credentialSecrets
+# for this namespace (an empty resourceNames would mean every Secret, so no rule at all
+# without names).
 - apiGroups: [""]
   resources: [secrets]
   resourceNames:
@@ -172,6 +222,7 @@ holds the same table, and an operator test checks the calls it really makes agai
 - apiGroups: [coordination.k8s.io]
   resources: [leases]
   verbs: [create, patch]
+{{- end }}
 {{- end -}}
 
 

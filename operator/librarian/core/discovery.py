@@ -56,7 +56,14 @@ while the finer routing cells are the partitions); the bounds
 When no candidate reaches ``min_stability`` (on the kappa scale, 0.2 is only
 "slight" agreement), the data shows no structure that structureless data
 would not: it keeps the fewest domains the bounds allow rather than the
-count that won by noise.
+count that won by noise — unless the scores rise with k all the way to the
+largest count the bounds allow (rank correlation of k and score at least
+``finer_trend``, the best at the largest k and at least half of
+``min_stability``): then the data has structure finer than the bounds let
+discovery see (a mixture of 100 topics scored -0.04 at k = 2 rising steadily to
++0.13 at k = 32), and it takes the largest count, saying to raise
+``max_domains``. Structureless data has no such trend: its scores scatter
+around zero.
 Silhouette, used before, collapses to 2 on word vectors, whose only robust
 split is their elongation. :class:`DomainCountChoice` says what was chosen
 and why.
@@ -117,6 +124,9 @@ class DiscoveryBounds:
     # Below this chance-corrected stability no count is better supported than structureless
     # data (on a kappa scale, 0.2 is "slight" agreement): keep the fewest domains allowed.
     min_stability: float = 0.2
+    # Scores that rise with k up to max_domains (rank correlation at least this) mean structure
+    # finer than the bounds, not none: the largest count allowed is taken instead of the fewest.
+    finer_trend: float = 0.7
     refine_neighbors: int = 20  # k of the k-nearest-neighbour density refinement (0: off)
     refine_rounds: int = 3
     refine_share: float = 0.3  # share of points (smallest centroid margin) treated as outliers
@@ -164,6 +174,8 @@ class DiscoveryBounds:
             problems.append("sample_size and selection_sample must be >= 10")
         if not -1.0 <= self.min_stability <= 1.0:
             problems.append(f"min_stability must be in [-1, 1] (got {self.min_stability})")
+        if not -1.0 <= self.finer_trend <= 1.0:
+            problems.append(f"finer_trend must be in [-1, 1] (got {self.finer_trend})")
         if not 0.0 <= self.stability_tolerance <= 1.0:
             problems.append(
                 f"stability_tolerance must be in [0, 1] (got {self.stability_tolerance})"
@@ -487,7 +499,16 @@ def _choose_k(vectors: FloatArray, bounds: DiscoveryBounds, seed: int) -> Domain
     best = max(scores.values())
     chosen = min(k for k, score in scores.items() if score >= best - bounds.stability_tolerance)
     best_k = max(scores, key=lambda k: scores[k])
-    if best < bounds.min_stability:
+    largest = max(scores)
+    if best < bounds.min_stability and _finer_than_the_bounds(scores, best_k, bounds):
+        chosen = largest
+        reason = (
+            f"stability rises with k up to the most domains the bounds allow (k={largest}: "
+            f"{best:+.3f}, from {scores[min(scores)]:+.3f} at k={min(scores)}; below "
+            f"min_stability={bounds.min_stability:g} but rising): the data's structure is finer "
+            f"than max_domains={bounds.max_domains}; raise it to let discovery look further"
+        )
+    elif best < bounds.min_stability:
         chosen = fewest
         reason = (
             f"no count is more reproducible than structureless data: the best chance-corrected "
@@ -507,6 +528,21 @@ def _choose_k(vectors: FloatArray, bounds: DiscoveryBounds, seed: int) -> Domain
         scores=tuple((k, round(score, 4)) for k, score in sorted(scores.items())),
         reason=reason,
     )
+
+
+def _finer_than_the_bounds(scores: dict[int, float], best_k: int, bounds: DiscoveryBounds) -> bool:
+    """Whether the scores rise with k to the largest candidate: the best there, clearly above
+    chance (half of ``min_stability``), and ranked with k (Spearman's rho >= ``finer_trend``)."""
+    if len(scores) < 4 or best_k != max(scores):
+        return False
+    ks = sorted(scores)
+    values = np.array([scores[k] for k in ks])
+    if values[-1] < bounds.min_stability / 2:
+        return False
+    ranks = np.argsort(np.argsort(values, kind="stable"), kind="stable").astype(np.float64)
+    positions = np.arange(len(ks), dtype=np.float64)
+    rho = float(np.corrcoef(positions, ranks)[0, 1])
+    return rho >= bounds.finer_trend
 
 
 # --------------------------------------------------------------------------- refinement

@@ -11,8 +11,10 @@ alone, exactly as a cluster would run it. In one process this runs:
 * the Job controller's part: each Job's own command (migrations, labeling) runs in-process
   (:mod:`librarian.local.job_controller`) — the entry point hands its runner in;
 * one router per DomainMap, following it as in a cluster (re-read as soon as
-  the DomainMap or a ClusterSpecialization changes), behind one address
-  (:mod:`librarian.local.gateway`).
+  the DomainMap or a ClusterSpecialization changes), all at one address as a
+  router of several libraries serves them (:mod:`librarian.router.libraries`),
+  which also answers ``GET /librarian/resources`` (the emulated API's objects,
+  no Secrets, for ``librarian status --port``) and ``/metrics``.
 
 Every change is written to the state directory and each phase change printed
 (:mod:`librarian.local.printer`). Stopping lets a running migration Job
@@ -28,7 +30,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,20 +48,28 @@ from librarian.local.emulator import (
     emulated_kubernetes,
     resource_name,
 )
-from librarian.local.gateway import Gateway, LibraryEndpoint
 from librarian.local.job_controller import JOBS, CommandRunner, finished, play_job_controller
 from librarian.local.manifests import ApplyPlan, ManifestError, plan_apply, read_manifests
 from librarian.local.printer import PhaseReporter
 from librarian.local.state import PERSISTED, StateDirectory, StateError
 from librarian.operator.context import OperatorContext
 from librarian.operator.runtime import operator_in_thread
-from librarian.router.app import create_app, create_metrics_app
-from librarian.router.auth import InsecureBind, RouterKeys, check_bind
+from librarian.router.auth import InsecureBind, Need, RouterKeys, check_bind
+from librarian.router.libraries import LibrarySet
 from librarian.router.main import RouterSource, kubernetes_login, prepare_router
 from librarian.router.state import RouterState
 from librarian.settings import Settings
 
-__all__ = ["DEFAULT_STATE", "RunningLibrary", "UpConfig", "UpError", "local_library", "run_up"]
+__all__ = [
+    "DEFAULT_STATE",
+    "LibraryEndpoint",
+    "RunningLibrary",
+    "UpConfig",
+    "UpError",
+    "front_app",
+    "local_library",
+    "run_up",
+]
 
 log = logging.getLogger("librarian.up")
 
@@ -97,6 +107,14 @@ class UpConfig:
     passthrough: frozenset[str] = frozenset()  # other collections served as they are
 
 
+@dataclass(frozen=True)
+class LibraryEndpoint:
+    """A library served by ``up``: its collection name and the DomainMap it follows."""
+
+    name: str
+    domainmap: str  # NAMESPACE/NAME
+
+
 @dataclass
 class RunningLibrary:
     """What a running ``up`` offers: its URL, the emulated API and the libraries it serves."""
@@ -108,16 +126,12 @@ class RunningLibrary:
 
 @dataclass
 class _Router:
-    """One DomainMap's router, served on a loopback port behind the gateway."""
+    """One DomainMap's router, served with the others at ``up``'s address."""
 
     namespace: str
     domainmap: str
     name: str
     state: RouterState
-    runner: web.AppRunner
-    metrics: web.AppRunner  # Prometheus' /metrics, on a loopback port of its own
-    url: str = ""
-    metrics_url: str = ""
     dirty: asyncio.Event = field(default_factory=asyncio.Event)
     described: str | None = None  # the library version last reported
 
@@ -135,10 +149,8 @@ def _snapshot(api: EmulatedCluster) -> list[dict[str, Any]]:
     ]
 
 
-async def _start_router(
-    config: UpConfig, namespace: str, domainmap: str, library_name: str
-) -> _Router:
-    state = await prepare_router(
+def _router_state(config: UpConfig, namespace: str, domainmap: str) -> Awaitable[RouterState]:
+    return prepare_router(
         config.settings,
         RouterSource(domainmap=f"{namespace}/{domainmap}"),
         load_window_s=config.load_window_s,
@@ -148,23 +160,6 @@ async def _start_router(
             "passthrough": config.passthrough,
         },
     )
-    runner = web.AppRunner(create_app(state), access_log=None)
-    await runner.setup()
-    metrics = web.AppRunner(create_metrics_app(state), access_log=None)
-    await metrics.setup()
-    await web.TCPSite(metrics, "127.0.0.1", 0).start()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    router = _Router(namespace, domainmap, library_name, state, runner, metrics)
-    router.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    router.metrics_url = f"http://127.0.0.1:{metrics.addresses[0][1]}/metrics"
-    return router
-
-
-async def _stop_router(router: _Router) -> None:
-    await router.runner.cleanup()
-    await router.metrics.cleanup()
-    await asyncio.to_thread(router.state.config.fleet.close)
 
 
 def _describe(router: _Router, write: Write) -> None:
@@ -304,21 +299,35 @@ class _Session:
                     router.dirty.set()
 
 
+def front_app(
+    libraries: LibrarySet, resources: Callable[[], list[dict[str, Any]]]
+) -> web.Application:
+    """What ``up`` serves at its address: every library, as a router of several serves them,
+    plus ``GET /librarian/resources`` (``resources()``: the emulated API's objects, no
+    Secrets) and ``/metrics`` of every library, both for callers with read access."""
+
+    async def listed(request: web.Request) -> web.Response:
+        return web.json_response({"items": resources()})
+
+    return libraries.app(
+        extra=[
+            ("GET", "/librarian/resources", Need.READ_ANY, listed),
+            ("GET", "/metrics", Need.READ_ANY, libraries.metrics),
+        ]
+    )
+
+
 @asynccontextmanager
 async def _serving(
-    config: UpConfig, api: EmulatedCluster, routers: Sequence[_Router]
-) -> AsyncIterator[tuple[str, list[LibraryEndpoint]]]:
-    """The gateway on HOST:PORT in front of the routers: its URL and the libraries."""
-    endpoints = [
-        LibraryEndpoint(r.name, f"{r.namespace}/{r.domainmap}", r.url, r.metrics_url)
-        for r in routers
-    ]
+    config: UpConfig, api: EmulatedCluster, libraries: LibrarySet
+) -> AsyncIterator[str]:
+    """Every library at HOST:PORT, with the emulated API's resources: its URL."""
     try:
         check_bind(config.host, config.keys, insecure=config.insecure)
     except InsecureBind as error:
         raise UpError(str(error)) from None
-    gateway = Gateway(endpoints, lambda: _snapshot(api), keys=config.keys)
-    runner = web.AppRunner(gateway.app(), access_log=None)
+
+    runner = web.AppRunner(front_app(libraries, lambda: _snapshot(api)), access_log=None)
     await runner.setup()
     try:
         try:
@@ -328,7 +337,7 @@ async def _serving(
                 f"cannot serve on {config.host}:{config.port}: {error.strerror or error} "
                 "(is another process using it? give --port)"
             ) from None
-        yield f"http://{config.host}:{runner.addresses[0][1]}", endpoints
+        yield f"http://{config.host}:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
 
@@ -336,22 +345,28 @@ async def _serving(
 @asynccontextmanager
 async def _routers(
     config: UpConfig, libraries: Sequence[tuple[str, str, str]], write: Write
-) -> AsyncIterator[list[_Router]]:
-    """One router per DomainMap on a loopback port, each re-read as its resources change."""
+) -> AsyncIterator[tuple[LibrarySet, list[_Router]]]:
+    """One router per DomainMap, each re-read as its resources change, in one set."""
+    served = LibrarySet(
+        keys=config.keys,
+        insecure=config.insecure,
+        max_body_bytes=config.settings.domain_library_orchestrator.limits.max_body_bytes,
+    )
     routers: list[_Router] = []
     tasks: list[asyncio.Task[None]] = []
     try:
         for namespace, domainmap, library in libraries:
-            routers.append(await _start_router(config, namespace, domainmap, library))
+            state = await _router_state(config, namespace, domainmap)
+            await served.add(f"{namespace}/{domainmap}", state)
+            routers.append(_Router(namespace, domainmap, library, state))
         tasks = [asyncio.ensure_future(_follow(r, write)) for r in routers]
-        yield routers
+        yield served, routers
     finally:
         for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for router in routers:
-            await _stop_router(router)
+        await served.close()
 
 
 @asynccontextmanager
@@ -401,9 +416,12 @@ async def _running(
         kubernetes_login(api.url)
         try:
             async with (
-                _routers(config, libraries, write) as routers,
-                _serving(config, api, routers) as (url, endpoints),
+                _routers(config, libraries, write) as (served, routers),
+                _serving(config, api, served) as url,
             ):
+                endpoints = [
+                    LibraryEndpoint(r.name, f"{r.namespace}/{r.domainmap}") for r in routers
+                ]
                 session.routers.extend(routers)
                 announce(url)
                 for router in routers:

@@ -45,10 +45,13 @@ class RouterLoad:
     estimated_recall: float | None = None  # from the routers' shadow queries
 
 
-async def _fetch(session: aiohttp.ClientSession, url: str) -> RouterStatus:
+async def _fetch(
+    session: aiohttp.ClientSession, url: str, library: str | None = None
+) -> RouterStatus:
     endpoint = url.rstrip("/") + "/librarian/status"
+    params = {"library": library} if library else None
     try:
-        async with session.get(endpoint) as response:
+        async with session.get(endpoint, params=params) as response:
             if response.status in (401, 403):
                 raise LoadSourceUnreachable(
                     f"{endpoint} answered HTTP {response.status}: give the operator the "
@@ -103,11 +106,18 @@ def _merge(reports: Sequence[RouterStatus]) -> RouterLoad:
 
 
 async def fetch_router_load(
-    urls: Sequence[str], *, timeout_s: float = 5.0, api_key: str | None = None
+    urls: Sequence[str],
+    *,
+    timeout_s: float = 5.0,
+    api_key: str | None = None,
+    library: str | None = None,
 ) -> RouterLoad:
     """Every router's per-domain load, summed; raises :class:`LoadSourceUnreachable`.
 
     ``api_key``: sent as ``api-key`` to routers that authenticate their callers.
+    ``library``: the DomainMap (NAMESPACE/NAME) whose load is read, sent as
+    ``?library=``: a router of several libraries answers for that one (a router of
+    one ignores it).
     """
     if not urls:
         return RouterLoad()
@@ -120,5 +130,5 @@ async def fetch_router_load(
     async with aiohttp.ClientSession(
         timeout=timeout, headers=headers, connector=connector
     ) as session:
-        reports = await asyncio.gather(*(_fetch(session, url) for url in urls))
+        reports = await asyncio.gather(*(_fetch(session, url, library) for url in urls))
     return _merge(reports)

@@ -198,12 +198,15 @@ async def analyse(
     """Measure (routers, collections), then the pure analysis of :mod:`librarian.core.rebalancing`.
 
     The routers are the policy's routerUrls and the Service its routerRef names (in
-    ``namespace``, the policy's, unless the ref says otherwise).
+    ``namespace``, the policy's, unless the ref says otherwise); ``namespace`` (the policy's
+    and its DomainMap's) also names the library to a router serving several.
     """
     urls = await router_urls(
         policy.router_urls, policy.router_ref, namespace, service_url=context.service_url
     )
-    traffic = await fetch_router_load(urls, api_key=caller_key())
+    traffic = await fetch_router_load(
+        urls, api_key=caller_key(), library=f"{namespace}/{policy.domain_map}"
+    )
     footprints = await asyncio.to_thread(_footprints, context, library)
     domains, capacities = judged_fleet(
         _domain_loads(library, traffic, footprints),

@@ -13,16 +13,20 @@ when it starts: a missing embedded path or collection is an immediate error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from librarian.contracts.api import GROUP, VERSION
 from librarian.core.hlc import MAX_NODE
 from librarian.kube import client as kube_client
 from librarian.kube.errors import LoginFailed
@@ -31,6 +35,7 @@ from librarian.kube.login import login
 from librarian.router.app import create_app, create_metrics_app
 from librarian.router.auth import RouterKeys, check_bind
 from librarian.router.grpc_api import start_grpc_server
+from librarian.router.libraries import LibrarySet
 from librarian.router.library import LibraryDefinition
 from librarian.router.limits import server_options
 from librarian.router.loader import catalog_loader, kubernetes_fleet, kubernetes_loader
@@ -43,10 +48,13 @@ from librarian.storage.fleet import ClusterConfig, Fleet
 __all__ = [
     "RouterSource",
     "access_options",
+    "domainmap_router",
     "kubernetes_login",
+    "namespace_domainmaps",
     "parse_cluster",
     "prepare_router",
     "serve",
+    "serve_libraries",
 ]
 
 log = logging.getLogger("librarian.router")
@@ -138,6 +146,56 @@ async def prepare_router(
     return RouterState(config)
 
 
+def domainmap_router(
+    settings: Settings,
+    domainmap: str,
+    *,
+    seed: int = 0,
+    load_window_s: float = 60.0,
+    access: Mapping[str, Any] | None = None,
+) -> RouterState:
+    """The router state following ``domainmap`` (NAMESPACE/NAME) in a router of several.
+
+    Each library keeps its pending cleanups in a file of its own: the
+    ``LIBRARIAN_ROUTER_OUTBOX`` path with ``-NAMESPACE-NAME`` before its suffix (an
+    outbox holds cleanups for its library's clusters only).
+    """
+    namespace, _, name = domainmap.rpartition("/")
+    return _following_domainmap(
+        settings,
+        namespace or "default",
+        name,
+        RouterSource(domainmap=domainmap),
+        seed,
+        load_window_s,
+        access or {},
+        outbox_of=f"{namespace or 'default'}-{name}",
+    )
+
+
+async def namespace_domainmaps(namespace: str) -> list[str]:
+    """The DomainMaps of ``namespace`` (NAMESPACE/NAME), oldest first, then by name.
+
+    The order decides which library answers collection names none of them has
+    (the first loaded one: see :mod:`librarian.router.libraries`).
+    """
+    listing = await kube_client.get_json(
+        f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/domainmaps"
+    )
+    items = [
+        i
+        for i in listing.get("items") or []
+        if not (i.get("metadata") or {}).get("deletionTimestamp")
+    ]
+    items.sort(
+        key=lambda i: (
+            str((i.get("metadata") or {}).get("creationTimestamp") or ""),
+            str((i.get("metadata") or {}).get("name")),
+        )
+    )
+    return [f"{namespace}/{(i.get('metadata') or {}).get('name')}" for i in items]
+
+
 def write_path_options() -> dict[str, Any]:
     """The write path's settings from the environment.
 
@@ -202,12 +260,19 @@ def _following_domainmap(
     seed: int,
     load_window_s: float,
     access: Mapping[str, Any],
+    *,
+    outbox_of: str | None = None,
 ) -> RouterState:
     """A router that resolves the DomainMap's fleet on its first successful load.
 
     Until the DomainMap exists (and is analysed) the router serves, answers
     ``/readyz`` with 503 and the reason, and keeps trying at every reload.
+    ``outbox_of``: the outbox file is this library's own (see :func:`domainmap_router`).
     """
+    options = write_path_options()
+    if outbox_of and "outbox_path" in options:
+        path = Path(options["outbox_path"])
+        options["outbox_path"] = str(path.with_name(f"{path.stem}-{outbox_of}{path.suffix}"))
     config = RouterConfig(
         fleet=Fleet([]),
         default_cluster="",
@@ -215,7 +280,7 @@ def _following_domainmap(
         settings=settings.domain_library_orchestrator,
         seed=seed,
         load_window_s=load_window_s,
-        **write_path_options(),
+        **options,
         **access,
     )
     follow: list[Any] = []
@@ -284,6 +349,78 @@ async def serve(
         for runner in runners:
             await runner.cleanup()
         state.config.fleet.close()
+        await kube_client.close_session()
+
+
+async def serve_libraries(
+    libraries: LibrarySet,
+    host: str,
+    port: int,
+    stop: asyncio.Event | None = None,
+    *,
+    settings: Settings,
+    domainmaps: Sequence[str] = (),
+    follow_namespace: str | None = None,
+    make_state: Callable[[str], RouterState],
+    metrics_port: int | None = None,
+    grpc_port: int = 0,
+    started: Callable[[int, int], None] | None = None,
+) -> None:
+    """Serve the libraries of ``domainmaps`` (or of every DomainMap of ``follow_namespace``,
+    re-listed at the reload interval) at one REST and one gRPC port until ``stop`` is set.
+
+    ``make_state`` builds a DomainMap's router state; ``started(rest_port, grpc_port)`` is
+    called once both listen (ports chosen by the system when 0 was asked).
+    """
+    check_bind(host, libraries.keys, insecure=libraries.insecure)
+    limits = settings.domain_library_orchestrator.limits
+    options = server_options(limits)
+    front = web.AppRunner(libraries.app(), access_log=None, **options)
+    runners = [front]
+    if metrics_port is not None:
+        runners.append(web.AppRunner(libraries.metrics_app(), access_log=None, **options))
+    grpc_server = None
+    following: asyncio.Task[None] | None = None
+    try:
+        for domainmap in domainmaps:
+            await libraries.add(domainmap, make_state(domainmap))
+        if follow_namespace is not None:
+            libraries.waiting_reason = f"DomainMaps of namespace {follow_namespace} not listed yet"
+            following = asyncio.ensure_future(
+                libraries.follow(
+                    functools.partial(namespace_domainmaps, follow_namespace),
+                    make_state,
+                    settings.domain_library_orchestrator.reload_interval,
+                )
+            )
+        for runner in runners:
+            await runner.setup()
+        bound_grpc = 0
+        if grpc_port and front.server is not None:
+            grpc_server, bound_grpc = await start_grpc_server(
+                front.server.request_handler,
+                host,
+                grpc_port,
+                max_message_bytes=limits.max_body_bytes,
+            )
+            log.info("router gRPC API on %s:%d", host, bound_grpc)
+        for runner, listen in zip(runners, (port, metrics_port), strict=False):
+            await web.TCPSite(runner, host, listen).start()
+        bound_rest = front.addresses[0][1] if front.addresses else port
+        log.info("router listening on http://%s:%d", host, bound_rest)
+        if started is not None:
+            started(bound_rest, bound_grpc)
+        await (stop.wait() if stop else asyncio.Event().wait())
+    finally:
+        if following is not None:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
+        if grpc_server is not None:
+            await grpc_server.stop(grace=1.0)
+        for runner in runners:
+            await runner.cleanup()
+        await libraries.close()
         await kube_client.close_session()
 
 
