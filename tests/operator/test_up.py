@@ -264,3 +264,42 @@ async def test_two_libraries_behind_one_address_then_everything_closed(tmp_path:
     assert "DomainMap/second: Ready (Analyzed)" in "\n".join(lines)
     assert state.running() is None  # the lock is released
     assert storage.resolve() not in embedded_engines  # its shards are closed
+
+
+async def test_up_serves_a_library_whose_clusters_come_from_a_fleet(tmp_path: Path) -> None:
+    """A QdrantFleet in the files given to ``up``: the DomainMap naming it is analysed and
+    served, and the fleet is kept in the state with the other resources."""
+    data = load_demo_data(limit=300)
+    vectors = np.asarray(data.vectors[:300], dtype=np.float32)
+    storage = tmp_path / "local"
+    _load_embedded(storage, "docs", vectors, data.texts[:300])
+    fleet = {
+        "apiVersion": "librarian.dev/v1alpha1",
+        "kind": "QdrantFleet",
+        "metadata": {"name": "qdrant"},
+        "spec": {"clusters": [{"name": "local", "embedded": str(storage)}]},
+    }
+    spec = {k: v for k, v in DOMAINMAP["spec"].items() if k not in ("specialize", "specialization")}
+    spec["fleetRef"] = {"name": "qdrant"}
+    del spec["clusters"]
+    files = [tmp_path / "library.yaml"]
+    files[0].write_text(yaml.safe_dump_all([fleet, {**DOMAINMAP, "spec": spec}]))
+    lines: list[str] = []
+    config = UpConfig(files=files, state_dir=tmp_path / "state", port=0)
+    async with (
+        local_library(config, run_command=run_job_command, write=lines.append) as running,
+        aiohttp.ClientSession() as http,
+    ):
+
+        async def ready() -> bool:
+            async with http.get(f"{running.url}/readyz") as response:
+                return response.status == 200
+
+        await wait_for(ready, 180)
+        probe = {"query": vectors[7].tolist(), "limit": 3}
+        async with http.post(f"{running.url}/collections/docs/points/query", json=probe) as r:
+            best = (await r.json())["result"]["points"][0]
+        assert best["id"] == 7
+    assert "DomainMap/mine: Ready (Analyzed)" in "\n".join(lines)
+    stored = tmp_path / "state/resources/default/qdrantfleets.librarian.dev/qdrant.json"
+    assert json.loads(stored.read_text())["spec"] == fleet["spec"]

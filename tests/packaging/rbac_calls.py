@@ -31,6 +31,10 @@ OPERATOR: Table = {
     ("librarian.dev", "domainmaps/status"): frozenset({"patch"}),
     ("librarian.dev", "clusterspecializations/status"): frozenset({"patch"}),
     ("librarian.dev", "rebalancepolicies/status"): frozenset({"patch"}),
+    # kopf follows QdrantFleets (list, watch, patch); kube/fleets.py reads a DomainMap's
+    # fleetRef (get); operator/fleet.py writes each cluster's reachability (status).
+    ("librarian.dev", "qdrantfleets"): frozenset({"get", "list", "watch", "patch"}),
+    ("librarian.dev", "qdrantfleets/status"): frozenset({"patch"}),
     # jobs.py and domainmap.py: the owner references of Jobs and of auto-created
     # ClusterSpecializations set blockOwnerDeletion; where the API server enforces
     # OwnerReferencesPermissionEnforcement (OpenShift), creating it needs update on the
@@ -75,6 +79,8 @@ PEERING_CLUSTER: Table = {
 ROUTER: Table = {
     ("librarian.dev", "domainmaps"): frozenset({"get", "list", "watch"}),
     ("librarian.dev", "clusterspecializations"): frozenset({"get", "list", "watch"}),
+    # kube/fleets.py: the QdrantFleet of the DomainMap's spec.fleetRef.
+    ("librarian.dev", "qdrantfleets"): frozenset({"get"}),
     ("", "secrets"): frozenset({"get"}),
     # router/registration.py: each replica creates, then renews, its own Lease.
     ("coordination.k8s.io", "leases"): frozenset({"create", "patch"}),

@@ -76,7 +76,10 @@ def _docs(path: Path) -> list[dict[str, Any]]:
 
 
 def _example(kind: str) -> dict[str, Any]:
-    (doc,) = [d for path in EXAMPLES for d in _docs(path) if d["kind"] == kind]
+    """The example of ``kind`` in its own file (``domainmap.yaml`` for DomainMap; the
+    DomainMap naming a QdrantFleet lives in ``fleetref-domainmap.yaml``)."""
+    (doc,) = _docs(REPO / "manifests/examples" / f"{kind.lower()}.yaml")
+    assert doc["kind"] == kind
     return doc
 
 

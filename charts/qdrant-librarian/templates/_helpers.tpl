@@ -134,6 +134,14 @@ holds the same table, and an operator test checks the calls it really makes agai
 - apiGroups: [librarian.dev]
   resources: [domainmaps/status, clusterspecializations/status, rebalancepolicies/status]
   verbs: [patch]
+# QdrantFleets: kopf follows them (list, watch, patch for its annotations); a DomainMap's
+# fleetRef is read (get); the fleet's status reports each cluster's reachability.
+- apiGroups: [librarian.dev]
+  resources: [qdrantfleets]
+  verbs: [get, list, watch, patch]
+- apiGroups: [librarian.dev]
+  resources: [qdrantfleets/status]
+  verbs: [patch]
 # Owner references of the Jobs (and of ClusterSpecializations made by specialize: auto) set
 # blockOwnerDeletion, which clusters enforcing OwnerReferencesPermissionEnforcement
 # (OpenShift) allow only to whoever may update the owner's finalizers. Never called itself.
@@ -188,6 +196,10 @@ holds the same table, and an operator test checks the calls it really makes agai
 - apiGroups: [librarian.dev]
   resources: [domainmaps, clusterspecializations]
   verbs: [get, list, watch]
+# The QdrantFleet a DomainMap names in spec.fleetRef (its clusters), read only.
+- apiGroups: [librarian.dev]
+  resources: [qdrantfleets]
+  verbs: [get]
 {{- $secrets := list }}
 {{- range .Values.router.credentialSecrets }}
 {{- if not (contains "/" .) }}

@@ -13,6 +13,7 @@ VERSION = "v1alpha1"
 DOMAINMAPS = "domainmaps"
 CLUSTERSPECIALIZATIONS = "clusterspecializations"
 REBALANCEPOLICIES = "rebalancepolicies"
+QDRANTFLEETS = "qdrantfleets"
 
 
 def resource(plural: str) -> str:

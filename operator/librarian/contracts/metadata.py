@@ -45,3 +45,8 @@ that a DomainMap of the same namespace names. Unlabelled Secrets are never used.
 RETRY_ANNOTATION = f"{GROUP}/retry"
 """Set (to any new value) by a user on a DomainMap whose analysis or labeling Job failed
 after its retries: the operator runs it again."""
+
+FLEET_ANNOTATION = f"{GROUP}/fleet-generation"
+"""Set by the operator on a DomainMap whose ``spec.fleetRef`` names a QdrantFleet that was
+created or changed: that fleet's generation. A DomainMap whose last analysis read another
+generation is analysed again (the operator writes metadata, never a DomainMap's spec)."""

@@ -10,22 +10,32 @@ with its field path and how to fix it, so a bad spec gets one clear
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from librarian.contracts.reserved import PRODUCT_PREFIX
 from librarian.core.discovery import STRATEGIES
 from librarian.core.durations import DurationError, parse_duration
-from librarian.kube.job_pod import OVERRIDABLE, JobPodError, JobPodSettings, parse_job_pod
+from librarian.kube.job_pod import (
+    OVERRIDABLE,
+    CaBundleRef,
+    JobPodError,
+    JobPodSettings,
+    parse_job_pod,
+)
 
 __all__ = [
     "ClusterRef",
     "DomainMapSpec",
+    "FleetClusters",
     "SecretRef",
     "SpecDefaults",
     "SpecError",
     "SpecializationSpec",
+    "domainmap_interval",
+    "fleet_ref_of",
     "parse_domainmap_spec",
+    "parse_fleet_spec",
     "parse_quantity",
     "parse_specialization_spec",
 ]
@@ -57,6 +67,21 @@ class ClusterRef:
     api_key_env: str | None = None
     timeout_s: float = 10.0
     retries: int = 3
+    ca_bundle: CaBundleRef | None = None
+    """A QdrantFleet cluster's CA bundle (``caBundle``: PEM certificates in a ConfigMap or
+    Secret of the fleet's namespace, named as ``jobs.caBundle`` names one), carried for
+    whoever connects to it: its ``volume()`` presents it to a pod as ``ca.crt``."""
+
+
+@dataclass(frozen=True)
+class FleetClusters:
+    """The clusters of the QdrantFleet a DomainMap names in ``spec.fleetRef``, as read.
+
+    ``generation`` is the fleet's ``metadata.generation`` they were read at."""
+
+    name: str
+    clusters: tuple[ClusterRef, ...]
+    generation: int | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +106,8 @@ class DomainMapSpec:
     specialization_targets: tuple[tuple[str, str | None], ...] = ()  # (cluster, strategy)
     remove_labels_on_delete: bool = False
     source_vector: str | None = None  # the dense vector to route on; None: the default one
+    fleet_ref: str | None = None  # the QdrantFleet the clusters came from; None: inline
+    fleet_generation: int | None = None  # that fleet's generation when it was read
 
     def cluster(self, name: str) -> ClusterRef:
         return next(c for c in self.clusters if c.name == name)
@@ -107,22 +134,49 @@ _BOUNDS = {
 }
 
 
+def fleet_ref_of(spec: Mapping[str, Any]) -> str | None:
+    """The QdrantFleet name ``spec.fleetRef.name`` of a DomainMap spec (None: none given)."""
+    ref = spec.get("fleetRef")
+    if not isinstance(ref, Mapping):
+        return None
+    return str(ref.get("name") or "") or None
+
+
+def domainmap_interval(spec: Mapping[str, Any], defaults: SpecDefaults | None = None) -> float:
+    """The re-analysis period of a DomainMap spec, without resolving its fleet.
+
+    Raises :class:`SpecError` when ``spec.interval`` is not a valid duration."""
+    problems: list[str] = []
+    _, interval_s = _strategy_and_interval(spec, defaults or SpecDefaults(), problems)
+    if problems:
+        raise SpecError(problems)
+    return interval_s
+
+
 def parse_domainmap_spec(
-    spec: Mapping[str, Any], *, name: str, defaults: SpecDefaults | None = None
+    spec: Mapping[str, Any],
+    *,
+    name: str,
+    defaults: SpecDefaults | None = None,
+    fleet: FleetClusters | None = None,
 ) -> DomainMapSpec:
     """Validate ``spec`` of DomainMap ``name``; raise :class:`SpecError` listing every problem.
 
-    Fields the spec leaves out take ``defaults`` (the operator's configuration).
+    Fields the spec leaves out take ``defaults`` (the operator's configuration). The clusters
+    are ``spec.clusters`` (inline, deprecated) or, with ``spec.fleetRef``, those of ``fleet``
+    (the QdrantFleet it names, read by the caller: see
+    :func:`librarian.kube.fleets.load_domainmap_spec`); exactly one of the two is given.
     """
     defaults = defaults or SpecDefaults()
     problems: list[str] = []
     source = spec.get("source") or {}
     source_cluster, source_collection = _source(source, problems)
-    clusters = _clusters(spec.get("clusters") or [], problems)
+    fleet_ref = fleet_ref_of(spec)
+    clusters, where = _domainmap_clusters(spec, fleet_ref, fleet, problems)
     seen = {c.name for c in clusters}
     if source_cluster and clusters and source_cluster not in seen:
         problems.append(
-            f"spec.source.cluster {source_cluster!r} is not in spec.clusters "
+            f"spec.source.cluster {source_cluster!r} is not in {where} "
             f"({', '.join(sorted(seen))}); add it or fix the name"
         )
     strategy, interval_s = _strategy_and_interval(spec, defaults, problems)
@@ -132,8 +186,8 @@ def parse_domainmap_spec(
     catalog = spec.get("catalog") or {}
     catalog_cluster = str(catalog.get("cluster") or source_cluster)
     if catalog.get("cluster") and catalog_cluster not in seen:
-        problems.append(f"spec.catalog.cluster {catalog_cluster!r} is not in spec.clusters")
-    specialize, targets = _specialization(spec, seen, problems)
+        problems.append(f"spec.catalog.cluster {catalog_cluster!r} is not in {where}")
+    specialize, targets = _specialization(spec, seen, where, problems)
     workers = labeling.get("workers", 4)
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
         problems.append(f"spec.labeling.workers must be an integer from 1 to 64, not {workers!r}")
@@ -160,27 +214,82 @@ def parse_domainmap_spec(
         specialization_targets=tuple(targets),
         remove_labels_on_delete=bool((spec.get("cleanup") or {}).get("removeLabels", False)),
         source_vector=str(source.get("vector") or "") or None,
+        fleet_ref=fleet_ref,
+        fleet_generation=fleet.generation if fleet_ref and fleet is not None else None,
     )
+
+
+def _domainmap_clusters(
+    spec: Mapping[str, Any],
+    fleet_ref: str | None,
+    fleet: FleetClusters | None,
+    problems: list[str],
+) -> tuple[list[ClusterRef], str]:
+    """The DomainMap's clusters and how messages name where they come from."""
+    inline = spec.get("clusters")
+    if "fleetRef" in spec and fleet_ref is None:
+        problems.append("spec.fleetRef.name is required: the QdrantFleet of this namespace to use")
+        return [], "spec.fleetRef"
+    if fleet_ref is not None and inline:
+        problems.append(
+            f"give spec.clusters or spec.fleetRef, not both: the clusters come from QdrantFleet "
+            f"{fleet_ref!r}; remove spec.clusters"
+        )
+        return [], f"QdrantFleet {fleet_ref!r}"
+    if fleet_ref is None:
+        if not inline:
+            problems.append(
+                "spec.fleetRef is required: name the QdrantFleet of this namespace whose "
+                "clusters to use (or list them in spec.clusters, deprecated)"
+            )
+            return [], "spec.clusters"
+        return _clusters(inline, problems, where="spec.clusters", ca_bundles=False), "spec.clusters"
+    where = f"QdrantFleet {fleet_ref!r}"
+    if fleet is None or fleet.name != fleet_ref:
+        problems.append(f"spec.fleetRef names QdrantFleet {fleet_ref!r}, which was not read")
+        return [], where
+    return list(fleet.clusters), where
+
+
+def parse_fleet_spec(spec: Mapping[str, Any], *, name: str) -> tuple[ClusterRef, ...]:
+    """Validate the ``spec`` of QdrantFleet ``name``: its clusters, as a DomainMap's
+    ``spec.clusters`` takes them, plus each one's optional ``caBundle``.
+
+    Raises :class:`SpecError` listing every problem (paths start with ``spec.clusters``)."""
+    problems: list[str] = []
+    clusters = _clusters(spec.get("clusters") or [], problems, where="spec.clusters")
+    if problems:
+        raise SpecError(problems)
+    return tuple(clusters)
 
 
 def _source(source: Mapping[str, Any], problems: list[str]) -> tuple[str, str]:
     cluster = str(source.get("cluster") or "")
     collection = str(source.get("collection") or "")
     if not cluster:
-        problems.append("spec.source.cluster is required: name one of spec.clusters")
+        problems.append("spec.source.cluster is required: name one of the clusters (of the fleet)")
     if not collection:
         problems.append("spec.source.collection is required: the collection to analyse")
     return cluster, collection
 
 
-def _clusters(raw_clusters: Sequence[Mapping[str, Any]], problems: list[str]) -> list[ClusterRef]:
-    """The fleet entries; an entry without a name is reported and left out."""
+def _clusters(
+    raw_clusters: Sequence[Mapping[str, Any]],
+    problems: list[str],
+    *,
+    where: str,
+    ca_bundles: bool = True,
+) -> list[ClusterRef]:
+    """The fleet entries; an entry without a name is reported and left out.
+
+    ``ca_bundles``: whether an entry may carry ``caBundle`` (a QdrantFleet's may)."""
     if not raw_clusters:
-        problems.append("spec.clusters must list at least one cluster (url or embedded)")
+        problems.append(f"{where} must list at least one cluster (url or embedded)")
     clusters: list[ClusterRef] = []
     seen: set[str] = set()
+    field_path = where
     for index, raw in enumerate(raw_clusters):
-        where = f"spec.clusters[{index}]"
+        where = f"{field_path}[{index}]"
         cluster_name = str(raw.get("name") or "")
         if not cluster_name:
             problems.append(f"{where}.name is required")
@@ -188,8 +297,26 @@ def _clusters(raw_clusters: Sequence[Mapping[str, Any]], problems: list[str]) ->
         if cluster_name in seen:
             problems.append(f"{where}.name {cluster_name!r} appears twice; names must be unique")
         seen.add(cluster_name)
-        clusters.append(_cluster(raw, where, cluster_name, problems))
+        cluster = _cluster(raw, where, cluster_name, problems)
+        if raw.get("caBundle") is not None:
+            if ca_bundles:
+                cluster = replace(cluster, ca_bundle=_ca_bundle(raw["caBundle"], where, problems))
+            else:
+                problems.append(
+                    f"{where}.caBundle is accepted in a QdrantFleet only: move the clusters "
+                    "to a QdrantFleet and name it in spec.fleetRef"
+                )
+        clusters.append(cluster)
     return clusters
+
+
+def _ca_bundle(raw: Any, where: str, problems: list[str]) -> CaBundleRef | None:
+    """A cluster's ``caBundle``, checked as the chart's ``jobs.caBundle`` is."""
+    try:
+        return parse_job_pod({"caBundle": raw}, where=where, allowed=("caBundle",)).ca_bundle
+    except JobPodError as error:
+        problems.extend(error.problems)
+        return None
 
 
 def _cluster(raw: Mapping[str, Any], where: str, name: str, problems: list[str]) -> ClusterRef:
@@ -292,7 +419,7 @@ def _sampling(
 
 
 def _specialization(
-    spec: Mapping[str, Any], clusters: set[str], problems: list[str]
+    spec: Mapping[str, Any], clusters: set[str], where: str, problems: list[str]
 ) -> tuple[str, list[tuple[str, str | None]]]:
     """``spec.specialize`` and the targets automatic specialization places domains on."""
     specialize = str(spec.get("specialize") or "manual")
@@ -303,7 +430,7 @@ def _specialization(
         cluster = str(raw.get("cluster") or "")
         if cluster not in clusters:
             problems.append(
-                f"spec.specialization.targets[{index}].cluster {cluster!r} is not in spec.clusters"
+                f"spec.specialization.targets[{index}].cluster {cluster!r} is not in {where}"
             )
         if raw.get("strategy") == "custom":
             problems.append(

@@ -30,6 +30,7 @@ KINDS = {
     (f"{GROUP}/{VERSION}", "DomainMap"),
     (f"{GROUP}/{VERSION}", "ClusterSpecialization"),
     (f"{GROUP}/{VERSION}", "RebalancePolicy"),
+    (f"{GROUP}/{VERSION}", "QdrantFleet"),
     ("v1", "Secret"),
 }
 """The ``(apiVersion, kind)`` pairs ``up`` accepts."""

@@ -23,7 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from librarian.contracts.api import CLUSTERSPECIALIZATIONS, DOMAINMAPS, REBALANCEPOLICIES, resource
+from librarian.contracts.api import (
+    CLUSTERSPECIALIZATIONS,
+    DOMAINMAPS,
+    QDRANTFLEETS,
+    REBALANCEPOLICIES,
+    resource,
+)
 
 __all__ = ["PERSISTED", "RunningUp", "StateDirectory", "StateError", "resource_of_body"]
 
@@ -31,12 +37,14 @@ PERSISTED = (
     resource(DOMAINMAPS),
     resource(CLUSTERSPECIALIZATIONS),
     resource(REBALANCEPOLICIES),
+    resource(QDRANTFLEETS),
     "batch/v1/jobs",
 )
 """What is persisted (``group/version/plural``): our kinds and the migration Jobs."""
 
 _PLURALS = {"DomainMap": DOMAINMAPS, "ClusterSpecialization": CLUSTERSPECIALIZATIONS}
 _PLURALS |= {"RebalancePolicy": REBALANCEPOLICIES, "Job": "jobs", "Secret": "secrets"}
+_PLURALS |= {"QdrantFleet": QDRANTFLEETS}
 
 
 class StateError(RuntimeError):

@@ -24,14 +24,26 @@ from typing import Any
 import kopf
 
 from librarian.contracts.api import DOMAINMAPS, GROUP, VERSION
-from librarian.contracts.metadata import DOMAIN_LABEL, DOMAINMAP_LABEL, RETRY_ANNOTATION
+from librarian.contracts.metadata import (
+    DOMAIN_LABEL,
+    DOMAINMAP_LABEL,
+    FLEET_ANNOTATION,
+    RETRY_ANNOTATION,
+)
 from librarian.core.collection_spec import RoutingVectorError, routing_vector_name
 from librarian.core.discovery import DiscoveryError
 from librarian.core.placement import place_domains
 from librarian.kube import client as api
 from librarian.kube.fleet_access import CredentialRefused, resolve_clusters
+from librarian.kube.fleets import FleetNotFound, load_domainmap_spec
 from librarian.kube.naming import kubernetes_name
-from librarian.kube.spec import DomainMapSpec, SpecDefaults, SpecError, parse_domainmap_spec
+from librarian.kube.spec import (
+    DomainMapSpec,
+    SpecDefaults,
+    SpecError,
+    domainmap_interval,
+    fleet_ref_of,
+)
 from librarian.operator import discovery_metrics
 from librarian.operator.analysis import (
     analysis_job,
@@ -42,7 +54,12 @@ from librarian.operator.analysis import (
 )
 from librarian.operator.conditions import parse_timestamp, set_condition, timestamp
 from librarian.operator.context import OperatorContext
-from librarian.operator.domainmap_status import analyzed_status, failed_status, progress_status
+from librarian.operator.domainmap_status import (
+    analyzed_status,
+    cluster_source_conditions,
+    failed_status,
+    progress_status,
+)
 from librarian.operator.job_pods import job_outcome, show_stalled
 from librarian.operator.labeling import labeling_job, labeling_progress
 from librarian.services.analysis_job import AnalysisProgress, AnalysisStore
@@ -72,6 +89,8 @@ __all__ = [
     "analyze_domainmap",
     "cleanup_domainmap",
     "context_from",
+    "fleet_change_pending",
+    "fleet_changed",
     "follow_analysis",
     "follow_labeling",
     "labeling_in_flight",
@@ -114,7 +133,7 @@ def analysis_due(
         return True
     last = parse_timestamp(status.get("lastAnalysisTime"))
     try:
-        interval = parse_domainmap_spec(spec, name="_", defaults=defaults).interval_s
+        interval = domainmap_interval(spec, defaults)
     except SpecError:
         return False  # a bad spec is reported by the change handlers, not retried by the timer
     return last is None or (now - last).total_seconds() >= interval
@@ -200,6 +219,47 @@ def _fail(
     raise kopf.TemporaryError(f"{failure.reason}: {failure.message}", delay=failure.retry_after)
 
 
+async def _load_spec(body: kopf.Body, context: OperatorContext) -> DomainMapSpec:
+    """The DomainMap's spec with its clusters (from its QdrantFleet, or inline)."""
+    return await load_domainmap_spec(
+        body.spec,
+        namespace=body.meta.namespace or "default",
+        name=body.meta.name or "",
+        defaults=context.spec_defaults,
+    )
+
+
+async def _record_cluster_source(
+    body: kopf.Body, patch: kopf.Patch, context: OperatorContext, attempt: list[int | None]
+) -> None:
+    """Set the Deprecated condition (inline clusters) on top of whatever the handler patched,
+    and, when an analysis was attempted (``attempt`` holds the fleet generation it read, None
+    when the fleet could not be read), ``status.fleet``."""
+    fleet_ref = fleet_ref_of(body.spec)
+    source = None if body.spec.get("clusters") else fleet_ref
+    conditions = patch.status.get("conditions")
+    if conditions is None:
+        namespace, name = body.meta.namespace or "default", body.meta.name or ""
+        current = (body.get("status") or {}).get("conditions") or []
+        wanted = ("True", "InlineClusters") if source is None else ("False", "FleetRef")
+        deprecated: Mapping[str, Any] = next(
+            (c for c in current if c.get("type") == "Deprecated"), {}
+        )
+        if (deprecated.get("status"), deprecated.get("reason")) != wanted:
+            live = await _live_status(namespace, name, body.get("status") or {})
+            conditions = live.get("conditions") or []
+    if conditions is not None:
+        patch.status["conditions"] = cluster_source_conditions(
+            conditions,
+            fleet_ref=source,
+            generation=body.meta.get("generation"),
+            now=context.clock(),
+        )
+    if fleet_ref is not None and attempt:
+        recorded = dict(patch.status.get("fleet") or {})
+        patch.status["fleet"] = {**recorded, "name": fleet_ref, "generation": attempt[0]}
+
+
 async def analyze_domainmap(
     body: kopf.Body,
     patch: kopf.Patch,
@@ -208,6 +268,61 @@ async def analyze_domainmap(
 ) -> None:
     """Start the DomainMap's analysis Job for its generation (replacing one of an older
     generation); :func:`follow_analysis` takes it from there."""
+    attempt: list[int | None] = []
+    try:
+        await _analyze_domainmap(body, patch, context, logger, attempt, force=False)
+    finally:
+        await _record_cluster_source(body, patch, context, attempt)
+
+
+def fleet_change_pending(
+    spec: Mapping[str, Any], annotations: Mapping[str, str], status: Mapping[str, Any]
+) -> bool:
+    """Has the QdrantFleet this DomainMap names changed since its last analysis read it?
+
+    The fleet's controller sets :data:`FLEET_ANNOTATION` to the fleet's generation; it is
+    pending unless the last analysis read that generation or it was handled already."""
+    value = annotations.get(FLEET_ANNOTATION)
+    if not value or fleet_ref_of(spec) is None or spec.get("clusters"):
+        return False
+    fleet = status.get("fleet") or {}
+    return value not in (str(fleet.get("handled")), str(fleet.get("generation")))
+
+
+async def fleet_changed(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    context: OperatorContext,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+) -> None:
+    """The fleet was created or changed: analyse again with its clusters (the running
+    analysis Job, if any, is replaced, as a new spec would replace it)."""
+    value = body.metadata.annotations.get(FLEET_ANNOTATION)
+    patch.status["fleet"] = {"handled": value}
+    kopf.info(
+        body,
+        reason="FleetChanged",
+        message=f"QdrantFleet {fleet_ref_of(body.spec)!r} is at generation {value}: "
+        "analysing with its clusters",
+    )
+    attempt: list[int | None] = []
+    try:
+        await _analyze_domainmap(body, patch, context, logger, attempt, force=True)
+    finally:
+        await _record_cluster_source(body, patch, context, attempt)
+
+
+async def _analyze_domainmap(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    context: OperatorContext,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    attempt: list[int | None],
+    *,
+    force: bool,
+) -> None:
+    """Analyse (see :func:`analyze_domainmap`; ``force``: even if this generation was);
+    ``attempt`` gets the fleet generation an attempted analysis read."""
     meta, namespace, name = body.meta, body.meta.namespace or "default", body.meta.name or ""
     generation = meta.get("generation")
     now = context.clock()
@@ -224,13 +339,34 @@ async def analyze_domainmap(
         )
         return
     try:
-        parsed = parse_domainmap_spec(body.spec, name=name, defaults=context.spec_defaults)
+        parsed = await _load_spec(body, context)
     except SpecError as error:
         message = "invalid spec: " + "; ".join(error.problems)
         _fail(body, patch, _Failure("InvalidSpec", message, None), generation=generation, now=now)
         return
+    except FleetNotFound as error:
+        # Retried; creating the fleet also annotates this DomainMap (see fleet_changed).
+        attempt.append(None)
+        _fail(
+            body, patch, _Failure("FleetNotFound", str(error), 30.0), generation=generation, now=now
+        )
+        return
+    except api.KubernetesApiError as error:
+        message = f"cannot read the QdrantFleet of spec.fleetRef: {error}"
+        _fail(
+            body,
+            patch,
+            _Failure("KubernetesApiError", message, 30.0),
+            generation=generation,
+            now=now,
+        )
+        return
     async with context.lock(owner_of(namespace, name)):
         live = await _live_status(namespace, name, body.get("status") or {})
+        if force:
+            attempt.append(parsed.fleet_generation)
+            await _start_analysis(body, patch, parsed, live, context, attempt=1)
+            return
         if live.get("observedGeneration") == generation and _analysed_within(
             live, now, parsed.interval_s
         ):
@@ -243,6 +379,7 @@ async def analyze_domainmap(
         running = live.get("analysis") or {}
         if analysis_in_flight(live) and running.get("generation") == generation:
             return  # this generation's Job runs: the analysis timer follows it
+        attempt.append(parsed.fleet_generation)
         await _start_analysis(body, patch, parsed, live, context, attempt=1)
 
 
@@ -422,8 +559,8 @@ async def follow_analysis(
     if analysis.get("generation") != generation:
         return  # a new spec: the change handler replaces the Job
     try:
-        parsed = parse_domainmap_spec(body.spec, name=name, defaults=context.spec_defaults)
-    except SpecError:
+        parsed = await _load_spec(body, context)
+    except (SpecError, api.KubernetesApiError):
         return  # reported by the change handlers
     async with context.lock(owner_of(namespace, name)):
         live = await _live_status(namespace, name, status)
@@ -838,8 +975,8 @@ async def follow_labeling(
     labeling = dict(status.get("labeling") or {})
     job_name = str(labeling["job"])
     try:
-        parsed = parse_domainmap_spec(body.spec, name=name, defaults=context.spec_defaults)
-    except SpecError:
+        parsed = await _load_spec(body, context)
+    except (SpecError, api.KubernetesApiError):
         return  # a new spec is analysed by the change handlers
     retry_at = parse_timestamp(labeling.get("retryAt"))
     if retry_at is not None:
@@ -977,8 +1114,8 @@ async def retry_domainmap(
         )
         return
     try:
-        parsed = parse_domainmap_spec(body.spec, name=name, defaults=context.spec_defaults)
-    except SpecError:
+        parsed = await _load_spec(body, context)
+    except (SpecError, api.KubernetesApiError):
         return
     kopf.info(body, reason="Retrying", message=f"retry asked ({RETRY_ANNOTATION}={value})")
     if reason in ("LabelingFailed", "LabelingJobMissing"):
@@ -1034,10 +1171,20 @@ async def cleanup_domainmap(
     namespace, name = body.meta.namespace or "default", body.meta.name or ""
     discovery_metrics.forget(namespace, name)
     try:
-        parsed = parse_domainmap_spec(body.spec, name=name, defaults=context.spec_defaults)
+        parsed = await _load_spec(body, context)
     except SpecError:
         logger.info("DomainMap %s/%s had an invalid spec: nothing was created", namespace, name)
         return
+    except FleetNotFound as error:
+        # Deletion must not hang on a fleet deleted first: say what is left behind.
+        kopf.warn(
+            body,
+            reason="FleetNotFound",
+            message=f"{error}; the catalog entries of this DomainMap (and its labels) stay",
+        )
+        return
+    except api.KubernetesApiError as error:
+        raise kopf.TemporaryError(f"cleanup failed: {error}", delay=30) from None
     try:
         configs = await resolve_clusters(
             parsed.clusters, namespace, policy=context.credential_policy

@@ -18,8 +18,10 @@ from librarian.services.analysis_job import domain_count_status, domain_summarie
 
 __all__ = [
     "HISTORY_LIMIT",
+    "INLINE_CLUSTERS_MESSAGE",
     "TERMINAL_REASONS",
     "analyzed_status",
+    "cluster_source_conditions",
     "domain_count_status",
     "domain_summaries",
     "failed_status",
@@ -191,3 +193,42 @@ def failed_status(
 
 def history_summary(history: Sequence[Mapping[str, Any]]) -> str:
     return ", ".join(f"v{h['version']}:{h['domainCount']}" for h in history)
+
+
+INLINE_CLUSTERS_MESSAGE = (
+    "spec.clusters is deprecated and will be removed after one release: move the clusters to "
+    "a QdrantFleet in this namespace (kind QdrantFleet, same entries under its spec.clusters) "
+    "and replace spec.clusters with spec.fleetRef: {name: <the fleet>}"
+)
+
+
+def cluster_source_conditions(
+    conditions: Sequence[Mapping[str, Any]] | None,
+    *,
+    fleet_ref: str | None,
+    generation: int | None,
+    now: datetime,
+) -> list[Any]:
+    """``conditions`` with the ``Deprecated`` warning set from where the clusters come from.
+
+    Inline ``spec.clusters``: True, reason InlineClusters (a warning; Ready is unaffected);
+    ``spec.fleetRef``: False, reason FleetRef."""
+    if fleet_ref is None:
+        return set_condition(
+            conditions,
+            "Deprecated",
+            "True",
+            "InlineClusters",
+            INLINE_CLUSTERS_MESSAGE,
+            observed_generation=generation,
+            now=now,
+        )
+    return set_condition(
+        conditions,
+        "Deprecated",
+        "False",
+        "FleetRef",
+        f"the clusters come from QdrantFleet {fleet_ref!r}",
+        observed_generation=generation,
+        now=now,
+    )

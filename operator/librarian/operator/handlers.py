@@ -17,7 +17,7 @@ from librarian.contracts.api import GROUP, VERSION
 from librarian.contracts.metadata import FINALIZER, RETRY_ANNOTATION
 from librarian.kube.client import Credentials, remember_credentials
 from librarian.kube.credentials import to_pem
-from librarian.operator import rebalance, specialization
+from librarian.operator import fleet, rebalance, specialization
 from librarian.operator.domainmap import (
     PLURAL,
     analysis_due,
@@ -25,6 +25,8 @@ from librarian.operator.domainmap import (
     analyze_domainmap,
     cleanup_domainmap,
     context_from,
+    fleet_change_pending,
+    fleet_changed,
     follow_analysis,
     follow_labeling,
     labeling_in_flight,
@@ -32,6 +34,7 @@ from librarian.operator.domainmap import (
 )
 
 __all__ = [
+    "FLEET_CHECK_INTERVAL_S",
     "SERVER_URL_ENV",
     "TIMER_TICK_S",
     "configure",
@@ -39,10 +42,13 @@ __all__ = [
     "domainmap_analysis_watch",
     "domainmap_changed",
     "domainmap_deleted",
+    "domainmap_fleet_changed",
     "domainmap_labeling_watch",
     "domainmap_reanalysis",
     "domainmap_resumed",
     "domainmap_retry",
+    "fleet_changed_handler",
+    "fleet_check",
     "login",
     "rebalance_tick",
     "specialization_changed",
@@ -54,6 +60,9 @@ Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 TIMER_TICK_S = float(os.environ.get("LIBRARIAN_TIMER_TICK_SECONDS", "10"))
 """How often the re-analysis timer checks whether a DomainMap's interval has passed."""
+
+FLEET_CHECK_INTERVAL_S = float(os.environ.get("LIBRARIAN_FLEET_CHECK_SECONDS", "300"))
+"""How often each QdrantFleet's clusters are checked again for reachability."""
 
 SERVER_URL_ENV = "LIBRARIAN_KUBERNETES_SERVER"
 """When set, the operator talks to this API server URL without credentials (the emulator)."""
@@ -181,6 +190,57 @@ async def domainmap_retry(
     """A user asked for a retry of the failed analysis or labeling Job."""
     value = body.metadata.annotations.get(RETRY_ANNOTATION)
     await retry_domainmap(body, patch, context_from(memo), value, logger)
+
+
+def _fleet_changed(
+    spec: kopf.Spec, annotations: kopf.Annotations, status: kopf.Status, **_: Any
+) -> bool:
+    """Has the QdrantFleet a DomainMap names changed since its last analysis read it?"""
+    return fleet_change_pending(spec, annotations, status)
+
+
+# A timer, like the retry: kopf leaves the annotations of its own prefix out of the changes
+# it detects. The fleet's handlers set the annotation; this picks it up within a tick.
+@kopf.timer(
+    GROUP,
+    VERSION,
+    PLURAL,
+    interval=TIMER_TICK_S,
+    initial_delay=TIMER_TICK_S,
+    when=_fleet_changed,
+)
+async def domainmap_fleet_changed(
+    *, body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any
+) -> None:
+    """The QdrantFleet of spec.fleetRef was created or changed: analyse with its clusters."""
+    await fleet_changed(body, patch, context_from(memo), logger)
+
+
+@kopf.on.create(GROUP, VERSION, fleet.PLURAL)
+@kopf.on.update(GROUP, VERSION, fleet.PLURAL, field="spec")
+@kopf.on.resume(GROUP, VERSION, fleet.PLURAL)
+async def fleet_changed_handler(
+    *, body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any
+) -> None:
+    """A QdrantFleet appeared or changed: check its clusters, then tell the DomainMaps that
+    name it (their change is picked up by :func:`domainmap_fleet_changed`)."""
+    await fleet.check_fleet(body, patch, context_from(memo), logger)
+    await fleet.notify_domainmaps(body, logger)
+
+
+@kopf.timer(
+    GROUP,
+    VERSION,
+    fleet.PLURAL,
+    interval=FLEET_CHECK_INTERVAL_S,
+    initial_delay=FLEET_CHECK_INTERVAL_S,
+    idle=FLEET_CHECK_INTERVAL_S,
+)
+async def fleet_check(
+    *, body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Logger, **_: Any
+) -> None:
+    """Every few minutes: is each cluster of the fleet still reachable with its credential?"""
+    await fleet.check_fleet(body, patch, context_from(memo), logger)
 
 
 def _labeling(status: kopf.Status, **_: Any) -> bool:

@@ -28,9 +28,10 @@ from librarian.core.planner import next_window_start
 from librarian.core.rebalancing import Analysis, PolicyAnalysis, analyse_policy, judged_fleet
 from librarian.kube import client as api
 from librarian.kube.fleet_access import resolve_clusters
+from librarian.kube.fleets import FleetNotFound, load_domainmap_spec
 from librarian.kube.policy_spec import PolicySpec, parse_policy_spec
 from librarian.kube.serving import home_collection, serving_specializations
-from librarian.kube.spec import DomainMapSpec, SpecError, parse_domainmap_spec
+from librarian.kube.spec import DomainMapSpec, SpecError
 from librarian.operator import rebalance_metrics as metrics
 from librarian.operator.conditions import ConditionStatus, set_condition, timestamp
 from librarian.operator.context import OperatorContext
@@ -103,13 +104,18 @@ async def read_library(
             "spec.domainMap",
         ) from None
     try:
-        dm_spec = parse_domainmap_spec(
-            domain_map.get("spec") or {}, name=policy.domain_map, defaults=context.spec_defaults
+        dm_spec = await load_domainmap_spec(
+            domain_map.get("spec") or {},
+            namespace=namespace,
+            name=policy.domain_map,
+            defaults=context.spec_defaults,
         )
     except SpecError as error:
         raise PolicyFailed(
             "DomainMapInvalid", f"DomainMap {policy.domain_map} is invalid: {error}"
         ) from None
+    except FleetNotFound as error:
+        raise PolicyFailed("FleetNotFound", str(error)) from None
     domains = {d["id"]: d for d in (domain_map.get("status") or {}).get("domains") or []}
     if not domains:
         raise PolicyFailed(

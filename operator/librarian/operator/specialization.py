@@ -31,12 +31,12 @@ from librarian.core.tuning import DomainStats, TuningError, tune_collection
 from librarian.kube import client as api
 from librarian.kube.fences import read_leases, waiting_routers
 from librarian.kube.fleet_access import CredentialRefused, resolve_clusters
+from librarian.kube.fleets import FleetNotFound, load_domainmap_spec
 from librarian.kube.job_pod import JobPodError, JobPodSettings, merge_job_pod
 from librarian.kube.spec import (
     ClusterRef,
     SpecError,
     SpecializationSpec,
-    parse_domainmap_spec,
     parse_specialization_spec,
 )
 from librarian.operator.conditions import ConditionStatus, set_condition
@@ -156,9 +156,19 @@ async def _setup(body: kopf.Body, context: OperatorContext) -> _Setup:
         raise SpecializationFailed("InvalidSpec", message) from None
     _job_pod(parsed, context)  # spec.job over the operator's jobs values: refused before any work
     domain_map = await _get_domain_map(namespace, parsed.domain_map)
-    dm_spec = parse_domainmap_spec(
-        domain_map.get("spec") or {}, name=parsed.domain_map, defaults=context.spec_defaults
-    )
+    try:
+        dm_spec = await load_domainmap_spec(
+            domain_map.get("spec") or {},
+            namespace=namespace,
+            name=parsed.domain_map,
+            defaults=context.spec_defaults,
+        )
+    except SpecError as error:
+        raise SpecializationFailed(
+            "DomainMapInvalid", f"DomainMap {parsed.domain_map} is invalid: {error}"
+        ) from None
+    except FleetNotFound as error:
+        raise SpecializationFailed("FleetNotFound", str(error), retry=True, delay=30.0) from None
     domains = (domain_map.get("status") or {}).get("domains") or []
     match = next((d for d in domains if parsed.domain in (d["id"], d["name"])), None)
     if match is None:

@@ -25,8 +25,9 @@ from typing import Any
 from librarian.contracts.api import GROUP, VERSION
 from librarian.kube import client as api
 from librarian.kube.fleet_access import CredentialPolicy, resolve_clusters
+from librarian.kube.fleets import FleetNotFound, load_domainmap_spec
 from librarian.kube.serving import home_collection, serving_specializations
-from librarian.kube.spec import SpecError, parse_domainmap_spec
+from librarian.kube.spec import SpecError
 from librarian.router.library import (
     CollectionHome,
     DomainRoute,
@@ -191,18 +192,21 @@ async def _domainmap(namespace: str, name: str) -> dict[str, Any]:
 async def kubernetes_fleet(
     namespace: str, name: str, *, policy: CredentialPolicy
 ) -> tuple[Fleet, list[ClusterConfig], str]:
-    """The fleet of a DomainMap (API keys read from its Secrets) and its source cluster.
+    """The fleet of a DomainMap (its QdrantFleet's clusters with ``spec.fleetRef``, else its
+    inline ones; API keys read from their Secrets) and its source cluster.
 
     ``policy`` refuses the Secrets, variables and plain-HTTP hosts the operator's
     configuration does not allow, as the operator does, before any cluster is contacted.
     """
     body = await _domainmap(namespace, name)
     try:
-        parsed = parse_domainmap_spec(body.get("spec") or {}, name=name)
+        parsed = await load_domainmap_spec(body.get("spec") or {}, namespace=namespace, name=name)
     except SpecError as error:
         raise ValueError(
             f"DomainMap {namespace}/{name} has an invalid spec: {'; '.join(error.problems)}"
         ) from None
+    except FleetNotFound as error:
+        raise ValueError(str(error)) from None
     configs = await resolve_clusters(parsed.clusters, namespace, policy=policy)
     return Fleet(configs), configs, parsed.source_cluster
 
@@ -214,7 +218,7 @@ def kubernetes_loader(
 
     async def load() -> LibraryDefinition | None:
         body = await _domainmap(namespace, name)
-        parsed = parse_domainmap_spec(body.get("spec") or {}, name=name)
+        parsed = await load_domainmap_spec(body.get("spec") or {}, namespace=namespace, name=name)
         status = body.get("status") or {}
         if not status.get("domains"):
             return None

@@ -1,0 +1,1 @@
+../DomainMap/health.lua
