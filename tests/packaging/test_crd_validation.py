@@ -179,6 +179,12 @@ CASES: list[tuple[str, str, Mutation, str]] = [
     ),
     ("QdrantFleet", "missing-required", _drop("spec.clusters"), "'clusters' is a required"),
     (
+        "QdrantFleet",
+        "capacity-not-a-quantity",
+        _set("spec.clusters.0.capacity", {"memory": "lots"}),
+        "does not match",
+    ),
+    (
         "DomainMap",
         "catalog-not-in-fleet",
         _set("spec.catalog.cluster", "elsewhere"),

@@ -6,8 +6,10 @@ from typing import Any
 
 import pytest
 
+from librarian.core.load import ClusterCapacity
 from librarian.kube.fleets import fleet_clusters
 from librarian.kube.job_pod import CaBundleRef
+from librarian.kube.policy_spec import effective_capacities, parse_policy_spec
 from librarian.kube.spec import (
     FleetClusters,
     SpecError,
@@ -192,3 +194,47 @@ def test_a_fleet_change_is_pending_until_read_or_handled(
     assert fleet_change_pending(_domainmap(), annotations, status) is pending
     inline = _domainmap(fleetRef=None, clusters=CLUSTERS)
     assert fleet_change_pending(inline, annotations, status) is False
+
+
+def test_a_fleet_cluster_carries_its_capacity_and_a_policy_entry_wins() -> None:
+    """The capacity defined once in the fleet is what a RebalancePolicy judges a cluster
+    against, unless the policy's own spec.capacity lists the cluster."""
+    clusters = [
+        {**CLUSTERS[0], "capacity": {"memory": "8Gi", "maxQueriesPerSecond": 200}},
+        {**CLUSTERS[1], "capacity": {"disk": "100Gi", "baselineLatency": "20ms"}},
+        {"name": "bulk", "embedded": ".demo/bulk"},
+    ]
+    general, fast, bulk = parse_fleet_spec({"clusters": clusters}, name="qdrant")
+    assert general.capacity == ClusterCapacity(
+        "general", memory_bytes=8 * 1024**3, disk_bytes=None, max_qps=200.0, baseline_p95_ms=None
+    )
+    assert fast.capacity == ClusterCapacity(
+        "fast", memory_bytes=None, disk_bytes=100 * 1024**3, max_qps=None, baseline_p95_ms=20.0
+    )
+    assert bulk.capacity is None
+    policy = parse_policy_spec(
+        {"domainMap": "packages", "capacity": [{"cluster": "general", "maxQueriesPerSecond": 50}]}
+    )
+    effective = {c.name: c for c in effective_capacities(policy.capacities, [general, fast, bulk])}
+    assert effective["general"].max_qps == 50.0  # the policy's own entry
+    assert effective["general"].memory_bytes is None  # whole: not merged field by field
+    assert effective["fast"] == fast.capacity  # from the fleet
+    assert "bulk" not in effective  # neither says: not limited
+
+
+def test_a_bad_fleet_capacity_is_named_and_inline_clusters_take_none() -> None:
+    bad = [{**CLUSTERS[0], "capacity": {"memory": "lots", "maxQueriesPerSecond": 0}}]
+    with pytest.raises(SpecError) as refused:
+        parse_fleet_spec({"clusters": bad}, name="qdrant")
+    assert "spec.clusters[0].capacity.memory 'lots' is not a quantity" in str(refused.value)
+    assert "spec.clusters[0].capacity.maxQueriesPerSecond must be a number > 0" in str(
+        refused.value
+    )
+    inline = [{**CLUSTERS[0], "capacity": {"memory": "1Gi"}}]
+    with pytest.raises(SpecError, match="capacity is accepted in a QdrantFleet only"):
+        parse_domainmap_spec(
+            _domainmap(
+                fleetRef=None, clusters=inline, catalog=None, specialize=None, specialization=None
+            ),
+            name="books",
+        )

@@ -10,7 +10,7 @@ with its field path and how to fix it, so a bad policy gets one clear
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ from librarian.core.durations import DurationError, parse_duration
 from librarian.core.load import ClusterCapacity, Thresholds
 from librarian.core.planner import STRATEGIES, Constraints, PlanError, parse_window
 from librarian.core.tuning import OPTIMIZATION_STRATEGIES
-from librarian.kube.spec import SpecError, parse_quantity
+from librarian.kube.spec import ClusterRef, SpecError, parse_cluster_capacity
 
 __all__ = [
     "DEFAULT_ROUTER_PORT",
@@ -26,6 +26,7 @@ __all__ = [
     "PolicyDefaults",
     "PolicySpec",
     "RouterRef",
+    "effective_capacities",
     "parse_policy_spec",
 ]
 
@@ -179,34 +180,18 @@ def _capacities(raw: Any, problems: list[str]) -> tuple[ClusterCapacity, ...]:
         if cluster in seen:
             problems.append(f"{where}.cluster {cluster!r} appears twice; one entry per cluster")
         seen.add(cluster)
-        sizes: dict[str, int | None] = {}
-        for key in ("memory", "disk"):
-            sizes[key] = None
-            if entry.get(key) is not None:
-                try:
-                    sizes[key] = parse_quantity(str(entry[key]))
-                except ValueError:
-                    problems.append(
-                        f"{where}.{key} {entry[key]!r} is not a quantity like 512Mi or 8Gi"
-                    )
-        max_qps = entry.get("maxQueriesPerSecond")
-        if max_qps is not None and (
-            isinstance(max_qps, bool) or not isinstance(max_qps, int | float) or max_qps <= 0
-        ):
-            problems.append(f"{where}.maxQueriesPerSecond must be a number > 0, got {max_qps!r}")
-            max_qps = None
-        baseline = entry.get("baselineLatency")
-        baseline_s = _duration(baseline, f"{where}.baselineLatency", 0.0, problems)
-        capacities.append(
-            ClusterCapacity(
-                name=cluster,
-                memory_bytes=sizes["memory"],
-                disk_bytes=sizes["disk"],
-                max_qps=float(max_qps) if max_qps is not None else None,
-                baseline_p95_ms=baseline_s * 1000 if baseline is not None else None,
-            )
-        )
+        capacities.append(parse_cluster_capacity(entry, where, cluster, problems))
     return tuple(capacities)
+
+
+def effective_capacities(
+    policy: Sequence[ClusterCapacity], clusters: Sequence[ClusterRef]
+) -> tuple[ClusterCapacity, ...]:
+    """The capacities a policy judges against: its own ``spec.capacity`` entries, then the
+    capacity its DomainMap's QdrantFleet gives each cluster the policy does not list."""
+    listed = {c.name for c in policy}
+    from_fleet = [c.capacity for c in clusters if c.capacity is not None and c.name not in listed]
+    return (*policy, *from_fleet)
 
 
 def parse_policy_spec(

@@ -16,6 +16,7 @@ from typing import Any
 from librarian.contracts.reserved import PRODUCT_PREFIX
 from librarian.core.discovery import STRATEGIES
 from librarian.core.durations import DurationError, parse_duration
+from librarian.core.load import ClusterCapacity
 from librarian.kube.job_pod import (
     OVERRIDABLE,
     CaBundleRef,
@@ -34,6 +35,7 @@ __all__ = [
     "SpecializationSpec",
     "domainmap_interval",
     "fleet_ref_of",
+    "parse_cluster_capacity",
     "parse_domainmap_spec",
     "parse_fleet_spec",
     "parse_quantity",
@@ -71,6 +73,10 @@ class ClusterRef:
     """A QdrantFleet cluster's CA bundle (``caBundle``: PEM certificates in a ConfigMap or
     Secret of the fleet's namespace, named as ``jobs.caBundle`` names one), carried for
     whoever connects to it: its ``volume()`` presents it to a pod as ``ca.crt``."""
+    capacity: ClusterCapacity | None = None
+    """A QdrantFleet cluster's ``capacity`` (memory, disk, queries/s, baseline latency): what
+    a RebalancePolicy of a DomainMap on that fleet judges its load against, unless the
+    policy's own ``spec.capacity`` lists the cluster."""
 
 
 @dataclass(frozen=True)
@@ -306,6 +312,23 @@ def _clusters(
                     f"{where}.caBundle is accepted in a QdrantFleet only: move the clusters "
                     "to a QdrantFleet and name it in spec.fleetRef"
                 )
+        if raw.get("capacity") is not None:
+            if ca_bundles:
+                capacity = raw["capacity"]
+                if isinstance(capacity, Mapping):
+                    cluster = replace(
+                        cluster,
+                        capacity=parse_cluster_capacity(
+                            capacity, f"{where}.capacity", cluster_name, problems
+                        ),
+                    )
+                else:
+                    problems.append(f"{where}.capacity must be an object, got {capacity!r}")
+            else:
+                problems.append(
+                    f"{where}.capacity is accepted in a QdrantFleet only (or in a "
+                    "RebalancePolicy's spec.capacity)"
+                )
         clusters.append(cluster)
     return clusters
 
@@ -317,6 +340,42 @@ def _ca_bundle(raw: Any, where: str, problems: list[str]) -> CaBundleRef | None:
     except JobPodError as error:
         problems.extend(error.problems)
         return None
+
+
+def parse_cluster_capacity(
+    entry: Mapping[str, Any], where: str, cluster: str, problems: list[str]
+) -> ClusterCapacity:
+    """What one cluster can take (``memory``, ``disk``, ``maxQueriesPerSecond``,
+    ``baselineLatency``), as a QdrantFleet's cluster or a RebalancePolicy's ``spec.capacity``
+    entry writes it; each bad value is reported in ``problems`` and left unset."""
+    sizes: dict[str, int | None] = {}
+    for key in ("memory", "disk"):
+        sizes[key] = None
+        if entry.get(key) is not None:
+            try:
+                sizes[key] = parse_quantity(str(entry[key]))
+            except ValueError:
+                problems.append(f"{where}.{key} {entry[key]!r} is not a quantity like 512Mi or 8Gi")
+    max_qps = entry.get("maxQueriesPerSecond")
+    if max_qps is not None and (
+        isinstance(max_qps, bool) or not isinstance(max_qps, int | float) or max_qps <= 0
+    ):
+        problems.append(f"{where}.maxQueriesPerSecond must be a number > 0, got {max_qps!r}")
+        max_qps = None
+    baseline = entry.get("baselineLatency")
+    baseline_ms: float | None = None
+    if baseline is not None:
+        try:
+            baseline_ms = parse_duration(baseline) * 1000
+        except DurationError as error:
+            problems.append(f"{where}.baselineLatency: {error}")
+    return ClusterCapacity(
+        name=cluster,
+        memory_bytes=sizes["memory"],
+        disk_bytes=sizes["disk"],
+        max_qps=float(max_qps) if max_qps is not None else None,
+        baseline_p95_ms=baseline_ms,
+    )
 
 
 def _cluster(raw: Mapping[str, Any], where: str, name: str, problems: list[str]) -> ClusterRef:

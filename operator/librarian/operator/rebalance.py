@@ -29,7 +29,7 @@ from librarian.core.rebalancing import Analysis, PolicyAnalysis, analyse_policy,
 from librarian.kube import client as api
 from librarian.kube.fleet_access import resolve_clusters
 from librarian.kube.fleets import FleetNotFound, load_domainmap_spec
-from librarian.kube.policy_spec import PolicySpec, parse_policy_spec
+from librarian.kube.policy_spec import PolicySpec, effective_capacities, parse_policy_spec
 from librarian.kube.serving import home_collection, serving_specializations
 from librarian.kube.spec import DomainMapSpec, SpecError
 from librarian.operator import rebalance_metrics as metrics
@@ -211,7 +211,7 @@ async def analyse(
     domains, capacities = judged_fleet(
         _domain_loads(library, traffic, footprints),
         [c.name for c in library.spec.clusters],
-        policy.capacities,
+        effective_capacities(policy.capacities, library.spec.clusters),
         policy.constraints.excluded_clusters,
     )
     memory = PolicyAnalysis(
