@@ -688,6 +688,13 @@ def router_command(
     help="The DomainMap librarian up is started on.",
 )
 @click.option(
+    "--fleet",
+    type=click.Path(path_type=Path),
+    default=Path("manifests/examples/qdrantfleet.yaml"),
+    show_default=True,
+    help="The QdrantFleet the DomainMap names in spec.fleetRef (started with it).",
+)
+@click.option(
     "--policy",
     type=click.Path(path_type=Path),
     default=Path("manifests/examples/rebalancepolicy.yaml"),
@@ -701,7 +708,7 @@ def router_command(
     show_default=True,
     help="Seconds to wait for each step (the DomainMap Ready, the specializations, the moves).",
 )
-def demo_command(manifest: Path, policy: Path, timeout: float) -> None:
+def demo_command(manifest: Path, fleet: Path, policy: Path, timeout: float) -> None:
     """Run the embedded default end to end on librarian up and print what it measured.
 
     Loads the bundled data, starts librarian up on --manifest with a fresh
@@ -716,7 +723,7 @@ def demo_command(manifest: Path, policy: Path, timeout: float) -> None:
     from librarian.demo.report import print_report
     from librarian.demo.runner import DemoError, DemoScenario, run_demo
 
-    scenario = DemoScenario(manifest=manifest, policy=policy, timeout_s=timeout)
+    scenario = DemoScenario(manifest=manifest, fleet=fleet, policy=policy, timeout_s=timeout)
     log = log_to_file(scenario.root / "demo.log")
     # Bound to the real stdout now: a Job's command runs under CliRunner, which swaps sys.stdout.
     out = Console(file=sys.stdout, width=max(Console().width, 120))

@@ -36,7 +36,9 @@ def _write(path: Path, body: dict[str, Any]) -> Path:
 
 def _scenario(folder: Path) -> DemoScenario:
     manifest = yaml.safe_load((REPO / "manifests/examples/domainmap.yaml").read_text())
-    for cluster in manifest["spec"]["clusters"]:
+    fleet = yaml.safe_load((REPO / "manifests/examples/qdrantfleet.yaml").read_text())
+    assert manifest["spec"]["fleetRef"]["name"] == fleet["metadata"]["name"]
+    for cluster in fleet["spec"]["clusters"]:
         cluster["embedded"] = str(folder / cluster["name"])
     manifest["spec"]["sampleSize"] = POINTS
     manifest["spec"]["bounds"]["maxDomains"] = 6
@@ -44,6 +46,7 @@ def _scenario(folder: Path) -> DemoScenario:
     folder.mkdir(parents=True, exist_ok=True)
     return DemoScenario(
         manifest=_write(folder / "domainmap.yaml", manifest),
+        fleet=_write(folder / "qdrantfleet.yaml", fleet),
         policy=_write(folder / "rebalancepolicy.yaml", policy),
         root=folder / "demo",
         points=POINTS,
@@ -131,6 +134,8 @@ async def test_demo_reaches_ready_and_labels_every_point(tmp_path: Path) -> None
     print_report(report, console)
     text = output.getvalue()
     assert "librarian up -f" in text
+    assert "qdrantfleet.yaml -f" in text  # the fleet, then the DomainMap that names it
+    assert "Deprecated=True" not in text  # the example names its fleet: nothing deprecated
     assert "DomainMap/packages: Ready (Analyzed)" in text
     assert "Job/" not in text  # up's lines for each Job are left out
     assert "Ready=True (Analyzed)" in text

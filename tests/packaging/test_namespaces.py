@@ -76,8 +76,7 @@ def _docs(path: Path) -> list[dict[str, Any]]:
 
 
 def _example(kind: str) -> dict[str, Any]:
-    """The example of ``kind`` in its own file (``domainmap.yaml`` for DomainMap; the
-    DomainMap naming a QdrantFleet lives in ``fleetref-domainmap.yaml``)."""
+    """The example of ``kind`` in its own file (``domainmap.yaml`` for DomainMap)."""
     (doc,) = _docs(REPO / "manifests/examples" / f"{kind.lower()}.yaml")
     assert doc["kind"] == kind
     return doc

@@ -94,6 +94,9 @@ class DemoScenario:
     """
 
     manifest: Path = Path("manifests/examples/domainmap.yaml")
+    # The QdrantFleet the DomainMap names in spec.fleetRef (None: the DomainMap lists its
+    # clusters inline).
+    fleet: Path | None = Path("manifests/examples/qdrantfleet.yaml")
     policy: Path | None = Path("manifests/examples/rebalancepolicy.yaml")
     root: Path = Path(".demo")  # the state directory and the files loaded go under it
     points: int | None = None  # the first N bundled points (all 3,000 by default)
@@ -111,10 +114,22 @@ class DemoScenario:
         return self.root / "state"
 
 
-def _source_of(manifest: Mapping[str, Any]) -> tuple[Path, str, str]:
+def _clusters_of(manifest: Mapping[str, Any], fleet: Mapping[str, Any] | None) -> list[Any]:
+    """The DomainMap's clusters: its own, or those of the fleet it names."""
     spec = manifest["spec"]
-    source = spec["source"]
-    cluster = next(c for c in spec["clusters"] if c["name"] == source["cluster"])
+    if "fleetRef" not in spec:
+        return list(spec.get("clusters") or [])
+    wanted = spec["fleetRef"]["name"]
+    if fleet is None or fleet["metadata"]["name"] != wanted:
+        raise DemoError(f"the demo DomainMap names QdrantFleet {wanted!r}: give its file (--fleet)")
+    return list(fleet["spec"]["clusters"])
+
+
+def _source_of(
+    manifest: Mapping[str, Any], fleet: Mapping[str, Any] | None
+) -> tuple[Path, str, str]:
+    source = manifest["spec"]["source"]
+    cluster = next(c for c in _clusters_of(manifest, fleet) if c["name"] == source["cluster"])
     if "embedded" not in cluster:
         raise DemoError("the demo manifest's source cluster must be embedded (a local path)")
     return (
@@ -182,10 +197,10 @@ def _shown(line: str) -> bool:
     return shown is not None and match["phase"] in shown
 
 
-def _fresh(scenario: DemoScenario, manifest: Mapping[str, Any]) -> None:
+def _fresh(scenario: DemoScenario, clusters: Sequence[Mapping[str, Any]]) -> None:
     """Every run starts anew: no state, and empty target clusters."""
     shutil.rmtree(scenario.state_dir, ignore_errors=True)
-    for cluster in manifest["spec"]["clusters"]:
+    for cluster in clusters:
         if "embedded" in cluster:
             shutil.rmtree(cluster["embedded"], ignore_errors=True)
 
@@ -262,14 +277,20 @@ async def run_demo(
 ) -> DemoReport:
     """Run the scenario on ``librarian up``'s machinery; what it measured."""
     console = console or Console()
-    needed = [scenario.manifest, *([scenario.policy] if scenario.policy else [])]
+    needed = [
+        *([scenario.fleet] if scenario.fleet else []),
+        scenario.manifest,
+        *([scenario.policy] if scenario.policy else []),
+    ]
     if not all(path.is_file() for path in needed):
         raise DemoError(
             f"{' or '.join(map(str, needed))} not found: run the demo from the repository root "
             "(make demo)"
         )
     manifest = yaml.safe_load(scenario.manifest.read_text())
-    storage, collection, text_field = _source_of(manifest)
+    fleet = yaml.safe_load(scenario.fleet.read_text()) if scenario.fleet else None
+    clusters = _clusters_of(manifest, fleet)
+    storage, collection, text_field = _source_of(manifest, fleet)
     namespace = manifest["metadata"].get("namespace", "default")
     name = manifest["metadata"]["name"]
     started = time.monotonic()
@@ -280,14 +301,16 @@ async def run_demo(
         f"({data.vectors.shape[1]}-d embeddings) into embedded cluster 'general' "
         f"({storage}), collection '{collection}'"
     )
-    _fresh(scenario, manifest)
+    _fresh(scenario, clusters)
     load_source(storage, collection, text_field, data, scenario.root / "input")
+    files = [*([scenario.fleet] if scenario.fleet else []), scenario.manifest]
     console.print(
-        f"[bold]2.[/bold] librarian up -f {scenario.manifest} --state {scenario.state_dir}: "
+        f"[bold]2.[/bold] librarian up {' '.join(f'-f {f}' for f in files)} --state "
+        f"{scenario.state_dir}: "
         "an emulated Kubernetes API, the operator, the migration Jobs and the router"
     )
     config = UpConfig(
-        files=[scenario.manifest],
+        files=files,
         state_dir=scenario.state_dir,
         host=scenario.host,
         port=scenario.port,
