@@ -43,9 +43,10 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-## make test: lint, then every test suite
+## make test: lint, then every test suite (on TEST_WORKERS workers, 2 by default)
+TEST_WORKERS ?= 2
 test: lint tools
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q -p no:cacheprovider --durations=25
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --durations=25
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
