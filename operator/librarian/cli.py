@@ -34,7 +34,9 @@ from librarian.storage.errors import QdrantError
 if TYPE_CHECKING:
     from librarian.core.collection_spec import Distance
 
-console = Console(stderr=True, soft_wrap=True)  # messages stay whole: paths and URLs copy as they are
+console = Console(
+    stderr=True, soft_wrap=True
+)  # messages stay whole: paths and URLs copy as they are
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
