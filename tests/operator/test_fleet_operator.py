@@ -310,12 +310,19 @@ async def test_the_fleet_reports_each_clusters_reachability(
     load_source(storage, n=20)
     alive = {"name": "general", "embedded": str(storage)}
     dead = {"name": "dead", "url": "http://127.0.0.1:9", "timeoutSeconds": 1, "retries": 0}
-    await cluster.create(_fleet("mixed", [alive, dead]))
+    # A target nothing was placed on yet: its storage is made with its first collection.
+    fresh = {"name": "fresh", "embedded": str(tmp_path / "not-yet")}
+    await cluster.create(_fleet("mixed", [alive, dead, fresh]))
     fleet = await _wait(cluster, FLEETS, "mixed", "ClusterUnreachable", status="False")
     status = fleet["status"]
-    assert (status["phase"], status["clusterCount"]) == ("Degraded", 2)
+    assert (status["phase"], status["clusterCount"]) == ("Degraded", 3)
     reports = {r["name"]: r for r in status["clusters"]}
     assert reports["general"]["reachable"] is True
+    assert (reports["fresh"]["reachable"], reports["fresh"]["reason"]) == (True, "Reachable")
+    assert "is empty: it is made when a collection is first placed there" in (
+        reports["fresh"]["message"]
+    )
+    assert not (tmp_path / "not-yet").exists()  # the check creates nothing
     assert (reports["dead"]["reachable"], reports["dead"]["reason"]) == (
         False,
         "ClusterUnreachable",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -112,6 +113,17 @@ async def _reachability(
 ) -> dict[str, Any]:
     """One cluster's entry in ``status.clusters``: reachable, reason and message (no secret)."""
     report: dict[str, Any] = {"name": ref.name}
+    if ref.embedded is not None and not await asyncio.to_thread(Path(ref.embedded).exists):
+        # A target the operator has not placed a collection on yet (the engine makes its
+        # storage on the first one): nothing to ask, nothing wrong. A DomainMap whose source
+        # is there says SourceNotFound.
+        return {
+            **report,
+            "reachable": True,
+            "reason": "Reachable",
+            "message": f"embedded storage {ref.embedded} is empty: it is made when a "
+            "collection is first placed there",
+        }
     try:
         (config,) = await resolve_clusters([ref], namespace, policy=context.credential_policy)
         timeout = min(config.timeout_s, REACHABILITY_TIMEOUT_S)
