@@ -319,8 +319,9 @@ async def test_the_fleet_reports_each_clusters_reachability(
     reports = {r["name"]: r for r in status["clusters"]}
     assert reports["general"]["reachable"] is True
     assert (reports["fresh"]["reachable"], reports["fresh"]["reason"]) == (True, "Reachable")
-    assert "is empty: it is made when a collection is first placed there" in (
-        reports["fresh"]["message"]
+    assert (
+        "is empty: it is made when a collection is first placed there"
+        in (reports["fresh"]["message"])
     )
     assert not (tmp_path / "not-yet").exists()  # the check creates nothing
     assert (reports["dead"]["reachable"], reports["dead"]["reason"]) == (
