@@ -14,7 +14,7 @@ reserved key is refused with a 400 that names it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import BaseModel
@@ -62,18 +62,22 @@ def filter_keys(flt: Any) -> Iterator[str]:
 
 
 def filters_in(value: Any) -> Iterator[models.Filter]:
-    """Every filter inside a parsed request body (a model, a union member, lists and maps of
-    them), outermost first; a filter's own conditions are not searched again."""
+    """Every filter inside a parsed request body (a model, a union member, lists of them),
+    outermost first; a filter's own conditions are not searched again.
+
+    This runs on every request, so it steps over what cannot hold a filter: a filter is
+    always a model's field or an item of a list of models, never inside a plain map (a
+    payload, named vectors) nor in a list of numbers (a vector), whose items are not
+    visited one by one."""
     if isinstance(value, models.Filter):
         yield value
     elif isinstance(value, BaseModel):
         for name in type(value).model_fields:
-            yield from filters_in(getattr(value, name))
-    elif isinstance(value, list | tuple):
+            field = getattr(value, name)
+            if isinstance(field, BaseModel | list | tuple):
+                yield from filters_in(field)
+    elif isinstance(value, list | tuple) and value and isinstance(value[0], BaseModel | list):
         for item in value:
-            yield from filters_in(item)
-    elif isinstance(value, Mapping):
-        for item in value.values():
             yield from filters_in(item)
 
 
