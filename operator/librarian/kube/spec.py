@@ -249,7 +249,7 @@ def _domainmap_clusters(
                 "clusters to use (or list them in spec.clusters, deprecated)"
             )
             return [], "spec.clusters"
-        return _clusters(inline, problems, where="spec.clusters", ca_bundles=False), "spec.clusters"
+        return _clusters(inline, problems, where="spec.clusters", in_fleet=False), "spec.clusters"
     where = f"QdrantFleet {fleet_ref!r}"
     if fleet is None or fleet.name != fleet_ref:
         problems.append(f"spec.fleetRef names QdrantFleet {fleet_ref!r}, which was not read")
@@ -284,11 +284,12 @@ def _clusters(
     problems: list[str],
     *,
     where: str,
-    ca_bundles: bool = True,
+    in_fleet: bool = True,
 ) -> list[ClusterRef]:
     """The fleet entries; an entry without a name is reported and left out.
 
-    ``ca_bundles``: whether an entry may carry ``caBundle`` (a QdrantFleet's may)."""
+    ``in_fleet``: whether the entries are a QdrantFleet's, which alone may carry ``caBundle``
+    and ``capacity``."""
     if not raw_clusters:
         problems.append(f"{where} must list at least one cluster (url or embedded)")
     clusters: list[ClusterRef] = []
@@ -305,7 +306,7 @@ def _clusters(
         seen.add(cluster_name)
         cluster = _cluster(raw, where, cluster_name, problems)
         if raw.get("caBundle") is not None:
-            if ca_bundles:
+            if in_fleet:
                 cluster = replace(cluster, ca_bundle=_ca_bundle(raw["caBundle"], where, problems))
             else:
                 problems.append(
@@ -313,7 +314,7 @@ def _clusters(
                     "to a QdrantFleet and name it in spec.fleetRef"
                 )
         if raw.get("capacity") is not None:
-            if ca_bundles:
+            if in_fleet:
                 capacity = raw["capacity"]
                 if isinstance(capacity, Mapping):
                     cluster = replace(
